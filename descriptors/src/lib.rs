@@ -1,1 +1,18 @@
+//! Descriptor layouts and ring arithmetic for zcnic's NIC drivers.
+//!
+//! Everything here is plain data and pure logic: no I/O, no `unsafe`. The drivers in the
+//! `zcnic` crate copy descriptors in and out of DMA memory with volatile accesses and use
+//! these types to decide what a descriptor means.
+//!
+//! ```
+//! use zcnic_descriptors::RingIndex;
+//! let ring = RingIndex::new(512).unwrap();
+//! // Free-running counters wrap at 2^32; slots wrap at the ring size.
+//! assert_eq!(ring.slot(513), 1);
+//! assert_eq!(ring.in_flight(5, u32::MAX - 2), 8);
+//! ```
 
+pub mod e1000;
+mod ring;
+
+pub use ring::{RingIndex, RingSizeError};

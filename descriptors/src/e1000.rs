@@ -1,0 +1,246 @@
+//! Legacy receive and transmit descriptors of the 8254x family.
+//!
+//! Layouts follow the PCI/PCI-X Family of Gigabit Ethernet Controllers Software Developer's
+//! Manual (8254x SDM): §3.2.3 (receive descriptor) and §3.3.3 (legacy transmit descriptor).
+//! Both are 16 bytes, little-endian, and the ring base must be 16-byte aligned (the driver
+//! uses 128 as the SDM recommends for cache-line use).
+
+use bitflags::bitflags;
+
+/// Receive descriptor (8254x SDM §3.2.3). The device writes `length`, `status` and `errors`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxDesc {
+    /// Buffer address the device writes the frame to (IOVA).
+    pub addr: u64,
+    /// Bytes written into the buffer, CRC included unless RCTL.SECRC strips it.
+    pub length: u16,
+    /// Packet checksum (unused: checksum offload is off).
+    pub csum: u16,
+    /// [`RxStatus`] bits.
+    pub status: u8,
+    /// [`RxErrors`] bits, valid when EOP is set.
+    pub errors: u8,
+    /// VLAN tag (unused).
+    pub special: u16,
+}
+
+/// Legacy transmit descriptor (8254x SDM §3.3.3).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxDesc {
+    /// Buffer address the device reads the frame from (IOVA).
+    pub addr: u64,
+    /// Bytes to send from this buffer.
+    pub length: u16,
+    /// Checksum offset (unused).
+    pub cso: u8,
+    /// [`TxCmd`] bits.
+    pub cmd: u8,
+    /// [`TxStatus`] bits, written back by the device when RS was set.
+    pub status: u8,
+    /// Checksum start (unused).
+    pub css: u8,
+    /// VLAN tag (unused).
+    pub special: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RxDesc>() == 16);
+const _: () = assert!(std::mem::size_of::<TxDesc>() == 16);
+
+bitflags! {
+    /// RDESC.STATUS (8254x SDM §3.2.3.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct RxStatus: u8 {
+        /// Descriptor Done: the device has finished with this descriptor.
+        const DD = 1 << 0;
+        /// End Of Packet: last descriptor of a frame.
+        const EOP = 1 << 1;
+        /// Ignore Checksum Indication.
+        const IXSM = 1 << 2;
+        /// Packet is 802.1Q.
+        const VP = 1 << 3;
+    }
+
+    /// RDESC.ERRORS (8254x SDM §3.2.3.2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct RxErrors: u8 {
+        /// CRC or alignment error.
+        const CE = 1 << 0;
+        /// Symbol error.
+        const SE = 1 << 1;
+        /// Sequence error.
+        const SEQ = 1 << 2;
+        /// Carrier extension error.
+        const CXE = 1 << 4;
+        /// TCP/UDP checksum error.
+        const TCPE = 1 << 5;
+        /// IP checksum error.
+        const IPE = 1 << 6;
+        /// RX data error.
+        const RXE = 1 << 7;
+    }
+
+    /// TDESC.CMD (8254x SDM §3.3.3.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TxCmd: u8 {
+        /// End Of Packet: last descriptor of a frame.
+        const EOP = 1 << 0;
+        /// Insert FCS: the device appends the Ethernet CRC.
+        const IFCS = 1 << 1;
+        /// Insert Checksum.
+        const IC = 1 << 2;
+        /// Report Status: write DD back when done.
+        const RS = 1 << 3;
+        /// Extension (0 = legacy descriptor).
+        const DEXT = 1 << 5;
+        /// VLAN Packet Enable.
+        const VLE = 1 << 6;
+        /// Interrupt Delay Enable.
+        const IDE = 1 << 7;
+    }
+
+    /// TDESC.STATUS (8254x SDM §3.3.3.2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TxStatus: u8 {
+        /// Descriptor Done.
+        const DD = 1 << 0;
+        /// Excess collisions.
+        const EC = 1 << 1;
+        /// Late collision.
+        const LC = 1 << 2;
+    }
+}
+
+/// Why a completed receive descriptor cannot be handed to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxDescError {
+    /// The device reported more bytes than the buffer holds.
+    TooLong {
+        /// Length the device wrote.
+        length: u16,
+        /// Bytes the buffer holds.
+        capacity: u16,
+    },
+    /// The frame spans several descriptors, which zcnic never configures (2 KiB buffers,
+    /// long packets off), so this is a device fault.
+    NotEop,
+    /// The device flagged a receive error.
+    Errors(u8),
+    /// A zero-length frame.
+    Empty,
+}
+
+impl RxDesc {
+    /// A descriptor handing `addr` to the device, with the status cleared.
+    pub const fn ready(addr: u64) -> Self {
+        Self {
+            addr,
+            length: 0,
+            csum: 0,
+            status: 0,
+            errors: 0,
+            special: 0,
+        }
+    }
+
+    /// Whether the device is done with this descriptor.
+    #[inline(always)]
+    pub const fn done(&self) -> bool {
+        self.status & RxStatus::DD.bits() != 0
+    }
+
+    /// Checks a completed descriptor and returns the frame length it reports.
+    #[inline]
+    pub fn frame_len(&self, capacity: u16) -> Result<u16, RxDescError> {
+        if self.status & RxStatus::EOP.bits() == 0 {
+            return Err(RxDescError::NotEop);
+        }
+        if self.errors != 0 {
+            return Err(RxDescError::Errors(self.errors));
+        }
+        match self.length {
+            0 => Err(RxDescError::Empty),
+            l if l > capacity => Err(RxDescError::TooLong {
+                length: l,
+                capacity,
+            }),
+            l => Ok(l),
+        }
+    }
+}
+
+impl TxDesc {
+    /// A single-buffer frame: EOP and IFCS, plus RS when `report` asks the device to write
+    /// DD back (zcnic sets it on one descriptor per cleanup batch only).
+    #[inline(always)]
+    pub const fn frame(addr: u64, length: u16, report: bool) -> Self {
+        let mut cmd = TxCmd::EOP.bits() | TxCmd::IFCS.bits();
+        if report {
+            cmd |= TxCmd::RS.bits();
+        }
+        Self {
+            addr,
+            length,
+            cso: 0,
+            cmd,
+            status: 0,
+            css: 0,
+            special: 0,
+        }
+    }
+
+    /// Whether the device has written DD back.
+    #[inline(always)]
+    pub const fn done(&self) -> bool {
+        self.status & TxStatus::DD.bits() != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_offsets_match_the_sdm() {
+        assert_eq!(std::mem::offset_of!(RxDesc, length), 8);
+        assert_eq!(std::mem::offset_of!(RxDesc, status), 12);
+        assert_eq!(std::mem::offset_of!(RxDesc, errors), 13);
+        assert_eq!(std::mem::offset_of!(TxDesc, cmd), 11);
+        assert_eq!(std::mem::offset_of!(TxDesc, status), 12);
+    }
+
+    #[test]
+    fn rx_checks() {
+        let mut d = RxDesc::ready(0x1000);
+        assert!(!d.done());
+        d.status = (RxStatus::DD | RxStatus::EOP).bits();
+        d.length = 60;
+        assert_eq!(d.frame_len(2048), Ok(60));
+        d.length = 2049;
+        assert_eq!(
+            d.frame_len(2048),
+            Err(RxDescError::TooLong {
+                length: 2049,
+                capacity: 2048
+            })
+        );
+        d.length = 0;
+        assert_eq!(d.frame_len(2048), Err(RxDescError::Empty));
+        d.length = 60;
+        d.status = RxStatus::DD.bits();
+        assert_eq!(d.frame_len(2048), Err(RxDescError::NotEop));
+        d.status = (RxStatus::DD | RxStatus::EOP).bits();
+        d.errors = RxErrors::CE.bits();
+        assert_eq!(d.frame_len(2048), Err(RxDescError::Errors(1)));
+    }
+
+    #[test]
+    fn tx_frame_bits() {
+        let d = TxDesc::frame(0x2000, 60, false);
+        assert_eq!(d.cmd, 0b11);
+        let d = TxDesc::frame(0x2000, 60, true);
+        assert_eq!(d.cmd, 0b1011);
+        assert!(!d.done());
+    }
+}

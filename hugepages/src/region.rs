@@ -1,0 +1,227 @@
+//! DMA regions, the allocator and mapper traits, the heap-backed fake, and descriptor rings.
+//!
+//! This is one of the few modules that holds `unsafe`: it turns raw memory shared with a
+//! device into safe handles. Memory the device may write is never behind a Rust reference
+//! while the device owns it; rings are read and written with volatile copies.
+
+use crate::DmaError;
+use std::alloc::Layout;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Makes memory visible to a device and says at which IOVA (a VFIO container, or the identity
+/// for physical addresses).
+pub trait IovaMapper: Send + Sync {
+    /// Maps `len` bytes at `va` for device reads and writes; returns the IOVA of `va`.
+    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError>;
+    /// Undoes [`IovaMapper::map`]. Called only once the device no longer uses the memory.
+    fn unmap(&self, iova: u64, len: usize);
+}
+
+/// A source of DMA memory (HAL-style, as in the virtio-drivers crate).
+pub trait DmaAllocator {
+    /// Allocates at least `len` zeroed bytes, aligned to 4 KiB, mapped for the device.
+    fn alloc(&self, len: usize) -> Result<DmaRegion, DmaError>;
+}
+
+pub(crate) enum Backing {
+    /// hugetlbfs pages; unmapped by `MmapRaw`'s drop.
+    Hugetlb(#[allow(dead_code)] memmap2::MmapRaw),
+    /// Heap memory from [`FakeDma`].
+    Heap(Layout),
+}
+
+/// A contiguous piece of DMA memory: its virtual address, length and IOVA.
+///
+/// Dropping it unmaps it from the device first, then frees it. The driver guarantees the
+/// device is quiesced before the last handle to a region goes.
+pub struct DmaRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    mapper: Option<Arc<dyn IovaMapper>>,
+    backing: Backing,
+}
+
+impl fmt::Debug for DmaRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("va", &self.ptr)
+            .field("len", &self.len)
+            .field("iova", &format_args!("{:#x}", self.iova))
+            .finish()
+    }
+}
+
+impl DmaRegion {
+    pub(crate) fn new(
+        ptr: NonNull<u8>,
+        len: usize,
+        iova: u64,
+        mapper: Option<Arc<dyn IovaMapper>>,
+        backing: Backing,
+    ) -> Self {
+        Self {
+            ptr,
+            len,
+            iova,
+            mapper,
+            backing,
+        }
+    }
+
+    /// Virtual address of the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: regions are never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// IOVA of the first byte.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+}
+
+impl Drop for DmaRegion {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mapper {
+            m.unmap(self.iova, self.len);
+        }
+        if let Backing::Heap(layout) = self.backing {
+            // SAFETY: `ptr` came from `alloc_zeroed(layout)` in `FakeDma::alloc` and is freed once.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+/// Heap memory with IOVA = virtual address, for tests where a thread plays the device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FakeDma;
+
+impl DmaAllocator for FakeDma {
+    fn alloc(&self, len: usize) -> Result<DmaRegion, DmaError> {
+        if len == 0 {
+            return Err(DmaError::Invalid("zero-length region".into()));
+        }
+        let layout = Layout::from_size_align(len, 4096)
+            .map_err(|e| DmaError::Invalid(format!("{len} bytes: {e}")))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| DmaError::Map {
+            len,
+            reason: "out of memory".into(),
+        })?;
+        let iova = ptr.as_ptr() as u64;
+        Ok(DmaRegion::new(ptr, len, iova, None, Backing::Heap(layout)))
+    }
+}
+
+/// A ring of `T` descriptors in DMA memory. The device reads and writes the slots, so they
+/// are only ever copied in and out with volatile accesses, never referenced.
+pub struct DmaRing<T: Copy> {
+    region: DmaRegion,
+    mask: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Copy> fmt::Debug for DmaRing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaRing")
+            .field("slots", &(self.mask + 1))
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+impl<T: Copy> DmaRing<T> {
+    /// A zeroed ring of `slots` descriptors (a power of two).
+    pub fn new(alloc: &dyn DmaAllocator, slots: usize) -> Result<Self, DmaError> {
+        if !slots.is_power_of_two() {
+            return Err(DmaError::Invalid(format!("ring of {slots} slots")));
+        }
+        let bytes = slots * std::mem::size_of::<T>();
+        let region = alloc.alloc(bytes)?;
+        if region.len() < bytes || region.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+            return Err(DmaError::Invalid("allocator returned a short region".into()));
+        }
+        Ok(Self {
+            region,
+            mask: slots - 1,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Size in bytes, as a device's ring-length register wants it.
+    pub fn bytes(&self) -> usize {
+        self.slots() * std::mem::size_of::<T>()
+    }
+
+    /// IOVA of slot 0.
+    pub fn iova(&self) -> u64 {
+        self.region.iova()
+    }
+
+    /// Copies slot `i` (wrapped to the ring) out of DMA memory.
+    #[inline(always)]
+    pub fn read(&self, i: usize) -> T {
+        let p = self.region.as_ptr().cast::<T>();
+        // SAFETY: `i & mask` < slots, the region holds `slots` aligned `T`s (checked in new),
+        // and `T: Copy` is plain data valid for any bit pattern the device may leave (all
+        // descriptor types are integers only).
+        unsafe { p.add(i & self.mask).read_volatile() }
+    }
+
+    /// Copies `v` into slot `i` (wrapped to the ring).
+    #[inline(always)]
+    pub fn write(&self, i: usize, v: T) {
+        let p = self.region.as_ptr().cast::<T>();
+        // SAFETY: as in `read`; the region is writable and no reference into it exists.
+        unsafe { p.add(i & self.mask).write_volatile(v) }
+    }
+
+    /// Raw address of slot `i`, for a test thread playing the device.
+    pub fn slot_ptr(&self, i: usize) -> *mut T {
+        self.region
+            .as_ptr()
+            .cast::<T>()
+            .wrapping_add(i & self.mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_dma_is_zeroed_and_identity_mapped() {
+        let r = FakeDma.alloc(8192).unwrap();
+        assert_eq!(r.iova(), r.as_ptr() as u64);
+        assert_eq!(r.as_ptr() as usize % 4096, 0);
+        assert!(FakeDma.alloc(0).is_err());
+    }
+
+    #[test]
+    fn ring_wraps_slots() {
+        let ring: DmaRing<[u64; 2]> = DmaRing::new(&FakeDma, 8).unwrap();
+        ring.write(9, [1, 2]);
+        assert_eq!(ring.read(1), [1, 2]);
+        assert_eq!(ring.bytes(), 128);
+        assert!(DmaRing::<u64>::new(&FakeDma, 6).is_err());
+    }
+}
