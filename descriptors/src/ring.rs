@@ -65,7 +65,8 @@ impl RingIndex {
     /// Slots a producer may still fill before it would overwrite an unconsumed one.
     #[inline(always)]
     pub const fn free(self, produced: u32, consumed: u32) -> u32 {
-        self.size().saturating_sub(self.in_flight(produced, consumed))
+        self.size()
+            .saturating_sub(self.in_flight(produced, consumed))
     }
 
     /// Forward distance in slots from slot `from` to slot `to` (both already wrapped), e.g.

@@ -1,1 +1,104 @@
+//! zcnic: a poll-mode, zero-copy userspace NIC driver.
+//!
+//! The kernel hands a PCI NIC to this process through VFIO; zcnic maps its registers,
+//! places descriptor rings and packet buffers in hugepage memory the NIC reaches by DMA,
+//! and polls for completions. Applications use the [`Nic`] trait:
+//!
+//! ```no_run
+//! let mut nic = zcnic::open("0000:00:02.0")?;
+//! let mut batch = Vec::with_capacity(32);
+//! nic.pool().alloc_batch(&mut batch, 32);
+//! for p in &mut batch {
+//!     p.set_len(60).unwrap();
+//!     p.data_mut().fill(0xff);
+//! }
+//! nic.tx_batch(&mut batch);
+//! # Ok::<(), zcnic::Error>(())
+//! ```
 
+pub mod e1000;
+mod error;
+pub mod mmio;
+mod nic;
+pub mod pci;
+pub mod platform;
+pub mod vfio;
+
+pub use error::Error;
+pub use mmio::{Bar, FakeBar, MmioBar};
+pub use nic::{format_mac, Link, Nic, Stats};
+pub use pci::{DeviceInfo, PciAddr};
+pub use zcnic_hugepages::{
+    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, DATA_ROOM, HEADROOM,
+};
+
+/// A device family zcnic drives.
+#[derive(Debug, Clone, Copy)]
+pub struct Supported {
+    /// Vendor ID.
+    pub vendor: u16,
+    /// Device ID.
+    pub device: u16,
+    /// Driver name.
+    pub driver: &'static str,
+    /// Part name.
+    pub part: &'static str,
+}
+
+impl Supported {
+    /// `8086:100e (e1000 82540EM)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:04x}:{:04x} ({} {})",
+            self.vendor, self.device, self.driver, self.part
+        )
+    }
+}
+
+/// Every device zcnic drives.
+pub const SUPPORTED: [Supported; 3] = [
+    Supported {
+        vendor: 0x8086,
+        device: 0x100e,
+        driver: "e1000",
+        part: "82540EM",
+    },
+    Supported {
+        vendor: 0x8086,
+        device: 0x100f,
+        driver: "e1000",
+        part: "82545EM",
+    },
+    Supported {
+        vendor: 0x8086,
+        device: 0x1004,
+        driver: "e1000",
+        part: "82544GC",
+    },
+];
+
+/// The driver zcnic would use for a vendor:device, if any.
+pub fn supported(vendor: u16, device: u16) -> Option<&'static Supported> {
+    SUPPORTED
+        .iter()
+        .find(|s| s.vendor == vendor && s.device == device)
+}
+
+/// Opens the NIC at `pci` (e.g. `0000:00:02.0`) with default settings.
+pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
+    open_with(pci, &e1000::Config::default())
+}
+
+/// Opens the NIC at `pci` with explicit ring, pool and timeout settings.
+pub fn open_with(pci: &str, cfg: &e1000::Config) -> Result<Box<dyn Nic>, Error> {
+    let addr: PciAddr = pci.parse()?;
+    let info = DeviceInfo::read(&addr)?;
+    match supported(info.vendor, info.device) {
+        Some(s) if s.driver == "e1000" => Ok(Box::new(e1000::E1000::open(&addr, cfg)?)),
+        _ => Err(Error::Unsupported {
+            addr,
+            vendor: info.vendor,
+            device: info.device,
+        }),
+    }
+}

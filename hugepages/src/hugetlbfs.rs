@@ -185,7 +185,8 @@ impl DmaAllocator for HugepageAllocator {
                 },
                 _ => io("cannot map", e),
             })?;
-        let ptr = NonNull::new(map.as_mut_ptr()).ok_or_else(|| DmaError::Invalid("null map".into()))?;
+        let ptr =
+            NonNull::new(map.as_mut_ptr()).ok_or_else(|| DmaError::Invalid("null map".into()))?;
         let iova = self.mapper.map(ptr.as_ptr(), size)?;
         Ok(DmaRegion::new(
             ptr,
@@ -207,7 +208,10 @@ mod tests {
                  hugetlbfs /mnt/huge1g hugetlbfs rw,relatime,pagesize=1024M 0 0\n\
                  hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n";
         assert_eq!(parse_mounts(m), Some(PathBuf::from("/dev/hugepages")));
-        assert_eq!(parse_mounts("none /x hugetlbfs rw 0 0"), Some(PathBuf::from("/x")));
+        assert_eq!(
+            parse_mounts("none /x hugetlbfs rw 0 0"),
+            Some(PathBuf::from("/x"))
+        );
         assert_eq!(parse_mounts("proc /proc proc rw 0 0"), None);
     }
 

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use zcnic_hugepages::{FakeDma, Mempool};
-//! let pool = Mempool::new(&FakeDma, 64).unwrap();
+//! let pool = Mempool::new(&FakeDma::new(), 64).unwrap();
 //! let mut pkt = pool.alloc().unwrap();
 //! pkt.set_len(60).unwrap();
 //! pkt.data_mut()[..6].copy_from_slice(&[0xff; 6]);
@@ -23,7 +23,9 @@ mod hugetlbfs;
 mod pool;
 mod region;
 
-pub use hugetlbfs::{hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE};
+pub use hugetlbfs::{
+    hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
+};
 pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
 pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper};
 

@@ -205,18 +205,14 @@ impl Packet {
         // SAFETY: `buf + head .. + len` lies inside this packet's buffer (len <= room, checked
         // in set_len/prepend), which this `Packet` owns exclusively; the device does not
         // touch it while the application holds the `Packet` (see the type's docs).
-        unsafe {
-            std::slice::from_raw_parts(self.buf.add(self.head.into()), self.len())
-        }
+        unsafe { std::slice::from_raw_parts(self.buf.add(self.head.into()), self.len()) }
     }
 
     /// The frame, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`; `&mut self` makes the access exclusive.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.buf.add(self.head.into()), self.len())
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.buf.add(self.head.into()), self.len()) }
     }
 
     /// The pool this buffer belongs to.
@@ -239,14 +235,17 @@ mod tests {
 
     #[test]
     fn buffers_never_straddle_a_page_and_are_distinct() {
-        let pool = Mempool::new(&FakeDma, 3000).unwrap();
+        let pool = Mempool::new(&FakeDma::new(), 3000).unwrap();
         let mut all = Vec::new();
         assert_eq!(pool.alloc_batch(&mut all, 5000), 3000);
         assert!(pool.alloc().is_none());
         let base = pool.region.iova();
         let mut starts: Vec<u64> = all.iter().map(|p| p.iova - base).collect();
         for s in &starts {
-            assert_eq!(s / HUGEPAGE as u64, (s + ENTRY as u64 - 1) / HUGEPAGE as u64);
+            assert_eq!(
+                s / HUGEPAGE as u64,
+                (s + ENTRY as u64 - 1) / HUGEPAGE as u64
+            );
         }
         starts.sort();
         starts.dedup();
@@ -257,7 +256,7 @@ mod tests {
 
     #[test]
     fn lengths_are_checked() {
-        let pool = Mempool::new(&FakeDma, 4).unwrap();
+        let pool = Mempool::new(&FakeDma::new(), 4).unwrap();
         let mut p = pool.alloc().unwrap();
         assert_eq!(p.room(), DATA_ROOM);
         assert!(p.set_len(DATA_ROOM + 1).is_err());

@@ -9,7 +9,7 @@ use std::alloc::Layout;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Makes memory visible to a device and says at which IOVA (a VFIO container, or the identity
 /// for physical addresses).
@@ -106,8 +106,74 @@ impl Drop for DmaRegion {
 }
 
 /// Heap memory with IOVA = virtual address, for tests where a thread plays the device.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FakeDma;
+///
+/// Clones share one fake IOMMU that knows every live region, so the device side can
+/// only reach memory that was allocated for it ([`FakeDma::device_read`] and
+/// [`FakeDma::device_write`] refuse anything else, like an IOMMU fault).
+#[derive(Debug, Clone, Default)]
+pub struct FakeDma {
+    iommu: Arc<FakeIommu>,
+}
+
+#[derive(Debug, Default)]
+struct FakeIommu {
+    regions: Mutex<Vec<(u64, usize)>>,
+}
+
+impl FakeIommu {
+    fn contains(&self, iova: u64, len: usize) -> bool {
+        let regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions.iter().any(|&(start, rlen)| {
+            iova >= start && iova.saturating_add(len as u64) <= start + rlen as u64
+        })
+    }
+}
+
+impl IovaMapper for FakeIommu {
+    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError> {
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions.push((va as u64, len));
+        Ok(va as u64)
+    }
+
+    fn unmap(&self, iova: u64, _len: usize) {
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions.retain(|&(start, _)| start != iova);
+    }
+}
+
+impl FakeDma {
+    /// A fake with its own (empty) IOMMU.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The device reads `buf.len()` bytes at `iova`; false (nothing read) if the range is
+    /// not inside a live region.
+    pub fn device_read(&self, iova: u64, buf: &mut [u8]) -> bool {
+        if !self.iommu.contains(iova, buf.len()) {
+            return false;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: the range lies inside a live heap region from `alloc` (checked above,
+            // IOVA = VA); volatile because the driver accesses it concurrently, as a device would.
+            *b = unsafe { (iova as *const u8).add(i).read_volatile() };
+        }
+        true
+    }
+
+    /// The device writes `data` at `iova`; false (nothing written) outside live regions.
+    pub fn device_write(&self, iova: u64, data: &[u8]) -> bool {
+        if !self.iommu.contains(iova, data.len()) {
+            return false;
+        }
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as in `device_read`.
+            unsafe { (iova as *mut u8).add(i).write_volatile(*b) };
+        }
+        true
+    }
+}
 
 impl DmaAllocator for FakeDma {
     fn alloc(&self, len: usize) -> Result<DmaRegion, DmaError> {
@@ -122,8 +188,15 @@ impl DmaAllocator for FakeDma {
             len,
             reason: "out of memory".into(),
         })?;
-        let iova = ptr.as_ptr() as u64;
-        Ok(DmaRegion::new(ptr, len, iova, None, Backing::Heap(layout)))
+        let iova = self.iommu.map(ptr.as_ptr(), len)?;
+        let mapper: Arc<dyn IovaMapper> = self.iommu.clone();
+        Ok(DmaRegion::new(
+            ptr,
+            len,
+            iova,
+            Some(mapper),
+            Backing::Heap(layout),
+        ))
     }
 }
 
@@ -153,7 +226,9 @@ impl<T: Copy> DmaRing<T> {
         let bytes = slots * std::mem::size_of::<T>();
         let region = alloc.alloc(bytes)?;
         if region.len() < bytes || region.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
-            return Err(DmaError::Invalid("allocator returned a short region".into()));
+            return Err(DmaError::Invalid(
+                "allocator returned a short region".into(),
+            ));
         }
         Ok(Self {
             region,
@@ -197,10 +272,7 @@ impl<T: Copy> DmaRing<T> {
 
     /// Raw address of slot `i`, for a test thread playing the device.
     pub fn slot_ptr(&self, i: usize) -> *mut T {
-        self.region
-            .as_ptr()
-            .cast::<T>()
-            .wrapping_add(i & self.mask)
+        self.region.as_ptr().cast::<T>().wrapping_add(i & self.mask)
     }
 }
 
@@ -210,18 +282,30 @@ mod tests {
 
     #[test]
     fn fake_dma_is_zeroed_and_identity_mapped() {
-        let r = FakeDma.alloc(8192).unwrap();
+        let dma = FakeDma::new();
+        let r = dma.alloc(8192).unwrap();
         assert_eq!(r.iova(), r.as_ptr() as u64);
         assert_eq!(r.as_ptr() as usize % 4096, 0);
-        assert!(FakeDma.alloc(0).is_err());
+        assert!(dma.alloc(0).is_err());
+        assert!(dma.device_write(r.iova() + 8190, &[1, 2]));
+        assert!(
+            !dma.device_write(r.iova() + 8191, &[1, 2]),
+            "crosses the end"
+        );
+        let mut b = [0u8; 2];
+        assert!(dma.device_read(r.iova() + 8190, &mut b));
+        assert_eq!(b, [1, 2]);
+        let iova = r.iova();
+        drop(r);
+        assert!(!dma.device_read(iova, &mut b), "unmapped on drop");
     }
 
     #[test]
     fn ring_wraps_slots() {
-        let ring: DmaRing<[u64; 2]> = DmaRing::new(&FakeDma, 8).unwrap();
+        let ring: DmaRing<[u64; 2]> = DmaRing::new(&FakeDma::new(), 8).unwrap();
         ring.write(9, [1, 2]);
         assert_eq!(ring.read(1), [1, 2]);
         assert_eq!(ring.bytes(), 128);
-        assert!(DmaRing::<u64>::new(&FakeDma, 6).is_err());
+        assert!(DmaRing::<u64>::new(&FakeDma::new(), 6).is_err());
     }
 }

@@ -17,7 +17,10 @@ const PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 
 /// The command that installs the host packages, for error messages.
 pub(crate) fn install_command() -> String {
-    format!("apt-get install -y --no-install-recommends {}", PACKAGES.join(" "))
+    format!(
+        "apt-get install -y --no-install-recommends {}",
+        PACKAGES.join(" ")
+    )
 }
 
 /// `Ok` when guests can run here: QEMU and busybox are installed, or are missing but we
@@ -35,7 +38,10 @@ pub fn qemu_available() -> Result<(), String> {
     match missing_packages() {
         None => Ok(()),
         Some(_) if is_root() => Ok(()),
-        Some(what) => Err(format!("{what} not found: run `{}` as root", install_command())),
+        Some(what) => Err(format!(
+            "{what} not found: run `{}` as root",
+            install_command()
+        )),
     }
 }
 
@@ -56,11 +62,15 @@ pub(crate) fn ensure_host_packages() -> Result<(), Error> {
         return Ok(());
     };
     if !is_root() {
-        return Err(Error::Missing { what: what.to_string(), fix: install_command() });
+        return Err(Error::Missing {
+            what: what.to_string(),
+            fix: install_command(),
+        });
     }
     let install = || {
         let mut cmd = apt("apt-get");
-        cmd.args(["install", "-y", "--no-install-recommends"]).args(PACKAGES);
+        cmd.args(["install", "-y", "--no-install-recommends"])
+            .args(PACKAGES);
         output(&mut cmd, "")
     };
     if install().is_err() {
@@ -70,7 +80,10 @@ pub(crate) fn ensure_host_packages() -> Result<(), Error> {
     }
     match missing_packages() {
         None => Ok(()),
-        Some(what) => Err(Error::Missing { what: what.to_string(), fix: install_command() }),
+        Some(what) => Err(Error::Missing {
+            what: what.to_string(),
+            fix: install_command(),
+        }),
     }
 }
 
@@ -94,7 +107,9 @@ pub(crate) fn apt(program: &str) -> Command {
 
 /// Whether this process runs as root (owner of `/proc/self` is the effective uid).
 pub(crate) fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Finds `program` on `PATH`.
@@ -106,7 +121,9 @@ pub(crate) fn which(program: &str) -> Option<PathBuf> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.is_file() && m.mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The command line of `cmd`, for messages.
@@ -118,7 +135,10 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 fn shell_word(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -129,7 +149,11 @@ fn shell_word(arg: &OsStr) -> String {
 /// carrying `hint` (what to try) and the tail of its stderr and stdout.
 pub(crate) fn output(cmd: &mut Command, hint: &str) -> Result<Output, Error> {
     cmd.stdin(Stdio::null());
-    let hint = if hint.is_empty() { String::new() } else { format!(": {hint}") };
+    let hint = if hint.is_empty() {
+        String::new()
+    } else {
+        format!(": {hint}")
+    };
     let out = cmd.output().map_err(|e| Error::Command {
         command: describe(cmd),
         status: format!("cannot start: {e}"),

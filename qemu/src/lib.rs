@@ -68,7 +68,11 @@ pub struct Nic {
 impl Nic {
     /// A NIC of `model` on hub `hub`, recording a pcap when `pcap` is set.
     pub fn new(model: &str, hub: u32, pcap: bool) -> Self {
-        Nic { model: model.to_string(), hub, pcap }
+        Nic {
+            model: model.to_string(),
+            hub,
+            pcap,
+        }
     }
 }
 
@@ -212,8 +216,14 @@ mod tests {
 
     #[test]
     fn missing_error_says_what_to_run() {
-        let e = Error::Missing { what: "qemu-system-x86_64".into(), fix: "apt-get install x".into() };
-        assert_eq!(e.to_string(), "qemu-system-x86_64 not found: run `apt-get install x`");
+        let e = Error::Missing {
+            what: "qemu-system-x86_64".into(),
+            fix: "apt-get install x".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "qemu-system-x86_64 not found: run `apt-get install x`"
+        );
     }
 
     #[test]

@@ -1,1 +1,173 @@
-fn main() {}
+//! `cargo xtask`: the project's task runner.
+//!
+//! ```text
+//! cargo xtask test [ARGS...]   prepare guests, then `cargo test --workspace ARGS` with
+//!                              ZCNIC_QEMU_REQUIRED=1 (QEMU tests must not skip)
+//! cargo xtask demo             zcnic pktgen on an e1000 behind a vIOMMU, live console
+//! cargo xtask selftest         boot a guest and check the harness itself
+//! cargo xtask prepare          only install/fetch/build what guests need
+//! ```
+
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use zcnic_qemu::{GuestRun, GuestSpec, Nic};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test [ARGS...]  prepare QEMU guests, then run `cargo test --workspace ARGS`
+                  with ZCNIC_QEMU_REQUIRED=1 so that QEMU tests cannot skip
+  demo            boot a guest with an e1000 behind a vIOMMU and run
+                  `zcnic pktgen` on it for 10 s, console shown live
+  selftest        boot a guest with two e1000s and check the harness:
+                  VFIO, IOMMU groups, huge pages, modules, results, pcap
+  prepare         install QEMU, fetch the guest kernel, build the guest image
+
+environment:
+  ZCNIC_QEMU_ACCEL=kvm   use KVM instead of TCG (where nested KVM works)
+  ZCNIC_GUEST_BIN=PATH   use this static zcnic in guests instead of building one";
+
+const SELFTEST: &str = include_str!("../guest/selftest.sh");
+const DEMO: &str = "zcnic bind 0000:00:02.0 && zcnic pktgen 0000:00:02.0 --duration 10\n";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match command.as_str() {
+        "test" => test(rest),
+        "demo" => demo(),
+        "selftest" => selftest(),
+        "prepare" => prepare().map(|()| ExitCode::SUCCESS),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    result.unwrap_or_else(|message| {
+        eprintln!("xtask: {message}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `prepare()`, saying what it got.
+fn prepare() -> Result<(), String> {
+    let prepared = zcnic_qemu::prepare().map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: guests ready: kernel {} ({}), zcnic {}",
+        prepared.kernel_package,
+        prepared.kernel.display(),
+        prepared.zcnic.display()
+    );
+    Ok(())
+}
+
+/// `cargo test --workspace` after making sure QEMU tests can run.
+fn test(extra: &[String]) -> Result<ExitCode, String> {
+    prepare()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("test");
+    let picks_packages = extra
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("-p"));
+    if !picks_packages {
+        cmd.arg("--workspace");
+    }
+    cmd.args(extra).env("ZCNIC_QEMU_REQUIRED", "1");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start cargo test: {e}"))?;
+    Ok(exit_code_of(status.code().unwrap_or(1)))
+}
+
+fn exit_code_of(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Boots a guest, reports the timings, and fails on a non-zero scenario status.
+fn boot(spec: &GuestSpec) -> Result<GuestRun, String> {
+    let run = zcnic_qemu::run(spec).map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: guest `{}`: boot {:.1} s, total {:.1} s, scenario exit {}, results in {}",
+        spec.name,
+        run.boot_time.as_secs_f64(),
+        run.total_time.as_secs_f64(),
+        run.exit_code,
+        run.results.display()
+    );
+    Ok(run)
+}
+
+fn demo() -> Result<ExitCode, String> {
+    prepare()?;
+    let spec = GuestSpec {
+        nics: vec![Nic::new("e1000", 0, false)],
+        script: DEMO.into(),
+        iommu: true,
+        timeout: Duration::from_secs(300),
+        echo: true,
+        name: "demo".into(),
+    };
+    let run = boot(&spec)?;
+    match run.console.lines().rev().find(|l| l.starts_with("pktgen")) {
+        Some(line) => println!("{line}"),
+        None => println!("(no pktgen result line on the console)"),
+    }
+    Ok(exit_code_of(run.exit_code))
+}
+
+fn selftest() -> Result<ExitCode, String> {
+    prepare()?;
+    let spec = GuestSpec {
+        nics: vec![Nic::new("e1000", 0, true), Nic::new("e1000", 0, false)],
+        script: SELFTEST.into(),
+        iommu: true,
+        timeout: Duration::from_secs(300),
+        echo: true,
+        name: "selftest".into(),
+    };
+    let run = boot(&spec)?;
+    let mut failures = Vec::new();
+    if run.exit_code != 0 {
+        failures.push(format!(
+            "the guest's checks failed (exit {})",
+            run.exit_code
+        ));
+    }
+    let round_trip = std::fs::read_to_string(run.results.join("selftest.txt")).unwrap_or_default();
+    if !round_trip.starts_with("selftest round trip ") {
+        failures.push(format!(
+            "results/selftest.txt did not come back: {round_trip:?}"
+        ));
+    }
+    let pcap = run.pcaps.first().cloned().flatten();
+    let pcap_bytes = pcap
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    // A pcap file header is 24 bytes; anything more is at least one frame.
+    if pcap_bytes <= 24 {
+        failures.push(format!(
+            "NIC 0's pcap {pcap:?} holds no frames ({pcap_bytes} bytes)"
+        ));
+    }
+    if run.pcaps.get(1) != Some(&None) {
+        failures.push("NIC 1 should have no pcap".into());
+    }
+    if failures.is_empty() {
+        println!(
+            "selftest passed: boot {:.1} s, total {:.1} s, pcap {pcap_bytes} bytes",
+            run.boot_time.as_secs_f64(),
+            run.total_time.as_secs_f64()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(format!("selftest failed:\n  {}", failures.join("\n  ")))
+    }
+}

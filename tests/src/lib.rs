@@ -1,1 +1,4 @@
+//! Shared pieces of zcnic's integration tests: a thread that plays an e1000 against
+//! [`zcnic::FakeBar`] + [`zcnic::FakeDma`], and helpers for the QEMU suite.
 
+pub mod fake_e1000;

@@ -1,0 +1,229 @@
+//! e1000 control path: reset, MAC address, link, ring setup (8254x SDM §14, "General
+//! Initialization and Reset Operation").
+
+use super::regs::{self, Ctrl, Rctl, Status, Tctl};
+use super::rxtx::{RxQueue, TxQueue};
+use super::E1000;
+use crate::mmio::Bar;
+use crate::nic::{Nic, Stats};
+use crate::pci::PciAddr;
+use crate::Error;
+use std::time::{Duration, Instant};
+use zcnic_descriptors::RingIndex;
+use zcnic_hugepages::{DmaAllocator, Mempool};
+
+/// Ring and pool sizes and timeouts for one e1000 port.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Receive descriptors (power of two, 8..=4096; the SDM wants RDLEN a multiple of 128 bytes).
+    pub rx_ring: u32,
+    /// Transmit descriptors (power of two, 32..=4096).
+    pub tx_ring: u32,
+    /// Packet buffers in the port's pool: enough for a full RX ring, a full TX ring and what
+    /// the application holds.
+    pub pool: usize,
+    /// How long to wait for the device to finish a reset.
+    pub reset_timeout: Duration,
+    /// How long to wait for link up before carrying on with the link down.
+    pub link_timeout: Duration,
+    /// Receive every frame, not only those for our MAC and broadcast.
+    pub promisc: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rx_ring: 512,
+            tx_ring: 512,
+            pool: 4096,
+            reset_timeout: Duration::from_millis(500),
+            link_timeout: Duration::from_secs(5),
+            promisc: false,
+        }
+    }
+}
+
+/// Polls `done` every 50 µs until it holds or `timeout` passes.
+pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+fn ring(addr: &PciAddr, size: u32, min: u32) -> Result<RingIndex, Error> {
+    RingIndex::new(size)
+        .ok()
+        .filter(|r| r.size() >= min && r.size() <= 4096)
+        .ok_or_else(|| {
+            Error::Io(format!(
+                "{addr}: e1000 ring size {size} must be a power of two in {min}..=4096"
+            ))
+        })
+}
+
+impl<B: Bar> E1000<B> {
+    /// Brings the device up on `bar` with DMA memory from `dma`: reset, MAC, rings, link.
+    pub fn new(bar: B, dma: &dyn DmaAllocator, addr: PciAddr, cfg: &Config) -> Result<Self, Error> {
+        let rx_idx = ring(&addr, cfg.rx_ring, 8)?;
+        let tx_idx = ring(&addr, cfg.tx_ring, 32)?;
+        let dma_err = |source| Error::Dma { addr, source };
+
+        reset(&bar, &addr, cfg.reset_timeout)?;
+        let mac = read_mac(&bar, &addr)?;
+        for i in 0..regs::MTA_LEN {
+            bar.write32(regs::MTA + 4 * i, 0);
+        }
+
+        let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
+        let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
+        let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
+
+        let mut nic = Self {
+            bar,
+            addr,
+            mac,
+            rx,
+            tx,
+            pool,
+            sw: Stats::default(),
+            hw_total: [0; regs::STATS.len()],
+            hw_last: [0; regs::STATS.len()],
+            promisc: cfg.promisc,
+            device: None,
+        };
+        nic.start_rx();
+        nic.start_tx();
+        // Counters of an earlier user of the device are not ours: read (and so clear) them.
+        nic.read_hw_counters();
+        nic.hw_total = [0; regs::STATS.len()];
+        if !wait_until(cfg.link_timeout, || nic.link().up) {
+            log::warn!(
+                "{addr}: link still down after {} ms; frames wait until it comes up",
+                cfg.link_timeout.as_millis()
+            );
+        }
+        Ok(nic)
+    }
+
+    fn start_rx(&mut self) {
+        let b = &self.bar;
+        let iova = self.rx.ring.iova();
+        b.write32(regs::RDBAL, iova as u32);
+        b.write32(regs::RDBAH, (iova >> 32) as u32);
+        b.write32(regs::RDLEN, self.rx.ring.bytes() as u32);
+        b.write32(regs::RDH, 0);
+        b.write32(regs::RDT, 0);
+        b.write32(regs::RCTL, self.rctl().bits());
+        // Descriptors were written before RCTL.EN; the tail write hands them over.
+        b.write32(regs::RDT, self.rx.initial_tail());
+    }
+
+    fn start_tx(&mut self) {
+        let b = &self.bar;
+        let iova = self.tx.ring.iova();
+        b.write32(regs::TDBAL, iova as u32);
+        b.write32(regs::TDBAH, (iova >> 32) as u32);
+        b.write32(regs::TDLEN, self.tx.ring.bytes() as u32);
+        b.write32(regs::TDH, 0);
+        b.write32(regs::TDT, 0);
+        b.write32(regs::TIPG, regs::TIPG_COPPER);
+        let tctl = Tctl::EN | Tctl::PSP | Tctl::CT_DEFAULT | Tctl::COLD_FULL_DUPLEX;
+        b.write32(regs::TCTL, tctl.bits());
+    }
+
+    pub(crate) fn rctl(&self) -> Rctl {
+        let mut r = Rctl::EN | Rctl::BAM | Rctl::BSIZE_2048 | Rctl::SECRC;
+        if self.promisc {
+            r |= Rctl::UPE | Rctl::MPE;
+        }
+        r
+    }
+
+    /// Stops receive and transmit DMA and resets the device; used on drop.
+    pub(crate) fn quiesce(&mut self) {
+        self.bar.write32(regs::RCTL, 0);
+        self.bar.write32(regs::TCTL, 0);
+        self.bar.write32(regs::IMC, u32::MAX);
+        let _ = reset(&self.bar, &self.addr, Duration::from_millis(100));
+    }
+}
+
+/// Global reset with interrupts masked (8254x SDM §14.3, ixy's `reset_and_init`).
+fn reset(bar: &impl Bar, addr: &PciAddr, timeout: Duration) -> Result<(), Error> {
+    bar.write32(regs::IMC, u32::MAX);
+    // Stop DMA of whoever had the device before (a killed zcnic leaves rings enabled).
+    bar.write32(regs::RCTL, 0);
+    bar.write32(regs::TCTL, 0);
+    bar.write32(regs::CTRL, bar.read32(regs::CTRL) | Ctrl::RST.bits());
+    if !wait_until(timeout, || bar.read32(regs::CTRL) & Ctrl::RST.bits() == 0) {
+        return Err(Error::Timeout {
+            addr: *addr,
+            what: "CTRL.RST to clear after a device reset",
+            ms: timeout.as_millis() as u64,
+        });
+    }
+    // The SDM asks for 1 ms before touching the device again after RST.
+    std::thread::sleep(Duration::from_millis(1));
+    bar.write32(regs::IMC, u32::MAX);
+    let _ = bar.read32(regs::ICR);
+    let ctrl = Ctrl::from_bits_retain(bar.read32(regs::CTRL));
+    let ctrl = (ctrl | Ctrl::SLU | Ctrl::ASDE)
+        - (Ctrl::LRST | Ctrl::PHY_RST | Ctrl::ILOS | Ctrl::VME | Ctrl::FRCSPD | Ctrl::FRCDPLX);
+    bar.write32(regs::CTRL, ctrl.bits());
+    Ok(())
+}
+
+/// The MAC from receive-address entry 0 (set from the EEPROM at power-up), falling back to
+/// reading EEPROM words 0..3 through EERD.
+fn read_mac(bar: &impl Bar, addr: &PciAddr) -> Result<[u8; 6], Error> {
+    let rah = bar.read32(regs::RAH0);
+    if rah & regs::RAH_AV != 0 {
+        let ral = bar.read32(regs::RAL0).to_le_bytes();
+        let rah = rah.to_le_bytes();
+        return Ok([ral[0], ral[1], ral[2], ral[3], rah[0], rah[1]]);
+    }
+    let mut mac = [0u8; 6];
+    for word in 0..3u32 {
+        bar.write32(
+            regs::EERD,
+            regs::EERD_START | (word << regs::EERD_ADDR_SHIFT),
+        );
+        let mut val = 0;
+        let done = wait_until(Duration::from_millis(10), || {
+            val = bar.read32(regs::EERD);
+            val & regs::EERD_DONE != 0
+        });
+        if !done {
+            return Err(Error::Timeout {
+                addr: *addr,
+                what: "an EEPROM read of the MAC address (RAH0 had no valid address)",
+                ms: 10,
+            });
+        }
+        let w = ((val >> regs::EERD_DATA_SHIFT) as u16).to_le_bytes();
+        mac[2 * word as usize..2 * word as usize + 2].copy_from_slice(&w);
+    }
+    Ok(mac)
+}
+
+/// Decodes STATUS into a link state.
+pub(crate) fn link_of(status: u32) -> crate::Link {
+    let s = Status::from_bits_retain(status);
+    let speed_mbps = match (s.contains(Status::SPEED1), s.contains(Status::SPEED0)) {
+        (true, _) => 1000,
+        (false, true) => 100,
+        (false, false) => 10,
+    };
+    crate::Link {
+        up: s.contains(Status::LU),
+        speed_mbps,
+        full_duplex: s.contains(Status::FD),
+    }
+}

@@ -1,0 +1,209 @@
+//! e1000 datapath: burst receive and transmit on legacy descriptors.
+//!
+//! Both rings use free-running counters (see `zcnic_descriptors::RingIndex`):
+//! - RX: `consumed` is the next slot to look at; `produced` is the tail (RDT) as a counter.
+//!   Slots `[consumed, produced)` belong to the device; slot `produced` always holds a
+//!   buffer but is not handed over (the SDM's "RDH == RDT means no descriptors" rule).
+//! - TX: `produced` is the tail (TDT); `cleaned` trails it by the frames not yet reclaimed.
+//!   RS is set on one descriptor per [`TX_CLEAN_BATCH`], so the device writes back status
+//!   once per batch and cleanup checks one descriptor per batch.
+//!
+//! One doorbell (tail write) per burst, no register read, no allocation, no system call.
+
+use super::regs;
+use super::E1000;
+use crate::mmio::Bar;
+use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
+use zcnic_descriptors::e1000::{RxDesc, TxDesc};
+use zcnic_descriptors::RingIndex;
+use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
+
+/// Transmit descriptors reclaimed together; RS is set on the last of each group.
+pub const TX_CLEAN_BATCH: u32 = 32;
+
+pub(crate) struct RxQueue {
+    pub(crate) ring: DmaRing<RxDesc>,
+    idx: RingIndex,
+    bufs: Vec<Option<Packet>>,
+    consumed: u32,
+    produced: u32,
+}
+
+pub(crate) struct TxQueue {
+    pub(crate) ring: DmaRing<TxDesc>,
+    idx: RingIndex,
+    bufs: Vec<Option<Packet>>,
+    produced: u32,
+    cleaned: u32,
+}
+
+impl RxQueue {
+    /// A ring with a buffer in every slot.
+    pub(crate) fn new(
+        dma: &dyn DmaAllocator,
+        pool: &Rc<Mempool>,
+        idx: RingIndex,
+    ) -> Result<Self, DmaError> {
+        let ring = DmaRing::new(dma, idx.size() as usize)?;
+        let mut bufs = Vec::with_capacity(idx.size() as usize);
+        for slot in 0..idx.size() as usize {
+            let pkt = pool.alloc().ok_or_else(|| {
+                DmaError::Invalid(format!(
+                    "pool of {} buffers cannot fill a {}-slot ring",
+                    pool.capacity(),
+                    idx.size()
+                ))
+            })?;
+            ring.write(slot, RxDesc::ready(pkt.iova()));
+            bufs.push(Some(pkt));
+        }
+        Ok(Self {
+            ring,
+            idx,
+            bufs,
+            consumed: 0,
+            produced: idx.size() - 1,
+        })
+    }
+
+    /// The first RDT value: every slot but the last handed over.
+    pub(crate) fn initial_tail(&self) -> u32 {
+        self.idx.slot(self.produced) as u32
+    }
+}
+
+impl TxQueue {
+    pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
+        let ring = DmaRing::new(dma, idx.size() as usize)?;
+        let bufs = (0..idx.size()).map(|_| None).collect();
+        Ok(Self {
+            ring,
+            idx,
+            bufs,
+            produced: 0,
+            cleaned: 0,
+        })
+    }
+
+    /// Reclaims every completed cleanup batch: the device wrote DD on its last descriptor,
+    /// and (in order) it finished all before it. Dropping the packets refills the pool.
+    #[inline]
+    fn clean(&mut self) {
+        while self.idx.in_flight(self.produced, self.cleaned) >= TX_CLEAN_BATCH {
+            let last = self.cleaned.wrapping_add(TX_CLEAN_BATCH - 1);
+            if !self.ring.read(self.idx.slot(last)).done() {
+                break;
+            }
+            // Acquire: the DD status must be read before the buffers are reused.
+            fence(Ordering::Acquire);
+            for i in 0..TX_CLEAN_BATCH {
+                self.bufs[self.idx.slot(self.cleaned.wrapping_add(i))] = None;
+            }
+            self.cleaned = self.cleaned.wrapping_add(TX_CLEAN_BATCH);
+        }
+    }
+
+    /// Slots free for new frames. One slot always stays empty: TDT == TDH means "empty".
+    #[inline(always)]
+    fn free(&self) -> u32 {
+        self.idx.free(self.produced, self.cleaned).saturating_sub(1)
+    }
+
+    /// Tail slot number, as TDT wants it.
+    pub(crate) fn tail(&self) -> u32 {
+        self.idx.slot(self.produced) as u32
+    }
+}
+
+impl<B: Bar> E1000<B> {
+    pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let q = &mut self.rx;
+        let start = q.consumed;
+        let mut delivered = 0;
+        while delivered < max && q.consumed != q.produced {
+            let slot = q.idx.slot(q.consumed);
+            let desc = q.ring.read(slot);
+            if !desc.done() {
+                break;
+            }
+            // Acquire: the descriptor body and the frame are read only after DD was seen.
+            fence(Ordering::Acquire);
+            match desc.frame_len(DATA_ROOM as u16) {
+                Ok(len) => {
+                    let Some(fresh) = self.pool.alloc() else {
+                        self.sw.rx_no_buf += 1;
+                        break;
+                    };
+                    q.ring.write(slot, RxDesc::ready(fresh.iova()));
+                    if let Some(mut pkt) = q.bufs[slot].replace(fresh) {
+                        // `set_len` cannot fail: len <= DATA_ROOM was checked above.
+                        let _ = pkt.set_len(usize::from(len));
+                        self.sw.rx_bytes += u64::from(len);
+                        out.push(pkt);
+                        delivered += 1;
+                    }
+                }
+                Err(e) => {
+                    log::debug!("{}: rx slot {slot}: {e:?}", self.addr);
+                    self.sw.rx_errors += 1;
+                    let addr = q.bufs[slot].as_ref().map_or(0, |p| p.iova());
+                    q.ring.write(slot, RxDesc::ready(addr));
+                }
+            }
+            q.consumed = q.consumed.wrapping_add(1);
+        }
+        let taken = q.consumed.wrapping_sub(start);
+        if taken > 0 {
+            // The slot at the old tail was never the device's; DD there is a device fault.
+            let gap = q.idx.slot(q.produced);
+            if q.ring.read(gap).done() {
+                self.sw.rx_errors += 1;
+                let addr = q.bufs[gap].as_ref().map_or(0, |p| p.iova());
+                q.ring.write(gap, RxDesc::ready(addr));
+            }
+            q.produced = q.produced.wrapping_add(taken);
+            // Release: refilled descriptors must be visible before the tail moves.
+            fence(Ordering::Release);
+            self.bar.write32(regs::RDT, q.idx.slot(q.produced) as u32);
+        }
+        self.sw.rx_packets += delivered as u64;
+        delivered
+    }
+
+    pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        let q = &mut self.tx;
+        q.clean();
+        let n = pkts.len().min(q.free() as usize);
+        if n == 0 {
+            return 0;
+        }
+        let (mut bytes, mut sent) = (0u64, 0u64);
+        for pkt in pkts.drain(..n) {
+            let len = pkt.len();
+            if len == 0 || len > DATA_ROOM {
+                self.sw.tx_errors += 1;
+                continue;
+            }
+            let slot = q.idx.slot(q.produced);
+            let report = slot as u32 % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1;
+            q.ring
+                .write(slot, TxDesc::frame(pkt.iova(), len as u16, report));
+            q.bufs[slot] = Some(pkt);
+            q.produced = q.produced.wrapping_add(1);
+            bytes += len as u64;
+            sent += 1;
+        }
+        // Release: descriptors and frame data must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.bar.write32(regs::TDT, q.tail());
+        self.sw.tx_bytes += bytes;
+        self.sw.tx_packets += sent;
+        n
+    }
+
+    /// Whether the device has fetched every queued descriptor (TDH caught up with TDT).
+    pub(crate) fn tx_idle(&self) -> bool {
+        self.bar.read32(regs::TDH) == self.tx.tail()
+    }
+}

@@ -1,0 +1,95 @@
+//! The interface applications use, whatever the NIC.
+
+use crate::pci::PciAddr;
+use std::fmt;
+use std::rc::Rc;
+use zcnic_hugepages::{Mempool, Packet};
+
+/// Link state as the device reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Carrier present.
+    pub up: bool,
+    /// Speed in Mbit/s (0 when unknown).
+    pub speed_mbps: u32,
+    /// Full duplex.
+    pub full_duplex: bool,
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.up {
+            return write!(f, "down");
+        }
+        let duplex = if self.full_duplex { "full" } else { "half" };
+        write!(f, "up {} Mbit/s {duplex} duplex", self.speed_mbps)
+    }
+}
+
+/// Counters of one port: the driver's own, and the device's where it has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to the application.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames handed to the device for sending.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Completed receive descriptors that failed a check (length, EOP, device error, DD on a
+    /// descriptor the device did not own): dropped, never handed out.
+    pub rx_errors: u64,
+    /// Frames the application asked to send that were refused (empty, too long).
+    pub tx_errors: u64,
+    /// Times a completed receive descriptor waited because the pool had no buffer to refill.
+    pub rx_no_buf: u64,
+    /// The device's own counters by their datasheet names, accumulated since open
+    /// (e1000: GPRC, GPTC, GORC, GOTC, MPC, …).
+    pub hw: Vec<(&'static str, u64)>,
+}
+
+impl Stats {
+    /// A device counter by name.
+    pub fn hw(&self, name: &str) -> Option<u64> {
+        self.hw.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
+/// A NIC driven by zcnic: burst receive and transmit, counters, link, address filters.
+///
+/// The datapath calls (`rx_batch`, `tx_batch`) allocate nothing, take no lock and make no
+/// system call; each touches the device's doorbell at most once.
+pub trait Nic {
+    /// PCI address of the device.
+    fn addr(&self) -> PciAddr;
+    /// Name of the driver (`e1000`, …).
+    fn driver(&self) -> &'static str;
+    /// The pool this port receives into; allocate transmit buffers from it.
+    fn pool(&self) -> &Rc<Mempool>;
+    /// Appends up to `max` received frames to `out`; returns how many. Each `Packet` is the
+    /// DMA buffer the device wrote: nothing was copied. Reserve capacity in `out` up front
+    /// so the datapath never grows it.
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize;
+    /// Queues frames from the front of `pkts` for sending and removes those it took;
+    /// returns how many. Frames it could not take (ring full) stay in `pkts`, in order.
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize;
+    /// Waits (bounded) until the device has sent every queued frame; true if it has.
+    fn flush(&mut self) -> bool;
+    /// Current counters (reads and accumulates the device's clear-on-read registers).
+    fn stats(&mut self) -> Stats;
+    /// Link state.
+    fn link(&self) -> Link;
+    /// The port's MAC address.
+    fn mac(&self) -> [u8; 6];
+    /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
+    fn set_promisc(&mut self, on: bool);
+}
+
+/// Formats a MAC address as `52:54:00:12:34:56`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

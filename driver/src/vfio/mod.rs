@@ -1,0 +1,226 @@
+//! The VFIO platform: container, group, device, and DMA mapping through the IOMMU.
+//!
+//! Opening follows the kernel's `Documentation/driver-api/vfio.rst`: open the container,
+//! check the API version and the Type1 IOMMU, open the device's group and check it is
+//! viable, attach it to the container, pick the IOMMU, then ask the group for the device.
+//! Every failure names the device and the fix.
+
+mod sys;
+
+use crate::mmio::MmioBar;
+use crate::pci::{link_name, DeviceInfo, PciAddr};
+use crate::platform::PciDevice;
+use crate::Error;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vfio_bindings::bindings::vfio::{
+    VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_TYPE1_IOMMU,
+};
+use zcnic_hugepages::{DmaAllocator, DmaError, HugepageAllocator, IovaMapper, HUGEPAGE};
+
+const CONTAINER: &str = "/dev/vfio/vfio";
+/// First IOVA handed out. Above 4 GiB (clear of the x86 MSI window at 0xfee00000) and far
+/// below 2^39, the smallest IOMMU address width seen (QEMU's intel-iommu default).
+const IOVA_BASE: u64 = 1 << 32;
+
+/// A VFIO container: one IOMMU address space. Maps memory for the devices in it.
+#[derive(Debug)]
+pub struct Container {
+    fd: OwnedFd,
+    addr: PciAddr,
+    next_iova: AtomicU64,
+}
+
+impl IovaMapper for Container {
+    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError> {
+        let span = len.div_ceil(HUGEPAGE) as u64 * HUGEPAGE as u64;
+        let iova = self.next_iova.fetch_add(span, Ordering::Relaxed);
+        sys::map_dma(self.fd.as_fd(), va as u64, iova, len as u64).map_err(|e| DmaError::Map {
+            len,
+            reason: match e.raw_os_error() {
+                Some(libc::ENOMEM) => format!(
+                    "{}: {e}: the locked-memory limit is too low; run as root or raise `ulimit -l`",
+                    self.addr
+                ),
+                _ => format!("{}: VFIO_IOMMU_MAP_DMA: {e}", self.addr),
+            },
+        })?;
+        Ok(iova)
+    }
+
+    fn unmap(&self, iova: u64, len: usize) {
+        if let Err(e) = sys::unmap_dma(self.fd.as_fd(), iova, len as u64) {
+            log::warn!(
+                "{}: VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}",
+                self.addr
+            );
+        }
+    }
+}
+
+/// A PCI function opened through VFIO. Dropping it closes the device and the group.
+#[derive(Debug)]
+pub struct VfioDevice {
+    addr: PciAddr,
+    device: File,
+    _group: File,
+    container: Arc<Container>,
+    config_offset: u64,
+    can_reset: bool,
+}
+
+fn open_rw(path: &str) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Devices of `group` bound to a driver other than vfio-pci: what makes it not viable.
+fn group_blockers(group: u32) -> Vec<String> {
+    let dir = format!("/sys/kernel/iommu_groups/{group}/devices");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let drv = link_name(&e.path().join("driver"))?;
+            (drv != "vfio-pci").then(|| format!("{} ({drv})", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+impl VfioDevice {
+    /// Opens `addr`, which must be bound to vfio-pci.
+    pub fn open(addr: &PciAddr) -> Result<Self, Error> {
+        let info = DeviceInfo::read(addr)?;
+        if info.driver.as_deref() != Some("vfio-pci") {
+            return Err(Error::NotBound {
+                addr: *addr,
+                driver: info.driver,
+            });
+        }
+        let group = info.iommu_group.ok_or(Error::NoIommuGroup(*addr))?;
+        let container = open_rw(CONTAINER).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoVfio(*addr),
+            _ => Error::os(addr, format!("opening {CONTAINER}"), e),
+        })?;
+        let cfd = container.as_fd();
+        let version =
+            sys::api_version(cfd).map_err(|e| Error::os(addr, "VFIO_GET_API_VERSION", e))?;
+        if version != VFIO_API_VERSION as i32 {
+            return Err(Error::Io(format!(
+                "{addr}: VFIO API version {version}, zcnic speaks {VFIO_API_VERSION}"
+            )));
+        }
+        let iommu = [VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU]
+            .into_iter()
+            .find(|&t| sys::check_extension(cfd, t).unwrap_or(false))
+            .ok_or_else(|| {
+                Error::Io(format!(
+                    "{addr}: the kernel offers no VFIO Type1 IOMMU: load vfio_iommu_type1 (`modprobe vfio_iommu_type1`)"
+                ))
+            })?;
+
+        let group_path = format!("/dev/vfio/{group}");
+        let group_file = open_rw(&group_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotBound {
+                addr: *addr,
+                driver: Some("vfio-pci (but the group device is missing)".into()),
+            },
+            _ => Error::os(addr, format!("opening {group_path}"), e),
+        })?;
+        let flags = sys::group_status(group_file.as_fd())
+            .map_err(|e| Error::os(addr, "VFIO_GROUP_GET_STATUS", e))?;
+        if flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
+            return Err(Error::GroupNotViable {
+                addr: *addr,
+                group,
+                others: group_blockers(group),
+            });
+        }
+        sys::group_set_container(group_file.as_fd(), cfd)
+            .map_err(|e| Error::os(addr, "VFIO_GROUP_SET_CONTAINER", e))?;
+        sys::set_iommu(cfd, iommu).map_err(|e| Error::os(addr, "VFIO_SET_IOMMU", e))?;
+
+        let name = std::ffi::CString::new(addr.to_string())
+            .map_err(|_| Error::BadPciAddress(addr.to_string()))?;
+        let raw = sys::group_get_device_fd(group_file.as_fd(), &name)
+            .map_err(|e| Error::os(addr, "VFIO_GROUP_GET_DEVICE_FD", e))?;
+        // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
+        let device = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let dinfo = sys::device_info(device.as_fd())
+            .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_INFO", e))?;
+        let config = sys::region_info(device.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)
+            .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_REGION_INFO(config)", e))?;
+        Ok(Self {
+            addr: *addr,
+            device,
+            _group: group_file,
+            container: Arc::new(Container {
+                fd: container.into(),
+                addr: *addr,
+                next_iova: AtomicU64::new(IOVA_BASE),
+            }),
+            config_offset: config.offset,
+            can_reset: dinfo.flags & VFIO_DEVICE_FLAGS_RESET != 0,
+        })
+    }
+}
+
+impl PciDevice for VfioDevice {
+    fn addr(&self) -> PciAddr {
+        self.addr
+    }
+
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.device
+            .read_exact_at(buf, self.config_offset + off)
+            .map_err(|e| Error::os(&self.addr, format!("reading config space at {off:#x}"), e))
+    }
+
+    fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), Error> {
+        self.device
+            .write_all_at(buf, self.config_offset + off)
+            .map_err(|e| Error::os(&self.addr, format!("writing config space at {off:#x}"), e))
+    }
+
+    fn map_bar(&self, index: u32) -> Result<MmioBar, Error> {
+        let what = format!("BAR{index}");
+        let info = sys::region_info(self.device.as_fd(), index).map_err(|e| {
+            Error::os(
+                &self.addr,
+                format!("VFIO_DEVICE_GET_REGION_INFO({what})"),
+                e,
+            )
+        })?;
+        if info.size == 0 || info.flags & VFIO_REGION_INFO_FLAG_MMAP == 0 {
+            return Err(Error::Io(format!(
+                "{}: {what} is not a memory BAR VFIO can map (size {:#x}, flags {:#x})",
+                self.addr, info.size, info.flags
+            )));
+        }
+        let map = memmap2::MmapOptions::new()
+            .offset(info.offset)
+            .len(info.size as usize)
+            .map_raw(&self.device)
+            .map_err(|e| Error::os(&self.addr, format!("mapping {what}"), e))?;
+        MmioBar::new(map).ok_or_else(|| Error::Io(format!("{}: {what} mapped at null", self.addr)))
+    }
+
+    fn dma_allocator(&self) -> Result<Box<dyn DmaAllocator>, Error> {
+        let mapper: Arc<dyn IovaMapper> = self.container.clone();
+        HugepageAllocator::new(mapper)
+            .map(|a| Box::new(a) as Box<dyn DmaAllocator>)
+            .map_err(|source| Error::Dma {
+                addr: self.addr,
+                source,
+            })
+    }
+
+    fn reset(&self) -> bool {
+        self.can_reset && sys::device_reset(self.device.as_fd()).is_ok()
+    }
+}

@@ -1,0 +1,139 @@
+//! The VFIO ioctls, as typed wrappers (the only `unsafe` of the VFIO platform).
+//!
+//! Request numbers are `_IO(VFIO_TYPE, VFIO_BASE + n)` from `linux/vfio.h`; the argument
+//! structs come from `vfio-bindings`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use vfio_bindings::bindings::vfio::{
+    vfio_device_info, vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap,
+    vfio_region_info, VFIO_BASE, VFIO_TYPE,
+};
+
+const fn io_nr(n: u32) -> libc::c_ulong {
+    ((VFIO_TYPE as u32) << 8 | (VFIO_BASE + n)) as libc::c_ulong
+}
+
+const GET_API_VERSION: libc::c_ulong = io_nr(0);
+const CHECK_EXTENSION: libc::c_ulong = io_nr(1);
+const SET_IOMMU: libc::c_ulong = io_nr(2);
+const GROUP_GET_STATUS: libc::c_ulong = io_nr(3);
+const GROUP_SET_CONTAINER: libc::c_ulong = io_nr(4);
+const GROUP_GET_DEVICE_FD: libc::c_ulong = io_nr(6);
+const DEVICE_GET_INFO: libc::c_ulong = io_nr(7);
+const DEVICE_GET_REGION_INFO: libc::c_ulong = io_nr(8);
+const DEVICE_RESET: libc::c_ulong = io_nr(11);
+const IOMMU_MAP_DMA: libc::c_ulong = io_nr(13);
+const IOMMU_UNMAP_DMA: libc::c_ulong = io_nr(14);
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn ioctl_val(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<i32> {
+    // SAFETY: these requests take an integer argument (or none) and touch no memory of ours.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) })
+}
+
+fn ioctl_mut<T>(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: &mut T) -> io::Result<i32> {
+    // SAFETY: `arg` is a valid, exclusively borrowed struct of the type `req` expects, with
+    // its `argsz` set to its size by the caller; the kernel writes at most that many bytes.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req, arg as *mut T) })
+}
+
+fn argsz<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+/// VFIO_GET_API_VERSION on the container.
+pub fn api_version(container: BorrowedFd<'_>) -> io::Result<i32> {
+    ioctl_val(container, GET_API_VERSION, 0)
+}
+
+/// VFIO_CHECK_EXTENSION: whether the container supports IOMMU type `ext`.
+pub fn check_extension(container: BorrowedFd<'_>, ext: u32) -> io::Result<bool> {
+    Ok(ioctl_val(container, CHECK_EXTENSION, ext.into())? > 0)
+}
+
+/// VFIO_SET_IOMMU.
+pub fn set_iommu(container: BorrowedFd<'_>, kind: u32) -> io::Result<()> {
+    ioctl_val(container, SET_IOMMU, kind.into()).map(drop)
+}
+
+/// VFIO_GROUP_GET_STATUS: the group's flags.
+pub fn group_status(group: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut st = vfio_group_status {
+        argsz: argsz::<vfio_group_status>(),
+        flags: 0,
+    };
+    ioctl_mut(group, GROUP_GET_STATUS, &mut st)?;
+    Ok(st.flags)
+}
+
+/// VFIO_GROUP_SET_CONTAINER.
+pub fn group_set_container(group: BorrowedFd<'_>, container: BorrowedFd<'_>) -> io::Result<()> {
+    let mut fd: i32 = container.as_raw_fd();
+    ioctl_mut(group, GROUP_SET_CONTAINER, &mut fd).map(drop)
+}
+
+/// VFIO_GROUP_GET_DEVICE_FD: a new fd for the device named `name` (its PCI address).
+pub fn group_get_device_fd(group: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<i32> {
+    // SAFETY: the kernel reads the NUL-terminated name and returns a new fd (or -1).
+    check(unsafe { libc::ioctl(group.as_raw_fd(), GROUP_GET_DEVICE_FD, name.as_ptr()) })
+}
+
+/// VFIO_DEVICE_GET_INFO.
+pub fn device_info(device: BorrowedFd<'_>) -> io::Result<vfio_device_info> {
+    let mut info = vfio_device_info {
+        argsz: argsz::<vfio_device_info>(),
+        ..Default::default()
+    };
+    ioctl_mut(device, DEVICE_GET_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// VFIO_DEVICE_GET_REGION_INFO for region `index`.
+pub fn region_info(device: BorrowedFd<'_>, index: u32) -> io::Result<vfio_region_info> {
+    let mut info = vfio_region_info {
+        argsz: argsz::<vfio_region_info>(),
+        index,
+        ..Default::default()
+    };
+    ioctl_mut(device, DEVICE_GET_REGION_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// VFIO_DEVICE_RESET.
+pub fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_val(device, DEVICE_RESET, 0).map(drop)
+}
+
+/// VFIO_IOMMU_MAP_DMA: map `size` bytes at `vaddr` to `iova`, readable and writable by the
+/// device. The kernel pins the pages.
+pub fn map_dma(container: BorrowedFd<'_>, vaddr: u64, iova: u64, size: u64) -> io::Result<()> {
+    use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
+    let mut map = vfio_iommu_type1_dma_map {
+        argsz: argsz::<vfio_iommu_type1_dma_map>(),
+        flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        vaddr,
+        iova,
+        size,
+    };
+    ioctl_mut(container, IOMMU_MAP_DMA, &mut map).map(drop)
+}
+
+/// VFIO_IOMMU_UNMAP_DMA.
+pub fn unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<()> {
+    let mut unmap = vfio_iommu_type1_dma_unmap {
+        argsz: argsz::<vfio_iommu_type1_dma_unmap>(),
+        flags: 0,
+        iova,
+        size,
+        data: Default::default(),
+    };
+    ioctl_mut(container, IOMMU_UNMAP_DMA, &mut unmap).map(drop)
+}

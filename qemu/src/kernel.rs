@@ -1,0 +1,341 @@
+//! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency.
+//!
+//! The package is downloaded with `apt-get download` and unpacked with `dpkg-deb -x` into
+//! `target/zcnic-qemu/cache/<package>/`, once. Module dependencies are read from each
+//! `.ko`'s `.modinfo` (`depends=`), since the package ships no `modules.dep`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::deps::{apt, apt_update, is_root, output};
+use crate::Error;
+
+/// The metapackage whose dependency is the current kernel package.
+const META: &str = "linux-image-amd64";
+
+/// A module the guest carries, by path under `lib/modules/<version>/kernel/`, no `.ko`.
+struct Wanted {
+    path: &'static str,
+    /// Loaded by `/init`; otherwise scenarios load it with `modload`.
+    boot: bool,
+    /// Absent from some kernels (vfio_virqfd was folded into vfio in 6.2).
+    optional: bool,
+}
+
+const fn want(path: &'static str, boot: bool, optional: bool) -> Wanted {
+    Wanted {
+        path,
+        boot,
+        optional,
+    }
+}
+
+/// The guest's modules in load order (dependencies before their users).
+const WANTED: &[Wanted] = &[
+    want("virt/lib/irqbypass", true, false),
+    want("drivers/vfio/vfio", true, false),
+    want("drivers/vfio/vfio_virqfd", true, true),
+    want("drivers/vfio/vfio_iommu_type1", true, false),
+    want("drivers/vfio/pci/vfio-pci-core", true, false),
+    want("drivers/vfio/pci/vfio-pci", true, false),
+    want("drivers/uio/uio", true, false),
+    want("drivers/uio/uio_pci_generic", true, false),
+    want("drivers/virtio/virtio_ring", true, false),
+    want("drivers/virtio/virtio", true, false),
+    want("drivers/virtio/virtio_pci_modern_dev", true, false),
+    want("drivers/virtio/virtio_pci_legacy_dev", true, false),
+    want("drivers/virtio/virtio_pci", true, false),
+    want("drivers/block/virtio_blk", true, false),
+    want("net/core/failover", false, false),
+    want("drivers/net/net_failover", false, false),
+    want("drivers/net/virtio_net", false, false),
+    want("drivers/net/ethernet/intel/e1000/e1000", false, false),
+    want("net/core/pktgen", false, false),
+];
+
+/// One kernel module for the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Module {
+    /// File stem, e.g. `vfio-pci`; the guest has it as `/modules/<name>.ko`.
+    pub name: String,
+    /// The `.ko` on the host.
+    pub file: PathBuf,
+    /// Names (file stems) of the modules it needs loaded first.
+    pub deps: Vec<String>,
+    /// Loaded by `/init`.
+    pub boot: bool,
+}
+
+/// The unpacked guest kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct Kernel {
+    /// The Debian package it came from.
+    pub package: String,
+    /// `boot/vmlinuz-*`.
+    pub vmlinuz: PathBuf,
+    /// The modules of [`WANTED`] that exist, in load order.
+    pub modules: Vec<Module>,
+}
+
+/// Downloads and unpacks the kernel package unless it is already in `cache`.
+pub(crate) fn fetch(cache: &Path) -> Result<Kernel, Error> {
+    fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
+    let package = match kernel_package() {
+        Ok(p) => p,
+        // Offline or without package lists: any kernel unpacked before will do.
+        Err(e) => newest_cached(cache).ok_or(e)?,
+    };
+    let root = cache.join(&package);
+    if !root.join(".unpacked").exists() {
+        unpack(cache, &package)?;
+    }
+    load(&package, &root)
+}
+
+/// The `linux-image-6.1.0-N-amd64` that `linux-image-amd64` depends on.
+fn kernel_package() -> Result<String, Error> {
+    let query = || -> Result<Option<String>, Error> {
+        let out = output(apt("apt-cache").args(["depends", META]), "")?;
+        Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
+    };
+    if let Ok(Some(p)) = query() {
+        return Ok(p);
+    }
+    if is_root() {
+        apt_update()?;
+        if let Some(p) = query()? {
+            return Ok(p);
+        }
+    }
+    Err(Error::Missing {
+        what: format!("the kernel package {META} depends on"),
+        fix: "apt-get update".into(),
+    })
+}
+
+/// Picks the kernel package out of `apt-cache depends` output.
+fn parse_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .map(str::to_string)
+}
+
+fn newest_cached(cache: &Path) -> Option<String> {
+    let mut found: Vec<(std::time::SystemTime, String)> = fs::read_dir(cache)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join(".unpacked").exists())
+        .filter_map(|e| {
+            Some((
+                e.metadata().ok()?.modified().ok()?,
+                e.file_name().into_string().ok()?,
+            ))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, name)| name)
+}
+
+/// `apt-get download` + `dpkg-deb -x` into `cache/<package>`, atomically.
+fn unpack(cache: &Path, package: &str) -> Result<(), Error> {
+    let staging = cache.join(format!("{package}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(Error::io(format!("creating {}", staging.display())))?;
+    output(
+        apt("apt-get")
+            .arg("download")
+            .arg(package)
+            .current_dir(&staging),
+        "check that Debian's package mirror is reachable (or run `apt-get update`)",
+    )?;
+    let deb = fs::read_dir(&staging)
+        .map_err(Error::io(format!("listing {}", staging.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| Error::Image(format!("apt-get download {package} left no .deb")))?;
+    let tree = staging.join("tree");
+    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree), "")?;
+    fs::write(tree.join(".unpacked"), package).map_err(Error::io("marking the kernel unpacked"))?;
+    let root = cache.join(package);
+    // Another process may have finished first; its tree is as good as ours.
+    if !root.join(".unpacked").exists() {
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&tree, &root).map_err(Error::io(format!(
+            "moving {} to {}",
+            tree.display(),
+            root.display()
+        )))?;
+    }
+    let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// Finds vmlinuz and the wanted modules in an unpacked package.
+fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
+    let vmlinuz = only_entry(&root.join("boot"), "vmlinuz-")?;
+    let version_dir = only_entry(&root.join("lib/modules"), "")?;
+    let kernel_dir = version_dir.join("kernel");
+    let mut modules = Vec::new();
+    for w in WANTED {
+        let file = kernel_dir.join(format!("{}.ko", w.path));
+        if !file.exists() {
+            if w.optional {
+                continue;
+            }
+            let hint = if file.with_extension("ko.xz").exists() {
+                " (only .ko.xz: use a kernel with plain .ko)"
+            } else {
+                ""
+            };
+            return Err(Error::Image(format!(
+                "{} has no {}{hint}",
+                package,
+                file.display()
+            )));
+        }
+        let bytes = fs::read(&file).map_err(Error::io(format!("reading {}", file.display())))?;
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let deps = modinfo_depends(&bytes);
+        modules.push(Module {
+            name,
+            file,
+            deps,
+            boot: w.boot,
+        });
+    }
+    resolve_deps(&mut modules)?;
+    Ok(Kernel {
+        package: package.to_string(),
+        vmlinuz,
+        modules,
+    })
+}
+
+/// The single entry of `dir` whose name starts with `prefix`.
+fn only_entry(dir: &Path, prefix: &str) -> Result<PathBuf, Error> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(Error::io(format!("listing {}", dir.display())))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| Error::Image(format!("nothing named {prefix}* in {}", dir.display())))
+}
+
+/// The `depends=` list of a module's `.modinfo` section (NUL-separated `key=value`).
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let value = &ko[at + KEY.len()..];
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end])
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Module names compare with `-` and `_` alike, as the kernel does.
+fn same_module(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+}
+
+/// Checks that every dependency comes earlier in the list (and that boot modules need
+/// only boot modules), and rewrites dependencies to the names of the files providing them.
+fn resolve_deps(modules: &mut [Module]) -> Result<(), Error> {
+    for i in 0..modules.len() {
+        let (before, rest) = modules.split_at_mut(i);
+        let m = &mut rest[0];
+        for dep in &mut m.deps {
+            let Some(d) = before.iter().find(|d| same_module(&d.name, dep)) else {
+                return Err(Error::Image(format!(
+                    "module {} needs {dep}, which is not listed before it in kernel.rs WANTED",
+                    m.name
+                )));
+            };
+            if m.boot && !d.boot {
+                return Err(Error::Image(format!(
+                    "boot module {} needs non-boot module {dep}",
+                    m.name
+                )));
+            }
+            dep.clone_from(&d.name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(name: &str, deps: &[&str], boot: bool) -> Module {
+        let deps = deps.iter().map(|d| d.to_string()).collect();
+        Module {
+            name: name.into(),
+            file: PathBuf::new(),
+            deps,
+            boot,
+        }
+    }
+
+    #[test]
+    fn parses_apt_cache_depends() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
+        assert_eq!(
+            parse_depends(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(parse_depends("E: No packages found\n"), None);
+    }
+
+    #[test]
+    fn reads_depends_from_modinfo() {
+        let ko = b"\x7fELF junk\0license=GPL\0depends=vfio-pci-core,vfio\0retpoline=Y\0";
+        assert_eq!(modinfo_depends(ko), ["vfio-pci-core", "vfio"]);
+        assert!(modinfo_depends(b"\0depends=\0name=e1000\0").is_empty());
+        assert!(modinfo_depends(b"no modinfo").is_empty());
+    }
+
+    #[test]
+    fn dash_and_underscore_are_the_same_module() {
+        assert!(same_module("vfio-pci-core", "vfio_pci_core"));
+        assert!(!same_module("vfio-pci", "vfio_pci_core"));
+    }
+
+    #[test]
+    fn dependency_order_is_checked_and_names_resolved() {
+        let mut good = [
+            module("vfio-pci-core", &[], true),
+            module("vfio-pci", &["vfio_pci_core"], true),
+        ];
+        assert!(resolve_deps(&mut good).is_ok());
+        assert_eq!(good[1].deps, ["vfio-pci-core"]);
+        let mut reversed = [
+            module("virtio", &["virtio_ring"], true),
+            module("virtio_ring", &[], true),
+        ];
+        assert!(resolve_deps(&mut reversed).is_err());
+        let mut boot_needs_lazy = [
+            module("failover", &[], false),
+            module("net_failover", &["failover"], true),
+        ];
+        assert!(resolve_deps(&mut boot_needs_lazy).is_err());
+    }
+}

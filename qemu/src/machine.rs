@@ -1,0 +1,440 @@
+//! Booting one guest: QEMU's command line, the console, the hard timeout, and the
+//! results disk.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::deps::output;
+use crate::{harness_dir, initramfs, prepare, tail_lines, Error, GuestRun, GuestSpec};
+
+/// Printed by the guest's `/init` just before `/scenario.sh` starts.
+const START_MARKER: &str = "zcnic-guest: scenario start";
+/// Printed by `/init` after `/scenario.sh`, followed by its exit status.
+const EXIT_MARKER: &str = "zcnic-guest: scenario exit ";
+/// PCI slot of the results disk; NICs take slots 0x02 up to just below it.
+const DISK_SLOT: u32 = 0x1e;
+const FIRST_NIC_SLOT: u32 = 0x02;
+const DISK_BYTES: u64 = 64 << 20;
+/// Console lines quoted in errors.
+const TAIL: usize = 40;
+/// Overrides the accelerator (`kvm` where nested KVM works).
+const ACCEL_ENV: &str = "ZCNIC_QEMU_ACCEL";
+
+/// One guest at a time per process: with TCG on two host cores, concurrent guests would
+/// slow each other towards their hard timeouts and skew every rate they measure.
+static ONE_GUEST: Mutex<()> = Mutex::new(());
+
+/// Files of one run, under `target/zcnic-qemu/runs/<name>/`.
+struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    fn initrd(&self) -> PathBuf {
+        self.root.join("initramfs.cpio")
+    }
+    fn disk(&self) -> PathBuf {
+        self.root.join("results.img")
+    }
+    fn results(&self) -> PathBuf {
+        self.root.join("results")
+    }
+    fn pcap(&self, nic: usize) -> PathBuf {
+        self.root.join(format!("nic{nic}.pcap"))
+    }
+}
+
+/// Boots a guest as `spec` says, runs its script, and collects what it left.
+///
+/// Calls [`prepare`] first. Runs in one process are serialized. `Ok` means the guest
+/// ran the script to its end, whatever its exit status ([`GuestRun::exit_code`]); a hang
+/// past [`GuestSpec::timeout`] is [`Error::Timeout`], a guest that died first (panic,
+/// QEMU error) is [`Error::NoExit`]; both quote the console's last lines.
+pub fn run(spec: &GuestSpec) -> Result<GuestRun, Error> {
+    validate(spec)?;
+    let prepared = prepare()?;
+    let _one = ONE_GUEST.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = RunDir {
+        root: harness_dir().join("runs").join(&spec.name),
+    };
+    if dir.root.exists() {
+        fs::remove_dir_all(&dir.root)
+            .map_err(Error::io(format!("emptying {}", dir.root.display())))?;
+    }
+    fs::create_dir_all(dir.results())
+        .map_err(Error::io(format!("creating {}", dir.root.display())))?;
+    initramfs::write_run(&prepared.initramfs_base, &spec.script, &dir.initrd())?;
+    let disk = fs::File::create(dir.disk()).and_then(|f| f.set_len(DISK_BYTES));
+    disk.map_err(Error::io(format!("creating {}", dir.disk().display())))?;
+
+    let accel = std::env::var(ACCEL_ENV).unwrap_or_else(|_| "tcg".into());
+    let mut cmd = Command::new(&prepared.qemu);
+    cmd.args(qemu_args(spec, &accel, &prepared.kernel, &dir));
+    fs::write(dir.root.join("qemu-cmdline"), crate::deps::describe(&cmd))
+        .map_err(Error::io("writing qemu-cmdline"))?;
+    let console = Console::run(cmd, spec)?;
+    fs::write(dir.root.join("console.log"), &console.text)
+        .map_err(Error::io("writing console.log"))?;
+
+    let Some(exit_code) = console.exit_code else {
+        return Err(Error::NoExit {
+            name: spec.name.clone(),
+            status: console.qemu_status,
+            tail: tail_lines(&console.text, TAIL),
+        });
+    };
+    let mut tar = Command::new("tar");
+    tar.arg("-xf").arg(dir.disk()).arg("-C").arg(dir.results());
+    output(
+        &mut tar,
+        "the guest did not leave a tar archive on its results disk",
+    )?;
+    let pcaps = spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.pcap.then(|| dir.pcap(i)))
+        .collect();
+    Ok(GuestRun {
+        console: console.text,
+        results: dir.results(),
+        pcaps,
+        exit_code,
+        boot_time: console.boot_time.unwrap_or_default(),
+        total_time: console.total_time,
+    })
+}
+
+fn validate(spec: &GuestSpec) -> Result<(), Error> {
+    let bad = |reason: String| {
+        Err(Error::Spec {
+            name: spec.name.clone(),
+            reason,
+        })
+    };
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if spec.name.is_empty() || spec.name.starts_with('.') || !spec.name.chars().all(name_ok) {
+        return bad("name must be non-empty, of [A-Za-z0-9._-], not starting with '.'".into());
+    }
+    let max = (DISK_SLOT - FIRST_NIC_SLOT) as usize;
+    if spec.nics.len() > max {
+        return bad(format!("{} NICs, at most {max} fit", spec.nics.len()));
+    }
+    if let Some(n) = spec
+        .nics
+        .iter()
+        .find(|n| n.model.is_empty() || n.model.starts_with(','))
+    {
+        return bad(format!(
+            "NIC model {:?} must start with a QEMU device name",
+            n.model
+        ));
+    }
+    Ok(())
+}
+
+/// QEMU's arguments for `spec` (everything after the program name).
+fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunDir) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut add = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
+    add(&[
+        "-accel", accel, "-machine", "q35", "-cpu", "max", "-m", "2048", "-smp", "2",
+    ]);
+    // -nic none: no default NIC beside ours; -no-reboot: a guest panic ends QEMU.
+    add(&["-nographic", "-vga", "none", "-no-reboot", "-nic", "none"]);
+    let mut cmdline = String::from("console=ttyS0 quiet panic=-1");
+    if spec.iommu {
+        // The vIOMMU must be created before the devices it translates for.
+        add(&["-device", "intel-iommu,caching-mode=on"]);
+        cmdline.push_str(" intel_iommu=on iommu=pt");
+    }
+    let (kernel, initrd) = (
+        kernel.display().to_string(),
+        dir.initrd().display().to_string(),
+    );
+    add(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+    let mut hubs: Vec<u32> = Vec::new();
+    for (i, nic) in spec.nics.iter().enumerate() {
+        let slot = FIRST_NIC_SLOT + i as u32;
+        let mac = format!("52:54:00:12:34:{:02x}", i + 0x10);
+        add(&["-netdev", &format!("hubport,id=n{i},hubid={}", nic.hub)]);
+        let device = format!(
+            "{},netdev=n{i},addr=0x{slot:02x},mac={mac},romfile=",
+            nic.model
+        );
+        add(&["-device", &device]);
+        if nic.pcap {
+            let pcap = dir.pcap(i).display().to_string();
+            add(&[
+                "-object",
+                &format!("filter-dump,id=f{i},netdev=n{i},file={pcap}"),
+            ]);
+        }
+        if !hubs.contains(&nic.hub) {
+            hubs.push(nic.hub);
+        }
+    }
+    // A port without a device drops what reaches it; a hub whose only port is a NIC's
+    // stalls virtio-net's TX after one ring.
+    for hub in hubs {
+        add(&["-netdev", &format!("hubport,id=sink{hub},hubid={hub}")]);
+    }
+    let drive = format!(
+        "file={},format=raw,if=none,id=results",
+        dir.disk().display()
+    );
+    let disk = format!("virtio-blk-pci,drive=results,addr=0x{DISK_SLOT:02x}");
+    add(&["-drive", &drive, "-device", &disk]);
+    args
+}
+
+/// What the serial console showed, and how QEMU ended.
+struct Console {
+    text: String,
+    exit_code: Option<i32>,
+    boot_time: Option<Duration>,
+    total_time: Duration,
+    qemu_status: String,
+}
+
+impl Console {
+    /// Runs QEMU to its end or to the spec's timeout, reading the console as it comes.
+    fn run(mut cmd: Command, spec: &GuestSpec) -> Result<Console, Error> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let deadline = started + spec.timeout;
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io(format!("starting {}", crate::deps::QEMU)))?;
+        let lines = spawn_line_reader(child.stdout.take().expect("piped stdout"));
+        let stderr = spawn_reader(child.stderr.take().expect("piped stderr"));
+        let mut console = Console {
+            text: String::new(),
+            exit_code: None,
+            boot_time: None,
+            total_time: Duration::ZERO,
+            qemu_status: String::new(),
+        };
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => console.take_line(line, started, spec.echo),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Timeout {
+                        name: spec.name.clone(),
+                        secs: spec.timeout.as_secs(),
+                        tail: tail_lines(&console.text, TAIL),
+                    });
+                }
+            }
+        }
+        let status = wait_until(&mut child, deadline);
+        console.total_time = started.elapsed();
+        let stderr = stderr.join().unwrap_or_default();
+        console.qemu_status = match status {
+            Some(s) => format!("QEMU {s}"),
+            None => "QEMU closed its console but did not exit; killed".into(),
+        };
+        if !stderr.trim().is_empty() {
+            console
+                .qemu_status
+                .push_str(&format!(", stderr: {}", tail_lines(&stderr, 10)));
+        }
+        Ok(console)
+    }
+
+    fn take_line(&mut self, line: String, started: Instant, echo: bool) {
+        if echo {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        if line.contains(START_MARKER) && self.boot_time.is_none() {
+            self.boot_time = Some(started.elapsed());
+        }
+        if let Some(code) = parse_exit(&line) {
+            self.exit_code = Some(code);
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+    }
+}
+
+/// The scenario's exit status from an exit-marker line.
+fn parse_exit(line: &str) -> Option<i32> {
+    let at = line.find(EXIT_MARKER)?;
+    line[at + EXIT_MARKER.len()..].trim().parse().ok()
+}
+
+/// Waits for QEMU to exit, killing it at `deadline`; `None` if it had to be killed.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Sends each line of `pipe` as it arrives (lossy UTF-8, see [`strip_controls`]).
+fn spawn_line_reader(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = strip_controls(&String::from_utf8_lossy(&buf));
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Removes terminal escape sequences (SeaBIOS resets and clears the screen) and other
+/// control characters but tabs, so that echoing the console leaves the terminal alone.
+fn strip_controls(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // CSI: ESC [ parameters... final byte in '@'..='~'; else ESC + one character.
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                _ => continue,
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Collects all of `pipe`.
+fn spawn_reader(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Nic;
+
+    fn spec(nics: Vec<Nic>, iommu: bool) -> GuestSpec {
+        GuestSpec {
+            nics,
+            script: String::new(),
+            iommu,
+            timeout: Duration::from_secs(1),
+            echo: false,
+            name: "unit".into(),
+        }
+    }
+
+    fn args_of(spec: &GuestSpec) -> String {
+        let dir = RunDir {
+            root: PathBuf::from("/r"),
+        };
+        qemu_args(spec, "tcg", Path::new("/k"), &dir).join(" ")
+    }
+
+    #[test]
+    fn nics_get_slots_macs_hubs_and_one_sink_per_hub() {
+        let s = spec(
+            vec![
+                Nic::new("e1000", 0, true),
+                Nic::new("virtio-net-pci,disable-legacy=on", 0, false),
+                Nic::new("e1000", 3, false),
+            ],
+            false,
+        );
+        let a = args_of(&s);
+        assert!(a.contains("-netdev hubport,id=n0,hubid=0 -device e1000,netdev=n0,addr=0x02,mac=52:54:00:12:34:10,romfile="), "{a}");
+        assert!(a.contains("-device virtio-net-pci,disable-legacy=on,netdev=n1,addr=0x03,mac=52:54:00:12:34:11,romfile="), "{a}");
+        assert!(
+            a.contains("-object filter-dump,id=f0,netdev=n0,file=/r/nic0.pcap"),
+            "{a}"
+        );
+        assert!(!a.contains("id=f1"), "{a}");
+        assert_eq!(a.matches("hubport,id=sink0,hubid=0").count(), 1, "{a}");
+        assert_eq!(a.matches("hubport,id=sink3,hubid=3").count(), 1, "{a}");
+        assert!(a.contains("virtio-blk-pci,drive=results,addr=0x1e"), "{a}");
+        assert!(!a.contains("intel-iommu"), "{a}");
+    }
+
+    #[test]
+    fn iommu_comes_before_every_device() {
+        let a = args_of(&spec(vec![Nic::new("e1000", 0, false)], true));
+        let iommu = a
+            .find("-device intel-iommu,caching-mode=on")
+            .expect("vIOMMU");
+        assert!(iommu < a.find("-device e1000").unwrap());
+        assert!(
+            a.contains("console=ttyS0 quiet panic=-1 intel_iommu=on iommu=pt"),
+            "{a}"
+        );
+        assert!(a.contains("-no-reboot"));
+    }
+
+    #[test]
+    fn console_lines_lose_escapes_and_controls() {
+        let raw = "\x1bc\x1b[?7l\x1b[2Jzcnic-guest: kernel\r\n";
+        assert_eq!(strip_controls(raw), "zcnic-guest: kernel");
+        assert_eq!(strip_controls("a\tb\x07c"), "a\tbc");
+        assert_eq!(strip_controls("\x1b[0mSeaBIOS"), "SeaBIOS");
+    }
+
+    #[test]
+    fn exit_marker_parses_anywhere_in_a_line() {
+        assert_eq!(parse_exit("zcnic-guest: scenario exit 0"), Some(0));
+        assert_eq!(
+            parse_exit("partial outputzcnic-guest: scenario exit 127"),
+            Some(127)
+        );
+        assert_eq!(parse_exit("zcnic-guest: scenario start"), None);
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        let mut s = spec(vec![], false);
+        s.name = "../escape".into();
+        assert!(validate(&s).is_err());
+        s.name = "ok-name_1.2".into();
+        assert!(validate(&s).is_ok());
+        s.nics = (0..29).map(|_| Nic::new("e1000", 0, false)).collect();
+        assert!(validate(&s).unwrap_err().to_string().contains("at most 28"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Getting everything a guest needs onto the host, once per process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::deps::{self, output, which, BUSYBOX, QEMU};
+use crate::{harness_dir, initramfs, kernel, workspace_root, Error};
+
+/// The Rust target of the guest build; `+crt-static` links it statically.
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Overrides the guest build with a prebuilt static zcnic binary.
+const GUEST_BIN_ENV: &str = "ZCNIC_GUEST_BIN";
+
+/// The host-side pieces of a guest, as [`prepare`] left them.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// The Debian kernel package the guest kernel came from.
+    pub kernel_package: String,
+    /// The guest kernel (`boot/vmlinuz-*` of that package).
+    pub kernel: PathBuf,
+    /// The static zcnic binary copied into the guest as `/bin/zcnic`.
+    pub zcnic: PathBuf,
+    /// The initramfs without `/scenario.sh`; each run appends its script to a copy.
+    pub initramfs_base: PathBuf,
+}
+
+/// What the first successful [`prepare`] of this process produced.
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
+
+/// Makes guests runnable: installs QEMU and busybox-static when missing (as root),
+/// fetches and unpacks the Debian guest kernel (cached in `target/zcnic-qemu/cache/`),
+/// builds zcnic statically for the guest, and writes the base initramfs.
+///
+/// The work is done once per process; later calls return the same [`Prepared`].
+/// Concurrent callers wait for the first. [`run`](crate::run) calls it.
+///
+/// The guest build is `cargo build --release -p zcnic-tools --target
+/// x86_64-unknown-linux-gnu` into `target/guest/` with `RUSTFLAGS=-C
+/// target-feature=+crt-static` (using `$CARGO` when set). Set `ZCNIC_GUEST_BIN` to a
+/// static binary to use it instead.
+///
+/// ```no_run
+/// let prepared = zcnic_qemu::prepare()?;
+/// println!("guest kernel {}", prepared.kernel.display());
+/// # Ok::<(), zcnic_qemu::Error>(())
+/// ```
+pub fn prepare() -> Result<Prepared, Error> {
+    let mut cached = PREPARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(prepared) = cached.as_ref() {
+        return Ok(prepared.clone());
+    }
+    let prepared = prepare_uncached()?;
+    *cached = Some(prepared.clone());
+    Ok(prepared)
+}
+
+fn prepare_uncached() -> Result<Prepared, Error> {
+    deps::ensure_host_packages()?;
+    let qemu = which(QEMU).ok_or_else(|| Error::Missing {
+        what: QEMU.into(),
+        fix: deps::install_command(),
+    })?;
+    let cache = harness_dir().join("cache");
+    let started = Instant::now();
+    let kernel = kernel::fetch(&cache)?;
+    note(started, &format!("guest kernel {}", kernel.package));
+    let started = Instant::now();
+    let zcnic = guest_zcnic()?;
+    note(started, &format!("guest zcnic {}", zcnic.display()));
+    let initramfs_base = cache.join("initramfs-base.cpio");
+    initramfs::write_base(&initramfs_base, Path::new(BUSYBOX), &zcnic, &kernel.modules)?;
+    Ok(Prepared {
+        qemu,
+        kernel_package: kernel.package,
+        kernel: kernel.vmlinuz,
+        zcnic,
+        initramfs_base,
+    })
+}
+
+/// Reports a step that took long enough for someone to wonder.
+fn note(started: Instant, what: &str) {
+    let took = started.elapsed();
+    if took.as_secs() >= 5 {
+        eprintln!("zcnic-qemu: {what} ready after {:.0} s", took.as_secs_f64());
+    }
+}
+
+/// The static zcnic for the guest: `$ZCNIC_GUEST_BIN`, or a fresh (incremental) build.
+fn guest_zcnic() -> Result<PathBuf, Error> {
+    if let Some(bin) = std::env::var_os(GUEST_BIN_ENV) {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            return Err(Error::Image(format!(
+                "{GUEST_BIN_ENV}={} is not a file: point it at a static zcnic, or unset it to build one",
+                bin.display()
+            )));
+        }
+        return Ok(bin);
+    }
+    let target_dir = workspace_root().join("target").join("guest");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "zcnic-tools",
+            "--target",
+            GUEST_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags given to an outer cargo would override RUSTFLAGS.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    output(
+        &mut cmd,
+        &format!("fix the build, or set {GUEST_BIN_ENV} to a static zcnic binary"),
+    )?;
+    let bin = target_dir.join(GUEST_TARGET).join("release").join("zcnic");
+    if !bin.is_file() {
+        return Err(Error::Image(format!(
+            "the guest build left no {}",
+            bin.display()
+        )));
+    }
+    Ok(bin)
+}

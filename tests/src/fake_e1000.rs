@@ -1,0 +1,246 @@
+//! A thread that plays an 82540EM well enough for the driver: self-clearing reset, link up,
+//! MAC in RAL0/RAH0, transmit on TDT (DD written back where RS asks), and receive of frames
+//! the test injects. It reaches descriptors and buffers only through the fake IOMMU of
+//! [`FakeDma`], so a bad address from the driver shows up as a fault count, not a crash.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use zcnic::e1000::regs::{self, Ctrl, Rctl, Status, Tctl};
+use zcnic::{Bar, FakeBar, FakeDma};
+
+/// MAC the fake device reports.
+pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xfa, 0xce, 0x01];
+
+/// What the test asks the device to do on its receive side.
+#[derive(Debug, Clone)]
+pub enum Inject {
+    /// Receive this frame normally.
+    Frame(Vec<u8>),
+    /// Complete the next descriptor with DD|EOP and this length, writing no data.
+    Length(u16),
+    /// Write DD|EOP on the descriptor at RDT, which the driver has not handed over.
+    DdOnTail,
+}
+
+/// The device side of a fake e1000.
+#[derive(Debug)]
+pub struct FakeE1000 {
+    /// Registers, shared with the driver.
+    pub bar: FakeBar,
+    /// DMA memory, shared with the driver.
+    pub dma: FakeDma,
+    /// Frames the device transmitted, in order.
+    pub sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// DMA accesses the fake IOMMU refused.
+    pub faults: Arc<AtomicU64>,
+    inject: Sender<Inject>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Options for the fake.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// Clear CTRL.RST after a reset (false: reset never finishes).
+    pub reset_completes: bool,
+    /// Report link up.
+    pub link_up: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            reset_completes: true,
+            link_up: true,
+        }
+    }
+}
+
+struct Device {
+    bar: FakeBar,
+    dma: FakeDma,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    faults: Arc<AtomicU64>,
+    pending: Option<Inject>,
+    inject: Receiver<Inject>,
+    behaviour: Behaviour,
+}
+
+impl FakeE1000 {
+    /// Starts the device thread.
+    pub fn start(behaviour: Behaviour) -> Self {
+        let bar = FakeBar::new(0x20000);
+        let dma = FakeDma::new();
+        let ral = u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]);
+        let rah = u32::from(u16::from_le_bytes([MAC[4], MAC[5]])) | regs::RAH_AV;
+        bar.write32(regs::RAL0, ral);
+        bar.write32(regs::RAH0, rah);
+        if behaviour.link_up {
+            bar.write32(
+                regs::STATUS,
+                (Status::LU | Status::FD | Status::SPEED1).bits(),
+            );
+        }
+        let (tx, rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(AtomicU64::new(0));
+        let mut dev = Device {
+            bar: bar.clone(),
+            dma: dma.clone(),
+            sent: sent.clone(),
+            faults: faults.clone(),
+            pending: None,
+            inject: rx,
+            behaviour,
+        };
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if !dev.step() {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        Self {
+            bar,
+            dma,
+            sent,
+            faults,
+            inject: tx,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues something for the receive side.
+    pub fn inject(&self, what: Inject) {
+        let _ = self.inject.send(what);
+    }
+
+    /// Frames transmitted so far.
+    pub fn sent_count(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+}
+
+impl Drop for FakeE1000 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ring_base(bar: &FakeBar, lo: u32, hi: u32) -> u64 {
+    u64::from(bar.read32(hi)) << 32 | u64::from(bar.read32(lo))
+}
+
+impl Device {
+    /// One pass over the device's duties; true if it did anything.
+    fn step(&mut self) -> bool {
+        let ctrl = self.bar.read32(regs::CTRL);
+        if ctrl & Ctrl::RST.bits() != 0 && self.behaviour.reset_completes {
+            self.bar.write32(regs::CTRL, ctrl & !Ctrl::RST.bits());
+        }
+        self.transmit() | self.receive()
+    }
+
+    fn read(&self, iova: u64, buf: &mut [u8]) -> bool {
+        let ok = self.dma.device_read(iova, buf);
+        if !ok {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn write(&self, iova: u64, data: &[u8]) {
+        if !self.dma.device_write(iova, data) {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn transmit(&mut self) -> bool {
+        let b = &self.bar;
+        if b.read32(regs::TCTL) & Tctl::EN.bits() == 0 {
+            return false;
+        }
+        let slots = b.read32(regs::TDLEN) / 16;
+        let base = ring_base(b, regs::TDBAL, regs::TDBAH);
+        let (mut head, tail) = (b.read32(regs::TDH), b.read32(regs::TDT));
+        if slots == 0 || head == tail {
+            return false;
+        }
+        while head != tail {
+            let at = base + u64::from(head) * 16;
+            let mut d = [0u8; 16];
+            if !self.read(at, &mut d) {
+                break;
+            }
+            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+            let len = u16::from_le_bytes([d[8], d[9]]) as usize;
+            let mut frame = vec![0u8; len];
+            if self.read(addr, &mut frame) {
+                self.sent.lock().unwrap().push(frame);
+            }
+            if d[11] & 0x08 != 0 {
+                self.write(at + 12, &[0x01]);
+            }
+            head = (head + 1) % slots;
+            self.bar.write32(regs::TDH, head);
+        }
+        true
+    }
+
+    fn receive(&mut self) -> bool {
+        let b = &self.bar;
+        if b.read32(regs::RCTL) & Rctl::EN.bits() == 0 {
+            return false;
+        }
+        if self.pending.is_none() {
+            self.pending = match self.inject.try_recv() {
+                Ok(i) => Some(i),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
+            };
+        }
+        let slots = b.read32(regs::RDLEN) / 16;
+        let base = ring_base(b, regs::RDBAL, regs::RDBAH);
+        let (head, tail) = (b.read32(regs::RDH), b.read32(regs::RDT));
+        let Some(what) = self.pending.take() else {
+            return false;
+        };
+        if let Inject::DdOnTail = what {
+            let at = base + u64::from(tail) * 16;
+            self.write(at + 8, &60u16.to_le_bytes());
+            self.write(at + 12, &[0x03]);
+            return true;
+        }
+        if slots == 0 || head == tail {
+            self.pending = Some(what); // no descriptor free: try again later
+            return false;
+        }
+        let at = base + u64::from(head) * 16;
+        let mut d = [0u8; 16];
+        if !self.read(at, &mut d) {
+            return true;
+        }
+        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+        let len = match &what {
+            Inject::Frame(f) => {
+                self.write(addr, f);
+                f.len() as u16
+            }
+            Inject::Length(l) => *l,
+            Inject::DdOnTail => unreachable!("handled above"),
+        };
+        self.write(at + 8, &len.to_le_bytes());
+        self.write(at + 13, &[0]);
+        // DD last, as the hardware does: the driver may look at any moment.
+        self.write(at + 12, &[0x03]);
+        self.bar.write32(regs::RDH, (head + 1) % slots);
+        true
+    }
+}

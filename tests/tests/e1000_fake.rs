@@ -1,0 +1,196 @@
+//! The e1000 driver against a thread playing the device (FakeBar + FakeDma).
+
+use std::time::{Duration, Instant};
+use zcnic::e1000::{Config, E1000};
+use zcnic::{Error, FakeBar, Nic, Packet, PciAddr};
+use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject, MAC};
+
+fn addr() -> PciAddr {
+    "0000:00:02.0".parse().unwrap()
+}
+
+fn config() -> Config {
+    Config {
+        rx_ring: 512,
+        tx_ring: 512,
+        pool: 2048,
+        link_timeout: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+fn open(dev: &FakeE1000) -> E1000<FakeBar> {
+    E1000::new(dev.bar.clone(), &dev.dma, addr(), &config()).expect("driver comes up")
+}
+
+fn frame(seq: u32, len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7)).collect();
+    f[..4].copy_from_slice(&seq.to_le_bytes());
+    f
+}
+
+fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Receives until `n` frames arrived (or the wait times out).
+fn receive(nic: &mut E1000<FakeBar>, n: usize) -> Vec<Packet> {
+    let mut got = Vec::with_capacity(n + 64);
+    wait("frames to arrive", || {
+        nic.rx_batch(&mut got, 32);
+        got.len() >= n
+    });
+    got
+}
+
+#[test]
+fn comes_up_with_mac_and_link() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let nic = open(&dev);
+    assert_eq!(nic.mac(), MAC);
+    assert!(nic.link().up);
+    assert_eq!(nic.link().speed_mbps, 1000);
+}
+
+#[test]
+fn tx_wraps_ten_times_and_returns_every_buffer() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let total = 10 * 512 + 17; // not a multiple of the cleanup batch
+    let mut seq = 0u32;
+    let mut batch = Vec::with_capacity(32);
+    while seq < total as u32 || !batch.is_empty() {
+        while batch.len() < 32 && seq < total as u32 {
+            let Some(mut p) = pool.alloc() else { break };
+            let len = 60 + (seq as usize % 1400);
+            p.set_len(len).unwrap();
+            p.data_mut().copy_from_slice(&frame(seq, len));
+            batch.push(p);
+            seq += 1;
+        }
+        nic.tx_batch(&mut batch);
+    }
+    wait("the device to send everything", || {
+        dev.sent_count() == total
+    });
+    assert!(nic.flush());
+    let sent = dev.sent.lock().unwrap().clone();
+    for (i, f) in sent.iter().enumerate() {
+        assert_eq!(f, &frame(i as u32, 60 + i % 1400), "frame {i}");
+    }
+    let stats = nic.stats();
+    assert_eq!(stats.tx_packets, total as u64);
+    assert_eq!(stats.tx_errors, 0);
+    // Buffers still in the rings come back when the port closes.
+    drop(nic);
+    assert_eq!(pool.free_count(), pool.capacity());
+    assert_eq!(dev.faults.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn tx_refuses_empty_frames_without_stalling() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let mut batch = Vec::new();
+    pool.alloc_batch(&mut batch, 3);
+    batch[1].set_len(60).unwrap();
+    assert_eq!(nic.tx_batch(&mut batch), 3);
+    wait("one frame", || dev.sent_count() == 1);
+    assert_eq!(nic.stats().tx_errors, 2);
+}
+
+#[test]
+fn rx_refills_across_four_rings() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let n = 4 * 512 + 5;
+    let mut got = 0usize;
+    let mut out = Vec::with_capacity(64);
+    for chunk in 0..(n / 100 + 1) {
+        let from = chunk * 100;
+        let to = (from + 100).min(n);
+        for seq in from..to {
+            dev.inject(Inject::Frame(frame(seq as u32, 60 + seq % 1000)));
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        while got < to {
+            assert!(Instant::now() < end, "stuck at {got} of {to}");
+            nic.rx_batch(&mut out, 32);
+            for p in out.drain(..) {
+                assert_eq!(
+                    p.data(),
+                    &frame(got as u32, 60 + got % 1000)[..],
+                    "frame {got}"
+                );
+                got += 1;
+            }
+        }
+    }
+    let stats = nic.stats();
+    assert_eq!(stats.rx_packets, n as u64);
+    assert_eq!(stats.rx_errors, 0);
+    // The ring keeps one buffer per slot; everything handed out came back.
+    assert_eq!(pool.free_count(), pool.capacity() - 512);
+}
+
+#[test]
+fn rx_length_beyond_the_buffer_is_an_error_not_a_frame() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    dev.inject(Inject::Length(3000));
+    dev.inject(Inject::Length(0));
+    dev.inject(Inject::Frame(frame(7, 64)));
+    let got = receive(&mut nic, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), &frame(7, 64)[..]);
+    assert_eq!(nic.stats().rx_errors, 2);
+}
+
+#[test]
+fn rx_dd_on_a_descriptor_never_handed_over_is_counted() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    dev.inject(Inject::DdOnTail);
+    for seq in 0..40 {
+        dev.inject(Inject::Frame(frame(seq, 60)));
+    }
+    let got = receive(&mut nic, 40);
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.data(), &frame(i as u32, 60)[..]);
+    }
+    assert_eq!(nic.stats().rx_errors, 1);
+}
+
+#[test]
+fn reset_that_never_finishes_times_out() {
+    let dev = FakeE1000::start(Behaviour {
+        reset_completes: false,
+        link_up: true,
+    });
+    let cfg = Config {
+        reset_timeout: Duration::from_millis(50),
+        ..config()
+    };
+    match E1000::new(dev.bar.clone(), &dev.dma, addr(), &cfg) {
+        Err(Error::Timeout { what, .. }) => assert!(what.contains("CTRL.RST")),
+        other => panic!("expected a reset timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn link_down_is_reported_not_fatal() {
+    let dev = FakeE1000::start(Behaviour {
+        reset_completes: true,
+        link_up: false,
+    });
+    let nic = open(&dev);
+    assert!(!nic.link().up);
+    assert_eq!(nic.link().to_string(), "down");
+}
