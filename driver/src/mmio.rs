@@ -20,7 +20,7 @@ pub trait Bar {
 
 #[inline(always)]
 fn in_bounds(off: u32, len: usize) -> bool {
-    let ok = off % 4 == 0 && (off as usize) + 4 <= len;
+    let ok = off.is_multiple_of(4) && (off as usize) + 4 <= len;
     debug_assert!(ok, "register offset {off:#x} outside a {len:#x}-byte BAR");
     ok
 }

@@ -225,7 +225,9 @@ impl<T: Copy> DmaRing<T> {
         }
         let bytes = slots * std::mem::size_of::<T>();
         let region = alloc.alloc(bytes)?;
-        if region.len() < bytes || region.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+        if region.len() < bytes
+            || !(region.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+        {
             return Err(DmaError::Invalid(
                 "allocator returned a short region".into(),
             ));
