@@ -129,7 +129,7 @@ fn is_executable(path: &Path) -> bool {
 /// The command line of `cmd`, for messages.
 pub(crate) fn describe(cmd: &Command) -> String {
     let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
-    words.extend(cmd.get_args().map(|a| shell_word(a)));
+    words.extend(cmd.get_args().map(shell_word));
     words.join(" ")
 }
 

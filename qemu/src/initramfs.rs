@@ -103,9 +103,8 @@ impl Cpio {
 
     /// Header + name, and the data, each end on a 4-byte boundary.
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
+        let padded = self.buf.len().next_multiple_of(4);
+        self.buf.resize(padded, 0);
     }
 }
 

@@ -103,7 +103,8 @@ pub struct GuestRun {
     /// The whole serial console, `\r` removed, one `\n` per line.
     pub console: String,
     /// Host directory holding the files the scenario left in the guest's `/results`
-    /// (plus `exit_code` and `dmesg.txt`, written by the guest's init).
+    /// (plus `exit_code` and `dmesg.txt`, written by the guest's init); they travel as a
+    /// tar archive on a 64 MiB disk, so keep them well below that.
     pub results: PathBuf,
     /// Per NIC of [`GuestSpec::nics`]: the host pcap when [`Nic::pcap`] was set.
     pub pcaps: Vec<Option<PathBuf>>,

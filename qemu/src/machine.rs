@@ -82,11 +82,23 @@ pub fn run(spec: &GuestSpec) -> Result<GuestRun, Error> {
     fs::write(dir.root.join("console.log"), &console.text)
         .map_err(Error::io("writing console.log"))?;
 
+    let tail = || match tail_lines(&console.text, TAIL) {
+        t if t.trim().is_empty() => "(none)".to_string(),
+        t => t,
+    };
+    if console.timed_out {
+        return Err(Error::Timeout {
+            name: spec.name.clone(),
+            secs: spec.timeout.as_secs(),
+            tail: tail(),
+        });
+    }
     let Some(exit_code) = console.exit_code else {
+        let status = console.qemu_status.clone();
         return Err(Error::NoExit {
             name: spec.name.clone(),
-            status: console.qemu_status,
-            tail: tail_lines(&console.text, TAIL),
+            status,
+            tail: tail(),
         });
     };
     let mut tar = Command::new("tar");
@@ -201,10 +213,13 @@ struct Console {
     boot_time: Option<Duration>,
     total_time: Duration,
     qemu_status: String,
+    /// QEMU was killed at the spec's timeout.
+    timed_out: bool,
 }
 
 impl Console {
-    /// Runs QEMU to its end or to the spec's timeout, reading the console as it comes.
+    /// Runs QEMU to its end or until the spec's timeout kills it, reading the console as
+    /// it comes.
     fn run(mut cmd: Command, spec: &GuestSpec) -> Result<Console, Error> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -222,6 +237,7 @@ impl Console {
             boot_time: None,
             total_time: Duration::ZERO,
             qemu_status: String::new(),
+            timed_out: false,
         };
         loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -230,11 +246,9 @@ impl Console {
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(Error::Timeout {
-                        name: spec.name.clone(),
-                        secs: spec.timeout.as_secs(),
-                        tail: tail_lines(&console.text, TAIL),
-                    });
+                    console.timed_out = true;
+                    console.total_time = started.elapsed();
+                    return Ok(console);
                 }
             }
         }

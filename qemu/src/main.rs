@@ -115,10 +115,10 @@ fn demo() -> Result<ExitCode, String> {
         name: "demo".into(),
     };
     let run = boot(&spec)?;
-    match run.console.lines().rev().find(|l| l.starts_with("pktgen")) {
-        Some(line) => println!("{line}"),
-        None => println!("(no pktgen result line on the console)"),
-    }
+    let Some(result) = run.console.lines().rev().find(|l| l.starts_with("pktgen")) else {
+        return Err("the demo printed no line starting with `pktgen`".into());
+    };
+    println!("{result}");
     Ok(exit_code_of(run.exit_code))
 }
 

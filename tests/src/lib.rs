@@ -2,3 +2,4 @@
 //! [`zcnic::FakeBar`] + [`zcnic::FakeDma`], and helpers for the QEMU suite.
 
 pub mod fake_e1000;
+pub mod qemu_suite;
