@@ -113,6 +113,7 @@ fn demo() -> Result<ExitCode, String> {
         timeout: Duration::from_secs(300),
         echo: true,
         name: "demo".into(),
+        ..GuestSpec::default()
     };
     let run = boot(&spec)?;
     let Some(result) = run.console.lines().rev().find(|l| l.starts_with("pktgen")) else {
@@ -131,6 +132,7 @@ fn selftest() -> Result<ExitCode, String> {
         timeout: Duration::from_secs(300),
         echo: true,
         name: "selftest".into(),
+        ..GuestSpec::default()
     };
     let run = boot(&spec)?;
     let mut failures = Vec::new();

@@ -217,7 +217,10 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 duration: seconds("duration", duration)?,
             };
             let writer = dump::create(&out)?;
+            // A deep ring rides out the moments the capture loop is busy writing the file.
             let cfg = e1000::Config {
+                rx_ring: 4096,
+                pool: 8192,
                 promisc: !no_promisc,
                 ..e1000::Config::default()
             };
