@@ -37,7 +37,6 @@ pub fn boot(name: &str, nics: Vec<Nic>, sinkless: &[u32], script: &str) -> Guest
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
         name: name.into(),
-        ..GuestSpec::default()
     };
     let run = zcnic_qemu::run(&spec).unwrap_or_else(|e| panic!("{name}: guest run failed: {e}"));
     assert_eq!(
