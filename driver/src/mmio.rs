@@ -10,19 +10,67 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-/// 32-bit register access to one device memory region.
+/// Register access to one device region. Sub-word accesses are real 8/16-bit accesses:
+/// virtio's common configuration has byte and half-word registers next to each other.
 pub trait Bar {
     /// Reads the 32-bit register at byte offset `off`.
     fn read32(&self, off: u32) -> u32;
     /// Writes the 32-bit register at byte offset `off`.
     fn write32(&self, off: u32, val: u32);
+    /// Reads the 16-bit register at `off`.
+    fn read16(&self, off: u32) -> u16;
+    /// Writes the 16-bit register at `off`.
+    fn write16(&self, off: u32, val: u16);
+    /// Reads the 8-bit register at `off`.
+    fn read8(&self, off: u32) -> u8;
+    /// Writes the 8-bit register at `off`.
+    fn write8(&self, off: u32, val: u8);
 }
 
 #[inline(always)]
-fn in_bounds(off: u32, len: usize) -> bool {
-    let ok = off.is_multiple_of(4) && (off as usize) + 4 <= len;
+fn in_bounds(off: u32, width: u32, len: usize) -> bool {
+    let ok = off.is_multiple_of(width) && (off as usize) + width as usize <= len;
     debug_assert!(ok, "register offset {off:#x} outside a {len:#x}-byte BAR");
     ok
+}
+
+/// Volatile read of a `T` at byte `off` of a mapping, bounds- and alignment-checked.
+macro_rules! mmio_read {
+    ($self:ident, $t:ty, $off:ident) => {{
+        let w = std::mem::size_of::<$t>() as u32;
+        if !in_bounds($off, w, $self.len) {
+            return <$t>::MAX;
+        }
+        // SAFETY: offset checked to be inside the mapping and aligned to the access width;
+        // the mapping lives as long as `self`; device registers are only accessed volatile.
+        unsafe {
+            $self
+                .ptr
+                .as_ptr()
+                .add($off as usize)
+                .cast::<$t>()
+                .read_volatile()
+        }
+    }};
+}
+
+/// Volatile write of a `T` at byte `off` of a mapping, bounds- and alignment-checked.
+macro_rules! mmio_write {
+    ($self:ident, $t:ty, $off:ident, $val:ident) => {{
+        let w = std::mem::size_of::<$t>() as u32;
+        if !in_bounds($off, w, $self.len) {
+            return;
+        }
+        // SAFETY: as in `mmio_read`.
+        unsafe {
+            $self
+                .ptr
+                .as_ptr()
+                .add($off as usize)
+                .cast::<$t>()
+                .write_volatile($val)
+        }
+    }};
 }
 
 /// A memory BAR mapped into this process (through VFIO).
@@ -62,33 +110,32 @@ impl MmioBar {
 impl Bar for MmioBar {
     #[inline(always)]
     fn read32(&self, off: u32) -> u32 {
-        if !in_bounds(off, self.len) {
-            return u32::MAX;
-        }
-        // SAFETY: offset checked to be inside the mapping and 4-byte aligned; the mapping
-        // lives as long as `self`; device registers are only accessed volatile.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .add(off as usize)
-                .cast::<u32>()
-                .read_volatile()
-        }
+        mmio_read!(self, u32, off)
     }
 
     #[inline(always)]
     fn write32(&self, off: u32, val: u32) {
-        if !in_bounds(off, self.len) {
-            return;
-        }
-        // SAFETY: as in `read32`.
-        unsafe {
-            self.ptr
-                .add(off as usize)
-                .cast::<u32>()
-                .as_ptr()
-                .write_volatile(val)
-        }
+        mmio_write!(self, u32, off, val)
+    }
+
+    #[inline(always)]
+    fn read16(&self, off: u32) -> u16 {
+        mmio_read!(self, u16, off)
+    }
+
+    #[inline(always)]
+    fn write16(&self, off: u32, val: u16) {
+        mmio_write!(self, u16, off, val)
+    }
+
+    #[inline(always)]
+    fn read8(&self, off: u32) -> u8 {
+        mmio_read!(self, u8, off)
+    }
+
+    #[inline(always)]
+    fn write8(&self, off: u32, val: u8) {
+        mmio_write!(self, u8, off, val)
     }
 }
 
@@ -114,18 +161,62 @@ impl FakeBar {
     }
 }
 
-impl Bar for FakeBar {
-    fn read32(&self, off: u32) -> u32 {
-        if !in_bounds(off, self.regs.len() * 4) {
+impl FakeBar {
+    /// Reads `width` bytes at `off` out of the 32-bit word holding them.
+    fn read_sub(&self, off: u32, width: u32) -> u32 {
+        if !in_bounds(off, width, self.regs.len() * 4) {
             return u32::MAX;
         }
-        self.regs[off as usize / 4].load(Ordering::SeqCst)
+        let word = self.regs[off as usize / 4].load(Ordering::SeqCst);
+        let mask = if width == 4 {
+            u32::MAX
+        } else {
+            (1 << (8 * width)) - 1
+        };
+        (word >> (8 * (off % 4))) & mask
+    }
+
+    /// Writes `width` bytes at `off` into the 32-bit word holding them.
+    fn write_sub(&self, off: u32, width: u32, val: u32) {
+        if !in_bounds(off, width, self.regs.len() * 4) {
+            return;
+        }
+        let shift = 8 * (off % 4);
+        let mask = if width == 4 {
+            u32::MAX
+        } else {
+            ((1 << (8 * width)) - 1) << shift
+        };
+        let reg = &self.regs[off as usize / 4];
+        let _ = reg.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            Some((w & !mask) | ((val << shift) & mask))
+        });
+    }
+}
+
+impl Bar for FakeBar {
+    fn read32(&self, off: u32) -> u32 {
+        self.read_sub(off, 4)
     }
 
     fn write32(&self, off: u32, val: u32) {
-        if in_bounds(off, self.regs.len() * 4) {
-            self.regs[off as usize / 4].store(val, Ordering::SeqCst);
-        }
+        self.write_sub(off, 4, val)
+    }
+
+    fn read16(&self, off: u32) -> u16 {
+        self.read_sub(off, 2) as u16
+    }
+
+    fn write16(&self, off: u32, val: u16) {
+        self.write_sub(off, 2, val.into())
+    }
+
+    fn read8(&self, off: u32) -> u8 {
+        self.read_sub(off, 1) as u8
+    }
+
+    fn write8(&self, off: u32, val: u8) {
+        self.write_sub(off, 1, val.into())
     }
 }
 
@@ -139,5 +230,10 @@ mod tests {
         let b = a.clone();
         a.write32(8, 0xdead_beef);
         assert_eq!(b.read32(8), 0xdead_beef);
+        a.write8(9, 0x12);
+        a.write16(10, 0x3456);
+        assert_eq!(b.read32(8), 0x3456_12ef);
+        assert_eq!(b.read16(8), 0x12ef);
+        assert_eq!(b.read8(11), 0x34);
     }
 }

@@ -9,6 +9,15 @@ use crate::Error;
 use std::fmt::Debug;
 use zcnic_hugepages::DmaAllocator;
 
+/// Which addresses the device is given for DMA memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IovaMode {
+    /// Addresses translated by the IOMMU, picked by zcnic.
+    Virtual,
+    /// Physical addresses, for a device that bypasses the IOMMU.
+    Physical,
+}
+
 /// A PCI function handed to userspace.
 pub trait PciDevice: Debug {
     /// Its address.
@@ -19,8 +28,13 @@ pub trait PciDevice: Debug {
     fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), Error>;
     /// Maps memory BAR `index` into this process.
     fn map_bar(&self, index: u32) -> Result<MmioBar, Error>;
-    /// A source of DMA memory the device can reach.
-    fn dma_allocator(&self) -> Result<Box<dyn DmaAllocator>, Error>;
+    /// A source of DMA memory the device can reach, at IOVAs chosen per `mode`.
+    fn dma_allocator(&self, mode: IovaMode) -> Result<Box<dyn DmaAllocator>, Error>;
+    /// Reads `buf.len()` bytes (1, 2 or 4) at `off` of BAR `index` through the platform: for
+    /// I/O-port BARs, which cannot be mapped (legacy virtio).
+    fn bar_read(&self, index: u32, off: u64, buf: &mut [u8]) -> Result<(), Error>;
+    /// Writes to BAR `index` through the platform (see [`PciDevice::bar_read`]).
+    fn bar_write(&self, index: u32, off: u64, buf: &[u8]) -> Result<(), Error>;
     /// Function-level reset through the platform, when it offers one; true if it was done.
     fn reset(&self) -> bool;
 

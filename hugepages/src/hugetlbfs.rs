@@ -187,11 +187,11 @@ impl DmaAllocator for HugepageAllocator {
             })?;
         let ptr =
             NonNull::new(map.as_mut_ptr()).ok_or_else(|| DmaError::Invalid("null map".into()))?;
-        let iova = self.mapper.map(ptr.as_ptr(), size)?;
+        let iovas = self.mapper.map(ptr.as_ptr(), size)?;
         Ok(DmaRegion::new(
             ptr,
             size,
-            iova,
+            iovas,
             Some(self.mapper.clone()),
             Backing::Hugetlb(map),
         ))

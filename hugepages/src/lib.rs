@@ -20,14 +20,16 @@
 //! ```
 
 mod hugetlbfs;
+mod pagemap;
 mod pool;
 mod region;
 
 pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
 };
+pub use pagemap::physical_address;
 pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
-pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper};
+pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas};
 
 use std::path::PathBuf;
 

@@ -66,7 +66,7 @@ impl Mempool {
         Packet {
             pool: Rc::clone(self),
             buf,
-            iova: self.region.iova() + off as u64,
+            iova: self.region.iova_at(off),
             idx,
             head: HEADROOM as u16,
             len: 0,

@@ -4,20 +4,43 @@
 //! device into safe handles. Memory the device may write is never behind a Rust reference
 //! while the device owns it; rings are read and written with volatile copies.
 
-use crate::DmaError;
+use crate::{DmaError, HUGEPAGE};
 use std::alloc::Layout;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-/// Makes memory visible to a device and says at which IOVA (a VFIO container, or the identity
-/// for physical addresses).
+/// Where a region sits in the device's address space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Iovas {
+    /// One IOVA range for the whole region (VFIO with IOVAs zcnic picks; the fake).
+    Contiguous(u64),
+    /// One IOVA per 2 MiB page: physical addresses, contiguous only within a page.
+    PerPage(Box<[u64]>),
+}
+
+impl Iovas {
+    /// IOVA of byte `off` of the region.
+    #[inline(always)]
+    pub fn at(&self, off: usize) -> u64 {
+        match self {
+            Iovas::Contiguous(base) => base + off as u64,
+            Iovas::PerPage(pages) => {
+                pages.get(off / HUGEPAGE).copied().unwrap_or(0) + (off % HUGEPAGE) as u64
+            }
+        }
+    }
+}
+
+/// Makes memory visible to a device and says at which IOVAs (a VFIO container, physical
+/// addresses, or the fake IOMMU).
 pub trait IovaMapper: Send + Sync {
-    /// Maps `len` bytes at `va` for device reads and writes; returns the IOVA of `va`.
-    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError>;
+    /// Maps `len` bytes at `va` (2 MiB aligned for hugepage memory) for device reads and
+    /// writes.
+    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError>;
     /// Undoes [`IovaMapper::map`]. Called only once the device no longer uses the memory.
-    fn unmap(&self, iova: u64, len: usize);
+    fn unmap(&self, iovas: &Iovas, len: usize);
 }
 
 /// A source of DMA memory (HAL-style, as in the virtio-drivers crate).
@@ -40,7 +63,7 @@ pub(crate) enum Backing {
 pub struct DmaRegion {
     ptr: NonNull<u8>,
     len: usize,
-    iova: u64,
+    iovas: Iovas,
     mapper: Option<Arc<dyn IovaMapper>>,
     backing: Backing,
 }
@@ -50,7 +73,7 @@ impl fmt::Debug for DmaRegion {
         f.debug_struct("DmaRegion")
             .field("va", &self.ptr)
             .field("len", &self.len)
-            .field("iova", &format_args!("{:#x}", self.iova))
+            .field("iova", &format_args!("{:#x}", self.iova()))
             .finish()
     }
 }
@@ -59,14 +82,14 @@ impl DmaRegion {
     pub(crate) fn new(
         ptr: NonNull<u8>,
         len: usize,
-        iova: u64,
+        iovas: Iovas,
         mapper: Option<Arc<dyn IovaMapper>>,
         backing: Backing,
     ) -> Self {
         Self {
             ptr,
             len,
-            iova,
+            iovas,
             mapper,
             backing,
         }
@@ -89,14 +112,25 @@ impl DmaRegion {
 
     /// IOVA of the first byte.
     pub fn iova(&self) -> u64 {
-        self.iova
+        self.iovas.at(0)
+    }
+
+    /// IOVA of byte `off`. Only ranges inside one 2 MiB page are guaranteed contiguous.
+    #[inline(always)]
+    pub fn iova_at(&self, off: usize) -> u64 {
+        self.iovas.at(off)
+    }
+
+    /// Whether `off..off + len` is one contiguous IOVA range.
+    pub fn is_contiguous(&self, off: usize, len: usize) -> bool {
+        len == 0 || self.iova_at(off + len - 1) == self.iova_at(off) + (len - 1) as u64
     }
 }
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
         if let Some(m) = &self.mapper {
-            m.unmap(self.iova, self.len);
+            m.unmap(&self.iovas, self.len);
         }
         if let Backing::Heap(layout) = self.backing {
             // SAFETY: `ptr` came from `alloc_zeroed(layout)` in `FakeDma::alloc` and is freed once.
@@ -130,15 +164,16 @@ impl FakeIommu {
 }
 
 impl IovaMapper for FakeIommu {
-    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError> {
+    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
         let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
         regions.push((va as u64, len));
-        Ok(va as u64)
+        Ok(Iovas::Contiguous(va as u64))
     }
 
-    fn unmap(&self, iova: u64, _len: usize) {
+    fn unmap(&self, iovas: &Iovas, _len: usize) {
         let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
-        regions.retain(|&(start, _)| start != iova);
+        let start = iovas.at(0);
+        regions.retain(|&(s, _)| s != start);
     }
 }
 

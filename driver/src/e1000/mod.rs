@@ -15,7 +15,7 @@ pub use rxtx::TX_CLEAN_BATCH;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
-use crate::platform::PciDevice;
+use crate::platform::{IovaMode, PciDevice};
 use crate::vfio::VfioDevice;
 use crate::Error;
 use regs::StatKind;
@@ -57,7 +57,8 @@ impl E1000<MmioBar> {
         }
         dev.set_bus_master(true)?;
         let bar = dev.map_bar(0)?;
-        let dma = dev.dma_allocator()?;
+        // The e1000 always goes through the IOMMU.
+        let dma = dev.dma_allocator(IovaMode::Virtual)?;
         let mut nic = Self::new(bar, dma.as_ref(), *addr, cfg)?;
         nic.device = Some(Box::new(dev));
         Ok(nic)

@@ -9,7 +9,7 @@ mod sys;
 
 use crate::mmio::MmioBar;
 use crate::pci::{link_name, DeviceInfo, PciAddr};
-use crate::platform::PciDevice;
+use crate::platform::{IovaMode, PciDevice};
 use crate::Error;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -20,7 +20,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_TYPE1_IOMMU,
 };
-use zcnic_hugepages::{DmaAllocator, DmaError, HugepageAllocator, IovaMapper, HUGEPAGE};
+use zcnic_hugepages::{DmaAllocator, DmaError, HugepageAllocator, IovaMapper, Iovas, HUGEPAGE};
 
 const CONTAINER: &str = "/dev/vfio/vfio";
 /// First IOVA handed out. Above 4 GiB (clear of the x86 MSI window at 0xfee00000) and far
@@ -35,10 +35,8 @@ pub struct Container {
     next_iova: AtomicU64,
 }
 
-impl IovaMapper for Container {
-    fn map(&self, va: *mut u8, len: usize) -> Result<u64, DmaError> {
-        let span = len.div_ceil(HUGEPAGE) as u64 * HUGEPAGE as u64;
-        let iova = self.next_iova.fetch_add(span, Ordering::Relaxed);
+impl Container {
+    fn map_at(&self, va: *mut u8, iova: u64, len: usize) -> Result<(), DmaError> {
         sys::map_dma(self.fd.as_fd(), va as u64, iova, len as u64).map_err(|e| DmaError::Map {
             len,
             reason: match e.raw_os_error() {
@@ -46,18 +44,66 @@ impl IovaMapper for Container {
                     "{}: {e}: the locked-memory limit is too low; run as root or raise `ulimit -l`",
                     self.addr
                 ),
-                _ => format!("{}: VFIO_IOMMU_MAP_DMA: {e}", self.addr),
+                _ => format!("{}: VFIO_IOMMU_MAP_DMA at {iova:#x}: {e}", self.addr),
             },
-        })?;
-        Ok(iova)
+        })
     }
 
-    fn unmap(&self, iova: u64, len: usize) {
+    fn unmap_at(&self, iova: u64, len: usize) {
         if let Err(e) = sys::unmap_dma(self.fd.as_fd(), iova, len as u64) {
             log::warn!(
                 "{}: VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}",
                 self.addr
             );
+        }
+    }
+}
+
+/// IOVAs zcnic chooses, contiguous per region (DPDK's `--iova-mode=va` idea, but from a
+/// counter: user virtual addresses can exceed the IOMMU's address width).
+impl IovaMapper for Container {
+    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
+        let span = len.div_ceil(HUGEPAGE) as u64 * HUGEPAGE as u64;
+        let iova = self.next_iova.fetch_add(span, Ordering::Relaxed);
+        self.map_at(va, iova, len)?;
+        Ok(Iovas::Contiguous(iova))
+    }
+
+    fn unmap(&self, iovas: &Iovas, len: usize) {
+        self.unmap_at(iovas.at(0), len);
+    }
+}
+
+/// IOVA = physical address, page by page (DPDK's `--iova-mode=pa`): for a device that
+/// bypasses the IOMMU, such as a virtio device without ACCESS_PLATFORM, which reads
+/// guest-physical addresses. The IOMMU mapping stays so the memory is pinned.
+#[derive(Debug)]
+struct PhysMapper(Arc<Container>);
+
+impl IovaMapper for PhysMapper {
+    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
+        let mut pages: Vec<u64> = Vec::with_capacity(len.div_ceil(HUGEPAGE));
+        for off in (0..len).step_by(HUGEPAGE) {
+            let page_va = va.wrapping_add(off);
+            let mapped = zcnic_hugepages::physical_address(page_va).and_then(|pa| {
+                self.0
+                    .map_at(page_va, pa, HUGEPAGE.min(len - off))
+                    .map(|()| pa)
+            });
+            match mapped {
+                Ok(pa) => pages.push(pa),
+                Err(e) => {
+                    self.unmap(&Iovas::PerPage(pages.into()), off);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Iovas::PerPage(pages.into()))
+    }
+
+    fn unmap(&self, iovas: &Iovas, len: usize) {
+        for off in (0..len).step_by(HUGEPAGE) {
+            self.0.unmap_at(iovas.at(off), HUGEPAGE.min(len - off));
         }
     }
 }
@@ -70,6 +116,8 @@ pub struct VfioDevice {
     _group: File,
     container: Arc<Container>,
     config_offset: u64,
+    /// (offset in the device fd, size) of BAR0..BAR5, where VFIO reports one.
+    bars: [Option<(u64, u64)>; 6],
     can_reset: bool,
 }
 
@@ -155,8 +203,16 @@ impl VfioDevice {
             .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_INFO", e))?;
         let config = sys::region_info(device.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)
             .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_REGION_INFO(config)", e))?;
+        let mut bars = [None; 6];
+        for (i, bar) in bars.iter_mut().enumerate() {
+            *bar = sys::region_info(device.as_fd(), i as u32)
+                .ok()
+                .filter(|r| r.size > 0)
+                .map(|r| (r.offset, r.size));
+        }
         Ok(Self {
             addr: *addr,
+            bars,
             device,
             _group: group_file,
             container: Arc::new(Container {
@@ -167,6 +223,19 @@ impl VfioDevice {
             config_offset: config.offset,
             can_reset: dinfo.flags & VFIO_DEVICE_FLAGS_RESET != 0,
         })
+    }
+}
+
+impl VfioDevice {
+    /// Offset of BAR `index` in the device fd, after checking `off..off+len` is inside it.
+    fn bar_window(&self, index: u32, off: u64, len: usize) -> Result<u64, Error> {
+        match self.bars.get(index as usize).copied().flatten() {
+            Some((base, size)) if off + len as u64 <= size => Ok(base),
+            _ => Err(Error::Io(format!(
+                "{}: BAR{index} has no {len} bytes at {off:#x}",
+                self.addr
+            ))),
+        }
     }
 }
 
@@ -185,6 +254,20 @@ impl PciDevice for VfioDevice {
         self.device
             .write_all_at(buf, self.config_offset + off)
             .map_err(|e| Error::os(&self.addr, format!("writing config space at {off:#x}"), e))
+    }
+
+    fn bar_read(&self, index: u32, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let base = self.bar_window(index, off, buf.len())?;
+        self.device
+            .read_exact_at(buf, base + off)
+            .map_err(|e| Error::os(&self.addr, format!("reading BAR{index} at {off:#x}"), e))
+    }
+
+    fn bar_write(&self, index: u32, off: u64, buf: &[u8]) -> Result<(), Error> {
+        let base = self.bar_window(index, off, buf.len())?;
+        self.device
+            .write_all_at(buf, base + off)
+            .map_err(|e| Error::os(&self.addr, format!("writing BAR{index} at {off:#x}"), e))
     }
 
     fn map_bar(&self, index: u32) -> Result<MmioBar, Error> {
@@ -210,8 +293,11 @@ impl PciDevice for VfioDevice {
         MmioBar::new(map).ok_or_else(|| Error::Io(format!("{}: {what} mapped at null", self.addr)))
     }
 
-    fn dma_allocator(&self) -> Result<Box<dyn DmaAllocator>, Error> {
-        let mapper: Arc<dyn IovaMapper> = self.container.clone();
+    fn dma_allocator(&self, mode: IovaMode) -> Result<Box<dyn DmaAllocator>, Error> {
+        let mapper: Arc<dyn IovaMapper> = match mode {
+            IovaMode::Virtual => self.container.clone(),
+            IovaMode::Physical => Arc::new(PhysMapper(self.container.clone())),
+        };
         HugepageAllocator::new(mapper)
             .map(|a| Box::new(a) as Box<dyn DmaAllocator>)
             .map_err(|source| Error::Dma {
