@@ -14,5 +14,6 @@
 
 pub mod e1000;
 mod ring;
+pub mod virtio;
 
 pub use ring::{RingIndex, RingSizeError};

@@ -16,6 +16,7 @@
 //! # Ok::<(), zcnic::Error>(())
 //! ```
 
+mod config;
 pub mod e1000;
 mod error;
 pub mod mmio;
@@ -23,7 +24,9 @@ mod nic;
 pub mod pci;
 pub mod platform;
 pub mod vfio;
+pub mod virtio;
 
+pub use config::{Config, RingChoice};
 pub use error::Error;
 pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
@@ -56,7 +59,7 @@ impl Supported {
 }
 
 /// Every device zcnic drives.
-pub const SUPPORTED: [Supported; 3] = [
+pub const SUPPORTED: [Supported; 5] = [
     Supported {
         vendor: 0x8086,
         device: 0x100e,
@@ -75,6 +78,18 @@ pub const SUPPORTED: [Supported; 3] = [
         driver: "e1000",
         part: "82544GC",
     },
+    Supported {
+        vendor: 0x1af4,
+        device: 0x1041,
+        driver: "virtio-net",
+        part: "modern",
+    },
+    Supported {
+        vendor: 0x1af4,
+        device: 0x1000,
+        driver: "virtio-net",
+        part: "legacy/transitional",
+    },
 ];
 
 /// The driver zcnic would use for a vendor:device, if any.
@@ -86,19 +101,35 @@ pub fn supported(vendor: u16, device: u16) -> Option<&'static Supported> {
 
 /// Opens the NIC at `pci` (e.g. `0000:00:02.0`) with default settings.
 pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
-    open_with(pci, &e1000::Config::default())
+    open_with(pci, &Config::default())
 }
 
 /// Opens the NIC at `pci` with explicit ring, pool and timeout settings.
-pub fn open_with(pci: &str, cfg: &e1000::Config) -> Result<Box<dyn Nic>, Error> {
+pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
     match supported(info.vendor, info.device) {
         Some(s) if s.driver == "e1000" => Ok(Box::new(e1000::E1000::open(&addr, cfg)?)),
+        Some(s) if s.driver == "virtio-net" => virtio::open(&addr, cfg),
         _ => Err(Error::Unsupported {
             addr,
             vendor: info.vendor,
             device: info.device,
         }),
+    }
+}
+
+/// Polls `done` every 50 µs until it holds or `timeout` passes: every wait on a device is
+/// bounded.
+pub(crate) fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }

@@ -21,6 +21,9 @@ impl fmt::Display for Link {
         if !self.up {
             return write!(f, "down");
         }
+        if self.speed_mbps == 0 {
+            return write!(f, "up");
+        }
         let duplex = if self.full_duplex { "full" } else { "half" };
         write!(f, "up {} Mbit/s {duplex} duplex", self.speed_mbps)
     }

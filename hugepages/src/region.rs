@@ -121,6 +121,66 @@ impl DmaRegion {
         self.iovas.at(off)
     }
 
+    /// Copies a `T` out of the region at byte `off` (volatile: the device may write it).
+    /// Out of range or misaligned reads return `None`.
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let size = std::mem::size_of::<T>();
+        if off.checked_add(size)? > self.len || !off.is_multiple_of(std::mem::align_of::<T>()) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (the base is page-aligned), checked above; T is one
+        // of the integer types below, valid for any bit pattern.
+        Some(unsafe { self.ptr.as_ptr().add(off).cast::<T>().read_volatile() })
+    }
+
+    /// Copies a `T` into the region at byte `off` (volatile); out of range is ignored.
+    #[inline(always)]
+    fn store<T: Copy>(&self, off: usize, v: T) {
+        let size = std::mem::size_of::<T>();
+        let fits = off.checked_add(size).is_some_and(|end| end <= self.len);
+        if fits && off.is_multiple_of(std::mem::align_of::<T>()) {
+            // SAFETY: as in `load`; no reference into the region exists.
+            unsafe { self.ptr.as_ptr().add(off).cast::<T>().write_volatile(v) }
+        }
+    }
+
+    /// Little-endian u16 at `off` (0xffff when out of range).
+    #[inline(always)]
+    pub fn read_u16(&self, off: usize) -> u16 {
+        self.load::<u16>(off).map_or(u16::MAX, u16::from_le)
+    }
+
+    /// Little-endian u32 at `off` (all ones when out of range).
+    #[inline(always)]
+    pub fn read_u32(&self, off: usize) -> u32 {
+        self.load::<u32>(off).map_or(u32::MAX, u32::from_le)
+    }
+
+    /// Little-endian u64 at `off` (all ones when out of range).
+    #[inline(always)]
+    pub fn read_u64(&self, off: usize) -> u64 {
+        self.load::<u64>(off).map_or(u64::MAX, u64::from_le)
+    }
+
+    /// Writes a little-endian u16 at `off`.
+    #[inline(always)]
+    pub fn write_u16(&self, off: usize, v: u16) {
+        self.store(off, v.to_le())
+    }
+
+    /// Writes a little-endian u32 at `off`.
+    #[inline(always)]
+    pub fn write_u32(&self, off: usize, v: u32) {
+        self.store(off, v.to_le())
+    }
+
+    /// Writes a little-endian u64 at `off`.
+    #[inline(always)]
+    pub fn write_u64(&self, off: usize, v: u64) {
+        self.store(off, v.to_le())
+    }
+
     /// Whether `off..off + len` is one contiguous IOVA range.
     pub fn is_contiguous(&self, off: usize, len: usize) -> bool {
         len == 0 || self.iova_at(off + len - 1) == self.iova_at(off) + (len - 1) as u64
@@ -344,5 +404,16 @@ mod tests {
         assert_eq!(ring.read(1), [1, 2]);
         assert_eq!(ring.bytes(), 128);
         assert!(DmaRing::<u64>::new(&FakeDma::new(), 6).is_err());
+    }
+
+    #[test]
+    fn integer_access_is_bounded() {
+        let r = FakeDma::new().alloc(64).unwrap();
+        r.write_u64(56, 0x0102_0304_0506_0708);
+        assert_eq!(r.read_u32(56), 0x0506_0708);
+        assert_eq!(r.read_u16(62), 0x0102);
+        r.write_u32(62, 7); // misaligned and past the end: ignored
+        assert_eq!(r.read_u64(64), u64::MAX);
+        assert_eq!(r.read_u16(63), u16::MAX);
     }
 }

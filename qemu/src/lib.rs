@@ -30,7 +30,6 @@
 //!     timeout: Duration::from_secs(120),
 //!     echo: false,
 //!     name: "doc-example".into(),
-//!     ..GuestSpec::default()
 //! };
 //! let run = zcnic_qemu::run(&spec)?;
 //! assert_eq!(run.exit_code, 0);
@@ -96,24 +95,6 @@ pub struct GuestSpec {
     /// Short name, unique among concurrent runs; artifacts go to
     /// `target/zcnic-qemu/runs/<name>/`, which is emptied at the start of the run.
     pub name: String,
-    /// Hubs that get no drop-sink port. There, a frame for a NIC with no free receive
-    /// descriptor waits in QEMU's queue (up to 10 000 per port) instead of being dropped,
-    /// so a sender cannot outrun a receiver: the wire for lossless RX tests.
-    pub sinkless_hubs: Vec<u32>,
-}
-
-impl Default for GuestSpec {
-    fn default() -> Self {
-        Self {
-            nics: Vec::new(),
-            script: String::new(),
-            iommu: true,
-            timeout: Duration::from_secs(300),
-            echo: false,
-            name: "guest".into(),
-            sinkless_hubs: Vec::new(),
-        }
-    }
 }
 
 /// What a finished guest left behind.

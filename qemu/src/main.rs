@@ -113,7 +113,6 @@ fn demo() -> Result<ExitCode, String> {
         timeout: Duration::from_secs(300),
         echo: true,
         name: "demo".into(),
-        ..GuestSpec::default()
     };
     let run = boot(&spec)?;
     let Some(result) = run.console.lines().rev().find(|l| l.starts_with("pktgen")) else {
@@ -132,7 +131,6 @@ fn selftest() -> Result<ExitCode, String> {
         timeout: Duration::from_secs(300),
         echo: true,
         name: "selftest".into(),
-        ..GuestSpec::default()
     };
     let run = boot(&spec)?;
     let mut failures = Vec::new();

@@ -27,7 +27,6 @@ fn spec(name: &str, script: &str, timeout_secs: u64) -> GuestSpec {
         timeout: Duration::from_secs(timeout_secs),
         echo: false,
         name: name.into(),
-        ..GuestSpec::default()
     }
 }
 

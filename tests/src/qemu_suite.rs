@@ -26,11 +26,9 @@ pub fn guest_slot(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Boots a guest with `nics`, runs `script`, and insists the scenario exited 0. Hubs in
-/// `sinkless` have no drop port, so frames wait for a receiver instead of being dropped.
-pub fn boot(name: &str, nics: Vec<Nic>, sinkless: &[u32], script: &str) -> GuestRun {
+/// Boots a guest with `nics`, runs `script`, and insists the scenario exited 0.
+pub fn boot(name: &str, nics: Vec<Nic>, script: &str) -> GuestRun {
     let spec = GuestSpec {
-        sinkless_hubs: sinkless.to_vec(),
         nics,
         script: format!("set -e\n{script}"),
         iommu: true,

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use zcnic::{e1000, HugepageStatus, PciAddr};
+use zcnic::{Config, HugepageStatus, PciAddr, RingChoice};
 use zcnic_tools::{bind, dump, frame, msg, pktgen, units, ToolError};
 
 /// zcnic — a poll-mode, zero-copy userspace NIC driver.
@@ -79,6 +79,9 @@ enum Cmd {
         /// Stream id written into every payload.
         #[arg(long, default_value_t = 0)]
         stream: u16,
+        /// virtio ring format: packed when the device offers it (auto), or forced.
+        #[arg(long, value_enum, default_value_t = Ring::Auto)]
+        ring: Ring,
     },
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
@@ -96,7 +99,28 @@ enum Cmd {
         /// Only frames for this port's MAC and broadcast (default: everything).
         #[arg(long)]
         no_promisc: bool,
+        /// virtio ring format: packed when the device offers it (auto), or forced.
+        #[arg(long, value_enum, default_value_t = Ring::Auto)]
+        ring: Ring,
     },
+}
+
+/// `--ring` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Ring {
+    Auto,
+    Split,
+    Packed,
+}
+
+impl From<Ring> for RingChoice {
+    fn from(r: Ring) -> Self {
+        match r {
+            Ring::Auto => RingChoice::Auto,
+            Ring::Split => RingChoice::Split,
+            Ring::Packed => RingChoice::Packed,
+        }
+    }
 }
 
 fn parse_pci(s: &str) -> Result<PciAddr, ToolError> {
@@ -169,6 +193,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             batch,
             dst_mac,
             stream,
+            ring,
         } => {
             let addr = parse_pci(&pci)?;
             if !(frame::MIN_FRAME..=frame::MAX_FRAME).contains(&size) {
@@ -190,7 +215,11 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 dst_mac: units::parse_mac(&dst_mac).map_err(|e| msg(format!("--dst-mac: {e}")))?,
                 stream,
             };
-            let mut nic = zcnic::open(&addr.to_string())?;
+            let cfg = Config {
+                ring: ring.into(),
+                ..Config::default()
+            };
+            let mut nic = zcnic::open_with(&addr.to_string(), &cfg)?;
             println!(
                 "pktgen {addr}: {} {}, link {}, {size}-byte frames{}",
                 nic.driver(),
@@ -209,6 +238,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             count,
             duration,
             no_promisc,
+            ring,
         } => {
             let addr = parse_pci(&pci)?;
             check_count(count)?;
@@ -218,11 +248,12 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             };
             let writer = dump::create(&out)?;
             // A deep ring rides out the moments the capture loop is busy writing the file.
-            let cfg = e1000::Config {
+            let cfg = Config {
                 rx_ring: 4096,
                 pool: 8192,
                 promisc: !no_promisc,
-                ..e1000::Config::default()
+                ring: ring.into(),
+                ..Config::default()
             };
             let mut nic = zcnic::open_with(&addr.to_string(), &cfg)?;
             eprintln!(

@@ -7,55 +7,10 @@ use super::E1000;
 use crate::mmio::Bar;
 use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
-use crate::Error;
-use std::time::{Duration, Instant};
+use crate::{wait_until, Config, Error};
+use std::time::Duration;
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, Mempool};
-
-/// Ring and pool sizes and timeouts for one e1000 port.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Receive descriptors (power of two, 8..=4096; the SDM wants RDLEN a multiple of 128 bytes).
-    pub rx_ring: u32,
-    /// Transmit descriptors (power of two, 32..=4096).
-    pub tx_ring: u32,
-    /// Packet buffers in the port's pool: enough for a full RX ring, a full TX ring and what
-    /// the application holds.
-    pub pool: usize,
-    /// How long to wait for the device to finish a reset.
-    pub reset_timeout: Duration,
-    /// How long to wait for link up before carrying on with the link down.
-    pub link_timeout: Duration,
-    /// Receive every frame, not only those for our MAC and broadcast.
-    pub promisc: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            rx_ring: 512,
-            tx_ring: 512,
-            pool: 4096,
-            reset_timeout: Duration::from_millis(500),
-            link_timeout: Duration::from_secs(5),
-            promisc: false,
-        }
-    }
-}
-
-/// Polls `done` every 50 µs until it holds or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
 
 fn ring(addr: &PciAddr, size: u32, min: u32) -> Result<RingIndex, Error> {
     RingIndex::new(size)

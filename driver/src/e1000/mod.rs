@@ -9,7 +9,7 @@ mod init;
 pub mod regs;
 mod rxtx;
 
-pub use init::Config;
+pub use crate::Config;
 pub use rxtx::TX_CLEAN_BATCH;
 
 use crate::mmio::{Bar, MmioBar};
@@ -113,7 +113,7 @@ impl<B: Bar> Nic for E1000<B> {
     }
 
     fn flush(&mut self) -> bool {
-        init::wait_until(Duration::from_millis(500), || self.tx_idle())
+        crate::wait_until(Duration::from_millis(500), || self.tx_idle())
     }
 
     fn stats(&mut self) -> Stats {

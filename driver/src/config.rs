@@ -1,0 +1,49 @@
+//! Settings of a port, shared by every driver.
+
+use std::time::Duration;
+
+/// virtio ring format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RingChoice {
+    /// Packed when the device offers it, split otherwise.
+    #[default]
+    Auto,
+    /// Split virtqueues (virtio 1.1 §2.6).
+    Split,
+    /// Packed virtqueues (virtio 1.1 §2.7); an error if the device lacks them.
+    Packed,
+}
+
+/// Ring and pool sizes, timeouts and options for one port, whatever the NIC.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Receive descriptors (power of two; e1000: 8..=4096, virtio: up to the device's maximum).
+    pub rx_ring: u32,
+    /// Transmit descriptors (power of two; e1000: 32..=4096, virtio: up to the device's maximum).
+    pub tx_ring: u32,
+    /// Packet buffers in the port's pool: enough for a full RX ring, a full TX ring and what
+    /// the application holds.
+    pub pool: usize,
+    /// How long to wait for the device to finish a reset.
+    pub reset_timeout: Duration,
+    /// How long to wait for link up before carrying on with the link down.
+    pub link_timeout: Duration,
+    /// Receive every frame, not only those for our MAC and broadcast.
+    pub promisc: bool,
+    /// virtio: which ring format to use.
+    pub ring: RingChoice,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rx_ring: 512,
+            tx_ring: 512,
+            pool: 4096,
+            reset_timeout: Duration::from_millis(500),
+            link_timeout: Duration::from_secs(5),
+            promisc: false,
+            ring: RingChoice::Auto,
+        }
+    }
+}

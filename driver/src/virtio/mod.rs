@@ -1,0 +1,70 @@
+//! virtio-net over VFIO: modern (virtio 1.0+, `1af4:1041`) and legacy/transitional
+//! (`1af4:1000`) devices, split or packed rings.
+//!
+//! - `transport.rs`: the PCI transports (capabilities and MMIO, or the legacy I/O BAR)
+//! - `queue.rs`: the rings from `zcnic_descriptors::virtio` placed in DMA memory
+//! - `net.rs`: feature negotiation and the datapath
+
+mod net;
+mod queue;
+mod transport;
+
+pub use net::{feature, negotiate, wanted_features, VirtioNet};
+pub use queue::{Areas, DmaMem, QueueKind};
+pub use transport::{status, Legacy, Modern, Transport};
+
+use crate::nic::Nic;
+use crate::pci::PciAddr;
+use crate::platform::{IovaMode, PciDevice};
+use crate::vfio::VfioDevice;
+use crate::{Config, Error, RingChoice};
+use std::rc::Rc;
+use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
+
+/// Opens the virtio-net device at `addr` through VFIO.
+///
+/// The transport is the modern one when the device has virtio capabilities (a transitional
+/// device has both), the legacy one otherwise. The IOVA mode follows what was negotiated:
+/// with ACCESS_PLATFORM the device goes through the IOMMU; without it (every legacy device)
+/// it reads physical addresses, so its memory is mapped at IOVA = PA.
+pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+    let vfio = VfioDevice::open(addr)?;
+    if !vfio.reset() {
+        log::debug!("{addr}: no VFIO function reset offered; the virtio reset will do");
+    }
+    vfio.set_bus_master(true)?;
+    let dev: Rc<dyn PciDevice> = Rc::new(vfio);
+    let transport: Box<dyn Transport> = match Modern::open(dev.as_ref()) {
+        Ok(m) => Box::new(m),
+        Err(e) => {
+            log::debug!("{addr}: {e}; using the legacy interface");
+            Box::new(Legacy::new(dev.clone()))
+        }
+    };
+    let packed_ok = cfg.ring != RingChoice::Split;
+    let features = negotiate(transport.as_ref(), addr, cfg, packed_ok)?;
+    let packed = features & feature::RING_PACKED != 0;
+    if cfg.ring == RingChoice::Packed && !packed {
+        transport.set_status(status::FAILED);
+        return Err(Error::Io(format!(
+            "{addr}: the device does not offer VIRTIO_F_RING_PACKED (bit 34): use `--ring split`, or `packed=on` on QEMU's virtio-net-pci"
+        )));
+    }
+    let mode = if features & feature::ACCESS_PLATFORM != 0 {
+        IovaMode::Virtual
+    } else {
+        IovaMode::Physical
+    };
+    let dma = dev.dma_allocator(mode)?;
+    if packed {
+        let mut nic =
+            VirtioNet::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), *addr, cfg)?;
+        nic.attach(dev);
+        Ok(Box::new(nic))
+    } else {
+        let mut nic =
+            VirtioNet::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), *addr, cfg)?;
+        nic.attach(dev);
+        Ok(Box::new(nic))
+    }
+}

@@ -1,0 +1,383 @@
+//! virtio-net driver (virtio 1.1 §5.1): one receive and one transmit queue, split or packed
+//! rings, modern or legacy transport.
+//!
+//! The `virtio_net_hdr` (12 bytes with VERSION_1, 10 for legacy) lives in the packet's
+//! headroom, so each frame is a single descriptor and nothing is copied. Receive buffers
+//! are refilled in a batch after each burst; completed transmit buffers are reclaimed in a
+//! batch before each burst; the device is notified only when it asks (EVENT_IDX or its
+//! NO_NOTIFY flag).
+
+use super::queue::QueueKind;
+use super::transport::{status, Transport};
+use crate::nic::{Link, Nic, Stats};
+use crate::pci::PciAddr;
+use crate::platform::PciDevice;
+use crate::{Config, Error};
+use std::rc::Rc;
+use std::time::Duration;
+use zcnic_descriptors::virtio::Buf;
+use zcnic_hugepages::{DmaAllocator, Mempool, Packet, DATA_ROOM};
+
+/// Feature bits (virtio 1.1 §5.1.3 and §6).
+pub mod feature {
+    /// Device has a MAC address in its configuration.
+    pub const MAC: u64 = 1 << 5;
+    /// Configuration has a link status field.
+    pub const STATUS: u64 = 1 << 16;
+    /// used_event / avail_event notification suppression.
+    pub const EVENT_IDX: u64 = 1 << 29;
+    /// virtio 1.0 or later.
+    pub const VERSION_1: u64 = 1 << 32;
+    /// The device goes through the platform's IOMMU.
+    pub const ACCESS_PLATFORM: u64 = 1 << 33;
+    /// Packed virtqueues.
+    pub const RING_PACKED: u64 = 1 << 34;
+}
+
+const RX: u16 = 0;
+const TX: u16 = 1;
+/// Link status bit in the net configuration's `status` (§5.1.4).
+const NET_S_LINK_UP: u8 = 1;
+
+/// A virtio-net port.
+pub struct VirtioNet<Q: QueueKind> {
+    addr: PciAddr,
+    transport: Box<dyn Transport>,
+    mac: [u8; 6],
+    features: u64,
+    hdr_len: usize,
+    rx: Q,
+    tx: Q,
+    rx_bufs: Vec<Option<Packet>>,
+    tx_bufs: Vec<Option<Packet>>,
+    pool: Rc<Mempool>,
+    sw: Stats,
+    /// Keeps the device open; declared last so it closes after the queues are freed.
+    device: Option<Rc<dyn PciDevice>>,
+}
+
+impl<Q: QueueKind> std::fmt::Debug for VirtioNet<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioNet")
+            .field("addr", &self.addr)
+            .field("features", &format_args!("{:#x}", self.features))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Features zcnic asks for; none is required except VERSION_1 on a modern device (QEMU
+/// withholds the checksum and offload bits on hub and socket wires, so zcnic needs none).
+pub fn wanted_features(packed: bool) -> u64 {
+    let mut f = feature::VERSION_1
+        | feature::ACCESS_PLATFORM
+        | feature::MAC
+        | feature::STATUS
+        | feature::EVENT_IDX;
+    if packed {
+        f |= feature::RING_PACKED;
+    }
+    f
+}
+
+/// Resets the device and negotiates features (§3.1.1); returns what was accepted.
+pub fn negotiate(
+    t: &dyn Transport,
+    addr: &PciAddr,
+    cfg: &Config,
+    packed: bool,
+) -> Result<u64, Error> {
+    t.set_status(0);
+    if !crate::wait_until(cfg.reset_timeout, || t.status() == 0) {
+        return Err(Error::Timeout {
+            addr: *addr,
+            what: "the virtio device to reset (status to read 0)",
+            ms: cfg.reset_timeout.as_millis() as u64,
+        });
+    }
+    t.set_status(status::ACKNOWLEDGE);
+    t.set_status(status::ACKNOWLEDGE | status::DRIVER);
+    let offered = t.device_features();
+    let fail = |what: String| {
+        t.set_status(status::FAILED);
+        Err(Error::Io(format!("{addr}: {what}")))
+    };
+    if !t.legacy() && offered & feature::VERSION_1 == 0 {
+        return fail("the device does not offer VIRTIO_F_VERSION_1 (bit 32)".into());
+    }
+    let accepted = offered & wanted_features(packed);
+    t.set_driver_features(accepted);
+    if !t.legacy() {
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        t.set_status(s);
+        if t.status() & status::FEATURES_OK == 0 {
+            return fail(format!(
+                "the device refused features {accepted:#x} (FEATURES_OK cleared)"
+            ));
+        }
+    }
+    Ok(accepted)
+}
+
+impl<Q: QueueKind> VirtioNet<Q> {
+    /// Brings the port up on a negotiated transport: queues, buffers, DRIVER_OK.
+    pub fn new(
+        mut transport: Box<dyn Transport>,
+        features: u64,
+        dma: &dyn DmaAllocator,
+        addr: PciAddr,
+        cfg: &Config,
+    ) -> Result<Self, Error> {
+        let legacy = transport.legacy();
+        let event_idx = features & feature::EVENT_IDX != 0;
+        let dma_err = |source| Error::Dma { addr, source };
+        let mut queue = |q: u16, want: u32| -> Result<Q, Error> {
+            let max = transport.queue_max(q);
+            if max == 0 {
+                return Err(Error::Io(format!("{addr}: the device has no queue {q}")));
+            }
+            let size = if legacy {
+                max
+            } else {
+                prev_power_of_two(max.min(want.min(32768) as u16))
+            };
+            let (queue, areas) = Q::create(dma, size, legacy, event_idx).map_err(dma_err)?;
+            transport
+                .queue_setup(q, size, areas.desc, areas.driver, areas.device)
+                .map_err(|e| Error::Io(format!("{addr}: {e}")))?;
+            Ok(queue)
+        };
+        let rx = queue(RX, cfg.rx_ring)?;
+        let tx = queue(TX, cfg.tx_ring)?;
+        let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
+        let mac = if features & feature::MAC != 0 {
+            std::array::from_fn(|i| transport.config8(i as u32))
+        } else {
+            log::warn!("{addr}: the device has no MAC address; using 02:00:00:00:00:01");
+            [2, 0, 0, 0, 0, 1]
+        };
+        let hdr_len = if legacy { 10 } else { 12 };
+        let mut nic = Self {
+            addr,
+            mac,
+            features,
+            hdr_len,
+            rx_bufs: (0..rx.size()).map(|_| None).collect(),
+            tx_bufs: (0..tx.size()).map(|_| None).collect(),
+            rx,
+            tx,
+            pool,
+            sw: Stats::default(),
+            transport,
+            device: None,
+        };
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK;
+        let s = if legacy { s } else { s | status::FEATURES_OK };
+        nic.transport.set_status(s);
+        nic.refill_rx();
+        Ok(nic)
+    }
+
+    /// Posts a fresh buffer in every free receive slot; notifies when the device asks.
+    fn refill_rx(&mut self) {
+        let mut added = 0;
+        while self.rx.free() > 0 {
+            let Some(pkt) = self.pool.alloc() else {
+                self.sw.rx_no_buf += 1;
+                break;
+            };
+            // The header lands in the headroom just before the frame.
+            let buf = Buf {
+                addr: pkt.iova() - self.hdr_len as u64,
+                len: (DATA_ROOM + self.hdr_len) as u32,
+                device_writes: true,
+            };
+            match self.rx.add(&[buf]) {
+                Ok(id) => {
+                    self.rx_bufs[usize::from(id)] = Some(pkt);
+                    added += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if added > 0 && self.rx.publish() {
+            self.transport.notify(RX);
+        }
+    }
+
+    /// Frees transmit buffers the device is done with.
+    fn reclaim_tx(&mut self) {
+        for _ in 0..self.tx.size() {
+            match self.tx.pop_used() {
+                None => break,
+                Some(Ok(used)) => {
+                    if self
+                        .tx_bufs
+                        .get_mut(usize::from(used.id))
+                        .and_then(Option::take)
+                        .is_none()
+                    {
+                        self.sw.tx_errors += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    log::debug!("{}: tx used entry: {e}", self.addr);
+                    self.sw.tx_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Links this port to the device handle that keeps it open.
+    pub(crate) fn attach(&mut self, dev: Rc<dyn PciDevice>) {
+        self.device = Some(dev);
+    }
+}
+
+fn prev_power_of_two(n: u16) -> u16 {
+    if n == 0 {
+        0
+    } else {
+        1 << (15 - n.leading_zeros())
+    }
+}
+
+impl<Q: QueueKind> Nic for VirtioNet<Q> {
+    fn addr(&self) -> PciAddr {
+        self.addr
+    }
+
+    fn driver(&self) -> &'static str {
+        match (self.transport.legacy(), Q::PACKED) {
+            (true, _) => "virtio-net legacy",
+            (false, true) => "virtio-net packed",
+            (false, false) => "virtio-net split",
+        }
+    }
+
+    fn pool(&self) -> &Rc<Mempool> {
+        &self.pool
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let mut delivered = 0;
+        // Each iteration consumes one used entry (bad ones included), so this ends.
+        for _ in 0..max {
+            let used = match self.rx.pop_used() {
+                None => break,
+                Some(Ok(u)) => u,
+                Some(Err(e)) => {
+                    log::debug!("{}: rx used entry: {e}", self.addr);
+                    self.sw.rx_errors += 1;
+                    continue;
+                }
+            };
+            let Some(mut pkt) = self
+                .rx_bufs
+                .get_mut(usize::from(used.id))
+                .and_then(Option::take)
+            else {
+                self.sw.rx_errors += 1;
+                continue;
+            };
+            let len = (used.len as usize).saturating_sub(self.hdr_len);
+            if len == 0 || pkt.set_len(len).is_err() {
+                self.sw.rx_errors += 1;
+                continue; // dropping `pkt` returns it to the pool
+            }
+            self.sw.rx_bytes += len as u64;
+            out.push(pkt);
+            delivered += 1;
+        }
+        if delivered > 0 || self.rx.free() > 0 {
+            self.refill_rx();
+        }
+        self.sw.rx_packets += delivered as u64;
+        delivered
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.reclaim_tx();
+        let n = pkts.len().min(usize::from(self.tx.free()));
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        for mut pkt in pkts.drain(..n) {
+            let len = pkt.len();
+            if len == 0 || pkt.prepend(self.hdr_len).is_err() {
+                self.sw.tx_errors += 1;
+                continue;
+            }
+            // No offloads: an all-zero header (flags 0, GSO_NONE).
+            pkt.data_mut()[..self.hdr_len].fill(0);
+            let buf = Buf {
+                addr: pkt.iova(),
+                len: pkt.len() as u32,
+                device_writes: false,
+            };
+            match self.tx.add(&[buf]) {
+                Ok(id) => self.tx_bufs[usize::from(id)] = Some(pkt),
+                Err(_) => {
+                    self.sw.tx_errors += 1;
+                    continue;
+                }
+            }
+            sent += 1;
+            bytes += len as u64;
+        }
+        if sent > 0 && self.tx.publish() {
+            self.transport.notify(TX);
+        }
+        self.sw.tx_packets += sent;
+        self.sw.tx_bytes += bytes;
+        n
+    }
+
+    fn flush(&mut self) -> bool {
+        crate::wait_until(Duration::from_millis(500), || {
+            self.reclaim_tx();
+            self.tx.in_flight() == 0
+        })
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.sw.clone()
+    }
+
+    fn link(&self) -> Link {
+        let up =
+            self.features & feature::STATUS == 0 || self.transport.config8(6) & NET_S_LINK_UP != 0;
+        Link {
+            up,
+            speed_mbps: 0,
+            full_duplex: true,
+        }
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn set_promisc(&mut self, on: bool) {
+        // Without a control queue the filter cannot change; QEMU's virtio-net starts
+        // promiscuous, so every frame on the wire arrives either way.
+        log::debug!(
+            "{}: promiscuous {on}: virtio-net receives everything already",
+            self.addr
+        );
+    }
+}
+
+impl<Q: QueueKind> Drop for VirtioNet<Q> {
+    /// Sends what is queued, then resets the device (which stops its DMA) and turns bus
+    /// mastering off before queues and buffers are freed.
+    fn drop(&mut self) {
+        if !self.flush() {
+            log::warn!("{}: transmit queue did not drain before close", self.addr);
+        }
+        self.transport.set_status(0);
+        let _ = crate::wait_until(Duration::from_millis(100), || self.transport.status() == 0);
+        if let Some(dev) = &self.device {
+            if let Err(e) = dev.set_bus_master(false) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}

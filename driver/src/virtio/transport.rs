@@ -1,0 +1,409 @@
+//! virtio over PCI: the modern transport (virtio 1.1 §4.1.4, registers found through vendor
+//! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR), behind one
+//! [`Transport`] trait so the net driver is written once.
+
+use crate::mmio::{Bar, MmioBar};
+use crate::pci::PciAddr;
+use crate::platform::PciDevice;
+use crate::Error;
+use std::rc::Rc;
+
+/// Device status bits (virtio 1.1 §2.1).
+pub mod status {
+    /// The guest has noticed the device.
+    pub const ACKNOWLEDGE: u8 = 1;
+    /// The guest knows how to drive it.
+    pub const DRIVER: u8 = 2;
+    /// The driver is ready.
+    pub const DRIVER_OK: u8 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u8 = 64;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = 128;
+}
+
+/// What the net driver needs from a virtio PCI transport.
+pub trait Transport {
+    /// Whether this is the legacy interface (32 feature bits, fixed queue layout).
+    fn legacy(&self) -> bool;
+    /// Device status register.
+    fn status(&self) -> u8;
+    /// Writes the device status register (0 resets the device).
+    fn set_status(&self, s: u8);
+    /// Features the device offers.
+    fn device_features(&self) -> u64;
+    /// Features the driver accepts.
+    fn set_driver_features(&self, f: u64);
+    /// Largest size of queue `q` (0: no such queue).
+    fn queue_max(&self, q: u16) -> u16;
+    /// Programs queue `q`: its size and the IOVAs of its descriptor, driver and device
+    /// areas; enables it. Legacy takes only the size the device has and one page-aligned
+    /// base with the areas at their fixed offsets.
+    fn queue_setup(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<(), String>;
+    /// Tells the device queue `q` has new buffers (the "kick").
+    fn notify(&self, q: u16);
+    /// Byte `off` of the device-specific configuration.
+    fn config8(&self, off: u32) -> u8;
+}
+
+/// Modern common configuration offsets (virtio 1.1 §4.1.4.3).
+mod common {
+    pub const DEVICE_FEATURE_SELECT: u32 = 0x00;
+    pub const DEVICE_FEATURE: u32 = 0x04;
+    pub const DRIVER_FEATURE_SELECT: u32 = 0x08;
+    pub const DRIVER_FEATURE: u32 = 0x0C;
+    pub const DEVICE_STATUS: u32 = 0x14;
+    pub const QUEUE_SELECT: u32 = 0x16;
+    pub const QUEUE_SIZE: u32 = 0x18;
+    pub const QUEUE_ENABLE: u32 = 0x1C;
+    pub const QUEUE_NOTIFY_OFF: u32 = 0x1E;
+    pub const QUEUE_DESC: u32 = 0x20;
+    pub const QUEUE_DRIVER: u32 = 0x28;
+    pub const QUEUE_DEVICE: u32 = 0x30;
+}
+
+/// PCI capability layout for virtio (virtio 1.1 §4.1.4).
+const CAP_VENDOR: u8 = 0x09;
+const CFG_COMMON: u8 = 1;
+const CFG_NOTIFY: u8 = 2;
+const CFG_DEVICE: u8 = 4;
+/// PCI status register bit: a capability list exists (PCI Local Bus Spec §6.2.3).
+const STATUS_CAP_LIST: u16 = 1 << 4;
+const CAP_POINTER: u64 = 0x34;
+
+/// A register window: a BAR and an offset into it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    bar: usize,
+    off: u32,
+}
+
+/// The modern transport: common, notify and device windows in memory BARs.
+pub struct Modern<B: Bar> {
+    bars: Vec<Option<B>>,
+    common: Window,
+    notify: Window,
+    notify_mult: u32,
+    device: Window,
+    /// Notify offset of each queue set up, by queue index.
+    queue_notify: [u32; 2],
+}
+
+impl<B: Bar> std::fmt::Debug for Modern<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Modern").finish_non_exhaustive()
+    }
+}
+
+/// Capabilities found in config space.
+#[derive(Debug, Default)]
+struct Caps {
+    common: Option<Window>,
+    notify: Option<(Window, u32)>,
+    device: Option<Window>,
+}
+
+fn find_caps(dev: &dyn PciDevice) -> Result<Caps, Error> {
+    let mut caps = Caps::default();
+    if dev.config_read16(0x06)? & STATUS_CAP_LIST == 0 {
+        return Ok(caps);
+    }
+    let mut b = [0u8; 1];
+    dev.config_read(CAP_POINTER, &mut b)?;
+    let mut ptr = u64::from(b[0] & !3);
+    // A malformed list could loop: config space has room for at most 48 capabilities.
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            break;
+        }
+        let mut cap = [0u8; 20];
+        dev.config_read(ptr, &mut cap)?;
+        if cap[0] == CAP_VENDOR && cap[4] < 6 {
+            let w = Window {
+                bar: cap[4].into(),
+                off: u32::from_le_bytes([cap[8], cap[9], cap[10], cap[11]]),
+            };
+            match cap[3] {
+                CFG_COMMON if caps.common.is_none() => caps.common = Some(w),
+                CFG_NOTIFY if caps.notify.is_none() => {
+                    caps.notify =
+                        Some((w, u32::from_le_bytes([cap[16], cap[17], cap[18], cap[19]])))
+                }
+                CFG_DEVICE if caps.device.is_none() => caps.device = Some(w),
+                _ => {}
+            }
+        }
+        ptr = u64::from(cap[1] & !3);
+    }
+    Ok(caps)
+}
+
+impl Modern<MmioBar> {
+    /// Finds the virtio capabilities of `dev` and maps the BARs they point into.
+    pub fn open(dev: &dyn PciDevice) -> Result<Self, Error> {
+        let addr = dev.addr();
+        let caps = find_caps(dev)?;
+        let missing = |what| {
+            Error::Io(format!(
+                "{addr}: no virtio {what} capability: not a modern virtio device"
+            ))
+        };
+        let common = caps.common.ok_or_else(|| missing("common configuration"))?;
+        let (notify, notify_mult) = caps.notify.ok_or_else(|| missing("notification"))?;
+        let device = caps.device.ok_or_else(|| missing("device configuration"))?;
+        let mut bars: Vec<Option<MmioBar>> = (0..6).map(|_| None).collect();
+        for w in [common, notify, device] {
+            if bars[w.bar].is_none() {
+                bars[w.bar] = Some(dev.map_bar(w.bar as u32)?);
+            }
+        }
+        Ok(Self::new(bars, common, notify, notify_mult, device))
+    }
+}
+
+impl<B: Bar> Modern<B> {
+    fn new(
+        bars: Vec<Option<B>>,
+        common: Window,
+        notify: Window,
+        notify_mult: u32,
+        device: Window,
+    ) -> Self {
+        Self {
+            bars,
+            common,
+            notify,
+            notify_mult,
+            device,
+            queue_notify: [0; 2],
+        }
+    }
+
+    #[inline(always)]
+    fn bar(&self, w: Window) -> Option<&B> {
+        self.bars.get(w.bar).and_then(Option::as_ref)
+    }
+
+    fn c_read32(&self, off: u32) -> u32 {
+        self.bar(self.common)
+            .map_or(u32::MAX, |b| b.read32(self.common.off + off))
+    }
+
+    fn c_write32(&self, off: u32, v: u32) {
+        if let Some(b) = self.bar(self.common) {
+            b.write32(self.common.off + off, v)
+        }
+    }
+
+    fn c_read16(&self, off: u32) -> u16 {
+        self.bar(self.common)
+            .map_or(u16::MAX, |b| b.read16(self.common.off + off))
+    }
+
+    fn c_write16(&self, off: u32, v: u16) {
+        if let Some(b) = self.bar(self.common) {
+            b.write16(self.common.off + off, v)
+        }
+    }
+
+    fn c_write64(&self, off: u32, v: u64) {
+        self.c_write32(off, v as u32);
+        self.c_write32(off + 4, (v >> 32) as u32);
+    }
+}
+
+impl<B: Bar> Transport for Modern<B> {
+    fn legacy(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> u8 {
+        self.bar(self.common).map_or(u8::MAX, |b| {
+            b.read8(self.common.off + common::DEVICE_STATUS)
+        })
+    }
+
+    fn set_status(&self, s: u8) {
+        if let Some(b) = self.bar(self.common) {
+            b.write8(self.common.off + common::DEVICE_STATUS, s)
+        }
+    }
+
+    fn device_features(&self) -> u64 {
+        self.c_write32(common::DEVICE_FEATURE_SELECT, 0);
+        let lo = self.c_read32(common::DEVICE_FEATURE);
+        self.c_write32(common::DEVICE_FEATURE_SELECT, 1);
+        let hi = self.c_read32(common::DEVICE_FEATURE);
+        u64::from(lo) | u64::from(hi) << 32
+    }
+
+    fn set_driver_features(&self, f: u64) {
+        self.c_write32(common::DRIVER_FEATURE_SELECT, 0);
+        self.c_write32(common::DRIVER_FEATURE, f as u32);
+        self.c_write32(common::DRIVER_FEATURE_SELECT, 1);
+        self.c_write32(common::DRIVER_FEATURE, (f >> 32) as u32);
+    }
+
+    fn queue_max(&self, q: u16) -> u16 {
+        self.c_write16(common::QUEUE_SELECT, q);
+        self.c_read16(common::QUEUE_SIZE)
+    }
+
+    fn queue_setup(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<(), String> {
+        if usize::from(q) >= self.queue_notify.len() {
+            return Err(format!("queue {q} is beyond the two zcnic uses"));
+        }
+        self.c_write16(common::QUEUE_SELECT, q);
+        self.c_write16(common::QUEUE_SIZE, size);
+        self.c_write64(common::QUEUE_DESC, desc);
+        self.c_write64(common::QUEUE_DRIVER, driver);
+        self.c_write64(common::QUEUE_DEVICE, device);
+        // The queue's doorbell: notify window + queue_notify_off × multiplier (§4.1.4.4).
+        // A nonsense offset from the device just lands outside the BAR, which `Bar` refuses.
+        let notify_off = u64::from(self.c_read16(common::QUEUE_NOTIFY_OFF));
+        let off = u64::from(self.notify.off) + notify_off * u64::from(self.notify_mult);
+        self.queue_notify[usize::from(q)] = u32::try_from(off).unwrap_or(u32::MAX);
+        self.c_write16(common::QUEUE_ENABLE, 1);
+        Ok(())
+    }
+
+    #[inline]
+    fn notify(&self, q: u16) {
+        if let (Some(b), Some(off)) = (self.bar(self.notify), self.queue_notify.get(usize::from(q)))
+        {
+            b.write16(*off, q);
+        }
+    }
+
+    fn config8(&self, off: u32) -> u8 {
+        self.bar(self.device)
+            .map_or(u8::MAX, |b| b.read8(self.device.off + off))
+    }
+}
+
+/// Legacy register offsets in the I/O BAR (virtio 1.1 §4.1.4.8).
+mod legacy {
+    pub const DEVICE_FEATURES: u64 = 0x00;
+    pub const DRIVER_FEATURES: u64 = 0x04;
+    pub const QUEUE_ADDRESS: u64 = 0x08;
+    pub const QUEUE_SIZE: u64 = 0x0C;
+    pub const QUEUE_SELECT: u64 = 0x0E;
+    pub const QUEUE_NOTIFY: u64 = 0x10;
+    pub const DEVICE_STATUS: u64 = 0x12;
+    /// Device configuration, with MSI-X off (zcnic polls, so it never turns MSI-X on).
+    pub const CONFIG: u64 = 0x14;
+    /// The queue address register takes a page frame number of this page size.
+    pub const PAGE: u64 = 4096;
+}
+
+/// The legacy transport: registers in I/O-port BAR0, reached through the platform (VFIO
+/// region reads and writes, a system call each; the datapath only uses the notify write,
+/// once per burst and only when the device asks for it).
+pub struct Legacy {
+    dev: Rc<dyn PciDevice>,
+    addr: PciAddr,
+}
+
+impl std::fmt::Debug for Legacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Legacy({})", self.addr)
+    }
+}
+
+impl Legacy {
+    /// The legacy interface of `dev` (BAR0 must be its I/O-port BAR).
+    pub fn new(dev: Rc<dyn PciDevice>) -> Self {
+        let addr = dev.addr();
+        Self { dev, addr }
+    }
+
+    fn read<const N: usize>(&self, off: u64) -> [u8; N] {
+        let mut b = [0xffu8; N];
+        if let Err(e) = self.dev.bar_read(0, off, &mut b) {
+            log::warn!("{e}");
+        }
+        b
+    }
+
+    fn write(&self, off: u64, b: &[u8]) {
+        if let Err(e) = self.dev.bar_write(0, off, b) {
+            log::warn!("{e}");
+        }
+    }
+}
+
+impl Transport for Legacy {
+    fn legacy(&self) -> bool {
+        true
+    }
+
+    fn status(&self) -> u8 {
+        self.read::<1>(legacy::DEVICE_STATUS)[0]
+    }
+
+    fn set_status(&self, s: u8) {
+        self.write(legacy::DEVICE_STATUS, &[s]);
+    }
+
+    fn device_features(&self) -> u64 {
+        u32::from_le_bytes(self.read::<4>(legacy::DEVICE_FEATURES)).into()
+    }
+
+    fn set_driver_features(&self, f: u64) {
+        self.write(legacy::DRIVER_FEATURES, &(f as u32).to_le_bytes());
+    }
+
+    fn queue_max(&self, q: u16) -> u16 {
+        self.write(legacy::QUEUE_SELECT, &q.to_le_bytes());
+        u16::from_le_bytes(self.read::<2>(legacy::QUEUE_SIZE))
+    }
+
+    fn queue_setup(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        _driver: u64,
+        _device: u64,
+    ) -> Result<(), String> {
+        let max = self.queue_max(q);
+        if size != max {
+            return Err(format!(
+                "legacy queue {q} has the fixed size {max}, not {size}"
+            ));
+        }
+        let pfn = desc / legacy::PAGE;
+        if !desc.is_multiple_of(legacy::PAGE) || pfn > u64::from(u32::MAX) {
+            return Err(format!(
+                "legacy queue {q} at {desc:#x}: needs a page-aligned address below 16 TiB"
+            ));
+        }
+        self.write(legacy::QUEUE_ADDRESS, &(pfn as u32).to_le_bytes());
+        Ok(())
+    }
+
+    #[inline]
+    fn notify(&self, q: u16) {
+        self.write(legacy::QUEUE_NOTIFY, &q.to_le_bytes());
+    }
+
+    fn config8(&self, off: u32) -> u8 {
+        self.read::<1>(legacy::CONFIG + u64::from(off))[0]
+    }
+}

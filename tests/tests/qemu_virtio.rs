@@ -1,0 +1,112 @@
+//! The QEMU suite for virtio-net: modern split, modern packed and legacy devices send
+//! exactly what pktgen generated (checked in host pcaps), and frames cross between an
+//! e1000 and a virtio NIC in both directions.
+
+use zcnic_qemu::Nic;
+use zcnic_tests::qemu_suite::{
+    assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
+};
+
+const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
+const N: usize = 100_000;
+
+#[test]
+fn tx_100k_frames_on_modern_split_modern_packed_and_legacy() {
+    let Some(_slot) = guest_slot("tx_100k_frames_on_modern_split_modern_packed_and_legacy") else {
+        return;
+    };
+    let nics = vec![
+        Nic::new(MODERN, 0, true),
+        Nic::new(&format!("{MODERN},packed=on"), 1, true),
+        Nic::new("virtio-net-pci,disable-modern=on", 2, true),
+    ];
+    let mut script = String::new();
+    for (i, name) in ["split", "packed", "legacy"].iter().enumerate() {
+        let pci = format!("0000:00:{:02x}.0", 2 + i);
+        script += &format!(
+            "zcnic bind {pci}\nzcnic pktgen {pci} --count {N} | tee /results/{name}.txt\n"
+        );
+    }
+    let run = boot("virtio-tx", nics, &script);
+    for (i, (name, driver)) in [
+        ("split", "virtio-net split"),
+        ("packed", "virtio-net packed"),
+        ("legacy", "virtio-net legacy"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = std::fs::read_to_string(run.results.join(format!("{name}.txt"))).unwrap();
+        assert!(
+            out.contains(driver),
+            "{name}: expected the {driver} driver:\n{out}"
+        );
+        let last = out.lines().last().unwrap_or_default();
+        assert_eq!(figure(last, "sent"), Some(N as u64), "{name}: {last}");
+        let pcap = run.pcaps[i].as_ref().expect("a pcap");
+        let frames = read_pcap(pcap);
+        eprintln!("{name}: {} frames in the pcap; {last}", frames.len());
+        assert_pktgen_sequence(&frames, N, 60, nic_mac(i as u8));
+    }
+}
+
+#[test]
+fn frames_cross_between_e1000_and_virtio_both_ways() {
+    let Some(_slot) = guest_slot("frames_cross_between_e1000_and_virtio_both_ways") else {
+        return;
+    };
+    const M: usize = 20_000;
+    let (e1000, virtio) = ("0000:00:02.0", "0000:00:03.0");
+    let leg = |from: &str, to: &str, name: &str| {
+        format!(
+            "zcnic dump {to} --out /results/{name}.pcap --count {M} --duration 120 \
+                > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
+             dump=$!\n\
+             n=0; until grep -q listening /results/{name}-dump.err; do\n\
+               sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
+             done\n\
+             sleep 2\n\
+             zcnic pktgen {from} --count {M} --rate 100k --stream 7 | tee /results/{name}-pktgen.txt\n\
+             wait $dump\n\
+             cat /results/{name}-dump.err /results/{name}-dump.txt\n"
+        )
+    };
+    let script = format!(
+        "zcnic bind {e1000}\nzcnic bind {virtio}\n{}{}",
+        leg(e1000, virtio, "e1000-to-virtio"),
+        leg(virtio, e1000, "virtio-to-e1000")
+    );
+    // The hub keeps its drop sink: without one, QEMU queues frames at the sender's hub
+    // port while the receiver is full and flushes that queue before the receiver's own,
+    // delivering frames out of order (seen here around frame 17 400 of 20 000).
+    let nics = vec![Nic::new("e1000", 0, false), Nic::new(MODERN, 0, false)];
+    let run = boot("virtio-cross", nics, &script);
+    for (name, from) in [("e1000-to-virtio", 0u8), ("virtio-to-e1000", 1)] {
+        let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
+        // Only this leg's sender: the other NIC's frames never reach its own receiver.
+        let frames: Vec<Vec<u8>> = frames
+            .into_iter()
+            .filter(|f| f[6..12] == nic_mac(from))
+            .collect();
+        let seqs: Vec<u64> = frames
+            .iter()
+            .map(|f| {
+                zcnic_tools::frame::parse(f)
+                    .map(|m| m.seq)
+                    .unwrap_or(u64::MAX)
+            })
+            .collect();
+        assert_eq!(seqs.len(), M, "{name}: every frame arrives");
+        assert!(
+            seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
+            "{name}: in order, none lost"
+        );
+        for f in &frames {
+            assert_eq!(
+                zcnic_tools::frame::parse(f).unwrap().stream,
+                7,
+                "{name}: stream id"
+            );
+        }
+    }
+}
