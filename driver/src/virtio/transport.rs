@@ -171,6 +171,15 @@ impl Modern<MmioBar> {
 }
 
 impl<B: Bar> Modern<B> {
+    /// A modern transport whose windows all sit in `bar` at the given offsets, with notify
+    /// addresses `notify + queue_notify_off * notify_mult`: for a test device on a
+    /// [`crate::FakeBar`] (QEMU puts common at 0x0, device at 0x2000, notify at 0x3000,
+    /// multiplier 4).
+    pub fn in_one_bar(bar: B, common: u32, device: u32, notify: u32, notify_mult: u32) -> Self {
+        let w = |off| Window { bar: 0, off };
+        Self::new(vec![Some(bar)], w(common), w(notify), notify_mult, w(device))
+    }
+
     fn new(
         bars: Vec<Option<B>>,
         common: Window,
