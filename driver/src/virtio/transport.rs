@@ -177,7 +177,13 @@ impl<B: Bar> Modern<B> {
     /// multiplier 4).
     pub fn in_one_bar(bar: B, common: u32, device: u32, notify: u32, notify_mult: u32) -> Self {
         let w = |off| Window { bar: 0, off };
-        Self::new(vec![Some(bar)], w(common), w(notify), notify_mult, w(device))
+        Self::new(
+            vec![Some(bar)],
+            w(common),
+            w(notify),
+            notify_mult,
+            w(device),
+        )
     }
 
     fn new(
