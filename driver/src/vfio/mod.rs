@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use vfio_bindings::bindings::vfio::{
     VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_TYPE1_IOMMU,
@@ -23,38 +23,90 @@ use vfio_bindings::bindings::vfio::{
 use zcnic_hugepages::{DmaAllocator, DmaError, HugepageAllocator, IovaMapper, Iovas, HUGEPAGE};
 
 const CONTAINER: &str = "/dev/vfio/vfio";
-/// First IOVA handed out. Above 4 GiB (clear of the x86 MSI window at 0xfee00000) and far
-/// below 2^39, the smallest IOMMU address width seen (QEMU's intel-iommu default).
-const IOVA_BASE: u64 = 1 << 32;
+/// First IOVA handed out: 256 GiB, clear of the x86 MSI window at 0xfee00000 and of the
+/// physical addresses used as IOVAs for devices that bypass the IOMMU, and below 2^39, the
+/// smallest IOMMU address width seen (QEMU's intel-iommu default).
+const IOVA_BASE: u64 = 1 << 38;
 
-/// A VFIO container: one IOMMU address space. Maps memory for the devices in it.
+/// A VFIO container: one IOMMU address space, shared by every device this process opens,
+/// so a buffer mapped once is reachable by all of them (zero-copy forwarding between
+/// ports needs that). Maps memory for the devices in it.
 #[derive(Debug)]
 pub struct Container {
     fd: OwnedFd,
-    addr: PciAddr,
+    iommu: u32,
+    iommu_set: Mutex<bool>,
     next_iova: AtomicU64,
 }
 
+/// The process's container while any device holds it.
+static SHARED: Mutex<Weak<Container>> = Mutex::new(Weak::new());
+
 impl Container {
+    /// The process's container, opened on first use.
+    fn shared(addr: &PciAddr) -> Result<Arc<Self>, Error> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = shared.upgrade() {
+            return Ok(c);
+        }
+        let file = open_rw(CONTAINER).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoVfio(*addr),
+            _ => Error::os(addr, format!("opening {CONTAINER}"), e),
+        })?;
+        let cfd = file.as_fd();
+        let version =
+            sys::api_version(cfd).map_err(|e| Error::os(addr, "VFIO_GET_API_VERSION", e))?;
+        if version != VFIO_API_VERSION as i32 {
+            return Err(Error::Io(format!(
+                "{addr}: VFIO API version {version}, zcnic speaks {VFIO_API_VERSION}"
+            )));
+        }
+        let iommu = [VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU]
+            .into_iter()
+            .find(|&t| sys::check_extension(cfd, t).unwrap_or(false))
+            .ok_or_else(|| {
+                Error::Io(format!(
+                    "{addr}: the kernel offers no VFIO Type1 IOMMU: load vfio_iommu_type1 (`modprobe vfio_iommu_type1`)"
+                ))
+            })?;
+        let c = Arc::new(Self {
+            fd: file.into(),
+            iommu,
+            iommu_set: Mutex::new(false),
+            next_iova: AtomicU64::new(IOVA_BASE),
+        });
+        *shared = Arc::downgrade(&c);
+        Ok(c)
+    }
+
+    /// Puts `group` in this container; the IOMMU model is chosen once, after the first.
+    fn attach(&self, group: &File, addr: &PciAddr) -> Result<(), Error> {
+        sys::group_set_container(group.as_fd(), self.fd.as_fd())
+            .map_err(|e| Error::os(addr, "VFIO_GROUP_SET_CONTAINER", e))?;
+        let mut set = self.iommu_set.lock().unwrap_or_else(|e| e.into_inner());
+        if !*set {
+            sys::set_iommu(self.fd.as_fd(), self.iommu)
+                .map_err(|e| Error::os(addr, "VFIO_SET_IOMMU", e))?;
+            *set = true;
+        }
+        Ok(())
+    }
+
     fn map_at(&self, va: *mut u8, iova: u64, len: usize) -> Result<(), DmaError> {
         sys::map_dma(self.fd.as_fd(), va as u64, iova, len as u64).map_err(|e| DmaError::Map {
             len,
             reason: match e.raw_os_error() {
                 Some(libc::ENOMEM) => format!(
-                    "{}: {e}: the locked-memory limit is too low; run as root or raise `ulimit -l`",
-                    self.addr
+                    "{e}: the locked-memory limit is too low; run as root or raise `ulimit -l`"
                 ),
-                _ => format!("{}: VFIO_IOMMU_MAP_DMA at {iova:#x}: {e}", self.addr),
+                _ => format!("VFIO_IOMMU_MAP_DMA at {iova:#x}: {e}"),
             },
         })
     }
 
     fn unmap_at(&self, iova: u64, len: usize) {
         if let Err(e) = sys::unmap_dma(self.fd.as_fd(), iova, len as u64) {
-            log::warn!(
-                "{}: VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}",
-                self.addr
-            );
+            log::warn!("VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}");
         }
     }
 }
@@ -151,26 +203,7 @@ impl VfioDevice {
             });
         }
         let group = info.iommu_group.ok_or(Error::NoIommuGroup(*addr))?;
-        let container = open_rw(CONTAINER).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoVfio(*addr),
-            _ => Error::os(addr, format!("opening {CONTAINER}"), e),
-        })?;
-        let cfd = container.as_fd();
-        let version =
-            sys::api_version(cfd).map_err(|e| Error::os(addr, "VFIO_GET_API_VERSION", e))?;
-        if version != VFIO_API_VERSION as i32 {
-            return Err(Error::Io(format!(
-                "{addr}: VFIO API version {version}, zcnic speaks {VFIO_API_VERSION}"
-            )));
-        }
-        let iommu = [VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU]
-            .into_iter()
-            .find(|&t| sys::check_extension(cfd, t).unwrap_or(false))
-            .ok_or_else(|| {
-                Error::Io(format!(
-                    "{addr}: the kernel offers no VFIO Type1 IOMMU: load vfio_iommu_type1 (`modprobe vfio_iommu_type1`)"
-                ))
-            })?;
+        let container = Container::shared(addr)?;
 
         let group_path = format!("/dev/vfio/{group}");
         let group_file = open_rw(&group_path).map_err(|e| match e.kind() {
@@ -189,9 +222,7 @@ impl VfioDevice {
                 others: group_blockers(group),
             });
         }
-        sys::group_set_container(group_file.as_fd(), cfd)
-            .map_err(|e| Error::os(addr, "VFIO_GROUP_SET_CONTAINER", e))?;
-        sys::set_iommu(cfd, iommu).map_err(|e| Error::os(addr, "VFIO_SET_IOMMU", e))?;
+        container.attach(&group_file, addr)?;
 
         let name = std::ffi::CString::new(addr.to_string())
             .map_err(|_| Error::BadPciAddress(addr.to_string()))?;
@@ -215,11 +246,7 @@ impl VfioDevice {
             bars,
             device,
             _group: group_file,
-            container: Arc::new(Container {
-                fd: container.into(),
-                addr: *addr,
-                next_iova: AtomicU64::new(IOVA_BASE),
-            }),
+            container,
             config_offset: config.offset,
             can_reset: dinfo.flags & VFIO_DEVICE_FLAGS_RESET != 0,
         })
