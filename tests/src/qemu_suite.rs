@@ -67,10 +67,11 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 /// generated (all but the timestamp, which is compared for monotonicity).
 pub fn assert_pktgen_sequence(frames: &[Vec<u8>], n: usize, size: usize, src_mac: [u8; 6]) {
     assert_eq!(frames.len(), n, "frame count");
-    let flow = Flow {
+    let gen = frame::FrameGen::new(Flow {
         src_mac,
         ..Flow::default()
-    };
+    });
+    let mut expect = vec![0u8; frame::MAX_FRAME];
     let mut last_ts = 0;
     for (i, f) in frames.iter().enumerate() {
         let meta = frame::parse(f).unwrap_or_else(|e| panic!("frame {i}: {e}"));
@@ -81,9 +82,12 @@ pub fn assert_pktgen_sequence(frames: &[Vec<u8>], n: usize, size: usize, src_mac
         );
         assert!(meta.tx_ns >= last_ts, "frame {i}: timestamp went back");
         last_ts = meta.tx_ns;
-        let mut expect = frame::template(&flow, size);
-        frame::stamp(&mut expect, i as u64, meta.tx_ns, 0);
-        assert_eq!(f, &expect, "frame {i} differs from what pktgen generated");
+        let n = gen.write(&mut expect, size, 0, i as u64, meta.tx_ns);
+        assert_eq!(
+            f[..],
+            expect[..n],
+            "frame {i} differs from what pktgen generated"
+        );
     }
 }
 

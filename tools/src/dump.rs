@@ -11,10 +11,56 @@ use zcnic::{Nic, Packet};
 /// Where to write and when to stop.
 #[derive(Debug, Clone)]
 pub struct Args {
-    /// Stop after this many frames.
+    /// Stop after this many frames (that pass the filter).
     pub count: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Which frames to keep.
+    pub filter: Filter,
+}
+
+/// A simple capture filter; every set condition must hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// EtherType of the frame (the one after any VLAN tags).
+    pub ether_type: Option<u16>,
+    /// UDP source or destination port.
+    pub udp_port: Option<u16>,
+}
+
+impl Filter {
+    /// Whether `frame` passes.
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        if *self == Filter::default() {
+            return true;
+        }
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(frame) else {
+            return false;
+        };
+        if let Some(t) = self.ether_type {
+            let inner = match (&p.link, p.vlan_ids().is_empty()) {
+                (Some(etherparse::LinkSlice::Ethernet2(e)), true) => e.ether_type().0,
+                _ => p
+                    .vlan()
+                    .map(|v| v.payload().ether_type.0)
+                    .unwrap_or_default(),
+            };
+            if inner != t {
+                return false;
+            }
+        }
+        if let Some(port) = self.udp_port {
+            match &p.transport {
+                Some(etherparse::TransportSlice::Udp(u)) => {
+                    if u.source_port() != port && u.destination_port() != port {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// The outcome of a capture.
@@ -22,6 +68,8 @@ pub struct Args {
 pub struct Summary {
     /// Frames written.
     pub frames: u64,
+    /// Frames the filter left out.
+    pub filtered: u64,
     /// Their bytes.
     pub bytes: u64,
     /// The device's receive counters (e1000: GPRC, MPC), when it has them.
@@ -48,10 +96,14 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let start = Instant::now();
     let end = args.duration.map(|d| start + d);
     let mut batch: Vec<Packet> = Vec::with_capacity(64);
-    let (mut frames, mut bytes) = (0u64, 0u64);
+    let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
     let mut last = start;
     while frames < limit && !stopped() && end.is_none_or(|e| Instant::now() < e) {
-        let max = (limit - frames).min(64) as usize;
+        let max = if args.filter == Filter::default() {
+            (limit - frames).min(64) as usize
+        } else {
+            64 // filtered frames do not count, so never stop short
+        };
         if nic.rx_batch(&mut batch, max) == 0 {
             std::hint::spin_loop();
         } else {
@@ -60,6 +112,13 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
                 .unwrap_or_default();
             for p in batch.drain(..) {
                 let data = p.data();
+                if frames >= limit {
+                    break; // the rest of this burst is past the count
+                }
+                if !args.filter.matches(data) {
+                    filtered += 1;
+                    continue;
+                }
                 w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))
                     .map_err(|e| msg(format!("writing the pcap: {e}")))?;
                 frames += 1;
@@ -85,6 +144,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         .collect();
     Ok(Summary {
         frames,
+        filtered,
         bytes,
         device_counters,
     })

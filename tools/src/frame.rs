@@ -1,14 +1,16 @@
 //! The frames `zcnic pktgen` sends and the payload every zcnic tool can read back.
 //!
-//! Ethernet II / IPv4 / UDP built through etherparse, then a payload of
+//! Ethernet II / IPv4 / UDP, then a payload of
 //! - bytes 0..8: sequence number (u64, little-endian), counting from 0 per stream;
-//! - bytes 8..16: transmit timestamp in ns (u64 LE, from the sender's monotonic clock);
+//! - bytes 8..16: transmit timestamp in ns (u64 LE, the sender's clock);
 //! - bytes 16..18: stream id (u16 LE);
 //! - bytes 18..: filler, byte `k` of the payload = `k as u8`, so corruption is visible.
 //!
 //! The smallest frame (60 bytes, the Ethernet minimum without FCS) leaves exactly those 18
-//! bytes for the payload. The UDP checksum is 0 ("none", valid for IPv4 per RFC 768) because
-//! the sequence number changes in every frame; the IPv4 header checksum is real.
+//! bytes of payload. The base frame is built and checked with etherparse; per frame only
+//! lengths, the flow's address and port, and the stamp change, and both checksums are
+//! computed in constant time: the IPv4 header is 20 bytes, and the UDP sum over the filler
+//! comes from a prefix-sum table, so a 1514-byte frame costs what a 60-byte one does.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -23,6 +25,9 @@ pub const MAX_FRAME: usize = 1514;
 /// UDP destination port that marks pktgen frames ("ZC").
 pub const PKTGEN_PORT: u16 = 0x5a43;
 
+const IP: usize = 14;
+const UDP: usize = 34;
+
 /// Addresses and ports of generated frames.
 #[derive(Debug, Clone, Copy)]
 pub struct Flow {
@@ -30,11 +35,11 @@ pub struct Flow {
     pub src_mac: [u8; 6],
     /// Destination MAC.
     pub dst_mac: [u8; 6],
-    /// Source IPv4 address.
+    /// Source IPv4 address of flow 0; flow `i` adds `i` to it.
     pub src_ip: [u8; 4],
     /// Destination IPv4 address.
     pub dst_ip: [u8; 4],
-    /// UDP source port.
+    /// UDP source port of flow 0; flow `i` adds `i` to it.
     pub src_port: u16,
     /// Stream id written into each payload.
     pub stream: u16,
@@ -53,28 +58,102 @@ impl Default for Flow {
     }
 }
 
-/// A complete frame of `size` bytes with sequence number 0, to copy and stamp per frame.
-pub fn template(flow: &Flow, size: usize) -> Vec<u8> {
-    let size = size.clamp(MIN_FRAME, MAX_FRAME);
-    let payload: Vec<u8> = (0..size - HEADERS).map(|k| k as u8).collect();
-    let builder = PacketBuilder::ethernet2(flow.src_mac, flow.dst_mac)
-        .ipv4(flow.src_ip, flow.dst_ip, 64)
-        .udp(flow.src_port, PKTGEN_PORT);
-    let mut out = Vec::with_capacity(size);
-    // Writing into a Vec cannot fail, and the sizes are far below the IPv4 limit.
-    let _ = builder.write(&mut out, &payload);
-    out[HEADERS - 2..HEADERS].copy_from_slice(&[0, 0]); // UDP checksum: none
-    stamp(&mut out, 0, 0, flow.stream);
-    out
+/// Ones'-complement sum of big-endian 16-bit words (RFC 1071), not yet folded.
+fn sum_words(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
-/// Writes sequence number, timestamp and stream into a frame built by [`template`].
-#[inline(always)]
-pub fn stamp(frame: &mut [u8], seq: u64, tx_ns: u64, stream: u16) {
-    if let Some(meta) = frame.get_mut(HEADERS..HEADERS + META) {
+fn fold(mut s: u64) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Builds pktgen frames of any size and flow.
+#[derive(Debug, Clone)]
+pub struct FrameGen {
+    flow: Flow,
+    /// A complete MAX_FRAME-byte frame for flow 0 with a zero stamp: every frame is a
+    /// prefix of it, patched.
+    base: Vec<u8>,
+    /// `filler_sum[k]`: sum of the payload's 16-bit words from META up to byte `k`.
+    filler_sum: Vec<u64>,
+}
+
+impl FrameGen {
+    /// A generator for `flow`.
+    pub fn new(flow: Flow) -> Self {
+        let payload: Vec<u8> = (0..MAX_FRAME - HEADERS).map(|k| k as u8).collect();
+        let builder = PacketBuilder::ethernet2(flow.src_mac, flow.dst_mac)
+            .ipv4(flow.src_ip, flow.dst_ip, 64)
+            .udp(flow.src_port, PKTGEN_PORT);
+        let mut base = Vec::with_capacity(MAX_FRAME);
+        // Writing into a Vec cannot fail, and the size is far below the IPv4 limit.
+        let _ = builder.write(&mut base, &payload);
+        let mut filler_sum = vec![0u64; payload.len() + 1];
+        for k in META..payload.len() {
+            // Word-aligned: META and the payload start (offset 42) are even.
+            let word = if (k - META).is_multiple_of(2) {
+                u64::from(payload[k]) << 8
+            } else {
+                u64::from(payload[k])
+            };
+            filler_sum[k + 1] = filler_sum[k] + word;
+        }
+        Self {
+            flow,
+            base,
+            filler_sum,
+        }
+    }
+
+    /// Writes frame `seq` of `size` bytes (clamped to MIN_FRAME..=MAX_FRAME) for flow
+    /// `flow` into `out[..size]`; returns the size. `out` must hold MAX_FRAME bytes.
+    #[inline]
+    pub fn write(&self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
+        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        let Some(out) = out.get_mut(..size) else {
+            return 0;
+        };
+        out.copy_from_slice(&self.base[..size]);
+        let f = &self.flow;
+        let src_ip = u32::from_be_bytes(f.src_ip)
+            .wrapping_add(u32::from(flow))
+            .to_be_bytes();
+        let src_port = f.src_port.wrapping_add(flow).to_be_bytes();
+        let ip_len = (size - IP) as u16;
+        let udp_len = (size - UDP) as u16;
+
+        out[IP + 2..IP + 4].copy_from_slice(&ip_len.to_be_bytes());
+        out[IP + 12..IP + 16].copy_from_slice(&src_ip);
+        out[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+        let ip_sum = !fold(sum_words(&out[IP..UDP]));
+        out[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+
+        out[UDP..UDP + 2].copy_from_slice(&src_port);
+        out[UDP + 4..UDP + 6].copy_from_slice(&udp_len.to_be_bytes());
+        let meta = &mut out[HEADERS..HEADERS + META];
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
-        meta[16..18].copy_from_slice(&stream.to_le_bytes());
+        meta[16..18].copy_from_slice(&f.stream.to_le_bytes());
+        // RFC 768: pseudo-header (addresses, protocol, length), UDP header with a zero
+        // checksum, payload. The filler's share comes from the prefix table.
+        let sum = sum_words(&out[IP + 12..IP + 20])
+            + 17
+            + u64::from(udp_len)
+            + sum_words(&out[UDP..UDP + 6])
+            + sum_words(&out[HEADERS..HEADERS + META])
+            + self.filler_sum[size - HEADERS];
+        let udp_sum = match !fold(sum) {
+            0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
+            s => s,
+        };
+        out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_be_bytes());
+        size
     }
 }
 
@@ -108,6 +187,16 @@ pub enum ParseError {
 
 /// Parses and checks a pktgen frame: headers, port, and every filler byte.
 pub fn parse(frame: &[u8]) -> Result<Meta, ParseError> {
+    let meta = parse_meta(frame)?;
+    let payload = &frame[HEADERS..];
+    if let Some(k) = (META..payload.len()).find(|&k| payload[k] != k as u8) {
+        return Err(ParseError::Corrupt(k));
+    }
+    Ok(meta)
+}
+
+/// Parses a pktgen frame's metadata without checking the filler (the receive hot path).
+pub fn parse_meta(frame: &[u8]) -> Result<Meta, ParseError> {
     let p = SlicedPacket::from_ethernet(frame).map_err(|e| ParseError::NotUdp(e.to_string()))?;
     let Some(TransportSlice::Udp(udp)) = p.transport else {
         return Err(ParseError::NotUdp("no UDP header".into()));
@@ -118,9 +207,6 @@ pub fn parse(frame: &[u8]) -> Result<Meta, ParseError> {
     let payload = udp.payload();
     if payload.len() < META {
         return Err(ParseError::Short(payload.len()));
-    }
-    if let Some(k) = (META..payload.len()).find(|&k| payload[k] != k as u8) {
-        return Err(ParseError::Corrupt(k));
     }
     let u64_at = |o: usize| u64::from_le_bytes(payload[o..o + 8].try_into().unwrap_or([0; 8]));
     Ok(Meta {
@@ -136,31 +222,46 @@ mod tests {
     use etherparse::{NetSlice, SlicedPacket};
     use proptest::prelude::*;
 
+    fn frame(g: &FrameGen, size: usize, flow: u16, seq: u64, ts: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let n = g.write(&mut buf, size, flow, seq, ts);
+        buf.truncate(n);
+        buf
+    }
+
     #[test]
     fn smallest_frame_is_60_bytes() {
-        let t = template(&Flow::default(), 60);
-        assert_eq!(t.len(), 60);
-        assert_eq!(t.len() - HEADERS, META);
+        let g = FrameGen::new(Flow::default());
+        let f = frame(&g, 60, 0, 0, 0);
+        assert_eq!(f.len(), 60);
+        assert_eq!(f.len() - HEADERS, META);
+        assert_eq!(frame(&g, 10, 0, 0, 0).len(), 60, "clamped");
     }
 
     proptest! {
+        /// Every frame parses back, and etherparse agrees with both checksums.
         #[test]
-        fn frames_parse_back(size in MIN_FRAME..=MAX_FRAME, seq in any::<u64>(), ts in any::<u64>(), stream in any::<u16>()) {
-            let flow = Flow { stream, ..Flow::default() };
-            let mut f = template(&flow, size);
-            stamp(&mut f, seq, ts, stream);
+        fn frames_are_valid(size in MIN_FRAME..=MAX_FRAME, flow in any::<u16>(), seq in any::<u64>(), ts in any::<u64>(), stream in any::<u16>()) {
+            let g = FrameGen::new(Flow { stream, ..Flow::default() });
+            let f = frame(&g, size, flow, seq, ts);
             prop_assert_eq!(f.len(), size);
             prop_assert_eq!(parse(&f), Ok(Meta { seq, tx_ns: ts, stream }));
-            // The IPv4 header checksum is valid.
             let p = SlicedPacket::from_ethernet(&f).unwrap();
-            let Some(NetSlice::Ipv4(ip)) = p.net else { panic!("no IPv4") };
+            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("no IPv4") };
             let h = ip.header().to_header();
             prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+            prop_assert_eq!(u32::from_be_bytes(h.source), u32::from_be_bytes([10, 0, 0, 1]).wrapping_add(flow.into()));
+            let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!("no UDP") };
+            let uh = udp.to_header();
+            prop_assert_eq!(uh.source_port, 9000u16.wrapping_add(flow));
+            let want = uh.calc_checksum_ipv4(&h, udp.payload()).unwrap();
+            prop_assert_eq!(uh.checksum, want);
         }
 
         #[test]
         fn corruption_is_caught(size in 61usize..=MAX_FRAME, at in 0usize..2000) {
-            let mut f = template(&Flow::default(), size);
+            let g = FrameGen::new(Flow::default());
+            let mut f = frame(&g, size, 0, 1, 2);
             let at = HEADERS + META + at % (size - HEADERS - META);
             f[at] ^= 0x5a;
             prop_assert!(matches!(parse(&f), Err(ParseError::Corrupt(_))));

@@ -3,7 +3,10 @@
 pub mod bind;
 pub mod dump;
 pub mod frame;
+pub mod fwd;
+pub mod pace;
 pub mod pktgen;
+pub mod seq;
 pub mod units;
 
 /// An error a subcommand reports: one line that says what to do. The command exits 2.

@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use zcnic::{Config, HugepageStatus, PciAddr, RingChoice};
-use zcnic_tools::{bind, dump, frame, msg, pktgen, units, ToolError};
+use zcnic::{Config, HugepageStatus, Nic, PciAddr, RingChoice};
+use zcnic_tools::{bind, dump, frame, fwd, msg, pktgen, units, ToolError};
 
 /// zcnic — a poll-mode, zero-copy userspace NIC driver.
 ///
@@ -23,6 +23,14 @@ struct Cli {
     verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Options every command that opens a port shares.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct PortOpts {
+    /// virtio ring format: packed when the device offers it (auto), or forced.
+    #[arg(long, value_enum, default_value_t = Ring::Auto)]
+    ring: Ring,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,37 +59,31 @@ enum Cmd {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/dev/hugepages")]
         mount: Option<PathBuf>,
     },
-    /// Send numbered UDP frames; prints the rate every second and a summary.
+    /// Send numbered UDP frames, optionally receive them back; live rates and a summary.
     ///
-    /// Each payload carries a sequence number (from 0), a timestamp and a stream id, so a
-    /// receiver (`zcnic dump`, a pcap) can check order and loss.
-    Pktgen {
-        /// PCI address of a NIC bound to vfio-pci.
-        pci: String,
-        /// Frame size in bytes without FCS, 60..=1514.
-        #[arg(long, default_value_t = 60)]
-        size: usize,
-        /// Stop after this many frames.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Stop after this many seconds (default: run until Ctrl-C or --count).
+    /// Each payload carries a sequence number (from 0), a timestamp and a stream id. With
+    /// --rx, frames arriving on that port (or on the sending port with --rx same) are
+    /// counted: lost, duplicated, reordered, and their latency.
+    Pktgen(PktgenCmd),
+    /// Forward frames between two ports (io or macswap), without copying them.
+    Fwd {
+        /// Ports: one (frames go back out of it) or two (A→B and B→A).
+        #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
+        ports: Vec<String>,
+        /// What to do to each frame.
+        #[arg(long, value_enum, default_value_t = FwdMode::Io)]
+        mode: FwdMode,
+        /// Frames per receive burst.
+        #[arg(long, default_value_t = 32)]
+        burst: usize,
+        /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
+        #[arg(long, value_name = "N")]
+        drop_every: Option<u64>,
+        /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
-        /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
-        #[arg(long, value_name = "PPS")]
-        rate: Option<String>,
-        /// Frames per burst (one doorbell per burst).
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Destination MAC.
-        #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
-        dst_mac: String,
-        /// Stream id written into every payload.
-        #[arg(long, default_value_t = 0)]
-        stream: u16,
-        /// virtio ring format: packed when the device offers it (auto), or forced.
-        #[arg(long, value_enum, default_value_t = Ring::Auto)]
-        ring: Ring,
+        #[command(flatten)]
+        port: PortOpts,
     },
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
@@ -96,13 +98,81 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// Keep only frames of this EtherType (e.g. 0x0800).
+        #[arg(long, value_name = "HEX")]
+        ether_type: Option<String>,
+        /// Keep only UDP frames from or to this port.
+        #[arg(long)]
+        udp_port: Option<u16>,
         /// Only frames for this port's MAC and broadcast (default: everything).
         #[arg(long)]
         no_promisc: bool,
-        /// virtio ring format: packed when the device offers it (auto), or forced.
-        #[arg(long, value_enum, default_value_t = Ring::Auto)]
-        ring: Ring,
+        #[command(flatten)]
+        port: PortOpts,
     },
+    /// Open a port, receive for a while (dropping what arrives), print its counters.
+    Stats {
+        /// PCI address of a NIC bound to vfio-pci.
+        pci: String,
+        /// Seconds to receive before printing.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        duration: f64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        port: PortOpts,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PktgenCmd {
+    /// PCI address of the sending NIC (bound to vfio-pci).
+    pci: String,
+    /// Frame size in bytes without FCS: N or MIN-MAX (cycled), within 60..=1514.
+    #[arg(long, default_value = "60", conflicts_with = "imix")]
+    size: String,
+    /// Simple IMIX: 7:4:1 frames of 60, 590 and 1514 bytes.
+    #[arg(long)]
+    imix: bool,
+    /// Stop after this many frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds (default: run until Ctrl-C or --count).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
+    #[arg(long, value_name = "PPS")]
+    rate: Option<String>,
+    /// Frames per burst (one doorbell per burst).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Flows: source IP and UDP port step through this many values.
+    #[arg(long, default_value_t = 1)]
+    flows: u16,
+    /// Destination MAC.
+    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+    dst_mac: String,
+    /// Source IPv4 address (of flow 0).
+    #[arg(long, default_value = "10.0.0.1")]
+    src_ip: std::net::Ipv4Addr,
+    /// Destination IPv4 address.
+    #[arg(long, default_value = "10.0.0.2")]
+    dst_ip: std::net::Ipv4Addr,
+    /// Stream id written into every payload.
+    #[arg(long, default_value_t = 0)]
+    stream: u16,
+    /// Receive the frames back on this port (`same`: on the sending port).
+    #[arg(long, value_name = "PCI|same")]
+    rx: Option<String>,
+    /// After sending, how long to wait for stragglers, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    rx_wait: f64,
+    /// Print the summary as one JSON object (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    port: PortOpts,
 }
 
 /// `--ring` values.
@@ -113,12 +183,22 @@ enum Ring {
     Packed,
 }
 
-impl From<Ring> for RingChoice {
-    fn from(r: Ring) -> Self {
-        match r {
-            Ring::Auto => RingChoice::Auto,
-            Ring::Split => RingChoice::Split,
-            Ring::Packed => RingChoice::Packed,
+/// `--mode` values of fwd.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FwdMode {
+    Io,
+    Macswap,
+}
+
+impl PortOpts {
+    fn config(self) -> Config {
+        Config {
+            ring: match self.ring {
+                Ring::Auto => RingChoice::Auto,
+                Ring::Split => RingChoice::Split,
+                Ring::Packed => RingChoice::Packed,
+            },
+            ..Config::default()
         }
     }
 }
@@ -142,6 +222,10 @@ fn check_count(c: Option<u64>) -> Result<(), ToolError> {
         Some(0) => Err(msg("--count 0 would do nothing: give at least 1")),
         _ => Ok(()),
     }
+}
+
+fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, ToolError> {
+    Ok(zcnic::open_with(&addr.to_string(), cfg)?)
 }
 
 fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolError> {
@@ -178,73 +262,248 @@ fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolE
     Ok(())
 }
 
+fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
+    let addr = parse_pci(&c.pci)?;
+    let sizes = if c.imix {
+        pktgen::Sizes::Imix
+    } else {
+        pktgen::Sizes::parse(&c.size).map_err(msg)?
+    };
+    check_count(c.count)?;
+    if c.flows == 0 {
+        return Err(msg("--flows 0: give at least 1"));
+    }
+    let rate = c
+        .rate
+        .map(|r| units::parse_rate(&r).map_err(|e| msg(format!("--rate: {e}"))))
+        .transpose()?;
+    let rx_addr = match c.rx.as_deref() {
+        None => None,
+        Some("same") => Some(addr),
+        Some(p) => Some(parse_pci(p)?),
+    };
+    let args = pktgen::Args {
+        sizes,
+        count: c.count,
+        duration: seconds("duration", c.duration)?,
+        batch: c.batch,
+        rate,
+        flow: frame::Flow {
+            dst_mac: units::parse_mac(&c.dst_mac).map_err(|e| msg(format!("--dst-mac: {e}")))?,
+            src_ip: c.src_ip.octets(),
+            dst_ip: c.dst_ip.octets(),
+            stream: c.stream,
+            ..frame::Flow::default()
+        },
+        flows: c.flows,
+        rx_wait: seconds("rx-wait", Some(c.rx_wait))?.unwrap_or_default(),
+    };
+    let cfg = c.port.config();
+    let mut tx = open(&addr, &cfg)?;
+    let mut rx_nic = match rx_addr {
+        Some(r) if r != addr => Some(open(&r, &cfg)?),
+        _ => None,
+    };
+    let size_text = match sizes {
+        pktgen::Sizes::Fixed(n) => format!("{n}-byte frames"),
+        pktgen::Sizes::Range(a, b) => format!("{a}..{b}-byte frames"),
+        pktgen::Sizes::Imix => "IMIX frames".into(),
+    };
+    let head = format!(
+        "pktgen {addr}: {} {}, link {}, {size_text}{}{}",
+        tx.driver(),
+        zcnic::format_mac(tx.mac()),
+        tx.link(),
+        rate.map_or(String::new(), |r| format!(" at {r:.0} pps")),
+        rx_addr.map_or(String::new(), |r| format!(", receiving on {r}")),
+    );
+    if c.json {
+        eprintln!("{head}");
+    } else {
+        println!("{head}");
+    }
+    let rx = match (&mut rx_nic, rx_addr) {
+        (Some(n), _) => pktgen::Rx::Other(n.as_mut()),
+        (None, Some(_)) => pktgen::Rx::Same,
+        (None, None) => pktgen::Rx::None,
+    };
+    let s = pktgen::run(tx.as_mut(), rx, &args)?;
+    for line in pktgen::summary_lines(&s) {
+        if c.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if c.json {
+        println!("{}", pktgen::summary_json(&s));
+    }
+    Ok(())
+}
+
+fn fwd_cmd(
+    ports: Vec<String>,
+    mode: FwdMode,
+    burst: usize,
+    drop_every: Option<u64>,
+    duration: Option<f64>,
+    port: PortOpts,
+) -> Result<(), ToolError> {
+    if ports.len() > 2 {
+        return Err(msg("fwd takes one or two --port"));
+    }
+    if drop_every == Some(0) {
+        return Err(msg("--drop-every 0: give N >= 1 (drops every Nth frame)"));
+    }
+    let addrs = ports
+        .iter()
+        .map(|p| parse_pci(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.len() == 2 && addrs[0] == addrs[1] {
+        return Err(msg("the two --port are the same device: give it once"));
+    }
+    let args = fwd::Args {
+        mode: match mode {
+            FwdMode::Io => fwd::Mode::Io,
+            FwdMode::Macswap => fwd::Mode::Macswap,
+        },
+        burst,
+        drop_every,
+        duration: seconds("duration", duration)?,
+    };
+    let cfg = Config {
+        promisc: true,
+        ..port.config()
+    };
+    let mut nics = addrs
+        .iter()
+        .map(|a| open(a, &cfg))
+        .collect::<Result<Vec<_>, _>>()?;
+    for n in &nics {
+        println!(
+            "fwd: {} {} {}, link {}",
+            n.addr(),
+            n.driver(),
+            zcnic::format_mac(n.mac()),
+            n.link()
+        );
+    }
+    println!("fwd: {:?} mode, burst {burst}; Ctrl-C stops", args.mode);
+    let totals = fwd::run(&mut nics, &args)?;
+    for (from, to, s) in totals {
+        println!(
+            "fwd {} -> {}: received {}, forwarded {}, dropped on purpose {}",
+            nics[from].addr(),
+            nics[to].addr(),
+            s.rx,
+            s.tx,
+            s.dropped
+        );
+    }
+    Ok(())
+}
+
+fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(), ToolError> {
+    let addr = parse_pci(pci)?;
+    let d = seconds("duration", Some(duration))?.unwrap_or_default();
+    let mut nic = open(
+        &addr,
+        &Config {
+            promisc: true,
+            ..port.config()
+        },
+    )?;
+    let end = std::time::Instant::now() + d;
+    let mut buf = Vec::with_capacity(64);
+    while std::time::Instant::now() < end && !zcnic_tools::stopped() {
+        nic.rx_batch(&mut buf, 64);
+        buf.clear();
+    }
+    let s = nic.stats();
+    let sw = [
+        ("rx_packets", s.rx_packets),
+        ("rx_bytes", s.rx_bytes),
+        ("tx_packets", s.tx_packets),
+        ("tx_bytes", s.tx_bytes),
+        ("rx_errors", s.rx_errors),
+        ("tx_errors", s.tx_errors),
+        ("rx_no_buf", s.rx_no_buf),
+    ];
+    if json {
+        let f = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|(n, x)| format!("\"{n}\":{x}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "{{\"port\":\"{addr}\",\"driver\":\"{}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}}}",
+            nic.driver(),
+            nic.link().up,
+            f(&sw),
+            f(&s.hw)
+        );
+    } else {
+        println!(
+            "{addr}: {} {}, link {}",
+            nic.driver(),
+            zcnic::format_mac(nic.mac()),
+            nic.link()
+        );
+        for (n, v) in sw.iter().chain(s.hw.iter()) {
+            println!("  {n:<12} {v}");
+        }
+    }
+    Ok(())
+}
+
 fn run(cmd: Cmd) -> Result<(), ToolError> {
     match cmd {
         Cmd::List => bind::list(),
         Cmd::Bind { pci, driver } => bind::bind(&parse_pci(&pci)?, &driver),
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
-        Cmd::Pktgen {
-            pci,
-            size,
-            count,
+        Cmd::Pktgen(c) => pktgen_cmd(c),
+        Cmd::Fwd {
+            ports,
+            mode,
+            burst,
+            drop_every,
             duration,
-            rate,
-            batch,
-            dst_mac,
-            stream,
-            ring,
-        } => {
-            let addr = parse_pci(&pci)?;
-            if !(frame::MIN_FRAME..=frame::MAX_FRAME).contains(&size) {
-                return Err(msg(format!(
-                    "--size {size}: frames are {}..={} bytes (without FCS)",
-                    frame::MIN_FRAME,
-                    frame::MAX_FRAME
-                )));
-            }
-            check_count(count)?;
-            let args = pktgen::Args {
-                size,
-                count,
-                duration: seconds("duration", duration)?,
-                batch,
-                rate: rate
-                    .map(|r| units::parse_rate(&r).map_err(|e| msg(format!("--rate: {e}"))))
-                    .transpose()?,
-                dst_mac: units::parse_mac(&dst_mac).map_err(|e| msg(format!("--dst-mac: {e}")))?,
-                stream,
-            };
-            let cfg = Config {
-                ring: ring.into(),
-                ..Config::default()
-            };
-            let mut nic = zcnic::open_with(&addr.to_string(), &cfg)?;
-            println!(
-                "pktgen {addr}: {} {}, link {}, {size}-byte frames{}",
-                nic.driver(),
-                zcnic::format_mac(nic.mac()),
-                nic.link(),
-                args.rate
-                    .map_or(String::new(), |r| format!(" at {r:.0} pps"))
-            );
-            let s = pktgen::run(nic.as_mut(), &args)?;
-            println!("{}", pktgen::summary_line(&addr, size, &s));
-            Ok(())
-        }
+            port,
+        } => fwd_cmd(ports, mode, burst, drop_every, duration, port),
+        Cmd::Stats {
+            pci,
+            duration,
+            json,
+            port,
+        } => stats_cmd(&pci, duration, json, port),
         Cmd::Dump {
             pci,
             out,
             count,
             duration,
+            ether_type,
+            udp_port,
             no_promisc,
-            ring,
+            port,
         } => {
             let addr = parse_pci(&pci)?;
             check_count(count)?;
+            let ether_type = ether_type
+                .map(|t| {
+                    u16::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| {
+                        msg(format!("--ether-type `{t}`: give 16-bit hex like 0x0800"))
+                    })
+                })
+                .transpose()?;
             let args = dump::Args {
                 count,
                 duration: seconds("duration", duration)?,
+                filter: dump::Filter {
+                    ether_type,
+                    udp_port,
+                },
             };
             let writer = dump::create(&out)?;
             // A deep ring rides out the moments the capture loop is busy writing the file.
@@ -252,10 +511,9 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 rx_ring: 4096,
                 pool: 8192,
                 promisc: !no_promisc,
-                ring: ring.into(),
-                ..Config::default()
+                ..port.config()
             };
-            let mut nic = zcnic::open_with(&addr.to_string(), &cfg)?;
+            let mut nic = open(&addr, &cfg)?;
             eprintln!(
                 "dump {addr}: listening{} on {} {}, link {}, writing {}",
                 if no_promisc { "" } else { " (promiscuous)" },
@@ -271,10 +529,11 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 .map(|(n, v)| format!("{n} {v}"))
                 .collect();
             println!(
-                "dump {addr}: wrote {} frames ({} bytes) to {}; device {}",
+                "dump {addr}: wrote {} frames ({} bytes) to {}, {} filtered out; device {}",
                 s.frames,
                 s.bytes,
                 out.display(),
+                s.filtered,
                 dev.join(", ")
             );
             Ok(())

@@ -1,16 +1,74 @@
-//! `zcnic pktgen`: send numbered frames as fast as the NIC takes them, or at a set rate.
+//! `zcnic pktgen`: send numbered frames flat out or at a set rate, and optionally receive
+//! them back (another port, or the same one) to count loss, duplicates, reordering and
+//! latency.
 
-use crate::frame::{self, Flow};
-use crate::{stopped, ToolError};
+use crate::frame::{self, Flow, FrameGen};
+use crate::pace::Pacer;
+use crate::seq::{Latency, Percentiles, SeqTracker};
+use crate::{msg, stopped, ToolError};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use zcnic::{Nic, Packet};
+use zcnic::{Nic, Packet, PciAddr};
+
+/// Frame sizes to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizes {
+    /// Every frame this size.
+    Fixed(usize),
+    /// Sizes from `min` to `max`, one after the other, then again.
+    Range(usize, usize),
+    /// Simple IMIX: 7 × 60, 4 × 590, 1 × 1514 bytes in every 12 frames (64/594/1518 on the
+    /// wire with the FCS).
+    Imix,
+}
+
+const IMIX: [usize; 12] = [60, 590, 60, 60, 590, 60, 60, 590, 60, 60, 590, 1514];
+
+impl Sizes {
+    /// Parses `--size`: `N` or `MIN-MAX`, each within the frame limits.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let num = |t: &str| -> Result<usize, String> {
+            let n: usize = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("--size `{s}`: give N or MIN-MAX in bytes"))?;
+            if !(frame::MIN_FRAME..=frame::MAX_FRAME).contains(&n) {
+                return Err(format!(
+                    "--size {n}: frames are {}..={} bytes (without FCS)",
+                    frame::MIN_FRAME,
+                    frame::MAX_FRAME
+                ));
+            }
+            Ok(n)
+        };
+        match s.split_once('-') {
+            None => Ok(Sizes::Fixed(num(s)?)),
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("--size {s}: MIN is above MAX"));
+                }
+                Ok(Sizes::Range(a, b))
+            }
+        }
+    }
+
+    /// Size of frame `seq`.
+    #[inline(always)]
+    pub fn of(&self, seq: u64) -> usize {
+        match *self {
+            Sizes::Fixed(n) => n,
+            Sizes::Range(a, b) => a + (seq % (b - a + 1) as u64) as usize,
+            Sizes::Imix => IMIX[(seq % 12) as usize],
+        }
+    }
+}
 
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct Args {
-    /// Frame size in bytes, without FCS (60..=1514).
-    pub size: usize,
+    /// Frame sizes.
+    pub sizes: Sizes,
     /// Stop after this many frames.
     pub count: Option<u64>,
     /// Stop after this long.
@@ -19,21 +77,62 @@ pub struct Args {
     pub batch: usize,
     /// Packets per second; `None` sends flat out.
     pub rate: Option<f64>,
-    /// Destination MAC.
-    pub dst_mac: [u8; 6],
-    /// Stream id in every payload.
-    pub stream: u16,
+    /// Addresses of flow 0 (source MAC is the port's own).
+    pub flow: Flow,
+    /// Flows: frame `seq` belongs to flow `seq % flows` (source IP and port + flow).
+    pub flows: u16,
+    /// After sending, keep receiving until this long passes with nothing new.
+    pub rx_wait: Duration,
+}
+
+/// Where frames come back, if anywhere.
+pub enum Rx<'a> {
+    /// Send only.
+    None,
+    /// Receive on the sending port.
+    Same,
+    /// Receive on another port.
+    Other(&'a mut dyn Nic),
+}
+
+impl std::fmt::Debug for Rx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rx::None => write!(f, "None"),
+            Rx::Same => write!(f, "Same"),
+            Rx::Other(n) => write!(f, "Other({})", n.addr()),
+        }
+    }
+}
+
+/// The receive side's result.
+#[derive(Debug, Clone)]
+pub struct RxSummary {
+    /// The receiving port.
+    pub port: PciAddr,
+    /// Sequence accounting of our stream.
+    pub seq: SeqTracker,
+    /// Frames that were not ours (other traffic, other streams).
+    pub other: u64,
+    /// Latency percentiles of our frames.
+    pub latency: Option<Percentiles>,
 }
 
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// The sending port.
+    pub port: PciAddr,
     /// Frames the NIC accepted.
     pub sent: u64,
+    /// Their bytes (without FCS).
+    pub bytes: u64,
     /// Seconds from the first to the last burst.
     pub secs: f64,
     /// The device's own transmit counters (e1000: GPTC), when it has them.
-    pub device_counters: Vec<(&'static str, u64)>,
+    pub device: Vec<(&'static str, u64)>,
+    /// What came back.
+    pub rx: Option<RxSummary>,
 }
 
 impl Summary {
@@ -41,102 +140,296 @@ impl Summary {
     pub fn pps(&self) -> f64 {
         self.sent as f64 / self.secs.max(1e-9)
     }
+
+    /// Megabits per second (frame bytes, no FCS or preamble).
+    pub fn mbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / 1e6 / self.secs.max(1e-9)
+    }
 }
 
-fn mbps(pps: f64, size: usize) -> f64 {
-    pps * size as f64 * 8.0 / 1e6
+struct Receiver {
+    seq: SeqTracker,
+    latency: Latency,
+    other: u64,
+    stream: u16,
+    buf: Vec<Packet>,
+    last_rx: Instant,
 }
 
-/// Sends until the count, the duration or Ctrl-C; prints a line every second.
-pub fn run(nic: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
-    let addr = nic.addr();
-    let flow = Flow {
-        src_mac: nic.mac(),
-        dst_mac: args.dst_mac,
-        stream: args.stream,
-        ..Flow::default()
-    };
-    let tmpl = frame::template(&flow, args.size);
-    let pool = nic.pool().clone();
+impl Receiver {
+    fn poll(&mut self, nic: &mut dyn Nic, now_ns: u64) -> usize {
+        let n = nic.rx_batch(&mut self.buf, 64);
+        for p in self.buf.drain(..) {
+            match frame::parse_meta(p.data()) {
+                Ok(m) if m.stream == self.stream => {
+                    self.seq.record(m.seq);
+                    self.latency.record(now_ns.saturating_sub(m.tx_ns));
+                }
+                _ => self.other += 1,
+            }
+        }
+        if n > 0 {
+            self.last_rx = Instant::now();
+        }
+        n
+    }
+}
+
+/// Sends until the count, the duration or Ctrl-C, receiving on `rx` meanwhile; prints a
+/// line every second.
+pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, ToolError> {
+    if args.flows == 0 {
+        return Err(msg("--flows must be at least 1"));
+    }
+    let port = tx.addr();
+    let gen = FrameGen::new(Flow {
+        src_mac: tx.mac(),
+        ..args.flow
+    });
+    let pool = tx.pool().clone();
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
+    let epoch = Instant::now();
+    let now_ns = || epoch.elapsed().as_nanos() as u64;
+    let pacer = args.rate.map(|r| Pacer::new(r, 0));
+    let end = args.duration.map(|d| d.as_nanos() as u64);
+    let mut recv = (!matches!(rx, Rx::None)).then(|| Receiver {
+        seq: SeqTracker::with_expected(args.count.unwrap_or(1 << 20)),
+        latency: Latency::new(),
+        other: 0,
+        stream: args.flow.stream,
+        buf: Vec::with_capacity(64),
+        last_rx: Instant::now(),
+    });
     let mut pending: Vec<Packet> = Vec::with_capacity(batch);
-    let (mut seq, mut sent) = (0u64, 0u64);
-    let start = Instant::now();
-    let end = args.duration.map(|d| start + d);
-    let (mut last_t, mut last_sent) = (start, 0u64);
+    let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
+    let mut sending_until = None;
+    let (mut last_t, mut last_sent, mut last_rx) = (epoch, 0u64, 0u64);
     let mut out = std::io::stdout().lock();
 
     loop {
-        let now = Instant::now();
-        if stopped() || end.is_some_and(|e| now >= e) || (seq >= limit && pending.is_empty()) {
-            break;
+        let now = now_ns();
+        let more = !stopped() && seq < limit && end.is_none_or(|e| now < e);
+        if more || !pending.is_empty() {
+            let mut want = (batch - pending.len()).min((limit - seq) as usize);
+            if !more {
+                want = 0;
+            }
+            if let Some(p) = &pacer {
+                want = want.min(p.allowance(now, seq, batch));
+            }
+            let have = pending.len();
+            pool.alloc_batch(&mut pending, want);
+            for p in &mut pending[have..] {
+                let size = args.sizes.of(seq);
+                // Buffers hold 2048 bytes and frames at most MAX_FRAME: neither can fail.
+                let _ = p.set_len(frame::MAX_FRAME);
+                let n = gen.write(
+                    p.data_mut(),
+                    size,
+                    (seq % u64::from(args.flows)) as u16,
+                    seq,
+                    now,
+                );
+                let _ = p.set_len(n);
+                bytes += n as u64;
+                seq += 1;
+            }
+            let queued = tx.tx_batch(&mut pending) as u64;
+            sent += queued;
+            if !more && queued == 0 {
+                // Stopped with frames the ring never took: they were not sent.
+                bytes -= pending.iter().map(|p| p.len() as u64).sum::<u64>();
+                pending.clear();
+            }
+        } else {
+            let Some(r) = &recv else { break };
+            let done_at = *sending_until.get_or_insert_with(Instant::now);
+            let all_back = r.seq.unique >= sent;
+            let quiet = r.last_rx.elapsed() >= args.rx_wait && done_at.elapsed() >= args.rx_wait;
+            if all_back || quiet {
+                break;
+            }
         }
-        let elapsed_ns = now.duration_since(start).as_nanos() as u64;
-        let mut want = (batch - pending.len()).min((limit - seq) as usize);
-        if let Some(rate) = args.rate {
-            let due = (rate * elapsed_ns as f64 / 1e9) as u64;
-            want = want.min(due.saturating_sub(seq) as usize);
+        if let Some(r) = &mut recv {
+            match &mut rx {
+                Rx::Other(nic) => r.poll(*nic, now_ns()),
+                _ => r.poll(tx, now_ns()),
+            };
         }
-        let have = pending.len();
-        pool.alloc_batch(&mut pending, want);
-        for p in &mut pending[have..] {
-            // The pool's buffers hold 2048 bytes; sizes are checked to be <= 1514.
-            let _ = p.set_len(tmpl.len());
-            let data = p.data_mut();
-            data.copy_from_slice(&tmpl);
-            frame::stamp(data, seq, elapsed_ns, args.stream);
-            seq += 1;
-        }
-        sent += nic.tx_batch(&mut pending) as u64;
-
-        if now.duration_since(last_t) >= Duration::from_secs(1) {
-            let dt = now.duration_since(last_t).as_secs_f64();
+        let t = Instant::now();
+        if t.duration_since(last_t) >= Duration::from_secs(1) {
+            let dt = t.duration_since(last_t).as_secs_f64();
             let pps = (sent - last_sent) as f64 / dt;
-            let _ = writeln!(
-                out,
-                "pktgen {addr}: {:6.1} s  tx {:>9.0} pps  {:>8.1} Mbit/s  total {sent}",
-                now.duration_since(start).as_secs_f64(),
+            let mut line = format!(
+                "pktgen {port}: {:6.1} s  tx {:>9.0} pps  {:>8.1} Mbit/s  total {sent}",
+                t.duration_since(epoch).as_secs_f64(),
                 pps,
-                mbps(pps, tmpl.len()),
+                bytes as f64 * 8.0 / 1e6 / t.duration_since(epoch).as_secs_f64(),
             );
+            if let Some(r) = &recv {
+                let got = r.seq.received;
+                line += &format!(
+                    "  rx {:>9.0} pps  missing {}",
+                    (got - last_rx) as f64 / dt,
+                    r.seq.lost(sent)
+                );
+                last_rx = got;
+            }
+            let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            (last_t, last_sent) = (now, sent);
+            (last_t, last_sent) = (t, sent);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    drop(pending); // stamped but never queued: not sent, so no gap in what was
-    if !nic.flush() {
-        log::warn!("{addr}: the device had not sent everything when pktgen stopped");
+    let secs = sending_until
+        .map_or(epoch.elapsed(), |t| t.duration_since(epoch))
+        .as_secs_f64();
+    if !tx.flush() {
+        log::warn!("{port}: the device had not sent everything when pktgen stopped");
     }
-    let stats = nic.stats();
-    let device_counters = ["GPTC", "TPT"]
+    let stats = tx.stats();
+    let device = ["GPTC", "TPT"]
         .iter()
         .filter_map(|n| stats.hw(n).map(|v| (*n, v)))
         .collect();
+    let rx_summary = recv.map(|r| RxSummary {
+        port: match &rx {
+            Rx::Other(nic) => nic.addr(),
+            _ => port,
+        },
+        seq: r.seq,
+        other: r.other,
+        latency: r.latency.percentiles(),
+    });
     Ok(Summary {
+        port,
         sent,
+        bytes,
         secs,
-        device_counters,
+        device,
+        rx: rx_summary,
     })
 }
 
-/// The final line: `pktgen ADDR: sent N frames of S bytes in T s: R pps, M Mbit/s; device GPTC N`.
-pub fn summary_line(addr: &zcnic::PciAddr, size: usize, s: &Summary) -> String {
-    let mut line = format!(
-        "pktgen {addr}: sent {} frames of {size} bytes in {:.3} s: {:.0} pps, {:.1} Mbit/s",
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+/// The summary as lines of text; the first is
+/// `pktgen ADDR: sent N frames (B bytes) in T s: R pps, M Mbit/s; device GPTC N`.
+pub fn summary_lines(s: &Summary) -> Vec<String> {
+    let mut first = format!(
+        "pktgen {}: sent {} frames ({} bytes) in {:.3} s: {:.0} pps, {:.1} Mbit/s",
+        s.port,
         s.sent,
+        s.bytes,
         s.secs,
         s.pps(),
-        mbps(s.pps(), size)
+        s.mbps()
     );
-    if !s.device_counters.is_empty() {
-        let c: Vec<String> = s
-            .device_counters
-            .iter()
-            .map(|(n, v)| format!("{n} {v}"))
-            .collect();
-        line += &format!("; device {}", c.join(", "));
+    if !s.device.is_empty() {
+        let c: Vec<String> = s.device.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        first += &format!("; device {}", c.join(", "));
     }
-    line
+    let mut lines = vec![first];
+    if let Some(r) = &s.rx {
+        let lost = r.seq.lost(s.sent);
+        let pct = 100.0 * lost as f64 / s.sent.max(1) as f64;
+        lines.push(format!(
+            "pktgen {}: received {} of {}: lost {lost} ({pct:.3}%), duplicated {}, reordered {}, other frames {}",
+            r.port, r.seq.unique, s.sent, r.seq.duplicates, r.seq.reordered, r.other
+        ));
+        if let Some(p) = r.latency {
+            lines.push(format!(
+                "pktgen latency (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+                us(p.p50),
+                us(p.p90),
+                us(p.p99),
+                us(p.p999),
+                us(p.max),
+                p.count
+            ));
+        }
+    }
+    lines
+}
+
+/// The summary as one JSON object.
+pub fn summary_json(s: &Summary) -> String {
+    let mut j = format!(
+        "{{\"port\":\"{}\",\"sent\":{},\"bytes\":{},\"seconds\":{:.6},\"pps\":{:.1},\"mbps\":{:.3}",
+        s.port,
+        s.sent,
+        s.bytes,
+        s.secs,
+        s.pps(),
+        s.mbps()
+    );
+    j += ",\"device\":{";
+    j += &s
+        .device
+        .iter()
+        .map(|(n, v)| format!("\"{n}\":{v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    j += "}";
+    if let Some(r) = &s.rx {
+        j += &format!(
+            ",\"rx\":{{\"port\":\"{}\",\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"other\":{}",
+            r.port,
+            r.seq.received,
+            r.seq.unique,
+            r.seq.lost(s.sent),
+            r.seq.duplicates,
+            r.seq.reordered,
+            r.other
+        );
+        if let Some(p) = r.latency {
+            j += &format!(
+                ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
+                p.p50, p.p90, p.p99, p.p999, p.max, p.count
+            );
+        }
+        j += "}";
+    }
+    j + "}"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(Sizes::parse("60"), Ok(Sizes::Fixed(60)));
+        assert_eq!(Sizes::parse("64-128"), Ok(Sizes::Range(64, 128)));
+        assert!(Sizes::parse("59").unwrap_err().contains("60..=1514"));
+        assert!(Sizes::parse("1515").is_err());
+        assert!(Sizes::parse("128-64").is_err());
+        assert!(Sizes::parse("big").is_err());
+        let r = Sizes::Range(60, 62);
+        assert_eq!(
+            (0..4).map(|i| r.of(i)).collect::<Vec<_>>(),
+            [60, 61, 62, 60]
+        );
+        let n: Vec<usize> = (0..12).map(|i| Sizes::Imix.of(i)).collect();
+        assert_eq!(n.iter().filter(|&&s| s == 60).count(), 7);
+        assert_eq!(n.iter().filter(|&&s| s == 590).count(), 4);
+        assert_eq!(n.iter().filter(|&&s| s == 1514).count(), 1);
+    }
+
+    #[test]
+    fn json_is_one_object() {
+        let s = Summary {
+            port: "0000:00:02.0".parse().unwrap(),
+            sent: 10,
+            bytes: 600,
+            secs: 1.0,
+            device: vec![("GPTC", 10)],
+            rx: None,
+        };
+        let j = summary_json(&s);
+        assert!(j.starts_with('{') && j.ends_with('}'));
+        assert!(j.contains("\"sent\":10") && j.contains("\"GPTC\":10"));
+    }
 }

@@ -1,0 +1,138 @@
+//! `zcnic fwd`: forward frames between two ports (or back out of one), testpmd-style.
+//!
+//! Zero copy: the `Packet` received is the one transmitted — the descriptor on the way out
+//! points at the buffer the other NIC wrote (all ports of a process share one IOMMU
+//! address space). A burst the transmit ring cannot take waits, and receiving on that
+//! direction pauses until it is gone, so the forwarder itself loses nothing.
+
+use crate::{stopped, ToolError};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use zcnic::{Nic, Packet};
+
+/// What happens to a frame on its way through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Unchanged.
+    Io,
+    /// Source and destination MAC swapped.
+    Macswap,
+}
+
+/// How to forward.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// Frame handling.
+    pub mode: Mode,
+    /// Frames per receive burst.
+    pub burst: usize,
+    /// Debugging aid: drop every Nth frame received on each direction (the Nth, 2Nth, …).
+    pub drop_every: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Counters of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames handed to the transmit port.
+    pub tx: u64,
+    /// Frames dropped on purpose (`--drop-every`).
+    pub dropped: u64,
+}
+
+struct Direction {
+    from: usize,
+    to: usize,
+    pending: Vec<Packet>,
+    stats: DirStats,
+}
+
+fn macswap(p: &mut Packet) {
+    let d = p.data_mut();
+    if d.len() >= 12 {
+        for i in 0..6 {
+            d.swap(i, i + 6);
+        }
+    }
+}
+
+/// Forwards until the duration or Ctrl-C; a line per direction every second. Returns the
+/// counters of each direction (`from`, `to`, stats).
+pub fn run(
+    ports: &mut [Box<dyn Nic>],
+    args: &Args,
+) -> Result<Vec<(usize, usize, DirStats)>, ToolError> {
+    let burst = args.burst.clamp(1, 512);
+    let mut dirs: Vec<Direction> = match ports.len() {
+        1 => vec![(0, 0)],
+        _ => vec![(0, 1), (1, 0)],
+    }
+    .into_iter()
+    .map(|(from, to)| Direction {
+        from,
+        to,
+        pending: Vec::with_capacity(burst),
+        stats: DirStats::default(),
+    })
+    .collect();
+    let start = Instant::now();
+    let mut last = start;
+    let mut last_stats: Vec<DirStats> = dirs.iter().map(|d| d.stats).collect();
+    let mut out = std::io::stdout().lock();
+    while !stopped() && args.duration.is_none_or(|d| start.elapsed() < d) {
+        for d in &mut dirs {
+            if d.pending.is_empty() {
+                let n = ports[d.from].rx_batch(&mut d.pending, burst);
+                let first = d.stats.rx;
+                d.stats.rx += n as u64;
+                if let Some(every) = args.drop_every.filter(|e| *e > 0) {
+                    // Keep frame k (1-based count) unless k is a multiple of `every`.
+                    let mut k = first;
+                    let before = d.pending.len();
+                    d.pending.retain(|_| {
+                        k += 1;
+                        k % every != 0
+                    });
+                    d.stats.dropped += (before - d.pending.len()) as u64;
+                }
+                if args.mode == Mode::Macswap {
+                    d.pending.iter_mut().for_each(macswap);
+                }
+            }
+            if !d.pending.is_empty() {
+                d.stats.tx += ports[d.to].tx_batch(&mut d.pending) as u64;
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            let dt = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            for (d, prev) in dirs.iter().zip(&mut last_stats) {
+                let _ = writeln!(
+                    out,
+                    "fwd {} -> {}: {:6.1} s  rx {:>9.0} pps  tx {:>9.0} pps  total rx {} tx {} dropped {}",
+                    ports[d.from].addr(),
+                    ports[d.to].addr(),
+                    start.elapsed().as_secs_f64(),
+                    (d.stats.rx - prev.rx) as f64 / dt,
+                    (d.stats.tx - prev.tx) as f64 / dt,
+                    d.stats.rx,
+                    d.stats.tx,
+                    d.stats.dropped
+                );
+                *prev = d.stats;
+            }
+            let _ = out.flush();
+        }
+    }
+    // Whatever is still waiting goes out before the ports close.
+    for d in &mut dirs {
+        let end = Instant::now() + Duration::from_millis(500);
+        while !d.pending.is_empty() && Instant::now() < end {
+            d.stats.tx += ports[d.to].tx_batch(&mut d.pending) as u64;
+        }
+    }
+    Ok(dirs.into_iter().map(|d| (d.from, d.to, d.stats)).collect())
+}
