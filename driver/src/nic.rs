@@ -2,7 +2,7 @@
 
 use crate::pci::PciAddr;
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 use zcnic_hugepages::{Mempool, Packet};
 
 /// Link state as the device reports it.
@@ -69,7 +69,7 @@ pub trait Nic {
     /// Name of the driver (`e1000`, …).
     fn driver(&self) -> &'static str;
     /// The pool this port receives into; allocate transmit buffers from it.
-    fn pool(&self) -> &Rc<Mempool>;
+    fn pool(&self) -> &Arc<Mempool>;
     /// Appends up to `max` received frames to `out`; returns how many. Each `Packet` is the
     /// DMA buffer the device wrote: nothing was copied. Reserve capacity in `out` up front
     /// so the datapath never grows it.

@@ -28,7 +28,7 @@ pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
 };
 pub use pagemap::physical_address;
-pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
+pub use pool::{FreeStack, Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
 pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas};
 
 use std::path::PathBuf;

@@ -78,6 +78,13 @@ impl fmt::Debug for DmaRegion {
     }
 }
 
+// SAFETY: a DmaRegion owns its memory (no aliasing handle exists outside it), its mapper is
+// Send + Sync, and all access through `&self` goes through bounds-checked volatile copies
+// or is handed out by the pool to one owner at a time.
+unsafe impl Send for DmaRegion {}
+// SAFETY: as above; `&DmaRegion` only allows volatile copies and address queries.
+unsafe impl Sync for DmaRegion {}
+
 impl DmaRegion {
     pub(crate) fn new(
         ptr: NonNull<u8>,

@@ -19,7 +19,7 @@ use crate::platform::{IovaMode, PciDevice};
 use crate::vfio::VfioDevice;
 use crate::Error;
 use regs::StatKind;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use zcnic_hugepages::{Mempool, Packet};
 
@@ -31,7 +31,7 @@ pub struct E1000<B: Bar> {
     mac: [u8; 6],
     rx: rxtx::RxQueue,
     tx: rxtx::TxQueue,
-    pool: Rc<Mempool>,
+    pool: Arc<Mempool>,
     sw: Stats,
     hw_total: [u64; regs::STATS.len()],
     hw_last: [u32; regs::STATS.len()],
@@ -98,7 +98,7 @@ impl<B: Bar> Nic for E1000<B> {
         "e1000"
     }
 
-    fn pool(&self) -> &Rc<Mempool> {
+    fn pool(&self) -> &Arc<Mempool> {
         &self.pool
     }
 

@@ -13,8 +13,8 @@
 use super::regs;
 use super::E1000;
 use crate::mmio::Bar;
-use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, TxDesc};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
@@ -42,7 +42,7 @@ impl RxQueue {
     /// A ring with a buffer in every slot.
     pub(crate) fn new(
         dma: &dyn DmaAllocator,
-        pool: &Rc<Mempool>,
+        pool: &Arc<Mempool>,
         idx: RingIndex,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;

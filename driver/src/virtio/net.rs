@@ -14,6 +14,7 @@ use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::{Config, Error};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use zcnic_descriptors::virtio::Buf;
 use zcnic_hugepages::{DmaAllocator, Mempool, Packet, DATA_ROOM};
@@ -50,7 +51,7 @@ pub struct VirtioNet<Q: QueueKind> {
     tx: Q,
     rx_bufs: Vec<Option<Packet>>,
     tx_bufs: Vec<Option<Packet>>,
-    pool: Rc<Mempool>,
+    pool: Arc<Mempool>,
     sw: Stats,
     /// Keeps the device open; declared last so it closes after the queues are freed.
     device: Option<Rc<dyn PciDevice>>,
@@ -254,7 +255,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         }
     }
 
-    fn pool(&self) -> &Rc<Mempool> {
+    fn pool(&self) -> &Arc<Mempool> {
         &self.pool
     }
 
