@@ -190,6 +190,15 @@ impl TxDesc {
         }
     }
 
+    /// A descriptor for a frame's leading bytes, more following (no EOP): the first of a
+    /// chain (8254x SDM §3.3.3).
+    #[inline(always)]
+    pub const fn data(addr: u64, length: u16, report: bool) -> Self {
+        let mut d = Self::frame(addr, length, report);
+        d.cmd &= !TxCmd::EOP.bits();
+        d
+    }
+
     /// Whether the device has written DD back.
     #[inline(always)]
     pub const fn done(&self) -> bool {
@@ -242,5 +251,6 @@ mod tests {
         let d = TxDesc::frame(0x2000, 60, true);
         assert_eq!(d.cmd, 0b1011);
         assert!(!d.done());
+        assert_eq!(TxDesc::data(0x2000, 60, false).cmd, 0b10, "IFCS, no EOP");
     }
 }

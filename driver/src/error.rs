@@ -52,7 +52,7 @@ pub enum Error {
         what: String,
     },
     /// zcnic has no driver for this vendor:device.
-    #[error("{addr} is {vendor:04x}:{device:04x}, which zcnic does not drive (supported: {})", crate::SUPPORTED.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", "))]
+    #[error("{addr} is {vendor:04x}:{device:04x}, which zcnic does not drive: pick a NIC `zcnic list` marks supported ({})", crate::SUPPORTED.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", "))]
     Unsupported {
         /// The device.
         addr: PciAddr,

@@ -23,6 +23,9 @@ pub mod mmio;
 mod nic;
 pub mod pci;
 pub mod platform;
+#[cfg(feature = "smoltcp")]
+pub mod smol;
+pub mod uio;
 pub mod vfio;
 pub mod virtio;
 
@@ -31,8 +34,10 @@ pub use error::Error;
 pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
 pub use pci::{DeviceInfo, PciAddr};
+pub use vfio::register as register_memory;
 pub use zcnic_hugepages::{
-    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, DATA_ROOM, HEADROOM,
+    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, Segment, UserRegion,
+    DATA_ROOM, HEADROOM,
 };
 
 /// A device family zcnic drives.
@@ -104,18 +109,26 @@ pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
     open_with(pci, &Config::default())
 }
 
-/// Opens the NIC at `pci` with explicit ring, pool and timeout settings.
+/// Opens the NIC at `pci` with explicit ring, pool and timeout settings, through the
+/// platform it is bound to: vfio-pci (IOMMU) or uio_pci_generic (no IOMMU, physical
+/// addresses; one line on stderr says so). See [`platform::open_device`].
 pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
-    match supported(info.vendor, info.device) {
-        Some(s) if s.driver == "e1000" => Ok(Box::new(e1000::E1000::open(&addr, cfg)?)),
-        Some(s) if s.driver == "virtio-net" => virtio::open(&addr, cfg),
-        _ => Err(Error::Unsupported {
-            addr,
-            vendor: info.vendor,
-            device: info.device,
-        }),
+    let driver = match supported(info.vendor, info.device) {
+        Some(s) => s.driver,
+        None => {
+            return Err(Error::Unsupported {
+                addr,
+                vendor: info.vendor,
+                device: info.device,
+            })
+        }
+    };
+    let dev = platform::open_device(&addr)?;
+    match driver {
+        "e1000" => Ok(Box::new(e1000::E1000::with_device(dev, cfg)?)),
+        _ => virtio::with_device(dev.into(), cfg),
     }
 }
 

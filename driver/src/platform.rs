@@ -1,10 +1,14 @@
-//! How a driver reaches its PCI function: config space, BARs, DMA memory. VFIO implements it
-//! now; uio (no IOMMU) will be a second implementation behind the same trait.
+//! How a driver reaches its PCI function: config space, BARs, DMA memory. Two platforms
+//! implement [`PciDevice`]: VFIO ([`crate::vfio::VfioDevice`], with an IOMMU) and uio
+//! ([`crate::uio::UioDevice`], no IOMMU, physical addresses). [`open_device`] picks the one
+//! the device is bound to, so drivers are written once.
 
 use crate::mmio::MmioBar;
 use crate::pci::{
-    PciAddr, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY, CONFIG_COMMAND,
+    DeviceInfo, PciAddr, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY, CONFIG_COMMAND,
 };
+use crate::uio::UioDevice;
+use crate::vfio::VfioDevice;
 use crate::Error;
 use std::fmt::Debug;
 use zcnic_hugepages::DmaAllocator;
@@ -38,6 +42,13 @@ pub trait PciDevice: Debug {
     /// Function-level reset through the platform, when it offers one; true if it was done.
     fn reset(&self) -> bool;
 
+    /// Whether an IOMMU stands between the device and memory. Without one (uio) the
+    /// device reaches all of memory and is given physical addresses whatever
+    /// [`IovaMode`] is asked for; drivers ask [`IovaMode::Physical`] then.
+    fn iommu(&self) -> bool {
+        true
+    }
+
     /// Reads a 16-bit config register.
     fn config_read16(&self, off: u64) -> Result<u16, Error> {
         let mut b = [0u8; 2];
@@ -60,5 +71,114 @@ pub trait PciDevice: Debug {
             cmd &= !COMMAND_BUS_MASTER;
         }
         self.config_write16(CONFIG_COMMAND, cmd)
+    }
+}
+
+/// How zcnic reaches a device: which kernel stub driver holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// vfio-pci: DMA goes through the IOMMU, the device sees only zcnic's memory.
+    Vfio,
+    /// uio_pci_generic: no IOMMU, physical addresses; the device can DMA anywhere.
+    Uio,
+}
+
+impl Mode {
+    /// The kernel driver of this mode.
+    pub fn driver(self) -> &'static str {
+        match self {
+            Mode::Vfio => "vfio-pci",
+            Mode::Uio => "uio_pci_generic",
+        }
+    }
+
+    /// Short name, as `zcnic list` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Vfio => "vfio",
+            Mode::Uio => "uio",
+        }
+    }
+
+    /// The mode of a kernel driver name, if it is one of zcnic's.
+    pub fn of_driver(driver: &str) -> Option<Self> {
+        [Mode::Vfio, Mode::Uio]
+            .into_iter()
+            .find(|m| m.driver() == driver)
+    }
+
+    /// The mode the device is in now, if it is bound to vfio-pci or uio_pci_generic.
+    pub fn bound(info: &DeviceInfo) -> Option<Self> {
+        info.driver.as_deref().and_then(Self::of_driver)
+    }
+
+    /// The mode `zcnic bind` picks: VFIO when the device has an IOMMU group, uio otherwise.
+    pub fn preferred(info: &DeviceInfo) -> Self {
+        if info.iommu_group.is_some() {
+            Mode::Vfio
+        } else {
+            Mode::Uio
+        }
+    }
+}
+
+/// Opens `addr` through the platform it is bound to: vfio-pci → VFIO, uio_pci_generic →
+/// uio (after one line on stderr saying the device can reach all of memory).
+pub fn open_device(addr: &PciAddr) -> Result<Box<dyn PciDevice>, Error> {
+    let info = DeviceInfo::read(addr)?;
+    match Mode::bound(&info) {
+        Some(Mode::Vfio) => Ok(Box::new(VfioDevice::open(addr)?)),
+        Some(Mode::Uio) => {
+            let dev = UioDevice::open(addr)?;
+            // Not through `log`: this must be seen whatever the log level.
+            eprintln!(
+                "zcnic: {addr} is in no-IOMMU mode (uio_pci_generic): the device can DMA into all of memory"
+            );
+            Ok(Box::new(dev))
+        }
+        None => Err(Error::NotBound {
+            addr: *addr,
+            driver: info.driver,
+        }),
+    }
+}
+
+/// The IOVA mode for a device that goes through the IOMMU when one is there (`wanted`).
+/// Without an IOMMU there is only one: physical addresses.
+pub fn iova_mode(dev: &dyn PciDevice, wanted: IovaMode) -> IovaMode {
+    if dev.iommu() {
+        wanted
+    } else {
+        IovaMode::Physical
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(driver: Option<&str>, group: Option<u32>) -> DeviceInfo {
+        DeviceInfo {
+            addr: "0000:00:02.0".parse().unwrap(),
+            vendor: 0x8086,
+            device: 0x100e,
+            class: 0x020000,
+            driver: driver.map(String::from),
+            iommu_group: group,
+        }
+    }
+
+    #[test]
+    fn mode_follows_the_binding_then_the_iommu_group() {
+        assert_eq!(Mode::bound(&info(Some("vfio-pci"), None)), Some(Mode::Vfio));
+        assert_eq!(
+            Mode::bound(&info(Some("uio_pci_generic"), Some(3))),
+            Some(Mode::Uio)
+        );
+        assert_eq!(Mode::bound(&info(Some("e1000"), Some(3))), None);
+        assert_eq!(Mode::preferred(&info(None, Some(3))), Mode::Vfio);
+        assert_eq!(Mode::preferred(&info(Some("e1000"), None)), Mode::Uio);
+        assert_eq!(Mode::of_driver("uio_pci_generic"), Some(Mode::Uio));
+        assert_eq!(Mode::of_driver("igb_uio"), None);
     }
 }

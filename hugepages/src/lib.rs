@@ -23,6 +23,7 @@ mod hugetlbfs;
 mod pagemap;
 mod pool;
 mod region;
+mod user;
 
 pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
@@ -30,6 +31,7 @@ pub use hugetlbfs::{
 pub use pagemap::physical_address;
 pub use pool::{FreeStack, Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
 pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas};
+pub use user::{Segment, UserRegion};
 
 use std::path::PathBuf;
 

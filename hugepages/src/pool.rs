@@ -8,7 +8,7 @@
 //! one core can be sent or dropped on another with no lock anywhere. The stack hands out the
 //! buffer freed last, still warm in cache, first.
 
-use crate::{DmaAllocator, DmaError, DmaRegion, HUGEPAGE};
+use crate::{DmaAllocator, DmaError, DmaRegion, Segment, HUGEPAGE};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -177,6 +177,7 @@ impl Mempool {
             idx,
             head: HEADROOM as u16,
             len: 0,
+            payload: None,
         }
     }
 
@@ -222,6 +223,8 @@ pub struct Packet {
     idx: u32,
     head: u16,
     len: u16,
+    /// Application memory sent after the frame bytes, without a copy (transmit only).
+    payload: Option<Segment>,
 }
 
 impl fmt::Debug for Packet {
@@ -293,6 +296,7 @@ impl Packet {
     pub fn reset(&mut self) {
         self.head = HEADROOM as u16;
         self.len = 0;
+        self.payload = None;
     }
 
     /// IOVA of the frame's first byte: what goes in a descriptor.
@@ -320,6 +324,25 @@ impl Packet {
     /// The pool this buffer belongs to.
     pub fn pool(&self) -> &Arc<Mempool> {
         &self.pool
+    }
+
+    /// Appends `seg` to the frame for transmit: the NIC reads the packet's bytes, then the
+    /// segment's, as one frame (a descriptor chain), copying neither. The segment — and so
+    /// its region — stays held until the driver drops the packet, after the device is done.
+    pub fn attach(&mut self, seg: Segment) {
+        self.payload = Some(seg);
+    }
+
+    /// The attached payload, if any.
+    #[inline(always)]
+    pub fn payload(&self) -> Option<&Segment> {
+        self.payload.as_ref()
+    }
+
+    /// Frame length including an attached payload.
+    #[inline(always)]
+    pub fn total_len(&self) -> usize {
+        self.len() + self.payload.as_ref().map_or(0, Segment::len)
     }
 }
 

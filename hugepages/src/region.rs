@@ -54,6 +54,8 @@ pub(crate) enum Backing {
     Hugetlb(#[allow(dead_code)] memmap2::MmapRaw),
     /// Heap memory from [`FakeDma`].
     Heap(Layout),
+    /// Memory the application handed over ([`UserRegion`]); freed after the unmap.
+    User(#[allow(dead_code)] Box<[u8]>),
 }
 
 /// A contiguous piece of DMA memory: its virtual address, length and IOVA.
@@ -200,7 +202,8 @@ impl Drop for DmaRegion {
             m.unmap(&self.iovas, self.len);
         }
         if let Backing::Heap(layout) = self.backing {
-            // SAFETY: `ptr` came from `alloc_zeroed(layout)` in `FakeDma::alloc` and is freed once.
+            // SAFETY: `ptr` came from `alloc_zeroed(layout)` (FakeDma::alloc or
+            // UserRegion::new) and is freed once, after the device mapping is gone.
             unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
         }
     }
@@ -248,6 +251,11 @@ impl FakeDma {
     /// A fake with its own (empty) IOMMU.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The fake IOMMU, to register application memory with ([`UserRegion::register`]).
+    pub fn mapper(&self) -> Arc<dyn IovaMapper> {
+        self.iommu.clone()
     }
 
     /// The device reads `buf.len()` bytes at `iova`; false (nothing read) if the range is

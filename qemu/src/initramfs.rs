@@ -7,6 +7,7 @@
 //! | `/init` | `guest/init.sh`: mounts, loads boot modules, runs the scenario, powers off |
 //! | `/bin/busybox` | the host's busybox-static; `/init` installs its applet links |
 //! | `/bin/zcnic` | the static guest build of zcnic-tools |
+//! | `/bin/smol_echo`, `/bin/l2_filter`, `/bin/udp_probe` | the zcnic crate's examples |
 //! | `/bin/modload` | `guest/modload.sh`: `modload e1000` loads a module after its deps |
 //! | `/modules/NAME.ko` | kernel modules, flat |
 //! | `/modules/deps` | `NAME DEP...` per module, for modload |
@@ -18,7 +19,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::kernel::Module;
 use crate::Error;
@@ -112,7 +113,7 @@ impl Cpio {
 pub(crate) fn write_base(
     out: &Path,
     busybox: &Path,
-    zcnic: &Path,
+    bins: &[PathBuf],
     modules: &[Module],
 ) -> Result<(), Error> {
     let read = |p: &Path| fs::read(p).map_err(Error::io(format!("reading {}", p.display())));
@@ -129,7 +130,13 @@ pub(crate) fn write_base(
     cpio.file("init", 0o755, INIT.as_bytes());
     cpio.file("bin/modload", 0o755, MODLOAD.as_bytes());
     cpio.file("bin/busybox", 0o755, &read(busybox)?);
-    cpio.file("bin/zcnic", 0o755, &read(zcnic)?);
+    for bin in bins {
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cpio.file(&format!("bin/{name}"), 0o755, &read(bin)?);
+    }
     for m in modules {
         cpio.file(&format!("modules/{}.ko", m.name), 0o644, &read(&m.file)?);
     }

@@ -86,7 +86,8 @@ fn test(extra: &[String]) -> Result<ExitCode, String> {
         .take_while(|a| *a != "--")
         .any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("-p"));
     if !picks_packages {
-        cmd.arg("--workspace");
+        // All features: the smoltcp device and its example are part of the product.
+        cmd.args(["--workspace", "--all-features"]);
     }
     cmd.args(extra).env("ZCNIC_QEMU_REQUIRED", "1");
     let status = cmd

@@ -24,6 +24,9 @@ pub struct Prepared {
     pub kernel: PathBuf,
     /// The static zcnic binary copied into the guest as `/bin/zcnic`.
     pub zcnic: PathBuf,
+    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`), static, copied
+    /// into the guest's `/bin`; empty when `ZCNIC_GUEST_BIN` replaces the build.
+    pub examples: Vec<PathBuf>,
     /// The initramfs without `/scenario.sh`; each run appends its script to a copy.
     pub initramfs_base: PathBuf,
 }
@@ -70,14 +73,22 @@ fn prepare_uncached() -> Result<Prepared, Error> {
     note(started, &format!("guest kernel {}", kernel.package));
     let started = Instant::now();
     let zcnic = guest_zcnic()?;
+    let examples = if std::env::var_os(GUEST_BIN_ENV).is_some() {
+        Vec::new()
+    } else {
+        guest_examples()?
+    };
     note(started, &format!("guest zcnic {}", zcnic.display()));
     let initramfs_base = cache.join("initramfs-base.cpio");
-    initramfs::write_base(&initramfs_base, Path::new(BUSYBOX), &zcnic, &kernel.modules)?;
+    let mut bins = vec![zcnic.clone()];
+    bins.extend(examples.iter().cloned());
+    initramfs::write_base(&initramfs_base, Path::new(BUSYBOX), &bins, &kernel.modules)?;
     Ok(Prepared {
         qemu,
         kernel_package: kernel.package,
         kernel: kernel.vmlinuz,
         zcnic,
+        examples,
         initramfs_base,
     })
 }
@@ -88,6 +99,48 @@ fn note(started: Instant, what: &str) {
     if took.as_secs() >= 5 {
         eprintln!("zcnic-qemu: {what} ready after {:.0} s", took.as_secs_f64());
     }
+}
+
+/// Names of the zcnic crate's examples the guest gets.
+const EXAMPLES: [&str; 3] = ["smol_echo", "l2_filter", "udp_probe"];
+
+/// `cargo build` for the guest target: static, in `target/guest`.
+fn guest_build(args: &[&str]) -> Result<PathBuf, Error> {
+    let target_dir = workspace_root().join("target").join("guest");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--target", GUEST_TARGET])
+        .args(args)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags given to an outer cargo would override RUSTFLAGS.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    output(
+        &mut cmd,
+        &format!("fix the build, or set {GUEST_BIN_ENV} to a static zcnic binary"),
+    )?;
+    Ok(target_dir.join(GUEST_TARGET).join("release"))
+}
+
+/// The examples, built statically for the guest.
+fn guest_examples() -> Result<Vec<PathBuf>, Error> {
+    let dir = guest_build(&["-p", "zcnic", "--features", "smoltcp", "--examples"])?;
+    EXAMPLES
+        .iter()
+        .map(|name| {
+            let bin = dir.join("examples").join(name);
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(Error::Image(format!(
+                    "the guest build left no {}",
+                    bin.display()
+                )))
+            }
+        })
+        .collect()
 }
 
 /// The static zcnic for the guest: `$ZCNIC_GUEST_BIN`, or a fresh (incremental) build.
@@ -102,28 +155,8 @@ fn guest_zcnic() -> Result<PathBuf, Error> {
         }
         return Ok(bin);
     }
-    let target_dir = workspace_root().join("target").join("guest");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "zcnic-tools",
-            "--target",
-            GUEST_TARGET,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags given to an outer cargo would override RUSTFLAGS.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    output(
-        &mut cmd,
-        &format!("fix the build, or set {GUEST_BIN_ENV} to a static zcnic binary"),
-    )?;
-    let bin = target_dir.join(GUEST_TARGET).join("release").join("zcnic");
+    let dir = guest_build(&["-p", "zcnic-tools"])?;
+    let bin = dir.join("zcnic");
     if !bin.is_file() {
         return Err(Error::Image(format!(
             "the guest build left no {}",

@@ -35,6 +35,9 @@ pub struct FakeE1000 {
     pub sent: Arc<Mutex<Vec<Vec<u8>>>>,
     /// DMA accesses the fake IOMMU refused.
     pub faults: Arc<AtomicU64>,
+    /// While set, the device leaves the transmit ring alone (a stalled NIC).
+    pub tx_paused: Arc<AtomicBool>,
+    sent_count: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -47,6 +50,9 @@ pub struct Behaviour {
     pub reset_completes: bool,
     /// Report link up.
     pub link_up: bool,
+    /// Read each transmitted frame's bytes (false: only count frames, for benchmarks
+    /// where the device must cost the same whatever the frame size).
+    pub read_frames: bool,
 }
 
 impl Default for Behaviour {
@@ -54,6 +60,7 @@ impl Default for Behaviour {
         Self {
             reset_completes: true,
             link_up: true,
+            read_frames: true,
         }
     }
 }
@@ -63,7 +70,11 @@ struct Device {
     dma: FakeDma,
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
     faults: Arc<AtomicU64>,
+    tx_paused: Arc<AtomicBool>,
+    sent_count: Arc<AtomicU64>,
     pending: Option<Inject>,
+    /// Bytes of a frame whose EOP descriptor has not come yet.
+    partial: Vec<u8>,
     inject: Receiver<Inject>,
     behaviour: Behaviour,
 }
@@ -87,12 +98,17 @@ impl FakeE1000 {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(AtomicU64::new(0));
+        let tx_paused = Arc::new(AtomicBool::new(false));
+        let sent_count = Arc::new(AtomicU64::new(0));
         let mut dev = Device {
             bar: bar.clone(),
             dma: dma.clone(),
             sent: sent.clone(),
             faults: faults.clone(),
+            tx_paused: tx_paused.clone(),
+            sent_count: sent_count.clone(),
             pending: None,
+            partial: Vec::new(),
             inject: rx,
             behaviour,
         };
@@ -109,6 +125,8 @@ impl FakeE1000 {
             dma,
             sent,
             faults,
+            tx_paused,
+            sent_count,
             inject: tx,
             stop,
             thread: Some(thread),
@@ -120,9 +138,9 @@ impl FakeE1000 {
         let _ = self.inject.send(what);
     }
 
-    /// Frames transmitted so far.
+    /// Frames transmitted so far (the payloads are in `sent` when `read_frames` is on).
     pub fn sent_count(&self) -> usize {
-        self.sent.lock().unwrap().len()
+        self.sent_count.load(Ordering::Acquire) as usize
     }
 }
 
@@ -165,7 +183,7 @@ impl Device {
 
     fn transmit(&mut self) -> bool {
         let b = &self.bar;
-        if b.read32(regs::TCTL) & Tctl::EN.bits() == 0 {
+        if b.read32(regs::TCTL) & Tctl::EN.bits() == 0 || self.tx_paused.load(Ordering::Acquire) {
             return false;
         }
         let slots = b.read32(regs::TDLEN) / 16;
@@ -174,6 +192,7 @@ impl Device {
         if slots == 0 || head == tail {
             return false;
         }
+        let mut frame_buf = std::mem::take(&mut self.partial);
         while head != tail {
             let at = base + u64::from(head) * 16;
             let mut d = [0u8; 16];
@@ -182,9 +201,23 @@ impl Device {
             }
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
             let len = u16::from_le_bytes([d[8], d[9]]) as usize;
-            let mut frame = vec![0u8; len];
-            if self.read(addr, &mut frame) {
-                self.sent.lock().unwrap().push(frame);
+            let eop = d[11] & 0x01 != 0;
+            if self.behaviour.read_frames {
+                // A frame may span several descriptors: gather until EOP.
+                let start = frame_buf.len();
+                frame_buf.resize(start + len, 0);
+                if !self.read(addr, &mut frame_buf[start..]) {
+                    frame_buf.truncate(start);
+                }
+                if eop {
+                    self.sent
+                        .lock()
+                        .unwrap()
+                        .push(std::mem::take(&mut frame_buf));
+                }
+            }
+            if eop {
+                self.sent_count.fetch_add(1, Ordering::Release);
             }
             if d[11] & 0x08 != 0 {
                 self.write(at + 12, &[0x01]);
@@ -192,6 +225,7 @@ impl Device {
             head = (head + 1) % slots;
             self.bar.write32(regs::TDH, head);
         }
+        self.partial = frame_buf;
         true
     }
 

@@ -2,4 +2,5 @@
 //! [`zcnic::FakeBar`] + [`zcnic::FakeDma`], and helpers for the QEMU suite.
 
 pub mod fake_e1000;
+pub mod fake_virtio;
 pub mod qemu_suite;

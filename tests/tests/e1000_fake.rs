@@ -1,8 +1,10 @@
 //! The e1000 driver against a thread playing the device (FakeBar + FakeDma).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::e1000::{Config, E1000};
-use zcnic::{Error, FakeBar, Nic, Packet, PciAddr};
+use zcnic::{Error, FakeBar, Nic, Packet, PciAddr, Segment, UserRegion};
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject, MAC};
 
 fn addr() -> PciAddr {
@@ -172,7 +174,7 @@ fn rx_dd_on_a_descriptor_never_handed_over_is_counted() {
 fn reset_that_never_finishes_times_out() {
     let dev = FakeE1000::start(Behaviour {
         reset_completes: false,
-        link_up: true,
+        ..Behaviour::default()
     });
     let cfg = Config {
         reset_timeout: Duration::from_millis(50),
@@ -187,10 +189,52 @@ fn reset_that_never_finishes_times_out() {
 #[test]
 fn link_down_is_reported_not_fatal() {
     let dev = FakeE1000::start(Behaviour {
-        reset_completes: true,
         link_up: false,
+        ..Behaviour::default()
     });
     let nic = open(&dev);
     assert!(!nic.link().up);
     assert_eq!(nic.link().to_string(), "down");
+}
+
+/// Scatter-gather TX: a header from the pool and a payload from application memory leave as
+/// one frame; the application's region is writable again only once the device is done.
+#[test]
+fn tx_chains_header_and_application_payload() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let payload: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut region = Arc::new(UserRegion::with_data(&payload, dev.dma.mapper()).unwrap());
+    dev.tx_paused.store(true, Ordering::Release);
+    let mut batch = Vec::new();
+    for (i, len) in [64usize, 1458, 8958].into_iter().enumerate() {
+        let mut head = nic.pool().alloc().unwrap();
+        head.set_len(42).unwrap();
+        head.data_mut().fill(i as u8);
+        head.attach(Segment::new(&region, i * 10, len).unwrap());
+        batch.push(head);
+    }
+    assert_eq!(nic.tx_batch(&mut batch), 3);
+    // The NIC is stalled: the payload is still in flight, so it stays read-only.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!nic.flush(), "a stalled NIC has not sent anything");
+    assert!(UserRegion::data_mut(&mut region).is_none());
+    dev.tx_paused.store(false, Ordering::Release);
+    wait("the device to send the chains", || dev.sent_count() == 3);
+    assert!(nic.flush());
+    let sent = dev.sent.lock().unwrap().clone();
+    for (i, (f, len)) in sent.iter().zip([64usize, 1458, 8958]).enumerate() {
+        assert_eq!(f.len(), 42 + len);
+        assert!(f[..42].iter().all(|b| *b == i as u8), "header {i}");
+        assert_eq!(
+            &f[42..],
+            &payload[i * 10..i * 10 + len],
+            "payload {i}, not copied"
+        );
+    }
+    assert!(
+        UserRegion::data_mut(&mut region).is_some(),
+        "the region comes back once the device is done"
+    );
+    assert_eq!(nic.stats().tx_bytes, (3 * 42 + 64 + 1458 + 8958) as u64);
 }

@@ -3,10 +3,15 @@
 //! Binding follows the kernel's driver_override mechanism: unbind from the current driver,
 //! name the new one in `driver_override`, and ask the PCI core to probe again. The driver
 //! the device had is remembered under /run/zcnic so `unbind` can give it back.
+//!
+//! zcnic binds to one of two drivers, its two modes: vfio-pci when the device has an
+//! IOMMU group (the IOMMU confines its DMA to zcnic's memory), uio_pci_generic otherwise
+//! (no-IOMMU mode: physical addresses, and the device can reach all of memory).
 
 use crate::{msg, ToolError};
 use std::fs;
 use std::path::{Path, PathBuf};
+use zcnic::platform::Mode;
 use zcnic::{DeviceInfo, PciAddr};
 
 const DRIVERS: &str = "/sys/bus/pci/drivers";
@@ -30,6 +35,12 @@ fn state_file(addr: &PciAddr) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{addr}.driver"))
 }
 
+/// The mode a device is in (bound to vfio-pci or uio_pci_generic), or else the one
+/// `zcnic bind` would put it in.
+pub fn mode(d: &DeviceInfo) -> Mode {
+    Mode::bound(d).unwrap_or_else(|| Mode::preferred(d))
+}
+
 /// One row of `zcnic list`.
 pub fn describe(d: &DeviceInfo) -> String {
     let support = match zcnic::supported(d.vendor, d.device) {
@@ -37,12 +48,13 @@ pub fn describe(d: &DeviceInfo) -> String {
         None => "no".into(),
     };
     format!(
-        "{:<14}{:04x}:{:04x}      {:<16}{:<7}{support}",
+        "{:<14}{:04x}:{:04x}      {:<16}{:<7}{:<6}{support}",
         d.addr.to_string(),
         d.vendor,
         d.device,
         d.driver.as_deref().unwrap_or("-"),
         d.iommu_group.map_or("-".into(), |g| g.to_string()),
+        mode(d).name(),
     )
 }
 
@@ -50,8 +62,8 @@ pub fn describe(d: &DeviceInfo) -> String {
 pub fn list() -> Result<(), ToolError> {
     let devs = DeviceInfo::list_network()?;
     println!(
-        "{:<14}{:<15}{:<16}{:<7}ZCNIC",
-        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU"
+        "{:<14}{:<15}{:<16}{:<7}{:<6}ZCNIC",
+        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU", "MODE"
     );
     for d in &devs {
         println!("{}", describe(d));
@@ -59,12 +71,42 @@ pub fn list() -> Result<(), ToolError> {
     if devs.is_empty() {
         println!("(no network controllers found in /sys/bus/pci/devices)");
     }
+    if devs.iter().any(|d| mode(d) == Mode::Uio) {
+        println!("MODE uio: no IOMMU (uio_pci_generic): the device can DMA into all of memory");
+    }
     Ok(())
 }
 
-/// `zcnic bind ADDR [--driver D]`.
-pub fn bind(addr: &PciAddr, driver: &str) -> Result<(), ToolError> {
+/// The mode `zcnic bind` puts the device in: the one `--driver` names, or the preferred
+/// one. A driver that is not one of zcnic's, or vfio-pci without an IOMMU group, is
+/// refused with the fix.
+pub fn choose(info: &DeviceInfo, driver: Option<&str>) -> Result<Mode, ToolError> {
+    let addr = info.addr;
+    let mode = match driver {
+        None => Mode::preferred(info),
+        Some(d) => Mode::of_driver(d).ok_or_else(|| {
+            msg(format!(
+                "{addr}: zcnic binds NICs to vfio-pci (with an IOMMU) or uio_pci_generic (without), not `{d}`; \
+                 `zcnic unbind {addr}` gives a NIC back to its kernel driver"
+            ))
+        })?,
+    };
+    if mode == Mode::Vfio && info.iommu_group.is_none() {
+        return Err(msg(format!(
+            "{addr} has no IOMMU group, so vfio-pci cannot take it: use `zcnic bind {addr} --driver uio_pci_generic` \
+             (no-IOMMU mode), or boot with an IOMMU (intel_iommu=on or amd_iommu=on)"
+        )));
+    }
+    Ok(mode)
+}
+
+/// `zcnic bind ADDR [--driver D]`: without `--driver`, vfio-pci when the device has an
+/// IOMMU group, uio_pci_generic otherwise.
+pub fn bind(addr: &PciAddr, driver: Option<&str>) -> Result<(), ToolError> {
     let info = DeviceInfo::read(addr)?;
+    let chosen = driver.is_none();
+    let mode = choose(&info, driver)?;
+    let driver = mode.driver();
     if info.driver.as_deref() == Some(driver) {
         println!("{addr}: already bound to {driver}");
         return Ok(());
@@ -74,9 +116,6 @@ pub fn bind(addr: &PciAddr, driver: &str) -> Result<(), ToolError> {
         return Err(msg(format!(
             "{addr}: driver {driver} is not loaded: run `modprobe {driver}`"
         )));
-    }
-    if driver == "vfio-pci" && info.iommu_group.is_none() {
-        return Err(zcnic::Error::NoIommuGroup(*addr).into());
     }
     let dev_dir = DeviceInfo::sysfs_dir(addr);
     if let Some(cur) = &info.driver {
@@ -98,9 +137,19 @@ pub fn bind(addr: &PciAddr, driver: &str) -> Result<(), ToolError> {
         )));
     }
     let was = info.driver.as_deref().unwrap_or("no driver");
-    match now.iommu_group {
-        Some(g) if driver == "vfio-pci" => {
+    match (mode, now.iommu_group) {
+        (Mode::Vfio, Some(g)) => {
             println!("{addr}: bound to {driver} (was {was}), IOMMU group {g}: /dev/vfio/{g}")
+        }
+        (Mode::Uio, group) => {
+            let why = match group {
+                None if chosen => "no IOMMU group, so ".to_string(),
+                None => String::new(),
+                Some(g) => format!("IOMMU group {g} unused (vfio-pci would confine the device), "),
+            };
+            println!(
+                "{addr}: bound to {driver} (was {was}): {why}no-IOMMU mode: the device can DMA into all of memory"
+            )
         }
         _ => println!("{addr}: bound to {driver} (was {was})"),
     }
@@ -143,4 +192,54 @@ pub fn unbind(addr: &PciAddr) -> Result<(), ToolError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(group: Option<u32>) -> DeviceInfo {
+        DeviceInfo {
+            addr: "0000:00:02.0".parse().unwrap(),
+            vendor: 0x8086,
+            device: 0x100e,
+            class: 0x020000,
+            driver: None,
+            iommu_group: group,
+        }
+    }
+
+    #[test]
+    fn picks_vfio_with_an_iommu_group_and_uio_without() {
+        assert_eq!(choose(&info(Some(4)), None).unwrap(), Mode::Vfio);
+        assert_eq!(choose(&info(None), None).unwrap(), Mode::Uio);
+        assert_eq!(
+            choose(&info(Some(4)), Some("uio_pci_generic")).unwrap(),
+            Mode::Uio
+        );
+        assert_eq!(mode(&info(None)), Mode::Uio);
+        assert!(describe(&info(Some(4))).contains(" vfio  yes: e1000"));
+    }
+
+    #[test]
+    fn refuses_vfio_without_an_iommu_group_naming_uio() {
+        let e = choose(&info(None), Some("vfio-pci"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.contains("zcnic bind 0000:00:02.0 --driver uio_pci_generic"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_driver_that_is_not_zcnics() {
+        let e = choose(&info(Some(4)), Some("foo")).unwrap_err().to_string();
+        assert!(e.contains("not `foo`"), "{e}");
+        assert!(
+            e.contains("vfio-pci") && e.contains("uio_pci_generic"),
+            "{e}"
+        );
+    }
 }

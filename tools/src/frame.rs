@@ -116,10 +116,39 @@ impl FrameGen {
     #[inline]
     pub fn write(&self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
         let size = size.clamp(MIN_FRAME, MAX_FRAME);
-        let Some(out) = out.get_mut(..size) else {
+        self.write_prefix(out, size, size, flow, seq, tx_ns)
+    }
+
+    /// Writes only the first [`MIN_FRAME`] bytes (headers and stamp) of frame `seq` of
+    /// `size` bytes, lengths and checksums included: the rest is the filler, which a
+    /// zero-copy sender attaches from [`filler`] instead of writing it. Returns MIN_FRAME.
+    #[inline]
+    pub fn write_head(
+        &self,
+        out: &mut [u8],
+        size: usize,
+        flow: u16,
+        seq: u64,
+        tx_ns: u64,
+    ) -> usize {
+        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        self.write_prefix(out, MIN_FRAME, size, flow, seq, tx_ns)
+    }
+
+    #[inline(always)]
+    fn write_prefix(
+        &self,
+        out: &mut [u8],
+        prefix: usize,
+        size: usize,
+        flow: u16,
+        seq: u64,
+        tx_ns: u64,
+    ) -> usize {
+        let Some(out) = out.get_mut(..prefix) else {
             return 0;
         };
-        out.copy_from_slice(&self.base[..size]);
+        out.copy_from_slice(&self.base[..prefix]);
         let f = &self.flow;
         let src_ip = u32::from_be_bytes(f.src_ip)
             .wrapping_add(u32::from(flow))
@@ -153,8 +182,16 @@ impl FrameGen {
             s => s,
         };
         out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_be_bytes());
-        size
+        prefix
     }
+}
+
+/// The filler that follows the stamp in every frame: byte `i` is `(META + i) as u8`.
+/// A frame of `size` bytes carries its first `size - MIN_FRAME` bytes.
+pub fn filler() -> Vec<u8> {
+    (0..MAX_FRAME - MIN_FRAME)
+        .map(|i| (META + i) as u8)
+        .collect()
 }
 
 /// What a received pktgen frame carries.
@@ -256,6 +293,18 @@ mod tests {
             prop_assert_eq!(uh.source_port, 9000u16.wrapping_add(flow));
             let want = uh.calc_checksum_ipv4(&h, udp.payload()).unwrap();
             prop_assert_eq!(uh.checksum, want);
+        }
+
+        /// The head plus the filler is the whole frame, byte for byte.
+        #[test]
+        fn head_and_filler_make_the_frame(size in MIN_FRAME..=MAX_FRAME, seq in any::<u64>()) {
+            let g = FrameGen::new(Flow::default());
+            let whole = frame(&g, size, 3, seq, 9);
+            let mut head = vec![0u8; MAX_FRAME];
+            let n = g.write_head(&mut head, size, 3, seq, 9);
+            head.truncate(n);
+            head.extend_from_slice(&filler()[..size - MIN_FRAME]);
+            prop_assert_eq!(head, whole);
         }
 
         #[test]

@@ -35,15 +35,17 @@ struct PortOpts {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List PCI network controllers: vendor:device, driver, IOMMU group, zcnic support.
+    /// List PCI network controllers: vendor:device, driver, IOMMU group, mode, zcnic support.
     List,
-    /// Hand a NIC to vfio-pci so zcnic can drive it (remembers the driver it had).
+    /// Hand a NIC to vfio-pci (or uio_pci_generic without an IOMMU) so zcnic can drive it
+    /// (remembers the driver it had).
     Bind {
         /// PCI address, e.g. 0000:00:02.0 (see `zcnic list`).
         pci: String,
-        /// Driver to bind to.
-        #[arg(long, default_value = "vfio-pci")]
-        driver: String,
+        /// vfio-pci or uio_pci_generic [default: vfio-pci when the device has an IOMMU
+        /// group, uio_pci_generic (no-IOMMU mode) otherwise].
+        #[arg(long)]
+        driver: Option<String>,
     },
     /// Give a NIC back to the kernel driver it had before `zcnic bind`.
     Unbind {
@@ -80,7 +82,7 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         drop_every: Option<u64>,
         /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
         duration: Option<f64>,
         #[command(flatten)]
         port: PortOpts,
@@ -96,7 +98,7 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
         /// Stop after this many seconds.
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
         duration: Option<f64>,
         /// Keep only frames of this EtherType (e.g. 0x0800).
         #[arg(long, value_name = "HEX")]
@@ -115,7 +117,12 @@ enum Cmd {
         /// PCI address of a NIC bound to vfio-pci.
         pci: String,
         /// Seconds to receive before printing.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 1.0,
+            allow_negative_numbers = true
+        )]
         duration: f64,
         /// Print one JSON object.
         #[arg(long)]
@@ -139,10 +146,10 @@ struct PktgenCmd {
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this many seconds (default: run until Ctrl-C or --count).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
     /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
-    #[arg(long, value_name = "PPS")]
+    #[arg(long, value_name = "PPS", allow_hyphen_values = true)]
     rate: Option<String>,
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
@@ -166,11 +173,20 @@ struct PktgenCmd {
     #[arg(long, value_name = "PCI|same")]
     rx: Option<String>,
     /// After sending, how long to wait for stragglers, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     rx_wait: f64,
     /// Print the summary as one JSON object (the table goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Zero copy from application memory: each buffer holds only headers and stamp; the
+    /// payload is attached from one registered region the NIC reads in place.
+    #[arg(long)]
+    zero_copy: bool,
     #[command(flatten)]
     port: PortOpts,
 }
@@ -214,6 +230,22 @@ fn seconds(flag: &str, v: Option<f64>) -> Result<Option<Duration>, ToolError> {
         Some(s) => Err(msg(format!(
             "--{flag} {s}: give a number of seconds above 0"
         ))),
+    }
+}
+
+/// Largest `--batch` of pktgen (`pktgen::run` clamps to it).
+const MAX_BATCH: usize = 256;
+/// Largest `--burst` of fwd (`fwd::run` clamps to it).
+const MAX_BURST: usize = 512;
+
+/// Burst sizes outside `1..=max` are refused rather than clamped, so the run is the one asked for.
+fn check_burst(flag: &str, n: usize, max: usize) -> Result<(), ToolError> {
+    if (1..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(msg(format!(
+            "--{flag} {n}: give 1..={max} frames per burst"
+        )))
     }
 }
 
@@ -270,6 +302,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         pktgen::Sizes::parse(&c.size).map_err(msg)?
     };
     check_count(c.count)?;
+    check_burst("batch", c.batch, MAX_BATCH)?;
     if c.flows == 0 {
         return Err(msg("--flows 0: give at least 1"));
     }
@@ -297,6 +330,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         },
         flows: c.flows,
         rx_wait: seconds("rx-wait", Some(c.rx_wait))?.unwrap_or_default(),
+        zero_copy: c.zero_copy,
     };
     let cfg = c.port.config();
     let mut tx = open(&addr, &cfg)?;
@@ -352,6 +386,7 @@ fn fwd_cmd(
     if ports.len() > 2 {
         return Err(msg("fwd takes one or two --port"));
     }
+    check_burst("burst", burst, MAX_BURST)?;
     if drop_every == Some(0) {
         return Err(msg("--drop-every 0: give N >= 1 (drops every Nth frame)"));
     }
@@ -460,7 +495,7 @@ fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(),
 fn run(cmd: Cmd) -> Result<(), ToolError> {
     match cmd {
         Cmd::List => bind::list(),
-        Cmd::Bind { pci, driver } => bind::bind(&parse_pci(&pci)?, &driver),
+        Cmd::Bind { pci, driver } => bind::bind(&parse_pci(&pci)?, driver.as_deref()),
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
         Cmd::Pktgen(c) => pktgen_cmd(c),
@@ -541,6 +576,38 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
     }
 }
 
+/// clap's multi-line usage error as one line: the message with what it lists (the missing
+/// `<PCI>`), clap's suggestion, and the help of the subcommand the user typed.
+fn usage_error(text: &str) -> String {
+    use clap::CommandFactory;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = lines
+        .next()
+        .unwrap_or("bad usage")
+        .trim_start_matches("error: ")
+        .to_string();
+    for l in lines {
+        if l.starts_with("Usage: ") || l.starts_with("For more information") {
+            break;
+        }
+        match l.strip_prefix("tip: ") {
+            // "to pass '--cnt' as a value, use '-- --cnt'" misleads more than it helps.
+            Some(tip) if tip.starts_with("to pass") => {}
+            Some(tip) => out = format!("{out} ({tip})"),
+            None => out = format!("{out} {l}"),
+        }
+    }
+    let cmd = Cli::command();
+    let help = match std::env::args()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a).is_some())
+    {
+        Some(sub) => format!("zcnic {sub} --help"),
+        None => "zcnic --help".into(),
+    };
+    format!("{out}; see `{help}`")
+}
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("zcnic: internal error: {info} (please report this)");
@@ -558,15 +625,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad usage");
-            eprintln!(
-                "zcnic: {}; see `zcnic --help`",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("zcnic: {}", usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };

@@ -83,6 +83,10 @@ pub struct Args {
     pub flows: u16,
     /// After sending, keep receiving until this long passes with nothing new.
     pub rx_wait: Duration,
+    /// Send the filler from one registered application region instead of writing it into
+    /// each buffer: the pool buffer holds only headers and stamp, the NIC reads the rest in
+    /// place (a two-descriptor chain per frame).
+    pub zero_copy: bool,
 }
 
 /// Where frames come back, if anywhere.
@@ -187,6 +191,13 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         ..args.flow
     });
     let pool = tx.pool().clone();
+    let filler = if args.zero_copy {
+        Some(std::sync::Arc::new(zcnic::register_memory(
+            &frame::filler(),
+        )?))
+    } else {
+        None
+    };
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
     let epoch = Instant::now();
@@ -222,24 +233,28 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             pool.alloc_batch(&mut pending, want);
             for p in &mut pending[have..] {
                 let size = args.sizes.of(seq);
+                let flow = (seq % u64::from(args.flows)) as u16;
                 // Buffers hold 2048 bytes and frames at most MAX_FRAME: neither can fail.
                 let _ = p.set_len(frame::MAX_FRAME);
-                let n = gen.write(
-                    p.data_mut(),
-                    size,
-                    (seq % u64::from(args.flows)) as u16,
-                    seq,
-                    now,
-                );
+                let n = match &filler {
+                    None => gen.write(p.data_mut(), size, flow, seq, now),
+                    Some(region) => {
+                        let n = gen.write_head(p.data_mut(), size, flow, seq, now);
+                        if size > n {
+                            p.attach(zcnic::Segment::new(region, 0, size - n)?);
+                        }
+                        n
+                    }
+                };
                 let _ = p.set_len(n);
-                bytes += n as u64;
+                bytes += p.total_len() as u64;
                 seq += 1;
             }
             let queued = tx.tx_batch(&mut pending) as u64;
             sent += queued;
             if !more && queued == 0 {
                 // Stopped with frames the ring never took: they were not sent.
-                bytes -= pending.iter().map(|p| p.len() as u64).sum::<u64>();
+                bytes -= pending.iter().map(|p| p.total_len() as u64).sum::<u64>();
                 pending.clear();
             }
         } else {

@@ -15,8 +15,7 @@ pub use rxtx::TX_CLEAN_BATCH;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
-use crate::platform::{IovaMode, PciDevice};
-use crate::vfio::VfioDevice;
+use crate::platform::{self, IovaMode, PciDevice};
 use crate::Error;
 use regs::StatKind;
 use std::sync::Arc;
@@ -36,7 +35,7 @@ pub struct E1000<B: Bar> {
     hw_total: [u64; regs::STATS.len()],
     hw_last: [u32; regs::STATS.len()],
     promisc: bool,
-    /// Keeps the VFIO device open; declared last so it closes after the rings are freed.
+    /// Keeps the device open; declared last so it closes after the rings are freed.
     device: Option<Box<dyn PciDevice>>,
 }
 
@@ -49,18 +48,26 @@ impl<B: Bar> std::fmt::Debug for E1000<B> {
 }
 
 impl E1000<MmioBar> {
-    /// Opens the e1000 at `addr` through VFIO (it must be bound to vfio-pci).
+    /// Opens the e1000 at `addr` through the platform it is bound to (vfio-pci or
+    /// uio_pci_generic; see [`crate::platform::open_device`]).
     pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Self, Error> {
-        let dev = VfioDevice::open(addr)?;
+        Self::with_device(crate::platform::open_device(addr)?, cfg)
+    }
+
+    /// Brings up the e1000 on an opened PCI function.
+    pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
+        let addr = dev.addr();
         if !dev.reset() {
-            log::debug!("{addr}: no VFIO function reset offered; using the e1000 global reset");
+            log::debug!(
+                "{addr}: no function reset from the platform; using the e1000 global reset"
+            );
         }
         dev.set_bus_master(true)?;
         let bar = dev.map_bar(0)?;
-        // The e1000 always goes through the IOMMU.
-        let dma = dev.dma_allocator(IovaMode::Virtual)?;
-        let mut nic = Self::new(bar, dma.as_ref(), *addr, cfg)?;
-        nic.device = Some(Box::new(dev));
+        // The e1000 always goes through the IOMMU when there is one.
+        let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
+        let mut nic = Self::new(bar, dma.as_ref(), addr, cfg)?;
+        nic.device = Some(dev);
         Ok(nic)
     }
 }
@@ -113,7 +120,11 @@ impl<B: Bar> Nic for E1000<B> {
     }
 
     fn flush(&mut self) -> bool {
-        crate::wait_until(Duration::from_millis(500), || self.tx_idle())
+        let idle = crate::wait_until(Duration::from_millis(500), || self.tx_idle());
+        if idle {
+            self.reclaim_idle_tx();
+        }
+        idle
     }
 
     fn stats(&mut self) -> Stats {

@@ -21,6 +21,14 @@ use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROO
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
 pub const TX_CLEAN_BATCH: u32 = 32;
+/// Largest frame the e1000 sends (8254x SDM §3.3: 16288 bytes with a payload chain).
+pub const MAX_FRAME: usize = 16288;
+
+/// Whether the descriptor in `slot` asks for a status write-back (RS).
+#[inline(always)]
+fn report(slot: usize) -> bool {
+    slot as u32 % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1
+}
 
 pub(crate) struct RxQueue {
     pub(crate) ring: DmaRing<RxDesc>,
@@ -174,24 +182,49 @@ impl<B: Bar> E1000<B> {
     pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
         let q = &mut self.tx;
         q.clean();
-        let n = pkts.len().min(q.free() as usize);
+        // A frame with an attached payload takes two descriptors.
+        let mut free = q.free();
+        let mut n = 0;
+        for p in pkts.iter() {
+            let need = 1 + u32::from(p.payload().is_some());
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
         if n == 0 {
             return 0;
         }
         let (mut bytes, mut sent) = (0u64, 0u64);
         for pkt in pkts.drain(..n) {
-            let len = pkt.len();
-            if len == 0 || len > DATA_ROOM {
+            let (len, total) = (pkt.len(), pkt.total_len());
+            if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
                 self.sw.tx_errors += 1;
                 continue;
             }
-            let slot = q.idx.slot(q.produced);
-            let report = slot as u32 % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1;
-            q.ring
-                .write(slot, TxDesc::frame(pkt.iova(), len as u16, report));
-            q.bufs[slot] = Some(pkt);
+            if let Some(seg) = pkt.payload() {
+                // Header from the pool buffer, payload from application memory: a chain
+                // with EOP on the last descriptor, which also holds the packet (8254x SDM
+                // §3.3.3: a frame may span several data descriptors).
+                let slot = q.idx.slot(q.produced);
+                q.ring
+                    .write(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
+                q.produced = q.produced.wrapping_add(1);
+                let slot = q.idx.slot(q.produced);
+                q.ring.write(
+                    slot,
+                    TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
+                );
+                q.bufs[slot] = Some(pkt);
+            } else {
+                let slot = q.idx.slot(q.produced);
+                q.ring
+                    .write(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
+                q.bufs[slot] = Some(pkt);
+            }
             q.produced = q.produced.wrapping_add(1);
-            bytes += len as u64;
+            bytes += total as u64;
             sent += 1;
         }
         // Release: descriptors and frame data must be visible before the tail moves.
@@ -200,6 +233,18 @@ impl<B: Bar> E1000<B> {
         self.sw.tx_bytes += bytes;
         self.sw.tx_packets += sent;
         n
+    }
+
+    /// Once the device is idle (TDH == TDT: it has processed every descriptor, data
+    /// included, in QEMU's model and per the SDM's head semantics), releases every frame
+    /// still held, so buffers and application segments come back without waiting for the
+    /// next RS batch.
+    pub(crate) fn reclaim_idle_tx(&mut self) {
+        let q = &mut self.tx;
+        while q.cleaned != q.produced {
+            q.bufs[q.idx.slot(q.cleaned)] = None;
+            q.cleaned = q.cleaned.wrapping_add(1);
+        }
     }
 
     /// Whether the device has fetched every queued descriptor (TDH caught up with TDT).

@@ -20,7 +20,9 @@ use vfio_bindings::bindings::vfio::{
     VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_TYPE1_IOMMU,
 };
-use zcnic_hugepages::{DmaAllocator, DmaError, HugepageAllocator, IovaMapper, Iovas, HUGEPAGE};
+use zcnic_hugepages::{
+    DmaAllocator, DmaError, HugepageAllocator, IovaMapper, Iovas, UserRegion, HUGEPAGE,
+};
 
 const CONTAINER: &str = "/dev/vfio/vfio";
 /// First IOVA handed out: 256 GiB, clear of the x86 MSI window at 0xfee00000 and of the
@@ -158,6 +160,20 @@ impl IovaMapper for PhysMapper {
             self.0.unmap_at(iovas.at(off), HUGEPAGE.min(len - off));
         }
     }
+}
+
+/// Application memory holding a copy of `data`, mapped for every VFIO device this process
+/// has open (they share one IOMMU address space), for zero-copy transmit of
+/// [`zcnic_hugepages::Segment`]s. See [`UserRegion`] for memory the application already has.
+pub fn register(data: &[u8]) -> Result<UserRegion, Error> {
+    let shared = SHARED.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
+    let container = shared.ok_or_else(|| {
+        Error::Io(
+            "open a port before registering memory: the IOMMU address space comes with it".into(),
+        )
+    })?;
+    UserRegion::with_data(data, container)
+        .map_err(|e| Error::Io(format!("registering memory: {e}")))
 }
 
 /// A PCI function opened through VFIO. Dropping it closes the device and the group.

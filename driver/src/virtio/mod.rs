@@ -1,4 +1,4 @@
-//! virtio-net over VFIO: modern (virtio 1.0+, `1af4:1041`) and legacy/transitional
+//! virtio-net over VFIO or uio: modern (virtio 1.0+, `1af4:1041`) and legacy/transitional
 //! (`1af4:1000`) devices, split or packed rings.
 //!
 //! - `transport.rs`: the PCI transports (capabilities and MMIO, or the legacy I/O BAR)
@@ -15,25 +15,30 @@ pub use transport::{status, Legacy, Modern, Transport};
 
 use crate::nic::Nic;
 use crate::pci::PciAddr;
-use crate::platform::{IovaMode, PciDevice};
-use crate::vfio::VfioDevice;
+use crate::platform::{self, IovaMode, PciDevice};
 use crate::{Config, Error, RingChoice};
 use std::rc::Rc;
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 
-/// Opens the virtio-net device at `addr` through VFIO.
+/// Opens the virtio-net device at `addr` through the platform it is bound to (vfio-pci
+/// or uio_pci_generic; see [`crate::platform::open_device`]).
+pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+    with_device(crate::platform::open_device(addr)?.into(), cfg)
+}
+
+/// Brings up virtio-net on an opened PCI function.
 ///
 /// The transport is the modern one when the device has virtio capabilities (a transitional
 /// device has both), the legacy one otherwise. The IOVA mode follows what was negotiated:
 /// with ACCESS_PLATFORM the device goes through the IOMMU; without it (every legacy device)
-/// it reads physical addresses, so its memory is mapped at IOVA = PA.
-pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
-    let vfio = VfioDevice::open(addr)?;
-    if !vfio.reset() {
-        log::debug!("{addr}: no VFIO function reset offered; the virtio reset will do");
+/// it reads physical addresses, so its memory is mapped at IOVA = PA. Without an IOMMU
+/// (uio) every device reads physical addresses.
+pub fn with_device(dev: Rc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+    let addr = dev.addr();
+    if !dev.reset() {
+        log::debug!("{addr}: no function reset from the platform; the virtio reset will do");
     }
-    vfio.set_bus_master(true)?;
-    let dev: Rc<dyn PciDevice> = Rc::new(vfio);
+    dev.set_bus_master(true)?;
     let transport: Box<dyn Transport> = match Modern::open(dev.as_ref()) {
         Ok(m) => Box::new(m),
         Err(e) => {
@@ -42,7 +47,7 @@ pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
         }
     };
     let packed_ok = cfg.ring != RingChoice::Split;
-    let features = negotiate(transport.as_ref(), addr, cfg, packed_ok)?;
+    let features = negotiate(transport.as_ref(), &addr, cfg, packed_ok)?;
     let packed = features & feature::RING_PACKED != 0;
     if cfg.ring == RingChoice::Packed && !packed {
         transport.set_status(status::FAILED);
@@ -51,19 +56,19 @@ pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
         )));
     }
     let mode = if features & feature::ACCESS_PLATFORM != 0 {
-        IovaMode::Virtual
+        platform::iova_mode(dev.as_ref(), IovaMode::Virtual)
     } else {
         IovaMode::Physical
     };
     let dma = dev.dma_allocator(mode)?;
     if packed {
         let mut nic =
-            VirtioNet::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), *addr, cfg)?;
+            VirtioNet::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
         nic.attach(dev);
         Ok(Box::new(nic))
     } else {
         let mut nic =
-            VirtioNet::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), *addr, cfg)?;
+            VirtioNet::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
         nic.attach(dev);
         Ok(Box::new(nic))
     }

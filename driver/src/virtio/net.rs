@@ -298,22 +298,43 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
         self.reclaim_tx();
-        let n = pkts.len().min(usize::from(self.tx.free()));
+        // A frame with an attached payload is a chain of two descriptors.
+        let mut free = self.tx.free();
+        let mut n = 0;
+        for p in pkts.iter() {
+            let need = 1 + u16::from(p.payload().is_some());
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
         let (mut sent, mut bytes) = (0u64, 0u64);
         for mut pkt in pkts.drain(..n) {
-            let len = pkt.len();
-            if len == 0 || pkt.prepend(self.hdr_len).is_err() {
+            let total = pkt.total_len();
+            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
                 self.sw.tx_errors += 1;
                 continue;
             }
             // No offloads: an all-zero header (flags 0, GSO_NONE).
             pkt.data_mut()[..self.hdr_len].fill(0);
-            let buf = Buf {
+            let head = Buf {
                 addr: pkt.iova(),
                 len: pkt.len() as u32,
                 device_writes: false,
             };
-            match self.tx.add(&[buf]) {
+            let added = match pkt.payload() {
+                None => self.tx.add(&[head]),
+                Some(seg) => {
+                    let payload = Buf {
+                        addr: seg.iova(),
+                        len: seg.len() as u32,
+                        device_writes: false,
+                    };
+                    self.tx.add(&[head, payload])
+                }
+            };
+            match added {
                 Ok(id) => self.tx_bufs[usize::from(id)] = Some(pkt),
                 Err(_) => {
                     self.sw.tx_errors += 1;
@@ -321,7 +342,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
                 }
             }
             sent += 1;
-            bytes += len as u64;
+            bytes += total as u64;
         }
         if sent > 0 && self.tx.publish() {
             self.transport.notify(TX);

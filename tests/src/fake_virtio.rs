@@ -1,0 +1,1102 @@
+//! A modern virtio-net device (virtio 1.1 §4.1 PCI transport, §5.1 network device) played
+//! well enough for the driver: feature negotiation, a receive and a transmit queue in split
+//! or packed format, transmit (every frame the device sees is recorded), receive of frames
+//! the test injects, both notification-suppression styles, and the used entries a broken
+//! device might write. Like `fake_e1000` it reaches rings and buffers only through
+//! [`FakeDma`], so a bad address from the driver shows up as a fault count, not a crash.
+//!
+//! Registers are not polled. [`FakeBar`] is plain memory, and the driver reads a
+//! select-dependent register (`device_feature` after `device_feature_select`, `queue_size`
+//! after `queue_select`) in its very next access, so a thread polling the BAR cannot update
+//! it in between without a race. [`VirtioBar`] is a [`Bar`] over a `FakeBar` that applies
+//! each register's side effect inside the driver's write, as the device's register decoder
+//! would: a reset quiesces the datapath before the write returns, and every notification is
+//! counted (none missed, none merged). Only the datapath runs on the device thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use zcnic::virtio::{feature, status, Modern};
+use zcnic::{Bar, FakeBar, FakeDma};
+use zcnic_descriptors::virtio::{
+    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, RING_EVENT_WRAP,
+    VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+    VIRTQ_USED_F_NO_NOTIFY,
+};
+
+/// MAC the fake device reports.
+pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xfa, 0xce, 0x02];
+/// `virtio_net_hdr` with VERSION_1 (virtio 1.1 §5.1.6): every frame carries one in front.
+pub const HDR_LEN: usize = 12;
+/// Size of the BAR holding every window, as QEMU lays them out.
+pub const BAR_LEN: usize = 0x4000;
+/// Device configuration window (virtio 1.1 §4.1.4.6).
+pub const DEVICE_CFG: u32 = 0x2000;
+/// Notification window (virtio 1.1 §4.1.4.4); queue `q` has `queue_notify_off = q`.
+pub const NOTIFY: u32 = 0x3000;
+/// `notify_off_multiplier`.
+pub const NOTIFY_MULT: u32 = 4;
+/// Receive queue index (virtio 1.1 §5.1.2).
+pub const RX: usize = 0;
+/// Transmit queue index.
+pub const TX: usize = 1;
+const QUEUES: usize = 2;
+
+/// Common configuration (virtio 1.1 §4.1.4.3), at offset 0 of the BAR.
+pub mod common {
+    /// device_feature_select, le32.
+    pub const DEVICE_FEATURE_SELECT: u32 = 0x00;
+    /// device_feature, le32, read-only: the half chosen by the select.
+    pub const DEVICE_FEATURE: u32 = 0x04;
+    /// driver_feature_select, le32.
+    pub const DRIVER_FEATURE_SELECT: u32 = 0x08;
+    /// driver_feature, le32.
+    pub const DRIVER_FEATURE: u32 = 0x0C;
+    /// config_msix_vector, le16.
+    pub const MSIX_CONFIG: u32 = 0x10;
+    /// num_queues, le16, read-only.
+    pub const NUM_QUEUES: u32 = 0x12;
+    /// device_status, u8 (0 resets the device).
+    pub const DEVICE_STATUS: u32 = 0x14;
+    /// config_generation, u8, read-only.
+    pub const CONFIG_GENERATION: u32 = 0x15;
+    /// queue_select, le16.
+    pub const QUEUE_SELECT: u32 = 0x16;
+    /// queue_size, le16: the maximum until the driver writes a smaller size.
+    pub const QUEUE_SIZE: u32 = 0x18;
+    /// queue_msix_vector, le16.
+    pub const QUEUE_MSIX_VECTOR: u32 = 0x1A;
+    /// queue_enable, le16.
+    pub const QUEUE_ENABLE: u32 = 0x1C;
+    /// queue_notify_off, le16, read-only.
+    pub const QUEUE_NOTIFY_OFF: u32 = 0x1E;
+    /// queue_desc, le64 (Descriptor Area).
+    pub const QUEUE_DESC: u32 = 0x20;
+    /// queue_driver, le64 (Driver Area).
+    pub const QUEUE_DRIVER: u32 = 0x28;
+    /// queue_device, le64 (Device Area).
+    pub const QUEUE_DEVICE: u32 = 0x30;
+    /// Bytes in the structure.
+    pub const LEN: u32 = 0x38;
+}
+use common as c;
+
+/// virtio-net configuration `status` (le16 at byte 6) bit VIRTIO_NET_S_LINK_UP (§5.1.4).
+const NET_S_LINK_UP: u16 = 1;
+const CFG_STATUS: u32 = 6;
+/// A transmit descriptor longer than this is a driver bug; the device reads no more of it.
+const MAX_TX_DESC: usize = 1 << 16;
+
+/// Which notifications the device asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// Every one: `used.flags` 0 / packed ENABLE; with EVENT_IDX, split `avail_event` and the
+    /// packed DESC event follow what the device consumed ("kick me once you add past that").
+    Wanted,
+    /// None, the device polls: split VIRTQ_USED_F_NO_NOTIFY (with EVENT_IDX, an
+    /// `avail_event` already passed), packed RING_EVENT_FLAGS_DISABLE.
+    Suppressed,
+}
+
+/// Options for the fake.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// Maximum size of each queue.
+    pub queue_max: u16,
+    /// Offer VIRTIO_F_EVENT_IDX (bit 29).
+    pub event_idx: bool,
+    /// Offer VIRTIO_F_RING_PACKED (bit 34).
+    pub packed: bool,
+    /// Report VIRTIO_NET_S_LINK_UP.
+    pub link_up: bool,
+    /// Notification policy on both queues.
+    pub notify: Notify,
+    /// Clear FEATURES_OK whatever the driver accepts.
+    pub refuse_features: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            queue_max: 64,
+            event_idx: true,
+            packed: false,
+            link_up: true,
+            notify: Notify::Wanted,
+            refuse_features: false,
+        }
+    }
+}
+
+impl Behaviour {
+    /// The features the device offers.
+    pub fn offered(&self) -> u64 {
+        let mut f = feature::VERSION_1 | feature::ACCESS_PLATFORM | feature::MAC | feature::STATUS;
+        if self.event_idx {
+            f |= feature::EVENT_IDX;
+        }
+        if self.packed {
+            f |= feature::RING_PACKED;
+        }
+        f
+    }
+}
+
+/// What the device does next on its receive queue, in order.
+#[derive(Debug, Clone)]
+pub enum Inject {
+    /// Receive this frame: 12 zero header bytes and the frame, used len = 12 + frame.
+    Frame(Vec<u8>),
+    /// Take the next buffer and report it under this id (packed ids are 16 bits: the low
+    /// half is written). The buffer is lost to the driver.
+    BadId(u32),
+    /// Receive this frame, and report the same buffer again in place of the next one (which
+    /// is lost), both made visible by one index or flag store.
+    Duplicate(Vec<u8>),
+    /// Take the next buffer and report this used length, writing no data.
+    Length(u32),
+    /// Split only: move `used.idx` a queue size plus one past what was used, until the next
+    /// injection is written (which puts it back).
+    IndexJump,
+}
+
+/// What the device counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Notifications per queue (a 16-bit write of the queue index at its notify address).
+    pub kicks: [u64; QUEUES],
+    /// Notify writes with a wrong width, address or value.
+    pub misdirected_kicks: u64,
+    /// Register writes with a width other than the register's, or to a read-only one.
+    pub bad_accesses: u64,
+    /// DMA accesses the fake IOMMU refused.
+    pub faults: u64,
+    /// Transmitted chains whose first 12 bytes were not an all-zero header.
+    pub bad_headers: u64,
+    /// Device resets (status written 0).
+    pub resets: u64,
+    /// Frames transmitted.
+    pub sent: u64,
+    /// Used entries written on the receive queue.
+    pub rx_used: u64,
+}
+
+/// The rings the device runs after DRIVER_OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// Packed format (RING_PACKED was accepted).
+    pub packed: bool,
+    /// EVENT_IDX was accepted.
+    pub event_idx: bool,
+    /// Size of each enabled queue.
+    pub sizes: [Option<u16>; QUEUES],
+}
+
+/// The device side of a fake virtio-net.
+#[derive(Debug)]
+pub struct FakeVirtio {
+    /// Registers, shared with the driver.
+    pub bar: VirtioBar,
+    /// DMA memory, shared with the driver.
+    pub dma: FakeDma,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The device's BAR: a [`FakeBar`] whose common-configuration and notify registers act on
+/// the device in the driver's write (see the module docs).
+#[derive(Clone)]
+pub struct VirtioBar {
+    regs: FakeBar,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for VirtioBar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VirtioBar({:?})", self.regs)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    kicks: [AtomicU64; QUEUES],
+    misdirected_kicks: AtomicU64,
+    bad_accesses: AtomicU64,
+    faults: AtomicU64,
+    bad_headers: AtomicU64,
+    resets: AtomicU64,
+    sent: AtomicU64,
+    rx_used: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::SeqCst);
+}
+
+#[derive(Debug)]
+struct Shared {
+    core: Mutex<Core>,
+    /// A control-path caller (register write, test knob) waits for `core`: the device
+    /// thread stands back until it has it, so the caller is never starved.
+    control: AtomicBool,
+    stop: AtomicBool,
+    counts: Counters,
+    sent: Mutex<Vec<Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn control<R>(&self, f: impl FnOnce(&mut Core, &Counters) -> R) -> R {
+        self.control.store(true, Ordering::SeqCst);
+        let mut core = lock(&self.core);
+        self.control.store(false, Ordering::SeqCst);
+        f(&mut core, &self.counts)
+    }
+}
+
+impl FakeVirtio {
+    /// Starts the device thread.
+    pub fn start(b: Behaviour) -> Self {
+        let regs = FakeBar::new(BAR_LEN);
+        for (i, byte) in (0u32..).zip(MAC) {
+            regs.write8(DEVICE_CFG + i, byte);
+        }
+        let link = if b.link_up { NET_S_LINK_UP } else { 0 };
+        regs.write16(DEVICE_CFG + CFG_STATUS, link);
+        let dma = FakeDma::new();
+        let mut core = Core {
+            b,
+            regs: regs.clone(),
+            dma: dma.clone(),
+            driver_features: [0; 2],
+            status: 0,
+            queues: [QueueRegs::default(); QUEUES],
+            rings: [None, None],
+            event_idx: false,
+            tx_paused: false,
+            bad_tx_len: 0,
+            inject: VecDeque::new(),
+            held: VecDeque::new(),
+        };
+        core.reset();
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            control: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            counts: Counters::default(),
+            sent: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.stop.load(Ordering::Relaxed) {
+                while s.control.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                if !lock(&s.core).step(&s.counts, &s.sent) {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        Self {
+            bar: VirtioBar {
+                regs,
+                shared: shared.clone(),
+            },
+            dma,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// The modern transport over this device's BAR, windows where QEMU puts them.
+    pub fn transport(&self) -> Modern<VirtioBar> {
+        Modern::in_one_bar(self.bar.clone(), 0, DEVICE_CFG, NOTIFY, NOTIFY_MULT)
+    }
+
+    /// Queues something for the receive side.
+    pub fn inject(&self, what: Inject) {
+        self.shared.control(|core, _| core.inject.push_back(what));
+    }
+
+    /// Stops (or resumes) consuming the transmit queue. Once this returns the device is
+    /// between two passes, so nothing published afterwards is taken while paused.
+    pub fn pause_tx(&self, paused: bool) {
+        self.shared.control(|core, _| core.tx_paused = paused);
+    }
+
+    /// Completes the next `n` transmit chains with a used length of 100, though a transmit
+    /// buffer has nothing for the device to write (packed: with VIRTQ_DESC_F_WRITE set).
+    pub fn bad_tx_len(&self, n: u32) {
+        self.shared.control(|core, _| core.bad_tx_len += n);
+    }
+
+    /// Frames transmitted so far, header stripped, in order.
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        lock(&self.shared.sent).clone()
+    }
+
+    /// Number of frames transmitted so far. Everything the device wrote to the rings for
+    /// them (used entries, event indices) is visible once this counts them.
+    pub fn sent_count(&self) -> u64 {
+        self.shared.counts.sent.load(Ordering::SeqCst)
+    }
+
+    /// Counters so far.
+    pub fn counts(&self) -> Counts {
+        let c = &self.shared.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Counts {
+            kicks: [get(&c.kicks[0]), get(&c.kicks[1])],
+            misdirected_kicks: get(&c.misdirected_kicks),
+            bad_accesses: get(&c.bad_accesses),
+            faults: get(&c.faults),
+            bad_headers: get(&c.bad_headers),
+            resets: get(&c.resets),
+            sent: get(&c.sent),
+            rx_used: get(&c.rx_used),
+        }
+    }
+
+    /// Features the driver wrote (both halves), as the device saw them.
+    pub fn driver_features(&self) -> u64 {
+        self.shared.control(|core, _| core.accepted())
+    }
+
+    /// The rings running since DRIVER_OK; `None` before, and after a reset.
+    pub fn started(&self) -> Option<Started> {
+        self.shared.control(|core, _| {
+            let running = core.rings.iter().any(Option::is_some);
+            running.then(|| Started {
+                packed: core.accepted() & feature::RING_PACKED != 0,
+                event_idx: core.event_idx,
+                sizes: [0, 1].map(|q| core.rings[q].as_ref().map(Ring::size)),
+            })
+        })
+    }
+}
+
+impl Drop for FakeVirtio {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() && !std::thread::panicking() {
+                panic!("the fake virtio device thread panicked");
+            }
+        }
+    }
+}
+
+impl VirtioBar {
+    fn write(&self, off: u32, width: u32, val: u32) {
+        let counts = &self.shared.counts;
+        if off < c::LEN {
+            store(&self.regs, off, width, val);
+            self.shared
+                .control(|core, counts| core.common_written(off, width, counts));
+        } else if (NOTIFY..NOTIFY + NOTIFY_MULT * QUEUES as u32).contains(&off) {
+            // Queue q's doorbell is NOTIFY + q * NOTIFY_MULT and takes q (§4.1.4.4.1).
+            let q = (off - NOTIFY) / NOTIFY_MULT;
+            if width == 2 && off.is_multiple_of(NOTIFY_MULT) && val == q {
+                bump(&counts.kicks[q as usize], 1);
+            } else {
+                bump(&counts.misdirected_kicks, 1);
+            }
+        } else {
+            // The virtio-net configuration is read-only for the driver (§5.1.4).
+            bump(&counts.bad_accesses, 1);
+        }
+    }
+}
+
+fn store(bar: &FakeBar, off: u32, width: u32, val: u32) {
+    match width {
+        1 => bar.write8(off, val as u8),
+        2 => bar.write16(off, val as u16),
+        _ => bar.write32(off, val),
+    }
+}
+
+impl Bar for VirtioBar {
+    fn read32(&self, off: u32) -> u32 {
+        self.regs.read32(off)
+    }
+    fn write32(&self, off: u32, val: u32) {
+        self.write(off, 4, val)
+    }
+    fn read16(&self, off: u32) -> u16 {
+        self.regs.read16(off)
+    }
+    fn write16(&self, off: u32, val: u16) {
+        self.write(off, 2, val.into())
+    }
+    fn read8(&self, off: u32) -> u8 {
+        self.regs.read8(off)
+    }
+    fn write8(&self, off: u32, val: u8) {
+        self.write(off, 1, val.into())
+    }
+}
+
+/// The writable per-queue registers, remembered for each queue (§4.1.4.3).
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueRegs {
+    size: u16,
+    enable: u16,
+    desc: u64,
+    driver: u64,
+    device: u64,
+}
+
+#[derive(Debug)]
+struct Core {
+    b: Behaviour,
+    regs: FakeBar,
+    dma: FakeDma,
+    driver_features: [u32; 2],
+    /// device_status as last accepted.
+    status: u8,
+    queues: [QueueRegs; QUEUES],
+    rings: [Option<Ring>; QUEUES],
+    event_idx: bool,
+    tx_paused: bool,
+    bad_tx_len: u32,
+    inject: VecDeque<Inject>,
+    /// Receive chains taken from the ring but not yet used.
+    held: VecDeque<Chain>,
+}
+
+/// Width of the register starting at `off` (0: none starts there).
+fn natural_width(off: u32) -> u32 {
+    match off {
+        c::DEVICE_FEATURE_SELECT | c::DEVICE_FEATURE | c::DRIVER_FEATURE_SELECT => 4,
+        c::DRIVER_FEATURE => 4,
+        c::DEVICE_STATUS | c::CONFIG_GENERATION => 1,
+        o if o < c::QUEUE_DESC => 2,
+        o if o.is_multiple_of(4) => 4,
+        _ => 0,
+    }
+}
+
+fn write64(bar: &FakeBar, off: u32, v: u64) {
+    bar.write32(off, v as u32);
+    bar.write32(off + 4, (v >> 32) as u32);
+}
+
+fn read64(bar: &FakeBar, off: u32) -> u64 {
+    u64::from(bar.read32(off)) | u64::from(bar.read32(off + 4)) << 32
+}
+
+impl Core {
+    fn accepted(&self) -> u64 {
+        u64::from(self.driver_features[0]) | u64::from(self.driver_features[1]) << 32
+    }
+
+    fn dma<'a>(&'a self, counts: &'a Counters) -> Dma<'a> {
+        Dma {
+            dma: &self.dma,
+            faults: &counts.faults,
+        }
+    }
+
+    /// Side effects of the driver's write of `width` bytes at `off` (already stored).
+    fn common_written(&mut self, off: u32, width: u32, counts: &Counters) {
+        let read_only = matches!(
+            off,
+            c::DEVICE_FEATURE | c::NUM_QUEUES | c::CONFIG_GENERATION | c::QUEUE_NOTIFY_OFF
+        );
+        if width != natural_width(off) || read_only {
+            bump(&counts.bad_accesses, 1);
+        }
+        let sel = self.regs.read32(c::DRIVER_FEATURE_SELECT) as usize;
+        match off {
+            c::DRIVER_FEATURE_SELECT => {
+                let half = self.driver_features.get(sel).copied().unwrap_or(0);
+                self.regs.write32(c::DRIVER_FEATURE, half);
+            }
+            c::DRIVER_FEATURE => {
+                if let Some(half) = self.driver_features.get_mut(sel) {
+                    *half = self.regs.read32(c::DRIVER_FEATURE);
+                }
+            }
+            c::DEVICE_STATUS => self.status_written(counts),
+            c::QUEUE_SELECT => self.load_queue(),
+            o if o >= c::QUEUE_SIZE => self.save_queue(),
+            _ => {}
+        }
+        self.refresh_read_only();
+    }
+
+    fn refresh_read_only(&self) {
+        let half = match self.regs.read32(c::DEVICE_FEATURE_SELECT) {
+            0 => self.b.offered() as u32,
+            1 => (self.b.offered() >> 32) as u32,
+            _ => 0,
+        };
+        self.regs.write32(c::DEVICE_FEATURE, half);
+        self.regs.write16(c::NUM_QUEUES, QUEUES as u16);
+        self.regs.write8(c::CONFIG_GENERATION, 0);
+        let q = self.regs.read16(c::QUEUE_SELECT);
+        let notify_off = if usize::from(q) < QUEUES { q } else { 0 };
+        self.regs.write16(c::QUEUE_NOTIFY_OFF, notify_off);
+    }
+
+    /// Shows the selected queue's registers (all zero for a queue that does not exist).
+    fn load_queue(&self) {
+        let sel = usize::from(self.regs.read16(c::QUEUE_SELECT));
+        let q = self.queues.get(sel).copied().unwrap_or_default();
+        self.regs.write16(c::QUEUE_SIZE, q.size);
+        self.regs.write16(c::QUEUE_ENABLE, q.enable);
+        write64(&self.regs, c::QUEUE_DESC, q.desc);
+        write64(&self.regs, c::QUEUE_DRIVER, q.driver);
+        write64(&self.regs, c::QUEUE_DEVICE, q.device);
+    }
+
+    fn save_queue(&mut self) {
+        let sel = usize::from(self.regs.read16(c::QUEUE_SELECT));
+        if let Some(q) = self.queues.get_mut(sel) {
+            *q = QueueRegs {
+                size: self.regs.read16(c::QUEUE_SIZE),
+                enable: self.regs.read16(c::QUEUE_ENABLE),
+                desc: read64(&self.regs, c::QUEUE_DESC),
+                driver: read64(&self.regs, c::QUEUE_DRIVER),
+                device: read64(&self.regs, c::QUEUE_DEVICE),
+            };
+        }
+    }
+
+    /// Device reset (§2.1, §4.1.4.3.1): the datapath stops (the caller holds the core, so
+    /// no pass is under way) and every register returns to its initial value.
+    fn reset(&mut self) {
+        self.driver_features = [0; 2];
+        self.status = 0;
+        self.rings = [None, None];
+        self.held.clear();
+        let initial = QueueRegs {
+            size: self.b.queue_max,
+            ..QueueRegs::default()
+        };
+        self.queues = [initial; QUEUES];
+        for off in (0..c::LEN).step_by(4) {
+            self.regs.write32(off, 0);
+        }
+        self.load_queue();
+        self.refresh_read_only();
+    }
+
+    fn status_written(&mut self, counts: &Counters) {
+        let mut s = self.regs.read8(c::DEVICE_STATUS);
+        if s == 0 {
+            self.reset();
+            bump(&counts.resets, 1);
+            return;
+        }
+        let newly = |bit: u8| s & bit != 0 && self.status & bit == 0;
+        if newly(status::FEATURES_OK) {
+            // FEATURES_OK stays set only for a subset of what was offered (§3.1.1 step 6).
+            let extra = self.accepted() & !self.b.offered();
+            if self.b.refuse_features || extra != 0 {
+                s &= !status::FEATURES_OK;
+                self.regs.write8(c::DEVICE_STATUS, s);
+            }
+        }
+        let ok = s & status::FEATURES_OK != 0;
+        if ok && s & status::DRIVER_OK != 0 && self.status & status::DRIVER_OK == 0 {
+            self.start(counts);
+        }
+        self.status = s;
+    }
+
+    /// DRIVER_OK: the enabled queues go live in the negotiated format.
+    fn start(&mut self, counts: &Counters) {
+        let packed = self.accepted() & feature::RING_PACKED != 0;
+        self.event_idx = self.accepted() & feature::EVENT_IDX != 0;
+        let rings = self
+            .queues
+            .map(|q| (q.enable == 1 && q.size > 0).then(|| Ring::new(packed, q)));
+        let m = self.dma(counts);
+        for ring in rings.iter().flatten() {
+            ring.suppress(&m, self.b.notify, self.event_idx);
+        }
+        self.rings = rings;
+    }
+
+    /// One pass of the datapath; true if it did anything.
+    fn step(&mut self, counts: &Counters, sent: &Mutex<Vec<Vec<u8>>>) -> bool {
+        let tx = !self.tx_paused && self.transmit(counts, sent);
+        self.receive(counts) | tx
+    }
+
+    fn transmit(&mut self, counts: &Counters, sent: &Mutex<Vec<Vec<u8>>>) -> bool {
+        let m = Dma {
+            dma: &self.dma,
+            faults: &counts.faults,
+        };
+        let Some(ring) = self.rings[TX].as_mut() else {
+            return false;
+        };
+        let (mut frames, mut done) = (Vec::new(), Vec::new());
+        for _ in 0..ring.size() {
+            let Some(chain) = ring.take(&m) else { break };
+            let bytes = gather(&m, &chain);
+            if bytes.len() < HDR_LEN || bytes[..HDR_LEN].iter().any(|&b| b != 0) {
+                bump(&counts.bad_headers, 1);
+            }
+            frames.push(bytes.get(HDR_LEN..).unwrap_or_default().to_vec());
+            let len = if self.bad_tx_len > 0 {
+                self.bad_tx_len -= 1;
+                100
+            } else {
+                0
+            };
+            done.push(chain.used(chain.id.into(), len));
+        }
+        if done.is_empty() {
+            return false;
+        }
+        ring.complete(&m, &done);
+        ring.suppress(&m, self.b.notify, self.event_idx);
+        // Counted last: a test that sees the count sees every ring write above.
+        let n = frames.len() as u64;
+        lock(sent).extend(frames);
+        bump(&counts.sent, n);
+        true
+    }
+
+    fn receive(&mut self, counts: &Counters) -> bool {
+        let m = Dma {
+            dma: &self.dma,
+            faults: &counts.faults,
+        };
+        let Some(ring) = self.rings[RX].as_mut() else {
+            return false;
+        };
+        let (mut done, mut used, mut did) = (Vec::new(), 0u64, false);
+        while let Some(front) = self.inject.front() {
+            let need = match front {
+                Inject::Duplicate(_) => 2,
+                Inject::IndexJump => 0,
+                _ => 1,
+            };
+            while self.held.len() < need {
+                let Some(chain) = ring.take(&m) else { break };
+                self.held.push_back(chain);
+                did = true;
+            }
+            if self.held.len() < need {
+                break; // no buffer posted: wait for the driver's refill
+            }
+            let Some(what) = self.inject.pop_front() else {
+                break;
+            };
+            let held = &mut self.held;
+            let mut next = || held.pop_front().expect("taken above");
+            match what {
+                Inject::Frame(f) => {
+                    let a = next();
+                    done.push(a.used(a.id.into(), deliver(&m, &a, &f)));
+                }
+                Inject::BadId(id) => {
+                    let a = next();
+                    done.push(a.used(id, (HDR_LEN + 60) as u32));
+                }
+                Inject::Duplicate(f) => {
+                    let (a, b) = (next(), next());
+                    let len = deliver(&m, &a, &f);
+                    done.push(a.used(a.id.into(), len));
+                    done.push(b.used(a.id.into(), len));
+                }
+                Inject::Length(len) => {
+                    let a = next();
+                    done.push(a.used(a.id.into(), len));
+                }
+                Inject::IndexJump => {
+                    ring.complete(&m, &done);
+                    used += done.len() as u64;
+                    done.clear();
+                    ring.jump(&m);
+                }
+            }
+            did = true;
+        }
+        if !done.is_empty() {
+            ring.complete(&m, &done);
+            used += done.len() as u64;
+        }
+        if did {
+            ring.suppress(&m, self.b.notify, self.event_idx);
+        }
+        bump(&counts.rx_used, used);
+        did
+    }
+}
+
+/// The device's view of DMA memory: every access through the fake IOMMU; a refused access
+/// counts a fault and reads as zero.
+struct Dma<'a> {
+    dma: &'a FakeDma,
+    faults: &'a AtomicU64,
+}
+
+impl Dma<'_> {
+    fn read(&self, iova: u64, buf: &mut [u8]) {
+        if !self.dma.device_read(iova, buf) {
+            buf.fill(0);
+            bump(self.faults, 1);
+        }
+    }
+    fn write(&self, iova: u64, data: &[u8]) {
+        if !self.dma.device_write(iova, data) {
+            bump(self.faults, 1);
+        }
+    }
+    fn r<const N: usize>(&self, iova: u64) -> [u8; N] {
+        let mut b = [0; N];
+        self.read(iova, &mut b);
+        b
+    }
+    fn r16(&self, iova: u64) -> u16 {
+        u16::from_le_bytes(self.r(iova))
+    }
+    fn r32(&self, iova: u64) -> u32 {
+        u32::from_le_bytes(self.r(iova))
+    }
+    fn r64(&self, iova: u64) -> u64 {
+        u64::from_le_bytes(self.r(iova))
+    }
+    fn w16(&self, iova: u64, v: u16) {
+        self.write(iova, &v.to_le_bytes())
+    }
+    fn w32(&self, iova: u64, v: u32) {
+        self.write(iova, &v.to_le_bytes())
+    }
+}
+
+/// One descriptor as the device read it.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+}
+
+/// A chain the device took: split id = head index; packed id from the last descriptor,
+/// `pos`/`wrap` = the head's ring position and wrap counter.
+#[derive(Debug)]
+struct Chain {
+    id: u16,
+    pos: u16,
+    wrap: bool,
+    descs: Vec<Desc>,
+}
+
+/// A used entry to write in place of a chain (it may name another id).
+#[derive(Debug, Clone, Copy)]
+struct Used {
+    pos: u16,
+    wrap: bool,
+    id: u32,
+    len: u32,
+}
+
+impl Chain {
+    fn used(&self, id: u32, len: u32) -> Used {
+        Used {
+            pos: self.pos,
+            wrap: self.wrap,
+            id,
+            len,
+        }
+    }
+}
+
+/// The device-readable bytes of a chain.
+fn gather(m: &Dma, chain: &Chain) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in chain
+        .descs
+        .iter()
+        .filter(|d| d.flags & VIRTQ_DESC_F_WRITE == 0)
+    {
+        let mut b = vec![0; (d.len as usize).min(MAX_TX_DESC)];
+        m.read(d.addr, &mut b);
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// Writes a zero header and `frame` across the chain's device-writable buffers; returns
+/// the bytes written.
+fn deliver(m: &Dma, chain: &Chain, frame: &[u8]) -> u32 {
+    let mut data = vec![0u8; HDR_LEN];
+    data.extend_from_slice(frame);
+    let mut at = 0;
+    for d in chain
+        .descs
+        .iter()
+        .filter(|d| d.flags & VIRTQ_DESC_F_WRITE != 0)
+    {
+        let n = (d.len as usize).min(data.len() - at);
+        m.write(d.addr, &data[at..at + n]);
+        at += n;
+    }
+    at as u32
+}
+
+#[derive(Debug)]
+enum Ring {
+    Split(SplitRing),
+    Packed(PackedRing),
+}
+
+impl Ring {
+    fn new(packed: bool, q: QueueRegs) -> Self {
+        if packed {
+            Ring::Packed(PackedRing {
+                size: q.size,
+                desc: q.desc,
+                device_event: q.device,
+                pos: 0,
+                wrap: true,
+            })
+        } else {
+            Ring::Split(SplitRing {
+                size: q.size,
+                desc: q.desc,
+                avail: q.driver,
+                used: q.device,
+                last_avail: 0,
+                used_idx: 0,
+            })
+        }
+    }
+
+    fn size(&self) -> u16 {
+        match self {
+            Ring::Split(r) => r.size,
+            Ring::Packed(r) => r.size,
+        }
+    }
+
+    fn take(&mut self, m: &Dma) -> Option<Chain> {
+        match self {
+            Ring::Split(r) => r.take(m),
+            Ring::Packed(r) => r.take(m),
+        }
+    }
+
+    fn complete(&mut self, m: &Dma, done: &[Used]) {
+        match self {
+            Ring::Split(r) => r.complete(m, done),
+            Ring::Packed(r) => r.complete(m, done),
+        }
+    }
+
+    fn suppress(&self, m: &Dma, notify: Notify, event_idx: bool) {
+        match self {
+            Ring::Split(r) => r.suppress(m, notify, event_idx),
+            Ring::Packed(r) => r.suppress(m, notify, event_idx),
+        }
+    }
+
+    /// `used.idx` beyond anything made available (split only).
+    fn jump(&self, m: &Dma) {
+        if let Ring::Split(r) = self {
+            let idx = r.used_idx.wrapping_add(r.size).wrapping_add(1);
+            m.w16(r.used + USED_IDX, idx);
+        }
+    }
+}
+
+/// Split ring fields (virtio 1.1 §2.6.5, §2.6.6, §2.6.8): `virtq_desc` is 16 bytes
+/// (addr le64, len le32, flags le16, next le16); `avail` = flags, idx, ring[n] of le16,
+/// used_event; `used` = flags, idx, ring[n] of {id le32, len le32}, avail_event.
+const SPLIT_DESC: u64 = 16;
+const AVAIL_IDX: u64 = 2;
+const AVAIL_RING: u64 = 4;
+const USED_FLAGS: u64 = 0;
+const USED_IDX: u64 = 2;
+const USED_RING: u64 = 4;
+const USED_ELEM: u64 = 8;
+
+#[derive(Debug)]
+struct SplitRing {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    last_avail: u16,
+    used_idx: u16,
+}
+
+impl SplitRing {
+    fn take(&mut self, m: &Dma) -> Option<Chain> {
+        if m.r16(self.avail + AVAIL_IDX) == self.last_avail {
+            return None;
+        }
+        // Acquire: the driver wrote ring entry and descriptors before avail.idx (§2.6.13).
+        fence(Ordering::Acquire);
+        let slot = u64::from(self.last_avail % self.size);
+        let head = m.r16(self.avail + AVAIL_RING + 2 * slot);
+        self.last_avail = self.last_avail.wrapping_add(1);
+        let (mut descs, mut i) = (Vec::new(), head);
+        // A chain longer than the table is a loop: stop there.
+        while descs.len() < usize::from(self.size) && i < self.size {
+            let at = self.desc + SPLIT_DESC * u64::from(i);
+            let d = Desc {
+                addr: m.r64(at),
+                len: m.r32(at + 8),
+                flags: m.r16(at + 12),
+            };
+            descs.push(d);
+            if d.flags & VIRTQ_DESC_F_NEXT == 0 {
+                break;
+            }
+            i = m.r16(at + 14);
+        }
+        Some(Chain {
+            id: head,
+            pos: 0,
+            wrap: false,
+            descs,
+        })
+    }
+
+    fn complete(&mut self, m: &Dma, done: &[Used]) {
+        for u in done {
+            let slot = u64::from(self.used_idx % self.size);
+            let at = self.used + USED_RING + USED_ELEM * slot;
+            m.w32(at, u.id);
+            m.w32(at + 4, u.len);
+            self.used_idx = self.used_idx.wrapping_add(1);
+        }
+        // Release: the entries before the used.idx store that exposes them (§2.6.8.2).
+        fence(Ordering::Release);
+        m.w16(self.used + USED_IDX, self.used_idx);
+    }
+
+    fn suppress(&self, m: &Dma, notify: Notify, event_idx: bool) {
+        let flags = match notify {
+            Notify::Wanted => 0,
+            Notify::Suppressed => VIRTQ_USED_F_NO_NOTIFY,
+        };
+        m.w16(self.used + USED_FLAGS, flags);
+        if event_idx {
+            // "Kick me when avail.idx moves past this" (§2.6.10): what was consumed, or one
+            // behind it, which the driver has already passed.
+            let event = match notify {
+                Notify::Wanted => self.last_avail,
+                Notify::Suppressed => self.last_avail.wrapping_sub(1),
+            };
+            let at = self.used + USED_RING + USED_ELEM * u64::from(self.size);
+            m.w16(at, event);
+        }
+    }
+}
+
+/// Packed descriptor fields (virtio 1.1 §2.7.13: addr le64, len le32, id le16, flags le16)
+/// and event suppression fields (§2.7.14: desc le16 = offset | wrap << 15, flags le16).
+const PACKED_DESC: u64 = 16;
+const PACKED_LEN: u64 = 8;
+const PACKED_ID: u64 = 12;
+const PACKED_FLAGS: u64 = 14;
+const EVENT_OFF_WRAP: u64 = 0;
+const EVENT_FLAGS: u64 = 2;
+
+#[derive(Debug)]
+struct PackedRing {
+    size: u16,
+    desc: u64,
+    device_event: u64,
+    /// Next position the device reads, and its wrap counter (starts at 1, §2.7.1).
+    pos: u16,
+    wrap: bool,
+}
+
+impl PackedRing {
+    fn at(&self, pos: u16) -> u64 {
+        self.desc + PACKED_DESC * u64::from(pos)
+    }
+
+    fn take(&mut self, m: &Dma) -> Option<Chain> {
+        let flags = m.r16(self.at(self.pos) + PACKED_FLAGS);
+        // Available: AVAIL equals the device's wrap counter and USED does not (§2.7.1).
+        let (avail, used) = (
+            flags & VIRTQ_DESC_F_AVAIL != 0,
+            flags & VIRTQ_DESC_F_USED != 0,
+        );
+        if avail != self.wrap || used == self.wrap {
+            return None;
+        }
+        // Acquire: the driver wrote the chain before the head's flags (§2.7.21.1).
+        fence(Ordering::Acquire);
+        let (pos, wrap, mut id) = (self.pos, self.wrap, 0);
+        let mut descs = Vec::new();
+        while descs.len() < usize::from(self.size) {
+            let at = self.at(self.pos);
+            let d = Desc {
+                addr: m.r64(at),
+                len: m.r32(at + PACKED_LEN),
+                flags: m.r16(at + PACKED_FLAGS),
+            };
+            id = m.r16(at + PACKED_ID); // the last descriptor's id counts (§2.7.6)
+            descs.push(d);
+            self.pos += 1;
+            if self.pos == self.size {
+                self.pos = 0;
+                self.wrap = !self.wrap;
+            }
+            if d.flags & VIRTQ_DESC_F_NEXT == 0 {
+                break;
+            }
+        }
+        Some(Chain {
+            id,
+            pos,
+            wrap,
+            descs,
+        })
+    }
+
+    /// One used descriptor per chain at the chain head's position: AVAIL and USED equal the
+    /// wrap counter there, WRITE when a length is reported (§2.7.4, §2.7.6).
+    fn complete(&mut self, m: &Dma, done: &[Used]) {
+        for u in done {
+            let at = self.at(u.pos);
+            m.w32(at + PACKED_LEN, u.len);
+            m.w16(at + PACKED_ID, u.id as u16);
+        }
+        // Release: id and len before the flags that hand each descriptor back. The first of
+        // the batch goes last, so the driver sees the whole batch at once.
+        fence(Ordering::Release);
+        for u in done.iter().rev() {
+            let mut flags = if u.wrap {
+                VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED
+            } else {
+                0
+            };
+            if u.len > 0 {
+                flags |= VIRTQ_DESC_F_WRITE;
+            }
+            m.w16(self.at(u.pos) + PACKED_FLAGS, flags);
+        }
+    }
+
+    fn suppress(&self, m: &Dma, notify: Notify, event_idx: bool) {
+        let flags = match (notify, event_idx) {
+            (Notify::Suppressed, _) => RING_EVENT_FLAGS_DISABLE,
+            (Notify::Wanted, false) => RING_EVENT_FLAGS_ENABLE,
+            (Notify::Wanted, true) => {
+                // "Kick me when the descriptor I look at next is made available" (§2.7.10).
+                let wrap = if self.wrap { RING_EVENT_WRAP } else { 0 };
+                m.w16(self.device_event + EVENT_OFF_WRAP, self.pos | wrap);
+                fence(Ordering::Release);
+                RING_EVENT_FLAGS_DESC
+            }
+        };
+        m.w16(self.device_event + EVENT_FLAGS, flags);
+    }
+}
