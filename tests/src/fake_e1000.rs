@@ -53,6 +53,9 @@ pub struct Behaviour {
     /// Read each transmitted frame's bytes (false: only count frames, for benchmarks
     /// where the device must cost the same whatever the frame size).
     pub read_frames: bool,
+    /// Leave transmit to [`FakeE1000::complete_tx`], called on the test's own thread (a
+    /// benchmark then measures the driver, not thread scheduling).
+    pub manual_tx: bool,
 }
 
 impl Default for Behaviour {
@@ -61,6 +64,7 @@ impl Default for Behaviour {
             reset_completes: true,
             link_up: true,
             read_frames: true,
+            manual_tx: false,
         }
     }
 }
@@ -138,6 +142,24 @@ impl FakeE1000 {
         let _ = self.inject.send(what);
     }
 
+    /// Plays the device's transmit side once on this thread: every descriptor from TDH to
+    /// TDT is done (DD written where RS asks), without reading frame bytes.
+    pub fn complete_tx(&self) {
+        let b = &self.bar;
+        let slots = b.read32(regs::TDLEN) / 16;
+        let base = ring_base(b, regs::TDBAL, regs::TDBAH);
+        let (mut head, tail) = (b.read32(regs::TDH), b.read32(regs::TDT));
+        let mut cmd = [0u8; 1];
+        while slots > 0 && head != tail {
+            let at = base + u64::from(head) * 16;
+            if self.dma.device_read(at + 11, &mut cmd) && cmd[0] & 0x08 != 0 {
+                self.dma.device_write(at + 12, &[0x01]);
+            }
+            head = (head + 1) % slots;
+        }
+        b.write32(regs::TDH, head);
+    }
+
     /// Frames transmitted so far (the payloads are in `sent` when `read_frames` is on).
     pub fn sent_count(&self) -> usize {
         self.sent_count.load(Ordering::Acquire) as usize
@@ -183,7 +205,10 @@ impl Device {
 
     fn transmit(&mut self) -> bool {
         let b = &self.bar;
-        if b.read32(regs::TCTL) & Tctl::EN.bits() == 0 || self.tx_paused.load(Ordering::Acquire) {
+        if b.read32(regs::TCTL) & Tctl::EN.bits() == 0
+            || self.tx_paused.load(Ordering::Acquire)
+            || self.behaviour.manual_tx
+        {
             return false;
         }
         let slots = b.read32(regs::TDLEN) / 16;

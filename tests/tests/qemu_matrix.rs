@@ -213,12 +213,13 @@ fn environment_cases() -> Vec<(&'static str, &'static str, String)> {
             "busy",
             "is busy: another process has it open",
             format!(
-                "zcnic pktgen {g} --duration 5 > /results/busy_first.out 2> /results/busy_first.err &\n\
+                "zcnic pktgen {g} --duration 120 > /results/busy_first.out 2> /results/busy_first.err &\n\
                  first=$!\n\
                  n=0; until grep -q ' s  tx' /results/busy_first.out; do\n\
                    sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/busy_first.*; exit 3; }}\n\
                  done\n\
                  try_case busy {pktgen}\n\
+                 kill -INT $first\n\
                  rc=0; wait $first || rc=$?; echo $rc > /results/busy_first.rc\n\
                  try_case busy_after_fix {pktgen}\n"
             ),

@@ -65,7 +65,7 @@ fn keep(name: &str, cmd: &str) -> String {
 fn rx_leg(name: &str, from: u8, to: u8) -> String {
     let (from, to) = (pci(from), pci(to));
     format!(
-        "zcnic dump {to} --out /results/{name}.pcap --count {RX_FRAMES} --duration 120 \
+        "zcnic dump {to} --out /results/{name}.pcap --count {RX_FRAMES} --duration 60 \
             > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
          dump=$!\n\
          n=0; until grep -q listening /results/{name}-dump.err; do\n\

@@ -577,8 +577,8 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
 }
 
 /// clap's multi-line usage error as one line: the message with what it lists (the missing
-/// `<PCI>`), clap's suggestion, and the help of the subcommand the user typed.
-fn usage_error(text: &str) -> String {
+/// `<PCI>`), clap's suggestion, and the help of the subcommand the user typed in `args`.
+fn usage_error(text: &str, args: impl IntoIterator<Item = String>) -> String {
     use clap::CommandFactory;
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let mut out = lines
@@ -598,7 +598,8 @@ fn usage_error(text: &str) -> String {
         }
     }
     let cmd = Cli::command();
-    let help = match std::env::args()
+    let help = match args
+        .into_iter()
         .skip(1)
         .find(|a| cmd.find_subcommand(a).is_some())
     {
@@ -625,7 +626,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("zcnic: {}", usage_error(&e.to_string()));
+            eprintln!("zcnic: {}", usage_error(&e.to_string(), std::env::args()));
             return ExitCode::from(2);
         }
     };
@@ -648,5 +649,56 @@ fn main() -> ExitCode {
             eprintln!("zcnic: error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(args: &str) -> String {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        let e = Cli::try_parse_from(&args).expect_err("bad usage");
+        usage_error(&e.to_string(), args)
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_the_subcommand_help() {
+        let missing = usage("zcnic pktgen");
+        assert!(missing.contains("not provided: <PCI>"), "{missing}");
+        assert!(missing.ends_with("see `zcnic pktgen --help`"), "{missing}");
+        let unknown = usage("zcnic pktgen 0000:00:02.0 --bogus");
+        assert!(
+            unknown.contains("'--bogus'") && !unknown.contains("to pass"),
+            "{unknown}"
+        );
+        let value = usage("zcnic dump 0000:00:02.0 --out x --ring round");
+        assert!(value.ends_with("see `zcnic dump --help`"), "{value}");
+        assert_eq!(
+            usage("zcnic frobnicate"),
+            "unrecognized subcommand 'frobnicate'; see `zcnic --help`"
+        );
+        for u in [missing, unknown, value] {
+            assert_eq!(u.lines().count(), 1, "{u}");
+        }
+    }
+
+    #[test]
+    fn negative_numbers_reach_the_checks() {
+        let cli = Cli::try_parse_from([
+            "zcnic",
+            "pktgen",
+            "0000:00:02.0",
+            "--rate",
+            "-5",
+            "--duration",
+            "-1",
+        ])
+        .expect("parsed");
+        let Cmd::Pktgen(c) = cli.cmd else {
+            panic!("pktgen")
+        };
+        assert_eq!(c.rate.as_deref(), Some("-5"));
+        assert!(seconds("duration", c.duration).is_err());
     }
 }
