@@ -54,7 +54,7 @@ impl HugepageStatus {
     /// kernel may grant fewer than asked when memory is fragmented.
     pub fn reserve(pages: usize) -> Result<Self, DmaError> {
         fs::write(NR_HUGEPAGES, format!("{pages}\n")).map_err(|source| DmaError::Io {
-            what: "cannot write (are you root?)",
+            what: "cannot write",
             path: NR_HUGEPAGES.into(),
             source,
         })?;
@@ -101,7 +101,7 @@ pub fn mount_hugetlbfs(dir: &Path) -> Result<(), DmaError> {
     };
     if rc != 0 {
         return Err(io(
-            "cannot mount hugetlbfs (are you root?) on",
+            "cannot mount hugetlbfs on",
             std::io::Error::last_os_error(),
         ));
     }

@@ -54,7 +54,7 @@ pub enum DmaError {
     #[error("no hugetlbfs is mounted: run `zcnic hugepages --mount` (mounts /dev/hugepages)")]
     NotMounted,
     /// A file or system call failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {source}{}", if source.kind() == std::io::ErrorKind::PermissionDenied { ": run as root" } else { "" })]
     Io {
         /// What was being done.
         what: &'static str,

@@ -329,7 +329,11 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
             ..frame::Flow::default()
         },
         flows: c.flows,
-        rx_wait: seconds("rx-wait", Some(c.rx_wait))?.unwrap_or_default(),
+        rx_wait: match c.rx_wait {
+            // 0 is fine here: do not wait for stragglers.
+            0.0 => Duration::ZERO,
+            w => seconds("rx-wait", Some(w))?.unwrap_or_default(),
+        },
         zero_copy: c.zero_copy,
     };
     let cfg = c.port.config();
