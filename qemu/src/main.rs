@@ -8,6 +8,8 @@
 //! cargo xtask prepare          only install/fetch/build what guests need
 //! ```
 
+mod bench;
+
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ commands:
   selftest        boot a guest with two e1000s and check the harness:
                   VFIO, IOMMU groups, huge pages, modules, results, pcap
   prepare         install QEMU, fetch the guest kernel, build the guest image
+  bench           one guest boot: kernel pktgen vs zcnic pktgen on e1000 and virtio
+  bench --host    instructions per packet (callgrind) and criterion benches on the
+                  fake device; --quick for a short run (CI)
 
 environment:
   ZCNIC_QEMU_ACCEL=kvm   use KVM instead of TCG (where nested KVM works)
@@ -50,6 +55,16 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "demo" => demo(),
         "selftest" => selftest(),
+        "bench" => {
+            let host = rest.iter().any(|a| a == "--host");
+            let quick = rest.iter().any(|a| a == "--quick");
+            if host {
+                bench::host(quick)
+            } else {
+                bench::guest()
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
         "prepare" => prepare().map(|()| ExitCode::SUCCESS),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

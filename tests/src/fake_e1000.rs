@@ -160,6 +160,25 @@ impl FakeE1000 {
         b.write32(regs::TDH, head);
     }
 
+    /// Plays the device's receive side once on this thread: completes up to `n` handed-over
+    /// descriptors as `len`-byte frames (DD|EOP), writing no frame bytes. Returns how many.
+    pub fn complete_rx(&self, n: usize, len: u16) -> usize {
+        let b = &self.bar;
+        let slots = b.read32(regs::RDLEN) / 16;
+        let base = ring_base(b, regs::RDBAL, regs::RDBAH);
+        let (mut head, tail) = (b.read32(regs::RDH), b.read32(regs::RDT));
+        let mut done = 0;
+        while slots > 0 && head != tail && done < n {
+            let at = base + u64::from(head) * 16;
+            self.dma.device_write(at + 8, &len.to_le_bytes());
+            self.dma.device_write(at + 12, &[0x03, 0]);
+            head = (head + 1) % slots;
+            done += 1;
+        }
+        b.write32(regs::RDH, head);
+        done
+    }
+
     /// Frames transmitted so far (the payloads are in `sent` when `read_frames` is on).
     pub fn sent_count(&self) -> usize {
         self.sent_count.load(Ordering::Acquire) as usize

@@ -472,8 +472,8 @@ struct Core {
 /// Width of the register starting at `off` (0: none starts there).
 fn natural_width(off: u32) -> u32 {
     match off {
-        c::DEVICE_FEATURE_SELECT | c::DEVICE_FEATURE | c::DRIVER_FEATURE_SELECT => 4,
-        c::DRIVER_FEATURE => 4,
+        c::DEVICE_FEATURE_SELECT | c::DEVICE_FEATURE => 4,
+        c::DRIVER_FEATURE_SELECT | c::DRIVER_FEATURE => 4,
         c::DEVICE_STATUS | c::CONFIG_GENERATION => 1,
         o if o < c::QUEUE_DESC => 2,
         o if o.is_multiple_of(4) => 4,

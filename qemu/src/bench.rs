@@ -1,0 +1,223 @@
+//! `cargo xtask bench`: zcnic against the alternatives, measured in one guest boot; and
+//! `--host`: instructions per packet on the fake device (callgrind) plus criterion benches.
+//!
+//! Nothing here fails on a number: the bench reports, tests assert.
+
+use std::process::Command;
+use std::time::Duration;
+use zcnic_qemu::{workspace_root, GuestSpec, Nic};
+
+const SECS: u32 = 8;
+const MODERN_VIRTIO: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
+/// (label, PCI address in the guest).
+const NICS: [(&str, &str); 2] = [("e1000", "0000:00:02.0"), ("virtio", "0000:00:03.0")];
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn ensure_valgrind() -> Result<(), String> {
+    if Command::new("valgrind").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let fix = "apt-get install -y --no-install-recommends valgrind";
+    if !root {
+        return Err(format!("valgrind not found: run `{fix}`"));
+    }
+    let ok = Command::new("sh")
+        .args(["-c", fix])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(()).ok_or_else(|| format!("`{fix}` failed"))
+}
+
+/// Instructions per packet of the driver's own calls, by callgrind.
+fn instructions(op: &str, batch: usize, packets: u64) -> Result<f64, String> {
+    let bin = workspace_root().join("target/release/datapath");
+    let out = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--collect-atstart=no",
+        ])
+        .args([
+            "--toggle-collect=*E1000<B>>::tx",
+            "--toggle-collect=*E1000<B>>::rx",
+        ])
+        .arg(&bin)
+        .args([op, &batch.to_string(), &packets.to_string()])
+        .output()
+        .map_err(|e| format!("valgrind: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let collected = text
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("no callgrind total in:\n{text}"))?;
+    Ok(collected / packets as f64)
+}
+
+/// `cargo xtask bench --host [--quick]`.
+pub fn host(quick: bool) -> Result<(), String> {
+    ensure_valgrind()?;
+    let status = cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "zcnic-tests",
+            "--bin",
+            "datapath",
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building the datapath driver program failed".into());
+    }
+    let (batches, packets): (&[usize], u64) = if quick {
+        (&[32], 20_000)
+    } else {
+        (&[1, 4, 16, 32, 64], 200_000)
+    };
+    println!(
+        "driver instructions per packet (callgrind, e1000 on the fake device, 60-byte frames):"
+    );
+    println!(
+        "  {:<6}{}",
+        "op",
+        batches
+            .iter()
+            .map(|b| format!("{:>10}", format!("batch {b}")))
+            .collect::<String>()
+    );
+    for op in ["tx", "rx", "fwd"] {
+        let mut row = format!("  {op:<6}");
+        for &b in batches {
+            row += &format!("{:>10.1}", instructions(op, b, packets)?);
+        }
+        println!("{row}");
+    }
+    println!("  (targets at batch 32: tx <= 60, rx <= 60, fwd <= 120)");
+    let mut bench = cargo();
+    bench
+        .args([
+            "bench",
+            "-p",
+            "zcnic-tests",
+            "--bench",
+            "datapath",
+            "--bench",
+            "zero_copy",
+            "--",
+        ])
+        .current_dir(workspace_root());
+    if quick {
+        bench.args(["--warm-up-time", "0.1", "--measurement-time", "0.2"]);
+    }
+    let status = bench.status().map_err(|e| e.to_string())?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "cargo bench failed".into())
+}
+
+fn kernel_pktgen(label: &str, pci: &str) -> String {
+    format!(
+        "IF=$(ls /sys/bus/pci/devices/{pci}/net/ 2>/dev/null || ls /sys/bus/pci/devices/{pci}/virtio*/net/)
+ip link set $IF up; sleep 2
+echo rem_device_all > /proc/net/pktgen/kpktgend_0
+echo \"add_device $IF\" > /proc/net/pktgen/kpktgend_0
+P=/proc/net/pktgen/$IF
+for c in 'count 0' 'pkt_size 60' 'delay 0' 'dst 10.0.0.2' 'dst_mac ff:ff:ff:ff:ff:ff'; do echo \"$c\" > $P; done
+before=$(cat /sys/class/net/$IF/statistics/tx_packets)
+echo start > /proc/net/pktgen/pgctrl &
+sleep {SECS}
+echo stop > /proc/net/pktgen/pgctrl; wait
+after=$(cat /sys/class/net/$IF/statistics/tx_packets)
+echo \"kernel {label} $(grep -o '[0-9]*pps' $P | head -1) netdev-tx $((after - before))\" | tee -a /results/bench.txt
+"
+    )
+}
+
+fn parse_pps(line: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_suffix("pps").and_then(|n| n.parse().ok()))
+}
+
+/// `cargo xtask bench`: one guest boot, kernel pktgen then zcnic pktgen on the same NICs.
+pub fn guest() -> Result<(), String> {
+    zcnic_qemu::prepare().map_err(|e| e.to_string())?;
+    let mut script = String::from("modload e1000\nmodload virtio_net\nmodload pktgen\nsleep 1\n");
+    for (label, pci) in NICS {
+        script += &kernel_pktgen(label, pci);
+    }
+    for (label, pci) in NICS {
+        script += &format!(
+            "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | tail -1 | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n"
+        );
+    }
+    let spec = GuestSpec {
+        nics: vec![
+            Nic::new("e1000", 0, false),
+            Nic::new(MODERN_VIRTIO, 1, false),
+        ],
+        script,
+        iommu: true,
+        timeout: Duration::from_secs(600),
+        echo: true,
+        name: "bench".into(),
+    };
+    let run = zcnic_qemu::run(&spec).map_err(|e| e.to_string())?;
+    let lines = std::fs::read_to_string(run.results.join("bench.txt")).unwrap_or_default();
+    let find = |tool: &str, label: &str| {
+        lines
+            .lines()
+            .find(|l| l.starts_with(&format!("{tool} {label} ")))
+            .map(str::to_string)
+    };
+    println!("\nbench: one boot, TCG, 60-byte frames, drop-sink wire, {SECS} s each (pps)");
+    println!(
+        "  {:<8}{:>14}{:>14}{:>14}  device check",
+        "NIC", "kernel pktgen", "zcnic pktgen", "zcnic/kernel"
+    );
+    for (label, _) in NICS {
+        let k = find("kernel", label);
+        let z = find("zcnic", label);
+        let kp = k.as_deref().and_then(parse_pps);
+        let zp = z.as_deref().and_then(|l| {
+            l.split(": ")
+                .last()?
+                .split(" pps")
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        let ratio = match (kp, zp) {
+            (Some(k), Some(z)) if k > 0.0 => format!("{:.2}x", z / k),
+            _ => "-".into(),
+        };
+        let check = z
+            .as_deref()
+            .and_then(|l| l.split("device ").nth(1))
+            .unwrap_or("(no device counter)");
+        let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        println!(
+            "  {label:<8}{:>14}{:>14}{:>14}  {check}",
+            fmt(kp),
+            fmt(zp),
+            ratio
+        );
+    }
+    if run.exit_code != 0 {
+        return Err(format!("the bench scenario exited {}", run.exit_code));
+    }
+    Ok(())
+}
