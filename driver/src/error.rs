@@ -14,7 +14,7 @@ pub enum Error {
     #[error("no PCI device {0}: `zcnic list` shows the NICs")]
     NoSuchDevice(PciAddr),
     /// Bound to some other driver (or none) instead of vfio-pci.
-    #[error("{addr} is {}, not vfio-pci: run `zcnic bind {addr}` first", match .driver {
+    #[error("{addr} is {}, not vfio-pci or uio_pci_generic: run `zcnic bind {addr}` first", match .driver {
         Some(d) => format!("bound to the kernel driver {d}"),
         None => "bound to no driver".to_string(),
     })]

@@ -10,13 +10,13 @@
 //! ```no_run
 //! use smoltcp::iface::{Config, Interface, SocketSet};
 //! use smoltcp::time::Instant;
-//! use smoltcp::wire::{EthernetAddress, IpCidr};
+//! use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 //!
 //! let nic = zcnic::open("0000:00:02.0")?;
 //! let mac = EthernetAddress(nic.mac());
 //! let mut dev = zcnic::smol::SmolDevice::new(nic);
 //! let mut iface = Interface::new(Config::new(mac.into()), &mut dev, Instant::now());
-//! iface.update_ip_addrs(|a| a.push(IpCidr::new([10, 0, 0, 2].into(), 24)).unwrap());
+//! iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 2), 24)).unwrap());
 //! let mut sockets = SocketSet::new(vec![]);
 //! loop {
 //!     iface.poll(Instant::now(), &mut dev, &mut sockets); // answers ping already

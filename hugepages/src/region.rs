@@ -225,11 +225,17 @@ struct FakeIommu {
 }
 
 impl FakeIommu {
-    fn contains(&self, iova: u64, len: usize) -> bool {
+    /// Runs `f` if `iova..iova+len` is inside a live region, holding the lock meanwhile so
+    /// the region cannot be unmapped (and freed) under `f`.
+    fn with_range(&self, iova: u64, len: usize, f: impl FnOnce()) -> bool {
         let regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
-        regions.iter().any(|&(start, rlen)| {
+        let inside = regions.iter().any(|&(start, rlen)| {
             iova >= start && iova.saturating_add(len as u64) <= start + rlen as u64
-        })
+        });
+        if inside {
+            f();
+        }
+        inside
     }
 }
 
@@ -261,27 +267,25 @@ impl FakeDma {
     /// The device reads `buf.len()` bytes at `iova`; false (nothing read) if the range is
     /// not inside a live region.
     pub fn device_read(&self, iova: u64, buf: &mut [u8]) -> bool {
-        if !self.iommu.contains(iova, buf.len()) {
-            return false;
-        }
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: the range lies inside a live heap region from `alloc` (checked above,
-            // IOVA = VA); volatile because the driver accesses it concurrently, as a device would.
-            *b = unsafe { (iova as *const u8).add(i).read_volatile() };
-        }
-        true
+        let len = buf.len();
+        self.iommu.with_range(iova, len, || {
+            for (i, b) in buf.iter_mut().enumerate() {
+                // SAFETY: the range lies inside a live region (checked under the lock, which is
+                // held, so it cannot be unmapped and freed meanwhile; IOVA = VA); volatile
+                // because the driver accesses it concurrently, as a device would.
+                *b = unsafe { (iova as *const u8).add(i).read_volatile() };
+            }
+        })
     }
 
     /// The device writes `data` at `iova`; false (nothing written) outside live regions.
     pub fn device_write(&self, iova: u64, data: &[u8]) -> bool {
-        if !self.iommu.contains(iova, data.len()) {
-            return false;
-        }
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: as in `device_read`.
-            unsafe { (iova as *mut u8).add(i).write_volatile(*b) };
-        }
-        true
+        self.iommu.with_range(iova, data.len(), || {
+            for (i, b) in data.iter().enumerate() {
+                // SAFETY: as in `device_read`.
+                unsafe { (iova as *mut u8).add(i).write_volatile(*b) };
+            }
+        })
     }
 }
 

@@ -135,7 +135,8 @@ ip link set $IF up; sleep 2
 echo rem_device_all > /proc/net/pktgen/kpktgend_0
 echo \"add_device $IF\" > /proc/net/pktgen/kpktgend_0
 P=/proc/net/pktgen/$IF
-for c in 'count 0' 'pkt_size 60' 'delay 0' 'dst 10.0.0.2' 'dst_mac ff:ff:ff:ff:ff:ff'; do echo \"$c\" > $P; done
+# Kernel pktgen at its best: one skb sent over and over, bursts through xmit_more.
+for c in 'count 0' 'pkt_size 60' 'delay 0' 'clone_skb 1000000' 'burst 32' 'dst 10.0.0.2' 'dst_mac ff:ff:ff:ff:ff:ff'; do echo \"$c\" > $P; done
 before=$(cat /sys/class/net/$IF/statistics/tx_packets)
 echo start > /proc/net/pktgen/pgctrl &
 sleep {SECS}
@@ -143,6 +144,58 @@ echo stop > /proc/net/pktgen/pgctrl; wait
 after=$(cat /sys/class/net/$IF/statistics/tx_packets)
 echo \"kernel {label} $(grep -o '[0-9]*pps' $P | head -1) netdev-tx $((after - before))\" | tee -a /results/bench.txt
 "
+    )
+}
+
+const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
+const PMDS: &str = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0";
+const PMD_LIBS: [&str; 4] = ["bus_pci", "mempool_ring", "net_e1000", "net_virtio"];
+
+/// DPDK's testpmd and the shared libraries it needs, as (host, guest) paths; installs
+/// `dpdk-dev` as root when missing. `None` (with the reason printed) when unavailable.
+fn dpdk_files() -> Option<Vec<(std::path::PathBuf, String)>> {
+    if !std::path::Path::new(TESTPMD).exists() {
+        let _ = Command::new("sh")
+            .args(["-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk dpdk-dev"])
+            .status();
+    }
+    if !std::path::Path::new(TESTPMD).exists() {
+        eprintln!("bench: no {TESTPMD}: `apt-get install dpdk dpdk-dev` to compare with DPDK");
+        return None;
+    }
+    let mut bins: Vec<String> = vec![TESTPMD.into()];
+    bins.extend(PMD_LIBS.iter().map(|p| format!("{PMDS}/librte_{p}.so.23")));
+    let mut files: Vec<String> = bins.clone();
+    for b in &bins {
+        let out = Command::new("ldd").arg(b).output().ok()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = match line.split("=>").nth(1) {
+                Some(rest) => rest.split_whitespace().next(),
+                None => line
+                    .split_whitespace()
+                    .next()
+                    .filter(|p| p.starts_with('/')),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                if !files.iter().any(|f| f == p) {
+                    files.push(p.to_string());
+                }
+            }
+        }
+    }
+    Some(files.into_iter().map(|f| (f.clone().into(), f)).collect())
+}
+
+fn testpmd(label: &str, pci: &str) -> String {
+    let drivers: String = PMD_LIBS
+        .iter()
+        .map(|p| format!(" -d {PMDS}/librte_{p}.so.23"))
+        .collect();
+    format!(
+        "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {pci}{drivers} --            --forward-mode=txonly --txpkts=60 --stats-period=1 > /results/testpmd-{label}.txt 2>&1 || true
+echo \"testpmd {label} $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-{label}.txt | tr -s ' ' | cut -d' ' -f2 | tail -n +4 | sort -n | awk '{{a[NR]=$1}} END {{print a[int((NR+1)/2)]}}')pps\" | tee -a /results/bench.txt
+",
+        SECS + 8
     )
 }
 
@@ -163,6 +216,14 @@ pub fn guest() -> Result<(), String> {
             "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | tail -1 | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n"
         );
     }
+    let dpdk = dpdk_files();
+    if dpdk.is_some() {
+        // EAL wants a runtime directory and refuses world-writable plugin path parents.
+        script += "mkdir -p /var/run/dpdk\nchmod 755 /\n";
+        for (label, pci) in NICS {
+            script += &testpmd(label, pci);
+        }
+    }
     let spec = GuestSpec {
         nics: vec![
             Nic::new("e1000", 0, false),
@@ -174,7 +235,8 @@ pub fn guest() -> Result<(), String> {
         echo: true,
         name: "bench".into(),
     };
-    let run = zcnic_qemu::run(&spec).map_err(|e| e.to_string())?;
+    let run =
+        zcnic_qemu::run_with_files(&spec, &dpdk.unwrap_or_default()).map_err(|e| e.to_string())?;
     let lines = std::fs::read_to_string(run.results.join("bench.txt")).unwrap_or_default();
     let find = |tool: &str, label: &str| {
         lines
@@ -184,13 +246,14 @@ pub fn guest() -> Result<(), String> {
     };
     println!("\nbench: one boot, TCG, 60-byte frames, drop-sink wire, {SECS} s each (pps)");
     println!(
-        "  {:<8}{:>14}{:>14}{:>14}  device check",
-        "NIC", "kernel pktgen", "zcnic pktgen", "zcnic/kernel"
+        "  {:<8}{:>14}{:>14}{:>14}{:>14}{:>14}  device check",
+        "NIC", "kernel pktgen", "DPDK testpmd", "zcnic pktgen", "zcnic/kernel", "zcnic/DPDK"
     );
     for (label, _) in NICS {
         let k = find("kernel", label);
         let z = find("zcnic", label);
         let kp = k.as_deref().and_then(parse_pps);
+        let dp = find("testpmd", label).as_deref().and_then(parse_pps);
         let zp = z.as_deref().and_then(|l| {
             l.split(": ")
                 .last()?
@@ -200,8 +263,8 @@ pub fn guest() -> Result<(), String> {
                 .parse::<f64>()
                 .ok()
         });
-        let ratio = match (kp, zp) {
-            (Some(k), Some(z)) if k > 0.0 => format!("{:.2}x", z / k),
+        let ratio = |peer: Option<f64>| match (peer, zp) {
+            (Some(p), Some(z)) if p > 0.0 => format!("{:.2}x", z / p),
             _ => "-".into(),
         };
         let check = z
@@ -210,10 +273,12 @@ pub fn guest() -> Result<(), String> {
             .unwrap_or("(no device counter)");
         let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         println!(
-            "  {label:<8}{:>14}{:>14}{:>14}  {check}",
+            "  {label:<8}{:>14}{:>14}{:>14}{:>14}{:>14}  {check}",
             fmt(kp),
+            fmt(dp),
             fmt(zp),
-            ratio
+            ratio(kp),
+            ratio(dp)
         );
     }
     if run.exit_code != 0 {

@@ -164,10 +164,30 @@ fn boot_file(modules: &[Module]) -> String {
 }
 
 /// Writes a run's initramfs: the base archive followed by one holding `/scenario.sh`.
-pub(crate) fn write_run(base: &Path, script: &str, out: &Path) -> Result<(), Error> {
+pub(crate) fn write_run(
+    base: &Path,
+    script: &str,
+    files: &[(PathBuf, String)],
+    out: &Path,
+) -> Result<(), Error> {
     let mut image = fs::read(base).map_err(Error::io(format!("reading {}", base.display())))?;
     let mut cpio = Cpio::new(1 << 24);
     cpio.file("scenario.sh", 0o755, script.as_bytes());
+    let mut dirs: Vec<String> = Vec::new();
+    for (host, guest) in files {
+        let guest = guest.trim_start_matches('/');
+        // Parent directories first (the kernel creates none implicitly).
+        let parts: Vec<&str> = guest.split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if !dirs.contains(&d) {
+                cpio.dir(&d);
+                dirs.push(d);
+            }
+        }
+        let data = fs::read(host).map_err(Error::io(format!("reading {}", host.display())))?;
+        cpio.file(guest, 0o755, &data);
+    }
     image.extend_from_slice(&cpio.finish());
     fs::write(out, image).map_err(Error::io(format!("writing {}", out.display())))
 }
@@ -269,7 +289,7 @@ mod tests {
         base.file("init", 0o755, b"x");
         let base_bytes = base.finish();
         fs::write(dir.join("base"), &base_bytes).unwrap();
-        write_run(&dir.join("base"), "echo hi\n", &dir.join("run")).unwrap();
+        write_run(&dir.join("base"), "echo hi\n", &[], &dir.join("run")).unwrap();
         let run = fs::read(dir.join("run")).unwrap();
         assert_eq!(&run[..base_bytes.len()], &base_bytes[..]);
         let second = parse(&run[base_bytes.len()..]);

@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use deps::qemu_available;
-pub use machine::run;
+pub use machine::{run, run_with_files};
 pub use prepare::{prepare, Prepared};
 
 /// One emulated NIC of a guest and the wire it is plugged into.

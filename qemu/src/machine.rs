@@ -57,6 +57,12 @@ impl RunDir {
 /// past [`GuestSpec::timeout`] is [`Error::Timeout`], a guest that died first (panic,
 /// QEMU error) is [`Error::NoExit`]; both quote the console's last lines.
 pub fn run(spec: &GuestSpec) -> Result<GuestRun, Error> {
+    run_with_files(spec, &[])
+}
+
+/// [`run`], with extra host files copied into the guest: `(host path, guest path)` pairs,
+/// e.g. a peer tool and its shared libraries for `cargo xtask bench`.
+pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<GuestRun, Error> {
     validate(spec)?;
     let prepared = prepare()?;
     let _one = ONE_GUEST.lock().unwrap_or_else(PoisonError::into_inner);
@@ -69,7 +75,7 @@ pub fn run(spec: &GuestSpec) -> Result<GuestRun, Error> {
     }
     fs::create_dir_all(dir.results())
         .map_err(Error::io(format!("creating {}", dir.root.display())))?;
-    initramfs::write_run(&prepared.initramfs_base, &spec.script, &dir.initrd())?;
+    initramfs::write_run(&prepared.initramfs_base, &spec.script, files, &dir.initrd())?;
     let disk = fs::File::create(dir.disk()).and_then(|f| f.set_len(DISK_BYTES));
     disk.map_err(Error::io(format!("creating {}", dir.disk().display())))?;
 

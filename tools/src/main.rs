@@ -567,13 +567,17 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 .iter()
                 .map(|(n, v)| format!("{n} {v}"))
                 .collect();
+            let dev = if dev.is_empty() {
+                String::new()
+            } else {
+                format!("; device {}", dev.join(", "))
+            };
             println!(
-                "dump {addr}: wrote {} frames ({} bytes) to {}, {} filtered out; device {}",
+                "dump {addr}: wrote {} frames ({} bytes) to {}, {} filtered out{dev}",
                 s.frames,
                 s.bytes,
                 out.display(),
                 s.filtered,
-                dev.join(", ")
             );
             Ok(())
         }

@@ -215,6 +215,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let mut pending: Vec<Packet> = Vec::with_capacity(batch);
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
     let mut sending_until = None;
+    let mut last_progress = Instant::now();
     let (mut last_t, mut last_sent, mut last_rx) = (epoch, 0u64, 0u64);
     let mut out = std::io::stdout().lock();
 
@@ -252,8 +253,16 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             }
             let queued = tx.tx_batch(&mut pending) as u64;
             sent += queued;
-            if !more && queued == 0 {
-                // Stopped with frames the ring never took: they were not sent.
+            if queued > 0 {
+                last_progress = Instant::now();
+            }
+            // A count is a promise: frames already stamped wait for ring space (the ring
+            // drains as the device works). Only Ctrl-C, the duration, or a device that has
+            // taken nothing for a second give up on them: they were not sent.
+            let give_up = stopped()
+                || end.is_some_and(|e| now >= e)
+                || last_progress.elapsed() > Duration::from_secs(1);
+            if !more && queued == 0 && give_up {
                 bytes -= pending.iter().map(|p| p.total_len() as u64).sum::<u64>();
                 pending.clear();
             }

@@ -1,0 +1,593 @@
+//! The virtio-net driver against a device that lies, on split and packed rings over the
+//! modern transport: a proptest state machine plays the device on the test thread (no
+//! device thread, so every case is deterministic and shrinks).
+//!
+//! The device completes chains properly, or lies in ways that keep it in step with the
+//! driver (a used entry under a wrong id, a duplicate, a length beyond the buffer), or in
+//! ways that do not (used entries written anywhere, `used.idx` jumps, packed flags with any
+//! wrap bits, garbage over descriptors and the available ring); and it sets its
+//! notification suppression fields (`used.flags`, `avail_event`, the packed device event
+//! area) to anything.
+//!
+//! Invariants after every step: no panic; every frame handed out is 1..=2048 bytes and not
+//! a buffer the application still holds; counters never go back; while the device is in
+//! step with the driver, `rx_batch` delivers exactly the good used entries it consumed, in
+//! order and with their lengths, and counts every bad one in `rx_errors`. After the port
+//! closes, every buffer is back in the pool.
+//!
+//! Cases: `ZCNIC_LONG=1` (set by `cargo xtask test --long`) runs the long form.
+//!
+//! Also here: every wait of the virtio driver on its device ends.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, TestRunner};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zcnic::virtio::{feature, negotiate, status, DmaMem, Modern, QueueKind, VirtioNet};
+use zcnic::{
+    Bar, Config, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Segment, Stats,
+    UserRegion, DATA_ROOM,
+};
+use zcnic_descriptors::virtio::{
+    PackedQueue, SplitQueue, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED,
+    VIRTQ_DESC_F_WRITE,
+};
+
+type Split = SplitQueue<DmaMem>;
+type Packed = PackedQueue<DmaMem>;
+
+/// `virtio_net_hdr` with VERSION_1 (virtio 1.1 §5.1.6).
+const HDR: u32 = 12;
+/// What a receive chain lets the device write: the header and a 2048-byte frame.
+const RX_WRITABLE: u32 = DATA_ROOM as u32 + HDR;
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xad, 0x0e, 0x02];
+const RX: usize = 0;
+const TX: usize = 1;
+/// Where the windows sit in the one BAR, as QEMU lays them out.
+const DEVICE_CFG: u32 = 0x2000;
+const NOTIFY: u32 = 0x3000;
+const NOTIFY_MULT: u32 = 4;
+
+/// Modern common configuration offsets (virtio 1.1 §4.1.4.3).
+mod common {
+    pub const DEVICE_FEATURE_SELECT: u32 = 0x00;
+    pub const DEVICE_FEATURE: u32 = 0x04;
+    pub const DEVICE_STATUS: u32 = 0x14;
+    pub const QUEUE_SELECT: u32 = 0x16;
+    pub const QUEUE_SIZE: u32 = 0x18;
+    pub const QUEUE_ENABLE: u32 = 0x1C;
+    pub const QUEUE_NOTIFY_OFF: u32 = 0x1E;
+    pub const QUEUE_DESC: u32 = 0x20;
+    pub const QUEUE_DRIVER: u32 = 0x28;
+    pub const QUEUE_DEVICE: u32 = 0x30;
+}
+use common as c;
+
+fn addr() -> PciAddr {
+    "0000:00:03.0".parse().unwrap()
+}
+
+/// Device actions played so far, over every case of the state machines.
+static DEVICE_ACTIONS: AtomicU64 = AtomicU64::new(0);
+
+// ---------------------------------------------------------------------------------------
+// The device's registers.
+// ---------------------------------------------------------------------------------------
+
+/// A queue as the driver programmed it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Areas {
+    size: u16,
+    desc: u64,
+    driver: u64,
+    device: u64,
+}
+
+#[derive(Debug, Default)]
+struct DevState {
+    features: u64,
+    queue_max: u16,
+    /// The status register ignores writes: a reset never finishes.
+    status_sticks: bool,
+    queues: [Option<Areas>; 2],
+    kicks: [u64; 2],
+    misdirected_kicks: u64,
+}
+
+/// A modern virtio-net BAR on the test thread: plain registers ([`FakeBar`]) whose
+/// select-dependent registers and queue enable act inside the driver's write, as the
+/// device's register decoder would.
+#[derive(Debug, Clone)]
+struct VBar {
+    regs: FakeBar,
+    st: Arc<Mutex<DevState>>,
+}
+
+fn read64(regs: &FakeBar, off: u32) -> u64 {
+    u64::from(regs.read32(off)) | u64::from(regs.read32(off + 4)) << 32
+}
+
+impl VBar {
+    fn new(features: u64, queue_max: u16) -> Self {
+        let regs = FakeBar::new(0x4000);
+        for (i, b) in (0u32..).zip(MAC) {
+            regs.write8(DEVICE_CFG + i, b);
+        }
+        regs.write16(DEVICE_CFG + 6, 1); // VIRTIO_NET_S_LINK_UP (§5.1.4)
+        let st = DevState {
+            features,
+            queue_max,
+            ..DevState::default()
+        };
+        Self {
+            regs,
+            st: Arc::new(Mutex::new(st)),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DevState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, off: u32, width: u32, val: u32) {
+        let mut st = self.state();
+        if (NOTIFY..NOTIFY + 2 * NOTIFY_MULT).contains(&off) {
+            let q = (off - NOTIFY) / NOTIFY_MULT;
+            if width == 2 && off.is_multiple_of(NOTIFY_MULT) && val == q {
+                st.kicks[q as usize] += 1;
+            } else {
+                st.misdirected_kicks += 1;
+            }
+            return;
+        }
+        if off == c::DEVICE_STATUS && st.status_sticks {
+            return;
+        }
+        match width {
+            1 => self.regs.write8(off, val as u8),
+            2 => self.regs.write16(off, val as u16),
+            _ => self.regs.write32(off, val),
+        }
+        match off {
+            c::DEVICE_FEATURE_SELECT => {
+                let half = match val {
+                    0 => st.features as u32,
+                    1 => (st.features >> 32) as u32,
+                    _ => 0,
+                };
+                self.regs.write32(c::DEVICE_FEATURE, half);
+            }
+            c::QUEUE_SELECT => {
+                let max = if val < 2 { st.queue_max } else { 0 };
+                self.regs.write16(c::QUEUE_SIZE, max);
+                self.regs.write16(c::QUEUE_NOTIFY_OFF, val as u16);
+                self.regs.write16(c::QUEUE_ENABLE, 0);
+            }
+            c::QUEUE_ENABLE if val == 1 => {
+                let q = usize::from(self.regs.read16(c::QUEUE_SELECT));
+                if q < 2 {
+                    st.queues[q] = Some(Areas {
+                        size: self.regs.read16(c::QUEUE_SIZE),
+                        desc: read64(&self.regs, c::QUEUE_DESC),
+                        driver: read64(&self.regs, c::QUEUE_DRIVER),
+                        device: read64(&self.regs, c::QUEUE_DEVICE),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn transport(&self) -> Modern<VBar> {
+        Modern::in_one_bar(self.clone(), 0, DEVICE_CFG, NOTIFY, NOTIFY_MULT)
+    }
+}
+
+impl Bar for VBar {
+    fn read32(&self, off: u32) -> u32 {
+        self.regs.read32(off)
+    }
+    fn write32(&self, off: u32, val: u32) {
+        self.write(off, 4, val)
+    }
+    fn read16(&self, off: u32) -> u16 {
+        self.regs.read16(off)
+    }
+    fn write16(&self, off: u32, val: u16) {
+        self.write(off, 2, val.into())
+    }
+    fn read8(&self, off: u32) -> u8 {
+        self.regs.read8(off)
+    }
+    fn write8(&self, off: u32, val: u8) {
+        self.write(off, 1, val.into())
+    }
+}
+
+fn offered(event_idx: bool, packed: bool) -> u64 {
+    let mut f = feature::VERSION_1 | feature::ACCESS_PLATFORM | feature::MAC | feature::STATUS;
+    if event_idx {
+        f |= feature::EVENT_IDX;
+    }
+    if packed {
+        f |= feature::RING_PACKED;
+    }
+    f
+}
+
+fn config(rx_ring: u32, tx_ring: u32, pool: usize) -> Config {
+    Config {
+        rx_ring,
+        tx_ring,
+        pool,
+        reset_timeout: Duration::from_millis(100),
+        ..Config::default()
+    }
+}
+
+fn open<Q: QueueKind>(bar: &VBar, dma: &FakeDma, cfg: &Config) -> VirtioNet<Q> {
+    let t = bar.transport();
+    let features = negotiate(&t, &addr(), cfg, Q::PACKED).expect("features negotiated");
+    assert_eq!(features & feature::RING_PACKED != 0, Q::PACKED);
+    VirtioNet::<Q>::new(Box::new(t), features, dma, addr(), cfg).expect("driver comes up")
+}
+
+// ---------------------------------------------------------------------------------------
+// The device side of one queue.
+// ---------------------------------------------------------------------------------------
+
+/// Packed descriptor field offsets: `le64 addr; le32 len; le16 id; le16 flags` (§2.7.13).
+const P_LEN: u64 = 8;
+const P_ID: u64 = 12;
+const P_FLAGS: u64 = 14;
+
+/// AVAIL and USED bits of a used descriptor in the lap with wrap counter `wrap` (§2.7.1).
+fn used_bits(wrap: bool) -> u16 {
+    if wrap {
+        VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED
+    } else {
+        0
+    }
+}
+
+/// Whether packed descriptor flags mark it available in the lap with wrap counter `wrap`.
+fn is_avail(flags: u16, wrap: bool) -> bool {
+    (flags & VIRTQ_DESC_F_AVAIL != 0) == wrap && (flags & VIRTQ_DESC_F_USED != 0) != wrap
+}
+
+/// One queue as the device plays it, with the test's model of what the driver will do.
+#[derive(Debug)]
+struct DevQueue {
+    dma: FakeDma,
+    a: Areas,
+    packed: bool,
+    /// Split: next avail index the device reads, next used index it writes.
+    last_avail: u16,
+    used_idx: u16,
+    /// Packed: next ring position (the device completes in order, so it reads and writes
+    /// the same position) and its wrap counter.
+    pos: u16,
+    wrap: bool,
+    /// Still in step with the driver: the model below is exact.
+    synced: bool,
+    /// Ids the driver has handed over and not had back (published and not consumed).
+    in_device: HashSet<u16>,
+    /// The model's view of what the driver published: split avail index, packed position.
+    seen_avail: u16,
+    seen_pos: u16,
+    seen_wrap: bool,
+    /// Used entries written and not yet consumed by the driver: (id, len).
+    pending: VecDeque<(u32, u32)>,
+    /// The last used entry written, for duplicates.
+    last_entry: Option<(u32, u32)>,
+}
+
+/// What the device does to a queue.
+#[derive(Debug, Clone)]
+enum Act {
+    /// Complete up to `n` chains properly (receive: `len` bytes after the header).
+    Good { n: u8, len: u16 },
+    /// Take the next chain and report it under this id.
+    BadId(u32),
+    /// Take the next chain and report it with this used length.
+    Len(u32),
+    /// Take the next chain (lost) and report the previous used entry again.
+    Dup,
+    /// Split: `used.flags` and `avail_event`; packed: device event flags and off/wrap.
+    Suppress(u16, u16),
+    /// Out of step from here: a used entry written at any slot (packed: any flags).
+    Raw {
+        slot: u16,
+        id: u32,
+        len: u32,
+        flags: u16,
+    },
+    /// Out of step: `used.idx` moved by this much (packed: the device skips positions).
+    Jump(u16),
+    /// Out of step: 16 bytes of garbage over a descriptor (`avail`: split's avail ring).
+    Garbage {
+        slot: u16,
+        avail: bool,
+        bytes: [u8; 16],
+    },
+}
+
+impl Act {
+    /// Whether the device stays in step with the driver.
+    fn keeps_step(&self) -> bool {
+        !matches!(self, Act::Raw { .. } | Act::Jump(_) | Act::Garbage { .. })
+    }
+}
+
+impl DevQueue {
+    fn new(dma: FakeDma, a: Areas, packed: bool) -> Self {
+        Self {
+            dma,
+            a,
+            packed,
+            last_avail: 0,
+            used_idx: 0,
+            pos: 0,
+            wrap: true,
+            synced: true,
+            in_device: HashSet::new(),
+            seen_avail: 0,
+            seen_pos: 0,
+            seen_wrap: true,
+            pending: VecDeque::new(),
+            last_entry: None,
+        }
+    }
+
+    fn r16(&self, iova: u64) -> u16 {
+        let mut b = [0u8; 2];
+        assert!(
+            self.dma.device_read(iova, &mut b),
+            "queue memory at {iova:#x}"
+        );
+        u16::from_le_bytes(b)
+    }
+
+    fn w(&self, iova: u64, data: &[u8]) {
+        assert!(
+            self.dma.device_write(iova, data),
+            "queue memory at {iova:#x}"
+        );
+    }
+
+    fn size(&self) -> u16 {
+        self.a.size
+    }
+
+    /// Split: `avail.idx`; offsets per virtio 1.1 §2.6.6 and §2.6.8.
+    fn avail_idx(&self) -> u16 {
+        self.r16(self.a.driver + 2)
+    }
+
+    fn avail_ring(&self, i: u16) -> u16 {
+        self.r16(self.a.driver + 4 + 2 * u64::from(i % self.size()))
+    }
+
+    fn used_ring(&self, i: u16) -> u64 {
+        self.a.device + 4 + 8 * u64::from(i % self.size())
+    }
+
+    fn desc(&self, pos: u16) -> u64 {
+        self.a.desc + 16 * u64::from(pos % self.size())
+    }
+
+    /// Packed: the chain starting at `pos` if it is available in lap `wrap`: its id and
+    /// how many descriptors it spans.
+    fn packed_chain(&self, pos: u16, wrap: bool) -> Option<(u16, u16)> {
+        let flags = self.r16(self.desc(pos) + P_FLAGS);
+        if !is_avail(flags, wrap) {
+            return None;
+        }
+        let (mut n, mut p, mut w, mut f) = (1u16, pos, wrap, flags);
+        let mut id = self.r16(self.desc(pos) + P_ID);
+        while f & VIRTQ_DESC_F_NEXT != 0 && n < self.size() {
+            (p, w) = self.step(p, w, 1);
+            f = self.r16(self.desc(p) + P_FLAGS);
+            id = self.r16(self.desc(p) + P_ID);
+            n += 1;
+        }
+        Some((id, n))
+    }
+
+    fn step(&self, pos: u16, wrap: bool, n: u16) -> (u16, bool) {
+        let p = u32::from(pos) + u32::from(n);
+        let size = u32::from(self.size());
+        if p >= size {
+            ((p - size) as u16, !wrap)
+        } else {
+            (p as u16, wrap)
+        }
+    }
+
+    /// Updates the model with whatever the driver published since the last look.
+    fn observe(&mut self) {
+        if !self.synced {
+            return;
+        }
+        if self.packed {
+            for _ in 0..self.size() {
+                let Some((id, n)) = self.packed_chain(self.seen_pos, self.seen_wrap) else {
+                    break;
+                };
+                self.in_device.insert(id);
+                (self.seen_pos, self.seen_wrap) = self.step(self.seen_pos, self.seen_wrap, n);
+            }
+        } else {
+            let now = self.avail_idx();
+            while self.seen_avail != now {
+                self.in_device.insert(self.avail_ring(self.seen_avail));
+                self.seen_avail = self.seen_avail.wrapping_add(1);
+            }
+        }
+    }
+
+    /// Takes the next chain the driver made available: its id (split: head index).
+    fn take(&mut self) -> Option<(u16, u16)> {
+        if self.packed {
+            let (id, n) = self.packed_chain(self.pos, self.wrap)?;
+            Some((id, n))
+        } else {
+            if self.last_avail == self.avail_idx() {
+                return None;
+            }
+            let head = self.avail_ring(self.last_avail);
+            self.last_avail = self.last_avail.wrapping_add(1);
+            Some((head, 1))
+        }
+    }
+
+    /// Writes a used entry for the chain just taken (`descs` long), in step.
+    fn complete(&mut self, descs: u16, id: u32, len: u32, write_flag: bool) {
+        if self.packed {
+            let at = self.desc(self.pos);
+            self.w(at + P_LEN, &len.to_le_bytes());
+            self.w(at + P_ID, &(id as u16).to_le_bytes());
+            let mut flags = used_bits(self.wrap);
+            if write_flag {
+                flags |= VIRTQ_DESC_F_WRITE;
+            }
+            // The flags last: they make the entry visible (§2.7.22).
+            self.w(at + P_FLAGS, &flags.to_le_bytes());
+            (self.pos, self.wrap) = self.step(self.pos, self.wrap, descs);
+            let len = if write_flag { len } else { 0 };
+            self.pending.push_back((u32::from(id as u16), len));
+            self.last_entry = Some((u32::from(id as u16), len));
+        } else {
+            let at = self.used_ring(self.used_idx);
+            self.w(at, &id.to_le_bytes());
+            self.w(at + 4, &len.to_le_bytes());
+            self.used_idx = self.used_idx.wrapping_add(1);
+            // used.idx last: it makes the entry visible (§2.6.8.2).
+            self.w(self.a.device + 2, &self.used_idx.to_le_bytes());
+            self.pending.push_back((id, len));
+            self.last_entry = Some((id, len));
+        }
+    }
+
+    fn act(&mut self, act: &Act, rx: bool) {
+        DEVICE_ACTIONS.fetch_add(1, Ordering::Relaxed);
+        self.observe();
+        if !act.keeps_step() {
+            self.synced = false;
+        }
+        match *act {
+            Act::Good { n, len } => {
+                for _ in 0..n {
+                    let Some((id, descs)) = self.take() else {
+                        break;
+                    };
+                    let used = if rx { HDR + u32::from(len) } else { 0 };
+                    self.complete(descs, id.into(), used, rx);
+                }
+            }
+            Act::BadId(bad) => {
+                if let Some((_, descs)) = self.take() {
+                    self.complete(descs, bad, HDR + 60, rx);
+                }
+            }
+            Act::Len(len) => {
+                if let Some((id, descs)) = self.take() {
+                    self.complete(descs, id.into(), len, true);
+                }
+            }
+            Act::Dup => {
+                if let Some(((id, len), (_, descs))) = self.last_entry.zip(self.take()) {
+                    self.complete(descs, id, len, rx || len > 0);
+                }
+            }
+            Act::Suppress(flags, event) => {
+                let (f, e) = if self.packed {
+                    (self.a.device + 2, self.a.device)
+                } else {
+                    let avail_event = self.a.device + 4 + 8 * u64::from(self.size());
+                    (self.a.device, avail_event)
+                };
+                self.w(f, &flags.to_le_bytes());
+                self.w(e, &event.to_le_bytes());
+            }
+            Act::Raw {
+                slot,
+                id,
+                len,
+                flags,
+            } => {
+                if self.packed {
+                    let at = self.desc(slot);
+                    self.w(at + P_LEN, &len.to_le_bytes());
+                    self.w(at + P_ID, &(id as u16).to_le_bytes());
+                    self.w(at + P_FLAGS, &flags.to_le_bytes());
+                } else {
+                    let at = self.used_ring(slot);
+                    self.w(at, &id.to_le_bytes());
+                    self.w(at + 4, &len.to_le_bytes());
+                }
+            }
+            Act::Jump(d) => {
+                if self.packed {
+                    (self.pos, self.wrap) = self.step(self.pos, self.wrap, d % self.size());
+                } else {
+                    self.used_idx = self.used_idx.wrapping_add(d);
+                    self.w(self.a.device + 2, &self.used_idx.to_le_bytes());
+                }
+            }
+            Act::Garbage { slot, avail, bytes } => {
+                if avail && !self.packed {
+                    self.w(
+                        self.a.driver + 4 + 2 * u64::from(slot % self.size()),
+                        &bytes[..2],
+                    );
+                } else {
+                    self.w(self.desc(slot), &bytes);
+                }
+            }
+        }
+    }
+
+    /// What `rx_batch(max)` must do while in step: frames (their lengths) and errors.
+    fn expect_rx(&mut self, max: usize) -> Option<(Vec<usize>, u64)> {
+        self.observe();
+        if !self.synced {
+            return None;
+        }
+        let (mut frames, mut errors) = (Vec::new(), 0);
+        for _ in 0..max.min(self.pending.len()) {
+            let (id, len) = self.pending.pop_front().unwrap();
+            let known = u16::try_from(id)
+                .ok()
+                .filter(|i| *i < self.size() && self.in_device.contains(i));
+            match known {
+                Some(i) if len <= RX_WRITABLE => {
+                    self.in_device.remove(&i);
+                    match len.saturating_sub(HDR) {
+                        0 => errors += 1,
+                        n => frames.push(n as usize),
+                    }
+                }
+                Some(i) => {
+                    // Too long: quarantined, never reused.
+                    self.in_device.remove(&i);
+                    errors += 1;
+                }
+                None => errors += 1,
+            }
+        }
+        Some((frames, errors))
+    }
+
+    /// Completes every transmit chain the driver published (a device back to honesty).
+    fn drain_tx(&mut self) {
+        for _ in 0..2 * u32::from(self.size()) {
+            let Some((id, descs)) = self.take() else {
+                break;
+            };
+            self.complete(descs, id.into(), 0, false);
+        }
+    }
+}
