@@ -213,7 +213,7 @@ pub fn guest() -> Result<(), String> {
     }
     for (label, pci) in NICS {
         script += &format!(
-            "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | tail -1 | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n"
+            "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | grep ': sent ' | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n"
         );
     }
     let dpdk = dpdk_files();

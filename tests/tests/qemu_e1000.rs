@@ -26,7 +26,10 @@ fn tx_100k_frames_leave_the_nic_in_order() {
     assert_pktgen_sequence(&read_pcap(pcap), 100_000, 60, nic_mac(0));
 
     let out = std::fs::read_to_string(run.results.join("pktgen.txt")).unwrap();
-    let last = out.lines().last().unwrap_or_default();
+    let last = out
+        .lines()
+        .find(|l| l.contains(": sent "))
+        .unwrap_or_default();
     assert_eq!(figure(last, "sent"), Some(100_000), "pktgen: {last}");
     assert_eq!(figure(last, "GPTC"), Some(100_000), "device count: {last}");
 }

@@ -107,6 +107,23 @@ fn pktgen_through_fwd_loses_nothing_and_measures_latency() {
         fwd.contains(&format!("received {N}, forwarded {N}")),
         "fwd totals after Ctrl-C:\n{fwd}"
     );
+    // Every buffer is back in its pool once the ports close: 2 fwd ports, 2 pktgen ports.
+    let back: Vec<&str> = fwd
+        .lines()
+        .chain(table.lines())
+        .filter(|l| l.contains("buffers back in the pool"))
+        .collect();
+    assert_eq!(back.len(), 4, "pool lines:\n{fwd}\n{table}");
+    for l in back {
+        let nums: Vec<&str> = l
+            .split_whitespace()
+            .filter(|w| w.parse::<u64>().is_ok())
+            .collect();
+        assert!(
+            nums.len() >= 2 && nums[nums.len() - 2] == nums[nums.len() - 1],
+            "{l}"
+        );
+    }
 }
 
 #[test]

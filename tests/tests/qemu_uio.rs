@@ -163,7 +163,10 @@ fn uio_tx_100k_frames_on_e1000_legacy_and_modern_virtio() {
             1,
             "{name}: the danger is stated once on stderr:\n{err}"
         );
-        let last = out.lines().last().unwrap_or_default();
+        let last = out
+            .lines()
+            .find(|l| l.contains(": sent "))
+            .unwrap_or_default();
         assert_eq!(
             figure(last, "sent"),
             Some(TX_FRAMES as u64),
@@ -182,7 +185,10 @@ fn uio_rx_between_e1000_and_virtio_both_ways() {
     };
     for (name, from, _to) in RX {
         let pktgen = read(&run.results, &format!("{name}-pktgen.txt"));
-        let last = pktgen.lines().last().unwrap_or_default();
+        let last = pktgen
+            .lines()
+            .find(|l| l.contains(": sent "))
+            .unwrap_or_default();
         eprintln!("uio {name}: {last}");
         let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
         // Only this leg's sender: the receiver's own frames never come back to it.

@@ -41,7 +41,10 @@ fn tx_100k_frames_on_modern_split_modern_packed_and_legacy() {
             out.contains(driver),
             "{name}: expected the {driver} driver:\n{out}"
         );
-        let last = out.lines().last().unwrap_or_default();
+        let last = out
+            .lines()
+            .find(|l| l.contains(": sent "))
+            .unwrap_or_default();
         assert_eq!(figure(last, "sent"), Some(N as u64), "{name}: {last}");
         let pcap = run.pcaps[i].as_ref().expect("a pcap");
         let frames = read_pcap(pcap);

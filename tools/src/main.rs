@@ -366,7 +366,25 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         (None, None) => pktgen::Rx::None,
     };
     let s = pktgen::run(tx.as_mut(), rx, &args)?;
+    let pools: Vec<_> = std::iter::once(&tx)
+        .chain(rx_nic.as_ref())
+        .map(|n| (n.addr(), n.pool().clone()))
+        .collect();
+    drop(rx_nic);
+    drop(tx); // stops DMA; every buffer a ring held goes back to its pool
     for line in pktgen::summary_lines(&s) {
+        if c.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    for (a, p) in &pools {
+        let line = format!(
+            "pktgen {a}: {} of {} buffers back in the pool",
+            p.free_count(),
+            p.capacity()
+        );
         if c.json {
             eprintln!("{line}");
         } else {
@@ -437,6 +455,16 @@ fn fwd_cmd(
             s.rx,
             s.tx,
             s.dropped
+        );
+    }
+    let addrs: Vec<PciAddr> = nics.iter().map(|n| n.addr()).collect();
+    let pools: Vec<_> = nics.iter().map(|n| n.pool().clone()).collect();
+    drop(nics); // stops DMA; every buffer a ring held goes back to its pool
+    for (a, p) in addrs.iter().zip(&pools) {
+        println!(
+            "fwd {a}: {} of {} buffers back in the pool",
+            p.free_count(),
+            p.capacity()
         );
     }
     Ok(())
@@ -625,14 +653,14 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // No command given: show what there is, but as the usage error it is.
+                let _ = e.print();
+                return ExitCode::from(2);
             }
             eprintln!("zcnic: {}", usage_error(&e.to_string(), std::env::args()));
             return ExitCode::from(2);
