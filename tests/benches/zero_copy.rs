@@ -10,30 +10,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::sync::Arc;
 use std::time::Duration;
 use zcnic::e1000::E1000;
-use zcnic::{Config, FakeBar, Nic, Packet, Segment, UserRegion};
-use zcnic_tests::fake_e1000::{Behaviour, FakeE1000};
+use zcnic::{FakeBar, Nic, Packet, Segment, UserRegion};
+use zcnic_tests::datapath::manual_port;
+use zcnic_tests::fake_e1000::FakeE1000;
 
 const BURST: usize = 32;
-
-fn port() -> (FakeE1000, E1000<FakeBar>) {
-    let dev = FakeE1000::start(Behaviour {
-        read_frames: false,
-        manual_tx: true,
-        ..Behaviour::default()
-    });
-    let cfg = Config {
-        link_timeout: Duration::from_millis(50),
-        ..Config::default()
-    };
-    let nic = E1000::new(
-        dev.bar.clone(),
-        &dev.dma,
-        "0000:00:02.0".parse().unwrap(),
-        &cfg,
-    )
-    .expect("fake e1000 comes up");
-    (dev, nic)
-}
 
 /// Sends `frames` frames, each built by `fill`, in bursts; the fake device completes
 /// each burst.
@@ -51,7 +32,7 @@ fn send(dev: &FakeE1000, nic: &mut E1000<FakeBar>, frames: u64, mut fill: impl F
 }
 
 fn zero_copy(c: &mut Criterion) {
-    let (dev, mut nic) = port();
+    let (dev, mut nic) = manual_port();
     let region = Arc::new(UserRegion::with_data(&vec![0x5a; 9000], dev.dma.mapper()).unwrap());
     let mut g = c.benchmark_group("zero_copy");
     g.throughput(Throughput::Elements(10_000));
@@ -73,7 +54,7 @@ fn zero_copy(c: &mut Criterion) {
 }
 
 fn copy(c: &mut Criterion) {
-    let (dev, mut nic) = port();
+    let (dev, mut nic) = manual_port();
     let source = vec![0x5a; 1542];
     let mut g = c.benchmark_group("copy");
     g.throughput(Throughput::Elements(10_000));
