@@ -82,6 +82,8 @@ pub struct FrameGen {
     base: Vec<u8>,
     /// `filler_sum[k]`: sum of the payload's 16-bit words from META up to byte `k`.
     filler_sum: Vec<u64>,
+    /// The headers last built (size 0: none yet).
+    last: std::cell::Cell<Head>,
 }
 
 impl FrameGen {
@@ -108,6 +110,12 @@ impl FrameGen {
             flow,
             base,
             filler_sum,
+            last: std::cell::Cell::new(Head {
+                size: 0,
+                flow: 0,
+                bytes: [0; HEADERS],
+                sum: 0,
+            }),
         }
     }
 
@@ -148,42 +156,71 @@ impl FrameGen {
         let Some(out) = out.get_mut(..prefix) else {
             return 0;
         };
-        out.copy_from_slice(&self.base[..prefix]);
-        let f = &self.flow;
-        let src_ip = u32::from_be_bytes(f.src_ip)
-            .wrapping_add(u32::from(flow))
-            .to_be_bytes();
-        let src_port = f.src_port.wrapping_add(flow).to_be_bytes();
-        let ip_len = (size - IP) as u16;
-        let udp_len = (size - UDP) as u16;
-
-        out[IP + 2..IP + 4].copy_from_slice(&ip_len.to_be_bytes());
-        out[IP + 12..IP + 16].copy_from_slice(&src_ip);
-        out[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
-        let ip_sum = !fold(sum_words(&out[IP..UDP]));
-        out[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-
-        out[UDP..UDP + 2].copy_from_slice(&src_port);
-        out[UDP + 4..UDP + 6].copy_from_slice(&udp_len.to_be_bytes());
+        let head = self.head(size, flow);
+        out[..HEADERS].copy_from_slice(&head.bytes);
+        out[HEADERS + META..].copy_from_slice(&self.base[HEADERS + META..prefix]);
         let meta = &mut out[HEADERS..HEADERS + META];
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
-        meta[16..18].copy_from_slice(&f.stream.to_le_bytes());
-        // RFC 768: pseudo-header (addresses, protocol, length), UDP header with a zero
-        // checksum, payload. The filler's share comes from the prefix table.
-        let sum = sum_words(&out[IP + 12..IP + 20])
-            + 17
-            + u64::from(udp_len)
-            + sum_words(&out[UDP..UDP + 6])
-            + sum_words(&out[HEADERS..HEADERS + META])
-            + self.filler_sum[size - HEADERS];
-        let udp_sum = match !fold(sum) {
+        meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
+        let udp_sum = match !fold(head.sum + sum_words(meta)) {
             0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
             s => s,
         };
         out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_be_bytes());
         prefix
     }
+
+    /// Headers of a `size`-byte frame of `flow`, and the UDP checksum's sum over all but the
+    /// stamp; cached, since consecutive frames usually share both.
+    #[inline(always)]
+    fn head(&self, size: usize, flow: u16) -> Head {
+        let cached = self.last.get();
+        if cached.size == size && cached.flow == flow {
+            return cached;
+        }
+        let mut bytes = [0u8; HEADERS];
+        bytes.copy_from_slice(&self.base[..HEADERS]);
+        let f = &self.flow;
+        let src_ip = u32::from_be_bytes(f.src_ip)
+            .wrapping_add(u32::from(flow))
+            .to_be_bytes();
+        let ip_len = (size - IP) as u16;
+        let udp_len = (size - UDP) as u16;
+        bytes[IP + 2..IP + 4].copy_from_slice(&ip_len.to_be_bytes());
+        bytes[IP + 12..IP + 16].copy_from_slice(&src_ip);
+        bytes[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+        let ip_sum = !fold(sum_words(&bytes[IP..UDP]));
+        bytes[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+        bytes[UDP..UDP + 2].copy_from_slice(&f.src_port.wrapping_add(flow).to_be_bytes());
+        bytes[UDP + 4..UDP + 6].copy_from_slice(&udp_len.to_be_bytes());
+        bytes[UDP + 6..UDP + 8].copy_from_slice(&[0, 0]);
+        // RFC 768: pseudo-header (addresses, protocol, length), UDP header with a zero
+        // checksum, payload. The filler's share comes from the prefix table; the stamp's
+        // is added per frame.
+        let sum = sum_words(&bytes[IP + 12..IP + 20])
+            + 17
+            + u64::from(udp_len)
+            + sum_words(&bytes[UDP..UDP + 6])
+            + self.filler_sum[size - HEADERS];
+        let head = Head {
+            size,
+            flow,
+            bytes,
+            sum,
+        };
+        self.last.set(head);
+        head
+    }
+}
+
+/// A frame's headers for one size and flow, with its partial UDP checksum sum.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    size: usize,
+    flow: u16,
+    bytes: [u8; HEADERS],
+    sum: u64,
 }
 
 /// The filler that follows the stamp in every frame: byte `i` is `(META + i) as u8`.
