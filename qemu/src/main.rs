@@ -1,8 +1,10 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! ```text
-//! cargo xtask test [ARGS...]   prepare guests, then `cargo test --workspace ARGS` with
-//!                              ZCNIC_QEMU_REQUIRED=1 (QEMU tests must not skip)
+//! cargo xtask test [--long] [ARGS...]
+//!                              prepare guests, then `cargo test --workspace ARGS` with
+//!                              ZCNIC_QEMU_REQUIRED=1 (QEMU tests must not skip); --long
+//!                              sets ZCNIC_LONG=1: fuzz and soak tests run their long forms
 //! cargo xtask demo             zcnic pktgen on an e1000 and a virtio-net NIC, live console
 //! cargo xtask selftest         boot a guest and check the harness itself
 //! cargo xtask prepare          only install/fetch/build what guests need
@@ -18,8 +20,11 @@ use zcnic_qemu::{GuestRun, GuestSpec, Nic};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test [ARGS...]  prepare QEMU guests, then run `cargo test --workspace ARGS`
-                  with ZCNIC_QEMU_REQUIRED=1 so that QEMU tests cannot skip
+  test [--long] [ARGS...]
+                  prepare QEMU guests, then run `cargo test --workspace ARGS`
+                  with ZCNIC_QEMU_REQUIRED=1 so that QEMU tests cannot skip;
+                  --long sets ZCNIC_LONG=1: the adversarial-device state
+                  machines run >= 10^6 device actions, the soak runs 60 s
   demo            boot a guest with an e1000 and a virtio-net NIC behind a
                   vIOMMU and run `zcnic pktgen` on each for 10 s, console live
   selftest        boot a guest with two e1000s and check the harness:
@@ -90,12 +95,33 @@ fn prepare() -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo test --workspace` after making sure QEMU tests can run.
-fn test(extra: &[String]) -> Result<ExitCode, String> {
+/// Splits xtask's own `--long` off the arguments for cargo: whether it was given, and the
+/// rest in order. Only before a `--`: what follows belongs to the test binaries.
+fn take_long(args: &[String]) -> (bool, Vec<String>) {
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let (ours, theirs) = args.split_at(split);
+    let long = ours.iter().any(|a| a == "--long");
+    let rest = ours
+        .iter()
+        .filter(|a| *a != "--long")
+        .chain(theirs)
+        .cloned()
+        .collect();
+    (long, rest)
+}
+
+/// `cargo test --workspace` after making sure QEMU tests can run; `--long` (ZCNIC_LONG=1)
+/// selects the long forms of the fuzz and soak tests.
+fn test(args: &[String]) -> Result<ExitCode, String> {
+    let (long, extra) = take_long(args);
+    let extra = extra.as_slice();
     prepare()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("test");
+    if long {
+        cmd.env("ZCNIC_LONG", "1");
+    }
     let picks_packages = extra
         .iter()
         .take_while(|a| *a != "--")
@@ -214,5 +240,37 @@ fn selftest() -> Result<ExitCode, String> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(format!("selftest failed:\n  {}", failures.join("\n  ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_long;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn long_is_taken_off_before_the_double_dash_only() {
+        assert_eq!(
+            take_long(&args(&[
+                "-p",
+                "zcnic-tests",
+                "--long",
+                "--test",
+                "qemu_soak"
+            ])),
+            (true, args(&["-p", "zcnic-tests", "--test", "qemu_soak"]))
+        );
+        assert_eq!(take_long(&args(&[])), (false, vec![]));
+        assert_eq!(
+            take_long(&args(&["--", "--long"])),
+            (false, args(&["--", "--long"]))
+        );
+        assert_eq!(
+            take_long(&args(&["--long", "--", "--nocapture"])),
+            (true, args(&["--", "--nocapture"]))
+        );
     }
 }

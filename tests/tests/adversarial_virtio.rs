@@ -69,9 +69,6 @@ fn addr() -> PciAddr {
     "0000:00:03.0".parse().unwrap()
 }
 
-/// Device actions played so far, over every case of the state machines.
-static DEVICE_ACTIONS: AtomicU64 = AtomicU64::new(0);
-
 // ---------------------------------------------------------------------------------------
 // The device's registers.
 // ---------------------------------------------------------------------------------------
@@ -472,7 +469,6 @@ impl DevQueue {
     }
 
     fn act(&mut self, act: &Act, rx: bool) {
-        DEVICE_ACTIONS.fetch_add(1, Ordering::Relaxed);
         self.observe();
         if !act.keeps_step() {
             self.synced = false;
@@ -590,4 +586,516 @@ impl DevQueue {
             self.complete(descs, id.into(), 0, false);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The state machine.
+// ---------------------------------------------------------------------------------------
+
+/// Whether the long form runs (`ZCNIC_LONG=1`, set by `cargo xtask test --long`).
+fn long() -> bool {
+    std::env::var("ZCNIC_LONG").is_ok_and(|v| v == "1")
+}
+
+fn prop_config(short: u32, long_cases: u32) -> PropConfig {
+    PropConfig {
+        cases: if long() { long_cases } else { short },
+        // A failure is turned into a `regression_*` test by hand, not a file.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..PropConfig::default()
+    }
+}
+
+/// One step: the application calls the driver, or the device acts on a queue.
+#[derive(Debug, Clone)]
+enum Step {
+    /// `tx_batch` of frames (length, and the length of an attached application payload).
+    Tx(Vec<(u16, Option<u16>)>),
+    /// `rx_batch` with this `max`.
+    Rx(u16),
+    /// The application drops one held frame (index modulo the count), or all.
+    Release(u16, bool),
+    /// The device sends everything, then `flush()`.
+    Flush,
+    /// `link()`.
+    Link,
+    /// The device acts on the receive queue.
+    DevRx(Act),
+    /// The device acts on the transmit queue.
+    DevTx(Act),
+}
+
+/// Device actions on a queue; `lies`: also those that put the device out of step.
+fn act(rx: bool, lies: bool) -> BoxedStrategy<Act> {
+    let good = (1u8..=40, 1u16..=DATA_ROOM as u16).prop_map(|(n, len)| Act::Good { n, len });
+    let id = prop_oneof![0u32..70, Just(u32::from(u16::MAX)), any::<u32>()];
+    let len = prop_oneof![
+        0u32..=RX_WRITABLE + 1,
+        Just(RX_WRITABLE),
+        Just(RX_WRITABLE + 1),
+        any::<u32>()
+    ];
+    let suppress = (any::<u16>(), any::<u16>()).prop_map(|(f, e)| Act::Suppress(f, e));
+    if !lies {
+        return prop_oneof![6 => good, 1 => suppress].boxed();
+    }
+    let raw =
+        (any::<u16>(), id.clone(), len.clone(), any::<u16>()).prop_map(|(slot, id, len, flags)| {
+            Act::Raw {
+                slot,
+                id,
+                len,
+                flags,
+            }
+        });
+    let jump = prop_oneof![1u16..4, any::<u16>()].prop_map(Act::Jump);
+    let garbage = (any::<u16>(), any::<bool>(), any::<[u8; 16]>())
+        .prop_map(|(slot, avail, bytes)| Act::Garbage { slot, avail, bytes });
+    let in_step_weight = if rx { 4 } else { 2 };
+    prop_oneof![
+        12 => good,
+        in_step_weight => id.prop_map(Act::BadId),
+        in_step_weight => len.prop_map(Act::Len),
+        in_step_weight => Just(Act::Dup),
+        2 => suppress,
+        1 => raw,
+        1 => jump,
+        1 => garbage,
+    ]
+    .boxed()
+}
+
+fn frame_len() -> impl Strategy<Value = u16> {
+    prop_oneof![8 => 60u16..=1514, 1 => Just(0u16), 1 => 1u16..=2048]
+}
+
+fn step(tx_lies: bool) -> impl Strategy<Value = Step> {
+    let frames = prop::collection::vec(
+        (frame_len(), prop::option::weighted(0.15, 1u16..=9000)),
+        0..40,
+    );
+    let flush = if tx_lies { 0 } else { 1 };
+    prop_oneof![
+        6 => frames.prop_map(Step::Tx),
+        6 => (0u16..=70).prop_map(Step::Rx),
+        3 => (any::<u16>(), prop::bool::weighted(0.1)).prop_map(|(i, all)| Step::Release(i, all)),
+        flush => Just(Step::Flush),
+        1 => Just(Step::Link),
+        10 => act(true, true).prop_map(Step::DevRx),
+        6 => act(false, tx_lies).prop_map(Step::DevTx),
+    ]
+}
+
+/// A whole case: device options, ring and pool sizes, and the steps.
+#[derive(Debug, Clone)]
+struct Case {
+    event_idx: bool,
+    queue_max: u16,
+    rx_ring: u32,
+    tx_ring: u32,
+    /// A pool barely above the receive ring (refills run dry) or a roomy one.
+    tight_pool: bool,
+    steps: Vec<Step>,
+}
+
+fn case(tx_lies: bool, max_steps: usize) -> impl Strategy<Value = Case> {
+    (
+        any::<bool>(),
+        prop::sample::select(vec![8u16, 16, 24, 64, 256]),
+        prop::sample::select(vec![8u32, 16, 64]),
+        prop::sample::select(vec![8u32, 32, 64]),
+        prop::bool::weighted(0.3),
+        prop::collection::vec(step(tx_lies), 1..max_steps),
+    )
+        .prop_map(
+            |(event_idx, queue_max, rx_ring, tx_ring, tight_pool, steps)| Case {
+                event_idx,
+                queue_max,
+                rx_ring,
+                tx_ring,
+                tight_pool,
+                steps,
+            },
+        )
+}
+
+/// What the cases did, to show the state machines reach every path.
+#[derive(Debug, Default)]
+struct Tally {
+    cases: AtomicU64,
+    device_actions: AtomicU64,
+    delivered: AtomicU64,
+    rx_errors: AtomicU64,
+    rx_no_buf: AtomicU64,
+    tx_sent: AtomicU64,
+    tx_errors: AtomicU64,
+    checked_rx: AtomicU64,
+    slow_closes: AtomicU64,
+}
+
+impl Tally {
+    fn report(&self, name: &str) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{name}: {} cases, {} device actions; {} frames delivered, {} rx_errors, {} rx_no_buf, {} frames sent, \
+             {} tx_errors; {} rx_batch calls checked against the model; {} closes waited \
+             for a transmit ring the device never drained",
+            g(&self.cases),
+            g(&self.device_actions),
+            g(&self.delivered),
+            g(&self.rx_errors),
+            g(&self.rx_no_buf),
+            g(&self.tx_sent),
+            g(&self.tx_errors),
+            g(&self.checked_rx),
+            g(&self.slow_closes),
+        )
+    }
+}
+
+fn counters(s: &Stats) -> [(&'static str, u64); 7] {
+    [
+        ("rx_packets", s.rx_packets),
+        ("rx_bytes", s.rx_bytes),
+        ("tx_packets", s.tx_packets),
+        ("tx_bytes", s.tx_bytes),
+        ("rx_errors", s.rx_errors),
+        ("tx_errors", s.tx_errors),
+        ("rx_no_buf", s.rx_no_buf),
+    ]
+}
+
+/// The application and the device around one port.
+struct Machine<Q: QueueKind> {
+    nic: VirtioNet<Q>,
+    bar: VBar,
+    pool: Arc<Mempool>,
+    payload: Arc<UserRegion>,
+    queues: [DevQueue; 2],
+    tx_lies: bool,
+    held: Vec<Packet>,
+    held_iovas: HashSet<u64>,
+    last: Stats,
+}
+
+impl<Q: QueueKind> Machine<Q> {
+    fn open(c: &Case, tx_lies: bool) -> Self {
+        let dma = FakeDma::new();
+        let bar = VBar::new(offered(c.event_idx, Q::PACKED), c.queue_max);
+        let pool = if c.tight_pool {
+            c.rx_ring as usize + 4
+        } else {
+            (c.rx_ring + c.tx_ring) as usize + 96
+        };
+        let mut nic = open::<Q>(&bar, &dma, &config(c.rx_ring, c.tx_ring, pool));
+        let areas = bar.state().queues;
+        let queue =
+            |q: usize| DevQueue::new(dma.clone(), areas[q].expect("queue enabled"), Q::PACKED);
+        let payload = Arc::new(UserRegion::with_data(&[0x5a; 9000], dma.mapper()).unwrap());
+        let last = nic.stats();
+        Self {
+            pool: nic.pool().clone(),
+            nic,
+            queues: [queue(RX), queue(TX)],
+            bar,
+            payload,
+            tx_lies,
+            held: Vec::new(),
+            held_iovas: HashSet::new(),
+            last,
+        }
+    }
+
+    fn tx(&mut self, frames: &[(u16, Option<u16>)]) -> Result<(), TestCaseError> {
+        let mut batch = Vec::with_capacity(frames.len());
+        for &(len, payload) in frames {
+            let Some(mut p) = self.pool.alloc() else {
+                break;
+            };
+            prop_assert!(
+                !self.held_iovas.contains(&p.iova()),
+                "the pool gave out {:#x}, which the application holds",
+                p.iova()
+            );
+            p.set_len(len.into()).unwrap();
+            p.data_mut().fill(0xa5);
+            if let Some(plen) = payload {
+                p.attach(Segment::new(&self.payload, 0, plen.into()).unwrap());
+            }
+            batch.push(p);
+        }
+        let before = batch.len();
+        let n = self.nic.tx_batch(&mut batch);
+        prop_assert!(n <= before, "took {n} of {before}");
+        prop_assert_eq!(
+            batch.len(),
+            before - n,
+            "frames taken stay out of the batch"
+        );
+        let refused = frames[..n].iter().filter(|(len, _)| *len == 0).count() as u64;
+        let s = self.nic.stats();
+        prop_assert_eq!(s.tx_packets - self.last.tx_packets, n as u64 - refused);
+        let tx_errors = s.tx_errors - self.last.tx_errors;
+        if self.tx_lies {
+            // Bad used entries on the transmit queue count here too.
+            prop_assert!(
+                tx_errors >= refused,
+                "tx_errors {tx_errors} < {refused} refused"
+            );
+        } else {
+            prop_assert_eq!(tx_errors, refused, "tx_errors");
+        }
+        Ok(())
+    }
+
+    fn rx(&mut self, max: u16, tally: &Tally) -> Result<(), TestCaseError> {
+        let expect = self.queues[RX].expect_rx(max.into());
+        let mut got = Vec::new();
+        let n = self.nic.rx_batch(&mut got, max.into());
+        prop_assert_eq!(n, got.len());
+        let s = self.nic.stats();
+        if let Some((frames, errors)) = expect {
+            tally.checked_rx.fetch_add(1, Ordering::Relaxed);
+            let lens: Vec<usize> = got.iter().map(Packet::len).collect();
+            prop_assert_eq!(
+                &lens,
+                &frames,
+                "frames delivered vs good used entries consumed"
+            );
+            prop_assert_eq!(s.rx_errors - self.last.rx_errors, errors, "rx_errors");
+        }
+        prop_assert_eq!(s.rx_packets - self.last.rx_packets, n as u64);
+        for p in got {
+            prop_assert!(
+                (1..=DATA_ROOM).contains(&p.len()),
+                "frame of {} bytes",
+                p.len()
+            );
+            prop_assert!(
+                self.held_iovas.insert(p.iova()),
+                "buffer {:#x} handed out while the application still holds it",
+                p.iova()
+            );
+            self.held.push(p);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, s: &Step, tally: &Tally) -> Result<(), TestCaseError> {
+        match s {
+            Step::Tx(frames) => self.tx(frames)?,
+            Step::Rx(max) => self.rx(*max, tally)?,
+            Step::Release(i, all) => {
+                if *all {
+                    self.held.clear();
+                    self.held_iovas.clear();
+                } else if !self.held.is_empty() {
+                    let p = self.held.swap_remove(usize::from(*i) % self.held.len());
+                    self.held_iovas.remove(&p.iova());
+                }
+            }
+            Step::Flush => {
+                self.queues[TX].drain_tx();
+                prop_assert!(self.nic.flush(), "flush after the device sent everything");
+            }
+            Step::Link => prop_assert!(self.nic.link().up),
+            Step::DevRx(a) => {
+                tally.device_actions.fetch_add(1, Ordering::Relaxed);
+                self.queues[RX].act(a, true)
+            }
+            Step::DevTx(a) => {
+                tally.device_actions.fetch_add(1, Ordering::Relaxed);
+                self.queues[TX].act(a, false)
+            }
+        }
+        let now = self.nic.stats();
+        for ((name, was), (_, is)) in counters(&self.last).into_iter().zip(counters(&now)) {
+            prop_assert!(is >= was, "{name} went back from {was} to {is}");
+        }
+        self.last = now;
+        Ok(())
+    }
+
+    /// Closes the port once the device has sent what it can, and checks that every buffer
+    /// came back and every kick went where it should.
+    fn close(mut self, tally: &Tally) -> Result<(), TestCaseError> {
+        let s = &self.last;
+        for (c, v) in [
+            (&tally.cases, 1),
+            (&tally.delivered, s.rx_packets),
+            (&tally.rx_errors, s.rx_errors),
+            (&tally.rx_no_buf, s.rx_no_buf),
+            (&tally.tx_sent, s.tx_packets),
+            (&tally.tx_errors, s.tx_errors),
+        ] {
+            c.fetch_add(v, Ordering::Relaxed);
+        }
+        self.held.clear();
+        self.queues[TX].drain_tx();
+        let (pool, bar) = (self.pool.clone(), self.bar.clone());
+        let started = Instant::now();
+        drop(self);
+        if started.elapsed() >= Duration::from_millis(400) {
+            tally.slow_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        prop_assert_eq!(pool.free_count(), pool.capacity(), "buffers lost");
+        prop_assert_eq!(bar.state().misdirected_kicks, 0);
+        Ok(())
+    }
+}
+
+fn run<Q: QueueKind>(c: &Case, tx_lies: bool, tally: &Tally) -> Result<(), TestCaseError> {
+    let mut m = Machine::<Q>::open(c, tx_lies);
+    for s in &c.steps {
+        m.step(s, tally)?;
+    }
+    m.close(tally)
+}
+
+/// Runs one state machine and reports what it covered.
+fn machine<Q: QueueKind>(name: &str, tx_lies: bool, steps: usize, short: u32, long_cases: u32) {
+    let tally = Tally::default();
+    let started = Instant::now();
+    let mut runner = TestRunner::new(prop_config(short, long_cases));
+    let result = runner.run(&case(tx_lies, steps), |c| run::<Q>(&c, tx_lies, &tally));
+    eprintln!(
+        "{} (in {:.1} s)",
+        tally.report(name),
+        started.elapsed().as_secs_f64()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    for (what, c) in [
+        ("frames delivered", &tally.delivered),
+        ("receive errors", &tally.rx_errors),
+        ("frames sent", &tally.tx_sent),
+        ("a check against the model", &tally.checked_rx),
+    ] {
+        assert!(c.load(Ordering::Relaxed) > 0, "no case reached {what}");
+    }
+}
+
+/// Lies on the receive queue (the transmit side completes properly, so closing is quick):
+/// no panic, no buffer handed out twice or lost, bad entries counted, good ones delivered.
+#[test]
+fn split_a_lying_receive_side_breaks_nothing() {
+    machine::<Split>("split, receive lies", false, 300, 200, 7000);
+}
+
+#[test]
+fn packed_a_lying_receive_side_breaks_nothing() {
+    machine::<Packed>("packed, receive lies", false, 300, 200, 7000);
+}
+
+/// Lies on both queues. A transmit ring the device never drains costs the close its half
+/// second `flush`, so these run fewer, longer cases.
+#[test]
+fn split_a_lying_device_breaks_nothing() {
+    machine::<Split>("split, lies on both queues", true, 1000, 8, 300);
+}
+
+#[test]
+fn packed_a_lying_device_breaks_nothing() {
+    machine::<Packed>("packed, lies on both queues", true, 1000, 8, 300);
+}
+
+// ---------------------------------------------------------------------------------------
+// Every wait on the device ends. (The driver does not wait on QUEUE_ENABLE: it never reads
+// it back, so there is no queue-enable wait to time out.)
+// ---------------------------------------------------------------------------------------
+
+/// Generous bound on a wait that should end after its timeout: the machine is shared.
+const HANG: Duration = Duration::from_secs(10);
+
+/// A device whose status never reads 0 after the driver writes 0: negotiation gives up
+/// after the reset timeout with an error that says what it waited for.
+#[test]
+fn reset_that_never_finishes_times_out() {
+    for packed in [false, true] {
+        let bar = VBar::new(offered(true, packed), 64);
+        bar.regs.write8(
+            c::DEVICE_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        bar.state().status_sticks = true;
+        let cfg = config(64, 64, 256);
+        let started = Instant::now();
+        match negotiate(&bar.transport(), &addr(), &cfg, packed) {
+            Err(e @ Error::Timeout { what, ms, .. }) => {
+                assert!(what.contains("reset"), "{e}");
+                assert_eq!(ms, 100);
+                assert!(e.to_string().contains("0000:00:03.0"), "{e}");
+            }
+            other => panic!("expected a reset timeout, got {other:?}"),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < HANG,
+            "{waited:?}"
+        );
+    }
+}
+
+/// A device that never completes a transmit chain: `flush` gives up after its half second
+/// and says so; closing the port (which flushes again) ends too, with every buffer back.
+fn flush_gives_up<Q: QueueKind>() {
+    let bar = VBar::new(offered(true, Q::PACKED), 64);
+    let dma = FakeDma::new();
+    let mut nic = open::<Q>(&bar, &dma, &config(64, 64, 256));
+    let pool = nic.pool().clone();
+    let mut batch = Vec::new();
+    pool.alloc_batch(&mut batch, 10);
+    batch.iter_mut().for_each(|p| p.set_len(60).unwrap());
+    assert_eq!(nic.tx_batch(&mut batch), 10);
+    let started = Instant::now();
+    assert!(!nic.flush(), "nothing was sent");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < HANG,
+        "{waited:?}"
+    );
+    let started = Instant::now();
+    drop(nic);
+    assert!(started.elapsed() < HANG);
+    assert_eq!(pool.free_count(), pool.capacity());
+}
+
+#[test]
+fn split_flush_on_a_device_that_never_sends_gives_up() {
+    flush_gives_up::<Split>();
+}
+
+#[test]
+fn packed_flush_on_a_device_that_never_sends_gives_up() {
+    flush_gives_up::<Packed>();
+}
+
+/// Closing a port whose device no longer resets still ends (the reset wait on close is
+/// bounded) and frees everything.
+fn close_without_reset<Q: QueueKind>() {
+    let bar = VBar::new(offered(true, Q::PACKED), 64);
+    let dma = FakeDma::new();
+    let nic = open::<Q>(&bar, &dma, &config(64, 64, 256));
+    let pool = nic.pool().clone();
+    bar.state().status_sticks = true;
+    let started = Instant::now();
+    drop(nic);
+    assert!(started.elapsed() < HANG);
+    assert_eq!(pool.free_count(), pool.capacity());
+    assert_ne!(
+        bar.regs.read8(c::DEVICE_STATUS),
+        0,
+        "the device ignored the reset"
+    );
+}
+
+#[test]
+fn split_close_with_a_reset_that_never_finishes_ends() {
+    close_without_reset::<Split>();
+}
+
+#[test]
+fn packed_close_with_a_reset_that_never_finishes_ends() {
+    close_without_reset::<Packed>();
 }

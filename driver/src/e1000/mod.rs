@@ -91,7 +91,8 @@ impl<B: Bar> E1000<B> {
                     u64::from(if now >= last { now - last } else { now })
                 }
             };
-            self.hw_total[i] += delta;
+            // A lying device must not make the total wrap (or panic in debug builds).
+            self.hw_total[i] = self.hw_total[i].saturating_add(delta);
         }
     }
 }

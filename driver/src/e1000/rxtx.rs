@@ -98,17 +98,23 @@ impl TxQueue {
     /// and (in order) it finished all before it. Dropping the packets refills the pool.
     #[inline]
     fn clean(&mut self) {
-        while self.idx.in_flight(self.produced, self.cleaned) >= TX_CLEAN_BATCH {
-            let last = self.cleaned.wrapping_add(TX_CLEAN_BATCH - 1);
-            if !self.ring.read(self.idx.slot(last)).done() {
+        loop {
+            // The next descriptor with RS (counter % 32 == 31; the ring size is a multiple
+            // of 32, so slot and counter agree). Usually a whole batch; shorter right after
+            // `reclaim_idle_tx` left `cleaned` mid-batch.
+            let last = self.cleaned | (TX_CLEAN_BATCH - 1);
+            let n = last.wrapping_sub(self.cleaned) + 1;
+            if self.idx.in_flight(self.produced, self.cleaned) < n
+                || !self.ring.read(self.idx.slot(last)).done()
+            {
                 break;
             }
             // Acquire: the DD status must be read before the buffers are reused.
             fence(Ordering::Acquire);
-            for i in 0..TX_CLEAN_BATCH {
+            for i in 0..n {
                 self.bufs[self.idx.slot(self.cleaned.wrapping_add(i))] = None;
             }
-            self.cleaned = self.cleaned.wrapping_add(TX_CLEAN_BATCH);
+            self.cleaned = self.cleaned.wrapping_add(n);
         }
     }
 

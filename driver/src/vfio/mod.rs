@@ -107,8 +107,17 @@ impl Container {
     }
 
     fn unmap_at(&self, iova: u64, len: usize) {
-        if let Err(e) = sys::unmap_dma(self.fd.as_fd(), iova, len as u64) {
-            log::warn!("VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}");
+        match sys::unmap_dma(self.fd.as_fd(), iova, len as u64) {
+            Ok(()) => {}
+            // Memory that outlives its port (packets or a pool the application still
+            // holds) is unmapped after the last group left the container, which already
+            // dropped every mapping with it: nothing to undo.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!(
+                    "VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e} (container already empty)"
+                )
+            }
+            Err(e) => log::warn!("VFIO_IOMMU_UNMAP_DMA {iova:#x}+{len:#x}: {e}"),
         }
     }
 }
