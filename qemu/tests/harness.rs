@@ -73,7 +73,8 @@ fn a_guest_panic_ends_the_run_with_the_console_tail() {
     let script = "echo 1 > /proc/sys/kernel/sysrq\necho c > /proc/sysrq-trigger\n";
     let err = zcnic_qemu::run(&spec("harness-panic", script, 180)).unwrap_err();
     assert!(matches!(err, Error::NoExit { .. }), "{err}");
-    assert!(err.to_string().contains("Kernel panic"), "{err}");
+    // The tail holds the panic's call trace; its first line may have scrolled out of it.
+    assert!(err.to_string().contains("panic"), "{err}");
 }
 
 #[test]
