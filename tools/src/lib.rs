@@ -1,6 +1,7 @@
 //! The pieces behind the `zcnic` command, usable from tests and other tools.
 
 pub mod bind;
+pub mod cli;
 pub mod dump;
 pub mod frame;
 pub mod fwd;

@@ -1,0 +1,218 @@
+//! The `zcnic` command line: every subcommand and flag, with the help text users read.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use zcnic::{Config, RingChoice};
+
+/// zcnic — a poll-mode, zero-copy userspace NIC driver.
+///
+/// Typical session (as root, in a VM with an IOMMU):
+///   zcnic list                              # find the NIC
+///   zcnic hugepages --reserve 256 --mount   # DMA memory
+///   zcnic bind 0000:00:02.0                 # hand it to vfio-pci
+///   zcnic pktgen 0000:00:02.0 --duration 10 # send
+///   zcnic unbind 0000:00:02.0               # give it back to the kernel
+#[derive(Parser, Debug)]
+#[command(name = "zcnic", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Options every command that opens a port shares.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PortOpts {
+    /// virtio ring format: packed when the device offers it (auto), or forced.
+    #[arg(long, value_enum, default_value_t = Ring::Auto)]
+    pub ring: Ring,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// List PCI network controllers: vendor:device, driver, IOMMU group, mode, zcnic support.
+    List,
+    /// Hand a NIC to vfio-pci (or uio_pci_generic without an IOMMU) so zcnic can drive it
+    /// (remembers the driver it had).
+    Bind {
+        /// PCI address, e.g. 0000:00:02.0 (see `zcnic list`).
+        pci: String,
+        /// vfio-pci or uio_pci_generic [default: vfio-pci when the device has an IOMMU
+        /// group, uio_pci_generic (no-IOMMU mode) otherwise].
+        #[arg(long)]
+        driver: Option<String>,
+    },
+    /// Give a NIC back to the kernel driver it had before `zcnic bind`.
+    Unbind {
+        /// PCI address, e.g. 0000:00:02.0.
+        pci: String,
+    },
+    /// Show, reserve or mount 2 MiB hugepages (zcnic's DMA memory).
+    Hugepages {
+        /// Set the number of reserved 2 MiB pages (a NIC port needs about 8).
+        #[arg(long, value_name = "PAGES")]
+        reserve: Option<usize>,
+        /// Mount hugetlbfs if no mount exists.
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/dev/hugepages")]
+        mount: Option<PathBuf>,
+    },
+    /// Send numbered UDP frames, optionally receive them back; live rates and a summary.
+    ///
+    /// Each payload carries a sequence number (from 0), a timestamp and a stream id. With
+    /// --rx, frames arriving on that port (or on the sending port with --rx same) are
+    /// counted: lost, duplicated, reordered, and their latency.
+    Pktgen(PktgenCmd),
+    /// Forward frames between two ports (io or macswap), without copying them.
+    Fwd {
+        /// Ports: one (frames go back out of it) or two (A→B and B→A).
+        #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
+        ports: Vec<String>,
+        /// What to do to each frame.
+        #[arg(long, value_enum, default_value_t = FwdMode::Io)]
+        mode: FwdMode,
+        /// Frames per receive burst.
+        #[arg(long, default_value_t = 32)]
+        burst: usize,
+        /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
+        #[arg(long, value_name = "N")]
+        drop_every: Option<u64>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+        duration: Option<f64>,
+        #[command(flatten)]
+        port: PortOpts,
+    },
+    /// Receive frames into a pcap file (tcpdump/tshark read it).
+    Dump {
+        /// PCI address of a NIC bound to vfio-pci.
+        pci: String,
+        /// pcap file to write.
+        #[arg(short = 'w', long)]
+        out: PathBuf,
+        /// Stop after this many frames.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+        duration: Option<f64>,
+        /// Keep only frames of this EtherType (e.g. 0x0800).
+        #[arg(long, value_name = "HEX")]
+        ether_type: Option<String>,
+        /// Keep only UDP frames from or to this port.
+        #[arg(long)]
+        udp_port: Option<u16>,
+        /// Only frames for this port's MAC and broadcast (default: everything).
+        #[arg(long)]
+        no_promisc: bool,
+        #[command(flatten)]
+        port: PortOpts,
+    },
+    /// Open a port, receive for a while (dropping what arrives), print its counters.
+    Stats {
+        /// PCI address of a NIC bound to vfio-pci.
+        pci: String,
+        /// Seconds to receive before printing.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 1.0,
+            allow_negative_numbers = true
+        )]
+        duration: f64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        port: PortOpts,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PktgenCmd {
+    /// PCI address of the sending NIC (bound to vfio-pci).
+    pub pci: String,
+    /// Frame size in bytes without FCS: N or MIN-MAX (cycled), within 60..=1514.
+    #[arg(long, default_value = "60", conflicts_with = "imix")]
+    pub size: String,
+    /// Simple IMIX: 7:4:1 frames of 60, 590 and 1514 bytes.
+    #[arg(long)]
+    pub imix: bool,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (default: run until Ctrl-C or --count).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
+    #[arg(long, value_name = "PPS", allow_hyphen_values = true)]
+    pub rate: Option<String>,
+    /// Frames per burst (one doorbell per burst).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Flows: source IP and UDP port step through this many values.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u16,
+    /// Destination MAC.
+    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+    pub dst_mac: String,
+    /// Source IPv4 address (of flow 0).
+    #[arg(long, default_value = "10.0.0.1")]
+    pub src_ip: std::net::Ipv4Addr,
+    /// Destination IPv4 address.
+    #[arg(long, default_value = "10.0.0.2")]
+    pub dst_ip: std::net::Ipv4Addr,
+    /// Stream id written into every payload.
+    #[arg(long, default_value_t = 0)]
+    pub stream: u16,
+    /// Receive the frames back on this port (`same`: on the sending port).
+    #[arg(long, value_name = "PCI|same")]
+    pub rx: Option<String>,
+    /// After sending, how long to wait for stragglers, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub rx_wait: f64,
+    /// Print the summary as one JSON object (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Zero copy from application memory: each buffer holds only headers and stamp; the
+    /// payload is attached from one registered region the NIC reads in place.
+    #[arg(long)]
+    pub zero_copy: bool,
+    #[command(flatten)]
+    pub port: PortOpts,
+}
+
+/// `--ring` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Ring {
+    Auto,
+    Split,
+    Packed,
+}
+
+/// `--mode` values of fwd.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FwdMode {
+    Io,
+    Macswap,
+}
+
+impl PortOpts {
+    /// The port settings these options ask for.
+    pub fn config(self) -> Config {
+        Config {
+            ring: match self.ring {
+                Ring::Auto => RingChoice::Auto,
+                Ring::Split => RingChoice::Split,
+                Ring::Packed => RingChoice::Packed,
+            },
+            ..Config::default()
+        }
+    }
+}
