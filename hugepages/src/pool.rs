@@ -308,9 +308,9 @@ impl Packet {
     /// The frame.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: `buf + head .. + len` lies inside this packet's buffer (len <= room, checked
-        // in set_len/prepend), which this `Packet` owns exclusively; the device does not
-        // touch it while the application holds the `Packet` (see the type's docs).
+        // `buf + head .. + len` lies inside this packet's buffer (len <= room, checked in
+        // set_len/prepend); the device does not touch it while the application holds it.
+        // SAFETY: in bounds of a buffer this `Packet` owns exclusively, as just said.
         unsafe { std::slice::from_raw_parts(self.buf.add(self.head.into()), self.len()) }
     }
 

@@ -270,9 +270,9 @@ impl FakeDma {
         let len = buf.len();
         self.iommu.with_range(iova, len, || {
             for (i, b) in buf.iter_mut().enumerate() {
-                // SAFETY: the range lies inside a live region (checked under the lock, which is
-                // held, so it cannot be unmapped and freed meanwhile; IOVA = VA); volatile
-                // because the driver accesses it concurrently, as a device would.
+                // The range lies in a live region, checked under the lock held here so it cannot
+                // be freed meanwhile (IOVA = VA); volatile: the driver accesses it concurrently.
+                // SAFETY: as just said, in bounds and alive.
                 *b = unsafe { (iova as *const u8).add(i).read_volatile() };
             }
         })
@@ -372,9 +372,9 @@ impl<T: Copy> DmaRing<T> {
     #[inline(always)]
     pub fn read(&self, i: usize) -> T {
         let p = self.region.as_ptr().cast::<T>();
-        // SAFETY: `i & mask` < slots, the region holds `slots` aligned `T`s (checked in new),
-        // and `T: Copy` is plain data valid for any bit pattern the device may leave (all
-        // descriptor types are integers only).
+        // `i & mask` < slots and the region holds `slots` aligned `T`s (checked in new); all
+        // descriptor types are integers only, valid for any bit pattern the device may leave.
+        // SAFETY: in bounds, aligned, and any bits are a valid `T`, as just said.
         unsafe { p.add(i & self.mask).read_volatile() }
     }
 
