@@ -10,7 +10,8 @@
 //! `rx_errors`, DD on the slot at the tail one more); counters never go back. After the
 //! port closes, every buffer is back in the pool.
 //!
-//! Cases: `ZCNIC_LONG=1` (set by `cargo xtask test --long`) runs the long form.
+//! Cases: `ZCNIC_LONG=1` (set by `cargo xtask test --long`) runs the long form: over 10^6
+//! device actions in long sequences, and 10^6 short cases (a nightly-length run).
 //!
 //! Also here: every wait of the e1000 driver on its device ends, with the error or result
 //! its caller expects.
@@ -870,4 +871,21 @@ fn link_that_never_comes_up_costs_the_timeout_only() {
         "{waited:?}"
     );
     assert!(!nic.link().up);
+}
+
+/// Breadth over depth: many short lies, each from a freshly opened port. The long form runs
+/// 10^6 cases (`cargo xtask test --long`).
+#[test]
+fn many_short_lies_break_nothing() {
+    let started = Instant::now();
+    let mut runner = TestRunner::new(prop_config(300, 1_000_000));
+    let result = runner.run(&case(6), |c| run(&c));
+    eprintln!(
+        "many short lies: {} in {:.1} s",
+        report(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }

@@ -15,7 +15,8 @@
 //! order and with their lengths, and counts every bad one in `rx_errors`. After the port
 //! closes, every buffer is back in the pool.
 //!
-//! Cases: `ZCNIC_LONG=1` (set by `cargo xtask test --long`) runs the long form.
+//! Cases: `ZCNIC_LONG=1` (set by `cargo xtask test --long`) runs the long form: over 10^6
+//! device actions in long sequences, and 10^6 short cases (a nightly-length run).
 //!
 //! Also here: every wait of the virtio driver on its device ends.
 
@@ -1098,4 +1099,16 @@ fn split_close_with_a_reset_that_never_finishes_ends() {
 #[test]
 fn packed_close_with_a_reset_that_never_finishes_ends() {
     close_without_reset::<Packed>();
+}
+
+/// Breadth over depth: many short receive-side lies, each on a freshly opened port; the
+/// long form runs 10^6 cases in all (half per ring format).
+#[test]
+fn split_many_short_lies_break_nothing() {
+    machine::<Split>("split, many short lies", false, 6, 150, 500_000);
+}
+
+#[test]
+fn packed_many_short_lies_break_nothing() {
+    machine::<Packed>("packed, many short lies", false, 6, 150, 500_000);
 }
