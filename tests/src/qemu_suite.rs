@@ -105,3 +105,42 @@ pub fn figure(line: &str, key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Checks one receive leg: among `frames`, those sent by `src_mac` are pktgen frames of
+/// `stream` with sequence numbers exactly 0..n, in order (nothing lost, duplicated or late).
+pub fn assert_leg_received(
+    frames: Vec<Vec<u8>>,
+    src_mac: [u8; 6],
+    n: usize,
+    stream: u16,
+    name: &str,
+) {
+    // Only this leg's sender: the receiver's own frames never come back to it.
+    let frames: Vec<Vec<u8>> = frames
+        .into_iter()
+        .filter(|f| f.len() >= 12 && f[6..12] == src_mac)
+        .collect();
+    let seqs: Vec<u64> = frames
+        .iter()
+        .map(|f| frame::parse(f).map(|m| m.seq).unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(seqs.len(), n, "{name}: every frame arrives");
+    assert!(
+        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
+        "{name}: in order, none lost"
+    );
+    for f in &frames {
+        let meta = frame::parse(f).expect("a pktgen frame");
+        assert_eq!(meta.stream, stream, "{name}: stream id");
+    }
+}
+
+/// Shell lines that wait for `file` to contain `text` (fwd and dump print a line once their
+/// port is up; a minute at most, then the scenario fails showing the file), then for QEMU's
+/// e1000 receive hold (1 s after RCTL is written) to pass.
+pub fn wait_ready(file: &str, text: &str) -> String {
+    format!(
+        "n=0; until grep -q '{text}' {file}; do sleep 0.2; n=$((n+1)); \
+         [ $n -lt 300 ] || {{ cat {file}; exit 3; }}; done; sleep 2\n"
+    )
+}

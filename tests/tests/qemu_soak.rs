@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
-use zcnic_tests::qemu_suite::{boot, figure, guest_slot, tail};
+use zcnic_tests::qemu_suite::{boot, figure, guest_slot, tail, wait_ready};
 
 const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 const E1: &str = "0000:00:02.0";
@@ -42,9 +42,8 @@ fn soak_secs() -> u32 {
 /// ports are up and QEMU's e1000 receive hold (1 s after RCTL is written) has passed.
 fn start_fwd(name: &str) -> String {
     format!(
-        "zcnic fwd --port {V1} --port {E2} > /results/fwd-{name}.txt 2>&1 &\nfwd=$!\n\
-         n=0; until grep -q 'Ctrl-C stops' /results/fwd-{name}.txt; do sleep 0.2; n=$((n+1)); \
-         [ $n -lt 300 ] || {{ cat /results/fwd-{name}.txt; exit 3; }}; done; sleep 2\n"
+        "zcnic fwd --port {V1} --port {E2} > /results/fwd-{name}.txt 2>&1 &\nfwd=$!\n{}",
+        wait_ready(&format!("/results/fwd-{name}.txt"), "Ctrl-C stops")
     )
 }
 

@@ -11,20 +11,11 @@
 use std::process::Command;
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
-use zcnic_tests::qemu_suite::{boot, guest_slot, read_pcap};
+use zcnic_tests::qemu_suite::{boot, guest_slot, read_pcap, wait_ready};
 
 const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 const N: u64 = 20_000;
 const RATE_N: u64 = 60_000;
-
-/// Waits for `file` to contain `text` (fwd/dump print it once their port is up), then for
-/// QEMU's e1000 receive hold (1 s after RCTL is written) to pass.
-fn wait_ready(file: &str, text: &str) -> String {
-    format!(
-        "n=0; until grep -q '{text}' {file}; do sleep 0.2; n=$((n+1)); \
-         [ $n -lt 300 ] || {{ cat {file}; exit 3; }}; done; sleep 2\n"
-    )
-}
 
 fn scenario() -> String {
     let (e1, v1, e2, v2) = (

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use zcnic_qemu::{GuestRun, GuestSpec, Nic};
 use zcnic_tests::qemu_suite::{
-    assert_pktgen_sequence, figure, guest_slot, nic_mac, read_pcap, tail,
+    assert_leg_received, assert_pktgen_sequence, figure, guest_slot, nic_mac, read_pcap, tail,
 };
 
 const LEGACY: &str = "virtio-net-pci,disable-modern=on";
@@ -191,28 +191,7 @@ fn uio_rx_between_e1000_and_virtio_both_ways() {
             .unwrap_or_default();
         eprintln!("uio {name}: {last}");
         let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
-        // Only this leg's sender: the receiver's own frames never come back to it.
-        let frames: Vec<Vec<u8>> = frames
-            .into_iter()
-            .filter(|f| f.len() >= 12 && f[6..12] == nic_mac(from))
-            .collect();
-        let seqs: Vec<u64> = frames
-            .iter()
-            .map(|f| {
-                zcnic_tools::frame::parse(f)
-                    .map(|m| m.seq)
-                    .unwrap_or(u64::MAX)
-            })
-            .collect();
-        assert_eq!(seqs.len(), RX_FRAMES, "{name}: every frame arrives");
-        assert!(
-            seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-            "{name}: in order, none lost"
-        );
-        for f in &frames {
-            let meta = zcnic_tools::frame::parse(f).expect("a pktgen frame");
-            assert_eq!(meta.stream, 7, "{name}: stream id");
-        }
+        assert_leg_received(frames, nic_mac(from), RX_FRAMES, 7, name);
     }
 }
 

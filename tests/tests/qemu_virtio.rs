@@ -4,7 +4,7 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
+    assert_leg_received, assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
 };
 
 const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
@@ -86,30 +86,6 @@ fn frames_cross_between_e1000_and_virtio_both_ways() {
     let run = boot("virtio-cross", nics, &script);
     for (name, from) in [("e1000-to-virtio", 0u8), ("virtio-to-e1000", 1)] {
         let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
-        // Only this leg's sender: the other NIC's frames never reach its own receiver.
-        let frames: Vec<Vec<u8>> = frames
-            .into_iter()
-            .filter(|f| f[6..12] == nic_mac(from))
-            .collect();
-        let seqs: Vec<u64> = frames
-            .iter()
-            .map(|f| {
-                zcnic_tools::frame::parse(f)
-                    .map(|m| m.seq)
-                    .unwrap_or(u64::MAX)
-            })
-            .collect();
-        assert_eq!(seqs.len(), M, "{name}: every frame arrives");
-        assert!(
-            seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-            "{name}: in order, none lost"
-        );
-        for f in &frames {
-            assert_eq!(
-                zcnic_tools::frame::parse(f).unwrap().stream,
-                7,
-                "{name}: stream id"
-            );
-        }
+        assert_leg_received(frames, nic_mac(from), M, 7, name);
     }
 }
