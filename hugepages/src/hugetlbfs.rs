@@ -193,7 +193,7 @@ impl DmaAllocator for HugepageAllocator {
             size,
             iovas,
             Some(self.mapper.clone()),
-            Backing::Hugetlb(map),
+            Backing::Map(map),
         ))
     }
 }

@@ -50,9 +50,9 @@ pub trait DmaAllocator {
 }
 
 pub(crate) enum Backing {
-    /// hugetlbfs pages; unmapped by `MmapRaw`'s drop.
-    Hugetlb(#[allow(dead_code)] memmap2::MmapRaw),
-    /// Heap memory from [`FakeDma`].
+    /// hugetlbfs pages, or anonymous memory from [`FakeDma`]; unmapped by `MmapRaw`'s drop.
+    Map(#[allow(dead_code)] memmap2::MmapRaw),
+    /// Heap memory from [`UserRegion::new`](crate::UserRegion::new).
     Heap(Layout),
     /// Memory the application handed over ([`UserRegion`]); freed after the unmap.
     User(#[allow(dead_code)] Box<[u8]>),
@@ -202,8 +202,8 @@ impl Drop for DmaRegion {
             m.unmap(&self.iovas, self.len);
         }
         if let Backing::Heap(layout) = self.backing {
-            // SAFETY: `ptr` came from `alloc_zeroed(layout)` (FakeDma::alloc or
-            // UserRegion::new) and is freed once, after the device mapping is gone.
+            // SAFETY: `ptr` came from `alloc_zeroed(layout)` (UserRegion::new) and is freed
+            // once, after the device mapping is gone.
             unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
         }
     }
@@ -294,13 +294,19 @@ impl DmaAllocator for FakeDma {
         if len == 0 {
             return Err(DmaError::Invalid("zero-length region".into()));
         }
-        let layout = Layout::from_size_align(len, 4096)
-            .map_err(|e| DmaError::Invalid(format!("{len} bytes: {e}")))?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| DmaError::Map {
+        // Anonymous pages are zero and cost nothing until touched, so a test that opens a
+        // port per case pays only for the buffers it uses, not for the whole pool.
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_anon()
+            .map_err(|e| DmaError::Map {
+                len,
+                reason: e.to_string(),
+            })?;
+        let map = memmap2::MmapRaw::from(map);
+        let ptr = NonNull::new(map.as_mut_ptr()).ok_or_else(|| DmaError::Map {
             len,
-            reason: "out of memory".into(),
+            reason: "null mapping".into(),
         })?;
         let iova = self.iommu.map(ptr.as_ptr(), len)?;
         let mapper: Arc<dyn IovaMapper> = self.iommu.clone();
@@ -309,7 +315,7 @@ impl DmaAllocator for FakeDma {
             len,
             iova,
             Some(mapper),
-            Backing::Heap(layout),
+            Backing::Map(map),
         ))
     }
 }

@@ -17,7 +17,6 @@
 //! its caller expects.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, TestRunner};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use zcnic::{
     Bar, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Segment, Stats, UserRegion,
     DATA_ROOM,
 };
+use zcnic_tests::adversary::run_cases;
 
 /// The e1000 cuts frames at this length (8254x SDM §3.3: 16288 bytes with a payload chain).
 const MAX_FRAME: usize = 16288;
@@ -224,20 +224,6 @@ fn regression_transmit_goes_on_after_a_flush_mid_batch() {
 // ---------------------------------------------------------------------------------------
 // The state machine.
 // ---------------------------------------------------------------------------------------
-
-/// Whether the long form runs (`ZCNIC_LONG=1`, set by `cargo xtask test --long`).
-fn long() -> bool {
-    std::env::var("ZCNIC_LONG").is_ok_and(|v| v == "1")
-}
-
-fn prop_config(short: u32, long_cases: u32) -> PropConfig {
-    PropConfig {
-        cases: if long() { long_cases } else { short },
-        // A failure is turned into a `regression_*` test by hand, not a file.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..PropConfig::default()
-    }
-}
 
 /// A device register the device side moves.
 #[derive(Debug, Clone, Copy)]
@@ -739,12 +725,8 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
 #[test]
 fn a_lying_device_breaks_nothing() {
     let started = Instant::now();
-    let mut runner = TestRunner::new(prop_config(200, 12000));
-    let result = runner.run(&case(300), |c| run(&c));
+    run_cases(200, 12000, || case(300), |c| run(&c));
     eprintln!("{} in {:.1} s", report(), started.elapsed().as_secs_f64());
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     for (what, c) in [
         ("frames delivered", &DELIVERED),
         ("receive errors", &RX_ERRORS),
@@ -878,14 +860,10 @@ fn link_that_never_comes_up_costs_the_timeout_only() {
 #[test]
 fn many_short_lies_break_nothing() {
     let started = Instant::now();
-    let mut runner = TestRunner::new(prop_config(300, 1_000_000));
-    let result = runner.run(&case(6), |c| run(&c));
+    run_cases(300, 1_000_000, || case(6), |c| run(&c));
     eprintln!(
         "many short lies: {} in {:.1} s",
         report(),
         started.elapsed().as_secs_f64()
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

@@ -21,7 +21,6 @@
 //! Also here: every wait of the virtio driver on its device ends.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, TestRunner};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +34,7 @@ use zcnic_descriptors::virtio::{
     PackedQueue, SplitQueue, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED,
     VIRTQ_DESC_F_WRITE,
 };
+use zcnic_tests::adversary::run_cases;
 
 type Split = SplitQueue<DmaMem>;
 type Packed = PackedQueue<DmaMem>;
@@ -593,20 +593,6 @@ impl DevQueue {
 // The state machine.
 // ---------------------------------------------------------------------------------------
 
-/// Whether the long form runs (`ZCNIC_LONG=1`, set by `cargo xtask test --long`).
-fn long() -> bool {
-    std::env::var("ZCNIC_LONG").is_ok_and(|v| v == "1")
-}
-
-fn prop_config(short: u32, long_cases: u32) -> PropConfig {
-    PropConfig {
-        cases: if long() { long_cases } else { short },
-        // A failure is turned into a `regression_*` test by hand, not a file.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..PropConfig::default()
-    }
-}
-
 /// One step: the application calls the driver, or the device acts on a queue.
 #[derive(Debug, Clone)]
 enum Step {
@@ -957,16 +943,17 @@ fn run<Q: QueueKind>(c: &Case, tx_lies: bool, tally: &Tally) -> Result<(), TestC
 fn machine<Q: QueueKind>(name: &str, tx_lies: bool, steps: usize, short: u32, long_cases: u32) {
     let tally = Tally::default();
     let started = Instant::now();
-    let mut runner = TestRunner::new(prop_config(short, long_cases));
-    let result = runner.run(&case(tx_lies, steps), |c| run::<Q>(&c, tx_lies, &tally));
+    run_cases(
+        short,
+        long_cases,
+        || case(tx_lies, steps),
+        |c| run::<Q>(&c, tx_lies, &tally),
+    );
     eprintln!(
         "{} (in {:.1} s)",
         tally.report(name),
         started.elapsed().as_secs_f64()
     );
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     for (what, c) in [
         ("frames delivered", &tally.delivered),
         ("receive errors", &tally.rx_errors),
