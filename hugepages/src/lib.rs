@@ -19,17 +19,19 @@
 //! assert_eq!(pool.free_count(), 64);
 //! ```
 
+mod freestack;
 mod hugetlbfs;
 mod pagemap;
 mod pool;
 mod region;
 mod user;
 
+pub use freestack::{FreeStack, MAX_BUFFERS};
 pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
 };
 pub use pagemap::physical_address;
-pub use pool::{FreeStack, Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
+pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
 pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas};
 pub use user::{Segment, UserRegion};
 

@@ -7,117 +7,18 @@
 //! an `Arc`, and its free list is a lock-free stack ([`FreeStack`]), so a frame received on
 //! one core can be sent or dropped on another with no lock anywhere. The stack hands out the
 //! buffer freed last, still warm in cache, first.
+//!
+//! A `Packet` is one pointer, to its buffer's metadata (address, IOVA, frame bounds), which
+//! lives in ordinary memory beside the pool, never in memory the device can write (DPDK keeps
+//! its mbuf headers in DMA memory; a lying device could rewrite them). Drivers move packets
+//! in and out of rings by the burst, so the size of that move is most of their work.
 
+use crate::freestack::{FreeStack, MAX_BUFFERS};
 use crate::{DmaAllocator, DmaError, DmaRegion, Segment, HUGEPAGE};
+use std::cell::UnsafeCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::ptr::NonNull;
 use std::sync::Arc;
-
-/// A lock-free stack of buffer indices (a Treiber stack). The head packs a 32-bit tag,
-/// bumped by every change, with the top index + 1 (0 = empty), so a thread that read a head
-/// which then changed under it — even back to the same top (ABA) — fails its CAS and retries.
-/// Every link is an atomic, so a stale read is a wasted try, never undefined behaviour.
-#[derive(Debug)]
-pub struct FreeStack {
-    head: AtomicU64,
-    next: Box<[AtomicU32]>,
-    len: AtomicUsize,
-}
-
-impl FreeStack {
-    /// A stack holding `0..n`, with 0 on top.
-    pub fn full(n: u32) -> Self {
-        let next = (0..n)
-            .map(|i| AtomicU32::new(if i + 1 < n { i + 2 } else { 0 }))
-            .collect();
-        Self {
-            head: AtomicU64::new(if n > 0 { 1 } else { 0 }),
-            next,
-            len: AtomicUsize::new(n as usize),
-        }
-    }
-
-    #[inline(always)]
-    fn pack(tag: u64, top: u32) -> u64 {
-        (tag << 32) | u64::from(top)
-    }
-
-    /// Pushes index `idx` (which must not be on the stack).
-    #[inline]
-    pub fn push(&self, idx: u32) {
-        let Some(link) = self.next.get(idx as usize) else {
-            return;
-        };
-        let mut h = self.head.load(Ordering::Acquire);
-        loop {
-            link.store(h as u32, Ordering::Relaxed);
-            // Release: the link written above is visible to whoever pops this entry.
-            match self.head.compare_exchange_weak(
-                h,
-                Self::pack((h >> 32) + 1, idx + 1),
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => h = now,
-            }
-        }
-        self.len.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Pops up to `n` indices into `out` with one successful CAS; returns how many.
-    #[inline]
-    pub fn pop_batch(&self, n: usize, out: &mut impl FnMut(u32)) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        let mut h = self.head.load(Ordering::Acquire);
-        loop {
-            // Walk up to n entries from the top; links may be stale if another thread
-            // changed the stack meanwhile, in which case the CAS below fails.
-            let (mut top, mut taken) = (h as u32, 0usize);
-            while top != 0 && taken < n {
-                top = self
-                    .next
-                    .get(top as usize - 1)
-                    .map_or(0, |l| l.load(Ordering::Relaxed));
-                taken += 1;
-            }
-            if taken == 0 {
-                return 0;
-            }
-            // Acquire: the links (and the buffers' last contents) of what we take are
-            // visible before we hand the buffers out.
-            match self.head.compare_exchange_weak(
-                h,
-                Self::pack((h >> 32) + 1, top),
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    let mut cur = h as u32;
-                    for _ in 0..taken {
-                        out(cur - 1);
-                        cur = self.next[cur as usize - 1].load(Ordering::Relaxed);
-                    }
-                    self.len.fetch_sub(taken, Ordering::Relaxed);
-                    return taken;
-                }
-                Err(now) => h = now,
-            }
-        }
-    }
-
-    /// Entries on the stack (exact when no other thread is pushing or popping).
-    pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-
-    /// True when no entry is on the stack.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Bytes before the frame, for headers a driver or application prepends (virtio-net's
 /// header, an encapsulation) without moving the frame.
@@ -127,12 +28,38 @@ pub const DATA_ROOM: usize = 2048;
 const ENTRY: usize = HEADROOM + DATA_ROOM;
 const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
+/// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
+struct Slot {
+    pool: NonNull<Mempool>,
+    buf: *mut u8,
+    iova: u64,
+    idx: u32,
+    head: u16,
+    len: u16,
+    /// Application memory sent after the frame bytes, without a copy (transmit only).
+    payload: Option<Segment>,
+}
+
 /// A pool of packet buffers in DMA memory, shared between threads.
+///
+/// Handles are `Arc<Mempool>`. A [`Packet`] does not count as one: while any buffer is out
+/// the pool holds one extra count on itself (a loan), taken when the first buffer leaves a
+/// full pool and given back when the last one returns. The free stack's CAS orders those
+/// moments, so a packet costs no reference counting of its own, and the pool outlives its
+/// last packet even after every handle is gone.
 pub struct Mempool {
     region: DmaRegion,
     count: u32,
     free: FreeStack,
+    slots: Box<[UnsafeCell<Slot>]>,
 }
+
+// SAFETY: a slot is touched only by whoever holds its index, and the free stack hands each
+// index to one holder at a time (with acquire/release on the hand-over); every other field
+// is immutable or atomic.
+unsafe impl Sync for Mempool {}
+// SAFETY: as above; nothing in the pool is tied to the thread that made it.
+unsafe impl Send for Mempool {}
 
 impl fmt::Debug for Mempool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,16 +74,36 @@ impl fmt::Debug for Mempool {
 impl Mempool {
     /// A pool of `count` buffers from `alloc`.
     pub fn new(alloc: &dyn DmaAllocator, count: usize) -> Result<Arc<Self>, DmaError> {
-        if count == 0 || count >= u32::MAX as usize {
-            return Err(DmaError::Invalid(format!("pool of {count} buffers")));
+        if count == 0 || count > MAX_BUFFERS {
+            return Err(DmaError::Invalid(format!(
+                "pool of {count} buffers (1 to {MAX_BUFFERS})"
+            )));
         }
         let pages = count.div_ceil(PER_PAGE);
         let region = alloc.alloc(pages * HUGEPAGE)?;
-        // Low indices on top: a fresh pool touches memory in order.
-        Ok(Arc::new(Self {
-            region,
-            count: count as u32,
-            free: FreeStack::full(count as u32),
+        Ok(Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let pool = NonNull::new(me.as_ptr().cast_mut()).expect("Arc data is never null");
+            let slots = (0..count as u32)
+                .map(|idx| {
+                    let off = Self::offset(idx);
+                    UnsafeCell::new(Slot {
+                        pool,
+                        buf: region.as_ptr().wrapping_add(off),
+                        iova: region.iova_at(off),
+                        idx,
+                        head: HEADROOM as u16,
+                        len: 0,
+                        payload: None,
+                    })
+                })
+                .collect();
+            // Low indices on top: a fresh pool touches memory in order.
+            Self {
+                free: FreeStack::full(count as u32),
+                region,
+                count: count as u32,
+                slots,
+            }
         }))
     }
 
@@ -166,18 +113,24 @@ impl Mempool {
         (i / PER_PAGE) * HUGEPAGE + (i % PER_PAGE) * ENTRY
     }
 
-    fn packet(self: &Arc<Self>, idx: u32) -> Packet {
-        let off = Self::offset(idx);
-        debug_assert!(off + ENTRY <= self.region.len());
-        let buf = self.region.as_ptr().wrapping_add(off);
+    /// The packet for index `idx`, just taken off the free stack.
+    #[inline(always)]
+    fn packet(&self, idx: u32) -> Packet {
+        let cell = &self.slots[idx as usize];
+        // SAFETY: `idx` was just popped, so nothing else refers to its slot.
+        let slot = unsafe { &mut *cell.get() };
+        slot.head = HEADROOM as u16;
+        slot.len = 0;
         Packet {
-            pool: Arc::clone(self),
-            buf,
-            iova: self.region.iova_at(off),
-            idx,
-            head: HEADROOM as u16,
-            len: 0,
-            payload: None,
+            slot: NonNull::from(slot),
+        }
+    }
+
+    /// Takes the loan when `taken` buffers just left a pool that had all `free_before`.
+    #[inline(always)]
+    fn lend(self: &Arc<Self>, taken: usize, free_before: u32) {
+        if taken > 0 && free_before == self.count {
+            std::mem::forget(Arc::clone(self));
         }
     }
 
@@ -185,7 +138,8 @@ impl Mempool {
     #[inline]
     pub fn alloc(self: &Arc<Self>) -> Option<Packet> {
         let mut got = None;
-        self.free.pop_batch(1, &mut |i| got = Some(i));
+        let (taken, before) = self.free.pop_batch(1, &mut |i| got = Some(i));
+        self.lend(taken, before);
         got.map(|i| self.packet(i))
     }
 
@@ -193,7 +147,18 @@ impl Mempool {
     /// whole batch; `out` should have the capacity already so nothing is allocated.
     #[inline]
     pub fn alloc_batch(self: &Arc<Self>, out: &mut Vec<Packet>, n: usize) -> usize {
-        self.free.pop_batch(n, &mut |i| out.push(self.packet(i)))
+        let mut total = 0;
+        while total < n {
+            let (taken, before) = self
+                .free
+                .pop_batch(n - total, &mut |i| out.push(self.packet(i)));
+            if taken == 0 {
+                break;
+            }
+            self.lend(taken, before);
+            total += taken;
+        }
+        total
     }
 
     /// Buffers not in use (exact when no other thread is using the pool).
@@ -206,8 +171,24 @@ impl Mempool {
         self.count as usize
     }
 
-    fn put(&self, idx: u32) {
-        self.free.push(idx);
+    /// Returns the chain `first → … → last` of `n` buffers to `pool`; gives the loan back
+    /// when that makes the pool full.
+    ///
+    /// # Safety
+    /// `pool` is alive (some of its buffers are out, so it holds its loan) and the chain's
+    /// buffers came from it, are linked, and are owned by the caller, who gives them up.
+    #[inline]
+    unsafe fn put_chain(pool: NonNull<Self>, first: u32, last: u32, n: u32) {
+        // SAFETY: alive, per the contract; the reference ends before the loan is returned.
+        let full = unsafe {
+            let p = pool.as_ref();
+            p.free.push_chain(first, last, n) == p.count
+        };
+        if full {
+            // SAFETY: the loan taken by `lend` when the pool stopped being full; nothing
+            // here touches the pool after it.
+            unsafe { Arc::decrement_strong_count(pool.as_ptr()) };
+        }
     }
 }
 
@@ -217,21 +198,15 @@ impl Mempool {
 /// a driver holds a `Packet` in a descriptor ring the device may write its buffer; the driver
 /// never reads the data then, and hands the `Packet` out only once the device is done.
 pub struct Packet {
-    pool: Arc<Mempool>,
-    buf: *mut u8,
-    iova: u64,
-    idx: u32,
-    head: u16,
-    len: u16,
-    /// Application memory sent after the frame bytes, without a copy (transmit only).
-    payload: Option<Segment>,
+    /// This buffer's slot in its pool, which the pool's loan keeps alive.
+    slot: NonNull<Slot>,
 }
 
 impl fmt::Debug for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Packet")
-            .field("idx", &self.idx)
-            .field("len", &self.len)
+            .field("idx", &self.s().idx)
+            .field("len", &self.len())
             .field("iova", &format_args!("{:#x}", self.iova()))
             .finish()
     }
@@ -248,113 +223,178 @@ pub struct TooLong {
 }
 
 impl Packet {
+    #[inline(always)]
+    fn s(&self) -> &Slot {
+        // SAFETY: the slot lives as long as the pool, which the loan keeps while this packet
+        // exists, and only this packet refers to it.
+        unsafe { self.slot.as_ref() }
+    }
+
+    #[inline(always)]
+    fn s_mut(&mut self) -> &mut Slot {
+        // SAFETY: as in `s`; `&mut self` makes the access exclusive.
+        unsafe { self.slot.as_mut() }
+    }
+
     /// Frame length in bytes.
     #[inline(always)]
     pub fn len(&self) -> usize {
-        usize::from(self.len)
+        usize::from(self.s().len)
     }
 
     /// True for a zero-length frame.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Bytes available from the frame start to the end of the buffer.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        ENTRY - usize::from(self.head)
+        ENTRY - usize::from(self.s().head)
     }
 
     /// Sets the frame length.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), TooLong> {
-        if len > self.room() {
-            return Err(TooLong {
-                len,
-                room: self.room(),
-            });
+        let room = self.room();
+        if len > room {
+            return Err(TooLong { len, room });
         }
-        self.len = len as u16;
+        self.s_mut().len = len as u16;
         Ok(())
     }
 
     /// Grows the frame at the front by `n` headroom bytes (e.g. a device header).
     pub fn prepend(&mut self, n: usize) -> Result<(), TooLong> {
-        if n > usize::from(self.head) {
+        let s = self.s_mut();
+        if n > usize::from(s.head) {
             return Err(TooLong {
                 len: n,
-                room: usize::from(self.head),
+                room: usize::from(s.head),
             });
         }
-        self.head -= n as u16;
-        self.len += n as u16;
+        s.head -= n as u16;
+        s.len += n as u16;
         Ok(())
     }
 
     /// Restores the default headroom and a zero length, for reuse as a receive buffer.
     #[inline(always)]
     pub fn reset(&mut self) {
-        self.head = HEADROOM as u16;
-        self.len = 0;
-        self.payload = None;
+        let s = self.s_mut();
+        s.head = HEADROOM as u16;
+        s.len = 0;
+        s.payload = None;
     }
 
     /// IOVA of the frame's first byte: what goes in a descriptor.
     #[inline(always)]
     pub fn iova(&self) -> u64 {
-        self.iova + u64::from(self.head)
+        let s = self.s();
+        s.iova + u64::from(s.head)
     }
 
     /// The frame.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
+        let s = self.s();
         // `buf + head .. + len` lies inside this packet's buffer (len <= room, checked in
         // set_len/prepend); the device does not touch it while the application holds it.
         // SAFETY: in bounds of a buffer this `Packet` owns exclusively, as just said.
-        unsafe { std::slice::from_raw_parts(self.buf.add(self.head.into()), self.len()) }
+        unsafe { std::slice::from_raw_parts(s.buf.add(s.head.into()), s.len.into()) }
     }
 
     /// The frame, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
+        let s = self.s_mut();
         // SAFETY: as in `data`; `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.add(self.head.into()), self.len()) }
+        unsafe { std::slice::from_raw_parts_mut(s.buf.add(s.head.into()), s.len.into()) }
     }
 
     /// The pool this buffer belongs to.
-    pub fn pool(&self) -> &Arc<Mempool> {
-        &self.pool
+    pub fn pool(&self) -> &Mempool {
+        // SAFETY: the pool's loan keeps it alive while this packet exists.
+        unsafe { self.s().pool.as_ref() }
     }
 
     /// Appends `seg` to the frame for transmit: the NIC reads the packet's bytes, then the
     /// segment's, as one frame (a descriptor chain), copying neither. The segment — and so
     /// its region — stays held until the driver drops the packet, after the device is done.
     pub fn attach(&mut self, seg: Segment) {
-        self.payload = Some(seg);
+        self.s_mut().payload = Some(seg);
     }
 
     /// The attached payload, if any.
     #[inline(always)]
     pub fn payload(&self) -> Option<&Segment> {
-        self.payload.as_ref()
+        self.s().payload.as_ref()
     }
 
     /// Frame length including an attached payload.
     #[inline(always)]
     pub fn total_len(&self) -> usize {
-        self.len() + self.payload.as_ref().map_or(0, Segment::len)
+        self.len() + self.payload().map_or(0, Segment::len)
+    }
+
+    /// Gives up the buffer: drops the payload and returns (pool, index) for the free
+    /// stack, which the caller must push.
+    #[inline(always)]
+    fn release(self) -> (NonNull<Mempool>, u32) {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the slot is ours until its index is pushed, which the caller does next.
+        let s = unsafe { &mut *me.slot.as_ptr() };
+        if s.payload.is_some() {
+            s.payload = None;
+        }
+        (s.pool, s.idx)
+    }
+
+    /// Drops many packets at the cost of one atomic operation per run of packets from the
+    /// same pool, instead of one per packet.
+    #[inline]
+    pub fn drop_all(pkts: impl IntoIterator<Item = Packet>) {
+        let mut chain: Option<(NonNull<Mempool>, u32, u32, u32)> = None;
+        for p in pkts {
+            let (pool, idx) = p.release();
+            match &mut chain {
+                Some((same, _, last, n)) if *same == pool => {
+                    // SAFETY: alive while `idx` is out, which it still is.
+                    unsafe { pool.as_ref() }.free.link(*last, idx);
+                    *last = idx;
+                    *n += 1;
+                }
+                _ => {
+                    if let Some((p, first, last, n)) = chain.replace((pool, idx, idx, 1)) {
+                        // SAFETY: a linked chain of buffers from `p` that we own.
+                        unsafe { Mempool::put_chain(p, first, last, n) };
+                    }
+                }
+            }
+        }
+        if let Some((p, first, last, n)) = chain {
+            // SAFETY: as above.
+            unsafe { Mempool::put_chain(p, first, last, n) };
+        }
     }
 }
 
-// SAFETY: a Packet is the only handle to its buffer (the free stack hands each index out
-// once), so moving it to another thread moves exclusive access with it; the pool it points
-// to is Sync (below).
+// SAFETY: a Packet is the only handle to its buffer and slot (the free stack hands each
+// index out once), so moving it to another thread moves exclusive access with it; the pool
+// it points to is Sync.
 unsafe impl Send for Packet {}
 
 impl Drop for Packet {
     #[inline]
     fn drop(&mut self) {
-        self.pool.put(self.idx);
+        // SAFETY: the slot is ours until its index is pushed below.
+        let s = unsafe { self.slot.as_mut() };
+        if s.payload.is_some() {
+            s.payload = None;
+        }
+        let (pool, idx) = (s.pool, s.idx);
+        // SAFETY: the pool is alive while this packet is out; the index is ours to give.
+        unsafe { Mempool::put_chain(pool, idx, idx, 1) };
     }
 }
 
@@ -362,6 +402,7 @@ impl Drop for Packet {
 mod tests {
     use super::*;
     use crate::FakeDma;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn buffers_never_straddle_a_page_and_are_distinct() {
@@ -370,7 +411,7 @@ mod tests {
         assert_eq!(pool.alloc_batch(&mut all, 5000), 3000);
         assert!(pool.alloc().is_none());
         let base = pool.region.iova();
-        let mut starts: Vec<u64> = all.iter().map(|p| p.iova - base).collect();
+        let mut starts: Vec<u64> = all.iter().map(|p| p.s().iova - base).collect();
         for s in &starts {
             assert_eq!(
                 s / HUGEPAGE as u64,
@@ -404,12 +445,12 @@ mod tests {
                         let got = pool.alloc_batch(&mut held, want);
                         for p in &held {
                             assert!(
-                                !owned[p.idx as usize].swap(true, Ordering::AcqRel),
+                                !owned[p.s().idx as usize].swap(true, Ordering::AcqRel),
                                 "handed out twice"
                             );
                         }
                         for p in held.drain(..) {
-                            owned[p.idx as usize].store(false, Ordering::Release);
+                            owned[p.s().idx as usize].store(false, Ordering::Release);
                         }
                         done += got.max(1);
                     }
@@ -420,6 +461,7 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(pool.free_count(), 512);
+        assert_eq!(Arc::strong_count(&pool), 1, "loans balanced");
         let mut all = Vec::new();
         assert_eq!(
             pool.alloc_batch(&mut all, 1000),
@@ -436,6 +478,47 @@ mod tests {
         let t = std::thread::spawn(move || drop(batch));
         t.join().unwrap();
         assert_eq!(pool.free_count(), 64);
+    }
+
+    /// Packets keep their pool alive after every handle is gone; the last one frees it.
+    #[test]
+    fn the_pool_lives_exactly_as_long_as_its_last_packet() {
+        let pool = Mempool::new(&FakeDma::new(), 8).unwrap();
+        let weak = Arc::downgrade(&pool);
+        let mut out = Vec::new();
+        pool.alloc_batch(&mut out, 3);
+        let one = pool.alloc().unwrap();
+        assert_eq!(Arc::strong_count(&pool), 2, "one handle and one loan");
+        drop(pool);
+        drop(out);
+        assert!(weak.upgrade().is_some(), "a packet is still out");
+        assert_eq!(one.pool().free_count(), 7);
+        drop(one);
+        assert!(weak.upgrade().is_none(), "freed with its last packet");
+    }
+
+    /// `drop_all` returns runs of packets from interleaved pools to the right pools.
+    #[test]
+    fn drop_all_returns_each_buffer_to_its_own_pool() {
+        let dma = FakeDma::new();
+        let (a, b) = (
+            Mempool::new(&dma, 16).unwrap(),
+            Mempool::new(&dma, 16).unwrap(),
+        );
+        let mut mixed = Vec::new();
+        for i in 0..12 {
+            let p = if i % 3 == 0 { &b } else { &a };
+            mixed.push(p.alloc().unwrap());
+        }
+        assert_eq!((a.free_count(), b.free_count()), (8, 12));
+        Packet::drop_all(mixed.drain(..));
+        assert_eq!((a.free_count(), b.free_count()), (16, 16));
+        assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), (1, 1));
+        let mut all = Vec::new();
+        assert_eq!(a.alloc_batch(&mut all, 100), 16, "every link intact");
+        let mut idx: Vec<u32> = all.iter().map(|p| p.s().idx).collect();
+        idx.sort();
+        assert_eq!(idx, (0..16).collect::<Vec<_>>());
     }
 
     #[test]

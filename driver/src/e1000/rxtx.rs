@@ -34,6 +34,8 @@ pub(crate) struct RxQueue {
     pub(crate) ring: DmaRing<RxDesc>,
     idx: RingIndex,
     bufs: Vec<Option<Packet>>,
+    /// Fresh buffers for one burst's refill, taken from the pool in one operation.
+    fresh: Vec<Packet>,
     consumed: u32,
     produced: u32,
 }
@@ -70,6 +72,7 @@ impl RxQueue {
             ring,
             idx,
             bufs,
+            fresh: Vec::with_capacity(idx.size() as usize),
             consumed: 0,
             produced: idx.size() - 1,
         })
@@ -111,9 +114,8 @@ impl TxQueue {
             }
             // Acquire: the DD status must be read before the buffers are reused.
             fence(Ordering::Acquire);
-            for i in 0..n {
-                self.bufs[self.idx.slot(self.cleaned.wrapping_add(i))] = None;
-            }
+            let (bufs, idx, first) = (&mut self.bufs, self.idx, self.cleaned);
+            Packet::drop_all((0..n).filter_map(|i| bufs[idx.slot(first.wrapping_add(i))].take()));
             self.cleaned = self.cleaned.wrapping_add(n);
         }
     }
@@ -134,6 +136,15 @@ impl<B: Bar> E1000<B> {
     pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let q = &mut self.rx;
         let start = q.consumed;
+        // Count the frames waiting (up to `max`) to take their refills in one go.
+        let (mut at, mut done) = (start, 0);
+        while done < max && at != q.produced && q.ring.read(q.idx.slot(at)).done() {
+            done += 1;
+            at = at.wrapping_add(1);
+        }
+        if done > 0 {
+            self.pool.alloc_batch(&mut q.fresh, done);
+        }
         let mut delivered = 0;
         while delivered < max && q.consumed != q.produced {
             let slot = q.idx.slot(q.consumed);
@@ -145,7 +156,7 @@ impl<B: Bar> E1000<B> {
             fence(Ordering::Acquire);
             match desc.frame_len(DATA_ROOM as u16) {
                 Ok(len) => {
-                    let Some(fresh) = self.pool.alloc() else {
+                    let Some(fresh) = q.fresh.pop() else {
                         self.sw.rx_no_buf += 1;
                         break;
                     };
@@ -166,6 +177,10 @@ impl<B: Bar> E1000<B> {
                 }
             }
             q.consumed = q.consumed.wrapping_add(1);
+        }
+        // Refills left over for bad descriptors, which keep their buffer.
+        if !q.fresh.is_empty() {
+            Packet::drop_all(q.fresh.drain(..));
         }
         let taken = q.consumed.wrapping_sub(start);
         if taken > 0 {

@@ -50,6 +50,8 @@ pub struct VirtioNet<Q: QueueKind> {
     rx: Q,
     tx: Q,
     rx_bufs: Vec<Option<Packet>>,
+    /// Fresh receive buffers for one refill, taken from the pool in one operation.
+    rx_fresh: Vec<Packet>,
     tx_bufs: Vec<Option<Packet>>,
     pool: Arc<Mempool>,
     sw: Stats,
@@ -163,6 +165,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
             features,
             hdr_len,
             rx_bufs: (0..rx.size()).map(|_| None).collect(),
+            rx_fresh: Vec::with_capacity(rx.size().into()),
             tx_bufs: (0..tx.size()).map(|_| None).collect(),
             rx,
             tx,
@@ -180,12 +183,15 @@ impl<Q: QueueKind> VirtioNet<Q> {
 
     /// Posts a fresh buffer in every free receive slot; notifies when the device asks.
     fn refill_rx(&mut self) {
+        let want = usize::from(self.rx.free());
+        if want == 0 {
+            return;
+        }
+        if self.pool.alloc_batch(&mut self.rx_fresh, want) < want {
+            self.sw.rx_no_buf += 1;
+        }
         let mut added = 0;
-        while self.rx.free() > 0 {
-            let Some(pkt) = self.pool.alloc() else {
-                self.sw.rx_no_buf += 1;
-                break;
-            };
+        while let Some(pkt) = self.rx_fresh.pop() {
             // The header lands in the headroom just before the frame.
             let buf = Buf {
                 addr: pkt.iova() - self.hdr_len as u64,
@@ -200,32 +206,34 @@ impl<Q: QueueKind> VirtioNet<Q> {
                 Err(_) => break,
             }
         }
+        // Only when the ring refused a buffer it said it had room for.
+        Packet::drop_all(self.rx_fresh.drain(..));
         if added > 0 && self.rx.publish() {
             self.transport.notify(RX);
         }
     }
 
-    /// Frees transmit buffers the device is done with.
+    /// Frees transmit buffers the device is done with, in one pool operation.
     fn reclaim_tx(&mut self) {
-        for _ in 0..self.tx.size() {
-            match self.tx.pop_used() {
-                None => break,
-                Some(Ok(used)) => {
-                    if self
-                        .tx_bufs
-                        .get_mut(usize::from(used.id))
-                        .and_then(Option::take)
-                        .is_none()
-                    {
-                        self.sw.tx_errors += 1;
+        let (tx, bufs, sw, addr) = (&mut self.tx, &mut self.tx_bufs, &mut self.sw, self.addr);
+        let mut budget = tx.size();
+        let done = std::iter::from_fn(|| {
+            while budget > 0 {
+                budget -= 1;
+                match tx.pop_used()? {
+                    Ok(used) => match bufs.get_mut(usize::from(used.id)).and_then(Option::take) {
+                        Some(pkt) => return Some(pkt),
+                        None => sw.tx_errors += 1,
+                    },
+                    Err(e) => {
+                        log::debug!("{addr}: tx used entry: {e}");
+                        sw.tx_errors += 1;
                     }
                 }
-                Some(Err(e)) => {
-                    log::debug!("{}: tx used entry: {e}", self.addr);
-                    self.sw.tx_errors += 1;
-                }
             }
-        }
+            None
+        });
+        Packet::drop_all(done);
     }
 
     /// Links this port to the device handle that keeps it open.
