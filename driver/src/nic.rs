@@ -87,6 +87,15 @@ pub trait Nic {
     fn mac(&self) -> [u8; 6];
     /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
     fn set_promisc(&mut self, on: bool);
+    /// Ceiling mode (`zcnic pktgen --ceiling`), which measures the device instead of the
+    /// driver: the first call copies `frame` into one buffer and points every transmit
+    /// descriptor at it; each call then hands up to `burst` of those descriptors back to
+    /// the device as it completes them, with no allocation and no per-frame writes.
+    /// Returns the frames posted, or `None` when the driver has no such mode.
+    fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        let _ = (frame, burst);
+        None
+    }
 }
 
 /// Formats a MAC address as `52:54:00:12:34:56`.

@@ -11,6 +11,13 @@ const SECS: u32 = 8;
 const MODERN_VIRTIO: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 /// (label, PCI address in the guest).
 const NICS: [(&str, &str); 2] = [("e1000", "0000:00:02.0"), ("virtio", "0000:00:03.0")];
+/// Forwarding: a source (e1000) floods the forwarder's way in (virtio) on one wire; the
+/// forwarder sends out of an e1000 on a second wire, which only has the drop sink.
+const FWD_SRC: &str = "0000:00:04.0";
+const FWD_IN: &str = "0000:00:05.0";
+const FWD_OUT: &str = "0000:00:06.0";
+/// Median of numbers on stdin, one per line (the first seconds skipped by the caller).
+const MEDIAN: &str = "median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }\n";
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -187,16 +194,48 @@ fn dpdk_files() -> Option<Vec<(std::path::PathBuf, String)>> {
 }
 
 fn testpmd(label: &str, pci: &str) -> String {
-    let drivers: String = PMD_LIBS
-        .iter()
-        .map(|p| format!(" -d {PMDS}/librte_{p}.so.23"))
-        .collect();
+    let drivers = dpdk_drivers();
     format!(
         "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {pci}{drivers} --            --forward-mode=txonly --txpkts=60 --stats-period=1 > /results/testpmd-{label}.txt 2>&1 || true
 echo \"testpmd {label} $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-{label}.txt | tr -s ' ' | cut -d' ' -f2 | tail -n +4 | sort -n | awk '{{a[NR]=$1}} END {{print a[int((NR+1)/2)]}}')pps\" | tee -a /results/bench.txt
 ",
         SECS + 8
     )
+}
+
+fn dpdk_drivers() -> String {
+    PMD_LIBS
+        .iter()
+        .map(|p| format!(" -d {PMDS}/librte_{p}.so.23"))
+        .collect()
+}
+
+/// zcnic fwd, then testpmd io, on the same ports while the source floods them; each
+/// figure is the median of the per-second forwarded rates after the first two seconds.
+fn forwarding(dpdk: bool) -> String {
+    let total = if dpdk { 2 * SECS + 20 } else { SECS + 8 };
+    let mut s = format!(
+        "zcnic bind {FWD_SRC}; zcnic bind {FWD_IN}; zcnic bind {FWD_OUT}
+# The source on CPU 0, the forwarder on CPU 1, when taskset is there.
+P0=; P1=; if command -v taskset >/dev/null; then P0='taskset -c 0'; P1='taskset -c 1'; fi
+$P0 zcnic pktgen {FWD_SRC} --duration {total} > /results/fwd-source.txt 2>&1 &
+SRC=$!
+sleep 2
+$P1 zcnic fwd --port {FWD_IN} --port {FWD_OUT} --duration {SECS} > /results/fwd-zcnic.txt 2>&1
+echo \"fwd zcnic $(grep 'fwd {FWD_IN} -> {FWD_OUT}: .* s ' /results/fwd-zcnic.txt | sed 's/.* tx *\\([0-9]*\\) pps.*/\\1/' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
+"
+    );
+    if dpdk {
+        s += &format!(
+            "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {FWD_IN} -a {FWD_OUT}{} -- --forward-mode=io --stats-period=1 > /results/testpmd-fwd.txt 2>&1 || true
+# Port 1 ({FWD_OUT}) is the second block of each report: what io mode forwarded.
+echo \"fwd testpmd $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-fwd.txt | awk 'NR % 2 == 0 {{print $2}}' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
+",
+            SECS + 8,
+            dpdk_drivers()
+        );
+    }
+    s + "wait $SRC\n"
 }
 
 fn parse_pps(line: &str) -> Option<f64> {
@@ -208,6 +247,7 @@ fn parse_pps(line: &str) -> Option<f64> {
 pub fn guest() -> Result<(), String> {
     zcnic_qemu::prepare().map_err(|e| e.to_string())?;
     let mut script = String::from("modload e1000\nmodload virtio_net\nmodload pktgen\nsleep 1\n");
+    script += MEDIAN;
     for (label, pci) in NICS {
         script += &kernel_pktgen(label, pci);
     }
@@ -216,6 +256,10 @@ pub fn guest() -> Result<(), String> {
             "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | grep ': sent ' | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n"
         );
     }
+    script += &format!(
+        "zcnic pktgen {} --ceiling --duration {SECS} | grep ': sent ' | sed 's/^/ceiling e1000 /' | tee -a /results/bench.txt\n",
+        NICS[0].1
+    );
     let dpdk = dpdk_files();
     if dpdk.is_some() {
         // EAL wants a runtime directory and refuses world-writable plugin path parents.
@@ -224,14 +268,18 @@ pub fn guest() -> Result<(), String> {
             script += &testpmd(label, pci);
         }
     }
+    script += &forwarding(dpdk.is_some());
     let spec = GuestSpec {
         nics: vec![
             Nic::new("e1000", 0, false),
             Nic::new(MODERN_VIRTIO, 1, false),
+            Nic::new("e1000", 2, false),
+            Nic::new(MODERN_VIRTIO, 2, false),
+            Nic::new("e1000", 3, false),
         ],
         script,
         iommu: true,
-        timeout: Duration::from_secs(600),
+        timeout: Duration::from_secs(900),
         echo: true,
         name: "bench".into(),
     };
@@ -244,43 +292,83 @@ pub fn guest() -> Result<(), String> {
             .find(|l| l.starts_with(&format!("{tool} {label} ")))
             .map(str::to_string)
     };
+    // zcnic's summary: `pktgen ADDR: sent N frames (B bytes) in T s: R pps, …`.
+    let sent_pps = |l: &str| -> Option<f64> {
+        l.split(": ")
+            .last()?
+            .split(" pps")
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let ceiling = find("ceiling", "e1000").as_deref().and_then(sent_pps);
     println!("\nbench: one boot, TCG, 60-byte frames, drop-sink wire, {SECS} s each (pps)");
     println!(
-        "  {:<8}{:>14}{:>14}{:>14}{:>14}{:>14}  device check",
-        "NIC", "kernel pktgen", "DPDK testpmd", "zcnic pktgen", "zcnic/kernel", "zcnic/DPDK"
+        "  {:<8}{:>14}{:>14}{:>14}{:>14}{:>14}{:>14}  device check",
+        "NIC",
+        "kernel pktgen",
+        "DPDK testpmd",
+        "zcnic pktgen",
+        "zcnic/kernel",
+        "zcnic/DPDK",
+        "ceiling"
     );
+    let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    let mut e1000_rates = Vec::new();
     for (label, _) in NICS {
-        let k = find("kernel", label);
         let z = find("zcnic", label);
-        let kp = k.as_deref().and_then(parse_pps);
+        let kp = find("kernel", label).as_deref().and_then(parse_pps);
         let dp = find("testpmd", label).as_deref().and_then(parse_pps);
-        let zp = z.as_deref().and_then(|l| {
-            l.split(": ")
-                .last()?
-                .split(" pps")
-                .next()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        });
-        let ratio = |peer: Option<f64>| match (peer, zp) {
-            (Some(p), Some(z)) if p > 0.0 => format!("{:.2}x", z / p),
-            _ => "-".into(),
-        };
+        let zp = z.as_deref().and_then(sent_pps);
         let check = z
             .as_deref()
             .and_then(|l| l.split("device ").nth(1))
             .unwrap_or("(no device counter)");
-        let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let ceil = if label == "e1000" {
+            e1000_rates = vec![
+                ("kernel pktgen", kp),
+                ("DPDK testpmd", dp),
+                ("zcnic pktgen", zp),
+            ];
+            fmt(ceiling)
+        } else {
+            "(e1000 only)".into()
+        };
         println!(
-            "  {label:<8}{:>14}{:>14}{:>14}{:>14}{:>14}  {check}",
+            "  {label:<8}{:>14}{:>14}{:>14}{:>14}{:>14}{:>14}  {check}",
             fmt(kp),
             fmt(dp),
             fmt(zp),
-            ratio(kp),
-            ratio(dp)
+            ratio(zp, kp),
+            ratio(zp, dp),
+            ceil
         );
     }
+    let fractions: Vec<String> = e1000_rates
+        .iter()
+        .map(|(who, r)| format!("{who} {}", ratio(*r, ceiling)))
+        .collect();
+    println!(
+        "  e1000 as a fraction of its ceiling (zcnic pktgen --ceiling, {} pps): {}",
+        fmt(ceiling),
+        fractions.join(", ")
+    );
+    if let Some(l) = find("ceiling", "e1000") {
+        println!("  ceiling run: {l}");
+    }
+    let zf = find("fwd", "zcnic").as_deref().and_then(parse_pps);
+    let df = find("fwd", "testpmd").as_deref().and_then(parse_pps);
+    println!(
+        "  forwarding virtio -> e1000 (median per-second rate): zcnic fwd {}, testpmd io {}, zcnic/DPDK {}",
+        fmt(zf),
+        fmt(df),
+        ratio(zf, df)
+    );
     if run.exit_code != 0 {
         return Err(format!("the bench scenario exited {}", run.exit_code));
     }

@@ -42,15 +42,35 @@ fn addr() -> PciAddr {
     "0000:00:02.0".parse().unwrap()
 }
 
-/// Device actions played so far, over every case of the state machine.
-static DEVICE_ACTIONS: AtomicU64 = AtomicU64::new(0);
-/// What the cases did, to show the state machine reaches every path.
-static CASES: AtomicU64 = AtomicU64::new(0);
-static DELIVERED: AtomicU64 = AtomicU64::new(0);
-static RX_ERRORS: AtomicU64 = AtomicU64::new(0);
-static RX_NO_BUF: AtomicU64 = AtomicU64::new(0);
-static TX_SENT: AtomicU64 = AtomicU64::new(0);
-static TX_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// What one test's cases did, to show the state machine reaches every path (one per test:
+/// tests run side by side).
+#[derive(Default)]
+struct Tally {
+    cases: AtomicU64,
+    actions: AtomicU64,
+    delivered: AtomicU64,
+    rx_errors: AtomicU64,
+    rx_no_buf: AtomicU64,
+    tx_sent: AtomicU64,
+    tx_refused: AtomicU64,
+}
+
+impl Tally {
+    fn report(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "e1000 state machine: {} cases, {} device actions; {} frames delivered, {} rx_errors, \
+             {} rx_no_buf, {} frames sent, {} refused",
+            g(&self.cases),
+            g(&self.actions),
+            g(&self.delivered),
+            g(&self.rx_errors),
+            g(&self.rx_no_buf),
+            g(&self.tx_sent),
+            g(&self.tx_refused)
+        )
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // The device's register file.
@@ -386,6 +406,8 @@ struct Machine {
     held: Vec<Packet>,
     held_iovas: HashSet<u64>,
     last: Stats,
+    /// Device actions this case played.
+    actions: u64,
 }
 
 fn counters(s: &Stats) -> Vec<(&'static str, u64)> {
@@ -429,6 +451,7 @@ impl Machine {
             rx_consumed: 0,
             held: Vec::new(),
             held_iovas: HashSet::new(),
+            actions: 0,
             last: Stats::default(),
         };
         m.last = m.nic.stats();
@@ -476,7 +499,7 @@ impl Machine {
     }
 
     fn device(&mut self, s: &Step) {
-        DEVICE_ACTIONS.fetch_add(1, Ordering::Relaxed);
+        self.actions += 1;
         match *s {
             Step::RxDesc {
                 slot,
@@ -691,15 +714,16 @@ impl Machine {
 
     /// Closes the port (the device idle, so `flush` ends at once) and checks that every
     /// buffer came back.
-    fn close(mut self) -> Result<(), TestCaseError> {
+    fn close(mut self, tally: &Tally) -> Result<(), TestCaseError> {
         let s = &self.last;
         for (c, v) in [
-            (&CASES, 1),
-            (&DELIVERED, s.rx_packets),
-            (&RX_ERRORS, s.rx_errors),
-            (&RX_NO_BUF, s.rx_no_buf),
-            (&TX_SENT, s.tx_packets),
-            (&TX_REFUSED, s.tx_errors),
+            (&tally.cases, 1),
+            (&tally.actions, self.actions),
+            (&tally.delivered, s.rx_packets),
+            (&tally.rx_errors, s.rx_errors),
+            (&tally.rx_no_buf, s.rx_no_buf),
+            (&tally.tx_sent, s.tx_packets),
+            (&tally.tx_refused, s.tx_errors),
         ] {
             c.fetch_add(v, Ordering::Relaxed);
         }
@@ -712,45 +736,34 @@ impl Machine {
     }
 }
 
-fn run(c: &Case) -> Result<(), TestCaseError> {
+fn run(c: &Case, tally: &Tally) -> Result<(), TestCaseError> {
     let mut m = Machine::open(c, FakeDma::new());
     for s in &c.steps {
         m.step(s)?;
     }
-    m.close()
+    m.close(tally)
 }
 
 /// A lying device cannot make the driver panic, hand a buffer out twice, lose one, deliver
 /// a bad frame, or hide an error from `stats`.
 #[test]
 fn a_lying_device_breaks_nothing() {
-    let started = Instant::now();
-    run_cases(200, 12000, || case(300), |c| run(&c));
-    eprintln!("{} in {:.1} s", report(), started.elapsed().as_secs_f64());
+    let (started, tally) = (Instant::now(), Tally::default());
+    run_cases(200, 12000, || case(300), |c| run(&c, &tally));
+    eprintln!(
+        "{} in {:.1} s",
+        tally.report(),
+        started.elapsed().as_secs_f64()
+    );
     for (what, c) in [
-        ("frames delivered", &DELIVERED),
-        ("receive errors", &RX_ERRORS),
-        ("pool exhaustion", &RX_NO_BUF),
-        ("frames sent", &TX_SENT),
-        ("frames refused", &TX_REFUSED),
+        ("frames delivered", &tally.delivered),
+        ("receive errors", &tally.rx_errors),
+        ("pool exhaustion", &tally.rx_no_buf),
+        ("frames sent", &tally.tx_sent),
+        ("frames refused", &tally.tx_refused),
     ] {
         assert!(c.load(Ordering::Relaxed) > 0, "no case reached {what}");
     }
-}
-
-fn report() -> String {
-    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    format!(
-        "e1000 state machine: {} cases, {} device actions; {} frames delivered, {} rx_errors, \
-         {} rx_no_buf, {} frames sent, {} refused",
-        g(&CASES),
-        g(&DEVICE_ACTIONS),
-        g(&DELIVERED),
-        g(&RX_ERRORS),
-        g(&RX_NO_BUF),
-        g(&TX_SENT),
-        g(&TX_REFUSED)
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -859,11 +872,11 @@ fn link_that_never_comes_up_costs_the_timeout_only() {
 /// 10^6 cases (`cargo xtask test --long`).
 #[test]
 fn many_short_lies_break_nothing() {
-    let started = Instant::now();
-    run_cases(300, 1_000_000, || case(6), |c| run(&c));
+    let (started, tally) = (Instant::now(), Tally::default());
+    run_cases(300, 1_000_000, || case(6), |c| run(&c, &tally));
     eprintln!(
         "many short lies: {} in {:.1} s",
-        report(),
+        tally.report(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -238,3 +238,37 @@ fn tx_chains_header_and_application_payload() {
     );
     assert_eq!(nic.stats().tx_bytes, (3 * 42 + 64 + 1458 + 8958) as u64);
 }
+
+/// Ceiling mode sends the one frame over and over from descriptors written once; the
+/// device sees exactly as many copies as `repost` reported, and normal sends work after.
+#[test]
+fn ceiling_mode_reposts_one_frame() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let f = frame(7, 60);
+    let mut posted = 0;
+    while posted < 5000 {
+        posted += nic.repost(&f, 32).expect("the e1000 has a ceiling mode");
+    }
+    assert!(nic.flush());
+    wait("every copy on the wire", || dev.sent_count() >= posted);
+    let sent = dev.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), posted, "the device sent what repost reported");
+    assert!(sent.iter().all(|s| *s == f), "every copy is the frame");
+    assert_eq!(nic.stats().tx_packets, posted as u64);
+    assert_eq!(
+        pool.free_count(),
+        pool.capacity() - 512 - 1,
+        "rx ring + the one frame"
+    );
+
+    let mut b = Vec::new();
+    pool.alloc_batch(&mut b, 1);
+    b[0].set_len(60).unwrap();
+    b[0].data_mut().copy_from_slice(&frame(8, 60));
+    assert_eq!(nic.tx_batch(&mut b), 1);
+    assert!(nic.flush());
+    wait("the normal frame", || dev.sent_count() > posted);
+    assert_eq!(dev.sent.lock().unwrap()[posted], frame(8, 60));
+}

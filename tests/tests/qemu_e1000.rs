@@ -19,11 +19,28 @@ fn tx_100k_frames_leave_the_nic_in_order() {
     };
     let script = format!(
         "zcnic bind {E1000_A}\n\
-         zcnic pktgen {E1000_A} --count 100000 | tee /results/pktgen.txt\n"
+         zcnic pktgen {E1000_A} --count 100000 | tee /results/pktgen.txt\n\
+         zcnic pktgen {E1000_A} --ceiling --count 50000 | tee /results/ceiling.txt\n"
     );
     let run = boot("e1000-tx", vec![Nic::new("e1000", 0, true)], &script);
     let pcap = run.pcaps[0].as_ref().expect("a pcap of NIC 0");
-    assert_pktgen_sequence(&read_pcap(pcap), 100_000, 60, nic_mac(0));
+    let frames = read_pcap(pcap);
+    assert_eq!(
+        frames.len(),
+        150_000,
+        "100 000 generated, then 50 000 re-posted"
+    );
+    assert_pktgen_sequence(&frames[..100_000], 100_000, 60, nic_mac(0));
+    // Ceiling mode: one prebuilt frame, sent exactly as many times as pktgen says.
+    let copies = &frames[100_000..];
+    assert!(copies.iter().all(|f| *f == copies[0] && f.len() == 60));
+    let out = std::fs::read_to_string(run.results.join("ceiling.txt")).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains(": sent "))
+        .unwrap_or_default();
+    assert_eq!(figure(line, "sent"), Some(50_000), "ceiling: {line}");
+    assert_eq!(figure(line, "GPTC"), Some(50_000), "device count: {line}");
 
     let out = std::fs::read_to_string(run.results.join("pktgen.txt")).unwrap();
     let last = out

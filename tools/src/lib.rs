@@ -1,6 +1,7 @@
 //! The pieces behind the `zcnic` command, usable from tests and other tools.
 
 pub mod bind;
+pub mod ceiling;
 pub mod cli;
 pub mod dump;
 pub mod frame;

@@ -124,6 +124,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
             w => seconds("rx-wait", Some(w))?.unwrap_or_default(),
         },
         zero_copy: c.zero_copy,
+        ceiling: c.ceiling,
     };
     let cfg = c.port.config();
     let mut tx = open(&addr, &cfg)?;

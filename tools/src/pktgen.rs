@@ -87,6 +87,8 @@ pub struct Args {
     /// each buffer: the pool buffer holds only headers and stamp, the NIC reads the rest in
     /// place (a two-descriptor chain per frame).
     pub zero_copy: bool,
+    /// Re-post one prebuilt frame instead (see [`crate::ceiling`]).
+    pub ceiling: bool,
 }
 
 /// Where frames come back, if anywhere.
@@ -184,6 +186,10 @@ impl Receiver {
 pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, ToolError> {
     if args.flows == 0 {
         return Err(msg("--flows must be at least 1"));
+    }
+    if args.ceiling {
+        crate::ceiling::check(args, !matches!(rx, Rx::None))?;
+        return crate::ceiling::run(tx, args);
     }
     let port = tx.addr();
     let gen = FrameGen::new(Flow {

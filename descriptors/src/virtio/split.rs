@@ -9,9 +9,8 @@ use std::fmt;
 use std::sync::atomic::{fence, Ordering};
 
 use super::{
-    check_used, readable_first, writable_len, Buf, Full, IdSlot, IdState, QueueMemory,
-    QueueSizeError, Used, UsedError, Virtqueue, MAX_QUEUE_SIZE, VIRTQ_DESC_F_NEXT,
-    VIRTQ_DESC_F_WRITE,
+    check_used, readable_first, Buf, Full, IdSlot, IdState, QueueMemory, QueueSizeError, Used,
+    UsedError, Virtqueue, MAX_QUEUE_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 
 /// VIRTQ_AVAIL_F_NO_INTERRUPT — `avail.flags` bit 0: the driver does not want used buffer
@@ -183,6 +182,9 @@ pub struct SplitQueue<M: QueueMemory> {
     published: u16,
     /// Used entries consumed so far (free-running, like `used.idx`).
     last_used: u16,
+    /// `used.idx` as last read and checked: entries up to it are consumed without
+    /// reading the index again (one device-memory read per burst, not per entry).
+    used_seen: u16,
     in_flight: u16,
     /// `used.idx` value last reported as an [`UsedError::IndexJump`], to report it once.
     jump_seen: Option<u16>,
@@ -228,6 +230,7 @@ impl<M: QueueMemory> SplitQueue<M> {
             avail_idx: start,
             published: start,
             last_used: start,
+            used_seen: start,
             in_flight: 0,
             jump_seen: None,
         }
@@ -272,6 +275,7 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
         self.in_flight
     }
 
+    #[inline]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
         if chain.is_empty() || chain.len() > usize::from(self.num_free) {
             return Err(Full);
@@ -282,11 +286,12 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
         );
         let descs = chain.len() as u16; // <= num_free <= 32768
         let head = self.free_head;
-        let mut d = head;
+        let (mut d, mut writable) = (head, 0u32);
         for (i, buf) in chain.iter().enumerate() {
             let next = self.next[usize::from(d)];
             let last = i + 1 == chain.len();
             let mut flags = if buf.device_writes {
+                writable = writable.saturating_add(buf.len);
                 VIRTQ_DESC_F_WRITE
             } else {
                 0
@@ -294,12 +299,15 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
             if !last {
                 flags |= VIRTQ_DESC_F_NEXT;
             }
+            // len, flags and next are one little-endian word at DESC_LEN.
+            const _: () = assert!(DESC_FLAGS == DESC_LEN + 4 && DESC_NEXT == DESC_LEN + 6);
+            let link = if last { 0 } else { next };
             let off = self.layout.desc(d);
             self.mem.write_u64(off, buf.addr);
-            self.mem.write_u32(off + DESC_LEN, buf.len);
-            self.mem.write_u16(off + DESC_FLAGS, flags);
-            self.mem
-                .write_u16(off + DESC_NEXT, if last { 0 } else { next });
+            self.mem.write_u64(
+                off + DESC_LEN,
+                u64::from(buf.len) | u64::from(flags) << 32 | u64::from(link) << 48,
+            );
             d = next;
         }
         // `d` is now the descriptor after the chain's tail: the new free-list head.
@@ -308,7 +316,7 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
         self.slots[usize::from(head)] = IdSlot {
             state: IdState::Added,
             descs,
-            writable: writable_len(chain),
+            writable,
         };
         // The ring entry is written now; only the idx store in publish() exposes it
         // (§2.6.13.2).
@@ -354,26 +362,30 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
     /// published, returns [`UsedError::IndexJump`] once, consumes nothing, and then
     /// returns `None` while `used.idx` keeps that value: the queue is stalled and the
     /// driver should reset the device. A later plausible `used.idx` resumes normally.
+    #[inline]
     fn pop_used(&mut self) -> Option<Result<Used, UsedError>> {
-        let used_idx = self.mem.read_u16(self.layout.used_idx());
-        if used_idx == self.last_used {
-            return None;
-        }
-        let ready = used_idx.wrapping_sub(self.last_used);
-        if ready > self.published.wrapping_sub(self.last_used) {
-            if self.jump_seen == Some(used_idx) {
+        if self.last_used == self.used_seen {
+            let used_idx = self.mem.read_u16(self.layout.used_idx());
+            if used_idx == self.last_used {
                 return None;
             }
-            self.jump_seen = Some(used_idx);
-            return Some(Err(UsedError::IndexJump {
-                avail: self.published,
-                used: used_idx,
-            }));
+            let ready = used_idx.wrapping_sub(self.last_used);
+            if ready > self.published.wrapping_sub(self.last_used) {
+                if self.jump_seen == Some(used_idx) {
+                    return None;
+                }
+                self.jump_seen = Some(used_idx);
+                return Some(Err(UsedError::IndexJump {
+                    avail: self.published,
+                    used: used_idx,
+                }));
+            }
+            self.jump_seen = None;
+            self.used_seen = used_idx;
+            // Acquire: the device wrote the entries before moving used.idx (§2.6.8.2);
+            // read them only after seeing the new index.
+            fence(Ordering::Acquire);
         }
-        self.jump_seen = None;
-        // Acquire: the device wrote the entry before moving used.idx (§2.6.8.2); read it
-        // only after seeing the new index.
-        fence(Ordering::Acquire);
         let off = self.layout.used_ring(self.slot(self.last_used));
         let id = self.mem.read_u32(off);
         let len = self.mem.read_u32(off + 4);

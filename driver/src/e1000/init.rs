@@ -51,6 +51,7 @@ impl<B: Bar> E1000<B> {
             hw_total: [0; regs::STATS.len()],
             hw_last: [0; regs::STATS.len()],
             promisc: cfg.promisc,
+            ceiling: None,
             device: None,
         };
         nic.start_rx();

@@ -35,6 +35,8 @@ pub struct E1000<B: Bar> {
     hw_total: [u64; regs::STATS.len()],
     hw_last: [u32; regs::STATS.len()],
     promisc: bool,
+    /// The one frame every transmit descriptor points at in ceiling mode.
+    ceiling: Option<Packet>,
     /// Keeps the device open; declared last so it closes after the rings are freed.
     device: Option<Box<dyn PciDevice>>,
 }
@@ -118,6 +120,22 @@ impl<B: Bar> Nic for E1000<B> {
     #[inline]
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
         self.tx(pkts)
+    }
+
+    fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        if self.ceiling.is_none() {
+            if !self.flush() {
+                return Some(0);
+            }
+            let mut pkt = self.pool.alloc()?;
+            pkt.set_len(frame.len()).ok()?;
+            pkt.data_mut().copy_from_slice(frame);
+            self.tx.point_all_at(&pkt);
+            self.ceiling = Some(pkt);
+        }
+        let n = self.repost_tx(burst);
+        self.sw.tx_bytes += (n * frame.len()) as u64;
+        Some(n)
     }
 
     fn flush(&mut self) -> bool {

@@ -126,6 +126,16 @@ impl TxQueue {
         self.idx.free(self.produced, self.cleaned).saturating_sub(1)
     }
 
+    /// Writes every slot's descriptor for `pkt` (ceiling mode; the ring is idle).
+    pub(crate) fn point_all_at(&mut self, pkt: &Packet) {
+        for slot in 0..self.idx.size() as usize {
+            self.ring.write(
+                slot,
+                TxDesc::frame(pkt.iova(), pkt.len() as u16, report(slot)),
+            );
+        }
+    }
+
     /// Tail slot number, as TDT wants it.
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
@@ -254,6 +264,26 @@ impl<B: Bar> E1000<B> {
         self.sw.tx_bytes += bytes;
         self.sw.tx_packets += sent;
         n
+    }
+
+    /// Ceiling mode: hands up to `burst` already written descriptors back to the device.
+    /// Only a descriptor with RS is rewritten, to clear the DD the device left in it.
+    pub(crate) fn repost_tx(&mut self, burst: usize) -> usize {
+        let q = &mut self.tx;
+        q.clean();
+        let n = q.free().min(burst as u32);
+        for i in 0..n {
+            let slot = q.idx.slot(q.produced.wrapping_add(i));
+            if report(slot) {
+                let d = q.ring.read(slot);
+                q.ring.write(slot, TxDesc::frame(d.addr, d.length, true));
+            }
+        }
+        q.produced = q.produced.wrapping_add(n);
+        fence(Ordering::Release);
+        self.bar.write32(regs::TDT, q.tail());
+        self.sw.tx_packets += u64::from(n);
+        n as usize
     }
 
     /// Once the device is idle (TDH == TDT: it has processed every descriptor, data
