@@ -312,6 +312,16 @@ impl Packet {
         unsafe { std::slice::from_raw_parts_mut(s.buf.add(s.head.into()), s.len.into()) }
     }
 
+    /// All the room from the frame start to the end of the buffer, for writing a frame
+    /// before [`set_len`](Self::set_len) says how long it is.
+    #[inline(always)]
+    pub fn room_mut(&mut self) -> &mut [u8] {
+        let s = self.s_mut();
+        let room = ENTRY - usize::from(s.head);
+        // SAFETY: `buf + head .. buf + ENTRY` is this packet's own buffer, as in `data`.
+        unsafe { std::slice::from_raw_parts_mut(s.buf.add(s.head.into()), room) }
+    }
+
     /// The pool this buffer belongs to.
     pub fn pool(&self) -> &Mempool {
         // SAFETY: the pool's loan keeps it alive while this packet exists.

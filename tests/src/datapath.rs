@@ -6,7 +6,8 @@ use crate::fake_virtio::{self, FakeVirtio};
 use std::time::Duration;
 use zcnic::e1000::E1000;
 use zcnic::virtio::{negotiate, DmaMem, VirtioNet};
-use zcnic::{Config, FakeBar, Nic, Packet};
+use std::sync::Arc;
+use zcnic::{Config, FakeBar, FakeDma, Link, Mempool, Nic, Packet, PciAddr, Stats};
 use zcnic_descriptors::virtio::SplitQueue;
 
 /// A fake e1000 whose transmit side waits for [`FakeE1000::complete_tx`] and that never
@@ -99,4 +100,69 @@ pub fn virtio_tx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64
             std::thread::yield_now();
         }
     }
+}
+
+/// A port that takes every frame at once and drops it: what is left of a `zcnic pktgen`
+/// run on it is the generator's own work (frames, pool, pacing), without any driver.
+#[derive(Debug)]
+pub struct SinkNic {
+    pool: Arc<Mempool>,
+    sent: u64,
+}
+
+impl SinkNic {
+    /// A sink with a pool of 4096 buffers in fake DMA memory.
+    pub fn new() -> Self {
+        Self {
+            pool: Mempool::new(&FakeDma::new(), 4096).expect("a fake pool"),
+            sent: 0,
+        }
+    }
+}
+
+impl Default for SinkNic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Nic for SinkNic {
+    fn addr(&self) -> PciAddr {
+        "0000:00:09.0".parse().unwrap()
+    }
+    fn driver(&self) -> &'static str {
+        "sink"
+    }
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+    fn rx_batch(&mut self, _out: &mut Vec<Packet>, _max: usize) -> usize {
+        0
+    }
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        let n = pkts.len();
+        self.sent += n as u64;
+        Packet::drop_all(pkts.drain(..));
+        n
+    }
+    fn flush(&mut self) -> bool {
+        true
+    }
+    fn stats(&mut self) -> Stats {
+        Stats {
+            tx_packets: self.sent,
+            ..Stats::default()
+        }
+    }
+    fn link(&self) -> Link {
+        Link {
+            up: true,
+            speed_mbps: 0,
+            full_duplex: true,
+        }
+    }
+    fn mac(&self) -> [u8; 6] {
+        [2, 0, 0, 0, 0, 9]
+    }
+    fn set_promisc(&mut self, _on: bool) {}
 }

@@ -67,7 +67,7 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 /// generated (all but the timestamp, which is compared for monotonicity).
 pub fn assert_pktgen_sequence(frames: &[Vec<u8>], n: usize, size: usize, src_mac: [u8; 6]) {
     assert_eq!(frames.len(), n, "frame count");
-    let gen = frame::FrameGen::new(Flow {
+    let mut gen = frame::FrameGen::new(Flow {
         src_mac,
         ..Flow::default()
     });

@@ -43,7 +43,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         Sizes::Fixed(n) => n,
         _ => return Err(msg("--ceiling takes one --size")),
     };
-    let gen = FrameGen::new(Flow {
+    let mut gen = FrameGen::new(Flow {
         src_mac: tx.mac(),
         ..args.flow
     });

@@ -59,11 +59,28 @@ impl Default for Flow {
 }
 
 /// Ones'-complement sum of big-endian 16-bit words (RFC 1071), not yet folded.
+#[inline(always)]
 fn sum_words(bytes: &[u8]) -> u64 {
-    bytes
-        .chunks(2)
-        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+    let mut words = bytes.chunks_exact(2);
+    let mut sum: u64 = words
+        .by_ref()
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    if let [odd] = words.remainder() {
+        sum += u64::from(*odd) << 8;
+    }
+    sum
+}
+
+/// [`sum_words`] of `v.to_le_bytes()`, without the bytes: swap each 16-bit lane to big
+/// endian, then add the four lanes.
+#[inline(always)]
+fn sum_le_u64(v: u64) -> u64 {
+    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
+    const LOW_LANES: u64 = 0x0000_ffff_0000_ffff;
+    let x = ((v & LOW_BYTES) << 8) | ((v >> 8) & LOW_BYTES);
+    let pairs = (x & LOW_LANES) + ((x >> 16) & LOW_LANES);
+    (pairs & 0xffff_ffff) + (pairs >> 32)
 }
 
 fn fold(mut s: u64) -> u16 {
@@ -83,7 +100,7 @@ pub struct FrameGen {
     /// `filler_sum[k]`: sum of the payload's 16-bit words from META up to byte `k`.
     filler_sum: Vec<u64>,
     /// The headers last built (size 0: none yet).
-    last: std::cell::Cell<Head>,
+    last: Head,
 }
 
 impl FrameGen {
@@ -110,19 +127,19 @@ impl FrameGen {
             flow,
             base,
             filler_sum,
-            last: std::cell::Cell::new(Head {
+            last: Head {
                 size: 0,
                 flow: 0,
                 bytes: [0; HEADERS],
                 sum: 0,
-            }),
+            },
         }
     }
 
     /// Writes frame `seq` of `size` bytes (clamped to MIN_FRAME..=MAX_FRAME) for flow
     /// `flow` into `out[..size]`; returns the size. `out` must hold MAX_FRAME bytes.
     #[inline]
-    pub fn write(&self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
+    pub fn write(&mut self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
         let size = size.clamp(MIN_FRAME, MAX_FRAME);
         self.write_prefix(out, size, size, flow, seq, tx_ns)
     }
@@ -132,7 +149,7 @@ impl FrameGen {
     /// zero-copy sender attaches from [`filler`] instead of writing it. Returns MIN_FRAME.
     #[inline]
     pub fn write_head(
-        &self,
+        &mut self,
         out: &mut [u8],
         size: usize,
         flow: u16,
@@ -145,7 +162,7 @@ impl FrameGen {
 
     #[inline(always)]
     fn write_prefix(
-        &self,
+        &mut self,
         out: &mut [u8],
         prefix: usize,
         size: usize,
@@ -156,14 +173,18 @@ impl FrameGen {
         let Some(out) = out.get_mut(..prefix) else {
             return 0;
         };
-        let head = self.head(size, flow);
+        self.refresh(size, flow);
+        let head = &self.last;
         out[..HEADERS].copy_from_slice(&head.bytes);
-        out[HEADERS + META..].copy_from_slice(&self.base[HEADERS + META..prefix]);
+        if prefix > HEADERS + META {
+            out[HEADERS + META..].copy_from_slice(&self.base[HEADERS + META..prefix]);
+        }
         let meta = &mut out[HEADERS..HEADERS + META];
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
         meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
-        let udp_sum = match !fold(head.sum + sum_words(meta)) {
+        let stamp = sum_le_u64(seq) + sum_le_u64(tx_ns) + u64::from(self.flow.stream.swap_bytes());
+        let udp_sum = match !fold(head.sum + stamp) {
             0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
             s => s,
         };
@@ -171,13 +192,12 @@ impl FrameGen {
         prefix
     }
 
-    /// Headers of a `size`-byte frame of `flow`, and the UDP checksum's sum over all but the
-    /// stamp; cached, since consecutive frames usually share both.
+    /// Makes `last` the headers of a `size`-byte frame of `flow`, with the UDP checksum's
+    /// sum over all but the stamp; kept, since consecutive frames usually share both.
     #[inline(always)]
-    fn head(&self, size: usize, flow: u16) -> Head {
-        let cached = self.last.get();
-        if cached.size == size && cached.flow == flow {
-            return cached;
+    fn refresh(&mut self, size: usize, flow: u16) {
+        if self.last.size == size && self.last.flow == flow {
+            return;
         }
         let mut bytes = [0u8; HEADERS];
         bytes.copy_from_slice(&self.base[..HEADERS]);
@@ -203,14 +223,12 @@ impl FrameGen {
             + u64::from(udp_len)
             + sum_words(&bytes[UDP..UDP + 6])
             + self.filler_sum[size - HEADERS];
-        let head = Head {
+        self.last = Head {
             size,
             flow,
             bytes,
             sum,
         };
-        self.last.set(head);
-        head
     }
 }
 
@@ -296,7 +314,7 @@ mod tests {
     use etherparse::{NetSlice, SlicedPacket};
     use proptest::prelude::*;
 
-    fn frame(g: &FrameGen, size: usize, flow: u16, seq: u64, ts: u64) -> Vec<u8> {
+    fn frame(g: &mut FrameGen, size: usize, flow: u16, seq: u64, ts: u64) -> Vec<u8> {
         let mut buf = vec![0u8; MAX_FRAME];
         let n = g.write(&mut buf, size, flow, seq, ts);
         buf.truncate(n);
@@ -305,19 +323,24 @@ mod tests {
 
     #[test]
     fn smallest_frame_is_60_bytes() {
-        let g = FrameGen::new(Flow::default());
-        let f = frame(&g, 60, 0, 0, 0);
+        let mut g = FrameGen::new(Flow::default());
+        let f = frame(&mut g, 60, 0, 0, 0);
         assert_eq!(f.len(), 60);
         assert_eq!(f.len() - HEADERS, META);
-        assert_eq!(frame(&g, 10, 0, 0, 0).len(), 60, "clamped");
+        assert_eq!(frame(&mut g, 10, 0, 0, 0).len(), 60, "clamped");
     }
 
     proptest! {
+        #[test]
+        fn stamp_sum_is_the_word_sum(v in any::<u64>()) {
+            prop_assert_eq!(sum_le_u64(v), sum_words(&v.to_le_bytes()));
+        }
+
         /// Every frame parses back, and etherparse agrees with both checksums.
         #[test]
         fn frames_are_valid(size in MIN_FRAME..=MAX_FRAME, flow in any::<u16>(), seq in any::<u64>(), ts in any::<u64>(), stream in any::<u16>()) {
-            let g = FrameGen::new(Flow { stream, ..Flow::default() });
-            let f = frame(&g, size, flow, seq, ts);
+            let mut g = FrameGen::new(Flow { stream, ..Flow::default() });
+            let f = frame(&mut g, size, flow, seq, ts);
             prop_assert_eq!(f.len(), size);
             prop_assert_eq!(parse(&f), Ok(Meta { seq, tx_ns: ts, stream }));
             let p = SlicedPacket::from_ethernet(&f).unwrap();
@@ -335,8 +358,8 @@ mod tests {
         /// The head plus the filler is the whole frame, byte for byte.
         #[test]
         fn head_and_filler_make_the_frame(size in MIN_FRAME..=MAX_FRAME, seq in any::<u64>()) {
-            let g = FrameGen::new(Flow::default());
-            let whole = frame(&g, size, 3, seq, 9);
+            let mut g = FrameGen::new(Flow::default());
+            let whole = frame(&mut g, size, 3, seq, 9);
             let mut head = vec![0u8; MAX_FRAME];
             let n = g.write_head(&mut head, size, 3, seq, 9);
             head.truncate(n);
@@ -346,8 +369,8 @@ mod tests {
 
         #[test]
         fn corruption_is_caught(size in 61usize..=MAX_FRAME, at in 0usize..2000) {
-            let g = FrameGen::new(Flow::default());
-            let mut f = frame(&g, size, 0, 1, 2);
+            let mut g = FrameGen::new(Flow::default());
+            let mut f = frame(&mut g, size, 0, 1, 2);
             let at = HEADERS + META + at % (size - HEADERS - META);
             f[at] ^= 0x5a;
             prop_assert!(matches!(parse(&f), Err(ParseError::Corrupt(_))));

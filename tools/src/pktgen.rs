@@ -192,7 +192,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         return crate::ceiling::run(tx, args);
     }
     let port = tx.addr();
-    let gen = FrameGen::new(Flow {
+    let mut gen = FrameGen::new(Flow {
         src_mac: tx.mac(),
         ..args.flow
     });
@@ -240,19 +240,22 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             pool.alloc_batch(&mut pending, want);
             for p in &mut pending[have..] {
                 let size = args.sizes.of(seq);
-                let flow = (seq % u64::from(args.flows)) as u16;
-                // Buffers hold 2048 bytes and frames at most MAX_FRAME: neither can fail.
-                let _ = p.set_len(frame::MAX_FRAME);
+                let flow = if args.flows > 1 {
+                    (seq % u64::from(args.flows)) as u16
+                } else {
+                    0
+                };
                 let n = match &filler {
-                    None => gen.write(p.data_mut(), size, flow, seq, now),
+                    None => gen.write(p.room_mut(), size, flow, seq, now),
                     Some(region) => {
-                        let n = gen.write_head(p.data_mut(), size, flow, seq, now);
+                        let n = gen.write_head(p.room_mut(), size, flow, seq, now);
                         if size > n {
                             p.attach(zcnic::Segment::new(region, 0, size - n)?);
                         }
                         n
                     }
                 };
+                // n <= MAX_FRAME, well inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
                 bytes += p.total_len() as u64;
                 seq += 1;

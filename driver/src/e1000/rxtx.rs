@@ -229,31 +229,40 @@ impl<B: Bar> E1000<B> {
         }
         let (mut bytes, mut sent) = (0u64, 0u64);
         for pkt in pkts.drain(..n) {
-            let (len, total) = (pkt.len(), pkt.total_len());
-            if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
-                self.sw.tx_errors += 1;
-                continue;
-            }
-            if let Some(seg) = pkt.payload() {
-                // Header from the pool buffer, payload from application memory: a chain
-                // with EOP on the last descriptor, which also holds the packet (8254x SDM
-                // §3.3.3: a frame may span several data descriptors).
-                let slot = q.idx.slot(q.produced);
-                q.ring
-                    .write(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
-                q.produced = q.produced.wrapping_add(1);
-                let slot = q.idx.slot(q.produced);
-                q.ring.write(
-                    slot,
-                    TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
-                );
-                q.bufs[slot] = Some(pkt);
-            } else {
+            let len = pkt.len();
+            let Some(seg) = pkt.payload() else {
+                // The common case: one buffer, 1..=DATA_ROOM bytes, one descriptor.
+                if len.wrapping_sub(1) >= DATA_ROOM {
+                    self.sw.tx_errors += 1;
+                    continue;
+                }
                 let slot = q.idx.slot(q.produced);
                 q.ring
                     .write(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
                 q.bufs[slot] = Some(pkt);
+                q.produced = q.produced.wrapping_add(1);
+                bytes += len as u64;
+                sent += 1;
+                continue;
+            };
+            let total = len + seg.len();
+            if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
+                self.sw.tx_errors += 1;
+                continue;
             }
+            // Header from the pool buffer, payload from application memory: a chain with
+            // EOP on the last descriptor, which also holds the packet (8254x SDM §3.3.3: a
+            // frame may span several data descriptors).
+            let slot = q.idx.slot(q.produced);
+            q.ring
+                .write(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
+            q.produced = q.produced.wrapping_add(1);
+            let slot = q.idx.slot(q.produced);
+            q.ring.write(
+                slot,
+                TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
+            );
+            q.bufs[slot] = Some(pkt);
             q.produced = q.produced.wrapping_add(1);
             bytes += total as u64;
             sent += 1;

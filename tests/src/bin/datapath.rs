@@ -2,20 +2,45 @@
 //! counting under `valgrind --tool=callgrind` (`cargo xtask bench --host` runs it).
 //!
 //! ```text
-//! datapath <tx|rx|fwd|virtio-tx> <BATCH> <PACKETS>
+//! datapath <tx|rx|fwd|virtio-tx|pktgen> <BATCH> <PACKETS>
+//! ```
+//!
+//! `pktgen` runs `zcnic pktgen`'s loop on a port that drops every frame at once, so what
+//! it counts is the generator's own work per frame.
+//!
+//! ```text
 //! ```
 
-use zcnic_tests::datapath::{drive, manual_port, virtio_port, virtio_tx};
+use zcnic_tests::datapath::{drive, manual_port, virtio_port, virtio_tx, SinkNic};
+use zcnic_tools::pktgen;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, op, batch, packets] = args.as_slice() else {
-        eprintln!("usage: datapath <tx|rx|fwd|virtio-tx> <BATCH> <PACKETS>");
+        eprintln!("usage: datapath <tx|rx|fwd|virtio-tx|pktgen> <BATCH> <PACKETS>");
         std::process::exit(2);
     };
     let batch: usize = batch.parse().unwrap_or(32).clamp(1, 256);
     let packets: u64 = packets.parse().unwrap_or(100_000);
-    if op == "virtio-tx" {
+    if op == "pktgen" {
+        let args = pktgen::Args {
+            sizes: pktgen::Sizes::Fixed(60),
+            count: Some(packets),
+            duration: None,
+            batch,
+            rate: None,
+            flow: Default::default(),
+            flows: 1,
+            rx_wait: std::time::Duration::ZERO,
+            zero_copy: false,
+            ceiling: false,
+        };
+        let mut sink = SinkNic::new();
+        if let Err(e) = pktgen::run(&mut sink, pktgen::Rx::None, &args) {
+            eprintln!("datapath pktgen: {e}");
+            std::process::exit(1);
+        }
+    } else if op == "virtio-tx" {
         let (dev, mut nic) = virtio_port();
         virtio_tx(&dev, &mut nic, batch, packets);
     } else {
