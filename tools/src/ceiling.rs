@@ -10,7 +10,7 @@ use crate::frame::{Flow, FrameGen};
 use crate::pktgen::{Args, Sizes, Summary};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use crate::clock::LoopClock;
 use zcnic::Nic;
 
 /// Why `--ceiling` cannot go with the other options given, if it cannot.
@@ -52,12 +52,17 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
     frame.truncate(len);
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
-    let end = args.duration;
-    let epoch = Instant::now();
-    let (mut sent, mut last_t, mut last_sent) = (0u64, epoch, 0u64);
-    let mut last_progress = epoch;
+    let end = args.duration.map(|d| d.as_nanos() as u64);
+    // The clock once per 64 bursts: each read can cost more than a burst (crate::clock).
+    let mut clock = LoopClock::new(64);
+    let epoch = clock.epoch();
+    let (mut sent, mut last_t, mut last_sent, mut last_progress) = (0u64, 0u64, 0u64, 0u64);
     let mut out = std::io::stdout().lock();
-    while sent < limit && !stopped() && end.is_none_or(|e| epoch.elapsed() < e) {
+    loop {
+        let now = clock.now_ns();
+        if sent >= limit || stopped() || end.is_some_and(|e| now >= e) {
+            break;
+        }
         let want = batch.min((limit - sent) as usize);
         let n = tx.repost(&frame, want).ok_or_else(|| {
             msg(format!(
@@ -66,24 +71,23 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
             ))
         })?;
         sent += n as u64;
-        let t = Instant::now();
         if n > 0 {
-            last_progress = t;
-        } else if t.duration_since(last_progress) > Duration::from_secs(1) {
+            last_progress = now;
+        } else if now.saturating_sub(last_progress) > 1_000_000_000 {
             return Err(msg(format!(
                 "{port}: the device took no frame for a second; check the link with `zcnic list`"
             )));
         }
-        if t.duration_since(last_t) >= Duration::from_secs(1) {
-            let dt = t.duration_since(last_t).as_secs_f64();
+        if now.saturating_sub(last_t) >= 1_000_000_000 {
+            let dt = (now - last_t) as f64 / 1e9;
             let _ = writeln!(
                 out,
                 "pktgen {port}: {:6.1} s  ceiling tx {:>9.0} pps  total {sent}",
-                t.duration_since(epoch).as_secs_f64(),
+                now as f64 / 1e9,
                 (sent - last_sent) as f64 / dt,
             );
             let _ = out.flush();
-            (last_t, last_sent) = (t, sent);
+            (last_t, last_sent) = (now, sent);
         }
     }
     let secs = epoch.elapsed().as_secs_f64();
@@ -117,7 +121,7 @@ mod tests {
             rate: None,
             flow: Flow::default(),
             flows: 1,
-            rx_wait: Duration::ZERO,
+            rx_wait: std::time::Duration::ZERO,
             zero_copy: false,
             ceiling: true,
         }

@@ -5,7 +5,8 @@ use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use crate::clock::LoopClock;
+use std::time::{Duration, SystemTime};
 use zcnic::{Nic, Packet};
 
 /// Where to write and when to stop.
@@ -93,12 +94,17 @@ pub fn create(path: &Path) -> Result<Writer, ToolError> {
 /// Captures until the count, the duration or Ctrl-C.
 pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, ToolError> {
     let limit = args.count.unwrap_or(u64::MAX);
-    let start = Instant::now();
-    let end = args.duration.map(|d| start + d);
+    // The clock once per 64 polls: each read can cost more than a burst (crate::clock).
+    let mut clock = LoopClock::new(64);
+    let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut batch: Vec<Packet> = Vec::with_capacity(64);
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
-    let mut last = start;
-    while frames < limit && !stopped() && end.is_none_or(|e| Instant::now() < e) {
+    let mut last = 0u64;
+    loop {
+        let now = clock.now_ns();
+        if frames >= limit || stopped() || end.is_some_and(|e| now >= e) {
+            break;
+        }
         let max = if args.filter == Filter::default() {
             (limit - frames).min(64) as usize
         } else {
@@ -125,13 +131,9 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
                 bytes += data.len() as u64;
             }
         }
-        if last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            eprintln!(
-                "dump {}: {:6.1} s  {frames} frames",
-                nic.addr(),
-                start.elapsed().as_secs_f64()
-            );
+        if now.saturating_sub(last) >= 1_000_000_000 {
+            last = now;
+            eprintln!("dump {}: {:6.1} s  {frames} frames", nic.addr(), now as f64 / 1e9);
         }
     }
     w.into_writer()

@@ -2,6 +2,7 @@
 
 pub mod bind;
 pub mod ceiling;
+pub mod clock;
 pub mod cli;
 pub mod dump;
 pub mod frame;

@@ -7,6 +7,7 @@ use crate::pace::Pacer;
 use crate::seq::{Latency, Percentiles, SeqTracker};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
+use crate::clock::LoopClock;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet, PciAddr};
 
@@ -159,7 +160,8 @@ struct Receiver {
     other: u64,
     stream: u16,
     buf: Vec<Packet>,
-    last_rx: Instant,
+    /// When a frame last arrived (ns on the run's clock).
+    last_rx: u64,
 }
 
 impl Receiver {
@@ -175,7 +177,7 @@ impl Receiver {
             }
         }
         if n > 0 {
-            self.last_rx = Instant::now();
+            self.last_rx = now_ns;
         }
         n
     }
@@ -206,8 +208,11 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     };
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
-    let epoch = Instant::now();
-    let now_ns = || epoch.elapsed().as_nanos() as u64;
+    // Pacing and latency need the time of every burst; a flat-out send only needs the
+    // duration and the progress line, so it reads the clock once per 64 bursts.
+    let precise = args.rate.is_some() || !matches!(rx, Rx::None);
+    let mut clock = LoopClock::new(if precise { 1 } else { 64 });
+    let epoch = clock.epoch();
     let pacer = args.rate.map(|r| Pacer::new(r, 0));
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut recv = (!matches!(rx, Rx::None)).then(|| Receiver {
@@ -216,17 +221,17 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         other: 0,
         stream: args.flow.stream,
         buf: Vec::with_capacity(64),
-        last_rx: Instant::now(),
+        last_rx: 0,
     });
     let mut pending: Vec<Packet> = Vec::with_capacity(batch);
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
     let mut sending_until = None;
-    let mut last_progress = Instant::now();
-    let (mut last_t, mut last_sent, mut last_rx) = (epoch, 0u64, 0u64);
+    let mut last_progress = 0u64;
+    let (mut last_t, mut last_sent, mut last_rx) = (0u64, 0u64, 0u64);
     let mut out = std::io::stdout().lock();
 
     loop {
-        let now = now_ns();
+        let now = clock.now_ns();
         let more = !stopped() && seq < limit && end.is_none_or(|e| now < e);
         if more || !pending.is_empty() {
             let mut want = (batch - pending.len()).min((limit - seq) as usize);
@@ -263,14 +268,14 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             let queued = tx.tx_batch(&mut pending) as u64;
             sent += queued;
             if queued > 0 {
-                last_progress = Instant::now();
+                last_progress = now;
             }
             // A count is a promise: frames already stamped wait for ring space (the ring
             // drains as the device works). Only Ctrl-C, the duration, or a device that has
             // taken nothing for a second give up on them: they were not sent.
             let give_up = stopped()
                 || end.is_some_and(|e| now >= e)
-                || last_progress.elapsed() > Duration::from_secs(1);
+                || now.saturating_sub(last_progress) > 1_000_000_000;
             if !more && queued == 0 && give_up {
                 bytes -= pending.iter().map(|p| p.total_len() as u64).sum::<u64>();
                 pending.clear();
@@ -279,26 +284,27 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             let Some(r) = &recv else { break };
             let done_at = *sending_until.get_or_insert_with(Instant::now);
             let all_back = r.seq.unique >= sent;
-            let quiet = r.last_rx.elapsed() >= args.rx_wait && done_at.elapsed() >= args.rx_wait;
+            let wait = args.rx_wait.as_nanos() as u64;
+            let quiet = now.saturating_sub(r.last_rx) >= wait && done_at.elapsed() >= args.rx_wait;
             if all_back || quiet {
                 break;
             }
         }
         if let Some(r) = &mut recv {
             match &mut rx {
-                Rx::Other(nic) => r.poll(*nic, now_ns()),
-                _ => r.poll(tx, now_ns()),
+                Rx::Other(nic) => r.poll(*nic, clock.read_ns()),
+                _ => r.poll(tx, clock.read_ns()),
             };
         }
-        let t = Instant::now();
-        if t.duration_since(last_t) >= Duration::from_secs(1) {
-            let dt = t.duration_since(last_t).as_secs_f64();
+        if now.saturating_sub(last_t) >= 1_000_000_000 {
+            let dt = (now - last_t) as f64 / 1e9;
             let pps = (sent - last_sent) as f64 / dt;
+            let elapsed = now as f64 / 1e9;
             let mut line = format!(
                 "pktgen {port}: {:6.1} s  tx {:>9.0} pps  {:>8.1} Mbit/s  total {sent}",
-                t.duration_since(epoch).as_secs_f64(),
+                elapsed,
                 pps,
-                bytes as f64 * 8.0 / 1e6 / t.duration_since(epoch).as_secs_f64(),
+                bytes as f64 * 8.0 / 1e6 / elapsed,
             );
             if let Some(r) = &recv {
                 let got = r.seq.received;
@@ -311,7 +317,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             }
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            (last_t, last_sent) = (t, sent);
+            (last_t, last_sent) = (now, sent);
         }
     }
     let secs = sending_until
