@@ -3,10 +3,10 @@
 
 use crate::fake_e1000::{Behaviour, FakeE1000};
 use crate::fake_virtio::{self, FakeVirtio};
+use std::sync::Arc;
 use std::time::Duration;
 use zcnic::e1000::E1000;
 use zcnic::virtio::{negotiate, DmaMem, VirtioNet};
-use std::sync::Arc;
 use zcnic::{Config, FakeBar, FakeDma, Link, Mempool, Nic, Packet, PciAddr, Stats};
 use zcnic_descriptors::virtio::SplitQueue;
 

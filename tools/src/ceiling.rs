@@ -6,11 +6,11 @@
 //! device model's limit on this machine; `cargo xtask bench` shows the normal generator as
 //! a fraction of it, measured in the same boot.
 
+use crate::clock::LoopClock;
 use crate::frame::{Flow, FrameGen};
 use crate::pktgen::{Args, Sizes, Summary};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
-use crate::clock::LoopClock;
 use zcnic::Nic;
 
 /// Why `--ceiling` cannot go with the other options given, if it cannot.

@@ -1,11 +1,11 @@
 //! `zcnic dump`: receive frames and write them to a pcap file tcpdump and tshark read.
 
+use crate::clock::LoopClock;
 use crate::{msg, stopped, ToolError};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use crate::clock::LoopClock;
 use std::time::{Duration, SystemTime};
 use zcnic::{Nic, Packet};
 
@@ -133,7 +133,11 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         }
         if now.saturating_sub(last) >= 1_000_000_000 {
             last = now;
-            eprintln!("dump {}: {:6.1} s  {frames} frames", nic.addr(), now as f64 / 1e9);
+            eprintln!(
+                "dump {}: {:6.1} s  {frames} frames",
+                nic.addr(),
+                now as f64 / 1e9
+            );
         }
     }
     w.into_writer()

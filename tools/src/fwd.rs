@@ -5,9 +5,9 @@
 //! address space). A burst the transmit ring cannot take waits, and receiving on that
 //! direction pauses until it is gone, so the forwarder itself loses nothing.
 
+use crate::clock::LoopClock;
 use crate::{stopped, ToolError};
 use std::io::Write;
-use crate::clock::LoopClock;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet};
 

@@ -2,8 +2,8 @@
 
 pub mod bind;
 pub mod ceiling;
-pub mod clock;
 pub mod cli;
+pub mod clock;
 pub mod dump;
 pub mod frame;
 pub mod fwd;

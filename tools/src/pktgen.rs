@@ -2,12 +2,12 @@
 //! them back (another port, or the same one) to count loss, duplicates, reordering and
 //! latency.
 
+use crate::clock::LoopClock;
 use crate::frame::{self, Flow, FrameGen};
 use crate::pace::Pacer;
 use crate::seq::{Latency, Percentiles, SeqTracker};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
-use crate::clock::LoopClock;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet, PciAddr};
 
