@@ -748,13 +748,7 @@ fn run(c: &Case, tally: &Tally) -> Result<(), TestCaseError> {
 /// a bad frame, or hide an error from `stats`.
 #[test]
 fn a_lying_device_breaks_nothing() {
-    let (started, tally) = (Instant::now(), Tally::default());
-    run_cases(200, 12000, || case(300), |c| run(&c, &tally));
-    eprintln!(
-        "{} in {:.1} s",
-        tally.report(),
-        started.elapsed().as_secs_f64()
-    );
+    let tally = machine("long lies", 200, 12000, 300);
     for (what, c) in [
         ("frames delivered", &tally.delivered),
         ("receive errors", &tally.rx_errors),
@@ -872,11 +866,18 @@ fn link_that_never_comes_up_costs_the_timeout_only() {
 /// 10^6 cases (`cargo xtask test --long`).
 #[test]
 fn many_short_lies_break_nothing() {
+    machine("many short lies", 300, 1_000_000, 6);
+}
+
+/// Runs `short` cases of up to `steps` steps (`long_cases` in the long form) and reports
+/// what they covered.
+fn machine(name: &str, short: u32, long_cases: u32, steps: usize) -> Tally {
     let (started, tally) = (Instant::now(), Tally::default());
-    run_cases(300, 1_000_000, || case(6), |c| run(&c, &tally));
+    run_cases(short, long_cases, || case(steps), |c| run(&c, &tally));
     eprintln!(
-        "many short lies: {} in {:.1} s",
+        "{name}: {} in {:.1} s",
         tally.report(),
         started.elapsed().as_secs_f64()
     );
+    tally
 }

@@ -34,21 +34,19 @@ fn tx_100k_frames_leave_the_nic_in_order() {
     // Ceiling mode: one prebuilt frame, sent exactly as many times as pktgen says.
     let copies = &frames[100_000..];
     assert!(copies.iter().all(|f| *f == copies[0] && f.len() == 60));
-    let out = std::fs::read_to_string(run.results.join("ceiling.txt")).unwrap();
+    assert_sent_and_counted(&run.results.join("ceiling.txt"), 50_000);
+    assert_sent_and_counted(&run.results.join("pktgen.txt"), 100_000);
+}
+
+/// pktgen's summary in `file` says it sent `n` frames, and the e1000's GPTC agrees.
+fn assert_sent_and_counted(file: &std::path::Path, n: u64) {
+    let out = std::fs::read_to_string(file).unwrap();
     let line = out
         .lines()
         .find(|l| l.contains(": sent "))
         .unwrap_or_default();
-    assert_eq!(figure(line, "sent"), Some(50_000), "ceiling: {line}");
-    assert_eq!(figure(line, "GPTC"), Some(50_000), "device count: {line}");
-
-    let out = std::fs::read_to_string(run.results.join("pktgen.txt")).unwrap();
-    let last = out
-        .lines()
-        .find(|l| l.contains(": sent "))
-        .unwrap_or_default();
-    assert_eq!(figure(last, "sent"), Some(100_000), "pktgen: {last}");
-    assert_eq!(figure(last, "GPTC"), Some(100_000), "device count: {last}");
+    assert_eq!(figure(line, "sent"), Some(n), "pktgen: {line}");
+    assert_eq!(figure(line, "GPTC"), Some(n), "device count: {line}");
 }
 
 #[test]
