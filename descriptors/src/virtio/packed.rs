@@ -242,7 +242,7 @@ impl<M: QueueMemory> Virtqueue for PackedQueue<M> {
         self.in_flight
     }
 
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
         if chain.is_empty() || chain.len() > usize::from(self.num_free) {
             return Err(Full);
@@ -339,7 +339,7 @@ impl<M: QueueMemory> Virtqueue for PackedQueue<M> {
     /// position and returns the error, and is likely out of step with the device from then
     /// on (the driver should reset the device). A used descriptor without
     /// VIRTQ_DESC_F_WRITE reports length 0 (its `len` is reserved, §2.7.4).
-    #[inline]
+    #[inline(always)]
     fn pop_used(&mut self) -> Option<Result<Used, UsedError>> {
         // Nothing published is outstanding: whatever sits at next_used is stale.
         if self.outstanding == 0 {

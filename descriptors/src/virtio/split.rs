@@ -275,7 +275,7 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
         self.in_flight
     }
 
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
         if chain.is_empty() || chain.len() > usize::from(self.num_free) {
             return Err(Full);
@@ -362,7 +362,7 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
     /// published, returns [`UsedError::IndexJump`] once, consumes nothing, and then
     /// returns `None` while `used.idx` keeps that value: the queue is stalled and the
     /// driver should reset the device. A later plausible `used.idx` resumes normally.
-    #[inline]
+    #[inline(always)]
     fn pop_used(&mut self) -> Option<Result<Used, UsedError>> {
         if self.last_used == self.used_seen {
             let used_idx = self.mem.read_u16(self.layout.used_idx());
