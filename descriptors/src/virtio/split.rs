@@ -22,6 +22,8 @@ pub const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
 /// Queue Align of the legacy interface: the used ring starts on this boundary and the
 /// whole queue is one contiguous, aligned area (virtio 1.1 §2.6.2).
 pub const LEGACY_QUEUE_ALIGN: usize = 4096;
+/// Where a modern queue's used ring starts: a page boundary, like the legacy layout.
+const MODERN_USED_ALIGN: usize = 4096;
 
 /// Size of `struct virtq_desc` (virtio 1.1 §2.6.5).
 const DESC_SIZE: usize = 16;
@@ -69,7 +71,10 @@ impl SplitLayout {
             let used = align_up(avail_end, LEGACY_QUEUE_ALIGN);
             (used, used + align_up(used_len, LEGACY_QUEUE_ALIGN))
         } else {
-            let used = align_up(avail_end, 4);
+            // The spec asks for 4-byte alignment only; a page, as Linux and DPDK use, keeps
+            // the device's used.idx writes off the cache line of the driver's avail ring
+            // and used_event writes.
+            let used = align_up(avail_end, MODERN_USED_ALIGN);
             (used, used + used_len)
         };
         Ok(Self {
@@ -445,17 +450,17 @@ mod tests {
         let l = SplitLayout::new(256, false).unwrap();
         assert_eq!(l.desc_offset(), 0);
         assert_eq!(l.avail_offset(), 4096);
-        // avail ring ends at 4096 + 6 + 512 = 4614; used aligned to 4.
-        assert_eq!(l.used_offset(), 4616);
-        assert_eq!(l.total_bytes(), 4616 + 6 + 8 * 256);
+        // avail ring ends at 4096 + 6 + 512 = 4614; used starts on the next page.
+        assert_eq!(l.used_offset(), 8192);
+        assert_eq!(l.total_bytes(), 8192 + 6 + 8 * 256);
         assert_eq!(l.used_event(), 4096 + 4 + 512);
-        assert_eq!(l.avail_event(), 4616 + 4 + 8 * 256);
+        assert_eq!(l.avail_event(), 8192 + 4 + 8 * 256);
         assert_eq!(l.base_align(), 16);
 
         let l = SplitLayout::new(1024, false).unwrap();
         assert_eq!(l.avail_offset(), 16384);
-        assert_eq!(l.used_offset(), 18440);
-        assert_eq!(l.total_bytes(), 18440 + 6 + 8192);
+        assert_eq!(l.used_offset(), 20480);
+        assert_eq!(l.total_bytes(), 20480 + 6 + 8192);
     }
 
     #[test]
@@ -492,7 +497,10 @@ mod tests {
             assert!(l.used_event() + 2 <= l.used_offset());
             assert_eq!(l.used_ring(l.size() - 1) + 8, l.avail_event());
             assert_eq!(l.avail_event() + 2, l.total_bytes());
-            assert_eq!(l.used_offset() - l.avail_offset(), (6 + 2 * n + 3) & !3);
+            // The used ring starts on the first page boundary after the avail ring.
+            let avail_end = l.avail_offset() + 6 + 2 * n;
+            assert_eq!(l.used_offset() % MODERN_USED_ALIGN, 0);
+            assert!(l.used_offset() >= avail_end && l.used_offset() - avail_end < 4096);
         }
     }
 
