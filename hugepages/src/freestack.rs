@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// Bits of the stack head for the top index + 1, and for the free count.
 const FIELD_BITS: u32 = 21;
 const FIELD: u64 = (1 << FIELD_BITS) - 1;
+/// Most indices one [`FreeStack::pop_batch`] takes.
+pub const BURST: usize = 64;
 /// Most buffers one pool holds: what the head's 21-bit fields count (about 4.5 GB).
 pub const MAX_BUFFERS: usize = FIELD as usize - 1;
 
@@ -93,13 +95,10 @@ impl FreeStack {
         self.push_chain(idx, idx, 1)
     }
 
-    /// Pops up to `n` (at most 64) indices into `out` with one successful CAS; returns how
-    /// many, and the free count before.
+    /// Pops up to `n` indices (at most [`BURST`]) into `got` with one successful CAS;
+    /// returns how many, and the free count before.
     #[inline]
-    pub fn pop_batch(&self, n: usize, out: &mut impl FnMut(u32)) -> (usize, u32) {
-        // Taken a burst at a time, so the walk's indices fit on the stack.
-        const BURST: usize = 64;
-        let mut got = [0u32; BURST];
+    pub fn pop_batch(&self, n: usize, got: &mut [u32; BURST]) -> (usize, u32) {
         let n = n.min(BURST);
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
@@ -125,10 +124,7 @@ impl FreeStack {
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => {
-                    got[..taken].iter().for_each(|&i| out(i));
-                    return (taken, h.len());
-                }
+                Ok(_) => return (taken, h.len()),
                 Err(now) => h = Head(now),
             }
         }

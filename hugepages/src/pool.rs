@@ -13,7 +13,7 @@
 //! its mbuf headers in DMA memory; a lying device could rewrite them). Drivers move packets
 //! in and out of rings by the burst, so the size of that move is most of their work.
 
-use crate::freestack::{FreeStack, MAX_BUFFERS};
+use crate::freestack::{FreeStack, BURST, MAX_BUFFERS};
 use crate::{DmaAllocator, DmaError, DmaRegion, Segment, HUGEPAGE};
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -137,10 +137,10 @@ impl Mempool {
     /// One buffer, or `None` when all are in use.
     #[inline]
     pub fn alloc(self: &Arc<Self>) -> Option<Packet> {
-        let mut got = None;
-        let (taken, before) = self.free.pop_batch(1, &mut |i| got = Some(i));
+        let mut got = [0; BURST];
+        let (taken, before) = self.free.pop_batch(1, &mut got);
         self.lend(taken, before);
-        got.map(|i| self.packet(i))
+        (taken == 1).then(|| self.packet(got[0]))
     }
 
     /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for the
@@ -149,13 +149,14 @@ impl Mempool {
     pub fn alloc_batch(self: &Arc<Self>, out: &mut Vec<Packet>, n: usize) -> usize {
         let mut total = 0;
         while total < n {
-            let (taken, before) = self
-                .free
-                .pop_batch(n - total, &mut |i| out.push(self.packet(i)));
+            let mut got = [0; BURST];
+            let (taken, before) = self.free.pop_batch(n - total, &mut got);
             if taken == 0 {
                 break;
             }
             self.lend(taken, before);
+            // A slice's map has an exact length: one capacity check for the burst.
+            out.extend(got[..taken].iter().map(|&i| self.packet(i)));
             total += taken;
         }
         total

@@ -114,8 +114,17 @@ impl TxQueue {
             }
             // Acquire: the DD status must be read before the buffers are reused.
             fence(Ordering::Acquire);
-            let (bufs, idx, first) = (&mut self.bufs, self.idx, self.cleaned);
-            Packet::drop_all((0..n).filter_map(|i| bufs[idx.slot(first.wrapping_add(i))].take()));
+            // The group lies within one aligned run of TX_CLEAN_BATCH slots (the ring is a
+            // power of two >= 32), so it is one slice, not a wrapped range.
+            let first = self.idx.slot(self.cleaned);
+            match self.bufs.get_mut(first..first + n as usize) {
+                Some(group) => Packet::drop_all(group.iter_mut().filter_map(Option::take)),
+                None => {
+                    let (bufs, idx, at) = (&mut self.bufs, self.idx, self.cleaned);
+                    let slot = |i: u32| idx.slot(at.wrapping_add(i));
+                    Packet::drop_all((0..n).filter_map(|i| bufs[slot(i)].take()));
+                }
+            }
             self.cleaned = self.cleaned.wrapping_add(n);
         }
     }
