@@ -145,10 +145,25 @@ impl TxQueue {
         }
     }
 
+    /// Keeps `pkt` in `slot` until the device is done with it. The slot is empty (cleanup
+    /// emptied it); were it not, the stale packet is dropped, off the hot path.
+    #[inline(always)]
+    fn park(&mut self, slot: usize, pkt: Packet) {
+        if let Some(stale) = self.bufs[slot].replace(pkt) {
+            drop_stale(stale);
+        }
+    }
+
     /// Tail slot number, as TDT wants it.
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
     }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_stale(pkt: Packet) {
+    drop(pkt);
 }
 
 impl<B: Bar> E1000<B> {
@@ -236,46 +251,50 @@ impl<B: Bar> E1000<B> {
         if n == 0 {
             return 0;
         }
-        let (mut bytes, mut sent) = (0u64, 0u64);
+        // Counters in locals, written back once: nothing in the loop can then make the
+        // compiler store them per frame.
+        let (mut bytes, mut sent, mut errors, mut at) = (0u64, 0u64, 0u64, q.produced);
         for pkt in pkts.drain(..n) {
             let len = pkt.len();
             let Some(seg) = pkt.payload() else {
                 // The common case: one buffer, 1..=DATA_ROOM bytes, one descriptor.
                 if len.wrapping_sub(1) >= DATA_ROOM {
-                    self.sw.tx_errors += 1;
+                    errors += 1;
                     continue;
                 }
-                let slot = q.idx.slot(q.produced);
+                let slot = q.idx.slot(at);
                 q.ring
                     .write(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
-                q.bufs[slot] = Some(pkt);
-                q.produced = q.produced.wrapping_add(1);
+                q.park(slot, pkt);
+                at = at.wrapping_add(1);
                 bytes += len as u64;
                 sent += 1;
                 continue;
             };
             let total = len + seg.len();
             if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
-                self.sw.tx_errors += 1;
+                errors += 1;
                 continue;
             }
             // Header from the pool buffer, payload from application memory: a chain with
             // EOP on the last descriptor, which also holds the packet (8254x SDM §3.3.3: a
             // frame may span several data descriptors).
-            let slot = q.idx.slot(q.produced);
+            let slot = q.idx.slot(at);
             q.ring
                 .write(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
-            q.produced = q.produced.wrapping_add(1);
-            let slot = q.idx.slot(q.produced);
+            at = at.wrapping_add(1);
+            let slot = q.idx.slot(at);
             q.ring.write(
                 slot,
                 TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
             );
-            q.bufs[slot] = Some(pkt);
-            q.produced = q.produced.wrapping_add(1);
+            q.park(slot, pkt);
+            at = at.wrapping_add(1);
             bytes += total as u64;
             sent += 1;
         }
+        q.produced = at;
+        self.sw.tx_errors += errors;
         // Release: descriptors and frame data must be visible before the tail moves.
         fence(Ordering::Release);
         self.bar.write32(regs::TDT, q.tail());
