@@ -90,7 +90,7 @@ pub trait Nic {
     /// Ceiling mode (`zcnic pktgen --ceiling`), which measures the device instead of the
     /// driver: the first call copies `frame` into one buffer and points every transmit
     /// descriptor at it; each call then hands up to `burst` of those descriptors back to
-    /// the device as it completes them, with no allocation and no per-frame writes.
+    /// the device as it completes them, with no allocation and no frame built per send.
     /// Returns the frames posted, or `None` when the driver has no such mode.
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
         let _ = (frame, burst);

@@ -654,3 +654,51 @@ fn tx_split_chains_header_and_application_payload() {
 fn tx_packed_chains_header_and_application_payload() {
     tx_chain::<PackedQueue<DmaMem>>();
 }
+
+// Ceiling mode.
+
+/// The one frame goes out exactly as many times as `repost` reported, none of its chains
+/// counts as an error, and normal sends work after a flush.
+fn ceiling<Q: QueueKind>() {
+    let dev = FakeVirtio::start(behaviour::<Q>());
+    let mut nic = open::<Q>(&dev);
+    let f = frame(7, 60);
+    let mut posted = 0;
+    let end = Instant::now() + TIMEOUT;
+    while posted < 2000 {
+        posted += nic.repost(&f, 32).expect("virtio-net has a ceiling mode");
+        assert!(Instant::now() < end, "ceiling mode stuck at {posted}");
+    }
+    assert!(nic.flush());
+    wait("every copy on the wire", || {
+        dev.sent_count() >= posted as u64
+    });
+    let sent = dev.sent();
+    assert_eq!(sent.len(), posted, "the device sent what repost reported");
+    assert!(sent.iter().all(|s| *s == f), "every copy is the frame");
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_errors), (posted as u64, 0));
+    send(&mut nic, 0..3, 3, len_of);
+    wait("the normal frames", || {
+        dev.sent_count() >= posted as u64 + 3
+    });
+    assert!(
+        dev.sent()[posted..]
+            == [
+                frame(0, len_of(0)),
+                frame(1, len_of(1)),
+                frame(2, len_of(2))
+            ]
+    );
+    assert_clean(&dev);
+}
+
+#[test]
+fn ceiling_split() {
+    ceiling::<Split>();
+}
+
+#[test]
+fn ceiling_packed() {
+    ceiling::<Packed>();
+}

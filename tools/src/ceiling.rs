@@ -2,7 +2,8 @@
 //!
 //! The driver points every transmit descriptor at one prebuilt frame and then only hands
 //! descriptors back to the device as it completes them ([`zcnic::Nic::repost`]): no
-//! allocation, no header or descriptor writes per frame. Whatever rate this reaches is the
+//! allocation and no frame built per send (the e1000 writes nothing per frame; virtio-net
+//! the descriptor and avail entry its split or packed ring needs). Whatever rate this reaches is the
 //! device model's limit on this machine; `cargo xtask bench` shows the normal generator as
 //! a fraction of it, measured in the same boot.
 
@@ -66,7 +67,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         let want = batch.min((limit - sent) as usize);
         let n = tx.repost(&frame, want).ok_or_else(|| {
             msg(format!(
-                "{port}: the {} driver has no ceiling mode (only the e1000 has one); run without --ceiling",
+                "{port}: the {} driver has no ceiling mode (e1000 and virtio-net have one); run without --ceiling",
                 tx.driver()
             ))
         })?;

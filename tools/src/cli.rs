@@ -184,8 +184,9 @@ pub struct PktgenCmd {
     /// payload is attached from one registered region the NIC reads in place.
     #[arg(long)]
     pub zero_copy: bool,
-    /// Ceiling mode (e1000): every descriptor points at one prebuilt frame and is only
-    /// handed back to the NIC, with no allocation or writes per frame. Measures what the
+    /// Ceiling mode: every descriptor points at one prebuilt frame and is only handed
+    /// back to the NIC, with no allocation and no frame writes (virtio-net rewrites the
+    /// descriptor and avail entry it must). Measures what the
     /// device (or QEMU's model of it) can take; compare the normal rate with it.
     #[arg(long)]
     pub ceiling: bool,
