@@ -5,8 +5,12 @@
 //! own random seed: most of an e1000 case is the 1 ms the SDM asks for after a reset, so
 //! threads overlap those waits even on a 2-core machine.
 
+use proptest::prelude::{prop_assert, prop_assert_eq};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use std::collections::HashSet;
+use std::sync::Arc;
+use zcnic::{Mempool, Nic, Packet, Segment, UserRegion};
 
 /// Whether the long form runs (`ZCNIC_LONG=1`, set by `cargo xtask test --long`).
 pub fn long() -> bool {
@@ -57,4 +61,83 @@ pub fn run_cases<S: Strategy>(
     if let Some(first) = failures.first() {
         panic!("{first}");
     }
+}
+
+/// The application's side of an adversarial run: the frames it holds, and the checks that
+/// no buffer is handed to it twice. Shared by the e1000 and virtio state machines.
+#[derive(Debug, Default)]
+pub struct Held {
+    pkts: Vec<Packet>,
+    iovas: HashSet<u64>,
+}
+
+impl Held {
+    /// The application takes `p` from `what`: it must be a buffer it does not hold yet.
+    pub fn take(&mut self, p: Packet, what: &str) -> Result<(), TestCaseError> {
+        prop_assert!(
+            self.iovas.insert(p.iova()),
+            "{what}: buffer {:#x} handed out while the application still holds it",
+            p.iova()
+        );
+        self.pkts.push(p);
+        Ok(())
+    }
+
+    /// Drops every held frame (`all`) or the one at `i` modulo the count.
+    pub fn release(&mut self, i: usize, all: bool) {
+        if all {
+            self.clear();
+        } else if !self.pkts.is_empty() {
+            let p = self.pkts.swap_remove(i % self.pkts.len());
+            self.iovas.remove(&p.iova());
+        }
+    }
+
+    /// Drops every held frame.
+    pub fn clear(&mut self) {
+        self.pkts.clear();
+        self.iovas.clear();
+    }
+
+    /// Builds a transmit batch of `frames` (length, optional payload length from
+    /// `payload`) from `pool`, as far as the pool goes; no buffer may be one held.
+    pub fn batch(
+        &self,
+        pool: &Arc<Mempool>,
+        payload: &Arc<UserRegion>,
+        frames: &[(u16, Option<u16>)],
+    ) -> Result<Vec<Packet>, TestCaseError> {
+        let mut batch = Vec::with_capacity(frames.len());
+        for &(len, plen) in frames {
+            let Some(mut p) = pool.alloc() else {
+                break;
+            };
+            prop_assert!(
+                !self.iovas.contains(&p.iova()),
+                "the pool gave out {:#x}, which the application holds",
+                p.iova()
+            );
+            p.set_len(len.into()).unwrap();
+            p.data_mut().fill(0xa5);
+            if let Some(plen) = plen {
+                p.attach(Segment::new(payload, 0, plen.into()).unwrap());
+            }
+            batch.push(p);
+        }
+        Ok(batch)
+    }
+}
+
+/// One `tx_batch` of `batch` on `nic`: it takes a prefix and leaves the rest in `batch`.
+/// Returns how many it took.
+pub fn send(nic: &mut dyn Nic, batch: &mut Vec<Packet>) -> Result<usize, TestCaseError> {
+    let before = batch.len();
+    let n = nic.tx_batch(batch);
+    prop_assert!(n <= before, "took {n} of {before}");
+    prop_assert_eq!(
+        batch.len(),
+        before - n,
+        "frames taken stay out of the batch"
+    );
+    Ok(n)
 }

@@ -17,17 +17,13 @@
 //! its caller expects.
 
 use proptest::prelude::*;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::e1000::regs::{self, stat, Ctrl, Status};
 use zcnic::e1000::{Config, E1000};
-use zcnic::{
-    Bar, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Segment, Stats, UserRegion,
-    DATA_ROOM,
-};
-use zcnic_tests::adversary::run_cases;
+use zcnic::{Bar, Error, FakeBar, FakeDma, Mempool, Nic, PciAddr, Stats, UserRegion, DATA_ROOM};
+use zcnic_tests::adversary::{run_cases, send, Held};
 
 /// The e1000 cuts frames at this length (8254x SDM §3.3: 16288 bytes with a payload chain).
 const MAX_FRAME: usize = 16288;
@@ -403,8 +399,7 @@ struct Machine {
     /// Receive slots the driver consumed (free-running); it owns the `size - 1` after it.
     rx_consumed: u32,
     /// Frames the application holds, and their buffers' IOVAs.
-    held: Vec<Packet>,
-    held_iovas: HashSet<u64>,
+    held: Held,
     last: Stats,
     /// Device actions this case played.
     actions: u64,
@@ -449,8 +444,7 @@ impl Machine {
             rx_size: c.rx_ring,
             tx_size: c.tx_ring,
             rx_consumed: 0,
-            held: Vec::new(),
-            held_iovas: HashSet::new(),
+            held: Held::default(),
             actions: 0,
             last: Stats::default(),
         };
@@ -485,17 +479,6 @@ impl Machine {
                 }
             })
             .collect()
-    }
-
-    /// The application takes a frame: it must be a buffer nobody else holds.
-    fn take(&mut self, p: Packet, what: &str) -> Result<(), TestCaseError> {
-        prop_assert!(
-            self.held_iovas.insert(p.iova()),
-            "{what}: buffer {:#x} handed out while the application still holds it",
-            p.iova()
-        );
-        self.held.push(p);
-        Ok(())
     }
 
     fn device(&mut self, s: &Step) {
@@ -573,31 +556,8 @@ impl Machine {
     }
 
     fn tx(&mut self, frames: &[(u16, Option<u16>)]) -> Result<(u64, u64), TestCaseError> {
-        let mut batch = Vec::with_capacity(frames.len());
-        for &(len, payload) in frames {
-            let Some(mut p) = self.pool.alloc() else {
-                break;
-            };
-            prop_assert!(
-                !self.held_iovas.contains(&p.iova()),
-                "the pool gave out {:#x}, which the application holds",
-                p.iova()
-            );
-            p.set_len(len.into()).unwrap();
-            p.data_mut().fill(0xa5);
-            if let Some(plen) = payload {
-                p.attach(Segment::new(&self.payload, 0, plen.into()).unwrap());
-            }
-            batch.push(p);
-        }
-        let before = batch.len();
-        let n = self.nic.tx_batch(&mut batch);
-        prop_assert!(n <= before, "took {n} of {before}");
-        prop_assert_eq!(
-            batch.len(),
-            before - n,
-            "frames taken stay out of the batch"
-        );
+        let mut batch = self.held.batch(&self.pool, &self.payload, frames)?;
+        let n = send(&mut self.nic, &mut batch)?;
         let valid = frames[..n]
             .iter()
             .filter(|(len, payload)| {
@@ -658,7 +618,7 @@ impl Machine {
                 "frame of {} bytes",
                 p.len()
             );
-            self.take(p, "rx_batch")?;
+            self.held.take(p, "rx_batch")?;
         }
         let s = self.nic.stats();
         prop_assert_eq!(s.rx_packets - self.last.rx_packets, n as u64);
@@ -686,15 +646,7 @@ impl Machine {
                 now = Some(st);
             }
             Step::Rx(max) => now = Some(self.rx(*max)?),
-            Step::Release(i, all) => {
-                if *all {
-                    self.held.clear();
-                    self.held_iovas.clear();
-                } else if !self.held.is_empty() {
-                    let p = self.held.swap_remove(usize::from(*i) % self.held.len());
-                    self.held_iovas.remove(&p.iova());
-                }
-            }
+            Step::Release(i, all) => self.held.release(usize::from(*i), *all),
             Step::Flush => {
                 self.regs.write32(regs::TDH, self.regs.read32(regs::TDT));
                 prop_assert!(self.nic.flush(), "flush with TDH = TDT");

@@ -27,14 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zcnic::virtio::{feature, negotiate, status, DmaMem, Modern, QueueKind, VirtioNet};
 use zcnic::{
-    Bar, Config, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Segment, Stats,
-    UserRegion, DATA_ROOM,
+    Bar, Config, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Stats, UserRegion,
+    DATA_ROOM,
 };
 use zcnic_descriptors::virtio::{
     PackedQueue, SplitQueue, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED,
     VIRTQ_DESC_F_WRITE,
 };
-use zcnic_tests::adversary::run_cases;
+use zcnic_tests::adversary::{run_cases, send, Held};
 
 type Split = SplitQueue<DmaMem>;
 type Packed = PackedQueue<DmaMem>;
@@ -760,8 +760,7 @@ struct Machine<Q: QueueKind> {
     payload: Arc<UserRegion>,
     queues: [DevQueue; 2],
     tx_lies: bool,
-    held: Vec<Packet>,
-    held_iovas: HashSet<u64>,
+    held: Held,
     last: Stats,
 }
 
@@ -787,38 +786,14 @@ impl<Q: QueueKind> Machine<Q> {
             bar,
             payload,
             tx_lies,
-            held: Vec::new(),
-            held_iovas: HashSet::new(),
+            held: Held::default(),
             last,
         }
     }
 
     fn tx(&mut self, frames: &[(u16, Option<u16>)]) -> Result<(), TestCaseError> {
-        let mut batch = Vec::with_capacity(frames.len());
-        for &(len, payload) in frames {
-            let Some(mut p) = self.pool.alloc() else {
-                break;
-            };
-            prop_assert!(
-                !self.held_iovas.contains(&p.iova()),
-                "the pool gave out {:#x}, which the application holds",
-                p.iova()
-            );
-            p.set_len(len.into()).unwrap();
-            p.data_mut().fill(0xa5);
-            if let Some(plen) = payload {
-                p.attach(Segment::new(&self.payload, 0, plen.into()).unwrap());
-            }
-            batch.push(p);
-        }
-        let before = batch.len();
-        let n = self.nic.tx_batch(&mut batch);
-        prop_assert!(n <= before, "took {n} of {before}");
-        prop_assert_eq!(
-            batch.len(),
-            before - n,
-            "frames taken stay out of the batch"
-        );
+        let mut batch = self.held.batch(&self.pool, &self.payload, frames)?;
+        let n = send(&mut self.nic, &mut batch)?;
         let refused = frames[..n].iter().filter(|(len, _)| *len == 0).count() as u64;
         let s = self.nic.stats();
         prop_assert_eq!(s.tx_packets - self.last.tx_packets, n as u64 - refused);
@@ -858,12 +833,7 @@ impl<Q: QueueKind> Machine<Q> {
                 "frame of {} bytes",
                 p.len()
             );
-            prop_assert!(
-                self.held_iovas.insert(p.iova()),
-                "buffer {:#x} handed out while the application still holds it",
-                p.iova()
-            );
-            self.held.push(p);
+            self.held.take(p, "rx_batch")?;
         }
         Ok(())
     }
@@ -872,15 +842,7 @@ impl<Q: QueueKind> Machine<Q> {
         match s {
             Step::Tx(frames) => self.tx(frames)?,
             Step::Rx(max) => self.rx(*max, tally)?,
-            Step::Release(i, all) => {
-                if *all {
-                    self.held.clear();
-                    self.held_iovas.clear();
-                } else if !self.held.is_empty() {
-                    let p = self.held.swap_remove(usize::from(*i) % self.held.len());
-                    self.held_iovas.remove(&p.iova());
-                }
-            }
+            Step::Release(i, all) => self.held.release(usize::from(*i), *all),
             Step::Flush => {
                 self.queues[TX].drain_tx();
                 prop_assert!(self.nic.flush(), "flush after the device sent everything");
