@@ -53,6 +53,19 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The driver's own counters, by field name.
+    pub fn software(&self) -> [(&'static str, u64); 7] {
+        [
+            ("rx_packets", self.rx_packets),
+            ("rx_bytes", self.rx_bytes),
+            ("tx_packets", self.tx_packets),
+            ("tx_bytes", self.tx_bytes),
+            ("rx_errors", self.rx_errors),
+            ("tx_errors", self.tx_errors),
+            ("rx_no_buf", self.rx_no_buf),
+        ]
+    }
+
     /// A device counter by name.
     pub fn hw(&self, name: &str) -> Option<u64> {
         self.hw.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)

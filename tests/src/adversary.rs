@@ -10,7 +10,7 @@ use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use std::collections::HashSet;
 use std::sync::Arc;
-use zcnic::{Mempool, Nic, Packet, Segment, UserRegion};
+use zcnic::{Mempool, Nic, Packet, Segment, Stats, UserRegion};
 
 /// Whether the long form runs (`ZCNIC_LONG=1`, set by `cargo xtask test --long`).
 pub fn long() -> bool {
@@ -140,4 +140,15 @@ pub fn send(nic: &mut dyn Nic, batch: &mut Vec<Packet>) -> Result<usize, TestCas
         "frames taken stay out of the batch"
     );
     Ok(n)
+}
+
+/// Every counter, the driver's and the device's, is at least what it was in `last`.
+pub fn counters_grow(last: &Stats, now: &Stats) -> Result<(), TestCaseError> {
+    fn all(s: &Stats) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        s.software().into_iter().chain(s.hw.iter().copied())
+    }
+    for ((name, was), (_, is)) in all(last).zip(all(now)) {
+        prop_assert!(is >= was, "{name} went back from {was} to {is}");
+    }
+    Ok(())
 }

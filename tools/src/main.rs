@@ -278,15 +278,7 @@ fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(),
         buf.clear();
     }
     let s = nic.stats();
-    let sw = [
-        ("rx_packets", s.rx_packets),
-        ("rx_bytes", s.rx_bytes),
-        ("tx_packets", s.tx_packets),
-        ("tx_bytes", s.tx_bytes),
-        ("rx_errors", s.rx_errors),
-        ("tx_errors", s.tx_errors),
-        ("rx_no_buf", s.rx_no_buf),
-    ];
+    let sw = s.software();
     if json {
         let f = |v: &[(&str, u64)]| {
             v.iter()
