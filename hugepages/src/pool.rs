@@ -143,6 +143,15 @@ impl Mempool {
         (taken == 1).then(|| self.packet(got[0]))
     }
 
+    /// One buffer holding a copy of `data`, or `None` when none is free or `data` does
+    /// not fit.
+    pub fn alloc_copy(self: &Arc<Self>, data: &[u8]) -> Option<Packet> {
+        let mut p = self.alloc()?;
+        p.set_len(data.len()).ok()?;
+        p.data_mut().copy_from_slice(data);
+        Some(p)
+    }
+
     /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for the
     /// whole batch; `out` should have the capacity already so nothing is allocated.
     #[inline]

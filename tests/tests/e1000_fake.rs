@@ -68,10 +68,10 @@ fn tx_wraps_ten_times_and_returns_every_buffer() {
     let mut batch = Vec::with_capacity(32);
     while seq < total as u32 || !batch.is_empty() {
         while batch.len() < 32 && seq < total as u32 {
-            let Some(mut p) = pool.alloc() else { break };
             let len = 60 + (seq as usize % 1400);
-            p.set_len(len).unwrap();
-            p.data_mut().copy_from_slice(&frame(seq, len));
+            let Some(p) = pool.alloc_copy(&frame(seq, len)) else {
+                break;
+            };
             batch.push(p);
             seq += 1;
         }
@@ -263,10 +263,7 @@ fn ceiling_mode_reposts_one_frame() {
         "rx ring + the one frame"
     );
 
-    let mut b = Vec::new();
-    pool.alloc_batch(&mut b, 1);
-    b[0].set_len(60).unwrap();
-    b[0].data_mut().copy_from_slice(&frame(8, 60));
+    let mut b = vec![pool.alloc_copy(&frame(8, 60)).unwrap()];
     assert_eq!(nic.tx_batch(&mut b), 1);
     assert!(nic.flush());
     wait("the normal frame", || dev.sent_count() > posted);

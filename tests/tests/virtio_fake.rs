@@ -88,11 +88,9 @@ fn wait(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn packet(nic: &impl Nic, seq: u32, len: Lens) -> Packet {
-    let mut p = nic.pool().alloc().expect("a free buffer");
-    let f = frame(seq, len(seq));
-    p.set_len(f.len()).unwrap();
-    p.data_mut().copy_from_slice(&f);
-    p
+    nic.pool()
+        .alloc_copy(&frame(seq, len(seq)))
+        .expect("a free buffer")
 }
 
 /// Sends frames `seqs` in bursts of `burst`, retrying while the ring is full.

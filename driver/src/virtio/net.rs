@@ -378,10 +378,13 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
             if !self.flush() {
                 return Some(0);
             }
-            let mut pkt = self.pool.alloc()?;
-            pkt.set_len(frame.len()).ok()?;
-            pkt.data_mut().copy_from_slice(frame);
-            pkt.prepend(self.hdr_len).ok()?;
+            // A dry pool posts nothing yet; `None` would claim there is no such mode.
+            let Some(mut pkt) = self.pool.alloc_copy(frame) else {
+                return Some(0);
+            };
+            if pkt.prepend(self.hdr_len).is_err() {
+                return Some(0);
+            }
             pkt.data_mut()[..self.hdr_len].fill(0);
             self.ceiling = Some(pkt);
         }
