@@ -276,6 +276,20 @@ fn writable_len(chain: &[Buf]) -> u32 {
         .fold(0u32, |acc, b| acc.saturating_add(b.len))
 }
 
+/// Whether `chain` can be added with `free` descriptors left: not empty, not longer than
+/// that. Device-readable buffers must come first (checked in debug builds).
+#[inline(always)]
+fn check_chain(chain: &[Buf], free: u16) -> Result<(), Full> {
+    if chain.is_empty() || chain.len() > usize::from(free) {
+        return Err(Full);
+    }
+    debug_assert!(
+        readable_first(chain),
+        "device-writable buffers must come last"
+    );
+    Ok(())
+}
+
 /// Device-readable buffers come first (virtio 1.1 §2.6.4.2, §2.7.17).
 fn readable_first(chain: &[Buf]) -> bool {
     chain

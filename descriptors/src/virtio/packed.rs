@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::atomic::{fence, Ordering};
 
 use super::{
-    check_used, need_event, readable_first, writable_len, Buf, Full, IdSlot, IdState, QueueMemory,
+    check_chain, check_used, need_event, writable_len, Buf, Full, IdSlot, IdState, QueueMemory,
     QueueSizeError, Used, UsedError, Virtqueue, MAX_QUEUE_SIZE, VIRTQ_DESC_F_NEXT,
     VIRTQ_DESC_F_WRITE,
 };
@@ -244,13 +244,7 @@ impl<M: QueueMemory> Virtqueue for PackedQueue<M> {
 
     #[inline(always)]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
-        if chain.is_empty() || chain.len() > usize::from(self.num_free) {
-            return Err(Full);
-        }
-        debug_assert!(
-            readable_first(chain),
-            "device-writable buffers must come last"
-        );
+        check_chain(chain, self.num_free)?;
         // Each in-use id holds at least one descriptor, so a free descriptor implies a
         // free id; the check is for robustness only.
         let Some(id) = self.free_ids.pop() else {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::atomic::{fence, Ordering};
 
 use super::{
-    check_used, readable_first, Buf, Full, IdSlot, IdState, QueueMemory, QueueSizeError, Used,
+    check_chain, check_used, Buf, Full, IdSlot, IdState, QueueMemory, QueueSizeError, Used,
     UsedError, Virtqueue, MAX_QUEUE_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 
@@ -282,13 +282,7 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
 
     #[inline(always)]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
-        if chain.is_empty() || chain.len() > usize::from(self.num_free) {
-            return Err(Full);
-        }
-        debug_assert!(
-            readable_first(chain),
-            "device-writable buffers must come last"
-        );
+        check_chain(chain, self.num_free)?;
         let descs = chain.len() as u16; // <= num_free <= 32768
         let head = self.free_head;
         let (mut d, mut writable) = (head, 0u32);
