@@ -6,3 +6,43 @@ pub mod datapath;
 pub mod fake_e1000;
 pub mod fake_virtio;
 pub mod qemu_suite;
+
+/// The zero-copy transmit tests of both fake devices: three frames, each a 42-byte header
+/// from the pool filled with its index and a payload segment of application memory.
+pub mod chains {
+    use std::sync::Arc;
+    use zcnic::{Mempool, Packet, Segment, UserRegion};
+
+    /// Payload lengths: one short, one full-MTU, one jumbo.
+    pub const LENS: [usize; 3] = [64, 1458, 8958];
+    const HEAD: usize = 42;
+
+    /// The three frames, payload `i` starting at byte `10 * i` of `region`.
+    pub fn batch(pool: &Arc<Mempool>, region: &Arc<UserRegion>) -> Vec<Packet> {
+        LENS.iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let mut head = pool.alloc().expect("a free buffer");
+                head.set_len(HEAD).unwrap();
+                head.data_mut().fill(i as u8);
+                head.attach(Segment::new(region, i * 10, len).unwrap());
+                head
+            })
+            .collect()
+    }
+
+    /// The device sent those frames: each header, then its payload read in place from
+    /// `payload` (the bytes the region was made from).
+    pub fn assert_sent(sent: &[Vec<u8>], payload: &[u8]) {
+        assert_eq!(sent.len(), LENS.len(), "frames sent");
+        for (i, (f, len)) in sent.iter().zip(LENS).enumerate() {
+            assert_eq!(f.len(), HEAD + len, "chain {i}");
+            assert!(f[..HEAD].iter().all(|b| *b == i as u8), "header {i}");
+            assert_eq!(
+                &f[HEAD..],
+                &payload[i * 10..i * 10 + len],
+                "payload {i}, not copied"
+            );
+        }
+    }
+}

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::e1000::{Config, E1000};
-use zcnic::{Error, FakeBar, Nic, Packet, PciAddr, Segment, UserRegion};
+use zcnic::{Error, FakeBar, Nic, Packet, PciAddr, UserRegion};
+use zcnic_tests::chains;
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject, MAC};
 
 fn addr() -> PciAddr {
@@ -206,14 +207,7 @@ fn tx_chains_header_and_application_payload() {
     let payload: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut region = Arc::new(UserRegion::with_data(&payload, dev.dma.mapper()).unwrap());
     dev.tx_paused.store(true, Ordering::Release);
-    let mut batch = Vec::new();
-    for (i, len) in [64usize, 1458, 8958].into_iter().enumerate() {
-        let mut head = nic.pool().alloc().unwrap();
-        head.set_len(42).unwrap();
-        head.data_mut().fill(i as u8);
-        head.attach(Segment::new(&region, i * 10, len).unwrap());
-        batch.push(head);
-    }
+    let mut batch = chains::batch(nic.pool(), &region);
     assert_eq!(nic.tx_batch(&mut batch), 3);
     // The NIC is stalled: the payload is still in flight, so it stays read-only.
     std::thread::sleep(Duration::from_millis(50));
@@ -223,15 +217,7 @@ fn tx_chains_header_and_application_payload() {
     wait("the device to send the chains", || dev.sent_count() == 3);
     assert!(nic.flush());
     let sent = dev.sent.lock().unwrap().clone();
-    for (i, (f, len)) in sent.iter().zip([64usize, 1458, 8958]).enumerate() {
-        assert_eq!(f.len(), 42 + len);
-        assert!(f[..42].iter().all(|b| *b == i as u8), "header {i}");
-        assert_eq!(
-            &f[42..],
-            &payload[i * 10..i * 10 + len],
-            "payload {i}, not copied"
-        );
-    }
+    chains::assert_sent(&sent, &payload);
     assert!(
         UserRegion::data_mut(&mut region).is_some(),
         "the region comes back once the device is done"

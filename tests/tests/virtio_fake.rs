@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use zcnic::virtio::{feature, negotiate, status, DmaMem, QueueKind, Transport, VirtioNet};
 use zcnic::{Config, Error, Nic, Packet, PciAddr, DATA_ROOM};
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
+use zcnic_tests::chains;
 use zcnic_tests::fake_virtio::{
     Behaviour, Counts, FakeVirtio, Inject, Notify, Started, HDR_LEN, MAC, RX, TX,
 };
@@ -605,20 +606,13 @@ fn no_kicks_packed_when_the_device_suppresses_them() {
 
 fn tx_chain<Q: QueueKind>() {
     use std::sync::Arc;
-    use zcnic::{Segment, UserRegion};
+    use zcnic::UserRegion;
     let dev = FakeVirtio::start(behaviour::<Q>());
     let mut nic = open::<Q>(&dev);
     let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13 % 251) as u8).collect();
     let mut region = Arc::new(UserRegion::with_data(&payload, dev.dma.mapper()).unwrap());
     dev.pause_tx(true);
-    let mut batch = Vec::new();
-    for (i, len) in [64usize, 1458, 8958].into_iter().enumerate() {
-        let mut head = nic.pool().alloc().unwrap();
-        head.set_len(42).unwrap();
-        head.data_mut().fill(i as u8);
-        head.attach(Segment::new(&region, i * 10, len).unwrap());
-        batch.push(head);
-    }
+    let mut batch = chains::batch(nic.pool(), &region);
     assert_eq!(nic.tx_batch(&mut batch), 3);
     assert!(!nic.flush(), "a stalled device has not sent anything");
     assert!(
@@ -628,15 +622,7 @@ fn tx_chain<Q: QueueKind>() {
     dev.pause_tx(false);
     wait("the chains", || dev.sent_count() == 3);
     assert!(nic.flush());
-    for (i, (f, len)) in dev.sent().iter().zip([64usize, 1458, 8958]).enumerate() {
-        assert_eq!(f.len(), 42 + len, "chain {i}");
-        assert!(f[..42].iter().all(|b| *b == i as u8), "header {i}");
-        assert_eq!(
-            &f[42..],
-            &payload[i * 10..i * 10 + len],
-            "payload {i}, not copied"
-        );
-    }
+    chains::assert_sent(&dev.sent(), &payload);
     assert!(
         UserRegion::data_mut(&mut region).is_some(),
         "the region comes back once the device is done"
