@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// Bits of the stack head for the top index + 1, and for the free count.
 const FIELD_BITS: u32 = 21;
 const FIELD: u64 = (1 << FIELD_BITS) - 1;
-/// Most indices one [`FreeStack::pop_batch`] takes.
-pub const BURST: usize = 64;
 /// Most buffers one pool holds: what the head's 21-bit fields count (about 4.5 GB).
 pub const MAX_BUFFERS: usize = FIELD as usize - 1;
 
@@ -95,11 +93,11 @@ impl FreeStack {
         self.push_chain(idx, idx, 1)
     }
 
-    /// Pops up to `n` indices (at most [`BURST`]) into `got` with one successful CAS;
-    /// returns how many, and the free count before.
+    /// Pops as many indices as `got` holds into it with one successful CAS; returns how
+    /// many, and the free count before.
     #[inline]
-    pub fn pop_batch(&self, n: usize, got: &mut [u32; BURST]) -> (usize, u32) {
-        let n = n.min(BURST);
+    pub fn pop_batch(&self, got: &mut [u32]) -> (usize, u32) {
+        let n = got.len();
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
             // Walk up to n entries from the top; links may be stale if another thread

@@ -13,7 +13,7 @@
 //! its mbuf headers in DMA memory; a lying device could rewrite them). Drivers move packets
 //! in and out of rings by the burst, so the size of that move is most of their work.
 
-use crate::freestack::{FreeStack, BURST, MAX_BUFFERS};
+use crate::freestack::{FreeStack, MAX_BUFFERS};
 use crate::{DmaAllocator, DmaError, DmaRegion, Segment, HUGEPAGE};
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -26,6 +26,8 @@ pub const HEADROOM: usize = 128;
 /// Bytes for the frame itself: the e1000's 2048-byte receive buffer size.
 pub const DATA_ROOM: usize = 2048;
 const ENTRY: usize = HEADROOM + DATA_ROOM;
+/// Most buffers taken with one pop of the free stack (a larger batch takes several).
+const BURST: usize = 64;
 const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
 /// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
@@ -137,8 +139,8 @@ impl Mempool {
     /// One buffer, or `None` when all are in use.
     #[inline]
     pub fn alloc(self: &Arc<Self>) -> Option<Packet> {
-        let mut got = [0; BURST];
-        let (taken, before) = self.free.pop_batch(1, &mut got);
+        let mut got = [0; 1];
+        let (taken, before) = self.free.pop_batch(&mut got);
         self.lend(taken, before);
         (taken == 1).then(|| self.packet(got[0]))
     }
@@ -159,7 +161,8 @@ impl Mempool {
         let mut total = 0;
         while total < n {
             let mut got = [0; BURST];
-            let (taken, before) = self.free.pop_batch(n - total, &mut got);
+            let want = (n - total).min(BURST);
+            let (taken, before) = self.free.pop_batch(&mut got[..want]);
             if taken == 0 {
                 break;
             }
