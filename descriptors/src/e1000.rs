@@ -132,6 +132,32 @@ pub enum RxDescError {
 }
 
 impl RxDesc {
+    /// The descriptor from the two little-endian words it occupies in the ring.
+    #[inline(always)]
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        Self {
+            addr: w[0],
+            length: w[1] as u16,
+            csum: (w[1] >> 16) as u16,
+            status: (w[1] >> 32) as u8,
+            errors: (w[1] >> 40) as u8,
+            special: (w[1] >> 48) as u16,
+        }
+    }
+
+    /// The two little-endian words the descriptor occupies in the ring.
+    #[inline(always)]
+    pub const fn to_words(self) -> [u64; 2] {
+        [
+            self.addr,
+            self.length as u64
+                | (self.csum as u64) << 16
+                | (self.status as u64) << 32
+                | (self.errors as u64) << 40
+                | (self.special as u64) << 48,
+        ]
+    }
+
     /// A descriptor handing `addr` to the device, with the status cleared.
     pub const fn ready(addr: u64) -> Self {
         Self {
@@ -183,6 +209,34 @@ impl RxDesc {
 }
 
 impl TxDesc {
+    /// The descriptor from the two little-endian words it occupies in the ring.
+    #[inline(always)]
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        Self {
+            addr: w[0],
+            length: w[1] as u16,
+            cso: (w[1] >> 16) as u8,
+            cmd: (w[1] >> 24) as u8,
+            status: (w[1] >> 32) as u8,
+            css: (w[1] >> 40) as u8,
+            special: (w[1] >> 48) as u16,
+        }
+    }
+
+    /// The two little-endian words the descriptor occupies in the ring.
+    #[inline(always)]
+    pub const fn to_words(self) -> [u64; 2] {
+        [
+            self.addr,
+            self.length as u64
+                | (self.cso as u64) << 16
+                | (self.cmd as u64) << 24
+                | (self.status as u64) << 32
+                | (self.css as u64) << 40
+                | (self.special as u64) << 48,
+        ]
+    }
+
     /// A single-buffer frame: EOP and IFCS, plus RS when `report` asks the device to write
     /// DD back (zcnic sets it on one descriptor per cleanup batch only).
     #[inline(always)]
@@ -219,6 +273,43 @@ impl TxDesc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The words are the descriptor's bytes in memory, little-endian (8254x SDM §3.2.3,
+    /// §3.3.3), and convert back unchanged.
+    #[test]
+    fn words_are_the_descriptor_bytes() {
+        let rx = RxDesc {
+            addr: 0x1122_3344_5566_7788,
+            length: 0x99aa,
+            csum: 0xbbcc,
+            status: 0xdd,
+            errors: 0xee,
+            special: 0xf00f,
+        };
+        let tx = TxDesc {
+            addr: 0x0102_0304_0506_0708,
+            length: 0x090a,
+            cso: 0x0b,
+            cmd: 0x0c,
+            status: 0x0d,
+            css: 0x0e,
+            special: 0x0f10,
+        };
+        let bytes = |w: [u64; 2]| [w[0].to_le_bytes(), w[1].to_le_bytes()].concat();
+        let mut want = rx.addr.to_le_bytes().to_vec();
+        want.extend(rx.length.to_le_bytes());
+        want.extend(rx.csum.to_le_bytes());
+        want.extend([rx.status, rx.errors]);
+        want.extend(rx.special.to_le_bytes());
+        assert_eq!(bytes(rx.to_words()), want);
+        let mut want = tx.addr.to_le_bytes().to_vec();
+        want.extend(tx.length.to_le_bytes());
+        want.extend([tx.cso, tx.cmd, tx.status, tx.css]);
+        want.extend(tx.special.to_le_bytes());
+        assert_eq!(bytes(tx.to_words()), want);
+        assert_eq!(RxDesc::from_words(rx.to_words()), rx);
+        assert_eq!(TxDesc::from_words(tx.to_words()), tx);
+    }
 
     #[test]
     fn field_offsets_match_the_sdm() {

@@ -374,46 +374,53 @@ impl<T: Copy> DmaRing<T> {
         self.region.iova()
     }
 
-    /// Whether `T` moves as two 8-byte words: a volatile copy of a struct is otherwise
-    /// done field by field (seven accesses for an e1000 descriptor instead of two).
-    const WORDS: bool = std::mem::size_of::<T>() == 16 && std::mem::align_of::<T>() >= 8;
-
     /// Copies slot `i` (wrapped to the ring) out of DMA memory.
     #[inline(always)]
     pub fn read(&self, i: usize) -> T {
-        let p = self.region.as_ptr().cast::<T>().wrapping_add(i & self.mask);
+        let p = self.region.as_ptr().cast::<T>();
         // `i & mask` < slots and the region holds `slots` aligned `T`s (checked in new); all
         // descriptor types are integers only, valid for any bit pattern the device may leave.
-        if Self::WORDS {
-            let w = p.cast::<u64>();
-            // SAFETY: as said above; `T` is 16 bytes at 8-byte alignment, so two aligned
-            // words, and any 16 bytes are a valid `T`.
-            unsafe {
-                let words = [w.read_volatile(), w.add(1).read_volatile()];
-                std::mem::transmute_copy::<[u64; 2], T>(&words)
-            }
-        } else {
-            // SAFETY: in bounds, aligned, and any bits are a valid `T`, as just said.
-            unsafe { p.read_volatile() }
-        }
+        // SAFETY: in bounds, aligned, and any bits are a valid `T`, as just said.
+        unsafe { p.add(i & self.mask).read_volatile() }
     }
 
     /// Copies `v` into slot `i` (wrapped to the ring).
     #[inline(always)]
     pub fn write(&self, i: usize, v: T) {
-        let p = self.region.as_ptr().cast::<T>().wrapping_add(i & self.mask);
-        if Self::WORDS {
-            // SAFETY: as in `read`; `T` is plain integers with no padding (16 bytes at
-            // 8-byte alignment), so its bytes are two initialised words.
-            unsafe {
-                let words = std::mem::transmute_copy::<T, [u64; 2]>(&v);
-                let w = p.cast::<u64>();
-                w.write_volatile(words[0]);
-                w.add(1).write_volatile(words[1]);
-            }
-        } else {
-            // SAFETY: as in `read`; the region is writable and no reference into it exists.
-            unsafe { p.write_volatile(v) }
+        let p = self.region.as_ptr().cast::<T>();
+        // SAFETY: as in `read`; the region is writable and no reference into it exists.
+        unsafe { p.add(i & self.mask).write_volatile(v) }
+    }
+
+    /// Slot `i` of a ring of 16-byte descriptors as its two 8-byte words: two volatile
+    /// loads, where a volatile copy of the struct is done field by field (seven for an
+    /// e1000 descriptor). The descriptor type converts from the words itself.
+    #[inline(always)]
+    pub fn read_words(&self, i: usize) -> [u64; 2] {
+        const { assert!(std::mem::size_of::<T>() == 16) };
+        let w = self
+            .region
+            .as_ptr()
+            .cast::<u64>()
+            .wrapping_add(2 * (i & self.mask));
+        // SAFETY: slot `i & mask` is in bounds (as in `read`) and is 16 bytes at an offset
+        // that is a multiple of 16 from a page-aligned base: two aligned u64s, any bits valid.
+        unsafe { [w.read_volatile(), w.add(1).read_volatile()] }
+    }
+
+    /// Writes slot `i` of a ring of 16-byte descriptors as two 8-byte words.
+    #[inline(always)]
+    pub fn write_words(&self, i: usize, words: [u64; 2]) {
+        const { assert!(std::mem::size_of::<T>() == 16) };
+        let w = self
+            .region
+            .as_ptr()
+            .cast::<u64>()
+            .wrapping_add(2 * (i & self.mask));
+        // SAFETY: as in `read_words`; the region is writable and no reference into it exists.
+        unsafe {
+            w.write_volatile(words[0]);
+            w.add(1).write_volatile(words[1]);
         }
     }
 

@@ -49,6 +49,17 @@ pub(crate) struct TxQueue {
 }
 
 impl RxQueue {
+    /// Descriptor `slot`, read as two words (see `DmaRing::read_words`).
+    #[inline(always)]
+    fn desc(&self, slot: usize) -> RxDesc {
+        RxDesc::from_words(self.ring.read_words(slot))
+    }
+
+    #[inline(always)]
+    fn set(&self, slot: usize, d: RxDesc) {
+        self.ring.write_words(slot, d.to_words());
+    }
+
     /// A ring with a buffer in every slot.
     pub(crate) fn new(
         dma: &dyn DmaAllocator,
@@ -65,7 +76,7 @@ impl RxQueue {
                     idx.size()
                 ))
             })?;
-            ring.write(slot, RxDesc::ready(pkt.iova()));
+            ring.write_words(slot, RxDesc::ready(pkt.iova()).to_words());
             bufs.push(Some(pkt));
         }
         Ok(Self {
@@ -85,6 +96,17 @@ impl RxQueue {
 }
 
 impl TxQueue {
+    /// Descriptor `slot`, read as two words (see `DmaRing::read_words`).
+    #[inline(always)]
+    fn desc(&self, slot: usize) -> TxDesc {
+        TxDesc::from_words(self.ring.read_words(slot))
+    }
+
+    #[inline(always)]
+    fn set(&self, slot: usize, d: TxDesc) {
+        self.ring.write_words(slot, d.to_words());
+    }
+
     pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = (0..idx.size()).map(|_| None).collect();
@@ -108,7 +130,7 @@ impl TxQueue {
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
             if self.idx.in_flight(self.produced, self.cleaned) < n
-                || !self.ring.read(self.idx.slot(last)).done()
+                || !self.desc(self.idx.slot(last)).done()
             {
                 break;
             }
@@ -138,7 +160,7 @@ impl TxQueue {
     /// Writes every slot's descriptor for `pkt` (ceiling mode; the ring is idle).
     pub(crate) fn point_all_at(&mut self, pkt: &Packet) {
         for slot in 0..self.idx.size() as usize {
-            self.ring.write(
+            self.set(
                 slot,
                 TxDesc::frame(pkt.iova(), pkt.len() as u16, report(slot)),
             );
@@ -172,7 +194,7 @@ impl<B: Bar> E1000<B> {
         let start = q.consumed;
         // Count the frames waiting (up to `max`) to take their refills in one go.
         let (mut at, mut done) = (start, 0);
-        while done < max && at != q.produced && q.ring.read(q.idx.slot(at)).done() {
+        while done < max && at != q.produced && q.desc(q.idx.slot(at)).done() {
             done += 1;
             at = at.wrapping_add(1);
         }
@@ -182,7 +204,7 @@ impl<B: Bar> E1000<B> {
         let mut delivered = 0;
         while delivered < max && q.consumed != q.produced {
             let slot = q.idx.slot(q.consumed);
-            let desc = q.ring.read(slot);
+            let desc = q.desc(slot);
             if !desc.done() {
                 break;
             }
@@ -194,7 +216,7 @@ impl<B: Bar> E1000<B> {
                         self.sw.rx_no_buf += 1;
                         break;
                     };
-                    q.ring.write(slot, RxDesc::ready(fresh.iova()));
+                    q.set(slot, RxDesc::ready(fresh.iova()));
                     if let Some(mut pkt) = q.bufs[slot].replace(fresh) {
                         // `set_len` cannot fail: len <= DATA_ROOM was checked above.
                         let _ = pkt.set_len(usize::from(len));
@@ -207,7 +229,7 @@ impl<B: Bar> E1000<B> {
                     log::debug!("{}: rx slot {slot}: {e:?}", self.addr);
                     self.sw.rx_errors += 1;
                     let addr = q.bufs[slot].as_ref().map_or(0, |p| p.iova());
-                    q.ring.write(slot, RxDesc::ready(addr));
+                    q.set(slot, RxDesc::ready(addr));
                 }
             }
             q.consumed = q.consumed.wrapping_add(1);
@@ -220,10 +242,10 @@ impl<B: Bar> E1000<B> {
         if taken > 0 {
             // The slot at the old tail was never the device's; DD there is a device fault.
             let gap = q.idx.slot(q.produced);
-            if q.ring.read(gap).done() {
+            if q.desc(gap).done() {
                 self.sw.rx_errors += 1;
                 let addr = q.bufs[gap].as_ref().map_or(0, |p| p.iova());
-                q.ring.write(gap, RxDesc::ready(addr));
+                q.set(gap, RxDesc::ready(addr));
             }
             q.produced = q.produced.wrapping_add(taken);
             // Release: refilled descriptors must be visible before the tail moves.
@@ -263,8 +285,7 @@ impl<B: Bar> E1000<B> {
                     continue;
                 }
                 let slot = q.idx.slot(at);
-                q.ring
-                    .write(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
+                q.set(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
                 q.park(slot, pkt);
                 at = at.wrapping_add(1);
                 bytes += len as u64;
@@ -280,11 +301,10 @@ impl<B: Bar> E1000<B> {
             // EOP on the last descriptor, which also holds the packet (8254x SDM §3.3.3: a
             // frame may span several data descriptors).
             let slot = q.idx.slot(at);
-            q.ring
-                .write(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
+            q.set(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
             at = at.wrapping_add(1);
             let slot = q.idx.slot(at);
-            q.ring.write(
+            q.set(
                 slot,
                 TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
             );
@@ -312,8 +332,8 @@ impl<B: Bar> E1000<B> {
         for i in 0..n {
             let slot = q.idx.slot(q.produced.wrapping_add(i));
             if report(slot) {
-                let d = q.ring.read(slot);
-                q.ring.write(slot, TxDesc::frame(d.addr, d.length, true));
+                let d = q.desc(slot);
+                q.set(slot, TxDesc::frame(d.addr, d.length, true));
             }
         }
         q.produced = q.produced.wrapping_add(n);
