@@ -360,17 +360,21 @@ impl Packet {
         self.len() + self.payload().map_or(0, Segment::len)
     }
 
-    /// Gives up the buffer: drops the payload and returns (pool, index) for the free
-    /// stack, which the caller must push.
+    /// Drops the payload and returns (pool, index) for the free stack; the caller pushes
+    /// the index next and must not touch the packet after.
     #[inline(always)]
-    fn release(self) -> (NonNull<Mempool>, u32) {
-        let me = std::mem::ManuallyDrop::new(self);
-        // SAFETY: the slot is ours until its index is pushed, which the caller does next.
-        let s = unsafe { &mut *me.slot.as_ptr() };
+    fn empty_slot(&mut self) -> (NonNull<Mempool>, u32) {
+        let s = self.s_mut();
         if s.payload.is_some() {
             s.payload = None;
         }
         (s.pool, s.idx)
+    }
+
+    /// Gives up the buffer without `Drop`: (pool, index) for the caller to push.
+    #[inline(always)]
+    fn release(self) -> (NonNull<Mempool>, u32) {
+        std::mem::ManuallyDrop::new(self).empty_slot()
     }
 
     /// Drops many packets at the cost of one atomic operation per run of packets from the
@@ -410,12 +414,7 @@ unsafe impl Send for Packet {}
 impl Drop for Packet {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the slot is ours until its index is pushed below.
-        let s = unsafe { self.slot.as_mut() };
-        if s.payload.is_some() {
-            s.payload = None;
-        }
-        let (pool, idx) = (s.pool, s.idx);
+        let (pool, idx) = self.empty_slot();
         // SAFETY: the pool is alive while this packet is out; the index is ours to give.
         unsafe { Mempool::put_chain(pool, idx, idx, 1) };
     }
