@@ -166,6 +166,8 @@ fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunDir) -> Vec<
     ]);
     // -nic none: no default NIC beside ours; -no-reboot: a guest panic ends QEMU.
     add(&["-nographic", "-vga", "none", "-no-reboot", "-nic", "none"]);
+    // Thread names ("CPU 0/TCG") for anyone profiling QEMU while a guest runs.
+    add(&["-name", "zcnic,debug-threads=on"]);
     let mut cmdline = String::from("console=ttyS0 quiet panic=-1");
     if spec.iommu {
         // The vIOMMU must be created before the devices it translates for.

@@ -54,8 +54,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
     let end = args.duration.map(|d| d.as_nanos() as u64);
-    // The clock once per 64 bursts: each read can cost more than a burst (crate::clock).
-    let mut clock = LoopClock::new(64);
+    let mut clock = LoopClock::new();
     let epoch = clock.epoch();
     let (mut sent, mut last_t, mut last_sent, mut last_progress) = (0u64, 0u64, 0u64, 0u64);
     let mut out = std::io::stdout().lock();

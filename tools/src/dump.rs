@@ -94,8 +94,7 @@ pub fn create(path: &Path) -> Result<Writer, ToolError> {
 /// Captures until the count, the duration or Ctrl-C.
 pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, ToolError> {
     let limit = args.count.unwrap_or(u64::MAX);
-    // The clock once per 64 polls: each read can cost more than a burst (crate::clock).
-    let mut clock = LoopClock::new(64);
+    let mut clock = LoopClock::new();
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut batch: Vec<Packet> = Vec::with_capacity(64);
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);

@@ -79,8 +79,7 @@ pub fn run(
         stats: DirStats::default(),
     })
     .collect();
-    // The clock once per 64 rounds: each read can cost more than a burst (crate::clock).
-    let mut clock = LoopClock::new(64);
+    let mut clock = LoopClock::new();
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut last = 0u64;
     let mut last_stats: Vec<DirStats> = dirs.iter().map(|d| d.stats).collect();

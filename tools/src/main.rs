@@ -271,7 +271,7 @@ fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(),
         },
     )?;
     let end = d.as_nanos() as u64;
-    let mut clock = zcnic_tools::clock::LoopClock::new(64);
+    let mut clock = zcnic_tools::clock::LoopClock::new();
     let mut buf = Vec::with_capacity(64);
     while clock.now_ns() < end && !zcnic_tools::stopped() {
         nic.rx_batch(&mut buf, 64);

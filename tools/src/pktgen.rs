@@ -208,10 +208,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     };
     let batch = args.batch.clamp(1, 256);
     let limit = args.count.unwrap_or(u64::MAX);
-    // Pacing and latency need the time of every burst; a flat-out send only needs the
-    // duration and the progress line, so it reads the clock once per 64 bursts.
-    let precise = args.rate.is_some() || !matches!(rx, Rx::None);
-    let mut clock = LoopClock::new(if precise { 1 } else { 64 });
+    let mut clock = LoopClock::new();
     let epoch = clock.epoch();
     let pacer = args.rate.map(|r| Pacer::new(r, 0));
     let end = args.duration.map(|d| d.as_nanos() as u64);
@@ -292,8 +289,8 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         }
         if let Some(r) = &mut recv {
             match &mut rx {
-                Rx::Other(nic) => r.poll(*nic, clock.read_ns()),
-                _ => r.poll(tx, clock.read_ns()),
+                Rx::Other(nic) => r.poll(*nic, clock.now_ns()),
+                _ => r.poll(tx, clock.now_ns()),
             };
         }
         if now.saturating_sub(last_t) >= 1_000_000_000 {
