@@ -5,9 +5,12 @@
 
 use std::process::Command;
 use std::time::Duration;
-use zcnic_qemu::{workspace_root, GuestSpec, Nic};
+use zcnic_qemu::threads::{describe, mark};
+use zcnic_qemu::{workspace_root, GuestRun, GuestSpec, Nic};
 
 const SECS: u32 = 8;
+/// Seconds of each run whose QEMU thread load is reported.
+const SPAN: u32 = 4;
 const MODERN_VIRTIO: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 /// (label, PCI address in the guest).
 const NICS: [(&str, &str); 2] = [("e1000", "0000:00:02.0"), ("virtio", "0000:00:03.0")];
@@ -158,11 +161,26 @@ P=/proc/net/pktgen/$IF
 for c in 'count 0' 'pkt_size 60' 'delay 0' 'clone_skb 1000000' 'burst 32' 'dst 10.0.0.2' 'dst_mac ff:ff:ff:ff:ff:ff'; do echo \"$c\" > $P; done
 before=$(cat /sys/class/net/$IF/statistics/tx_packets)
 echo start > /proc/net/pktgen/pgctrl &
-sleep {SECS}
+sleep 2
+{begin}sleep {SPAN}
+{end}sleep {rest}
 echo stop > /proc/net/pktgen/pgctrl; wait
 after=$(cat /sys/class/net/$IF/statistics/tx_packets)
 echo \"kernel {label} $(grep -o '[0-9]*pps' $P | head -1) netdev-tx $((after - before))\" | tee -a /results/bench.txt
-"
+",
+        begin = mark(&format!("begin kernel {label}")),
+        end = mark(&format!("end kernel {label}")),
+        rest = SECS - 2 - SPAN,
+    )
+}
+
+/// Runs `cmd` (one shell line) in the background and marks a span of [`SPAN`] seconds
+/// starting `after` seconds in, when the tool is in its stride, for the thread profile.
+fn sampled(phase: &str, cmd: &str, after: u32) -> String {
+    format!(
+        "{cmd} &\nPH=$!\nsleep {after}\n{}sleep {SPAN}\n{}wait $PH || true\n",
+        mark(&format!("begin {phase}")),
+        mark(&format!("end {phase}"))
     )
 }
 
@@ -207,12 +225,16 @@ fn dpdk_files() -> Option<Vec<(std::path::PathBuf, String)>> {
 
 fn testpmd(label: &str, pci: &str) -> String {
     let drivers = dpdk_drivers();
-    format!(
-        "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {pci}{drivers} --            --forward-mode=txonly --txpkts=60 --stats-period=1 > /results/testpmd-{label}.txt 2>&1 || true
-echo \"testpmd {label} $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-{label}.txt | tr -s ' ' | cut -d' ' -f2 | tail -n +4 | sort -n | awk '{{a[NR]=$1}} END {{print a[int((NR+1)/2)]}}')pps\" | tee -a /results/bench.txt
-",
+    let run = format!(
+        "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {pci}{drivers} -- --forward-mode=txonly --txpkts=60 --stats-period=1 > /results/testpmd-{label}.txt 2>&1",
         SECS + 8
-    )
+    );
+    // testpmd's first seconds are EAL start-up: sample the end of its run.
+    sampled(&format!("testpmd {label}"), &run, SECS + 8 - 2 - SPAN)
+        + &format!(
+            "echo \"testpmd {label} $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-{label}.txt | tr -s ' ' | cut -d' ' -f2 | tail -n +4 | median)pps\" | tee -a /results/bench.txt
+"
+        )
 }
 
 fn dpdk_drivers() -> String {
@@ -233,21 +255,47 @@ P0=; P1=; if command -v taskset >/dev/null; then P0='taskset -c 0'; P1='taskset 
 $P0 zcnic pktgen {FWD_SRC} --duration {total} > /results/fwd-source.txt 2>&1 &
 SRC=$!
 sleep 2
-$P1 zcnic fwd --port {FWD_IN} --port {FWD_OUT} --duration {SECS} > /results/fwd-zcnic.txt 2>&1
-echo \"fwd zcnic $(grep 'fwd {FWD_IN} -> {FWD_OUT}: .* s ' /results/fwd-zcnic.txt | sed 's/.* tx *\\([0-9]*\\) pps.*/\\1/' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
-"
+{}echo \"fwd zcnic $(grep 'fwd {FWD_IN} -> {FWD_OUT}: .* s ' /results/fwd-zcnic.txt | sed 's/.* tx *\\([0-9]*\\) pps.*/\\1/' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
+",
+        sampled(
+            "fwd zcnic",
+            &format!("$P1 zcnic fwd --port {FWD_IN} --port {FWD_OUT} --duration {SECS} > /results/fwd-zcnic.txt 2>&1"),
+            SECS - SPAN
+        )
     );
     if dpdk {
-        s += &format!(
-            "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {FWD_IN} -a {FWD_OUT}{} -- --forward-mode=io --stats-period=1 > /results/testpmd-fwd.txt 2>&1 || true
-# Port 1 ({FWD_OUT}) is the second block of each report: what io mode forwarded.
-echo \"fwd testpmd $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-fwd.txt | awk 'NR % 2 == 0 {{print $2}}' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
-",
+        let run = format!(
+            "timeout -s INT {} dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va -a {FWD_IN} -a {FWD_OUT}{} -- --forward-mode=io --stats-period=1 > /results/testpmd-fwd.txt 2>&1",
             SECS + 8,
             dpdk_drivers()
         );
+        s += &sampled("fwd testpmd", &run, SECS + 8 - 2 - SPAN);
+        s += &format!(
+            "# Port 1 ({FWD_OUT}) is the second block of each report: what io mode forwarded.
+echo \"fwd testpmd $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-fwd.txt | awk 'NR % 2 == 0 {{print $2}}' | tail -n +3 | median)pps\" | tee -a /results/bench.txt
+"
+        );
     }
     s + "wait $SRC\n"
+}
+
+/// What each run cost QEMU on the host: which thread was at one host CPU says what set
+/// the rate (the vCPU for guest work and the e1000 model, I/O for virtio-net's transmit
+/// work); a vCPU well under 100% was waiting for QEMU's global lock.
+fn print_threads(run: &GuestRun) {
+    println!("  QEMU host threads, {SPAN} s in the middle of each run (share of one host CPU; I/O runs virtio-net's transmit work):");
+    let mut phases: Vec<String> = Vec::new();
+    for (label, _) in NICS {
+        for tool in ["kernel", "testpmd", "zcnic", "ceiling"] {
+            phases.push(format!("{tool} {label}"));
+        }
+    }
+    phases.extend(["fwd zcnic".into(), "fwd testpmd".into()]);
+    for p in phases {
+        if let Some(load) = run.load(&format!("begin {p}"), &format!("end {p}")) {
+            println!("    {p:<16}{}", describe(&load));
+        }
+    }
 }
 
 fn parse_pps(line: &str) -> Option<f64> {
@@ -264,10 +312,12 @@ pub fn guest() -> Result<(), String> {
         script += &kernel_pktgen(label, pci);
     }
     for (label, pci) in NICS {
-        script += &format!(
-            "zcnic bind {pci}\nzcnic pktgen {pci} --duration {SECS} | grep ': sent ' | sed 's/^/zcnic {label} /' | tee -a /results/bench.txt\n\
-             zcnic pktgen {pci} --ceiling --duration {SECS} | grep ': sent ' | sed 's/^/ceiling {label} /' | tee -a /results/bench.txt\n"
-        );
+        script += &format!("zcnic bind {pci}\n");
+        for (tool, flags) in [("zcnic", ""), ("ceiling", " --ceiling")] {
+            let run = format!("zcnic pktgen {pci}{flags} --duration {SECS} | grep ': sent ' | sed 's/^/{tool} {label} /' | tee -a /results/bench.txt");
+            // zcnic's start-up (mapping its memory) comes before its SECS of sending.
+            script += &sampled(&format!("{tool} {label}"), &run, SECS - SPAN);
+        }
     }
     let dpdk = dpdk_files();
     if dpdk.is_some() {
@@ -366,6 +416,7 @@ pub fn guest() -> Result<(), String> {
         fmt(df),
         ratio(zf, df)
     );
+    print_threads(&run);
     if run.exit_code != 0 {
         return Err(format!("the bench scenario exited {}", run.exit_code));
     }

@@ -43,6 +43,7 @@ mod initramfs;
 mod kernel;
 mod machine;
 mod prepare;
+pub mod threads;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -114,6 +115,19 @@ pub struct GuestRun {
     pub boot_time: Duration,
     /// Time from starting QEMU to QEMU's exit.
     pub total_time: Duration,
+    /// Marks the scenario printed ([`threads::mark`]), with their time since QEMU started.
+    pub marks: Vec<(Duration, String)>,
+    /// QEMU's threads' CPU time, sampled through the run.
+    pub threads: Vec<threads::Sample>,
+}
+
+impl GuestRun {
+    /// How busy each QEMU thread was between marks `from` and `to` (busiest first), or
+    /// `None` when the scenario did not print both.
+    pub fn load(&self, from: &str, to: &str) -> Option<Vec<threads::ThreadLoad>> {
+        let at = |name: &str| self.marks.iter().find(|m| m.1 == name).map(|m| m.0);
+        Some(threads::load(&self.threads, at(from)?, at(to)?))
+    }
 }
 
 /// Everything that can keep a guest from running; each message says what to do.

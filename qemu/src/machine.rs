@@ -5,12 +5,14 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::deps::output;
+use crate::threads::{parse_mark, spawn_sampler, Sample};
 use crate::{harness_dir, initramfs, prepare, tail_lines, Error, GuestRun, GuestSpec};
 
 /// Printed by the guest's `/init` just before `/scenario.sh` starts.
@@ -126,6 +128,8 @@ pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<G
         exit_code,
         boot_time: console.boot_time.unwrap_or_default(),
         total_time: console.total_time,
+        marks: console.marks,
+        threads: console.threads,
     })
 }
 
@@ -223,6 +227,8 @@ struct Console {
     qemu_status: String,
     /// QEMU was killed at the spec's timeout.
     timed_out: bool,
+    marks: Vec<(Duration, String)>,
+    threads: Vec<Sample>,
 }
 
 impl Console {
@@ -238,6 +244,8 @@ impl Console {
             .spawn()
             .map_err(Error::io(format!("starting {}", crate::deps::QEMU)))?;
         let lines = spawn_line_reader(child.stdout.take().expect("piped stdout"));
+        let stop_sampling = Arc::new(AtomicBool::new(false));
+        let sampler = spawn_sampler(child.id(), started, stop_sampling.clone());
         let stderr = spawn_reader(child.stderr.take().expect("piped stderr"));
         let mut console = Console {
             text: String::new(),
@@ -246,6 +254,8 @@ impl Console {
             total_time: Duration::ZERO,
             qemu_status: String::new(),
             timed_out: false,
+            marks: Vec::new(),
+            threads: Vec::new(),
         };
         loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -262,6 +272,8 @@ impl Console {
         }
         let status = wait_until(&mut child, deadline);
         console.total_time = started.elapsed();
+        stop_sampling.store(true, Ordering::Relaxed);
+        console.threads = sampler.join().unwrap_or_default();
         let stderr = stderr.join().unwrap_or_default();
         console.qemu_status = match status {
             Some(s) => format!("QEMU {s}"),
@@ -283,6 +295,9 @@ impl Console {
         }
         if line.contains(START_MARKER) && self.boot_time.is_none() {
             self.boot_time = Some(started.elapsed());
+        }
+        if let Some(mark) = parse_mark(&line) {
+            self.marks.push((started.elapsed(), mark.to_string()));
         }
         if let Some(code) = parse_exit(&line) {
             self.exit_code = Some(code);
