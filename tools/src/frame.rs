@@ -72,21 +72,23 @@ fn sum_words(bytes: &[u8]) -> u64 {
     sum
 }
 
-/// [`sum_words`] of `v.to_le_bytes()`, without the bytes: swap each 16-bit lane to big
-/// endian, then add the four lanes.
+/// The stamp's share of the UDP checksum, unfolded and in native byte order: the sequence
+/// number, timestamp and stream are written little-endian at even offsets, and a
+/// ones'-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)),
+/// so their native 32-bit halves are added as they are; the caller swaps the folded total.
 #[inline(always)]
-fn sum_le_u64(v: u64) -> u64 {
-    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
-    const LOW_LANES: u64 = 0x0000_ffff_0000_ffff;
-    let x = ((v & LOW_BYTES) << 8) | ((v >> 8) & LOW_BYTES);
-    let pairs = (x & LOW_LANES) + ((x >> 16) & LOW_LANES);
-    (pairs & 0xffff_ffff) + (pairs >> 32)
+fn stamp_sum(seq: u64, tx_ns: u64, stream: u16) -> u64 {
+    (seq & 0xffff_ffff) + (seq >> 32) + (tx_ns & 0xffff_ffff) + (tx_ns >> 32) + u64::from(stream)
 }
 
-fn fold(mut s: u64) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
+/// Folds a ones'-complement sum to 16 bits, branch-free: each step at least halves the
+/// carry, and four take any u64 to at most 0xffff.
+#[inline(always)]
+fn fold(s: u64) -> u16 {
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     s as u16
 }
 
@@ -183,12 +185,13 @@ impl FrameGen {
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
         meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
-        let stamp = sum_le_u64(seq) + sum_le_u64(tx_ns) + u64::from(self.flow.stream.swap_bytes());
-        let udp_sum = match !fold(head.sum + stamp) {
+        // Everything in native (little-endian) order: the folded sum, stored little-endian,
+        // is the big-endian checksum.
+        let udp_sum = match !fold(head.sum + stamp_sum(seq, tx_ns, self.flow.stream)) {
             0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
             s => s,
         };
-        out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_be_bytes());
+        out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_le_bytes());
         prefix
     }
 
@@ -223,6 +226,8 @@ impl FrameGen {
             + u64::from(udp_len)
             + sum_words(&bytes[UDP..UDP + 6])
             + self.filler_sum[size - HEADERS];
+        // Byte-swapped once here, so the per-frame stamp adds in native order.
+        let sum = u64::from(fold(sum).swap_bytes());
         self.last = Head {
             size,
             flow,
@@ -232,7 +237,8 @@ impl FrameGen {
     }
 }
 
-/// A frame's headers for one size and flow, with its partial UDP checksum sum.
+/// A frame's headers for one size and flow, with the UDP checksum's sum over everything
+/// but the stamp, folded and byte-swapped to native order.
 #[derive(Debug, Clone, Copy)]
 struct Head {
     size: usize,
@@ -332,8 +338,25 @@ mod tests {
 
     proptest! {
         #[test]
-        fn stamp_sum_is_the_word_sum(v in any::<u64>()) {
-            prop_assert_eq!(sum_le_u64(v), sum_words(&v.to_le_bytes()));
+        fn stamp_sum_is_the_word_sum(seq in any::<u64>(), ts in any::<u64>(), stream in any::<u16>()) {
+            let mut bytes = seq.to_le_bytes().to_vec();
+            bytes.extend(ts.to_le_bytes());
+            bytes.extend(stream.to_le_bytes());
+            // Equal as ones'-complement numbers: the same value modulo 0xffff, and zero
+            // only for a zero stamp.
+            let ours = u64::from(fold(stamp_sum(seq, ts, stream)).swap_bytes());
+            let words = sum_words(&bytes);
+            prop_assert_eq!(ours % 0xffff, words % 0xffff);
+            prop_assert_eq!(ours == 0, words == 0);
+        }
+
+        #[test]
+        fn fold_matches_the_carry_loop(s in any::<u64>()) {
+            let mut r = s;
+            while r > 0xffff {
+                r = (r & 0xffff) + (r >> 16);
+            }
+            prop_assert_eq!(u64::from(fold(s)), r);
         }
 
         /// Every frame parses back, and etherparse agrees with both checksums.

@@ -247,19 +247,23 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 } else {
                     0
                 };
-                let n = match &filler {
-                    None => gen.write(p.room_mut(), size, flow, seq, now),
+                // (bytes in the buffer, bytes in the frame)
+                let (n, total) = match &filler {
+                    None => {
+                        let n = gen.write(p.room_mut(), size, flow, seq, now);
+                        (n, n)
+                    }
                     Some(region) => {
                         let n = gen.write_head(p.room_mut(), size, flow, seq, now);
                         if size > n {
                             p.attach(zcnic::Segment::new(region, 0, size - n)?);
                         }
-                        n
+                        (n, p.total_len())
                     }
                 };
                 // n <= MAX_FRAME, well inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
-                bytes += p.total_len() as u64;
+                bytes += total as u64;
                 seq += 1;
             }
             let queued = tx.tx_batch(&mut pending) as u64;

@@ -198,10 +198,13 @@ impl<B: Bar> E1000<B> {
             done += 1;
             at = at.wrapping_add(1);
         }
-        if done > 0 {
-            self.pool.alloc_batch(&mut q.fresh, done);
+        if done == 0 {
+            return 0;
         }
+        self.pool.alloc_batch(&mut q.fresh, done);
+        out.reserve(done);
         let mut delivered = 0;
+        // Past `done` only when bad descriptors among them left room under `max`.
         while delivered < max && q.consumed != q.produced {
             let slot = q.idx.slot(q.consumed);
             let desc = q.desc(slot);
@@ -259,16 +262,20 @@ impl<B: Bar> E1000<B> {
     pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
         let q = &mut self.tx;
         q.clean();
-        // A frame with an attached payload takes two descriptors.
+        // A frame with an attached payload takes two descriptors; with room for two per
+        // frame there is nothing to count.
         let mut free = q.free();
-        let mut n = 0;
-        for p in pkts.iter() {
-            let need = 1 + u32::from(p.payload().is_some());
-            if need > free {
-                break;
+        let mut n = pkts.len();
+        if (free as usize) < 2 * n {
+            n = 0;
+            for p in pkts.iter() {
+                let need = 1 + u32::from(p.payload().is_some());
+                if need > free {
+                    break;
+                }
+                free -= need;
+                n += 1;
             }
-            free -= need;
-            n += 1;
         }
         if n == 0 {
             return 0;
