@@ -98,6 +98,16 @@ pub trait Nic {
     fn link(&self) -> Link;
     /// The port's MAC address.
     fn mac(&self) -> [u8; 6];
+    /// [`tx_batch`](Nic::tx_batch), except that the frames the device has finished with
+    /// come back in `done`, exactly as they were handed in (frame, length, payload), instead
+    /// of going back to the pool. A sender that re-sends similar frames then rewrites only
+    /// what changes per frame, and no buffer goes through the pool. The device only reads
+    /// transmit buffers, so their contents are what was sent. A driver without it returns
+    /// nothing in `done`, which is always correct.
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        let _ = done;
+        self.tx_batch(pkts)
+    }
     /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
     fn set_promisc(&mut self, on: bool);
     /// Ceiling mode (`zcnic pktgen --ceiling`), which measures the device instead of the

@@ -291,6 +291,21 @@ impl Packet {
         Ok(())
     }
 
+    /// Undoes [`prepend`](Self::prepend): shrinks the frame at the front by `n` bytes,
+    /// which become headroom again.
+    pub fn trim_front(&mut self, n: usize) -> Result<(), TooLong> {
+        let s = self.s_mut();
+        if n > usize::from(s.len) {
+            return Err(TooLong {
+                len: n,
+                room: usize::from(s.len),
+            });
+        }
+        s.head += n as u16;
+        s.len -= n as u16;
+        Ok(())
+    }
+
     /// Restores the default headroom and a zero length, for reuse as a receive buffer.
     #[inline(always)]
     pub fn reset(&mut self) {
@@ -555,6 +570,10 @@ mod tests {
         assert_eq!(p.len(), 72);
         assert_eq!(p.data()[12], 0xab);
         assert!(p.prepend(HEADROOM).is_err());
+        let iova = p.iova();
+        p.trim_front(12).unwrap();
+        assert_eq!((p.len(), p.iova(), p.data()[0]), (60, iova + 12, 0xab));
+        assert!(p.trim_front(61).is_err(), "more than the frame");
         p.reset();
         assert_eq!((p.len(), p.room()), (0, DATA_ROOM));
     }

@@ -96,6 +96,32 @@ fn tx_wraps_ten_times_and_returns_every_buffer() {
 }
 
 #[test]
+fn tx_recycle_hands_back_every_frame_as_sent() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let total = 4 * 512 + 17;
+    let len = |seq: u32| 60 + seq as usize % 1400;
+    let reused = zcnic_tests::datapath::send_recycling(&mut nic, total, |s| frame(s, len(s)));
+    // All but the first ring's worth (and a cleanup batch) went out in a returned packet.
+    assert!(reused >= total as usize - 512 - 32, "only {reused} reused");
+    wait("the device to send everything", || {
+        dev.sent_count() == total as usize
+    });
+    let sent = dev.sent.lock().unwrap().clone();
+    for (i, f) in sent.iter().enumerate() {
+        assert_eq!(f, &frame(i as u32, len(i as u32)), "frame {i}");
+    }
+    assert!(nic.flush());
+    assert_eq!(
+        (nic.stats().tx_packets, nic.stats().tx_errors),
+        (u64::from(total), 0)
+    );
+    drop(nic);
+    assert_eq!(pool.free_count(), pool.capacity());
+}
+
+#[test]
 fn tx_refuses_empty_frames_without_stalling() {
     let dev = FakeE1000::start(Behaviour::default());
     let mut nic = open(&dev);

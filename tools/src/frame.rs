@@ -176,23 +176,41 @@ impl FrameGen {
             return 0;
         };
         self.refresh(size, flow);
-        let head = &self.last;
-        out[..HEADERS].copy_from_slice(&head.bytes);
+        out[..HEADERS].copy_from_slice(&self.last.bytes);
         if prefix > HEADERS + META {
             out[HEADERS + META..].copy_from_slice(&self.base[HEADERS + META..prefix]);
         }
+        self.stamp(out, seq, tx_ns);
+        prefix
+    }
+
+    /// Re-stamps a frame this generator wrote last with the same size and flow (its
+    /// headers and filler are still right): writes sequence number, timestamp and stream,
+    /// and the UDP checksum. For senders that get their frames back after sending
+    /// (`Nic::tx_batch_recycle`). Returns false, writing nothing, when `frame` is not of the
+    /// size last written.
+    #[inline]
+    pub fn restamp(&self, frame: &mut [u8], seq: u64, tx_ns: u64) -> bool {
+        if self.last.size == 0 || frame.len() != self.last.size {
+            return false;
+        }
+        self.stamp(frame, seq, tx_ns);
+        true
+    }
+
+    #[inline(always)]
+    fn stamp(&self, out: &mut [u8], seq: u64, tx_ns: u64) {
         let meta = &mut out[HEADERS..HEADERS + META];
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
         meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
         // Everything in native (little-endian) order: the folded sum, stored little-endian,
         // is the big-endian checksum.
-        let udp_sum = match !fold(head.sum + stamp_sum(seq, tx_ns, self.flow.stream)) {
+        let udp_sum = match !fold(self.last.sum + stamp_sum(seq, tx_ns, self.flow.stream)) {
             0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
             s => s,
         };
         out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_le_bytes());
-        prefix
     }
 
     /// Makes `last` the headers of a `size`-byte frame of `flow`, with the UDP checksum's
@@ -348,6 +366,19 @@ mod tests {
             let words = sum_words(&bytes);
             prop_assert_eq!(ours % 0xffff, words % 0xffff);
             prop_assert_eq!(ours == 0, words == 0);
+        }
+
+        #[test]
+        fn a_restamped_frame_is_the_frame_written_fresh(size in MIN_FRAME..=MAX_FRAME, flow in any::<u16>(), seq in any::<u64>(), ts in any::<u64>(), seq2 in any::<u64>(), ts2 in any::<u64>()) {
+            let mut g = FrameGen::new(Flow::default());
+            let mut f = frame(&mut g, size, flow, seq, ts);
+            prop_assert!(g.restamp(&mut f, seq2, ts2));
+            prop_assert_eq!(&f, &frame(&mut g, size, flow, seq2, ts2));
+            // Not a frame of the size last written: left alone.
+            let mut short = f[..size - 1].to_vec();
+            let before = short.clone();
+            prop_assert!(!g.restamp(&mut short, 1, 1));
+            prop_assert_eq!(short, before);
         }
 
         #[test]

@@ -119,7 +119,11 @@ impl<B: Bar> Nic for E1000<B> {
 
     #[inline]
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.tx(pkts)
+        self.tx::<false>(pkts, &mut Vec::new())
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx::<true>(pkts, done)
     }
 
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {

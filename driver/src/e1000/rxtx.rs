@@ -120,9 +120,10 @@ impl TxQueue {
     }
 
     /// Reclaims every completed cleanup batch: the device wrote DD on its last descriptor,
-    /// and (in order) it finished all before it. Dropping the packets refills the pool.
+    /// and (in order) it finished all before it. The packets go back to the pool, or into
+    /// `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
     #[inline]
-    fn clean(&mut self) {
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         loop {
             // The next descriptor with RS (counter % 32 == 31; the ring size is a multiple
             // of 32, so slot and counter agree). Usually a whole batch; shorter right after
@@ -140,11 +141,11 @@ impl TxQueue {
             // power of two >= 32), so it is one slice, not a wrapped range.
             let first = self.idx.slot(self.cleaned);
             match self.bufs.get_mut(first..first + n as usize) {
-                Some(group) => Packet::drop_all(group.iter_mut().filter_map(Option::take)),
+                Some(group) => give::<KEEP>(keep, group.iter_mut().filter_map(Option::take)),
                 None => {
                     let (bufs, idx, at) = (&mut self.bufs, self.idx, self.cleaned);
                     let slot = |i: u32| idx.slot(at.wrapping_add(i));
-                    Packet::drop_all((0..n).filter_map(|i| bufs[slot(i)].take()));
+                    give::<KEEP>(keep, (0..n).filter_map(|i| bufs[slot(i)].take()));
                 }
             }
             self.cleaned = self.cleaned.wrapping_add(n);
@@ -179,6 +180,16 @@ impl TxQueue {
     /// Tail slot number, as TDT wants it.
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
+    }
+}
+
+/// Completed transmit packets: into `keep` with `KEEP`, else back to the pool.
+#[inline(always)]
+fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Packet>) {
+    if KEEP {
+        keep.extend(pkts);
+    } else {
+        Packet::drop_all(pkts);
     }
 }
 
@@ -259,9 +270,15 @@ impl<B: Bar> E1000<B> {
         delivered
     }
 
-    pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
+    /// Sends what fits of `pkts`; completed packets go to the pool, or into `done` with
+    /// `KEEP`.
+    pub(crate) fn tx<const KEEP: bool>(
+        &mut self,
+        pkts: &mut Vec<Packet>,
+        done: &mut Vec<Packet>,
+    ) -> usize {
         let q = &mut self.tx;
-        q.clean();
+        q.clean::<KEEP>(done);
         // A frame with an attached payload takes two descriptors; with room for two per
         // frame there is nothing to count.
         let mut free = q.free();
@@ -334,7 +351,7 @@ impl<B: Bar> E1000<B> {
     /// Only a descriptor with RS is rewritten, to clear the DD the device left in it.
     pub(crate) fn repost_tx(&mut self, burst: usize) -> usize {
         let q = &mut self.tx;
-        q.clean();
+        q.clean::<false>(&mut Vec::new());
         let n = q.free().min(burst as u32);
         for i in 0..n {
             let slot = q.idx.slot(q.produced.wrapping_add(i));

@@ -216,8 +216,9 @@ impl<Q: QueueKind> VirtioNet<Q> {
         }
     }
 
-    /// Frees transmit buffers the device is done with, in one pool operation.
-    fn reclaim_tx(&mut self) {
+    /// Frees transmit buffers the device is done with, in one pool operation; with `KEEP`
+    /// they go into `keep` instead, without their virtio header (`Nic::tx_batch_recycle`).
+    fn reclaim_tx<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         let (tx, bufs, sw, addr) = (&mut self.tx, &mut self.tx_bufs, &mut self.sw, self.addr);
         let ceiling = self.ceiling.is_some();
         let mut budget = tx.size();
@@ -239,7 +240,81 @@ impl<Q: QueueKind> VirtioNet<Q> {
             }
             None
         });
-        Packet::drop_all(done);
+        if KEEP {
+            let hdr_len = self.hdr_len;
+            // Each was prepended by exactly hdr_len in tx_batch, so this cannot fail.
+            keep.extend(done.map(|mut p| {
+                let _ = p.trim_front(hdr_len);
+                p
+            }));
+        } else {
+            Packet::drop_all(done);
+        }
+    }
+
+    /// Sends what fits of `pkts` after reclaiming completed frames (into `done` with
+    /// `KEEP`, else to the pool).
+    fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.reclaim_tx::<KEEP>(done);
+        // A frame with an attached payload is a chain of two descriptors.
+        let mut free = self.tx.free();
+        let mut n = 0;
+        for p in pkts.iter() {
+            let need = 1 + u16::from(p.payload().is_some());
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        for mut pkt in pkts.drain(..n) {
+            let total = pkt.total_len();
+            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
+                self.sw.tx_errors += 1;
+                continue;
+            }
+            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
+            // plain stores; a variable one is a memset call per frame.
+            let hdr = pkt.data_mut();
+            hdr[..8].fill(0);
+            if self.hdr_len == 12 {
+                hdr[8..12].fill(0);
+            } else {
+                hdr[8..10].fill(0);
+            }
+            let head = Buf {
+                addr: pkt.iova(),
+                len: pkt.len() as u32,
+                device_writes: false,
+            };
+            let added = match pkt.payload() {
+                None => self.tx.add(&[head]),
+                Some(seg) => {
+                    let payload = Buf {
+                        addr: seg.iova(),
+                        len: seg.len() as u32,
+                        device_writes: false,
+                    };
+                    self.tx.add(&[head, payload])
+                }
+            };
+            match added {
+                Ok(id) => self.tx_bufs[usize::from(id)] = Some(pkt),
+                Err(_) => {
+                    self.sw.tx_errors += 1;
+                    continue;
+                }
+            }
+            sent += 1;
+            bytes += total as u64;
+        }
+        if sent > 0 && self.tx.publish() {
+            self.transport.notify(TX);
+        }
+        self.sw.tx_packets += sent;
+        self.sw.tx_bytes += bytes;
+        n
     }
 
     /// Links this port to the device handle that keeps it open.
@@ -311,66 +386,11 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.reclaim_tx();
-        // A frame with an attached payload is a chain of two descriptors.
-        let mut free = self.tx.free();
-        let mut n = 0;
-        for p in pkts.iter() {
-            let need = 1 + u16::from(p.payload().is_some());
-            if need > free {
-                break;
-            }
-            free -= need;
-            n += 1;
-        }
-        let (mut sent, mut bytes) = (0u64, 0u64);
-        for mut pkt in pkts.drain(..n) {
-            let total = pkt.total_len();
-            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
-                self.sw.tx_errors += 1;
-                continue;
-            }
-            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
-            // plain stores; a variable one is a memset call per frame.
-            let hdr = pkt.data_mut();
-            hdr[..8].fill(0);
-            if self.hdr_len == 12 {
-                hdr[8..12].fill(0);
-            } else {
-                hdr[8..10].fill(0);
-            }
-            let head = Buf {
-                addr: pkt.iova(),
-                len: pkt.len() as u32,
-                device_writes: false,
-            };
-            let added = match pkt.payload() {
-                None => self.tx.add(&[head]),
-                Some(seg) => {
-                    let payload = Buf {
-                        addr: seg.iova(),
-                        len: seg.len() as u32,
-                        device_writes: false,
-                    };
-                    self.tx.add(&[head, payload])
-                }
-            };
-            match added {
-                Ok(id) => self.tx_bufs[usize::from(id)] = Some(pkt),
-                Err(_) => {
-                    self.sw.tx_errors += 1;
-                    continue;
-                }
-            }
-            sent += 1;
-            bytes += total as u64;
-        }
-        if sent > 0 && self.tx.publish() {
-            self.transport.notify(TX);
-        }
-        self.sw.tx_packets += sent;
-        self.sw.tx_bytes += bytes;
-        n
+        self.send::<false>(pkts, &mut Vec::new())
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.send::<true>(pkts, done)
     }
 
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
@@ -390,7 +410,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         }
         // Every chain is the same one buffer: reclaiming frees nothing, adding writes one
         // descriptor and one avail entry, and nothing is allocated or built per frame.
-        self.reclaim_tx();
+        self.reclaim_tx::<false>(&mut Vec::new());
         let buf = self.ceiling.as_ref().map(|p| Buf {
             addr: p.iova(),
             len: p.len() as u32,
@@ -410,7 +430,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn flush(&mut self) -> bool {
         crate::wait_until(Duration::from_millis(500), || {
-            self.reclaim_tx();
+            self.reclaim_tx::<false>(&mut Vec::new());
             self.tx.in_flight() == 0
         })
     }
