@@ -297,12 +297,35 @@ fn print_threads(run: &GuestRun) {
         }
     }
     phases.extend(["fwd zcnic".into(), "fwd testpmd".into()]);
-    for p in phases {
-        if let Some(load) = run.load(&format!("begin {p}"), &format!("end {p}")) {
-            println!("    {p:<16}{}", describe(&load));
+    let load = |p: &str| run.load(&format!("begin {p}"), &format!("end {p}"));
+    for p in &phases {
+        if let Some(l) = load(p) {
+            println!("    {p:<16}{}", describe(&l));
+        }
+    }
+    // A rate set by QEMU's I/O thread says nothing about the driver that fed it.
+    for (label, _) in NICS {
+        let io = |tool: &str| {
+            load(&format!("{tool} {label}"))
+                .and_then(|l| l.into_iter().find(|t| t.name == "I/O"))
+                .map_or(0.0, |t| t.busy)
+        };
+        let bound: Vec<&str> = ["testpmd", "zcnic", "ceiling"]
+            .into_iter()
+            .filter(|t| io(t) >= IO_BOUND)
+            .collect();
+        if !bound.is_empty() {
+            println!(
+                "  {label}: QEMU's I/O thread was at least {:.0}% busy in the {} run(s): the device model, not the driver, set those rates",
+                IO_BOUND * 100.0,
+                bound.join(", ")
+            );
         }
     }
 }
+
+/// An I/O thread this busy is the bottleneck of a run.
+const IO_BOUND: f64 = 0.9;
 
 fn parse_pps(line: &str) -> Option<f64> {
     line.split_whitespace()
