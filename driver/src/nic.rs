@@ -121,6 +121,25 @@ pub trait Nic {
     }
 }
 
+/// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a
+/// frame with an attached payload. With room for two per frame there is nothing to count.
+#[inline(always)]
+pub(crate) fn frames_that_fit(pkts: &[Packet], mut free: usize) -> usize {
+    if free >= 2 * pkts.len() {
+        return pkts.len();
+    }
+    let mut n = 0;
+    for p in pkts {
+        let need = 1 + usize::from(p.payload().is_some());
+        if need > free {
+            break;
+        }
+        free -= need;
+        n += 1;
+    }
+    n
+}
+
 /// Formats a MAC address as `52:54:00:12:34:56`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

@@ -279,21 +279,7 @@ impl<B: Bar> E1000<B> {
     ) -> usize {
         let q = &mut self.tx;
         q.clean::<KEEP>(done);
-        // A frame with an attached payload takes two descriptors; with room for two per
-        // frame there is nothing to count.
-        let mut free = q.free();
-        let mut n = pkts.len();
-        if (free as usize) < 2 * n {
-            n = 0;
-            for p in pkts.iter() {
-                let need = 1 + u32::from(p.payload().is_some());
-                if need > free {
-                    break;
-                }
-                free -= need;
-                n += 1;
-            }
-        }
+        let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
             return 0;
         }

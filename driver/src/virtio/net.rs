@@ -257,16 +257,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
     fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
         self.reclaim_tx::<KEEP>(done);
         // A frame with an attached payload is a chain of two descriptors.
-        let mut free = self.tx.free();
-        let mut n = 0;
-        for p in pkts.iter() {
-            let need = 1 + u16::from(p.payload().is_some());
-            if need > free {
-                break;
-            }
-            free -= need;
-            n += 1;
-        }
+        let n = crate::nic::frames_that_fit(pkts, usize::from(self.tx.free()));
         let (mut sent, mut bytes) = (0u64, 0u64);
         for mut pkt in pkts.drain(..n) {
             let total = pkt.total_len();
