@@ -289,7 +289,7 @@ echo \"fwd testpmd $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-fwd.txt | awk 'N
 /// the rate (the vCPU for guest work and the e1000 model, I/O for virtio-net's transmit
 /// work); a vCPU well under 100% was waiting for QEMU's global lock.
 fn print_threads(run: &GuestRun) {
-    println!("  QEMU host threads, {SPAN} s in the middle of each run (share of one host CPU; I/O runs virtio-net's transmit work):");
+    println!("  QEMU host threads, {SPAN} s of each run once it is sending (share of one host CPU; I/O runs virtio-net's transmit work):");
     let mut phases: Vec<String> = Vec::new();
     for (label, _) in NICS {
         for tool in ["kernel", "testpmd", "zcnic", "ceiling"] {

@@ -264,6 +264,8 @@ impl Console {
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    stop_sampling.store(true, Ordering::Relaxed);
+                    console.threads = sampler.join().unwrap_or_default();
                     console.timed_out = true;
                     console.total_time = started.elapsed();
                     return Ok(console);

@@ -39,8 +39,8 @@ pub(crate) fn parse_mark(line: &str) -> Option<&str> {
 pub struct Sample {
     /// Since QEMU started.
     pub at: Duration,
-    /// Per thread id: its name (`CPU 0/TCG`, `qemu-system-x86` for the I/O thread) and
-    /// CPU ticks.
+    /// Per thread id: its name (`CPU 0/TCG`; `I/O` for the main thread, which runs the
+    /// main loop) and CPU ticks.
     pub threads: Vec<(u32, String, u64)>,
 }
 
@@ -90,7 +90,9 @@ fn sample(pid: u32) -> Option<Vec<(u32, String, u64)>> {
             continue; // the thread ended between the listing and the read
         };
         if let Some(ticks) = cpu_ticks(&stat) {
-            threads.push((tid, comm.trim().to_string(), ticks));
+            // The main thread (its id is the process id) runs QEMU's main loop.
+            let name = if tid == pid { "I/O" } else { comm.trim() };
+            threads.push((tid, name.to_string(), ticks));
         }
     }
     Some(threads)
@@ -121,20 +123,16 @@ pub fn load(samples: &[Sample], from: Duration, to: Duration) -> Vec<ThreadLoad>
     if secs <= 0.0 {
         return Vec::new();
     }
-    // The main thread's id is the process id: the lowest.
-    let main = a.threads.iter().map(|t| t.0).min();
     let mut loads: Vec<ThreadLoad> = b
         .threads
         .iter()
         .filter_map(|(tid, name, end)| {
             let start = a.threads.iter().find(|t| t.0 == *tid)?.2;
             let busy = end.saturating_sub(start) as f64 / TICKS_PER_SEC / secs;
-            let name = if Some(*tid) == main {
-                "I/O".to_string()
-            } else {
-                name.clone()
-            };
-            (busy >= 0.02).then_some(ThreadLoad { name, busy })
+            (busy >= 0.02).then(|| ThreadLoad {
+                name: name.clone(),
+                busy,
+            })
         })
         .collect();
     loads.sort_by(|x, y| y.busy.total_cmp(&x.busy));
@@ -177,20 +175,13 @@ mod tests {
     #[test]
     fn load_is_the_share_of_one_cpu_between_the_samples_in_the_span() {
         let samples = [
-            s(0, &[(10, "qemu-system-x86", 0), (11, "CPU 0/TCG", 0)]),
-            s(1000, &[(10, "qemu-system-x86", 50), (11, "CPU 0/TCG", 100)]),
+            s(0, &[(10, "I/O", 0), (11, "CPU 0/TCG", 0)]),
+            s(1000, &[(10, "I/O", 50), (11, "CPU 0/TCG", 100)]),
             s(
                 3000,
-                &[
-                    (10, "qemu-system-x86", 250),
-                    (11, "CPU 0/TCG", 101),
-                    (12, "worker", 1),
-                ],
+                &[(10, "I/O", 250), (11, "CPU 0/TCG", 101), (12, "worker", 1)],
             ),
-            s(
-                9000,
-                &[(10, "qemu-system-x86", 900), (11, "CPU 0/TCG", 700)],
-            ),
+            s(9000, &[(10, "I/O", 900), (11, "CPU 0/TCG", 700)]),
         ];
         let l = load(
             &samples,

@@ -17,6 +17,11 @@ use std::time::Instant;
 /// How often the TSC rate is re-measured against the system clock (and so how many system
 /// clock reads a busy loop makes: 50 a second).
 pub const ANCHOR_NS: u64 = 20_000_000;
+/// The shortest span a rate is measured over: shorter ones are mostly clock-read jitter.
+const MIN_SPAN_NS: u64 = 500_000;
+/// The longest window in cycles: [`ANCHOR_NS`] at 10 GHz. A rate spoiled by a TSC that
+/// jumped forward cannot stretch the window (and slow the clock) for longer than that.
+const MAX_WINDOW: u64 = ANCHOR_NS * 10;
 
 /// Nanoseconds since a start, for a busy loop: cheap to read on every burst, never going
 /// backwards, and within a fraction of a percent of the system clock.
@@ -54,7 +59,7 @@ impl LoopClock {
         };
         if HAS_TSC {
             std::thread::sleep(std::time::Duration::from_millis(1));
-            c.measure(c.anchor_tsc.wrapping_add(1));
+            c.measure(tsc());
         }
         c
     }
@@ -87,8 +92,10 @@ impl LoopClock {
         self.last
     }
 
-    /// Reads the system clock, re-measures the rate over the window that ended at TSC `t`,
-    /// and starts a new window.
+    /// Reads the system clock and, when the window since the anchor is long enough,
+    /// re-measures the rate over it and starts a new window at TSC `t`. A TSC that went
+    /// backwards starts a new window without a rate; a span too short to trust keeps the
+    /// anchor, so the next call measures a longer one.
     #[cold]
     fn measure(&mut self, t: u64) -> u64 {
         let ns = self.epoch.elapsed().as_nanos() as u64;
@@ -96,13 +103,15 @@ impl LoopClock {
             ns.saturating_sub(self.anchor_ns),
             t.wrapping_sub(self.anchor_tsc),
         );
-        // Only a window long enough to trust and a TSC that moved forward give a rate.
-        if dns >= 500_000 && dt > 0 && dt < 1 << 62 {
-            self.ns_per_cycle = ((u128::from(dns) << 32) / u128::from(dt)).max(1) as u64;
+        if dt >= 1 << 62 {
+            (self.anchor_ns, self.anchor_tsc) = (ns, t);
+        } else if dns >= MIN_SPAN_NS && dt > 0 {
+            let rate = (u128::from(dns) << 32) / u128::from(dt);
+            self.ns_per_cycle = rate.clamp(1, u128::from(u64::MAX)) as u64;
+            let window = (u128::from(ANCHOR_NS) << 32) / u128::from(self.ns_per_cycle);
+            self.window = window.clamp(1, u128::from(MAX_WINDOW)) as u64;
+            (self.anchor_ns, self.anchor_tsc) = (ns, t);
         }
-        self.window = ((u128::from(ANCHOR_NS) << 32) / u128::from(self.ns_per_cycle))
-            .clamp(1, 1 << 62) as u64;
-        (self.anchor_ns, self.anchor_tsc) = (ns, t);
         self.last = self.last.max(ns);
         self.last
     }
@@ -162,12 +171,45 @@ mod tests {
     }
 
     #[test]
-    fn a_wild_tsc_reading_only_costs_a_measurement() {
+    fn start_up_measures_a_real_rate() {
+        let c = LoopClock::new();
+        if HAS_TSC {
+            // 20 ms of any TSC from 10 MHz up: a window of one system-clock read per
+            // call would be a handful of cycles.
+            assert!(c.window >= 200_000, "window of {} cycles", c.window);
+        }
+    }
+
+    #[test]
+    fn a_tsc_gone_backwards_starts_a_new_window_and_keeps_the_rate() {
         let mut c = LoopClock::new();
-        let before = c.now_ns();
+        let (before, rate) = (c.now_ns(), c.ns_per_cycle);
         // A TSC far behind the anchor, as from a CPU whose counter lags.
-        let ns = c.measure(c.anchor_tsc.wrapping_sub(1000));
+        let t = c.anchor_tsc.wrapping_sub(1000);
+        let ns = c.measure(t);
         assert!(ns >= before);
-        assert!(c.ns_per_cycle > 0 && c.window > 0);
+        assert_eq!((c.anchor_tsc, c.ns_per_cycle), (t, rate));
+    }
+
+    #[test]
+    fn a_tsc_jumped_forward_slows_the_clock_for_one_window_at_most() {
+        let mut c = LoopClock::new();
+        std::thread::sleep(Duration::from_millis(1));
+        // A counter 2^50 cycles ahead: the rate it gives is far too small, but the window
+        // stays bounded, so the next measurement comes within MAX_WINDOW cycles.
+        c.measure(c.anchor_tsc.wrapping_add(1 << 50));
+        assert!(c.window <= MAX_WINDOW);
+        assert!(c.ns_per_cycle >= 1);
+    }
+
+    #[test]
+    fn a_short_span_keeps_the_anchor() {
+        let mut c = LoopClock::new();
+        let anchor = (c.anchor_ns, c.anchor_tsc, c.ns_per_cycle);
+        c.measure(c.anchor_tsc.wrapping_add(10));
+        // Well under MIN_SPAN_NS since new() measured: nothing to learn from it.
+        if c.epoch.elapsed().as_nanos() as u64 - anchor.0 < MIN_SPAN_NS {
+            assert_eq!((c.anchor_ns, c.anchor_tsc, c.ns_per_cycle), anchor);
+        }
     }
 }

@@ -72,10 +72,10 @@ fn sum_words(bytes: &[u8]) -> u64 {
     sum
 }
 
-/// The stamp's share of the UDP checksum, unfolded and in native byte order: the sequence
+/// The stamp's share of the UDP checksum, unfolded, as little-endian words: the sequence
 /// number, timestamp and stream are written little-endian at even offsets, and a
 /// ones'-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)),
-/// so their native 32-bit halves are added as they are; the caller swaps the folded total.
+/// so the values' 32-bit halves are added as they are; the header sum is kept swapped too.
 #[inline(always)]
 fn stamp_sum(seq: u64, tx_ns: u64, stream: u16) -> u64 {
     (seq & 0xffff_ffff) + (seq >> 32) + (tx_ns & 0xffff_ffff) + (tx_ns >> 32) + u64::from(stream)
@@ -194,6 +194,13 @@ impl FrameGen {
         if self.last.size == 0 || frame.len() != self.last.size {
             return false;
         }
+        // The flow cannot be told from the length: the caller's contract, checked in debug
+        // builds on everything up to the UDP checksum.
+        debug_assert_eq!(
+            &frame[..UDP + 6],
+            &self.last.bytes[..UDP + 6],
+            "another flow"
+        );
         self.stamp(frame, seq, tx_ns);
         true
     }
@@ -204,7 +211,7 @@ impl FrameGen {
         meta[0..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..16].copy_from_slice(&tx_ns.to_le_bytes());
         meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
-        // Everything in native (little-endian) order: the folded sum, stored little-endian,
+        // Everything as little-endian words: the folded sum, stored little-endian,
         // is the big-endian checksum.
         let udp_sum = match !fold(self.last.sum + stamp_sum(seq, tx_ns, self.flow.stream)) {
             0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
@@ -244,7 +251,7 @@ impl FrameGen {
             + u64::from(udp_len)
             + sum_words(&bytes[UDP..UDP + 6])
             + self.filler_sum[size - HEADERS];
-        // Byte-swapped once here, so the per-frame stamp adds in native order.
+        // Byte-swapped once here, so the per-frame stamp adds as little-endian words.
         let sum = u64::from(fold(sum).swap_bytes());
         self.last = Head {
             size,
@@ -256,7 +263,7 @@ impl FrameGen {
 }
 
 /// A frame's headers for one size and flow, with the UDP checksum's sum over everything
-/// but the stamp, folded and byte-swapped to native order.
+/// but the stamp, folded and byte-swapped (a sum of little-endian words).
 #[derive(Debug, Clone, Copy)]
 struct Head {
     size: usize,

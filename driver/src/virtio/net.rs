@@ -242,7 +242,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
         });
         if KEEP {
             let hdr_len = self.hdr_len;
-            // Each was prepended by exactly hdr_len in tx_batch, so this cannot fail.
+            // Each was prepended by exactly hdr_len in `send`, so this cannot fail.
             keep.extend(done.map(|mut p| {
                 let _ = p.trim_front(hdr_len);
                 p
