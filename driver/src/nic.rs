@@ -121,6 +121,16 @@ pub trait Nic {
     }
 }
 
+/// Ceiling mode's one frame: the transmit ring drained first, then `frame` copied into a
+/// fresh buffer. `None` while the ring is still busy or the pool is dry; the caller posts
+/// nothing yet (and must not answer `None`, which claims there is no ceiling mode).
+pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> {
+    if !nic.flush() {
+        return None;
+    }
+    nic.pool().alloc_copy(frame)
+}
+
 /// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a
 /// frame with an attached payload. With room for two per frame there is nothing to count.
 #[inline(always)]

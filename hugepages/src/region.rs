@@ -433,26 +433,26 @@ impl<T: Copy> DmaRing<T> {
     /// e1000 descriptor). The descriptor type converts from the words itself.
     #[inline(always)]
     pub fn read_words(&self, i: usize) -> [u64; 2] {
+        let w = self.words(i);
+        // SAFETY: see `words`: two aligned u64s in bounds, any bits valid.
+        unsafe { [w.read_volatile(), w.add(1).read_volatile()] }
+    }
+
+    /// The first of slot `i`'s two words (slot `i & mask`, 16 bytes at an offset that is a
+    /// multiple of 16 from a page-aligned base, in bounds as in `read`).
+    #[inline(always)]
+    fn words(&self, i: usize) -> *mut u64 {
         const { assert!(std::mem::size_of::<T>() == 16) };
-        let w = self
-            .region
+        self.region
             .as_ptr()
             .cast::<u64>()
-            .wrapping_add(2 * (i & self.mask));
-        // SAFETY: slot `i & mask` is in bounds (as in `read`) and is 16 bytes at an offset
-        // that is a multiple of 16 from a page-aligned base: two aligned u64s, any bits valid.
-        unsafe { [w.read_volatile(), w.add(1).read_volatile()] }
+            .wrapping_add(2 * (i & self.mask))
     }
 
     /// Writes slot `i` of a ring of 16-byte descriptors as two 8-byte words.
     #[inline(always)]
     pub fn write_words(&self, i: usize, words: [u64; 2]) {
-        const { assert!(std::mem::size_of::<T>() == 16) };
-        let w = self
-            .region
-            .as_ptr()
-            .cast::<u64>()
-            .wrapping_add(2 * (i & self.mask));
+        let w = self.words(i);
         // SAFETY: as in `read_words`; the region is writable and no reference into it exists.
         unsafe {
             w.write_volatile(words[0]);

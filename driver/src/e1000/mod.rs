@@ -128,11 +128,7 @@ impl<B: Bar> Nic for E1000<B> {
 
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
         if self.ceiling.is_none() {
-            if !self.flush() {
-                return Some(0);
-            }
-            // A dry pool posts nothing yet; `None` would claim there is no such mode.
-            let Some(pkt) = self.pool.alloc_copy(frame) else {
+            let Some(pkt) = crate::nic::ceiling_frame(self, frame) else {
                 return Some(0);
             };
             self.tx.point_all_at(&pkt);

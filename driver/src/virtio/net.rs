@@ -386,11 +386,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
         if self.ceiling.is_none() {
-            if !self.flush() {
-                return Some(0);
-            }
-            // A dry pool posts nothing yet; `None` would claim there is no such mode.
-            let Some(mut pkt) = self.pool.alloc_copy(frame) else {
+            let Some(mut pkt) = crate::nic::ceiling_frame(self, frame) else {
                 return Some(0);
             };
             if pkt.prepend(self.hdr_len).is_err() {
