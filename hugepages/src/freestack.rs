@@ -56,11 +56,17 @@ impl FreeStack {
         }
     }
 
-    /// Links `idx` to `next` ahead of a [`push_chain`](Self::push_chain); both are off the
-    /// stack, held by the caller.
+    /// The links, for [`link_in`](Self::link_in).
     #[inline(always)]
-    pub(crate) fn link(&self, idx: u32, next: u32) {
-        if let Some(l) = self.next.get(idx as usize) {
+    pub(crate) fn links(&self) -> &[AtomicU32] {
+        &self.next
+    }
+
+    /// Links `idx` to `next` in `links` (this stack's [`links`](Self::links)) ahead of a
+    /// [`push_chain`](Self::push_chain); both are off the stack, held by the caller.
+    #[inline(always)]
+    pub(crate) fn link_in(links: &[AtomicU32], idx: u32, next: u32) {
+        if let Some(l) = links.get(idx as usize) {
             l.store(next + 1, Ordering::Relaxed);
         }
     }
@@ -97,18 +103,20 @@ impl FreeStack {
     /// many, and the free count before.
     #[inline]
     pub fn pop_batch(&self, got: &mut [u32]) -> (usize, u32) {
-        let n = got.len();
+        let links = &self.next[..];
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
             // Walk up to n entries from the top; links may be stale if another thread
             // changed the stack meanwhile, in which case the CAS below fails.
             let (mut top, mut taken) = (h.top(), 0usize);
-            while top != 0 && taken < n {
-                got[taken] = top - 1;
-                top = self
-                    .next
-                    .get(top as usize - 1)
-                    .map_or(0, |l| l.load(Ordering::Relaxed));
+            for slot in got.iter_mut() {
+                if top == 0 {
+                    break;
+                }
+                *slot = top - 1;
+                // Every link and top is an index + 1 of this stack (or 0), so in bounds:
+                // `link_in` stores no other value. Indexing states that invariant.
+                top = links[top as usize - 1].load(Ordering::Relaxed);
                 taken += 1;
             }
             if taken == 0 {

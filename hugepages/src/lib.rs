@@ -32,7 +32,7 @@ pub use hugetlbfs::{
 };
 pub use pagemap::physical_address;
 pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
-pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas};
+pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas, Words};
 pub use user::{Segment, UserRegion};
 
 use std::path::PathBuf;

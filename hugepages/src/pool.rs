@@ -115,10 +115,10 @@ impl Mempool {
         (i / PER_PAGE) * HUGEPAGE + (i % PER_PAGE) * ENTRY
     }
 
-    /// The packet for index `idx`, just taken off the free stack.
+    /// The packet for index `idx` of `slots` (this pool's), just taken off the free stack.
     #[inline(always)]
-    fn packet(&self, idx: u32) -> Packet {
-        let cell = &self.slots[idx as usize];
+    fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
+        let cell = &slots[idx as usize];
         // SAFETY: `idx` was just popped, so nothing else refers to its slot.
         let slot = unsafe { &mut *cell.get() };
         slot.head = HEADROOM as u16;
@@ -142,7 +142,7 @@ impl Mempool {
         let mut got = [0; 1];
         let (taken, before) = self.free.pop_batch(&mut got);
         self.lend(taken, before);
-        (taken == 1).then(|| self.packet(got[0]))
+        (taken == 1).then(|| Self::packet(&self.slots, got[0]))
     }
 
     /// One buffer holding a copy of `data`, or `None` when none is free or `data` does
@@ -168,7 +168,8 @@ impl Mempool {
             }
             self.lend(taken, before);
             // A slice's map has an exact length: one capacity check for the burst.
-            out.extend(got[..taken].iter().map(|&i| self.packet(i)));
+            let slots = &self.slots[..];
+            out.extend(got[..taken].iter().map(|&i| Self::packet(slots, i)));
             total += taken;
         }
         total
@@ -275,6 +276,17 @@ impl Packet {
         }
         self.s_mut().len = len as u16;
         Ok(())
+    }
+
+    /// Restores the default headroom and sets a length of `len` bytes (at most
+    /// [`DATA_ROOM`]; more is cut to it): a receive buffer the device wrote `len` bytes into
+    /// at the default headroom. Needs no room check, as the default headroom leaves
+    /// [`DATA_ROOM`] bytes.
+    #[inline(always)]
+    pub fn reset_len(&mut self, len: u16) {
+        let s = self.s_mut();
+        s.head = HEADROOM as u16;
+        s.len = len.min(DATA_ROOM as u16);
     }
 
     /// Grows the frame at the front by `n` headroom bytes (e.g. a device header).
@@ -396,27 +408,28 @@ impl Packet {
     /// same pool, instead of one per packet.
     #[inline]
     pub fn drop_all(pkts: impl IntoIterator<Item = Packet>) {
-        let mut chain: Option<(NonNull<Mempool>, u32, u32, u32)> = None;
-        for p in pkts {
-            let (pool, idx) = p.release();
-            match &mut chain {
-                Some((same, _, last, n)) if *same == pool => {
-                    // SAFETY: alive while `idx` is out, which it still is.
-                    unsafe { pool.as_ref() }.free.link(*last, idx);
-                    *last = idx;
-                    *n += 1;
-                }
-                _ => {
-                    if let Some((p, first, last, n)) = chain.replace((pool, idx, idx, 1)) {
-                        // SAFETY: a linked chain of buffers from `p` that we own.
-                        unsafe { Mempool::put_chain(p, first, last, n) };
+        let mut pkts = pkts.into_iter();
+        let mut head = pkts.next();
+        while let Some(p) = head {
+            // One run of packets from `p`'s pool, linked into a chain and pushed at once.
+            let pool = p.s().pool;
+            let (_, first) = p.release();
+            // SAFETY: alive while `first` is out, which it still is. The links in a local,
+            // so the loop does not reload them from the pool after every store.
+            let links = unsafe { pool.as_ref() }.free.links();
+            let (mut last, mut n) = (first, 1);
+            head = loop {
+                match pkts.next() {
+                    Some(p) if p.s().pool == pool => {
+                        let (_, idx) = p.release();
+                        FreeStack::link_in(links, last, idx);
+                        (last, n) = (idx, n + 1);
                     }
+                    other => break other,
                 }
-            }
-        }
-        if let Some((p, first, last, n)) = chain {
-            // SAFETY: as above.
-            unsafe { Mempool::put_chain(p, first, last, n) };
+            };
+            // SAFETY: a linked chain of buffers from `pool` that we own.
+            unsafe { Mempool::put_chain(pool, first, last, n) };
         }
     }
 }
@@ -576,5 +589,10 @@ mod tests {
         assert!(p.trim_front(61).is_err(), "more than the frame");
         p.reset();
         assert_eq!((p.len(), p.room()), (0, DATA_ROOM));
+        p.prepend(20).unwrap();
+        p.reset_len(60);
+        assert_eq!((p.len(), p.iova(), p.room()), (60, iova + 12, DATA_ROOM));
+        p.reset_len(u16::MAX);
+        assert_eq!(p.len(), DATA_ROOM, "cut to the data room");
     }
 }

@@ -433,36 +433,75 @@ impl<T: Copy> DmaRing<T> {
     /// e1000 descriptor). The descriptor type converts from the words itself.
     #[inline(always)]
     pub fn read_words(&self, i: usize) -> [u64; 2] {
-        let w = self.words(i);
-        // SAFETY: see `words`: two aligned u64s in bounds, any bits valid.
-        unsafe { [w.read_volatile(), w.add(1).read_volatile()] }
-    }
-
-    /// The first of slot `i`'s two words (slot `i & mask`, 16 bytes at an offset that is a
-    /// multiple of 16 from a page-aligned base, in bounds as in `read`).
-    #[inline(always)]
-    fn words(&self, i: usize) -> *mut u64 {
-        const { assert!(std::mem::size_of::<T>() == 16) };
-        self.region
-            .as_ptr()
-            .cast::<u64>()
-            .wrapping_add(2 * (i & self.mask))
+        self.words().read(i)
     }
 
     /// Writes slot `i` of a ring of 16-byte descriptors as two 8-byte words.
     #[inline(always)]
     pub fn write_words(&self, i: usize, words: [u64; 2]) {
-        let w = self.words(i);
-        // SAFETY: as in `read_words`; the region is writable and no reference into it exists.
-        unsafe {
-            w.write_volatile(words[0]);
-            w.add(1).write_volatile(words[1]);
+        self.words().write(i, words)
+    }
+
+    /// The ring as 16-byte slots of two words, for a loop over a burst (see [`Words`]).
+    #[inline(always)]
+    pub fn words(&self) -> Words<'_> {
+        const { assert!(std::mem::size_of::<T>() == 16) };
+        Words {
+            base: self.region.as_ptr().cast(),
+            mask: self.mask,
+            _ring: PhantomData,
         }
     }
 
     /// Raw address of slot `i`, for a test thread playing the device.
     pub fn slot_ptr(&self, i: usize) -> *mut T {
         self.region.as_ptr().cast::<T>().wrapping_add(i & self.mask)
+    }
+}
+
+/// A [`DmaRing`] of 16-byte descriptors as its base address and mask, copied out: a loop
+/// keeps them in registers, where it would reload them from the ring after each volatile
+/// store to a slot (such a store may, as far as the compiler knows, alias them). Borrows
+/// the ring, so it cannot outlive the memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Words<'a> {
+    base: *mut u64,
+    mask: usize,
+    _ring: PhantomData<&'a ()>,
+}
+
+impl Words<'_> {
+    /// The slot a free-running counter refers to: `counter & mask`, the wrap the accessors
+    /// apply themselves, so a loop that also indexes its own table by the slot masks once.
+    #[inline(always)]
+    pub fn slot(self, counter: u32) -> usize {
+        counter as usize & self.mask
+    }
+
+    /// The first of slot `i`'s two words: slot `i & mask`, 16 bytes at an offset that is
+    /// a multiple of 16 from a page-aligned base, in bounds as in `DmaRing::read`.
+    #[inline(always)]
+    fn at(self, i: usize) -> *mut u64 {
+        self.base.wrapping_add(2 * (i & self.mask))
+    }
+
+    /// Slot `i`'s two words (two volatile loads).
+    #[inline(always)]
+    pub fn read(self, i: usize) -> [u64; 2] {
+        let w = self.at(i);
+        // SAFETY: see `at`: two aligned u64s in bounds of the borrowed ring; any bits valid.
+        unsafe { [w.read_volatile(), w.add(1).read_volatile()] }
+    }
+
+    /// Writes slot `i`'s two words (two volatile stores).
+    #[inline(always)]
+    pub fn write(self, i: usize, words: [u64; 2]) {
+        let w = self.at(i);
+        // SAFETY: as in `read`; the region is writable and no reference into it exists.
+        unsafe {
+            w.write_volatile(words[0]);
+            w.add(1).write_volatile(words[1]);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, TxDesc};
 use zcnic_descriptors::RingIndex;
-use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
+use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, Words, DATA_ROOM};
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
 pub const TX_CLEAN_BATCH: u32 = 32;
@@ -53,11 +53,6 @@ impl RxQueue {
     #[inline(always)]
     fn desc(&self, slot: usize) -> RxDesc {
         RxDesc::from_words(self.ring.read_words(slot))
-    }
-
-    #[inline(always)]
-    fn set(&self, slot: usize, d: RxDesc) {
-        self.ring.write_words(slot, d.to_words());
     }
 
     /// A ring with a buffer in every slot.
@@ -168,12 +163,17 @@ impl TxQueue {
         }
     }
 
-    /// Keeps `pkt` in `slot` until the device is done with it. The slot is empty (cleanup
-    /// emptied it); were it not, the stale packet is dropped, off the hot path.
+    /// Sets RS on the descriptors among counters `from..to` that end a cleanup batch (the
+    /// last of each aligned run of [`TX_CLEAN_BATCH`]), so the device writes status back
+    /// there only. Before the tail moves, so the device never sees them without it.
     #[inline(always)]
-    fn park(&mut self, slot: usize, pkt: Packet) {
-        if let Some(stale) = self.bufs[slot].replace(pkt) {
-            drop_stale(stale);
+    fn mark_reports(&self, from: u32, to: u32) {
+        let span = to.wrapping_sub(from);
+        let mut c = from | (TX_CLEAN_BATCH - 1);
+        while c.wrapping_sub(from) < span {
+            let slot = self.idx.slot(c);
+            self.set(slot, self.desc(slot).reporting());
+            c = c.wrapping_add(TX_CLEAN_BATCH);
         }
     }
 
@@ -181,6 +181,36 @@ impl TxQueue {
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
     }
+}
+
+/// Keeps `pkt` in `slot` until the device is done with it. The slot is empty (cleanup
+/// emptied it); were it not, the stale packet is dropped, off the hot path.
+#[inline(always)]
+fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
+    if let Some(stale) = bufs[slot].replace(pkt) {
+        drop_stale(stale);
+    }
+}
+
+/// Queues a frame with an attached payload at counter `at`: the header from the pool
+/// buffer, the payload from application memory, as a chain of two descriptors with EOP on
+/// the second, which also holds the packet (8254x SDM §3.3.3: a frame may span several
+/// data descriptors). Returns the frame's length, or `None` (the frame is dropped) when a
+/// part is empty or too long.
+#[inline(never)]
+fn chain(ring: Words<'_>, bufs: &mut [Option<Packet>], at: u32, pkt: Packet) -> Option<usize> {
+    let (len, seg) = (pkt.len(), pkt.payload()?);
+    let total = len + seg.len();
+    if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
+        return None;
+    }
+    let slot = ring.slot(at);
+    ring.write(slot, TxDesc::data(pkt.iova(), len as u16, false).to_words());
+    let slot = ring.slot(at.wrapping_add(1));
+    let last = TxDesc::frame(seg.iova(), seg.len() as u16, false);
+    ring.write(slot, last.to_words());
+    park(bufs, slot, pkt);
+    Some(total)
 }
 
 /// Completed transmit packets: into `keep` with `KEEP`, else back to the pool.
@@ -193,6 +223,34 @@ fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Pac
     }
 }
 
+/// Hands a completed receive descriptor the device filled badly (or had no business
+/// filling) back with the buffer it already holds: no frame comes out of it.
+#[cold]
+#[inline(never)]
+fn reject(ring: Words<'_>, bufs: &[Option<Packet>], slot: usize) {
+    let desc = RxDesc::from_words(ring.read(slot));
+    log::debug!("rx slot {slot}: {:?}", desc.frame_len(DATA_ROOM as u16));
+    let addr = bufs[slot].as_ref().map_or(0, |p| p.iova());
+    ring.write(slot, RxDesc::ready(addr).to_words());
+}
+
+/// Puts a buffer from `pool` in an empty receive slot; false when the pool is dry.
+#[cold]
+#[inline(never)]
+fn refill_empty(
+    ring: Words<'_>,
+    bufs: &mut [Option<Packet>],
+    slot: usize,
+    pool: &Arc<Mempool>,
+) -> bool {
+    let Some(new) = pool.alloc() else {
+        return false;
+    };
+    ring.write(slot, RxDesc::ready(new.iova()).to_words());
+    bufs[slot] = Some(new);
+    true
+}
+
 #[cold]
 #[inline(never)]
 fn drop_stale(pkt: Packet) {
@@ -203,71 +261,97 @@ impl<B: Bar> E1000<B> {
     pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let q = &mut self.rx;
         let start = q.consumed;
-        // Count the frames waiting (up to `max`) to take their refills in one go.
-        let (mut at, mut done) = (start, 0);
-        while done < max && at != q.produced && q.desc(q.idx.slot(at)).done() {
-            done += 1;
-            at = at.wrapping_add(1);
-        }
-        if done == 0 {
+        let limit = (q.idx.in_flight(q.produced, start) as usize).min(max);
+        // The common empty poll ends here, on one descriptor read.
+        if limit == 0 || !q.desc(q.idx.slot(start)).done() {
             return 0;
         }
-        self.pool.alloc_batch(&mut q.fresh, done);
-        out.reserve(done);
-        let mut delivered = 0;
-        // Past `done` only when bad descriptors among them left room under `max`.
-        while delivered < max && q.consumed != q.produced {
-            let slot = q.idx.slot(q.consumed);
-            let desc = q.desc(slot);
-            if !desc.done() {
-                break;
-            }
+        // Refills for the frames waiting, taken from the pool in one go. The device
+        // completes in order, so when the burst's last descriptor is done, all are (a device
+        // that lies only leaves refills over, which go back below); otherwise count them.
+        let waiting = if q
+            .desc(q.idx.slot(start.wrapping_add(limit as u32 - 1)))
+            .done()
+        {
+            limit
+        } else {
+            (1..limit)
+                .take_while(|&i| q.desc(q.idx.slot(start.wrapping_add(i as u32))).done())
+                .count()
+                + 1
+        };
+        self.pool.alloc_batch(&mut q.fresh, waiting);
+        out.reserve(waiting);
+        // Each frame's buffer trades places with a refill: the refill goes into the ring
+        // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
+        // frames in order and `fresh[k..]` the refills left over. The ring, the slices and
+        // the counters are locals, so the loop keeps them in registers (a volatile store to
+        // the ring could alias fields, as far as the compiler knows; it would reload them).
+        let (ring, bufs, fresh) = (q.ring.words(), &mut q.bufs[..], &mut q.fresh[..]);
+        let (mut at, mut end, mut k, mut bytes) = (start, start.wrapping_add(limit as u32), 0, 0);
+        while at != end {
+            let slot = ring.slot(at);
+            let desc = RxDesc::from_words(ring.read(slot));
+            let Some(len) = desc.good_len(DATA_ROOM as u16) else {
+                if !desc.done() {
+                    break;
+                }
+                reject(ring, bufs, slot);
+                // A bad descriptor delivers nothing, so it leaves room under `max` for one
+                // more (its refill is left over for that one, too).
+                if end != q.produced {
+                    end = end.wrapping_add(1);
+                }
+                at = at.wrapping_add(1);
+                continue;
+            };
             // Acquire: the descriptor body and the frame are read only after DD was seen.
             fence(Ordering::Acquire);
-            match desc.frame_len(DATA_ROOM as u16) {
-                Ok(len) => {
-                    let Some(fresh) = q.fresh.pop() else {
-                        self.sw.rx_no_buf += 1;
-                        break;
-                    };
-                    q.set(slot, RxDesc::ready(fresh.iova()));
-                    if let Some(mut pkt) = q.bufs[slot].replace(fresh) {
-                        // `set_len` cannot fail: len <= DATA_ROOM was checked above.
-                        let _ = pkt.set_len(usize::from(len));
-                        self.sw.rx_bytes += u64::from(len);
-                        out.push(pkt);
-                        delivered += 1;
-                    }
+            let Some(new) = fresh.get_mut(k) else {
+                self.sw.rx_no_buf += 1;
+                break;
+            };
+            let Some(pkt) = &mut bufs[slot] else {
+                // A slot without a buffer would be a driver fault: refill it, off the hot
+                // path; no frame comes out.
+                if !refill_empty(ring, bufs, slot, &self.pool) {
+                    break;
                 }
-                Err(e) => {
-                    log::debug!("{}: rx slot {slot}: {e:?}", self.addr);
-                    self.sw.rx_errors += 1;
-                    let addr = q.bufs[slot].as_ref().map_or(0, |p| p.iova());
-                    q.set(slot, RxDesc::ready(addr));
-                }
-            }
-            q.consumed = q.consumed.wrapping_add(1);
+                at = at.wrapping_add(1);
+                continue;
+            };
+            std::mem::swap(new, pkt);
+            // The device wrote `len` <= DATA_ROOM bytes at the default headroom.
+            new.reset_len(len);
+            ring.write(slot, RxDesc::ready(pkt.iova()).to_words());
+            bytes += u64::from(len);
+            k += 1;
+            at = at.wrapping_add(1);
         }
+        out.extend(q.fresh.drain(..k));
         // Refills left over for bad descriptors, which keep their buffer.
         if !q.fresh.is_empty() {
             Packet::drop_all(q.fresh.drain(..));
         }
-        let taken = q.consumed.wrapping_sub(start);
+        let taken = at.wrapping_sub(start);
+        let mut errors = u64::from(taken) - k as u64;
+        q.consumed = at;
         if taken > 0 {
             // The slot at the old tail was never the device's; DD there is a device fault.
             let gap = q.idx.slot(q.produced);
             if q.desc(gap).done() {
-                self.sw.rx_errors += 1;
-                let addr = q.bufs[gap].as_ref().map_or(0, |p| p.iova());
-                q.set(gap, RxDesc::ready(addr));
+                errors += 1;
+                reject(q.ring.words(), &q.bufs, gap);
             }
             q.produced = q.produced.wrapping_add(taken);
             // Release: refilled descriptors must be visible before the tail moves.
             fence(Ordering::Release);
             self.bar.write32(regs::RDT, q.idx.slot(q.produced) as u32);
         }
-        self.sw.rx_packets += delivered as u64;
-        delivered
+        self.sw.rx_errors += errors;
+        self.sw.rx_bytes += bytes;
+        self.sw.rx_packets += k as u64;
+        k
     }
 
     /// Sends what fits of `pkts`; completed packets go to the pool, or into `done` with
@@ -283,53 +367,42 @@ impl<B: Bar> E1000<B> {
         if n == 0 {
             return 0;
         }
-        // Counters in locals, written back once: nothing in the loop can then make the
-        // compiler store them per frame.
-        let (mut bytes, mut sent, mut errors, mut at) = (0u64, 0u64, 0u64, q.produced);
+        let start = q.produced;
+        // The ring, its index and the parked packets in locals, and the counters too, so
+        // the loop keeps them in registers: nothing in it can make the compiler reload or
+        // store them per frame. RS is set after the loop, on one descriptor per batch.
+        let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
+        let (ring, bufs) = (q.ring.words(), &mut q.bufs[..]);
         for pkt in pkts.drain(..n) {
             let len = pkt.len();
-            let Some(seg) = pkt.payload() else {
+            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM {
                 // The common case: one buffer, 1..=DATA_ROOM bytes, one descriptor.
-                if len.wrapping_sub(1) >= DATA_ROOM {
-                    errors += 1;
-                    continue;
-                }
-                let slot = q.idx.slot(at);
-                q.set(slot, TxDesc::frame(pkt.iova(), len as u16, report(slot)));
-                q.park(slot, pkt);
+                let slot = ring.slot(at);
+                ring.write(
+                    slot,
+                    TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
+                );
+                park(bufs, slot, pkt);
                 at = at.wrapping_add(1);
                 bytes += len as u64;
-                sent += 1;
-                continue;
-            };
-            let total = len + seg.len();
-            if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
-                errors += 1;
                 continue;
             }
-            // Header from the pool buffer, payload from application memory: a chain with
-            // EOP on the last descriptor, which also holds the packet (8254x SDM §3.3.3: a
-            // frame may span several data descriptors).
-            let slot = q.idx.slot(at);
-            q.set(slot, TxDesc::data(pkt.iova(), len as u16, report(slot)));
-            at = at.wrapping_add(1);
-            let slot = q.idx.slot(at);
-            q.set(
-                slot,
-                TxDesc::frame(seg.iova(), seg.len() as u16, report(slot)),
-            );
-            q.park(slot, pkt);
-            at = at.wrapping_add(1);
-            bytes += total as u64;
-            sent += 1;
+            match chain(ring, bufs, at, pkt) {
+                Some(total) => {
+                    at = at.wrapping_add(2);
+                    bytes += total as u64;
+                }
+                None => errors += 1,
+            }
         }
+        q.mark_reports(start, at);
         q.produced = at;
-        self.sw.tx_errors += errors;
         // Release: descriptors and frame data must be visible before the tail moves.
         fence(Ordering::Release);
         self.bar.write32(regs::TDT, q.tail());
+        self.sw.tx_errors += errors;
         self.sw.tx_bytes += bytes;
-        self.sw.tx_packets += sent;
+        self.sw.tx_packets += n as u64 - errors;
         n
     }
 
