@@ -478,6 +478,13 @@ impl Words<'_> {
         counter as usize & self.mask
     }
 
+    /// The highest slot number (slots - 1). A loop that slices its own per-slot table to
+    /// `..=last()` once has every [`slot`](Self::slot) in bounds without a check per use.
+    #[inline(always)]
+    pub fn last(self) -> usize {
+        self.mask
+    }
+
     /// The first of slot `i`'s two words: slot `i & mask`, 16 bytes at an offset that is
     /// a multiple of 16 from a page-aligned base, in bounds as in `DmaRing::read`.
     #[inline(always)]

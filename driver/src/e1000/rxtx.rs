@@ -287,7 +287,8 @@ impl<B: Bar> E1000<B> {
         // frames in order and `fresh[k..]` the refills left over. The ring, the slices and
         // the counters are locals, so the loop keeps them in registers (a volatile store to
         // the ring could alias fields, as far as the compiler knows; it would reload them).
-        let (ring, bufs, fresh) = (q.ring.words(), &mut q.bufs[..], &mut q.fresh[..]);
+        let ring = q.ring.words();
+        let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
         let (mut at, mut end, mut k, mut bytes) = (start, start.wrapping_add(limit as u32), 0, 0);
         while at != end {
             let slot = ring.slot(at);
@@ -320,10 +321,11 @@ impl<B: Bar> E1000<B> {
                 at = at.wrapping_add(1);
                 continue;
             };
-            std::mem::swap(new, pkt);
             // The device wrote `len` <= DATA_ROOM bytes at the default headroom.
-            new.reset_len(len);
-            ring.write(slot, RxDesc::ready(pkt.iova()).to_words());
+            pkt.reset_len(len);
+            let refill = new.iova();
+            std::mem::swap(new, pkt);
+            ring.write(slot, RxDesc::ready(refill).to_words());
             bytes += u64::from(len);
             k += 1;
             at = at.wrapping_add(1);
@@ -372,7 +374,8 @@ impl<B: Bar> E1000<B> {
         // the loop keeps them in registers: nothing in it can make the compiler reload or
         // store them per frame. RS is set after the loop, on one descriptor per batch.
         let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
-        let (ring, bufs) = (q.ring.words(), &mut q.bufs[..]);
+        let ring = q.ring.words();
+        let bufs = &mut q.bufs[..=ring.last()];
         for pkt in pkts.drain(..n) {
             let len = pkt.len();
             if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM {
