@@ -81,15 +81,21 @@ fn stamp_sum(seq: u64, tx_ns: u64, stream: u16) -> u64 {
     (seq & 0xffff_ffff) + (seq >> 32) + (tx_ns & 0xffff_ffff) + (tx_ns >> 32) + u64::from(stream)
 }
 
-/// Folds a ones'-complement sum to 16 bits, branch-free: each step at least halves the
-/// carry, and four take any u64 to at most 0xffff.
+/// Folds a ones'-complement sum to 16 bits, branch-free. Adding a value to itself rotated
+/// by half its width puts the sum of its halves in the top half, with the carry out of the
+/// bottom half added back in (the end-around carry): 64 bits to 32, then 32 to 16.
 #[inline(always)]
 fn fold(s: u64) -> u16 {
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    s as u16
+    let s = (s.wrapping_add(s.rotate_left(32)) >> 32) as u32;
+    (s.wrapping_add(s.rotate_left(16)) >> 16) as u16
+}
+
+/// A UDP checksum field from the folded sum: its complement, except that a complement of
+/// 0, which would mean "no checksum", is sent as all ones (RFC 768). Branch-free.
+#[inline(always)]
+fn udp_checksum(folded: u16) -> u16 {
+    let c = !folded;
+    c | (u32::from(c).wrapping_sub(1) >> 16) as u16
 }
 
 /// Builds pktgen frames of any size and flow.
@@ -213,10 +219,9 @@ impl FrameGen {
         meta[16..18].copy_from_slice(&self.flow.stream.to_le_bytes());
         // Everything as little-endian words: the folded sum, stored little-endian,
         // is the big-endian checksum.
-        let udp_sum = match !fold(self.last.sum + stamp_sum(seq, tx_ns, self.flow.stream)) {
-            0 => 0xffff, // 0 means "no checksum"; RFC 768 sends all ones instead
-            s => s,
-        };
+        let udp_sum = udp_checksum(fold(
+            self.last.sum + stamp_sum(seq, tx_ns, self.flow.stream),
+        ));
         out[UDP + 6..UDP + 8].copy_from_slice(&udp_sum.to_le_bytes());
     }
 
@@ -386,6 +391,12 @@ mod tests {
             let before = short.clone();
             prop_assert!(!g.restamp(&mut short, 1, 1));
             prop_assert_eq!(short, before);
+        }
+
+        #[test]
+        fn udp_checksum_is_the_complement_but_never_zero(folded in any::<u16>()) {
+            let want = if folded == 0xffff { 0xffff } else { !folded };
+            prop_assert_eq!(udp_checksum(folded), want);
         }
 
         #[test]

@@ -183,6 +183,36 @@ impl Receiver {
     }
 }
 
+/// Moves up to `want` packets the driver handed back from `recycled` to `pending`,
+/// re-stamped with sequence numbers from `seq`; returns how many, and their bytes. From a
+/// packet not as last written (another size) on, they go back to the pool instead, and the
+/// caller builds new frames in fresh buffers. Its own function, so
+/// the loop has the registers to itself rather than sharing them with all of `run`.
+#[inline(never)]
+fn restamp(
+    gen: &FrameGen,
+    recycled: &mut Vec<Packet>,
+    pending: &mut Vec<Packet>,
+    want: usize,
+    seq: u64,
+    now: u64,
+) -> (usize, u64) {
+    let start = recycled.len() - want.min(recycled.len());
+    // Stamped where they lie, then moved in one go.
+    let (mut n, mut bytes) = (0, 0);
+    for p in &mut recycled[start..] {
+        let len = p.len() as u64;
+        if !gen.restamp(p.data_mut(), seq + n as u64, now) {
+            break;
+        }
+        bytes += len;
+        n += 1;
+    }
+    pending.extend(recycled.drain(start..start + n));
+    recycled.truncate(start);
+    (n, bytes)
+}
+
 /// Sends until the count, the duration or Ctrl-C, receiving on `rx` meanwhile; prints a
 /// line every second.
 pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, ToolError> {
@@ -245,17 +275,9 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             }
             // Sent frames the driver handed back (one size, one flow): only their stamp
             // changes.
-            let reuse = want.min(recycled.len());
-            let mut fresh = want - reuse;
-            for mut p in recycled.drain(recycled.len() - reuse..) {
-                if gen.restamp(p.data_mut(), seq, now) {
-                    bytes += p.len() as u64;
-                    seq += 1;
-                    pending.push(p);
-                } else {
-                    fresh += 1; // not as last written: back to the pool, a new one instead
-                }
-            }
+            let (reused, reused_bytes) = restamp(&gen, &mut recycled, &mut pending, want, seq, now);
+            (seq, bytes) = (seq + reused as u64, bytes + reused_bytes);
+            let fresh = want - reused;
             let have = pending.len();
             pool.alloc_batch(&mut pending, fresh);
             for p in &mut pending[have..] {
