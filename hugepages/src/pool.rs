@@ -18,6 +18,7 @@ use crate::{DmaAllocator, DmaError, DmaRegion, Segment, HUGEPAGE};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 /// Bytes before the frame, for headers a driver or application prepends (virtio-net's
@@ -408,28 +409,33 @@ impl Packet {
     /// same pool, instead of one per packet.
     #[inline]
     pub fn drop_all(pkts: impl IntoIterator<Item = Packet>) {
-        let mut pkts = pkts.into_iter();
-        let mut head = pkts.next();
-        while let Some(p) = head {
-            // One run of packets from `p`'s pool, linked into a chain and pushed at once.
-            let pool = p.s().pool;
-            let (_, first) = p.release();
-            // SAFETY: alive while `first` is out, which it still is. The links in a local,
-            // so the loop does not reload them from the pool after every store.
-            let links = unsafe { pool.as_ref() }.free.links();
-            let (mut last, mut n) = (first, 1);
-            head = loop {
-                match pkts.next() {
-                    Some(p) if p.s().pool == pool => {
-                        let (_, idx) = p.release();
-                        FreeStack::link_in(links, last, idx);
-                        (last, n) = (idx, n + 1);
-                    }
-                    other => break other,
-                }
-            };
-            // SAFETY: a linked chain of buffers from `pool` that we own.
-            unsafe { Mempool::put_chain(pool, first, last, n) };
+        // The run so far: its pool (None before the first packet), that pool's links (kept
+        // here, so linking does not reload them from the pool after every store), and its
+        // first, last and count, each in a local of its own so they stay in registers. One
+        // loop with one call of `next`, so the compiler inlines the iterator.
+        let mut pool: Option<NonNull<Mempool>> = None;
+        let mut links: &[AtomicU32] = &[];
+        let (mut first, mut last, mut n) = (0, 0, 0);
+        for p in pkts {
+            let from = p.s().pool;
+            let (_, idx) = p.release();
+            if pool == Some(from) {
+                FreeStack::link_in(links, last, idx);
+                (last, n) = (idx, n + 1);
+                continue;
+            }
+            if let Some(done) = pool {
+                // SAFETY: a linked chain of buffers from `done` that we own.
+                unsafe { Mempool::put_chain(done, first, last, n) };
+            }
+            // SAFETY: alive while `idx` is out, which it still is. The links are used only
+            // while the run's buffers are out (keeping the pool), never after its push.
+            links = unsafe { from.as_ref() }.free.links();
+            (pool, first, last, n) = (Some(from), idx, idx, 1);
+        }
+        if let Some(done) = pool {
+            // SAFETY: as above.
+            unsafe { Mempool::put_chain(done, first, last, n) };
         }
     }
 }
