@@ -187,7 +187,7 @@ impl RxDesc {
 
     /// The length of a completed, good frame (DD and EOP set, no error bits, 1..=`capacity`
     /// bytes), in two tests a receive loop runs per frame; `None` for a descriptor not done
-    /// or bad (then [`frame_len`](Self::frame_len) says why).
+    /// or bad. For a done one, [`frame_len`](Self::frame_len) then says what is bad.
     #[inline(always)]
     pub const fn good_len(&self, capacity: u16) -> Option<u16> {
         // Status and errors side by side, as they lie in the descriptor's second word:

@@ -71,7 +71,7 @@ impl FreeStack {
         }
     }
 
-    /// Pushes the chain `first → … → last` of `n` indices (linked with `link`, none on the
+    /// Pushes the chain `first → … → last` of `n` indices (linked with `link_in`, none on the
     /// stack); returns the free count after.
     #[inline]
     pub(crate) fn push_chain(&self, first: u32, last: u32, n: u32) -> u32 {

@@ -13,6 +13,7 @@
 use super::regs;
 use super::E1000;
 use crate::mmio::Bar;
+use crate::pci::PciAddr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, TxDesc};
@@ -227,11 +228,25 @@ fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Pac
 /// filling) back with the buffer it already holds: no frame comes out of it.
 #[cold]
 #[inline(never)]
-fn reject(ring: Words<'_>, bufs: &[Option<Packet>], slot: usize) {
+fn reject(addr: PciAddr, ring: Words<'_>, bufs: &[Option<Packet>], slot: usize) {
     let desc = RxDesc::from_words(ring.read(slot));
-    log::debug!("rx slot {slot}: {:?}", desc.frame_len(DATA_ROOM as u16));
+    log::debug!(
+        "{addr}: rx slot {slot}: {:?}",
+        desc.frame_len(DATA_ROOM as u16)
+    );
     let addr = bufs[slot].as_ref().map_or(0, |p| p.iova());
     ring.write(slot, RxDesc::ready(addr).to_words());
+}
+
+/// The receive loop's end moved one further for a descriptor that delivered nothing, but
+/// never past `produced`.
+#[inline(always)]
+fn beyond(end: u32, produced: u32) -> u32 {
+    if end == produced {
+        end
+    } else {
+        end.wrapping_add(1)
+    }
 }
 
 /// Puts a buffer from `pool` in an empty receive slot; false when the pool is dry.
@@ -289,7 +304,8 @@ impl<B: Bar> E1000<B> {
         // the ring could alias fields, as far as the compiler knows; it would reload them).
         let ring = q.ring.words();
         let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
-        let (mut at, mut end, mut k, mut bytes) = (start, start.wrapping_add(limit as u32), 0, 0);
+        let (mut at, mut end) = (start, start.wrapping_add(limit as u32));
+        let (mut k, mut bytes, mut errors) = (0, 0, 0);
         while at != end {
             let slot = ring.slot(at);
             let desc = RxDesc::from_words(ring.read(slot));
@@ -297,13 +313,11 @@ impl<B: Bar> E1000<B> {
                 if !desc.done() {
                     break;
                 }
-                reject(ring, bufs, slot);
+                reject(self.addr, ring, bufs, slot);
+                errors += 1;
                 // A bad descriptor delivers nothing, so it leaves room under `max` for one
                 // more (its refill is left over for that one, too).
-                if end != q.produced {
-                    end = end.wrapping_add(1);
-                }
-                at = at.wrapping_add(1);
+                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
                 continue;
             };
             // Acquire: the descriptor body and the frame are read only after DD was seen.
@@ -313,12 +327,13 @@ impl<B: Bar> E1000<B> {
                 break;
             };
             let Some(pkt) = &mut bufs[slot] else {
-                // A slot without a buffer would be a driver fault: refill it, off the hot
-                // path; no frame comes out.
+                // A slot without a buffer would be a driver fault: refill it from the pool,
+                // off the hot path. No frame comes out, so it too leaves room under `max`.
                 if !refill_empty(ring, bufs, slot, &self.pool) {
+                    self.sw.rx_no_buf += 1;
                     break;
                 }
-                at = at.wrapping_add(1);
+                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
                 continue;
             };
             // The device wrote `len` <= DATA_ROOM bytes at the default headroom.
@@ -336,14 +351,13 @@ impl<B: Bar> E1000<B> {
             Packet::drop_all(q.fresh.drain(..));
         }
         let taken = at.wrapping_sub(start);
-        let mut errors = u64::from(taken) - k as u64;
         q.consumed = at;
         if taken > 0 {
             // The slot at the old tail was never the device's; DD there is a device fault.
             let gap = q.idx.slot(q.produced);
             if q.desc(gap).done() {
                 errors += 1;
-                reject(q.ring.words(), &q.bufs, gap);
+                reject(self.addr, q.ring.words(), &q.bufs, gap);
             }
             q.produced = q.produced.wrapping_add(taken);
             // Release: refilled descriptors must be visible before the tail moves.
