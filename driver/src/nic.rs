@@ -108,6 +108,23 @@ pub trait Nic {
         let _ = done;
         self.tx_batch(pkts)
     }
+    /// [`rx_batch`](Nic::rx_batch), except that the buffers the device receives into
+    /// next come from the back of `spare` before the pool: packets the application is done
+    /// with (frames it has read, or those [`tx_batch_recycle`](Nic::tx_batch_recycle)
+    /// handed back), reset to an empty buffer. A forwarder that passes the one back to the
+    /// other moves no buffer through the pool at all. The driver takes only what it
+    /// refills and only packets from its own pool ([`pool`](Nic::pool)): the rest stay in
+    /// `spare`, for the caller to keep or drop. A driver without it takes none, which is
+    /// always correct.
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        let _ = spare;
+        self.rx_batch(out, max)
+    }
     /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
     fn set_promisc(&mut self, on: bool);
     /// Ceiling mode (`zcnic pktgen --ceiling`), which measures the device instead of the
@@ -148,6 +165,30 @@ pub(crate) fn frames_that_fit(pkts: &[Packet], mut free: usize) -> usize {
         n += 1;
     }
     n
+}
+
+/// Moves up to `want` packets from the back of `spare` to `fresh`, as receive refills:
+/// each reset to the default headroom, so the device writes where `reset_len` expects the
+/// frame (virtio's header just before it). Stops at a packet from another pool (not mapped for this device), which stays
+/// with the caller. Returns how many it moved.
+#[inline(always)]
+pub(crate) fn take_spares(
+    fresh: &mut Vec<Packet>,
+    spare: &mut Vec<Packet>,
+    want: usize,
+    pool: &Arc<Mempool>,
+) -> usize {
+    let from = spare.len() - want.min(spare.len());
+    let mut ours = 0;
+    for p in spare[from..].iter_mut().rev() {
+        if !p.is_from(pool) {
+            break;
+        }
+        p.reset();
+        ours += 1;
+    }
+    fresh.extend(spare.drain(spare.len() - ours..));
+    ours
 }
 
 /// Formats a MAC address as `52:54:00:12:34:56`.

@@ -325,7 +325,9 @@ impl Packet {
         let s = self.s_mut();
         s.head = HEADROOM as u16;
         s.len = 0;
-        s.payload = None;
+        if s.payload.is_some() {
+            s.payload = None;
+        }
     }
 
     /// IOVA of the frame's first byte: what goes in a descriptor.
@@ -361,6 +363,12 @@ impl Packet {
         let room = ENTRY - usize::from(s.head);
         // SAFETY: `buf + head .. buf + ENTRY` is this packet's own buffer, as in `data`.
         unsafe { std::slice::from_raw_parts_mut(s.buf.add(s.head.into()), room) }
+    }
+
+    /// Whether this buffer belongs to `pool`.
+    #[inline(always)]
+    pub fn is_from(&self, pool: &Arc<Mempool>) -> bool {
+        std::ptr::eq(self.s().pool.as_ptr(), Arc::as_ptr(pool))
     }
 
     /// The pool this buffer belongs to.

@@ -32,7 +32,8 @@ pub fn manual_port() -> (FakeE1000, E1000<FakeBar>) {
     (dev, nic)
 }
 
-/// Moves `packets` 60-byte frames through `op` (`tx`, `rx` or `fwd`) in bursts of `batch`,
+/// Moves `packets` 60-byte frames through `op` (`tx`, `rx` or `fwd`, or `tx-recycle`,
+/// `rx-recycle` or `fwd-recycle` through the recycling calls) in bursts of `batch`,
 /// the device completing each burst. Calls go through `&mut dyn Nic`, as applications make
 /// them (and so callgrind can find them).
 pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets: u64) {
@@ -68,6 +69,20 @@ pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets
                 dev.complete_rx(batch, 60);
                 done += nic.rx_batch(&mut burst, batch) as u64;
                 burst.clear();
+            }
+            "rx-recycle" => {
+                // Frames read are handed back as the next refills.
+                dev.complete_rx(batch, 60);
+                done += nic.rx_batch_recycle(&mut burst, batch, &mut recycled) as u64;
+                recycled.append(&mut burst);
+            }
+            "fwd-recycle" => {
+                // What is sent comes back and is received into again: no pool at all.
+                dev.complete_rx(batch, 60);
+                nic.rx_batch_recycle(&mut burst, batch, &mut recycled);
+                done += nic.tx_batch_recycle(&mut burst, &mut recycled) as u64;
+                burst.clear();
+                dev.complete_tx();
             }
             _ => {
                 dev.complete_rx(batch, 60);

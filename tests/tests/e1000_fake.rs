@@ -169,6 +169,55 @@ fn rx_refills_across_four_rings() {
     assert_eq!(pool.free_count(), pool.capacity() - 512);
 }
 
+/// Frames read and handed back become the next refills: once they circulate the pool
+/// gives no more buffers, and every frame still arrives intact (a handed-back buffer with a
+/// moved front is reset first). A packet from another pool is not taken: the driver stops
+/// at it and leaves it, and what is behind it, with the caller.
+#[test]
+fn rx_recycle_receives_into_the_buffers_handed_back() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let (mut got, mut spare) = (Vec::with_capacity(64), Vec::new());
+    let (total, mut seq, mut next) = (3 * 512 + 9, 0u32, 0u32);
+    let mut conserved = None;
+    let end = Instant::now() + Duration::from_secs(20);
+    while next < total {
+        assert!(Instant::now() < end, "stuck at frame {next}");
+        while seq < total && seq < next + 64 {
+            dev.inject(Inject::Frame(frame(seq, 60 + seq as usize % 900)));
+            seq += 1;
+        }
+        nic.rx_batch_recycle(&mut got, 32, &mut spare);
+        for mut p in got.drain(..) {
+            assert_eq!(p.data(), &frame(next, 60 + next as usize % 900)[..]);
+            next += 1;
+            p.trim_front(10).unwrap();
+            spare.push(p);
+        }
+        if next >= 64 {
+            let now = pool.free_count();
+            assert_eq!(*conserved.get_or_insert(now), now, "a buffer from the pool");
+        }
+        assert!(spare.len() <= 64, "{} spares left untaken", spare.len());
+    }
+    assert_eq!(nic.stats().rx_packets, total as u64);
+
+    let other = zcnic::Mempool::new(&zcnic::FakeDma::new(), 4).unwrap();
+    spare.push(other.alloc().unwrap());
+    let before = spare.len();
+    dev.inject(Inject::Frame(frame(total, 60)));
+    wait("the frame", || {
+        nic.rx_batch_recycle(&mut got, 32, &mut spare) == 1
+    });
+    assert_eq!(got[0].data(), &frame(total, 60)[..]);
+    assert_eq!(spare.len(), before, "nothing taken past the foreign packet");
+    assert!(spare.last().unwrap().is_from(&other));
+    drop((got, spare));
+    assert_eq!(pool.free_count(), pool.capacity() - 512);
+    assert_eq!((nic.stats().rx_errors, other.free_count()), (0, 4));
+}
+
 #[test]
 fn rx_length_beyond_the_buffer_is_an_error_not_a_frame() {
     let dev = FakeE1000::start(Behaviour::default());

@@ -347,7 +347,9 @@ fn tx_packed_wrap_counters_flip_thousands_of_times() {
 
 // 3. Receive.
 
-fn rx_refills<Q: QueueKind>() {
+/// Receives four rings of frames; with `recycle`, through `rx_batch_recycle`, every frame
+/// read handed back (its front moved, which the driver must undo) as a spare.
+fn rx_refills<Q: QueueKind>(recycle: bool) {
     let dev = FakeVirtio::start(behaviour::<Q>());
     let mut nic = open::<Q>(&dev);
     let pool = nic.pool().clone();
@@ -360,16 +362,27 @@ fn rx_refills<Q: QueueKind>() {
         dev.counts().rx_used >= u64::from(QUEUE)
     });
     assert_eq!(dev.counts().rx_used, u64::from(QUEUE));
-    let mut out = Vec::with_capacity(64);
+    let (mut out, mut spare) = (Vec::with_capacity(64), Vec::new());
     let (mut got, end) = (0u32, Instant::now() + TIMEOUT);
     while got < n {
         assert!(Instant::now() < end, "stuck at {got} of {n}");
-        nic.rx_batch(&mut out, 32);
-        for p in out.drain(..) {
+        if recycle {
+            nic.rx_batch_recycle(&mut out, 32, &mut spare);
+        } else {
+            nic.rx_batch(&mut out, 32);
+        }
+        for mut p in out.drain(..) {
             assert!(p.data() == frame(got, len_of(got)), "frame {got} differs");
             got += 1;
+            if recycle {
+                p.trim_front(3).unwrap();
+                spare.push(p);
+            }
         }
+        // The refills are taken from the spares: they do not pile up.
+        assert!(spare.len() <= 64, "{} spares left untaken", spare.len());
     }
+    drop(spare);
     let stats = nic.stats();
     assert_eq!((stats.rx_packets, stats.rx_errors), (u64::from(n), 0));
     let bytes: usize = (0..n).map(len_of).sum();
@@ -383,12 +396,22 @@ fn rx_refills<Q: QueueKind>() {
 
 #[test]
 fn rx_split_refills_across_four_rings() {
-    rx_refills::<Split>();
+    rx_refills::<Split>(false);
 }
 
 #[test]
 fn rx_packed_refills_across_four_rings() {
-    rx_refills::<Packed>();
+    rx_refills::<Packed>(false);
+}
+
+#[test]
+fn rx_recycle_split_refills_from_the_frames_handed_back() {
+    rx_refills::<Split>(true);
+}
+
+#[test]
+fn rx_recycle_packed_refills_from_the_frames_handed_back() {
+    rx_refills::<Packed>(true);
 }
 
 // 4. A device writing bad used entries.

@@ -114,7 +114,16 @@ impl<B: Bar> Nic for E1000<B> {
 
     #[inline]
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.rx(out, max)
+        self.rx(out, max, &mut Vec::new())
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx(out, max, spare)
     }
 
     #[inline]

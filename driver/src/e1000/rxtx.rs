@@ -273,7 +273,15 @@ fn drop_stale(pkt: Packet) {
 }
 
 impl<B: Bar> E1000<B> {
-    pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+    /// Receives up to `max` frames into `out`. Refills come from the back of `spare`
+    /// first (see `Nic::rx_batch_recycle`), then from the pool; those from `spare` that are
+    /// not used go back to it.
+    pub(crate) fn rx(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
         let q = &mut self.rx;
         let start = q.consumed;
         let limit = (q.idx.in_flight(q.produced, start) as usize).min(max);
@@ -295,7 +303,8 @@ impl<B: Bar> E1000<B> {
                 .count()
                 + 1
         };
-        self.pool.alloc_batch(&mut q.fresh, waiting);
+        let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
+        self.pool.alloc_batch(&mut q.fresh, waiting - given);
         out.reserve(waiting);
         // Each frame's buffer trades places with a refill: the refill goes into the ring
         // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
@@ -346,9 +355,12 @@ impl<B: Bar> E1000<B> {
             at = at.wrapping_add(1);
         }
         out.extend(q.fresh.drain(..k));
-        // Refills left over for bad descriptors, which keep their buffer.
+        // Refills left over for bad descriptors, which keep their buffer: the caller's go
+        // back to it (they came first), the pool's to the pool.
         if !q.fresh.is_empty() {
-            Packet::drop_all(q.fresh.drain(..));
+            let back = given.saturating_sub(k);
+            Packet::drop_all(q.fresh.drain(back..));
+            spare.append(&mut q.fresh);
         }
         let taken = at.wrapping_sub(start);
         q.consumed = at;

@@ -180,17 +180,19 @@ impl<Q: QueueKind> VirtioNet<Q> {
         let s = status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK;
         let s = if legacy { s } else { s | status::FEATURES_OK };
         nic.transport.set_status(s);
-        nic.refill_rx();
+        nic.refill_rx(&mut Vec::new());
         Ok(nic)
     }
 
-    /// Posts a fresh buffer in every free receive slot; notifies when the device asks.
-    fn refill_rx(&mut self) {
+    /// Posts a buffer in every free receive slot, from the back of `spare` first (see
+    /// `Nic::rx_batch_recycle`), then fresh from the pool; notifies when the device asks.
+    fn refill_rx(&mut self, spare: &mut Vec<Packet>) {
         let want = usize::from(self.rx.free());
         if want == 0 {
             return;
         }
-        if self.pool.alloc_batch(&mut self.rx_fresh, want) < want {
+        let given = crate::nic::take_spares(&mut self.rx_fresh, spare, want, &self.pool);
+        if self.pool.alloc_batch(&mut self.rx_fresh, want - given) < want - given {
             self.sw.rx_no_buf += 1;
         }
         let mut added = 0;
@@ -340,6 +342,15 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx_batch_recycle(out, max, &mut Vec::new())
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
         let mut delivered = 0;
         // Each iteration consumes one used entry (bad ones included), so this ends.
         for _ in 0..max {
@@ -370,7 +381,7 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
             delivered += 1;
         }
         if delivered > 0 || self.rx.free() > 0 {
-            self.refill_rx();
+            self.refill_rx(spare);
         }
         self.sw.rx_packets += delivered as u64;
         delivered

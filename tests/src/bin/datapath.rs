@@ -2,7 +2,7 @@
 //! counting under `valgrind --tool=callgrind` (`cargo xtask bench --host` runs it).
 //!
 //! ```text
-//! datapath <tx|rx|fwd|virtio-tx|pktgen> <BATCH> <PACKETS>
+//! datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|pktgen> <BATCH> <PACKETS>
 //! ```
 //!
 //! `pktgen` runs `zcnic pktgen`'s loop on a port that drops every frame at once, so what
@@ -17,7 +17,7 @@ use zcnic_tools::pktgen;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, op, batch, packets] = args.as_slice() else {
-        eprintln!("usage: datapath <tx|tx-recycle|rx|fwd|virtio-tx|pktgen> <BATCH> <PACKETS>");
+        eprintln!("usage: datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|pktgen> <BATCH> <PACKETS>");
         std::process::exit(2);
     };
     let batch: usize = batch.parse().unwrap_or(32).clamp(1, 256);
