@@ -199,10 +199,10 @@ fn restamp(
 ) -> (usize, u64) {
     let start = recycled.len() - want.min(recycled.len());
     // Stamped where they lie, then moved in one go.
-    let (mut n, mut bytes) = (0, 0);
+    let (mut n, mut bytes, mut stamp) = (0, 0, gen.restamper(seq, now));
     for p in &mut recycled[start..] {
         let len = p.len() as u64;
-        if !gen.restamp(p.data_mut(), seq + n as u64, now) {
+        if !stamp.next(p.data_mut()) {
             break;
         }
         bytes += len;
