@@ -83,6 +83,17 @@ impl Held {
         Ok(())
     }
 
+    /// Gives up to `n` held frames, the last taken first, for `rx_batch_recycle`.
+    pub fn give(&mut self, n: usize) -> Vec<Packet> {
+        let spare = self
+            .pkts
+            .split_off(self.pkts.len() - n.min(self.pkts.len()));
+        for p in &spare {
+            self.iovas.remove(&p.iova());
+        }
+        spare
+    }
+
     /// Drops every held frame (`all`) or the one at `i` modulo the count.
     pub fn release(&mut self, i: usize, all: bool) {
         if all {

@@ -273,8 +273,9 @@ const COUNTERS: [(u32, u32); 11] = [
 enum Step {
     /// `tx_batch` of frames (length, and the length of an attached application payload).
     Tx(Vec<(u16, Option<u16>)>),
-    /// `rx_batch` with this `max`.
-    Rx(u16),
+    /// `rx_batch` with this `max`; with spares, `rx_batch_recycle` handed up to that many
+    /// of the frames the application holds.
+    Rx(u16, u8),
     /// The application drops one held frame (index modulo the count), or all.
     Release(u16, bool),
     /// `flush()` once the device says it is idle (TDH = TDT, true or not).
@@ -325,7 +326,8 @@ fn step() -> impl Strategy<Value = Step> {
     let rx_errors = prop_oneof![3 => Just(0u8), 1 => any::<u8>()];
     prop_oneof![
         6 => frames.prop_map(Step::Tx),
-        6 => (0u16..=70).prop_map(Step::Rx),
+        6 => (0u16..=70, prop_oneof![2 => Just(0u8), 1 => any::<u8>()])
+            .prop_map(|(max, spares)| Step::Rx(max, spares)),
         3 => (any::<u16>(), prop::bool::weighted(0.1)).prop_map(|(i, all)| Step::Release(i, all)),
         1 => Just(Step::Flush),
         1 => Just(Step::Link),
@@ -553,13 +555,24 @@ impl Machine {
         Ok((valid, n as u64 - valid))
     }
 
-    /// One `rx_batch`, checked against the descriptors it consumed.
-    fn rx(&mut self, max: u16) -> Result<Stats, TestCaseError> {
+    /// One `rx_batch` (or, with spares, `rx_batch_recycle` handed that many held frames),
+    /// checked against the descriptors it consumed.
+    fn rx(&mut self, max: u16, spares: u8) -> Result<Stats, TestCaseError> {
         let snap = self.rx_snapshot();
-        let free_before = self.pool.free_count();
+        let mut spare = self.held.give(spares.into());
+        let (free_before, spare_before) = (self.pool.free_count(), spare.len());
         let rdt_before = self.regs.read32(regs::RDT);
         let mut got = Vec::new();
-        let n = self.nic.rx_batch(&mut got, max.into());
+        let n = if spares > 0 {
+            self.nic.rx_batch_recycle(&mut got, max.into(), &mut spare)
+        } else {
+            self.nic.rx_batch(&mut got, max.into())
+        };
+        // What the driver did not take, or gave back unused, is the application's again.
+        prop_assert!(spare.len() <= spare_before, "spares grew");
+        for p in spare {
+            self.held.take(p, "spare left over")?;
+        }
         prop_assert_eq!(n, got.len());
         let taken = self.regs.read32(regs::RDT).wrapping_sub(rdt_before) % self.rx_size;
         let size = self.rx_size;
@@ -595,7 +608,11 @@ impl Machine {
                 stop.frame().is_some(),
                 "stopped on a bad descriptor: {stop:?}"
             );
-            prop_assert_eq!(free_before, n, "stopped on a good frame with buffers left");
+            prop_assert_eq!(
+                free_before + spare_before,
+                n,
+                "stopped on a good frame with buffers left"
+            );
         }
         self.rx_consumed = self.rx_consumed.wrapping_add(taken);
         for p in got {
@@ -631,7 +648,7 @@ impl Machine {
                 prop_assert_eq!(st.tx_errors - self.last.tx_errors, refused);
                 now = Some(st);
             }
-            Step::Rx(max) => now = Some(self.rx(*max)?),
+            Step::Rx(max, spares) => now = Some(self.rx(*max, *spares)?),
             Step::Release(i, all) => self.held.release(usize::from(*i), *all),
             Step::Flush => {
                 self.regs.write32(regs::TDH, self.regs.read32(regs::TDT));
