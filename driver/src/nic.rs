@@ -112,10 +112,12 @@ pub trait Nic {
     /// next come from the back of `spare` before the pool: packets the application is done
     /// with (frames it has read, or those [`tx_batch_recycle`](Nic::tx_batch_recycle)
     /// handed back), reset to an empty buffer. A forwarder that passes the one back to the
-    /// other moves no buffer through the pool at all. The driver takes only what it
-    /// refills and only packets from its own pool ([`pool`](Nic::pool)): the rest stay in
-    /// `spare`, for the caller to keep or drop. A driver without it takes none, which is
-    /// always correct.
+    /// other moves no buffer through the pool at all. The driver takes, from the back, only
+    /// as many as it refills and stops at the first packet of another pool than its own
+    /// ([`pool`](Nic::pool)): a port's receive buffers are its own pool's, whose size and
+    /// counts assume so. What it does not take stays in `spare`, untouched, for the caller
+    /// to keep or drop; what it took but did not need (bad descriptors leave refills over)
+    /// comes back reset. A driver without it takes none, which is always correct.
     fn rx_batch_recycle(
         &mut self,
         out: &mut Vec<Packet>,
@@ -169,8 +171,9 @@ pub(crate) fn frames_that_fit(pkts: &[Packet], mut free: usize) -> usize {
 
 /// Moves up to `want` packets from the back of `spare` to `fresh`, as receive refills:
 /// each reset to the default headroom, so the device writes where `reset_len` expects the
-/// frame (virtio's header just before it). Stops at a packet from another pool (not mapped for this device), which stays
-/// with the caller. Returns how many it moved.
+/// frame (virtio's header just before it). Stops at a packet from another pool than
+/// `pool`, which stays with the caller, with everything before it. Returns how many it
+/// moved.
 #[inline(always)]
 pub(crate) fn take_spares(
     fresh: &mut Vec<Packet>,

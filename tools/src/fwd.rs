@@ -11,6 +11,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet};
 
+/// Most sent packets one `tx_batch_recycle` call hands back: a whole ring of the largest
+/// size a driver takes (the e1000's 4096), so the spares never reallocate in the loop.
+const MAX_HANDED_BACK: usize = 4096;
+
 /// What happens to a frame on its way through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -69,6 +73,9 @@ pub fn run(
     args: &Args,
 ) -> Result<Vec<(usize, usize, DirStats)>, ToolError> {
     let burst = args.burst.clamp(1, 512);
+    // Spares kept per direction: two bursts, and at least two of the e1000's cleanup
+    // batches (it hands sent packets back 32 at a time), so small bursts recycle too.
+    let spare_cap = (2 * burst).max(64);
     let mut dirs: Vec<Direction> = match ports.len() {
         1 => vec![(0, 0)],
         _ => vec![(0, 1), (1, 0)],
@@ -78,7 +85,7 @@ pub fn run(
         from,
         to,
         pending: Vec::with_capacity(burst),
-        spare: Vec::with_capacity(3 * burst),
+        spare: Vec::with_capacity(spare_cap + MAX_HANDED_BACK),
         stats: DirStats::default(),
     })
     .collect();
@@ -115,10 +122,10 @@ pub fn run(
                 let sent = ports[d.to].tx_batch_recycle(&mut d.pending, &mut d.spare);
                 d.stats.tx += sent as u64;
                 // Sent packets come back and are received into again, so no buffer goes
-                // through the pool; a port that takes none leaves them here, and the
-                // excess over two bursts goes back to the pool.
-                if d.spare.len() > 2 * burst {
-                    Packet::drop_all(d.spare.drain(..d.spare.len() - burst));
+                // through the pool. A port that takes none leaves them here: beyond
+                // `spare_cap` the oldest go back to the pool.
+                if d.spare.len() > spare_cap {
+                    Packet::drop_all(d.spare.drain(..d.spare.len() - spare_cap));
                 }
             }
         }

@@ -211,7 +211,8 @@ impl<Q: QueueKind> VirtioNet<Q> {
                 Err(_) => break,
             }
         }
-        // Only when the ring refused a buffer it said it had room for.
+        // Only when the ring refused a buffer it said it had room for (spares too: a
+        // device or driver fault, and nothing is lost).
         Packet::drop_all(self.rx_fresh.drain(..));
         if added > 0 && self.rx.publish() {
             self.transport.notify(RX);
