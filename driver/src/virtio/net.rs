@@ -37,8 +37,8 @@ pub mod feature {
 
 const RX: u16 = 0;
 const TX: u16 = 1;
-/// Free descriptors the transmit queue waits for before it adds more frames (fewer when
-/// that is all the caller has; at most half the queue).
+/// Free descriptors the transmit queue waits for before it adds more frames (at most half
+/// the queue, so it waits only while more than half is in flight).
 const TX_CHUNK: usize = 128;
 /// Link status bit in the net configuration's `status` (§5.1.4).
 const NET_S_LINK_UP: u8 = 1;
@@ -262,12 +262,13 @@ impl<Q: QueueKind> VirtioNet<Q> {
     /// `KEEP`, else to the pool).
     fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
         self.reclaim_tx::<KEEP>(done);
-        // Frames go in by the chunk: with room for fewer than a chunk and more waiting,
-        // wait for room. Adding a frame or two each time one completes lets QEMU's
-        // virtio-net fall into passes of a few frames each, at 55-75% of its rate, and
-        // stay there (docs/performance.md, "virtio's slow mode").
+        // Frames go in by the chunk: with room for fewer than a chunk, the queue is busy
+        // (more than half of it in flight) and the caller waits until a chunk completes.
+        // Adding a frame or two each time one completes lets QEMU's virtio-net fall into
+        // passes of a few frames each, at 55-75% of its rate, and stay there
+        // (docs/performance.md, "virtio's slow mode").
         let (free, chunk) = (usize::from(self.tx.free()), usize::from(self.tx.size() / 2));
-        if free < pkts.len().min(chunk.min(TX_CHUNK)) {
+        if free < chunk.min(TX_CHUNK) {
             return 0;
         }
         // A frame with an attached payload is a chain of two descriptors.
