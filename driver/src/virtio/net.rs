@@ -222,6 +222,14 @@ impl<Q: QueueKind> VirtioNet<Q> {
         }
     }
 
+    /// Whether the transmit queue takes frames now: not while more than half of it is in
+    /// flight and fewer than [`TX_CHUNK`] descriptors are free (see `send`).
+    #[inline(always)]
+    fn tx_room_for_a_chunk(&self) -> bool {
+        let chunk = usize::from(self.tx.size() / 2).min(TX_CHUNK);
+        usize::from(self.tx.free()) >= chunk
+    }
+
     /// Frees transmit buffers the device is done with, in one pool operation; with `KEEP`
     /// they go into `keep` instead, without their virtio header (`Nic::tx_batch_recycle`).
     fn reclaim_tx<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
@@ -267,10 +275,10 @@ impl<Q: QueueKind> VirtioNet<Q> {
         // Adding a frame or two each time one completes lets QEMU's virtio-net fall into
         // passes of a few frames each, at 55-75% of its rate, and stay there
         // (docs/performance.md, "virtio's slow mode").
-        let (free, chunk) = (usize::from(self.tx.free()), usize::from(self.tx.size() / 2));
-        if free < chunk.min(TX_CHUNK) {
+        if !self.tx_room_for_a_chunk() {
             return 0;
         }
+        let free = usize::from(self.tx.free());
         // A frame with an attached payload is a chain of two descriptors.
         let n = crate::nic::frames_that_fit(pkts, free);
         let (mut sent, mut bytes) = (0u64, 0u64);
@@ -422,6 +430,9 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         // Every chain is the same one buffer: reclaiming frees nothing, adding writes one
         // descriptor and one avail entry, and nothing is allocated or built per frame.
         self.reclaim_tx::<false>(&mut Vec::new());
+        if !self.tx_room_for_a_chunk() {
+            return Some(0);
+        }
         let buf = self.ceiling.as_ref().map(|p| Buf {
             addr: p.iova(),
             len: p.len() as u32,
