@@ -106,7 +106,7 @@ impl FreeStack {
         let links = &self.next[..];
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
-            // Walk up to n entries from the top; links may be stale if another thread
+            // Walk up to got.len() entries from the top; links may be stale if another thread
             // changed the stack meanwhile, in which case the CAS below fails.
             let (mut top, mut taken) = (h.top(), 0usize);
             for slot in got.iter_mut() {

@@ -186,8 +186,8 @@ impl Receiver {
 /// Moves up to `want` packets the driver handed back from `recycled` to `pending`,
 /// re-stamped with sequence numbers from `seq`; returns how many, and their bytes. From a
 /// packet not as last written (another size) on, they go back to the pool instead, and the
-/// caller builds new frames in fresh buffers. Its own function, so
-/// the loop has the registers to itself rather than sharing them with all of `run`.
+/// caller builds new frames in fresh buffers. Its own function, so the loop has the
+/// registers to itself rather than sharing them with all of `run`.
 #[inline(never)]
 fn restamp(
     gen: &FrameGen,

@@ -289,9 +289,10 @@ impl<B: Bar> E1000<B> {
         if limit == 0 || !q.desc(q.idx.slot(start)).done() {
             return 0;
         }
-        // Refills for the frames waiting, taken from the pool in one go. The device
-        // completes in order, so when the burst's last descriptor is done, all are (a device
-        // that lies only leaves refills over, which go back below); otherwise count them.
+        // Refills for the frames waiting: the caller's spares first, then the pool's in one
+        // go. The device completes in order, so when the burst's last descriptor is done,
+        // all are (a device that lies only leaves refills over, which go back below);
+        // otherwise count them.
         let waiting = if q
             .desc(q.idx.slot(start.wrapping_add(limit as u32 - 1)))
             .done()
@@ -396,7 +397,7 @@ impl<B: Bar> E1000<B> {
             return 0;
         }
         let start = q.produced;
-        // The ring, its index and the parked packets in locals, and the counters too, so
+        // The ring and the parked packets in locals, and the counters too, so
         // the loop keeps them in registers: nothing in it can make the compiler reload or
         // store them per frame. RS is set after the loop, on one descriptor per batch.
         let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
