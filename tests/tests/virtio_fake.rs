@@ -646,6 +646,38 @@ fn queue_more_than_half_full_takes_nothing_until_a_chunk_completes() {
     chunked::<Packed>();
 }
 
+/// Completed frames stay in the queue while it has room for a chunk (each look at the
+/// used ring costs the device a cache line), come back all at once when room is short,
+/// and none is lost.
+fn reclaimed_when_short<Q: QueueKind>() {
+    let dev = FakeVirtio::start(behaviour::<Q>());
+    let mut nic = open::<Q>(&dev);
+    let free = |nic: &VirtioNet<Q>| nic.pool().free_count();
+    burst(&mut nic, 0..20);
+    wait("the first burst to be sent", || dev.sent_count() == 20);
+    let before = free(&nic);
+    burst(&mut nic, 20..30);
+    assert_eq!(free(&nic), before - 10, "44 free of 64: the 20 sent stay");
+    burst(&mut nic, 30..50);
+    wait("the queue to drain", || dev.sent_count() == 50);
+    assert_eq!(free(&nic), before - 30, "34 free: still a chunk of room");
+    burst(&mut nic, 50..54);
+    assert_eq!(
+        free(&nic),
+        before + 20 - 4,
+        "14 free: all 50 sent come back, 4 new are out"
+    );
+    assert!(nic.flush());
+    assert_sent(&dev, 0..54, len_of);
+    assert_clean(&dev);
+}
+
+#[test]
+fn completions_are_collected_when_the_queue_is_short_of_room() {
+    reclaimed_when_short::<Split>();
+    reclaimed_when_short::<Packed>();
+}
+
 #[test]
 fn kicks_split_without_event_idx_one_per_burst() {
     kicks_without_event_idx::<Split>();

@@ -7,7 +7,7 @@
 //! device model's limit on this machine; `cargo xtask bench` shows the normal generator as
 //! a fraction of it, measured in the same boot.
 
-use crate::clock::LoopClock;
+use crate::clock::{LoopClock, BUSY_WAIT_NS};
 use crate::frame::{Flow, FrameGen};
 use crate::pktgen::{Args, Sizes, Summary};
 use crate::{msg, stopped, ToolError};
@@ -73,7 +73,9 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         sent += n as u64;
         if n > 0 {
             last_progress = now;
-        } else if now.saturating_sub(last_progress) > 1_000_000_000 {
+        } else if now.saturating_sub(last_progress) <= 1_000_000_000 {
+            clock.spin_until(now + BUSY_WAIT_NS);
+        } else {
             return Err(msg(format!(
                 "{port}: the device took no frame for a second; check the link with `zcnic list`"
             )));

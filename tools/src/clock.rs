@@ -39,6 +39,13 @@ pub struct LoopClock {
     last: u64,
 }
 
+/// How long a sender waits after its device took no frame (a full ring) before offering
+/// frames again. A ring that refuses frames holds at least a chunk of them, tens of
+/// microseconds of the device's work, so the wait costs no rate; asking again at once
+/// would pull the ring's cache lines away from the device thread on every look, which
+/// under QEMU cost virtio-net up to a sixth of its rate (docs/performance.md).
+pub const BUSY_WAIT_NS: u64 = 20_000;
+
 impl Default for LoopClock {
     fn default() -> Self {
         Self::new()
@@ -85,6 +92,20 @@ impl LoopClock {
             self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64;
         self.last = self.last.max(ns);
         self.last
+    }
+
+    /// Spins until `ns` (since the start) and returns the time then. A sender whose device
+    /// took nothing waits here rather than asking again at once: the spin touches no
+    /// memory the device writes. It reads the clock and nothing else: no PAUSE
+    /// (`spin_loop`), which QEMU's TCG runs by leaving the vCPU's translated code and
+    /// taking QEMU's global lock, the lock virtio-net's device model needs.
+    pub fn spin_until(&mut self, ns: u64) -> u64 {
+        loop {
+            let now = self.now_ns();
+            if now >= ns {
+                return now;
+            }
+        }
     }
 
     fn system_ns(&mut self) -> u64 {
@@ -168,6 +189,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let b = c.now_ns();
         assert!(b >= a + 29_000_000, "slept 30 ms, clock moved {} ns", b - a);
+    }
+
+    #[test]
+    fn a_spin_lasts_until_its_deadline_on_the_system_clock_too() {
+        let mut c = LoopClock::new();
+        let started = Instant::now();
+        let a = c.now_ns();
+        let b = c.spin_until(a + 2_000_000);
+        assert!(b >= a + 2_000_000);
+        assert!(
+            started.elapsed() >= Duration::from_micros(1900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! them back (another port, or the same one) to count loss, duplicates, reordering and
 //! latency.
 
-use crate::clock::LoopClock;
+use crate::clock::{LoopClock, BUSY_WAIT_NS};
 use crate::frame::{self, Flow, FrameGen};
 use crate::pace::Pacer;
 use crate::seq::{Latency, Percentiles, SeqTracker};
@@ -314,6 +314,10 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             sent += queued;
             if queued > 0 {
                 last_progress = now;
+            } else if recv.is_none() && !pending.is_empty() {
+                // A full ring: give the device time (a receiver polls instead, so that
+                // arrival times stay exact).
+                clock.spin_until(now + BUSY_WAIT_NS);
             }
             // A count is a promise: frames already stamped wait for ring space (the ring
             // drains as the device works). Only Ctrl-C, the duration, or a device that has

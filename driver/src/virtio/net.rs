@@ -269,14 +269,19 @@ impl<Q: QueueKind> VirtioNet<Q> {
     /// Sends what fits of `pkts` after reclaiming completed frames (into `done` with
     /// `KEEP`, else to the pool).
     fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
-        self.reclaim_tx::<KEEP>(done);
         // Frames go in by the chunk: with room for fewer than a chunk, the queue is busy
         // (more than half of it in flight) and the caller waits until a chunk completes.
         // Adding a frame or two each time one completed, QEMU's virtio-net ran at one of
-        // two rates, about 0.92M or 1.54M pps; by the chunk, about 1.23M or 1.70M
+        // two rates, about 0.92M or 1.54M pps; by the chunk, about 1.23M or 1.70M. And
+        // completions are collected only when the room is short: each look at the used
+        // ring pulls the cache lines QEMU's I/O thread is writing over to this CPU, which
+        // costs the device most when the host's cores are far apart
         // (docs/performance.md, "virtio's slow mode").
         if !self.tx_room_for_a_chunk() {
-            return 0;
+            self.reclaim_tx::<KEEP>(done);
+            if !self.tx_room_for_a_chunk() {
+                return 0;
+            }
         }
         let free = usize::from(self.tx.free());
         // A frame with an attached payload is a chain of two descriptors.
@@ -429,9 +434,11 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         }
         // Every chain is the same one buffer: reclaiming frees nothing, adding writes one
         // descriptor and one avail entry, and nothing is allocated or built per frame.
-        self.reclaim_tx::<false>(&mut Vec::new());
         if !self.tx_room_for_a_chunk() {
-            return Some(0);
+            self.reclaim_tx::<false>(&mut Vec::new());
+            if !self.tx_room_for_a_chunk() {
+                return Some(0);
+            }
         }
         let buf = self.ceiling.as_ref().map(|p| Buf {
             addr: p.iova(),
