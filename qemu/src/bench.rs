@@ -296,7 +296,8 @@ echo \"fwd testpmd $(grep -o 'Tx-pps: *[0-9]*' /results/testpmd-fwd.txt | awk 'N
 /// the rate (the vCPU for guest work and the e1000 model, I/O for virtio-net's transmit
 /// work); a vCPU well under 100% was waiting for QEMU's global lock.
 fn print_threads(run: &GuestRun) {
-    println!("  QEMU host threads, {SPAN} s of each run once it is sending (share of one host CPU; I/O runs virtio-net's transmit work):");
+    println!("  QEMU host threads, {SPAN} s of each run once it is sending (share of one host CPU; I/O runs virtio-net's transmit work),");
+    println!("  and the host's core-to-core cache-line round trip then (high when the cloud put this machine's CPUs far apart):");
     let mut phases: Vec<String> = Vec::new();
     for (label, _) in NICS {
         for tool in ["kernel", "testpmd", "zcnic", "ceiling"] {
@@ -307,7 +308,13 @@ fn print_threads(run: &GuestRun) {
     let load = |p: &str| run.load(&format!("begin {p}"), &format!("end {p}"));
     for p in &phases {
         if let Some(l) = load(p) {
-            println!("    {p:<16}{}", describe(&l));
+            // How far apart the host's CPUs were: virtio's rate depends on it.
+            let trip = run
+                .trip(&format!("begin {p}"), &format!("end {p}"))
+                .map_or(String::new(), |t| {
+                    format!("; core round trip {} ns", t.as_nanos())
+                });
+            println!("    {p:<16}{}{trip}", describe(&l));
         }
     }
     // A rate set by QEMU's I/O thread says nothing about the driver that fed it.
@@ -330,6 +337,35 @@ fn print_threads(run: &GuestRun) {
         }
     }
 }
+
+/// Names the runs of each NIC whose host core round trips differ by [`FAR_APART`] or
+/// more: their ratios compare two states of the host as much as two tools.
+fn print_host_states(run: &GuestRun) {
+    for (label, _) in NICS {
+        let trips: Vec<(&str, u128)> = ["kernel", "testpmd", "zcnic", "ceiling"]
+            .into_iter()
+            .filter_map(|t| {
+                let span = |edge: &str| format!("{edge} {t} {label}");
+                Some((t, run.trip(&span("begin"), &span("end"))?.as_nanos()))
+            })
+            .collect();
+        let (Some(near), Some(far)) = (
+            trips.iter().min_by_key(|t| t.1),
+            trips.iter().max_by_key(|t| t.1),
+        ) else {
+            continue;
+        };
+        if far.1 >= FAR_APART * near.1.max(1) {
+            println!(
+                "  {label}: the host's core round trip was {} ns in the {} run but {} ns in the {} run: where QEMU's I/O thread sets the rate (virtio), a ratio between those runs compares host states, not tools",
+                near.1, near.0, far.1, far.0
+            );
+        }
+    }
+}
+
+/// Round trips this many times apart mean the host's CPUs moved between runs.
+const FAR_APART: u128 = 2;
 
 /// An I/O thread this busy is the bottleneck of a run.
 const IO_BOUND: f64 = 0.9;
@@ -453,6 +489,7 @@ pub fn guest() -> Result<(), String> {
         ratio(zf, df)
     );
     print_threads(&run);
+    print_host_states(&run);
     if run.exit_code != 0 {
         return Err(format!("the bench scenario exited {}", run.exit_code));
     }

@@ -38,6 +38,7 @@
 //! # Ok::<(), zcnic_qemu::Error>(())
 //! ```
 
+pub mod cores;
 mod deps;
 mod initramfs;
 mod kernel;
@@ -127,6 +128,13 @@ impl GuestRun {
     pub fn load(&self, from: &str, to: &str) -> Option<Vec<threads::ThreadLoad>> {
         let at = |name: &str| self.marks.iter().find(|m| m.1 == name).map(|m| m.0);
         Some(threads::load(&self.threads, at(from)?, at(to)?))
+    }
+
+    /// The host's median core-to-core round trip between marks `from` and `to`
+    /// ([`cores`]), or `None` when it was not measured then.
+    pub fn trip(&self, from: &str, to: &str) -> Option<Duration> {
+        let at = |name: &str| self.marks.iter().find(|m| m.1 == name).map(|m| m.0);
+        threads::trip(&self.threads, at(from)?, at(to)?)
     }
 }
 

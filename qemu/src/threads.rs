@@ -42,7 +42,13 @@ pub struct Sample {
     /// Per thread id: its name (`CPU 0/TCG`; `I/O` for the main thread, which runs the
     /// main loop) and CPU ticks.
     pub threads: Vec<(u32, String, u64)>,
+    /// The host's core-to-core round trip ([`crate::cores`]), measured every
+    /// [`TRIP_EVERY`] samples.
+    pub trip: Option<Duration>,
 }
+
+/// Samples between two core-to-core measurements (each costs the host about a millisecond).
+const TRIP_EVERY: usize = 4;
 
 /// How busy one thread was over a span: 1.0 is one host CPU all the time.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,10 +68,16 @@ pub(crate) fn spawn_sampler(
     thread::spawn(move || {
         let mut samples = Vec::new();
         while !stop.load(Ordering::Relaxed) {
+            let trip = samples
+                .len()
+                .is_multiple_of(TRIP_EVERY)
+                .then(crate::cores::host_round_trip)
+                .flatten();
             match sample(pid) {
                 Some(threads) => samples.push(Sample {
                     at: started.elapsed(),
                     threads,
+                    trip,
                 }),
                 None => break,
             }
@@ -139,6 +151,17 @@ pub fn load(samples: &[Sample], from: Duration, to: Duration) -> Vec<ThreadLoad>
     loads
 }
 
+/// The median core-to-core round trip measured between `from` and `to`.
+pub fn trip(samples: &[Sample], from: Duration, to: Duration) -> Option<Duration> {
+    let mut trips: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .filter_map(|s| s.trip)
+        .collect();
+    trips.sort();
+    trips.get(trips.len().wrapping_sub(1) / 2).copied()
+}
+
 /// "I/O 100%, CPU 1/TCG 98%": a load list in one line.
 pub fn describe(loads: &[ThreadLoad]) -> String {
     if loads.is_empty() {
@@ -162,6 +185,7 @@ mod tests {
                 .iter()
                 .map(|&(t, n, c)| (t, n.to_string(), c))
                 .collect(),
+            trip: Some(Duration::from_nanos(at_ms)),
         }
     }
 
@@ -203,6 +227,17 @@ mod tests {
             Duration::from_millis(900)
         )
         .is_empty());
+    }
+
+    #[test]
+    fn the_trip_is_the_median_of_those_measured_in_the_span() {
+        let mut samples: Vec<Sample> = [100, 200, 300, 400].map(|t| s(t, &[])).into();
+        samples[2].trip = None;
+        let span = |a, b| trip(&samples, Duration::from_millis(a), Duration::from_millis(b));
+        // Trips of 100, 200 and 400 ns (the sample at 300 ms measured none).
+        assert_eq!(span(0, 1000), Some(Duration::from_nanos(200)));
+        assert_eq!(span(150, 450), Some(Duration::from_nanos(200)));
+        assert_eq!(span(250, 350), None);
     }
 
     #[test]
