@@ -89,6 +89,9 @@ pub trait Nic {
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize;
     /// Queues frames from the front of `pkts` for sending and removes those it took;
     /// returns how many. Frames it could not take (ring full) stay in `pkts`, in order.
+    /// Sent frames go back to the pool in batches, not one by one as the device finishes
+    /// them: the e1000 32 at a time, virtio-net once the queue runs short of room; all of
+    /// them by the end of [`flush`](Nic::flush).
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize;
     /// Waits (bounded) until the device has sent every queued frame; true if it has.
     fn flush(&mut self) -> bool;
@@ -102,8 +105,10 @@ pub trait Nic {
     /// come back in `done`, exactly as they were handed in (frame, length, payload), instead
     /// of going back to the pool. A sender that re-sends similar frames then rewrites only
     /// what changes per frame, and no buffer goes through the pool. The device only reads
-    /// transmit buffers, so their contents are what was sent. A driver without it returns
-    /// nothing in `done`, which is always correct.
+    /// transmit buffers, so their contents are what was sent. They come back in the
+    /// batches [`tx_batch`](Nic::tx_batch) describes, so a caller keeps sending new frames
+    /// until some return. A driver without it returns nothing in `done`, which is always
+    /// correct.
     fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
         let _ = done;
         self.tx_batch(pkts)

@@ -338,10 +338,11 @@ fn print_threads(run: &GuestRun) {
     }
 }
 
-/// Names, per NIC, two runs set by QEMU's I/O thread whose host core round trips differ
-/// by [`FAR_APART`] or more: frames cross between the vCPU and the I/O thread, so their
-/// ratio compares two states of the host as much as two tools. (The e1000 model runs on
-/// the vCPU, which the round trip hardly touches.)
+/// Names, per NIC, two runs whose host core round trips differ by [`FAR_APART`] or more,
+/// among the runs where QEMU's I/O thread did a real share of the work ([`IO_SHARE`]):
+/// their frames cross between the vCPU and the I/O thread, so a ratio between them
+/// compares two states of the host as much as two tools. (The e1000 model runs on the
+/// vCPU, which the round trip hardly touches.)
 fn print_host_states(run: &GuestRun) {
     for (label, _) in NICS {
         let trips: Vec<(&str, u128)> = ["kernel", "testpmd", "zcnic", "ceiling"]
@@ -409,6 +410,7 @@ pub fn guest() -> Result<(), String> {
         }
     }
     script += &forwarding(dpdk.is_some());
+    zcnic_qemu::threads::measure_trips(true);
     let spec = GuestSpec {
         nics: vec![
             Nic::new("e1000", 0, false),

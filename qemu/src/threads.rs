@@ -43,11 +43,20 @@ pub struct Sample {
     /// main loop) and CPU ticks.
     pub threads: Vec<(u32, String, u64)>,
     /// The host's core-to-core round trip ([`crate::cores`]), measured every
-    /// [`TRIP_EVERY`] samples.
+    /// [`TRIP_EVERY`] samples once [`measure_trips`] turned it on.
     pub trip: Option<Duration>,
 }
 
-/// Samples between two core-to-core measurements (each costs the host about a millisecond).
+static TRIPS: AtomicBool = AtomicBool::new(false);
+
+/// Turns the core-to-core measurement in the samples on or off for the runs that follow
+/// (off by default: only the bench wants it, and it costs each run's QEMU threads a
+/// fraction of a millisecond of both host CPUs a second).
+pub fn measure_trips(on: bool) {
+    TRIPS.store(on, Ordering::Relaxed);
+}
+
+/// Samples between two core-to-core measurements.
 const TRIP_EVERY: usize = 4;
 
 /// How busy one thread was over a span: 1.0 is one host CPU all the time.
@@ -68,9 +77,7 @@ pub(crate) fn spawn_sampler(
     thread::spawn(move || {
         let mut samples = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let trip = samples
-                .len()
-                .is_multiple_of(TRIP_EVERY)
+            let trip = (TRIPS.load(Ordering::Relaxed) && samples.len().is_multiple_of(TRIP_EVERY))
                 .then(crate::cores::host_round_trip)
                 .flatten();
             match sample(pid) {

@@ -647,35 +647,73 @@ fn queue_more_than_half_full_takes_nothing_until_a_chunk_completes() {
 }
 
 /// Completed frames stay in the queue while it has room for a chunk (each look at the
-/// used ring costs the device a cache line), come back all at once when room is short,
-/// and none is lost.
-fn reclaimed_when_short<Q: QueueKind>() {
+/// used ring costs the device a cache line), come back all at once when room is short
+/// (to the pool, or with `tx_batch_recycle` to the caller, unchanged), and none is lost.
+fn reclaimed_when_short<Q: QueueKind>(recycle: bool) {
     let dev = FakeVirtio::start(behaviour::<Q>());
     let mut nic = open::<Q>(&dev);
-    let free = |nic: &VirtioNet<Q>| nic.pool().free_count();
-    burst(&mut nic, 0..20);
+    let mut done = Vec::new();
+    let send = |nic: &mut VirtioNet<Q>, done: &mut Vec<Packet>, seqs: Range<u32>| {
+        let mut batch: Vec<Packet> = seqs.clone().map(|s| packet(nic, s, len_of)).collect();
+        let sent = if recycle {
+            nic.tx_batch_recycle(&mut batch, done)
+        } else {
+            nic.tx_batch(&mut batch)
+        };
+        assert_eq!(sent, seqs.len(), "burst {seqs:?}");
+    };
+    // Buffers back with the pool or the caller.
+    let back = |nic: &VirtioNet<Q>, done: &Vec<Packet>| nic.pool().free_count() + done.len();
+    send(&mut nic, &mut done, 0..20);
     wait("the first burst to be sent", || dev.sent_count() == 20);
-    let before = free(&nic);
-    burst(&mut nic, 20..30);
-    assert_eq!(free(&nic), before - 10, "44 free of 64: the 20 sent stay");
-    burst(&mut nic, 30..50);
-    wait("the queue to drain", || dev.sent_count() == 50);
-    assert_eq!(free(&nic), before - 30, "34 free: still a chunk of room");
-    burst(&mut nic, 50..54);
+    let before = back(&nic, &done);
+    send(&mut nic, &mut done, 20..30);
     assert_eq!(
-        free(&nic),
-        before + 20 - 4,
-        "14 free: all 50 sent come back, 4 new are out"
+        back(&nic, &done),
+        before - 10,
+        "44 of 64 were free: the 20 sent stay"
     );
+    send(&mut nic, &mut done, 30..50);
+    wait("the queue to drain", || dev.sent_count() == 50);
+    assert_eq!(
+        back(&nic, &done),
+        before - 30,
+        "34 were free: still a chunk"
+    );
+    send(&mut nic, &mut done, 50..54);
+    assert_eq!(
+        back(&nic, &done),
+        before + 20 - 4,
+        "14 were free: all 50 sent come back, 4 new are out"
+    );
+    if recycle {
+        assert_eq!(done.len(), 50, "all to the caller");
+        for (p, seq) in done.iter().zip(0..) {
+            assert!(
+                p.data() == frame(seq, len_of(seq)),
+                "frame {seq} as handed in"
+            );
+        }
+    }
+    drop(done);
     assert!(nic.flush());
     assert_sent(&dev, 0..54, len_of);
     assert_clean(&dev);
+    let pool = nic.pool().clone();
+    drop(nic);
+    assert_eq!(
+        pool.free_count(),
+        pool.capacity(),
+        "every buffer back once closed"
+    );
 }
 
 #[test]
 fn completions_are_collected_when_the_queue_is_short_of_room() {
-    reclaimed_when_short::<Split>();
-    reclaimed_when_short::<Packed>();
+    for recycle in [false, true] {
+        reclaimed_when_short::<Split>(recycle);
+        reclaimed_when_short::<Packed>(recycle);
+    }
 }
 
 #[test]

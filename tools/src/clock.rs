@@ -198,8 +198,9 @@ mod tests {
         let a = c.now_ns();
         let b = c.spin_until(a + 2_000_000);
         assert!(b >= a + 2_000_000);
+        // The TSC's rate is measured over 1 ms at start: allow it to be well off.
         assert!(
-            started.elapsed() >= Duration::from_micros(1900),
+            started.elapsed() >= Duration::from_millis(1),
             "{:?}",
             started.elapsed()
         );

@@ -73,9 +73,10 @@ pub fn run(
     args: &Args,
 ) -> Result<Vec<(usize, usize, DirStats)>, ToolError> {
     let burst = args.burst.clamp(1, 512);
-    // Spares kept per direction: two bursts, and at least two of the e1000's cleanup
-    // batches (it hands sent packets back 32 at a time), so small bursts recycle too.
-    let spare_cap = (2 * burst).max(64);
+    // Spares kept per direction: two bursts, and at least what one hand-back can hold
+    // (the e1000 hands sent packets back 32 at a time, virtio-net up to its whole queue of
+    // 256 once it runs short of room), so small bursts recycle too.
+    let spare_cap = (2 * burst).max(256);
     let mut dirs: Vec<Direction> = match ports.len() {
         1 => vec![(0, 0)],
         _ => vec![(0, 1), (1, 0)],

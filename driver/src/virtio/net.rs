@@ -4,8 +4,8 @@
 //! The `virtio_net_hdr` (12 bytes with VERSION_1, 10 for legacy) lives in the packet's
 //! headroom, so each frame is a single descriptor and nothing is copied. Receive buffers
 //! are refilled in a batch after each burst; completed transmit buffers are reclaimed in a
-//! batch before each burst; the device is notified only when it asks (EVENT_IDX or its
-//! NO_NOTIFY flag).
+//! batch when the transmit queue runs short of room, and by `flush`; the device is notified
+//! only when it asks (EVENT_IDX or its NO_NOTIFY flag).
 
 use super::queue::QueueKind;
 use super::transport::{status, Transport};
@@ -266,8 +266,8 @@ impl<Q: QueueKind> VirtioNet<Q> {
         }
     }
 
-    /// Sends what fits of `pkts` after reclaiming completed frames (into `done` with
-    /// `KEEP`, else to the pool).
+    /// Sends what fits of `pkts`; when the queue is short of room, first reclaims completed
+    /// frames (into `done` with `KEEP`, else to the pool).
     fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
         // Frames go in by the chunk: with room for fewer than a chunk, the queue is busy
         // (more than half of it in flight) and the caller waits until a chunk completes.
