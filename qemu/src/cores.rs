@@ -138,8 +138,14 @@ mod tests {
         let before = affinity().expect("sched_getaffinity works");
         match before.as_slice() {
             [a, b, ..] => {
-                // A preempted side gives None rather than a wrong figure: allow a retry.
-                let t = (0..3).find_map(|_| round_trip(*a, *b));
+                // A preempted side gives None rather than a wrong figure; other tests
+                // running meanwhile preempt often on a 2-CPU machine: retry for a while.
+                let t = (0..200).find_map(|_| {
+                    round_trip(*a, *b).or_else(|| {
+                        std::thread::sleep(Duration::from_millis(5));
+                        None
+                    })
+                });
                 let t = t.expect("two CPUs answer each other within 2 ms");
                 assert!(t > Duration::ZERO && t < PATIENCE, "{t:?}");
             }
