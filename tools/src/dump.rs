@@ -109,9 +109,10 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         } else {
             64 // filtered frames do not count, so never stop short
         };
-        if nic.rx_batch(&mut batch, max) == 0 {
-            std::hint::spin_loop();
-        } else {
+        // An empty poll just polls again: no PAUSE (`spin_loop`), which under QEMU's TCG
+        // leaves the vCPU's translated code and takes QEMU's global lock, the lock the
+        // sending NIC's model needs (see `LoopClock::spin_until`).
+        if nic.rx_batch(&mut batch, max) != 0 {
             let ts = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
