@@ -319,14 +319,9 @@ fn print_threads(run: &GuestRun) {
     }
     // A rate set by QEMU's I/O thread says nothing about the driver that fed it.
     for (label, _) in NICS {
-        let io = |tool: &str| {
-            load(&format!("{tool} {label}"))
-                .and_then(|l| l.into_iter().find(|t| t.name == "I/O"))
-                .map_or(0.0, |t| t.busy)
-        };
         let bound: Vec<&str> = ["testpmd", "zcnic", "ceiling"]
             .into_iter()
-            .filter(|t| io(t) >= IO_BOUND)
+            .filter(|t| io_busy(run, &format!("{t} {label}")).unwrap_or(0.0) >= IO_BOUND)
             .collect();
         if !bound.is_empty() {
             println!(
@@ -348,13 +343,10 @@ fn print_host_states(run: &GuestRun) {
         let trips: Vec<(&str, u128)> = ["kernel", "testpmd", "zcnic", "ceiling"]
             .into_iter()
             .filter_map(|t| {
-                let (begin, end) = (format!("begin {t} {label}"), format!("end {t} {label}"));
-                let io = run
-                    .load(&begin, &end)?
-                    .into_iter()
-                    .find(|l| l.name == "I/O")?;
-                (io.busy >= IO_SHARE).then_some(())?;
-                Some((t, run.trip(&begin, &end)?.as_nanos()))
+                let phase = format!("{t} {label}");
+                (io_busy(run, &phase)? >= IO_SHARE).then_some(())?;
+                let trip = run.trip(&format!("begin {phase}"), &format!("end {phase}"))?;
+                Some((t, trip.as_nanos()))
             })
             .collect();
         let (Some(near), Some(far)) = (
@@ -370,6 +362,14 @@ fn print_host_states(run: &GuestRun) {
             );
         }
     }
+}
+
+/// How busy QEMU's I/O thread was in `phase` (`"zcnic virtio"`), if it was sampled.
+fn io_busy(run: &GuestRun, phase: &str) -> Option<f64> {
+    run.load(&format!("begin {phase}"), &format!("end {phase}"))?
+        .into_iter()
+        .find(|t| t.name == "I/O")
+        .map(|t| t.busy)
 }
 
 /// Round trips this many times apart mean the host's CPUs moved between runs.

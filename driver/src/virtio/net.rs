@@ -230,6 +230,17 @@ impl<Q: QueueKind> VirtioNet<Q> {
         usize::from(self.tx.free()) >= chunk
     }
 
+    /// [`tx_room_for_a_chunk`](Self::tx_room_for_a_chunk), collecting completed frames
+    /// first (into `keep` with `KEEP`, else to the pool) only when the room is short.
+    #[inline(always)]
+    fn make_tx_room<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) -> bool {
+        if self.tx_room_for_a_chunk() {
+            return true;
+        }
+        self.reclaim_tx::<KEEP>(keep);
+        self.tx_room_for_a_chunk()
+    }
+
     /// Frees transmit buffers the device is done with, in one pool operation; with `KEEP`
     /// they go into `keep` instead, without their virtio header (`Nic::tx_batch_recycle`).
     fn reclaim_tx<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
@@ -277,11 +288,8 @@ impl<Q: QueueKind> VirtioNet<Q> {
         // ring pulls the cache lines QEMU's I/O thread is writing over to this CPU, which
         // costs the device most when the host's cores are far apart
         // (docs/performance.md, "virtio's slow mode").
-        if !self.tx_room_for_a_chunk() {
-            self.reclaim_tx::<KEEP>(done);
-            if !self.tx_room_for_a_chunk() {
-                return 0;
-            }
+        if !self.make_tx_room::<KEEP>(done) {
+            return 0;
         }
         let free = usize::from(self.tx.free());
         // A frame with an attached payload is a chain of two descriptors.
@@ -434,11 +442,8 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         }
         // Every chain is the same one buffer: reclaiming frees nothing, adding writes one
         // descriptor and one avail entry, and nothing is allocated or built per frame.
-        if !self.tx_room_for_a_chunk() {
-            self.reclaim_tx::<false>(&mut Vec::new());
-            if !self.tx_room_for_a_chunk() {
-                return Some(0);
-            }
+        if !self.make_tx_room::<false>(&mut Vec::new()) {
+            return Some(0);
         }
         let buf = self.ceiling.as_ref().map(|p| Buf {
             addr: p.iova(),
