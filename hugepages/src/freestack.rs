@@ -1,45 +1,50 @@
 //! The pool's free list: a lock-free stack of buffer indices.
+//!
+//! The head is one 128-bit word: a 64-bit tag bumped by every change, the free count, and
+//! the top index + 1, updated by one 128-bit compare-and-swap (cmpxchg16b on x86_64, as
+//! DPDK's lock-free stack does). The tag is what defeats ABA: a thread that read a head,
+//! was stalled, and then tries its CAS fails if anything changed meanwhile, even if the
+//! same index is on top again. A 22-bit tag (this stack's first form) repeats after 2^22
+//! changes, which a thread preempted for a few milliseconds under churn can live through;
+//! 2^64 changes take centuries at any rate a CPU can CAS, so this tag cannot wrap.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use portable_atomic::AtomicU128;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bits of the stack head for the top index + 1, and for the free count.
-const FIELD_BITS: u32 = 21;
-const FIELD: u64 = (1 << FIELD_BITS) - 1;
-/// Most buffers one pool holds: what the head's 21-bit fields count (about 4.5 GB).
-pub const MAX_BUFFERS: usize = FIELD as usize - 1;
+/// Most buffers one pool holds (the links are `u32` index + 1; also about 8.8 TB).
+pub const MAX_BUFFERS: usize = u32::MAX as usize - 1;
 
-/// The stack head: a 22-bit tag bumped by every change, the free count, and the top
-/// index + 1 (0 = empty), in one word that one CAS updates.
+/// The stack head: tag (bits 64..128), free count (32..64), top index + 1 (0..32; 0 =
+/// empty).
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Head(u64);
+struct Head(u128);
 
 impl Head {
     #[inline(always)]
     fn top(self) -> u32 {
-        (self.0 & FIELD) as u32
+        self.0 as u32
     }
 
     #[inline(always)]
     fn len(self) -> u32 {
-        ((self.0 >> FIELD_BITS) & FIELD) as u32
+        (self.0 >> 32) as u32
     }
 
-    /// The next head: tag + 1 (wrapping), the given top and length.
+    /// The next head: tag + 1 (wrapping, after 2^64 changes), the given top and length.
     #[inline(always)]
     fn then(self, top: u32, len: u32) -> Self {
-        let tag = (self.0 >> (2 * FIELD_BITS)).wrapping_add(1);
-        Self((tag << (2 * FIELD_BITS)) | (u64::from(len) << FIELD_BITS) | u64::from(top))
+        let tag = ((self.0 >> 64) as u64).wrapping_add(1);
+        Self(u128::from(tag) << 64 | u128::from(len) << 32 | u128::from(top))
     }
 }
 
-/// A lock-free stack of buffer indices (a Treiber stack). The head packs a tag, bumped by
-/// every change, with the free count and the top index + 1, so a thread that read a head
-/// which then changed under it — even back to the same top (ABA) — fails its CAS and
-/// retries. Every link is an atomic, so a stale read is a wasted try, never undefined
-/// behaviour. Pushes take a whole chain at once: one CAS for a burst of freed buffers.
+/// A lock-free stack of buffer indices (a Treiber stack) with a 128-bit tagged head (see
+/// the module docs). Every link is an atomic, so a stale read is a wasted try, never
+/// undefined behaviour. Pushes take a whole chain at once: one CAS for a burst of freed
+/// buffers.
 #[derive(Debug)]
 pub struct FreeStack {
-    head: AtomicU64,
+    head: AtomicU128,
     next: Box<[AtomicU32]>,
 }
 
@@ -51,7 +56,7 @@ impl FreeStack {
             .map(|i| AtomicU32::new(if i + 1 < n { i + 2 } else { 0 }))
             .collect();
         Self {
-            head: AtomicU64::new(Head(0).then(u32::from(n > 0), n).0),
+            head: AtomicU128::new(Head(0).then(u32::from(n > 0), n).0),
             next,
         }
     }
@@ -144,5 +149,39 @@ impl FreeStack {
     /// True when no entry is on the stack.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ABA case the tag exists for, replayed by hand: a popper reads the head, then
+    /// (while it is stalled) the top is popped, popped past and pushed back, so the same
+    /// index is on top again with a different link below it. Its CAS must fail.
+    #[test]
+    fn a_stale_head_with_the_same_top_fails_its_cas() {
+        let s = FreeStack::full(4);
+        let stale = Head(s.head.load(Ordering::Acquire));
+        let mut two = [0; 2];
+        assert_eq!(s.pop_batch(&mut two), (2, 4), "0 and 1 taken");
+        s.push(0); // 0 is on top again, now linked to 2, not 1
+        assert_eq!(Head(s.head.load(Ordering::Acquire)).top(), stale.top());
+        let would = stale.then(2, 3); // what the stalled popper computed: 1 on top
+        assert!(s
+            .head
+            .compare_exchange(stale.0, would.0, Ordering::Acquire, Ordering::Acquire)
+            .is_err());
+    }
+
+    /// The tag has 64 bits: it does not come back to 0 after 2^22 changes, the point where
+    /// the old 22-bit tag wrapped, and the fields survive its own wrap after 2^64.
+    #[test]
+    fn the_tag_does_not_wrap_at_22_bits() {
+        let tag = |h: Head| (h.0 >> 64) as u64;
+        let at_old_limit = Head(u128::from((1u64 << 22) - 1) << 64).then(1, 4);
+        assert_eq!(tag(at_old_limit), 1 << 22);
+        let near_end = Head(u128::from(u64::MAX) << 64).then(5, 6);
+        assert_eq!((tag(near_end), near_end.top(), near_end.len()), (0, 5, 6));
     }
 }

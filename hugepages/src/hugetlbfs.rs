@@ -2,7 +2,7 @@
 //! their addresses for as long as the mapping lives.
 
 use crate::region::Backing;
-use crate::{DmaAllocator, DmaError, DmaRegion, IovaMapper};
+use crate::{Access, DmaAllocator, DmaError, DmaRegion, IovaMapper};
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -187,12 +187,12 @@ impl DmaAllocator for HugepageAllocator {
             })?;
         let ptr =
             NonNull::new(map.as_mut_ptr()).ok_or_else(|| DmaError::Invalid("null map".into()))?;
-        let iovas = self.mapper.map(ptr.as_ptr(), size)?;
+        let iovas = self.mapper.map(ptr.as_ptr(), size, Access::ReadWrite)?;
         Ok(DmaRegion::new(
             ptr,
             size,
             iovas,
-            Some(self.mapper.clone()),
+            self.mapper.clone(),
             Backing::Map(map),
         ))
     }

@@ -4,7 +4,7 @@
 //! - [`DmaAllocator`]: where regions come from — [`HugepageAllocator`] (hugetlbfs 2 MiB pages,
 //!   mapped for the device through an [`IovaMapper`] such as a VFIO container) or [`FakeDma`]
 //!   (heap memory with IOVA = virtual address, for host tests).
-//! - [`DmaRing`]: a descriptor ring in a region, accessed only through volatile copies.
+//! - [`DmaRing`]: a ring of 16-byte descriptors in a region, accessed only as atomic words.
 //! - [`Mempool`] and [`Packet`]: fixed-size packet buffers; dropping a `Packet` returns its
 //!   buffer to the pool.
 //!
@@ -19,20 +19,26 @@
 //! assert_eq!(pool.free_count(), 64);
 //! ```
 
+mod fake;
 mod freestack;
 mod hugetlbfs;
 mod pagemap;
 mod pool;
 mod region;
+mod ring;
 mod user;
 
+pub use fake::FakeDma;
 pub use freestack::{FreeStack, MAX_BUFFERS};
 pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
 };
 pub use pagemap::physical_address;
 pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
-pub use region::{DmaAllocator, DmaRegion, DmaRing, FakeDma, IovaMapper, Iovas, Words};
+pub use region::{
+    new_space_id, Access, AddressSpace, DmaAllocator, DmaRegion, Domain, IovaMapper, Iovas,
+};
+pub use ring::{DmaRing, Words};
 pub use user::{Segment, UserRegion};
 
 use std::path::PathBuf;

@@ -46,6 +46,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reads /proc/self/pagemap: a system interface Miri isolates"
+    )]
     fn translates_a_resident_page_when_root() {
         let buf = vec![1u8; 8192];
         match physical_address(buf.as_ptr()) {

@@ -23,7 +23,7 @@
 //! ```
 
 use crate::region::Backing;
-use crate::{DmaError, DmaRegion, IovaMapper};
+use crate::{Access, DmaError, DmaRegion, IovaMapper};
 use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
@@ -53,8 +53,9 @@ impl UserRegion {
         if len == 0 {
             return Err(DmaError::Invalid("an empty region".into()));
         }
-        let layout = Layout::from_size_align(len.next_multiple_of(PAGE), PAGE)
-            .map_err(|e| DmaError::Invalid(format!("{len} bytes: {e}")))?;
+        let too_big = || DmaError::Invalid(format!("a region of {len} bytes is too large"));
+        let size = len.checked_next_multiple_of(PAGE).ok_or_else(too_big)?;
+        let layout = Layout::from_size_align(size, PAGE).map_err(|_| too_big())?;
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or_else(|| {
             DmaError::Map {
@@ -79,15 +80,17 @@ impl UserRegion {
     /// mapping a partial page would let the device reach the neighbouring heap.
     pub fn register(mem: Box<[u8]>, mapper: Arc<dyn IovaMapper>) -> Result<Self, DmaError> {
         let len = mem.len();
-        let mut mem = mem;
-        let ptr = NonNull::new(mem.as_mut_ptr())
-            .ok_or_else(|| DmaError::Invalid("a null region".into()))?;
-        if len == 0 || !(ptr.as_ptr() as usize).is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+        let at = mem.as_ptr() as usize;
+        if len == 0 || !at.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
             return Err(DmaError::Invalid(format!(
-                "memory to register must be page-aligned whole pages ({len} bytes at {ptr:p}): allocate it with UserRegion::new"
+                "memory to register must be page-aligned whole pages ({len} bytes at {at:#x}): allocate it with UserRegion::new"
             )));
         }
-        Self::map(ptr, len, len, mapper, Backing::User(mem))
+        // The region owns the memory from here as a raw pointer (rebuilt into the Box only
+        // to free it): moving the Box itself would invalidate pointers taken from it.
+        // SAFETY: `Box::into_raw` never returns null.
+        let raw = unsafe { NonNull::new_unchecked(Box::into_raw(mem)) };
+        Self::map(raw.cast(), len, len, mapper, Backing::User(raw))
     }
 
     fn map(
@@ -97,17 +100,22 @@ impl UserRegion {
         mapper: Arc<dyn IovaMapper>,
         backing: Backing,
     ) -> Result<Self, DmaError> {
-        let iovas = match mapper.map(ptr.as_ptr(), mapped) {
+        // The device only reads application memory: map it so (an IOMMU then faults a
+        // device write instead of letting it through).
+        let iovas = match mapper.map(ptr.as_ptr(), mapped, Access::DeviceReads) {
             Ok(i) => i,
             Err(e) => {
-                if let Backing::Heap(layout) = backing {
+                match backing {
                     // SAFETY: allocated by `new` with this layout, never handed out.
-                    unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+                    Backing::Heap(layout) => unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) },
+                    // SAFETY: from `Box::leak` in `register`, rebuilt once.
+                    Backing::User(raw) => drop(unsafe { Box::from_raw(raw.as_ptr()) }),
+                    Backing::Map(map) => drop(map),
                 }
                 return Err(e);
             }
         };
-        let region = DmaRegion::new(ptr, mapped, iovas, Some(mapper), backing);
+        let region = DmaRegion::new(ptr, mapped, iovas, mapper, backing);
         if !region.is_contiguous(0, len) {
             return Err(DmaError::Invalid(
                 "application memory needs one contiguous IOVA range (use VFIO, not no-IOMMU mode)"
@@ -166,10 +174,11 @@ impl fmt::Debug for Segment {
 }
 
 impl Segment {
-    /// Bytes `off..off + len` of `region` (non-empty, inside, below 64 KiB).
+    /// Bytes `off..off + len` of `region` (non-empty, inside, below 64 KiB, starting in
+    /// its first 4 GiB).
     pub fn new(region: &Arc<UserRegion>, off: usize, len: usize) -> Result<Self, DmaError> {
         let end = off.saturating_add(len);
-        if len == 0 || len > u16::MAX as usize || end > region.len() {
+        if len == 0 || len > u16::MAX as usize || end > region.len() || off > u32::MAX as usize {
             return Err(DmaError::Invalid(format!(
                 "segment {off}+{len} of a {}-byte region: must be non-empty, inside, and at most 65535 bytes",
                 region.len()
@@ -201,7 +210,14 @@ impl Segment {
 
     /// The bytes.
     pub fn data(&self) -> &[u8] {
-        &self.region.data()[self.off as usize..(self.off + self.len) as usize]
+        let off = self.off as usize;
+        &self.region.data()[off..off + self.len as usize]
+    }
+
+    /// Whether a device reading addresses in `space` reaches these bytes.
+    #[inline(always)]
+    pub fn reachable_in(&self, space: crate::AddressSpace) -> bool {
+        self.region.region.domain().reachable_in(space)
     }
 }
 
@@ -223,19 +239,39 @@ mod tests {
         let s = Segment::new(&r, 100, 200).unwrap();
         assert_eq!(s.iova(), r.region.iova() + 100);
         assert_eq!(s.data(), &[1u8; 200][..]);
-        let mut iova_probe = [0u8; 1];
-        assert!(
-            dma.device_read(s.iova(), &mut iova_probe),
-            "mapped for the device"
-        );
+        let mut probe = [0u8; 1];
+        // SAFETY: reads only, of memory nothing writes meanwhile; the fake checks the range.
+        unsafe {
+            assert!(
+                dma.device_read(s.iova(), &mut probe),
+                "mapped for the device"
+            );
+            assert!(
+                !dma.device_write(s.iova(), &[9]),
+                "mapped read-only: the device only reads application memory"
+            );
+        }
         assert!(UserRegion::data_mut(&mut r).is_none());
         drop(s);
         UserRegion::data_mut(&mut r).unwrap().fill(2);
         let iova = r.region.iova();
         drop(r);
-        assert!(
-            !dma.device_read(iova, &mut iova_probe),
-            "unmapped with the region"
-        );
+        // SAFETY: as above.
+        let still = unsafe { dma.device_read(iova, &mut probe) };
+        assert!(!still, "unmapped with the region");
+    }
+
+    /// Regression: `len.next_multiple_of(4096)` wrapped in release builds, so a region of
+    /// nearly 2^64 bytes came back `Ok` with a slice over all of memory.
+    #[test]
+    fn a_region_too_large_to_round_up_is_refused() {
+        let e = UserRegion::new(usize::MAX - 100, FakeDma::new().mapper()).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn segment_offsets_past_4_gib_are_refused_not_truncated() {
+        let r = Arc::new(UserRegion::new(PAGE, FakeDma::new().mapper()).unwrap());
+        assert!(Segment::new(&r, (1 << 32) + 1, 1).is_err());
     }
 }

@@ -190,6 +190,11 @@ impl<M: QueueMemory> PackedQueue<M> {
         &self.mem
     }
 
+    /// The queue's memory, exclusively (the driver leaks it when a device did not stop).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
     /// Next position the driver will fill and its wrap counter: the `next_off`/`next_wrap`
     /// of a VIRTIO_F_NOTIFICATION_DATA notification (§2.7.16).
     pub fn next_avail(&self) -> (u16, bool) {

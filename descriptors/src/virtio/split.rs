@@ -251,6 +251,11 @@ impl<M: QueueMemory> SplitQueue<M> {
         &self.mem
     }
 
+    /// The queue's memory, exclusively (the driver leaks it when a device did not stop).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
     fn slot(&self, idx: u16) -> u16 {
         idx & (self.layout.size() - 1)
     }
