@@ -199,6 +199,29 @@ pub(crate) fn take_spares(
     ours
 }
 
+/// `pkt` as a frame the port of `pool` can send: itself when its buffer (and attached
+/// payload) are reachable in the addresses the port's device reads, else a copy into one
+/// buffer of `pool`. A packet from a port in another address space (an IOMMU port's buffer
+/// handed to a no-IOMMU port, say) holds an address that means nothing, or something else,
+/// to this device. `None` when the copy does not fit a buffer or the pool is dry.
+#[cold]
+#[inline(never)]
+pub(crate) fn into_space(pkt: Packet, pool: &Arc<Mempool>) -> Option<Packet> {
+    let space = pool.space();
+    let payload_ok = pkt.payload().is_none_or(|s| s.reachable_in(space));
+    if pkt.reachable_in(space) && payload_ok {
+        return Some(pkt);
+    }
+    let mut copy = pool.alloc()?;
+    copy.set_len(pkt.total_len()).ok()?;
+    let (head, rest) = copy.data_mut().split_at_mut(pkt.len());
+    head.copy_from_slice(pkt.data());
+    if let Some(seg) = pkt.payload() {
+        rest.copy_from_slice(seg.data());
+    }
+    Some(copy)
+}
+
 /// Formats a MAC address as `52:54:00:12:34:56`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

@@ -61,12 +61,17 @@ pub trait PciDevice: Debug {
         self.config_write(off, &val.to_le_bytes())
     }
 
-    /// Turns DMA (bus mastering) and memory decoding on or off; INTx stays masked since
-    /// zcnic polls.
+    /// Whether bus mastering is on, as the command register reads now.
+    fn bus_master(&self) -> Result<bool, Error> {
+        Ok(self.config_read16(CONFIG_COMMAND)? & COMMAND_BUS_MASTER != 0)
+    }
+
+    /// Turns DMA (bus mastering) on or off, with memory decoding on so the registers can
+    /// be reached either way; INTx stays masked since zcnic polls.
     fn set_bus_master(&self, on: bool) -> Result<(), Error> {
-        let mut cmd = self.config_read16(CONFIG_COMMAND)? | COMMAND_INTX_DISABLE;
+        let mut cmd = self.config_read16(CONFIG_COMMAND)? | COMMAND_INTX_DISABLE | COMMAND_MEMORY;
         if on {
-            cmd |= COMMAND_BUS_MASTER | COMMAND_MEMORY;
+            cmd |= COMMAND_BUS_MASTER;
         } else {
             cmd &= !COMMAND_BUS_MASTER;
         }

@@ -37,6 +37,12 @@ pub struct FakeE1000 {
     pub faults: Arc<AtomicU64>,
     /// While set, the device leaves the transmit ring alone (a stalled NIC).
     pub tx_paused: Arc<AtomicBool>,
+    /// While set, the device moves TDH over the descriptors it is given (it fetched them,
+    /// as silicon does ahead of the data) but neither reads their data nor writes DD; once
+    /// cleared it does both. The SDM's TDH tracks descriptor fetch, not completion.
+    pub tx_fetch_only: Arc<AtomicBool>,
+    /// While set, a reset never completes (a device that will not stop).
+    pub resets_stuck: Arc<AtomicBool>,
     sent_count: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
@@ -75,6 +81,10 @@ struct Device {
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
     faults: Arc<AtomicU64>,
     tx_paused: Arc<AtomicBool>,
+    tx_fetch_only: Arc<AtomicBool>,
+    resets_stuck: Arc<AtomicBool>,
+    /// First descriptor fetched (TDH moved past it) but not yet processed.
+    fetched: Option<u32>,
     sent_count: Arc<AtomicU64>,
     pending: Option<Inject>,
     /// Bytes of a frame whose EOP descriptor has not come yet.
@@ -103,6 +113,8 @@ impl FakeE1000 {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(AtomicU64::new(0));
         let tx_paused = Arc::new(AtomicBool::new(false));
+        let tx_fetch_only = Arc::new(AtomicBool::new(false));
+        let resets_stuck = Arc::new(AtomicBool::new(false));
         let sent_count = Arc::new(AtomicU64::new(0));
         let mut dev = Device {
             bar: bar.clone(),
@@ -110,6 +122,9 @@ impl FakeE1000 {
             sent: sent.clone(),
             faults: faults.clone(),
             tx_paused: tx_paused.clone(),
+            tx_fetch_only: tx_fetch_only.clone(),
+            resets_stuck: resets_stuck.clone(),
+            fetched: None,
             sent_count: sent_count.clone(),
             pending: None,
             partial: Vec::new(),
@@ -130,6 +145,8 @@ impl FakeE1000 {
             sent,
             faults,
             tx_paused,
+            tx_fetch_only,
+            resets_stuck,
             sent_count,
             inject: tx,
             stop,
@@ -152,8 +169,8 @@ impl FakeE1000 {
         let mut cmd = [0u8; 1];
         while slots > 0 && head != tail {
             let at = base + u64::from(head) * 16;
-            if self.dma.device_read(at + 11, &mut cmd) && cmd[0] & 0x08 != 0 {
-                self.dma.device_write(at + 12, &[0x01]);
+            if device_read(&self.dma, at + 11, &mut cmd) && cmd[0] & 0x08 != 0 {
+                device_write(&self.dma, at + 12, &[0x01]);
             }
             head = (head + 1) % slots;
         }
@@ -170,8 +187,8 @@ impl FakeE1000 {
         let mut done = 0;
         while slots > 0 && head != tail && done < n {
             let at = base + u64::from(head) * 16;
-            self.dma.device_write(at + 8, &len.to_le_bytes());
-            self.dma.device_write(at + 12, &[0x03, 0]);
+            device_write(&self.dma, at + 8, &len.to_le_bytes());
+            device_write(&self.dma, at + 12, &[0x03, 0]);
             head = (head + 1) % slots;
             done += 1;
         }
@@ -194,6 +211,20 @@ impl Drop for FakeE1000 {
     }
 }
 
+/// [`FakeDma::device_read`] for this fake, which reaches only its rings and the buffers
+/// the driver handed over in descriptors, as a NIC does.
+fn device_read(dma: &FakeDma, iova: u64, buf: &mut [u8]) -> bool {
+    // SAFETY: as just said; the driver accesses the rings only atomically and holds no
+    // reference to a buffer it handed over.
+    unsafe { dma.device_read(iova, buf) }
+}
+
+/// [`FakeDma::device_write`], under the same rule as [`device_read`].
+fn device_write(dma: &FakeDma, iova: u64, data: &[u8]) -> bool {
+    // SAFETY: as in `device_read`.
+    unsafe { dma.device_write(iova, data) }
+}
+
 fn ring_base(bar: &FakeBar, lo: u32, hi: u32) -> u64 {
     u64::from(bar.read32(hi)) << 32 | u64::from(bar.read32(lo))
 }
@@ -202,14 +233,17 @@ impl Device {
     /// One pass over the device's duties; true if it did anything.
     fn step(&mut self) -> bool {
         let ctrl = self.bar.read32(regs::CTRL);
-        if ctrl & Ctrl::RST.bits() != 0 && self.behaviour.reset_completes {
+        if ctrl & Ctrl::RST.bits() != 0
+            && self.behaviour.reset_completes
+            && !self.resets_stuck.load(Ordering::Acquire)
+        {
             self.bar.write32(regs::CTRL, ctrl & !Ctrl::RST.bits());
         }
         self.transmit() | self.receive()
     }
 
     fn read(&self, iova: u64, buf: &mut [u8]) -> bool {
-        let ok = self.dma.device_read(iova, buf);
+        let ok = device_read(&self.dma, iova, buf);
         if !ok {
             self.faults.fetch_add(1, Ordering::Relaxed);
         }
@@ -217,7 +251,7 @@ impl Device {
     }
 
     fn write(&self, iova: u64, data: &[u8]) {
-        if !self.dma.device_write(iova, data) {
+        if !device_write(&self.dma, iova, data) {
             self.faults.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -232,7 +266,20 @@ impl Device {
         }
         let slots = b.read32(regs::TDLEN) / 16;
         let base = ring_base(b, regs::TDBAL, regs::TDBAH);
-        let (mut head, tail) = (b.read32(regs::TDH), b.read32(regs::TDT));
+        let (mut head, mut tail) = (b.read32(regs::TDH), b.read32(regs::TDT));
+        if self.tx_fetch_only.load(Ordering::Acquire) {
+            if head != tail {
+                self.fetched.get_or_insert(head);
+                b.write32(regs::TDH, tail);
+                return true;
+            }
+            return false;
+        }
+        let replay = self.fetched.take();
+        if let Some(from) = replay {
+            // Process what was fetched earlier, up to where the head already is.
+            (head, tail) = (from, head);
+        }
         if slots == 0 || head == tail {
             return false;
         }
@@ -267,7 +314,9 @@ impl Device {
                 self.write(at + 12, &[0x01]);
             }
             head = (head + 1) % slots;
-            self.bar.write32(regs::TDH, head);
+            if replay.is_none() {
+                self.bar.write32(regs::TDH, head);
+            }
         }
         self.partial = frame_buf;
         true

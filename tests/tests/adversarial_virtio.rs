@@ -341,18 +341,17 @@ impl DevQueue {
 
     fn r16(&self, iova: u64) -> u16 {
         let mut b = [0u8; 2];
-        assert!(
-            self.dma.device_read(iova, &mut b),
-            "queue memory at {iova:#x}"
-        );
+        // SAFETY: queue memory, which the driver accesses atomically.
+        let ok = unsafe { self.dma.device_read(iova, &mut b) };
+        assert!(ok, "queue memory at {iova:#x}");
         u16::from_le_bytes(b)
     }
 
     fn w(&self, iova: u64, data: &[u8]) {
-        assert!(
-            self.dma.device_write(iova, data),
-            "queue memory at {iova:#x}"
-        );
+        // SAFETY: queue memory, and buffers the driver made available, never one the
+        // application holds.
+        let ok = unsafe { self.dma.device_write(iova, data) };
+        assert!(ok, "queue memory at {iova:#x}");
     }
 
     fn size(&self) -> u16 {

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::e1000::{Config, E1000};
-use zcnic::{Error, FakeBar, Nic, Packet, PciAddr, UserRegion};
+use zcnic::{Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, UserRegion};
 use zcnic_tests::chains;
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject, MAC};
 
@@ -165,8 +165,8 @@ fn rx_refills_across_four_rings() {
     let stats = nic.stats();
     assert_eq!(stats.rx_packets, n as u64);
     assert_eq!(stats.rx_errors, 0);
-    // The ring keeps one buffer per slot; everything handed out came back.
-    assert_eq!(pool.free_count(), pool.capacity() - 512);
+    // The ring keeps one buffer per slot and its spare; everything handed out came back.
+    assert_eq!(pool.free_count(), pool.capacity() - 512 - 1);
 }
 
 /// Frames read and handed back become the next refills: once they circulate the pool
@@ -188,20 +188,28 @@ fn rx_recycle_receives_into_the_buffers_handed_back() {
             dev.inject(Inject::Frame(frame(seq, 60 + seq as usize % 900)));
             seq += 1;
         }
+        // With a burst's worth of spares at hand, the pool gives nothing. (How many spares
+        // circulate depends on how fast the device thread fills bursts, so the pool's
+        // count is compared across calls that had enough, not from a fixed frame on.)
+        let (free, enough) = (pool.free_count(), spare.len() >= 32);
         nic.rx_batch_recycle(&mut got, 32, &mut spare);
+        if enough {
+            assert_eq!(pool.free_count(), free, "a buffer from the pool");
+            conserved = Some(conserved.unwrap_or(0) + 1);
+        }
         for mut p in got.drain(..) {
             assert_eq!(p.data(), &frame(next, 60 + next as usize % 900)[..]);
             next += 1;
             p.trim_front(10).unwrap();
             spare.push(p);
         }
-        if next >= 64 {
-            let now = pool.free_count();
-            assert_eq!(*conserved.get_or_insert(now), now, "a buffer from the pool");
-        }
         assert!(spare.len() <= 64, "{} spares left untaken", spare.len());
     }
     assert_eq!(nic.stats().rx_packets, total as u64);
+    assert!(
+        conserved.is_some(),
+        "no call had a burst of spares to check"
+    );
 
     let other = zcnic::Mempool::new(&zcnic::FakeDma::new(), 4).unwrap();
     spare.push(other.alloc().unwrap());
@@ -214,7 +222,11 @@ fn rx_recycle_receives_into_the_buffers_handed_back() {
     assert_eq!(spare.len(), before, "nothing taken past the foreign packet");
     assert!(spare.last().unwrap().is_from(&other));
     drop((got, spare));
-    assert_eq!(pool.free_count(), pool.capacity() - 512);
+    assert_eq!(
+        pool.free_count(),
+        pool.capacity() - 512 - 1,
+        "the ring and its spare"
+    );
     assert_eq!((nic.stats().rx_errors, other.free_count()), (0, 4));
 }
 
@@ -320,8 +332,8 @@ fn ceiling_mode_reposts_one_frame() {
     assert_eq!(nic.stats().tx_packets, posted as u64);
     assert_eq!(
         pool.free_count(),
-        pool.capacity() - 512 - 1,
-        "rx ring + the one frame"
+        pool.capacity() - 512 - 1 - 1,
+        "rx ring, its spare, and the one frame"
     );
 
     let mut b = vec![pool.alloc_copy(&frame(8, 60)).unwrap()];
@@ -329,4 +341,118 @@ fn ceiling_mode_reposts_one_frame() {
     assert!(nic.flush());
     wait("the normal frame", || dev.sent_count() > posted);
     assert_eq!(dev.sent.lock().unwrap()[posted], frame(8, 60));
+}
+
+/// Regression: `flush` released transmit buffers once TDH reached TDT, without DD. The SDM's
+/// TDH tracks descriptor fetch: silicon may read the data after, so buffers (and
+/// application segments) went back while the NIC could still read them.
+#[test]
+fn regression_flush_waits_for_dd_not_for_the_head() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let before = pool.free_count();
+    dev.tx_fetch_only.store(true, Ordering::Release);
+    let mut batch: Vec<Packet> = (0..40)
+        .map(|i| pool.alloc_copy(&frame(i, 100)).unwrap())
+        .collect();
+    assert_eq!(nic.tx_batch(&mut batch), 40);
+    wait("the device to fetch every descriptor", || {
+        use zcnic::{e1000::regs, Bar};
+        dev.bar.read32(regs::TDH) == dev.bar.read32(regs::TDT)
+    });
+    assert!(!nic.flush(), "TDH = TDT without DD is not done");
+    assert_eq!(
+        pool.free_count(),
+        before - 40,
+        "no buffer released before DD"
+    );
+    dev.tx_fetch_only.store(false, Ordering::Release);
+    wait("the device to send them", || dev.sent_count() == 40);
+    assert!(nic.flush());
+    assert_eq!(pool.free_count(), before, "all released after DD");
+    let sent = dev.sent.lock().unwrap().clone();
+    for (i, f) in sent.iter().enumerate() {
+        assert_eq!(f, &frame(i as u32, 100), "frame {i}");
+    }
+}
+
+/// Regression: ceiling mode re-posted its descriptors as they were, so after a `tx_batch`
+/// in between they pointed at that batch's buffers, since freed and reused.
+#[test]
+fn regression_ceiling_after_tx_batch_sends_its_frame_not_stale_buffers() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let f = frame(0xCE11, 60);
+    let mut posted = 0;
+    while posted < 600 {
+        posted += nic.repost(&f, 64).unwrap();
+    }
+    let mut batch: Vec<Packet> = (0..100)
+        .map(|i| pool.alloc_copy(&frame(i, 90)).unwrap())
+        .collect();
+    while !batch.is_empty() {
+        nic.tx_batch(&mut batch);
+    }
+    let mut again = 0;
+    while again < 1200 {
+        again += nic.repost(&f, 64).unwrap();
+    }
+    assert!(nic.flush());
+    let total = posted + 100 + again;
+    wait("every frame on the wire", || dev.sent_count() >= total);
+    let sent = dev.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), total);
+    for (i, s) in sent[posted..posted + 100].iter().enumerate() {
+        assert_eq!(s, &frame(i as u32, 90), "batch frame {i}");
+    }
+    let stale = sent[posted + 100..].iter().filter(|s| **s != f).count();
+    assert_eq!(
+        stale, 0,
+        "re-posted descriptors that did not send the frame"
+    );
+}
+
+/// Regression: a packet from a pool in another address space (another port's IOMMU, or
+/// physical addresses) went into a descriptor by its own IOVA, which means nothing, or
+/// other memory, to this device. It is copied into this port's pool instead.
+#[test]
+fn regression_a_packet_of_another_address_space_is_copied_not_sent_by_address() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let elsewhere = Mempool::new(&FakeDma::new(), 8).unwrap();
+    let mut batch = vec![elsewhere.alloc_copy(&frame(7, 80)).unwrap()];
+    assert_eq!(nic.tx_batch(&mut batch), 1);
+    wait("the frame", || dev.sent_count() == 1);
+    assert_eq!(dev.sent.lock().unwrap()[0], frame(7, 80));
+    assert_eq!(
+        dev.faults.load(Ordering::Relaxed),
+        0,
+        "no foreign address used"
+    );
+    assert_eq!(
+        elsewhere.free_count(),
+        8,
+        "the original went back to its pool"
+    );
+    assert_eq!(nic.stats().tx_packets, 1);
+}
+
+/// A port whose device does not stop (its reset never completes, and there is no bus
+/// master to turn off) leaks its memory instead of freeing it under the device; one that
+/// stops frees it.
+#[test]
+fn a_device_that_does_not_stop_keeps_its_memory() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let nic = open(&dev);
+    let freed = Arc::downgrade(nic.pool());
+    drop(nic);
+    assert!(freed.upgrade().is_none(), "stopped: the pool is freed");
+
+    let nic = open(&dev);
+    let kept = Arc::downgrade(nic.pool());
+    dev.resets_stuck.store(true, Ordering::Release);
+    drop(nic);
+    assert!(kept.upgrade().is_some(), "not stopped: the pool is leaked");
 }

@@ -1,6 +1,7 @@
 //! e1000 control path: reset, MAC address, link, ring setup (8254x SDM §14, "General
 //! Initialization and Reset Operation").
 
+use super::counters::Counters;
 use super::regs::{self, Ctrl, Rctl, Status, Tctl};
 use super::rxtx::{RxQueue, TxQueue};
 use super::E1000;
@@ -36,6 +37,8 @@ impl<B: Bar> E1000<B> {
             bar.write32(regs::MTA + 4 * i, 0);
         }
 
+        // Nothing is handed to the device before RCTL.EN and TDT below: on an error here
+        // the memory is freed with the device reset and idle.
         let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
         let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
         let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
@@ -46,10 +49,10 @@ impl<B: Bar> E1000<B> {
             mac,
             rx,
             tx,
+            space: pool.space(),
             pool,
             sw: Stats::default(),
-            hw_total: [0; regs::STATS.len()],
-            hw_last: [0; regs::STATS.len()],
+            hw: Counters::new(),
             promisc: cfg.promisc,
             ceiling: None,
             device: None,
@@ -57,8 +60,8 @@ impl<B: Bar> E1000<B> {
         nic.start_rx();
         nic.start_tx();
         // Counters of an earlier user of the device are not ours: read (and so clear) them.
-        nic.read_hw_counters();
-        nic.hw_total = [0; regs::STATS.len()];
+        nic.hw.read(&nic.bar);
+        nic.hw.zero();
         if !wait_until(cfg.link_timeout, || nic.link().up) {
             log::warn!(
                 "{addr}: link still down after {} ms; frames wait until it comes up",
@@ -102,17 +105,24 @@ impl<B: Bar> E1000<B> {
         r
     }
 
-    /// Stops receive and transmit DMA and resets the device; used on drop.
-    pub(crate) fn quiesce(&mut self) {
+    /// Stops receive and transmit DMA and resets the device; used on drop. True when the
+    /// reset is confirmed (CTRL.RST cleared), so the device no longer owns any memory.
+    pub(crate) fn quiesce(&mut self) -> bool {
         self.bar.write32(regs::RCTL, 0);
         self.bar.write32(regs::TCTL, 0);
         self.bar.write32(regs::IMC, u32::MAX);
-        let _ = reset(&self.bar, &self.addr, Duration::from_millis(100));
+        match reset(&self.bar, &self.addr, Duration::from_millis(100)) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("{e}");
+                false
+            }
+        }
     }
 }
 
 /// Global reset with interrupts masked (8254x SDM §14.3, ixy's `reset_and_init`).
-fn reset(bar: &impl Bar, addr: &PciAddr, timeout: Duration) -> Result<(), Error> {
+pub(crate) fn reset(bar: &impl Bar, addr: &PciAddr, timeout: Duration) -> Result<(), Error> {
     bar.write32(regs::IMC, u32::MAX);
     // Stop DMA of whoever had the device before (a killed zcnic leaves rings enabled).
     bar.write32(regs::RCTL, 0);

@@ -5,6 +5,7 @@
 //! - `init.rs`: reset, MAC, link and ring setup (control path)
 //! - `rxtx.rs`: `rx_batch` / `tx_batch` (datapath)
 
+mod counters;
 mod init;
 pub mod regs;
 mod rxtx;
@@ -17,10 +18,10 @@ use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::platform::{self, IovaMode, PciDevice};
 use crate::Error;
-use regs::StatKind;
+use counters::Counters;
 use std::sync::Arc;
 use std::time::Duration;
-use zcnic_hugepages::{Mempool, Packet};
+use zcnic_hugepages::{AddressSpace, Mempool, Packet};
 
 /// One e1000 port. Generic over its register access so tests can play the device on a
 /// [`crate::FakeBar`].
@@ -31,9 +32,10 @@ pub struct E1000<B: Bar> {
     rx: rxtx::RxQueue,
     tx: rxtx::TxQueue,
     pool: Arc<Mempool>,
+    /// The addresses the device reads (the pool's): what `tx` checks packets against.
+    space: AddressSpace,
     sw: Stats,
-    hw_total: [u64; regs::STATS.len()],
-    hw_last: [u32; regs::STATS.len()],
+    hw: Counters,
     promisc: bool,
     /// The one frame every transmit descriptor points at in ceiling mode.
     ceiling: Option<Packet>,
@@ -56,7 +58,10 @@ impl E1000<MmioBar> {
         Self::with_device(crate::platform::open_device(addr)?, cfg)
     }
 
-    /// Brings up the e1000 on an opened PCI function.
+    /// Brings up the e1000 on an opened PCI function. The device is stopped and reset
+    /// before bus mastering goes on: after an unclean exit of its last user, a NIC whose
+    /// rings are still enabled would otherwise resume DMA into memory that is no longer
+    /// that user's.
     pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
         let addr = dev.addr();
         if !dev.reset() {
@@ -64,38 +69,15 @@ impl E1000<MmioBar> {
                 "{addr}: no function reset from the platform; using the e1000 global reset"
             );
         }
-        dev.set_bus_master(true)?;
+        dev.set_bus_master(false)?;
         let bar = dev.map_bar(0)?;
+        init::reset(&bar, &addr, cfg.reset_timeout)?;
+        dev.set_bus_master(true)?;
         // The e1000 always goes through the IOMMU when there is one.
         let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
         let mut nic = Self::new(bar, dma.as_ref(), addr, cfg)?;
         nic.device = Some(dev);
         Ok(nic)
-    }
-}
-
-impl<B: Bar> E1000<B> {
-    /// Reads the statistics registers and adds them to the totals since open.
-    fn read_hw_counters(&mut self) {
-        for (i, (_, off, kind)) in regs::STATS.iter().enumerate() {
-            let delta = match kind {
-                StatKind::Clear32 => u64::from(self.bar.read32(*off)),
-                StatKind::Clear64 => {
-                    let lo = self.bar.read32(*off);
-                    let hi = self.bar.read32(off + 4);
-                    u64::from(lo) | u64::from(hi) << 32
-                }
-                StatKind::Running32 => {
-                    let now = self.bar.read32(*off);
-                    let last = std::mem::replace(&mut self.hw_last[i], now);
-                    // A value below the last one means the register was cleared (silicon
-                    // clears on read): count it whole.
-                    u64::from(if now >= last { now - last } else { now })
-                }
-            };
-            // A lying device must not make the total wrap (or panic in debug builds).
-            self.hw_total[i] = self.hw_total[i].saturating_add(delta);
-        }
     }
 }
 
@@ -140,6 +122,16 @@ impl<B: Bar> Nic for E1000<B> {
             let Some(pkt) = crate::nic::ceiling_frame(self, frame) else {
                 return Some(0);
             };
+            self.ceiling = Some(pkt);
+        }
+        if !self.tx.ceiling_posted {
+            // First time, or `tx_batch` wrote other frames' descriptors since: once those
+            // are done, point every descriptor at the frame again (re-posting one would
+            // send whatever its stale address now holds).
+            if !self.flush() {
+                return Some(0);
+            }
+            let pkt = self.ceiling.take()?;
             self.tx.point_all_at(&pkt);
             self.ceiling = Some(pkt);
         }
@@ -148,22 +140,20 @@ impl<B: Bar> Nic for E1000<B> {
         Some(n)
     }
 
+    /// Waits for DD on the last descriptor queued (every burst asks for it), never for
+    /// TDH alone: TDH tracks descriptor fetch, and the NIC may read the data after.
     fn flush(&mut self) -> bool {
-        let idle = crate::wait_until(Duration::from_millis(500), || self.tx_idle());
-        if idle {
-            self.reclaim_idle_tx();
+        let done = crate::wait_until(Duration::from_millis(500), || self.tx.all_done());
+        if done {
+            self.reclaim_done_tx();
         }
-        idle
+        done
     }
 
     fn stats(&mut self) -> Stats {
-        self.read_hw_counters();
+        self.hw.read(&self.bar);
         let mut s = self.sw.clone();
-        s.hw = regs::STATS
-            .iter()
-            .zip(self.hw_total)
-            .map(|((name, _, _), v)| (*name, v))
-            .collect();
+        s.hw = self.hw.named();
         s
     }
 
@@ -185,16 +175,127 @@ impl<B: Bar> Nic for E1000<B> {
 
 impl<B: Bar> Drop for E1000<B> {
     /// Sends what is queued, then stops DMA and turns bus mastering off before the rings
-    /// and buffers are unmapped and freed (the fields drop after this runs).
+    /// and buffers are unmapped and freed (the fields drop after this runs). When neither
+    /// the reset nor bus mastering off can be confirmed, the device may still write the
+    /// rings and buffers: they are leaked on purpose, never freed under it.
     fn drop(&mut self) {
         if !self.flush() {
             log::warn!("{}: transmit ring did not drain before close", self.addr);
         }
-        self.quiesce();
-        if let Some(dev) = &self.device {
-            if let Err(e) = dev.set_bus_master(false) {
-                log::warn!("{e}");
-            }
+        let reset = self.quiesce();
+        let master_off = match &self.device {
+            Some(dev) => dev
+                .set_bus_master(false)
+                .and_then(|()| dev.bus_master())
+                .map(|on| !on)
+                .unwrap_or_else(|e| {
+                    log::warn!("{e}");
+                    false
+                }),
+            None => false,
+        };
+        if !reset && !master_off {
+            log::error!(
+                "{}: the device did not stop; leaking its rings and buffers so it cannot write freed memory",
+                self.addr
+            );
+            self.leak_dma();
         }
+    }
+}
+
+impl<B: Bar> E1000<B> {
+    /// Keeps every piece of memory the device could reach for the rest of the process.
+    fn leak_dma(&mut self) {
+        self.rx.ring.leak();
+        self.tx.ring.leak();
+        self.pool.leak();
+        // Transmit packets may hold application segments the device may still read.
+        std::mem::forget(std::mem::take(&mut self.tx.bufs));
+        std::mem::forget(self.ceiling.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::{COMMAND_BUS_MASTER, CONFIG_COMMAND};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use zcnic_hugepages::{DmaAllocator, FakeDma};
+
+    /// A PCI function whose BAR is plain memory (so a reset never completes) and whose
+    /// command register remembers every value written.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        commands: Rc<RefCell<Vec<u16>>>,
+    }
+
+    impl PciDevice for Recorder {
+        fn addr(&self) -> PciAddr {
+            "0000:00:02.0".parse().unwrap()
+        }
+        fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), Error> {
+            let last = self.commands.borrow().last().copied().unwrap_or(0);
+            buf.fill(0);
+            if off == CONFIG_COMMAND && buf.len() == 2 {
+                buf.copy_from_slice(&last.to_le_bytes());
+            }
+            Ok(())
+        }
+        fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), Error> {
+            if off == CONFIG_COMMAND && buf.len() == 2 {
+                self.commands
+                    .borrow_mut()
+                    .push(u16::from_le_bytes([buf[0], buf[1]]));
+            }
+            Ok(())
+        }
+        fn map_bar(&self, _index: u32) -> Result<MmioBar, Error> {
+            let map = memmap2::MmapOptions::new()
+                .len(0x20000)
+                .map_anon()
+                .map_err(|e| Error::Io(e.to_string()))?;
+            // SAFETY: a private anonymous read-write mapping, whole: every byte accessible
+            // for its life, and accessing it touches nothing else.
+            let bar = unsafe { MmioBar::new(memmap2::MmapRaw::from(map)) };
+            bar.ok_or_else(|| Error::Io("null".into()))
+        }
+        fn dma_allocator(&self, _mode: IovaMode) -> Result<Box<dyn DmaAllocator>, Error> {
+            Ok(Box::new(FakeDma::new()))
+        }
+        fn bar_read(&self, _: u32, _: u64, _: &mut [u8]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn bar_write(&self, _: u32, _: u64, _: &[u8]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn reset(&self) -> bool {
+            false
+        }
+    }
+
+    /// Regression: bus mastering went on before the device was reset, so a NIC left
+    /// running by an unclean exit resumed DMA into memory no longer its user's. Here the
+    /// reset never completes: opening fails, and bus mastering was never on meanwhile.
+    #[test]
+    fn bus_mastering_waits_for_the_reset() {
+        let dev = Recorder::default();
+        let commands = dev.commands.clone();
+        let cfg = Config {
+            reset_timeout: Duration::from_millis(5),
+            ..Config::default()
+        };
+        let err = E1000::with_device(Box::new(dev), &cfg).unwrap_err();
+        assert!(err.to_string().contains("CTRL.RST"), "{err}");
+        let written = commands.borrow();
+        assert!(
+            !written.is_empty(),
+            "memory decoding was turned on to reach the BAR"
+        );
+        assert!(
+            written.iter().all(|c| c & COMMAND_BUS_MASTER == 0),
+            "bus mastering turned on before the reset completed: {written:x?}"
+        );
     }
 }

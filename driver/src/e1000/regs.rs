@@ -51,7 +51,7 @@ pub const RAH0: u32 = 0x5404;
 pub const RAH_AV: u32 = 1 << 31;
 
 /// Statistics registers (8254x SDM §13.7). The SDM has them all clear on read; QEMU's
-/// model clears only some (see [`STATS`]).
+/// model clears only some (see [`StatKind::ClearOrRunning32`]).
 pub mod stat {
     /// CRCERRS — CRC Error Count (§13.7.1).
     pub const CRCERRS: u32 = 0x4000;
@@ -80,9 +80,11 @@ pub enum StatKind {
     Clear32,
     /// 64-bit pair, low then high; reading high clears both.
     Clear64,
-    /// 32-bit that QEMU's model never clears (its readops use a plain read for
-    /// CRCERRS..MPC and RNBC): zcnic counts the increase since the previous read.
-    Running32,
+    /// 32-bit, clear on read per the SDM (§13.7: "all statistics registers ... are
+    /// cleared on read"), but never cleared by QEMU's model, whose readops use a plain read
+    /// for CRCERRS..MPC and RNBC. The driver learns which one it has from the registers
+    /// themselves (`e1000::Counters`) and counts correctly on both.
+    ClearOrRunning32,
 }
 
 /// The counters `Nic::stats` reports, by datasheet name.
@@ -93,9 +95,9 @@ pub const STATS: [(&str, u32, StatKind); 9] = [
     ("GOTC", stat::GOTCL, StatKind::Clear64),
     ("TPR", stat::TPR, StatKind::Clear32),
     ("TPT", stat::TPT, StatKind::Clear32),
-    ("MPC", stat::MPC, StatKind::Running32),
-    ("RNBC", stat::RNBC, StatKind::Running32),
-    ("CRCERRS", stat::CRCERRS, StatKind::Running32),
+    ("MPC", stat::MPC, StatKind::ClearOrRunning32),
+    ("RNBC", stat::RNBC, StatKind::ClearOrRunning32),
+    ("CRCERRS", stat::CRCERRS, StatKind::ClearOrRunning32),
 ];
 
 bitflags! {

@@ -6,7 +6,9 @@
 //!   buffer but is not handed over (the SDM's "RDH == RDT means no descriptors" rule).
 //! - TX: `produced` is the tail (TDT); `cleaned` trails it by the frames not yet reclaimed.
 //!   RS is set on one descriptor per [`TX_CLEAN_BATCH`], so the device writes back status
-//!   once per batch and cleanup checks one descriptor per batch.
+//!   once per batch and cleanup checks one descriptor per batch; and on the last
+//!   descriptor of every burst, so `flush` has a DD to wait for. Buffers are released only
+//!   on DD: TDH tracks descriptor fetch, and the SDM lets the NIC read the data later.
 //!
 //! One doorbell (tail write) per burst, no register read, no allocation, no system call.
 
@@ -32,9 +34,12 @@ fn report(slot: usize) -> bool {
 }
 
 pub(crate) struct RxQueue {
-    pub(crate) ring: DmaRing<RxDesc>,
+    pub(crate) ring: DmaRing,
     idx: RingIndex,
-    bufs: Vec<Option<Packet>>,
+    pub(crate) bufs: Vec<Option<Packet>>,
+    /// A buffer that is never handed out: a slot left without one (a driver fault) points
+    /// here rather than at address 0, and what lands in it is dropped.
+    sink: Packet,
     /// Fresh buffers for one burst's refill, taken from the pool in one operation.
     fresh: Vec<Packet>,
     consumed: u32,
@@ -42,11 +47,13 @@ pub(crate) struct RxQueue {
 }
 
 pub(crate) struct TxQueue {
-    pub(crate) ring: DmaRing<TxDesc>,
+    pub(crate) ring: DmaRing,
     idx: RingIndex,
-    bufs: Vec<Option<Packet>>,
+    pub(crate) bufs: Vec<Option<Packet>>,
     produced: u32,
     cleaned: u32,
+    /// Every descriptor points at ceiling mode's frame; `tx` writing any clears it.
+    pub(crate) ceiling_posted: bool,
 }
 
 impl RxQueue {
@@ -75,10 +82,17 @@ impl RxQueue {
             ring.write_words(slot, RxDesc::ready(pkt.iova()).to_words());
             bufs.push(Some(pkt));
         }
+        let sink = pool.alloc().ok_or_else(|| {
+            DmaError::Invalid(format!(
+                "pool of {} buffers has none left over for the receive ring's spare",
+                pool.capacity()
+            ))
+        })?;
         Ok(Self {
             ring,
             idx,
             bufs,
+            sink,
             fresh: Vec::with_capacity(idx.size() as usize),
             consumed: 0,
             produced: idx.size() - 1,
@@ -112,6 +126,7 @@ impl TxQueue {
             bufs,
             produced: 0,
             cleaned: 0,
+            ceiling_posted: false,
         })
     }
 
@@ -162,6 +177,24 @@ impl TxQueue {
                 TxDesc::frame(pkt.iova(), pkt.len() as u16, report(slot)),
             );
         }
+        self.ceiling_posted = true;
+    }
+
+    /// Asks for a status write-back on the burst's last descriptor (counter `at - 1`),
+    /// rewriting it whole so no DD of an earlier use is left in it.
+    #[inline(always)]
+    fn report_last(&self, at: u32) {
+        let slot = self.idx.slot(at.wrapping_sub(1));
+        self.set(slot, self.desc(slot).reporting());
+    }
+
+    /// Whether the device is done with every queued frame: DD on the last descriptor
+    /// queued, which asked for it (`report_last`), and the device completes in order.
+    pub(crate) fn all_done(&self) -> bool {
+        self.produced == self.cleaned
+            || self
+                .desc(self.idx.slot(self.produced.wrapping_sub(1)))
+                .done()
     }
 
     /// Sets RS on the descriptors among counters `from..to` that end a cleanup batch (the
@@ -193,25 +226,45 @@ fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
     }
 }
 
-/// Queues a frame with an attached payload at counter `at`: the header from the pool
-/// buffer, the payload from application memory, as a chain of two descriptors with EOP on
-/// the second, which also holds the packet (8254x SDM §3.3.3: a frame may span several
-/// data descriptors). Returns the frame's length, or `None` (the frame is dropped) when a
-/// part is empty or too long.
+/// Queues a frame the fast path did not take, at counter `at`: one with an attached
+/// payload, sent as the header from the pool buffer and the payload from application
+/// memory, a chain of two descriptors with EOP on the second, which also holds the packet
+/// (8254x SDM §3.3.3: a frame may span several data descriptors); or one from another
+/// address space, copied into a buffer of `pool` first (`nic::into_space`). Returns the
+/// frame's length and the descriptors used, or `None` (the frame is dropped) when a part
+/// is empty or too long, or it cannot be copied.
 #[inline(never)]
-fn chain(ring: Words<'_>, bufs: &mut [Option<Packet>], at: u32, pkt: Packet) -> Option<usize> {
-    let (len, seg) = (pkt.len(), pkt.payload()?);
-    let total = len + seg.len();
-    if len == 0 || len > DATA_ROOM || total > MAX_FRAME {
+fn chain(
+    ring: Words<'_>,
+    bufs: &mut [Option<Packet>],
+    at: u32,
+    pkt: Packet,
+    pool: &Arc<Mempool>,
+) -> Option<(usize, u32)> {
+    let pkt = crate::nic::into_space(pkt, pool)?;
+    let len = pkt.len();
+    if len == 0 || len > DATA_ROOM {
         return None;
     }
     let slot = ring.slot(at);
+    let Some(seg) = pkt.payload() else {
+        ring.write(
+            slot,
+            TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
+        );
+        park(bufs, slot, pkt);
+        return Some((len, 1));
+    };
+    let total = len + seg.len();
+    if total > MAX_FRAME {
+        return None;
+    }
     ring.write(slot, TxDesc::data(pkt.iova(), len as u16, false).to_words());
     let slot = ring.slot(at.wrapping_add(1));
     let last = TxDesc::frame(seg.iova(), seg.len() as u16, false);
     ring.write(slot, last.to_words());
     park(bufs, slot, pkt);
-    Some(total)
+    Some((total, 2))
 }
 
 /// Completed transmit packets: into `keep` with `KEEP`, else back to the pool.
@@ -228,14 +281,14 @@ fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Pac
 /// filling) back with the buffer it already holds: no frame comes out of it.
 #[cold]
 #[inline(never)]
-fn reject(addr: PciAddr, ring: Words<'_>, bufs: &[Option<Packet>], slot: usize) {
+fn reject(addr: PciAddr, ring: Words<'_>, bufs: &[Option<Packet>], slot: usize, sink: &Packet) {
     let desc = RxDesc::from_words(ring.read(slot));
     log::debug!(
         "{addr}: rx slot {slot}: {:?}",
         desc.frame_len(DATA_ROOM as u16)
     );
-    let addr = bufs[slot].as_ref().map_or(0, |p| p.iova());
-    ring.write(slot, RxDesc::ready(addr).to_words());
+    let buf = bufs[slot].as_ref().unwrap_or(sink);
+    ring.write(slot, RxDesc::ready(buf.iova()).to_words());
 }
 
 /// The receive loop's end moved one further for a descriptor that delivered nothing, but
@@ -323,7 +376,7 @@ impl<B: Bar> E1000<B> {
                 if !desc.done() {
                     break;
                 }
-                reject(self.addr, ring, bufs, slot);
+                reject(self.addr, ring, bufs, slot, &q.sink);
                 errors += 1;
                 // A bad descriptor delivers nothing, so it leaves room under `max` for one
                 // more (its refill is left over for that one, too).
@@ -370,7 +423,7 @@ impl<B: Bar> E1000<B> {
             let gap = q.idx.slot(q.produced);
             if q.desc(gap).done() {
                 errors += 1;
-                reject(self.addr, q.ring.words(), &q.bufs, gap);
+                reject(self.addr, q.ring.words(), &q.bufs, gap, &q.sink);
             }
             q.produced = q.produced.wrapping_add(taken);
             // Release: refilled descriptors must be visible before the tail moves.
@@ -401,12 +454,14 @@ impl<B: Bar> E1000<B> {
         // the loop keeps them in registers: nothing in it can make the compiler reload or
         // store them per frame. RS is set after the loop, on one descriptor per batch.
         let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
-        let ring = q.ring.words();
+        let (ring, space) = (q.ring.words(), self.space);
         let bufs = &mut q.bufs[..=ring.last()];
         for pkt in pkts.drain(..n) {
             let len = pkt.len();
-            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM {
-                // The common case: one buffer, 1..=DATA_ROOM bytes, one descriptor.
+            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space)
+            {
+                // The common case: one buffer of this port's address space, 1..=DATA_ROOM
+                // bytes, one descriptor.
                 let slot = ring.slot(at);
                 ring.write(
                     slot,
@@ -417,15 +472,19 @@ impl<B: Bar> E1000<B> {
                 bytes += len as u64;
                 continue;
             }
-            match chain(ring, bufs, at, pkt) {
-                Some(total) => {
-                    at = at.wrapping_add(2);
+            match chain(ring, bufs, at, pkt, &self.pool) {
+                Some((total, used)) => {
+                    at = at.wrapping_add(used);
                     bytes += total as u64;
                 }
                 None => errors += 1,
             }
         }
-        q.mark_reports(start, at);
+        if at != start {
+            q.mark_reports(start, at);
+            q.report_last(at);
+            q.ceiling_posted = false;
+        }
         q.produced = at;
         // Release: descriptors and frame data must be visible before the tail moves.
         fence(Ordering::Release);
@@ -450,26 +509,29 @@ impl<B: Bar> E1000<B> {
             }
         }
         q.produced = q.produced.wrapping_add(n);
+        if n > 0 {
+            q.report_last(q.produced);
+        }
+        // Release: the rewritten descriptors must be visible before the tail moves.
         fence(Ordering::Release);
         self.bar.write32(regs::TDT, q.tail());
         self.sw.tx_packets += u64::from(n);
         n as usize
     }
 
-    /// Once the device is idle (TDH == TDT: it has processed every descriptor, data
-    /// included, in QEMU's model and per the SDM's head semantics), releases every frame
-    /// still held, so buffers and application segments come back without waiting for the
-    /// next RS batch.
-    pub(crate) fn reclaim_idle_tx(&mut self) {
+    /// Once the device has completed every queued frame ([`TxQueue::all_done`]), releases
+    /// every frame still held, so buffers and application segments come back without
+    /// waiting for the next RS batch.
+    pub(crate) fn reclaim_done_tx(&mut self) {
         let q = &mut self.tx;
+        if !q.all_done() {
+            return;
+        }
+        // Acquire: the DD status is read before the buffers are reused.
+        fence(Ordering::Acquire);
         while q.cleaned != q.produced {
             q.bufs[q.idx.slot(q.cleaned)] = None;
             q.cleaned = q.cleaned.wrapping_add(1);
         }
-    }
-
-    /// Whether the device has fetched every queued descriptor (TDH caught up with TDT).
-    pub(crate) fn tx_idle(&self) -> bool {
-        self.bar.read32(regs::TDH) == self.tx.tail()
     }
 }

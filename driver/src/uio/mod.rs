@@ -229,7 +229,9 @@ impl PciDevice for UioDevice {
             .len(bar.len() as usize)
             .map_raw(&file)
             .map_err(|e| Error::os(&self.addr, what, e))?;
-        MmioBar::new(map)
+        // SAFETY: a read-write shared mapping of sysfs `resource<N>` for a memory BAR, of the
+        // BAR's length as sysfs lists it, so every byte is the device's register space.
+        unsafe { MmioBar::new(map) }
             .ok_or_else(|| Error::Io(format!("{}: BAR{index} mapped at null", self.addr)))
     }
 

@@ -3,13 +3,21 @@
 //!
 //! Only hugetlbfs memory is accepted. A hugepage is physically contiguous and 2 MiB
 //! aligned, so a buffer that does not cross a 2 MiB boundary is contiguous for the device
-//! too; and hugetlbfs pages are never swapped out or moved by reclaim, so the addresses
-//! stay valid while the mapping lives. Ordinary (or transparent-huge) pages have neither
-//! property: the kernel may move them while the device still writes to the old address.
-//! [`PhysicalMapper::map`] therefore refuses any region whose memory is not hugetlbfs.
+//! too; and hugetlbfs pages are never swapped out or moved by reclaim or compaction.
+//! Ordinary (or transparent-huge) pages are: the kernel may move them while the device
+//! still writes to the old address. [`PhysicalMapper::map`] therefore refuses any region
+//! whose memory is not hugetlbfs.
+//!
+//! Nothing *pins* the pages here: without an IOMMU driver userspace has no pin (VFIO's
+//! MAP_DMA is what pins in VFIO mode; `mlock` stops swapping, not migration). A hugetlbfs
+//! page can still be migrated by memory hot-unplug or an explicit `move_pages`/NUMA
+//! migration of this process, after which the device would write to the old frame. DPDK's
+//! uio mode rests on the same assumption. Prefer VFIO wherever there is an IOMMU.
 
 use std::ops::Range;
-use zcnic_hugepages::{physical_address, DmaError, IovaMapper, Iovas, HUGEPAGE};
+use zcnic_hugepages::{
+    physical_address, Access, AddressSpace, DmaError, Domain, IovaMapper, Iovas, HUGEPAGE,
+};
 
 const SMAPS: &str = "/proc/self/smaps";
 
@@ -19,7 +27,9 @@ const SMAPS: &str = "/proc/self/smaps";
 pub struct PhysicalMapper;
 
 impl IovaMapper for PhysicalMapper {
-    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
+    /// Without an IOMMU nothing can make memory read-only for the device: `_access` is
+    /// what the device is meant to do, not what it can.
+    fn map(&self, va: *mut u8, len: usize, _access: Access) -> Result<Iovas, DmaError> {
         let start = va as usize;
         let refuse = |why: String| {
             DmaError::Map {
@@ -59,6 +69,14 @@ impl IovaMapper for PhysicalMapper {
 
     /// Nothing was mapped. The driver has stopped the device's DMA before a region goes.
     fn unmap(&self, _iovas: &Iovas, _len: usize) {}
+
+    fn domain(&self) -> Domain {
+        Domain::physical(0)
+    }
+
+    fn space(&self) -> AddressSpace {
+        AddressSpace::Physical
+    }
 }
 
 /// One mapping of `/proc/self/smaps`: its address range and the page size backing it.
@@ -165,12 +183,14 @@ KernelPageSize:        4 kB
             .as_mut_ptr()
             .wrapping_add((HUGEPAGE - heap.as_ptr() as usize % HUGEPAGE) % HUGEPAGE);
         let e = PhysicalMapper
-            .map(aligned, HUGEPAGE)
+            .map(aligned, HUGEPAGE, Access::ReadWrite)
             .unwrap_err()
             .to_string();
         assert!(e.contains("not hugepage-backed"), "{e}");
         assert!(e.contains("hugetlbfs"), "says what to use: {e}");
-        let e = PhysicalMapper.map(heap.as_mut_ptr(), 4096).unwrap_err();
+        let e = PhysicalMapper
+            .map(heap.as_mut_ptr(), 4096, Access::ReadWrite)
+            .unwrap_err();
         assert!(e.to_string().contains("not whole 2 MiB pages"), "{e}");
     }
 

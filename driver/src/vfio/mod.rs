@@ -21,7 +21,8 @@ use vfio_bindings::bindings::vfio::{
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_TYPE1_IOMMU,
 };
 use zcnic_hugepages::{
-    DmaAllocator, DmaError, HugepageAllocator, IovaMapper, Iovas, UserRegion, HUGEPAGE,
+    new_space_id, Access, AddressSpace, DmaAllocator, DmaError, Domain, HugepageAllocator,
+    IovaMapper, Iovas, UserRegion, HUGEPAGE,
 };
 
 const CONTAINER: &str = "/dev/vfio/vfio";
@@ -37,8 +38,18 @@ const IOVA_BASE: u64 = 1 << 38;
 pub struct Container {
     fd: OwnedFd,
     iommu: u32,
-    iommu_set: Mutex<bool>,
+    attached: Mutex<Attached>,
     next_iova: AtomicU64,
+}
+
+/// The groups in a container and its IOMMU address space. When the last group leaves,
+/// the kernel drops the IOMMU model and every mapping with it: the next group needs
+/// VFIO_SET_IOMMU again, and starts a new address space (memory mapped before is no
+/// longer reachable through it, so its regions keep the old space's id).
+#[derive(Debug)]
+struct Attached {
+    groups: usize,
+    space: u32,
 }
 
 /// The process's container while any device holds it.
@@ -74,28 +85,55 @@ impl Container {
         let c = Arc::new(Self {
             fd: file.into(),
             iommu,
-            iommu_set: Mutex::new(false),
+            attached: Mutex::new(Attached {
+                groups: 0,
+                space: new_space_id(),
+            }),
             next_iova: AtomicU64::new(IOVA_BASE),
         });
         *shared = Arc::downgrade(&c);
         Ok(c)
     }
 
-    /// Puts `group` in this container; the IOMMU model is chosen once, after the first.
+    /// Puts `group` in this container; the IOMMU model is chosen with the first group
+    /// (again after the container was empty).
     fn attach(&self, group: &File, addr: &PciAddr) -> Result<(), Error> {
+        let mut at = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         sys::group_set_container(group.as_fd(), self.fd.as_fd())
             .map_err(|e| Error::os(addr, "VFIO_GROUP_SET_CONTAINER", e))?;
-        let mut set = self.iommu_set.lock().unwrap_or_else(|e| e.into_inner());
-        if !*set {
-            sys::set_iommu(self.fd.as_fd(), self.iommu)
-                .map_err(|e| Error::os(addr, "VFIO_SET_IOMMU", e))?;
-            *set = true;
+        if at.groups == 0 {
+            if let Err(e) = sys::set_iommu(self.fd.as_fd(), self.iommu) {
+                let _ = sys::group_unset_container(group.as_fd());
+                return Err(Error::os(addr, "VFIO_SET_IOMMU", e));
+            }
         }
+        at.groups += 1;
         Ok(())
     }
 
-    fn map_at(&self, va: *mut u8, iova: u64, len: usize) -> Result<(), DmaError> {
-        sys::map_dma(self.fd.as_fd(), va as u64, iova, len as u64).map_err(|e| DmaError::Map {
+    /// Takes `group` out of this container; the last one out ends the address space.
+    fn detach(&self, group: &File) {
+        let mut at = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = sys::group_unset_container(group.as_fd()) {
+            log::warn!("VFIO_GROUP_UNSET_CONTAINER: {e}");
+        }
+        at.groups = at.groups.saturating_sub(1);
+        if at.groups == 0 {
+            at.space = new_space_id();
+        }
+    }
+
+    fn space_id(&self) -> u32 {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .space
+    }
+
+    fn map_at(&self, va: *mut u8, iova: u64, len: usize, access: Access) -> Result<(), DmaError> {
+        let writable = access == Access::ReadWrite;
+        let mapped = sys::map_dma(self.fd.as_fd(), va as u64, iova, len as u64, writable);
+        mapped.map_err(|e| DmaError::Map {
             len,
             reason: match e.raw_os_error() {
                 Some(libc::ENOMEM) => format!(
@@ -125,15 +163,23 @@ impl Container {
 /// IOVAs zcnic chooses, contiguous per region (DPDK's `--iova-mode=va` idea, but from a
 /// counter: user virtual addresses can exceed the IOMMU's address width).
 impl IovaMapper for Container {
-    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
+    fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError> {
         let span = len.div_ceil(HUGEPAGE) as u64 * HUGEPAGE as u64;
         let iova = self.next_iova.fetch_add(span, Ordering::Relaxed);
-        self.map_at(va, iova, len)?;
+        self.map_at(va, iova, len, access)?;
         Ok(Iovas::Contiguous(iova))
     }
 
     fn unmap(&self, iovas: &Iovas, len: usize) {
         self.unmap_at(iovas.at(0), len);
+    }
+
+    fn domain(&self) -> Domain {
+        Domain::iommu(self.space_id())
+    }
+
+    fn space(&self) -> AddressSpace {
+        AddressSpace::Iommu(self.space_id())
     }
 }
 
@@ -143,17 +189,31 @@ impl IovaMapper for Container {
 #[derive(Debug)]
 struct PhysMapper(Arc<Container>);
 
+impl PhysMapper {
+    /// Maps the 2 MiB page at `va` (`len` bytes of it) at IOVA = its physical address.
+    /// The address is read again after the mapping pinned the page: a page the kernel
+    /// migrated between the read and the pin would otherwise be mapped at a stale address.
+    fn map_page(&self, va: *mut u8, len: usize, access: Access) -> Result<u64, DmaError> {
+        for _ in 0..3 {
+            let pa = zcnic_hugepages::physical_address(va)?;
+            self.0.map_at(va, pa, len, access)?;
+            if zcnic_hugepages::physical_address(va)? == pa {
+                return Ok(pa);
+            }
+            self.0.unmap_at(pa, len);
+        }
+        Err(DmaError::Map {
+            len,
+            reason: format!("the page at {va:p} kept moving while it was being pinned"),
+        })
+    }
+}
+
 impl IovaMapper for PhysMapper {
-    fn map(&self, va: *mut u8, len: usize) -> Result<Iovas, DmaError> {
+    fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError> {
         let mut pages: Vec<u64> = Vec::with_capacity(len.div_ceil(HUGEPAGE));
         for off in (0..len).step_by(HUGEPAGE) {
-            let page_va = va.wrapping_add(off);
-            let mapped = zcnic_hugepages::physical_address(page_va).and_then(|pa| {
-                self.0
-                    .map_at(page_va, pa, HUGEPAGE.min(len - off))
-                    .map(|()| pa)
-            });
-            match mapped {
+            match self.map_page(va.wrapping_add(off), HUGEPAGE.min(len - off), access) {
                 Ok(pa) => pages.push(pa),
                 Err(e) => {
                     self.unmap(&Iovas::PerPage(pages.into()), off);
@@ -168,6 +228,16 @@ impl IovaMapper for PhysMapper {
         for off in (0..len).step_by(HUGEPAGE) {
             self.0.unmap_at(iovas.at(off), HUGEPAGE.min(len - off));
         }
+    }
+
+    /// Physical addresses, mapped 1:1 in the container's space too.
+    fn domain(&self) -> Domain {
+        Domain::physical(self.0.space_id())
+    }
+
+    /// The device bypasses the IOMMU and reads physical addresses.
+    fn space(&self) -> AddressSpace {
+        AddressSpace::Physical
     }
 }
 
@@ -185,12 +255,13 @@ pub fn register(data: &[u8]) -> Result<UserRegion, Error> {
         .map_err(|e| Error::Io(format!("registering memory: {e}")))
 }
 
-/// A PCI function opened through VFIO. Dropping it closes the device and the group.
+/// A PCI function opened through VFIO. Dropping it closes the device and takes its group
+/// out of the container.
 #[derive(Debug)]
 pub struct VfioDevice {
     addr: PciAddr,
     device: File,
-    _group: File,
+    group: File,
     container: Arc<Container>,
     config_offset: u64,
     /// (offset in the device fd, size) of BAR0..BAR5, where VFIO reports one.
@@ -248,17 +319,13 @@ impl VfioDevice {
             });
         }
         container.attach(&group_file, addr)?;
-
-        let name = std::ffi::CString::new(addr.to_string())
-            .map_err(|_| Error::BadPciAddress(addr.to_string()))?;
-        let raw = sys::group_get_device_fd(group_file.as_fd(), &name)
-            .map_err(|e| Error::os(addr, "VFIO_GROUP_GET_DEVICE_FD", e))?;
-        // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
-        let device = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
-        let dinfo = sys::device_info(device.as_fd())
-            .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_INFO", e))?;
-        let config = sys::region_info(device.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)
-            .map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_REGION_INFO(config)", e))?;
+        let device = Self::device_fd(&group_file, addr).inspect_err(|_| {
+            container.detach(&group_file);
+        })?;
+        let (dinfo, config) = (
+            sys::device_info(device.as_fd()),
+            sys::region_info(device.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX),
+        );
         let mut bars = [None; 6];
         for (i, bar) in bars.iter_mut().enumerate() {
             *bar = sys::region_info(device.as_fd(), i as u32)
@@ -266,15 +333,32 @@ impl VfioDevice {
                 .filter(|r| r.size > 0)
                 .map(|r| (r.offset, r.size));
         }
-        Ok(Self {
+        // From here the device's Drop takes the group out of the container.
+        let mut dev = Self {
             addr: *addr,
             bars,
             device,
-            _group: group_file,
+            group: group_file,
             container,
-            config_offset: config.offset,
-            can_reset: dinfo.flags & VFIO_DEVICE_FLAGS_RESET != 0,
-        })
+            config_offset: 0,
+            can_reset: false,
+        };
+        let dinfo = dinfo.map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_INFO", e))?;
+        let config =
+            config.map_err(|e| Error::os(addr, "VFIO_DEVICE_GET_REGION_INFO(config)", e))?;
+        dev.config_offset = config.offset;
+        dev.can_reset = dinfo.flags & VFIO_DEVICE_FLAGS_RESET != 0;
+        Ok(dev)
+    }
+
+    /// A new descriptor for the device `addr` of `group`.
+    fn device_fd(group: &File, addr: &PciAddr) -> Result<File, Error> {
+        let name = std::ffi::CString::new(addr.to_string())
+            .map_err(|_| Error::BadPciAddress(addr.to_string()))?;
+        let raw = sys::group_get_device_fd(group.as_fd(), &name)
+            .map_err(|e| Error::os(addr, "VFIO_GROUP_GET_DEVICE_FD", e))?;
+        // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
     }
 }
 
@@ -288,6 +372,12 @@ impl VfioDevice {
                 self.addr
             ))),
         }
+    }
+}
+
+impl Drop for VfioDevice {
+    fn drop(&mut self) {
+        self.container.detach(&self.group);
     }
 }
 
@@ -342,7 +432,10 @@ impl PciDevice for VfioDevice {
             .len(info.size as usize)
             .map_raw(&self.device)
             .map_err(|e| Error::os(&self.addr, format!("mapping {what}"), e))?;
-        MmioBar::new(map).ok_or_else(|| Error::Io(format!("{}: {what} mapped at null", self.addr)))
+        // SAFETY: a read-write shared mapping of a region VFIO reports as mmap-able, at its
+        // offset and of its size, so every byte is the device's BAR.
+        unsafe { MmioBar::new(map) }
+            .ok_or_else(|| Error::Io(format!("{}: {what} mapped at null", self.addr)))
     }
 
     fn dma_allocator(&self, mode: IovaMode) -> Result<Box<dyn DmaAllocator>, Error> {

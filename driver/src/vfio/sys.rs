@@ -19,6 +19,7 @@ const CHECK_EXTENSION: libc::c_ulong = io_nr(1);
 const SET_IOMMU: libc::c_ulong = io_nr(2);
 const GROUP_GET_STATUS: libc::c_ulong = io_nr(3);
 const GROUP_SET_CONTAINER: libc::c_ulong = io_nr(4);
+const GROUP_UNSET_CONTAINER: libc::c_ulong = io_nr(5);
 const GROUP_GET_DEVICE_FD: libc::c_ulong = io_nr(6);
 const DEVICE_GET_INFO: libc::c_ulong = io_nr(7);
 const DEVICE_GET_REGION_INFO: libc::c_ulong = io_nr(8);
@@ -80,6 +81,11 @@ pub fn group_set_container(group: BorrowedFd<'_>, container: BorrowedFd<'_>) -> 
     ioctl_mut(group, GROUP_SET_CONTAINER, &mut fd).map(drop)
 }
 
+/// VFIO_GROUP_UNSET_CONTAINER.
+pub fn group_unset_container(group: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_val(group, GROUP_UNSET_CONTAINER, 0).map(drop)
+}
+
 /// VFIO_GROUP_GET_DEVICE_FD: a new fd for the device named `name` (its PCI address).
 pub fn group_get_device_fd(group: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<i32> {
     // SAFETY: the kernel reads the NUL-terminated name and returns a new fd (or -1).
@@ -112,13 +118,20 @@ pub fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
     ioctl_val(device, DEVICE_RESET, 0).map(drop)
 }
 
-/// VFIO_IOMMU_MAP_DMA: map `size` bytes at `vaddr` to `iova`, readable and writable by the
-/// device. The kernel pins the pages.
-pub fn map_dma(container: BorrowedFd<'_>, vaddr: u64, iova: u64, size: u64) -> io::Result<()> {
+/// VFIO_IOMMU_MAP_DMA: map `size` bytes at `vaddr` to `iova`, readable by the device, and
+/// writable when `writable`. The kernel pins the pages.
+pub fn map_dma(
+    container: BorrowedFd<'_>,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+    writable: bool,
+) -> io::Result<()> {
     use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
+    let write = if writable { VFIO_DMA_MAP_FLAG_WRITE } else { 0 };
     let mut map = vfio_iommu_type1_dma_map {
         argsz: argsz::<vfio_iommu_type1_dma_map>(),
-        flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        flags: VFIO_DMA_MAP_FLAG_READ | write,
         vaddr,
         iova,
         size,

@@ -38,7 +38,9 @@ pub fn with_device(dev: Rc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>,
     if !dev.reset() {
         log::debug!("{addr}: no function reset from the platform; the virtio reset will do");
     }
-    dev.set_bus_master(true)?;
+    // Reset before bus mastering goes on: a device its last user left running (an unclean
+    // exit) would otherwise resume DMA into memory that is no longer that user's.
+    dev.set_bus_master(false)?;
     let transport: Box<dyn Transport> = match Modern::open(dev.as_ref()) {
         Ok(m) => Box::new(m),
         Err(e) => {
@@ -46,6 +48,15 @@ pub fn with_device(dev: Rc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>,
             Box::new(Legacy::new(dev.clone()))
         }
     };
+    transport.set_status(0);
+    if !crate::wait_until(cfg.reset_timeout, || transport.status() == 0) {
+        return Err(Error::Timeout {
+            addr,
+            what: "the virtio device to reset (status to read 0) before enabling its DMA",
+            ms: cfg.reset_timeout.as_millis() as u64,
+        });
+    }
+    dev.set_bus_master(true)?;
     let packed_ok = cfg.ring != RingChoice::Split;
     let features = negotiate(transport.as_ref(), &addr, cfg, packed_ok)?;
     let packed = features & feature::RING_PACKED != 0;

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use zcnic_descriptors::virtio::Buf;
-use zcnic_hugepages::{DmaAllocator, Mempool, Packet, DATA_ROOM};
+use zcnic_hugepages::{AddressSpace, DmaAllocator, Mempool, Packet, DATA_ROOM};
 
 /// Feature bits (virtio 1.1 §5.1.3 and §6).
 pub mod feature {
@@ -59,6 +59,8 @@ pub struct VirtioNet<Q: QueueKind> {
     /// The one frame ceiling mode sends over and over (its chains own no packet).
     ceiling: Option<Packet>,
     pool: Arc<Mempool>,
+    /// The addresses the device reads (the pool's): what `send` checks packets against.
+    space: AddressSpace,
     sw: Stats,
     /// Keeps the device open; declared last so it closes after the queues are freed.
     device: Option<Rc<dyn PciDevice>>,
@@ -149,14 +151,29 @@ impl<Q: QueueKind> VirtioNet<Q> {
                 prev_power_of_two(max.min(want.min(32768) as u16))
             };
             let (queue, areas) = Q::create(dma, size, legacy, event_idx).map_err(dma_err)?;
-            transport
-                .queue_setup(q, size, areas.desc, areas.driver, areas.device)
-                .map_err(|e| Error::Io(format!("{addr}: {e}")))?;
+            if let Err(e) = transport.queue_setup(q, size, areas.desc, areas.driver, areas.device) {
+                give_up(transport.as_ref(), addr, vec![queue]);
+                return Err(Error::Io(format!("{addr}: {e}")));
+            }
             Ok(queue)
         };
+        // Once the device has a queue's addresses, an error path resets it before the
+        // queue's memory is freed (and leaks the memory if the reset is not confirmed).
         let rx = queue(RX, cfg.rx_ring)?;
-        let tx = queue(TX, cfg.tx_ring)?;
-        let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
+        let tx = match queue(TX, cfg.tx_ring) {
+            Ok(tx) => tx,
+            Err(e) => {
+                give_up(transport.as_ref(), addr, vec![rx]);
+                return Err(e);
+            }
+        };
+        let pool = match Mempool::new(dma, cfg.pool) {
+            Ok(pool) => pool,
+            Err(e) => {
+                give_up(transport.as_ref(), addr, vec![rx, tx]);
+                return Err(dma_err(e));
+            }
+        };
         let mac = if features & feature::MAC != 0 {
             std::array::from_fn(|i| transport.config8(i as u32))
         } else {
@@ -175,6 +192,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
             tx_bufs: (0..tx.size()).map(|_| None).collect(),
             rx,
             tx,
+            space: pool.space(),
             pool,
             sw: Stats::default(),
             transport,
@@ -295,7 +313,17 @@ impl<Q: QueueKind> VirtioNet<Q> {
         // A frame with an attached payload is a chain of two descriptors.
         let n = crate::nic::frames_that_fit(pkts, free);
         let (mut sent, mut bytes) = (0u64, 0u64);
-        for mut pkt in pkts.drain(..n) {
+        for pkt in pkts.drain(..n) {
+            // A buffer (or payload) of another address space is copied into ours first.
+            let pkt = if pkt.payload().is_none() && pkt.reachable_in(self.space) {
+                Some(pkt)
+            } else {
+                crate::nic::into_space(pkt, &self.pool)
+            };
+            let Some(mut pkt) = pkt else {
+                self.sw.tx_errors += 1;
+                continue;
+            };
             let total = pkt.total_len();
             if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
                 self.sw.tx_errors += 1;
@@ -347,6 +375,24 @@ impl<Q: QueueKind> VirtioNet<Q> {
     /// Links this port to the device handle that keeps it open.
     pub(crate) fn attach(&mut self, dev: Rc<dyn PciDevice>) {
         self.device = Some(dev);
+    }
+}
+
+/// Resets the device (status 0, which stops its DMA, virtio 1.1 §2.1); true when the
+/// device confirms it by reading 0 back.
+fn stop(t: &dyn Transport) -> bool {
+    t.set_status(0);
+    crate::wait_until(Duration::from_millis(100), || t.status() == 0)
+}
+
+/// Bring-up failed after the device was given `queues`: reset it, and when the reset is not
+/// confirmed leak their memory, which the device may still reach.
+fn give_up<Q: QueueKind>(t: &dyn Transport, addr: PciAddr, queues: Vec<Q>) {
+    if !stop(t) {
+        log::error!("{addr}: the device did not reset; leaking the queues it was given");
+        for mut q in queues {
+            q.leak();
+        }
     }
 }
 
@@ -499,17 +545,35 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
 impl<Q: QueueKind> Drop for VirtioNet<Q> {
     /// Sends what is queued, then resets the device (which stops its DMA) and turns bus
-    /// mastering off before queues and buffers are freed.
+    /// mastering off before queues and buffers are freed. When neither can be confirmed
+    /// the device may still reach them: they are leaked on purpose, never freed under it.
     fn drop(&mut self) {
         if !self.flush() {
             log::warn!("{}: transmit queue did not drain before close", self.addr);
         }
-        self.transport.set_status(0);
-        let _ = crate::wait_until(Duration::from_millis(100), || self.transport.status() == 0);
-        if let Some(dev) = &self.device {
-            if let Err(e) = dev.set_bus_master(false) {
-                log::warn!("{e}");
-            }
+        let reset = stop(self.transport.as_ref());
+        let master_off = match &self.device {
+            Some(dev) => dev
+                .set_bus_master(false)
+                .and_then(|()| dev.bus_master())
+                .map(|on| !on)
+                .unwrap_or_else(|e| {
+                    log::warn!("{e}");
+                    false
+                }),
+            None => false,
+        };
+        if !reset && !master_off {
+            log::error!(
+                "{}: the device did not stop; leaking its queues and buffers so it cannot write freed memory",
+                self.addr
+            );
+            self.rx.leak();
+            self.tx.leak();
+            self.pool.leak();
+            // Transmit packets may hold application segments the device may still read.
+            std::mem::forget(std::mem::take(&mut self.tx_bufs));
+            std::mem::forget(self.ceiling.take());
         }
     }
 }

@@ -62,10 +62,19 @@ fn region(dma: &dyn DmaAllocator, bytes: usize) -> Result<DmaRegion, DmaError> {
     Ok(r)
 }
 
+impl DmaMem {
+    /// Never unmap or free this memory (see [`DmaRegion::leak`]).
+    pub fn leak(&mut self) {
+        self.0.leak();
+    }
+}
+
 /// A ring format the net driver can be built on.
 pub trait QueueKind: Virtqueue + Sized {
     /// Whether this is the packed format.
     const PACKED: bool;
+    /// Never unmap or free the queue's memory: the device did not stop.
+    fn leak(&mut self);
     /// A queue of `size` entries in fresh DMA memory, and where its areas are.
     fn create(
         dma: &dyn DmaAllocator,
@@ -77,6 +86,10 @@ pub trait QueueKind: Virtqueue + Sized {
 
 impl QueueKind for SplitQueue<DmaMem> {
     const PACKED: bool = false;
+
+    fn leak(&mut self) {
+        self.memory_mut().leak();
+    }
 
     fn create(
         dma: &dyn DmaAllocator,
@@ -98,6 +111,10 @@ impl QueueKind for SplitQueue<DmaMem> {
 
 impl QueueKind for PackedQueue<DmaMem> {
     const PACKED: bool = true;
+
+    fn leak(&mut self) {
+        self.memory_mut().leak();
+    }
 
     fn create(
         dma: &dyn DmaAllocator,

@@ -80,12 +80,27 @@ const CFG_DEVICE: u8 = 4;
 const STATUS_CAP_LIST: u16 = 1 << 4;
 const CAP_POINTER: u64 = 0x34;
 
-/// A register window: a BAR and an offset into it.
+/// A register window: a BAR, an offset into it and a length, all as the device's
+/// capability said (checked against the BAR when it is mapped).
 #[derive(Debug, Clone, Copy)]
 struct Window {
     bar: usize,
     off: u32,
+    len: u32,
 }
+
+impl Window {
+    /// The BAR offset of register `off` of this window, if it lies inside it.
+    #[inline(always)]
+    fn at(self, off: u32, width: u32) -> Option<u32> {
+        (off.checked_add(width)? <= self.len).then_some(self.off.checked_add(off)?)
+    }
+}
+
+/// Smallest common configuration (virtio 1.1 §4.1.4.3, up to queue_device) and net device
+/// configuration (mac and status, §5.1.4) zcnic reads.
+const COMMON_LEN: u32 = 0x38;
+const DEVICE_LEN: u32 = 8;
 
 /// The modern transport: common, notify and device windows in memory BARs.
 pub struct Modern<B: Bar> {
@@ -131,6 +146,7 @@ fn find_caps(dev: &dyn PciDevice) -> Result<Caps, Error> {
             let w = Window {
                 bar: cap[4].into(),
                 off: u32::from_le_bytes([cap[8], cap[9], cap[10], cap[11]]),
+                len: u32::from_le_bytes([cap[12], cap[13], cap[14], cap[15]]),
             };
             match cap[3] {
                 CFG_COMMON if caps.common.is_none() => caps.common = Some(w),
@@ -161,9 +177,20 @@ impl Modern<MmioBar> {
         let (notify, notify_mult) = caps.notify.ok_or_else(|| missing("notification"))?;
         let device = caps.device.ok_or_else(|| missing("device configuration"))?;
         let mut bars: Vec<Option<MmioBar>> = (0..6).map(|_| None).collect();
-        for w in [common, notify, device] {
+        for (w, what, min) in [
+            (common, "common configuration", COMMON_LEN),
+            (notify, "notification", 2),
+            (device, "device configuration", DEVICE_LEN),
+        ] {
             if bars[w.bar].is_none() {
                 bars[w.bar] = Some(dev.map_bar(w.bar as u32)?);
+            }
+            let bar_len = bars[w.bar].as_ref().map_or(0, MmioBar::len) as u64;
+            if w.len < min || u64::from(w.off) + u64::from(w.len) > bar_len {
+                return Err(Error::Io(format!(
+                    "{addr}: the virtio {what} capability says {:#x}+{:#x} of BAR{} ({bar_len:#x} bytes): not a device zcnic can drive",
+                    w.off, w.len, w.bar
+                )));
             }
         }
         Ok(Self::new(bars, common, notify, notify_mult, device))
@@ -176,7 +203,16 @@ impl<B: Bar> Modern<B> {
     /// [`crate::FakeBar`] (QEMU puts common at 0x0, device at 0x2000, notify at 0x3000,
     /// multiplier 4).
     pub fn in_one_bar(bar: B, common: u32, device: u32, notify: u32, notify_mult: u32) -> Self {
-        let w = |off| Window { bar: 0, off };
+        // Each window runs to the end of the bar (or without limit when its size is not
+        // known; the bar still refuses accesses beyond itself).
+        let end = bar
+            .size()
+            .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let w = |off: u32| Window {
+            bar: 0,
+            off,
+            len: end.saturating_sub(off),
+        };
         Self::new(
             vec![Some(bar)],
             w(common),
@@ -208,25 +244,31 @@ impl<B: Bar> Modern<B> {
         self.bars.get(w.bar).and_then(Option::as_ref)
     }
 
+    /// The bar of window `w` and the BAR offset of its register `off`, when both exist.
+    #[inline(always)]
+    fn reg(&self, w: Window, off: u32, width: u32) -> Option<(&B, u32)> {
+        Some((self.bar(w)?, w.at(off, width)?))
+    }
+
     fn c_read32(&self, off: u32) -> u32 {
-        self.bar(self.common)
-            .map_or(u32::MAX, |b| b.read32(self.common.off + off))
+        self.reg(self.common, off, 4)
+            .map_or(u32::MAX, |(b, at)| b.read32(at))
     }
 
     fn c_write32(&self, off: u32, v: u32) {
-        if let Some(b) = self.bar(self.common) {
-            b.write32(self.common.off + off, v)
+        if let Some((b, at)) = self.reg(self.common, off, 4) {
+            b.write32(at, v)
         }
     }
 
     fn c_read16(&self, off: u32) -> u16 {
-        self.bar(self.common)
-            .map_or(u16::MAX, |b| b.read16(self.common.off + off))
+        self.reg(self.common, off, 2)
+            .map_or(u16::MAX, |(b, at)| b.read16(at))
     }
 
     fn c_write16(&self, off: u32, v: u16) {
-        if let Some(b) = self.bar(self.common) {
-            b.write16(self.common.off + off, v)
+        if let Some((b, at)) = self.reg(self.common, off, 2) {
+            b.write16(at, v)
         }
     }
 
@@ -242,14 +284,13 @@ impl<B: Bar> Transport for Modern<B> {
     }
 
     fn status(&self) -> u8 {
-        self.bar(self.common).map_or(u8::MAX, |b| {
-            b.read8(self.common.off + common::DEVICE_STATUS)
-        })
+        self.reg(self.common, common::DEVICE_STATUS, 1)
+            .map_or(u8::MAX, |(b, at)| b.read8(at))
     }
 
     fn set_status(&self, s: u8) {
-        if let Some(b) = self.bar(self.common) {
-            b.write8(self.common.off + common::DEVICE_STATUS, s)
+        if let Some((b, at)) = self.reg(self.common, common::DEVICE_STATUS, 1) {
+            b.write8(at, s)
         }
     }
 
@@ -289,11 +330,19 @@ impl<B: Bar> Transport for Modern<B> {
         self.c_write64(common::QUEUE_DESC, desc);
         self.c_write64(common::QUEUE_DRIVER, driver);
         self.c_write64(common::QUEUE_DEVICE, device);
-        // The queue's doorbell: notify window + queue_notify_off × multiplier (§4.1.4.4).
-        // A nonsense offset from the device just lands outside the BAR, which `Bar` refuses.
-        let notify_off = u64::from(self.c_read16(common::QUEUE_NOTIFY_OFF));
-        let off = u64::from(self.notify.off) + notify_off * u64::from(self.notify_mult);
-        self.queue_notify[usize::from(q)] = u32::try_from(off).unwrap_or(u32::MAX);
+        // The queue's doorbell: queue_notify_off × multiplier into the notify window
+        // (§4.1.4.4), which it must lie inside: both numbers come from the device.
+        let notify_off = self.c_read16(common::QUEUE_NOTIFY_OFF);
+        let at = u32::from(notify_off)
+            .checked_mul(self.notify_mult)
+            .and_then(|off| self.notify.at(off, 2))
+            .ok_or_else(|| {
+                format!(
+                    "queue {q}'s notify offset {notify_off} × {} lies outside the {:#x}-byte notification window",
+                    self.notify_mult, self.notify.len
+                )
+            })?;
+        self.queue_notify[usize::from(q)] = at;
         self.c_write16(common::QUEUE_ENABLE, 1);
         Ok(())
     }
@@ -307,8 +356,8 @@ impl<B: Bar> Transport for Modern<B> {
     }
 
     fn config8(&self, off: u32) -> u8 {
-        self.bar(self.device)
-            .map_or(u8::MAX, |b| b.read8(self.device.off + off))
+        self.reg(self.device, off, 1)
+            .map_or(u8::MAX, |(b, at)| b.read8(at))
     }
 }
 
