@@ -91,9 +91,15 @@ pub trait Nic {
     /// returns how many. Frames it could not take (ring full) stay in `pkts`, in order.
     /// Sent frames go back to the pool in batches, not one by one as the device finishes
     /// them: the e1000 32 at a time, virtio-net once the queue runs short of room; all of
-    /// them by the end of [`flush`](Nic::flush).
+    /// them by the end of [`flush`](Nic::flush). A frame whose buffer (or payload) lives in
+    /// another address space than this port's (a pool of a port behind another IOMMU, or
+    /// of a no-IOMMU port) is copied into a buffer of this port's pool first, since its
+    /// address means nothing to this device; frames of ports sharing the address space
+    /// (every VFIO port of a process) go as they are.
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize;
-    /// Waits (bounded) until the device has sent every queued frame; true if it has.
+    /// Waits (bounded) until the device has reported every queued frame done (a
+    /// descriptor status it wrote, never a head register, which tracks descriptor fetch);
+    /// true if it has.
     fn flush(&mut self) -> bool;
     /// Current counters (reads and accumulates the device's clear-on-read registers).
     fn stats(&mut self) -> Stats;
