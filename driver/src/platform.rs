@@ -23,7 +23,14 @@ pub enum IovaMode {
 }
 
 /// A PCI function handed to userspace.
-pub trait PciDevice: Debug {
+///
+/// # Safety
+/// The drivers trust an implementation completely: its config space and BARs are the
+/// device's, and `dma_allocator` hands out memory the device reaches at exactly the IOVAs
+/// it reports and nowhere else. zcnic's own implementations (VFIO, uio) are opened only
+/// inside this crate, by the drivers' `open`, so safe code never holds one of a real
+/// device: through its config space or BARs it could point the device's DMA anywhere.
+pub unsafe trait PciDevice: Debug {
     /// Its address.
     fn addr(&self) -> PciAddr;
     /// Reads config space at `off` into `buf`.
@@ -129,7 +136,7 @@ impl Mode {
 
 /// Opens `addr` through the platform it is bound to: vfio-pci → VFIO, uio_pci_generic →
 /// uio (after one line on stderr saying the device can reach all of memory).
-pub fn open_device(addr: &PciAddr) -> Result<Box<dyn PciDevice>, Error> {
+pub(crate) fn open_device(addr: &PciAddr) -> Result<Box<dyn PciDevice>, Error> {
     let info = DeviceInfo::read(addr)?;
     match Mode::bound(&info) {
         Some(Mode::Vfio) => Ok(Box::new(VfioDevice::open(addr)?)),

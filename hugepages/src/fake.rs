@@ -56,7 +56,9 @@ impl FakeIommu {
     }
 }
 
-impl IovaMapper for FakeIommu {
+// SAFETY: IOVA = virtual address of memory the fake maps (and the fake device reaches only
+// through `with_range`, which checks it is mapped); one space per fake.
+unsafe impl IovaMapper for FakeIommu {
     fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError> {
         let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
         regions.push((va as u64, len, access == Access::ReadWrite));

@@ -61,7 +61,8 @@ pub struct Mempool {
 
 // SAFETY: a slot is touched only by whoever holds its index, and the free stack hands each
 // index to one holder at a time (with acquire/release on the hand-over); every other field
-// is immutable or atomic.
+// is immutable or atomic. The region is only used for its addresses and length, never
+// through its multi-width accessors (why `DmaRegion` itself is not `Sync`).
 unsafe impl Sync for Mempool {}
 // SAFETY: as above; nothing in the pool is tied to the thread that made it.
 unsafe impl Send for Mempool {}

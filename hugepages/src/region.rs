@@ -102,7 +102,12 @@ pub enum Access {
 
 /// Makes memory visible to a device and says at which IOVAs (a VFIO container, physical
 /// addresses, or the fake IOMMU).
-pub trait IovaMapper: Send + Sync {
+///
+/// # Safety
+/// Devices are given the IOVAs `map` returns and trust `domain` and `space`: `map` must
+/// return IOVAs at which the device reaches exactly the memory given, with the access
+/// asked, in the address space `domain` names, until `unmap`.
+pub unsafe trait IovaMapper: Send + Sync {
     /// Maps `len` bytes at `va` (2 MiB aligned for hugepage memory) for `access` by the
     /// device.
     fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError>;
@@ -116,9 +121,10 @@ pub trait IovaMapper: Send + Sync {
 
 /// A source of DMA memory (HAL-style, as in the virtio-drivers crate).
 ///
-/// Regions can only be made inside this crate, so an implementation outside it can only
-/// pass on regions from another allocator; what it can get wrong is the length, which
-/// every user of a region checks ([`crate::Mempool::new`], [`crate::DmaRing::new`]).
+/// Regions can only be made inside this crate, through an [`IovaMapper`] (an unsafe trait),
+/// so an implementation outside it can only pass on regions from another allocator; what
+/// it can get wrong is the length, which every user of a region checks
+/// ([`crate::Mempool::new`], [`crate::DmaRing::new`]).
 pub trait DmaAllocator {
     /// Allocates at least `len` zeroed bytes, aligned to 4 KiB, mapped for the device.
     fn alloc(&self, len: usize) -> Result<DmaRegion, DmaError>;
@@ -136,6 +142,19 @@ pub(crate) enum Backing {
 }
 
 /// A contiguous piece of DMA memory: its virtual address, length and IOVA.
+///
+/// Not `Sync`: its accessors read and write the same bytes at several widths, which two
+/// threads may not do at once even atomically (the review found safe code racing a u64
+/// store against a u32 load, which Miri reports):
+///
+/// ```compile_fail
+/// use zcnic_hugepages::{DmaAllocator, FakeDma};
+/// let r = FakeDma::new().alloc(64).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| r.write_u64(0, 1));
+///     s.spawn(|| r.read_u32(0));
+/// });
+/// ```
 ///
 /// Dropping it unmaps it from the device first, then frees it, unless [`leak`](Self::leak)
 /// was called. The driver guarantees the device is quiesced before the last handle to a
@@ -162,12 +181,11 @@ impl fmt::Debug for DmaRegion {
     }
 }
 
-// SAFETY: a DmaRegion owns its memory (no aliasing handle exists outside it), its mapper is
-// Send + Sync, and all access through `&self` is atomic or handed out by the pool to one
-// owner at a time.
+// SAFETY: a DmaRegion owns its memory (no aliasing handle exists outside it) and its mapper
+// is Send + Sync. It is not Sync: its accessors read and write the same bytes at several
+// widths, and two threads doing so at once is a race even with atomics (Miri: mixed-size
+// accesses). Types that share one across threads say why they may (Mempool, UserRegion).
 unsafe impl Send for DmaRegion {}
-// SAFETY: as above; `&DmaRegion` only allows atomic accesses and address queries.
-unsafe impl Sync for DmaRegion {}
 
 impl DmaRegion {
     /// A region over memory this crate owns: `len` bytes at `ptr`, mapped by `mapper`

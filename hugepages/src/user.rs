@@ -43,6 +43,11 @@ impl fmt::Debug for UserRegion {
     }
 }
 
+// SAFETY: shared between threads (a `Segment` is an `Arc`), a UserRegion only hands out
+// `&[u8]` reads of memory the device only reads, address queries, and `&mut` through
+// `Arc::get_mut`; it never uses its region's multi-width accessors.
+unsafe impl Sync for UserRegion {}
+
 /// IOMMU mappings are made of whole pages.
 const PAGE: usize = 4096;
 

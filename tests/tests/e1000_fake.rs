@@ -456,3 +456,53 @@ fn a_device_that_does_not_stop_keeps_its_memory() {
     drop(nic);
     assert!(kept.upgrade().is_some(), "not stopped: the pool is leaked");
 }
+
+/// Regression (review): in ceiling mode the burst's last descriptor kept a DD from an
+/// earlier lap when RS was ORed into it, so `flush` said done while the device had not
+/// even started on the frames.
+#[test]
+fn regression_flush_after_repost_ignores_a_stale_dd() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev); // transmit ring of 512
+    let f = frame(0xCE11, 60);
+    // Lap 1 ends on slot 9 (not a cleanup-batch end), which gets RS and then DD.
+    let mut posted = 0;
+    while posted < 10 {
+        posted += nic.repost(&f, 10 - posted).unwrap();
+    }
+    wait("10 sent", || dev.sent_count() == 10);
+    while posted < 511 {
+        posted += nic.repost(&f, 511 - posted).unwrap();
+    }
+    wait("511 sent", || dev.sent_count() == 511);
+    dev.tx_paused.store(true, Ordering::Release);
+    // The next burst ends on slot 9 again.
+    let mut n = 0;
+    while n < 11 {
+        n += nic.repost(&f, 11 - n).unwrap();
+    }
+    assert!(
+        !nic.flush(),
+        "done while the paused device has 11 frames queued"
+    );
+    dev.tx_paused.store(false, Ordering::Release);
+    assert!(nic.flush());
+}
+
+/// Regression (review): a port that did not stop leaked its pool, but its receive buffers,
+/// still in descriptors the device may write, went back on the pool's free list, where
+/// anyone holding the pool could allocate them.
+#[test]
+fn regression_an_unstopped_port_keeps_its_receive_buffers_out_of_the_pool() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let nic = open(&dev);
+    let pool = nic.pool().clone();
+    dev.resets_stuck.store(true, Ordering::Release);
+    drop(nic);
+    assert!(
+        pool.free_count() <= pool.capacity() - 512,
+        "free {} of {}: receive buffers the device may still write are allocatable",
+        pool.free_count(),
+        pool.capacity()
+    );
+}

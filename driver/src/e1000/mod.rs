@@ -210,7 +210,11 @@ impl<B: Bar> E1000<B> {
         self.rx.ring.leak();
         self.tx.ring.leak();
         self.pool.leak();
-        // Transmit packets may hold application segments the device may still read.
+        // Receive buffers must not go back to the (leaked) pool's free list, where they
+        // would be handed out while the device may still write them; transmit packets may
+        // hold application segments the device may still read.
+        std::mem::forget(std::mem::take(&mut self.rx.bufs));
+        std::mem::forget(self.rx.sink.take());
         std::mem::forget(std::mem::take(&mut self.tx.bufs));
         std::mem::forget(self.ceiling.take());
     }
@@ -231,7 +235,9 @@ mod tests {
         commands: Rc<RefCell<Vec<u16>>>,
     }
 
-    impl PciDevice for Recorder {
+    // SAFETY: no device stands behind it: its "BAR" is anonymous memory and its DMA memory
+    // the fake's, which nothing but this test touches.
+    unsafe impl PciDevice for Recorder {
         fn addr(&self) -> PciAddr {
             "0000:00:02.0".parse().unwrap()
         }

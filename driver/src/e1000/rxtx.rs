@@ -39,7 +39,8 @@ pub(crate) struct RxQueue {
     pub(crate) bufs: Vec<Option<Packet>>,
     /// A buffer that is never handed out: a slot left without one (a driver fault) points
     /// here rather than at address 0, and what lands in it is dropped.
-    sink: Packet,
+    /// `None` only once leaked with the rest of the port's memory.
+    pub(crate) sink: Option<Packet>,
     /// Fresh buffers for one burst's refill, taken from the pool in one operation.
     fresh: Vec<Packet>,
     consumed: u32,
@@ -92,7 +93,7 @@ impl RxQueue {
             ring,
             idx,
             bufs,
-            sink,
+            sink: Some(sink),
             fresh: Vec::with_capacity(idx.size() as usize),
             consumed: 0,
             produced: idx.size() - 1,
@@ -185,7 +186,11 @@ impl TxQueue {
     #[inline(always)]
     fn report_last(&self, at: u32) {
         let slot = self.idx.slot(at.wrapping_sub(1));
-        self.set(slot, self.desc(slot).reporting());
+        let mut d = self.desc(slot);
+        // Ceiling mode re-posts descriptors as they are: a DD left from an earlier lap
+        // would make `all_done` true while the device still owns the ring.
+        d.status = 0;
+        self.set(slot, d.reporting());
     }
 
     /// Whether the device is done with every queued frame: DD on the last descriptor
@@ -281,14 +286,21 @@ fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Pac
 /// filling) back with the buffer it already holds: no frame comes out of it.
 #[cold]
 #[inline(never)]
-fn reject(addr: PciAddr, ring: Words<'_>, bufs: &[Option<Packet>], slot: usize, sink: &Packet) {
+fn reject(
+    addr: PciAddr,
+    ring: Words<'_>,
+    bufs: &[Option<Packet>],
+    slot: usize,
+    sink: Option<&Packet>,
+) {
     let desc = RxDesc::from_words(ring.read(slot));
     log::debug!(
         "{addr}: rx slot {slot}: {:?}",
         desc.frame_len(DATA_ROOM as u16)
     );
-    let buf = bufs[slot].as_ref().unwrap_or(sink);
-    ring.write(slot, RxDesc::ready(buf.iova()).to_words());
+    if let Some(buf) = bufs[slot].as_ref().or(sink) {
+        ring.write(slot, RxDesc::ready(buf.iova()).to_words());
+    }
 }
 
 /// The receive loop's end moved one further for a descriptor that delivered nothing, but
@@ -376,7 +388,7 @@ impl<B: Bar> E1000<B> {
                 if !desc.done() {
                     break;
                 }
-                reject(self.addr, ring, bufs, slot, &q.sink);
+                reject(self.addr, ring, bufs, slot, q.sink.as_ref());
                 errors += 1;
                 // A bad descriptor delivers nothing, so it leaves room under `max` for one
                 // more (its refill is left over for that one, too).
@@ -423,7 +435,7 @@ impl<B: Bar> E1000<B> {
             let gap = q.idx.slot(q.produced);
             if q.desc(gap).done() {
                 errors += 1;
-                reject(self.addr, q.ring.words(), &q.bufs, gap, &q.sink);
+                reject(self.addr, q.ring.words(), &q.bufs, gap, q.sink.as_ref());
             }
             q.produced = q.produced.wrapping_add(taken);
             // Release: refilled descriptors must be visible before the tail moves.

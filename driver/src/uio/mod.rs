@@ -115,7 +115,7 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
 impl UioDevice {
     /// Opens `addr`, which must be bound to uio_pci_generic (`zcnic bind <addr> --driver
     /// uio_pci_generic`). Needs root: config space writes and physical addresses do.
-    pub fn open(addr: &PciAddr) -> Result<Self, Error> {
+    pub(crate) fn open(addr: &PciAddr) -> Result<Self, Error> {
         let info = DeviceInfo::read(addr)?;
         if Mode::bound(&info) != Some(Mode::Uio) {
             return Err(not_bound(addr, info.driver.as_deref()));
@@ -203,7 +203,9 @@ fn open_uio_node(addr: &PciAddr, dir: &Path) -> Option<File> {
     }
 }
 
-impl PciDevice for UioDevice {
+// SAFETY: config space and BARs are the device's own sysfs files; DMA memory is hugetlbfs
+// at its physical addresses (`PhysicalMapper`).
+unsafe impl PciDevice for UioDevice {
     fn addr(&self) -> PciAddr {
         self.addr
     }

@@ -26,7 +26,9 @@ const SMAPS: &str = "/proc/self/smaps";
 #[derive(Debug, Default)]
 pub struct PhysicalMapper;
 
-impl IovaMapper for PhysicalMapper {
+// SAFETY: the IOVAs are physical addresses from pagemap of hugetlbfs pages only (which
+// reclaim and compaction do not move; see the module docs for what can).
+unsafe impl IovaMapper for PhysicalMapper {
     /// Without an IOMMU nothing can make memory read-only for the device: `_access` is
     /// what the device is meant to do, not what it can.
     fn map(&self, va: *mut u8, len: usize, _access: Access) -> Result<Iovas, DmaError> {

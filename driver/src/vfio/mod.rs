@@ -115,7 +115,7 @@ impl Container {
     fn detach(&self, group: &File) {
         let mut at = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = sys::group_unset_container(group.as_fd()) {
-            log::warn!("VFIO_GROUP_UNSET_CONTAINER: {e}");
+            log::debug!("VFIO_GROUP_UNSET_CONTAINER: {e} (closing the group unsets it)");
         }
         at.groups = at.groups.saturating_sub(1);
         if at.groups == 0 {
@@ -162,7 +162,9 @@ impl Container {
 
 /// IOVAs zcnic chooses, contiguous per region (DPDK's `--iova-mode=va` idea, but from a
 /// counter: user virtual addresses can exceed the IOMMU's address width).
-impl IovaMapper for Container {
+// SAFETY: the IOVAs returned are where VFIO_IOMMU_MAP_DMA mapped the memory, in the
+// container's current address space, which `domain`/`space` name.
+unsafe impl IovaMapper for Container {
     fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError> {
         let span = len.div_ceil(HUGEPAGE) as u64 * HUGEPAGE as u64;
         let iova = self.next_iova.fetch_add(span, Ordering::Relaxed);
@@ -209,7 +211,9 @@ impl PhysMapper {
     }
 }
 
-impl IovaMapper for PhysMapper {
+// SAFETY: the IOVAs are the pages' physical addresses, read again after VFIO pinned them,
+// and mapped 1:1 in the container too, as `domain` says.
+unsafe impl IovaMapper for PhysMapper {
     fn map(&self, va: *mut u8, len: usize, access: Access) -> Result<Iovas, DmaError> {
         let mut pages: Vec<u64> = Vec::with_capacity(len.div_ceil(HUGEPAGE));
         for off in (0..len).step_by(HUGEPAGE) {
@@ -255,14 +259,27 @@ pub fn register(data: &[u8]) -> Result<UserRegion, Error> {
         .map_err(|e| Error::Io(format!("registering memory: {e}")))
 }
 
-/// A PCI function opened through VFIO. Dropping it closes the device and takes its group
-/// out of the container.
+/// A group in the container; dropping it takes the group out (after the device, whose
+/// open descriptor would make VFIO_GROUP_UNSET_CONTAINER fail with EBUSY).
+#[derive(Debug)]
+struct Membership {
+    file: File,
+    container: Arc<Container>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.container.detach(&self.file);
+    }
+}
+
+/// A PCI function opened through VFIO. Dropping it closes the device, then takes its group
+/// out of the container (fields drop in order).
 #[derive(Debug)]
 pub struct VfioDevice {
     addr: PciAddr,
     device: File,
-    group: File,
-    container: Arc<Container>,
+    group: Membership,
     config_offset: u64,
     /// (offset in the device fd, size) of BAR0..BAR5, where VFIO reports one.
     bars: [Option<(u64, u64)>; 6],
@@ -290,7 +307,7 @@ fn group_blockers(group: u32) -> Vec<String> {
 
 impl VfioDevice {
     /// Opens `addr`, which must be bound to vfio-pci.
-    pub fn open(addr: &PciAddr) -> Result<Self, Error> {
+    pub(crate) fn open(addr: &PciAddr) -> Result<Self, Error> {
         let info = DeviceInfo::read(addr)?;
         if info.driver.as_deref() != Some("vfio-pci") {
             return Err(Error::NotBound {
@@ -319,9 +336,11 @@ impl VfioDevice {
             });
         }
         container.attach(&group_file, addr)?;
-        let device = Self::device_fd(&group_file, addr).inspect_err(|_| {
-            container.detach(&group_file);
-        })?;
+        let group = Membership {
+            file: group_file,
+            container,
+        };
+        let device = Self::device_fd(&group.file, addr)?;
         let (dinfo, config) = (
             sys::device_info(device.as_fd()),
             sys::region_info(device.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX),
@@ -333,13 +352,11 @@ impl VfioDevice {
                 .filter(|r| r.size > 0)
                 .map(|r| (r.offset, r.size));
         }
-        // From here the device's Drop takes the group out of the container.
         let mut dev = Self {
             addr: *addr,
             bars,
             device,
-            group: group_file,
-            container,
+            group,
             config_offset: 0,
             can_reset: false,
         };
@@ -375,13 +392,9 @@ impl VfioDevice {
     }
 }
 
-impl Drop for VfioDevice {
-    fn drop(&mut self) {
-        self.container.detach(&self.group);
-    }
-}
-
-impl PciDevice for VfioDevice {
+// SAFETY: config space, BARs and reset are the device's own, through its VFIO descriptor;
+// DMA memory is mapped through the container the device's group is in, at the IOVAs given.
+unsafe impl PciDevice for VfioDevice {
     fn addr(&self) -> PciAddr {
         self.addr
     }
@@ -440,8 +453,8 @@ impl PciDevice for VfioDevice {
 
     fn dma_allocator(&self, mode: IovaMode) -> Result<Box<dyn DmaAllocator>, Error> {
         let mapper: Arc<dyn IovaMapper> = match mode {
-            IovaMode::Virtual => self.container.clone(),
-            IovaMode::Physical => Arc::new(PhysMapper(self.container.clone())),
+            IovaMode::Virtual => self.group.container.clone(),
+            IovaMode::Physical => Arc::new(PhysMapper(self.group.container.clone())),
         };
         HugepageAllocator::new(mapper)
             .map(|a| Box::new(a) as Box<dyn DmaAllocator>)

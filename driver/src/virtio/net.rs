@@ -571,7 +571,9 @@ impl<Q: QueueKind> Drop for VirtioNet<Q> {
             self.rx.leak();
             self.tx.leak();
             self.pool.leak();
-            // Transmit packets may hold application segments the device may still read.
+            // Receive buffers must not go back to the pool's free list while the device may
+            // write them; transmit packets may hold segments it may still read.
+            std::mem::forget(std::mem::take(&mut self.rx_bufs));
             std::mem::forget(std::mem::take(&mut self.tx_bufs));
             std::mem::forget(self.ceiling.take());
         }
