@@ -8,6 +8,7 @@
 //! IOMMU group (the IOMMU confines its DMA to zcnic's memory), uio_pci_generic otherwise
 //! (no-IOMMU mode: physical addresses, and the device can reach all of memory).
 
+use crate::inuse::{self, NicUse, Roots};
 use crate::{msg, ToolError};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -62,11 +63,20 @@ pub fn describe(d: &DeviceInfo) -> String {
 pub fn list() -> Result<(), ToolError> {
     let devs = DeviceInfo::list_network()?;
     println!(
-        "{:<14}{:<15}{:<16}{:<7}{:<6}ZCNIC",
-        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU", "MODE"
+        "{:<14}{:<15}{:<16}{:<7}{:<6}{:<26}{:<10}STATE",
+        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU", "MODE", "ZCNIC", "IFACE"
     );
+    let roots = Roots::from_env();
     for d in &devs {
-        println!("{}", describe(d));
+        let u = NicUse::read(&roots, &d.addr);
+        // ZCNIC starts at column 58 and is 26 wide, as in the header.
+        let row = format!(
+            "{:<84}{:<10}{}",
+            describe(d),
+            u.iface_column(),
+            u.state_column()
+        );
+        println!("{}", row.trim_end());
     }
     if devs.is_empty() {
         println!("(no network controllers found in /sys/bus/pci/devices)");
@@ -100,9 +110,15 @@ pub fn choose(info: &DeviceInfo, driver: Option<&str>) -> Result<Mode, ToolError
     Ok(mode)
 }
 
-/// `zcnic bind ADDR [--driver D]`: without `--driver`, vfio-pci when the device has an
-/// IOMMU group, uio_pci_generic otherwise.
-pub fn bind(addr: &PciAddr, driver: Option<&str>) -> Result<(), ToolError> {
+/// `zcnic bind ADDR [--driver D] [--force]`: without `--driver`, vfio-pci when the device
+/// has an IOMMU group, uio_pci_generic otherwise. A NIC the machine is using
+/// ([`inuse`]) is refused unless `force`; the check comes first, so that tests can point
+/// [`inuse::SYSROOT_ENV`] at a fixture.
+pub fn bind(addr: &PciAddr, driver: Option<&str>, force: bool) -> Result<(), ToolError> {
+    if let Some(warning) = inuse::check_bind(&NicUse::read(&Roots::from_env(), addr), addr, force)?
+    {
+        eprintln!("zcnic: {warning}");
+    }
     let info = DeviceInfo::read(addr)?;
     let chosen = driver.is_none();
     let mode = choose(&info, driver)?;
