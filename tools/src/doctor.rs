@@ -342,7 +342,7 @@ fn qemu() -> Check {
         _ => check(
             Status::Note,
             "qemu",
-            "no qemu-system-x86_64 (only `cargo xtask` guests need it; it installs it as root)",
+            "no qemu-system-x86_64 (only `cargo xtask` needs it, and installs it when run as root)",
         ),
     }
 }
