@@ -7,7 +7,8 @@ use zcnic::{Config, RingChoice};
 /// zcnic — a poll-mode, zero-copy userspace NIC driver.
 ///
 /// Typical session (as root, in a VM with an IOMMU):
-///   zcnic list                              # find the NIC
+///   zcnic doctor                            # what is missing here, and what to run
+///   zcnic list                              # find a NIC the machine is not using
 ///   zcnic hugepages --reserve 256 --mount   # DMA memory
 ///   zcnic bind 0000:00:02.0                 # hand it to vfio-pci
 ///   zcnic pktgen 0000:00:02.0 --duration 10 # send
