@@ -62,20 +62,28 @@ pub fn describe(d: &DeviceInfo) -> String {
 /// `zcnic list`.
 pub fn list() -> Result<(), ToolError> {
     let devs = DeviceInfo::list_network()?;
-    println!(
-        "{:<14}{:<15}{:<16}{:<7}{:<6}{:<26}{:<10}STATE",
-        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU", "MODE", "ZCNIC", "IFACE"
-    );
     let roots = Roots::from_env();
-    for d in &devs {
-        let u = NicUse::read(&roots, &d.addr);
-        // ZCNIC starts at column 58 and is 26 wide, as in the header.
-        let row = format!(
-            "{:<84}{:<10}{}",
-            describe(d),
-            u.iface_column(),
-            u.state_column()
-        );
+    let rows: Vec<(String, NicUse)> = devs
+        .iter()
+        .map(|d| (describe(d), NicUse::read(&roots, &d.addr)))
+        .collect();
+    // describe() ends with the ZCNIC column at 58; it is as wide as its longest entry
+    // ("yes: virtio-net legacy/transitional"), and IFACE holds any interface name
+    // (IFNAMSIZ: 15 characters).
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(63) + 2;
+    println!(
+        "{:<14}{:<15}{:<16}{:<7}{:<6}{:<zcnic$}{:<16}STATE",
+        "PCI",
+        "VENDOR:DEVICE",
+        "DRIVER",
+        "IOMMU",
+        "MODE",
+        "ZCNIC",
+        "IFACE",
+        zcnic = width - 58
+    );
+    for (row, u) in &rows {
+        let row = format!("{row:<width$}{:<16}{}", u.iface_column(), u.state_column());
         println!("{}", row.trim_end());
     }
     if devs.is_empty() {
