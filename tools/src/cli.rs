@@ -61,10 +61,11 @@ pub enum Cmd {
     },
     /// Check what zcnic needs on this machine and say what to run for what is missing.
     ///
-    /// One line per check: `ok` or the command that fixes it. Checks the IOMMU (or uio for
-    /// no-IOMMU mode), the vfio-pci and uio_pci_generic modules, hugepages and hugetlbfs,
-    /// root, each NIC's binding, and QEMU when it is installed (for `cargo xtask`).
-    /// Exit status: 0 when every check is ok, 1 when something needs fixing.
+    /// One line per check: `ok`, `fix` with the command to run, or `note` (worth knowing,
+    /// nothing to do). Checks root, the IOMMU (or uio for no-IOMMU mode), the vfio-pci and
+    /// uio_pci_generic modules, hugepages and hugetlbfs, each NIC's binding and whether
+    /// the machine uses it, and QEMU's version (for `cargo xtask`). Changes nothing.
+    /// Exit status: 0 when no line says `fix`, 1 otherwise.
     Doctor,
     /// Show, reserve or mount 2 MiB hugepages (zcnic's DMA memory).
     Hugepages {
