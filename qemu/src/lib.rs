@@ -44,6 +44,7 @@ mod initramfs;
 mod kernel;
 mod machine;
 mod prepare;
+pub mod shell;
 pub mod threads;
 
 use std::path::PathBuf;

@@ -33,15 +33,15 @@ const ACCEL_ENV: &str = "ZCNIC_QEMU_ACCEL";
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 
 /// Files of one run, under `target/zcnic-qemu/runs/<name>/`.
-struct RunDir {
-    root: PathBuf,
+pub(crate) struct RunDir {
+    pub(crate) root: PathBuf,
 }
 
 impl RunDir {
-    fn initrd(&self) -> PathBuf {
+    pub(crate) fn initrd(&self) -> PathBuf {
         self.root.join("initramfs.cpio")
     }
-    fn disk(&self) -> PathBuf {
+    pub(crate) fn disk(&self) -> PathBuf {
         self.root.join("results.img")
     }
     fn results(&self) -> PathBuf {
@@ -133,7 +133,7 @@ pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<G
     })
 }
 
-fn validate(spec: &GuestSpec) -> Result<(), Error> {
+pub(crate) fn validate(spec: &GuestSpec) -> Result<(), Error> {
     let bad = |reason: String| {
         Err(Error::Spec {
             name: spec.name.clone(),
@@ -162,7 +162,7 @@ fn validate(spec: &GuestSpec) -> Result<(), Error> {
 }
 
 /// QEMU's arguments for `spec` (everything after the program name).
-fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunDir) -> Vec<String> {
+pub(crate) fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunDir) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut add = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
     add(&[

@@ -6,6 +6,7 @@
 //!                              ZCNIC_QEMU_REQUIRED=1 (QEMU tests must not skip); --long
 //!                              sets ZCNIC_LONG=1: fuzz and soak tests run their long forms
 //! cargo xtask demo             zcnic pktgen on an e1000 and a virtio-net NIC, live console
+//! cargo xtask shell            the demo's guest with a shell on this terminal (shell.rs)
 //! cargo xtask selftest         boot a guest and check the harness itself
 //! cargo xtask prepare          only install/fetch/build what guests need
 //! ```
@@ -28,6 +29,9 @@ commands:
                   actions and 10^6 short cases per NIC, the soak runs 60 s
   demo            boot a guest with an e1000 and a virtio-net NIC behind a
                   vIOMMU and run `zcnic pktgen` on each for 10 s, console live
+  shell [--nics LIST] [--no-iommu] [--qemu-arg ARG]...
+                  the demo's guest with zcnic, hugepages and a shell on this
+                  terminal to try zcnic in; Ctrl-A X quits (`shell --help`)
   selftest        boot a guest with two e1000s and check the harness:
                   VFIO, IOMMU groups, huge pages, modules, results, pcap
   prepare         install QEMU, fetch the guest kernel, build the guest image
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test" => test(rest),
         "demo" => demo(),
+        "shell" => shell(rest),
         "selftest" => selftest(),
         "bench" => {
             let host = rest.iter().any(|a| a == "--host");
@@ -194,6 +199,22 @@ fn demo() -> Result<ExitCode, String> {
         println!("    {r}");
     }
     Ok(exit_code_of(run.exit_code))
+}
+
+/// `cargo xtask shell`: QEMU gets this terminal, so typing reaches the guest's console and
+/// QEMU's own Ctrl-A X works.
+fn shell(args: &[String]) -> Result<ExitCode, String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", zcnic_qemu::shell::USAGE);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shell = zcnic_qemu::shell::Shell::parse(args)?;
+    let mut qemu = shell.command().map_err(|e| e.to_string())?;
+    eprintln!("xtask: booting the guest (about 15 s under TCG); Ctrl-A X quits QEMU");
+    let status = qemu
+        .status()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    Ok(exit_code_of(status.code().unwrap_or(1)))
 }
 
 fn selftest() -> Result<ExitCode, String> {

@@ -8,6 +8,7 @@
 //! IOMMU group (the IOMMU confines its DMA to zcnic's memory), uio_pci_generic otherwise
 //! (no-IOMMU mode: physical addresses, and the device can reach all of memory).
 
+use crate::inuse::{self, NicUse, Roots};
 use crate::{msg, ToolError};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,12 +62,29 @@ pub fn describe(d: &DeviceInfo) -> String {
 /// `zcnic list`.
 pub fn list() -> Result<(), ToolError> {
     let devs = DeviceInfo::list_network()?;
+    let roots = Roots::from_env();
+    let rows: Vec<(String, NicUse)> = devs
+        .iter()
+        .map(|d| (describe(d), NicUse::read(&roots, &d.addr)))
+        .collect();
+    // describe() ends with the ZCNIC column at 58; it is as wide as its longest entry
+    // ("yes: virtio-net legacy/transitional"), and IFACE holds any interface name
+    // (IFNAMSIZ: 15 characters).
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(63) + 2;
     println!(
-        "{:<14}{:<15}{:<16}{:<7}{:<6}ZCNIC",
-        "PCI", "VENDOR:DEVICE", "DRIVER", "IOMMU", "MODE"
+        "{:<14}{:<15}{:<16}{:<7}{:<6}{:<zcnic$}{:<16}STATE",
+        "PCI",
+        "VENDOR:DEVICE",
+        "DRIVER",
+        "IOMMU",
+        "MODE",
+        "ZCNIC",
+        "IFACE",
+        zcnic = width - 58
     );
-    for d in &devs {
-        println!("{}", describe(d));
+    for (row, u) in &rows {
+        let row = format!("{row:<width$}{:<16}{}", u.iface_column(), u.state_column());
+        println!("{}", row.trim_end());
     }
     if devs.is_empty() {
         println!("(no network controllers found in /sys/bus/pci/devices)");
@@ -100,9 +118,15 @@ pub fn choose(info: &DeviceInfo, driver: Option<&str>) -> Result<Mode, ToolError
     Ok(mode)
 }
 
-/// `zcnic bind ADDR [--driver D]`: without `--driver`, vfio-pci when the device has an
-/// IOMMU group, uio_pci_generic otherwise.
-pub fn bind(addr: &PciAddr, driver: Option<&str>) -> Result<(), ToolError> {
+/// `zcnic bind ADDR [--driver D] [--force]`: without `--driver`, vfio-pci when the device
+/// has an IOMMU group, uio_pci_generic otherwise. A NIC the machine is using
+/// ([`inuse`]) is refused unless `force`; the check comes first, so that tests can point
+/// [`inuse::SYSROOT_ENV`] at a fixture.
+pub fn bind(addr: &PciAddr, driver: Option<&str>, force: bool) -> Result<(), ToolError> {
+    if let Some(warning) = inuse::check_bind(&NicUse::read(&Roots::from_env(), addr), addr, force)?
+    {
+        eprintln!("zcnic: {warning}");
+    }
     let info = DeviceInfo::read(addr)?;
     let chosen = driver.is_none();
     let mode = choose(&info, driver)?;

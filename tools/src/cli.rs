@@ -7,7 +7,8 @@ use zcnic::{Config, RingChoice};
 /// zcnic — a poll-mode, zero-copy userspace NIC driver.
 ///
 /// Typical session (as root, in a VM with an IOMMU):
-///   zcnic list                              # find the NIC
+///   zcnic doctor                            # what is missing here, and what to run
+///   zcnic list                              # find a NIC the machine is not using
 ///   zcnic hugepages --reserve 256 --mount   # DMA memory
 ///   zcnic bind 0000:00:02.0                 # hand it to vfio-pci
 ///   zcnic pktgen 0000:00:02.0 --duration 10 # send
@@ -32,7 +33,12 @@ pub struct PortOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// List PCI network controllers: vendor:device, driver, IOMMU group, mode, zcnic support.
+    /// List PCI network controllers: vendor:device, driver, IOMMU group, mode, zcnic
+    /// support, the kernel interface and whether the machine is using it.
+    ///
+    /// STATE `active: 10.0.0.5, default route` means the NIC carries this machine's
+    /// traffic (an address on an up interface, a route, a bridge or bond): `zcnic bind`
+    /// refuses it without --force.
     List,
     /// Hand a NIC to vfio-pci (or uio_pci_generic without an IOMMU) so zcnic can drive it
     /// (remembers the driver it had).
@@ -43,12 +49,24 @@ pub enum Cmd {
         /// group, uio_pci_generic (no-IOMMU mode) otherwise].
         #[arg(long)]
         driver: Option<String>,
+        /// Bind even when the machine is using the NIC (`zcnic list` says `active`): its
+        /// interface, addresses and routes go away, and an SSH session over it with them.
+        #[arg(long)]
+        force: bool,
     },
     /// Give a NIC back to the kernel driver it had before `zcnic bind`.
     Unbind {
         /// PCI address, e.g. 0000:00:02.0.
         pci: String,
     },
+    /// Check what zcnic needs on this machine and say what to run for what is missing.
+    ///
+    /// One line per check: `ok`, `fix` with the command to run, or `note` (worth knowing,
+    /// nothing to do). Checks root, the IOMMU (or uio for no-IOMMU mode), the vfio-pci and
+    /// uio_pci_generic modules, hugepages and hugetlbfs, each NIC's binding and whether
+    /// the machine uses it, and QEMU's version (for `cargo xtask`). Changes nothing.
+    /// Exit status: 0 when no line says `fix`, 1 otherwise.
+    Doctor,
     /// Show, reserve or mount 2 MiB hugepages (zcnic's DMA memory).
     Hugepages {
         /// Set the number of reserved 2 MiB pages (a NIC port needs about 8).

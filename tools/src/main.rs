@@ -310,7 +310,8 @@ fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(),
 fn run(cmd: Cmd) -> Result<(), ToolError> {
     match cmd {
         Cmd::List => bind::list(),
-        Cmd::Bind { pci, driver } => bind::bind(&parse_pci(&pci)?, driver.as_deref()),
+        Cmd::Bind { pci, driver, force } => bind::bind(&parse_pci(&pci)?, driver.as_deref(), force),
+        Cmd::Doctor => unreachable!("run by main: doctor has its own exit status"),
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
         Cmd::Pktgen(c) => pktgen_cmd(c),
@@ -461,6 +462,9 @@ fn main() -> ExitCode {
         ctrlc::set_handler(|| zcnic_tools::STOP.store(true, std::sync::atomic::Ordering::Relaxed))
     {
         log::warn!("cannot catch Ctrl-C: {e}");
+    }
+    if let Cmd::Doctor = cli.cmd {
+        return zcnic_tools::doctor::main();
     }
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
