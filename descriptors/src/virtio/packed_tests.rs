@@ -35,6 +35,7 @@ fn setup(size: u16) -> (PackedLayout, VecMemory) {
 }
 
 proptest! {
+    #![proptest_config(crate::proptest_config())]
     /// Random add/publish/fetch/complete (in and out of order)/pop sequences on rings of
     /// any size (not only powers of two): the device sees each chain exactly as added,
     /// with correct AVAIL/USED bits on every descriptor of every lap, only after publish;
@@ -45,7 +46,7 @@ proptest! {
     fn state_machine(
         size in 1u16..=17,
         event_idx in any::<bool>(),
-        ops in ops(600, false),
+        ops in ops(if cfg!(miri) { 60 } else { 600 }, false),
     ) {
         let (layout, mem) = setup(size);
         let mut q = PackedQueue::new(&mem, layout, event_idx);
