@@ -31,8 +31,8 @@ commands:
                   actions and 10^6 short cases per NIC, the soak runs 60 s;
                   every test binary runs (--no-fail-fast) and the last line
                   names the tests that failed
-  miri            `cargo +nightly miri test` on zcnic-descriptors and
-                  zcnic-hugepages, once per seed (4 seeds)
+  miri [ARGS...]  `cargo +nightly miri test` on zcnic-descriptors and
+                  zcnic-hugepages (or the -p ARGS pick), once per seed (4 seeds)
   demo            boot a guest with an e1000 and a virtio-net NIC behind a
                   vIOMMU and run `zcnic pktgen` on each for 10 s, console live
   selftest        boot a guest with two e1000s and check the harness:
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "test" => test(rest),
-        "miri" => miri::run(),
+        "miri" => miri::run(rest),
         "demo" => demo(),
         "selftest" => selftest(),
         "bench" => {

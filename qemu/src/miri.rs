@@ -51,8 +51,9 @@ fn ensure_miri() -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo +nightly miri test -p CRATE...` once per seed; fails if any seed fails.
-pub fn run() -> Result<ExitCode, String> {
+/// `cargo +nightly miri test -p CRATE... ARGS` once per seed; fails if any seed fails.
+/// `ARGS` that pick packages (`-p`) replace the default crates.
+pub fn run(args: &[String]) -> Result<ExitCode, String> {
     ensure_miri()?;
     let flags = std::env::var("MIRIFLAGS").unwrap_or_default();
     let mut failed = Vec::new();
@@ -60,9 +61,15 @@ pub fn run() -> Result<ExitCode, String> {
         let miriflags = format!("{flags} -Zmiri-seed={seed}").trim().to_string();
         eprintln!("xtask: MIRIFLAGS='{miriflags}' cargo +nightly miri test");
         let mut cmd = cargo();
-        cmd.args(["+nightly", "miri", "test", "--no-fail-fast"])
-            .args(CRATES.iter().flat_map(|c| ["-p", c]))
-            .env("MIRIFLAGS", &miriflags);
+        cmd.args(["+nightly", "miri", "test", "--no-fail-fast"]);
+        let picks = args
+            .iter()
+            .take_while(|a| *a != "--")
+            .any(|a| a.starts_with("-p") || a.starts_with("--package"));
+        if !picks {
+            cmd.args(CRATES.iter().flat_map(|c| ["-p", c]));
+        }
+        cmd.args(args).env("MIRIFLAGS", &miriflags);
         let status = cmd
             .status()
             .map_err(|e| format!("cannot start cargo +nightly miri: {e}"))?;

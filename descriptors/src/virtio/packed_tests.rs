@@ -46,7 +46,7 @@ proptest! {
     fn state_machine(
         size in 1u16..=17,
         event_idx in any::<bool>(),
-        ops in ops(if cfg!(miri) { 60 } else { 600 }, false),
+        ops in ops(if cfg!(miri) { 24 } else { 600 }, false),
     ) {
         let (layout, mem) = setup(size);
         let mut q = PackedQueue::new(&mem, layout, event_idx);
@@ -61,7 +61,7 @@ proptest! {
     fn garbage_ring_never_yields_a_bogus_completion(
         size in 1u16..=9,
         event_idx in any::<bool>(),
-        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..300),
+        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..if cfg!(miri) { 30 } else { 300 }),
     ) {
         let (layout, mem) = setup(size);
         let mut q = PackedQueue::new(&mem, layout, event_idx);
@@ -128,9 +128,9 @@ fn wrap_counters_flip_many_times() {
     let mut dev = PackedDevice::new(&mem, layout, true);
     let mut flips = 0;
     let mut wrap = q.next_avail().1;
-    // A tenth under Miri, which interprets each round thousands of times slower: still
-    // over a hundred laps.
-    let rounds: u32 = if cfg!(miri) { 300 } else { 3000 };
+    // A twentieth under Miri, which interprets each round thousands of times slower:
+    // still some fifty flips.
+    let rounds: u32 = if cfg!(miri) { 150 } else { 3000 };
     for i in 0..rounds {
         // Chains of 1 and 2 descriptors so heads land on every position of every lap.
         let chain: &[Buf] = if i % 3 == 0 {

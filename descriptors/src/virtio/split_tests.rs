@@ -51,7 +51,7 @@ proptest! {
         legacy in any::<bool>(),
         event_idx in any::<bool>(),
         start in start_index(),
-        ops in ops(if cfg!(miri) { 40 } else { 400 }, false),
+        ops in ops(if cfg!(miri) { 24 } else { 400 }, false),
     ) {
         let layout = SplitLayout::new(1 << log2, legacy).unwrap();
         let mem = VecMemory::new(layout.total_bytes());
@@ -98,7 +98,7 @@ proptest! {
     #[test]
     fn garbage_used_ring_never_yields_a_bogus_completion(
         event_idx in any::<bool>(),
-        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..300),
+        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..if cfg!(miri) { 30 } else { 300 }),
     ) {
         let (layout, mem) = setup(8);
         let mut q = SplitQueue::new(&mem, layout, event_idx);
