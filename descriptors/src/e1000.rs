@@ -381,6 +381,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config())]
         /// The receive loop's two-test check agrees with the full one on every descriptor:
         /// a length exactly for a done, good frame, and nothing for one not done.
         #[test]

@@ -17,3 +17,21 @@ mod ring;
 pub mod virtio;
 
 pub use ring::{RingIndex, RingSizeError};
+
+/// Proptest's settings for this crate's property tests: the default number of cases
+/// natively; under Miri, which interprets a case thousands of times slower, a few (the
+/// native runs cover the space, Miri checks each operation's memory accesses), and no
+/// failure file, since Miri's isolation has no working directory to put it in.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    use proptest::test_runner::Config;
+    if cfg!(miri) {
+        Config {
+            cases: 4,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    } else {
+        Config::default()
+    }
+}

@@ -114,6 +114,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
         /// Produce/consume in random steps from a random start: in_flight equals the true
         /// count, slots advance one by one, and free never goes negative.
         #[test]

@@ -26,27 +26,6 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn ensure_valgrind() -> Result<(), String> {
-    if Command::new("valgrind").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    let fix = "apt-get install -y --no-install-recommends valgrind";
-    if !root {
-        return Err(format!("valgrind not found: run `{fix}`"));
-    }
-    let ok = Command::new("sh")
-        .args(["-c", fix])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then_some(()).ok_or_else(|| format!("`{fix}` failed"))
-}
-
 /// The rows of `bench --host`: (label, datapath op, functions whose instructions count).
 const HOST_ROWS: [(&str, &str, &[&str]); 8] = [
     ("e1000 tx", "tx", &["*E1000<B>>::tx", "*E1000<B>>::rx"]),
@@ -71,7 +50,9 @@ const RECYCLING: &[&str] = &[
 ];
 
 /// Instructions per packet inside `functions` while `op` runs, by callgrind. Threads are
-/// counted apart, so a fake device's own thread is not in the figure.
+/// counted apart, so a fake device's own thread is not in the figure. The divisor is the
+/// count the program reports it processed, and only a run that exited 0 counts: a crash
+/// part way would otherwise spread too few instructions over the packets asked for.
 fn instructions(op: &str, functions: &[&str], batch: usize, packets: u64) -> Result<f64, String> {
     let bin = workspace_root().join("target/release/datapath");
     let out = Command::new("valgrind")
@@ -87,17 +68,40 @@ fn instructions(op: &str, functions: &[&str], batch: usize, packets: u64) -> Res
         .output()
         .map_err(|e| format!("valgrind: {e}"))?;
     let text = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // valgrind exits with the program's status (or its own error status).
+    if !out.status.success() {
+        return Err(format!(
+            "datapath {op} under valgrind failed ({}):\n{stdout}{text}",
+            out.status
+        ));
+    }
+    let processed = processed(&stdout, op)
+        .ok_or_else(|| format!("datapath {op} did not report its packet count:\n{stdout}"))?;
+    if processed < packets {
+        return Err(format!(
+            "datapath {op} processed {processed} of {packets} packets"
+        ));
+    }
     let collected = text
         .lines()
         .find_map(|l| l.split("Collected :").nth(1))
         .and_then(|n| n.trim().parse::<f64>().ok())
         .ok_or_else(|| format!("no callgrind total in:\n{text}"))?;
-    Ok(collected / packets as f64)
+    Ok(collected / processed as f64)
+}
+
+/// The packet count from the datapath program's last line, `datapath OP: N packets at
+/// batch B`.
+fn processed(stdout: &str, op: &str) -> Option<u64> {
+    let prefix = format!("datapath {op}: ");
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix(&prefix))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// `cargo xtask bench --host [--quick]`.
 pub fn host(quick: bool) -> Result<(), String> {
-    ensure_valgrind()?;
+    zcnic_qemu::ensure_host_tools(&[zcnic_qemu::HostTool::Valgrind]).map_err(|e| e.to_string())?;
     let status = cargo()
         .args([
             "build",
@@ -505,4 +509,17 @@ pub fn guest() -> Result<(), String> {
         return Err(format!("the bench scenario exited {}", run.exit_code));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processed;
+
+    #[test]
+    fn the_packet_count_comes_from_the_programs_own_line() {
+        let out = "warming up\ndatapath rx: 20032 packets at batch 32\n";
+        assert_eq!(processed(out, "rx"), Some(20032));
+        assert_eq!(processed(out, "tx"), None, "another op's line");
+        assert_eq!(processed("", "rx"), None, "a run that printed nothing");
+    }
 }

@@ -6,21 +6,75 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use zcnic_hugepages::{mount_hugetlbfs, HugepageStatus};
+
 use crate::{tail_lines, Error};
 
 /// The emulator binary.
 pub(crate) const QEMU: &str = "qemu-system-x86_64";
 /// busybox-static's binary, copied into the guest as its whole userland.
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
-/// The Debian packages providing [`QEMU`] and [`BUSYBOX`].
-const PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 
-/// The command that installs the host packages, for error messages.
-pub(crate) fn install_command() -> String {
+/// A host program some `cargo xtask` command runs, and the Debian package that has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostTool {
+    /// `qemu-system-x86_64`: every guest.
+    Qemu,
+    /// `/bin/busybox` (busybox-static): the guest's userland.
+    Busybox,
+    /// `tshark`: tests decode `zcnic dump`'s pcaps with it.
+    Tshark,
+    /// `valgrind`: `cargo xtask bench --host` counts instructions with callgrind.
+    Valgrind,
+}
+
+/// What booting a guest needs; [`prepare`](crate::prepare) installs these.
+pub const GUEST_TOOLS: [HostTool; 2] = [HostTool::Qemu, HostTool::Busybox];
+
+impl HostTool {
+    /// The Debian package that provides it.
+    pub fn package(self) -> &'static str {
+        match self {
+            HostTool::Qemu => "qemu-system-x86",
+            HostTool::Busybox => "busybox-static",
+            HostTool::Tshark => "tshark",
+            HostTool::Valgrind => "valgrind",
+        }
+    }
+
+    /// How it is named in messages.
+    fn name(self) -> &'static str {
+        match self {
+            HostTool::Qemu => QEMU,
+            HostTool::Busybox => "/bin/busybox (busybox-static)",
+            HostTool::Tshark => "tshark",
+            HostTool::Valgrind => "valgrind",
+        }
+    }
+
+    fn present(self) -> bool {
+        match self {
+            // Only the static busybox works in the guest, and it lives at this path.
+            HostTool::Busybox => Path::new(BUSYBOX).is_file(),
+            HostTool::Qemu => which(QEMU).is_some(),
+            HostTool::Tshark => which("tshark").is_some(),
+            HostTool::Valgrind => which("valgrind").is_some(),
+        }
+    }
+}
+
+/// The one command that installs `tools`' packages.
+fn install_command_for(tools: &[HostTool]) -> String {
+    let packages: Vec<&str> = tools.iter().map(|t| t.package()).collect();
     format!(
         "apt-get install -y --no-install-recommends {}",
-        PACKAGES.join(" ")
+        packages.join(" ")
     )
+}
+
+/// The command that installs the guest's host packages, for error messages.
+pub(crate) fn install_command() -> String {
+    install_command_for(&GUEST_TOOLS)
 }
 
 /// `Ok` when guests can run here: QEMU and busybox are installed, or are missing but we
@@ -35,42 +89,52 @@ pub(crate) fn install_command() -> String {
 /// }
 /// ```
 pub fn qemu_available() -> Result<(), String> {
-    match missing_packages() {
+    match missing(&GUEST_TOOLS).first() {
         None => Ok(()),
         Some(_) if is_root() => Ok(()),
         Some(what) => Err(format!(
-            "{what} not found: run `{}` as root",
+            "{} not found: run `{}` as root",
+            what.name(),
             install_command()
         )),
     }
 }
 
-/// Names the first missing host tool, if any.
-fn missing_packages() -> Option<&'static str> {
-    if which(QEMU).is_none() {
-        Some(QEMU)
-    } else if !Path::new(BUSYBOX).is_file() {
-        Some("/bin/busybox (busybox-static)")
-    } else {
-        None
-    }
+/// Those of `tools` not installed here.
+fn missing(tools: &[HostTool]) -> Vec<HostTool> {
+    tools.iter().copied().filter(|t| !t.present()).collect()
 }
 
 /// Installs QEMU and busybox-static with apt-get when either is missing (root only).
 pub(crate) fn ensure_host_packages() -> Result<(), Error> {
-    let Some(what) = missing_packages() else {
+    ensure_host_tools(&GUEST_TOOLS)
+}
+
+/// Makes sure every one of `tools` is installed: as root, installs the missing ones'
+/// packages with apt-get (updating the package lists first if that fails); otherwise
+/// fails at once with the one command to run.
+///
+/// ```no_run
+/// use zcnic_qemu::HostTool;
+/// zcnic_qemu::ensure_host_tools(&[HostTool::Tshark])?;
+/// # Ok::<(), zcnic_qemu::Error>(())
+/// ```
+pub fn ensure_host_tools(tools: &[HostTool]) -> Result<(), Error> {
+    let absent = missing(tools);
+    let Some(first) = absent.first() else {
         return Ok(());
     };
+    let fix = install_command_for(&absent);
     if !is_root() {
         return Err(Error::Missing {
-            what: what.to_string(),
-            fix: install_command(),
+            what: first.name().to_string(),
+            fix,
         });
     }
     let install = || {
         let mut cmd = apt("apt-get");
         cmd.args(["install", "-y", "--no-install-recommends"])
-            .args(PACKAGES);
+            .args(absent.iter().map(|t| t.package()));
         output(&mut cmd, "")
     };
     if install().is_err() {
@@ -78,13 +142,55 @@ pub(crate) fn ensure_host_packages() -> Result<(), Error> {
         apt_update()?;
         install()?;
     }
-    match missing_packages() {
+    match missing(tools).first() {
         None => Ok(()),
         Some(what) => Err(Error::Missing {
-            what: what.to_string(),
-            fix: install_command(),
+            what: what.name().to_string(),
+            fix,
         }),
     }
+}
+
+/// 2 MiB hugepages the host tests take at most at once (a port's pool and rings take ~8).
+pub const HOST_HUGEPAGES: usize = 16;
+/// Where [`ensure_host_hugepages`] mounts hugetlbfs when nothing is mounted (systemd's place).
+const HUGETLBFS_DIR: &str = "/dev/hugepages";
+
+/// Makes sure at least `free` 2 MiB hugepages are free and a hugetlbfs is mounted, so the
+/// host tests that need real DMA memory run instead of failing: as root, reserves more
+/// (`/proc/sys/vm/nr_hugepages`) and mounts hugetlbfs on `/dev/hugepages`; otherwise the
+/// error says what to run as root.
+pub fn ensure_host_hugepages(free: usize) -> Result<(), String> {
+    let status = HugepageStatus::read().map_err(|e| format!("2 MiB hugepages: {e}"))?;
+    if status.free >= free && status.mount.is_some() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "host tests need {free} free 2 MiB hugepages and a hugetlbfs mount (have {} free, \
+             mount {:?}): as root, run `echo {} > /proc/sys/vm/nr_hugepages; mkdir -p {HUGETLBFS_DIR}; \
+             mount -t hugetlbfs -o pagesize=2M none {HUGETLBFS_DIR}`, or run this command as root",
+            status.free,
+            status.mount,
+            status.total + free.saturating_sub(status.free),
+        ));
+    }
+    if status.free < free {
+        let want = status.total + (free - status.free);
+        let now = HugepageStatus::reserve(want).map_err(|e| format!("reserving hugepages: {e}"))?;
+        if now.free < free {
+            return Err(format!(
+                "asked the kernel for {want} 2 MiB hugepages, got {} ({} free): memory is \
+                 fragmented; reserve them early after boot",
+                now.total, now.free
+            ));
+        }
+    }
+    if status.mount.is_none() {
+        mount_hugetlbfs(Path::new(HUGETLBFS_DIR))
+            .map_err(|e| format!("mounting hugetlbfs on {HUGETLBFS_DIR}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `apt-get update`, as root only.
@@ -201,6 +307,14 @@ mod tests {
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains(": try harder"), "{err}");
         assert!(err.contains("oops"), "{err}");
+    }
+
+    #[test]
+    fn install_command_names_only_what_is_asked_for() {
+        assert_eq!(
+            install_command_for(&[HostTool::Tshark, HostTool::Valgrind]),
+            "apt-get install -y --no-install-recommends tshark valgrind"
+        );
     }
 
     #[test]

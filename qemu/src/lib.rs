@@ -50,7 +50,9 @@ pub mod threads;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use deps::qemu_available;
+pub use deps::{
+    ensure_host_hugepages, ensure_host_tools, qemu_available, HostTool, GUEST_TOOLS, HOST_HUGEPAGES,
+};
 pub use machine::{run, run_with_files};
 pub use prepare::{prepare, Prepared};
 
@@ -90,8 +92,9 @@ pub struct GuestSpec {
     /// Give the guest an Intel vIOMMU (`intel-iommu,caching-mode=on`, guest cmdline
     /// `intel_iommu=on iommu=pt`), which VFIO needs. Without it use uio_pci_generic.
     pub iommu: bool,
-    /// Hard limit for the whole run; past it QEMU is killed and [`run`] returns
-    /// [`Error::Timeout`] with the console's tail.
+    /// Hard limit for the scenario, counted from the moment the guest starts it (boot
+    /// time does not count: booting has its own generous limit of 300 s); past it QEMU is
+    /// killed and [`run`] returns [`Error::Timeout`] with the console's tail.
     pub timeout: Duration,
     /// Print guest console lines on the host's stdout as they arrive.
     pub echo: bool,
@@ -181,7 +184,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The guest did not finish within [`GuestSpec::timeout`]; QEMU was killed.
+    /// The guest did not reach its scenario within the boot limit, or did not finish it
+    /// within [`GuestSpec::timeout`]; QEMU was killed.
     #[error("guest `{name}` timed out after {secs} s (raise GuestSpec::timeout or fix the hang); last console lines:\n{tail}")]
     Timeout {
         /// [`GuestSpec::name`].

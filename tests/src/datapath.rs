@@ -35,8 +35,9 @@ pub fn manual_port() -> (FakeE1000, E1000<FakeBar>) {
 /// Moves `packets` 60-byte frames through `op` (`tx`, `rx` or `fwd`, or `tx-recycle`,
 /// `rx-recycle` or `fwd-recycle` through the recycling calls) in bursts of `batch`,
 /// the device completing each burst. Calls go through `&mut dyn Nic`, as applications make
-/// them (and so callgrind can find them).
-pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets: u64) {
+/// them (and so callgrind can find them). Returns the packets processed: at least
+/// `packets`, as the last burst may go past it.
+pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets: u64) -> u64 {
     let pool = nic.pool().clone();
     let mut burst: Vec<Packet> = Vec::with_capacity(batch);
     let mut recycled: Vec<Packet> = Vec::new();
@@ -93,6 +94,7 @@ pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets
             }
         }
     }
+    done
 }
 
 /// A fake modern virtio-net (split ring, EVENT_IDX) whose device thread drains transmit,
@@ -113,8 +115,9 @@ pub fn virtio_port() -> (FakeVirtio, VirtioNet<SplitQueue<DmaMem>>) {
 
 /// Sends `packets` 60-byte frames in bursts of `batch` through virtio-net `tx_batch`; the
 /// fake device drains each burst on its own thread before the next, so every call does a
-/// burst's reclaim and a burst's sends (no empty polls in the count).
-pub fn virtio_tx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64) {
+/// burst's reclaim and a burst's sends (no empty polls in the count). Returns the frames
+/// sent.
+pub fn virtio_tx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64) -> u64 {
     let pool = nic.pool().clone();
     let mut burst: Vec<Packet> = Vec::with_capacity(batch);
     let mut done = 0u64;
@@ -129,6 +132,7 @@ pub fn virtio_tx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64
             std::thread::yield_now();
         }
     }
+    done
 }
 
 /// A port that takes every frame at once and drops it: what is left of a `zcnic pktgen`

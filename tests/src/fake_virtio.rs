@@ -114,6 +114,15 @@ pub struct Behaviour {
     pub notify: Notify,
     /// Clear FEATURES_OK whatever the driver accepts.
     pub refuse_features: bool,
+    /// Act on a queue only once the driver has notified it, as a device that sleeps until
+    /// kicked does, instead of polling the rings. Woken, the device takes chains until the
+    /// ring is empty; then it asks for the next kick where it stopped (`used.flags` 0, and
+    /// with EVENT_IDX `avail_event` / the packed DESC event at its position: the driver
+    /// kicks only when it makes that entry available, so the device must keep it current),
+    /// looks once more, since the driver may have published before it could see the
+    /// request (virtio 1.1 §2.6.7.1, §2.7.10), and sleeps. A driver that publishes without
+    /// the kick the device asked for stalls here. Use with [`Notify::Wanted`].
+    pub only_when_notified: bool,
 }
 
 impl Default for Behaviour {
@@ -125,6 +134,7 @@ impl Default for Behaviour {
             link_up: true,
             notify: Notify::Wanted,
             refuse_features: false,
+            only_when_notified: false,
         }
     }
 }
@@ -281,6 +291,8 @@ impl FakeVirtio {
             bad_tx_len: 0,
             inject: VecDeque::new(),
             held: VecDeque::new(),
+            awake: [false; QUEUES],
+            kicks_seen: [0; QUEUES],
         };
         core.reset();
         let shared = Arc::new(Shared {
@@ -467,6 +479,10 @@ struct Core {
     inject: VecDeque<Inject>,
     /// Receive chains taken from the ring but not yet used.
     held: VecDeque<Chain>,
+    /// Per queue, with [`Behaviour::only_when_notified`]: the device was kicked and has not
+    /// yet found the ring empty since; and the kicks counted when it last looked.
+    awake: [bool; QUEUES],
+    kicks_seen: [u64; QUEUES],
 }
 
 /// Width of the register starting at `off` (0: none starts there).
@@ -622,10 +638,29 @@ impl Core {
             ring.suppress(&m, self.b.notify, self.event_idx);
         }
         self.rings = rings;
+        // Asleep until the first kick after DRIVER_OK.
+        self.awake = [false; QUEUES];
+        self.kicks_seen = [0, 1].map(|q| counts.kicks[q].load(Ordering::SeqCst));
+    }
+
+    /// Wakes the queues kicked since the last look (only-when-notified mode).
+    fn take_kicks(&mut self, counts: &Counters) {
+        for q in 0..QUEUES {
+            // SeqCst, as the doorbell's count: the driver published before it kicked, so
+            // everything it published is visible once the kick is.
+            let kicks = counts.kicks[q].load(Ordering::SeqCst);
+            if kicks != self.kicks_seen[q] {
+                self.kicks_seen[q] = kicks;
+                self.awake[q] = true;
+            }
+        }
     }
 
     /// One pass of the datapath; true if it did anything.
     fn step(&mut self, counts: &Counters, sent: &Mutex<Vec<Vec<u8>>>) -> bool {
+        if self.b.only_when_notified {
+            self.take_kicks(counts);
+        }
         let tx = !self.tx_paused && self.transmit(counts, sent);
         self.receive(counts) | tx
     }
@@ -638,9 +673,16 @@ impl Core {
         let Some(ring) = self.rings[TX].as_mut() else {
             return false;
         };
+        let awake = self.b.only_when_notified.then_some(&mut self.awake[TX]);
+        let mut next = Taker {
+            awake,
+            event_idx: self.event_idx,
+        };
         let (mut frames, mut done) = (Vec::new(), Vec::new());
         for _ in 0..ring.size() {
-            let Some(chain) = ring.take(&m) else { break };
+            let Some(chain) = next.take(ring, &m) else {
+                break;
+            };
             let bytes = gather(&m, &chain);
             if bytes.len() < HDR_LEN || bytes[..HDR_LEN].iter().any(|&b| b != 0) {
                 bump(&counts.bad_headers, 1);
@@ -674,6 +716,11 @@ impl Core {
         let Some(ring) = self.rings[RX].as_mut() else {
             return false;
         };
+        let awake = self.b.only_when_notified.then_some(&mut self.awake[RX]);
+        let mut taker = Taker {
+            awake,
+            event_idx: self.event_idx,
+        };
         let (mut done, mut used, mut did) = (Vec::new(), 0u64, false);
         while let Some(front) = self.inject.front() {
             let need = match front {
@@ -682,7 +729,9 @@ impl Core {
                 _ => 1,
             };
             while self.held.len() < need {
-                let Some(chain) = ring.take(&m) else { break };
+                let Some(chain) = taker.take(ring, &m) else {
+                    break;
+                };
                 self.held.push_back(chain);
                 did = true;
             }
@@ -731,6 +780,36 @@ impl Core {
         }
         bump(&counts.rx_used, used);
         did
+    }
+}
+
+/// How the device takes chains off a ring: whenever there are any (polling), or with
+/// [`Behaviour::only_when_notified`] only while awake (see there).
+struct Taker<'a> {
+    /// The queue's awake flag in only-when-notified mode.
+    awake: Option<&'a mut bool>,
+    event_idx: bool,
+}
+
+impl Taker<'_> {
+    fn take(&mut self, ring: &mut Ring, m: &Dma) -> Option<Chain> {
+        let Some(awake) = self.awake.as_deref_mut() else {
+            return ring.take(m);
+        };
+        if !*awake {
+            return None;
+        }
+        if let Some(chain) = ring.take(m) {
+            return Some(chain);
+        }
+        // Empty: ask for a kick at the next entry, then look again. SeqCst pairs with the
+        // driver's full barrier between its publish and its read of our request: either
+        // it sees the request and kicks, or we see what it published.
+        ring.suppress(m, Notify::Wanted, self.event_idx);
+        fence(Ordering::SeqCst);
+        let again = ring.take(m);
+        *awake = again.is_some();
+        again
     }
 }
 

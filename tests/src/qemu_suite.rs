@@ -26,16 +26,26 @@ pub fn guest_slot(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Boots a guest with `nics`, runs `script`, and insists the scenario exited 0.
-pub fn boot(name: &str, nics: Vec<Nic>, script: &str) -> GuestRun {
-    let spec = GuestSpec {
+/// What every suite scenario starts with: stop at the first failing command, and a
+/// pipeline fails when any of its commands does (`zcnic … | tee` would otherwise report
+/// tee's status and lose zcnic's). busybox ash has pipefail.
+pub const PRELUDE: &str = "set -e\nset -o pipefail\n";
+
+/// The suite's guest: `nics` behind a vIOMMU, `script` after [`PRELUDE`].
+pub fn spec(name: &str, nics: Vec<Nic>, script: &str) -> GuestSpec {
+    GuestSpec {
         nics,
-        script: format!("set -e\n{script}"),
+        script: format!("{PRELUDE}{script}"),
         iommu: true,
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
         name: name.into(),
-    };
+    }
+}
+
+/// Boots a guest with `nics`, runs `script`, and insists the scenario exited 0.
+pub fn boot(name: &str, nics: Vec<Nic>, script: &str) -> GuestRun {
+    let spec = spec(name, nics, script);
     let run = zcnic_qemu::run(&spec).unwrap_or_else(|e| panic!("{name}: guest run failed: {e}"));
     assert_eq!(
         run.exit_code,
@@ -66,29 +76,84 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 /// Checks that `frames` are exactly pktgen's frames 0..n, in order, byte for byte as
 /// generated (all but the timestamp, which is compared for monotonicity).
 pub fn assert_pktgen_sequence(frames: &[Vec<u8>], n: usize, size: usize, src_mac: [u8; 6]) {
-    assert_eq!(frames.len(), n, "frame count");
-    let mut gen = frame::FrameGen::new(Flow {
+    let flow = Flow {
         src_mac,
         ..Flow::default()
-    });
+    };
+    assert_generated(frames, n, size, flow, "pktgen");
+}
+
+/// `frames` are frames 0..n of `flow`, `size` bytes each, in order, byte for byte what
+/// pktgen generates with each frame's own timestamp, which never goes back.
+fn assert_generated(frames: &[Vec<u8>], n: usize, size: usize, flow: Flow, name: &str) {
+    assert_eq!(frames.len(), n, "{name}: frame count");
+    let mut gen = frame::FrameGen::new(flow);
     let mut expect = vec![0u8; frame::MAX_FRAME];
     let mut last_ts = 0;
     for (i, f) in frames.iter().enumerate() {
-        let meta = frame::parse(f).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        let meta = frame::parse(f).unwrap_or_else(|e| panic!("{name}: frame {i}: {e}"));
         assert_eq!(
             meta.seq, i as u64,
-            "frame {i} carries sequence {}",
+            "{name}: frame {i} carries sequence {}",
             meta.seq
         );
-        assert!(meta.tx_ns >= last_ts, "frame {i}: timestamp went back");
+        assert!(
+            meta.tx_ns >= last_ts,
+            "{name}: frame {i}: timestamp went back"
+        );
         last_ts = meta.tx_ns;
         let n = gen.write(&mut expect, size, 0, i as u64, meta.tx_ns);
         assert_eq!(
             f[..],
             expect[..n],
-            "frame {i} differs from what pktgen generated"
+            "{name}: frame {i} differs from what pktgen generated"
         );
     }
+}
+
+/// Checks `pktgen --ceiling`'s frames: `n` copies of the one frame it builds (`size` bytes
+/// from `src_mac`, sequence 0, timestamp 0), byte for byte, and that frame is valid on the
+/// wire by an independent parser: its IPv4 header checksum and UDP checksum are right.
+pub fn assert_ceiling_frames(frames: &[Vec<u8>], n: usize, size: usize, src_mac: [u8; 6]) {
+    assert_eq!(frames.len(), n, "ceiling: frame count");
+    let mut gen = frame::FrameGen::new(Flow {
+        src_mac,
+        ..Flow::default()
+    });
+    let mut expect = vec![0u8; frame::MAX_FRAME];
+    let len = gen.write(&mut expect, size, 0, 0, 0);
+    let expect = &expect[..len];
+    if let Some(i) = frames.iter().position(|f| f[..] != *expect) {
+        panic!(
+            "ceiling: frame {i} of {n} differs from the frame pktgen built: {:02x?}",
+            frames[i]
+        );
+    }
+    assert_checksums(expect, "ceiling");
+}
+
+/// The IPv4 header checksum and UDP checksum of an Ethernet/IPv4/UDP frame are right, as
+/// etherparse computes them.
+pub fn assert_checksums(f: &[u8], name: &str) {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("{name}: not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "{name}: IPv4 header checksum"
+    );
+    let Some(TransportSlice::Udp(udp)) = &p.transport else {
+        panic!("{name}: not UDP")
+    };
+    let uh = udp.to_header();
+    let want = uh
+        .calc_checksum_ipv4(&h, udp.payload())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(uh.checksum, want, "{name}: UDP checksum");
 }
 
 /// MAC the harness gives NIC `i`.
@@ -106,8 +171,9 @@ pub fn figure(line: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Checks one receive leg: among `frames`, those sent by `src_mac` are pktgen frames of
-/// `stream` with sequence numbers exactly 0..n, in order (nothing lost, duplicated or late).
+/// Checks one receive leg: among `frames`, those sent by `src_mac` are exactly pktgen's
+/// 60-byte frames 0..n of `stream`, in order (nothing lost, duplicated or late), byte for
+/// byte as generated.
 pub fn assert_leg_received(
     frames: Vec<Vec<u8>>,
     src_mac: [u8; 6],
@@ -120,19 +186,12 @@ pub fn assert_leg_received(
         .into_iter()
         .filter(|f| f.len() >= 12 && f[6..12] == src_mac)
         .collect();
-    let seqs: Vec<u64> = frames
-        .iter()
-        .map(|f| frame::parse(f).map(|m| m.seq).unwrap_or(u64::MAX))
-        .collect();
-    assert_eq!(seqs.len(), n, "{name}: every frame arrives");
-    assert!(
-        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-        "{name}: in order, none lost"
-    );
-    for f in &frames {
-        let meta = frame::parse(f).expect("a pktgen frame");
-        assert_eq!(meta.stream, stream, "{name}: stream id");
-    }
+    let flow = Flow {
+        src_mac,
+        stream,
+        ..Flow::default()
+    };
+    assert_generated(&frames, n, 60, flow, name);
 }
 
 /// Shell lines that wait for `file` to contain `text` (fwd and dump print a line once their

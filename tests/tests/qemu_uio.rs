@@ -15,6 +15,7 @@ use std::time::Duration;
 use zcnic_qemu::{GuestRun, GuestSpec, Nic};
 use zcnic_tests::qemu_suite::{
     assert_leg_received, assert_pktgen_sequence, figure, guest_slot, nic_mac, read_pcap, tail,
+    PRELUDE,
 };
 
 const LEGACY: &str = "virtio-net-pci,disable-modern=on";
@@ -84,7 +85,7 @@ fn rx_leg(name: &str, from: u8, to: u8) -> String {
 }
 
 fn script() -> String {
-    let mut s = String::from("set -e\nzcnic list > /results/list-before.txt\n");
+    let mut s = format!("{PRELUDE}zcnic list > /results/list-before.txt\n");
     s += &keep(
         "bind-vfio",
         &format!("zcnic bind {} --driver vfio-pci", pci(0)),

@@ -209,6 +209,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
         #[test]
         fn round_trips(off in 0usize..24, a in any::<u16>(), b in any::<u32>(), c in any::<u64>()) {
             let m = VecMemory::new(40);

@@ -396,6 +396,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
         #[test]
         fn need_event_matches_brute_force(event in any::<u16>(), old in any::<u16>(), step in 0u16..=32768) {
             let new = old.wrapping_add(step);

@@ -501,6 +501,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config())]
         /// The DESC-mode kick decision equals "the event descriptor was among those just
         /// made available", from any ring position, across the wrap.
         #[test]

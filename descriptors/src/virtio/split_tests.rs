@@ -39,6 +39,7 @@ fn start_index() -> impl Strategy<Value = u16> {
 }
 
 proptest! {
+    #![proptest_config(crate::proptest_config())]
     /// Random add/publish/fetch/complete (in and out of order)/pop sequences: every chain is
     /// seen by the device exactly as added and only after publish, every id pops exactly
     /// once with the device's len in completion order, free()/in_flight() match the model
@@ -50,7 +51,7 @@ proptest! {
         legacy in any::<bool>(),
         event_idx in any::<bool>(),
         start in start_index(),
-        ops in ops(400, false),
+        ops in ops(if cfg!(miri) { 24 } else { 400 }, false),
     ) {
         let layout = SplitLayout::new(1 << log2, legacy).unwrap();
         let mem = VecMemory::new(layout.total_bytes());
@@ -97,7 +98,7 @@ proptest! {
     #[test]
     fn garbage_used_ring_never_yields_a_bogus_completion(
         event_idx in any::<bool>(),
-        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..300),
+        steps in prop::collection::vec((0u8..4, any::<u16>(), any::<u32>()), 1..if cfg!(miri) { 30 } else { 300 }),
     ) {
         let (layout, mem) = setup(8);
         let mut q = SplitQueue::new(&mem, layout, event_idx);
@@ -367,6 +368,10 @@ fn ids_stay_unique_across_a_full_ring() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "70 000 rounds are too slow for Miri; the native run covers the wrap"
+)]
 fn indices_wrap_past_65535_from_zero() {
     let (layout, mem) = setup(4);
     let mut q = SplitQueue::new(&mem, layout, true);

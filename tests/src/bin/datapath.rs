@@ -22,7 +22,8 @@ fn main() {
     };
     let batch: usize = batch.parse().unwrap_or(32).clamp(1, 256);
     let packets: u64 = packets.parse().unwrap_or(100_000);
-    if op == "pktgen" {
+    // What was processed, which the caller divides by: never just the count asked for.
+    let done = if op == "pktgen" {
         let args = pktgen::Args {
             sizes: pktgen::Sizes::Fixed(60),
             count: Some(packets),
@@ -36,16 +37,19 @@ fn main() {
             ceiling: false,
         };
         let mut sink = SinkNic::new();
-        if let Err(e) = pktgen::run(&mut sink, pktgen::Rx::None, &args) {
-            eprintln!("datapath pktgen: {e}");
-            std::process::exit(1);
+        match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
+            Ok(summary) => summary.sent,
+            Err(e) => {
+                eprintln!("datapath pktgen: {e}");
+                std::process::exit(1);
+            }
         }
     } else if op == "virtio-tx" {
         let (dev, mut nic) = virtio_port();
-        virtio_tx(&dev, &mut nic, batch, packets);
+        virtio_tx(&dev, &mut nic, batch, packets)
     } else {
         let (dev, mut nic) = manual_port();
-        drive(op, &dev, &mut nic, batch, packets);
-    }
-    println!("datapath {op}: {packets} packets at batch {batch}");
+        drive(op, &dev, &mut nic, batch, packets)
+    };
+    println!("datapath {op}: {done} packets at batch {batch}");
 }
