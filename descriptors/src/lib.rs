@@ -27,7 +27,7 @@ pub(crate) fn proptest_config() -> proptest::test_runner::Config {
     use proptest::test_runner::Config;
     if cfg!(miri) {
         Config {
-            cases: 4,
+            cases: 1,
             failure_persistence: None,
             ..Config::default()
         }

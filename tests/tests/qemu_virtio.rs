@@ -88,7 +88,9 @@ fn frames_cross_between_e1000_and_virtio_both_ways() {
                sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
              done\n\
              sleep 2\n\
-             zcnic pktgen {from} --count {M} --rate 100k --stream 7 | tee /results/{name}-pktgen.txt\n\
+             # 25k pps: at 100k a virtio sender's bursts overran the e1000's receive ring\n\
+             # when the host was busy (19167 of 20000 arrived), a limit of TCG.\n\
+             zcnic pktgen {from} --count {M} --rate 25k --stream 7 | tee /results/{name}-pktgen.txt\n\
              wait $dump\n\
              cat /results/{name}-dump.err /results/{name}-dump.txt\n"
         )
