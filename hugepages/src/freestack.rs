@@ -202,7 +202,7 @@ mod tests {
     fn the_tag_does_not_wrap_at_22_bits() {
         let at_old_limit = Head(((1u64 << 22) - 1) << TOP_BITS).then(1);
         assert_eq!(at_old_limit.tag(), 1 << 22);
-        let near_end = Head(u64::MAX & !TOP).then(5);
+        let near_end = Head(!TOP).then(5);
         assert_eq!((near_end.tag(), near_end.top()), (0, 5));
         assert_eq!(64 - TOP_BITS, 43);
     }
