@@ -797,11 +797,13 @@ fn flush_on_a_device_that_never_sends_gives_up() {
     let started = Instant::now();
     drop(nic);
     assert!(started.elapsed() < HANG);
-    assert_eq!(pool.free_count(), pool.capacity());
+    // Nothing proves the device stopped (no reset, no bus master to turn off): its 8
+    // receive buffers and the ring's spare stay out of the pool, which it may still write.
+    assert_eq!(pool.free_count(), pool.capacity() - 8 - 1);
 }
 
 /// Closing a port whose device no longer finishes a reset still ends (the quiesce reset is
-/// bounded) and frees everything.
+/// bounded), and keeps what the device may still write out of the pool.
 #[test]
 fn close_with_a_reset_that_never_finishes_ends() {
     let dev = DevBar::new(true);
@@ -811,7 +813,9 @@ fn close_with_a_reset_that_never_finishes_ends() {
     let started = Instant::now();
     drop(nic);
     assert!(started.elapsed() < HANG);
-    assert_eq!(pool.free_count(), pool.capacity());
+    // Nothing proves the device stopped (no reset, no bus master to turn off): its 8
+    // receive buffers and the ring's spare stay out of the pool, which it may still write.
+    assert_eq!(pool.free_count(), pool.capacity() - 8 - 1);
 }
 
 /// A link that never comes up costs the link timeout at open, then the port works.
