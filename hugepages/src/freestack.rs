@@ -1,62 +1,50 @@
 //! The pool's free list: a lock-free stack of buffer indices.
 //!
-//! The head is one 64-bit word: a 43-bit tag bumped by every change and the top index + 1
-//! (21 bits), updated by one compare-and-swap. The tag is what defeats ABA: a thread that
-//! read a head, was stalled, and then tries its CAS fails if anything changed meanwhile,
-//! even if the same index is on top again. The tag wraps only after 2^43 (8.8 × 10^12)
-//! changes: at 100 million CAS a second on one pool, more than one cache line shared by
-//! cores sustains, that is a day of uninterrupted churn while one popper stays stalled
-//! between its load and its CAS (a paused VM or SIGSTOP pauses every thread of it, so
-//! they do not count). This stack's first form packed the free count beside the index and
-//! left 22 tag bits, which wrap in milliseconds of churn.
-//!
-//! A 128-bit head (DPDK's lock-free stack uses cmpxchg16b) was tried first; under QEMU's
-//! TCG, where zcnic's demo and bench run, the guest's virtio-net rate fell several-fold
-//! with it (docs/performance.md, "The pool's ABA tag"). So the free count lives in a
-//! counter of its own, updated with one atomic read-modify-write right after the head's
-//! CAS: the order of those updates says exactly when the pool became full or stopped being
-//! full, which is all the pool's loan needs.
+//! The head is one 128-bit word: a 64-bit tag bumped by every change, the free count, and
+//! the top index + 1, updated by one 128-bit compare-and-swap (cmpxchg16b on x86_64, as
+//! DPDK's lock-free stack does). The tag is what defeats ABA: a thread that read a head,
+//! was stalled, and then tries its CAS fails if anything changed meanwhile, even if the
+//! same index is on top again. A 22-bit tag (this stack's first form) repeats after 2^22
+//! changes, which a thread preempted for a few milliseconds under churn can live through;
+//! 2^64 changes take centuries at any rate a CPU can CAS, so this tag cannot wrap.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use portable_atomic::AtomicU128;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bits of the stack head for the top index + 1.
-const TOP_BITS: u32 = 21;
-const TOP: u64 = (1 << TOP_BITS) - 1;
-/// Most buffers one pool holds: what the head's 21-bit index counts (about 4.5 GB).
-pub const MAX_BUFFERS: usize = TOP as usize - 1;
+/// Most buffers one pool holds (the links are `u32` index + 1; also about 8.8 TB).
+pub const MAX_BUFFERS: usize = u32::MAX as usize - 1;
 
-/// The stack head: a 43-bit tag bumped by every change, and the top index + 1 (0 =
-/// empty), in one word that one CAS updates.
+/// The stack head: tag (bits 64..128), free count (32..64), top index + 1 (0..32; 0 =
+/// empty).
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Head(u64);
+struct Head(u128);
 
 impl Head {
     #[inline(always)]
     fn top(self) -> u32 {
-        (self.0 & TOP) as u32
+        self.0 as u32
     }
 
-    /// The next head: tag + 1 (wrapping after 2^43 changes) and the given top.
     #[inline(always)]
-    fn then(self, top: u32) -> Self {
-        let tag = (self.0 >> TOP_BITS).wrapping_add(1);
-        Self((tag << TOP_BITS) | u64::from(top))
+    fn len(self) -> u32 {
+        (self.0 >> 32) as u32
     }
 
-    #[cfg(test)]
-    fn tag(self) -> u64 {
-        self.0 >> TOP_BITS
+    /// The next head: tag + 1 (wrapping, after 2^64 changes), the given top and length.
+    #[inline(always)]
+    fn then(self, top: u32, len: u32) -> Self {
+        let tag = ((self.0 >> 64) as u64).wrapping_add(1);
+        Self(u128::from(tag) << 64 | u128::from(len) << 32 | u128::from(top))
     }
 }
 
-/// A lock-free stack of buffer indices (a Treiber stack) with a tagged head (see the module
-/// docs). Every link is an atomic, so a stale read is a wasted try, never undefined
-/// behaviour. Pushes take a whole chain at once: one CAS for a burst of freed buffers.
+/// A lock-free stack of buffer indices (a Treiber stack) with a 128-bit tagged head (see
+/// the module docs). Every link is an atomic, so a stale read is a wasted try, never
+/// undefined behaviour. Pushes take a whole chain at once: one CAS for a burst of freed
+/// buffers.
 #[derive(Debug)]
 pub struct FreeStack {
-    head: AtomicU64,
-    /// Entries on the stack, updated right after each successful CAS.
-    free: AtomicU32,
+    head: AtomicU128,
     next: Box<[AtomicU32]>,
 }
 
@@ -68,8 +56,7 @@ impl FreeStack {
             .map(|i| AtomicU32::new(if i + 1 < n { i + 2 } else { 0 }))
             .collect();
         Self {
-            head: AtomicU64::new(Head(0).then(u32::from(n > 0)).0),
-            free: AtomicU32::new(n),
+            head: AtomicU128::new(Head(0).then(u32::from(n > 0), n).0),
             next,
         }
     }
@@ -90,8 +77,7 @@ impl FreeStack {
     }
 
     /// Pushes the chain `first → … → last` of `n` indices (linked with `link_in`, none on the
-    /// stack); returns the free count after, as this push's own counter update left it.
-    /// Nothing of the stack is touched after that update.
+    /// stack); returns the free count after.
     #[inline]
     pub(crate) fn push_chain(&self, first: u32, last: u32, n: u32) -> u32 {
         let Some(tail) = self.next.get(last as usize) else {
@@ -100,20 +86,16 @@ impl FreeStack {
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
             tail.store(h.top(), Ordering::Relaxed);
+            let new = h.then(first + 1, h.len() + n);
             // Release: the links written above are visible to whoever pops these entries.
-            match self.head.compare_exchange_weak(
-                h.0,
-                h.then(first + 1).0,
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
+            match self
+                .head
+                .compare_exchange_weak(h.0, new.0, Ordering::Release, Ordering::Acquire)
+            {
+                Ok(_) => return new.len(),
                 Err(now) => h = Head(now),
             }
         }
-        // AcqRel: the counter's read-modify-writes form one order; whoever's update makes
-        // the pool full sees every earlier user's, and what those users did before.
-        self.free.fetch_add(n, Ordering::AcqRel) + n
     }
 
     /// Pushes index `idx` (which must not be on the stack); returns the free count after.
@@ -123,7 +105,7 @@ impl FreeStack {
     }
 
     /// Pops as many indices as `got` holds into it with one successful CAS; returns how
-    /// many, and the free count before, as this pop's own counter update saw it.
+    /// many, and the free count before.
     #[inline]
     pub fn pop_batch(&self, got: &mut [u32]) -> (usize, u32) {
         let links = &self.next[..];
@@ -143,20 +125,17 @@ impl FreeStack {
                 taken += 1;
             }
             if taken == 0 {
-                return (0, self.len() as u32);
+                return (0, h.len());
             }
             // Acquire: the links (and the buffers' last contents) of what we take are
             // visible before we hand the buffers out.
             match self.head.compare_exchange_weak(
                 h.0,
-                h.then(top).0,
+                h.then(top, h.len().saturating_sub(taken as u32)).0,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => {
-                    let before = self.free.fetch_sub(taken as u32, Ordering::AcqRel);
-                    return (taken, before);
-                }
+                Ok(_) => return (taken, h.len()),
                 Err(now) => h = Head(now),
             }
         }
@@ -164,7 +143,7 @@ impl FreeStack {
 
     /// Entries on the stack (exact when no other thread is pushing or popping).
     pub fn len(&self) -> usize {
-        self.free.load(Ordering::Relaxed) as usize
+        Head(self.head.load(Ordering::Relaxed)).len() as usize
     }
 
     /// True when no entry is on the stack.
@@ -188,22 +167,21 @@ mod tests {
         assert_eq!(s.pop_batch(&mut two), (2, 4), "0 and 1 taken");
         s.push(0); // 0 is on top again, now linked to 2, not 1
         assert_eq!(Head(s.head.load(Ordering::Acquire)).top(), stale.top());
-        let would = stale.then(2); // what the stalled popper computed: 1 on top
+        let would = stale.then(2, 3); // what the stalled popper computed: 1 on top
         assert!(s
             .head
             .compare_exchange(stale.0, would.0, Ordering::Acquire, Ordering::Acquire)
             .is_err());
-        assert_eq!(s.len(), 3);
     }
 
-    /// The tag has 43 bits: it does not come back to 0 after 2^22 changes, the point where
-    /// the old 22-bit tag wrapped, and the index survives its own wrap.
+    /// The tag has 64 bits: it does not come back to 0 after 2^22 changes, the point where
+    /// the old 22-bit tag wrapped, and the fields survive its own wrap after 2^64.
     #[test]
     fn the_tag_does_not_wrap_at_22_bits() {
-        let at_old_limit = Head(((1u64 << 22) - 1) << TOP_BITS).then(1);
-        assert_eq!(at_old_limit.tag(), 1 << 22);
-        let near_end = Head(!TOP).then(5);
-        assert_eq!((near_end.tag(), near_end.top()), (0, 5));
-        assert_eq!(64 - TOP_BITS, 43);
+        let tag = |h: Head| (h.0 >> 64) as u64;
+        let at_old_limit = Head(u128::from((1u64 << 22) - 1) << 64).then(1, 4);
+        assert_eq!(tag(at_old_limit), 1 << 22);
+        let near_end = Head(u128::from(u64::MAX) << 64).then(5, 6);
+        assert_eq!((tag(near_end), near_end.top(), near_end.len()), (0, 5, 6));
     }
 }
