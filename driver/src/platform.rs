@@ -86,6 +86,18 @@ pub unsafe trait PciDevice: Debug {
     }
 }
 
+/// Turns `dev`'s bus mastering off and reads it back: true only when the device can no
+/// longer start DMA (a port may then free the memory it gave the device).
+pub(crate) fn stop_bus_master(dev: &dyn PciDevice) -> bool {
+    match dev.set_bus_master(false).and_then(|()| dev.bus_master()) {
+        Ok(on) => !on,
+        Err(e) => {
+            log::warn!("{e}");
+            false
+        }
+    }
+}
+
 /// How zcnic reaches a device: which kernel stub driver holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -183,17 +183,10 @@ impl<B: Bar> Drop for E1000<B> {
             log::warn!("{}: transmit ring did not drain before close", self.addr);
         }
         let reset = self.quiesce();
-        let master_off = match &self.device {
-            Some(dev) => dev
-                .set_bus_master(false)
-                .and_then(|()| dev.bus_master())
-                .map(|on| !on)
-                .unwrap_or_else(|e| {
-                    log::warn!("{e}");
-                    false
-                }),
-            None => false,
-        };
+        let master_off = self
+            .device
+            .as_deref()
+            .is_some_and(crate::platform::stop_bus_master);
         if !reset && !master_off {
             log::error!(
                 "{}: the device did not stop; leaking its rings and buffers so it cannot write freed memory",

@@ -552,17 +552,10 @@ impl<Q: QueueKind> Drop for VirtioNet<Q> {
             log::warn!("{}: transmit queue did not drain before close", self.addr);
         }
         let reset = stop(self.transport.as_ref());
-        let master_off = match &self.device {
-            Some(dev) => dev
-                .set_bus_master(false)
-                .and_then(|()| dev.bus_master())
-                .map(|on| !on)
-                .unwrap_or_else(|e| {
-                    log::warn!("{e}");
-                    false
-                }),
-            None => false,
-        };
+        let master_off = self
+            .device
+            .as_deref()
+            .is_some_and(crate::platform::stop_bus_master);
         if !reset && !master_off {
             log::error!(
                 "{}: the device did not stop; leaking its queues and buffers so it cannot write freed memory",
