@@ -105,9 +105,9 @@ impl FakeDma {
         self.iommu.with_range(iova, len, false, || {
             let p = iova as *mut u8;
             let aligned = iova.is_multiple_of(len.max(1) as u64);
-            // SAFETY: inside a live region, checked under the lock held here so it cannot
-            // be freed meanwhile (IOVA = VA); the wide accesses are aligned; the caller
-            // promises the driver touches the range only atomically meanwhile.
+            // Inside a live region, checked under the lock held here so it cannot be freed
+            // meanwhile (IOVA = VA); the wide accesses are aligned.
+            // SAFETY: as just said; the caller promises atomic access meanwhile.
             unsafe {
                 match (len, aligned) {
                     (2, true) => buf.copy_from_slice(

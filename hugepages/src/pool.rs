@@ -221,9 +221,9 @@ impl Mempool {
     /// buffers came from it, are linked, and are owned by the caller, who gives them up.
     #[inline]
     unsafe fn put_chain(pool: NonNull<Self>, first: u32, last: u32, n: u32) {
-        // SAFETY: alive, per the contract; the reference ends before the loan is returned.
         // `count` is read before the push: once the chain is on the stack, another thread's
         // push may fill the pool and free it, so nothing of it may be read after.
+        // SAFETY: alive, per the contract; the reference ends before the loan is returned.
         let full = unsafe {
             let p = pool.as_ref();
             let count = p.count;

@@ -43,7 +43,7 @@ pub struct Sample {
     /// main loop) and CPU ticks.
     pub threads: Vec<(u32, String, u64)>,
     /// The host's core-to-core round trip ([`crate::cores`]), measured every
-    /// [`TRIP_EVERY`] samples once [`measure_trips`] turned it on.
+    /// `TRIP_EVERY` samples once [`measure_trips`] turned it on.
     pub trip: Option<Duration>,
 }
 

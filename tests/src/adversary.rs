@@ -31,7 +31,7 @@ pub fn config(short: u32, long_cases: u32) -> Config {
 const THREADS: u32 = 8;
 
 /// Runs `test` on `short` cases from the strategy `strategy()` builds, or on `long_cases`
-/// spread over [`THREADS`] threads in the long form. Panics with the first (shrunk) failure.
+/// spread over `THREADS` threads in the long form. Panics with the first (shrunk) failure.
 pub fn run_cases<S: Strategy>(
     short: u32,
     long_cases: u32,
