@@ -111,7 +111,7 @@ pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
 
 /// Opens the NIC at `pci` with explicit ring, pool and timeout settings, through the
 /// platform it is bound to: vfio-pci (IOMMU) or uio_pci_generic (no IOMMU, physical
-/// addresses; one line on stderr says so). See [`platform::open_device`].
+/// addresses; one line on stderr says so). See `platform::open_device`.
 pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;

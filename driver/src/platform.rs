@@ -1,6 +1,6 @@
 //! How a driver reaches its PCI function: config space, BARs, DMA memory. Two platforms
 //! implement [`PciDevice`]: VFIO ([`crate::vfio::VfioDevice`], with an IOMMU) and uio
-//! ([`crate::uio::UioDevice`], no IOMMU, physical addresses). [`open_device`] picks the one
+//! ([`crate::uio::UioDevice`], no IOMMU, physical addresses). `open_device` picks the one
 //! the device is bound to, so drivers are written once.
 
 use crate::mmio::MmioBar;

@@ -53,7 +53,7 @@ impl<B: Bar> std::fmt::Debug for E1000<B> {
 
 impl E1000<MmioBar> {
     /// Opens the e1000 at `addr` through the platform it is bound to (vfio-pci or
-    /// uio_pci_generic; see [`crate::platform::open_device`]).
+    /// uio_pci_generic; see `platform::open_device`).
     pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Self, Error> {
         Self::with_device(crate::platform::open_device(addr)?, cfg)
     }

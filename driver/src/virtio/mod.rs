@@ -21,7 +21,7 @@ use std::rc::Rc;
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 
 /// Opens the virtio-net device at `addr` through the platform it is bound to (vfio-pci
-/// or uio_pci_generic; see [`crate::platform::open_device`]).
+/// or uio_pci_generic; see `platform::open_device`).
 pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     with_device(crate::platform::open_device(addr)?.into(), cfg)
 }
