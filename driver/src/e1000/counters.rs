@@ -118,10 +118,7 @@ mod tests {
     #[test]
     fn clear_on_read_registers_count_every_event() {
         let bar = FakeBar::new(0x20000);
-        let clearing = ClearingBar {
-            bar: &bar,
-            off: stat::MPC,
-        };
+        let clearing = SiliconBar::new(&bar, stat::MPC, false);
         let mut c = Counters::new();
         for events in [0, 7, 9, 12, 3] {
             bar.write32(stat::MPC, events);
@@ -157,11 +154,7 @@ mod tests {
     #[test]
     fn a_clearing_register_is_not_taken_for_running_on_a_few_events() {
         let bar = FakeBar::new(0x20000);
-        let arriving = ArrivingBar {
-            bar: &bar,
-            off: stat::MPC,
-            reads: std::cell::Cell::new(0),
-        };
+        let arriving = SiliconBar::new(&bar, stat::MPC, true);
         let mut c = Counters::new();
         // First read 1, one more event before the second read (which then reads 1 again).
         bar.write32(stat::MPC, 1);
@@ -179,50 +172,34 @@ mod tests {
         assert!(mpc(&c) >= 1 + 40 + 30, "{}", mpc(&c));
     }
 
-    /// Clears on read, and one new event lands right after the first read of each pair.
-    struct ArrivingBar<'a> {
+    /// A bar whose register `off` clears when read, as silicon's statistics do; with
+    /// `arrives`, one new event lands right after the very first read of it.
+    struct SiliconBar<'a> {
         bar: &'a FakeBar,
         off: u32,
+        arrives: bool,
         reads: std::cell::Cell<u32>,
     }
 
-    impl Bar for ArrivingBar<'_> {
+    impl<'a> SiliconBar<'a> {
+        fn new(bar: &'a FakeBar, off: u32, arrives: bool) -> Self {
+            let reads = std::cell::Cell::new(0);
+            Self {
+                bar,
+                off,
+                arrives,
+                reads,
+            }
+        }
+    }
+
+    impl Bar for SiliconBar<'_> {
         fn read32(&self, off: u32) -> u32 {
             let v = self.bar.read32(off);
             if off == self.off {
                 self.reads.set(self.reads.get() + 1);
-                self.bar.write32(off, u32::from(self.reads.get() == 1));
-            }
-            v
-        }
-        fn write32(&self, off: u32, val: u32) {
-            self.bar.write32(off, val)
-        }
-        fn read16(&self, off: u32) -> u16 {
-            self.bar.read16(off)
-        }
-        fn write16(&self, off: u32, val: u16) {
-            self.bar.write16(off, val)
-        }
-        fn read8(&self, off: u32) -> u8 {
-            self.bar.read8(off)
-        }
-        fn write8(&self, off: u32, val: u8) {
-            self.bar.write8(off, val)
-        }
-    }
-
-    /// A bar whose register `off` clears when read, as silicon's statistics do.
-    struct ClearingBar<'a> {
-        bar: &'a FakeBar,
-        off: u32,
-    }
-
-    impl Bar for ClearingBar<'_> {
-        fn read32(&self, off: u32) -> u32 {
-            let v = self.bar.read32(off);
-            if off == self.off {
-                self.bar.write32(off, 0);
+                let arrived = self.arrives && self.reads.get() == 1;
+                self.bar.write32(off, u32::from(arrived));
             }
             v
         }
