@@ -15,6 +15,11 @@ pub(crate) const QEMU: &str = "qemu-system-x86_64";
 /// busybox-static's binary, copied into the guest as its whole userland.
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
+/// DPDK's test application, which the bench runs in the guest.
+pub const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
+/// Where Debian's DPDK keeps its drivers (the `-d` plugins testpmd loads).
+pub const PMDS: &str = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0";
+
 /// A host program some `cargo xtask` command runs, and the Debian package that has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostTool {
@@ -26,6 +31,11 @@ pub enum HostTool {
     Tshark,
     /// `valgrind`: `cargo xtask bench --host` counts instructions with callgrind.
     Valgrind,
+    /// `ethtool`: the bench reads the e1000's own transmit counter (GPTC) through the
+    /// kernel driver with `ethtool -S` while kernel pktgen sends.
+    Ethtool,
+    /// DPDK's `dpdk-testpmd` and its e1000 and virtio drivers: the bench's peer.
+    Testpmd,
 }
 
 /// What booting a guest needs; [`prepare`](crate::prepare) installs these.
@@ -39,6 +49,9 @@ impl HostTool {
             HostTool::Busybox => "busybox-static",
             HostTool::Tshark => "tshark",
             HostTool::Valgrind => "valgrind",
+            HostTool::Ethtool => "ethtool",
+            // testpmd is in dpdk-dev; the drivers (librte-net-*) come with dpdk.
+            HostTool::Testpmd => "dpdk dpdk-dev",
         }
     }
 
@@ -49,6 +62,8 @@ impl HostTool {
             HostTool::Busybox => "/bin/busybox (busybox-static)",
             HostTool::Tshark => "tshark",
             HostTool::Valgrind => "valgrind",
+            HostTool::Ethtool => "ethtool",
+            HostTool::Testpmd => "DPDK's dpdk-testpmd",
         }
     }
 
@@ -59,13 +74,21 @@ impl HostTool {
             HostTool::Qemu => which(QEMU).is_some(),
             HostTool::Tshark => which("tshark").is_some(),
             HostTool::Valgrind => which("valgrind").is_some(),
+            HostTool::Ethtool => find_program("ethtool").is_some(),
+            HostTool::Testpmd => {
+                Path::new(TESTPMD).is_file()
+                    && Path::new(&format!("{PMDS}/librte_net_e1000.so.23")).exists()
+            }
         }
     }
 }
 
 /// The one command that installs `tools`' packages.
 fn install_command_for(tools: &[HostTool]) -> String {
-    let packages: Vec<&str> = tools.iter().map(|t| t.package()).collect();
+    let packages: Vec<&str> = tools
+        .iter()
+        .flat_map(|t| t.package().split_whitespace())
+        .collect();
     format!(
         "apt-get install -y --no-install-recommends {}",
         packages.join(" ")
@@ -134,7 +157,7 @@ pub fn ensure_host_tools(tools: &[HostTool]) -> Result<(), Error> {
     let install = || {
         let mut cmd = apt("apt-get");
         cmd.args(["install", "-y", "--no-install-recommends"])
-            .args(absent.iter().map(|t| t.package()));
+            .args(absent.iter().flat_map(|t| t.package().split_whitespace()));
         output(&mut cmd, "")
     };
     if install().is_err() {
@@ -224,6 +247,16 @@ pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
+}
+
+/// `program` on `PATH`, or in the sbin directories a non-root `PATH` lacks.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    which(program).or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(program))
+            .find(|p| is_executable(p))
+    })
 }
 
 fn is_executable(path: &Path) -> bool {

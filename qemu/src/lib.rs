@@ -51,7 +51,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use deps::{
-    ensure_host_hugepages, ensure_host_tools, qemu_available, HostTool, GUEST_TOOLS, HOST_HUGEPAGES,
+    ensure_host_hugepages, ensure_host_tools, find_program, qemu_available, HostTool, GUEST_TOOLS,
+    HOST_HUGEPAGES, PMDS, TESTPMD,
 };
 pub use machine::{run, run_with_files};
 pub use prepare::{prepare, Prepared};

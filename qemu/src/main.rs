@@ -42,12 +42,17 @@ commands:
   selftest        boot a guest with two e1000s and check the harness:
                   VFIO, IOMMU groups, huge pages, modules, results, pcap
   prepare         install QEMU, fetch the guest kernel, build the guest image
-  bench           one guest boot: kernel pktgen vs zcnic pktgen on e1000 and virtio
+  bench [--runs N] [--smoke] [--allow-missing]
+                  one guest boot: kernel pktgen, DPDK testpmd and zcnic on e1000 and
+                  virtio-net, and forwarding, each measured the same way, repeated
+                  and interleaved; history and chart in target/zcnic-bench/
+                  (`bench --help` says more); --smoke: 1 s windows (CI)
   bench --host    instructions per packet (callgrind) and criterion benches on the
                   fake device; --quick for a short run (CI)
 
 Each command installs the host packages it uses (QEMU, busybox-static, tshark,
 valgrind) with apt-get when run as root, or names the apt-get command to run.
+`bench` also installs ethtool and DPDK (dpdk, dpdk-dev).
 `test` as root also reserves 2 MiB hugepages and mounts hugetlbfs for the host tests.
 
 environment:
@@ -78,16 +83,17 @@ fn main() -> ExitCode {
         "demo" => demo(),
         "shell" => shell(rest),
         "selftest" => selftest(),
-        "bench" => {
-            let host = rest.iter().any(|a| a == "--host");
-            let quick = rest.iter().any(|a| a == "--quick");
-            if host {
-                bench::host(quick)
-            } else {
-                bench::guest()
-            }
-            .map(|()| ExitCode::SUCCESS)
+        "bench" if rest.iter().any(|a| a == "--help" || a == "-h") => {
+            println!("{}", bench::USAGE);
+            Ok(ExitCode::SUCCESS)
         }
+        "bench" if rest.iter().any(|a| a == "--host") => {
+            let quick = rest.iter().any(|a| a == "--quick");
+            bench::host(quick).map(|()| ExitCode::SUCCESS)
+        }
+        "bench" => bench::Options::parse(rest)
+            .and_then(|o| bench::guest(&o))
+            .map(|()| ExitCode::SUCCESS),
         "prepare" => prepare().map(|()| ExitCode::SUCCESS),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -84,18 +84,17 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
             let dt = (now - last_t) as f64 / 1e9;
             let _ = writeln!(
                 out,
-                "pktgen {port}: {:6.1} s  ceiling tx {:>9.0} pps  total {sent}",
+                "pktgen {port}: {:6.1} s  ceiling tx {:>9.0} pps  total {sent}{}",
                 now as f64 / 1e9,
                 (sent - last_sent) as f64 / dt,
+                crate::pktgen::device_count(tx),
             );
             let _ = out.flush();
             (last_t, last_sent) = (now, sent);
         }
     }
     let secs = epoch.elapsed().as_secs_f64();
-    if !tx.flush() {
-        log::warn!("{port}: the device had not sent everything when pktgen stopped");
-    }
+    let flushed = tx.flush();
     let stats = tx.stats();
     Ok(Summary {
         port,
@@ -107,6 +106,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
             .filter_map(|n| stats.hw(n).map(|v| (*n, v)))
             .collect(),
         rx: None,
+        flushed,
     })
 }
 

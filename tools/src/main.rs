@@ -184,7 +184,8 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     if c.json {
         println!("{}", pktgen::summary_json(&s));
     }
-    Ok(())
+    // Reported after the summary, so nothing is lost; the exit status says it failed.
+    pktgen::unflushed(&s).map_or(Ok(()), Err)
 }
 
 fn fwd_cmd(

@@ -140,6 +140,9 @@ pub struct Summary {
     pub device: Vec<(&'static str, u64)>,
     /// What came back.
     pub rx: Option<RxSummary>,
+    /// Whether the device had sent every queued frame when pktgen stopped; when not, the
+    /// device's counts above are short and the run is reported as failed.
+    pub flushed: bool,
 }
 
 impl Summary {
@@ -364,6 +367,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 );
                 last_rx = got;
             }
+            line += &device_count(tx);
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
             (last_t, last_sent) = (now, sent);
@@ -372,9 +376,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let secs = sending_until
         .map_or(epoch.elapsed(), |t| t.duration_since(epoch))
         .as_secs_f64();
-    if !tx.flush() {
-        log::warn!("{port}: the device had not sent everything when pktgen stopped");
-    }
+    let flushed = tx.flush();
     let stats = tx.stats();
     let device = ["GPTC", "TPT"]
         .iter()
@@ -396,6 +398,27 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         secs,
         device,
         rx: rx_summary,
+        flushed,
+    })
+}
+
+/// `"  device GPTC N"`: the device's own count of frames sent so far, for the per-second
+/// lines of NICs that keep one (e1000), so that a reader (and `cargo xtask bench`) can
+/// measure any window by the device rather than by pktgen's word. Empty elsewhere.
+pub fn device_count(tx: &mut dyn Nic) -> String {
+    tx.stats()
+        .hw("GPTC")
+        .map_or(String::new(), |n| format!("  device GPTC {n}"))
+}
+
+/// The error for a run whose device had not sent everything when it stopped: its counts
+/// are short, so the run must not pass as measured.
+pub fn unflushed(s: &Summary) -> Option<ToolError> {
+    (!s.flushed).then(|| {
+        msg(format!(
+            "{}: the device had not sent every queued frame when pktgen stopped; the device counts above are short (is the link up? `zcnic list`)",
+            s.port
+        ))
     })
 }
 
@@ -461,6 +484,7 @@ pub fn summary_json(s: &Summary) -> String {
         .collect::<Vec<_>>()
         .join(",");
     j += "}";
+    j += &format!(",\"flushed\":{}", s.flushed);
     if let Some(r) = &s.rx {
         j += &format!(
             ",\"rx\":{{\"port\":\"{}\",\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"other\":{}",
@@ -515,9 +539,22 @@ mod tests {
             secs: 1.0,
             device: vec![("GPTC", 10)],
             rx: None,
+            flushed: true,
         };
         let j = summary_json(&s);
         assert!(j.starts_with('{') && j.ends_with('}'));
         assert!(j.contains("\"sent\":10") && j.contains("\"GPTC\":10"));
+        assert!(j.contains("\"flushed\":true"), "{j}");
+        assert!(unflushed(&s).is_none());
+        let e = unflushed(&Summary {
+            flushed: false,
+            ..s
+        })
+        .expect("an unflushed run fails");
+        assert!(
+            e.to_string()
+                .contains("0000:00:02.0: the device had not sent"),
+            "{e}"
+        );
     }
 }
