@@ -37,7 +37,8 @@ pub struct Entry {
     /// `full` or `smoke`.
     pub mode: String,
     pub warm_s: u32,
-    pub window_intervals: usize,
+    #[serde(alias = "window_intervals")]
+    pub window_s: u32,
     pub rounds: usize,
     /// The median of the host's core-to-core round trips over the runs.
     pub host_trip_ns: Option<u64>,
@@ -93,7 +94,7 @@ impl Entry {
             qemu: String::new(),
             mode: mode.into(),
             warm_s: plan.window.warm,
-            window_intervals: plan.window.intervals,
+            window_s: plan.window.secs,
             rounds: plan.rounds,
             host_trip_ns: trips.get(trips.len() / 2).copied(),
             figures,
@@ -192,10 +193,10 @@ pub(crate) mod tests {
     use super::*;
 
     /// Two recorded entries (full mode), as the history file holds them.
-    pub(crate) const HISTORY: &str = r#"{"commit":"2243195aaaaa","dirty":false,"date":"2026-12-03T02:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"full","warm_s":2,"window_intervals":6,"rounds":2,"host_trip_ns":120,"figures":[{"target":"e1000","tool":"kernel","rule":"device-delta","runs":[929694,911000],"median":920347},{"target":"e1000","tool":"testpmd","rule":"device-delta","runs":[1688122,1650000],"median":1669061},{"target":"e1000","tool":"zcnic","rule":"device-delta","runs":[2028016,2100000],"median":2064008},{"target":"e1000","tool":"ceiling","rule":"device-delta","runs":[2595812,2600000],"median":2597906},{"target":"virtio","tool":"zcnic","rule":"median-per-second","runs":[843159,800000],"median":821579},{"target":"fwd-virtio-e1000","tool":"zcnic","rule":"median-per-second","runs":[78072,80000],"median":79036,"source":[1900000,1800000]}],"ratios":[["e1000","zcnic/testpmd",1.2366]]}
+    pub(crate) const HISTORY: &str = r#"{"commit":"2243195aaaaa","dirty":false,"date":"2026-12-03T02:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"full","warm_s":2,"window_s":6,"rounds":2,"host_trip_ns":120,"figures":[{"target":"e1000","tool":"kernel","rule":"device-delta","runs":[929694,911000],"median":920347},{"target":"e1000","tool":"testpmd","rule":"device-delta","runs":[1688122,1650000],"median":1669061},{"target":"e1000","tool":"zcnic","rule":"device-delta","runs":[2028016,2100000],"median":2064008},{"target":"e1000","tool":"ceiling","rule":"device-delta","runs":[2595812,2600000],"median":2597906},{"target":"virtio","tool":"zcnic","rule":"median-per-second","runs":[843159,800000],"median":821579},{"target":"fwd-virtio-e1000","tool":"zcnic","rule":"median-per-second","runs":[78072,80000],"median":79036,"source":[1900000,1800000]}],"ratios":[["e1000","zcnic/testpmd",1.2366]]}
 not json from an older bench
-{"commit":"bbbbbbbbbbbb","dirty":true,"date":"2026-12-04T02:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"full","warm_s":2,"window_intervals":6,"rounds":1,"host_trip_ns":null,"figures":[{"target":"e1000","tool":"testpmd","rule":"device-delta","runs":[1700000],"median":1700000},{"target":"e1000","tool":"zcnic","rule":"device-delta","runs":[2200000],"median":2200000}],"ratios":[["e1000","zcnic/testpmd",1.294]]}
-{"commit":"cccccccccccc","dirty":false,"date":"2026-12-04T03:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"smoke","warm_s":1,"window_intervals":1,"rounds":1,"host_trip_ns":null,"figures":[],"ratios":[]}
+{"commit":"bbbbbbbbbbbb","dirty":true,"date":"2026-12-04T02:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"full","warm_s":2,"window_s":6,"rounds":1,"host_trip_ns":null,"figures":[{"target":"e1000","tool":"testpmd","rule":"device-delta","runs":[1700000],"median":1700000},{"target":"e1000","tool":"zcnic","rule":"device-delta","runs":[2200000],"median":2200000}],"ratios":[["e1000","zcnic/testpmd",1.294]]}
+{"commit":"cccccccccccc","dirty":false,"date":"2026-12-04T03:00:00Z","qemu":"QEMU emulator version 7.2.15","mode":"smoke","warm_s":1,"window_s":1,"rounds":1,"host_trip_ns":null,"figures":[],"ratios":[]}
 "#;
 
     #[test]

@@ -35,14 +35,14 @@ One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen send
 frame re-posted: what QEMU's device model takes), and forwarding each way between a
 virtio-net and an e1000 NIC with zcnic fwd and testpmd io.
 
-Every run is measured the same way: after a 2 s warm-up from its first frame, over six
-one-second intervals; on the e1000 by the device's own transmit counter (GPTC, read by
+Every run is measured the same way: after a 2 s warm-up from its first frame, over a
+6 s window of its per-second samples; on the e1000 by the device's own transmit counter (GPTC, read by
 each tool's driver: zcnic, DPDK, the kernel through ethtool), elsewhere by the median of
 each tool's per-second counts. Tools run interleaved, each --runs times (default 2).
 
 options:
   --runs N         rounds of every tool (default 2)
-  --smoke          1 s warm-up, one 1 s interval, one round: checks the bench itself (CI)
+  --smoke          1 s warm-up, a 1 s window, one round: checks the bench itself (CI)
   --allow-missing  run without a peer (DPDK) that cannot be installed, instead of failing
   --host           instructions per packet on the fake device, then criterion benches
   --quick          with --host: a short run
@@ -88,21 +88,9 @@ impl Options {
 
     fn plan(&self, dpdk: bool) -> Plan {
         let (window, rounds) = if self.smoke {
-            (
-                Window {
-                    warm: 1,
-                    intervals: 1,
-                },
-                1,
-            )
+            (Window { warm: 1, secs: 1 }, 1)
         } else {
-            (
-                Window {
-                    warm: 2,
-                    intervals: 6,
-                },
-                self.runs,
-            )
+            (Window { warm: 2, secs: 6 }, self.runs)
         };
         Plan {
             window,
@@ -280,7 +268,7 @@ mod tests {
         assert_eq!(o.plan(true).rounds, 3);
         let smoke = Options::parse(&args(&["--smoke"])).unwrap().plan(true);
         assert_eq!(
-            (smoke.window.warm, smoke.window.intervals, smoke.rounds),
+            (smoke.window.warm, smoke.window.secs, smoke.rounds),
             (1, 1, 1)
         );
         assert!(Options::parse(&args(&["--runs"]))

@@ -187,7 +187,7 @@ impl Plan {
 
     /// Seconds a tool runs once it has started counting.
     fn secs(&self) -> usize {
-        self.window.warm as usize + self.window.intervals + self.tail as usize
+        (self.window.warm + self.window.secs + self.tail) as usize
     }
 
     /// The guest scenario: shell helpers, then one call per run.
@@ -195,7 +195,7 @@ impl Plan {
         let mut s = format!(
             "set -e\nmodload e1000\nmodload virtio_net\nmodload pktgen\nsleep 1\nWARM={}\nWIN={}\nTAIL={}\nSECS={}\n{HELPERS}",
             self.window.warm,
-            self.window.intervals,
+            self.window.secs,
             self.tail,
             self.secs()
         );
@@ -300,7 +300,11 @@ kernel_run() { # ID PCI COUNTER
   taskset -p 1 $S > /dev/null
   echo start > /proc/net/pktgen/pgctrl &
   G=$!
-  sleep 1; marks $1; sleep $TAIL
+  # The sampler's "second" is a little longer (ethtool, the shell): stop once it has
+  # enough samples to cover the window.
+  sleep 1; marks $1
+  n=0
+  while [ $(wc -l < $R/$1.samples) -lt $((SECS + 2)) ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
   echo stop > /proc/net/pktgen/pgctrl
   rc=0; wait $G || rc=$?
   touch $R/$1.stop; wait $S
@@ -322,10 +326,15 @@ testpmd_run() { # ID TESTPMD-ARGS...
   id=$1; shift
   dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va "$@" > $R/$id.out 2>&1 &
   T=$!
-  # EAL's start-up takes a while under TCG: the clock starts with the first statistics.
+  # EAL's start-up takes a while under TCG, and testpmd prints its statistics one or two
+  # seconds apart: it runs until it has printed enough of them to cover the window.
   n=0
   while ! grep -qs Tx-pps $R/$id.out && kill -0 $T 2> /dev/null && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done
-  marks $id; sleep $TAIL
+  marks $id &
+  M=$!
+  n=0
+  while [ $(grep -c 'statistics for port 0' $R/$id.out) -lt $((SECS + 1)) ] && kill -0 $T 2> /dev/null && [ $n -lt 60 ]; do sleep 1; n=$((n + 1)); done
+  wait $M
   kill -INT $T 2> /dev/null || true
   rc=0; wait $T || rc=$?
   echo $rc > $R/$id.rc
@@ -358,10 +367,7 @@ mod tests {
 
     fn plan(rounds: usize, dpdk: bool) -> Plan {
         Plan {
-            window: Window {
-                warm: 2,
-                intervals: 6,
-            },
+            window: Window { warm: 2, secs: 6 },
             tail: 2,
             rounds,
             dpdk,

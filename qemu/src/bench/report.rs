@@ -241,8 +241,8 @@ pub fn ratio_text(report: &Report, target: Target, a: Tool, b: Tool) -> Option<S
 /// spread, then the ratios.
 pub fn print(report: &Report, plan: &Plan) {
     println!(
-        "\nbench: one boot, TCG, 60-byte frames; every run measured over {} one-second intervals after {} s of warm-up; {} round(s), tools interleaved",
-        plan.window.intervals, plan.window.warm, plan.rounds
+        "\nbench: one boot, TCG, 60-byte frames; every run measured over a {} s window after {} s of warm-up; {} round(s), tools interleaved",
+        plan.window.secs, plan.window.warm, plan.rounds
     );
     for target in Target::ALL {
         println!("  {} ({}, pps):", target.label(), target.rule().describe());

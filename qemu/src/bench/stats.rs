@@ -50,8 +50,9 @@ impl Rule {
 pub struct Window {
     /// Seconds skipped once the counter starts moving.
     pub warm: u32,
-    /// Intervals (about a second each) measured after the warm-up.
-    pub intervals: usize,
+    /// Seconds measured after the warm-up: the intervals that start within them (each
+    /// about a second; testpmd's are sometimes two).
+    pub secs: u32,
 }
 
 /// One interval of a window: its length in seconds and the counter's increase.
@@ -82,9 +83,10 @@ pub fn delta(from: u64, to: u64, bits: u32) -> u64 {
 }
 
 /// The window's intervals: the counter starts at the last sample still showing the
-/// first sample's count (nothing sent yet); the window's intervals are the first
-/// `window.intervals` consecutive sample pairs starting at least `window.warm` seconds
-/// after that. An error says why a run cannot be measured.
+/// first sample's count (nothing sent yet); the window holds the consecutive sample pairs
+/// that start from `window.warm` seconds after that until `window.secs` seconds later,
+/// and the run must have gone on to the window's end. An error says why a run cannot be
+/// measured.
 pub fn window(series: &Series, window: Window) -> Result<Vec<Interval>, String> {
     let s = &series.samples;
     let Some(&(_, first)) = s.first() else {
@@ -99,25 +101,26 @@ pub fn window(series: &Series, window: Window) -> Result<Vec<Interval>, String> 
     }
     let origin = s[start - 1].0;
     let from = origin + f64::from(window.warm) - SLACK;
+    let to = from + f64::from(window.secs);
     let pairs: Vec<Interval> = s
         .windows(2)
-        .filter(|w| w[0].0 >= from)
-        .take(window.intervals)
+        .filter(|w| w[0].0 >= from && w[0].0 < to)
         .map(|w| Interval {
             secs: w[1].0 - w[0].0,
             count: delta(w[0].1, w[1].1, series.bits),
         })
         .collect();
-    if pairs.len() < window.intervals {
-        return Err(format!(
-            "ran too briefly: {} of the {} one-second intervals after a {} s warm-up",
-            pairs.len(),
-            window.intervals,
-            window.warm
-        ));
-    }
     if let Some(bad) = pairs.iter().find(|i| i.secs.is_nan() || i.secs <= 0.0) {
         return Err(format!("samples out of order ({} s apart)", bad.secs));
+    }
+    let last = s.last().map_or(0.0, |l| l.0);
+    if pairs.is_empty() || last < to {
+        return Err(format!(
+            "ran too briefly: its samples end {:.1} s into the {} s window after a {} s warm-up",
+            (last - from - SLACK).max(0.0),
+            window.secs,
+            window.warm
+        ));
     }
     Ok(pairs)
 }
@@ -164,10 +167,7 @@ mod tests {
         Series::new(points.to_vec())
     }
 
-    const W: Window = Window {
-        warm: 2,
-        intervals: 3,
-    };
+    const W: Window = Window { warm: 2, secs: 3 };
 
     #[test]
     fn the_window_starts_a_warm_up_after_the_counter_first_moves() {
@@ -219,7 +219,10 @@ mod tests {
     fn a_short_run_or_an_idle_counter_is_an_error_not_a_figure() {
         let short = series(&[(0.0, 0), (1.0, 10), (2.0, 20), (3.0, 30)]);
         let e = window(&short, W).unwrap_err();
-        assert!(e.contains("ran too briefly: 1 of the 3"), "{e}");
+        assert!(
+            e.contains("ran too briefly: its samples end 1.0 s into the 3 s window"),
+            "{e}"
+        );
         let idle = series(&[(0.0, 5), (1.0, 5), (2.0, 5)]);
         assert!(window(&idle, W).unwrap_err().contains("never moved"));
         assert!(window(&Series::default(), W).is_err());
@@ -248,14 +251,7 @@ mod tests {
             bits: 32,
         };
         // From the second sample (the first move) one second on: 2.0 → 3.0 wraps.
-        let w = window(
-            &s,
-            Window {
-                warm: 1,
-                intervals: 3,
-            },
-        )
-        .unwrap();
+        let w = window(&s, Window { warm: 1, secs: 3 }).unwrap();
         assert_eq!(
             w.iter().map(|i| i.count).collect::<Vec<_>>(),
             [128, 128, 128]

@@ -9,10 +9,7 @@ use std::path::PathBuf;
 
 fn plan(rounds: usize) -> Plan {
     Plan {
-        window: Window {
-            warm: 2,
-            intervals: 4,
-        },
+        window: Window { warm: 2, secs: 4 },
         tail: 2,
         rounds,
         dpdk: true,
