@@ -38,6 +38,7 @@
 //! # Ok::<(), zcnic_qemu::Error>(())
 //! ```
 
+pub mod backports;
 pub mod cores;
 mod deps;
 mod initramfs;

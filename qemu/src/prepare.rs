@@ -67,6 +67,8 @@ fn prepare_uncached() -> Result<Prepared, Error> {
         what: QEMU.into(),
         fix: deps::install_command(),
     })?;
+    // igb needs QEMU >= 8: bookworm-backports' QEMU 10 runs every guest.
+    crate::backports::ensure_recent_qemu(&qemu)?;
     let cache = harness_dir().join("cache");
     let started = Instant::now();
     let kernel = kernel::fetch(&cache)?;
