@@ -13,6 +13,7 @@
 //! ```
 
 pub mod e1000;
+pub mod igb;
 mod ring;
 pub mod virtio;
 

@@ -19,6 +19,7 @@
 mod config;
 pub mod e1000;
 mod error;
+pub mod igb;
 pub mod mmio;
 mod nic;
 pub mod pci;
@@ -64,7 +65,7 @@ impl Supported {
 }
 
 /// Every device zcnic drives.
-pub const SUPPORTED: [Supported; 5] = [
+pub const SUPPORTED: [Supported; 6] = [
     Supported {
         vendor: 0x8086,
         device: 0x100e,
@@ -82,6 +83,12 @@ pub const SUPPORTED: [Supported; 5] = [
         device: 0x1004,
         driver: "e1000",
         part: "82544GC",
+    },
+    Supported {
+        vendor: 0x8086,
+        device: 0x10c9,
+        driver: "igb",
+        part: "82576",
     },
     Supported {
         vendor: 0x1af4,
@@ -128,6 +135,7 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     let dev = platform::open_device(&addr)?;
     match driver {
         "e1000" => Ok(Box::new(e1000::E1000::with_device(dev, cfg)?)),
+        "igb" => Ok(Box::new(igb::Igb::with_device(dev, cfg)?)),
         _ => virtio::with_device(dev.into(), cfg),
     }
 }

@@ -3,6 +3,9 @@
 //! and CRCERRS).
 
 use super::regs::{StatKind, STATS};
+
+/// A table of statistics registers: (datasheet name, offset, how it counts).
+pub(crate) type StatTable = &'static [(&'static str, u32, StatKind)];
 use crate::mmio::Bar;
 
 /// A first read at or above this settles that a register keeps running when a second
@@ -24,21 +27,29 @@ enum Behaviour {
 /// Device counters since open, by the index of [`STATS`].
 #[derive(Debug)]
 pub(crate) struct Counters {
-    total: [u64; STATS.len()],
-    seen: [Behaviour; STATS.len()],
+    table: StatTable,
+    total: Vec<u64>,
+    seen: Vec<Behaviour>,
 }
 
 impl Counters {
+    /// The e1000's counters.
     pub(crate) fn new() -> Self {
+        Self::of(&STATS)
+    }
+
+    /// The counters of `table` (the igb shares the offsets and this logic).
+    pub(crate) fn of(table: StatTable) -> Self {
         Self {
-            total: [0; STATS.len()],
-            seen: [Behaviour::Unknown(0); STATS.len()],
+            table,
+            total: vec![0; table.len()],
+            seen: vec![Behaviour::Unknown(0); table.len()],
         }
     }
 
     /// Reads every register and adds what happened since the last read to the totals.
     pub(crate) fn read(&mut self, bar: &impl Bar) {
-        for (i, (_, off, kind)) in STATS.iter().enumerate() {
+        for (i, (_, off, kind)) in self.table.iter().enumerate() {
             let delta = match kind {
                 StatKind::Clear32 => u64::from(bar.read32(*off)),
                 StatKind::Clear64 => {
@@ -90,15 +101,15 @@ impl Counters {
     /// Forgets the totals (what an earlier user of the device left is not ours), keeping
     /// what was learned of each register.
     pub(crate) fn zero(&mut self) {
-        self.total = [0; STATS.len()];
+        self.total.fill(0);
     }
 
     /// The totals by datasheet name.
     pub(crate) fn named(&self) -> Vec<(&'static str, u64)> {
-        STATS
+        self.table
             .iter()
-            .zip(self.total)
-            .map(|((name, _, _), v)| (*name, v))
+            .zip(&self.total)
+            .map(|((name, _, _), v)| (*name, *v))
             .collect()
     }
 }

@@ -5,12 +5,13 @@
 //! - `init.rs`: reset, MAC, link and ring setup (control path)
 //! - `rxtx.rs`: `rx_batch` / `tx_batch` (datapath)
 
-mod counters;
+pub(crate) mod counters;
 mod init;
 pub mod regs;
 mod rxtx;
 
 pub use crate::Config;
+pub(crate) use init::link_of;
 pub use rxtx::TX_CLEAN_BATCH;
 
 use crate::mmio::{Bar, MmioBar};

@@ -1,0 +1,297 @@
+//! Advanced receive and transmit descriptors of the 82575/82576/I350 (igb) family.
+//!
+//! Layouts follow the Intel 82576 GbE Controller Datasheet: §7.1.5 (advanced receive
+//! descriptors) and §7.2.2.3 (advanced transmit data descriptor). Each is 16 bytes,
+//! little-endian, handled as two 64-bit words. Unlike the 8254x legacy descriptors, the
+//! format the driver writes (read format) and the one the device writes back (write-back
+//! format) overlap: on receive the write-back replaces the buffer address with the RSS
+//! hash and packet type, so the driver keeps each slot's buffer itself and never reads an
+//! address back from the ring.
+
+/// Receive write-back: status bits (low 20 bits of `status_error`, §7.1.5.2).
+pub mod rx_status {
+    /// Descriptor Done.
+    pub const DD: u32 = 1 << 0;
+    /// End Of Packet: the last descriptor of a frame.
+    pub const EOP: u32 = 1 << 1;
+    /// The frame carried a VLAN tag (stripped into `vlan` when VLAN stripping is on).
+    pub const VP: u32 = 1 << 3;
+}
+
+/// Receive write-back: extended error bits (high bits of `status_error`, §7.1.5.2).
+pub mod rx_error {
+    /// CRC or alignment error.
+    pub const CE: u32 = 1 << 24;
+    /// Symbol error.
+    pub const SE: u32 = 1 << 25;
+    /// Sequence error.
+    pub const SEQ: u32 = 1 << 26;
+    /// Carrier extension error.
+    pub const CXE: u32 = 1 << 28;
+    /// TCP/UDP checksum error.
+    pub const TCPE: u32 = 1 << 29;
+    /// IPv4 header checksum error.
+    pub const IPE: u32 = 1 << 30;
+    /// Receive data error.
+    pub const RXE: u32 = 1 << 31;
+    /// The errors that make a frame unusable (checksum errors do not: they are reported).
+    pub const FRAME: u32 = CE | SE | SEQ | CXE | RXE;
+}
+
+/// A receive descriptor as the driver posts it (read format): the buffer's IOVA and no
+/// header buffer. Word 1 is zero, so its DD bit (bit 0 of the write-back status) is
+/// clear until the device writes back.
+#[inline(always)]
+pub fn rx_ready(buf: u64) -> [u64; 2] {
+    [buf, 0]
+}
+
+/// A receive descriptor as the device wrote it back (§7.1.5.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxWriteBack {
+    /// RSS type (bits 3:0) and packet type (bits 16:4) of the frame.
+    pub pkt_info: u32,
+    /// The RSS hash of the frame (when RSS is on).
+    pub rss_hash: u32,
+    /// [`rx_status`] and [`rx_error`] bits.
+    pub status_error: u32,
+    /// Bytes written into the packet buffer (CRC stripped with RCTL.SECRC).
+    pub length: u16,
+    /// The stripped VLAN tag.
+    pub vlan: u16,
+}
+
+impl RxWriteBack {
+    #[inline(always)]
+    pub fn from_words(w: [u64; 2]) -> Self {
+        Self {
+            pkt_info: w[0] as u32,
+            rss_hash: (w[0] >> 32) as u32,
+            status_error: w[1] as u32,
+            length: (w[1] >> 32) as u16,
+            vlan: (w[1] >> 48) as u16,
+        }
+    }
+
+    #[inline(always)]
+    pub fn to_words(self) -> [u64; 2] {
+        [
+            u64::from(self.pkt_info) | u64::from(self.rss_hash) << 32,
+            u64::from(self.status_error)
+                | u64::from(self.length) << 32
+                | u64::from(self.vlan) << 48,
+        ]
+    }
+
+    #[inline(always)]
+    pub fn done(&self) -> bool {
+        self.status_error & rx_status::DD != 0
+    }
+
+    /// Whether this descriptor ends its frame.
+    #[inline(always)]
+    pub fn is_eop(&self) -> bool {
+        self.status_error & rx_status::EOP != 0
+    }
+
+    /// The frame's length if the descriptor holds a whole good frame that fits `room`:
+    /// done, end of packet, no frame error, 1..=`room` bytes.
+    #[inline(always)]
+    pub fn good_len(&self, room: u16) -> Option<u16> {
+        let want = rx_status::DD | rx_status::EOP;
+        let ok = self.status_error & (want | rx_error::FRAME) == want;
+        (ok && self.length != 0 && self.length <= room).then_some(self.length)
+    }
+
+    /// The RSS type the device reported (0: no hash).
+    #[inline(always)]
+    pub fn rss_type(&self) -> u8 {
+        (self.pkt_info & 0xf) as u8
+    }
+}
+
+/// Transmit data descriptor command bits (DCMD, bits 31:24 of `cmd_type_len`, §7.2.2.3).
+pub mod tx_cmd {
+    /// End Of Packet.
+    pub const EOP: u32 = 1 << 24;
+    /// Insert FCS.
+    pub const IFCS: u32 = 1 << 25;
+    /// Report Status: write DD back when done.
+    pub const RS: u32 = 1 << 27;
+    /// Descriptor extension: an advanced descriptor.
+    pub const DEXT: u32 = 1 << 29;
+    /// Descriptor type 0011: advanced data descriptor (DTYP, bits 23:20).
+    pub const DTYP_DATA: u32 = 0x3 << 20;
+}
+
+/// Transmit write-back: DD, bit 0 of `olinfo_status` (§7.2.2.3, STA).
+pub const TX_DD: u32 = 1 << 0;
+/// PAYLEN's position in `olinfo_status`.
+const PAYLEN_SHIFT: u32 = 14;
+
+/// An advanced transmit data descriptor (§7.2.2.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxDesc {
+    /// Buffer IOVA.
+    pub addr: u64,
+    /// Length (bits 15:0), DTYP, DCMD.
+    pub cmd_type_len: u32,
+    /// PAYLEN (bits 31:14: the whole frame's length, on its first descriptor); the device
+    /// writes DD into bit 0.
+    pub olinfo_status: u32,
+}
+
+impl TxDesc {
+    /// A data descriptor of `len` bytes at `addr`; `first_of` is the whole frame's length
+    /// on a frame's first descriptor (0 on the others), `eop` ends the frame, `rs` asks
+    /// for a status write-back.
+    #[inline(always)]
+    pub fn data(addr: u64, len: u16, first_of: u32, eop: bool, rs: bool) -> Self {
+        let mut cmd = tx_cmd::DTYP_DATA | tx_cmd::DEXT | tx_cmd::IFCS | u32::from(len);
+        if eop {
+            cmd |= tx_cmd::EOP;
+        }
+        if rs {
+            cmd |= tx_cmd::RS;
+        }
+        Self {
+            addr,
+            cmd_type_len: cmd,
+            olinfo_status: first_of << PAYLEN_SHIFT,
+        }
+    }
+
+    /// A one-descriptor frame.
+    #[inline(always)]
+    pub fn frame(addr: u64, len: u16, rs: bool) -> Self {
+        Self::data(addr, len, u32::from(len), true, rs)
+    }
+
+    #[inline(always)]
+    pub fn from_words(w: [u64; 2]) -> Self {
+        Self {
+            addr: w[0],
+            cmd_type_len: w[1] as u32,
+            olinfo_status: (w[1] >> 32) as u32,
+        }
+    }
+
+    #[inline(always)]
+    pub fn to_words(self) -> [u64; 2] {
+        [
+            self.addr,
+            u64::from(self.cmd_type_len) | u64::from(self.olinfo_status) << 32,
+        ]
+    }
+
+    /// The same descriptor asking for a status write-back, with no DD left in it.
+    #[inline(always)]
+    pub fn reporting(self) -> Self {
+        Self {
+            cmd_type_len: self.cmd_type_len | tx_cmd::RS,
+            olinfo_status: self.olinfo_status & !TX_DD,
+            ..self
+        }
+    }
+
+    #[inline(always)]
+    pub fn done(&self) -> bool {
+        self.olinfo_status & TX_DD != 0
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> u16 {
+        self.cmd_type_len as u16
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_posted_receive_descriptor_is_not_done() {
+        let w = rx_ready(0x1234_5000);
+        assert_eq!(w[0], 0x1234_5000);
+        assert!(!RxWriteBack::from_words(w).done());
+    }
+
+    #[test]
+    fn the_write_back_replaces_the_address_and_says_what_arrived() {
+        let wb = RxWriteBack {
+            pkt_info: 0x11,
+            rss_hash: 0x323e_8fc2,
+            status_error: rx_status::DD | rx_status::EOP,
+            length: 60,
+            vlan: 0,
+        };
+        let back = RxWriteBack::from_words(wb.to_words());
+        assert_eq!(back, wb);
+        assert_eq!(back.good_len(2048), Some(60));
+        assert_eq!(back.rss_type(), 1);
+        let bad = |status_error, length| {
+            RxWriteBack {
+                status_error,
+                length,
+                ..wb
+            }
+            .good_len(2048)
+        };
+        assert_eq!(bad(rx_status::DD, 60), None, "no EOP: part of a frame");
+        assert_eq!(
+            bad(rx_status::DD | rx_status::EOP | rx_error::RXE, 60),
+            None
+        );
+        assert_eq!(bad(rx_status::DD | rx_status::EOP, 0), None);
+        assert_eq!(bad(rx_status::DD | rx_status::EOP, 2049), None);
+        assert_eq!(bad(rx_status::EOP, 60), None, "not done");
+        // Checksum errors do not make a frame unusable (checksum offload reports them).
+        assert_eq!(
+            bad(rx_status::DD | rx_status::EOP | rx_error::TCPE, 60),
+            Some(60)
+        );
+    }
+
+    #[test]
+    fn a_transmit_descriptor_has_the_datasheets_bits() {
+        let d = TxDesc::frame(0xabc000, 60, true);
+        assert_eq!(
+            d.cmd_type_len,
+            60 | 0x3 << 20 | 1 << 24 | 1 << 25 | 1 << 27 | 1 << 29
+        );
+        assert_eq!(d.olinfo_status, 60 << 14);
+        assert!(!d.done());
+        let first = TxDesc::data(0x1000, 14, 74, false, false);
+        assert_eq!(first.cmd_type_len & tx_cmd::EOP, 0);
+        assert_eq!(first.olinfo_status >> 14, 74);
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+        #[test]
+        fn words_round_trip(addr: u64, len: u16, payload in 0u32..(1 << 18), eop: bool, rs: bool, dd: bool) {
+            let mut d = TxDesc::data(addr, len, payload, eop, rs);
+            if dd {
+                d.olinfo_status |= TX_DD;
+            }
+            prop_assert_eq!(TxDesc::from_words(d.to_words()), d);
+            prop_assert_eq!(d.done(), dd);
+            prop_assert!(!d.reporting().done());
+            prop_assert_eq!(d.len(), len);
+        }
+
+        #[test]
+        fn any_write_back_is_judged_without_panic(w0: u64, w1: u64, room in 1u16..4096) {
+            let wb = RxWriteBack::from_words([w0, w1]);
+            if let Some(len) = wb.good_len(room) {
+                prop_assert!(len >= 1 && len <= room && wb.done());
+            }
+        }
+    }
+}

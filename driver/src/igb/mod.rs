@@ -1,0 +1,156 @@
+//! Intel 82576 (igb) driver: the server NIC family of 82575/82576/I350, whose advanced
+//! descriptors and register layout the 82599 (ixgbe) inherited. QEMU 8.0+ emulates the
+//! 82576 (`-device igb`, 8086:10c9). One receive and one transmit queue for now.
+//!
+//! - `regs.rs`: register offsets and bits (data only)
+//! - `init.rs`: reset, MAC, PHY and link, queue setup (control path)
+//! - `rxtx.rs`: `rx_batch` / `tx_batch` (datapath)
+//!
+//! Shared with the e1000 and no more: the statistics registers' offsets and the code that
+//! learns whether each clears on read, the link decode of STATUS, and the clean-up batch.
+
+mod init;
+pub mod regs;
+mod rxtx;
+
+pub use crate::Config;
+
+use crate::e1000::counters::Counters;
+use crate::mmio::{Bar, MmioBar};
+use crate::nic::{Link, Nic, Stats};
+use crate::pci::PciAddr;
+use crate::platform::{self, IovaMode, PciDevice};
+use crate::Error;
+use std::sync::Arc;
+use std::time::Duration;
+use zcnic_hugepages::{Mempool, Packet};
+
+/// One igb port. Generic over its register access so tests can play the device on a
+/// [`crate::FakeBar`].
+pub struct Igb<B: Bar> {
+    bar: B,
+    addr: PciAddr,
+    mac: [u8; 6],
+    rx: rxtx::RxQueue,
+    tx: rxtx::TxQueue,
+    pool: Arc<Mempool>,
+    sw: Stats,
+    hw: Counters,
+    promisc: bool,
+    /// Keeps the device open; declared last so it closes after the rings are freed.
+    device: Option<Box<dyn PciDevice>>,
+}
+
+impl<B: Bar> std::fmt::Debug for Igb<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Igb")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Igb<MmioBar> {
+    /// Opens the igb at `addr` through the platform it is bound to.
+    pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Self, Error> {
+        Self::with_device(crate::platform::open_device(addr)?, cfg)
+    }
+
+    /// Brings up the igb on an opened PCI function: stopped and reset before bus
+    /// mastering goes on, as the e1000 (a NIC left running by an unclean exit would
+    /// otherwise resume DMA into memory that is no longer its user's).
+    pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
+        let addr = dev.addr();
+        if !dev.reset() {
+            log::debug!("{addr}: no function reset from the platform; using the igb global reset");
+        }
+        dev.set_bus_master(false)?;
+        let bar = dev.map_bar(0)?;
+        init::reset(&bar, &addr, cfg.reset_timeout)?;
+        dev.set_bus_master(true)?;
+        let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
+        let mut nic = Self::new(bar, dma.as_ref(), addr, cfg)?;
+        nic.device = Some(dev);
+        Ok(nic)
+    }
+}
+
+impl<B: Bar> Nic for Igb<B> {
+    fn addr(&self) -> PciAddr {
+        self.addr
+    }
+
+    fn driver(&self) -> &'static str {
+        "igb"
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx(out, max)
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.tx(pkts)
+    }
+
+    /// Waits for DD on the last descriptor queued (every burst asks for it), never for
+    /// TDH alone.
+    fn flush(&mut self) -> bool {
+        let done = crate::wait_until(Duration::from_millis(500), || self.tx.all_done());
+        if done {
+            self.tx.reclaim_done();
+        }
+        done
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.hw.read(&self.bar);
+        let mut s = self.sw.clone();
+        s.hw = self.hw.named();
+        s
+    }
+
+    fn link(&self) -> Link {
+        crate::e1000::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn set_promisc(&mut self, on: bool) {
+        if self.promisc != on {
+            self.promisc = on;
+            self.bar.write32(regs::RCTL, self.rctl());
+        }
+    }
+}
+
+impl<B: Bar> Drop for Igb<B> {
+    /// Sends what is queued, then stops DMA and turns bus mastering off before the rings
+    /// and buffers are freed. When neither the reset nor bus mastering off can be
+    /// confirmed, the memory the device could reach is leaked, never freed under it.
+    fn drop(&mut self) {
+        if !self.flush() {
+            log::warn!("{}: transmit ring did not drain before close", self.addr);
+        }
+        let reset = self.quiesce();
+        let master_off = self
+            .device
+            .as_deref()
+            .is_some_and(crate::platform::stop_bus_master);
+        if !reset && !master_off {
+            log::error!(
+                "{}: the device did not stop; leaking its rings and buffers so it cannot write freed memory",
+                self.addr
+            );
+            self.rx.ring.leak();
+            self.tx.ring.leak();
+            self.pool.leak();
+            std::mem::forget(std::mem::take(&mut self.rx.bufs));
+            std::mem::forget(std::mem::take(&mut self.tx.bufs));
+        }
+    }
+}

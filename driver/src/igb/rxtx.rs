@@ -1,0 +1,286 @@
+//! igb datapath: burst receive and transmit on advanced descriptors, queue 0.
+//!
+//! Free-running counters as in the e1000 (`zcnic_descriptors::RingIndex`):
+//! - RX: slots `[consumed, produced)` are the device's; slot `produced` holds a buffer but
+//!   is not handed over ("RDH == RDT means no descriptors"). The device's write-back
+//!   replaces the buffer address, so each slot's buffer lives in `bufs`, never read back
+//!   from the ring; a slot is re-armed with a fresh read-format descriptor before the tail
+//!   moves past it.
+//! - TX: `produced` is the tail; `cleaned` trails it. RS is set on the last descriptor of
+//!   every aligned group of [`TX_CLEAN_BATCH`] and on the last of each burst; buffers are
+//!   released only on DD (TDH tracks descriptor fetch, not completion).
+//!
+//! One doorbell per burst, no register read, no allocation, no system call.
+
+use super::regs;
+use super::Igb;
+use crate::e1000::TX_CLEAN_BATCH;
+use crate::mmio::Bar;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use zcnic_descriptors::igb::{rx_ready, RxWriteBack, TxDesc};
+use zcnic_descriptors::RingIndex;
+use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
+
+/// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
+pub const MAX_FRAME: usize = 9728;
+
+pub(crate) struct RxQueue {
+    pub(crate) ring: DmaRing,
+    idx: RingIndex,
+    /// The buffer of each slot, always one.
+    pub(crate) bufs: Vec<Packet>,
+    /// Refills for one burst, taken from the pool in one operation.
+    fresh: Vec<Packet>,
+    consumed: u32,
+    produced: u32,
+    /// A descriptor without EOP was seen: the rest of that frame is dropped too.
+    discarding: bool,
+}
+
+pub(crate) struct TxQueue {
+    pub(crate) ring: DmaRing,
+    idx: RingIndex,
+    pub(crate) bufs: Vec<Option<Packet>>,
+    produced: u32,
+    cleaned: u32,
+}
+
+impl RxQueue {
+    pub(crate) fn new(
+        dma: &dyn DmaAllocator,
+        pool: &Arc<Mempool>,
+        idx: RingIndex,
+    ) -> Result<Self, DmaError> {
+        let ring = DmaRing::new(dma, idx.size() as usize)?;
+        let mut bufs = Vec::with_capacity(idx.size() as usize);
+        for slot in 0..idx.size() as usize {
+            let pkt = pool.alloc().ok_or_else(|| {
+                DmaError::Invalid(format!(
+                    "pool of {} buffers cannot fill a {}-slot ring",
+                    pool.capacity(),
+                    idx.size()
+                ))
+            })?;
+            ring.write_words(slot, rx_ready(pkt.iova()));
+            bufs.push(pkt);
+        }
+        Ok(Self {
+            ring,
+            idx,
+            bufs,
+            fresh: Vec::with_capacity(idx.size() as usize),
+            consumed: 0,
+            produced: idx.size() - 1,
+            discarding: false,
+        })
+    }
+
+    /// The first RDT value: every slot but the last handed over.
+    pub(crate) fn initial_tail(&self) -> u32 {
+        self.idx.slot(self.produced) as u32
+    }
+}
+
+impl TxQueue {
+    pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
+        let ring = DmaRing::new(dma, idx.size() as usize)?;
+        let bufs = (0..idx.size()).map(|_| None).collect();
+        Ok(Self {
+            ring,
+            idx,
+            bufs,
+            produced: 0,
+            cleaned: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn desc(&self, slot: usize) -> TxDesc {
+        TxDesc::from_words(self.ring.read_words(slot))
+    }
+
+    /// Reclaims every completed group: DD on its last descriptor (which had RS), and the
+    /// device completes in order.
+    fn clean(&mut self) {
+        loop {
+            let last = self.cleaned | (TX_CLEAN_BATCH - 1);
+            let n = last.wrapping_sub(self.cleaned) + 1;
+            if self.idx.in_flight(self.produced, self.cleaned) < n
+                || !self.desc(self.idx.slot(last)).done()
+            {
+                break;
+            }
+            // Acquire: the DD status must be read before the buffers are reused.
+            fence(Ordering::Acquire);
+            for i in 0..n {
+                self.bufs[self.idx.slot(self.cleaned.wrapping_add(i))] = None;
+            }
+            self.cleaned = self.cleaned.wrapping_add(n);
+        }
+    }
+
+    /// Slots free for new frames; one always stays empty (TDT == TDH means empty).
+    fn free(&self) -> u32 {
+        self.idx.free(self.produced, self.cleaned).saturating_sub(1)
+    }
+
+    /// Whether the device is done with every queued frame: DD on the last one queued,
+    /// which asked for it.
+    pub(crate) fn all_done(&self) -> bool {
+        self.produced == self.cleaned
+            || self
+                .desc(self.idx.slot(self.produced.wrapping_sub(1)))
+                .done()
+    }
+
+    /// Releases every frame once the device has completed them all.
+    pub(crate) fn reclaim_done(&mut self) {
+        if !self.all_done() {
+            return;
+        }
+        // Acquire: the DD status is read before the buffers are reused.
+        fence(Ordering::Acquire);
+        while self.cleaned != self.produced {
+            self.bufs[self.idx.slot(self.cleaned)] = None;
+            self.cleaned = self.cleaned.wrapping_add(1);
+        }
+    }
+
+    /// Writes `d` at counter `at`, asking for a write-back if it ends a clean-up group.
+    #[inline(always)]
+    fn put(&mut self, at: u32, d: TxDesc) {
+        let slot = self.idx.slot(at);
+        let d = if at % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1 {
+            d.reporting()
+        } else {
+            d
+        };
+        self.ring.write_words(slot, d.to_words());
+    }
+
+    /// Queues `pkt` at counter `at`: one descriptor, or two for a frame with an attached
+    /// payload (header from the pool buffer, payload from application memory). Returns the
+    /// frame's length and descriptors used, or `None` (dropped) when a part is empty or
+    /// too long or a copy into this port's address space fails.
+    fn queue(&mut self, at: u32, pkt: Packet, pool: &Arc<Mempool>) -> Option<(usize, u32)> {
+        let pkt = crate::nic::into_space(pkt, pool)?;
+        let len = pkt.len();
+        if len == 0 || len > DATA_ROOM {
+            return None;
+        }
+        let Some(seg) = pkt.payload() else {
+            self.put(at, TxDesc::frame(pkt.iova(), len as u16, false));
+            self.bufs[self.idx.slot(at)] = Some(pkt);
+            return Some((len, 1));
+        };
+        let total = len + seg.len();
+        if seg.is_empty() || seg.len() > u16::MAX as usize || total > MAX_FRAME {
+            return None;
+        }
+        let first = TxDesc::data(pkt.iova(), len as u16, total as u32, false, false);
+        let last = TxDesc::data(seg.iova(), seg.len() as u16, 0, true, false);
+        self.put(at, first);
+        let next = at.wrapping_add(1);
+        self.put(next, last);
+        // The packet (and its payload) stays until the frame's last descriptor is done.
+        self.bufs[self.idx.slot(next)] = Some(pkt);
+        Some((total, 2))
+    }
+}
+
+impl<B: Bar> Igb<B> {
+    /// Receives up to `max` frames into `out`.
+    pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let q = &mut self.rx;
+        let limit = (q.idx.in_flight(q.produced, q.consumed) as usize).min(max);
+        let first = RxWriteBack::from_words(q.ring.read_words(q.idx.slot(q.consumed)));
+        // The common empty poll ends here, on one descriptor read.
+        if limit == 0 || !first.done() {
+            return 0;
+        }
+        self.pool.alloc_batch(&mut q.fresh, limit);
+        let (start, mut at) = (q.consumed, q.consumed);
+        let (mut k, mut bytes, mut errors) = (0usize, 0u64, 0u64);
+        // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
+        // keeps its buffer and counts as an error. Frames stop at `max` delivered or at
+        // the first descriptor not done.
+        while k < max && q.idx.in_flight(q.produced, at) > 0 {
+            let slot = q.idx.slot(at);
+            let wb = RxWriteBack::from_words(q.ring.read_words(slot));
+            if !wb.done() {
+                break;
+            }
+            // Acquire: the descriptor body and the frame are read only after DD was seen.
+            fence(Ordering::Acquire);
+            let whole = !std::mem::replace(&mut q.discarding, !wb.is_eop());
+            match wb.good_len(DATA_ROOM as u16).filter(|_| whole) {
+                Some(len) => {
+                    let Some(new) = q.fresh.pop() else {
+                        self.sw.rx_no_buf += 1;
+                        q.discarding = false;
+                        break;
+                    };
+                    let mut pkt = std::mem::replace(&mut q.bufs[slot], new);
+                    pkt.reset_len(len);
+                    out.push(pkt);
+                    bytes += u64::from(len);
+                    k += 1;
+                }
+                None => errors += 1,
+            }
+            q.ring.write_words(slot, rx_ready(q.bufs[slot].iova()));
+            at = at.wrapping_add(1);
+        }
+        Packet::drop_all(q.fresh.drain(..));
+        let taken = at.wrapping_sub(start);
+        q.consumed = at;
+        if taken > 0 {
+            q.produced = q.produced.wrapping_add(taken);
+            // Release: re-armed descriptors must be visible before the tail moves.
+            fence(Ordering::Release);
+            self.bar
+                .write32(regs::rdt(0), q.idx.slot(q.produced) as u32);
+        }
+        self.sw.rx_errors += errors;
+        self.sw.rx_bytes += bytes;
+        self.sw.rx_packets += k as u64;
+        k
+    }
+
+    /// Sends what fits of `pkts`; completed packets go back to the pool.
+    pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        let q = &mut self.tx;
+        q.clean();
+        let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
+        if n == 0 {
+            return 0;
+        }
+        let (start, mut at) = (q.produced, q.produced);
+        let (mut bytes, mut errors) = (0u64, 0u64);
+        for pkt in pkts.drain(..n) {
+            match q.queue(at, pkt, &self.pool) {
+                Some((len, used)) => {
+                    at = at.wrapping_add(used);
+                    bytes += len as u64;
+                }
+                None => errors += 1,
+            }
+        }
+        if at != start {
+            // The burst's last descriptor asks for a write-back, so `flush` has a DD to
+            // wait for. The device has not seen it yet: the tail has not moved.
+            let slot = q.idx.slot(at.wrapping_sub(1));
+            q.ring
+                .write_words(slot, q.desc(slot).reporting().to_words());
+        }
+        q.produced = at;
+        // Release: descriptors and frame data must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.bar.write32(regs::tdt(0), q.idx.slot(at) as u32);
+        self.sw.tx_errors += errors;
+        self.sw.tx_bytes += bytes;
+        self.sw.tx_packets += n as u64 - errors;
+        n
+    }
+}

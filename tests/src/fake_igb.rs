@@ -1,0 +1,254 @@
+//! A thread that plays an 82576 (igb) well enough for the driver, datasheet first:
+//! self-clearing reset, MAC in RAL0/RAH0, link up once the PHY is told to restart
+//! auto-negotiation through MDIC, queue enables read back, transmit on TDT of advanced
+//! data descriptors with DD written back where RS asks, and receive into advanced
+//! descriptors. Its write-backs overwrite the whole descriptor as the datasheet allows:
+//! the receive write-back replaces the buffer address with the RSS hash, and the transmit
+//! write-back zeroes the address, so a driver that reads an address back from the ring is
+//! caught. Descriptors are written as whole 64-bit words, status word last.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use zcnic::igb::regs;
+use zcnic::{Bar, FakeBar, FakeDma};
+
+/// MAC the fake device reports.
+pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xfa, 0xce, 0x76];
+/// The RSS hash the fake writes back with every frame.
+pub const HASH: u32 = 0x51cc_c178;
+
+/// What the test asks the device to receive.
+#[derive(Debug, Clone)]
+pub enum Inject {
+    /// One frame in one descriptor.
+    Frame(Vec<u8>),
+    /// One frame spread over two descriptors (EOP only on the second), as a device does
+    /// with a frame longer than the buffer.
+    Split(Vec<u8>),
+    /// One frame with the receive-error bit set.
+    Bad(Vec<u8>),
+}
+
+/// The device side of a fake igb.
+#[derive(Debug)]
+pub struct FakeIgb {
+    pub bar: FakeBar,
+    pub dma: FakeDma,
+    /// Frames the device transmitted, in order.
+    pub sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// DMA accesses the fake IOMMU refused.
+    pub faults: Arc<AtomicU64>,
+    inject: Sender<Inject>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Device {
+    bar: FakeBar,
+    dma: FakeDma,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    faults: Arc<AtomicU64>,
+    inject: Receiver<Inject>,
+    pending: Vec<(Vec<u8>, u32)>,
+    partial: Vec<u8>,
+}
+
+const DD: u64 = 1;
+const EOP: u64 = 2;
+const RXE: u64 = 1 << 31;
+const TX_RS: u64 = 1 << 27;
+const TX_EOP: u64 = 1 << 24;
+
+impl FakeIgb {
+    pub fn start() -> Self {
+        let bar = FakeBar::new(0x20000);
+        let dma = FakeDma::new();
+        bar.write32(
+            regs::RAL0,
+            u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]),
+        );
+        bar.write32(
+            regs::RAH0,
+            u32::from(u16::from_le_bytes([MAC[4], MAC[5]])) | regs::RAH_AV,
+        );
+        let (tx, rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(AtomicU64::new(0));
+        let mut dev = Device {
+            bar: bar.clone(),
+            dma: dma.clone(),
+            sent: sent.clone(),
+            faults: faults.clone(),
+            inject: rx,
+            pending: Vec::new(),
+            partial: Vec::new(),
+        };
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if !dev.step() {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        Self {
+            bar,
+            dma,
+            sent,
+            faults,
+            inject: tx,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn inject(&self, what: Inject) {
+        let _ = self.inject.send(what);
+    }
+}
+
+impl Drop for FakeIgb {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Device {
+    fn step(&mut self) -> bool {
+        let b = &self.bar;
+        let ctrl = b.read32(regs::CTRL);
+        if ctrl & regs::CTRL_RST != 0 {
+            b.write32(regs::CTRL, ctrl & !regs::CTRL_RST);
+            b.write32(regs::STATUS, 0);
+        }
+        let mdic = b.read32(regs::MDIC);
+        if mdic != 0 && mdic & regs::MDIC_READY == 0 {
+            let restart = mdic & regs::MDIC_OP_WRITE != 0
+                && (mdic >> regs::MDIC_REG_SHIFT) & 0x1f == regs::PHY_BMCR
+                && mdic & 0x0200 != 0;
+            if restart {
+                // Link up, 1000 Mbit/s full duplex.
+                b.write32(regs::STATUS, 1 | 2 | 1 << 7);
+            }
+            b.write32(regs::MDIC, mdic | regs::MDIC_READY);
+        }
+        self.transmit() | self.receive()
+    }
+
+    fn read(&self, iova: u64, buf: &mut [u8]) -> bool {
+        // SAFETY: the device reads only its rings and the buffers the driver handed over
+        // in descriptors; the driver accesses the rings only atomically and holds no
+        // reference to a buffer it handed over.
+        let ok = unsafe { self.dma.device_read(iova, buf) };
+        if !ok {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn write(&self, iova: u64, data: &[u8]) {
+        // SAFETY: as in `read`.
+        if !unsafe { self.dma.device_write(iova, data) } {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn words(&self, at: u64) -> Option<[u64; 2]> {
+        let mut d = [0u8; 16];
+        self.read(at, &mut d).then(|| {
+            [
+                u64::from_le_bytes(d[..8].try_into().unwrap()),
+                u64::from_le_bytes(d[8..].try_into().unwrap()),
+            ]
+        })
+    }
+
+    fn ring(&self, lo: u32, hi: u32, len: u32) -> (u64, u32) {
+        let base = u64::from(self.bar.read32(hi)) << 32 | u64::from(self.bar.read32(lo));
+        (base, self.bar.read32(len) / 16)
+    }
+
+    fn transmit(&mut self) -> bool {
+        let b = &self.bar;
+        if b.read32(regs::TCTL) & regs::TCTL_EN == 0
+            || b.read32(regs::txdctl(0)) & regs::QUEUE_ENABLE == 0
+        {
+            return false;
+        }
+        let (base, slots) = self.ring(regs::tdbal(0), regs::tdbah(0), regs::tdlen(0));
+        let (mut head, tail) = (b.read32(regs::tdh(0)), b.read32(regs::tdt(0)));
+        if slots == 0 || head == tail || tail >= slots {
+            return false;
+        }
+        while head != tail {
+            let at = base + u64::from(head) * 16;
+            let Some([addr, w1]) = self.words(at) else {
+                break;
+            };
+            let mut bytes = vec![0u8; (w1 & 0xffff) as usize];
+            if self.read(addr, &mut bytes) {
+                self.partial.extend_from_slice(&bytes);
+            }
+            if w1 & TX_EOP != 0 {
+                let frame = std::mem::take(&mut self.partial);
+                self.sent.lock().unwrap().push(frame);
+            }
+            if w1 & TX_RS != 0 {
+                // The write-back: the address word is the device's to overwrite.
+                self.write(at, &0u64.to_le_bytes());
+                self.write(at + 8, &(w1 | DD << 32).to_le_bytes());
+            }
+            head = (head + 1) % slots;
+            b.write32(regs::tdh(0), head);
+        }
+        true
+    }
+
+    fn receive(&mut self) -> bool {
+        let b = &self.bar;
+        if b.read32(regs::RCTL) & regs::RCTL_EN == 0
+            || b.read32(regs::rxdctl(0)) & regs::QUEUE_ENABLE == 0
+        {
+            return false;
+        }
+        if self.pending.is_empty() {
+            match self.inject.try_recv() {
+                Ok(Inject::Frame(f)) => self.pending.push((f, 0)),
+                Ok(Inject::Bad(f)) => self.pending.push((f, 1)),
+                Ok(Inject::Split(f)) => {
+                    let (a, z) = f.split_at(f.len() / 2);
+                    self.pending.push((a.to_vec(), 2));
+                    self.pending.push((z.to_vec(), 0));
+                }
+                Err(_) => return false,
+            }
+        }
+        let (base, slots) = self.ring(regs::rdbal(0), regs::rdbah(0), regs::rdlen(0));
+        let (head, tail) = (b.read32(regs::rdh(0)), b.read32(regs::rdt(0)));
+        if slots == 0 || head == tail || tail >= slots {
+            return false;
+        }
+        let at = base + u64::from(head) * 16;
+        let Some([addr, _]) = self.words(at) else {
+            return true;
+        };
+        let (frame, kind) = self.pending.remove(0);
+        self.write(addr, &frame);
+        let status = match kind {
+            1 => DD | EOP | RXE,
+            2 => DD,
+            _ => DD | EOP,
+        };
+        self.write(at, &(u64::from(HASH) << 32 | 1).to_le_bytes());
+        // DD last, as the hardware does: the driver may look at any moment.
+        self.write(at + 8, &(status | (frame.len() as u64) << 32).to_le_bytes());
+        b.write32(regs::rdh(0), (head + 1) % slots);
+        true
+    }
+}
