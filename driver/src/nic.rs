@@ -76,7 +76,35 @@ impl Stats {
 ///
 /// The datapath calls (`rx_batch`, `tx_batch`) allocate nothing, take no lock and make no
 /// system call; each touches the device's doorbell at most once.
-pub trait Nic {
+///
+/// A port is `Send`: open it on one thread and drive it on another.
+///
+/// ```no_run
+/// let mut nic = zcnic::open("0000:00:02.0")?;
+/// let worker = std::thread::spawn(move || {
+///     let mut got = Vec::with_capacity(32);
+///     while got.is_empty() {
+///         nic.rx_batch(&mut got, 32);
+///     }
+///     got.len()
+/// });
+/// println!("{} frames", worker.join().unwrap());
+/// # Ok::<(), zcnic::Error>(())
+/// ```
+///
+/// It is not `Sync`: one thread at a time drives a port (every datapath call takes
+/// `&mut self`, and the drivers' ports are not `Sync` either, so not even their `&self`
+/// calls can touch the device's registers from two threads at once):
+///
+/// ```
+/// fn send<T: Send>() {}
+/// send::<zcnic::e1000::E1000<zcnic::FakeBar>>();
+/// ```
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::e1000::E1000<zcnic::FakeBar>>();
+/// ```
+pub trait Nic: Send {
     /// PCI address of the device.
     fn addr(&self) -> PciAddr;
     /// Name of the driver (`e1000`, …).

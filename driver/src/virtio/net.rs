@@ -13,7 +13,6 @@ use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::{Config, Error};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use zcnic_descriptors::virtio::Buf;
@@ -63,7 +62,7 @@ pub struct VirtioNet<Q: QueueKind> {
     space: AddressSpace,
     sw: Stats,
     /// Keeps the device open; declared last so it closes after the queues are freed.
-    device: Option<Rc<dyn PciDevice>>,
+    device: Option<Arc<dyn PciDevice>>,
 }
 
 impl<Q: QueueKind> std::fmt::Debug for VirtioNet<Q> {
@@ -373,7 +372,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
     }
 
     /// Links this port to the device handle that keeps it open.
-    pub(crate) fn attach(&mut self, dev: Rc<dyn PciDevice>) {
+    pub(crate) fn attach(&mut self, dev: Arc<dyn PciDevice>) {
         self.device = Some(dev);
     }
 }
