@@ -33,7 +33,25 @@ use std::sync::Arc;
 /// A cache's default size: enough for two bursts of 32 each way.
 pub const CACHE_SIZE: usize = 64;
 
+/// A chain of buffers linked through the pool's free-stack links, which are the holder's
+/// to set while it holds them. Pushing a whole chain onto the shared stack is one CAS,
+/// whatever its length; nothing is copied.
+#[derive(Debug, Clone, Copy, Default)]
+struct Chain {
+    /// First index + 1; 0 when empty.
+    head: u32,
+    /// Last index (the one linked to nothing we own).
+    tail: u32,
+    len: u32,
+}
+
 /// A thread's (a queue's) cache of free buffers of one pool. See the module docs.
+///
+/// It holds two chains of up to `size` buffers each (Bonwick's magazines): frees go onto
+/// the current one, allocations come off it; when it is full the other, if full too, goes
+/// to the shared stack in one push, and when it is empty the other is used, or a chain of
+/// `size` is popped off the stack in one pop. So at most one shared operation per `size`
+/// buffers, and none at all while allocations and frees balance.
 ///
 /// ```
 /// use zcnic_hugepages::{FakeDma, Mempool};
@@ -42,19 +60,19 @@ pub const CACHE_SIZE: usize = 64;
 /// let mut burst = Vec::with_capacity(32);
 /// assert_eq!(cache.alloc_batch(&mut burst, 32), 32);
 /// cache.free_all(burst.drain(..));
-/// assert_eq!(cache.len(), 64, "a refill takes its size plus the burst");
+/// assert_eq!(cache.len(), 32, "the burst came back into the cache");
 /// assert_eq!(pool.free_count(), 256, "what a cache holds is free");
 /// drop(cache);
 /// assert_eq!(pool.free_count(), 256);
 /// ```
 pub struct PoolCache {
     pool: Arc<Mempool>,
-    /// Indices of the buffers held, the one freed last at the end (handed out first, warm).
-    held: Box<[u32]>,
-    len: usize,
-    /// What a refill fills up to (plus the request) and a flush leaves.
-    size: usize,
-    /// `len` as [`Mempool::free_count`] reads it; written only here.
+    /// Allocations come off and frees go onto this one.
+    cur: Chain,
+    /// Full, or empty.
+    spare: Chain,
+    size: u32,
+    /// How many it holds, as [`Mempool::free_count`] reads it; written only here.
     published: Arc<AtomicUsize>,
     /// Not `Sync`: one thread at a time.
     _one_thread: PhantomData<Cell<()>>,
@@ -63,22 +81,23 @@ pub struct PoolCache {
 impl std::fmt::Debug for PoolCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolCache")
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
 }
 
 impl PoolCache {
-    /// An empty cache of `size` buffers (at least 1) of `pool`; it holds up to twice that.
+    /// An empty cache of chains of `size` buffers (at least 1) of `pool`; it holds up to
+    /// twice that.
     pub fn new(pool: &Arc<Mempool>, size: usize) -> Self {
-        let size = size.clamp(1, pool.capacity());
+        let size = size.clamp(1, pool.capacity()) as u32;
         let published = Arc::new(AtomicUsize::new(0));
         pool.register_cache(published.clone());
         Self {
             pool: pool.clone(),
-            held: vec![0; 2 * size].into_boxed_slice(),
-            len: 0,
+            cur: Chain::default(),
+            spare: Chain::default(),
             size,
             published,
             _one_thread: PhantomData,
@@ -92,72 +111,79 @@ impl PoolCache {
 
     /// Buffers held now.
     pub fn len(&self) -> usize {
-        self.len
+        (self.cur.len + self.spare.len) as usize
     }
 
     /// True when it holds none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Most buffers it holds (twice its size).
+    /// Most buffers it holds (two chains of its size).
     pub fn capacity(&self) -> usize {
-        self.held.len()
+        2 * self.size as usize
     }
 
     #[inline(always)]
     fn publish(&self) {
-        self.published.store(self.len, Ordering::Relaxed);
+        self.published.store(self.len(), Ordering::Relaxed);
     }
 
     /// One buffer, or `None` when the cache and the pool are both out.
     #[inline]
     pub fn alloc(&mut self) -> Option<Packet> {
-        if self.len == 0 {
-            self.refill(1);
+        if self.cur.len == 0 && !self.reload() {
+            return None;
         }
-        let idx = *self.held[..self.len].last()?;
-        self.len -= 1;
+        let idx = self.cur.head - 1;
+        // Within the chain every link is an index + 1 of this pool (see `alloc_batch`).
+        self.cur.head = self.pool.links()[idx as usize].load(Ordering::Relaxed);
+        self.cur.len -= 1;
         self.publish();
         Some(self.pool.packet_at(idx))
     }
 
-    /// Appends up to `n` buffers to `out`; returns how many. From the cache, refilled first
-    /// (one pop of the shared stack) when it holds fewer than `n`; `out` should have the
-    /// capacity already, so nothing is allocated.
+    /// Appends up to `n` buffers to `out`; returns how many. From the cache's chains, and
+    /// a chain popped off the shared stack (one operation) whenever both run dry; `out`
+    /// should have the capacity already, so nothing is allocated.
     #[inline]
     pub fn alloc_batch(&mut self, out: &mut Vec<Packet>, n: usize) -> usize {
-        if self.len < n {
-            self.refill(n);
-            if self.len < n && n > self.capacity() {
-                // More than the cache can ever hold: the rest straight from the pool.
-                let from_cache = self.alloc_batch(out, self.len);
-                return from_cache + self.pool.alloc_batch(out, n - from_cache);
+        let mut given = 0;
+        while given < n {
+            if self.cur.len == 0 && !self.reload() {
+                break;
             }
+            let take = self.cur.len.min((n - given) as u32);
+            let (pool, links) = (&*self.pool, self.pool.links());
+            let mut head = self.cur.head;
+            // A slice's map has an exact length: one capacity check for the run.
+            out.extend((0..take).map(|_| {
+                let idx = head - 1;
+                // Within the chain every link is an index + 1 of this pool, set by whoever
+                // held the buffer last (or the stack's, for a popped chain).
+                head = links[idx as usize].load(Ordering::Relaxed);
+                pool.packet_at(idx)
+            }));
+            self.cur.head = head;
+            self.cur.len -= take;
+            given += take as usize;
         }
-        let take = n.min(self.len);
-        let from = self.len - take;
-        let pool = &*self.pool;
-        out.extend(
-            self.held[from..self.len]
-                .iter()
-                .rev()
-                .map(|&i| pool.packet_at(i)),
-        );
-        self.len = from;
         self.publish();
-        take
+        given
     }
 
-    /// Tops the cache up to its size plus `want` (at most its capacity) from the shared
-    /// stack.
+    /// Makes `cur` non-empty: the spare chain, or one popped off the shared stack; false
+    /// when there is none.
     #[cold]
     #[inline(never)]
-    fn refill(&mut self, want: usize) {
-        let target = (self.size + want).min(self.capacity());
-        if self.len < target {
-            self.len += self.pool.pop_into(&mut self.held[self.len..target]);
+    fn reload(&mut self) -> bool {
+        if self.spare.len > 0 {
+            std::mem::swap(&mut self.cur, &mut self.spare);
+            return true;
         }
+        let (head, tail, len) = self.pool.pop_chain(self.size);
+        self.cur = Chain { head, tail, len };
+        len > 0
     }
 
     /// Gives `pkt` back: into the cache when it is this pool's, else to its own pool.
@@ -166,54 +192,65 @@ impl PoolCache {
         self.free_all(std::iter::once(pkt));
     }
 
-    /// Gives every packet back: this pool's into the cache, flushing its older half to the
-    /// shared stack (one push) whenever it fills; another pool's straight to that pool.
+    /// Gives every packet back: this pool's into the cache (a full chain goes to the
+    /// shared stack in one push when the other is full too), another pool's straight to
+    /// that pool.
     #[inline]
     pub fn free_all(&mut self, pkts: impl IntoIterator<Item = Packet>) {
-        let me = Arc::as_ptr(&self.pool);
-        // The pieces in locals, so the loop keeps them in registers: a store into `held`
-        // could alias `self` as far as the compiler knows.
-        let (pool, size, held) = (&self.pool, self.size, &mut self.held[..]);
-        let mut len = self.len;
+        let (pool, spare, size) = (&self.pool, &mut self.spare, self.size);
+        let (me, links) = (Arc::as_ptr(pool), pool.links());
+        // The current chain in locals, so the loop keeps it in registers: a store to a
+        // link could alias `self` as far as the compiler knows.
+        let Chain {
+            mut head,
+            mut tail,
+            mut len,
+        } = self.cur;
         for p in pkts {
             if !p.is_from_ptr(me) {
                 drop(p);
                 continue;
             }
-            if len >= held.len() {
-                len = flush(pool, held, len, size);
+            if len >= size {
+                rotate(pool, spare, Chain { head, tail, len });
+                (head, tail, len) = (0, 0, 0);
             }
-            if let Some(slot) = held.get_mut(len) {
-                *slot = p.into_index();
-                len += 1;
+            let idx = p.into_index();
+            // The buffer is ours now, and so is its link: onto the chain's head.
+            if let Some(link) = links.get(idx as usize) {
+                link.store(head, Ordering::Relaxed);
             }
+            if len == 0 {
+                tail = idx;
+            }
+            head = idx + 1;
+            len += 1;
         }
-        self.len = len;
+        self.cur = Chain { head, tail, len };
         self.publish();
     }
 }
 
-/// Pushes all but the `keep` most recently freed of the `len` buffers in `held` to the
-/// shared stack of `pool`, as one chain in one push; returns how many are left (`keep`, or
-/// `len` if fewer).
+/// The current chain `full` is full: it becomes the spare, and the spare, if it holds any,
+/// goes to the shared stack of `pool` in one push (a spare is only ever a full chain).
 #[cold]
 #[inline(never)]
-fn flush(pool: &Arc<Mempool>, held: &mut [u32], len: usize, keep: usize) -> usize {
-    let len = len.min(held.len());
-    let keep = keep.min(len);
-    // The oldest go, so the warm ones stay; the kept ones move down.
-    let n = len - keep;
-    if n > 0 {
-        pool.push_indices(&held[..n]);
-        held.copy_within(n..len, 0);
+fn rotate(pool: &Arc<Mempool>, spare: &mut Chain, full: Chain) {
+    push(pool, std::mem::replace(spare, full));
+}
+
+/// Pushes `chain` onto the shared stack of `pool` in one operation.
+fn push(pool: &Arc<Mempool>, chain: Chain) {
+    if chain.len > 0 {
+        pool.push_linked(chain.head - 1, chain.tail, chain.len);
     }
-    keep
 }
 
 impl Drop for PoolCache {
     /// Everything held goes back to the shared stack.
     fn drop(&mut self) {
-        self.len = flush(&self.pool, &mut self.held, self.len, 0);
+        push(&self.pool, std::mem::take(&mut self.cur));
+        push(&self.pool, std::mem::take(&mut self.spare));
         self.publish();
     }
 }
@@ -310,8 +347,8 @@ mod tests {
         churn(4, 512, 150_000, 32);
     }
 
-    /// The free count includes what caches hold, a refill takes the cache's size plus the
-    /// request, a full cache flushes its older half, and dropping it empties it.
+    /// The free count includes what caches hold, a refill pops one chain of the cache's
+    /// size, a full cache pushes a chain back, and dropping it empties it.
     #[test]
     fn counts_refills_and_flushes() {
         let pool = Mempool::new(&FakeDma::new(), 100).unwrap();
@@ -319,11 +356,11 @@ mod tests {
         assert_eq!((cache.len(), cache.capacity()), (0, 16));
         let mut out = Vec::new();
         assert_eq!(cache.alloc_batch(&mut out, 4), 4);
-        assert_eq!((cache.len(), pool.free_count()), (8, 96));
+        assert_eq!((cache.len(), pool.free_count()), (4, 96));
         let first = out[0].index();
         assert_eq!(first, 0, "lowest index first, like the pool");
         cache.free_all(out.drain(..));
-        assert_eq!((cache.len(), pool.free_count()), (12, 100));
+        assert_eq!((cache.len(), pool.free_count()), (8, 100));
         assert_eq!(
             cache.alloc().unwrap().index(),
             3,
@@ -336,14 +373,11 @@ mod tests {
             "the one allocated above went to the stack"
         );
         cache.free_all(out.drain(..));
-        assert_eq!((cache.len(), pool.free_count()), (16, 100));
+        assert_eq!((cache.len(), pool.free_count()), (15, 100));
         assert_eq!(cache.alloc_batch(&mut out, 40), 40, "more than it holds");
-        assert_eq!((cache.len(), pool.free_count()), (0, 60));
+        assert_eq!((cache.len(), pool.free_count()), (7, 60));
         cache.free_all(out.drain(..));
-        assert!(
-            (8..=16).contains(&cache.len()),
-            "flushed to its size when full"
-        );
+        assert!((1..=16).contains(&cache.len()), "full chains went back");
         assert_eq!(pool.free_count(), 100);
         drop(cache);
         assert_eq!(pool.free_count(), 100);
@@ -362,7 +396,7 @@ mod tests {
         let theirs = b.alloc().unwrap();
         let ours = cache.alloc().unwrap();
         cache.free_all([theirs, ours]);
-        assert_eq!((b.free_count(), a.free_count(), cache.len()), (8, 8, 5));
+        assert_eq!((b.free_count(), a.free_count(), cache.len()), (8, 8, 4));
         assert_eq!(Arc::strong_count(&b), 1, "b's loan given back");
     }
 

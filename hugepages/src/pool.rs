@@ -197,8 +197,8 @@ impl Mempool {
 
     /// Buffers not in use: on the shared free stack or held by a [`PoolCache`], where any
     /// thread's next allocation through that cache finds them. Exact when no other thread
-    /// is using the pool. (Buffers in one cache are not free to another cache's thread
-    /// until the cache flushes them, at most half its capacity later, or drops.)
+    /// is using the pool. (Buffers in one cache reach other threads only once that cache
+    /// hands a full chain back to the stack, or drops.)
     pub fn free_count(&self) -> usize {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         // A cache that was dropped holds none; forget it.
@@ -226,30 +226,33 @@ impl Mempool {
         Self::packet(&self.slots, idx)
     }
 
-    /// Pops up to `out.len()` indices off the free stack into `out` with one successful
-    /// CAS, the stack's top last (so a cache taking from the end of `out` hands out the
-    /// buffer freed last first); returns how many. The caller owns them.
+    /// Pops a chain of up to `max` buffers off the free stack with one CAS: (the first's
+    /// index plus one, or 0; the last's index; how many). The caller owns them, linked
+    /// through [`links`](Self::links) (see `FreeStack::pop_chain`).
     #[inline]
-    pub(crate) fn pop_into(self: &Arc<Self>, out: &mut [u32]) -> usize {
-        let (taken, before) = self.free.pop_batch(out);
-        self.lend(taken, before);
-        out[..taken].reverse();
-        taken
+    pub(crate) fn pop_chain(self: &Arc<Self>, max: u32) -> (u32, u32, u32) {
+        let (first, last, taken, before) = self.free.pop_chain(max);
+        self.lend(taken as usize, before);
+        (first, last, taken)
     }
 
-    /// Pushes the buffers `idx` (owned by the caller, who gives them up) onto the free
-    /// stack as one chain, with one CAS.
-    pub(crate) fn push_indices(self: &Arc<Self>, idx: &[u32]) {
-        let (Some(&first), Some(&last)) = (idx.first(), idx.last()) else {
-            return;
-        };
-        let links = self.free.links();
-        for w in idx.windows(2) {
-            FreeStack::link_in(links, w[0], w[1]);
-        }
+    /// The free stack's links, which whoever holds a buffer may set for it
+    /// (`FreeStack::link_in`).
+    #[inline(always)]
+    pub(crate) fn links(&self) -> &[AtomicU32] {
+        self.free.links()
+    }
+
+    /// Pushes the chain `first → … → last` of `n` buffers (owned by the caller, who gives
+    /// them up, linked with `FreeStack::link_in`) onto the free stack with one CAS.
+    #[inline]
+    pub(crate) fn push_linked(self: &Arc<Self>, first: u32, last: u32, n: u32) {
+        // From `Arc::as_ptr`, not a reference: `put_chain` may give the loan back through
+        // this pointer, which needs the provenance of the whole Arc allocation (Miri).
+        let pool = NonNull::new(Arc::as_ptr(self).cast_mut()).expect("Arc data is never null");
         // SAFETY: the pool is alive (the caller holds a handle to it) and the chain's
-        // buffers are its own, linked just above, and the caller's to give up.
-        unsafe { Self::put_chain(NonNull::from(&**self), first, last, idx.len() as u32) };
+        // buffers are its own, linked, and the caller's to give up.
+        unsafe { Self::put_chain(pool, first, last, n) };
     }
 
     /// Buffers in the pool.
@@ -515,7 +518,7 @@ impl Packet {
     }
 
     /// This buffer's index in its pool.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn index(&self) -> u32 {
         self.s().idx
     }
