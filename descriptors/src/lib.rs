@@ -2,7 +2,8 @@
 //!
 //! Everything here is plain data and pure logic: no I/O, no `unsafe`. The drivers in the
 //! `zcnic` crate copy descriptors in and out of DMA memory with volatile accesses and use
-//! these types to decide what a descriptor means.
+//! these types to decide what a descriptor means. [`rss`] computes receive-side scaling's
+//! Toeplitz hash and redirection in software.
 //!
 //! ```
 //! use zcnic_descriptors::RingIndex;
@@ -15,6 +16,7 @@
 pub mod e1000;
 pub mod igb;
 mod ring;
+pub mod rss;
 pub mod virtio;
 
 pub use ring::{RingIndex, RingSizeError};

@@ -36,6 +36,8 @@ pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
 pub use pci::{DeviceInfo, PciAddr};
 pub use vfio::register as register_memory;
+/// Receive-side scaling in software: the Toeplitz hash and the redirection table.
+pub use zcnic_descriptors::rss;
 pub use zcnic_hugepages::{
     DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, Segment, UserRegion,
     DATA_ROOM, HEADROOM,

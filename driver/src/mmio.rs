@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 /// Register access to one device region. Sub-word accesses are real 8/16-bit accesses:
 /// virtio's common configuration has byte and half-word registers next to each other.
-pub trait Bar {
+///
+/// `Send`, so a port and its registers can move to the thread that drives them; not
+/// required to be `Sync`, as a port's registers have one owner at a time.
+pub trait Bar: Send {
     /// Reads the 32-bit register at byte offset `off`.
     fn read32(&self, off: u32) -> u32;
     /// Writes the 32-bit register at byte offset `off`.
@@ -89,6 +92,12 @@ impl fmt::Debug for MmioBar {
         write!(f, "MmioBar({:p}, {:#x} bytes)", self.ptr, self.len)
     }
 }
+
+// SAFETY: an `MmioBar` owns its mapping (`_map`, itself `Send`), and `ptr` points only into
+// it, so moving the value moves the whole mapping and nothing else refers to it. A device
+// register may be accessed from any thread; what matters is that one thread at a time does,
+// and `MmioBar` is deliberately not `Sync`, so two threads never write through one `&MmioBar`.
+unsafe impl Send for MmioBar {}
 
 impl MmioBar {
     /// Wraps a mapping of a device's BAR.

@@ -3,7 +3,7 @@
 use crate::pci::PciAddr;
 use std::fmt;
 use std::sync::Arc;
-use zcnic_hugepages::{Mempool, Packet};
+use zcnic_hugepages::{Mempool, Packet, PoolCache};
 
 /// Link state as the device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,35 @@ impl Stats {
 ///
 /// The datapath calls (`rx_batch`, `tx_batch`) allocate nothing, take no lock and make no
 /// system call; each touches the device's doorbell at most once.
-pub trait Nic {
+///
+/// A port is `Send`: open it on one thread and drive it on another.
+///
+/// ```no_run
+/// let mut nic = zcnic::open("0000:00:02.0")?;
+/// let worker = std::thread::spawn(move || {
+///     let mut got = Vec::with_capacity(32);
+///     while got.is_empty() {
+///         nic.rx_batch(&mut got, 32);
+///     }
+///     got.len()
+/// });
+/// println!("{} frames", worker.join().unwrap());
+/// # Ok::<(), zcnic::Error>(())
+/// ```
+///
+/// It is not `Sync`: one thread at a time drives a port (every datapath call takes
+/// `&mut self`, and the drivers' ports are not `Sync` either, so not even their `&self`
+/// calls can touch the device's registers from two threads at once):
+///
+/// ```
+/// fn send<T: Send>() {}
+/// send::<zcnic::e1000::E1000<zcnic::FakeBar>>();
+/// ```
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::e1000::E1000<zcnic::FakeBar>>();
+/// ```
+pub trait Nic: Send {
     /// PCI address of the device.
     fn addr(&self) -> PciAddr;
     /// Name of the driver (`e1000`, …).
@@ -159,6 +187,14 @@ pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> 
         return None;
     }
     nic.pool().alloc_copy(frame)
+}
+
+/// The buffer cache of a port's (single) queue pair: receive refills come from it and
+/// completed transmit buffers go back into it, so a burst touches the pool's shared stack
+/// at most once. Its size is [`CACHE_SIZE`](zcnic_hugepages::CACHE_SIZE), or a sixteenth
+/// of a small pool, so what it holds cannot starve the rings or the application.
+pub(crate) fn port_cache(pool: &Arc<Mempool>) -> PoolCache {
+    pool.cache((pool.capacity() / 16).clamp(1, zcnic_hugepages::CACHE_SIZE))
 }
 
 /// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a

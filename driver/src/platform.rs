@@ -30,7 +30,12 @@ pub enum IovaMode {
 /// it reports and nowhere else. zcnic's own implementations (VFIO, uio) are opened only
 /// inside this crate, by the drivers' `open`, so safe code never holds one of a real
 /// device: through its config space or BARs it could point the device's DMA anywhere.
-pub unsafe trait PciDevice: Debug {
+///
+/// `Send + Sync`: a port holding its device moves to a worker thread, and a virtio-net
+/// port shares its device with its legacy transport (an `Arc`). Every method takes `&self`
+/// and is a system call on the device's file (or a read of its config space), which the
+/// kernel serialises.
+pub unsafe trait PciDevice: Debug + Send + Sync {
     /// Its address.
     fn addr(&self) -> PciAddr;
     /// Reads config space at `off` into `buf`.

@@ -141,6 +141,40 @@ impl FreeStack {
         }
     }
 
+    /// Pops up to `max` entries with one successful CAS and leaves them linked as they were:
+    /// returns the first one's index + 1 (0 for none), the last one's index, how many, and
+    /// the free count before. The caller owns them and follows the links (from
+    /// [`links`](Self::links)) for exactly that many; the last one's link is stale.
+    #[inline]
+    pub(crate) fn pop_chain(&self, max: u32) -> (u32, u32, u32, u32) {
+        let links = &self.next[..];
+        let mut h = Head(self.head.load(Ordering::Acquire));
+        loop {
+            // As in `pop_batch`: a walk over stale links only makes the CAS fail.
+            let (mut top, mut last, mut taken) = (h.top(), 0, 0u32);
+            while taken < max && top != 0 {
+                last = top - 1;
+                // In bounds: every link is an index + 1 of this stack, or 0.
+                top = links[last as usize].load(Ordering::Relaxed);
+                taken += 1;
+            }
+            if taken == 0 {
+                return (0, 0, 0, h.len());
+            }
+            // Acquire: the links (and the buffers' last contents) of what we take are
+            // visible before we hand the buffers out.
+            match self.head.compare_exchange_weak(
+                h.0,
+                h.then(top, h.len().saturating_sub(taken)).0,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return (h.top(), last, taken, h.len()),
+                Err(now) => h = Head(now),
+            }
+        }
+    }
+
     /// Entries on the stack (exact when no other thread is pushing or popping).
     pub fn len(&self) -> usize {
         Head(self.head.load(Ordering::Relaxed)).len() as usize

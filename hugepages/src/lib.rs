@@ -7,6 +7,8 @@
 //! - [`DmaRing`]: a ring of 16-byte descriptors in a region, accessed only as atomic words.
 //! - [`Mempool`] and [`Packet`]: fixed-size packet buffers; dropping a `Packet` returns its
 //!   buffer to the pool.
+//! - [`PoolCache`]: a queue's (a thread's) cache of free buffers, which touches the pool's
+//!   shared stack only in batches.
 //!
 //! ```
 //! use zcnic_hugepages::{FakeDma, Mempool};
@@ -19,6 +21,7 @@
 //! assert_eq!(pool.free_count(), 64);
 //! ```
 
+mod cache;
 mod fake;
 mod freestack;
 mod hugetlbfs;
@@ -28,6 +31,7 @@ mod region;
 mod ring;
 mod user;
 
+pub use cache::{PoolCache, CACHE_SIZE};
 pub use fake::FakeDma;
 pub use freestack::{FreeStack, MAX_BUFFERS};
 pub use hugetlbfs::{

@@ -13,13 +13,14 @@
 //! its mbuf headers in DMA memory; a lying device could rewrite them). Drivers move packets
 //! in and out of rings by the burst, so the size of that move is most of their work.
 
+use crate::cache::PoolCache;
 use crate::freestack::{FreeStack, MAX_BUFFERS};
 use crate::{AddressSpace, DmaAllocator, DmaError, DmaRegion, Domain, Segment, HUGEPAGE};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Bytes before the frame, for headers a driver or application prepends (virtio-net's
 /// header, an encapsulation) without moving the frame.
@@ -57,6 +58,9 @@ pub struct Mempool {
     count: u32,
     free: FreeStack,
     slots: Box<[UnsafeCell<Slot>]>,
+    /// How many buffers each live [`PoolCache`] holds, for [`free_count`](Self::free_count);
+    /// locked only when a cache is made and when the count is read, never on the datapath.
+    caches: Mutex<Vec<Arc<AtomicUsize>>>,
 }
 
 // SAFETY: a slot is touched only by whoever holds its index, and the free stack hands each
@@ -120,6 +124,7 @@ impl Mempool {
                 region,
                 count: count as u32,
                 slots,
+                caches: Mutex::new(Vec::new()),
             }
         }))
     }
@@ -190,9 +195,64 @@ impl Mempool {
         total
     }
 
-    /// Buffers not in use (exact when no other thread is using the pool).
+    /// Buffers not in use: on the shared free stack or held by a [`PoolCache`], where any
+    /// thread's next allocation through that cache finds them. Exact when no other thread
+    /// is using the pool. (Buffers in one cache reach other threads only once that cache
+    /// hands a full chain back to the stack, or drops.)
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        // A cache that was dropped holds none; forget it.
+        caches.retain(|c| Arc::strong_count(c) > 1);
+        let cached: usize = caches.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        self.free.len() + cached
+    }
+
+    /// A cache of `size` buffers of this pool for one thread (see [`PoolCache`]).
+    pub fn cache(self: &Arc<Self>, size: usize) -> PoolCache {
+        PoolCache::new(self, size)
+    }
+
+    /// Counts what `held` says a new cache holds in [`free_count`](Self::free_count).
+    pub(crate) fn register_cache(&self, held: Arc<AtomicUsize>) {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|c| Arc::strong_count(c) > 1);
+        caches.push(held);
+    }
+
+    /// The packet for buffer `idx`, which the caller owns (took off the free stack and
+    /// has not handed out since) and gives up to the packet.
+    #[inline(always)]
+    pub(crate) fn packet_at(&self, idx: u32) -> Packet {
+        Self::packet(&self.slots, idx)
+    }
+
+    /// Pops a chain of up to `max` buffers off the free stack with one CAS: (the first's
+    /// index plus one, or 0; the last's index; how many). The caller owns them, linked
+    /// through [`links`](Self::links) (see `FreeStack::pop_chain`).
+    #[inline]
+    pub(crate) fn pop_chain(self: &Arc<Self>, max: u32) -> (u32, u32, u32) {
+        let (first, last, taken, before) = self.free.pop_chain(max);
+        self.lend(taken as usize, before);
+        (first, last, taken)
+    }
+
+    /// The free stack's links, which whoever holds a buffer may set for it
+    /// (`FreeStack::link_in`).
+    #[inline(always)]
+    pub(crate) fn links(&self) -> &[AtomicU32] {
+        self.free.links()
+    }
+
+    /// Pushes the chain `first → … → last` of `n` buffers (owned by the caller, who gives
+    /// them up, linked with `FreeStack::link_in`) onto the free stack with one CAS.
+    #[inline]
+    pub(crate) fn push_linked(self: &Arc<Self>, first: u32, last: u32, n: u32) {
+        // From `Arc::as_ptr`, not a reference: `put_chain` may give the loan back through
+        // this pointer, which needs the provenance of the whole Arc allocation (Miri).
+        let pool = NonNull::new(Arc::as_ptr(self).cast_mut()).expect("Arc data is never null");
+        // SAFETY: the pool is alive (the caller holds a handle to it) and the chain's
+        // buffers are its own, linked, and the caller's to give up.
+        unsafe { Self::put_chain(pool, first, last, n) };
     }
 
     /// Buffers in the pool.
@@ -450,6 +510,25 @@ impl Packet {
         std::mem::ManuallyDrop::new(self).empty_slot()
     }
 
+    /// Gives up the buffer without `Drop` (dropping its payload): its index, which the
+    /// caller now owns, for the free stack or a cache of its pool.
+    #[inline(always)]
+    pub(crate) fn into_index(self) -> u32 {
+        self.release().1
+    }
+
+    /// This buffer's index in its pool.
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> u32 {
+        self.s().idx
+    }
+
+    /// Whether this buffer belongs to the pool at `pool`.
+    #[inline(always)]
+    pub(crate) fn is_from_ptr(&self, pool: *const Mempool) -> bool {
+        std::ptr::eq(self.s().pool.as_ptr(), pool)
+    }
+
     /// Drops many packets at the cost of one atomic operation per run of packets from the
     /// same pool, instead of one per packet.
     #[inline]
@@ -503,7 +582,6 @@ impl Drop for Packet {
 mod tests {
     use super::*;
     use crate::FakeDma;
-    use std::sync::atomic::Ordering;
 
     #[test]
     #[cfg_attr(

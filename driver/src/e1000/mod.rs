@@ -22,7 +22,7 @@ use crate::Error;
 use counters::Counters;
 use std::sync::Arc;
 use std::time::Duration;
-use zcnic_hugepages::{AddressSpace, Mempool, Packet};
+use zcnic_hugepages::{AddressSpace, Mempool, Packet, PoolCache};
 
 /// One e1000 port. Generic over its register access so tests can play the device on a
 /// [`crate::FakeBar`].
@@ -33,6 +33,8 @@ pub struct E1000<B: Bar> {
     rx: rxtx::RxQueue,
     tx: rxtx::TxQueue,
     pool: Arc<Mempool>,
+    /// Receive refills come from here and sent buffers go back here (`nic::port_cache`).
+    cache: PoolCache,
     /// The addresses the device reads (the pool's): what `tx` checks packets against.
     space: AddressSpace,
     sw: Stats,
@@ -218,15 +220,14 @@ impl<B: Bar> E1000<B> {
 mod tests {
     use super::*;
     use crate::pci::{COMMAND_BUS_MASTER, CONFIG_COMMAND};
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use std::sync::Mutex;
     use zcnic_hugepages::{DmaAllocator, FakeDma};
 
     /// A PCI function whose BAR is plain memory (so a reset never completes) and whose
     /// command register remembers every value written.
     #[derive(Debug, Default)]
     struct Recorder {
-        commands: Rc<RefCell<Vec<u16>>>,
+        commands: Arc<Mutex<Vec<u16>>>,
     }
 
     // SAFETY: no device stands behind it: its "BAR" is anonymous memory and its DMA memory
@@ -236,7 +237,7 @@ mod tests {
             "0000:00:02.0".parse().unwrap()
         }
         fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), Error> {
-            let last = self.commands.borrow().last().copied().unwrap_or(0);
+            let last = self.commands.lock().unwrap().last().copied().unwrap_or(0);
             buf.fill(0);
             if off == CONFIG_COMMAND && buf.len() == 2 {
                 buf.copy_from_slice(&last.to_le_bytes());
@@ -246,7 +247,8 @@ mod tests {
         fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), Error> {
             if off == CONFIG_COMMAND && buf.len() == 2 {
                 self.commands
-                    .borrow_mut()
+                    .lock()
+                    .unwrap()
                     .push(u16::from_le_bytes([buf[0], buf[1]]));
             }
             Ok(())
@@ -288,7 +290,7 @@ mod tests {
         };
         let err = E1000::with_device(Box::new(dev), &cfg).unwrap_err();
         assert!(err.to_string().contains("CTRL.RST"), "{err}");
-        let written = commands.borrow();
+        let written = commands.lock().unwrap();
         assert!(
             !written.is_empty(),
             "memory decoding was turned on to reach the BAR"

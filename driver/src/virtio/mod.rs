@@ -17,7 +17,7 @@ use crate::nic::Nic;
 use crate::pci::PciAddr;
 use crate::platform::{self, IovaMode, PciDevice};
 use crate::{Config, Error, RingChoice};
-use std::rc::Rc;
+use std::sync::Arc;
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 
 /// Opens the virtio-net device at `addr` through the platform it is bound to (vfio-pci
@@ -33,7 +33,7 @@ pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 /// with ACCESS_PLATFORM the device goes through the IOMMU; without it (every legacy device)
 /// it reads physical addresses, so its memory is mapped at IOVA = PA. Without an IOMMU
 /// (uio) every device reads physical addresses.
-pub fn with_device(dev: Rc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+pub fn with_device(dev: Arc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     let addr = dev.addr();
     if !dev.reset() {
         log::debug!("{addr}: no function reset from the platform; the virtio reset will do");

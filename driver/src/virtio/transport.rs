@@ -6,7 +6,7 @@ use crate::mmio::{Bar, MmioBar};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::Error;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Device status bits (virtio 1.1 §2.1).
 pub mod status {
@@ -24,8 +24,9 @@ pub mod status {
     pub const FAILED: u8 = 128;
 }
 
-/// What the net driver needs from a virtio PCI transport.
-pub trait Transport {
+/// What the net driver needs from a virtio PCI transport. `Send`, so the port holding it
+/// can move to the thread that drives it.
+pub trait Transport: Send {
     /// Whether this is the legacy interface (32 feature bits, fixed queue layout).
     fn legacy(&self) -> bool;
     /// Device status register.
@@ -380,7 +381,7 @@ mod legacy {
 /// region reads and writes, a system call each; the datapath only uses the notify write,
 /// once per burst and only when the device asks for it).
 pub struct Legacy {
-    dev: Rc<dyn PciDevice>,
+    dev: Arc<dyn PciDevice>,
     addr: PciAddr,
 }
 
@@ -392,7 +393,7 @@ impl std::fmt::Debug for Legacy {
 
 impl Legacy {
     /// The legacy interface of `dev` (BAR0 must be its I/O-port BAR).
-    pub fn new(dev: Rc<dyn PciDevice>) -> Self {
+    pub fn new(dev: Arc<dyn PciDevice>) -> Self {
         let addr = dev.addr();
         Self { dev, addr }
     }

@@ -1,0 +1,414 @@
+//! Per-core buffer caches: DPDK's per-lcore mempool cache, owned by a queue.
+//!
+//! A [`PoolCache`] holds a few dozen free buffers of one [`Mempool`] for the one thread that
+//! drives a queue. Allocating takes from it and freeing puts back into it with plain loads
+//! and stores; only when it runs dry (or full) does it touch the pool's shared lock-free
+//! stack, and then for a whole batch with one compare-and-swap. A forwarder that receives
+//! and sends as many frames as it frees and allocates never touches the shared stack at
+//! all, and no cache line is written by two cores.
+//!
+//! The cache is `Send` (a queue and its cache move to their worker thread together) but not
+//! `Sync`: its operations take `&mut self` and its contents are one thread's, so two threads
+//! cannot share one:
+//!
+//! ```compile_fail
+//! fn shared<T: Sync>() {}
+//! shared::<zcnic_hugepages::PoolCache>();
+//! ```
+//! ```
+//! fn send<T: Send>() {}
+//! send::<zcnic_hugepages::PoolCache>();
+//! ```
+//!
+//! Buffers a cache holds count as free in [`Mempool::free_count`]: each cache publishes how
+//! many it holds (one relaxed store per call, to a word only it writes) and the count adds
+//! them to the shared stack's. Dropping a cache gives everything back to the stack.
+
+use crate::pool::{Mempool, Packet};
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A cache's default size: enough for two bursts of 32 each way.
+pub const CACHE_SIZE: usize = 64;
+
+/// A chain of buffers linked through the pool's free-stack links, which are the holder's
+/// to set while it holds them. Pushing a whole chain onto the shared stack is one CAS,
+/// whatever its length; nothing is copied.
+#[derive(Debug, Clone, Copy, Default)]
+struct Chain {
+    /// First index + 1; 0 when empty.
+    head: u32,
+    /// Last index (the one linked to nothing we own).
+    tail: u32,
+    len: u32,
+}
+
+/// A thread's (a queue's) cache of free buffers of one pool. See the module docs.
+///
+/// It holds two chains of up to `size` buffers each (Bonwick's magazines): frees go onto
+/// the current one, allocations come off it; when it is full the other, if full too, goes
+/// to the shared stack in one push, and when it is empty the other is used, or a chain of
+/// `size` is popped off the stack in one pop. So at most one shared operation per `size`
+/// buffers, and none at all while allocations and frees balance.
+///
+/// ```
+/// use zcnic_hugepages::{FakeDma, Mempool};
+/// let pool = Mempool::new(&FakeDma::new(), 256).unwrap();
+/// let mut cache = pool.cache(32);
+/// let mut burst = Vec::with_capacity(32);
+/// assert_eq!(cache.alloc_batch(&mut burst, 32), 32);
+/// cache.free_all(burst.drain(..));
+/// assert_eq!(cache.len(), 32, "the burst came back into the cache");
+/// assert_eq!(pool.free_count(), 256, "what a cache holds is free");
+/// drop(cache);
+/// assert_eq!(pool.free_count(), 256);
+/// ```
+pub struct PoolCache {
+    pool: Arc<Mempool>,
+    /// Allocations come off and frees go onto this one.
+    cur: Chain,
+    /// Full, or empty.
+    spare: Chain,
+    size: u32,
+    /// How many it holds, as [`Mempool::free_count`] reads it; written only here.
+    published: Arc<AtomicUsize>,
+    /// Not `Sync`: one thread at a time.
+    _one_thread: PhantomData<Cell<()>>,
+}
+
+impl std::fmt::Debug for PoolCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolCache")
+            .field("len", &self.len())
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolCache {
+    /// An empty cache of chains of `size` buffers (at least 1) of `pool`; it holds up to
+    /// twice that.
+    pub fn new(pool: &Arc<Mempool>, size: usize) -> Self {
+        let size = size.clamp(1, pool.capacity()) as u32;
+        let published = Arc::new(AtomicUsize::new(0));
+        pool.register_cache(published.clone());
+        Self {
+            pool: pool.clone(),
+            cur: Chain::default(),
+            spare: Chain::default(),
+            size,
+            published,
+            _one_thread: PhantomData,
+        }
+    }
+
+    /// The pool this cache takes from.
+    pub fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    /// Buffers held now.
+    pub fn len(&self) -> usize {
+        (self.cur.len + self.spare.len) as usize
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Most buffers it holds (two chains of its size).
+    pub fn capacity(&self) -> usize {
+        2 * self.size as usize
+    }
+
+    #[inline(always)]
+    fn publish(&self) {
+        self.published.store(self.len(), Ordering::Relaxed);
+    }
+
+    /// One buffer, or `None` when the cache and the pool are both out.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Packet> {
+        if self.cur.len == 0 && !self.reload() {
+            return None;
+        }
+        let idx = self.cur.head - 1;
+        // Within the chain every link is an index + 1 of this pool (see `alloc_batch`).
+        self.cur.head = self.pool.links()[idx as usize].load(Ordering::Relaxed);
+        self.cur.len -= 1;
+        self.publish();
+        Some(self.pool.packet_at(idx))
+    }
+
+    /// Appends up to `n` buffers to `out`; returns how many. From the cache's chains, and
+    /// a chain popped off the shared stack (one operation) whenever both run dry; `out`
+    /// should have the capacity already, so nothing is allocated.
+    #[inline]
+    pub fn alloc_batch(&mut self, out: &mut Vec<Packet>, n: usize) -> usize {
+        let mut given = 0;
+        while given < n {
+            if self.cur.len == 0 && !self.reload() {
+                break;
+            }
+            let take = self.cur.len.min((n - given) as u32);
+            let (pool, links) = (&*self.pool, self.pool.links());
+            let mut head = self.cur.head;
+            // A slice's map has an exact length: one capacity check for the run.
+            out.extend((0..take).map(|_| {
+                let idx = head - 1;
+                // Within the chain every link is an index + 1 of this pool, set by whoever
+                // held the buffer last (or the stack's, for a popped chain).
+                head = links[idx as usize].load(Ordering::Relaxed);
+                pool.packet_at(idx)
+            }));
+            self.cur.head = head;
+            self.cur.len -= take;
+            given += take as usize;
+        }
+        self.publish();
+        given
+    }
+
+    /// Makes `cur` non-empty: the spare chain, or one popped off the shared stack; false
+    /// when there is none.
+    #[cold]
+    #[inline(never)]
+    fn reload(&mut self) -> bool {
+        if self.spare.len > 0 {
+            std::mem::swap(&mut self.cur, &mut self.spare);
+            return true;
+        }
+        let (head, tail, len) = self.pool.pop_chain(self.size);
+        self.cur = Chain { head, tail, len };
+        len > 0
+    }
+
+    /// Gives `pkt` back: into the cache when it is this pool's, else to its own pool.
+    #[inline]
+    pub fn free(&mut self, pkt: Packet) {
+        self.free_all(std::iter::once(pkt));
+    }
+
+    /// Gives every packet back: this pool's into the cache (a full chain goes to the
+    /// shared stack in one push when the other is full too), another pool's straight to
+    /// that pool.
+    #[inline]
+    pub fn free_all(&mut self, pkts: impl IntoIterator<Item = Packet>) {
+        let (pool, spare, size) = (&self.pool, &mut self.spare, self.size);
+        let (me, links) = (Arc::as_ptr(pool), pool.links());
+        // The current chain in locals, so the loop keeps it in registers: a store to a
+        // link could alias `self` as far as the compiler knows.
+        let Chain {
+            mut head,
+            mut tail,
+            mut len,
+        } = self.cur;
+        for p in pkts {
+            if !p.is_from_ptr(me) {
+                drop(p);
+                continue;
+            }
+            if len >= size {
+                rotate(pool, spare, Chain { head, tail, len });
+                (head, tail, len) = (0, 0, 0);
+            }
+            let idx = p.into_index();
+            // The buffer is ours now, and so is its link: onto the chain's head.
+            if let Some(link) = links.get(idx as usize) {
+                link.store(head, Ordering::Relaxed);
+            }
+            if len == 0 {
+                tail = idx;
+            }
+            head = idx + 1;
+            len += 1;
+        }
+        self.cur = Chain { head, tail, len };
+        self.publish();
+    }
+}
+
+/// The current chain `full` is full: it becomes the spare, and the spare, if it holds any,
+/// goes to the shared stack of `pool` in one push (a spare is only ever a full chain).
+#[cold]
+#[inline(never)]
+fn rotate(pool: &Arc<Mempool>, spare: &mut Chain, full: Chain) {
+    push(pool, std::mem::replace(spare, full));
+}
+
+/// Pushes `chain` onto the shared stack of `pool` in one operation.
+fn push(pool: &Arc<Mempool>, chain: Chain) {
+    if chain.len > 0 {
+        pool.push_linked(chain.head - 1, chain.tail, chain.len);
+    }
+}
+
+impl Drop for PoolCache {
+    /// Everything held goes back to the shared stack.
+    fn drop(&mut self) {
+        push(&self.pool, std::mem::take(&mut self.cur));
+        push(&self.pool, std::mem::take(&mut self.spare));
+        self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FakeDma;
+    use std::sync::atomic::AtomicBool;
+
+    /// Threads, each with its own cache, alloc and free in bursts of varying size, single
+    /// and batched, and hand some packets to the next thread to free there: no buffer is
+    /// handed out twice (an ownership flag per buffer), none is lost, the pool is full and
+    /// its loan given back at the end.
+    fn churn(threads: usize, buffers: usize, ops: usize, size: usize) {
+        let pool = Mempool::new(&FakeDma::new(), buffers).unwrap();
+        let owned: Arc<Vec<AtomicBool>> =
+            Arc::new((0..buffers).map(|_| AtomicBool::new(false)).collect());
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| std::sync::mpsc::channel::<Vec<Packet>>())
+            .unzip();
+        let workers: Vec<_> = rxs
+            .into_iter()
+            .enumerate()
+            .map(|(t, inbox)| {
+                let (pool, owned) = (pool.clone(), owned.clone());
+                let next = txs[(t + 1) % threads].clone();
+                std::thread::spawn(move || {
+                    let mut cache = pool.cache(size);
+                    let mut held = Vec::with_capacity(64);
+                    let mut done = 0;
+                    while done < ops {
+                        let want = 1 + (done * 7 + t) % 40;
+                        let got = if want == 1 {
+                            cache.alloc().map(|p| held.push(p)).is_some() as usize
+                        } else {
+                            cache.alloc_batch(&mut held, want)
+                        };
+                        for p in &held {
+                            let idx = p.index() as usize;
+                            assert!(!owned[idx].swap(true, Ordering::AcqRel), "handed out twice");
+                        }
+                        for p in &held {
+                            owned[p.index() as usize].store(false, Ordering::Release);
+                        }
+                        if done % 5 == 0 && !held.is_empty() {
+                            // Freed on another thread, through that thread's cache.
+                            let _ = next.send(held.drain(..held.len() / 2).collect());
+                        }
+                        if let Some(p) = held.pop().filter(|_| done % 3 == 0) {
+                            cache.free(p);
+                        }
+                        cache.free_all(held.drain(..));
+                        while let Ok(from_before) = inbox.try_recv() {
+                            cache.free_all(from_before);
+                        }
+                        done += got.max(1);
+                    }
+                    drop(next);
+                    // Drain what the previous thread still sends until it has hung up.
+                    for from_before in inbox {
+                        cache.free_all(from_before);
+                    }
+                })
+            })
+            .collect();
+        drop(txs);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(pool.free_count(), buffers, "nothing lost");
+        assert_eq!(
+            Arc::strong_count(&pool),
+            1,
+            "caches dropped, loan given back"
+        );
+        let mut all = Vec::new();
+        assert_eq!(pool.alloc_batch(&mut all, buffers + 1), buffers);
+        let mut idx: Vec<u32> = all.iter().map(Packet::index).collect();
+        idx.sort();
+        idx.dedup();
+        assert_eq!(idx.len(), buffers, "every buffer once");
+    }
+
+    /// Small enough for Miri, which checks every access of the hand-overs.
+    #[test]
+    fn two_threads_with_caches_never_share_or_lose_a_buffer() {
+        churn(2, 48, if cfg!(miri) { 60 } else { 20_000 }, 8);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "10^5+ operations: too slow to interpret")]
+    fn four_threads_with_caches_over_a_hundred_thousand_operations() {
+        churn(4, 512, 150_000, 32);
+    }
+
+    /// The free count includes what caches hold, a refill pops one chain of the cache's
+    /// size, a full cache pushes a chain back, and dropping it empties it.
+    #[test]
+    fn counts_refills_and_flushes() {
+        let pool = Mempool::new(&FakeDma::new(), 100).unwrap();
+        let mut cache = pool.cache(8);
+        assert_eq!((cache.len(), cache.capacity()), (0, 16));
+        let mut out = Vec::new();
+        assert_eq!(cache.alloc_batch(&mut out, 4), 4);
+        assert_eq!((cache.len(), pool.free_count()), (4, 96));
+        let first = out[0].index();
+        assert_eq!(first, 0, "lowest index first, like the pool");
+        cache.free_all(out.drain(..));
+        assert_eq!((cache.len(), pool.free_count()), (8, 100));
+        assert_eq!(
+            cache.alloc().unwrap().index(),
+            3,
+            "the last freed comes back first"
+        );
+        assert_eq!(cache.alloc_batch(&mut out, 15), 15);
+        assert_eq!(
+            pool.free_count(),
+            85,
+            "the one allocated above went to the stack"
+        );
+        cache.free_all(out.drain(..));
+        assert_eq!((cache.len(), pool.free_count()), (15, 100));
+        assert_eq!(cache.alloc_batch(&mut out, 40), 40, "more than it holds");
+        assert_eq!((cache.len(), pool.free_count()), (7, 60));
+        cache.free_all(out.drain(..));
+        assert!((1..=16).contains(&cache.len()), "full chains went back");
+        assert_eq!(pool.free_count(), 100);
+        drop(cache);
+        assert_eq!(pool.free_count(), 100);
+        assert_eq!(Arc::strong_count(&pool), 1);
+    }
+
+    /// A packet of another pool goes back to its own pool, never into this cache.
+    #[test]
+    fn another_pools_packet_goes_home() {
+        let dma = FakeDma::new();
+        let (a, b) = (
+            Mempool::new(&dma, 8).unwrap(),
+            Mempool::new(&dma, 8).unwrap(),
+        );
+        let mut cache = a.cache(4);
+        let theirs = b.alloc().unwrap();
+        let ours = cache.alloc().unwrap();
+        cache.free_all([theirs, ours]);
+        assert_eq!((b.free_count(), a.free_count(), cache.len()), (8, 8, 4));
+        assert_eq!(Arc::strong_count(&b), 1, "b's loan given back");
+    }
+
+    /// A dry pool: the cache hands out what there is and says so.
+    #[test]
+    fn a_dry_pool_gives_what_it_has() {
+        let pool = Mempool::new(&FakeDma::new(), 5).unwrap();
+        let mut cache = pool.cache(4);
+        let mut out = Vec::new();
+        assert_eq!(cache.alloc_batch(&mut out, 8), 5);
+        assert!(cache.alloc().is_none());
+        cache.free_all(out.drain(..));
+        assert_eq!(pool.free_count(), 5);
+    }
+}
