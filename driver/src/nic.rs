@@ -3,7 +3,7 @@
 use crate::pci::PciAddr;
 use std::fmt;
 use std::sync::Arc;
-use zcnic_hugepages::{Mempool, Packet, PoolCache};
+use zcnic_hugepages::{Mempool, Packet};
 
 /// Link state as the device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +187,6 @@ pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> 
         return None;
     }
     nic.pool().alloc_copy(frame)
-}
-
-/// The buffer cache of a port's (single) queue pair: receive refills come from it and
-/// completed transmit buffers go back into it, so a burst touches the pool's shared stack
-/// at most once. Its size is [`CACHE_SIZE`](zcnic_hugepages::CACHE_SIZE), or a sixteenth
-/// of a small pool, so what it holds cannot starve the rings or the application.
-pub(crate) fn port_cache(pool: &Arc<Mempool>) -> PoolCache {
-    pool.cache((pool.capacity() / 16).clamp(1, zcnic_hugepages::CACHE_SIZE))
 }
 
 /// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a

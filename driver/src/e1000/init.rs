@@ -50,7 +50,6 @@ impl<B: Bar> E1000<B> {
             rx,
             tx,
             space: pool.space(),
-            cache: crate::nic::port_cache(&pool),
             pool,
             sw: Stats::default(),
             hw: Counters::new(),

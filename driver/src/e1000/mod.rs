@@ -22,7 +22,7 @@ use crate::Error;
 use counters::Counters;
 use std::sync::Arc;
 use std::time::Duration;
-use zcnic_hugepages::{AddressSpace, Mempool, Packet, PoolCache};
+use zcnic_hugepages::{AddressSpace, Mempool, Packet};
 
 /// One e1000 port. Generic over its register access so tests can play the device on a
 /// [`crate::FakeBar`].
@@ -33,8 +33,6 @@ pub struct E1000<B: Bar> {
     rx: rxtx::RxQueue,
     tx: rxtx::TxQueue,
     pool: Arc<Mempool>,
-    /// Receive refills come from here and sent buffers go back here (`nic::port_cache`).
-    cache: PoolCache,
     /// The addresses the device reads (the pool's): what `tx` checks packets against.
     space: AddressSpace,
     sw: Stats,

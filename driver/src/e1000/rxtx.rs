@@ -20,9 +20,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, TxDesc};
 use zcnic_descriptors::RingIndex;
-use zcnic_hugepages::{
-    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
-};
+use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, Words, DATA_ROOM};
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
 pub const TX_CLEAN_BATCH: u32 = 32;
@@ -134,10 +132,10 @@ impl TxQueue {
     }
 
     /// Reclaims every completed cleanup batch: the device wrote DD on its last descriptor,
-    /// and (in order) it finished all before it. The packets go back to the pool through
-    /// `cache`, or into `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
+    /// and (in order) it finished all before it. The packets go back to the pool, or into
+    /// `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
     #[inline]
-    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         loop {
             // The next descriptor with RS (counter % 32 == 31; the ring size is a multiple
             // of 32, so slot and counter agree). Usually a whole batch; shorter right after
@@ -155,11 +153,11 @@ impl TxQueue {
             // power of two >= 32), so it is one slice, not a wrapped range.
             let first = self.idx.slot(self.cleaned);
             match self.bufs.get_mut(first..first + n as usize) {
-                Some(group) => give::<KEEP>(keep, cache, group.iter_mut().filter_map(Option::take)),
+                Some(group) => give::<KEEP>(keep, group.iter_mut().filter_map(Option::take)),
                 None => {
                     let (bufs, idx, at) = (&mut self.bufs, self.idx, self.cleaned);
                     let slot = |i: u32| idx.slot(at.wrapping_add(i));
-                    give::<KEEP>(keep, cache, (0..n).filter_map(|i| bufs[slot(i)].take()));
+                    give::<KEEP>(keep, (0..n).filter_map(|i| bufs[slot(i)].take()));
                 }
             }
             self.cleaned = self.cleaned.wrapping_add(n);
@@ -274,18 +272,13 @@ fn chain(
     Some((total, 2))
 }
 
-/// Completed transmit packets: into `keep` with `KEEP`, else back to the pool through
-/// `cache`.
+/// Completed transmit packets: into `keep` with `KEEP`, else back to the pool.
 #[inline(always)]
-fn give<const KEEP: bool>(
-    keep: &mut Vec<Packet>,
-    cache: &mut PoolCache,
-    pkts: impl Iterator<Item = Packet>,
-) {
+fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Packet>) {
     if KEEP {
         keep.extend(pkts);
     } else {
-        cache.free_all(pkts);
+        Packet::drop_all(pkts);
     }
 }
 
@@ -377,7 +370,7 @@ impl<B: Bar> E1000<B> {
                 + 1
         };
         let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
-        self.cache.alloc_batch(&mut q.fresh, waiting - given);
+        self.pool.alloc_batch(&mut q.fresh, waiting - given);
         out.reserve(waiting);
         // Each frame's buffer trades places with a refill: the refill goes into the ring
         // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
@@ -432,7 +425,7 @@ impl<B: Bar> E1000<B> {
         // back to it (they came first), the pool's to the pool.
         if !q.fresh.is_empty() {
             let back = given.saturating_sub(k);
-            self.cache.free_all(q.fresh.drain(back..));
+            Packet::drop_all(q.fresh.drain(back..));
             spare.append(&mut q.fresh);
         }
         let taken = at.wrapping_sub(start);
@@ -463,7 +456,7 @@ impl<B: Bar> E1000<B> {
         done: &mut Vec<Packet>,
     ) -> usize {
         let q = &mut self.tx;
-        q.clean::<KEEP>(done, &mut self.cache);
+        q.clean::<KEEP>(done);
         let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
             return 0;
@@ -518,7 +511,7 @@ impl<B: Bar> E1000<B> {
     /// Only a descriptor with RS is rewritten, to clear the DD the device left in it.
     pub(crate) fn repost_tx(&mut self, burst: usize) -> usize {
         let q = &mut self.tx;
-        q.clean::<false>(&mut Vec::new(), &mut self.cache);
+        q.clean::<false>(&mut Vec::new());
         let n = q.free().min(burst as u32);
         for i in 0..n {
             let slot = q.idx.slot(q.produced.wrapping_add(i));

@@ -16,7 +16,7 @@ use crate::{Config, Error};
 use std::sync::Arc;
 use std::time::Duration;
 use zcnic_descriptors::virtio::Buf;
-use zcnic_hugepages::{AddressSpace, DmaAllocator, Mempool, Packet, PoolCache, DATA_ROOM};
+use zcnic_hugepages::{AddressSpace, DmaAllocator, Mempool, Packet, DATA_ROOM};
 
 /// Feature bits (virtio 1.1 §5.1.3 and §6).
 pub mod feature {
@@ -58,8 +58,6 @@ pub struct VirtioNet<Q: QueueKind> {
     /// The one frame ceiling mode sends over and over (its chains own no packet).
     ceiling: Option<Packet>,
     pool: Arc<Mempool>,
-    /// Receive refills come from here and sent buffers go back here (`nic::port_cache`).
-    cache: PoolCache,
     /// The addresses the device reads (the pool's): what `send` checks packets against.
     space: AddressSpace,
     sw: Stats,
@@ -194,7 +192,6 @@ impl<Q: QueueKind> VirtioNet<Q> {
             rx,
             tx,
             space: pool.space(),
-            cache: crate::nic::port_cache(&pool),
             pool,
             sw: Stats::default(),
             transport,
@@ -215,7 +212,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
             return;
         }
         let given = crate::nic::take_spares(&mut self.rx_fresh, spare, want, &self.pool);
-        if self.cache.alloc_batch(&mut self.rx_fresh, want - given) < want - given {
+        if self.pool.alloc_batch(&mut self.rx_fresh, want - given) < want - given {
             self.sw.rx_no_buf += 1;
         }
         let mut added = 0;
@@ -236,7 +233,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
         }
         // Only when the ring refused a buffer it said it had room for (spares too: a
         // device or driver fault, and nothing is lost).
-        self.cache.free_all(self.rx_fresh.drain(..));
+        Packet::drop_all(self.rx_fresh.drain(..));
         if added > 0 && self.rx.publish() {
             self.transport.notify(RX);
         }
@@ -265,7 +262,6 @@ impl<Q: QueueKind> VirtioNet<Q> {
     /// they go into `keep` instead, without their virtio header (`Nic::tx_batch_recycle`).
     fn reclaim_tx<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         let (tx, bufs, sw, addr) = (&mut self.tx, &mut self.tx_bufs, &mut self.sw, self.addr);
-        let cache = &mut self.cache;
         let ceiling = self.ceiling.is_some();
         let mut budget = tx.size();
         let done = std::iter::from_fn(|| {
@@ -294,7 +290,7 @@ impl<Q: QueueKind> VirtioNet<Q> {
                 p
             }));
         } else {
-            cache.free_all(done);
+            Packet::drop_all(done);
         }
     }
 
