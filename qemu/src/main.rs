@@ -6,7 +6,7 @@
 //!                              ZCNIC_QEMU_REQUIRED=1 (QEMU tests must not skip); --long
 //!                              sets ZCNIC_LONG=1: fuzz and soak tests run their long forms
 //! cargo xtask miri             Miri over the memory crates' tests, several seeds
-//! cargo xtask demo             zcnic pktgen on an e1000 and a virtio-net NIC, live console
+//! cargo xtask demo             zcnic pktgen on an e1000, a virtio-net and an igb NIC, live console
 //! cargo xtask shell            the demo's guest with a shell on this terminal (shell.rs)
 //! cargo xtask selftest         boot a guest and check the harness itself
 //! cargo xtask prepare          only install/fetch/build what guests need
@@ -34,8 +34,8 @@ commands:
                   names the tests that failed
   miri [ARGS...]  `cargo +nightly miri test` on zcnic-descriptors and
                   zcnic-hugepages (or the -p ARGS pick), once per seed (4 seeds)
-  demo            boot a guest with an e1000 and a virtio-net NIC behind a
-                  vIOMMU and run `zcnic pktgen` on each for 10 s, console live
+  demo            boot a guest with an e1000, a virtio-net and an igb NIC behind
+                  a vIOMMU and run `zcnic pktgen` on each for 10 s, console live
   shell [--nics LIST] [--no-iommu] [--qemu-arg ARG]...
                   the demo's guest with zcnic, hugepages and a shell on this
                   terminal to try zcnic in; Ctrl-A X quits (`shell --help`)
@@ -66,9 +66,10 @@ const SELFTEST: &str = include_str!("../guest/selftest.sh");
 /// from the e1000 and receiving on the virtio NIC: loss and latency.
 const DEMO: &str = "set -e
 zcnic list
-for d in 0000:00:02.0 0000:00:03.0 0000:00:04.0 0000:00:05.0; do zcnic bind $d; done
+for d in 0000:00:02.0 0000:00:03.0 0000:00:04.0 0000:00:05.0 0000:00:06.0; do zcnic bind $d; done
 zcnic pktgen 0000:00:02.0 --duration 10
 zcnic pktgen 0000:00:03.0 --duration 10
+zcnic pktgen 0000:00:06.0 --duration 10
 zcnic pktgen 0000:00:04.0 --rate 100k --duration 5 --rx 0000:00:05.0
 ";
 fn main() -> ExitCode {
@@ -198,6 +199,7 @@ fn demo() -> Result<ExitCode, String> {
             Nic::new(MODERN_VIRTIO, 1, false),
             Nic::new("e1000", 2, false),
             Nic::new(MODERN_VIRTIO, 2, false),
+            Nic::new("igb", 3, false),
         ],
         script: DEMO.into(),
         iommu: true,
@@ -213,16 +215,16 @@ fn demo() -> Result<ExitCode, String> {
                 .any(|k| l.contains(k))
     };
     let results: Vec<&str> = run.console.lines().filter(summary).collect();
-    if results.len() != 5 {
+    if results.len() != 6 {
         return Err("the demo did not print every pktgen summary (see the console above)".into());
     }
     println!("\ndemo results (one boot, 60-byte frames):");
-    println!("  flat out on a drop-sink wire, e1000 then virtio-net:");
-    for r in &results[..2] {
+    println!("  flat out on a drop-sink wire, e1000, virtio-net, then igb:");
+    for r in &results[..3] {
         println!("    {r}");
     }
     println!("  e1000 -> virtio-net on one wire at a set rate:");
-    for r in &results[2..] {
+    for r in &results[3..] {
         println!("    {r}");
     }
     Ok(exit_code_of(run.exit_code))

@@ -44,6 +44,28 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
     assert_eq!(figure(line, "GPTC"), Some(100_000), "device count: {line}");
 }
 
+/// A script leg: `zcnic dump` on `to` until `n` frames, `zcnic pktgen` from `from` at a
+/// rate every receiver here keeps up with under TCG. The receiver gets 2 s after it
+/// listens: QEMU's e1000 holds received frames back for about a second after RCTL is
+/// written.
+fn leg(from: &str, to: &str, name: &str, n: usize) -> String {
+    format!(
+        "zcnic dump {to} --out /results/{name}.pcap --count {n} --duration 120 \
+            > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
+         dump=$!\n\
+         n=0; until grep -q listening /results/{name}-dump.err; do\n\
+           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
+         done\n\
+         sleep 2\n\
+         zcnic pktgen {from} --count {n} --rate 25k | tee /results/{name}-pktgen.txt\n\
+         wait $dump\n\
+         cat /results/{name}-dump.err /results/{name}-dump.txt\n"
+    )
+}
+
+/// Two igb NICs cannot sit in neighbouring slots: QEMU gives each 82576 the slots of its
+/// eight SR-IOV functions 16 slots up, so the second igb's would collide with the first's.
+/// The igb receives from an e1000 instead.
 #[test]
 fn igb_rx_dump_receives_every_frame_byte_exact() {
     let Some(_slot) = guest_slot("igb_rx_dump_receives_every_frame_byte_exact") else {
@@ -51,20 +73,10 @@ fn igb_rx_dump_receives_every_frame_byte_exact() {
     };
     const N: usize = 20_000;
     let script = format!(
-        "zcnic bind {NIC_A}\n\
-         zcnic bind {NIC_B}\n\
-         zcnic dump {NIC_B} --out /results/rx.pcap --count {N} --duration 120 \
-            > /results/dump.txt 2> /results/dump.err &\n\
-         dump=$!\n\
-         n=0; until grep -q listening /results/dump.err; do\n\
-           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/dump.err; exit 3; }}\n\
-         done\n\
-         sleep 1\n\
-         zcnic pktgen {NIC_A} --count {N} --rate 50k | tee /results/pktgen.txt\n\
-         wait $dump\n\
-         cat /results/dump.err /results/dump.txt\n"
+        "zcnic bind {NIC_A}\nzcnic bind {NIC_B}\n{}",
+        leg(NIC_A, NIC_B, "e1000-igb", N)
     );
-    let nics = vec![Nic::new("igb", 1, true), Nic::new("igb", 1, false)];
+    let nics = vec![Nic::new("e1000", 1, true), Nic::new("igb", 1, false)];
     let run = boot("igb-rx", nics, &script);
     let wire = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
     let sent: Vec<Vec<u8>> = wire
@@ -72,13 +84,13 @@ fn igb_rx_dump_receives_every_frame_byte_exact() {
         .filter(|f| f[6..12] == nic_mac(0))
         .collect();
     assert_pktgen_sequence(&sent, N, 60, nic_mac(0));
-    // What zcnic dump received is the same sequence, byte for byte.
-    let received = read_pcap(&run.results.join("rx.pcap"));
-    assert_eq!(
-        received, sent,
+    // What zcnic dump received on the igb is the same sequence, byte for byte.
+    let received = read_pcap(&run.results.join("e1000-igb.pcap"));
+    assert!(
+        received == sent,
         "received frames equal the frames on the wire"
     );
-    let dump = std::fs::read_to_string(run.results.join("dump.txt")).unwrap();
+    let dump = std::fs::read_to_string(run.results.join("e1000-igb-dump.txt")).unwrap();
     assert_eq!(
         figure(&dump, "GPRC"),
         Some(N as u64),
@@ -86,37 +98,21 @@ fn igb_rx_dump_receives_every_frame_byte_exact() {
     );
 }
 
-/// pktgen from `from` to `to` on one wire: every frame arrives, none lost.
-fn assert_crossed(file: &std::path::Path, n: u64) {
-    let out = std::fs::read_to_string(file).unwrap();
-    let line = out
-        .lines()
-        .find(|l| l.contains(": received "))
-        .unwrap_or_default();
-    assert_eq!(figure(line, "received"), Some(n), "{out}");
-    assert_eq!(figure(line, "lost"), Some(0), "{out}");
-}
-
 #[test]
 fn igb_crosses_with_e1000_and_virtio_both_ways() {
     let Some(_slot) = guest_slot("igb_crosses_with_e1000_and_virtio_both_ways") else {
         return;
     };
-    const N: u64 = 20_000;
-    let igb = NIC_A;
-    let e1000 = NIC_B;
-    let virtio = "0000:00:04.0";
-    let mut script =
-        format!("zcnic bind {igb}\nzcnic bind {e1000}\nzcnic bind {virtio}\nsleep 1\n");
-    for (name, from, to) in [
-        ("igb-e1000", igb, e1000),
-        ("e1000-igb", e1000, igb),
-        ("igb-virtio", igb, virtio),
-        ("virtio-igb", virtio, igb),
-    ] {
-        script += &format!(
-            "zcnic pktgen {from} --count {N} --rate 20k --rx {to} | tee /results/{name}.txt\n"
-        );
+    const N: usize = 10_000;
+    let (igb, e1000, virtio) = (NIC_A, NIC_B, "0000:00:04.0");
+    let legs = [
+        ("igb-e1000", igb, e1000, 0u8),
+        ("igb-virtio", igb, virtio, 0),
+        ("virtio-igb", virtio, igb, 2),
+    ];
+    let mut script = format!("zcnic bind {igb}\nzcnic bind {e1000}\nzcnic bind {virtio}\n");
+    for (name, from, to, _) in legs {
+        script += &leg(from, to, name, N);
     }
     let nics = vec![
         Nic::new("igb", 1, false),
@@ -124,7 +120,8 @@ fn igb_crosses_with_e1000_and_virtio_both_ways() {
         Nic::new(MODERN_VIRTIO, 1, false),
     ];
     let run = boot("igb-cross", nics, &script);
-    for name in ["igb-e1000", "e1000-igb", "igb-virtio", "virtio-igb"] {
-        assert_crossed(&run.results.join(format!("{name}.txt")), N);
+    for (name, _, _, from) in legs {
+        let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
+        assert_pktgen_sequence(&frames, N, 60, nic_mac(from));
     }
 }
