@@ -51,6 +51,10 @@ const WANTED: &[Wanted] = &[
     want("drivers/net/net_failover", false, false),
     want("drivers/net/virtio_net", false, false),
     want("drivers/net/ethernet/intel/e1000/e1000", false, false),
+    // The kernel's igb driver, for bench and for giving an 82576 back to the kernel.
+    want("drivers/dca/dca", false, false),
+    want("drivers/i2c/algos/i2c-algo-bit", false, false),
+    want("drivers/net/ethernet/intel/igb/igb", false, false),
     want("net/core/pktgen", false, false),
 ];
 

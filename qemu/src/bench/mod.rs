@@ -31,13 +31,14 @@ pub const USAGE: &str = "usage: cargo xtask bench [--runs N] [--smoke] [--allow-
        cargo xtask bench --host [--quick]
 
 One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen sending
-60-byte frames flat out from an e1000 and from a virtio-net NIC, zcnic's ceiling (one
-frame re-posted: what QEMU's device model takes), and forwarding each way between a
-virtio-net and an e1000 NIC with zcnic fwd and testpmd io.
+60-byte frames flat out from an e1000, a virtio-net and an igb NIC, zcnic's ceiling (one
+frame re-posted: what QEMU's device model takes; e1000 and virtio-net), and forwarding
+each way between a virtio-net and an e1000 NIC with zcnic fwd and testpmd io.
 
 Every run is measured the same way: after a 2 s warm-up from its first frame, over a
-6 s window of its per-second samples; on the e1000 by the device's own transmit counter (GPTC, read by
-each tool's driver: zcnic, DPDK, the kernel through ethtool), elsewhere by the median of
+6 s window of its per-second samples; on the e1000 and the igb by the device's own
+transmit counter (GPTC, read by each tool's driver: zcnic, DPDK, the kernel through
+ethtool), elsewhere by the median of
 each tool's per-second counts. Tools run interleaved, each --runs times (default 2).
 
 options:
@@ -177,6 +178,7 @@ pub fn guest(opts: &Options) -> Result<(), String> {
             Nic::new(MODERN_VIRTIO, 2, false),
             Nic::new("e1000", 3, false),
             Nic::new(MODERN_VIRTIO, 4, false),
+            Nic::new("igb", 5, false),
         ],
         script: plan.script(),
         iommu: true,

@@ -16,6 +16,8 @@ pub enum Target {
     E1000,
     /// The same from the modern virtio-net NIC at 0000:00:03.0.
     Virtio,
+    /// The same from the igb (82576) at 0000:00:08.0.
+    Igb,
     /// Forwarding from a virtio-net NIC out of an e1000, fed by a zcnic pktgen source.
     FwdVirtioE1000,
     /// Forwarding from an e1000 out of a virtio-net NIC.
@@ -30,11 +32,14 @@ pub const FWD_E1000_A: &str = "0000:00:04.0";
 pub const FWD_VIRTIO_A: &str = "0000:00:05.0";
 pub const FWD_E1000_OUT: &str = "0000:00:06.0";
 pub const FWD_VIRTIO_OUT: &str = "0000:00:07.0";
+/// Last, and 16 slots clear of any other igb: QEMU puts an 82576's SR-IOV functions there.
+pub const IGB_TX: &str = "0000:00:08.0";
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::E1000,
         Target::Virtio,
+        Target::Igb,
         Target::FwdVirtioE1000,
         Target::FwdE1000Virtio,
     ];
@@ -43,6 +48,7 @@ impl Target {
         match self {
             Target::E1000 => "e1000",
             Target::Virtio => "virtio",
+            Target::Igb => "igb",
             Target::FwdVirtioE1000 => "fwd-virtio-e1000",
             Target::FwdE1000Virtio => "fwd-e1000-virtio",
         }
@@ -52,6 +58,7 @@ impl Target {
         match self {
             Target::E1000 => "e1000 transmit",
             Target::Virtio => "virtio-net transmit",
+            Target::Igb => "igb transmit",
             Target::FwdVirtioE1000 => "forwarding virtio-net -> e1000",
             Target::FwdE1000Virtio => "forwarding e1000 -> virtio-net",
         }
@@ -60,7 +67,7 @@ impl Target {
     /// The measure: the device's counter where the NIC that sends has one.
     pub fn rule(self) -> Rule {
         match self {
-            Target::E1000 => Rule::DeviceDelta,
+            Target::E1000 | Target::Igb => Rule::DeviceDelta,
             _ => Rule::MedianPerSecond,
         }
     }
@@ -70,6 +77,8 @@ impl Target {
             Target::E1000 | Target::Virtio => {
                 &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling]
             }
+            // zcnic's igb driver has no ceiling mode yet.
+            Target::Igb => &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic],
             _ => &[Tool::Zcnic, Tool::Testpmd],
         }
     }
@@ -87,13 +96,14 @@ impl Target {
     fn sender(self) -> &'static str {
         match self {
             Target::E1000 => E1000_TX,
+            Target::Igb => IGB_TX,
             _ => VIRTIO_TX,
         }
     }
 
-    /// The e1000 bench reads the device's GPTC for every tool.
+    /// On the e1000 and the igb the bench reads the device's GPTC for every tool.
     pub fn device_counted(self) -> bool {
-        self == Target::E1000
+        matches!(self, Target::E1000 | Target::Igb)
     }
 }
 
@@ -193,7 +203,7 @@ impl Plan {
     /// The guest scenario: shell helpers, then one call per run.
     pub fn script(&self) -> String {
         let mut s = format!(
-            "set -e\nmodload e1000\nmodload virtio_net\nmodload pktgen\nsleep 1\nWARM={}\nWIN={}\nTAIL={}\nSECS={}\n{HELPERS}",
+            "set -e\nmodload e1000\nmodload virtio_net\nmodload igb\nmodload pktgen\nsleep 1\nWARM={}\nWIN={}\nTAIL={}\nSECS={}\n{HELPERS}",
             self.window.warm,
             self.window.secs,
             self.tail,
@@ -207,7 +217,7 @@ impl Plan {
         for pci in [FWD_E1000_A, FWD_VIRTIO_A, FWD_E1000_OUT, FWD_VIRTIO_OUT] {
             s += &format!("zcnic bind {pci}\n");
         }
-        let mut bound = [false; 2];
+        let mut bound = [false; 3];
         for run in self.runs() {
             s += &format!("echo 'bench-run: {}'\n", run.id());
             let id = run.id();
@@ -224,7 +234,11 @@ impl Plan {
                 continue;
             }
             let pci = run.target.sender();
-            let slot = usize::from(run.target == Target::Virtio);
+            let slot = match run.target {
+                Target::E1000 => 0,
+                Target::Virtio => 1,
+                _ => 2,
+            };
             let want_kernel = run.tool == Tool::Kernel;
             if bound[slot] == want_kernel {
                 s += &format!(
@@ -253,6 +267,7 @@ impl Plan {
 }
 
 /// DPDK's drivers testpmd loads (Debian builds them as plugins).
+/// (`net_e1000` drives the igb too.)
 pub const PMD_LIBS: [&str; 4] = ["bus_pci", "mempool_ring", "net_e1000", "net_virtio"];
 
 fn pmd_args() -> String {
@@ -377,12 +392,12 @@ mod tests {
     #[test]
     fn rounds_interleave_every_tool() {
         let runs = plan(2, true).runs();
-        assert_eq!(runs.len(), 2 * (4 + 4 + 2 + 2));
+        assert_eq!(runs.len(), 2 * (4 + 4 + 3 + 2 + 2));
         let ids: Vec<String> = runs.iter().map(Run::id).collect();
         assert_eq!(ids[0], "kernel-e1000-1");
         assert_eq!(ids[1], "testpmd-e1000-1");
         assert_eq!(
-            ids[12], "kernel-e1000-2",
+            ids[15], "kernel-e1000-2",
             "round 2 starts after all of round 1"
         );
         assert!(!plan(1, false)
@@ -410,6 +425,8 @@ mod tests {
         assert!(at("zcnic unbind 0000:00:02.0") < at("kernel_run kernel-e1000-2"));
         assert!(s.contains("kernel_run kernel-e1000-1 0000:00:02.0 count_ethtool"));
         assert!(s.contains("kernel_run kernel-virtio-1 0000:00:03.0 count_sysfs"));
+        assert!(s.contains("kernel_run kernel-igb-1 0000:00:08.0 count_ethtool"));
+        assert!(at("zcnic unbind 0000:00:08.0") < at("kernel_run kernel-igb-2"));
         assert!(s.starts_with("set -e\n"));
         assert!(
             s.contains("testpmd_run testpmd-fwd-e1000-virtio-2 -a 0000:00:04.0 -a 0000:00:07.0")
