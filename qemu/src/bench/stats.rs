@@ -84,8 +84,8 @@ pub fn delta(from: u64, to: u64, bits: u32) -> u64 {
 
 /// The window's intervals: the counter starts at the last sample still showing the
 /// first sample's count (nothing sent yet); the window holds the consecutive sample pairs
-/// that start from `window.warm` seconds after that until `window.secs` seconds later,
-/// and the run must have gone on to the window's end. An error says why a run cannot be
+/// from the first that starts `window.warm` seconds after that, up to the first that
+/// reaches `window.secs` seconds further, and the run must have gone on that far. An error says why a run cannot be
 /// measured.
 pub fn window(series: &Series, window: Window) -> Result<Vec<Interval>, String> {
     let s = &series.samples;
@@ -102,19 +102,25 @@ pub fn window(series: &Series, window: Window) -> Result<Vec<Interval>, String> 
     let origin = s[start - 1].0;
     let from = origin + f64::from(window.warm) - SLACK;
     let to = from + f64::from(window.secs);
-    let pairs: Vec<Interval> = s
-        .windows(2)
-        .filter(|w| w[0].0 >= from && w[0].0 < to)
-        .map(|w| Interval {
+    // Consecutive intervals from the first that starts after the warm-up, until they
+    // reach the window's end (testpmd's may be two seconds long, longer than a 1 s window).
+    let mut pairs: Vec<Interval> = Vec::new();
+    let mut reached = false;
+    for w in s.windows(2).filter(|w| w[0].0 >= from) {
+        pairs.push(Interval {
             secs: w[1].0 - w[0].0,
             count: delta(w[0].1, w[1].1, series.bits),
-        })
-        .collect();
+        });
+        if w[1].0 >= to {
+            reached = true;
+            break;
+        }
+    }
     if let Some(bad) = pairs.iter().find(|i| i.secs.is_nan() || i.secs <= 0.0) {
         return Err(format!("samples out of order ({} s apart)", bad.secs));
     }
-    let last = s.last().map_or(0.0, |l| l.0);
-    if pairs.is_empty() || last < to {
+    if !reached {
+        let last = s.last().map_or(0.0, |l| l.0);
         return Err(format!(
             "ran too briefly: its samples end {:.1} s into the {} s window after a {} s warm-up",
             (last - from - SLACK).max(0.0),
@@ -206,6 +212,20 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(w[0].rate(), 100.0);
         assert!((figure(Rule::DeviceDelta, &w) - 300.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_interval_longer_than_the_window_is_the_window() {
+        // testpmd's two-second blocks and a one-second (smoke) window.
+        let s = series(&[(0.0, 0), (2.0, 200), (4.0, 400), (6.0, 600)]);
+        let w = window(&s, Window { warm: 1, secs: 1 }).unwrap();
+        assert_eq!(
+            w,
+            [Interval {
+                secs: 2.0,
+                count: 200
+            }]
+        );
     }
 
     #[test]
