@@ -7,6 +7,8 @@
 //!  e1000 02.0 ── hub 0 (pcap)   pktgen flat out, kill -9, then pktgen --count 100000
 //!  e1000 03.0 ── hub 1 ── e1000 04.0   Ctrl-C of pktgen and fwd (03.0), of dump (04.0)
 //!  e1000 05.0 ── hub 2 (pcap)   kernel e1000 → zcnic bind, pktgen → zcnic unbind → kernel sends
+//!  igb   06.0 ── hub 3 (pcap)   kernel igb → zcnic bind, pktgen kill -9, pktgen --count 1000
+//!                               → zcnic unbind → kernel igb brings the link up and sends
 //! ```
 
 use std::collections::VecDeque;
@@ -21,6 +23,7 @@ const KILLED: &str = "0000:00:02.0";
 const SENDER: &str = "0000:00:03.0";
 const DUMPER: &str = "0000:00:04.0";
 const KERNEL: &str = "0000:00:05.0";
+const IGB: &str = "0000:00:06.0";
 /// Frames of the run after `kill -9`.
 const AFTER_KILL: usize = 100_000;
 /// Frames pktgen sends while dump listens, before dump gets Ctrl-C.
@@ -99,6 +102,26 @@ fn scenario() -> String {
          cat /sys/class/net/$ifname/statistics/tx_packets > /results/kernel_tx_packets\n\
          ip link show dev $ifname\n"
     );
+    // The igb from the kernel's driver to zcnic, killed, run again, and back.
+    let igb = format!("/sys/bus/pci/devices/{IGB}");
+    s += &format!(
+        "modload igb\n\
+         n=0; until [ -e {igb}/driver ] || [ $n -ge 50 ]; do sleep 0.2; n=$((n+1)); done\n\
+         basename $(readlink {igb}/driver) > /results/igb_driver_before\n\
+         try_case igb_bind zcnic bind {IGB}\n\
+         zcnic pktgen {IGB} > /results/igb_kill9.out 2> /results/igb_kill9.err &\n\
+         pid=$!; stop igb_kill9 9 out ' s  tx'\n\
+         try_case igb_next zcnic pktgen {IGB} --count 1000\n\
+         try_case igb_unbind zcnic unbind {IGB}\n\
+         basename $(readlink {igb}/driver) > /results/igb_driver_after\n\
+         ifname=$(ls {igb}/net/)\n\
+         ip link set dev $ifname up\n\
+         ip addr add 10.9.1.1/24 dev $ifname\n\
+         n=0; until [ \"$(cat /sys/class/net/$ifname/carrier)\" = 1 ] || [ $n -ge 150 ]; do\n\
+           sleep 0.2; n=$((n+1)); done\n\
+         cat /sys/class/net/$ifname/carrier > /results/igb_carrier\n\
+         arping -c 3 -w 5 -I $ifname 10.9.1.2 > /results/igb_arping.txt 2>&1 || true\n"
+    );
     s
 }
 
@@ -112,6 +135,7 @@ fn guest() -> Option<&'static GuestRun> {
             Nic::new("e1000", 1, false),
             Nic::new("e1000", 1, false),
             Nic::new("e1000", 2, true),
+            Nic::new("igb", 3, true),
         ];
         boot("life-cycle", nics, &scenario())
     }))
@@ -278,5 +302,58 @@ fn unbind_gives_the_nic_back_to_the_kernel_driver_which_sends_again() {
     assert!(
         arps[0] > last_zcnic,
         "the kernel's frames come after zcnic's"
+    );
+}
+
+/// An ARP request for `target` from `mac`.
+fn is_arp_request(f: &[u8], mac: [u8; 6], target: [u8; 4]) -> bool {
+    f.len() >= 42 && f[6..12] == mac && f[12..14] == [0x08, 0x06] && f[38..42] == target
+}
+
+#[test]
+fn igb_after_kill_9_runs_again_and_goes_back_to_the_kernel_which_sends() {
+    let Some(run) = guest() else { return };
+    assert_eq!(result(run, "igb_driver_before").trim(), "igb");
+    let bound = exited(run, "igb_bind", 0);
+    assert!(bound.contains("bound to vfio-pci (was igb)"), "{bound}");
+    assert_eq!(
+        result(run, "igb_kill9.rc").trim(),
+        "137",
+        "pktgen died of SIGKILL"
+    );
+    assert_next_run_works(run, "igb_next");
+    let unbound = exited(run, "igb_unbind", 0);
+    assert!(unbound.contains("given back to igb"), "{unbound}");
+    assert_eq!(result(run, "igb_driver_after").trim(), "igb");
+    assert_eq!(
+        result(run, "igb_carrier").trim(),
+        "1",
+        "the kernel brought the link up"
+    );
+
+    // On the wire: the killed run's frames, then exactly the next run's 1000, then the
+    // kernel's ARP requests from the same MAC.
+    let (tail, total) = pcap_tail(run.pcaps[4].as_ref().expect("NIC 4's pcap"), 3000);
+    let mac = nic_mac(4);
+    let ours: Vec<usize> = (0..tail.len())
+        .filter(|&i| zcnic_tools::frame::parse_meta(&tail[i]).is_ok())
+        .collect();
+    assert!(
+        total > 1000 && ours.len() >= 1000,
+        "{total} frames on the wire"
+    );
+    let next: Vec<Vec<u8>> = ours[ours.len() - 1000..]
+        .iter()
+        .map(|&i| tail[i].clone())
+        .collect();
+    assert_pktgen_sequence(&next, 1000, 60, mac);
+    let last = *ours.last().unwrap();
+    let arp = tail
+        .iter()
+        .position(|f| is_arp_request(f, mac, [10, 9, 1, 2]));
+    assert!(
+        arp.is_some_and(|a| a > last),
+        "no ARP request from the kernel's igb after zcnic's frames; arping said:\n{}",
+        result(run, "igb_arping.txt")
     );
 }
