@@ -20,6 +20,7 @@ mod config;
 pub mod e1000;
 mod error;
 pub mod igb;
+mod intel;
 pub mod mmio;
 mod nic;
 pub mod pci;

@@ -10,25 +10,13 @@ use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
 use crate::{wait_until, Config, Error};
 use std::time::Duration;
-use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, Mempool};
-
-fn ring(addr: &PciAddr, size: u32, min: u32) -> Result<RingIndex, Error> {
-    RingIndex::new(size)
-        .ok()
-        .filter(|r| r.size() >= min && r.size() <= 4096)
-        .ok_or_else(|| {
-            Error::Io(format!(
-                "{addr}: e1000 ring size {size} must be a power of two in {min}..=4096"
-            ))
-        })
-}
 
 impl<B: Bar> E1000<B> {
     /// Brings the device up on `bar` with DMA memory from `dma`: reset, MAC, rings, link.
     pub fn new(bar: B, dma: &dyn DmaAllocator, addr: PciAddr, cfg: &Config) -> Result<Self, Error> {
-        let rx_idx = ring(&addr, cfg.rx_ring, 8)?;
-        let tx_idx = ring(&addr, cfg.tx_ring, 32)?;
+        let rx_idx = crate::intel::ring_index(&addr, "e1000", cfg.rx_ring, 8)?;
+        let tx_idx = crate::intel::ring_index(&addr, "e1000", cfg.tx_ring, 32)?;
         let dma_err = |source| Error::Dma { addr, source };
 
         reset(&bar, &addr, cfg.reset_timeout)?;

@@ -17,7 +17,7 @@ pub use rxtx::TX_CLEAN_BATCH;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
-use crate::platform::{self, IovaMode, PciDevice};
+use crate::platform::PciDevice;
 use crate::Error;
 use counters::Counters;
 use std::sync::Arc;
@@ -64,19 +64,13 @@ impl E1000<MmioBar> {
     /// rings are still enabled would otherwise resume DMA into memory that is no longer
     /// that user's.
     pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
-        let addr = dev.addr();
-        if !dev.reset() {
-            log::debug!(
-                "{addr}: no function reset from the platform; using the e1000 global reset"
-            );
-        }
-        dev.set_bus_master(false)?;
-        let bar = dev.map_bar(0)?;
-        init::reset(&bar, &addr, cfg.reset_timeout)?;
-        dev.set_bus_master(true)?;
-        // The e1000 always goes through the IOMMU when there is one.
-        let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
-        let mut nic = Self::new(bar, dma.as_ref(), addr, cfg)?;
+        let (mut nic, dev) = crate::intel::bring_up(
+            dev,
+            "e1000",
+            cfg.reset_timeout,
+            init::reset,
+            |bar, dma, addr| Self::new(bar, dma, addr, cfg),
+        )?;
         nic.device = Some(dev);
         Ok(nic)
     }
@@ -218,6 +212,7 @@ impl<B: Bar> E1000<B> {
 mod tests {
     use super::*;
     use crate::pci::{COMMAND_BUS_MASTER, CONFIG_COMMAND};
+    use crate::platform::IovaMode;
     use std::sync::Mutex;
     use zcnic_hugepages::{DmaAllocator, FakeDma};
 

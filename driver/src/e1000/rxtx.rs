@@ -71,18 +71,10 @@ impl RxQueue {
         idx: RingIndex,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
-        let mut bufs = Vec::with_capacity(idx.size() as usize);
-        for slot in 0..idx.size() as usize {
-            let pkt = pool.alloc().ok_or_else(|| {
-                DmaError::Invalid(format!(
-                    "pool of {} buffers cannot fill a {}-slot ring",
-                    pool.capacity(),
-                    idx.size()
-                ))
-            })?;
-            ring.write_words(slot, RxDesc::ready(pkt.iova()).to_words());
-            bufs.push(Some(pkt));
-        }
+        let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, |a| RxDesc::ready(a).to_words())?
+            .into_iter()
+            .map(Some)
+            .collect();
         let sink = pool.alloc().ok_or_else(|| {
             DmaError::Invalid(format!(
                 "pool of {} buffers has none left over for the receive ring's spare",

@@ -10,30 +10,17 @@ use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
 use crate::{wait_until, Config, Error};
 use std::time::Duration;
-use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, Mempool};
 
 /// How long a queue may take to confirm RXDCTL/TXDCTL.ENABLE (§4.6.5: "poll until set").
 const QUEUE_ENABLE_TIMEOUT: Duration = Duration::from_millis(100);
 
-fn ring(addr: &PciAddr, size: u32, min: u32) -> Result<RingIndex, Error> {
-    // RDLEN/TDLEN must be a multiple of 128 bytes (8 descriptors); at most 4096.
-    RingIndex::new(size)
-        .ok()
-        .filter(|r| r.size() >= min && r.size() <= 4096)
-        .ok_or_else(|| {
-            Error::Io(format!(
-                "{addr}: igb ring size {size} must be a power of two in {min}..=4096"
-            ))
-        })
-}
-
 impl<B: Bar> Igb<B> {
     /// Brings the device up on `bar` with DMA memory from `dma`: reset, MAC, queue 0 of
     /// each direction, link.
     pub fn new(bar: B, dma: &dyn DmaAllocator, addr: PciAddr, cfg: &Config) -> Result<Self, Error> {
-        let rx_idx = ring(&addr, cfg.rx_ring, 8)?;
-        let tx_idx = ring(&addr, cfg.tx_ring, 32)?;
+        let rx_idx = crate::intel::ring_index(&addr, "igb", cfg.rx_ring, 8)?;
+        let tx_idx = crate::intel::ring_index(&addr, "igb", cfg.tx_ring, 32)?;
         let dma_err = |source| Error::Dma { addr, source };
 
         reset(&bar, &addr, cfg.reset_timeout)?;

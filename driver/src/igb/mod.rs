@@ -19,7 +19,7 @@ use crate::e1000::counters::Counters;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
-use crate::platform::{self, IovaMode, PciDevice};
+use crate::platform::PciDevice;
 use crate::Error;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,20 +55,16 @@ impl Igb<MmioBar> {
         Self::with_device(crate::platform::open_device(addr)?, cfg)
     }
 
-    /// Brings up the igb on an opened PCI function: stopped and reset before bus
-    /// mastering goes on, as the e1000 (a NIC left running by an unclean exit would
-    /// otherwise resume DMA into memory that is no longer its user's).
+    /// Brings up the igb on an opened PCI function, reset before bus mastering goes on
+    /// (`intel::bring_up`).
     pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
-        let addr = dev.addr();
-        if !dev.reset() {
-            log::debug!("{addr}: no function reset from the platform; using the igb global reset");
-        }
-        dev.set_bus_master(false)?;
-        let bar = dev.map_bar(0)?;
-        init::reset(&bar, &addr, cfg.reset_timeout)?;
-        dev.set_bus_master(true)?;
-        let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
-        let mut nic = Self::new(bar, dma.as_ref(), addr, cfg)?;
+        let (mut nic, dev) = crate::intel::bring_up(
+            dev,
+            "igb",
+            cfg.reset_timeout,
+            init::reset,
+            |bar, dma, addr| Self::new(bar, dma, addr, cfg),
+        )?;
         nic.device = Some(dev);
         Ok(nic)
     }

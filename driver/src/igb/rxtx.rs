@@ -53,18 +53,7 @@ impl RxQueue {
         idx: RingIndex,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
-        let mut bufs = Vec::with_capacity(idx.size() as usize);
-        for slot in 0..idx.size() as usize {
-            let pkt = pool.alloc().ok_or_else(|| {
-                DmaError::Invalid(format!(
-                    "pool of {} buffers cannot fill a {}-slot ring",
-                    pool.capacity(),
-                    idx.size()
-                ))
-            })?;
-            ring.write_words(slot, rx_ready(pkt.iova()));
-            bufs.push(pkt);
-        }
+        let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, rx_ready)?;
         Ok(Self {
             ring,
             idx,
