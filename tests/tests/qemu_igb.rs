@@ -23,7 +23,8 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
     let script = format!(
         "zcnic list | tee /results/list.txt\n\
          zcnic bind {NIC_A}\n\
-         zcnic pktgen {NIC_A} --count 100000 | tee /results/pktgen.txt\n"
+         zcnic pktgen {NIC_A} --count 100000 | tee /results/pktgen.txt\n\
+         zcnic pktgen {NIC_A} --ceiling --count 50000 | tee /results/ceiling.txt\n"
     );
     let run = boot("igb-tx", vec![Nic::new("igb", 0, true)], &script);
     let list = std::fs::read_to_string(run.results.join("list.txt")).unwrap();

@@ -46,6 +46,7 @@ impl<B: Bar> Igb<B> {
             sw: Stats::default(),
             hw: Counters::of(&regs::STATS),
             promisc: cfg.promisc,
+            ceiling: None,
             device: None,
         };
         nic.start_tx()?;

@@ -37,6 +37,8 @@ pub struct Igb<B: Bar> {
     sw: Stats,
     hw: Counters,
     promisc: bool,
+    /// The one frame every transmit descriptor points at in ceiling mode.
+    ceiling: Option<Packet>,
     /// Keeps the device open; declared last so it closes after the rings are freed.
     device: Option<Box<dyn PciDevice>>,
 }
@@ -88,7 +90,22 @@ impl<B: Bar> Nic for Igb<B> {
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.tx(pkts)
+        self.tx::<false>(pkts, &mut Vec::new())
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx::<true>(pkts, done)
+    }
+
+    fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        if self.ceiling.is_none() {
+            let Some(pkt) = crate::nic::ceiling_frame(self, frame) else {
+                return Some(0);
+            };
+            self.ceiling = Some(pkt);
+        }
+        let (iova, len) = self.ceiling.as_ref().map(|p| (p.iova(), p.len() as u16))?;
+        Some(self.repost_tx(iova, len, burst))
     }
 
     /// Waits for DD on the last descriptor queued (every burst asks for it), never for
@@ -147,6 +164,7 @@ impl<B: Bar> Drop for Igb<B> {
             self.pool.leak();
             std::mem::forget(std::mem::take(&mut self.rx.bufs));
             std::mem::forget(std::mem::take(&mut self.tx.bufs));
+            std::mem::forget(self.ceiling.take());
         }
     }
 }

@@ -90,8 +90,9 @@ impl TxQueue {
     }
 
     /// Reclaims every completed group: DD on its last descriptor (which had RS), and the
-    /// device completes in order.
-    fn clean(&mut self) {
+    /// device completes in order. The packets go back to the pool in one operation, or
+    /// into `keep` with `KEEP` (`Nic::tx_batch_recycle`).
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         loop {
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
@@ -102,8 +103,16 @@ impl TxQueue {
             }
             // Acquire: the DD status must be read before the buffers are reused.
             fence(Ordering::Acquire);
-            for i in 0..n {
-                self.bufs[self.idx.slot(self.cleaned.wrapping_add(i))] = None;
+            // A group lies within one aligned run of TX_CLEAN_BATCH slots (the ring is a
+            // power of two >= 32): one slice.
+            let first = self.idx.slot(self.cleaned);
+            let done = self.bufs[first..first + n as usize]
+                .iter_mut()
+                .filter_map(Option::take);
+            if KEEP {
+                keep.extend(done);
+            } else {
+                Packet::drop_all(done);
             }
             self.cleaned = self.cleaned.wrapping_add(n);
         }
@@ -179,6 +188,27 @@ impl TxQueue {
 }
 
 impl<B: Bar> Igb<B> {
+    /// Ceiling mode: queues up to `burst` descriptors for the one frame at `iova`, each
+    /// written whole (a write-back may have overwritten the address of an earlier lap).
+    pub(crate) fn repost_tx(&mut self, iova: u64, len: u16, burst: usize) -> usize {
+        let q = &mut self.tx;
+        q.clean::<false>(&mut Vec::new());
+        let n = q.free().min(burst as u32);
+        let start = q.produced;
+        for i in 0..n {
+            let last = i + 1 == n;
+            q.put(start.wrapping_add(i), TxDesc::frame(iova, len, last));
+        }
+        q.produced = start.wrapping_add(n);
+        // Release: the descriptors must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.bar
+            .write32(regs::tdt(0), q.idx.slot(q.produced) as u32);
+        self.sw.tx_packets += u64::from(n);
+        self.sw.tx_bytes += u64::from(n) * u64::from(len);
+        n as usize
+    }
+
     /// Receives up to `max` frames into `out`.
     pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let q = &mut self.rx;
@@ -237,10 +267,15 @@ impl<B: Bar> Igb<B> {
         k
     }
 
-    /// Sends what fits of `pkts`; completed packets go back to the pool.
-    pub(crate) fn tx(&mut self, pkts: &mut Vec<Packet>) -> usize {
+    /// Sends what fits of `pkts`; completed packets go back to the pool, or into `done`
+    /// with `KEEP`.
+    pub(crate) fn tx<const KEEP: bool>(
+        &mut self,
+        pkts: &mut Vec<Packet>,
+        done: &mut Vec<Packet>,
+    ) -> usize {
         let q = &mut self.tx;
-        q.clean();
+        q.clean::<KEEP>(done);
         let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
             return 0;

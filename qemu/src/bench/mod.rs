@@ -32,7 +32,7 @@ pub const USAGE: &str = "usage: cargo xtask bench [--runs N] [--smoke] [--allow-
 
 One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen sending
 60-byte frames flat out from an e1000, a virtio-net and an igb NIC, zcnic's ceiling (one
-frame re-posted: what QEMU's device model takes; e1000 and virtio-net), and forwarding
+frame re-posted: what QEMU's device model takes), and forwarding
 each way between a virtio-net and an e1000 NIC with zcnic fwd and testpmd io.
 
 Every run is measured the same way: after a 2 s warm-up from its first frame, over a

@@ -74,11 +74,9 @@ impl Target {
 
     pub fn tools(self) -> &'static [Tool] {
         match self {
-            Target::E1000 | Target::Virtio => {
+            Target::E1000 | Target::Virtio | Target::Igb => {
                 &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling]
             }
-            // zcnic's igb driver has no ceiling mode yet.
-            Target::Igb => &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic],
             _ => &[Tool::Zcnic, Tool::Testpmd],
         }
     }
@@ -392,12 +390,12 @@ mod tests {
     #[test]
     fn rounds_interleave_every_tool() {
         let runs = plan(2, true).runs();
-        assert_eq!(runs.len(), 2 * (4 + 4 + 3 + 2 + 2));
+        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2));
         let ids: Vec<String> = runs.iter().map(Run::id).collect();
         assert_eq!(ids[0], "kernel-e1000-1");
         assert_eq!(ids[1], "testpmd-e1000-1");
         assert_eq!(
-            ids[15], "kernel-e1000-2",
+            ids[16], "kernel-e1000-2",
             "round 2 starts after all of round 1"
         );
         assert!(!plan(1, false)
