@@ -86,7 +86,16 @@ impl<B: Bar> Nic for Igb<B> {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.rx(out, max)
+        self.rx(out, max, &mut Vec::new())
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx(out, max, spare)
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {

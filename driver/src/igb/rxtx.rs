@@ -209,8 +209,14 @@ impl<B: Bar> Igb<B> {
         n as usize
     }
 
-    /// Receives up to `max` frames into `out`.
-    pub(crate) fn rx(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+    /// Receives up to `max` frames into `out`. Refills come from the back of `spare` first
+    /// (`Nic::rx_batch_recycle`), then from the pool; spares not used go back to `spare`.
+    pub(crate) fn rx(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
         let q = &mut self.rx;
         let limit = (q.idx.in_flight(q.produced, q.consumed) as usize).min(max);
         let first = RxWriteBack::from_words(q.ring.read_words(q.idx.slot(q.consumed)));
@@ -218,7 +224,10 @@ impl<B: Bar> Igb<B> {
         if limit == 0 || !first.done() {
             return 0;
         }
-        self.pool.alloc_batch(&mut q.fresh, limit);
+        // The caller's spares first in `fresh`, then the pool's; refills are taken from the
+        // back, so the pool's go first and unused spares stay at the front.
+        let given = crate::nic::take_spares(&mut q.fresh, spare, limit, &self.pool);
+        self.pool.alloc_batch(&mut q.fresh, limit - given);
         let (start, mut at) = (q.consumed, q.consumed);
         let (mut k, mut bytes, mut errors) = (0usize, 0u64, 0u64);
         // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
@@ -251,7 +260,9 @@ impl<B: Bar> Igb<B> {
             q.ring.write_words(slot, rx_ready(q.bufs[slot].iova()));
             at = at.wrapping_add(1);
         }
-        Packet::drop_all(q.fresh.drain(..));
+        let unused = q.fresh.len().min(given);
+        Packet::drop_all(q.fresh.drain(unused..));
+        spare.append(&mut q.fresh);
         let taken = at.wrapping_sub(start);
         q.consumed = at;
         if taken > 0 {
