@@ -10,6 +10,7 @@ use zcnic::virtio::{negotiate, QueueKind, VirtioNet};
 use zcnic::{Config, Nic, Packet};
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject};
+use zcnic_tests::fake_igb::{self, FakeIgb};
 use zcnic_tests::fake_virtio::{self, FakeVirtio};
 
 struct Counting;
@@ -132,6 +133,22 @@ fn e1000_bursts(recycle: bool) {
     assert_bursts_allocate_nothing(&mut nic, recycle, "e1000");
 }
 
+fn igb_bursts(recycle: bool) {
+    let dev = FakeIgb::start();
+    let cfg = zcnic::igb::Config {
+        pool: 2048,
+        link_timeout: Duration::from_secs(2),
+        ..zcnic::igb::Config::default()
+    };
+    let addr = "0000:00:02.0".parse().unwrap();
+    let mut nic =
+        zcnic::igb::Igb::new(dev.bar.clone(), &dev.dma, addr, &cfg).expect("driver comes up");
+    for _ in 0..RECEIVE {
+        dev.inject(fake_igb::Inject::Frame(vec![0xab; 60]));
+    }
+    assert_bursts_allocate_nothing(&mut nic, recycle, "igb");
+}
+
 fn virtio_bursts<Q: QueueKind>(recycle: bool) {
     let dev = FakeVirtio::start(fake_virtio::Behaviour {
         packed: Q::PACKED,
@@ -185,4 +202,14 @@ fn virtio_packed_tx_and_rx_bursts_allocate_nothing() {
 #[test]
 fn virtio_packed_recycling_bursts_allocate_nothing() {
     virtio_bursts::<PackedQueue<zcnic::virtio::DmaMem>>(true);
+}
+
+#[test]
+fn igb_tx_and_rx_bursts_allocate_nothing() {
+    igb_bursts(false);
+}
+
+#[test]
+fn igb_recycling_bursts_allocate_nothing() {
+    igb_bursts(true);
 }
