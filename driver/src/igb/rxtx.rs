@@ -2,13 +2,15 @@
 //!
 //! Free-running counters as in the e1000 (`zcnic_descriptors::RingIndex`):
 //! - RX: slots `[consumed, produced)` are the device's; slot `produced` holds a buffer but
-//!   is not handed over ("RDH == RDT means no descriptors"). The device's write-back
+//!   is not handed over ("RDH == RDT means no descriptors"), and is re-armed (DD there
+//!   counted as an error) before the tail passes it. The device's write-back
 //!   replaces the buffer address, so each slot's buffer lives in `bufs`, never read back
 //!   from the ring; a slot is re-armed with a fresh read-format descriptor before the tail
 //!   moves past it.
 //! - TX: `produced` is the tail; `cleaned` trails it. RS is set on the last descriptor of
 //!   every aligned group of [`TX_CLEAN_BATCH`] and on the last of each burst; buffers are
-//!   released only on DD (TDH tracks descriptor fetch, not completion).
+//!   released only on DD (TDH tracks descriptor fetch, not completion), a group at a time,
+//!   and the rest once DD is on the last burst's end.
 //!
 //! One doorbell per burst, no register read, no allocation, no system call.
 
@@ -101,14 +103,18 @@ impl TxQueue {
     }
 
     /// Reclaims every completed group: DD on its last descriptor (which had RS), and the
-    /// device completes in order.
+    /// device completes in order. A group not queued whole has no RS at its end yet, but
+    /// the last burst's end has: once that is done, everything goes back. (A 32-slot ring
+    /// never holds a whole group, so without this a full one never freed a slot.)
     fn clean(&mut self) {
         loop {
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
-            if self.idx.in_flight(self.produced, self.cleaned) < n
-                || !self.desc(self.idx.slot(last)).done()
-            {
+            if self.idx.in_flight(self.produced, self.cleaned) < n {
+                self.reclaim_done();
+                break;
+            }
+            if !self.desc(self.idx.slot(last)).done() {
                 break;
             }
             // Acquire: the DD status must be read before the buffers are reused.
@@ -236,6 +242,15 @@ impl<B: Bar> Igb<B> {
         let taken = at.wrapping_sub(start);
         q.consumed = at;
         if taken > 0 {
+            // The slot at the old tail was never the device's: DD there is a device fault,
+            // and its write-back replaced the buffer's address. Re-armed before the tail
+            // hands it over, or its stale DD would pass for a frame the device may still
+            // be writing.
+            let gap = q.idx.slot(q.produced);
+            if RxWriteBack::from_words(q.ring.read_words(gap)).done() {
+                errors += 1;
+            }
+            q.ring.write_words(gap, rx_ready(q.bufs[gap].iova()));
             q.produced = q.produced.wrapping_add(taken);
             // Release: re-armed descriptors must be visible before the tail moves.
             fence(Ordering::Release);
