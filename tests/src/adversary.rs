@@ -64,7 +64,7 @@ pub fn run_cases<S: Strategy>(
 }
 
 /// The application's side of an adversarial run: the frames it holds, and the checks that
-/// no buffer is handed to it twice. Shared by the e1000 and virtio state machines.
+/// no buffer is handed to it twice. Shared by the e1000, igb and virtio state machines.
 #[derive(Debug, Default)]
 pub struct Held {
     pkts: Vec<Packet>,
@@ -81,6 +81,21 @@ impl Held {
         );
         self.pkts.push(p);
         Ok(())
+    }
+
+    /// How many frames the application holds.
+    pub fn len(&self) -> usize {
+        self.pkts.len()
+    }
+
+    /// Whether the application holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.pkts.is_empty()
+    }
+
+    /// Whether the application holds the buffer at `iova`.
+    pub fn holds(&self, iova: u64) -> bool {
+        self.iovas.contains(&iova)
     }
 
     /// Gives up to `n` held frames, the last taken first, for `rx_batch_recycle`.

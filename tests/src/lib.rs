@@ -6,6 +6,7 @@ pub mod datapath;
 pub mod fake_e1000;
 pub mod fake_igb;
 pub mod fake_virtio;
+pub mod igb_adversary;
 pub mod qemu_suite;
 
 /// The zero-copy transmit tests of both fake devices: three frames, each a 42-byte header

@@ -122,7 +122,7 @@ impl<B: Bar> Nic for Igb<B> {
     fn flush(&mut self) -> bool {
         let done = crate::wait_until(Duration::from_millis(500), || self.tx.all_done());
         if done {
-            self.tx.reclaim_done();
+            self.tx.reclaim_done::<false>(&mut Vec::new());
         }
         done
     }

@@ -2,13 +2,15 @@
 //!
 //! Free-running counters as in the e1000 (`zcnic_descriptors::RingIndex`):
 //! - RX: slots `[consumed, produced)` are the device's; slot `produced` holds a buffer but
-//!   is not handed over ("RDH == RDT means no descriptors"). The device's write-back
+//!   is not handed over ("RDH == RDT means no descriptors"), and is re-armed (DD there
+//!   counted as an error) before the tail passes it. The device's write-back
 //!   replaces the buffer address, so each slot's buffer lives in `bufs`, never read back
 //!   from the ring; a slot is re-armed with a fresh read-format descriptor before the tail
 //!   moves past it.
 //! - TX: `produced` is the tail; `cleaned` trails it. RS is set on the last descriptor of
 //!   every aligned group of [`TX_CLEAN_BATCH`] and on the last of each burst; buffers are
-//!   released only on DD (TDH tracks descriptor fetch, not completion).
+//!   released only on DD (TDH tracks descriptor fetch, not completion), a group at a time,
+//!   and the rest once DD is on the last burst's end.
 //!
 //! One doorbell per burst, no register read, no allocation, no system call.
 
@@ -90,15 +92,20 @@ impl TxQueue {
     }
 
     /// Reclaims every completed group: DD on its last descriptor (which had RS), and the
-    /// device completes in order. The packets go back to the pool in one operation, or
-    /// into `keep` with `KEEP` (`Nic::tx_batch_recycle`).
+    /// device completes in order. A group not queued whole has no RS at its end yet, but
+    /// the last burst's end has: once that is done, everything goes back. (A 32-slot ring
+    /// never holds a whole group, so without this a full one never freed a slot.) The
+    /// packets go back to the pool in one operation, or into `keep` with `KEEP`
+    /// (`Nic::tx_batch_recycle`).
     fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
         loop {
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
-            if self.idx.in_flight(self.produced, self.cleaned) < n
-                || !self.desc(self.idx.slot(last)).done()
-            {
+            if self.idx.in_flight(self.produced, self.cleaned) < n {
+                self.reclaim_done::<KEEP>(keep);
+                break;
+            }
+            if !self.desc(self.idx.slot(last)).done() {
                 break;
             }
             // Acquire: the DD status must be read before the buffers are reused.
@@ -132,15 +139,20 @@ impl TxQueue {
                 .done()
     }
 
-    /// Releases every frame once the device has completed them all.
-    pub(crate) fn reclaim_done(&mut self) {
-        if !self.all_done() {
+    /// Releases every frame once the device has completed them all: to the pool, or into
+    /// `keep` with `KEEP`.
+    pub(crate) fn reclaim_done<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
+        if self.produced == self.cleaned || !self.all_done() {
             return;
         }
         // Acquire: the DD status is read before the buffers are reused.
         fence(Ordering::Acquire);
         while self.cleaned != self.produced {
-            self.bufs[self.idx.slot(self.cleaned)] = None;
+            if let Some(p) = self.bufs[self.idx.slot(self.cleaned)].take() {
+                if KEEP {
+                    keep.push(p);
+                }
+            }
             self.cleaned = self.cleaned.wrapping_add(1);
         }
     }
@@ -266,6 +278,15 @@ impl<B: Bar> Igb<B> {
         let taken = at.wrapping_sub(start);
         q.consumed = at;
         if taken > 0 {
+            // The slot at the old tail was never the device's: DD there is a device fault,
+            // and its write-back replaced the buffer's address. Re-armed before the tail
+            // hands it over, or its stale DD would pass for a frame the device may still
+            // be writing.
+            let gap = q.idx.slot(q.produced);
+            if RxWriteBack::from_words(q.ring.read_words(gap)).done() {
+                errors += 1;
+            }
+            q.ring.write_words(gap, rx_ready(q.bufs[gap].iova()));
             q.produced = q.produced.wrapping_add(taken);
             // Release: re-armed descriptors must be visible before the tail moves.
             fence(Ordering::Release);
