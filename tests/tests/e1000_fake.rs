@@ -506,3 +506,29 @@ fn regression_an_unstopped_port_keeps_its_receive_buffers_out_of_the_pool() {
         pool.capacity()
     );
 }
+
+/// Regression: a 32-slot transmit ring (the smallest the driver takes) holds at most 31
+/// frames, never a whole clean-up group of 32, so once full it took no frame again until a
+/// flush. Now a full ring frees itself once the device is done with its last burst.
+#[test]
+fn a_full_32_slot_transmit_ring_keeps_sending() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let cfg = Config {
+        tx_ring: 32,
+        ..config()
+    };
+    let mut nic = E1000::new(dev.bar.clone(), &dev.dma, addr(), &cfg).expect("driver comes up");
+    let pool = nic.pool().clone();
+    let total = 1000;
+    let mut sent = 0;
+    let mut batch: Vec<Packet> = Vec::new();
+    wait("1000 frames through a 32-slot ring without a flush", || {
+        while batch.len() < 8 && sent + batch.len() < total {
+            batch.push(pool.alloc_copy(&frame(0, 60)).unwrap());
+        }
+        sent += nic.tx_batch(&mut batch);
+        sent == total
+    });
+    assert!(nic.flush());
+    wait("every frame on the wire", || dev.sent_count() == total);
+}

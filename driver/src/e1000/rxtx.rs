@@ -134,9 +134,20 @@ impl TxQueue {
             // `reclaim_idle_tx` left `cleaned` mid-batch.
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
-            if self.idx.in_flight(self.produced, self.cleaned) < n
-                || !self.desc(self.idx.slot(last)).done()
-            {
+            if self.idx.in_flight(self.produced, self.cleaned) < n {
+                // A 32-slot ring never holds a whole group (one slot stays empty): full,
+                // it would never free a slot. Its last burst's end asked for DD.
+                if self.free() == 0 && self.all_done() {
+                    fence(Ordering::Acquire);
+                    let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
+                    let count = self.produced.wrapping_sub(from);
+                    let slot = |i: u32| idx.slot(from.wrapping_add(i));
+                    give::<KEEP>(keep, (0..count).filter_map(|i| bufs[slot(i)].take()));
+                    self.cleaned = self.produced;
+                }
+                break;
+            }
+            if !self.desc(self.idx.slot(last)).done() {
                 break;
             }
             // Acquire: the DD status must be read before the buffers are reused.
