@@ -3,7 +3,7 @@
 //! suite (copied from the machine's own Debian entry: no host name is written here) and
 //! installs `qemu-system-x86` from it. The whole suite then runs on one QEMU.
 
-use crate::deps::{apt, apt_update, is_root, output};
+use crate::deps::{apt, apt_update, is_root, output, which, QEMU};
 use crate::Error;
 use std::path::Path;
 use std::process::Command;
@@ -68,14 +68,16 @@ pub fn backports_entry(existing: &str) -> Option<String> {
     ))
 }
 
-/// Makes sure the QEMU at `qemu` is at least [`MIN_QEMU`]: as root, installs it from
-/// bookworm-backports, saying so; otherwise fails with what to run.
-pub fn ensure_recent_qemu(qemu: &Path) -> Result<(), Error> {
-    let have = version(qemu);
+/// Makes sure `qemu-system-x86_64` is installed and at least [`MIN_QEMU`]: as root,
+/// installs it from bookworm-backports (straight from there when it is missing: bookworm's
+/// 7.2 cannot be installed beside the newer `qemu-system-common` a removed backports QEMU
+/// leaves behind), saying so; otherwise fails with what to run.
+pub fn ensure_recent_qemu() -> Result<(), Error> {
+    let have = which(QEMU).and_then(|q| version(&q));
     if have.is_some_and(|v| v >= MIN_QEMU) {
         return Ok(());
     }
-    let have_text = have.map_or("unknown".into(), |(a, b)| format!("{a}.{b}"));
+    let have_text = have.map_or("not installed".into(), |(a, b)| format!("{a}.{b}"));
     let fix = String::from(
         "as root, add a bookworm-backports entry under /etc/apt/sources.list.d/ (a copy of your Debian entry with `Suites: bookworm-backports`), `apt-get update`, `apt-get install -t bookworm-backports qemu-system-x86`; or run this command as root, which does that"
     );
@@ -100,7 +102,7 @@ pub fn ensure_recent_qemu(qemu: &Path) -> Result<(), Error> {
             what: "a Debian bookworm apt entry to copy for bookworm-backports".into(),
             fix: fix.clone(),
         })?;
-        eprintln!("zcnic-qemu: QEMU {have_text} has no igb model: adding bookworm-backports ({SOURCE}) for QEMU 10");
+        eprintln!("zcnic-qemu: QEMU {have_text}, and igb needs 8.0 or newer: adding bookworm-backports ({SOURCE}) for QEMU 10");
         std::fs::write(SOURCE, existing).map_err(Error::io(format!("writing {SOURCE}")))?;
     }
     apt_update()?;
@@ -115,7 +117,7 @@ pub fn ensure_recent_qemu(qemu: &Path) -> Result<(), Error> {
         "qemu-system-x86",
     ]);
     output(&mut cmd, "")?;
-    match version(qemu) {
+    match which(QEMU).and_then(|q| version(&q)) {
         Some(v) if v >= MIN_QEMU => {
             eprintln!("zcnic-qemu: QEMU {}.{} installed", v.0, v.1);
             Ok(())

@@ -62,13 +62,13 @@ pub fn prepare() -> Result<Prepared, Error> {
 }
 
 fn prepare_uncached() -> Result<Prepared, Error> {
+    // igb needs QEMU >= 8: bookworm-backports' QEMU 10 runs every guest.
+    crate::backports::ensure_recent_qemu()?;
     deps::ensure_host_packages()?;
     let qemu = which(QEMU).ok_or_else(|| Error::Missing {
         what: QEMU.into(),
         fix: deps::install_command(),
     })?;
-    // igb needs QEMU >= 8: bookworm-backports' QEMU 10 runs every guest.
-    crate::backports::ensure_recent_qemu(&qemu)?;
     let cache = harness_dir().join("cache");
     let started = Instant::now();
     let kernel = kernel::fetch(&cache)?;
