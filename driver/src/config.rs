@@ -32,6 +32,11 @@ pub struct Config {
     pub promisc: bool,
     /// virtio: which ring format to use.
     pub ring: RingChoice,
+    /// Queue pairs for [`crate::open_port`] (1 by default; the one-queue [`crate::Nic`]
+    /// always uses one).
+    pub queues: u16,
+    /// How received frames spread over the queues when there are several.
+    pub rss: crate::port::Rss,
 }
 
 impl Default for Config {
@@ -44,6 +49,8 @@ impl Default for Config {
             link_timeout: Duration::from_secs(5),
             promisc: false,
             ring: RingChoice::Auto,
+            queues: 1,
+            rss: crate::port::Rss::default(),
         }
     }
 }

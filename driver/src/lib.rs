@@ -25,6 +25,7 @@ pub mod mmio;
 mod nic;
 pub mod pci;
 pub mod platform;
+pub mod port;
 #[cfg(feature = "smoltcp")]
 pub mod smol;
 pub mod uio;
@@ -36,6 +37,7 @@ pub use error::Error;
 pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
 pub use pci::{DeviceInfo, PciAddr};
+pub use port::{Port, QueuePair, Rss, RxQueue, TxQueue};
 pub use vfio::register as register_memory;
 /// Receive-side scaling in software: the Toeplitz hash and the redirection table.
 pub use zcnic_descriptors::rss;
@@ -140,6 +142,27 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
         "e1000" => Ok(Box::new(e1000::E1000::with_device(dev, cfg)?)),
         "igb" => Ok(Box::new(igb::Igb::with_device(dev, cfg)?)),
         _ => virtio::with_device(dev.into(), cfg),
+    }
+}
+
+/// Opens the NIC at `pci` as a port of `cfg.queues` queue pairs, each pair's handles for
+/// one worker thread (see [`port`]). The igb has up to 8; a NIC with one queue pair (the
+/// e1000, virtio-net for now) is refused when asked for more than one, and otherwise
+/// opened through [`open_with`] is the simpler path.
+pub fn open_port(pci: &str, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
+    let addr: PciAddr = pci.parse()?;
+    let info = DeviceInfo::read(&addr)?;
+    match supported(info.vendor, info.device) {
+        Some(s) if s.driver == "igb" => igb::IgbPort::open_boxed(platform::open_device(&addr)?, cfg),
+        Some(s) => Err(Error::Io(format!(
+            "{addr}: {} drives one queue pair in zcnic; open it with zcnic::open, or use an igb for {} queues",
+            s.driver, cfg.queues
+        ))),
+        None => Err(Error::Unsupported {
+            addr,
+            vendor: info.vendor,
+            device: info.device,
+        }),
     }
 }
 

@@ -34,6 +34,60 @@ pub trait Bar: Send {
     fn size(&self) -> Option<usize> {
         None
     }
+    /// A handle that writes the 32-bit register at `off` and nothing else, for a queue
+    /// driven on another thread than the port's registers ([`Doorbell`]). Out of bounds,
+    /// the handle drops its writes, as [`write32`](Bar::write32) does.
+    fn doorbell(&self, off: u32) -> Doorbell;
+}
+
+/// One 32-bit device register a queue writes from its own thread: its tail. It keeps the
+/// mapping it points into alive, so it outlives the port it came from safely (a write to a
+/// stopped device is ignored by the device). Not `Clone`: one register, one writer.
+pub struct Doorbell(Bell);
+
+enum Bell {
+    Mmio {
+        ptr: NonNull<u32>,
+        _map: Arc<memmap2::MmapRaw>,
+    },
+    Fake {
+        regs: Arc<[AtomicU32]>,
+        idx: usize,
+    },
+    Dead,
+}
+
+impl fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Bell::Mmio { ptr, .. } => write!(f, "Doorbell({ptr:p})"),
+            Bell::Fake { idx, .. } => write!(f, "Doorbell(fake {:#x})", idx * 4),
+            Bell::Dead => write!(f, "Doorbell(out of bounds)"),
+        }
+    }
+}
+
+// SAFETY: `ptr` points into the mapping `_map` keeps alive, and nothing but this handle
+// writes through it; a device register may be written from any thread.
+unsafe impl Send for Doorbell {}
+
+impl Doorbell {
+    /// A doorbell whose writes go nowhere: what an out-of-bounds offset gets.
+    pub fn dead() -> Self {
+        Self(Bell::Dead)
+    }
+
+    /// Writes `val` to the register.
+    #[inline(always)]
+    pub fn write(&self, val: u32) {
+        match &self.0 {
+            // SAFETY: `ptr` is in bounds and aligned (checked when made), and `_map` keeps
+            // the mapping alive; device registers are only accessed volatile.
+            Bell::Mmio { ptr, .. } => unsafe { ptr.as_ptr().write_volatile(val) },
+            Bell::Fake { regs, idx } => regs[*idx].store(val, Ordering::SeqCst),
+            Bell::Dead => {}
+        }
+    }
 }
 
 #[inline(always)]
@@ -84,7 +138,8 @@ macro_rules! mmio_write {
 pub struct MmioBar {
     ptr: NonNull<u8>,
     len: usize,
-    _map: memmap2::MmapRaw,
+    /// Shared with the [`Doorbell`]s handed out, which keep it mapped.
+    map: Arc<memmap2::MmapRaw>,
 }
 
 impl fmt::Debug for MmioBar {
@@ -93,8 +148,8 @@ impl fmt::Debug for MmioBar {
     }
 }
 
-// SAFETY: an `MmioBar` owns its mapping (`_map`, itself `Send`), and `ptr` points only into
-// it, so moving the value moves the whole mapping and nothing else refers to it. A device
+// SAFETY: an `MmioBar` holds its mapping alive (`map`, itself `Send`), and `ptr` points only
+// into it; what else refers to the mapping are `Doorbell`s, each writing one register. A device
 // register may be accessed from any thread; what matters is that one thread at a time does,
 // and `MmioBar` is deliberately not `Sync`, so two threads never write through one `&MmioBar`.
 unsafe impl Send for MmioBar {}
@@ -111,7 +166,7 @@ impl MmioBar {
         Some(Self {
             ptr: NonNull::new(map.as_mut_ptr())?,
             len: map.len(),
-            _map: map,
+            map: Arc::new(map),
         })
     }
 
@@ -129,6 +184,21 @@ impl MmioBar {
 impl Bar for MmioBar {
     fn size(&self) -> Option<usize> {
         Some(self.len)
+    }
+
+    fn doorbell(&self, off: u32) -> Doorbell {
+        if !in_bounds(off, 4, self.len) {
+            return Doorbell::dead();
+        }
+        // `off` is inside the mapping and aligned, so the pointer is too.
+        let ptr = self.ptr.as_ptr().wrapping_add(off as usize).cast::<u32>();
+        match NonNull::new(ptr) {
+            Some(ptr) => Doorbell(Bell::Mmio {
+                ptr,
+                _map: Arc::clone(&self.map),
+            }),
+            None => Doorbell::dead(),
+        }
     }
 
     #[inline(always)]
@@ -222,6 +292,16 @@ impl Bar for FakeBar {
         Some(self.regs.len() * 4)
     }
 
+    fn doorbell(&self, off: u32) -> Doorbell {
+        if !in_bounds(off, 4, self.regs.len() * 4) {
+            return Doorbell::dead();
+        }
+        Doorbell(Bell::Fake {
+            regs: Arc::clone(&self.regs),
+            idx: off as usize / 4,
+        })
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.read_sub(off, 4)
     }
@@ -274,5 +354,20 @@ mod tests {
         assert_eq!(b.read32(8), 0x3456_12ef);
         assert_eq!(b.read16(8), 0x12ef);
         assert_eq!(b.read8(11), 0x34);
+    }
+
+    #[test]
+    fn a_doorbell_writes_its_register_and_outlives_the_bar() {
+        let a = FakeBar::new(64);
+        let bell = a.doorbell(12);
+        let far = a.doorbell(64);
+        let b = a.clone();
+        drop(a);
+        bell.write(7);
+        far.write(9);
+        assert_eq!(b.read32(12), 7);
+        assert!((0..64).step_by(4).all(|o| o == 12 || b.read32(o) == 0));
+        fn send<T: Send>(_: &T) {}
+        send(&bell);
     }
 }

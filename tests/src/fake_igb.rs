@@ -5,13 +5,17 @@
 //! descriptors. Its write-backs overwrite the whole descriptor as the datasheet allows:
 //! the receive write-back replaces the buffer address with the RSS hash, and the transmit
 //! write-back zeroes the address, so a driver that reads an address back from the ring is
-//! caught. Descriptors are written as whole 64-bit words, status word last.
+//! caught. Descriptors are written as whole 64-bit words, status word last. With several
+//! queues it sends from every enabled one, and receives each frame on the queue RSS picks
+//! from the key and table in its registers (IPv4 with TCP/UDP ports, or addresses only).
 
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use zcnic::igb::regs;
+use zcnic::rss::Toeplitz;
 use zcnic::{Bar, FakeBar, FakeDma};
 
 /// MAC the fake device reports.
@@ -40,16 +44,29 @@ pub struct FakeIgb {
     pub sent: Arc<Mutex<Vec<Vec<u8>>>>,
     /// DMA accesses the fake IOMMU refused.
     pub faults: Arc<AtomicU64>,
+    /// Frames sent and received per queue.
+    pub per_queue: Arc<Mutex<PerQueue>>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Frames each queue moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PerQueue {
+    pub tx: [u64; QUEUES as usize],
+    pub rx: [u64; QUEUES as usize],
+}
+
+/// Queues the fake plays.
+pub const QUEUES: u32 = 8;
 
 struct Device {
     bar: FakeBar,
     dma: FakeDma,
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
     faults: Arc<AtomicU64>,
+    per_queue: Arc<Mutex<PerQueue>>,
     inject: Receiver<Inject>,
     pending: Vec<(Vec<u8>, u32)>,
     partial: Vec<u8>,
@@ -77,11 +94,13 @@ impl FakeIgb {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(AtomicU64::new(0));
+        let per_queue = Arc::default();
         let mut dev = Device {
             bar: bar.clone(),
             dma: dma.clone(),
             sent: sent.clone(),
             faults: faults.clone(),
+            per_queue: Arc::clone(&per_queue),
             inject: rx,
             pending: Vec::new(),
             partial: Vec::new(),
@@ -99,6 +118,7 @@ impl FakeIgb {
             dma,
             sent,
             faults,
+            per_queue,
             inject: tx,
             stop,
             thread: Some(thread),
@@ -175,14 +195,18 @@ impl Device {
     }
 
     fn transmit(&mut self) -> bool {
+        (0..QUEUES).fold(false, |any, q| self.transmit_on(q) | any)
+    }
+
+    fn transmit_on(&mut self, q: u32) -> bool {
         let b = &self.bar;
         if b.read32(regs::TCTL) & regs::TCTL_EN == 0
-            || b.read32(regs::txdctl(0)) & regs::QUEUE_ENABLE == 0
+            || b.read32(regs::txdctl(q)) & regs::QUEUE_ENABLE == 0
         {
             return false;
         }
-        let (base, slots) = self.ring(regs::tdbal(0), regs::tdbah(0), regs::tdlen(0));
-        let (mut head, tail) = (b.read32(regs::tdh(0)), b.read32(regs::tdt(0)));
+        let (base, slots) = self.ring(regs::tdbal(q), regs::tdbah(q), regs::tdlen(q));
+        let (mut head, tail) = (b.read32(regs::tdh(q)), b.read32(regs::tdt(q)));
         if slots == 0 || head == tail || tail >= slots {
             return false;
         }
@@ -198,6 +222,7 @@ impl Device {
             if w1 & TX_EOP != 0 {
                 let frame = std::mem::take(&mut self.partial);
                 self.sent.lock().unwrap().push(frame);
+                self.per_queue.lock().unwrap().tx[q as usize] += 1;
             }
             if w1 & TX_RS != 0 {
                 // The write-back: the address word is the device's to overwrite.
@@ -205,16 +230,14 @@ impl Device {
                 self.write(at + 8, &(w1 | DD << 32).to_le_bytes());
             }
             head = (head + 1) % slots;
-            b.write32(regs::tdh(0), head);
+            b.write32(regs::tdh(q), head);
         }
         true
     }
 
     fn receive(&mut self) -> bool {
         let b = &self.bar;
-        if b.read32(regs::RCTL) & regs::RCTL_EN == 0
-            || b.read32(regs::rxdctl(0)) & regs::QUEUE_ENABLE == 0
-        {
+        if b.read32(regs::RCTL) & regs::RCTL_EN == 0 {
             return false;
         }
         if self.pending.is_empty() {
@@ -229,8 +252,12 @@ impl Device {
                 Err(_) => return false,
             }
         }
-        let (base, slots) = self.ring(regs::rdbal(0), regs::rdbah(0), regs::rdlen(0));
-        let (head, tail) = (b.read32(regs::rdh(0)), b.read32(regs::rdt(0)));
+        let (hash, q) = self.rss(&self.pending[0].0);
+        if b.read32(regs::rxdctl(q)) & regs::QUEUE_ENABLE == 0 {
+            return false;
+        }
+        let (base, slots) = self.ring(regs::rdbal(q), regs::rdbah(q), regs::rdlen(q));
+        let (head, tail) = (b.read32(regs::rdh(q)), b.read32(regs::rdt(q)));
         if slots == 0 || head == tail || tail >= slots {
             return false;
         }
@@ -245,10 +272,52 @@ impl Device {
             2 => DD,
             _ => DD | EOP,
         };
-        self.write(at, &(u64::from(HASH) << 32 | 1).to_le_bytes());
+        self.write(at, &(u64::from(hash) << 32 | 1).to_le_bytes());
         // DD last, as the hardware does: the driver may look at any moment.
         self.write(at + 8, &(status | (frame.len() as u64) << 32).to_le_bytes());
-        b.write32(regs::rdh(0), (head + 1) % slots);
+        b.write32(regs::rdh(q), (head + 1) % slots);
+        if kind != 2 {
+            self.per_queue.lock().unwrap().rx[q as usize] += 1;
+        }
         true
+    }
+
+    /// The hash and queue RSS gives `frame`, from the registers as the driver wrote them
+    /// (datasheet §7.1.2.8): without RSS (MRQC.MRQE not 010b), queue 0 and [`HASH`].
+    fn rss(&self, frame: &[u8]) -> (u32, u32) {
+        let b = &self.bar;
+        let mrqc = b.read32(regs::MRQC);
+        if mrqc & 7 != regs::MRQC_RSS {
+            return (HASH, 0);
+        }
+        let mut key = [0u8; 40];
+        for (i, k) in key.chunks_exact_mut(4).enumerate() {
+            k.copy_from_slice(&b.read32(regs::RSSRK + 4 * i as u32).to_le_bytes());
+        }
+        let t = Toeplitz::new(key);
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(frame) else {
+            return (0, 0);
+        };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            return (0, 0);
+        };
+        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        let ports = match &p.transport {
+            Some(etherparse::TransportSlice::Udp(u)) if mrqc & regs::MRQC_UDP_IPV4 != 0 => {
+                Some((u.source_port(), u.destination_port()))
+            }
+            Some(etherparse::TransportSlice::Tcp(t)) if mrqc & regs::MRQC_TCP_IPV4 != 0 => {
+                Some((t.source_port(), t.destination_port()))
+            }
+            _ => None,
+        };
+        let hash = match ports {
+            Some((s, d)) => t.ipv4_l4(SocketAddrV4::new(src, s), SocketAddrV4::new(dst, d)),
+            None if mrqc & regs::MRQC_IPV4 != 0 => t.ipv4(src, dst),
+            None => return (0, 0),
+        };
+        let idx = hash & 0x7f;
+        let entry = b.read32(regs::RETA + 4 * (idx / 4)) >> (8 * (idx % 4));
+        (hash, entry & 0xf)
     }
 }

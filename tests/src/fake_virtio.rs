@@ -433,6 +433,10 @@ fn store(bar: &FakeBar, off: u32, width: u32, val: u32) {
 }
 
 impl Bar for VirtioBar {
+    fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
+        self.regs.doorbell(off)
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.regs.read32(off)
     }

@@ -79,6 +79,10 @@ impl Default for DevBar {
 const STATUS_UP_1000_FD: u32 = 1 | 1 << 1 | 1 << 7;
 
 impl Bar for DevBar {
+    fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
+        self.regs.doorbell(off)
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.regs.read32(off)
     }

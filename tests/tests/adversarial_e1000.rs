@@ -117,6 +117,10 @@ impl DevBar {
 }
 
 impl Bar for DevBar {
+    fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
+        self.regs.doorbell(off)
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.regs.read32(off)
     }

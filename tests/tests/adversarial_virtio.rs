@@ -184,6 +184,10 @@ impl VBar {
 }
 
 impl Bar for VBar {
+    fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
+        self.regs.doorbell(off)
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.regs.read32(off)
     }

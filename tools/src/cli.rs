@@ -124,6 +124,10 @@ pub enum Cmd {
         /// Only frames for this port's MAC and broadcast (default: everything).
         #[arg(long)]
         no_promisc: bool,
+        /// Receive on this many queues, one thread each, with RSS spreading flows over
+        /// them (igb: up to 8); the summary counts frames per queue.
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
         #[command(flatten)]
         port: PortOpts,
     },

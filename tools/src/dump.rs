@@ -6,8 +6,11 @@ use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use zcnic::{Nic, Packet};
+use zcnic::{Nic, Packet, Port, QueuePair};
 
 /// Where to write and when to stop.
 #[derive(Debug, Clone)]
@@ -75,6 +78,8 @@ pub struct Summary {
     pub bytes: u64,
     /// The device's receive counters (e1000: GPRC, MPC), when it has them.
     pub device_counters: Vec<(&'static str, u64)>,
+    /// Frames written from each queue (one entry on a one-queue port).
+    pub per_queue: Vec<u64>,
 }
 
 /// An open pcap file.
@@ -143,15 +148,112 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     w.into_writer()
         .flush()
         .map_err(|e| msg(format!("writing the pcap: {e}")))?;
-    let stats = nic.stats();
-    let device_counters = ["GPRC", "MPC"]
-        .iter()
-        .filter_map(|n| stats.hw(n).map(|v| (*n, v)))
-        .collect();
+    let device_counters = receive_counters(&nic.stats());
     Ok(Summary {
         frames,
         filtered,
         bytes,
         device_counters,
+        per_queue: vec![frames],
+    })
+}
+
+/// The device counters a capture reports.
+fn receive_counters(stats: &zcnic::Stats) -> Vec<(&'static str, u64)> {
+    ["GPRC", "MPC"]
+        .iter()
+        .filter_map(|n| stats.hw(n).map(|v| (*n, v)))
+        .collect()
+}
+
+/// Captures from every queue of a multi-queue port, one receiving thread per queue (as
+/// an application would run them), into one pcap in the order the bursts reach the
+/// writer; frames of one flow stay in order, as RSS keeps a flow on one queue.
+pub fn run_queues(
+    port: &mut dyn Port,
+    queues: Vec<QueuePair>,
+    mut w: Writer,
+    args: &Args,
+) -> Result<Summary, ToolError> {
+    let limit = args.count.unwrap_or(u64::MAX);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Bounded: a writer that falls behind holds the receivers back (their rings then
+    // drop, counted by the device), instead of buffering without limit.
+    let (to_writer, bursts) = mpsc::sync_channel::<(usize, Vec<Packet>)>(64);
+    let workers: Vec<_> = queues
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut q)| {
+            let (stop, to_writer) = (Arc::clone(&stop), to_writer.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut batch = Vec::with_capacity(64);
+                    if q.rx.rx_batch(&mut batch, 64) != 0 && to_writer.send((i, batch)).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(to_writer);
+    let mut per_queue = vec![0u64; workers.len()];
+    let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
+    let mut clock = LoopClock::new();
+    let end = args.duration.map(|d| d.as_nanos() as u64);
+    let mut last = 0u64;
+    let mut failed = None;
+    while frames < limit && !stopped() && end.is_none_or(|e| clock.now_ns() < e) {
+        let now = clock.now_ns();
+        if now.saturating_sub(last) >= 1_000_000_000 {
+            last = now;
+            eprintln!(
+                "dump {}: {:6.1} s  {frames} frames",
+                port.addr(),
+                now as f64 / 1e9
+            );
+        }
+        let Ok((q, batch)) = bursts.recv_timeout(Duration::from_millis(50)) else {
+            continue;
+        };
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        for p in batch.iter().take((limit - frames) as usize) {
+            let data = p.data();
+            if !args.filter.matches(data) {
+                filtered += 1;
+                continue;
+            }
+            if let Err(e) = w.write_packet(&PcapPacket::new(ts, data.len() as u32, data)) {
+                failed = Some(msg(format!("writing the pcap: {e}")));
+                break;
+            }
+            frames += 1;
+            per_queue[q] += 1;
+            bytes += data.len() as u64;
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(bursts);
+    for t in workers {
+        if t.join().is_err() {
+            return Err(msg("a receiving thread panicked".to_string()));
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    w.into_writer()
+        .flush()
+        .map_err(|e| msg(format!("writing the pcap: {e}")))?;
+    Ok(Summary {
+        frames,
+        filtered,
+        bytes,
+        device_counters: receive_counters(&port.stats()),
+        per_queue,
     })
 }

@@ -338,6 +338,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             ether_type,
             udp_port,
             no_promisc,
+            queues,
             port,
         } => {
             let addr = parse_pci(&pci)?;
@@ -360,21 +361,39 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             let writer = dump::create(&out)?;
             // A deep ring rides out the moments the capture loop is busy writing the file.
             let cfg = Config {
-                rx_ring: 4096,
+                // Several queues share the pool: shallower rings, the same buffers.
+                rx_ring: if queues > 1 { 1024 } else { 4096 },
                 pool: 8192,
                 promisc: !no_promisc,
+                queues,
                 ..port.config()
             };
-            let mut nic = open(&addr, &cfg)?;
-            eprintln!(
-                "dump {addr}: listening{} on {} {}, link {}, writing {}",
-                if no_promisc { "" } else { " (promiscuous)" },
-                nic.driver(),
-                zcnic::format_mac(nic.mac()),
-                nic.link(),
-                out.display()
-            );
-            let s = dump::run(nic.as_mut(), writer, &args)?;
+            let promisc = if no_promisc { "" } else { " (promiscuous)" };
+            let s = if queues == 1 {
+                let mut nic = open(&addr, &cfg)?;
+                eprintln!(
+                    "dump {addr}: listening{promisc} on {} {}, link {}, writing {}",
+                    nic.driver(),
+                    zcnic::format_mac(nic.mac()),
+                    nic.link(),
+                    out.display()
+                );
+                dump::run(nic.as_mut(), writer, &args)?
+            } else {
+                let (mut port, qs) = zcnic::open_port(&addr.to_string(), &cfg)?;
+                eprintln!(
+                    "dump {addr}: listening{promisc} on {} {} with {queues} queues (RSS), link {}, writing {}",
+                    port.driver(),
+                    zcnic::format_mac(port.mac()),
+                    port.link(),
+                    out.display()
+                );
+                let s = dump::run_queues(port.as_mut(), qs, writer, &args)?;
+                for (q, n) in s.per_queue.iter().enumerate() {
+                    println!("dump {addr}: queue {q}: {n} frames");
+                }
+                s
+            };
             let dev: Vec<String> = s
                 .device_counters
                 .iter()

@@ -205,6 +205,10 @@ mod tests {
     }
 
     impl Bar for SiliconBar<'_> {
+        fn doorbell(&self, off: u32) -> crate::mmio::Doorbell {
+            self.bar.doorbell(off)
+        }
+
         fn read32(&self, off: u32) -> u32 {
             let v = self.bar.read32(off);
             if off == self.off {

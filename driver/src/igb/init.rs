@@ -1,26 +1,39 @@
 //! igb control path: reset, MAC address, PHY and link, queue setup (82576 datasheet §4.5
 //! "Software Initialization", §4.6 "Receive/Transmit Initialization").
 
+use super::port::{IgbPort, IgbQueues};
 use super::regs;
-use super::rxtx::{RxQueue, TxQueue};
-use super::Igb;
+use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
 use crate::e1000::counters::Counters;
 use crate::mmio::Bar;
-use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
+use crate::port::{Port, QueueCounters, Teardown};
 use crate::{wait_until, Config, Error};
+use std::sync::Arc;
 use std::time::Duration;
 use zcnic_hugepages::{DmaAllocator, Mempool};
 
 /// How long a queue may take to confirm RXDCTL/TXDCTL.ENABLE (§4.6.5: "poll until set").
 const QUEUE_ENABLE_TIMEOUT: Duration = Duration::from_millis(100);
 
-impl<B: Bar> Igb<B> {
-    /// Brings the device up on `bar` with DMA memory from `dma`: reset, MAC, queue 0 of
-    /// each direction, link.
-    pub fn new(bar: B, dma: &dyn DmaAllocator, addr: PciAddr, cfg: &Config) -> Result<Self, Error> {
+impl<B: Bar> IgbPort<B> {
+    /// Brings the device up on `bar` with DMA memory from `dma`: reset, MAC, `cfg.queues`
+    /// queue pairs with RSS over them, link. Returns the port and each queue's handles.
+    pub fn new(
+        bar: B,
+        dma: &dyn DmaAllocator,
+        addr: PciAddr,
+        cfg: &Config,
+    ) -> Result<(Self, IgbQueues), Error> {
         let rx_idx = crate::intel::ring_index(&addr, "igb", cfg.rx_ring, 8)?;
         let tx_idx = crate::intel::ring_index(&addr, "igb", cfg.tx_ring, 32)?;
+        let n = cfg.queues;
+        if n == 0 || n > super::MAX_QUEUES {
+            return Err(Error::Io(format!(
+                "{addr}: igb queues {n} must be in 1..={}",
+                super::MAX_QUEUES
+            )));
+        }
         let dma_err = |source| Error::Dma { addr, source };
 
         reset(&bar, &addr, cfg.reset_timeout)?;
@@ -28,87 +41,125 @@ impl<B: Bar> Igb<B> {
         for i in 0..regs::MTA_LEN {
             bar.write32(regs::MTA + 4 * i, 0);
         }
-        // One queue, no RSS; checksums are checked by the device and reported.
-        bar.write32(regs::MRQC, 0);
 
         // Nothing is handed to the device before the queues are enabled below: on an
         // error here the memory is freed with the device reset and idle.
         let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
-        let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
-        let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
-        let mut nic = Self {
+        let teardown = Arc::new(Teardown::default());
+        let mut queues = Vec::with_capacity(n as usize);
+        for q in 0..n {
+            let rx = IgbRxQueue {
+                ring: Some(RxRing::new(dma, &pool, rx_idx).map_err(dma_err)?),
+                tail: bar.doorbell(regs::rdt(q.into())),
+                pool: Arc::clone(&pool),
+                counters: Arc::default(),
+                teardown: Arc::clone(&teardown),
+                queue: q,
+            };
+            let tx = IgbTxQueue {
+                ring: Some(TxRing::new(dma, tx_idx).map_err(dma_err)?),
+                tail: bar.doorbell(regs::tdt(q.into())),
+                pool: Arc::clone(&pool),
+                counters: Arc::default(),
+                teardown: Arc::clone(&teardown),
+                queue: q,
+                ceiling: None,
+            };
+            queues.push((rx, tx));
+        }
+        let counters = |f: fn(&(IgbRxQueue, IgbTxQueue)) -> &Arc<QueueCounters>| {
+            queues.iter().map(|p| Arc::clone(f(p))).collect()
+        };
+        let mut port = Self {
             bar,
             addr,
             mac,
-            rx,
-            tx,
             pool,
-            sw: Stats::default(),
             hw: Counters::of(&regs::STATS),
             promisc: cfg.promisc,
-            ceiling: None,
+            rss: cfg.rss.clone(),
+            rx_counters: counters(|p| &p.0.counters),
+            tx_counters: counters(|p| &p.1.counters),
+            teardown,
             device: None,
         };
-        nic.start_tx()?;
-        nic.start_rx()?;
+        port.start_tx(&queues)?;
+        port.start_rss(n)?;
+        port.start_rx(&queues)?;
         // Counters of an earlier user of the device are not ours: read (and so clear) them.
-        nic.hw.read(&nic.bar);
-        nic.hw.zero();
-        start_link(&nic.bar, &addr)?;
-        if !wait_until(cfg.link_timeout, || nic.link().up) {
+        port.hw.read(&port.bar);
+        port.hw.zero();
+        start_link(&port.bar, &addr)?;
+        if !wait_until(cfg.link_timeout, || port.link().up) {
             log::warn!(
                 "{addr}: link still down after {} ms; frames wait until it comes up",
                 cfg.link_timeout.as_millis()
             );
         }
-        Ok(nic)
+        Ok((port, queues))
     }
 
-    /// Receive queue 0 (§4.6.7): ring, advanced one-buffer descriptors of 2 KiB with drop
-    /// enable, queue enable confirmed, then the tail hands the buffers over.
-    fn start_rx(&mut self) -> Result<(), Error> {
-        let (b, q) = (&self.bar, 0);
+    /// Receive queues (§4.6.7): each ring with advanced one-buffer descriptors of 2 KiB
+    /// and drop enable (a queue out of buffers drops its own frames instead of holding up
+    /// the others), its enable confirmed; then receive goes on and the tails hand the
+    /// buffers over.
+    fn start_rx(&mut self, queues: &IgbQueues) -> Result<(), Error> {
+        let b = &self.bar;
         b.write32(regs::RCTL, 0);
-        b.write32(regs::rxdctl(q), 0);
-        let iova = self.rx.ring.iova();
-        b.write32(regs::rdbal(q), iova as u32);
-        b.write32(regs::rdbah(q), (iova >> 32) as u32);
-        b.write32(regs::rdlen(q), self.rx.ring.bytes() as u32);
-        b.write32(
-            regs::srrctl(q),
-            regs::SRRCTL_BSIZEPKT_2K | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
-        );
-        b.write32(regs::rdh(q), 0);
-        b.write32(regs::rdt(q), 0);
-        enable_queue(
-            b,
-            &self.addr,
-            regs::rxdctl(q),
-            "RXDCTL.ENABLE of receive queue 0",
-        )?;
+        for (rx, _) in queues {
+            let (Some(ring), q) = (rx.ring.as_ref(), u32::from(rx.queue)) else {
+                continue;
+            };
+            b.write32(regs::rxdctl(q), 0);
+            let iova = ring.ring.iova();
+            b.write32(regs::rdbal(q), iova as u32);
+            b.write32(regs::rdbah(q), (iova >> 32) as u32);
+            b.write32(regs::rdlen(q), ring.ring.bytes() as u32);
+            b.write32(
+                regs::srrctl(q),
+                regs::SRRCTL_BSIZEPKT_2K | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
+            );
+            b.write32(regs::rdh(q), 0);
+            b.write32(regs::rdt(q), 0);
+            enable_queue(
+                b,
+                &self.addr,
+                regs::rxdctl(q),
+                "RXDCTL.ENABLE of a receive queue",
+            )?;
+        }
         b.write32(regs::RCTL, self.rctl());
-        // Descriptors were written before the queue was enabled; the tail hands them over.
-        b.write32(regs::rdt(q), self.rx.initial_tail());
+        // Descriptors were written before the queues were enabled; the tails hand them over.
+        for (rx, _) in queues {
+            if let Some(ring) = rx.ring.as_ref() {
+                rx.tail.write(ring.initial_tail());
+            }
+        }
         Ok(())
     }
 
-    /// Transmit queue 0 (§4.6.8).
-    fn start_tx(&mut self) -> Result<(), Error> {
-        let (b, q) = (&self.bar, 0);
+    /// Transmit queues (§4.6.8).
+    fn start_tx(&mut self, queues: &IgbQueues) -> Result<(), Error> {
+        let b = &self.bar;
         b.write32(regs::TCTL, 0);
-        b.write32(regs::txdctl(q), 0);
-        let iova = self.tx.ring.iova();
-        b.write32(regs::tdbal(q), iova as u32);
-        b.write32(regs::tdbah(q), (iova >> 32) as u32);
-        b.write32(regs::tdlen(q), self.tx.ring.bytes() as u32);
-        b.write32(regs::tdh(q), 0);
-        b.write32(regs::tdt(q), 0);
-        enable_queue(
-            b,
-            &self.addr,
-            regs::txdctl(q),
-            "TXDCTL.ENABLE of transmit queue 0",
-        )?;
+        for (_, tx) in queues {
+            let (Some(ring), q) = (tx.ring.as_ref(), u32::from(tx.queue)) else {
+                continue;
+            };
+            b.write32(regs::txdctl(q), 0);
+            let iova = ring.ring.iova();
+            b.write32(regs::tdbal(q), iova as u32);
+            b.write32(regs::tdbah(q), (iova >> 32) as u32);
+            b.write32(regs::tdlen(q), ring.ring.bytes() as u32);
+            b.write32(regs::tdh(q), 0);
+            b.write32(regs::tdt(q), 0);
+            enable_queue(
+                b,
+                &self.addr,
+                regs::txdctl(q),
+                "TXDCTL.ENABLE of a transmit queue",
+            )?;
+        }
         let tctl = regs::TCTL_EN | regs::TCTL_PSP | regs::TCTL_CT | regs::TCTL_COLD;
         b.write32(regs::TCTL, tctl);
         Ok(())
@@ -127,8 +178,10 @@ impl<B: Bar> Igb<B> {
     pub(crate) fn quiesce(&mut self) -> bool {
         self.bar.write32(regs::RCTL, 0);
         self.bar.write32(regs::TCTL, 0);
-        self.bar.write32(regs::rxdctl(0), 0);
-        self.bar.write32(regs::txdctl(0), 0);
+        for q in 0..u32::from(self.queues()) {
+            self.bar.write32(regs::rxdctl(q), 0);
+            self.bar.write32(regs::txdctl(q), 0);
+        }
         match reset(&self.bar, &self.addr, Duration::from_millis(100)) {
             Ok(()) => true,
             Err(e) => {

@@ -23,8 +23,30 @@ pub const RCTL: u32 = 0x0100;
 pub const TCTL: u32 = 0x0400;
 /// RXCSUM — Receive Checksum Control (§8.10.17).
 pub const RXCSUM: u32 = 0x5000;
+/// RXCSUM.PCSD — Packet Checksum Disable: the write-back carries the RSS hash in place of
+/// the fragment checksum (§8.10.17).
+pub const RXCSUM_PCSD: u32 = 1 << 13;
 /// MRQC — Multiple Receive Queues Command (§8.10.19): 0 = one queue, no RSS.
 pub const MRQC: u32 = 0x5818;
+/// MRQC.MRQE = 010b: RSS only, up to 8 queues, no VMDq.
+pub const MRQC_RSS: u32 = 0b010;
+/// MRQC hash-field enables (bits 31:16). The IPv6 types come twice, with and without
+/// extension headers (`_EX`); the hash is the same for a frame without them.
+pub const MRQC_TCP_IPV4: u32 = 1 << 16;
+pub const MRQC_IPV4: u32 = 1 << 17;
+pub const MRQC_TCP_IPV6_EX: u32 = 1 << 18;
+pub const MRQC_IPV6_EX: u32 = 1 << 19;
+pub const MRQC_IPV6: u32 = 1 << 20;
+pub const MRQC_TCP_IPV6: u32 = 1 << 21;
+pub const MRQC_UDP_IPV4: u32 = 1 << 22;
+pub const MRQC_UDP_IPV6: u32 = 1 << 23;
+pub const MRQC_UDP_IPV6_EX: u32 = 1 << 24;
+/// RETA — Redirection Table, 32 registers of four one-byte entries (§8.10.20).
+pub const RETA: u32 = 0x5C00;
+/// Entries in the redirection table, indexed by the hash's 7 low bits.
+pub const RETA_LEN: usize = 128;
+/// RSSRK — RSS Random Key, 10 registers, key byte 0 in the low byte of the first (§8.10.21).
+pub const RSSRK: u32 = 0x5C80;
 /// MTA — Multicast Table Array, 128 registers (§8.10.15).
 pub const MTA: u32 = 0x5200;
 /// Number of MTA registers.

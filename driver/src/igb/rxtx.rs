@@ -1,4 +1,6 @@
-//! igb datapath: burst receive and transmit on advanced descriptors, queue 0.
+//! igb datapath: burst receive and transmit on advanced descriptors, one handle per queue
+//! ([`IgbRxQueue`], [`IgbTxQueue`]), each driven by one thread and writing only its own
+//! tail register.
 //!
 //! Free-running counters as in the e1000 (`zcnic_descriptors::RingIndex`):
 //! - RX: slots `[consumed, produced)` are the device's; slot `produced` holds a buffer but
@@ -14,12 +16,12 @@
 //!
 //! One doorbell per burst, no register read, no allocation, no system call.
 
-use super::regs;
-use super::Igb;
 use crate::e1000::TX_CLEAN_BATCH;
-use crate::mmio::Bar;
+use crate::mmio::Doorbell;
+use crate::port::{QueueCounters, RxQueue, Teardown, TxQueue};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use zcnic_descriptors::igb::{rx_ready, RxWriteBack, TxDesc};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
@@ -27,7 +29,7 @@ use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROO
 /// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
 pub const MAX_FRAME: usize = 9728;
 
-pub(crate) struct RxQueue {
+pub(crate) struct RxRing {
     pub(crate) ring: DmaRing,
     idx: RingIndex,
     /// The buffer of each slot, always one.
@@ -40,7 +42,7 @@ pub(crate) struct RxQueue {
     discarding: bool,
 }
 
-pub(crate) struct TxQueue {
+pub(crate) struct TxRing {
     pub(crate) ring: DmaRing,
     idx: RingIndex,
     pub(crate) bufs: Vec<Option<Packet>>,
@@ -48,7 +50,138 @@ pub(crate) struct TxQueue {
     cleaned: u32,
 }
 
-impl RxQueue {
+/// The receive side of one igb queue.
+pub struct IgbRxQueue {
+    pub(crate) ring: Option<RxRing>,
+    pub(crate) tail: Doorbell,
+    pub(crate) pool: Arc<Mempool>,
+    pub(crate) counters: Arc<QueueCounters>,
+    pub(crate) teardown: Arc<Teardown>,
+    pub(crate) queue: u16,
+}
+
+/// The transmit side of one igb queue.
+pub struct IgbTxQueue {
+    pub(crate) ring: Option<TxRing>,
+    pub(crate) tail: Doorbell,
+    pub(crate) pool: Arc<Mempool>,
+    pub(crate) counters: Arc<QueueCounters>,
+    pub(crate) teardown: Arc<Teardown>,
+    pub(crate) queue: u16,
+    /// The one frame every transmit descriptor points at in ceiling mode.
+    pub(crate) ceiling: Option<Packet>,
+}
+
+impl std::fmt::Debug for IgbRxQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IgbRxQueue({})", self.queue)
+    }
+}
+
+impl std::fmt::Debug for IgbTxQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IgbTxQueue({})", self.queue)
+    }
+}
+
+impl RxQueue for IgbRxQueue {
+    fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx(out, max, &mut Vec::new())
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx(out, max, spare)
+    }
+}
+
+impl TxQueue for IgbTxQueue {
+    fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.tx::<false>(pkts, &mut Vec::new())
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx::<true>(pkts, done)
+    }
+
+    /// Waits for DD on the last descriptor queued (every burst asks for it), never for
+    /// TDH alone.
+    fn flush(&mut self) -> bool {
+        let Some(q) = self.ring.as_mut() else {
+            return true;
+        };
+        let done = crate::wait_until(Duration::from_millis(500), || q.all_done());
+        if done {
+            q.reclaim_done::<false>(&mut Vec::new());
+        }
+        done
+    }
+}
+
+impl IgbTxQueue {
+    /// Ceiling mode (`Nic::repost`): the first call waits for the ring to drain and copies
+    /// `frame` into one buffer; each call re-posts up to `burst` descriptors pointing at it.
+    pub(crate) fn repost(&mut self, frame: &[u8], burst: usize) -> usize {
+        if self.ceiling.is_none() {
+            if !self.flush() {
+                return 0;
+            }
+            match self.pool.alloc_copy(frame) {
+                Some(p) => self.ceiling = Some(p),
+                None => return 0,
+            }
+        }
+        let Some((iova, len)) = self.ceiling.as_ref().map(|p| (p.iova(), p.len() as u16)) else {
+            return 0;
+        };
+        self.repost_tx(iova, len, burst)
+    }
+}
+
+impl Drop for IgbRxQueue {
+    /// The ring and its buffers go to the port, which frees them once the device is
+    /// stopped (or at once, if it already is).
+    fn drop(&mut self) {
+        if let Some(ring) = self.ring.take() {
+            self.teardown.park(Box::new(ring));
+        }
+    }
+}
+
+impl Drop for IgbTxQueue {
+    /// Sends what is queued (bounded), then hands the ring, its frames and the ceiling
+    /// frame to the port as the receive side does.
+    fn drop(&mut self) {
+        if !self.flush() {
+            log::warn!("transmit queue {} did not drain before close", self.queue);
+        }
+        if let Some(ring) = self.ring.take() {
+            self.teardown.park(Box::new((ring, self.ceiling.take())));
+        }
+    }
+}
+
+impl RxRing {
     pub(crate) fn new(
         dma: &dyn DmaAllocator,
         pool: &Arc<Mempool>,
@@ -73,7 +206,7 @@ impl RxQueue {
     }
 }
 
-impl TxQueue {
+impl TxRing {
     pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = (0..idx.size()).map(|_| None).collect();
@@ -199,28 +332,7 @@ impl TxQueue {
     }
 }
 
-impl<B: Bar> Igb<B> {
-    /// Ceiling mode: queues up to `burst` descriptors for the one frame at `iova`, each
-    /// written whole (a write-back may have overwritten the address of an earlier lap).
-    pub(crate) fn repost_tx(&mut self, iova: u64, len: u16, burst: usize) -> usize {
-        let q = &mut self.tx;
-        q.clean::<false>(&mut Vec::new());
-        let n = q.free().min(burst as u32);
-        let start = q.produced;
-        for i in 0..n {
-            let last = i + 1 == n;
-            q.put(start.wrapping_add(i), TxDesc::frame(iova, len, last));
-        }
-        q.produced = start.wrapping_add(n);
-        // Release: the descriptors must be visible before the tail moves.
-        fence(Ordering::Release);
-        self.bar
-            .write32(regs::tdt(0), q.idx.slot(q.produced) as u32);
-        self.sw.tx_packets += u64::from(n);
-        self.sw.tx_bytes += u64::from(n) * u64::from(len);
-        n as usize
-    }
-
+impl IgbRxQueue {
     /// Receives up to `max` frames into `out`. Refills come from the back of `spare` first
     /// (`Nic::rx_batch_recycle`), then from the pool; spares not used go back to `spare`.
     pub(crate) fn rx(
@@ -229,7 +341,9 @@ impl<B: Bar> Igb<B> {
         max: usize,
         spare: &mut Vec<Packet>,
     ) -> usize {
-        let q = &mut self.rx;
+        let Some(q) = self.ring.as_mut() else {
+            return 0;
+        };
         let limit = (q.idx.in_flight(q.produced, q.consumed) as usize).min(max);
         let first = RxWriteBack::from_words(q.ring.read_words(q.idx.slot(q.consumed)));
         // The common empty poll ends here, on one descriptor read.
@@ -257,7 +371,7 @@ impl<B: Bar> Igb<B> {
             match wb.good_len(DATA_ROOM as u16).filter(|_| whole) {
                 Some(len) => {
                     let Some(new) = q.fresh.pop() else {
-                        self.sw.rx_no_buf += 1;
+                        self.counters.no_buf();
                         q.discarding = false;
                         break;
                     };
@@ -290,13 +404,34 @@ impl<B: Bar> Igb<B> {
             q.produced = q.produced.wrapping_add(taken);
             // Release: re-armed descriptors must be visible before the tail moves.
             fence(Ordering::Release);
-            self.bar
-                .write32(regs::rdt(0), q.idx.slot(q.produced) as u32);
+            self.tail.write(q.idx.slot(q.produced) as u32);
         }
-        self.sw.rx_errors += errors;
-        self.sw.rx_bytes += bytes;
-        self.sw.rx_packets += k as u64;
+        self.counters.add(k as u64, bytes, errors);
         k
+    }
+}
+
+impl IgbTxQueue {
+    /// Ceiling mode: queues up to `burst` descriptors for the one frame at `iova`, each
+    /// written whole (a write-back may have overwritten the address of an earlier lap).
+    fn repost_tx(&mut self, iova: u64, len: u16, burst: usize) -> usize {
+        let Some(q) = self.ring.as_mut() else {
+            return 0;
+        };
+        q.clean::<false>(&mut Vec::new());
+        let n = q.free().min(burst as u32);
+        let start = q.produced;
+        for i in 0..n {
+            let last = i + 1 == n;
+            q.put(start.wrapping_add(i), TxDesc::frame(iova, len, last));
+        }
+        q.produced = start.wrapping_add(n);
+        // Release: the descriptors must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.tail.write(q.idx.slot(q.produced) as u32);
+        self.counters
+            .add(u64::from(n), u64::from(n) * u64::from(len), 0);
+        n as usize
     }
 
     /// Sends what fits of `pkts`; completed packets go back to the pool, or into `done`
@@ -306,7 +441,9 @@ impl<B: Bar> Igb<B> {
         pkts: &mut Vec<Packet>,
         done: &mut Vec<Packet>,
     ) -> usize {
-        let q = &mut self.tx;
+        let Some(q) = self.ring.as_mut() else {
+            return 0;
+        };
         q.clean::<KEEP>(done);
         let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
@@ -333,10 +470,8 @@ impl<B: Bar> Igb<B> {
         q.produced = at;
         // Release: descriptors and frame data must be visible before the tail moves.
         fence(Ordering::Release);
-        self.bar.write32(regs::tdt(0), q.idx.slot(at) as u32);
-        self.sw.tx_errors += errors;
-        self.sw.tx_bytes += bytes;
-        self.sw.tx_packets += n as u64 - errors;
+        self.tail.write(q.idx.slot(at) as u32);
+        self.counters.add(n as u64 - errors, bytes, errors);
         n
     }
 }

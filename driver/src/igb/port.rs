@@ -1,0 +1,277 @@
+//! The igb port: its control plane ([`IgbPort`]: link, MAC, filters, RSS, counters), and
+//! [`Igb`], the one-queue [`Nic`] built from a port and its queue 0.
+
+use super::regs;
+use super::rxtx::{IgbRxQueue, IgbTxQueue};
+use crate::e1000::counters::Counters;
+use crate::mmio::{Bar, MmioBar};
+use crate::nic::{Link, Nic, Stats};
+use crate::pci::PciAddr;
+use crate::platform::PciDevice;
+use crate::port::{Port, QueueCounters, QueuePair, Rss, RxQueue, Teardown, TxQueue};
+use crate::{Config, Error};
+use std::sync::Arc;
+use zcnic_descriptors::rss::Reta;
+use zcnic_hugepages::{Mempool, Packet};
+
+/// The control plane of one igb: registers, counters, RSS. Its queues run elsewhere.
+pub struct IgbPort<B: Bar> {
+    pub(crate) bar: B,
+    pub(crate) addr: PciAddr,
+    pub(crate) mac: [u8; 6],
+    pub(crate) pool: Arc<Mempool>,
+    pub(crate) hw: Counters,
+    pub(crate) promisc: bool,
+    pub(crate) rss: Rss,
+    pub(crate) rx_counters: Vec<Arc<QueueCounters>>,
+    pub(crate) tx_counters: Vec<Arc<QueueCounters>>,
+    pub(crate) teardown: Arc<Teardown>,
+    /// Keeps the device open; declared last so it closes after the rest.
+    pub(crate) device: Option<Box<dyn PciDevice>>,
+}
+
+impl<B: Bar> std::fmt::Debug for IgbPort<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IgbPort")
+            .field("addr", &self.addr)
+            .field("queues", &self.rx_counters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One queue pair of an igb: its two handles.
+pub type IgbQueues = Vec<(IgbRxQueue, IgbTxQueue)>;
+
+impl IgbPort<MmioBar> {
+    /// Brings up the igb on an opened PCI function with `cfg.queues` queue pairs, reset
+    /// before bus mastering goes on (`intel::bring_up`).
+    pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<(Self, IgbQueues), Error> {
+        let ((mut port, queues), dev) = crate::intel::bring_up(
+            dev,
+            "igb",
+            cfg.reset_timeout,
+            super::init::reset,
+            |bar, dma, addr| Self::new(bar, dma, addr, cfg),
+        )?;
+        port.device = Some(dev);
+        Ok((port, queues))
+    }
+
+    /// [`with_device`](Self::with_device), the queues boxed for [`crate::open_port`].
+    pub(crate) fn open_boxed(
+        dev: Box<dyn PciDevice>,
+        cfg: &Config,
+    ) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
+        let (port, queues) = Self::with_device(dev, cfg)?;
+        let pairs = queues
+            .into_iter()
+            .map(|(rx, tx)| QueuePair {
+                rx: Box::new(rx),
+                tx: Box::new(tx),
+            })
+            .collect();
+        Ok((Box::new(port), pairs))
+    }
+}
+
+impl<B: Bar> Port for IgbPort<B> {
+    fn addr(&self) -> PciAddr {
+        self.addr
+    }
+
+    fn driver(&self) -> &'static str {
+        "igb"
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn link(&self) -> Link {
+        crate::e1000::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    fn queues(&self) -> u16 {
+        self.rx_counters.len() as u16
+    }
+
+    fn rss(&self) -> Rss {
+        self.rss.clone()
+    }
+
+    fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {
+        self.program_reta(reta)
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.hw.read(&self.bar);
+        let mut s = Stats::default();
+        for c in &self.rx_counters {
+            c.add_rx_to(&mut s);
+        }
+        for c in &self.tx_counters {
+            c.add_tx_to(&mut s);
+        }
+        s.hw = self.hw.named();
+        s
+    }
+
+    fn queue_stats(&self) -> Vec<Stats> {
+        let both = self.rx_counters.iter().zip(&self.tx_counters);
+        both.map(|(rx, tx)| {
+            let mut s = Stats::default();
+            rx.add_rx_to(&mut s);
+            tx.add_tx_to(&mut s);
+            s
+        })
+        .collect()
+    }
+
+    fn set_promisc(&mut self, on: bool) {
+        if self.promisc != on {
+            self.promisc = on;
+            self.bar.write32(regs::RCTL, self.rctl());
+        }
+    }
+}
+
+impl<B: Bar> Drop for IgbPort<B> {
+    /// Stops DMA and turns bus mastering off, then frees what dropped queues left; queues
+    /// still held elsewhere free theirs when dropped. When neither the reset nor bus
+    /// mastering off can be confirmed, the memory the device could reach is leaked, never
+    /// freed under it.
+    fn drop(&mut self) {
+        let teardown = Arc::clone(&self.teardown);
+        let stopped = teardown.stop(|| {
+            let reset = self.quiesce();
+            let master_off = self
+                .device
+                .as_deref()
+                .is_some_and(crate::platform::stop_bus_master);
+            reset || master_off
+        });
+        if !stopped {
+            log::error!(
+                "{}: the device did not stop; leaking its rings and buffers so it cannot write freed memory",
+                self.addr
+            );
+            self.pool.leak();
+        }
+    }
+}
+
+/// One igb port behind the one-queue [`Nic`] trait: the port and its queue 0. Generic over
+/// its register access so tests can play the device on a [`crate::FakeBar`].
+pub struct Igb<B: Bar> {
+    // Dropped in this order: the queues hand their memory to the port, which stops the
+    // device and then frees it.
+    rx: IgbRxQueue,
+    tx: IgbTxQueue,
+    port: IgbPort<B>,
+}
+
+impl<B: Bar> std::fmt::Debug for Igb<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Igb")
+            .field("addr", &self.port.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Igb<MmioBar> {
+    /// Opens the igb at `addr` through the platform it is bound to.
+    pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Self, Error> {
+        Self::with_device(crate::platform::open_device(addr)?, cfg)
+    }
+
+    /// Brings up the igb on an opened PCI function with one queue pair.
+    pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<Self, Error> {
+        let one = Config {
+            queues: 1,
+            ..cfg.clone()
+        };
+        Self::of(IgbPort::with_device(dev, &one)?)
+    }
+}
+
+impl<B: Bar> Igb<B> {
+    /// Brings the device up on `bar` with DMA memory from `dma`, with one queue pair.
+    pub fn new(
+        bar: B,
+        dma: &dyn zcnic_hugepages::DmaAllocator,
+        addr: PciAddr,
+        cfg: &Config,
+    ) -> Result<Self, Error> {
+        let one = Config {
+            queues: 1,
+            ..cfg.clone()
+        };
+        Self::of(IgbPort::new(bar, dma, addr, &one)?)
+    }
+
+    fn of((port, mut queues): (IgbPort<B>, IgbQueues)) -> Result<Self, Error> {
+        let (rx, tx) = queues
+            .pop()
+            .ok_or_else(|| Error::Io(format!("{}: the igb came up without a queue", port.addr)))?;
+        Ok(Self { rx, tx, port })
+    }
+}
+
+impl<B: Bar> Nic for Igb<B> {
+    fn addr(&self) -> PciAddr {
+        self.port.addr
+    }
+
+    fn driver(&self) -> &'static str {
+        "igb"
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.port.pool
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx.rx_batch(out, max)
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx.rx_batch_recycle(out, max, spare)
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.tx.tx_batch(pkts)
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx.tx_batch_recycle(pkts, done)
+    }
+
+    fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        Some(self.tx.repost(frame, burst))
+    }
+
+    fn flush(&mut self) -> bool {
+        self.tx.flush()
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.port.stats()
+    }
+
+    fn link(&self) -> Link {
+        self.port.link()
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.port.mac
+    }
+
+    fn set_promisc(&mut self, on: bool) {
+        self.port.set_promisc(on)
+    }
+}

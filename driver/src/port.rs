@@ -1,0 +1,326 @@
+//! Ports with several queue pairs, for one worker thread per queue: the port keeps the
+//! control plane (link, MAC, filters, RSS, counters) and hands out a receive and a transmit
+//! handle per queue, each `Send` and owned by one thread, with the same burst calls as
+//! [`Nic`](crate::Nic) and nothing shared written on the datapath.
+//!
+//! ```no_run
+//! let mut cfg = zcnic::Config::default();
+//! cfg.queues = 2;
+//! let (mut port, queues) = zcnic::open_port("0000:00:08.0", &cfg)?;
+//! let workers: Vec<_> = queues
+//!     .into_iter()
+//!     .map(|mut q| {
+//!         std::thread::spawn(move || {
+//!             // Echo what this queue's flows bring, on the same queue's transmit side.
+//!             let mut batch = Vec::with_capacity(32);
+//!             for _ in 0..1_000_000 {
+//!                 q.rx.rx_batch(&mut batch, 32);
+//!                 q.tx.tx_batch(&mut batch);
+//!                 batch.clear();
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! for w in workers {
+//!     w.join().unwrap();
+//! }
+//! println!("{:?}", port.stats());
+//! # Ok::<(), zcnic::Error>(())
+//! ```
+//!
+//! The port and its queues tear down safely in any order: a queue dropped while the port
+//! runs hands its rings and buffers to the port, which frees them only after the device is
+//! stopped; a queue dropped after the port frees them at once (the device is stopped) or
+//! leaks them (it could not be stopped).
+
+use crate::nic::{Link, Stats};
+use crate::pci::PciAddr;
+use crate::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use zcnic_descriptors::rss::{HashTypes, Reta, DEFAULT_KEY, KEY_LEN};
+use zcnic_hugepages::{Mempool, Packet};
+
+/// The receive side of one queue: burst receive, as [`Nic::rx_batch`](crate::Nic::rx_batch).
+///
+/// `Send`, not `Sync`: one thread drives it, and the type system keeps a second one off.
+///
+/// ```
+/// fn send<T: Send>() {}
+/// send::<zcnic::igb::IgbRxQueue>();
+/// send::<zcnic::igb::IgbTxQueue>();
+/// send::<zcnic::igb::IgbPort<zcnic::FakeBar>>();
+/// ```
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::igb::IgbRxQueue>();
+/// ```
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::igb::IgbTxQueue>();
+/// ```
+pub trait RxQueue: Send {
+    /// The queue's index on its port.
+    fn queue(&self) -> u16;
+    /// The pool this queue receives into (shared by the port's queues).
+    fn pool(&self) -> &Arc<Mempool>;
+    /// As [`Nic::rx_batch`](crate::Nic::rx_batch).
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize;
+    /// As [`Nic::rx_batch_recycle`](crate::Nic::rx_batch_recycle).
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize;
+}
+
+/// The transmit side of one queue: burst transmit, as [`Nic::tx_batch`](crate::Nic::tx_batch).
+pub trait TxQueue: Send {
+    /// The queue's index on its port.
+    fn queue(&self) -> u16;
+    /// The pool to allocate transmit buffers from.
+    fn pool(&self) -> &Arc<Mempool>;
+    /// As [`Nic::tx_batch`](crate::Nic::tx_batch).
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize;
+    /// As [`Nic::tx_batch_recycle`](crate::Nic::tx_batch_recycle).
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize;
+    /// As [`Nic::flush`](crate::Nic::flush), for this queue.
+    fn flush(&mut self) -> bool;
+}
+
+/// One queue's two handles, for the thread that drives them.
+pub struct QueuePair {
+    /// Receive side.
+    pub rx: Box<dyn RxQueue>,
+    /// Transmit side.
+    pub tx: Box<dyn TxQueue>,
+}
+
+impl std::fmt::Debug for QueuePair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueuePair({})", self.rx.queue())
+    }
+}
+
+/// Receive-side scaling settings (DPDK's `rss_conf` and `reta`): the Toeplitz key, the
+/// packet types hashed, and the redirection table from hash to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rss {
+    /// The 40-byte Toeplitz key.
+    pub key: [u8; KEY_LEN],
+    /// Which headers are hashed; a frame of another type goes to queue 0.
+    pub types: HashTypes,
+    /// The redirection table; `None` spreads the port's queues round-robin over the
+    /// device's table.
+    pub reta: Option<Reta>,
+}
+
+impl Default for Rss {
+    /// Microsoft's verification key, and every IPv4 and IPv6 type with TCP and UDP ports.
+    fn default() -> Self {
+        Self {
+            key: DEFAULT_KEY,
+            types: HashTypes::all(),
+            reta: None,
+        }
+    }
+}
+
+/// The control plane of a multi-queue port.
+pub trait Port: Send {
+    /// PCI address of the device.
+    fn addr(&self) -> PciAddr;
+    /// Name of the driver.
+    fn driver(&self) -> &'static str;
+    /// The port's MAC address.
+    fn mac(&self) -> [u8; 6];
+    /// Link state.
+    fn link(&self) -> Link;
+    /// Queue pairs in use.
+    fn queues(&self) -> u16;
+    /// The RSS settings in force (key, types, the whole table as programmed).
+    fn rss(&self) -> Rss;
+    /// Replaces the redirection table; its entries must name queues this port has, and its
+    /// length must be the device's.
+    fn set_reta(&mut self, reta: &Reta) -> Result<(), Error>;
+    /// Totals over every queue, and the device's own counters.
+    fn stats(&mut self) -> Stats;
+    /// Each queue's software counters, by queue (no device counters).
+    fn queue_stats(&self) -> Vec<Stats>;
+    /// Receive every frame, or only those for this port and broadcast.
+    fn set_promisc(&mut self, on: bool);
+}
+
+/// Counters of one queue handle, written by its thread alone (a load and a store, no
+/// read-modify-write and no lock) and read by the port.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct QueueCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    no_buf: AtomicU64,
+}
+
+impl QueueCounters {
+    /// Adds a burst's figures. Only the owning handle writes, so a plain load and store
+    /// suffice and cost what a field update does.
+    #[inline(always)]
+    pub(crate) fn add(&self, packets: u64, bytes: u64, errors: u64) {
+        bump(&self.packets, packets);
+        bump(&self.bytes, bytes);
+        if errors != 0 {
+            bump(&self.errors, errors);
+        }
+    }
+
+    /// One more refill the pool could not give.
+    pub(crate) fn no_buf(&self) {
+        bump(&self.no_buf, 1);
+    }
+
+    /// These counters as a receive queue's.
+    pub(crate) fn add_rx_to(&self, s: &mut Stats) {
+        s.rx_packets += self.packets.load(Ordering::Relaxed);
+        s.rx_bytes += self.bytes.load(Ordering::Relaxed);
+        s.rx_errors += self.errors.load(Ordering::Relaxed);
+        s.rx_no_buf += self.no_buf.load(Ordering::Relaxed);
+    }
+
+    /// These counters as a transmit queue's.
+    pub(crate) fn add_tx_to(&self, s: &mut Stats) {
+        s.tx_packets += self.packets.load(Ordering::Relaxed);
+        s.tx_bytes += self.bytes.load(Ordering::Relaxed);
+        s.tx_errors += self.errors.load(Ordering::Relaxed);
+    }
+}
+
+#[inline(always)]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// What a port and its queues agree on to tear down in any order: memory the device may
+/// still reach is freed only once the device is stopped, and never when it could not be.
+#[derive(Debug, Default)]
+pub(crate) struct Teardown {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+enum State {
+    /// The device runs; dropped queues' rings and buffers wait here.
+    #[default]
+    Running,
+    Parked(Vec<Box<dyn Send>>),
+    /// The device is stopped: memory goes at once.
+    Stopped,
+    /// The device could not be stopped: memory is leaked.
+    Unstoppable,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Running => write!(f, "Running"),
+            State::Parked(v) => write!(f, "Parked({})", v.len()),
+            State::Stopped => write!(f, "Stopped"),
+            State::Unstoppable => write!(f, "Unstoppable"),
+        }
+    }
+}
+
+impl Teardown {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a valid state: no invariant spans it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A dropped queue's memory: kept until the device stops, freed now if it has,
+    /// leaked if it cannot.
+    pub(crate) fn park(&self, memory: Box<dyn Send>) {
+        let mut st = self.state();
+        match &mut *st {
+            State::Running => *st = State::Parked(vec![memory]),
+            State::Parked(v) => v.push(memory),
+            State::Stopped => drop(memory),
+            State::Unstoppable => std::mem::forget(memory),
+        }
+    }
+
+    /// Stops the device with `quiesce` (true when confirmed), then frees what queues
+    /// parked, or leaks it. A queue dropped later sees the outcome.
+    pub(crate) fn stop(&self, quiesce: impl FnOnce() -> bool) -> bool {
+        let mut st = self.state();
+        let stopped = quiesce();
+        let next = if stopped {
+            State::Stopped
+        } else {
+            State::Unstoppable
+        };
+        if let State::Parked(v) = std::mem::replace(&mut *st, next) {
+            if stopped {
+                drop(v);
+            } else {
+                std::mem::forget(v);
+            }
+        }
+        stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tally(Arc<AtomicU64>);
+    impl Drop for Tally {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn parked_memory_goes_only_after_a_confirmed_stop() {
+        let freed = Arc::new(AtomicU64::new(0));
+        let t = Teardown::default();
+        t.park(Box::new(Tally(freed.clone())));
+        t.park(Box::new(Tally(freed.clone())));
+        assert_eq!(
+            freed.load(Ordering::SeqCst),
+            0,
+            "kept while the device runs"
+        );
+        assert!(t.stop(|| true));
+        assert_eq!(freed.load(Ordering::SeqCst), 2);
+        t.park(Box::new(Tally(freed.clone())));
+        assert_eq!(freed.load(Ordering::SeqCst), 3, "after the stop, at once");
+    }
+
+    #[test]
+    fn a_device_that_would_not_stop_keeps_its_memory_forever() {
+        let freed = Arc::new(AtomicU64::new(0));
+        let t = Teardown::default();
+        t.park(Box::new(Tally(freed.clone())));
+        assert!(!t.stop(|| false));
+        t.park(Box::new(Tally(freed.clone())));
+        drop(t);
+        assert_eq!(freed.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn counters_add_up_per_direction() {
+        let c = QueueCounters::default();
+        c.add(3, 180, 1);
+        c.no_buf();
+        let mut s = Stats::default();
+        c.add_rx_to(&mut s);
+        c.add_tx_to(&mut s);
+        assert_eq!(
+            (s.rx_packets, s.rx_bytes, s.rx_errors, s.rx_no_buf),
+            (3, 180, 1, 1)
+        );
+        assert_eq!((s.tx_packets, s.tx_bytes, s.tx_errors), (3, 180, 1));
+    }
+}
