@@ -6,6 +6,8 @@
 //! installs from bookworm-backports. Without QEMU on a developer box they skip, saying
 //! why; under CI or `cargo xtask test` they fail instead.
 
+use std::net::SocketAddrV4;
+use zcnic::rss::{Reta, Toeplitz};
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
     assert_ceiling_frames, assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
@@ -57,15 +59,20 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
 /// listens: QEMU's e1000 holds received frames back for about a second after RCTL is
 /// written.
 fn leg(from: &str, to: &str, name: &str, n: usize) -> String {
+    leg_with(from, to, name, n, "", "")
+}
+
+/// [`leg`] with extra options for `zcnic dump` and `zcnic pktgen`.
+fn leg_with(from: &str, to: &str, name: &str, n: usize, dump: &str, pktgen: &str) -> String {
     format!(
-        "zcnic dump {to} --out /results/{name}.pcap --count {n} --duration 120 \
+        "zcnic dump {to} --out /results/{name}.pcap --count {n} --duration 120 {dump} \
             > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
          dump=$!\n\
          n=0; until grep -q listening /results/{name}-dump.err; do\n\
            sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
          done\n\
          sleep 2\n\
-         zcnic pktgen {from} --count {n} --rate 25k | tee /results/{name}-pktgen.txt\n\
+         zcnic pktgen {from} --count {n} --rate 25k {pktgen} | tee /results/{name}-pktgen.txt\n\
          wait $dump\n\
          cat /results/{name}-dump.err /results/{name}-dump.txt\n"
     )
@@ -132,4 +139,92 @@ fn igb_crosses_with_e1000_and_virtio_both_ways() {
         let frames = read_pcap(&run.results.join(format!("{name}.pcap")));
         assert_pktgen_sequence(&frames, N, 60, nic_mac(from));
     }
+}
+
+/// RSS on the emulated 82576: `zcnic dump --queues 4` receives on four queues, one thread
+/// each, and every frame lands on the queue the Toeplitz hash of its addresses and UDP
+/// ports (Microsoft's key, the table spread round-robin) picks, computed here in software
+/// from the frames on the wire; nothing is lost, and each flow stays in order.
+#[test]
+fn igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says() {
+    let Some(_slot) =
+        guest_slot("igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says")
+    else {
+        return;
+    };
+    const N: usize = 20_000;
+    let script = format!(
+        "zcnic bind {NIC_A}\nzcnic bind {NIC_B}\n{}",
+        leg_with(NIC_A, NIC_B, "rss", N, "--queues 4", "--flows 64")
+    );
+    let nics = vec![Nic::new("e1000", 1, true), Nic::new("igb", 1, false)];
+    let run = boot("igb-rss", nics, &script);
+    let wire = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
+    let sent: Vec<Vec<u8>> = wire
+        .into_iter()
+        .filter(|f| f[6..12] == nic_mac(0))
+        .collect();
+    assert_eq!(sent.len(), N, "pktgen's frames on the wire");
+    let reta = Reta::spread(4, 128).unwrap();
+    let queue_of = |f: &[u8]| -> usize {
+        let p = etherparse::SlicedPacket::from_ethernet(f).expect("an Ethernet frame");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("pktgen sends IPv4");
+        };
+        let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else {
+            panic!("pktgen sends UDP");
+        };
+        let h = Toeplitz::default().ipv4_l4(
+            SocketAddrV4::new(ip.header().source_addr(), u.source_port()),
+            SocketAddrV4::new(ip.header().destination_addr(), u.destination_port()),
+        );
+        usize::from(reta.queue(h))
+    };
+    let mut expected = [0u64; 4];
+    for f in &sent {
+        expected[queue_of(f)] += 1;
+    }
+    let dump = std::fs::read_to_string(run.results.join("rss-dump.txt")).unwrap();
+    let got: Vec<u64> = (0..4)
+        .map(|q| {
+            let line = dump
+                .lines()
+                .find(|l| l.contains(&format!(": queue {q}: ")))
+                .unwrap_or_else(|| panic!("queue {q} in the summary:\n{dump}"));
+            figure(line, &format!("queue {q}:")).unwrap()
+        })
+        .collect();
+    assert_eq!(got, expected.to_vec(), "frames per queue:\n{dump}");
+    assert!(
+        expected.iter().filter(|&&n| n > 0).count() >= 3,
+        "64 flows reach at least three of four queues: {expected:?}"
+    );
+    // The same frames, byte for byte; within each flow (source port), in order.
+    let received = read_pcap(&run.results.join("rss.pcap"));
+    let (mut a, mut b) = (received.clone(), sent.clone());
+    a.sort();
+    b.sort();
+    assert!(a == b, "received frames equal the frames on the wire");
+    let flow = |f: &Vec<u8>| u16::from_be_bytes([f[34], f[35]]);
+    for port in sent
+        .iter()
+        .map(flow)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let of = |v: &[Vec<u8>]| {
+            v.iter()
+                .filter(|f| flow(f) == port)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            of(&received) == of(&sent),
+            "flow of source port {port} in order"
+        );
+    }
+    assert_eq!(
+        figure(&dump, "GPRC"),
+        Some(N as u64),
+        "device count: {dump}"
+    );
 }
