@@ -343,6 +343,9 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
         } => {
             let addr = parse_pci(&pci)?;
             check_count(count)?;
+            if queues == 0 {
+                return Err(msg("--queues 0: give at least 1"));
+            }
             let ether_type = ether_type
                 .map(|t| {
                     u16::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| {

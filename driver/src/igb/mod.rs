@@ -1,11 +1,11 @@
 //! Intel 82576 (igb) driver: the server NIC family of 82575/82576/I350, whose advanced
 //! descriptors and register layout the 82599 (ixgbe) inherited. QEMU 8.0+ emulates the
 //! 82576 (`-device igb`, 8086:10c9). Up to 8 queue pairs with RSS ([`IgbPort`]), or one
-//! behind the [`Nic`] trait ([`Igb`]).
+//! behind the [`Nic`](crate::Nic) trait ([`Igb`]).
 //!
 //! - `regs.rs`: register offsets and bits (data only)
 //! - `init.rs`: reset, MAC, PHY and link, queue and RSS setup (control path)
-//! - `port.rs`: the port's control plane, and the one-queue [`Nic`] over it
+//! - `port.rs`: the port's control plane, and the one-queue [`Nic`](crate::Nic) over it
 //! - `rxtx.rs`: the queue handles' `rx_batch` / `tx_batch` (datapath)
 //!
 //! Shared with the e1000 and no more: the statistics registers' offsets and the code that
