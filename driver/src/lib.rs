@@ -146,17 +146,17 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 }
 
 /// Opens the NIC at `pci` as a port of `cfg.queues` queue pairs, each pair's handles for
-/// one worker thread (see [`port`]). The igb has up to 8; a NIC with one queue pair (the
-/// e1000, virtio-net for now) is refused when asked for more than one, and otherwise
-/// opened through [`open_with`] is the simpler path.
+/// one worker thread (see [`port`]). The igb has up to 8. The e1000 and (so far)
+/// virtio-net have one queue pair, driven through [`open_with`]; `open_port` refuses
+/// them with a line that says so.
 pub fn open_port(pci: &str, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
     match supported(info.vendor, info.device) {
         Some(s) if s.driver == "igb" => igb::IgbPort::open_boxed(platform::open_device(&addr)?, cfg),
         Some(s) => Err(Error::Io(format!(
-            "{addr}: {} drives one queue pair in zcnic; open it with zcnic::open, or use an igb for {} queues",
-            s.driver, cfg.queues
+            "{addr}: zcnic drives the {} with one queue pair, behind the Nic trait (zcnic::open_with); separate queue handles are for the igb",
+            s.driver
         ))),
         None => Err(Error::Unsupported {
             addr,

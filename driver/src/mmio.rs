@@ -38,11 +38,17 @@ pub trait Bar: Send {
     /// driven on another thread than the port's registers ([`Doorbell`]). Out of bounds,
     /// the handle drops its writes, as [`write32`](Bar::write32) does.
     fn doorbell(&self, off: u32) -> Doorbell;
+    /// Cuts every [`Doorbell`] of this region off the device: their writes land in
+    /// private memory from now on. A port calls it once its device is stopped, before
+    /// the device is closed, so a queue handle that outlives its port can never ring the
+    /// device again, whoever opens it next. Nothing by default (no device behind it).
+    fn revoke_doorbells(&self) {}
 }
 
 /// One 32-bit device register a queue writes from its own thread: its tail. It keeps the
-/// mapping it points into alive, so it outlives the port it came from safely (a write to a
-/// stopped device is ignored by the device). Not `Clone`: one register, one writer.
+/// mapping it points into alive, so it may outlive the port it came from: the port
+/// revokes the mapping when it closes ([`Bar::revoke_doorbells`]), after which a write
+/// goes to private memory, never to the device. Not `Clone`: one register, one writer.
 pub struct Doorbell(Bell);
 
 enum Bell {
@@ -75,6 +81,11 @@ impl Doorbell {
     /// A doorbell whose writes go nowhere: what an out-of-bounds offset gets.
     pub fn dead() -> Self {
         Self(Bell::Dead)
+    }
+
+    /// Whether writes go nowhere (the register was outside the region).
+    pub fn is_dead(&self) -> bool {
+        matches!(self.0, Bell::Dead)
     }
 
     /// Writes `val` to the register.
@@ -198,6 +209,23 @@ impl Bar for MmioBar {
                 _map: Arc::clone(&self.map),
             }),
             None => Doorbell::dead(),
+        }
+    }
+
+    fn revoke_doorbells(&self) {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // SAFETY: replaces this BAR's own mapping, in place and atomically, with private
+        // zeroed memory of the same size: every pointer into it (this bar's and its
+        // doorbells') stays valid for volatile access, and the device file the old mapping
+        // held is released. No Rust reference points into the range, and the mapping's
+        // owner unmaps the range when the last holder goes, as before.
+        let p = unsafe { libc::mmap(self.ptr.as_ptr().cast(), self.len, prot, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            log::warn!(
+                "could not revoke a BAR mapping: {}; its queue handles can still reach the device",
+                std::io::Error::last_os_error()
+            );
         }
     }
 
@@ -356,6 +384,46 @@ mod tests {
         assert_eq!(b.read8(11), 0x34);
     }
 
+    /// A mapping of a shared file stands in for a BAR: what reaches the "device" is what
+    /// lands in the file. After the revoke, a doorbell's write no longer does.
+    #[test]
+    fn a_revoked_doorbell_no_longer_reaches_the_device() {
+        let path = std::env::temp_dir().join(format!("zcnic-bar-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(4096).unwrap();
+        let map = memmap2::MmapOptions::new()
+            .len(4096)
+            .map_raw(&file)
+            .unwrap();
+        // SAFETY: a readable and writable shared mapping of a 4096-byte file, whole, for
+        // as long as `bar` lives; it stands in for device memory.
+        let bar = unsafe { MmioBar::new(map) }.unwrap();
+        let bell = bar.doorbell(0x18);
+        bell.write(0x1234_5678);
+        let word = |f: &std::fs::File| {
+            let mut b = [0u8; 4];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut b, 0x18).unwrap();
+            u32::from_le_bytes(b)
+        };
+        assert_eq!(
+            word(&file),
+            0x1234_5678,
+            "before: the write reaches the device"
+        );
+        bar.revoke_doorbells();
+        drop(bar);
+        bell.write(0xdead_beef);
+        assert_eq!(word(&file), 0x1234_5678, "after: it does not");
+        drop(bell);
+        std::fs::remove_file(path).unwrap();
+    }
+
     #[test]
     fn a_doorbell_writes_its_register_and_outlives_the_bar() {
         let a = FakeBar::new(64);
@@ -366,6 +434,7 @@ mod tests {
         bell.write(7);
         far.write(9);
         assert_eq!(b.read32(12), 7);
+        assert!(far.is_dead() && !bell.is_dead());
         assert!((0..64).step_by(4).all(|o| o == 12 || b.read32(o) == 0));
         fn send<T: Send>(_: &T) {}
         send(&bell);

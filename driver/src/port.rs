@@ -208,6 +208,17 @@ pub(crate) struct Teardown {
     state: Mutex<State>,
 }
 
+impl Drop for Teardown {
+    /// Parked memory without a confirmed stop (a panic inside `stop`, or a port that
+    /// failed before it existed) is leaked: the device may still reach it.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let State::Parked(v) = std::mem::take(st) {
+            std::mem::forget(v);
+        }
+    }
+}
+
 #[derive(Default)]
 enum State {
     /// The device runs; dropped queues' rings and buffers wait here.
@@ -250,7 +261,8 @@ impl Teardown {
     }
 
     /// Stops the device with `quiesce` (true when confirmed), then frees what queues
-    /// parked, or leaks it. A queue dropped later sees the outcome.
+    /// parked, or leaks it. A queue dropped later sees the outcome. A panic in `quiesce`
+    /// leaves the memory parked, and so leaked when the last holder goes.
     pub(crate) fn stop(&self, quiesce: impl FnOnce() -> bool) -> bool {
         let mut st = self.state();
         let stopped = quiesce();
@@ -304,6 +316,15 @@ mod tests {
         let t = Teardown::default();
         t.park(Box::new(Tally(freed.clone())));
         assert!(!t.stop(|| false));
+        t.park(Box::new(Tally(freed.clone())));
+        drop(t);
+        assert_eq!(freed.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn parked_memory_without_a_stop_is_leaked_not_freed() {
+        let freed = Arc::new(AtomicU64::new(0));
+        let t = Teardown::default();
         t.park(Box::new(Tally(freed.clone())));
         drop(t);
         assert_eq!(freed.load(Ordering::SeqCst), 0);

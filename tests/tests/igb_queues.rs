@@ -114,10 +114,29 @@ fn key_table_and_hash_types_are_programmed_before_receive_starts() {
 }
 
 #[test]
-fn one_queue_leaves_rss_off() {
+fn one_queue_turns_off_rss_an_earlier_user_left_on() {
     let dev = FakeIgb::start();
+    dev.bar.write32(regs::MRQC, 0x01FF_0002);
     let _ = open(&dev, 1);
     assert_eq!(dev.bar.read32(regs::MRQC), 0);
+}
+
+#[test]
+fn a_pool_the_receive_rings_would_drain_is_refused() {
+    let dev = FakeIgb::start();
+    let cfg = Config {
+        rx_ring: 512,
+        pool: 4096,
+        queues: 8,
+        ..Config::default()
+    };
+    let addr: PciAddr = "0000:00:02.0".parse().unwrap();
+    let err = IgbPort::new(dev.bar.clone(), &dev.dma, addr, &cfg).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a pool of 4096 buffers cannot feed 8 receive rings of 512"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -289,6 +308,14 @@ fn queues_dropped_first_keep_their_buffers_until_the_device_stops() {
         pool.free_count() + 4 * 64 <= pool.capacity(),
         "the receive buffers stay with the device while it runs"
     );
+    // The device keeps receiving into the dropped queues' rings: memory still mapped.
+    for seq in 0..100 {
+        dev.inject(Inject::Frame(udp((seq % 64) as u16, seq)));
+    }
+    wait("the device to fill the parked rings", || {
+        dev.per_queue.lock().unwrap().rx.iter().sum::<u64>() == 100
+    });
+    assert_eq!(dev.faults.load(std::sync::atomic::Ordering::SeqCst), 0);
     drop(port);
     assert_eq!(dev.bar.read32(regs::RCTL), 0, "receive stopped");
     assert_eq!(
@@ -305,6 +332,12 @@ fn queues_outliving_their_port_stay_safe_and_free_on_drop() {
     let (port, mut queues) = open(&dev, QUEUES);
     let pool = pool_of(&queues);
     drop(port);
+    assert_eq!(dev.bar.read32(regs::RCTL), 0, "receive stopped");
+    for seq in 0..64 {
+        dev.inject(Inject::Frame(udp(seq as u16, seq)));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(dev.per_queue.lock().unwrap().rx, [0; 8]);
     let (rx, tx) = &mut queues[1];
     let mut out = Vec::with_capacity(32);
     assert_eq!(

@@ -186,9 +186,16 @@ pub fn run_queues(
         .map(|(i, mut q)| {
             let (stop, to_writer) = (Arc::clone(&stop), to_writer.clone());
             std::thread::spawn(move || {
+                let mut batch = Vec::with_capacity(64);
                 while !stop.load(Ordering::Relaxed) {
-                    let mut batch = Vec::with_capacity(64);
-                    if q.rx.rx_batch(&mut batch, 64) != 0 && to_writer.send((i, batch)).is_err() {
+                    if q.rx.rx_batch(&mut batch, 64) == 0 {
+                        // More receive threads than vCPUs is common here: an idle queue
+                        // gives its core to the writer and the busy ones.
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(64));
+                    if to_writer.send((i, full)).is_err() {
                         break;
                     }
                 }
@@ -212,8 +219,13 @@ pub fn run_queues(
                 now as f64 / 1e9
             );
         }
-        let Ok((q, batch)) = bursts.recv_timeout(Duration::from_millis(50)) else {
-            continue;
+        let (q, batch) = match bursts.recv_timeout(Duration::from_millis(50)) {
+            Ok(b) => b,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failed = Some(msg("every receiving thread stopped".to_string()));
+                break;
+            }
         };
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -366,7 +366,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             let cfg = Config {
                 // Several queues share the pool: shallower rings, the same buffers.
                 rx_ring: if queues > 1 { 1024 } else { 4096 },
-                pool: 8192,
+                pool: 8192.max(2048 * usize::from(queues)),
                 promisc: !no_promisc,
                 queues,
                 ..port.config()

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use zcnic_hugepages::{DmaAllocator, Mempool};
 
+/// Buffers per queue beyond its receive ring that a multi-queue pool must have: a burst
+/// in flight in the application, and then some.
+const RX_MARGIN: usize = 64;
+
 /// How long a queue may take to confirm RXDCTL/TXDCTL.ENABLE (§4.6.5: "poll until set").
 const QUEUE_ENABLE_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -32,6 +36,17 @@ impl<B: Bar> IgbPort<B> {
             return Err(Error::Io(format!(
                 "{addr}: igb queues {n} must be in 1..={}",
                 super::MAX_QUEUES
+            )));
+        }
+        // Every receive slot always holds a buffer: the rings alone take n × rx_ring, and
+        // with nothing over, a ring that hands a frame out has nothing to refill with.
+        let rings = usize::from(n) * rx_idx.size() as usize;
+        if n > 1 && cfg.pool < rings + usize::from(n) * RX_MARGIN {
+            return Err(Error::Io(format!(
+                "{addr}: a pool of {} buffers cannot feed {n} receive rings of {} (at least {} needed): raise Config::pool or lower rx_ring",
+                cfg.pool,
+                rx_idx.size(),
+                rings + usize::from(n) * RX_MARGIN
             )));
         }
         let dma_err = |source| Error::Dma { addr, source };
@@ -65,6 +80,11 @@ impl<B: Bar> IgbPort<B> {
                 queue: q,
                 ceiling: None,
             };
+            if rx.tail.is_dead() || tx.tail.is_dead() {
+                return Err(Error::Io(format!(
+                    "{addr}: queue {q}'s tail registers lie outside BAR 0: not an 82576's register window"
+                )));
+            }
             queues.push((rx, tx));
         }
         let counters = |f: fn(&(IgbRxQueue, IgbTxQueue)) -> &Arc<QueueCounters>| {
@@ -110,7 +130,8 @@ impl<B: Bar> IgbPort<B> {
             let (Some(ring), q) = (rx.ring.as_ref(), u32::from(rx.queue)) else {
                 continue;
             };
-            b.write32(regs::rxdctl(q), 0);
+            // Disabled, with the reset default thresholds (WTHRESH 1).
+            b.write32(regs::rxdctl(q), regs::RXDCTL_WTHRESH_1);
             let iova = ring.ring.iova();
             b.write32(regs::rdbal(q), iova as u32);
             b.write32(regs::rdbah(q), (iova >> 32) as u32);

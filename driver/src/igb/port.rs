@@ -157,6 +157,9 @@ impl<B: Bar> Drop for IgbPort<B> {
             );
             self.pool.leak();
         }
+        // Queue handles still held elsewhere must not ring this device once it is closed
+        // (it may be opened again, by this process or another).
+        self.bar.revoke_doorbells();
     }
 }
 

@@ -164,6 +164,9 @@ pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
 /// holding up the receive packet buffer for every queue.
 pub const SRRCTL_DROP_EN: u32 = 1 << 31;
 
+/// RXDCTL.WTHRESH = 1, its reset default: write back each descriptor as it completes.
+pub const RXDCTL_WTHRESH_1: u32 = 1 << 16;
+
 /// RXDCTL/TXDCTL.ENABLE (bit 25): the queue runs; the device confirms by reading back 1.
 pub const QUEUE_ENABLE: u32 = 1 << 25;
 
