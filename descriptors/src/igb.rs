@@ -108,6 +108,25 @@ impl RxWriteBack {
     pub fn rss_type(&self) -> u8 {
         (self.pkt_info & 0xf) as u8
     }
+
+    /// The RSS hash and what it covered, when the device reported one (§7.1.5.2: RSS
+    /// type 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6 with extensions, 4 IPv6 with extensions, 5
+    /// IPv6, 6 TCP/IPv6, 7 UDP/IPv4, 8 UDP/IPv6, 9 UDP/IPv6 with extensions), as the
+    /// virtio-style report a `Packet` keeps (`HashType` numbers; 0 for none).
+    #[inline(always)]
+    pub fn rss_report(&self) -> (u32, u8) {
+        use crate::rss::HashType as T;
+        let kind = match self.rss_type() {
+            1 => T::TcpV4,
+            2 => T::Ipv4,
+            3 | 6 => T::TcpV6,
+            4 | 5 => T::Ipv6,
+            7 => T::UdpV4,
+            8 | 9 => T::UdpV6,
+            _ => return (0, 0),
+        };
+        (self.rss_hash, kind as u8)
+    }
 }
 
 /// Transmit data descriptor command bits (DCMD, bits 31:24 of `cmd_type_len`, §7.2.2.3).
@@ -214,6 +233,42 @@ impl TxDesc {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_rss_type_reports_what_its_hash_covered() {
+        use crate::rss::HashType as T;
+        let wb = |t: u32| RxWriteBack {
+            pkt_info: t | 0x90 << 4,
+            rss_hash: 0x51cc_c178,
+            ..Default::default()
+        };
+        let got: Vec<u8> = (0..16).map(|t| wb(t).rss_report().1).collect();
+        let want = [
+            0,
+            T::TcpV4 as u8,
+            T::Ipv4 as u8,
+            T::TcpV6 as u8,
+            T::Ipv6 as u8,
+            T::Ipv6 as u8,
+            T::TcpV6 as u8,
+            T::UdpV4 as u8,
+            T::UdpV6 as u8,
+            T::UdpV6 as u8,
+        ];
+        assert_eq!(&got[..10], &want);
+        assert!(got[10..].iter().all(|&k| k == 0), "reserved types: no hash");
+        assert_eq!(wb(7).rss_report(), (0x51cc_c178, T::UdpV4 as u8));
+        assert_eq!(
+            wb(0).rss_report(),
+            (0, 0),
+            "no type, no hash (the field holds the IP ID)"
+        );
+        for k in 1..=6u8 {
+            assert_eq!(T::from_report(k).map(|t| t as u8), Some(k));
+        }
+        assert_eq!(T::from_report(0), None);
+        assert_eq!(T::from_report(7), None);
+    }
 
     #[test]
     fn a_posted_receive_descriptor_is_not_done() {

@@ -21,6 +21,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use zcnic_descriptors::rss::HashType;
 
 /// Bytes before the frame, for headers a driver or application prepends (virtio-net's
 /// header, an encapsulation) without moving the frame.
@@ -42,6 +43,10 @@ struct Slot {
     idx: u32,
     head: u16,
     len: u16,
+    /// The receive hash a device reported (with `rss_type` not 0).
+    rss_hash: u32,
+    /// What `rss_hash` covered, as a `HashType` number; 0 when there is none.
+    rss_type: u8,
     /// Application memory sent after the frame bytes, without a copy (transmit only).
     payload: Option<Segment>,
 }
@@ -114,6 +119,8 @@ impl Mempool {
                         idx,
                         head: HEADROOM as u16,
                         len: 0,
+                        rss_hash: 0,
+                        rss_type: 0,
                         payload: None,
                     })
                 })
@@ -143,6 +150,7 @@ impl Mempool {
         let slot = unsafe { &mut *cell.get() };
         slot.head = HEADROOM as u16;
         slot.len = 0;
+        slot.rss_type = 0;
         Packet {
             slot: NonNull::from(slot),
         }
@@ -380,6 +388,24 @@ impl Packet {
         s.len = len.min(DATA_ROOM as u16);
     }
 
+    /// The receive-side-scaling hash the NIC computed for this frame and what it covered,
+    /// when the NIC reports one (the igb with several queues). `None` on a buffer fresh
+    /// from the pool or [`reset`](Self::reset), and on a NIC that reports none.
+    #[inline]
+    pub fn rss(&self) -> Option<(u32, HashType)> {
+        let s = self.s();
+        HashType::from_report(s.rss_type).map(|t| (s.rss_hash, t))
+    }
+
+    /// Records the hash a device reported with this frame, as `(hash, HashType number)`
+    /// with 0 for none: what a driver does on receive.
+    #[inline(always)]
+    pub fn set_rss(&mut self, (hash, kind): (u32, u8)) {
+        let s = self.s_mut();
+        s.rss_hash = hash;
+        s.rss_type = kind;
+    }
+
     /// Grows the frame at the front by `n` headroom bytes (e.g. a device header).
     pub fn prepend(&mut self, n: usize) -> Result<(), TooLong> {
         let s = self.s_mut();
@@ -415,6 +441,7 @@ impl Packet {
         let s = self.s_mut();
         s.head = HEADROOM as u16;
         s.len = 0;
+        s.rss_type = 0;
         if s.payload.is_some() {
             s.payload = None;
         }

@@ -75,6 +75,26 @@ fn two_threads_never_share_or_lose_a_buffer() {
 }
 
 #[test]
+fn a_receive_hash_never_outlives_its_frame() {
+    use zcnic_descriptors::rss::HashType;
+    let dma = FakeDma::new();
+    let pool = Mempool::new(&dma, 1).unwrap();
+    let mut p = pool.alloc().unwrap();
+    assert_eq!(p.rss(), None, "fresh from the pool");
+    p.set_rss((0xabcd, HashType::UdpV4 as u8));
+    assert_eq!(p.rss(), Some((0xabcd, HashType::UdpV4)));
+    p.reset();
+    assert_eq!(p.rss(), None, "reset for reuse");
+    p.set_rss((0xabcd, HashType::Ipv4 as u8));
+    drop(p);
+    let p = pool.alloc().unwrap();
+    assert_eq!(p.rss(), None, "the same buffer, allocated again");
+    let mut q = p;
+    q.set_rss((1, 0));
+    assert_eq!(q.rss(), None, "type 0: no hash");
+}
+
+#[test]
 fn packets_move_between_threads() {
     let pool = Mempool::new(&FakeDma::new(), 64).unwrap();
     let mut batch = Vec::new();

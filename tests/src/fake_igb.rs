@@ -252,7 +252,7 @@ impl Device {
                 Err(_) => return false,
             }
         }
-        let (hash, q) = self.rss(&self.pending[0].0);
+        let (hash, q, rss_type) = self.rss(&self.pending[0].0);
         if b.read32(regs::rxdctl(q)) & regs::QUEUE_ENABLE == 0 {
             return false;
         }
@@ -272,7 +272,7 @@ impl Device {
             2 => DD,
             _ => DD | EOP,
         };
-        self.write(at, &(u64::from(hash) << 32 | 1).to_le_bytes());
+        self.write(at, &(u64::from(hash) << 32 | rss_type).to_le_bytes());
         // DD last, as the hardware does: the driver may look at any moment.
         self.write(at + 8, &(status | (frame.len() as u64) << 32).to_le_bytes());
         b.write32(regs::rdh(q), (head + 1) % slots);
@@ -282,13 +282,15 @@ impl Device {
         true
     }
 
-    /// The hash and queue RSS gives `frame`, from the registers as the driver wrote them
-    /// (datasheet §7.1.2.8): without RSS (MRQC.MRQE not 010b), queue 0 and [`HASH`].
-    fn rss(&self, frame: &[u8]) -> (u32, u32) {
+    /// The hash, queue and RSS type (§7.1.5.2) RSS gives `frame`, from the registers as
+    /// the driver wrote them (datasheet §7.1.2.8): without RSS (MRQC.MRQE not 010b), queue
+    /// 0, type 0 and [`HASH`] where the write-back's hash goes (silicon puts the IP ID or
+    /// a checksum there).
+    fn rss(&self, frame: &[u8]) -> (u32, u32, u64) {
         let b = &self.bar;
         let mrqc = b.read32(regs::MRQC);
         if mrqc & 7 != regs::MRQC_RSS {
-            return (HASH, 0);
+            return (HASH, 0, 0);
         }
         let mut key = [0u8; 40];
         for (i, k) in key.chunks_exact_mut(4).enumerate() {
@@ -296,28 +298,31 @@ impl Device {
         }
         let t = Toeplitz::new(key);
         let Ok(p) = etherparse::SlicedPacket::from_ethernet(frame) else {
-            return (0, 0);
+            return (0, 0, 0);
         };
         let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-            return (0, 0);
+            return (0, 0, 0);
         };
         let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
         let ports = match &p.transport {
             Some(etherparse::TransportSlice::Udp(u)) if mrqc & regs::MRQC_UDP_IPV4 != 0 => {
-                Some((u.source_port(), u.destination_port()))
+                Some((u.source_port(), u.destination_port(), 7))
             }
             Some(etherparse::TransportSlice::Tcp(t)) if mrqc & regs::MRQC_TCP_IPV4 != 0 => {
-                Some((t.source_port(), t.destination_port()))
+                Some((t.source_port(), t.destination_port(), 1))
             }
             _ => None,
         };
-        let hash = match ports {
-            Some((s, d)) => t.ipv4_l4(SocketAddrV4::new(src, s), SocketAddrV4::new(dst, d)),
-            None if mrqc & regs::MRQC_IPV4 != 0 => t.ipv4(src, dst),
-            None => return (0, 0),
+        let (hash, rss_type) = match ports {
+            Some((s, d, k)) => (
+                t.ipv4_l4(SocketAddrV4::new(src, s), SocketAddrV4::new(dst, d)),
+                k,
+            ),
+            None if mrqc & regs::MRQC_IPV4 != 0 => (t.ipv4(src, dst), 2),
+            None => return (0, 0, 0),
         };
         let idx = hash & 0x7f;
         let entry = b.read32(regs::RETA + 4 * (idx / 4)) >> (8 * (idx % 4));
-        (hash, entry & 0xf)
+        (hash, entry & 0xf, rss_type)
     }
 }

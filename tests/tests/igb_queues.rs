@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::igb::{regs, IgbPort};
-use zcnic::rss::{Reta, Toeplitz};
+use zcnic::rss::{HashType, Reta, Toeplitz};
 use zcnic::{Bar, Config, FakeBar, Mempool, Packet, PciAddr, Port, RxQueue, TxQueue};
 use zcnic_tests::fake_igb::{FakeIgb, Inject};
 
@@ -62,14 +62,21 @@ fn seq_of(f: &[u8]) -> u32 {
     u32::from_le_bytes(f[42..46].try_into().unwrap())
 }
 
+/// What a packet says of its RSS hash.
+type Rx = Option<(u32, HashType)>;
+
+/// The Toeplitz hash of `flow`'s addresses and UDP ports over the default key.
+fn hash_of(flow: u16) -> u32 {
+    Toeplitz::default().ipv4_l4(
+        SocketAddrV4::new(src_of(flow), 1000 + flow),
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 9),
+    )
+}
+
 /// The queue a frame of `flow` must land on: software Toeplitz over the default key and
 /// the default table, independent of the registers.
 fn expected_queue(flow: u16) -> u16 {
-    let h = Toeplitz::default().ipv4_l4(
-        SocketAddrV4::new(src_of(flow), 1000 + flow),
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 9),
-    );
-    Reta::spread(QUEUES, 128).unwrap().queue(h)
+    Reta::spread(QUEUES, 128).unwrap().queue(hash_of(flow))
 }
 
 fn wait(what: &str, mut cond: impl FnMut() -> bool) {
@@ -117,8 +124,18 @@ fn key_table_and_hash_types_are_programmed_before_receive_starts() {
 fn one_queue_turns_off_rss_an_earlier_user_left_on() {
     let dev = FakeIgb::start();
     dev.bar.write32(regs::MRQC, 0x01FF_0002);
-    let _ = open(&dev, 1);
+    let (_port, queues) = open(&dev, 1);
     assert_eq!(dev.bar.read32(regs::MRQC), 0);
+    let (rxs, _txs): (Vec<_>, Vec<_>) = queues.into_iter().unzip();
+    for seq in 0..64 {
+        dev.inject(Inject::Frame(udp(seq as u16, seq)));
+    }
+    let got = receive_all(rxs, 64);
+    assert_eq!(got[0].len(), 64, "every flow on the one queue");
+    assert!(
+        got[0].iter().all(|(_, rss)| rss.is_none()),
+        "and no hash reported"
+    );
 }
 
 #[test]
@@ -154,8 +171,9 @@ fn more_queues_than_the_driver_spreads_over_is_a_clear_error() {
     );
 }
 
-/// Receives on every queue from its own thread until `n` frames arrived in all.
-fn receive_all(rxs: Vec<zcnic::igb::IgbRxQueue>, n: usize) -> Vec<Vec<Vec<u8>>> {
+/// Receives on every queue from its own thread until `n` frames arrived in all; each
+/// frame with the RSS hash and type its packet carried.
+fn receive_all(rxs: Vec<zcnic::igb::IgbRxQueue>, n: usize) -> Vec<Vec<(Vec<u8>, Rx)>> {
     let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = rxs
         .into_iter()
@@ -168,7 +186,7 @@ fn receive_all(rxs: Vec<zcnic::igb::IgbRxQueue>, n: usize) -> Vec<Vec<Vec<u8>>> 
                 while got.load(std::sync::atomic::Ordering::SeqCst) < n && Instant::now() < end {
                     let k = rx.rx_batch(&mut batch, 32);
                     got.fetch_add(k, std::sync::atomic::Ordering::SeqCst);
-                    frames.extend(batch.drain(..).map(|p| p.data().to_vec()));
+                    frames.extend(batch.drain(..).map(|p| (p.data().to_vec(), p.rss())));
                 }
                 (frames, rx)
             })
@@ -190,8 +208,13 @@ fn each_queue_receives_exactly_the_flows_the_toeplitz_hash_gives_it() {
     let mut spread = [0u64; 4];
     for (q, frames) in per_queue.iter().enumerate() {
         let mut last_seq = vec![None; 64];
-        for f in frames {
+        for (f, rss) in frames {
             let flow = flow_of(f);
+            assert_eq!(
+                *rss,
+                Some((hash_of(flow), HashType::UdpV4)),
+                "flow {flow}'s hash"
+            );
             assert_eq!(
                 usize::from(expected_queue(flow)),
                 q,

@@ -195,6 +195,18 @@ fn igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says() {
         })
         .collect();
     assert_eq!(got, expected.to_vec(), "frames per queue:\n{dump}");
+    // Each frame's packet carried the device's hash, and every one equals the software
+    // Toeplitz of that frame and sends it to the queue it came in on (zcnic dump checks).
+    for (q, n) in got.iter().enumerate() {
+        let line = dump
+            .lines()
+            .find(|l| l.contains(&format!(": queue {q}: ")))
+            .unwrap();
+        assert!(
+            line.contains(&format!("{n} frames, {n} with an RSS hash, 0 disagreeing")),
+            "{line}"
+        );
+    }
     assert!(
         expected.iter().filter(|&&n| n > 0).count() >= 3,
         "64 flows reach at least three of four queues: {expected:?}"

@@ -5,11 +5,13 @@ use crate::{msg, stopped, ToolError};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use zcnic::rss::{Flow, Toeplitz, L4};
 use zcnic::{Nic, Packet, Port, QueuePair};
 
 /// Where to write and when to stop.
@@ -80,6 +82,54 @@ pub struct Summary {
     pub device_counters: Vec<(&'static str, u64)>,
     /// Frames written from each queue (one entry on a one-queue port).
     pub per_queue: Vec<u64>,
+    /// Of those, per queue: how many carried the device's RSS hash, and how many of
+    /// those disagree with the software Toeplitz over the port's key (hash, type, or the
+    /// queue the port's table gives it).
+    pub hashes: Vec<(u64, u64)>,
+}
+
+/// The fields RSS hashes in `frame`, when it is IPv4 or IPv6 (ports for TCP and UDP, but
+/// not for a fragment).
+fn flow_of(frame: &[u8]) -> Option<Flow> {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst, fragment): (IpAddr, IpAddr, bool) = match &p.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            let frag = h.more_fragments() || h.fragments_offset().value() != 0;
+            (h.source_addr().into(), h.destination_addr().into(), frag)
+        }
+        Some(etherparse::NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            let frag = ip.is_payload_fragmented();
+            (h.source_addr().into(), h.destination_addr().into(), frag)
+        }
+        _ => return None,
+    };
+    let ports = match &p.transport {
+        _ if fragment => None,
+        Some(etherparse::TransportSlice::Udp(u)) => {
+            Some((L4::Udp, u.source_port(), u.destination_port()))
+        }
+        Some(etherparse::TransportSlice::Tcp(t)) => {
+            Some((L4::Tcp, t.source_port(), t.destination_port()))
+        }
+        _ => None,
+    };
+    Some(Flow { src, dst, ports })
+}
+
+/// Whether the hash the device gave `pkt` (on queue `q`) is what the software Toeplitz
+/// over `rss`'s key and types says, and its table sends that hash to `q`.
+fn hash_agrees(pkt: &Packet, q: usize, rss: &zcnic::Rss, toeplitz: &Toeplitz) -> bool {
+    let Some((hash, kind)) = pkt.rss() else {
+        return false;
+    };
+    let want = flow_of(pkt.data()).and_then(|f| toeplitz.flow(&f, rss.types));
+    let queue_ok = rss
+        .reta
+        .as_ref()
+        .is_none_or(|t| usize::from(t.queue(hash)) == q);
+    want == Some((hash, kind)) && queue_ok
 }
 
 /// An open pcap file.
@@ -155,6 +205,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         bytes,
         device_counters,
         per_queue: vec![frames],
+        hashes: Vec::new(),
     })
 }
 
@@ -204,6 +255,9 @@ pub fn run_queues(
         .collect();
     drop(to_writer);
     let mut per_queue = vec![0u64; workers.len()];
+    let mut hashes = vec![(0u64, 0u64); workers.len()];
+    let rss = port.rss();
+    let toeplitz = Toeplitz::new(rss.key);
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
     let mut clock = LoopClock::new();
     let end = args.duration.map(|d| d.as_nanos() as u64);
@@ -243,6 +297,12 @@ pub fn run_queues(
             frames += 1;
             per_queue[q] += 1;
             bytes += data.len() as u64;
+            if p.rss().is_some() {
+                hashes[q].0 += 1;
+                if !hash_agrees(p, q, &rss, &toeplitz) {
+                    hashes[q].1 += 1;
+                }
+            }
         }
         if failed.is_some() {
             break;
@@ -267,5 +327,40 @@ pub fn run_queues(
         bytes,
         device_counters: receive_counters(&port.stats()),
         per_queue,
+        hashes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn udp(more_fragments: bool) -> Vec<u8> {
+        let mut ip = etherparse::Ipv4Header::new(
+            0,
+            64,
+            etherparse::IpNumber::UDP,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+        )
+        .unwrap();
+        ip.more_fragments = more_fragments;
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .udp(1000, 9);
+        let mut f = Vec::new();
+        b.write(&mut f, &[1, 2, 3, 4]).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_udp_frame_hashes_with_its_ports_and_a_fragment_without() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let f = flow_of(&udp(false)).unwrap();
+        assert_eq!((f.src, f.dst), (a.into(), b.into()));
+        assert_eq!(f.ports, Some((L4::Udp, 1000, 9)));
+        assert_eq!(flow_of(&udp(true)).unwrap().ports, None, "a fragment");
+        assert_eq!(flow_of(&[0u8; 60]), None, "not IP");
+    }
 }

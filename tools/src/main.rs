@@ -392,8 +392,10 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                     out.display()
                 );
                 let s = dump::run_queues(port.as_mut(), qs, writer, &args)?;
-                for (q, n) in s.per_queue.iter().enumerate() {
-                    println!("dump {addr}: queue {q}: {n} frames");
+                for (q, (n, (hashed, wrong))) in s.per_queue.iter().zip(&s.hashes).enumerate() {
+                    println!(
+                        "dump {addr}: queue {q}: {n} frames, {hashed} with an RSS hash, {wrong} disagreeing with the software Toeplitz"
+                    );
                 }
                 s
             };

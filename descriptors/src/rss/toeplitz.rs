@@ -82,6 +82,23 @@ pub enum HashType {
     UdpV6 = 6,
 }
 
+impl HashType {
+    /// The type of a virtio `hash_report` value (the enum's numbers); `None` for 0 (no
+    /// hash) and for values it does not know.
+    #[inline(always)]
+    pub const fn from_report(report: u8) -> Option<Self> {
+        Some(match report {
+            1 => Self::Ipv4,
+            2 => Self::TcpV4,
+            3 => Self::UdpV4,
+            4 => Self::Ipv6,
+            5 => Self::TcpV6,
+            6 => Self::UdpV6,
+            _ => return None,
+        })
+    }
+}
+
 /// The transport protocol of a [`Flow`], for the hashes that cover ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum L4 {

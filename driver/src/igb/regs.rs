@@ -192,8 +192,10 @@ pub mod stat {
 }
 
 /// The statistics the driver keeps, by datasheet name. QEMU's model follows the datasheet
-/// for most; the shared counter code learns which of the others keep running.
-pub const STATS: [(&str, u32, StatKind); 10] = [
+/// for most; the shared counter code learns which of the others keep running. RQDPC counts
+/// the frames a queue dropped for want of descriptors (SRRCTL.DROP_EN), one per queue
+/// zcnic may use (QEMU's model never counts them).
+pub const STATS: [(&str, u32, StatKind); 17] = [
     ("GPRC", stat::GPRC, StatKind::ClearOrRunning32),
     ("GPTC", stat::GPTC, StatKind::ClearOrRunning32),
     ("GORC", stat::GORCL, StatKind::Clear64),
@@ -204,6 +206,13 @@ pub const STATS: [(&str, u32, StatKind); 10] = [
     ("RNBC", stat::RNBC, StatKind::ClearOrRunning32),
     ("CRCERRS", stat::CRCERRS, StatKind::ClearOrRunning32),
     ("RQDPC0", rqdpc(0), StatKind::ClearOrRunning32),
+    ("RQDPC1", rqdpc(1), StatKind::ClearOrRunning32),
+    ("RQDPC2", rqdpc(2), StatKind::ClearOrRunning32),
+    ("RQDPC3", rqdpc(3), StatKind::ClearOrRunning32),
+    ("RQDPC4", rqdpc(4), StatKind::ClearOrRunning32),
+    ("RQDPC5", rqdpc(5), StatKind::ClearOrRunning32),
+    ("RQDPC6", rqdpc(6), StatKind::ClearOrRunning32),
+    ("RQDPC7", rqdpc(7), StatKind::ClearOrRunning32),
 ];
 
 #[cfg(test)]

@@ -377,6 +377,7 @@ impl IgbRxQueue {
                     };
                     let mut pkt = std::mem::replace(&mut q.bufs[slot], new);
                     pkt.reset_len(len);
+                    pkt.set_rss(wb.rss_report());
                     out.push(pkt);
                     bytes += u64::from(len);
                     k += 1;
