@@ -34,19 +34,26 @@ const BURST: usize = 64;
 const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
 /// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
+///
+/// `head`, `len`, `rss_type` and `spare` fill one aligned 8-byte word: a buffer leaving the
+/// pool sets all four, which the compiler does with one store (laid out in this order, C
+/// style, for that).
+#[repr(C)]
 struct Slot {
     pool: NonNull<Mempool>,
     buf: *mut u8,
     iova: u64,
+    head: u16,
+    len: u16,
+    /// What `rss_hash` covered, as a `HashType` number; 0 when there is none.
+    rss_type: u16,
+    /// Unused; written with the three before it.
+    spare: u16,
     /// Where `iova` is valid (the pool region's domain), beside it for the transmit check.
     domain: Domain,
     idx: u32,
-    head: u16,
-    len: u16,
     /// The receive hash a device reported (with `rss_type` not 0).
     rss_hash: u32,
-    /// What `rss_hash` covered, as a `HashType` number; 0 when there is none.
-    rss_type: u8,
     /// Application memory sent after the frame bytes, without a copy (transmit only).
     payload: Option<Segment>,
 }
@@ -121,6 +128,7 @@ impl Mempool {
                         len: 0,
                         rss_hash: 0,
                         rss_type: 0,
+                        spare: 0,
                         payload: None,
                     })
                 })
@@ -151,6 +159,7 @@ impl Mempool {
         slot.head = HEADROOM as u16;
         slot.len = 0;
         slot.rss_type = 0;
+        slot.spare = 0;
         Packet {
             slot: NonNull::from(slot),
         }
@@ -394,7 +403,7 @@ impl Packet {
     #[inline]
     pub fn rss(&self) -> Option<(u32, HashType)> {
         let s = self.s();
-        HashType::from_report(s.rss_type).map(|t| (s.rss_hash, t))
+        HashType::from_report(s.rss_type as u8).map(|t| (s.rss_hash, t))
     }
 
     /// Records the hash a device reported with this frame, as `(hash, HashType number)`
@@ -403,7 +412,7 @@ impl Packet {
     pub fn set_rss(&mut self, (hash, kind): (u32, u8)) {
         let s = self.s_mut();
         s.rss_hash = hash;
-        s.rss_type = kind;
+        s.rss_type = kind.into();
     }
 
     /// Grows the frame at the front by `n` headroom bytes (e.g. a device header).
@@ -442,6 +451,7 @@ impl Packet {
         s.head = HEADROOM as u16;
         s.len = 0;
         s.rss_type = 0;
+        s.spare = 0;
         if s.payload.is_some() {
             s.payload = None;
         }
