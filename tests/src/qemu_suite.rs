@@ -83,6 +83,23 @@ pub fn assert_pktgen_sequence(frames: &[Vec<u8>], n: usize, size: usize, src_mac
     assert_generated(frames, n, size, flow, "pktgen");
 }
 
+/// [`assert_pktgen_sequence`] for stream `stream` (what queue k of `pktgen --queues`
+/// sends as stream k).
+pub fn assert_stream_sequence(
+    frames: &[Vec<u8>],
+    n: usize,
+    size: usize,
+    src_mac: [u8; 6],
+    stream: u16,
+) {
+    let flow = Flow {
+        src_mac,
+        stream,
+        ..Flow::default()
+    };
+    assert_generated(frames, n, size, flow, &format!("pktgen stream {stream}"));
+}
+
 /// `frames` are frames 0..n of `flow`, `size` bytes each, in order, byte for byte what
 /// pktgen generates with each frame's own timestamp, which never goes back.
 fn assert_generated(frames: &[Vec<u8>], n: usize, size: usize, flow: Flow, name: &str) {

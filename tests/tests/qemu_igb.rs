@@ -10,8 +10,10 @@ use std::net::SocketAddrV4;
 use zcnic::rss::{Reta, Toeplitz};
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_ceiling_frames, assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
+    assert_ceiling_frames, assert_pktgen_sequence, assert_stream_sequence, boot, figure,
+    guest_slot, nic_mac, read_pcap,
 };
+use zcnic_tools::frame;
 
 const NIC_A: &str = "0000:00:02.0";
 const NIC_B: &str = "0000:00:03.0";
@@ -239,4 +241,42 @@ fn igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says() {
         Some(N as u64),
         "device count: {dump}"
     );
+}
+
+/// `zcnic pktgen --queues 2` on the 82576: two threads, each on its own transmit queue,
+/// send their own stream; on the wire both streams are complete and each in order, and
+/// the device counted every frame.
+#[test]
+fn igb_tx_from_two_queues_puts_two_complete_streams_on_the_wire() {
+    let Some(_slot) = guest_slot("igb_tx_from_two_queues_puts_two_complete_streams_on_the_wire")
+    else {
+        return;
+    };
+    const N: usize = 100_000;
+    let script = format!(
+        "zcnic bind {NIC_A}\n\
+         zcnic pktgen {NIC_A} --queues 2 --count {N} | tee /results/mq.txt\n"
+    );
+    let run = boot("igb-mq-tx", vec![Nic::new("igb", 0, true)], &script);
+    let frames = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
+    assert_eq!(frames.len(), N, "every frame of both queues on the wire");
+    let stream = |f: &Vec<u8>| frame::parse(f).map(|m| m.stream).unwrap_or(u16::MAX);
+    for q in 0..2u16 {
+        let mine: Vec<Vec<u8>> = frames.iter().filter(|f| stream(f) == q).cloned().collect();
+        assert_stream_sequence(&mine, N / 2, 60, nic_mac(0), q);
+    }
+    let out = std::fs::read_to_string(run.results.join("mq.txt")).unwrap();
+    for q in 0..2 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!(": queue {q}: sent ")))
+            .unwrap_or_else(|| panic!("queue {q}'s line:\n{out}"));
+        assert_eq!(figure(line, "sent"), Some(N as u64 / 2), "{line}");
+    }
+    let line = out
+        .lines()
+        .find(|l| l.contains(": sent ") && !l.contains("queue"))
+        .unwrap_or_default();
+    assert_eq!(figure(line, "sent"), Some(N as u64), "{out}");
+    assert_eq!(figure(line, "GPTC"), Some(N as u64), "device count: {out}");
 }

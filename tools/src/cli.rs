@@ -188,6 +188,10 @@ pub struct PktgenCmd {
     /// Stream id written into every payload.
     #[arg(long, default_value_t = 0)]
     pub stream: u16,
+    /// Send from this many transmit queues, one thread each (igb: up to 8): queue k sends
+    /// stream --stream + k, its share of --count and of --rate.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
     /// Receive the frames back on this port (`same`: on the sending port).
     #[arg(long, value_name = "PCI|same")]
     pub rx: Option<String>,

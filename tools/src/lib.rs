@@ -9,6 +9,7 @@ pub mod dump;
 pub mod frame;
 pub mod fwd;
 pub mod inuse;
+pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
 pub mod seq;

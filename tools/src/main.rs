@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use zcnic::{Config, HugepageStatus, Nic, PciAddr};
 use zcnic_tools::cli::{Cli, Cmd, FwdMode, PktgenCmd, PortOpts};
-use zcnic_tools::{bind, dump, frame, fwd, msg, pktgen, units, ToolError};
+use zcnic_tools::{bind, dump, frame, fwd, msg, multiqueue, pktgen, units, ToolError};
 
 fn parse_pci(s: &str) -> Result<PciAddr, ToolError> {
     Ok(s.parse::<PciAddr>()?)
@@ -97,7 +97,8 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     }
     let rate = c
         .rate
-        .map(|r| units::parse_rate(&r).map_err(|e| msg(format!("--rate: {e}"))))
+        .as_deref()
+        .map(|r| units::parse_rate(r).map_err(|e| msg(format!("--rate: {e}"))))
         .transpose()?;
     let rx_addr = match c.rx.as_deref() {
         None => None,
@@ -126,6 +127,12 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         zero_copy: c.zero_copy,
         ceiling: c.ceiling,
     };
+    if c.queues == 0 {
+        return Err(msg("--queues 0: give at least 1"));
+    }
+    if c.queues > 1 {
+        return pktgen_queues(&addr, &c, &args);
+    }
     let cfg = c.port.config();
     let mut tx = open(&addr, &cfg)?;
     let mut rx_nic = match rx_addr {
@@ -186,6 +193,42 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     }
     // Reported after the summary, so nothing is lost; the exit status says it failed.
     pktgen::unflushed(&s).map_or(Ok(()), Err)
+}
+
+/// `zcnic pktgen --queues N`: one sending thread per queue ([`multiqueue`]).
+fn pktgen_queues(addr: &PciAddr, c: &PktgenCmd, args: &pktgen::Args) -> Result<(), ToolError> {
+    if c.rx.is_some() || c.json {
+        return Err(msg(
+            "--queues sends only, in text: drop --rx/--json, and receive with `zcnic dump --queues`",
+        ));
+    }
+    let cfg = Config {
+        queues: c.queues,
+        ..c.port.config()
+    };
+    let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+    println!(
+        "pktgen {addr}: {} {}, link {}, {} queues, streams {}..={}",
+        port.driver(),
+        zcnic::format_mac(port.mac()),
+        port.link(),
+        c.queues,
+        c.stream,
+        c.stream.wrapping_add(c.queues - 1),
+    );
+    let (total, each) = multiqueue::run(port.as_mut(), queues, args)?;
+    for (k, s) in each.iter().enumerate() {
+        println!(
+            "pktgen {addr}: queue {k}: sent {} frames (stream {}) at {:.0} pps",
+            s.sent,
+            c.stream.wrapping_add(k as u16),
+            s.pps()
+        );
+    }
+    for line in pktgen::summary_lines(&total) {
+        println!("{line}");
+    }
+    pktgen::unflushed(&total).map_or(Ok(()), Err)
 }
 
 fn fwd_cmd(
