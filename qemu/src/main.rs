@@ -43,8 +43,9 @@ commands:
                   VFIO, IOMMU groups, huge pages, modules, results, pcap
   prepare         install QEMU, fetch the guest kernel, build the guest image
   bench [--runs N] [--smoke] [--allow-missing]
-                  one guest boot: kernel pktgen, DPDK testpmd and zcnic on e1000 and
-                  virtio-net, and forwarding, each measured the same way, repeated
+                  one guest boot: kernel pktgen, DPDK testpmd and zcnic on e1000,
+                  virtio-net and igb (1 and 2 queues), and forwarding, each measured
+                  the same way, repeated
                   and interleaved; history and chart in target/zcnic-bench/
                   (`bench --help` says more); --smoke: 1 s windows (CI)
   bench --host    instructions per packet (callgrind) and criterion benches on the

@@ -126,6 +126,7 @@ mod tests {
             rx_wait: std::time::Duration::ZERO,
             zero_copy: false,
             ceiling: true,
+            quiet: false,
         }
     }
 

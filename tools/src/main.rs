@@ -126,6 +126,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         },
         zero_copy: c.zero_copy,
         ceiling: c.ceiling,
+        quiet: false,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
@@ -219,7 +220,7 @@ fn pktgen_queues(addr: &PciAddr, c: &PktgenCmd, args: &pktgen::Args) -> Result<(
     let (total, each) = multiqueue::run(port.as_mut(), queues, args)?;
     for (k, s) in each.iter().enumerate() {
         println!(
-            "pktgen {addr}: queue {k}: sent {} frames (stream {}) at {:.0} pps",
+            "pktgen {addr}: queue {k}: {} frames sent (stream {}), {:.0} pps",
             s.sent,
             c.stream.wrapping_add(k as u16),
             s.pps()

@@ -99,10 +99,14 @@ pub fn run(
                 mac: port.mac(),
                 link: port.link(),
             };
-            let mine = share(args, k as u16, n);
+            let mine = Args {
+                quiet: true,
+                ..share(args, k as u16, n)
+            };
             std::thread::spawn(move || pktgen::run(&mut nic, Rx::None, &mine))
         })
         .collect();
+    progress(port, &threads);
     let mut each = Vec::new();
     for t in threads {
         let s = t.join().map_err(|_| msg("a sending thread panicked"))??;
@@ -122,6 +126,38 @@ pub fn run(
         flushed: each.iter().all(|s| s.flushed),
     };
     Ok((total, each))
+}
+
+/// The per-second lines of the whole port while the queues send, in the form of a
+/// one-queue run's (`cargo xtask bench` reads them): the frames every queue has handed
+/// to the device, from the queues' own counters, and the device's GPTC.
+fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
+    let addr = port.addr();
+    let start = std::time::Instant::now();
+    let (mut last_t, mut last_sent) = (0.0, 0u64);
+    let mut next = std::time::Duration::from_secs(1);
+    while !threads.iter().all(|t| t.is_finished()) {
+        if start.elapsed() < next {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        next += std::time::Duration::from_secs(1);
+        let t = start.elapsed().as_secs_f64();
+        let sent: u64 = port.queue_stats().iter().map(|s| s.tx_packets).sum();
+        let pps = (sent - last_sent) as f64 / (t - last_t);
+        println!(
+            "pktgen {addr}: {t:6.1} s  tx {pps:>9.0} pps  total {sent}{}",
+            device_line(port)
+        );
+        (last_t, last_sent) = (t, sent);
+    }
+}
+
+/// `"  device GPTC N"` for the port, as a one-queue run prints it.
+fn device_line(port: &mut dyn Port) -> String {
+    port.stats()
+        .hw("GPTC")
+        .map_or(String::new(), |n| format!("  device GPTC {n}"))
 }
 
 #[cfg(test)]
@@ -144,6 +180,7 @@ mod tests {
             rx_wait: Duration::ZERO,
             zero_copy: false,
             ceiling: false,
+            quiet: false,
         }
     }
 

@@ -90,6 +90,8 @@ pub struct Args {
     pub zero_copy: bool,
     /// Re-post one prebuilt frame instead (see [`crate::ceiling`]).
     pub ceiling: bool,
+    /// No per-second lines (a caller prints its own: `pktgen --queues`).
+    pub quiet: bool,
 }
 
 /// Where frames come back, if anywhere.
@@ -348,7 +350,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 _ => r.poll(tx, clock.now_ns()),
             };
         }
-        if now.saturating_sub(last_t) >= 1_000_000_000 {
+        if !args.quiet && now.saturating_sub(last_t) >= 1_000_000_000 {
             let dt = (now - last_t) as f64 / 1e9;
             let pps = (sent - last_sent) as f64 / dt;
             let elapsed = now as f64 / 1e9;

@@ -32,8 +32,10 @@ pub const USAGE: &str = "usage: cargo xtask bench [--runs N] [--smoke] [--allow-
 
 One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen sending
 60-byte frames flat out from an e1000, a virtio-net and an igb NIC, zcnic's ceiling (one
-frame re-posted: what QEMU's device model takes), and forwarding
-each way between a virtio-net and an e1000 NIC with zcnic fwd and testpmd io.
+frame re-posted: what QEMU's device model takes), the igb again from two transmit
+queues on the two vCPUs (zcnic pktgen --queues 2, testpmd --txq=2 --nb-cores=2; each
+compared with its one-queue figure), and forwarding each way between a virtio-net and
+an e1000 NIC with zcnic fwd and testpmd io.
 
 Every run is measured the same way: after a 2 s warm-up from its first frame, over a
 6 s window of its per-second samples; on the e1000 and the igb by the device's own

@@ -18,6 +18,8 @@ pub enum Target {
     Virtio,
     /// The same from the igb (82576) at 0000:00:08.0.
     Igb,
+    /// The igb again, sending from two transmit queues on the two vCPUs.
+    Igb2q,
     /// Forwarding from a virtio-net NIC out of an e1000, fed by a zcnic pktgen source.
     FwdVirtioE1000,
     /// Forwarding from an e1000 out of a virtio-net NIC.
@@ -36,10 +38,11 @@ pub const FWD_VIRTIO_OUT: &str = "0000:00:07.0";
 pub const IGB_TX: &str = "0000:00:08.0";
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::E1000,
         Target::Virtio,
         Target::Igb,
+        Target::Igb2q,
         Target::FwdVirtioE1000,
         Target::FwdE1000Virtio,
     ];
@@ -49,6 +52,7 @@ impl Target {
             Target::E1000 => "e1000",
             Target::Virtio => "virtio",
             Target::Igb => "igb",
+            Target::Igb2q => "igb-2q",
             Target::FwdVirtioE1000 => "fwd-virtio-e1000",
             Target::FwdE1000Virtio => "fwd-e1000-virtio",
         }
@@ -59,6 +63,7 @@ impl Target {
             Target::E1000 => "e1000 transmit",
             Target::Virtio => "virtio-net transmit",
             Target::Igb => "igb transmit",
+            Target::Igb2q => "igb transmit, 2 queues on 2 vCPUs",
             Target::FwdVirtioE1000 => "forwarding virtio-net -> e1000",
             Target::FwdE1000Virtio => "forwarding e1000 -> virtio-net",
         }
@@ -67,7 +72,7 @@ impl Target {
     /// The measure: the device's counter where the NIC that sends has one.
     pub fn rule(self) -> Rule {
         match self {
-            Target::E1000 | Target::Igb => Rule::DeviceDelta,
+            Target::E1000 | Target::Igb | Target::Igb2q => Rule::DeviceDelta,
             _ => Rule::MedianPerSecond,
         }
     }
@@ -77,6 +82,7 @@ impl Target {
             Target::E1000 | Target::Virtio | Target::Igb => {
                 &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling]
             }
+            Target::Igb2q => &[Tool::Testpmd, Tool::Zcnic],
             _ => &[Tool::Zcnic, Tool::Testpmd],
         }
     }
@@ -94,14 +100,28 @@ impl Target {
     fn sender(self) -> &'static str {
         match self {
             Target::E1000 => E1000_TX,
-            Target::Igb => IGB_TX,
+            Target::Igb | Target::Igb2q => IGB_TX,
             _ => VIRTIO_TX,
         }
     }
 
     /// On the e1000 and the igb the bench reads the device's GPTC for every tool.
     pub fn device_counted(self) -> bool {
-        matches!(self, Target::E1000 | Target::Igb)
+        matches!(self, Target::E1000 | Target::Igb | Target::Igb2q)
+    }
+
+    /// Transmit queues the sender uses.
+    pub fn queues(self) -> u16 {
+        if self == Target::Igb2q {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The one-queue target of a multi-queue one, which its figures are compared with.
+    pub fn one_queue(self) -> Option<Target> {
+        (self == Target::Igb2q).then_some(Target::Igb)
     }
 }
 
@@ -223,7 +243,7 @@ impl Plan {
                 s += &format!("source_start {id} {src}\n");
                 s += &match run.tool {
                     Tool::Testpmd => format!(
-                        "testpmd_run {id} -a {inp} -a {out}{} -- --forward-mode=io --stats-period=1\n",
+                        "testpmd_run {id} -l0-1 -a {inp} -a {out}{} -- --forward-mode=io --stats-period=1\n",
                         pmd_args()
                     ),
                     _ => format!("fwd_run {id} {inp} {out}\n"),
@@ -250,14 +270,23 @@ impl Plan {
             } else {
                 "count_sysfs"
             };
-            s += &match run.tool {
-                Tool::Kernel => format!("kernel_run {id} {pci} {counter}\n"),
-                Tool::Testpmd => format!(
-                    "testpmd_run {id} -a {pci}{} -- --forward-mode=txonly --txpkts=60 --stats-period=1\n",
+            let q = run.target.queues();
+            s += &match (run.tool, q) {
+                (Tool::Kernel, _) => format!("kernel_run {id} {pci} {counter}\n"),
+                (Tool::Testpmd, 1) => format!(
+                    "testpmd_run {id} -l0-1 -a {pci}{} -- --forward-mode=txonly --txpkts=60 --stats-period=1\n",
                     pmd_args()
                 ),
-                Tool::Zcnic => format!("zcnic_run {id} {pci}\n"),
-                Tool::Ceiling => format!("zcnic_run {id} {pci} --ceiling\n"),
+                // Forwarding lcores 1 and 2 on CPUs 0 and 1; the main lcore (statistics)
+                // shares CPU 0, as the samplers do.
+                (Tool::Testpmd, _) => format!(
+                    "testpmd_run {id} --lcores=0@0,1@0,2@1 -a {pci}{} -- --forward-mode=txonly --txpkts=60 --stats-period=1 --txq={q} --rxq={q} --nb-cores={q}\n",
+                    pmd_args()
+                ),
+                (Tool::Zcnic, 1) => format!("zcnic_run {id} {pci}\n"),
+                // The queue threads go where the guest's scheduler puts them (two vCPUs).
+                (Tool::Zcnic, _) => format!("zcnic_run_any {id} {pci} --queues {q}\n"),
+                (Tool::Ceiling, _) => format!("zcnic_run {id} {pci} --ceiling\n"),
             };
         }
         s + "echo 'bench-run: done'\n"
@@ -335,9 +364,18 @@ zcnic_run() { # ID PCI [FLAGS]
   echo $rc > $R/$id.rc
 }
 
-testpmd_run() { # ID TESTPMD-ARGS...
+zcnic_run_any() { # ID PCI [FLAGS], on any CPU
   id=$1; shift
-  dpdk-testpmd -l 0-1 -n 1 --in-memory --iova-mode=va "$@" > $R/$id.out 2>&1 &
+  zcnic pktgen "$@" --duration $SECS > $R/$id.out 2>&1 &
+  Z=$!
+  sleep 1; marks $id
+  rc=0; wait $Z || rc=$?
+  echo $rc > $R/$id.rc
+}
+
+testpmd_run() { # ID LCORES TESTPMD-ARGS...
+  id=$1; lc=$2; shift 2
+  dpdk-testpmd $lc -n 1 --in-memory --iova-mode=va "$@" > $R/$id.out 2>&1 &
   T=$!
   # EAL's start-up takes a while under TCG, and testpmd prints its statistics one or two
   # seconds apart: it runs until it has printed enough of them to cover the window.
@@ -390,12 +428,14 @@ mod tests {
     #[test]
     fn rounds_interleave_every_tool() {
         let runs = plan(2, true).runs();
-        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2));
+        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2 + 2));
         let ids: Vec<String> = runs.iter().map(Run::id).collect();
         assert_eq!(ids[0], "kernel-e1000-1");
         assert_eq!(ids[1], "testpmd-e1000-1");
+        assert_eq!(ids[12], "testpmd-igb-2q-1");
+        assert_eq!(ids[13], "zcnic-igb-2q-1");
         assert_eq!(
-            ids[16], "kernel-e1000-2",
+            ids[18], "kernel-e1000-2",
             "round 2 starts after all of round 1"
         );
         assert!(!plan(1, false)
@@ -426,8 +466,15 @@ mod tests {
         assert!(s.contains("kernel_run kernel-igb-1 0000:00:08.0 count_ethtool"));
         assert!(at("zcnic unbind 0000:00:08.0") < at("kernel_run kernel-igb-2"));
         assert!(s.starts_with("set -e\n"));
-        assert!(
-            s.contains("testpmd_run testpmd-fwd-e1000-virtio-2 -a 0000:00:04.0 -a 0000:00:07.0")
-        );
+        assert!(s.contains(
+            "testpmd_run testpmd-fwd-e1000-virtio-2 -l0-1 -a 0000:00:04.0 -a 0000:00:07.0"
+        ));
+        assert!(s.contains("zcnic_run_any zcnic-igb-2q-1 0000:00:08.0 --queues 2\n"));
+        let tp = at("testpmd_run testpmd-igb-2q-1 --lcores=0@0,1@0,2@1 -a 0000:00:08.0");
+        assert!(s[tp..]
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("--txq=2 --rxq=2 --nb-cores=2"));
     }
 }

@@ -221,7 +221,18 @@ fn fmt(v: f64) -> String {
 
 /// `a / b` for the same rounds (a run of each per round), as (of the figures, min, max).
 fn ratio(report: &Report, target: Target, a: Tool, b: Tool) -> Option<(f64, f64, f64)> {
-    let (x, y) = (report.figures(target, a), report.figures(target, b));
+    ratio_of(report.figures(target, a), report.figures(target, b))
+}
+
+/// A tool's figure on a multi-queue target over its figure on the one-queue target.
+pub fn scaling_text(report: &Report, target: Target, tool: Tool) -> Option<String> {
+    let one = target.one_queue()?;
+    let (r, min, max) = ratio_of(report.figures(target, tool), report.figures(one, tool))?;
+    Some(format!("{r:.2}x (runs {min:.2}–{max:.2}x)"))
+}
+
+/// Median over median, with the range of the per-round ratios.
+fn ratio_of(x: Vec<f64>, y: Vec<f64>) -> Option<(f64, f64, f64)> {
     if x.is_empty() || y.is_empty() {
         return None;
     }
@@ -283,6 +294,11 @@ pub fn print(report: &Report, plan: &Plan) {
         ] {
             if let Some(t) = ratio_text(report, target, a, b) {
                 ratios.push(format!("{name} {t}"));
+            }
+        }
+        for (tool, name) in [(Tool::Zcnic, "zcnic"), (Tool::Testpmd, "DPDK")] {
+            if let Some(t) = scaling_text(report, target, tool) {
+                ratios.push(format!("{name} {} queues/1 queue {t}", target.queues()));
             }
         }
         if !ratios.is_empty() {

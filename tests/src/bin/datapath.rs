@@ -35,6 +35,7 @@ fn main() {
             rx_wait: std::time::Duration::ZERO,
             zero_copy: false,
             ceiling: false,
+            quiet: false,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {

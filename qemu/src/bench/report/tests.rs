@@ -174,6 +174,44 @@ fn every_tool_is_measured_by_the_same_rule_and_checked() {
     assert!(verdict(&r).is_ok());
 }
 
+/// The two-queue igb row is compared with the one-queue row, run by run, for each tool.
+#[test]
+fn two_queues_are_measured_against_one_queue() {
+    let p = plan(1);
+    let f = Fake::new("two-queues", &p);
+    // zcnic on two queues at 4500 pps, half again its 3000 on one.
+    let pci = "0000:00:08.0";
+    let mut s = String::new();
+    for t in 1..=9u64 {
+        s += &format!(
+            "pktgen {pci}: {t}.0 s  tx 4500 pps  total {c}  device GPTC {c}\n",
+            c = t * 4500
+        );
+    }
+    s += &format!("pktgen {pci}: sent 40500 frames (2430000 bytes) in 9.000 s: 4500 pps, 1.0 Mbit/s; device GPTC 40500, TPT 40500\n");
+    f.write("zcnic-igb-2q-1.out", &s);
+    let r = analyse(&f.dir, &p);
+    assert_eq!(r.failures, Vec::<String>::new());
+    assert_eq!(
+        scaling_text(&r, Target::Igb2q, Tool::Zcnic).unwrap(),
+        "1.50x (runs 1.50–1.50x)"
+    );
+    assert_eq!(
+        scaling_text(&r, Target::Igb2q, Tool::Testpmd).unwrap(),
+        "1.00x (runs 1.00–1.00x)"
+    );
+    assert_eq!(
+        scaling_text(&r, Target::Igb, Tool::Zcnic),
+        None,
+        "one queue: no row"
+    );
+    let checked = r
+        .outcomes
+        .iter()
+        .any(|o| o.run.id() == "zcnic-igb-2q-1" && o.check.is_some());
+    assert!(checked, "sent against GPTC on two queues too");
+}
+
 /// The one failure line for `plan` after `spoil` changed the good files.
 fn failure(name: &str, spoil: impl Fn(&Fake)) -> Vec<String> {
     let p = plan(1);
