@@ -3,9 +3,11 @@
 
 use crate::fake_e1000::{Behaviour, FakeE1000};
 use crate::fake_virtio::{self, FakeVirtio};
+use crate::igb_adversary::{DevBar, Device as IgbDevice, Step};
 use std::sync::Arc;
 use std::time::Duration;
 use zcnic::e1000::E1000;
+use zcnic::igb::Igb;
 use zcnic::virtio::{negotiate, DmaMem, VirtioNet};
 use zcnic::{Config, FakeBar, FakeDma, Link, Mempool, Nic, Packet, PciAddr, Stats};
 use zcnic_descriptors::virtio::SplitQueue;
@@ -91,6 +93,65 @@ pub fn drive(op: &str, dev: &FakeE1000, nic: &mut dyn Nic, batch: usize, packets
                 done += nic.tx_batch(&mut burst) as u64;
                 burst.clear();
                 dev.complete_tx();
+            }
+        }
+    }
+    done
+}
+
+/// An igb on the adversary's register file, its device part played on this thread by
+/// [`igb_drive`]: only the driver runs in between.
+pub fn igb_manual_port() -> (IgbDevice, Igb<DevBar>) {
+    let bar = DevBar::new();
+    let dma = FakeDma::new();
+    let cfg = Config {
+        link_timeout: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let nic = Igb::new(bar.clone(), &dma, "0000:00:02.0".parse().unwrap(), &cfg)
+        .expect("fake igb comes up");
+    let dev = IgbDevice {
+        regs: bar.regs,
+        dma,
+        rx_size: cfg.rx_ring,
+        tx_size: cfg.tx_ring,
+    };
+    (dev, nic)
+}
+
+/// [`drive`] for the igb: `igb-tx`, `igb-rx` or `igb-fwd`, the device writing back each
+/// burst's descriptors (DD on every transmit slot; `batch` good 60-byte receives).
+pub fn igb_drive(op: &str, dev: &IgbDevice, nic: &mut dyn Nic, batch: usize, packets: u64) -> u64 {
+    let pool = nic.pool().clone();
+    let mut burst: Vec<Packet> = Vec::with_capacity(batch);
+    let receive = Step::RxGood {
+        n: batch.min(255) as u8,
+        len: 60,
+        csum: 0,
+    };
+    let mut done = 0u64;
+    while done < packets {
+        match op {
+            "igb-tx" => {
+                let have = burst.len();
+                pool.alloc_batch(&mut burst, batch - have);
+                for p in &mut burst[have..] {
+                    let _ = p.set_len(60);
+                }
+                done += nic.tx_batch(&mut burst) as u64;
+                dev.finish_tx();
+            }
+            "igb-rx" => {
+                dev.act(&receive);
+                done += nic.rx_batch(&mut burst, batch) as u64;
+                burst.clear();
+            }
+            _ => {
+                dev.act(&receive);
+                nic.rx_batch(&mut burst, batch);
+                done += nic.tx_batch(&mut burst) as u64;
+                burst.clear();
+                dev.finish_tx();
             }
         }
     }

@@ -290,6 +290,28 @@ impl TxRing {
         }
     }
 
+    /// Sets RS on the last descriptor of every clean-up group in `[from, to)`: once per
+    /// burst, not per frame.
+    fn mark_reports(&mut self, from: u32, to: u32) {
+        let span = to.wrapping_sub(from);
+        let mut c = from | (TX_CLEAN_BATCH - 1);
+        while c.wrapping_sub(from) < span {
+            let slot = self.idx.slot(c);
+            self.ring
+                .write_words(slot, self.desc(slot).reporting().to_words());
+            c = c.wrapping_add(TX_CLEAN_BATCH);
+        }
+    }
+
+    /// Keeps `pkt` in `slot` until the device is done with it. Clean-up emptied the slot;
+    /// a stale packet there (none should be) is dropped.
+    #[inline(always)]
+    fn park(&mut self, slot: usize, pkt: Packet) {
+        if let Some(stale) = self.bufs[slot].replace(pkt) {
+            drop(stale);
+        }
+    }
+
     /// Writes `d` at counter `at`, asking for a write-back if it ends a clean-up group.
     #[inline(always)]
     fn put(&mut self, at: u32, d: TxDesc) {
@@ -452,7 +474,23 @@ impl IgbTxQueue {
         }
         let (start, mut at) = (q.produced, q.produced);
         let (mut bytes, mut errors) = (0u64, 0u64);
+        let space = self.pool.space();
         for pkt in pkts.drain(..n) {
+            let len = pkt.len();
+            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space)
+            {
+                // The common case: one buffer of this port's address space, 1..=DATA_ROOM
+                // bytes, one descriptor; RS goes on after the loop.
+                let slot = q.idx.slot(at);
+                q.ring.write_words(
+                    slot,
+                    TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
+                );
+                q.park(slot, pkt);
+                at = at.wrapping_add(1);
+                bytes += len as u64;
+                continue;
+            }
             match q.queue(at, pkt, &self.pool) {
                 Some((len, used)) => {
                     at = at.wrapping_add(used);
@@ -461,6 +499,7 @@ impl IgbTxQueue {
                 None => errors += 1,
             }
         }
+        q.mark_reports(start, at);
         if at != start {
             // The burst's last descriptor asks for a write-back, so `flush` has a DD to
             // wait for. The device has not seen it yet: the tail has not moved.

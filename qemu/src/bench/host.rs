@@ -9,7 +9,7 @@ fn cargo() -> Command {
 }
 
 /// The rows of `bench --host`: (label, datapath op, functions whose instructions count).
-const HOST_ROWS: [(&str, &str, &[&str]); 8] = [
+const HOST_ROWS: [(&str, &str, &[&str]); 11] = [
     ("e1000 tx", "tx", &["*E1000<B>>::tx", "*E1000<B>>::rx"]),
     ("e1000 tx, recycled", "tx-recycle", RECYCLING),
     ("e1000 rx", "rx", &["*E1000<B>>::tx", "*E1000<B>>::rx"]),
@@ -21,7 +21,17 @@ const HOST_ROWS: [(&str, &str, &[&str]); 8] = [
         "virtio-tx",
         &["*VirtioNet<Q> as zcnic::nic::Nic>::tx_batch"],
     ),
+    ("igb tx", "igb-tx", IGB),
+    ("igb rx", "igb-rx", IGB),
+    ("igb fwd", "igb-fwd", IGB),
     ("pktgen", "pktgen", &["zcnic_tools::pktgen::run"]),
+];
+
+/// The igb's calls, from the trait methods an application calls (the queue handles'
+/// own methods may be inlined into them).
+const IGB: &[&str] = &[
+    "*Igb<B> as zcnic::nic::Nic>::tx_batch",
+    "*Igb<B> as zcnic::nic::Nic>::rx_batch",
 ];
 
 /// The recycling calls, counted from the trait method in: callgrind's toggles nest, so

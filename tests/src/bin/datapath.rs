@@ -1,8 +1,8 @@
-//! Drives one datapath operation of the e1000 driver on the fake device, for instruction
+//! Drives one datapath operation of the e1000, igb or virtio-net driver on a fake device, for instruction
 //! counting under `valgrind --tool=callgrind` (`cargo xtask bench --host` runs it).
 //!
 //! ```text
-//! datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|pktgen> <BATCH> <PACKETS>
+//! datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>
 //! ```
 //!
 //! `pktgen` runs `zcnic pktgen`'s loop on a port that drops every frame at once, so what
@@ -11,13 +11,15 @@
 //! ```text
 //! ```
 
-use zcnic_tests::datapath::{drive, manual_port, virtio_port, virtio_tx, SinkNic};
+use zcnic_tests::datapath::{
+    drive, igb_drive, igb_manual_port, manual_port, virtio_port, virtio_tx, SinkNic,
+};
 use zcnic_tools::pktgen;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, op, batch, packets] = args.as_slice() else {
-        eprintln!("usage: datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|pktgen> <BATCH> <PACKETS>");
+        eprintln!("usage: datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>");
         std::process::exit(2);
     };
     let batch: usize = batch.parse().unwrap_or(32).clamp(1, 256);
@@ -45,6 +47,9 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    } else if op.starts_with("igb-") {
+        let (dev, mut nic) = igb_manual_port();
+        igb_drive(op, &dev, &mut nic, batch, packets)
     } else if op == "virtio-tx" {
         let (dev, mut nic) = virtio_port();
         virtio_tx(&dev, &mut nic, batch, packets)
