@@ -372,46 +372,61 @@ impl IgbRxQueue {
         if limit == 0 || !first.done() {
             return 0;
         }
-        // The caller's spares first in `fresh`, then the pool's; refills are taken from the
-        // back, so the pool's go first and unused spares stay at the front.
+        // The caller's spares first in `fresh`, then the pool's: refills are taken from the
+        // front, so spares go first, as `Nic::rx_batch_recycle` promises.
         let given = crate::nic::take_spares(&mut q.fresh, spare, limit, &self.pool);
         self.pool.alloc_batch(&mut q.fresh, limit - given);
-        let (start, mut at) = (q.consumed, q.consumed);
-        let (mut k, mut bytes, mut errors) = (0usize, 0u64, 0u64);
+        out.reserve(limit);
+        // Each frame's buffer trades places with a refill, so `fresh[..k]` ends up holding
+        // the frames in order and `fresh[k..]` the refills left over. Ring, slices, index
+        // and state are locals, so the loop keeps them in registers (a store to the ring
+        // could alias fields, as far as the compiler knows).
+        let (idx, produced, start) = (q.idx, q.produced, q.consumed);
+        let (ring, bufs, fresh) = (&q.ring, &mut q.bufs[..], &mut q.fresh[..]);
+        let mut discarding = q.discarding;
+        let (mut at, mut k, mut bytes, mut errors) = (start, 0usize, 0u64, 0u64);
         // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
         // keeps its buffer and counts as an error. Frames stop at `max` delivered or at
         // the first descriptor not done.
-        while k < max && q.idx.in_flight(q.produced, at) > 0 {
-            let slot = q.idx.slot(at);
-            let wb = RxWriteBack::from_words(q.ring.read_words(slot));
+        while k < max && at != produced {
+            let slot = idx.slot(at);
+            let wb = RxWriteBack::from_words(ring.read_words(slot));
             if !wb.done() {
                 break;
             }
             // Acquire: the descriptor body and the frame are read only after DD was seen.
             fence(Ordering::Acquire);
-            let whole = !std::mem::replace(&mut q.discarding, !wb.is_eop());
+            let whole = !discarding;
+            discarding = !wb.is_eop();
             match wb.good_len(DATA_ROOM as u16).filter(|_| whole) {
                 Some(len) => {
-                    let Some(new) = q.fresh.pop() else {
+                    let Some(new) = fresh.get_mut(k) else {
                         self.counters.no_buf();
-                        q.discarding = false;
+                        discarding = false;
                         break;
                     };
-                    let mut pkt = std::mem::replace(&mut q.bufs[slot], new);
+                    let pkt = &mut bufs[slot];
                     pkt.reset_len(len);
                     pkt.set_rss(wb.rss_report());
-                    out.push(pkt);
+                    std::mem::swap(new, pkt);
                     bytes += u64::from(len);
                     k += 1;
                 }
                 None => errors += 1,
             }
-            q.ring.write_words(slot, rx_ready(q.bufs[slot].iova()));
+            ring.write_words(slot, rx_ready(bufs[slot].iova()));
             at = at.wrapping_add(1);
         }
-        let unused = q.fresh.len().min(given);
-        Packet::drop_all(q.fresh.drain(unused..));
-        spare.append(&mut q.fresh);
+        q.discarding = discarding;
+        out.extend(q.fresh.drain(..k));
+        // Refills left over (bad descriptors keep their buffer, or the ring ran out of
+        // done descriptors): the caller's go back to it (they came first), the pool's to
+        // the pool.
+        if !q.fresh.is_empty() {
+            let back = given.saturating_sub(k);
+            Packet::drop_all(q.fresh.drain(back..));
+            spare.append(&mut q.fresh);
+        }
         let taken = at.wrapping_sub(start);
         q.consumed = at;
         if taken > 0 {
