@@ -57,7 +57,8 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
     let mut clock = LoopClock::new();
     let epoch = clock.epoch();
     let (mut sent, mut last_t, mut last_sent, mut last_progress) = (0u64, 0u64, 0u64, 0u64);
-    let mut out = std::io::stdout().lock();
+    // Locked only to print a line: other threads (`--queues`) print too.
+    let stdout = std::io::stdout();
     loop {
         let now = clock.now_ns();
         if sent >= limit || stopped() || end.is_some_and(|e| now >= e) {
@@ -82,6 +83,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         }
         if now.saturating_sub(last_t) >= 1_000_000_000 {
             let dt = (now - last_t) as f64 / 1e9;
+            let mut out = stdout.lock();
             let _ = writeln!(
                 out,
                 "pktgen {port}: {:6.1} s  ceiling tx {:>9.0} pps  total {sent}{}",

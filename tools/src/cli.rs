@@ -99,6 +99,11 @@ pub enum Cmd {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
         duration: Option<f64>,
+        /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
+        /// flows over them: queue k of one port forwards to queue k of the other (or of
+        /// itself).
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
         #[command(flatten)]
         port: PortOpts,
     },

@@ -35,6 +35,11 @@ pub struct Args {
     pub drop_every: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// No per-second lines (a caller prints its own: `fwd --queues`).
+    pub quiet: bool,
+    /// Give the CPU away (`sched_yield`) after a round in which nothing arrived: for
+    /// several forwarding threads sharing fewer CPUs (`fwd --queues`).
+    pub yield_idle: bool,
 }
 
 /// Counters of one direction.
@@ -94,15 +99,18 @@ pub fn run(
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut last = 0u64;
     let mut last_stats: Vec<DirStats> = dirs.iter().map(|d| d.stats).collect();
-    let mut out = std::io::stdout().lock();
+    // Locked only to print a line: other threads (`--queues`) print too.
+    let stdout = std::io::stdout();
     loop {
         let now = clock.now_ns();
         if stopped() || end.is_some_and(|e| now >= e) {
             break;
         }
+        let mut idle = true;
         for d in &mut dirs {
             if d.pending.is_empty() {
                 let n = ports[d.from].rx_batch_recycle(&mut d.pending, burst, &mut d.spare);
+                idle &= n == 0;
                 let first = d.stats.rx;
                 d.stats.rx += n as u64;
                 if let Some(every) = args.drop_every.filter(|e| *e > 0) {
@@ -130,9 +138,13 @@ pub fn run(
                 }
             }
         }
-        if now.saturating_sub(last) >= 1_000_000_000 {
+        if idle && args.yield_idle {
+            std::thread::yield_now();
+        }
+        if !args.quiet && now.saturating_sub(last) >= 1_000_000_000 {
             let dt = (now - last) as f64 / 1e9;
             last = now;
+            let mut out = stdout.lock();
             for (d, prev) in dirs.iter().zip(&mut last_stats) {
                 let _ = writeln!(
                     out,

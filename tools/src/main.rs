@@ -132,7 +132,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         return Err(msg("--queues 0: give at least 1"));
     }
     if c.queues > 1 {
-        return pktgen_queues(&addr, &c, &args);
+        return multiqueue::pktgen_cmd(&addr, &c, &args);
     }
     let cfg = c.port.config();
     let mut tx = open(&addr, &cfg)?;
@@ -196,50 +196,18 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     pktgen::unflushed(&s).map_or(Ok(()), Err)
 }
 
-/// `zcnic pktgen --queues N`: one sending thread per queue ([`multiqueue`]).
-fn pktgen_queues(addr: &PciAddr, c: &PktgenCmd, args: &pktgen::Args) -> Result<(), ToolError> {
-    if c.rx.is_some() || c.json {
-        return Err(msg(
-            "--queues sends only, in text: drop --rx/--json, and receive with `zcnic dump --queues`",
-        ));
-    }
-    let cfg = Config {
-        queues: c.queues,
-        ..c.port.config()
-    };
-    let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
-    println!(
-        "pktgen {addr}: {} {}, link {}, {} queues, streams {}..={}",
-        port.driver(),
-        zcnic::format_mac(port.mac()),
-        port.link(),
-        c.queues,
-        c.stream,
-        c.stream.wrapping_add(c.queues - 1),
-    );
-    let (total, each) = multiqueue::run(port.as_mut(), queues, args)?;
-    for (k, s) in each.iter().enumerate() {
-        println!(
-            "pktgen {addr}: queue {k}: {} frames sent (stream {}), {:.0} pps",
-            s.sent,
-            c.stream.wrapping_add(k as u16),
-            s.pps()
-        );
-    }
-    for line in pktgen::summary_lines(&total) {
-        println!("{line}");
-    }
-    pktgen::unflushed(&total).map_or(Ok(()), Err)
-}
-
 fn fwd_cmd(
     ports: Vec<String>,
     mode: FwdMode,
     burst: usize,
     drop_every: Option<u64>,
     duration: Option<f64>,
+    queues: u16,
     port: PortOpts,
 ) -> Result<(), ToolError> {
+    if queues == 0 {
+        return Err(msg("--queues 0: give at least 1"));
+    }
     if ports.len() > 2 {
         return Err(msg("fwd takes one or two --port"));
     }
@@ -262,11 +230,17 @@ fn fwd_cmd(
         burst,
         drop_every,
         duration: seconds("duration", duration)?,
+        quiet: false,
+        yield_idle: false,
     };
     let cfg = Config {
         promisc: true,
+        queues,
         ..port.config()
     };
+    if queues > 1 {
+        return multiqueue::fwd_cmd(&addrs, &cfg, &args);
+    }
     let mut nics = addrs
         .iter()
         .map(|a| open(a, &cfg))
@@ -366,8 +340,9 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             burst,
             drop_every,
             duration,
+            queues,
             port,
-        } => fwd_cmd(ports, mode, burst, drop_every, duration, port),
+        } => fwd_cmd(ports, mode, burst, drop_every, duration, queues, port),
         Cmd::Stats {
             pci,
             duration,

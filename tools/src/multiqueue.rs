@@ -19,6 +19,19 @@ pub struct QueueNic {
     link: Link,
 }
 
+impl QueueNic {
+    /// Queue pair `pair` of `port`, as a one-queue port.
+    pub fn new(pair: QueuePair, port: &dyn Port) -> Self {
+        Self {
+            pair,
+            addr: port.addr(),
+            driver: port.driver(),
+            mac: port.mac(),
+            link: port.link(),
+        }
+    }
+}
+
 impl Nic for QueueNic {
     fn addr(&self) -> PciAddr {
         self.addr
@@ -92,13 +105,7 @@ pub fn run(
         .into_iter()
         .enumerate()
         .map(|(k, pair)| {
-            let mut nic = QueueNic {
-                pair,
-                addr: port.addr(),
-                driver: port.driver(),
-                mac: port.mac(),
-                link: port.link(),
-            };
+            let mut nic = QueueNic::new(pair, port);
             let mine = Args {
                 quiet: true,
                 ..share(args, k as u16, n)
@@ -126,6 +133,91 @@ pub fn run(
         flushed: each.iter().all(|s| s.flushed),
     };
     Ok((total, each))
+}
+
+/// `zcnic fwd --queues N`: one forwarding thread per queue index, queue k of each port
+/// with queue k of the other (or of itself with one port), each running the ordinary
+/// forwarder; a line per direction every second from the ports' per-queue counters.
+/// Returns each direction's totals, and each queue's.
+pub fn forward(
+    ports: &mut [Box<dyn Port>],
+    queues: Vec<Vec<QueuePair>>,
+    args: &crate::fwd::Args,
+) -> Result<Vec<(usize, usize, DirTotals)>, ToolError> {
+    let n = queues.first().map_or(0, Vec::len);
+    let mut by_queue: Vec<Vec<Box<dyn Nic>>> = (0..n).map(|_| Vec::new()).collect();
+    for (port, pairs) in ports.iter().zip(queues) {
+        for (k, pair) in pairs.into_iter().enumerate() {
+            by_queue[k].push(Box::new(QueueNic::new(pair, port.as_ref())));
+        }
+    }
+    // More forwarding threads than vCPUs is common in a VM: an idle one gives its CPU
+    // away, or a busy one may keep it (under QEMU's TCG for seconds).
+    let quiet = crate::fwd::Args {
+        quiet: true,
+        yield_idle: true,
+        ..args.clone()
+    };
+    let threads: Vec<_> = by_queue
+        .into_iter()
+        .map(|mut nics| {
+            let a = quiet.clone();
+            std::thread::spawn(move || crate::fwd::run(&mut nics, &a))
+        })
+        .collect();
+    let dirs: Vec<(usize, usize)> = if ports.len() == 1 {
+        vec![(0, 0)]
+    } else {
+        vec![(0, 1), (1, 0)]
+    };
+    let start = std::time::Instant::now();
+    let mut next = std::time::Duration::from_secs(1);
+    let mut last = vec![(0u64, 0u64); dirs.len()];
+    while !threads.iter().all(|t| t.is_finished()) {
+        if start.elapsed() < next {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        next += std::time::Duration::from_secs(1);
+        let t = start.elapsed().as_secs_f64();
+        for (&(from, to), prev) in dirs.iter().zip(&mut last) {
+            let rx: u64 = ports[from].queue_stats().iter().map(|s| s.rx_packets).sum();
+            let tx: u64 = ports[to].queue_stats().iter().map(|s| s.tx_packets).sum();
+            println!(
+                "fwd {} -> {}: {t:6.1} s  rx {:>9.0} pps  tx {:>9.0} pps  total rx {rx} tx {tx}",
+                ports[from].addr(),
+                ports[to].addr(),
+                (rx - prev.0) as f64,
+                (tx - prev.1) as f64,
+            );
+            *prev = (rx, tx);
+        }
+    }
+    let mut totals: Vec<(usize, usize, DirTotals)> = dirs
+        .iter()
+        .map(|&(f, t)| (f, t, DirTotals::default()))
+        .collect();
+    for th in threads {
+        let each = th
+            .join()
+            .map_err(|_| msg("a forwarding thread panicked"))??;
+        for ((_, _, tot), (_, _, s)) in totals.iter_mut().zip(each) {
+            tot.total.rx += s.rx;
+            tot.total.tx += s.tx;
+            tot.total.dropped += s.dropped;
+            tot.per_queue.push(s);
+        }
+    }
+    Ok(totals)
+}
+
+/// One direction's counters over every queue, and each queue's.
+#[derive(Debug, Clone, Default)]
+pub struct DirTotals {
+    /// The sum.
+    pub total: crate::fwd::DirStats,
+    /// By queue.
+    pub per_queue: Vec<crate::fwd::DirStats>,
 }
 
 /// The per-second lines of the whole port while the queues send, in the form of a
@@ -158,6 +250,82 @@ fn device_line(port: &mut dyn Port) -> String {
     port.stats()
         .hw("GPTC")
         .map_or(String::new(), |n| format!("  device GPTC {n}"))
+}
+
+/// `zcnic fwd --queues N` on the command line: open the ports, forward, print the totals.
+pub fn fwd_cmd(
+    addrs: &[PciAddr],
+    cfg: &zcnic::Config,
+    args: &crate::fwd::Args,
+) -> Result<(), ToolError> {
+    let (mut ports, mut queues) = (Vec::new(), Vec::new());
+    for a in addrs {
+        let (p, q) = zcnic::open_port(&a.to_string(), cfg)?;
+        println!(
+            "fwd: {a} {} {}, link {}, {} queues (RSS)",
+            p.driver(),
+            zcnic::format_mac(p.mac()),
+            p.link(),
+            q.len()
+        );
+        ports.push(p);
+        queues.push(q);
+    }
+    println!(
+        "fwd: {:?} mode, burst {}, one thread per queue; Ctrl-C stops",
+        args.mode, args.burst
+    );
+    let totals = forward(&mut ports, queues, args)?;
+    for (from, to, t) in totals {
+        let (a, b) = (ports[from].addr(), ports[to].addr());
+        for (k, s) in t.per_queue.iter().enumerate() {
+            println!(
+                "fwd {a} -> {b}: queue {k}: received {}, forwarded {}",
+                s.rx, s.tx
+            );
+        }
+        println!(
+            "fwd {a} -> {b}: received {}, forwarded {}, dropped on purpose {}",
+            t.total.rx, t.total.tx, t.total.dropped
+        );
+    }
+    Ok(())
+}
+
+/// `zcnic pktgen --queues N` on the command line: open the port, send, print the totals.
+pub fn pktgen_cmd(addr: &PciAddr, c: &crate::cli::PktgenCmd, args: &Args) -> Result<(), ToolError> {
+    if c.rx.is_some() || c.json {
+        return Err(msg(
+            "--queues sends only, in text: drop --rx/--json, and receive with `zcnic dump --queues`",
+        ));
+    }
+    let cfg = zcnic::Config {
+        queues: c.queues,
+        ..c.port.config()
+    };
+    let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+    println!(
+        "pktgen {addr}: {} {}, link {}, {} queues, streams {}..={}",
+        port.driver(),
+        zcnic::format_mac(port.mac()),
+        port.link(),
+        c.queues,
+        c.stream,
+        c.stream.wrapping_add(c.queues - 1),
+    );
+    let (total, each) = run(port.as_mut(), queues, args)?;
+    for (k, s) in each.iter().enumerate() {
+        println!(
+            "pktgen {addr}: queue {k}: {} frames sent (stream {}), {:.0} pps",
+            s.sent,
+            c.stream.wrapping_add(k as u16),
+            s.pps()
+        );
+    }
+    for line in pktgen::summary_lines(&total) {
+        println!("{line}");
+    }
+    pktgen::unflushed(&total).map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

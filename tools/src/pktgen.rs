@@ -265,7 +265,8 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let mut sending_until = None;
     let mut last_progress = 0u64;
     let (mut last_t, mut last_sent, mut last_rx) = (0u64, 0u64, 0u64);
-    let mut out = std::io::stdout().lock();
+    // Locked only to print a line: other threads (`--queues`) print too.
+    let stdout = std::io::stdout();
 
     loop {
         let now = clock.now_ns();
@@ -370,6 +371,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 last_rx = got;
             }
             line += &device_count(tx);
+            let mut out = stdout.lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
             (last_t, last_sent) = (now, sent);
