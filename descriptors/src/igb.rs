@@ -110,8 +110,8 @@ impl RxWriteBack {
     }
 
     /// The RSS hash and what it covered, when the device reported one (§7.1.5.2: RSS
-    /// type 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6 with extensions, 4 IPv6 with extensions, 5
-    /// IPv6, 6 TCP/IPv6, 7 UDP/IPv4, 8 UDP/IPv6, 9 UDP/IPv6 with extensions), as the
+    /// type 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6, 4 IPv6 with extensions, 5 IPv6, 6 TCP/IPv6
+    /// with extensions, 7 UDP/IPv4, 8 UDP/IPv6, 9 UDP/IPv6 with extensions), as the
     /// virtio-style report a `Packet` keeps (`HashType` numbers; 0, and the hash field
     /// as it came, for none). A table lookup: it runs for every frame received.
     #[inline(always)]

@@ -245,8 +245,16 @@ fn receive_recycle_refills_from_spares() {
     let end = Instant::now() + Duration::from_secs(20);
     while seen < n {
         assert!(Instant::now() < end, "{seen} of {n} frames arrived");
-        let free_before = pool.free_count();
+        let (free_before, offered) = (pool.free_count(), spare.len());
         nic.rx_batch_recycle(&mut got, 32, &mut spare);
+        if got.len() <= offered {
+            assert_eq!(
+                pool.free_count(),
+                free_before,
+                "{} frames, {offered} spares: every refill a spare",
+                got.len()
+            );
+        }
         for p in got.drain(..) {
             assert_eq!(
                 p.data(),

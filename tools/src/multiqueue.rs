@@ -74,6 +74,42 @@ impl Nic for QueueNic {
     fn set_promisc(&mut self, _on: bool) {}
 }
 
+/// Sets the tool's stop flag when dropped armed: a thread that fails or panics stops its
+/// siblings, instead of leaving them running until Ctrl-C.
+struct StopOthers(bool);
+
+impl Drop for StopOthers {
+    fn drop(&mut self) {
+        if self.0 {
+            crate::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own; its failure (an error or a panic) stops the others.
+fn spawn_stopping<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ToolError> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, ToolError>> {
+    std::thread::spawn(move || {
+        let mut guard = StopOthers(true);
+        let r = work();
+        guard.0 = r.is_err();
+        r
+    })
+}
+
+/// Joins every thread, then returns their results, or the first failure.
+fn join_all<T>(
+    threads: Vec<std::thread::JoinHandle<Result<T, ToolError>>>,
+    what: &str,
+) -> Result<Vec<T>, ToolError> {
+    let results: Vec<_> = threads.into_iter().map(|t| t.join()).collect();
+    results
+        .into_iter()
+        .map(|r| r.map_err(|_| msg(format!("a {what} thread panicked")))?)
+        .collect()
+}
+
 /// What queue `k` of `n` sends: its stream, its share of the count, its share of the
 /// rate.
 pub fn share(args: &Args, k: u16, n: u16) -> Args {
@@ -110,15 +146,11 @@ pub fn run(
                 quiet: true,
                 ..share(args, k as u16, n)
             };
-            std::thread::spawn(move || pktgen::run(&mut nic, Rx::None, &mine))
+            spawn_stopping(move || pktgen::run(&mut nic, Rx::None, &mine))
         })
         .collect();
     progress(port, &threads);
-    let mut each = Vec::new();
-    for t in threads {
-        let s = t.join().map_err(|_| msg("a sending thread panicked"))??;
-        each.push(s);
-    }
+    let each = join_all(threads, "sending")?;
     let stats = port.stats();
     let total = Summary {
         port: port.addr(),
@@ -162,7 +194,7 @@ pub fn forward(
         .into_iter()
         .map(|mut nics| {
             let a = quiet.clone();
-            std::thread::spawn(move || crate::fwd::run(&mut nics, &a))
+            spawn_stopping(move || crate::fwd::run(&mut nics, &a))
         })
         .collect();
     let dirs: Vec<(usize, usize)> = if ports.len() == 1 {
@@ -172,14 +204,17 @@ pub fn forward(
     };
     let start = std::time::Instant::now();
     let mut next = std::time::Duration::from_secs(1);
-    let mut last = vec![(0u64, 0u64); dirs.len()];
+    let (mut last_t, mut last) = (0.0, vec![(0u64, 0u64); dirs.len()]);
     while !threads.iter().all(|t| t.is_finished()) {
         if start.elapsed() < next {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
         }
-        next += std::time::Duration::from_secs(1);
+        // A second from now, not from the tick missed: a stalled printer skips lines
+        // rather than bunching them.
+        next = start.elapsed() + std::time::Duration::from_secs(1);
         let t = start.elapsed().as_secs_f64();
+        let dt = t - last_t;
         for (&(from, to), prev) in dirs.iter().zip(&mut last) {
             let rx: u64 = ports[from].queue_stats().iter().map(|s| s.rx_packets).sum();
             let tx: u64 = ports[to].queue_stats().iter().map(|s| s.tx_packets).sum();
@@ -187,20 +222,18 @@ pub fn forward(
                 "fwd {} -> {}: {t:6.1} s  rx {:>9.0} pps  tx {:>9.0} pps  total rx {rx} tx {tx}",
                 ports[from].addr(),
                 ports[to].addr(),
-                (rx - prev.0) as f64,
-                (tx - prev.1) as f64,
+                (rx - prev.0) as f64 / dt,
+                (tx - prev.1) as f64 / dt,
             );
             *prev = (rx, tx);
         }
+        last_t = t;
     }
     let mut totals: Vec<(usize, usize, DirTotals)> = dirs
         .iter()
         .map(|&(f, t)| (f, t, DirTotals::default()))
         .collect();
-    for th in threads {
-        let each = th
-            .join()
-            .map_err(|_| msg("a forwarding thread panicked"))??;
+    for each in join_all(threads, "forwarding")? {
         for ((_, _, tot), (_, _, s)) in totals.iter_mut().zip(each) {
             tot.total.rx += s.rx;
             tot.total.tx += s.tx;
@@ -233,7 +266,7 @@ fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
         }
-        next += std::time::Duration::from_secs(1);
+        next = start.elapsed() + std::time::Duration::from_secs(1);
         let t = start.elapsed().as_secs_f64();
         let sent: u64 = port.queue_stats().iter().map(|s| s.tx_packets).sum();
         let pps = (sent - last_sent) as f64 / (t - last_t);

@@ -372,11 +372,24 @@ impl IgbRxQueue {
         if limit == 0 || !first.done() {
             return 0;
         }
+        // Refills for the frames waiting, not for all `max`: the device completes in order,
+        // so when the last of `limit` is done all are (a device that lies only leaves
+        // refills over, which go back below); otherwise count them.
+        let done_at = |i: usize| {
+            let slot = q.idx.slot(q.consumed.wrapping_add(i as u32));
+            RxWriteBack::from_words(q.ring.read_words(slot)).done()
+        };
+        let waiting = if done_at(limit - 1) {
+            limit
+        } else {
+            (1..limit).take_while(|&i| done_at(i)).count() + 1
+        };
         // The caller's spares first in `fresh`, then the pool's: refills are taken from the
         // front, so spares go first, as `Nic::rx_batch_recycle` promises.
-        let given = crate::nic::take_spares(&mut q.fresh, spare, limit, &self.pool);
-        self.pool.alloc_batch(&mut q.fresh, limit - given);
-        out.reserve(limit);
+        let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
+        self.pool.alloc_batch(&mut q.fresh, waiting - given);
+        let short = q.fresh.len() < waiting;
+        out.reserve(waiting);
         // Each frame's buffer trades places with a refill, so `fresh[..k]` ends up holding
         // the frames in order and `fresh[k..]` the refills left over. Ring, slices, index
         // and state are locals, so the loop keeps them in registers (a store to the ring
@@ -401,7 +414,11 @@ impl IgbRxQueue {
             match wb.good_len(DATA_ROOM as u16).filter(|_| whole) {
                 Some(len) => {
                     let Some(new) = fresh.get_mut(k) else {
-                        self.counters.no_buf();
+                        // Out of refills: the pool ran dry, or more frames completed since
+                        // they were counted (those wait for the next call).
+                        if short {
+                            self.counters.no_buf();
+                        }
                         discarding = false;
                         break;
                     };

@@ -259,7 +259,7 @@ fn a_count_the_device_disagrees_with_fails_the_bench() {
             &good.replace("device GPTC 27000, TPT", "device GPTC 20000, TPT"),
         );
     });
-    assert_eq!(f, ["bench: zcnic pktgen on e1000 transmit, run 1: sent 27000 frames but the device counted 20000 (GPTC), more than one ring (512) apart"]);
+    assert_eq!(f, ["bench: zcnic pktgen on e1000 transmit, run 1: sent 27000 frames but the device counted 20000 (GPTC), more than its rings (512) apart"]);
     let k = failure("kernel", |f| f.write("kernel-e1000-1.end", "1000\n"));
     assert_eq!(k.len(), 1);
     assert!(k[0].contains("kernel pktgen on e1000 transmit, run 1: sent 9000 frames but the GPTC count rose by 950"), "{k:?}");
