@@ -215,11 +215,10 @@ impl Bar for MmioBar {
     fn revoke_doorbells(&self) {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        // SAFETY: replaces this BAR's own mapping, in place and atomically, with private
-        // zeroed memory of the same size: every pointer into it (this bar's and its
-        // doorbells') stays valid for volatile access, and the device file the old mapping
-        // held is released. No Rust reference points into the range, and the mapping's
-        // owner unmaps the range when the last holder goes, as before.
+        // The old mapping's device file is released; the mapping's owner unmaps the range
+        // when its last holder goes, as before.
+        // SAFETY: replaces this BAR's own mapping in place, atomically, with private memory
+        // of the same size: every pointer into it stays valid, no reference points into it.
         let p = unsafe { libc::mmap(self.ptr.as_ptr().cast(), self.len, prot, flags, -1, 0) };
         if p == libc::MAP_FAILED {
             log::warn!(
