@@ -157,8 +157,16 @@ impl Held {
 /// One `tx_batch` of `batch` on `nic`: it takes a prefix and leaves the rest in `batch`.
 /// Returns how many it took.
 pub fn send(nic: &mut dyn Nic, batch: &mut Vec<Packet>) -> Result<usize, TestCaseError> {
+    send_with(batch, |b| nic.tx_batch(b))
+}
+
+/// [`send`] through any `tx_batch`: a queue's, for one.
+pub fn send_with(
+    batch: &mut Vec<Packet>,
+    tx_batch: impl FnOnce(&mut Vec<Packet>) -> usize,
+) -> Result<usize, TestCaseError> {
     let before = batch.len();
-    let n = nic.tx_batch(batch);
+    let n = tx_batch(batch);
     prop_assert!(n <= before, "took {n} of {before}");
     prop_assert_eq!(
         batch.len(),

@@ -113,6 +113,7 @@ pub fn igb_manual_port() -> (IgbDevice, Igb<DevBar>) {
     let dev = IgbDevice {
         regs: bar.regs,
         dma,
+        queue: 0,
         rx_size: cfg.rx_ring,
         tx_size: cfg.tx_ring,
     };

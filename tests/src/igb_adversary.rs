@@ -7,6 +7,7 @@
 
 use proptest::prelude::*;
 use zcnic::igb::regs::{self, stat};
+use zcnic::rss::HashType;
 use zcnic::{Bar, FakeBar, FakeDma, DATA_ROOM};
 
 /// MAC in RAL0/RAH0.
@@ -170,12 +171,14 @@ pub enum Step {
     Link,
     /// `set_promisc`.
     Promisc(bool),
-    /// Device: a receive write-back of any length and status on any slot.
+    /// Device: a receive write-back of any length and status on any slot, with an RSS
+    /// hash and type (any of the 16, the reserved ones included).
     RxWb {
         slot: u16,
         len: u16,
         status: u32,
         hash: u32,
+        kind: u8,
     },
     /// Device: up to `n` frames of `len` bytes from RDH towards RDT, as silicon writes
     /// them back, with `csum` (checksum-error bits, which do not drop a frame) set.
@@ -275,8 +278,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Flush),
         1 => Just(Step::Link),
         1 => any::<bool>().prop_map(Step::Promisc),
-        5 => (any::<u16>(), rx_len(), rx_status(), any::<u32>())
-            .prop_map(|(slot, len, status, hash)| Step::RxWb { slot, len, status, hash }),
+        5 => (any::<u16>(), rx_len(), rx_status(), any::<u32>(), 0u8..16)
+            .prop_map(|(slot, len, status, hash, kind)| Step::RxWb { slot, len, status, hash, kind }),
         6 => (1u8..=80, 1u16..=2048, csum).prop_map(|(n, len, csum)| Step::RxGood { n, len, csum }),
         2 => (2u8..=5, 1u16..=2048, prop::bool::weighted(0.8))
             .prop_map(|(parts, len, eop)| Step::RxSplit { parts, len, eop }),
@@ -291,30 +294,41 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// A whole case: ring sizes, pool size and the steps.
+/// A whole case: queue pairs, ring sizes, pool size, the steps (each on one queue pair,
+/// its number taken modulo `queues`) and the order of teardown.
 #[derive(Debug, Clone)]
 pub struct Case {
+    pub queues: u16,
     pub rx_ring: u32,
     pub tx_ring: u32,
-    /// A pool barely above the receive ring (runs dry) or a roomy one.
+    /// A pool barely above what the receive rings need (runs dry) or a roomy one.
     pub tight_pool: bool,
-    pub steps: Vec<Step>,
+    pub steps: Vec<(u16, Step)>,
+    /// At close, the port is dropped before its queues (else after them).
+    pub port_first: bool,
 }
 
-/// Cases of up to `max_steps` steps on rings the igb accepts (RX from 8, TX from 32).
-pub fn case(max_steps: usize) -> impl Strategy<Value = Case> {
+/// Cases of up to `max_steps` steps on rings the igb accepts (RX from 8, TX from 32), on
+/// a port of one of `queues` queue pairs.
+pub fn case(max_steps: usize, queues: Vec<u16>) -> impl Strategy<Value = Case> {
     (
+        prop::sample::select(queues),
         prop::sample::select(vec![8u32, 16, 64]),
         prop::sample::select(vec![32u32, 64]),
         prop::bool::weighted(0.3),
-        prop::collection::vec(step(), 1..max_steps),
+        prop::collection::vec((0u16..8, step()), 1..max_steps),
+        any::<bool>(),
     )
-        .prop_map(|(rx_ring, tx_ring, tight_pool, steps)| Case {
-            rx_ring,
-            tx_ring,
-            tight_pool,
-            steps,
-        })
+        .prop_map(
+            |(queues, rx_ring, tx_ring, tight_pool, steps, port_first)| Case {
+                queues,
+                rx_ring,
+                tx_ring,
+                tight_pool,
+                steps: steps.into_iter().map(|(q, s)| (q % queues, s)).collect(),
+                port_first,
+            },
+        )
 }
 
 /// A receive descriptor as the device left it, judged by the datasheet (§7.1.5.2).
@@ -322,6 +336,9 @@ pub fn case(max_steps: usize) -> impl Strategy<Value = Case> {
 pub struct RxSnap {
     pub status: u32,
     pub len: u16,
+    /// RSS type (bits 3:0 of the first word) and hash (its upper half).
+    pub kind: u8,
+    pub hash: u32,
 }
 
 impl RxSnap {
@@ -329,7 +346,25 @@ impl RxSnap {
         Self {
             status: w[1] as u32,
             len: (w[1] >> 32) as u16,
+            kind: (w[0] & 0xf) as u8,
+            hash: (w[0] >> 32) as u32,
         }
+    }
+
+    /// The hash a frame of this descriptor must carry: RSS types 1–9 of §7.1.5.2 (those
+    /// with IPv6 extension headers as their plain IPv6 kind), none for 0 and the reserved
+    /// 10–15.
+    pub fn rss(&self) -> Option<(u32, HashType)> {
+        let kind = match self.kind {
+            1 => HashType::TcpV4,
+            2 => HashType::Ipv4,
+            3 | 6 => HashType::TcpV6,
+            4 | 5 => HashType::Ipv6,
+            7 => HashType::UdpV4,
+            8 | 9 => HashType::UdpV6,
+            _ => return None,
+        };
+        Some((self.hash, kind))
     }
 
     pub fn done(&self) -> bool {
@@ -404,11 +439,12 @@ impl RxPlan {
     }
 }
 
-/// The device's view of the two rings of queue 0, through its registers and DMA.
+/// The device's view of the two rings of one queue pair, through its registers and DMA.
 #[derive(Debug)]
 pub struct Device {
     pub regs: FakeBar,
     pub dma: FakeDma,
+    pub queue: u16,
     pub rx_size: u32,
     pub tx_size: u32,
 }
@@ -419,11 +455,19 @@ fn ring_base(regs: &FakeBar, lo: u32, hi: u32) -> u64 {
 
 impl Device {
     pub fn rx_at(&self, slot: u32) -> u64 {
-        ring_base(&self.regs, regs::rdbal(0), regs::rdbah(0)) + u64::from(slot % self.rx_size) * 16
+        let q = self.queue.into();
+        ring_base(&self.regs, regs::rdbal(q), regs::rdbah(q)) + u64::from(slot % self.rx_size) * 16
     }
 
     pub fn tx_at(&self, slot: u32) -> u64 {
-        ring_base(&self.regs, regs::tdbal(0), regs::tdbah(0)) + u64::from(slot % self.tx_size) * 16
+        let q = self.queue.into();
+        ring_base(&self.regs, regs::tdbal(q), regs::tdbah(q)) + u64::from(slot % self.tx_size) * 16
+    }
+
+    /// This queue pair's head and tail registers: RDH, RDT, TDH, TDT.
+    pub fn heads_tails(&self) -> [u32; 4] {
+        let q = self.queue.into();
+        [regs::rdh(q), regs::rdt(q), regs::tdh(q), regs::tdt(q)]
     }
 
     /// The two words of the descriptor at `at`.
@@ -447,10 +491,13 @@ impl Device {
         }
     }
 
-    /// A receive write-back (§7.1.5.2): packet type and hash, then status and length.
-    fn rx_wb(&self, slot: u32, status: u32, len: u16, hash: u32) {
+    /// A receive write-back (§7.1.5.2): RSS type and hash, then status and length.
+    fn rx_wb(&self, slot: u32, status: u32, len: u16, hash: u32, kind: u8) {
         let w1 = u64::from(status) | u64::from(len) << 32;
-        self.put(self.rx_at(slot), [u64::from(hash) << 32 | 1, w1]);
+        self.put(
+            self.rx_at(slot),
+            [u64::from(hash) << 32 | u64::from(kind), w1],
+        );
     }
 
     /// Transmit write-back of the descriptor at `slot`: `status` ORed into its status
@@ -472,20 +519,21 @@ impl Device {
         for slot in 0..self.tx_size {
             self.tx_wb(slot, tx::DD, AddrWord::Keep);
         }
-        self.regs
-            .write32(regs::tdh(0), self.regs.read32(regs::tdt(0)));
+        let [.., tdh, tdt] = self.heads_tails();
+        self.regs.write32(tdh, self.regs.read32(tdt));
     }
 
     /// Plays one device step.
     pub fn act(&self, s: &Step) {
-        let (rdh, rdt) = (regs::rdh(0), regs::rdt(0));
+        let [rdh, rdt, tdh, tdt] = self.heads_tails();
         match *s {
             Step::RxWb {
                 slot,
                 len,
                 status,
                 hash,
-            } => self.rx_wb(slot.into(), status, len, hash),
+                kind,
+            } => self.rx_wb(slot.into(), status, len, hash, kind),
             Step::RxGood { n, len, csum } => {
                 let (mut head, tail) =
                     (self.regs.read32(rdh) % self.rx_size, self.regs.read32(rdt));
@@ -493,7 +541,7 @@ impl Device {
                     if head == tail {
                         break;
                     }
-                    self.rx_wb(head, rx::DD | rx::EOP | csum, len, 0x51cc_c178);
+                    self.rx_wb(head, rx::DD | rx::EOP | csum, len, 0x51cc_c178 ^ head, 7);
                     head = (head + 1) % self.rx_size;
                 }
                 self.regs.write32(rdh, head);
@@ -507,7 +555,7 @@ impl Device {
                     }
                     let last = i + 1 == parts && eop;
                     let status = if last { rx::DD | rx::EOP } else { rx::DD };
-                    self.rx_wb(head, status, if last { len } else { 2048 }, 0);
+                    self.rx_wb(head, status, if last { len } else { 2048 }, 0, 0);
                     head = (head + 1) % self.rx_size;
                 }
                 self.regs.write32(rdh, head);
@@ -519,10 +567,8 @@ impl Device {
             }
             Step::TxWb { slot, status, addr } => self.tx_wb(slot.into(), status, addr),
             Step::TxGood { n, addr } => {
-                let (mut head, tail) = (
-                    self.regs.read32(regs::tdh(0)) % self.tx_size,
-                    self.regs.read32(regs::tdt(0)),
-                );
+                let (mut head, tail) =
+                    (self.regs.read32(tdh) % self.tx_size, self.regs.read32(tdt));
                 for _ in 0..n {
                     if head == tail {
                         break;
@@ -533,12 +579,12 @@ impl Device {
                     }
                     head = (head + 1) % self.tx_size;
                 }
-                self.regs.write32(regs::tdh(0), head);
+                self.regs.write32(tdh, head);
             }
             Step::Reg(r, v) => {
                 let off = match r {
                     Reg::Rdh => rdh,
-                    Reg::Tdh => regs::tdh(0),
+                    Reg::Tdh => tdh,
                     Reg::Status => regs::STATUS,
                     Reg::Counter(i) => COUNTERS[i],
                 };
