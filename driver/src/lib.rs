@@ -146,16 +146,18 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 }
 
 /// Opens the NIC at `pci` as a port of `cfg.queues` queue pairs, each pair's handles for
-/// one worker thread (see [`port`]). The igb has up to 8. The e1000 and (so far)
-/// virtio-net have one queue pair, driven through [`open_with`]; `open_port` refuses
-/// them with a line that says so.
+/// one worker thread (see [`port`]). The igb has up to 8; virtio-net as many as the device
+/// offers (QEMU: `mq=on` and a tap netdev with `queues=N`), with RSS where it has
+/// VIRTIO_NET_F_RSS. The e1000 has one queue pair, driven through [`open_with`];
+/// `open_port` refuses it with a line that says so.
 pub fn open_port(pci: &str, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
     match supported(info.vendor, info.device) {
         Some(s) if s.driver == "igb" => igb::IgbPort::open_boxed(platform::open_device(&addr)?, cfg),
+        Some(s) if s.driver.starts_with("virtio") => virtio::open_port(&addr, cfg),
         Some(s) => Err(Error::Io(format!(
-            "{addr}: zcnic drives the {} with one queue pair, behind the Nic trait (zcnic::open_with); separate queue handles are for the igb",
+            "{addr}: zcnic drives the {} with one queue pair, behind the Nic trait (zcnic::open_with); separate queue handles are for the igb and virtio-net",
             s.driver
         ))),
         None => Err(Error::Unsupported {

@@ -38,6 +38,9 @@ pub trait Bar: Send {
     /// driven on another thread than the port's registers ([`Doorbell`]). Out of bounds,
     /// the handle drops its writes, as [`write32`](Bar::write32) does.
     fn doorbell(&self, off: u32) -> Doorbell;
+    /// [`doorbell`](Bar::doorbell) for a 16-bit register (virtio's queue notify address):
+    /// each write is one 16-bit access of the value's low half.
+    fn doorbell16(&self, off: u32) -> Doorbell;
     /// Cuts every [`Doorbell`] of this region off the device: their writes land in
     /// private memory from now on. A port calls it once its device is stopped, before
     /// the device is closed, so a queue handle that outlives its port can never ring the
@@ -45,10 +48,11 @@ pub trait Bar: Send {
     fn revoke_doorbells(&self) {}
 }
 
-/// One 32-bit device register a queue writes from its own thread: its tail. It keeps the
-/// mapping it points into alive, so it may outlive the port it came from: the port
-/// revokes the mapping when it closes ([`Bar::revoke_doorbells`]), after which a write
-/// goes to private memory, never to the device. Not `Clone`: one register, one writer.
+/// One 32-bit (or 16-bit) device register a queue writes from its own thread: its tail,
+/// or its notify address. It keeps the mapping it points into alive, so it may outlive
+/// the port it came from: the port revokes the mapping when it closes
+/// ([`Bar::revoke_doorbells`]), after which a write goes to private memory, never to the
+/// device. Not `Clone`: one register, one writer.
 pub struct Doorbell(Bell);
 
 enum Bell {
@@ -56,10 +60,19 @@ enum Bell {
         ptr: NonNull<u32>,
         _map: Arc<memmap2::MmapRaw>,
     },
+    Mmio16 {
+        ptr: NonNull<u16>,
+        _map: Arc<memmap2::MmapRaw>,
+    },
     Fake {
         regs: Arc<[AtomicU32]>,
         idx: usize,
     },
+    Fake16 {
+        bar: FakeBar,
+        off: u32,
+    },
+    Hook(Box<dyn Fn(u32) + Send>),
     Dead,
 }
 
@@ -67,7 +80,10 @@ impl fmt::Debug for Doorbell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Bell::Mmio { ptr, .. } => write!(f, "Doorbell({ptr:p})"),
+            Bell::Mmio16 { ptr, .. } => write!(f, "Doorbell16({ptr:p})"),
             Bell::Fake { idx, .. } => write!(f, "Doorbell(fake {:#x})", idx * 4),
+            Bell::Fake16 { off, .. } => write!(f, "Doorbell16(fake {off:#x})"),
+            Bell::Hook(_) => write!(f, "Doorbell(hook)"),
             Bell::Dead => write!(f, "Doorbell(out of bounds)"),
         }
     }
@@ -83,19 +99,29 @@ impl Doorbell {
         Self(Bell::Dead)
     }
 
+    /// A doorbell that calls `f` with each value written: for a test device that acts in
+    /// the driver's write, as a register decoder does.
+    pub fn hook(f: impl Fn(u32) + Send + 'static) -> Self {
+        Self(Bell::Hook(Box::new(f)))
+    }
+
     /// Whether writes go nowhere (the register was outside the region).
     pub fn is_dead(&self) -> bool {
         matches!(self.0, Bell::Dead)
     }
 
-    /// Writes `val` to the register.
+    /// Writes `val` to the register (its low half, for a 16-bit one).
     #[inline(always)]
     pub fn write(&self, val: u32) {
         match &self.0 {
             // SAFETY: `ptr` is in bounds and aligned (checked when made), and `_map` keeps
             // the mapping alive; device registers are only accessed volatile.
             Bell::Mmio { ptr, .. } => unsafe { ptr.as_ptr().write_volatile(val) },
+            // SAFETY: as for `Mmio`, at 16 bits.
+            Bell::Mmio16 { ptr, .. } => unsafe { ptr.as_ptr().write_volatile(val as u16) },
             Bell::Fake { regs, idx } => regs[*idx].store(val, Ordering::SeqCst),
+            Bell::Fake16 { bar, off } => bar.write_sub(*off, 2, val & 0xffff),
+            Bell::Hook(f) => f(val),
             Bell::Dead => {}
         }
     }
@@ -205,6 +231,21 @@ impl Bar for MmioBar {
         let ptr = self.ptr.as_ptr().wrapping_add(off as usize).cast::<u32>();
         match NonNull::new(ptr) {
             Some(ptr) => Doorbell(Bell::Mmio {
+                ptr,
+                _map: Arc::clone(&self.map),
+            }),
+            None => Doorbell::dead(),
+        }
+    }
+
+    fn doorbell16(&self, off: u32) -> Doorbell {
+        if !in_bounds(off, 2, self.len) {
+            return Doorbell::dead();
+        }
+        // As in `doorbell`, at 16 bits.
+        let ptr = self.ptr.as_ptr().wrapping_add(off as usize).cast::<u16>();
+        match NonNull::new(ptr) {
+            Some(ptr) => Doorbell(Bell::Mmio16 {
                 ptr,
                 _map: Arc::clone(&self.map),
             }),
@@ -329,6 +370,16 @@ impl Bar for FakeBar {
         })
     }
 
+    fn doorbell16(&self, off: u32) -> Doorbell {
+        if !in_bounds(off, 2, self.regs.len() * 4) {
+            return Doorbell::dead();
+        }
+        Doorbell(Bell::Fake16 {
+            bar: self.clone(),
+            off,
+        })
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.read_sub(off, 4)
     }
@@ -437,5 +488,20 @@ mod tests {
         assert!((0..64).step_by(4).all(|o| o == 12 || b.read32(o) == 0));
         fn send<T: Send>(_: &T) {}
         send(&bell);
+    }
+
+    #[test]
+    fn a_16_bit_doorbell_writes_only_its_half() {
+        let a = FakeBar::new(64);
+        a.write32(8, 0xaaaa_bbbb);
+        let bell = a.doorbell16(10);
+        bell.write(0x1234_5678);
+        assert_eq!(a.read32(8), 0x5678_bbbb);
+        assert!(a.doorbell16(63).is_dead() && a.doorbell16(64).is_dead());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let hook = Doorbell::hook(move |v| s.lock().unwrap().push(v));
+        hook.write(3);
+        assert_eq!(*seen.lock().unwrap(), [3]);
     }
 }

@@ -41,7 +41,14 @@ pub const NOTIFY_MULT: u32 = 4;
 pub const RX: usize = 0;
 /// Transmit queue index.
 pub const TX: usize = 1;
-const QUEUES: usize = 2;
+/// Queues the fake can have: four pairs and the control queue.
+const MAX_QUEUES: usize = 9;
+/// The most queue pairs the fake offers.
+pub const MAX_PAIRS: u16 = 4;
+/// `virtio_net_hdr_v1_hash` (virtio 1.2 §5.1.6): the header with VIRTIO_NET_F_HASH_REPORT.
+pub const HASH_HDR_LEN: usize = 20;
+/// Every hash type of virtio 1.2 §5.1.6.4.3.1, as QEMU offers them.
+pub const HASH_TYPES: u32 = 0x1ff;
 
 /// Common configuration (virtio 1.1 §4.1.4.3), at offset 0 of the BAR.
 pub mod common {
@@ -112,6 +119,13 @@ pub struct Behaviour {
     pub link_up: bool,
     /// Notification policy on both queues.
     pub notify: Notify,
+    /// Offer a control queue with receive filters (VIRTIO_NET_F_CTRL_VQ, CTRL_RX).
+    pub ctrl: bool,
+    /// Queue pairs (1 to [`MAX_PAIRS`]); more than one offers VIRTIO_NET_F_MQ (with
+    /// `ctrl`).
+    pub pairs: u16,
+    /// Offer RSS and the hash report (VIRTIO_NET_F_RSS, HASH_REPORT).
+    pub rss: bool,
     /// Clear FEATURES_OK whatever the driver accepts.
     pub refuse_features: bool,
     /// Act on a queue only once the driver has notified it, as a device that sleeps until
@@ -133,6 +147,9 @@ impl Default for Behaviour {
             packed: false,
             link_up: true,
             notify: Notify::Wanted,
+            ctrl: false,
+            pairs: 1,
+            rss: false,
             refuse_features: false,
             only_when_notified: false,
         }
@@ -149,7 +166,21 @@ impl Behaviour {
         if self.packed {
             f |= feature::RING_PACKED;
         }
+        if self.ctrl {
+            f |= feature::CTRL_VQ | feature::CTRL_RX;
+        }
+        if self.ctrl && self.pairs > 1 {
+            f |= feature::MQ;
+        }
+        if self.rss {
+            f |= feature::RSS | feature::HASH_REPORT;
+        }
         f
+    }
+
+    /// The device's queues: its pairs, and the control queue after them.
+    pub fn queues(&self) -> usize {
+        2 * usize::from(self.pairs.clamp(1, MAX_PAIRS)) + usize::from(self.ctrl)
     }
 }
 
@@ -169,13 +200,27 @@ pub enum Inject {
     /// Split only: move `used.idx` a queue size plus one past what was used, until the next
     /// injection is written (which puts it back).
     IndexJump,
+    /// Receive this frame with this RSS hash and report type in its header (with
+    /// HASH_REPORT negotiated; otherwise as [`Inject::Frame`]).
+    Hashed(Vec<u8>, u32, u16),
+}
+
+/// A control command the device answered (virtio 1.1 §5.1.6.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub class: u8,
+    pub cmd: u8,
+    pub data: Vec<u8>,
+    /// What the device answered: 0 OK, 1 error.
+    pub ack: u8,
 }
 
 /// What the device counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Notifications per queue (a 16-bit write of the queue index at its notify address).
-    pub kicks: [u64; QUEUES],
+    /// Notifications of queues 0 and 1 (a 16-bit write of the queue index at its notify
+    /// address); [`FakeVirtio::kicks`] has every queue's.
+    pub kicks: [u64; 2],
     /// Notify writes with a wrong width, address or value.
     pub misdirected_kicks: u64,
     /// Register writes with a width other than the register's, or to a read-only one.
@@ -188,8 +233,10 @@ pub struct Counts {
     pub resets: u64,
     /// Frames transmitted.
     pub sent: u64,
-    /// Used entries written on the receive queue.
+    /// Used entries written on the receive queues.
     pub rx_used: u64,
+    /// Frames the receive filter turned away (promiscuous mode off).
+    pub filtered: u64,
 }
 
 /// The rings the device runs after DRIVER_OK.
@@ -199,8 +246,8 @@ pub struct Started {
     pub packed: bool,
     /// EVENT_IDX was accepted.
     pub event_idx: bool,
-    /// Size of each enabled queue.
-    pub sizes: [Option<u16>; QUEUES],
+    /// Size of each enabled queue of pair 0.
+    pub sizes: [Option<u16>; 2],
 }
 
 /// The device side of a fake virtio-net.
@@ -230,7 +277,7 @@ impl std::fmt::Debug for VirtioBar {
 
 #[derive(Debug, Default)]
 struct Counters {
-    kicks: [AtomicU64; QUEUES],
+    kicks: [AtomicU64; MAX_QUEUES],
     misdirected_kicks: AtomicU64,
     bad_accesses: AtomicU64,
     faults: AtomicU64,
@@ -238,6 +285,7 @@ struct Counters {
     resets: AtomicU64,
     sent: AtomicU64,
     rx_used: AtomicU64,
+    filtered: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -253,6 +301,9 @@ struct Shared {
     stop: AtomicBool,
     counts: Counters,
     sent: Mutex<Vec<Vec<u8>>>,
+    /// The pair each frame of `sent` went out on, in the same order.
+    sent_pairs: Mutex<Vec<u16>>,
+    commands: Mutex<Vec<Command>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,16 +335,23 @@ impl FakeVirtio {
             dma: dma.clone(),
             driver_features: [0; 2],
             status: 0,
-            queues: [QueueRegs::default(); QUEUES],
-            rings: [None, None],
+            queues: [QueueRegs::default(); MAX_QUEUES],
+            rings: Default::default(),
             event_idx: false,
+            hdr_len: HDR_LEN,
+            promisc: true,
             tx_paused: false,
             bad_tx_len: 0,
-            inject: VecDeque::new(),
-            held: VecDeque::new(),
-            awake: [false; QUEUES],
-            kicks_seen: [0; QUEUES],
+            inject: Default::default(),
+            held: Default::default(),
+            awake: [false; MAX_QUEUES],
+            kicks_seen: [0; MAX_QUEUES],
         };
+        let pairs = b.pairs.clamp(1, MAX_PAIRS);
+        regs.write16(DEVICE_CFG + 8, pairs);
+        regs.write8(DEVICE_CFG + 17, 40);
+        regs.write16(DEVICE_CFG + 18, 128);
+        regs.write32(DEVICE_CFG + 20, HASH_TYPES);
         core.reset();
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -301,6 +359,8 @@ impl FakeVirtio {
             stop: AtomicBool::new(false),
             counts: Counters::default(),
             sent: Mutex::new(Vec::new()),
+            sent_pairs: Mutex::new(Vec::new()),
+            commands: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
@@ -308,7 +368,7 @@ impl FakeVirtio {
                 while s.control.load(Ordering::SeqCst) {
                     std::thread::yield_now();
                 }
-                if !lock(&s.core).step(&s.counts, &s.sent) {
+                if !lock(&s.core).step(&s) {
                     std::thread::yield_now();
                 }
             }
@@ -329,9 +389,35 @@ impl FakeVirtio {
         Modern::in_one_bar(self.bar.clone(), 0, DEVICE_CFG, NOTIFY, NOTIFY_MULT)
     }
 
-    /// Queues something for the receive side.
+    /// Queues something for the receive side of pair 0.
     pub fn inject(&self, what: Inject) {
-        self.shared.control(|core, _| core.inject.push_back(what));
+        self.inject_on(0, what);
+    }
+
+    /// Queues something for the receive side of pair `pair`.
+    pub fn inject_on(&self, pair: u16, what: Inject) {
+        self.shared
+            .control(|core, _| core.inject[usize::from(pair)].push_back(what));
+    }
+
+    /// Notifications of queue `q` so far.
+    pub fn kicks(&self, q: usize) -> u64 {
+        self.shared.counts.kicks[q].load(Ordering::SeqCst)
+    }
+
+    /// The pair each transmitted frame went out on, in the order of [`FakeVirtio::sent`].
+    pub fn sent_pairs(&self) -> Vec<u16> {
+        lock(&self.shared.sent_pairs).clone()
+    }
+
+    /// Control commands answered so far, in order.
+    pub fn commands(&self) -> Vec<Command> {
+        lock(&self.shared.commands).clone()
+    }
+
+    /// Whether the device is promiscuous (its state after reset, as QEMU's: yes).
+    pub fn promisc(&self) -> bool {
+        self.shared.control(|core, _| core.promisc)
     }
 
     /// Stops (or resumes) consuming the transmit queue. Once this returns the device is
@@ -370,6 +456,7 @@ impl FakeVirtio {
             resets: get(&c.resets),
             sent: get(&c.sent),
             rx_used: get(&c.rx_used),
+            filtered: get(&c.filtered),
         }
     }
 
@@ -409,7 +496,7 @@ impl VirtioBar {
             store(&self.regs, off, width, val);
             self.shared
                 .control(|core, counts| core.common_written(off, width, counts));
-        } else if (NOTIFY..NOTIFY + NOTIFY_MULT * QUEUES as u32).contains(&off) {
+        } else if (NOTIFY..NOTIFY + NOTIFY_MULT * MAX_QUEUES as u32).contains(&off) {
             // Queue q's doorbell is NOTIFY + q * NOTIFY_MULT and takes q (§4.1.4.4.1).
             let q = (off - NOTIFY) / NOTIFY_MULT;
             if width == 2 && off.is_multiple_of(NOTIFY_MULT) && val == q {
@@ -435,6 +522,12 @@ fn store(bar: &FakeBar, off: u32, width: u32, val: u32) {
 impl Bar for VirtioBar {
     fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
         self.regs.doorbell(off)
+    }
+
+    /// The notify address as the device decodes it: each write is a kick, counted.
+    fn doorbell16(&self, off: u32) -> zcnic::mmio::Doorbell {
+        let bar = self.clone();
+        zcnic::mmio::Doorbell::hook(move |v| bar.write(off, 2, v & 0xffff))
     }
 
     fn read32(&self, off: u32) -> u32 {
@@ -475,18 +568,23 @@ struct Core {
     driver_features: [u32; 2],
     /// device_status as last accepted.
     status: u8,
-    queues: [QueueRegs; QUEUES],
-    rings: [Option<Ring>; QUEUES],
+    queues: [QueueRegs; MAX_QUEUES],
+    rings: [Option<Ring>; MAX_QUEUES],
     event_idx: bool,
+    /// The header's length as negotiated (12, or 20 with the hash report).
+    hdr_len: usize,
+    /// Receive filter: every frame, or only those for [`MAC`] and broadcast.
+    promisc: bool,
     tx_paused: bool,
     bad_tx_len: u32,
-    inject: VecDeque<Inject>,
-    /// Receive chains taken from the ring but not yet used.
-    held: VecDeque<Chain>,
+    /// Per pair.
+    inject: [VecDeque<Inject>; MAX_PAIRS as usize],
+    /// Receive chains taken from each pair's ring but not yet used.
+    held: [VecDeque<Chain>; MAX_PAIRS as usize],
     /// Per queue, with [`Behaviour::only_when_notified`]: the device was kicked and has not
     /// yet found the ring empty since; and the kicks counted when it last looked.
-    awake: [bool; QUEUES],
-    kicks_seen: [u64; QUEUES],
+    awake: [bool; MAX_QUEUES],
+    kicks_seen: [u64; MAX_QUEUES],
 }
 
 /// Width of the register starting at `off` (0: none starts there).
@@ -557,17 +655,21 @@ impl Core {
             _ => 0,
         };
         self.regs.write32(c::DEVICE_FEATURE, half);
-        self.regs.write16(c::NUM_QUEUES, QUEUES as u16);
+        let queues = self.b.queues();
+        self.regs.write16(c::NUM_QUEUES, queues as u16);
         self.regs.write8(c::CONFIG_GENERATION, 0);
         let q = self.regs.read16(c::QUEUE_SELECT);
-        let notify_off = if usize::from(q) < QUEUES { q } else { 0 };
+        let notify_off = if usize::from(q) < queues { q } else { 0 };
         self.regs.write16(c::QUEUE_NOTIFY_OFF, notify_off);
     }
 
     /// Shows the selected queue's registers (all zero for a queue that does not exist).
     fn load_queue(&self) {
         let sel = usize::from(self.regs.read16(c::QUEUE_SELECT));
-        let q = self.queues.get(sel).copied().unwrap_or_default();
+        let q = self.queues[..self.b.queues()]
+            .get(sel)
+            .copied()
+            .unwrap_or_default();
         self.regs.write16(c::QUEUE_SIZE, q.size);
         self.regs.write16(c::QUEUE_ENABLE, q.enable);
         write64(&self.regs, c::QUEUE_DESC, q.desc);
@@ -577,7 +679,8 @@ impl Core {
 
     fn save_queue(&mut self) {
         let sel = usize::from(self.regs.read16(c::QUEUE_SELECT));
-        if let Some(q) = self.queues.get_mut(sel) {
+        let n = self.b.queues();
+        if let Some(q) = self.queues[..n].get_mut(sel) {
             *q = QueueRegs {
                 size: self.regs.read16(c::QUEUE_SIZE),
                 enable: self.regs.read16(c::QUEUE_ENABLE),
@@ -593,13 +696,14 @@ impl Core {
     fn reset(&mut self) {
         self.driver_features = [0; 2];
         self.status = 0;
-        self.rings = [None, None];
-        self.held.clear();
+        self.rings = Default::default();
+        self.held = Default::default();
+        self.promisc = true;
         let initial = QueueRegs {
             size: self.b.queue_max,
             ..QueueRegs::default()
         };
-        self.queues = [initial; QUEUES];
+        self.queues = [initial; MAX_QUEUES];
         for off in (0..c::LEN).step_by(4) {
             self.regs.write32(off, 0);
         }
@@ -634,6 +738,11 @@ impl Core {
     fn start(&mut self, counts: &Counters) {
         let packed = self.accepted() & feature::RING_PACKED != 0;
         self.event_idx = self.accepted() & feature::EVENT_IDX != 0;
+        self.hdr_len = if self.accepted() & feature::HASH_REPORT != 0 {
+            HASH_HDR_LEN
+        } else {
+            HDR_LEN
+        };
         let rings = self
             .queues
             .map(|q| (q.enable == 1 && q.size > 0).then(|| Ring::new(packed, q)));
@@ -643,13 +752,13 @@ impl Core {
         }
         self.rings = rings;
         // Asleep until the first kick after DRIVER_OK.
-        self.awake = [false; QUEUES];
-        self.kicks_seen = [0, 1].map(|q| counts.kicks[q].load(Ordering::SeqCst));
+        self.awake = [false; MAX_QUEUES];
+        self.kicks_seen = std::array::from_fn(|q| counts.kicks[q].load(Ordering::SeqCst));
     }
 
     /// Wakes the queues kicked since the last look (only-when-notified mode).
     fn take_kicks(&mut self, counts: &Counters) {
-        for q in 0..QUEUES {
+        for q in 0..MAX_QUEUES {
             // SeqCst, as the doorbell's count: the driver published before it kicked, so
             // everything it published is visible once the kick is.
             let kicks = counts.kicks[q].load(Ordering::SeqCst);
@@ -660,38 +769,102 @@ impl Core {
         }
     }
 
-    /// One pass of the datapath; true if it did anything.
-    fn step(&mut self, counts: &Counters, sent: &Mutex<Vec<Vec<u8>>>) -> bool {
+    /// One pass of the control queue and every pair's datapath; true if it did anything.
+    fn step(&mut self, s: &Shared) -> bool {
         if self.b.only_when_notified {
-            self.take_kicks(counts);
+            self.take_kicks(&s.counts);
         }
-        let tx = !self.tx_paused && self.transmit(counts, sent);
-        self.receive(counts) | tx
+        let mut did = self.control(s);
+        for pair in 0..usize::from(self.b.pairs.clamp(1, MAX_PAIRS)) {
+            if !self.tx_paused {
+                did |= self.transmit(pair, s);
+            }
+            did |= self.receive(pair, &s.counts);
+        }
+        did
     }
 
-    fn transmit(&mut self, counts: &Counters, sent: &Mutex<Vec<Vec<u8>>>) -> bool {
+    /// Answers the commands on the control queue (the last queue): receive filter, queue
+    /// pairs and RSS are taken as sent (recorded for the test); anything else is refused.
+    fn control(&mut self, s: &Shared) -> bool {
+        if !self.b.ctrl {
+            return false;
+        }
+        let m = Dma {
+            dma: &self.dma,
+            faults: &s.counts.faults,
+        };
+        let q = self.b.queues() - 1;
+        let Some(ring) = self.rings[q].as_mut() else {
+            return false;
+        };
+        let mut done = Vec::new();
+        while let Some(chain) = ring.take(&m) {
+            let bytes = gather(&m, &chain);
+            let (class, cmd) = (bytes.first().copied(), bytes.get(1).copied());
+            let data = bytes.get(2..).unwrap_or_default().to_vec();
+            let ok = match (class, cmd, data.as_slice()) {
+                (Some(0), Some(0), [on]) => {
+                    self.promisc = *on != 0;
+                    true
+                }
+                (Some(0), Some(1), [_]) => true,
+                (Some(4), Some(0), &[a, b]) => {
+                    (1..=self.b.pairs).contains(&u16::from_le_bytes([a, b]))
+                }
+                (Some(4), Some(1), d) => rss_ok(d, self.b.pairs),
+                _ => false,
+            };
+            let ack = u8::from(!ok);
+            let answered = chain
+                .descs
+                .iter()
+                .find(|d| d.flags & VIRTQ_DESC_F_WRITE != 0);
+            if let Some(d) = answered {
+                m.write(d.addr, &[ack]);
+            }
+            lock(&s.commands).push(Command {
+                class: class.unwrap_or(0xff),
+                cmd: cmd.unwrap_or(0xff),
+                data,
+                ack,
+            });
+            done.push(chain.used(chain.id.into(), u32::from(answered.is_some())));
+        }
+        if done.is_empty() {
+            return false;
+        }
+        ring.complete(&m, &done);
+        ring.suppress(&m, self.b.notify, self.event_idx);
+        true
+    }
+
+    fn transmit(&mut self, pair: usize, s: &Shared) -> bool {
+        let counts = &s.counts;
         let m = Dma {
             dma: &self.dma,
             faults: &counts.faults,
         };
-        let Some(ring) = self.rings[TX].as_mut() else {
+        let q = 2 * pair + TX;
+        let Some(ring) = self.rings[q].as_mut() else {
             return false;
         };
-        let awake = self.b.only_when_notified.then_some(&mut self.awake[TX]);
+        let awake = self.b.only_when_notified.then_some(&mut self.awake[q]);
         let mut next = Taker {
             awake,
             event_idx: self.event_idx,
         };
+        let hdr = self.hdr_len;
         let (mut frames, mut done) = (Vec::new(), Vec::new());
         for _ in 0..ring.size() {
             let Some(chain) = next.take(ring, &m) else {
                 break;
             };
             let bytes = gather(&m, &chain);
-            if bytes.len() < HDR_LEN || bytes[..HDR_LEN].iter().any(|&b| b != 0) {
+            if bytes.len() < hdr || bytes[..hdr].iter().any(|&b| b != 0) {
                 bump(&counts.bad_headers, 1);
             }
-            frames.push(bytes.get(HDR_LEN..).unwrap_or_default().to_vec());
+            frames.push(bytes.get(hdr..).unwrap_or_default().to_vec());
             let len = if self.bad_tx_len > 0 {
                 self.bad_tx_len -= 1;
                 100
@@ -707,58 +880,82 @@ impl Core {
         ring.suppress(&m, self.b.notify, self.event_idx);
         // Counted last: a test that sees the count sees every ring write above.
         let n = frames.len() as u64;
-        lock(sent).extend(frames);
+        let mut sent = lock(&s.sent);
+        lock(&s.sent_pairs).extend(std::iter::repeat_n(pair as u16, frames.len()));
+        sent.extend(frames);
+        drop(sent);
         bump(&counts.sent, n);
         true
     }
 
-    fn receive(&mut self, counts: &Counters) -> bool {
+    fn receive(&mut self, pair: usize, counts: &Counters) -> bool {
         let m = Dma {
             dma: &self.dma,
             faults: &counts.faults,
         };
-        let Some(ring) = self.rings[RX].as_mut() else {
-            return false;
+        let q = 2 * pair + RX;
+        let mut did = false;
+        let Some(ring) = self.rings[q].as_mut() else {
+            return did;
         };
-        let awake = self.b.only_when_notified.then_some(&mut self.awake[RX]);
+        let awake = self.b.only_when_notified.then_some(&mut self.awake[q]);
         let mut taker = Taker {
             awake,
             event_idx: self.event_idx,
         };
-        let (mut done, mut used, mut did) = (Vec::new(), 0u64, false);
-        while let Some(front) = self.inject.front() {
+        let hdr = self.hdr_len;
+        let (mut done, mut used) = (Vec::new(), 0u64);
+        while let Some(front) = self.inject[pair].front() {
+            // Frames the filter turns away take no buffer.
+            if let Inject::Frame(f) | Inject::Hashed(f, ..) = front {
+                if !(self.promisc || admits(f)) {
+                    self.inject[pair].pop_front();
+                    bump(&counts.filtered, 1);
+                    did = true;
+                    continue;
+                }
+            }
             let need = match front {
                 Inject::Duplicate(_) => 2,
                 Inject::IndexJump => 0,
                 _ => 1,
             };
-            while self.held.len() < need {
+            let held = &mut self.held[pair];
+            while held.len() < need {
                 let Some(chain) = taker.take(ring, &m) else {
                     break;
                 };
-                self.held.push_back(chain);
+                held.push_back(chain);
                 did = true;
             }
-            if self.held.len() < need {
+            if held.len() < need {
                 break; // no buffer posted: wait for the driver's refill
             }
-            let Some(what) = self.inject.pop_front() else {
+            let Some(what) = self.inject[pair].pop_front() else {
                 break;
             };
-            let held = &mut self.held;
             let mut next = || held.pop_front().expect("taken above");
             match what {
                 Inject::Frame(f) => {
                     let a = next();
-                    done.push(a.used(a.id.into(), deliver(&m, &a, &f)));
+                    done.push(a.used(a.id.into(), deliver(&m, &a, &vec![0; hdr], &f)));
+                }
+                Inject::Hashed(f, hash, report) => {
+                    let mut h = vec![0; hdr];
+                    if hdr == HASH_HDR_LEN {
+                        h[12..16].copy_from_slice(&hash.to_le_bytes());
+                        h[16..18].copy_from_slice(&report.to_le_bytes());
+                    }
+                    let a = next();
+                    done.push(a.used(a.id.into(), deliver(&m, &a, &h, &f)));
                 }
                 Inject::BadId(id) => {
                     let a = next();
-                    done.push(a.used(id, (HDR_LEN + 60) as u32));
+                    done.push(a.used(id, (hdr + 60) as u32));
                 }
                 Inject::Duplicate(f) => {
                     let (a, b) = (next(), next());
-                    let len = deliver(&m, &a, &f);
+                    let len = deliver(&m, &a, &vec![0; hdr], &f);
                     done.push(a.used(a.id.into(), len));
                     done.push(b.used(a.id.into(), len));
                 }
@@ -899,6 +1096,33 @@ impl Chain {
     }
 }
 
+/// Whether an RSS configuration (virtio 1.2 §5.1.6.5.7.1) is one QEMU takes: whole, a
+/// table of a power of two up to 128 entries, queues the device has, a key of at most 40
+/// bytes.
+fn rss_ok(d: &[u8], pairs: u16) -> bool {
+    let u16_at = |i: usize| d.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let (Some(mask), Some(unclassified)) = (u16_at(4), u16_at(6)) else {
+        return false;
+    };
+    let len = usize::from(mask) + 1;
+    let at = 8 + 2 * len;
+    let (Some(max_tx), Some(&key_len)) = (u16_at(at), d.get(at + 2)) else {
+        return false;
+    };
+    len.is_power_of_two()
+        && len <= 128
+        && unclassified < pairs
+        && (1..=pairs).contains(&max_tx)
+        && key_len <= 40
+        && d.len() == at + 3 + usize::from(key_len)
+}
+
+/// Whether the receive filter, promiscuous mode off, lets `frame` in: for [`MAC`], or
+/// broadcast. Multicast is turned away, as QEMU's filter does with its table empty.
+fn admits(frame: &[u8]) -> bool {
+    frame.len() >= 6 && (frame[..6] == MAC || frame[..6] == [0xff; 6])
+}
+
 /// The device-readable bytes of a chain.
 fn gather(m: &Dma, chain: &Chain) -> Vec<u8> {
     let mut out = Vec::new();
@@ -914,10 +1138,10 @@ fn gather(m: &Dma, chain: &Chain) -> Vec<u8> {
     out
 }
 
-/// Writes a zero header and `frame` across the chain's device-writable buffers; returns
+/// Writes the header `hdr` and `frame` across the chain's device-writable buffers; returns
 /// the bytes written.
-fn deliver(m: &Dma, chain: &Chain, frame: &[u8]) -> u32 {
-    let mut data = vec![0u8; HDR_LEN];
+fn deliver(m: &Dma, chain: &Chain, hdr: &[u8], frame: &[u8]) -> u32 {
+    let mut data = hdr.to_vec();
     data.extend_from_slice(frame);
     let mut at = 0;
     for d in chain

@@ -84,6 +84,10 @@ impl Bar for DevBar {
         self.regs.doorbell(off)
     }
 
+    fn doorbell16(&self, off: u32) -> zcnic::mmio::Doorbell {
+        self.regs.doorbell16(off)
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.regs.read32(off)
     }

@@ -114,6 +114,7 @@ impl VBar {
             regs.write8(DEVICE_CFG + i, b);
         }
         regs.write16(DEVICE_CFG + 6, 1); // VIRTIO_NET_S_LINK_UP (§5.1.4)
+        regs.write16(0x12, 2); // num_queues (§4.1.4.3): a receive and a transmit queue
         let st = DevState {
             features,
             queue_max,
@@ -186,6 +187,12 @@ impl VBar {
 impl Bar for VBar {
     fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
         self.regs.doorbell(off)
+    }
+
+    /// The notify address as the device decodes it: each write is a kick, counted.
+    fn doorbell16(&self, off: u32) -> zcnic::mmio::Doorbell {
+        let bar = self.clone();
+        zcnic::mmio::Doorbell::hook(move |v| bar.write(off, 2, v & 0xffff))
     }
 
     fn read32(&self, off: u32) -> u32 {

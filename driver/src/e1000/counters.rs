@@ -209,6 +209,10 @@ mod tests {
             self.bar.doorbell(off)
         }
 
+        fn doorbell16(&self, off: u32) -> crate::mmio::Doorbell {
+            self.bar.doorbell16(off)
+        }
+
         fn read32(&self, off: u32) -> u32 {
             let v = self.bar.read32(off);
             if off == self.off {

@@ -3,27 +3,56 @@
 //!
 //! - `transport.rs`: the PCI transports (capabilities and MMIO, or the legacy I/O BAR)
 //! - `queue.rs`: the rings from `zcnic_descriptors::virtio` placed in DMA memory
-//! - `net.rs`: feature negotiation and the datapath
+//! - `net.rs`: feature negotiation
+//! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
+//! - `port.rs`: the port and its queue pairs set up; the one-queue `VirtioNet`
+//! - `rxtx.rs`: the datapath of one queue pair
 
+mod ctrl;
 mod net;
+mod port;
 mod queue;
+mod rxtx;
 mod transport;
 
-pub use net::{feature, negotiate, wanted_features, VirtioNet};
+pub use net::{feature, negotiate, wanted_features};
+pub use port::{VirtioNet, VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
-pub use transport::{status, Legacy, Modern, Transport};
+pub use rxtx::{VirtioRxQueue, VirtioTxQueue};
+pub use transport::{status, Legacy, Modern, Notifier, Transport};
 
 use crate::nic::Nic;
 use crate::pci::PciAddr;
 use crate::platform::{self, IovaMode, PciDevice};
+use crate::port::{Port, QueuePair};
 use crate::{Config, Error, RingChoice};
 use std::sync::Arc;
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
+use zcnic_hugepages::DmaAllocator;
 
 /// Opens the virtio-net device at `addr` through the platform it is bound to (vfio-pci
 /// or uio_pci_generic; see `platform::open_device`).
 pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     with_device(crate::platform::open_device(addr)?.into(), cfg)
+}
+
+/// Opens the virtio-net device at `addr` as a port of `cfg.queues` queue pairs, each pair
+/// a receive and a transmit handle for its own thread (see [`crate::open_port`]).
+pub fn open_port(addr: &PciAddr, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
+    let dev: Arc<dyn PciDevice> = crate::platform::open_device(addr)?.into();
+    let (transport, features, dma, packed) = bring_up(&dev, cfg)?;
+    let addr = *addr;
+    if packed {
+        let mut p =
+            VirtioPort::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
+        p.0.attach(dev);
+        Ok(VirtioPort::boxed(p))
+    } else {
+        let mut p =
+            VirtioPort::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
+        p.0.attach(dev);
+        Ok(VirtioPort::boxed(p))
+    }
 }
 
 /// Brings up virtio-net on an opened PCI function.
@@ -34,6 +63,33 @@ pub fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 /// it reads physical addresses, so its memory is mapped at IOVA = PA. Without an IOMMU
 /// (uio) every device reads physical addresses.
 pub fn with_device(dev: Arc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+    let one = Config {
+        queues: 1,
+        ..cfg.clone()
+    };
+    let (transport, features, dma, packed) = bring_up(&dev, &one)?;
+    let addr = dev.addr();
+    if packed {
+        let mut nic =
+            VirtioNet::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, &one)?;
+        nic.attach(dev);
+        Ok(Box::new(nic))
+    } else {
+        let mut nic =
+            VirtioNet::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, &one)?;
+        nic.attach(dev);
+        Ok(Box::new(nic))
+    }
+}
+
+/// A negotiated transport for `dev` (see [`with_device`]): the transport, the features
+/// accepted, the DMA allocator for the IOVA mode they imply, and whether the rings are
+/// packed.
+#[allow(clippy::type_complexity)]
+fn bring_up(
+    dev: &Arc<dyn PciDevice>,
+    cfg: &Config,
+) -> Result<(Box<dyn Transport>, u64, Box<dyn DmaAllocator>, bool), Error> {
     let addr = dev.addr();
     if !dev.reset() {
         log::debug!("{addr}: no function reset from the platform; the virtio reset will do");
@@ -72,15 +128,5 @@ pub fn with_device(dev: Arc<dyn PciDevice>, cfg: &Config) -> Result<Box<dyn Nic>
         IovaMode::Physical
     };
     let dma = dev.dma_allocator(mode)?;
-    if packed {
-        let mut nic =
-            VirtioNet::<PackedQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
-        nic.attach(dev);
-        Ok(Box::new(nic))
-    } else {
-        let mut nic =
-            VirtioNet::<SplitQueue<DmaMem>>::new(transport, features, dma.as_ref(), addr, cfg)?;
-        nic.attach(dev);
-        Ok(Box::new(nic))
-    }
+    Ok((transport, features, dma, packed))
 }

@@ -71,7 +71,7 @@ impl DmaMem {
 
 /// A ring format the net driver can be built on. `Send`, as the port that owns its
 /// queues may move to another thread (a queue in [`DmaMem`] is: its region is).
-pub trait QueueKind: Virtqueue + Sized + Send {
+pub trait QueueKind: Virtqueue + Sized + Send + 'static {
     /// Whether this is the packed format.
     const PACKED: bool;
     /// Never unmap or free the queue's memory: the device did not stop.

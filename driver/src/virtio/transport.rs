@@ -2,11 +2,11 @@
 //! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR), behind one
 //! [`Transport`] trait so the net driver is written once.
 
-use crate::mmio::{Bar, MmioBar};
+use crate::mmio::{Bar, Doorbell, MmioBar};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::Error;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Device status bits (virtio 1.1 §2.1).
 pub mod status {
@@ -52,8 +52,63 @@ pub trait Transport: Send {
     ) -> Result<(), String>;
     /// Tells the device queue `q` has new buffers (the "kick").
     fn notify(&self, q: u16);
+    /// What kicks queue `q` from the thread that owns it, without the transport; call it
+    /// once the queue is set up.
+    fn notifier(&self, q: u16) -> Notifier;
     /// Byte `off` of the device-specific configuration.
     fn config8(&self, off: u32) -> u8;
+    /// The little-endian 16-bit field at `off` of the device-specific configuration.
+    fn config16(&self, off: u32) -> u16 {
+        u16::from_le_bytes([self.config8(off), self.config8(off + 1)])
+    }
+    /// The little-endian 32-bit field at `off` of the device-specific configuration.
+    fn config32(&self, off: u32) -> u32 {
+        u32::from_le_bytes(std::array::from_fn(|i| self.config8(off + i as u32)))
+    }
+    /// Cuts every [`Notifier`] off the device (see [`Bar::revoke_doorbells`]): what a port
+    /// does once its device is stopped, so a queue that outlives it kicks nothing.
+    fn revoke_notifiers(&self) {}
+}
+
+/// What kicks one queue: a doorbell on its notify address (modern), or the legacy
+/// QUEUE_NOTIFY register through the platform (a system call, and nothing once the
+/// device is closed). `Send`, owned by the queue's thread.
+pub struct Notifier {
+    q: u16,
+    how: How,
+}
+
+enum How {
+    Bell(Doorbell),
+    Io(Weak<dyn PciDevice>),
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.how {
+            How::Bell(d) => write!(f, "Notifier({}, {d:?})", self.q),
+            How::Io(_) => write!(f, "Notifier({}, legacy)", self.q),
+        }
+    }
+}
+
+impl Notifier {
+    /// Kicks the queue: writes its index to its notify address (virtio 1.1 §4.1.4.4,
+    /// §4.1.4.8).
+    #[inline]
+    pub fn kick(&self) {
+        match &self.how {
+            How::Bell(d) => d.write(self.q.into()),
+            How::Io(dev) => {
+                if let Some(dev) = dev.upgrade() {
+                    let q = self.q.to_le_bytes();
+                    if let Err(e) = dev.bar_write(0, legacy::QUEUE_NOTIFY, &q) {
+                        log::warn!("{e}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Modern common configuration offsets (virtio 1.1 §4.1.4.3).
@@ -62,6 +117,7 @@ mod common {
     pub const DEVICE_FEATURE: u32 = 0x04;
     pub const DRIVER_FEATURE_SELECT: u32 = 0x08;
     pub const DRIVER_FEATURE: u32 = 0x0C;
+    pub const NUM_QUEUES: u32 = 0x12;
     pub const DEVICE_STATUS: u32 = 0x14;
     pub const QUEUE_SELECT: u32 = 0x16;
     pub const QUEUE_SIZE: u32 = 0x18;
@@ -111,7 +167,7 @@ pub struct Modern<B: Bar> {
     notify_mult: u32,
     device: Window,
     /// Notify offset of each queue set up, by queue index.
-    queue_notify: [u32; 2],
+    queue_notify: Vec<u32>,
 }
 
 impl<B: Bar> std::fmt::Debug for Modern<B> {
@@ -236,7 +292,7 @@ impl<B: Bar> Modern<B> {
             notify,
             notify_mult,
             device,
-            queue_notify: [0; 2],
+            queue_notify: Vec::new(),
         }
     }
 
@@ -323,8 +379,9 @@ impl<B: Bar> Transport for Modern<B> {
         driver: u64,
         device: u64,
     ) -> Result<(), String> {
-        if usize::from(q) >= self.queue_notify.len() {
-            return Err(format!("queue {q} is beyond the two zcnic uses"));
+        let queues = self.c_read16(common::NUM_QUEUES);
+        if q >= queues {
+            return Err(format!("queue {q} is beyond the device's {queues}"));
         }
         self.c_write16(common::QUEUE_SELECT, q);
         self.c_write16(common::QUEUE_SIZE, size);
@@ -343,7 +400,11 @@ impl<B: Bar> Transport for Modern<B> {
                     self.notify_mult, self.notify.len
                 )
             })?;
-        self.queue_notify[usize::from(q)] = at;
+        let q = usize::from(q);
+        if self.queue_notify.len() <= q {
+            self.queue_notify.resize(q + 1, u32::MAX);
+        }
+        self.queue_notify[q] = at;
         self.c_write16(common::QUEUE_ENABLE, 1);
         Ok(())
     }
@@ -356,9 +417,26 @@ impl<B: Bar> Transport for Modern<B> {
         }
     }
 
+    fn notifier(&self, q: u16) -> Notifier {
+        let bell = match (self.bar(self.notify), self.queue_notify.get(usize::from(q))) {
+            (Some(b), Some(&off)) => b.doorbell16(off),
+            _ => Doorbell::dead(),
+        };
+        Notifier {
+            q,
+            how: How::Bell(bell),
+        }
+    }
+
     fn config8(&self, off: u32) -> u8 {
         self.reg(self.device, off, 1)
             .map_or(u8::MAX, |(b, at)| b.read8(at))
+    }
+
+    fn revoke_notifiers(&self) {
+        if let Some(b) = self.bar(self.notify) {
+            b.revoke_doorbells();
+        }
     }
 }
 
@@ -466,6 +544,13 @@ impl Transport for Legacy {
     #[inline]
     fn notify(&self, q: u16) {
         self.write(legacy::QUEUE_NOTIFY, &q.to_le_bytes());
+    }
+
+    fn notifier(&self, q: u16) -> Notifier {
+        Notifier {
+            q,
+            how: How::Io(Arc::downgrade(&self.dev)),
+        }
     }
 
     fn config8(&self, off: u32) -> u8 {

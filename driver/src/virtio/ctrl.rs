@@ -1,0 +1,130 @@
+//! The virtio-net control virtqueue (virtio 1.1 §5.1.6.5): commands the port sends one at
+//! a time and waits for, each a chain of a two-byte header (class, command), the data,
+//! and one byte the device writes back (0 for OK). Receive filters, the number of queue
+//! pairs in use, and RSS go through it. Control path only.
+
+use super::queue::QueueKind;
+use super::transport::Notifier;
+use crate::pci::PciAddr;
+use crate::Error;
+use std::sync::Arc;
+use std::time::Duration;
+use zcnic_descriptors::virtio::Buf;
+use zcnic_hugepages::{Mempool, Packet};
+
+/// Command classes and commands (virtio 1.1 §5.1.6.5.1, §5.1.6.5.5; 1.2 §5.1.6.5.7).
+pub(crate) mod cmd {
+    /// Receive filter class.
+    pub const RX: u8 = 0;
+    /// Promiscuous mode on (1) or off (0).
+    pub const RX_PROMISC: u8 = 0;
+    /// Multiqueue class.
+    pub const MQ: u8 = 4;
+    /// Queue pairs in use, le16.
+    pub const MQ_VQ_PAIRS_SET: u8 = 0;
+    /// RSS configuration (`virtio_net_rss_config`).
+    pub const MQ_RSS_CONFIG: u8 = 1;
+}
+
+/// What the device writes back for a command it carried out.
+const ACK_OK: u8 = 0;
+/// How long a command may take. QEMU answers within the kick.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The control queue and what it needs to send a command.
+pub(crate) struct Ctrl<Q> {
+    vq: Q,
+    kick: Notifier,
+    pool: Arc<Mempool>,
+    addr: PciAddr,
+    /// Command buffers of commands the device never answered: it may still write them, so
+    /// they go only with the port, after the device is stopped.
+    stuck: Vec<Packet>,
+}
+
+impl<Q: QueueKind> Ctrl<Q> {
+    pub(crate) fn new(vq: Q, kick: Notifier, pool: Arc<Mempool>, addr: PciAddr) -> Self {
+        Self {
+            vq,
+            kick,
+            pool,
+            addr,
+            stuck: Vec::new(),
+        }
+    }
+
+    /// Sends command `cmd` of class `class` with `data` and waits for the device's answer.
+    pub(crate) fn command(&mut self, class: u8, cmd: u8, data: &[u8]) -> Result<(), Error> {
+        let addr = self.addr;
+        let io = |what: String| Error::Io(format!("{addr}: virtio control queue: {what}"));
+        let mut pkt = self
+            .pool
+            .alloc()
+            .ok_or_else(|| io("no buffer in the pool for a command".into()))?;
+        let n = data.len();
+        pkt.set_len(2 + n + 1)
+            .map_err(|_| io(format!("a command of {n} bytes does not fit a buffer")))?;
+        let b = pkt.data_mut();
+        b[0] = class;
+        b[1] = cmd;
+        b[2..2 + n].copy_from_slice(data);
+        b[2 + n] = !ACK_OK;
+        let at = pkt.iova();
+        // Header, data and answer in descriptors of their own: the layout a device without
+        // VIRTIO_F_ANY_LAYOUT requires (virtio 1.1 §5.1.6.5).
+        let part = |off: usize, len: usize, device_writes| Buf {
+            addr: at + off as u64,
+            len: len as u32,
+            device_writes,
+        };
+        let (hdr, body, ack) = (part(0, 2, false), part(2, n, false), part(2 + n, 1, true));
+        let added = if n == 0 {
+            self.vq.add(&[hdr, ack])
+        } else {
+            self.vq.add(&[hdr, body, ack])
+        };
+        let id = added.map_err(|e| io(format!("the queue refused a command: {e}")))?;
+        if self.vq.publish() {
+            self.kick.kick();
+        }
+        let mut answer = None;
+        crate::wait_until(TIMEOUT, || {
+            answer = self.vq.pop_used();
+            answer.is_some()
+        });
+        match answer {
+            None => {
+                self.stuck.push(pkt);
+                Err(Error::Timeout {
+                    addr,
+                    what: "the virtio device to answer a control command",
+                    ms: TIMEOUT.as_millis() as u64,
+                })
+            }
+            Some(Err(e)) => {
+                self.stuck.push(pkt);
+                Err(io(format!("bad used entry: {e}")))
+            }
+            Some(Ok(used)) if used.id != id => {
+                self.stuck.push(pkt);
+                Err(io(format!(
+                    "answer for command {} instead of {id}",
+                    used.id
+                )))
+            }
+            Some(Ok(_)) => match pkt.data()[2 + n] {
+                ACK_OK => Ok(()),
+                a => Err(io(format!(
+                    "the device refused command {class}.{cmd} (answer {a})"
+                ))),
+            },
+        }
+    }
+
+    /// Never unmap or free what the device may still reach: it did not stop.
+    pub(crate) fn leak(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        me.vq.leak();
+        std::mem::forget(std::mem::take(&mut me.stuck));
+    }
+}

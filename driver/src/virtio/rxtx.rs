@@ -1,0 +1,497 @@
+//! The virtio-net datapath: the receive and the transmit queue of one queue pair, each a
+//! handle owned by one thread ([`VirtioRxQueue`], [`VirtioTxQueue`]).
+//!
+//! The `virtio_net_hdr` (12 bytes with VERSION_1, 10 for legacy, 20 with HASH_REPORT)
+//! lives in the packet's headroom, so each frame is a single descriptor and nothing is
+//! copied. Receive buffers are refilled in a batch after each burst; completed transmit
+//! buffers are reclaimed in a batch when the transmit queue runs short of room, and by
+//! `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
+
+use super::queue::QueueKind;
+use super::transport::Notifier;
+use crate::pci::PciAddr;
+use crate::port::{QueueCounters, RxQueue, Teardown, TxQueue};
+use std::sync::Arc;
+use std::time::Duration;
+use zcnic_descriptors::virtio::Buf;
+use zcnic_hugepages::{AddressSpace, Mempool, Packet, DATA_ROOM};
+
+/// Free descriptors the transmit queue waits for before it adds more frames (at most half
+/// the queue, so it waits only while more than half is in flight).
+const TX_CHUNK: usize = 128;
+/// Where `hash_value` (le32) and `hash_report` (le16) sit in `virtio_net_hdr_v1_hash`
+/// (virtio 1.2 §5.1.6).
+const HASH_VALUE: usize = 12;
+const HASH_REPORT: usize = 16;
+
+/// The receive queue of one virtio-net queue pair.
+pub struct VirtioRxQueue<Q: QueueKind> {
+    queue: u16,
+    addr: PciAddr,
+    /// The ring and what is posted in it; `None` once handed to the port on drop.
+    st: Option<RxState<Q>>,
+    pool: Arc<Mempool>,
+    pub(crate) counters: Arc<QueueCounters>,
+    teardown: Arc<Teardown>,
+}
+
+struct RxState<Q> {
+    vq: Q,
+    bufs: Vec<Option<Packet>>,
+    /// Fresh receive buffers for one refill, taken from the pool in one operation.
+    fresh: Vec<Packet>,
+    hdr_len: usize,
+    /// The header carries the device's RSS hash (VIRTIO_NET_F_HASH_REPORT).
+    hash_report: bool,
+    kick: Notifier,
+}
+
+/// The transmit queue of one virtio-net queue pair.
+pub struct VirtioTxQueue<Q: QueueKind> {
+    queue: u16,
+    addr: PciAddr,
+    st: Option<TxState<Q>>,
+    pool: Arc<Mempool>,
+    /// The addresses the device reads (the pool's): what `send` checks packets against.
+    space: AddressSpace,
+    pub(crate) counters: Arc<QueueCounters>,
+    teardown: Arc<Teardown>,
+}
+
+struct TxState<Q> {
+    vq: Q,
+    bufs: Vec<Option<Packet>>,
+    /// The one frame ceiling mode sends over and over (its chains own no packet).
+    ceiling: Option<Packet>,
+    hdr_len: usize,
+    kick: Notifier,
+}
+
+/// What a queue pair is made of, as the port sets it up.
+pub(crate) struct PairParts<Q> {
+    pub queue: u16,
+    pub addr: PciAddr,
+    pub rx: Q,
+    pub rx_kick: Notifier,
+    pub tx: Q,
+    pub tx_kick: Notifier,
+    pub hdr_len: usize,
+    pub hash_report: bool,
+    pub pool: Arc<Mempool>,
+    pub teardown: Arc<Teardown>,
+}
+
+/// Builds a queue pair's two handles; the receive ring is filled and the device told.
+pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTxQueue<Q>) {
+    let rx_size = p.rx.size().into();
+    let tx_size = p.tx.size().into();
+    let mut rx = VirtioRxQueue {
+        queue: p.queue,
+        addr: p.addr,
+        st: Some(RxState {
+            vq: p.rx,
+            bufs: (0..rx_size).map(|_| None).collect(),
+            fresh: Vec::with_capacity(rx_size),
+            hdr_len: p.hdr_len,
+            hash_report: p.hash_report,
+            kick: p.rx_kick,
+        }),
+        pool: Arc::clone(&p.pool),
+        counters: Arc::default(),
+        teardown: Arc::clone(&p.teardown),
+    };
+    rx.refill(&mut Vec::new());
+    let tx = VirtioTxQueue {
+        queue: p.queue,
+        addr: p.addr,
+        st: Some(TxState {
+            vq: p.tx,
+            bufs: (0..tx_size).map(|_| None).collect(),
+            ceiling: None,
+            hdr_len: p.hdr_len,
+            kick: p.tx_kick,
+        }),
+        space: p.pool.space(),
+        pool: p.pool,
+        counters: Arc::default(),
+        teardown: p.teardown,
+    };
+    (rx, tx)
+}
+
+impl<Q: QueueKind> std::fmt::Debug for VirtioRxQueue<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VirtioRxQueue({} queue {})", self.addr, self.queue)
+    }
+}
+
+impl<Q: QueueKind> std::fmt::Debug for VirtioTxQueue<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VirtioTxQueue({} queue {})", self.addr, self.queue)
+    }
+}
+
+impl<Q: QueueKind> VirtioRxQueue<Q> {
+    /// Posts a buffer in every free receive slot, from the back of `spare` first (see
+    /// `Nic::rx_batch_recycle`), then fresh from the pool; notifies when the device asks.
+    fn refill(&mut self, spare: &mut Vec<Packet>) {
+        let Some(st) = self.st.as_mut() else { return };
+        let want = usize::from(st.vq.free());
+        if want == 0 {
+            return;
+        }
+        let given = crate::nic::take_spares(&mut st.fresh, spare, want, &self.pool);
+        if self.pool.alloc_batch(&mut st.fresh, want - given) < want - given {
+            self.counters.no_buf();
+        }
+        let mut added = 0;
+        while let Some(pkt) = st.fresh.pop() {
+            // The header lands in the headroom just before the frame.
+            let buf = Buf {
+                addr: pkt.iova() - st.hdr_len as u64,
+                len: (DATA_ROOM + st.hdr_len) as u32,
+                device_writes: true,
+            };
+            match st.vq.add(&[buf]) {
+                Ok(id) => {
+                    st.bufs[usize::from(id)] = Some(pkt);
+                    added += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // Only when the ring refused a buffer it said it had room for (spares too: a
+        // device or driver fault, and nothing is lost).
+        Packet::drop_all(st.fresh.drain(..));
+        if added > 0 && st.vq.publish() {
+            st.kick.kick();
+        }
+    }
+}
+
+/// The RSS hash and type of a received frame, from its header in the headroom.
+#[inline]
+fn hash_of(pkt: &mut Packet, hdr_len: usize) -> (u32, u8) {
+    if pkt.prepend(hdr_len).is_err() {
+        return (0, 0);
+    }
+    let h = pkt.data();
+    let value = u32::from_le_bytes([
+        h[HASH_VALUE],
+        h[HASH_VALUE + 1],
+        h[HASH_VALUE + 2],
+        h[HASH_VALUE + 3],
+    ]);
+    let report = u16::from_le_bytes([h[HASH_REPORT], h[HASH_REPORT + 1]]);
+    // Prepended just above, so this cannot fail.
+    let _ = pkt.trim_front(hdr_len);
+    // The types with IPv6 extension headers (7–9) as their plain kind, as the igb does.
+    let report = match report {
+        7 => 4,
+        8 => 5,
+        9 => 6,
+        r => u8::try_from(r).unwrap_or(0),
+    };
+    (value, report)
+}
+
+impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
+    fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx_batch_recycle(out, max, &mut Vec::new())
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        let Some(st) = self.st.as_mut() else { return 0 };
+        let (mut delivered, mut bytes, mut errors) = (0, 0u64, 0u64);
+        // Each iteration consumes one used entry (bad ones included), so this ends.
+        for _ in 0..max {
+            let used = match st.vq.pop_used() {
+                None => break,
+                Some(Ok(u)) => u,
+                Some(Err(e)) => {
+                    log::debug!("{}: rx used entry: {e}", self.addr);
+                    errors += 1;
+                    continue;
+                }
+            };
+            let Some(mut pkt) = st.bufs.get_mut(usize::from(used.id)).and_then(Option::take) else {
+                errors += 1;
+                continue;
+            };
+            let len = (used.len as usize).saturating_sub(st.hdr_len);
+            if len == 0 || pkt.set_len(len).is_err() {
+                errors += 1;
+                continue; // dropping `pkt` returns it to the pool
+            }
+            if st.hash_report {
+                let hash = hash_of(&mut pkt, st.hdr_len);
+                pkt.set_rss(hash);
+            }
+            bytes += len as u64;
+            out.push(pkt);
+            delivered += 1;
+        }
+        let free = st.vq.free();
+        if delivered > 0 || free > 0 {
+            self.refill(spare);
+        }
+        self.counters.add(delivered as u64, bytes, errors);
+        delivered
+    }
+}
+
+impl<Q: QueueKind> Drop for VirtioRxQueue<Q> {
+    /// The ring and its buffers go to the port, which frees them once the device is
+    /// stopped (or at once, if it already is).
+    fn drop(&mut self) {
+        if let Some(st) = self.st.take() {
+            self.teardown.park(Box::new((st.vq, st.bufs)));
+        }
+    }
+}
+
+impl<Q: QueueKind> TxState<Q> {
+    /// Whether the transmit queue takes frames now: not while more than half of it is in
+    /// flight and fewer than [`TX_CHUNK`] descriptors are free (see `send`).
+    #[inline(always)]
+    fn room_for_a_chunk(&self) -> bool {
+        let chunk = usize::from(self.vq.size() / 2).min(TX_CHUNK);
+        usize::from(self.vq.free()) >= chunk
+    }
+
+    /// Frees transmit buffers the device is done with, in one pool operation; with `KEEP`
+    /// they go into `keep` instead, without their virtio header (`Nic::tx_batch_recycle`).
+    /// Returns the bad used entries seen.
+    fn reclaim<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, addr: PciAddr) -> u64 {
+        let (vq, bufs) = (&mut self.vq, &mut self.bufs);
+        let ceiling = self.ceiling.is_some();
+        let (mut budget, mut errors) = (vq.size(), 0);
+        let done = std::iter::from_fn(|| {
+            while budget > 0 {
+                budget -= 1;
+                match vq.pop_used()? {
+                    Ok(used) => match bufs.get_mut(usize::from(used.id)).and_then(Option::take) {
+                        Some(pkt) => return Some(pkt),
+                        // Ceiling mode's chains hold no packet of their own.
+                        None if ceiling => {}
+                        None => errors += 1,
+                    },
+                    Err(e) => {
+                        log::debug!("{addr}: tx used entry: {e}");
+                        errors += 1;
+                    }
+                }
+            }
+            None
+        });
+        if KEEP {
+            let hdr_len = self.hdr_len;
+            // Each was prepended by exactly hdr_len in `send`, so this cannot fail.
+            keep.extend(done.map(|mut p| {
+                let _ = p.trim_front(hdr_len);
+                p
+            }));
+        } else {
+            Packet::drop_all(done);
+        }
+        errors
+    }
+}
+
+impl<Q: QueueKind> VirtioTxQueue<Q> {
+    /// [`TxState::room_for_a_chunk`], collecting completed frames first (into `keep`
+    /// with `KEEP`, else to the pool) only when the room is short.
+    #[inline(always)]
+    fn make_room<const KEEP: bool>(
+        st: &mut TxState<Q>,
+        keep: &mut Vec<Packet>,
+        addr: PciAddr,
+    ) -> (bool, u64) {
+        if st.room_for_a_chunk() {
+            return (true, 0);
+        }
+        let errors = st.reclaim::<KEEP>(keep, addr);
+        (st.room_for_a_chunk(), errors)
+    }
+
+    /// Sends what fits of `pkts`; when the queue is short of room, first reclaims completed
+    /// frames (into `done` with `KEEP`, else to the pool).
+    fn send<const KEEP: bool>(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        let Some(st) = self.st.as_mut() else { return 0 };
+        // Frames go in by the chunk: with room for fewer than a chunk, the queue is busy
+        // (more than half of it in flight) and the caller waits until a chunk completes.
+        // Adding a frame or two each time one completed, QEMU's virtio-net ran at one of
+        // two rates, about 0.92M or 1.54M pps; by the chunk, about 1.23M or 1.70M. And
+        // completions are collected only when the room is short: each look at the used
+        // ring pulls the cache lines QEMU's I/O thread is writing over to this CPU, which
+        // costs the device most when the host's cores are far apart
+        // (docs/performance.md, "virtio's slow mode").
+        let (room, mut errors) = Self::make_room::<KEEP>(st, done, self.addr);
+        if !room {
+            self.counters.add(0, 0, errors);
+            return 0;
+        }
+        let free = usize::from(st.vq.free());
+        // A frame with an attached payload is a chain of two descriptors.
+        let n = crate::nic::frames_that_fit(pkts, free);
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        for pkt in pkts.drain(..n) {
+            // A buffer (or payload) of another address space is copied into ours first.
+            let pkt = if pkt.payload().is_none() && pkt.reachable_in(self.space) {
+                Some(pkt)
+            } else {
+                crate::nic::into_space(pkt, &self.pool)
+            };
+            let Some(mut pkt) = pkt else {
+                errors += 1;
+                continue;
+            };
+            let total = pkt.total_len();
+            if pkt.is_empty() || pkt.prepend(st.hdr_len).is_err() {
+                errors += 1;
+                continue;
+            }
+            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
+            // plain stores; a variable one is a memset call per frame.
+            let hdr = pkt.data_mut();
+            hdr[..8].fill(0);
+            match st.hdr_len {
+                12 => hdr[8..12].fill(0),
+                10 => hdr[8..10].fill(0),
+                _ => hdr[8..20].fill(0),
+            }
+            let head = Buf {
+                addr: pkt.iova(),
+                len: pkt.len() as u32,
+                device_writes: false,
+            };
+            let added = match pkt.payload() {
+                None => st.vq.add(&[head]),
+                Some(seg) => {
+                    let payload = Buf {
+                        addr: seg.iova(),
+                        len: seg.len() as u32,
+                        device_writes: false,
+                    };
+                    st.vq.add(&[head, payload])
+                }
+            };
+            match added {
+                Ok(id) => st.bufs[usize::from(id)] = Some(pkt),
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            }
+            sent += 1;
+            bytes += total as u64;
+        }
+        if sent > 0 && st.vq.publish() {
+            st.kick.kick();
+        }
+        self.counters.add(sent, bytes, errors);
+        n
+    }
+
+    /// Ceiling mode (`Nic::repost`): `burst` more sends of one frame kept in the ring's
+    /// memory, nothing allocated or built per frame.
+    pub(crate) fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        // The first call drains the ring, so no chain with a packet of its own remains.
+        if self.st.as_ref()?.ceiling.is_none() && !self.flush() {
+            return Some(0);
+        }
+        let st = self.st.as_mut()?;
+        if st.ceiling.is_none() {
+            let Some(mut pkt) = self.pool.alloc_copy(frame) else {
+                return Some(0);
+            };
+            if pkt.prepend(st.hdr_len).is_err() {
+                return Some(0);
+            }
+            pkt.data_mut()[..st.hdr_len].fill(0);
+            st.ceiling = Some(pkt);
+        }
+        // Every chain is the same one buffer: reclaiming frees nothing, adding writes one
+        // descriptor and one avail entry, and nothing is allocated or built per frame.
+        let (room, errors) = Self::make_room::<false>(st, &mut Vec::new(), self.addr);
+        if !room {
+            self.counters.add(0, 0, errors);
+            return Some(0);
+        }
+        let buf = st.ceiling.as_ref().map(|p| Buf {
+            addr: p.iova(),
+            len: p.len() as u32,
+            device_writes: false,
+        })?;
+        let mut n = 0;
+        while n < burst && st.vq.add(&[buf]).is_ok() {
+            n += 1;
+        }
+        if n > 0 && st.vq.publish() {
+            st.kick.kick();
+        }
+        self.counters
+            .add(n as u64, (n * frame.len()) as u64, errors);
+        Some(n)
+    }
+}
+
+impl<Q: QueueKind> TxQueue for VirtioTxQueue<Q> {
+    fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.send::<false>(pkts, &mut Vec::new())
+    }
+
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.send::<true>(pkts, done)
+    }
+
+    fn flush(&mut self) -> bool {
+        let (addr, counters) = (self.addr, &self.counters);
+        let Some(st) = self.st.as_mut() else {
+            return true;
+        };
+        crate::wait_until(Duration::from_millis(500), || {
+            let errors = st.reclaim::<false>(&mut Vec::new(), addr);
+            counters.add(0, 0, errors);
+            st.vq.in_flight() == 0
+        })
+    }
+}
+
+impl<Q: QueueKind> Drop for VirtioTxQueue<Q> {
+    /// Sends what is queued (bounded), then hands the ring, its frames and the ceiling
+    /// frame to the port as the receive side does.
+    fn drop(&mut self) {
+        if !self.flush() {
+            log::warn!(
+                "{}: transmit queue {} did not drain before close",
+                self.addr,
+                self.queue
+            );
+        }
+        if let Some(st) = self.st.take() {
+            self.teardown.park(Box::new((st.vq, st.bufs, st.ceiling)));
+        }
+    }
+}
