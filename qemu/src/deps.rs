@@ -36,6 +36,8 @@ pub enum HostTool {
     Ethtool,
     /// DPDK's `dpdk-testpmd` and its e1000 and virtio drivers: the bench's peer.
     Testpmd,
+    /// `ip` (iproute2): the tap wire's network namespace, bridge and taps.
+    Iproute2,
 }
 
 /// What booting a guest needs; [`prepare`](crate::prepare) installs these.
@@ -52,6 +54,7 @@ impl HostTool {
             HostTool::Ethtool => "ethtool",
             // testpmd is in dpdk-dev; the drivers (librte-net-*) come with dpdk.
             HostTool::Testpmd => "dpdk dpdk-dev",
+            HostTool::Iproute2 => "iproute2",
         }
     }
 
@@ -64,6 +67,7 @@ impl HostTool {
             HostTool::Valgrind => "valgrind",
             HostTool::Ethtool => "ethtool",
             HostTool::Testpmd => "DPDK's dpdk-testpmd",
+            HostTool::Iproute2 => "ip (iproute2)",
         }
     }
 
@@ -75,6 +79,7 @@ impl HostTool {
             HostTool::Tshark => which("tshark").is_some(),
             HostTool::Valgrind => which("valgrind").is_some(),
             HostTool::Ethtool => find_program("ethtool").is_some(),
+            HostTool::Iproute2 => find_program("ip").is_some(),
             HostTool::Testpmd => {
                 Path::new(TESTPMD).is_file()
                     && Path::new(&format!("{PMDS}/librte_net_e1000.so.23")).exists()

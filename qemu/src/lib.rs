@@ -1,7 +1,7 @@
 //! zcnic's QEMU guest harness.
 //!
 //! Boots a throw-away x86_64 guest under QEMU (TCG by default) with emulated NICs on
-//! QEMU hub "wires", runs a busybox `sh` script in it as `/scenario.sh`, and hands
+//! QEMU hub "wires" (or a bridged tap wire), runs a busybox `sh` script in it as `/scenario.sh`, and hands
 //! back the console, the files the script left in `/results`, and per-NIC pcaps
 //! recorded on the host by QEMU's `filter-dump`.
 //!
@@ -46,6 +46,7 @@ mod kernel;
 mod machine;
 mod prepare;
 pub mod shell;
+mod tapwire;
 pub mod threads;
 
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ pub struct Nic {
     pub hub: u32,
     /// Record every frame of this NIC's port to a pcap on the host (`filter-dump`).
     pub pcap: bool,
+    /// On the tap wire instead of a hub when non-zero: a tap of this many queues (QEMU's
+    /// `-netdev tap,queues=N`), bridged with every other tap-wired NIC of the guest in a
+    /// network namespace of the run's own (root only). What gives virtio-net several
+    /// queue pairs (with `mq=on` on its device).
+    pub tap_queues: u16,
 }
 
 impl Nic {
@@ -79,6 +85,15 @@ impl Nic {
             model: model.to_string(),
             hub,
             pcap,
+            tap_queues: 0,
+        }
+    }
+
+    /// A NIC of `model` on the tap wire with a tap of `queues` queues.
+    pub fn tap(model: &str, queues: u16, pcap: bool) -> Self {
+        Nic {
+            tap_queues: queues.max(1),
+            ..Nic::new(model, u32::MAX, pcap)
         }
     }
 }

@@ -88,6 +88,22 @@ pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<G
     let accel = std::env::var(ACCEL_ENV).unwrap_or_else(|_| "tcg".into());
     let mut cmd = Command::new(&prepared.qemu);
     cmd.args(qemu_args(spec, &accel, &prepared.kernel, &dir));
+    // Taps, bridge and namespace live until QEMU is gone (the end of this function).
+    let taps: Vec<(usize, u16)> = spec
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.tap_queues > 0)
+        .map(|(i, n)| (i, n.tap_queues))
+        .collect();
+    let _wire = if taps.is_empty() {
+        None
+    } else {
+        let wire =
+            crate::tapwire::TapWire::create(&spec.name, &taps, dir.root.join("tap-links.txt"))?;
+        cmd = wire.wrap(&cmd);
+        Some(wire)
+    };
     fs::write(dir.root.join("qemu-cmdline"), crate::deps::describe(&cmd))
         .map_err(Error::io("writing qemu-cmdline"))?;
     let console = Console::run(cmd, spec)?;
@@ -195,7 +211,14 @@ pub(crate) fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunD
     for (i, nic) in spec.nics.iter().enumerate() {
         let slot = FIRST_NIC_SLOT + i as u32;
         let mac = format!("52:54:00:12:34:{:02x}", i + 0x10);
-        add(&["-netdev", &format!("hubport,id=n{i},hubid={}", nic.hub)]);
+        let netdev = match nic.tap_queues {
+            0 => format!("hubport,id=n{i},hubid={}", nic.hub),
+            q => format!(
+                "tap,id=n{i},ifname={},queues={q},vhost=off,script=no,downscript=no",
+                crate::tapwire::tap_name(i)
+            ),
+        };
+        add(&["-netdev", &netdev]);
         let device = format!(
             "{},netdev=n{i},addr=0x{slot:02x},mac={mac},romfile=",
             nic.model
@@ -208,7 +231,7 @@ pub(crate) fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunD
                 &format!("filter-dump,id=f{i},netdev=n{i},file={pcap}"),
             ]);
         }
-        if !hubs.contains(&nic.hub) {
+        if nic.tap_queues == 0 && !hubs.contains(&nic.hub) {
             hubs.push(nic.hub);
         }
     }
@@ -446,6 +469,22 @@ mod tests {
         assert_eq!(a.matches("hubport,id=sink3,hubid=3").count(), 1, "{a}");
         assert!(a.contains("virtio-blk-pci,drive=results,addr=0x1e"), "{a}");
         assert!(!a.contains("intel-iommu"), "{a}");
+    }
+
+    #[test]
+    fn tap_wired_nics_get_a_tap_of_their_queues_and_no_hub() {
+        let s = spec(
+            vec![
+                Nic::tap("e1000", 1, true),
+                Nic::tap("virtio-net-pci,mq=on", 4, false),
+            ],
+            false,
+        );
+        let a = args_of(&s);
+        assert!(a.contains("-netdev tap,id=n0,ifname=zt0,queues=1,vhost=off,script=no,downscript=no -device e1000,netdev=n0"), "{a}");
+        assert!(a.contains("-netdev tap,id=n1,ifname=zt1,queues=4,vhost=off,script=no,downscript=no -device virtio-net-pci,mq=on,netdev=n1"), "{a}");
+        assert!(a.contains("filter-dump,id=f0,netdev=n0"), "{a}");
+        assert!(!a.contains("hubport"), "{a}");
     }
 
     #[test]

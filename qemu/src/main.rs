@@ -143,7 +143,8 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     let extra = extra.as_slice();
     // tshark: the tools tests decode pcaps with it; hugepages: the uio physical-address test
     // allocates real ones. Both fail the run at once, saying what to do, when missing.
-    zcnic_qemu::ensure_host_tools(&[HostTool::Tshark]).map_err(|e| e.to_string())?;
+    zcnic_qemu::ensure_host_tools(&[HostTool::Tshark, HostTool::Iproute2])
+        .map_err(|e| e.to_string())?;
     zcnic_qemu::ensure_host_hugepages(zcnic_qemu::HOST_HUGEPAGES)?;
     prepare()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -220,3 +220,107 @@ pub fn wait_ready(file: &str, text: &str) -> String {
          [ $n -lt 300 ] || {{ cat {file}; exit 3; }}; done; sleep 2\n"
     )
 }
+
+/// A script leg: `zcnic dump` on `to` until `n` frames (with `dump`'s extra options), then
+/// `zcnic pktgen` from `from` at a rate every receiver keeps up with under TCG (25k pps,
+/// unless `pktgen` has a `--rate`; with `pktgen`'s other options). The receiver gets 2 s after it listens: QEMU's e1000 holds received frames
+/// back for about a second after RCTL is written. Leaves `/results/NAME.pcap`,
+/// `NAME-dump.txt` and `NAME-pktgen.txt`.
+pub fn dump_leg(from: &str, to: &str, name: &str, n: usize, dump: &str, pktgen: &str) -> String {
+    let rate = if pktgen.contains("--rate") {
+        ""
+    } else {
+        "--rate 25k"
+    };
+    format!(
+        "zcnic dump {to} --out /results/{name}.pcap --count {n} --duration 120 {dump} \
+            > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
+         dump=$!\n\
+         n=0; until grep -q listening /results/{name}-dump.err; do\n\
+           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
+         done\n\
+         sleep 2\n\
+         zcnic pktgen {from} --count {n} {rate} {pktgen} | tee /results/{name}-pktgen.txt\n\
+         wait $dump\n\
+         cat /results/{name}-dump.err /results/{name}-dump.txt\n"
+    )
+}
+
+/// The queue RSS picks for one of pktgen's IPv4/UDP frames: the Toeplitz hash of its
+/// addresses and ports with Microsoft's key, through `reta`.
+pub fn rss_queue_of(frame: &[u8], reta: &zcnic::rss::Reta) -> usize {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).expect("an Ethernet frame");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("pktgen sends IPv4");
+    };
+    let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else {
+        panic!("pktgen sends UDP");
+    };
+    let h = zcnic::rss::Toeplitz::default().ipv4_l4(
+        std::net::SocketAddrV4::new(ip.header().source_addr(), u.source_port()),
+        std::net::SocketAddrV4::new(ip.header().destination_addr(), u.destination_port()),
+    );
+    usize::from(reta.queue(h))
+}
+
+/// `zcnic dump --queues N`'s summary line of queue `q`.
+pub fn dump_queue_line(dump: &str, q: usize) -> &str {
+    dump.lines()
+        .find(|l| l.contains(&format!(": queue {q}: ")))
+        .unwrap_or_else(|| panic!("queue {q} in the summary:\n{dump}"))
+}
+
+/// Checks a `zcnic dump --queues N` run against the frames on the wire: each queue got
+/// exactly the frames the software Toeplitz puts there (table spread over `queues`, of
+/// `reta_len` entries), each with the device's hash and none disagreeing; the pcap holds
+/// the same frames byte for byte, each flow (source port) in order. Returns the count per
+/// queue.
+pub fn assert_rss_placement(
+    sent: &[Vec<u8>],
+    dump: &str,
+    received: &[Vec<u8>],
+    queues: u16,
+    reta_len: usize,
+) -> Vec<u64> {
+    let reta = zcnic::rss::Reta::spread(queues, reta_len).unwrap();
+    let mut expected = vec![0u64; queues.into()];
+    for f in sent {
+        expected[rss_queue_of(f, &reta)] += 1;
+    }
+    let got: Vec<u64> = (0..usize::from(queues))
+        .map(|q| figure(dump_queue_line(dump, q), &format!("queue {q}:")).unwrap())
+        .collect();
+    assert_eq!(got, expected, "frames per queue:\n{dump}");
+    // Each frame's packet carried the device's hash, and every one equals the software
+    // Toeplitz of that frame and sends it to the queue it came in on (zcnic dump checks).
+    for (q, n) in got.iter().enumerate() {
+        let line = dump_queue_line(dump, q);
+        assert!(
+            line.contains(&format!("{n} frames, {n} with an RSS hash, 0 disagreeing")),
+            "{line}"
+        );
+    }
+    assert!(
+        expected.iter().filter(|&&n| n > 0).count() >= usize::from(queues) - 1,
+        "64 flows reach all but at most one queue: {expected:?}"
+    );
+    let (mut a, mut b) = (received.to_vec(), sent.to_vec());
+    a.sort();
+    b.sort();
+    assert!(a == b, "received frames equal the frames on the wire");
+    let flow = |f: &Vec<u8>| u16::from_be_bytes([f[34], f[35]]);
+    let ports: std::collections::BTreeSet<u16> = sent.iter().map(flow).collect();
+    for port in ports {
+        let of = |v: &[Vec<u8>]| {
+            v.iter()
+                .filter(|f| flow(f) == port)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            of(received) == of(sent),
+            "flow of source port {port} in order"
+        );
+    }
+    got
+}

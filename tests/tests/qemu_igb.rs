@@ -6,12 +6,10 @@
 //! installs from bookworm-backports. Without QEMU on a developer box they skip, saying
 //! why; under CI or `cargo xtask test` they fail instead.
 
-use std::net::SocketAddrV4;
-use zcnic::rss::{Reta, Toeplitz};
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_ceiling_frames, assert_pktgen_sequence, assert_stream_sequence, boot, figure,
-    guest_slot, nic_mac, read_pcap,
+    assert_ceiling_frames, assert_pktgen_sequence, assert_rss_placement, assert_stream_sequence,
+    boot, dump_leg, figure, guest_slot, nic_mac, read_pcap, rss_queue_of,
 };
 use zcnic_tools::frame;
 
@@ -56,28 +54,9 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
     }
 }
 
-/// A script leg: `zcnic dump` on `to` until `n` frames, `zcnic pktgen` from `from` at a
-/// rate every receiver here keeps up with under TCG. The receiver gets 2 s after it
-/// listens: QEMU's e1000 holds received frames back for about a second after RCTL is
-/// written.
+/// [`dump_leg`] with no extra options.
 fn leg(from: &str, to: &str, name: &str, n: usize) -> String {
-    leg_with(from, to, name, n, "", "")
-}
-
-/// [`leg`] with extra options for `zcnic dump` and `zcnic pktgen`.
-fn leg_with(from: &str, to: &str, name: &str, n: usize, dump: &str, pktgen: &str) -> String {
-    format!(
-        "zcnic dump {to} --out /results/{name}.pcap --count {n} --duration 120 {dump} \
-            > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
-         dump=$!\n\
-         n=0; until grep -q listening /results/{name}-dump.err; do\n\
-           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
-         done\n\
-         sleep 2\n\
-         zcnic pktgen {from} --count {n} --rate 25k {pktgen} | tee /results/{name}-pktgen.txt\n\
-         wait $dump\n\
-         cat /results/{name}-dump.err /results/{name}-dump.txt\n"
-    )
+    dump_leg(from, to, name, n, "", "")
 }
 
 /// Two igb NICs cannot sit in neighbouring slots: QEMU gives each 82576 the slots of its
@@ -157,7 +136,7 @@ fn igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says() {
     const N: usize = 20_000;
     let script = format!(
         "zcnic bind {NIC_A}\nzcnic bind {NIC_B}\n{}",
-        leg_with(NIC_A, NIC_B, "rss", N, "--queues 4", "--flows 64")
+        dump_leg(NIC_A, NIC_B, "rss", N, "--queues 4", "--flows 64")
     );
     let nics = vec![Nic::new("e1000", 1, true), Nic::new("igb", 1, false)];
     let run = boot("igb-rss", nics, &script);
@@ -167,75 +146,9 @@ fn igb_rss_spreads_flows_over_four_queues_as_the_toeplitz_hash_says() {
         .filter(|f| f[6..12] == nic_mac(0))
         .collect();
     assert_eq!(sent.len(), N, "pktgen's frames on the wire");
-    let reta = Reta::spread(4, 128).unwrap();
-    let queue_of = |f: &[u8]| -> usize {
-        let p = etherparse::SlicedPacket::from_ethernet(f).expect("an Ethernet frame");
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-            panic!("pktgen sends IPv4");
-        };
-        let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else {
-            panic!("pktgen sends UDP");
-        };
-        let h = Toeplitz::default().ipv4_l4(
-            SocketAddrV4::new(ip.header().source_addr(), u.source_port()),
-            SocketAddrV4::new(ip.header().destination_addr(), u.destination_port()),
-        );
-        usize::from(reta.queue(h))
-    };
-    let mut expected = [0u64; 4];
-    for f in &sent {
-        expected[queue_of(f)] += 1;
-    }
     let dump = std::fs::read_to_string(run.results.join("rss-dump.txt")).unwrap();
-    let got: Vec<u64> = (0..4)
-        .map(|q| {
-            let line = dump
-                .lines()
-                .find(|l| l.contains(&format!(": queue {q}: ")))
-                .unwrap_or_else(|| panic!("queue {q} in the summary:\n{dump}"));
-            figure(line, &format!("queue {q}:")).unwrap()
-        })
-        .collect();
-    assert_eq!(got, expected.to_vec(), "frames per queue:\n{dump}");
-    // Each frame's packet carried the device's hash, and every one equals the software
-    // Toeplitz of that frame and sends it to the queue it came in on (zcnic dump checks).
-    for (q, n) in got.iter().enumerate() {
-        let line = dump
-            .lines()
-            .find(|l| l.contains(&format!(": queue {q}: ")))
-            .unwrap();
-        assert!(
-            line.contains(&format!("{n} frames, {n} with an RSS hash, 0 disagreeing")),
-            "{line}"
-        );
-    }
-    assert!(
-        expected.iter().filter(|&&n| n > 0).count() >= 3,
-        "64 flows reach at least three of four queues: {expected:?}"
-    );
-    // The same frames, byte for byte; within each flow (source port), in order.
     let received = read_pcap(&run.results.join("rss.pcap"));
-    let (mut a, mut b) = (received.clone(), sent.clone());
-    a.sort();
-    b.sort();
-    assert!(a == b, "received frames equal the frames on the wire");
-    let flow = |f: &Vec<u8>| u16::from_be_bytes([f[34], f[35]]);
-    for port in sent
-        .iter()
-        .map(flow)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let of = |v: &[Vec<u8>]| {
-            v.iter()
-                .filter(|f| flow(f) == port)
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        assert!(
-            of(&received) == of(&sent),
-            "flow of source port {port} in order"
-        );
-    }
+    assert_rss_placement(&sent, &dump, &received, 4, 128);
     assert_eq!(
         figure(&dump, "GPRC"),
         Some(N as u64),
@@ -315,7 +228,7 @@ fn igb_fwd_on_four_queues_returns_every_frame_each_on_its_rss_queue() {
     let run = boot("igb-fwd-mq", nics, &script);
     // Each frame once (the wire holds it twice: sent, and forwarded back), by queue.
     let wire = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
-    let reta = Reta::spread(4, 128).unwrap();
+    let reta = zcnic::rss::Reta::spread(4, 128).unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut expected = [0u64; 4];
     for f in wire.iter().filter(|f| f[6..12] == nic_mac(0)) {
@@ -323,17 +236,7 @@ fn igb_fwd_on_four_queues_returns_every_frame_each_on_its_rss_queue() {
         if !seen.insert(meta.seq) {
             continue;
         }
-        let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
-        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) =
-            (&p.net, &p.transport)
-        else {
-            panic!("pktgen sends IPv4/UDP");
-        };
-        let h = Toeplitz::default().ipv4_l4(
-            SocketAddrV4::new(ip.header().source_addr(), u.source_port()),
-            SocketAddrV4::new(ip.header().destination_addr(), u.destination_port()),
-        );
-        expected[usize::from(reta.queue(h))] += 1;
+        expected[rss_queue_of(f, &reta)] += 1;
     }
     assert_eq!(seen.len(), N, "every sequence number on the wire");
     // And each twice: as the e1000 sent it, and as the igb sent it back, byte for byte.

@@ -1,0 +1,126 @@
+//! The tap wire: NICs whose QEMU netdev is a (multi-queue) tap, all joined by a Linux
+//! bridge inside a network namespace the harness creates for one guest run and removes
+//! after it. A hub wire gives virtio-net one queue pair whatever the device says; a tap
+//! with `queues=N` gives it N, and QEMU then steers received frames by its own RSS.
+//!
+//! Nothing outside the namespace is touched: the taps and the bridge live and die in it,
+//! and it has no address and no route (IPv6 is off, so the kernel sends nothing of its
+//! own onto the wire). QEMU runs inside it (`ip netns exec`), as opening a tap by name
+//! must happen where the tap is.
+
+use crate::deps::output;
+use crate::Error;
+use std::process::Command;
+
+/// A network namespace with a bridge and one tap per tap-wired NIC; removed on drop.
+pub(crate) struct TapWire {
+    ns: String,
+    /// Where the taps' and bridge's counters go when the wire is taken down.
+    stats: std::path::PathBuf,
+}
+
+/// The tap device of NIC `i` in the namespace.
+pub(crate) fn tap_name(i: usize) -> String {
+    format!("zt{i}")
+}
+
+/// `ip`, found in /usr/sbin when PATH lacks it.
+fn ip_cmd() -> Command {
+    Command::new(crate::deps::find_program("ip").unwrap_or_else(|| "ip".into()))
+}
+
+fn ip(args: &[&str]) -> Result<(), Error> {
+    let mut cmd = ip_cmd();
+    cmd.args(args);
+    output(
+        &mut cmd,
+        "the tap wire needs root and iproute2 (`apt-get install iproute2`)",
+    )
+    .map(|_| ())
+}
+
+impl TapWire {
+    /// Creates namespace `zcnic-<run>-<pid>` with bridge `br0` and a tap `zt<i>` for each
+    /// `(i, queues)`: multi-queue when `queues > 1`, as QEMU's `queues=N` requires.
+    /// On removal, the links' counters (`ip -s link`, drops included) are written to
+    /// `stats`.
+    pub(crate) fn create(
+        run: &str,
+        taps: &[(usize, u16)],
+        stats: std::path::PathBuf,
+    ) -> Result<Self, Error> {
+        let ns = format!("zcnic-{run}-{}", std::process::id());
+        // A namespace of the same name left by a killed run of this process id.
+        let _ = ip_cmd().args(["netns", "del", &ns]).output();
+        ip(&["netns", "add", &ns])?;
+        let wire = Self { ns, stats };
+        let ns = wire.ns.as_str();
+        let mut sysctl = ip_cmd();
+        sysctl.args(["netns", "exec", ns, "sysctl", "-q", "-w"]);
+        sysctl.args([
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        output(&mut sysctl, "turning IPv6 off in the tap wire's namespace")?;
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
+        for &(i, queues) in taps {
+            let name = tap_name(i);
+            let mut add = vec!["-n", ns, "tuntap", "add", "dev", &name, "mode", "tap"];
+            if queues > 1 {
+                add.push("multi_queue");
+            }
+            ip(&add)?;
+            ip(&["-n", ns, "link", "set", &name, "master", "br0", "up"])?;
+        }
+        ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        Ok(wire)
+    }
+
+    /// `cmd` run inside the namespace: `ip netns exec NS cmd…` (which execs, so the
+    /// process id is the command's).
+    pub(crate) fn wrap(&self, cmd: &Command) -> Command {
+        let mut w = ip_cmd();
+        w.args(["netns", "exec", &self.ns]).arg(cmd.get_program());
+        w.args(cmd.get_args());
+        w
+    }
+}
+
+impl Drop for TapWire {
+    fn drop(&mut self) {
+        if let Ok(o) = ip_cmd()
+            .args(["-n", &self.ns, "-s", "link", "show"])
+            .output()
+        {
+            let _ = std::fs::write(&self.stats, o.stdout);
+        }
+        let out = ip_cmd().args(["netns", "del", &self.ns]).output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            eprintln!(
+                "zcnic-qemu: could not remove network namespace {} (`ip netns del {}`)",
+                self.ns, self.ns
+            );
+        }
+    }
+}
