@@ -4,8 +4,8 @@
 //! with `queues=N` gives it N, and QEMU then steers received frames by its own RSS.
 //!
 //! Nothing outside the namespace is touched: the taps and the bridge live and die in it,
-//! and it has no address and no route (IPv6 is off, so the kernel sends nothing of its
-//! own onto the wire). QEMU runs inside it (`ip netns exec`), as opening a tap by name
+//! and it has no address and no route (IPv6 is off and the bridge does no multicast
+//! snooping, so the kernel sends nothing of its own onto the wire). QEMU runs inside it (`ip netns exec`), as opening a tap by name
 //! must happen where the tap is.
 
 use crate::deps::output;
@@ -93,7 +93,8 @@ impl TapWire {
             ip(&add)?;
             ip(&["-n", ns, "link", "set", &name, "master", "br0", "up"])?;
         }
-        ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        // Nor IGMP of the bridge's own IPv4 stack: no multicast on it.
+        ip(&["-n", ns, "link", "set", "br0", "multicast", "off", "up"])?;
         Ok(wire)
     }
 

@@ -324,3 +324,71 @@ pub fn assert_rss_placement(
     }
     got
 }
+
+/// A script leg: `zcnic fwd --port PORT --queues Q` sends back out of `port` what each
+/// queue receives, while `zcnic pktgen` sends `n` frames of 64 flows from `sender` at
+/// `rate`; then Ctrl-C. Leaves `/results/fwd.txt` and `/results/pktgen.txt`.
+pub fn fwd_hairpin_script(sender: &str, port: &str, queues: u16, n: usize, rate: &str) -> String {
+    format!(
+        "zcnic fwd --port {port} --queues {queues} --duration 300 > /results/fwd.txt 2>&1 &\n\
+         F=$!\n\
+         n=0; until grep -q 'Ctrl-C stops' /results/fwd.txt; do\n\
+           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/fwd.txt; exit 3; }}\n\
+         done\n\
+         sleep 2\n\
+         zcnic pktgen {sender} --count {n} --rate {rate} --flows 64 | tee /results/pktgen.txt\n\
+         sleep 3\n\
+         kill -INT $F\n\
+         wait $F\n\
+         cat /results/fwd.txt\n"
+    )
+}
+
+/// Checks a [`fwd_hairpin_script`] run whose sender is NIC 0, from `wire` (every frame on
+/// the wire, as a watcher saw it): every one of pktgen's `n` frames is there exactly
+/// twice, byte for byte (sent, and forwarded back), nothing else is, each of the `queues` queues received and forwarded exactly the
+/// frames the software Toeplitz (Microsoft's key, a 128-entry table spread round-robin)
+/// gives it, and the pool is full at exit.
+pub fn assert_fwd_hairpin(run: &GuestRun, wire: &[Vec<u8>], n: usize, queues: u16) {
+    let reta = zcnic::rss::Reta::spread(queues, 128).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut expected = vec![0u64; queues.into()];
+    for f in wire.iter().filter(|f| f[6..12] == nic_mac(0)) {
+        let Ok(meta) = zcnic_tools::frame::parse(f) else {
+            continue;
+        };
+        if seen.insert(meta.seq) {
+            expected[rss_queue_of(f, &reta)] += 1;
+        }
+    }
+    assert_eq!(seen.len(), n, "every sequence number on the wire");
+    let mut times = std::collections::HashMap::new();
+    for f in wire {
+        *times.entry(f.clone()).or_insert(0u32) += 1;
+    }
+    assert_eq!(times.len(), n, "no frame on the wire but pktgen's");
+    assert!(
+        times.values().all(|&t| t == 2),
+        "every frame forwarded back once"
+    );
+    let fwd = std::fs::read_to_string(run.results.join("fwd.txt")).unwrap();
+    for (q, want) in expected.iter().enumerate() {
+        let line = fwd
+            .lines()
+            .find(|l| l.contains(&format!(": queue {q}: ")))
+            .unwrap_or_else(|| panic!("queue {q}'s line:\n{fwd}"));
+        assert_eq!(figure(line, "received"), Some(*want), "{line}");
+        assert_eq!(figure(line, "forwarded"), Some(*want), "{line}");
+    }
+    let pool = fwd
+        .lines()
+        .find(|l| l.contains("buffers back in the pool"))
+        .unwrap_or_else(|| panic!("the pool's line:\n{fwd}"));
+    let words: Vec<&str> = pool.split_whitespace().collect();
+    let of = words.iter().position(|w| *w == "of").expect("N of M");
+    assert_eq!(
+        words[of - 1],
+        words[of + 1],
+        "every buffer back at exit: {pool}"
+    );
+}

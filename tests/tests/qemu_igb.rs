@@ -8,8 +8,9 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_ceiling_frames, assert_pktgen_sequence, assert_rss_placement, assert_stream_sequence,
-    boot, dump_leg, figure, guest_slot, nic_mac, read_pcap, rss_queue_of,
+    assert_ceiling_frames, assert_fwd_hairpin, assert_pktgen_sequence, assert_rss_placement,
+    assert_stream_sequence, boot, dump_leg, figure, fwd_hairpin_script, guest_slot, nic_mac,
+    read_pcap,
 };
 use zcnic_tools::frame;
 
@@ -211,51 +212,11 @@ fn igb_fwd_on_four_queues_returns_every_frame_each_on_its_rss_queue() {
     };
     const N: usize = 20_000;
     let script = format!(
-        "zcnic bind {NIC_A}\nzcnic bind {NIC_B}\n\
-         zcnic fwd --port {NIC_B} --queues 4 --duration 300 > /results/fwd.txt 2>&1 &\n\
-         F=$!\n\
-         n=0; until grep -q 'Ctrl-C stops' /results/fwd.txt; do\n\
-           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/fwd.txt; exit 3; }}\n\
-         done\n\
-         sleep 2\n\
-         zcnic pktgen {NIC_A} --count {N} --rate 25k --flows 64 | tee /results/pktgen.txt\n\
-         sleep 3\n\
-         kill -INT $F\n\
-         wait $F\n\
-         cat /results/fwd.txt\n"
+        "zcnic bind {NIC_A}\nzcnic bind {NIC_B}\n{}",
+        fwd_hairpin_script(NIC_A, NIC_B, 4, N, "25k")
     );
     let nics = vec![Nic::new("e1000", 1, true), Nic::new("igb", 1, false)];
     let run = boot("igb-fwd-mq", nics, &script);
-    // Each frame once (the wire holds it twice: sent, and forwarded back), by queue.
     let wire = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
-    let reta = zcnic::rss::Reta::spread(4, 128).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    let mut expected = [0u64; 4];
-    for f in wire.iter().filter(|f| f[6..12] == nic_mac(0)) {
-        let Ok(meta) = frame::parse(f) else { continue };
-        if !seen.insert(meta.seq) {
-            continue;
-        }
-        expected[rss_queue_of(f, &reta)] += 1;
-    }
-    assert_eq!(seen.len(), N, "every sequence number on the wire");
-    // And each twice: as the e1000 sent it, and as the igb sent it back, byte for byte.
-    let mut times = std::collections::HashMap::new();
-    for f in &wire {
-        *times.entry(f.clone()).or_insert(0u32) += 1;
-    }
-    assert_eq!(times.len(), N, "no frame on the wire but pktgen's");
-    assert!(
-        times.values().all(|&n| n == 2),
-        "every frame forwarded back once"
-    );
-    let fwd = std::fs::read_to_string(run.results.join("fwd.txt")).unwrap();
-    for (q, want) in expected.iter().enumerate() {
-        let line = fwd
-            .lines()
-            .find(|l| l.contains(&format!(": queue {q}: ")))
-            .unwrap_or_else(|| panic!("queue {q}'s line:\n{fwd}"));
-        assert_eq!(figure(line, "received"), Some(*want), "{line}");
-        assert_eq!(figure(line, "forwarded"), Some(*want), "{line}");
-    }
+    assert_fwd_hairpin(&run, &wire, N, 4);
 }

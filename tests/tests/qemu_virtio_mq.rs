@@ -14,12 +14,15 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_rss_placement, boot, dump_leg, guest_slot, nic_mac, read_pcap,
+    assert_fwd_hairpin, assert_rss_placement, boot, dump_leg, fwd_hairpin_script, guest_slot,
+    nic_mac, read_pcap,
 };
 use zcnic_tools::frame;
 
 const SENDER: &str = "0000:00:02.0";
 const VIRTIO: &str = "0000:00:03.0";
+/// A third NIC on the bridge that records the wire (`zcnic dump`, promiscuous).
+const WATCHER: &str = "0000:00:04.0";
 const MQ_VIRTIO: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on,mq=on,rss=on,hash=on";
 /// Frames of each RSS leg, over 64 flows.
 const N: usize = 20_000;
@@ -124,4 +127,39 @@ fn virtio_rss_puts_every_flow_on_its_toeplitz_queue_and_promisc_off_filters() {
         .all(|f| frame::parse_meta(f).is_ok_and(|m| m.stream == 5)));
     let dump = std::fs::read_to_string(run.results.join("open-dump.txt")).unwrap();
     assert!(dump.contains(&format!("wrote {FILTERED} frames")), "{dump}");
+}
+
+/// `zcnic fwd --queues 2` on virtio-net: each of two threads sends back out of the port
+/// what its queue pair receives. Every frame of a 64-flow stream returns to the wire once,
+/// byte for byte, as a third NIC on the bridge sees it; each queue forwards exactly its
+/// Toeplitz share; the pool is full at exit.
+#[test]
+fn virtio_fwd_on_two_queue_pairs_returns_every_frame_from_its_rss_queue() {
+    let Some(_slot) =
+        guest_slot("virtio_fwd_on_two_queue_pairs_returns_every_frame_from_its_rss_queue")
+    else {
+        return;
+    };
+    let script = format!(
+        "zcnic bind {SENDER}\nzcnic bind {VIRTIO}\nzcnic bind {WATCHER}\n\
+         zcnic dump {WATCHER} --out /results/wire.pcap --count {} --duration 200 \
+            > /results/wire.txt 2> /results/wire.err &\n\
+         W=$!\n\
+         n=0; until grep -q listening /results/wire.err; do\n\
+           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/wire.err; exit 3; }}\n\
+         done\n\
+         {}\
+         wait $W\n\
+         cat /results/wire.txt\n",
+        2 * N,
+        fwd_hairpin_script(SENDER, VIRTIO, 2, N, "5k")
+    );
+    let nics = vec![
+        Nic::tap("e1000", 1, false),
+        Nic::tap(MQ_VIRTIO, 2, false),
+        Nic::tap("e1000", 1, false),
+    ];
+    let run = boot("virtio-fwd-mq", nics, &script);
+    let wire = read_pcap(&run.results.join("wire.pcap"));
+    assert_fwd_hairpin(&run, &wire, N, 2);
 }

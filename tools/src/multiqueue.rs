@@ -308,6 +308,10 @@ pub fn fwd_cmd(
         "fwd: {:?} mode, burst {}, one thread per queue; Ctrl-C stops",
         args.mode, args.burst
     );
+    let pools: Vec<_> = queues
+        .iter()
+        .filter_map(|q: &Vec<QueuePair>| q.first().map(|p| p.rx.pool().clone()))
+        .collect();
     let totals = forward(&mut ports, queues, args)?;
     for (from, to, t) in totals {
         let (a, b) = (ports[from].addr(), ports[to].addr());
@@ -320,6 +324,14 @@ pub fn fwd_cmd(
         println!(
             "fwd {a} -> {b}: received {}, forwarded {}, dropped on purpose {}",
             t.total.rx, t.total.tx, t.total.dropped
+        );
+    }
+    drop(ports); // the queues are gone: this stops DMA, and every buffer is back
+    for (a, p) in addrs.iter().zip(&pools) {
+        println!(
+            "fwd {a}: {} of {} buffers back in the pool",
+            p.free_count(),
+            p.capacity()
         );
     }
     Ok(())
