@@ -20,6 +20,10 @@ pub enum Target {
     Igb,
     /// The igb again, sending from two transmit queues on the two vCPUs.
     Igb2q,
+    /// A virtio-net NIC with two queue pairs on a tap (0000:00:09.0), sending from one.
+    VirtioMq,
+    /// The same NIC sending from both queue pairs, on the two vCPUs.
+    VirtioMq2q,
     /// Forwarding from a virtio-net NIC out of an e1000, fed by a zcnic pktgen source.
     FwdVirtioE1000,
     /// Forwarding from an e1000 out of a virtio-net NIC.
@@ -34,15 +38,19 @@ pub const FWD_E1000_A: &str = "0000:00:04.0";
 pub const FWD_VIRTIO_A: &str = "0000:00:05.0";
 pub const FWD_E1000_OUT: &str = "0000:00:06.0";
 pub const FWD_VIRTIO_OUT: &str = "0000:00:07.0";
-/// Last, and 16 slots clear of any other igb: QEMU puts an 82576's SR-IOV functions there.
+/// 16 slots clear of any other igb: QEMU puts an 82576's SR-IOV functions there.
 pub const IGB_TX: &str = "0000:00:08.0";
+/// The virtio-net NIC with two queue pairs, on the tap wire (a hub gives one pair).
+pub const VIRTIO_MQ_TX: &str = "0000:00:09.0";
 
 impl Target {
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 8] = [
         Target::E1000,
         Target::Virtio,
         Target::Igb,
         Target::Igb2q,
+        Target::VirtioMq,
+        Target::VirtioMq2q,
         Target::FwdVirtioE1000,
         Target::FwdE1000Virtio,
     ];
@@ -53,6 +61,8 @@ impl Target {
             Target::Virtio => "virtio",
             Target::Igb => "igb",
             Target::Igb2q => "igb-2q",
+            Target::VirtioMq => "virtio-mq",
+            Target::VirtioMq2q => "virtio-mq-2q",
             Target::FwdVirtioE1000 => "fwd-virtio-e1000",
             Target::FwdE1000Virtio => "fwd-e1000-virtio",
         }
@@ -64,6 +74,8 @@ impl Target {
             Target::Virtio => "virtio-net transmit",
             Target::Igb => "igb transmit",
             Target::Igb2q => "igb transmit, 2 queues on 2 vCPUs",
+            Target::VirtioMq => "virtio-net (2 queue pairs, tap) transmit, 1 queue",
+            Target::VirtioMq2q => "virtio-net (2 queue pairs, tap) transmit, 2 queues on 2 vCPUs",
             Target::FwdVirtioE1000 => "forwarding virtio-net -> e1000",
             Target::FwdE1000Virtio => "forwarding e1000 -> virtio-net",
         }
@@ -82,7 +94,7 @@ impl Target {
             Target::E1000 | Target::Virtio | Target::Igb => {
                 &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling]
             }
-            Target::Igb2q => &[Tool::Testpmd, Tool::Zcnic],
+            Target::Igb2q | Target::VirtioMq | Target::VirtioMq2q => &[Tool::Testpmd, Tool::Zcnic],
             _ => &[Tool::Zcnic, Tool::Testpmd],
         }
     }
@@ -101,6 +113,7 @@ impl Target {
         match self {
             Target::E1000 => E1000_TX,
             Target::Igb | Target::Igb2q => IGB_TX,
+            Target::VirtioMq | Target::VirtioMq2q => VIRTIO_MQ_TX,
             _ => VIRTIO_TX,
         }
     }
@@ -112,16 +125,19 @@ impl Target {
 
     /// Transmit queues the sender uses.
     pub fn queues(self) -> u16 {
-        if self == Target::Igb2q {
-            2
-        } else {
-            1
+        match self {
+            Target::Igb2q | Target::VirtioMq2q => 2,
+            _ => 1,
         }
     }
 
     /// The one-queue target of a multi-queue one, which its figures are compared with.
     pub fn one_queue(self) -> Option<Target> {
-        (self == Target::Igb2q).then_some(Target::Igb)
+        match self {
+            Target::Igb2q => Some(Target::Igb),
+            Target::VirtioMq2q => Some(Target::VirtioMq),
+            _ => None,
+        }
     }
 }
 
@@ -235,7 +251,7 @@ impl Plan {
         for pci in [FWD_E1000_A, FWD_VIRTIO_A, FWD_E1000_OUT, FWD_VIRTIO_OUT] {
             s += &format!("zcnic bind {pci}\n");
         }
-        let mut bound = [false; 3];
+        let mut bound = [false; 4];
         for run in self.runs() {
             s += &format!("echo 'bench-run: {}'\n", run.id());
             let id = run.id();
@@ -255,6 +271,7 @@ impl Plan {
             let slot = match run.target {
                 Target::E1000 => 0,
                 Target::Virtio => 1,
+                Target::VirtioMq | Target::VirtioMq2q => 3,
                 _ => 2,
             };
             let want_kernel = run.tool == Tool::Kernel;
@@ -428,14 +445,16 @@ mod tests {
     #[test]
     fn rounds_interleave_every_tool() {
         let runs = plan(2, true).runs();
-        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2 + 2));
+        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2 + 2 + 2 + 2));
         let ids: Vec<String> = runs.iter().map(Run::id).collect();
         assert_eq!(ids[0], "kernel-e1000-1");
         assert_eq!(ids[1], "testpmd-e1000-1");
         assert_eq!(ids[12], "testpmd-igb-2q-1");
         assert_eq!(ids[13], "zcnic-igb-2q-1");
+        assert_eq!(ids[14], "testpmd-virtio-mq-1");
+        assert_eq!(ids[17], "zcnic-virtio-mq-2q-1");
         assert_eq!(
-            ids[18], "kernel-e1000-2",
+            ids[22], "kernel-e1000-2",
             "round 2 starts after all of round 1"
         );
         assert!(!plan(1, false)
@@ -470,6 +489,9 @@ mod tests {
             "testpmd_run testpmd-fwd-e1000-virtio-2 -l0-1 -a 0000:00:04.0 -a 0000:00:07.0"
         ));
         assert!(s.contains("zcnic_run_any zcnic-igb-2q-1 0000:00:08.0 --queues 2\n"));
+        assert!(s.contains("zcnic_run zcnic-virtio-mq-1 0000:00:09.0\n"));
+        assert!(s.contains("zcnic_run_any zcnic-virtio-mq-2q-1 0000:00:09.0 --queues 2\n"));
+        assert!(at("zcnic bind 0000:00:09.0") < at("testpmd_run testpmd-virtio-mq-1"));
         let tp = at("testpmd_run testpmd-igb-2q-1 --lcores=0@0,1@0,2@1 -a 0000:00:08.0");
         assert!(s[tp..]
             .lines()
