@@ -158,7 +158,9 @@ fn last_run(console: &str) -> Option<&str> {
 pub fn guest(opts: &Options) -> Result<(), String> {
     let prepared = zcnic_qemu::prepare().map_err(|e| e.to_string())?;
     // ethtool reads the e1000's GPTC through the kernel driver: no kernel figure without.
-    zcnic_qemu::ensure_host_tools(&[HostTool::Ethtool]).map_err(|e| e.to_string())?;
+    // ip (iproute2) makes the tap wire of the two-queue virtio-net.
+    zcnic_qemu::ensure_host_tools(&[HostTool::Ethtool, HostTool::Iproute2])
+        .map_err(|e| e.to_string())?;
     let ethtool = zcnic_qemu::find_program("ethtool").ok_or("ethtool not found")?;
     let mut files = with_libraries(&[ethtool.display().to_string()])?;
     let mut missing = None;
