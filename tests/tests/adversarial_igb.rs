@@ -594,7 +594,7 @@ fn many_short_lies_on_an_igb_break_nothing() {
 /// order with every buffer back in the pool.
 #[test]
 fn lies_across_queues_break_nothing() {
-    let tally = machine("lies across queues", 150, 6000, 200, &[2, 3, 4]);
+    let tally = machine("lies across queues", 150, 20000, 200, &[2, 3, 4]);
     for (what, c) in [
         ("frames delivered", &tally.delivered),
         ("receive errors", &tally.rx_errors),
