@@ -39,6 +39,22 @@ fn ip(args: &[&str]) -> Result<(), Error> {
     .map(|_| ())
 }
 
+/// Removes namespaces runs killed before their clean-up left behind: `zcnic-…-PID` of a
+/// process that is gone, and `ns` itself (a killed earlier run of this process id).
+fn sweep_stale(ns: &str) {
+    let Ok(out) = ip_cmd().args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if name.starts_with("zcnic-") && (gone || name == ns) {
+            let _ = ip_cmd().args(["netns", "del", name]).output();
+        }
+    }
+}
+
 impl TapWire {
     /// Creates namespace `zcnic-<run>-<pid>` with bridge `br0` and a tap `zt<i>` for each
     /// `(i, queues)`: multi-queue when `queues > 1`, as QEMU's `queues=N` requires.
@@ -50,8 +66,7 @@ impl TapWire {
         stats: std::path::PathBuf,
     ) -> Result<Self, Error> {
         let ns = format!("zcnic-{run}-{}", std::process::id());
-        // A namespace of the same name left by a killed run of this process id.
-        let _ = ip_cmd().args(["netns", "del", &ns]).output();
+        sweep_stale(&ns);
         ip(&["netns", "add", &ns])?;
         let wire = Self { ns, stats };
         let ns = wire.ns.as_str();

@@ -340,6 +340,7 @@ impl FakeVirtio {
             event_idx: false,
             hdr_len: HDR_LEN,
             promisc: true,
+            ctrl_held: false,
             tx_paused: false,
             bad_tx_len: 0,
             inject: Default::default(),
@@ -413,6 +414,12 @@ impl FakeVirtio {
     /// Control commands answered so far, in order.
     pub fn commands(&self) -> Vec<Command> {
         lock(&self.shared.commands).clone()
+    }
+
+    /// Stops (or resumes) answering control commands; resumed, the device answers what
+    /// waits in order.
+    pub fn hold_ctrl(&self, held: bool) {
+        self.shared.control(|core, _| core.ctrl_held = held);
     }
 
     /// Whether the device is promiscuous (its state after reset, as QEMU's: yes).
@@ -575,6 +582,8 @@ struct Core {
     hdr_len: usize,
     /// Receive filter: every frame, or only those for [`MAC`] and broadcast.
     promisc: bool,
+    /// The control queue is not looked at (a device slow to answer).
+    ctrl_held: bool,
     tx_paused: bool,
     bad_tx_len: u32,
     /// Per pair.
@@ -787,7 +796,7 @@ impl Core {
     /// Answers the commands on the control queue (the last queue): receive filter, queue
     /// pairs and RSS are taken as sent (recorded for the test); anything else is refused.
     fn control(&mut self, s: &Shared) -> bool {
-        if !self.b.ctrl {
+        if !self.b.ctrl || self.ctrl_held {
             return false;
         }
         let m = Dma {

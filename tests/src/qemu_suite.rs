@@ -392,3 +392,18 @@ pub fn assert_fwd_hairpin(run: &GuestRun, wire: &[Vec<u8>], n: usize, queues: u1
         "every buffer back at exit: {pool}"
     );
 }
+
+/// Checks a command the script ran as `CMD > /results/NAME.out 2> /results/NAME.err;
+/// echo $? > /results/NAME.rc`: exit code 2, nothing on stdout, and one line on stderr
+/// that says `what` (no panic, no backtrace).
+pub fn assert_one_line_error(run: &GuestRun, name: &str, what: &str) {
+    let read = |ext: &str| {
+        std::fs::read_to_string(run.results.join(format!("{name}.{ext}")))
+            .unwrap_or_else(|e| panic!("{name}.{ext}: {e}"))
+    };
+    let (rc, out, err) = (read("rc"), read("out"), read("err"));
+    assert_eq!(rc.trim(), "2", "{name}: exit code; stderr: {err}");
+    assert!(out.trim().is_empty(), "{name}: nothing on stdout: {out}");
+    assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+    assert!(err.contains(what), "{name}: {err}");
+}

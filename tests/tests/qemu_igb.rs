@@ -8,9 +8,9 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_ceiling_frames, assert_fwd_hairpin, assert_pktgen_sequence, assert_rss_placement,
-    assert_stream_sequence, boot, dump_leg, figure, fwd_hairpin_script, guest_slot, nic_mac,
-    read_pcap,
+    assert_ceiling_frames, assert_fwd_hairpin, assert_one_line_error, assert_pktgen_sequence,
+    assert_rss_placement, assert_stream_sequence, boot, dump_leg, figure, fwd_hairpin_script,
+    guest_slot, nic_mac, read_pcap,
 };
 use zcnic_tools::frame;
 
@@ -26,6 +26,8 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
     let script = format!(
         "zcnic list | tee /results/list.txt\n\
          zcnic bind {NIC_A}\n\
+         set +e; zcnic pktgen {NIC_A} --queues 9 --count 1 > /results/q9.out 2> /results/q9.err\n\
+         echo $? > /results/q9.rc; set -e\n\
          zcnic pktgen {NIC_A} --count 100000 | tee /results/pktgen.txt\n\
          zcnic pktgen {NIC_A} --ceiling --count 50000 | tee /results/ceiling.txt\n"
     );
@@ -36,6 +38,8 @@ fn igb_tx_100k_frames_leave_the_nic_in_order_and_counted() {
             .any(|l| l.starts_with(NIC_A) && l.contains("yes: igb 82576")),
         "zcnic list shows the 82576 as supported:\n{list}"
     );
+    // Bad input: more queues than the 82576 has is one line and exit code 2.
+    assert_one_line_error(&run, "q9", "igb queues 9 must be in 1..=8");
     let frames = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
     assert_eq!(
         frames.len(),

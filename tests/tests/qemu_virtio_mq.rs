@@ -14,8 +14,8 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_fwd_hairpin, assert_rss_placement, boot, dump_leg, fwd_hairpin_script, guest_slot,
-    nic_mac, read_pcap,
+    assert_fwd_hairpin, assert_one_line_error, assert_rss_placement, boot, dump_leg,
+    fwd_hairpin_script, guest_slot, nic_mac, read_pcap,
 };
 use zcnic_tools::frame;
 
@@ -63,7 +63,9 @@ fn virtio_rss_puts_every_flow_on_its_toeplitz_queue_and_promisc_off_filters() {
          cat /results/strict-dump.err /results/strict-dump.txt\n"
     );
     let script = format!(
-        "zcnic bind {SENDER}\nzcnic bind {VIRTIO}\n{}{}{filter}{}",
+        "zcnic bind {SENDER}\nzcnic bind {VIRTIO}\n\
+         set +e; zcnic pktgen {VIRTIO} --queues 8 --count 1 > /results/q8.out 2> /results/q8.err\n\
+         echo $? > /results/q8.rc; set -e\n{}{}{filter}{}",
         dump_leg(
             SENDER,
             VIRTIO,
@@ -91,6 +93,8 @@ fn virtio_rss_puts_every_flow_on_its_toeplitz_queue_and_promisc_off_filters() {
     );
     let nics = vec![Nic::tap("e1000", 1, true), Nic::tap(MQ_VIRTIO, 4, false)];
     let run = boot("virtio-mq", nics, &script);
+    // Bad input: more queue pairs than the device has is one line and exit code 2.
+    assert_one_line_error(&run, "q8", "8 queue pairs asked; the device has 4");
     let wire = read_pcap(run.pcaps[0].as_ref().expect("a pcap of NIC 0"));
     for (leg, stream, queues) in [("rss4", 1, 4), ("rss2", 2, 2)] {
         let sent = stream_frames(&wire, stream);

@@ -287,3 +287,35 @@ fn port_and_queues_close_in_either_order_with_every_buffer_back() {
         );
     }
 }
+
+/// A command the device does not answer in time fails (and the port keeps the mode the
+/// device has); once the device answers again, the late answer frees its buffer and the
+/// next command goes through: the queue never falls out of step, and no buffer is lost.
+#[test]
+fn a_late_answer_does_not_put_the_control_queue_out_of_step() {
+    let dev = device(1, false);
+    let t = dev.transport();
+    let cfg = config(1);
+    let features = negotiate(&t, &addr(), &cfg, false).unwrap();
+    let mut nic = VirtioNet::<Split>::new(Box::new(t), features, &dev.dma, addr(), &cfg).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    dev.hold_ctrl(true);
+    nic.set_promisc(true);
+    assert_eq!(
+        pool.free_count(),
+        free - 1,
+        "the unanswered command keeps its buffer"
+    );
+    dev.hold_ctrl(false);
+    // The port still thinks the device is not promiscuous, so this is sent again.
+    nic.set_promisc(true);
+    let cmds = dev.commands();
+    assert_eq!(cmds.len(), 3, "{cmds:?}");
+    assert!(cmds[1..].iter().all(|c| c.data == [1] && c.ack == 0));
+    assert!(dev.promisc());
+    assert_eq!(pool.free_count(), free, "the late answer freed its buffer");
+    nic.set_promisc(false);
+    assert_eq!(dev.commands().len(), 4);
+    assert!(!dev.promisc());
+}

@@ -37,9 +37,10 @@ pub(crate) struct Ctrl<Q> {
     kick: Notifier,
     pool: Arc<Mempool>,
     addr: PciAddr,
-    /// Command buffers of commands the device never answered: it may still write them, so
-    /// they go only with the port, after the device is stopped.
-    stuck: Vec<Packet>,
+    /// Commands the device did not answer in time, by id, with their buffers: it may
+    /// still write them, so each goes when its answer comes, or with the port once the
+    /// device is stopped.
+    stuck: Vec<(u16, Packet)>,
 }
 
 impl<Q: QueueKind> Ctrl<Q> {
@@ -87,37 +88,47 @@ impl<Q: QueueKind> Ctrl<Q> {
         if self.vq.publish() {
             self.kick.kick();
         }
+        // Answers to earlier commands that timed out may come first: each frees its
+        // buffer, and the wait goes on for this one.
+        let (stuck, vq) = (&mut self.stuck, &mut self.vq);
         let mut answer = None;
         crate::wait_until(TIMEOUT, || {
-            answer = self.vq.pop_used();
-            answer.is_some()
+            while let Some(a) = vq.pop_used() {
+                match a {
+                    Ok(used) if used.id != id => {
+                        if let Some(i) = stuck.iter().position(|(s, _)| *s == used.id) {
+                            stuck.swap_remove(i);
+                            continue;
+                        }
+                        let what = format!("an answer for command {}, which nobody sent", used.id);
+                        answer = Some(Err(what));
+                    }
+                    Ok(_) => answer = Some(Ok(())),
+                    Err(e) => answer = Some(Err(format!("bad used entry: {e}"))),
+                }
+                return true;
+            }
+            false
         });
         match answer {
+            Some(Ok(())) => match pkt.data()[2 + n] {
+                ACK_OK => Ok(()),
+                a => Err(io(format!(
+                    "the device refused command {class}.{cmd} (answer {a})"
+                ))),
+            },
             None => {
-                self.stuck.push(pkt);
+                self.stuck.push((id, pkt));
                 Err(Error::Timeout {
                     addr,
                     what: "the virtio device to answer a control command",
                     ms: TIMEOUT.as_millis() as u64,
                 })
             }
-            Some(Err(e)) => {
-                self.stuck.push(pkt);
-                Err(io(format!("bad used entry: {e}")))
+            Some(Err(what)) => {
+                self.stuck.push((id, pkt));
+                Err(io(what))
             }
-            Some(Ok(used)) if used.id != id => {
-                self.stuck.push(pkt);
-                Err(io(format!(
-                    "answer for command {} instead of {id}",
-                    used.id
-                )))
-            }
-            Some(Ok(_)) => match pkt.data()[2 + n] {
-                ACK_OK => Ok(()),
-                a => Err(io(format!(
-                    "the device refused command {class}.{cmd} (answer {a})"
-                ))),
-            },
         }
     }
 

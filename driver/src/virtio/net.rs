@@ -86,6 +86,11 @@ pub fn negotiate(
     if accepted & feature::RSS == 0 {
         accepted &= !feature::HASH_REPORT;
     }
+    // Receive filters, queue pairs, RSS and the hash report all need the control queue
+    // (virtio 1.2 §5.1.3.1).
+    if accepted & feature::CTRL_VQ == 0 {
+        accepted &= !(feature::CTRL_RX | feature::MQ | feature::RSS | feature::HASH_REPORT);
+    }
     t.set_driver_features(accepted);
     if !t.legacy() {
         let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;

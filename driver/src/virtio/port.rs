@@ -13,7 +13,7 @@ use crate::platform::PciDevice;
 use crate::port::{Port, QueueCounters, QueuePair, Rss, RxQueue, Teardown, TxQueue};
 use crate::{Config, Error};
 use std::sync::Arc;
-use zcnic_descriptors::rss::Reta;
+use zcnic_descriptors::rss::{HashTypes, Reta};
 use zcnic_hugepages::{DmaAllocator, Mempool, Packet};
 
 /// Fields of the net device configuration (virtio 1.2 §5.1.4).
@@ -88,6 +88,14 @@ impl<Q: QueueKind> VirtioPort<Q> {
         } else {
             1
         };
+        // The control queue's index, 2 × max_virtqueue_pairs, must be a queue index
+        // (virtio 1.2 §5.1.4 allows up to 0x8000 pairs; a u16 index takes 0x7fff).
+        if max_pairs > 0x7fff {
+            stop(transport.as_ref());
+            return Err(Error::Io(format!(
+                "{addr}: the virtio device says it has {max_pairs} queue pairs; zcnic drives at most 32767"
+            )));
+        }
         if n > max_pairs {
             stop(transport.as_ref());
             let why = if mq {
@@ -210,20 +218,9 @@ impl<Q: QueueKind> VirtioPort<Q> {
             teardown: Arc::clone(&teardown),
             device: None,
         };
-        // From here on, an error drops the port, which stops the device before its
-        // memory goes.
-        port.apply_promisc()?;
-        if n > 1 {
-            if reta_len > 0 {
-                let reta = match cfg.rss.reta.clone() {
-                    Some(r) => r,
-                    None => Reta::spread(n, reta_len).map_err(|e| port.bad(e))?,
-                };
-                port.program_rss(&reta)?;
-            } else {
-                port.command(cmd::MQ, cmd::MQ_VQ_PAIRS_SET, &n.to_le_bytes())?;
-            }
-        }
+        // The queue handles exist before the first command: from here on an error drops
+        // them first (each parks its ring and buffers with the teardown), then the port,
+        // which stops the device and only then frees that memory, or leaks it.
         let queues: VirtioQueues<Q> = parts
             .into_iter()
             .map(|(queue, rx, rx_kick, tx, tx_kick)| {
@@ -243,6 +240,18 @@ impl<Q: QueueKind> VirtioPort<Q> {
             .collect();
         port.rx_counters = queues.iter().map(|p| Arc::clone(&p.0.counters)).collect();
         port.tx_counters = queues.iter().map(|p| Arc::clone(&p.1.counters)).collect();
+        port.apply_promisc()?;
+        if n > 1 {
+            if reta_len > 0 {
+                let reta = match cfg.rss.reta.clone() {
+                    Some(r) => r,
+                    None => Reta::spread(n, reta_len).map_err(|e| port.bad(e))?,
+                };
+                port.program_rss(&reta)?;
+            } else {
+                port.command(cmd::MQ, cmd::MQ_VQ_PAIRS_SET, &n.to_le_bytes())?;
+            }
+        }
         Ok((port, queues))
     }
 
@@ -329,6 +338,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
         data.extend_from_slice(&self.rss.key);
         self.command(cmd::MQ, cmd::MQ_RSS_CONFIG, &data)?;
         self.rss.reta = Some(reta.clone());
+        // What the device hashes: the types asked for that it supports.
+        self.rss.types = HashTypes::from_bits_truncate(types);
         Ok(())
     }
 }
@@ -419,6 +430,8 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
         let was = std::mem::replace(&mut self.promisc, on);
         if was != on {
             if let Err(e) = self.apply_promisc() {
+                // The device keeps the mode it had; so does the port.
+                self.promisc = was;
                 log::warn!("{e}");
             }
         }

@@ -433,6 +433,18 @@ impl<B: Bar> Transport for Modern<B> {
             .map_or(u8::MAX, |(b, at)| b.read8(at))
     }
 
+    /// One 16-bit access, as virtio 1.2 §4.1.3.1 asks for a 16-bit field.
+    fn config16(&self, off: u32) -> u16 {
+        self.reg(self.device, off, 2)
+            .map_or(u16::MAX, |(b, at)| b.read16(at))
+    }
+
+    /// One 32-bit access, as virtio 1.2 §4.1.3.1 asks for a 32-bit field.
+    fn config32(&self, off: u32) -> u32 {
+        self.reg(self.device, off, 4)
+            .map_or(u32::MAX, |(b, at)| b.read32(at))
+    }
+
     fn revoke_notifiers(&self) {
         if let Some(b) = self.bar(self.notify) {
             b.revoke_doorbells();
