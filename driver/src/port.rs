@@ -196,6 +196,20 @@ impl QueueCounters {
     }
 }
 
+/// Each queue's counters as [`Port::queue_stats`] gives them, from the receive and
+/// transmit counters of each queue pair.
+pub(crate) fn queue_stats(rx: &[Arc<QueueCounters>], tx: &[Arc<QueueCounters>]) -> Vec<Stats> {
+    rx.iter()
+        .zip(tx)
+        .map(|(rx, tx)| {
+            let mut s = Stats::default();
+            rx.add_rx_to(&mut s);
+            tx.add_tx_to(&mut s);
+            s
+        })
+        .collect()
+}
+
 #[inline(always)]
 fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);

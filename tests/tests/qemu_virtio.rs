@@ -4,8 +4,8 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_ceiling_frames, assert_leg_received, assert_pktgen_sequence, boot, figure, guest_slot,
-    nic_mac, read_pcap,
+    assert_ceiling_frames, assert_leg_received, assert_pktgen_sequence, boot, dump_leg, figure,
+    guest_slot, nic_mac, read_pcap,
 };
 
 const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
@@ -79,22 +79,9 @@ fn frames_cross_between_e1000_and_virtio_both_ways() {
     };
     const M: usize = 20_000;
     let (e1000, virtio) = ("0000:00:02.0", "0000:00:03.0");
-    let leg = |from: &str, to: &str, name: &str| {
-        format!(
-            "zcnic dump {to} --out /results/{name}.pcap --count {M} --duration 120 \
-                > /results/{name}-dump.txt 2> /results/{name}-dump.err &\n\
-             dump=$!\n\
-             n=0; until grep -q listening /results/{name}-dump.err; do\n\
-               sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/{name}-dump.err; exit 3; }}\n\
-             done\n\
-             sleep 2\n\
-             # 25k pps: at 100k a virtio sender's bursts overran the e1000's receive ring\n\
-             # when the host was busy (19167 of 20000 arrived), a limit of TCG.\n\
-             zcnic pktgen {from} --count {M} --rate 25k --stream 7 | tee /results/{name}-pktgen.txt\n\
-             wait $dump\n\
-             cat /results/{name}-dump.err /results/{name}-dump.txt\n"
-        )
-    };
+    // 25k pps (dump_leg's rate): at 100k a virtio sender's bursts overran the e1000's
+    // receive ring when the host was busy (19167 of 20000 arrived), a limit of TCG.
+    let leg = |from: &str, to: &str, name: &str| dump_leg(from, to, name, M, "", "--stream 7");
     let script = format!(
         "zcnic bind {e1000}\nzcnic bind {virtio}\n{}{}",
         leg(e1000, virtio, "e1000-to-virtio"),

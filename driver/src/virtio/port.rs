@@ -416,14 +416,7 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
     }
 
     fn queue_stats(&self) -> Vec<Stats> {
-        let both = self.rx_counters.iter().zip(&self.tx_counters);
-        both.map(|(rx, tx)| {
-            let mut s = Stats::default();
-            rx.add_rx_to(&mut s);
-            tx.add_tx_to(&mut s);
-            s
-        })
-        .collect()
+        crate::port::queue_stats(&self.rx_counters, &self.tx_counters)
     }
 
     fn set_promisc(&mut self, on: bool) {
