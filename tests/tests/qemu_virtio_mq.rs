@@ -15,7 +15,7 @@
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
     assert_fwd_hairpin, assert_one_line_error, assert_rss_placement, boot, dump_leg,
-    fwd_hairpin_script, guest_slot, nic_mac, read_pcap,
+    fwd_hairpin_script, guest_slot, nic_mac, read_pcap, rss_queue_of,
 };
 use zcnic_tools::frame;
 
@@ -62,10 +62,22 @@ fn virtio_rss_puts_every_flow_on_its_toeplitz_queue_and_promisc_off_filters() {
          wait $dump\n\
          cat /results/strict-dump.err /results/strict-dump.txt\n"
     );
+    // zcnic stats --queues 4 --json counts a 64-flow stream per queue.
+    let stats = format!(
+        "zcnic stats {VIRTIO} --queues 4 --json --duration 12 > /results/stats.json 2> /results/stats.err &\n\
+         S=$!\n\
+         n=0; until grep -q receiving /results/stats.err; do\n\
+           sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/stats.err; exit 3; }}\n\
+         done\n\
+         sleep 2\n\
+         zcnic pktgen {SENDER} --count {FILTERED} --rate 5k --flows 64 --stream 6 > /results/stats-pktgen.txt\n\
+         wait $S\n\
+         cat /results/stats.json\n"
+    );
     let script = format!(
         "zcnic bind {SENDER}\nzcnic bind {VIRTIO}\n\
          set +e; zcnic pktgen {VIRTIO} --queues 8 --count 1 > /results/q8.out 2> /results/q8.err\n\
-         echo $? > /results/q8.rc; set -e\n{}{}{filter}{}",
+         echo $? > /results/q8.rc; set -e\n{}{}{filter}{}{stats}",
         dump_leg(
             SENDER,
             VIRTIO,
@@ -105,6 +117,26 @@ fn virtio_rss_puts_every_flow_on_its_toeplitz_queue_and_promisc_off_filters() {
         assert_eq!(per_queue.iter().sum::<u64>(), N as u64, "{leg}: 0 lost");
         eprintln!("{leg}: {N} frames of 64 flows over {queues} queues: {per_queue:?}, 0 misplaced");
     }
+    // zcnic stats: valid JSON, four queues, each with its Toeplitz share of stream 6.
+    let json = std::fs::read_to_string(run.results.join("stats.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).expect("zcnic stats --json is JSON");
+    let per: Vec<u64> = v["queues"]
+        .as_array()
+        .expect("a queues array")
+        .iter()
+        .map(|q| q["rx_packets"].as_u64().expect("rx_packets"))
+        .collect();
+    let reta = zcnic::rss::Reta::spread(4, 128).unwrap();
+    let mut want = vec![0u64; 4];
+    for f in stream_frames(&wire, 6) {
+        want[rss_queue_of(&f, &reta)] += 1;
+    }
+    assert_eq!(per, want, "stats per queue: {json}");
+    assert_eq!(
+        v["software"]["rx_packets"].as_u64(),
+        Some(FILTERED as u64),
+        "{json}"
+    );
     // Promiscuity off: exactly the broadcast stream, none of the stranger's.
     let strict = read_pcap(&run.results.join("strict.pcap"));
     assert_eq!(

@@ -151,6 +151,10 @@ pub enum Cmd {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Open the port with this many queue pairs (RSS) and print each queue's counters
+        /// too (igb, virtio-net with multiqueue).
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
         #[command(flatten)]
         port: PortOpts,
     },

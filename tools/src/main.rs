@@ -279,24 +279,69 @@ fn fwd_cmd(
     Ok(())
 }
 
-fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(), ToolError> {
+fn stats_cmd(
+    pci: &str,
+    duration: f64,
+    json: bool,
+    queues: u16,
+    port: PortOpts,
+) -> Result<(), ToolError> {
     let addr = parse_pci(pci)?;
     let d = seconds("duration", Some(duration))?.unwrap_or_default();
-    let mut nic = open(
-        &addr,
-        &Config {
-            promisc: true,
-            ..port.config()
-        },
-    )?;
+    let cfg = Config {
+        promisc: true,
+        ..port.config()
+    };
+    if queues == 0 {
+        return Err(msg("--queues 0: give at least 1"));
+    }
+    if queues > 1 {
+        let cfg = Config { queues, ..cfg };
+        let (mut port, mut pairs) = zcnic::open_port(&addr.to_string(), &cfg)?;
+        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
+        receive_for(d, |buf| {
+            for q in &mut pairs {
+                q.rx.rx_batch(buf, 64);
+            }
+        });
+        let per_queue = port.queue_stats();
+        let s = port.stats();
+        let (driver, mac, link) = (port.driver(), port.mac(), port.link());
+        print_stats(&addr, driver, mac, &link, &s, &per_queue, json);
+        return Ok(());
+    }
+    let mut nic = open(&addr, &cfg)?;
+    eprintln!("stats {addr}: receiving for {duration} s");
+    receive_for(d, |buf| {
+        nic.rx_batch(buf, 64);
+    });
+    let s = nic.stats();
+    print_stats(&addr, nic.driver(), nic.mac(), &nic.link(), &s, &[], json);
+    Ok(())
+}
+
+/// Calls `rx` with an empty buffer until `d` has passed or Ctrl-C, dropping what it got.
+fn receive_for(d: std::time::Duration, mut rx: impl FnMut(&mut Vec<zcnic::Packet>)) {
     let end = d.as_nanos() as u64;
     let mut clock = zcnic_tools::clock::LoopClock::new();
-    let mut buf = Vec::with_capacity(64);
+    let mut buf = Vec::with_capacity(256);
     while clock.now_ns() < end && !zcnic_tools::stopped() {
-        nic.rx_batch(&mut buf, 64);
+        rx(&mut buf);
         buf.clear();
     }
-    let s = nic.stats();
+}
+
+/// `zcnic stats`' output: a line per counter (and per queue), or one JSON object with a
+/// `queues` array when there are several.
+fn print_stats(
+    addr: &PciAddr,
+    driver: &str,
+    mac: [u8; 6],
+    link: &zcnic::Link,
+    s: &zcnic::Stats,
+    per_queue: &[zcnic::Stats],
+    json: bool,
+) {
     let sw = s.software();
     if json {
         let f = |v: &[(&str, u64)]| {
@@ -305,25 +350,33 @@ fn stats_cmd(pci: &str, duration: f64, json: bool, port: PortOpts) -> Result<(),
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let queues = if per_queue.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = per_queue
+                .iter()
+                .map(|q| format!("{{{}}}", f(&q.software())))
+                .collect();
+            format!(",\"queues\":[{}]", each.join(","))
+        };
         println!(
-            "{{\"port\":\"{addr}\",\"driver\":\"{}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}}}",
-            nic.driver(),
-            nic.link().up,
+            "{{\"port\":\"{addr}\",\"driver\":\"{driver}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}{queues}}}",
+            link.up,
             f(&sw),
             f(&s.hw)
         );
     } else {
-        println!(
-            "{addr}: {} {}, link {}",
-            nic.driver(),
-            zcnic::format_mac(nic.mac()),
-            nic.link()
-        );
+        println!("{addr}: {driver} {}, link {link}", zcnic::format_mac(mac));
         for (n, v) in sw.iter().chain(s.hw.iter()) {
             println!("  {n:<12} {v}");
         }
+        for (k, q) in per_queue.iter().enumerate() {
+            println!(
+                "  queue {k}: rx_packets {} rx_errors {} rx_no_buf {} tx_packets {}",
+                q.rx_packets, q.rx_errors, q.rx_no_buf, q.tx_packets
+            );
+        }
     }
-    Ok(())
 }
 
 fn run(cmd: Cmd) -> Result<(), ToolError> {
@@ -347,8 +400,9 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             pci,
             duration,
             json,
+            queues,
             port,
-        } => stats_cmd(&pci, duration, json, port),
+        } => stats_cmd(&pci, duration, json, queues, port),
         Cmd::Dump {
             pci,
             out,
