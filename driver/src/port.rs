@@ -59,6 +59,25 @@ use zcnic_hugepages::{Mempool, Packet};
 /// fn shared<T: Sync>() {}
 /// shared::<zcnic::igb::IgbTxQueue>();
 /// ```
+///
+/// The same for virtio-net's queues, on either ring format:
+/// ```
+/// type Q = zcnic_descriptors::virtio::SplitQueue<zcnic::virtio::DmaMem>;
+/// fn send<T: Send>() {}
+/// send::<zcnic::virtio::VirtioRxQueue<Q>>();
+/// send::<zcnic::virtio::VirtioTxQueue<Q>>();
+/// send::<zcnic::virtio::VirtioPort<Q>>();
+/// ```
+/// ```compile_fail
+/// type Q = zcnic_descriptors::virtio::PackedQueue<zcnic::virtio::DmaMem>;
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::virtio::VirtioRxQueue<Q>>();
+/// ```
+/// ```compile_fail
+/// type Q = zcnic_descriptors::virtio::SplitQueue<zcnic::virtio::DmaMem>;
+/// fn shared<T: Sync>() {}
+/// shared::<zcnic::virtio::VirtioTxQueue<Q>>();
+/// ```
 pub trait RxQueue: Send {
     /// The queue's index on its port.
     fn queue(&self) -> u16;
