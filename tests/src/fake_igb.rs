@@ -162,9 +162,9 @@ impl Device {
     }
 
     fn read(&self, iova: u64, buf: &mut [u8]) -> bool {
-        // SAFETY: the device reads only its rings and the buffers the driver handed over
-        // in descriptors; the driver accesses the rings only atomically and holds no
-        // reference to a buffer it handed over.
+        // The device reads only its rings and the buffers the driver handed over.
+        // SAFETY: the driver accesses the rings only atomically and holds no reference
+        // to a buffer it handed over in a descriptor.
         let ok = unsafe { self.dma.device_read(iova, buf) };
         if !ok {
             self.faults.fetch_add(1, Ordering::Relaxed);

@@ -172,3 +172,15 @@ pub fn run(
     }
     Ok(dirs.into_iter().map(|d| (d.from, d.to, d.stats)).collect())
 }
+
+/// `fwd`'s last lines: each port's pool, counted once its port is closed (every buffer a
+/// ring held is back by then, so anything short of full is a leak).
+pub fn print_pools(addrs: &[zcnic::PciAddr], pools: &[std::sync::Arc<zcnic::Mempool>]) {
+    for (a, p) in addrs.iter().zip(pools) {
+        println!(
+            "fwd {a}: {} of {} buffers back in the pool",
+            p.free_count(),
+            p.capacity()
+        );
+    }
+}

@@ -269,13 +269,7 @@ fn fwd_cmd(
     let addrs: Vec<PciAddr> = nics.iter().map(|n| n.addr()).collect();
     let pools: Vec<_> = nics.iter().map(|n| n.pool().clone()).collect();
     drop(nics); // stops DMA; every buffer a ring held goes back to its pool
-    for (a, p) in addrs.iter().zip(&pools) {
-        println!(
-            "fwd {a}: {} of {} buffers back in the pool",
-            p.free_count(),
-            p.capacity()
-        );
-    }
+    zcnic_tools::fwd::print_pools(&addrs, &pools);
     Ok(())
 }
 

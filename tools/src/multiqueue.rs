@@ -327,13 +327,7 @@ pub fn fwd_cmd(
         );
     }
     drop(ports); // the queues are gone: this stops DMA, and every buffer is back
-    for (a, p) in addrs.iter().zip(&pools) {
-        println!(
-            "fwd {a}: {} of {} buffers back in the pool",
-            p.free_count(),
-            p.capacity()
-        );
-    }
+    crate::fwd::print_pools(addrs, &pools);
     Ok(())
 }
 
