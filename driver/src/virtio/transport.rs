@@ -50,10 +50,8 @@ pub trait Transport: Send {
         driver: u64,
         device: u64,
     ) -> Result<(), String>;
-    /// Tells the device queue `q` has new buffers (the "kick").
-    fn notify(&self, q: u16);
-    /// What kicks queue `q` from the thread that owns it, without the transport; call it
-    /// once the queue is set up.
+    /// What kicks queue `q` (tells the device it has new buffers) from the thread that
+    /// owns it, without the transport; call it once the queue is set up.
     fn notifier(&self, q: u16) -> Notifier;
     /// Byte `off` of the device-specific configuration.
     fn config8(&self, off: u32) -> u8;
@@ -409,14 +407,6 @@ impl<B: Bar> Transport for Modern<B> {
         Ok(())
     }
 
-    #[inline]
-    fn notify(&self, q: u16) {
-        if let (Some(b), Some(off)) = (self.bar(self.notify), self.queue_notify.get(usize::from(q)))
-        {
-            b.write16(*off, q);
-        }
-    }
-
     fn notifier(&self, q: u16) -> Notifier {
         let bell = match (self.bar(self.notify), self.queue_notify.get(usize::from(q))) {
             (Some(b), Some(&off)) => b.doorbell16(off),
@@ -551,11 +541,6 @@ impl Transport for Legacy {
         }
         self.write(legacy::QUEUE_ADDRESS, &(pfn as u32).to_le_bytes());
         Ok(())
-    }
-
-    #[inline]
-    fn notify(&self, q: u16) {
-        self.write(legacy::QUEUE_NOTIFY, &q.to_le_bytes());
     }
 
     fn notifier(&self, q: u16) -> Notifier {
