@@ -393,5 +393,6 @@ mod tests {
             let want = if d.done() { d.frame_len(capacity).ok() } else { None };
             proptest::prop_assert_eq!(d.good_len(capacity), want);
         }
+
     }
 }

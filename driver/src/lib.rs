@@ -42,8 +42,8 @@ pub use vfio::register as register_memory;
 /// Receive-side scaling in software: the Toeplitz hash and the redirection table.
 pub use zcnic_descriptors::rss;
 pub use zcnic_hugepages::{
-    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, Segment, UserRegion,
-    DATA_ROOM, HEADROOM,
+    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, PoolCache, Segment,
+    UserRegion, CACHE_SIZE, DATA_ROOM, HEADROOM,
 };
 
 /// A device family zcnic drives.

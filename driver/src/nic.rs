@@ -3,7 +3,7 @@
 use crate::pci::PciAddr;
 use std::fmt;
 use std::sync::Arc;
-use zcnic_hugepages::{Mempool, Packet};
+use zcnic_hugepages::{Mempool, Packet, PoolCache};
 
 /// Link state as the device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +206,13 @@ pub(crate) fn frames_that_fit(pkts: &[Packet], mut free: usize) -> usize {
         n += 1;
     }
     n
+}
+
+/// The cache a queue allocates and frees through ([`PoolCache`]): chains of up to 32
+/// buffers, smaller for a small pool, so two queues' caches never hold more than a few
+/// percent of it.
+pub(crate) fn queue_cache(pool: &Arc<Mempool>) -> PoolCache {
+    pool.cache((pool.capacity() / 64).clamp(1, 32))
 }
 
 /// Moves up to `want` packets from the back of `spare` to `fresh`, as receive refills:

@@ -39,7 +39,7 @@ use crate::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use zcnic_descriptors::rss::{HashTypes, Reta, DEFAULT_KEY, KEY_LEN};
-use zcnic_hugepages::{Mempool, Packet};
+use zcnic_hugepages::{Mempool, Packet, PoolCache};
 
 /// The receive side of one queue: burst receive, as [`Nic::rx_batch`](crate::Nic::rx_batch).
 ///
@@ -92,6 +92,20 @@ pub trait RxQueue: Send {
         max: usize,
         spare: &mut Vec<Packet>,
     ) -> usize;
+    /// As [`rx_batch`](Self::rx_batch), with the refills taken from `cache`: the calling
+    /// thread's cache of this queue's pool (DPDK's per-lcore mempool cache), which the
+    /// thread's transmit calls and its own allocations and frees share, so buffers go
+    /// round without touching the pool's shared stack. A driver without a cached path
+    /// takes its refills from the pool as `rx_batch` does.
+    fn rx_batch_cached(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        cache: &mut PoolCache,
+    ) -> usize {
+        let _ = cache;
+        self.rx_batch(out, max)
+    }
 }
 
 /// The transmit side of one queue: burst transmit, as [`Nic::tx_batch`](crate::Nic::tx_batch).
@@ -104,6 +118,13 @@ pub trait TxQueue: Send {
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize;
     /// As [`Nic::tx_batch_recycle`](crate::Nic::tx_batch_recycle).
     fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize;
+    /// As [`tx_batch`](Self::tx_batch), with the completed frames' buffers going into
+    /// `cache` (see [`RxQueue::rx_batch_cached`]). A driver without a cached path returns
+    /// them to the pool as `tx_batch` does.
+    fn tx_batch_cached(&mut self, pkts: &mut Vec<Packet>, cache: &mut PoolCache) -> usize {
+        let _ = cache;
+        self.tx_batch(pkts)
+    }
     /// As [`Nic::flush`](crate::Nic::flush), for this queue.
     fn flush(&mut self) -> bool;
 }

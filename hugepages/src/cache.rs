@@ -67,6 +67,13 @@ struct Chain {
 /// ```
 pub struct PoolCache {
     pool: Arc<Mempool>,
+    held: Held,
+    /// Not `Sync`: one thread at a time.
+    _one_thread: PhantomData<Cell<()>>,
+}
+
+/// What a cache holds, apart from its pool, so a loop can borrow both at once.
+struct Held {
     /// Allocations come off and frees go onto this one.
     cur: Chain,
     /// Full, or empty.
@@ -74,15 +81,38 @@ pub struct PoolCache {
     size: u32,
     /// How many it holds, as [`Mempool::free_count`] reads it; written only here.
     published: Arc<AtomicUsize>,
-    /// Not `Sync`: one thread at a time.
-    _one_thread: PhantomData<Cell<()>>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        (self.cur.len + self.spare.len) as usize
+    }
+
+    #[inline(always)]
+    fn publish(&self) {
+        self.published.store(self.len(), Ordering::Relaxed);
+    }
+
+    /// Makes `cur` non-empty: the spare chain, or one popped off the shared stack of
+    /// `pool`; false when there is none.
+    #[cold]
+    #[inline(never)]
+    fn reload(&mut self, pool: &Arc<Mempool>) -> bool {
+        if self.spare.len > 0 {
+            std::mem::swap(&mut self.cur, &mut self.spare);
+            return true;
+        }
+        let (head, tail, len) = pool.pop_chain(self.size);
+        self.cur = Chain { head, tail, len };
+        len > 0
+    }
 }
 
 impl std::fmt::Debug for PoolCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolCache")
             .field("len", &self.len())
-            .field("size", &self.size)
+            .field("size", &self.held.size)
             .finish_non_exhaustive()
     }
 }
@@ -96,10 +126,12 @@ impl PoolCache {
         pool.register_cache(published.clone());
         Self {
             pool: pool.clone(),
-            cur: Chain::default(),
-            spare: Chain::default(),
-            size,
-            published,
+            held: Held {
+                cur: Chain::default(),
+                spare: Chain::default(),
+                size,
+                published,
+            },
             _one_thread: PhantomData,
         }
     }
@@ -111,7 +143,7 @@ impl PoolCache {
 
     /// Buffers held now.
     pub fn len(&self) -> usize {
-        (self.cur.len + self.spare.len) as usize
+        self.held.len()
     }
 
     /// True when it holds none.
@@ -121,69 +153,58 @@ impl PoolCache {
 
     /// Most buffers it holds (two chains of its size).
     pub fn capacity(&self) -> usize {
-        2 * self.size as usize
-    }
-
-    #[inline(always)]
-    fn publish(&self) {
-        self.published.store(self.len(), Ordering::Relaxed);
+        2 * self.held.size as usize
     }
 
     /// One buffer, or `None` when the cache and the pool are both out.
     #[inline]
     pub fn alloc(&mut self) -> Option<Packet> {
-        if self.cur.len == 0 && !self.reload() {
+        let (pool, held) = (&self.pool, &mut self.held);
+        if held.cur.len == 0 && !held.reload(pool) {
             return None;
         }
-        let idx = self.cur.head - 1;
-        // Within the chain every link is an index + 1 of this pool (see `alloc_batch`).
-        self.cur.head = self.pool.links()[idx as usize].load(Ordering::Relaxed);
-        self.cur.len -= 1;
-        self.publish();
-        Some(self.pool.packet_at(idx))
+        let idx = held.cur.head - 1;
+        // Within the chain every link is an index + 1 of this pool, set by whoever held
+        // the buffer last (or the stack's, for a popped chain).
+        held.cur.head = pool.links()[idx as usize].load(Ordering::Relaxed);
+        held.cur.len -= 1;
+        held.publish();
+        Some(Mempool::packet(pool.slots(), idx))
     }
 
-    /// Appends up to `n` buffers to `out`; returns how many. From the cache's chains, and
-    /// a chain popped off the shared stack (one operation) whenever both run dry; `out`
-    /// should have the capacity already, so nothing is allocated.
+    /// Appends up to `n` buffers to `out`; returns how many. From the cache's chains
+    /// first; what they lack comes straight from the shared stack in one operation (a
+    /// chain popped into the cache would be walked twice: once to pop it, once to hand
+    /// it out). `out` should have the capacity already, so nothing is allocated.
     #[inline]
     pub fn alloc_batch(&mut self, out: &mut Vec<Packet>, n: usize) -> usize {
+        let (pool, held) = (&self.pool, &mut self.held);
+        let (links, slots) = (pool.links(), pool.slots());
         let mut given = 0;
         while given < n {
-            if self.cur.len == 0 && !self.reload() {
-                break;
+            if held.cur.len == 0 {
+                if held.spare.len == 0 {
+                    given += pool.alloc_batch(out, n - given);
+                    break;
+                }
+                std::mem::swap(&mut held.cur, &mut held.spare);
             }
-            let take = self.cur.len.min((n - given) as u32);
-            let (pool, links) = (&*self.pool, self.pool.links());
-            let mut head = self.cur.head;
-            // A slice's map has an exact length: one capacity check for the run.
+            let take = held.cur.len.min((n - given) as u32);
+            let mut head = held.cur.head;
+            // A range's map has an exact length: one capacity check for the run.
             out.extend((0..take).map(|_| {
                 let idx = head - 1;
                 // Within the chain every link is an index + 1 of this pool, set by whoever
                 // held the buffer last (or the stack's, for a popped chain).
                 head = links[idx as usize].load(Ordering::Relaxed);
-                pool.packet_at(idx)
+                Mempool::packet(slots, idx)
             }));
-            self.cur.head = head;
-            self.cur.len -= take;
+            held.cur.head = head;
+            held.cur.len -= take;
             given += take as usize;
         }
-        self.publish();
+        held.publish();
         given
-    }
-
-    /// Makes `cur` non-empty: the spare chain, or one popped off the shared stack; false
-    /// when there is none.
-    #[cold]
-    #[inline(never)]
-    fn reload(&mut self) -> bool {
-        if self.spare.len > 0 {
-            std::mem::swap(&mut self.cur, &mut self.spare);
-            return true;
-        }
-        let (head, tail, len) = self.pool.pop_chain(self.size);
-        self.cur = Chain { head, tail, len };
-        len > 0
     }
 
     /// Gives `pkt` back: into the cache when it is this pool's, else to its own pool.
@@ -192,12 +213,62 @@ impl PoolCache {
         self.free_all(std::iter::once(pkt));
     }
 
+    /// Takes every packet out of `slots` and gives it back as [`free_all`](Self::free_all)
+    /// does: a transmit ring's completed group. The common packet (this pool's, no
+    /// payload, room on the current chain) goes through a loop that calls nothing, so it
+    /// keeps the chain in registers; any other leaves the loop for `free_all`.
+    #[inline(never)]
+    pub fn free_slots(&mut self, slots: &mut [Option<Packet>]) {
+        let mut at = 0;
+        while at < slots.len() {
+            at = self.free_plain(slots, at);
+            if let Some(p) = slots.get_mut(at).and_then(Option::take) {
+                self.free_all(std::iter::once(p));
+            }
+            at += 1;
+        }
+        self.publish();
+    }
+
+    /// Frees the packets of `slots` from `at` on while each is a plain one (see
+    /// `free_slots`); returns where it stopped.
+    #[inline(always)]
+    fn free_plain(&mut self, slots: &mut [Option<Packet>], mut at: usize) -> usize {
+        let (me, links, size) = (Arc::as_ptr(&self.pool), self.pool.links(), self.held.size);
+        let Chain {
+            mut head,
+            tail,
+            mut len,
+        } = self.held.cur;
+        while let Some(slot) = slots.get_mut(at) {
+            match slot {
+                None => {}
+                // An empty chain (no tail yet) or a full one is not plain.
+                Some(p) if p.is_plain(me) && len.wrapping_sub(1) < size - 1 => {
+                    let idx = p.index_of_plain();
+                    // Ours now, and so is its link: onto the chain's head.
+                    if let Some(link) = links.get(idx as usize) {
+                        link.store(head, Ordering::Relaxed);
+                    }
+                    std::mem::forget(slot.take());
+                    head = idx + 1;
+                    len += 1;
+                }
+                Some(_) => break,
+            }
+            at += 1;
+        }
+        self.held.cur = Chain { head, tail, len };
+        at
+    }
+
     /// Gives every packet back: this pool's into the cache (a full chain goes to the
     /// shared stack in one push when the other is full too), another pool's straight to
     /// that pool.
     #[inline]
     pub fn free_all(&mut self, pkts: impl IntoIterator<Item = Packet>) {
-        let (pool, spare, size) = (&self.pool, &mut self.spare, self.size);
+        let (pool, held) = (&self.pool, &mut self.held);
+        let (spare, size) = (&mut held.spare, held.size);
         let (me, links) = (Arc::as_ptr(pool), pool.links());
         // The current chain in locals, so the loop keeps it in registers: a store to a
         // link could alias `self` as far as the compiler knows.
@@ -205,29 +276,50 @@ impl PoolCache {
             mut head,
             mut tail,
             mut len,
-        } = self.cur;
+        } = held.cur;
         for p in pkts {
             if !p.is_from_ptr(me) {
                 drop(p);
                 continue;
             }
-            if len >= size {
-                rotate(pool, spare, Chain { head, tail, len });
-                (head, tail, len) = (0, 0, 0);
-            }
             let idx = p.into_index();
+            // An empty chain (no tail yet) or a full one: off the hot path, which then
+            // only links the buffer in at the head.
+            if len.wrapping_sub(1) >= size - 1 {
+                Chain { head, tail, len } = begin(pool, spare, Chain { head, tail, len }, idx);
+                continue;
+            }
             // The buffer is ours now, and so is its link: onto the chain's head.
             if let Some(link) = links.get(idx as usize) {
                 link.store(head, Ordering::Relaxed);
             }
-            if len == 0 {
-                tail = idx;
-            }
             head = idx + 1;
             len += 1;
         }
-        self.cur = Chain { head, tail, len };
-        self.publish();
+        held.cur = Chain { head, tail, len };
+        held.publish();
+    }
+
+    /// Publishes how many it holds (after `free_slots`' plain loop, which does not).
+    #[inline(always)]
+    fn publish(&self) {
+        self.held.publish();
+    }
+}
+
+/// Starts a new chain with buffer `idx` (ours, of `pool`) in place of `cur`, which is
+/// empty or full; a full one is rotated out first (see `rotate`). The first buffer is the
+/// chain's tail: its link is set when the chain is pushed.
+#[cold]
+#[inline(never)]
+fn begin(pool: &Arc<Mempool>, spare: &mut Chain, cur: Chain, idx: u32) -> Chain {
+    if cur.len > 0 {
+        rotate(pool, spare, cur);
+    }
+    Chain {
+        head: idx + 1,
+        tail: idx,
+        len: 1,
     }
 }
 
@@ -249,9 +341,9 @@ fn push(pool: &Arc<Mempool>, chain: Chain) {
 impl Drop for PoolCache {
     /// Everything held goes back to the shared stack.
     fn drop(&mut self) {
-        push(&self.pool, std::mem::take(&mut self.cur));
-        push(&self.pool, std::mem::take(&mut self.spare));
-        self.publish();
+        push(&self.pool, std::mem::take(&mut self.held.cur));
+        push(&self.pool, std::mem::take(&mut self.held.spare));
+        self.held.publish();
     }
 }
 
@@ -347,8 +439,9 @@ mod tests {
         churn(4, 512, 150_000, 32);
     }
 
-    /// The free count includes what caches hold, a refill pops one chain of the cache's
-    /// size, a full cache pushes a chain back, and dropping it empties it.
+    /// The free count includes what caches hold; a batch the cache cannot give whole
+    /// comes partly from the stack, without filling the cache; a single allocation from
+    /// an empty cache pops a chain of its size; full chains go back; dropping empties it.
     #[test]
     fn counts_refills_and_flushes() {
         let pool = Mempool::new(&FakeDma::new(), 100).unwrap();
@@ -356,11 +449,14 @@ mod tests {
         assert_eq!((cache.len(), cache.capacity()), (0, 16));
         let mut out = Vec::new();
         assert_eq!(cache.alloc_batch(&mut out, 4), 4);
-        assert_eq!((cache.len(), pool.free_count()), (4, 96));
-        let first = out[0].index();
-        assert_eq!(first, 0, "lowest index first, like the pool");
+        assert_eq!(
+            (cache.len(), pool.free_count()),
+            (0, 96),
+            "straight from the stack"
+        );
+        assert_eq!(out[0].index(), 0, "lowest index first, like the pool");
         cache.free_all(out.drain(..));
-        assert_eq!((cache.len(), pool.free_count()), (8, 100));
+        assert_eq!((cache.len(), pool.free_count()), (4, 100));
         assert_eq!(
             cache.alloc().unwrap().index(),
             3,
@@ -368,20 +464,68 @@ mod tests {
         );
         assert_eq!(cache.alloc_batch(&mut out, 15), 15);
         assert_eq!(
-            pool.free_count(),
-            85,
-            "the one allocated above went to the stack"
+            (cache.len(), pool.free_count()),
+            (0, 85),
+            "the cache's 3, then 12 from the stack (the one allocated above went back)"
         );
         cache.free_all(out.drain(..));
         assert_eq!((cache.len(), pool.free_count()), (15, 100));
         assert_eq!(cache.alloc_batch(&mut out, 40), 40, "more than it holds");
-        assert_eq!((cache.len(), pool.free_count()), (7, 60));
+        assert_eq!((cache.len(), pool.free_count()), (0, 60));
         cache.free_all(out.drain(..));
         assert!((1..=16).contains(&cache.len()), "full chains went back");
         assert_eq!(pool.free_count(), 100);
         drop(cache);
         assert_eq!(pool.free_count(), 100);
+        let mut empty = pool.cache(8);
+        let one = empty.alloc().unwrap();
+        assert_eq!(
+            (empty.len(), pool.free_count()),
+            (7, 99),
+            "one alloc from an empty cache pops a chain of 8"
+        );
+        drop((one, empty));
+        assert_eq!(pool.free_count(), 100);
         assert_eq!(Arc::strong_count(&pool), 1);
+    }
+
+    /// A transmit ring's group: empty slots are skipped, plain packets go onto the chain
+    /// (rotating full chains out), and a packet with a payload or from another pool takes
+    /// the slow path: the payload is dropped, the other pool's packet goes home. Every
+    /// slot ends empty and nothing is lost.
+    #[test]
+    fn free_slots_takes_every_kind_of_packet() {
+        let dma = FakeDma::new();
+        let (pool, other) = (
+            Mempool::new(&dma, 64).unwrap(),
+            Mempool::new(&dma, 8).unwrap(),
+        );
+        let region = Arc::new(crate::UserRegion::with_data(&[7u8; 64], dma.mapper()).unwrap());
+        let mut cache = pool.cache(4);
+        let mut slots: Vec<Option<Packet>> = (0..20)
+            .map(|i| match i % 5 {
+                0 => None,
+                3 => other.alloc(),
+                4 => {
+                    let mut p = pool.alloc().unwrap();
+                    p.attach(crate::Segment::new(&region, 0, 16).unwrap());
+                    Some(p)
+                }
+                _ => pool.alloc(),
+            })
+            .collect();
+        assert_eq!(Arc::strong_count(&region), 1 + 4, "four payloads held");
+        cache.free_slots(&mut slots);
+        assert!(slots.iter().all(Option::is_none), "every slot emptied");
+        assert_eq!(Arc::strong_count(&region), 1, "payloads dropped");
+        assert_eq!((pool.free_count(), other.free_count()), (64, 8));
+        assert!(cache.len() <= cache.capacity());
+        let mut again = Vec::new();
+        assert_eq!(cache.alloc_batch(&mut again, 64), 64, "each buffer once");
+        let mut idx: Vec<u32> = again.iter().map(Packet::index).collect();
+        idx.sort();
+        idx.dedup();
+        assert_eq!(idx.len(), 64);
     }
 
     /// A packet of another pool goes back to its own pool, never into this cache.

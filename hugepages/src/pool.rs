@@ -39,7 +39,7 @@ const PER_PAGE: usize = HUGEPAGE / ENTRY;
 /// pool sets all four, which the compiler does with one store (laid out in this order, C
 /// style, for that).
 #[repr(C)]
-struct Slot {
+pub(crate) struct Slot {
     pool: NonNull<Mempool>,
     buf: *mut u8,
     iova: u64,
@@ -152,7 +152,7 @@ impl Mempool {
 
     /// The packet for index `idx` of `slots` (this pool's), just taken off the free stack.
     #[inline(always)]
-    fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
+    pub(crate) fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
         let cell = &slots[idx as usize];
         // SAFETY: `idx` was just popped, so nothing else refers to its slot.
         let slot = unsafe { &mut *cell.get() };
@@ -236,13 +236,6 @@ impl Mempool {
         caches.push(held);
     }
 
-    /// The packet for buffer `idx`, which the caller owns (took off the free stack and
-    /// has not handed out since) and gives up to the packet.
-    #[inline(always)]
-    pub(crate) fn packet_at(&self, idx: u32) -> Packet {
-        Self::packet(&self.slots, idx)
-    }
-
     /// Pops a chain of up to `max` buffers off the free stack with one CAS: (the first's
     /// index plus one, or 0; the last's index; how many). The caller owns them, linked
     /// through [`links`](Self::links) (see `FreeStack::pop_chain`).
@@ -251,6 +244,12 @@ impl Mempool {
         let (first, last, taken, before) = self.free.pop_chain(max);
         self.lend(taken as usize, before);
         (first, last, taken)
+    }
+
+    /// The buffers' slots, for [`Mempool::packet`] on an index the caller owns.
+    #[inline(always)]
+    pub(crate) fn slots(&self) -> &[UnsafeCell<Slot>] {
+        &self.slots
     }
 
     /// The free stack's links, which whoever holds a buffer may set for it
@@ -560,10 +559,68 @@ impl Packet {
         self.s().idx
     }
 
+    /// Whether this buffer belongs to the pool at `pool` and carries no payload: one a
+    /// cache of that pool takes back by its index alone.
+    #[inline(always)]
+    pub(crate) fn is_plain(&self, pool: *const Mempool) -> bool {
+        let s = self.s();
+        std::ptr::eq(s.pool.as_ptr(), pool) && s.payload.is_none()
+    }
+
+    /// The index of a [plain](Self::is_plain) packet, which the caller gives up with the
+    /// packet by forgetting it (it has no payload to drop).
+    #[inline(always)]
+    pub(crate) fn index_of_plain(&self) -> u32 {
+        self.s().idx
+    }
+
     /// Whether this buffer belongs to the pool at `pool`.
     #[inline(always)]
     pub(crate) fn is_from_ptr(&self, pool: *const Mempool) -> bool {
         std::ptr::eq(self.s().pool.as_ptr(), pool)
+    }
+
+    /// Takes every packet out of `slots` and drops it, as [`drop_all`](Self::drop_all)
+    /// does: a transmit ring's completed group. A run of packets of one pool without a
+    /// payload goes through a loop that calls nothing (so it keeps its values in
+    /// registers) and back to the pool with one atomic operation; any other packet is
+    /// dropped on its own.
+    #[inline(never)]
+    pub fn drop_slots(slots: &mut [Option<Packet>]) {
+        let mut at = 0;
+        while at < slots.len() {
+            let Some(first) = slots[at].take() else {
+                at += 1;
+                continue;
+            };
+            at += 1;
+            let pool = first.s().pool;
+            if !first.is_plain(pool.as_ptr()) {
+                drop(first);
+                continue;
+            }
+            let (head, n) = (first.into_index(), 1);
+            // SAFETY: alive while `head` is out, which it is until the push below; the
+            // links are used only until then.
+            let links = unsafe { pool.as_ref() }.free.links();
+            let (mut last, mut n) = (head, n);
+            while let Some(slot) = slots.get_mut(at) {
+                match slot {
+                    None => {}
+                    Some(p) if p.is_plain(pool.as_ptr()) => {
+                        let idx = p.index_of_plain();
+                        // Ours now (forgotten below, with no payload to drop).
+                        FreeStack::link_in(links, last, idx);
+                        std::mem::forget(slot.take());
+                        (last, n) = (idx, n + 1);
+                    }
+                    Some(_) => break,
+                }
+                at += 1;
+            }
+            // SAFETY: a linked chain of buffers from `pool` that we own.
+            unsafe { Mempool::put_chain(pool, head, last, n) };
+        }
     }
 
     /// Drops many packets at the cost of one atomic operation per run of packets from the

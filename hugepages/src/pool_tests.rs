@@ -145,6 +145,41 @@ fn drop_all_returns_each_buffer_to_its_own_pool() {
     assert_eq!(idx, (0..16).collect::<Vec<_>>());
 }
 
+/// `drop_slots` empties a transmit group of gaps, two pools' runs and a packet with a
+/// payload: each buffer to its own pool, the payload released, the links intact.
+#[test]
+fn drop_slots_empties_every_slot_into_the_right_pool() {
+    let dma = FakeDma::new();
+    let (a, b) = (
+        Mempool::new(&dma, 16).unwrap(),
+        Mempool::new(&dma, 16).unwrap(),
+    );
+    let region = Arc::new(crate::UserRegion::with_data(&[1u8; 32], dma.mapper()).unwrap());
+    let mut slots: Vec<Option<Packet>> = (0..14)
+        .map(|i| match i {
+            0 | 6 => None,
+            4 | 5 | 11 => b.alloc(),
+            8 => {
+                let mut p = a.alloc().unwrap();
+                p.attach(crate::Segment::new(&region, 0, 8).unwrap());
+                Some(p)
+            }
+            _ => a.alloc(),
+        })
+        .collect();
+    assert_eq!((a.free_count(), b.free_count()), (7, 13));
+    Packet::drop_slots(&mut slots);
+    assert!(slots.iter().all(Option::is_none));
+    assert_eq!((a.free_count(), b.free_count()), (16, 16));
+    assert_eq!(Arc::strong_count(&region), 1, "the payload released");
+    assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), (1, 1));
+    let mut all = Vec::new();
+    assert_eq!(a.alloc_batch(&mut all, 100), 16, "every link intact");
+    let mut idx: Vec<u32> = all.iter().map(|p| p.s().idx).collect();
+    idx.sort();
+    assert_eq!(idx, (0..16).collect::<Vec<_>>());
+}
+
 #[test]
 fn lengths_are_checked() {
     let pool = Mempool::new(&FakeDma::new(), 4).unwrap();

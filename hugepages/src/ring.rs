@@ -144,6 +144,15 @@ impl Words<'_> {
         }
     }
 
+    /// Slot `i`'s second word alone (one atomic load): where a written-back descriptor
+    /// keeps its status and length on the e1000.
+    #[inline(always)]
+    pub fn read_second(self, i: usize) -> u64 {
+        let w = self.at(i);
+        // SAFETY: as in `read`.
+        unsafe { u64::from_le(AtomicU64::from_ptr(w.add(1)).load(Ordering::Relaxed)) }
+    }
+
     /// Writes slot `i`'s two words (two atomic stores, first word first).
     #[inline(always)]
     pub fn write(self, i: usize, words: [u64; 2]) {

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::e1000::{Config, E1000};
-use zcnic::{Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, UserRegion};
+use zcnic::{Bar, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, UserRegion};
 use zcnic_tests::chains;
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject, MAC};
 
@@ -188,9 +188,15 @@ fn rx_recycle_receives_into_the_buffers_handed_back() {
             dev.inject(Inject::Frame(frame(seq, 60 + seq as usize % 900)));
             seq += 1;
         }
-        // With a burst's worth of spares at hand, the pool gives nothing. (How many spares
-        // circulate depends on how fast the device thread fills bursts, so the pool's
-        // count is compared across calls that had enough, not from a fixed frame on.)
+        // A whole burst written before each call (the device thread fills the ring at its
+        // own pace; a call that finds only a few frames would hand back only a few, and
+        // the spares would never reach a burst): RDH is the device's next slot, and frame
+        // `next` is in slot `next % 512`.
+        let want = (seq - next).min(32);
+        wait("a burst of frames", || {
+            (dev.bar.read32(zcnic::e1000::regs::RDH) + 512 - next % 512) % 512 >= want
+        });
+        // With a burst's worth of spares at hand, the pool gives nothing.
         let (free, enough) = (pool.free_count(), spare.len() >= 32);
         nic.rx_batch_recycle(&mut got, 32, &mut spare);
         if enough {

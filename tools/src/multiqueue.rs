@@ -6,13 +6,15 @@
 use crate::pktgen::{self, Args, Rx, Summary};
 use crate::{msg, ToolError};
 use std::sync::Arc;
-use zcnic::{Link, Mempool, Nic, Packet, PciAddr, Port, QueuePair, Stats};
+use zcnic::{Link, Mempool, Nic, Packet, PciAddr, PoolCache, Port, QueuePair, Stats, CACHE_SIZE};
 
 /// One queue pair behind the [`Nic`] trait, so the generator drives it unchanged. It has
-/// no device counters (those are the port's) and no filters.
+/// no device counters (those are the port's) and no filters. Its burst calls go through
+/// the thread's own cache of the pool (the queues' `*_cached` calls), as a DPDK lcore's do.
 #[derive(Debug)]
 pub struct QueueNic {
     pair: QueuePair,
+    cache: PoolCache,
     addr: PciAddr,
     driver: &'static str,
     mac: [u8; 6],
@@ -22,8 +24,10 @@ pub struct QueueNic {
 impl QueueNic {
     /// Queue pair `pair` of `port`, as a one-queue port.
     pub fn new(pair: QueuePair, port: &dyn Port) -> Self {
+        let cache = pair.tx.pool().cache(CACHE_SIZE / 2);
         Self {
             pair,
+            cache,
             addr: port.addr(),
             driver: port.driver(),
             mac: port.mac(),
@@ -43,7 +47,7 @@ impl Nic for QueueNic {
         self.pair.tx.pool()
     }
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.pair.rx.rx_batch(out, max)
+        self.pair.rx.rx_batch_cached(out, max, &mut self.cache)
     }
     fn rx_batch_recycle(
         &mut self,
@@ -54,7 +58,7 @@ impl Nic for QueueNic {
         self.pair.rx.rx_batch_recycle(out, max, spare)
     }
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.pair.tx.tx_batch(pkts)
+        self.pair.tx.tx_batch_cached(pkts, &mut self.cache)
     }
     fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
         self.pair.tx.tx_batch_recycle(pkts, done)

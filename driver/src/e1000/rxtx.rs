@@ -20,7 +20,9 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, TxDesc};
 use zcnic_descriptors::RingIndex;
-use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, Words, DATA_ROOM};
+use zcnic_hugepages::{
+    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
+};
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
 pub const TX_CLEAN_BATCH: u32 = 32;
@@ -41,8 +43,11 @@ pub(crate) struct RxQueue {
     /// here rather than at address 0, and what lands in it is dropped.
     /// `None` only once leaked with the rest of the port's memory.
     pub(crate) sink: Option<Packet>,
-    /// Fresh buffers for one burst's refill, taken from the pool in one operation.
+    /// Fresh buffers for one burst's refill, taken from `cache`.
     fresh: Vec<Packet>,
+    /// Where refills come from (`nic::queue_cache`), and where completed transmit
+    /// buffers go: one thread drives both sides of an e1000.
+    cache: PoolCache,
     consumed: u32,
     produced: u32,
 }
@@ -87,6 +92,7 @@ impl RxQueue {
             bufs,
             sink: Some(sink),
             fresh: Vec::with_capacity(idx.size() as usize),
+            cache: crate::nic::queue_cache(pool),
             consumed: 0,
             produced: idx.size() - 1,
         })
@@ -127,7 +133,7 @@ impl TxQueue {
     /// and (in order) it finished all before it. The packets go back to the pool, or into
     /// `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
     #[inline]
-    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
         loop {
             // The next descriptor with RS (counter % 32 == 31; the ring size is a multiple
             // of 32, so slot and counter agree). Usually a whole batch; shorter right after
@@ -142,7 +148,7 @@ impl TxQueue {
                     let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
                     let count = self.produced.wrapping_sub(from);
                     let slot = |i: u32| idx.slot(from.wrapping_add(i));
-                    give::<KEEP>(keep, (0..count).filter_map(|i| bufs[slot(i)].take()));
+                    give::<KEEP>(keep, cache, (0..count).filter_map(|i| bufs[slot(i)].take()));
                     self.cleaned = self.produced;
                 }
                 break;
@@ -156,11 +162,12 @@ impl TxQueue {
             // power of two >= 32), so it is one slice, not a wrapped range.
             let first = self.idx.slot(self.cleaned);
             match self.bufs.get_mut(first..first + n as usize) {
-                Some(group) => give::<KEEP>(keep, group.iter_mut().filter_map(Option::take)),
+                Some(group) if !KEEP => cache.free_slots(group),
+                Some(group) => keep.extend(group.iter_mut().filter_map(Option::take)),
                 None => {
                     let (bufs, idx, at) = (&mut self.bufs, self.idx, self.cleaned);
                     let slot = |i: u32| idx.slot(at.wrapping_add(i));
-                    give::<KEEP>(keep, (0..n).filter_map(|i| bufs[slot(i)].take()));
+                    give::<KEEP>(keep, cache, (0..n).filter_map(|i| bufs[slot(i)].take()));
                 }
             }
             self.cleaned = self.cleaned.wrapping_add(n);
@@ -275,13 +282,18 @@ fn chain(
     Some((total, 2))
 }
 
-/// Completed transmit packets: into `keep` with `KEEP`, else back to the pool.
+/// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
+/// receive side's, so a forwarder's buffers go round without touching the shared stack).
 #[inline(always)]
-fn give<const KEEP: bool>(keep: &mut Vec<Packet>, pkts: impl Iterator<Item = Packet>) {
+fn give<const KEEP: bool>(
+    keep: &mut Vec<Packet>,
+    cache: &mut PoolCache,
+    pkts: impl Iterator<Item = Packet>,
+) {
     if KEEP {
         keep.extend(pkts);
     } else {
-        Packet::drop_all(pkts);
+        cache.free_all(pkts);
     }
 }
 
@@ -342,8 +354,8 @@ fn drop_stale(pkt: Packet) {
 
 impl<B: Bar> E1000<B> {
     /// Receives up to `max` frames into `out`. Refills come from the back of `spare`
-    /// first (see `Nic::rx_batch_recycle`), then from the pool; those from `spare` that are
-    /// not used go back to it.
+    /// first (see `Nic::rx_batch_recycle`), then from the port's cache; those from `spare`
+    /// that are not used go back to it.
     pub(crate) fn rx(
         &mut self,
         out: &mut Vec<Packet>,
@@ -373,7 +385,7 @@ impl<B: Bar> E1000<B> {
                 + 1
         };
         let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
-        self.pool.alloc_batch(&mut q.fresh, waiting - given);
+        q.cache.alloc_batch(&mut q.fresh, waiting - given);
         out.reserve(waiting);
         // Each frame's buffer trades places with a refill: the refill goes into the ring
         // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
@@ -386,7 +398,8 @@ impl<B: Bar> E1000<B> {
         let (mut k, mut bytes, mut errors) = (0, 0, 0);
         while at != end {
             let slot = ring.slot(at);
-            let desc = RxDesc::from_words(ring.read(slot));
+            // Status and length are in the second word (the first is the address).
+            let desc = RxDesc::from_words([0, ring.read_second(slot)]);
             let Some(len) = desc.good_len(DATA_ROOM as u16) else {
                 if !desc.done() {
                     break;
@@ -428,7 +441,7 @@ impl<B: Bar> E1000<B> {
         // back to it (they came first), the pool's to the pool.
         if !q.fresh.is_empty() {
             let back = given.saturating_sub(k);
-            Packet::drop_all(q.fresh.drain(back..));
+            q.cache.free_all(q.fresh.drain(back..));
             spare.append(&mut q.fresh);
         }
         let taken = at.wrapping_sub(start);
@@ -459,7 +472,7 @@ impl<B: Bar> E1000<B> {
         done: &mut Vec<Packet>,
     ) -> usize {
         let q = &mut self.tx;
-        q.clean::<KEEP>(done);
+        q.clean::<KEEP>(done, &mut self.rx.cache);
         let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
             return 0;
@@ -471,21 +484,36 @@ impl<B: Bar> E1000<B> {
         let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
         let (ring, space) = (q.ring.words(), self.space);
         let bufs = &mut q.bufs[..=ring.last()];
-        for pkt in pkts.drain(..n) {
-            let len = pkt.len();
-            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space)
-            {
-                // The common case: one buffer of this port's address space, 1..=DATA_ROOM
-                // bytes, one descriptor.
+        let mut frames = pkts.drain(..n);
+        loop {
+            // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
+            // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
+            // it keeps its values in registers; any other leaves it.
+            let mut odd = None;
+            for pkt in frames.by_ref() {
+                let len = pkt.len();
                 let slot = ring.slot(at);
-                ring.write(
-                    slot,
-                    TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
-                );
-                park(bufs, slot, pkt);
+                let plain = pkt.payload().is_none()
+                    && len.wrapping_sub(1) < DATA_ROOM
+                    && pkt.reachable_in(space);
+                if !plain || bufs[slot].is_some() {
+                    odd = Some(pkt);
+                    break;
+                }
+                let desc = TxDesc::frame(pkt.iova(), len as u16, false);
+                // Parked before the descriptor is written: the slot was just seen empty,
+                // and no store comes between, so nothing is dropped here.
+                bufs[slot] = Some(pkt);
+                ring.write(slot, desc.to_words());
                 at = at.wrapping_add(1);
                 bytes += len as u64;
-                continue;
+            }
+            let Some(pkt) = odd else {
+                break;
+            };
+            // A slot still holding a packet would be a driver fault: dropped first.
+            if let Some(stale) = bufs[ring.slot(at)].take() {
+                drop_stale(stale);
             }
             match chain(ring, bufs, at, pkt, &self.pool) {
                 Some((total, used)) => {
@@ -495,6 +523,7 @@ impl<B: Bar> E1000<B> {
                 None => errors += 1,
             }
         }
+        drop(frames);
         if at != start {
             q.mark_reports(start, at);
             q.report_last(at);
@@ -514,7 +543,7 @@ impl<B: Bar> E1000<B> {
     /// Only a descriptor with RS is rewritten, to clear the DD the device left in it.
     pub(crate) fn repost_tx(&mut self, burst: usize) -> usize {
         let q = &mut self.tx;
-        q.clean::<false>(&mut Vec::new());
+        q.clean::<false>(&mut Vec::new(), &mut self.rx.cache);
         let n = q.free().min(burst as u32);
         for i in 0..n {
             let slot = q.idx.slot(q.produced.wrapping_add(i));

@@ -8,11 +8,12 @@ use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
-use crate::port::{Port, QueueCounters, QueuePair, Rss, RxQueue, Teardown, TxQueue};
+use crate::port::{Port, QueueCounters, QueuePair, Rss, Teardown, TxQueue};
 use crate::{Config, Error};
 use std::sync::Arc;
 use zcnic_descriptors::rss::Reta;
-use zcnic_hugepages::{Mempool, Packet};
+
+use zcnic_hugepages::{Mempool, Packet, PoolCache};
 
 /// The control plane of one igb: registers, counters, RSS. Its queues run elsewhere.
 pub struct IgbPort<B: Bar> {
@@ -163,6 +164,9 @@ pub struct Igb<B: Bar> {
     // device and then frees it.
     rx: IgbRxQueue,
     tx: IgbTxQueue,
+    /// Refills come from and completed frames go to this cache: one thread drives both
+    /// sides here, so a forwarder's buffers go round without the pool's shared stack.
+    cache: PoolCache,
     port: IgbPort<B>,
 }
 
@@ -209,7 +213,13 @@ impl<B: Bar> Igb<B> {
         let (rx, tx) = queues
             .pop()
             .ok_or_else(|| Error::Io(format!("{}: the igb came up without a queue", port.addr)))?;
-        Ok(Self { rx, tx, port })
+        let cache = crate::nic::queue_cache(&port.pool);
+        Ok(Self {
+            rx,
+            tx,
+            cache,
+            port,
+        })
     }
 }
 
@@ -227,7 +237,7 @@ impl<B: Bar> Nic for Igb<B> {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.rx.rx_batch(out, max)
+        self.rx.rx(out, max, &mut Vec::new(), Some(&mut self.cache))
     }
 
     fn rx_batch_recycle(
@@ -236,15 +246,16 @@ impl<B: Bar> Nic for Igb<B> {
         max: usize,
         spare: &mut Vec<Packet>,
     ) -> usize {
-        self.rx.rx_batch_recycle(out, max, spare)
+        self.rx.rx(out, max, spare, Some(&mut self.cache))
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.tx.tx_batch(pkts)
+        self.tx
+            .tx::<false>(pkts, &mut Vec::new(), Some(&mut self.cache))
     }
 
     fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
-        self.tx.tx_batch_recycle(pkts, done)
+        self.tx.tx::<true>(pkts, done, None)
     }
 
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {

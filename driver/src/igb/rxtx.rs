@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use zcnic_descriptors::igb::{rx_ready, RxWriteBack, TxDesc};
 use zcnic_descriptors::RingIndex;
-use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, DATA_ROOM};
+use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, DATA_ROOM};
 
 /// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
 pub const MAX_FRAME: usize = 9728;
@@ -94,7 +94,7 @@ impl RxQueue for IgbRxQueue {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.rx(out, max, &mut Vec::new())
+        self.rx(out, max, &mut Vec::new(), None)
     }
 
     fn rx_batch_recycle(
@@ -103,7 +103,16 @@ impl RxQueue for IgbRxQueue {
         max: usize,
         spare: &mut Vec<Packet>,
     ) -> usize {
-        self.rx(out, max, spare)
+        self.rx(out, max, spare, None)
+    }
+
+    fn rx_batch_cached(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        cache: &mut PoolCache,
+    ) -> usize {
+        self.rx(out, max, &mut Vec::new(), Some(cache))
     }
 }
 
@@ -117,11 +126,15 @@ impl TxQueue for IgbTxQueue {
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.tx::<false>(pkts, &mut Vec::new())
+        self.tx::<false>(pkts, &mut Vec::new(), None)
     }
 
     fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
-        self.tx::<true>(pkts, done)
+        self.tx::<true>(pkts, done, None)
+    }
+
+    fn tx_batch_cached(&mut self, pkts: &mut Vec<Packet>, cache: &mut PoolCache) -> usize {
+        self.tx::<false>(pkts, &mut Vec::new(), Some(cache))
     }
 
     /// Waits for DD on the last descriptor queued (every burst asks for it), never for
@@ -230,7 +243,8 @@ impl TxRing {
     /// never holds a whole group, so without this a full one never freed a slot.) The
     /// packets go back to the pool in one operation, or into `keep` with `KEEP`
     /// (`Nic::tx_batch_recycle`).
-    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>) {
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: Option<&mut PoolCache>) {
+        let mut cache = cache;
         loop {
             let last = self.cleaned | (TX_CLEAN_BATCH - 1);
             let n = last.wrapping_sub(self.cleaned) + 1;
@@ -246,13 +260,11 @@ impl TxRing {
             // A group lies within one aligned run of TX_CLEAN_BATCH slots (the ring is a
             // power of two >= 32): one slice.
             let first = self.idx.slot(self.cleaned);
-            let done = self.bufs[first..first + n as usize]
-                .iter_mut()
-                .filter_map(Option::take);
-            if KEEP {
-                keep.extend(done);
-            } else {
-                Packet::drop_all(done);
+            let group = &mut self.bufs[first..first + n as usize];
+            match cache.as_deref_mut() {
+                _ if KEEP => keep.extend(group.iter_mut().filter_map(Option::take)),
+                Some(cache) => cache.free_slots(group),
+                None => Packet::drop_slots(group),
             }
             self.cleaned = self.cleaned.wrapping_add(n);
         }
@@ -303,15 +315,6 @@ impl TxRing {
         }
     }
 
-    /// Keeps `pkt` in `slot` until the device is done with it. Clean-up emptied the slot;
-    /// a stale packet there (none should be) is dropped.
-    #[inline(always)]
-    fn park(&mut self, slot: usize, pkt: Packet) {
-        if let Some(stale) = self.bufs[slot].replace(pkt) {
-            drop(stale);
-        }
-    }
-
     /// Writes `d` at counter `at`, asking for a write-back if it ends a clean-up group.
     #[inline(always)]
     fn put(&mut self, at: u32, d: TxDesc) {
@@ -356,12 +359,14 @@ impl TxRing {
 
 impl IgbRxQueue {
     /// Receives up to `max` frames into `out`. Refills come from the back of `spare` first
-    /// (`Nic::rx_batch_recycle`), then from the pool; spares not used go back to `spare`.
+    /// (`Nic::rx_batch_recycle`), then from `cache` (the pool when `None`); spares not
+    /// used go back to `spare`.
     pub(crate) fn rx(
         &mut self,
         out: &mut Vec<Packet>,
         max: usize,
         spare: &mut Vec<Packet>,
+        mut cache: Option<&mut PoolCache>,
     ) -> usize {
         let Some(q) = self.ring.as_mut() else {
             return 0;
@@ -387,7 +392,10 @@ impl IgbRxQueue {
         // The caller's spares first in `fresh`, then the pool's: refills are taken from the
         // front, so spares go first, as `Nic::rx_batch_recycle` promises.
         let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
-        self.pool.alloc_batch(&mut q.fresh, waiting - given);
+        match cache.as_deref_mut() {
+            Some(cache) => cache.alloc_batch(&mut q.fresh, waiting - given),
+            None => self.pool.alloc_batch(&mut q.fresh, waiting - given),
+        };
         let short = q.fresh.len() < waiting;
         out.reserve(waiting);
         // Each frame's buffer trades places with a refill, so `fresh[..k]` ends up holding
@@ -441,7 +449,10 @@ impl IgbRxQueue {
         // the pool.
         if !q.fresh.is_empty() {
             let back = given.saturating_sub(k);
-            Packet::drop_all(q.fresh.drain(back..));
+            match cache {
+                Some(cache) => cache.free_all(q.fresh.drain(back..)),
+                None => Packet::drop_all(q.fresh.drain(back..)),
+            }
             spare.append(&mut q.fresh);
         }
         let taken = at.wrapping_sub(start);
@@ -473,7 +484,7 @@ impl IgbTxQueue {
         let Some(q) = self.ring.as_mut() else {
             return 0;
         };
-        q.clean::<false>(&mut Vec::new());
+        q.clean::<false>(&mut Vec::new(), None);
         let n = q.free().min(burst as u32);
         let start = q.produced;
         for i in 0..n {
@@ -489,17 +500,18 @@ impl IgbTxQueue {
         n as usize
     }
 
-    /// Sends what fits of `pkts`; completed packets go back to the pool, or into `done`
-    /// with `KEEP`.
+    /// Sends what fits of `pkts`; completed packets go back into `cache` (to the pool
+    /// when `None`), or into `done` with `KEEP`.
     pub(crate) fn tx<const KEEP: bool>(
         &mut self,
         pkts: &mut Vec<Packet>,
         done: &mut Vec<Packet>,
+        cache: Option<&mut PoolCache>,
     ) -> usize {
         let Some(q) = self.ring.as_mut() else {
             return 0;
         };
-        q.clean::<KEEP>(done);
+        q.clean::<KEEP>(done, cache);
         let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
         if n == 0 {
             return 0;
@@ -507,22 +519,39 @@ impl IgbTxQueue {
         let (start, mut at) = (q.produced, q.produced);
         let (mut bytes, mut errors) = (0u64, 0u64);
         let space = self.pool.space();
-        for pkt in pkts.drain(..n) {
-            let len = pkt.len();
-            if pkt.payload().is_none() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space)
-            {
-                // The common case: one buffer of this port's address space, 1..=DATA_ROOM
-                // bytes, one descriptor; RS goes on after the loop.
-                let slot = q.idx.slot(at);
-                q.ring.write_words(
-                    slot,
-                    TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
-                );
-                q.park(slot, pkt);
+        let idx = q.idx;
+        let mut frames = pkts.drain(..n);
+        loop {
+            // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
+            // bytes, one descriptor, into an empty slot; RS goes on after the loop) in a
+            // loop that calls nothing, so it keeps its values in registers; any other
+            // leaves it.
+            let ring = q.ring.words();
+            let bufs = &mut q.bufs[..=ring.last()];
+            let mut odd = None;
+            for pkt in frames.by_ref() {
+                let len = pkt.len();
+                let slot = ring.slot(at);
+                let plain = pkt.payload().is_none()
+                    && len.wrapping_sub(1) < DATA_ROOM
+                    && pkt.reachable_in(space);
+                if !plain || bufs[slot].is_some() {
+                    odd = Some(pkt);
+                    break;
+                }
+                let desc = TxDesc::frame(pkt.iova(), len as u16, false);
+                // Parked before the descriptor is written: the slot was just seen empty,
+                // and no store comes between, so nothing is dropped here.
+                bufs[slot] = Some(pkt);
+                ring.write(slot, desc.to_words());
                 at = at.wrapping_add(1);
                 bytes += len as u64;
-                continue;
             }
+            let Some(pkt) = odd else {
+                break;
+            };
+            // A slot still holding a packet (none should) is dropped first.
+            drop(q.bufs[idx.slot(at)].take());
             match q.queue(at, pkt, &self.pool) {
                 Some((len, used)) => {
                     at = at.wrapping_add(used);
@@ -531,6 +560,7 @@ impl IgbTxQueue {
                 None => errors += 1,
             }
         }
+        drop(frames);
         q.mark_reports(start, at);
         if at != start {
             // The burst's last descriptor asks for a write-back, so `flush` has a DD to
