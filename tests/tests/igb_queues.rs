@@ -423,7 +423,9 @@ fn each_thread_forwards_through_a_cache_of_its_own() {
             .filter(|f| flow_of(f) == flow)
             .map(|f| seq_of(f))
             .collect();
-        let want: Vec<u32> = (0..N as u32).filter(|s| s % 64 == u32::from(flow)).collect();
+        let want: Vec<u32> = (0..N as u32)
+            .filter(|s| s % 64 == u32::from(flow))
+            .collect();
         assert_eq!(seqs, want, "flow {flow} whole and in order");
     }
     drop((queues, port));
