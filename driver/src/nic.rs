@@ -227,6 +227,10 @@ pub(crate) fn take_spares(
     want: usize,
     pool: &Arc<Mempool>,
 ) -> usize {
+    if spare.is_empty() {
+        // The plain receive calls: nothing to look at.
+        return 0;
+    }
     let from = spare.len() - want.min(spare.len());
     let mut ours = 0;
     for p in spare[from..].iter_mut().rev() {

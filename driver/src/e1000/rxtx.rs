@@ -436,7 +436,12 @@ impl<B: Bar> E1000<B> {
             k += 1;
             at = at.wrapping_add(1);
         }
-        out.extend(q.fresh.drain(..k));
+        // Usually every refill was used: then the frames move over in one copy.
+        if k == q.fresh.len() {
+            out.append(&mut q.fresh);
+        } else {
+            out.extend(q.fresh.drain(..k));
+        }
         // Refills left over for bad descriptors, which keep their buffer: the caller's go
         // back to it (they came first), the pool's to the pool.
         if !q.fresh.is_empty() {

@@ -443,7 +443,12 @@ impl IgbRxQueue {
             at = at.wrapping_add(1);
         }
         q.discarding = discarding;
-        out.extend(q.fresh.drain(..k));
+        // Usually every refill was used: then the frames move over in one copy.
+        if k == q.fresh.len() {
+            out.append(&mut q.fresh);
+        } else {
+            out.extend(q.fresh.drain(..k));
+        }
         // Refills left over (bad descriptors keep their buffer, or the ring ran out of
         // done descriptors): the caller's go back to it (they came first), the pool's to
         // the pool.
