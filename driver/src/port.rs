@@ -174,7 +174,11 @@ pub trait Port: Send {
     /// A port without receive filters answers [`Error::Filter`](crate::Error::Filter).
     fn set_allmulti(&mut self, on: bool) -> Result<(), crate::Error> {
         let _ = on;
-        Err(crate::Error::no_filter(self.addr(), self.driver(), "all-multicast"))
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "all-multicast",
+        ))
     }
     /// Joins the multicast group `mac` (the group bit set: `33:33:ff:00:00:01`): its
     /// frames arrive with promiscuous mode off. Joins are counted: a group joined twice
@@ -182,25 +186,41 @@ pub trait Port: Send {
     /// [`zcnic::filter`](crate::filter)). A unicast address is refused.
     fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
         let _ = mac;
-        Err(crate::Error::no_filter(self.addr(), self.driver(), "multicast"))
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
     }
     /// Undoes one [`add_multicast`](Port::add_multicast) of `mac`; an address not joined is
     /// refused.
     fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
         let _ = mac;
-        Err(crate::Error::no_filter(self.addr(), self.driver(), "multicast"))
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
     }
     /// Receives frames for the unicast address `mac` too, besides the port's own, with
     /// promiscuous mode off (counted like joins). The e1000 has 15 such slots, the igb 23;
     /// a full table is an error, never a silent switch to promiscuous mode.
     fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
         let _ = mac;
-        Err(crate::Error::no_filter(self.addr(), self.driver(), "unicast address"))
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
     }
     /// Undoes one [`add_unicast`](Port::add_unicast) of `mac`.
     fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
         let _ = mac;
-        Err(crate::Error::no_filter(self.addr(), self.driver(), "unicast address"))
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
     }
 }
 

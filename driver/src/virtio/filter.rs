@@ -189,7 +189,10 @@ mod tests {
         let err = f
             .change(addr(), Kind::Multicast, g, false, refuse)
             .unwrap_err();
-        assert!(err.to_string().contains("not in the port's filter"), "{err}");
+        assert!(
+            err.to_string().contains("not in the port's filter"),
+            "{err}"
+        );
     }
 
     #[test]
