@@ -171,7 +171,7 @@ pub trait Port: Send {
     fn set_promisc(&mut self, on: bool);
     /// Receive every multicast frame (on), or only the groups joined with
     /// [`add_multicast`](Port::add_multicast) (off, the default). Broadcast always arrives.
-    /// A port without receive filters answers [`Error::Filter`](crate::Error::Filter).
+    /// A port without receive filters answers [`Error::Filter`].
     fn set_allmulti(&mut self, on: bool) -> Result<(), crate::Error> {
         let _ = on;
         Err(crate::Error::no_filter(
