@@ -56,6 +56,48 @@ pub fn mta_hash(mac: [u8; 6]) -> u16 {
     (u16::from(mac[4]) >> 4 | u16::from(mac[5]) << 4) & 0xfff
 }
 
+/// The Ethernet group address an IP multicast group is sent to: `01:00:5e` and the low
+/// 23 bits of an IPv4 group (RFC 1112 §6.4), `33:33` and the low 32 bits of an IPv6 one
+/// (RFC 2464 §7). `None` for an address that is not multicast.
+///
+/// ```
+/// use std::net::{Ipv4Addr, Ipv6Addr};
+/// use zcnic::filter::group_mac;
+/// let mdns = group_mac(Ipv4Addr::new(224, 0, 0, 251).into());
+/// assert_eq!(mdns, Some([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]));
+/// let all_nodes = group_mac(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).into());
+/// assert_eq!(all_nodes, Some([0x33, 0x33, 0, 0, 0, 1]));
+/// ```
+pub fn group_mac(group: std::net::IpAddr) -> Option<[u8; 6]> {
+    match group {
+        std::net::IpAddr::V4(g) if g.is_multicast() => {
+            let o = g.octets();
+            Some([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+        }
+        std::net::IpAddr::V6(g) if g.is_multicast() => {
+            let o = g.octets();
+            Some([0x33, 0x33, o[12], o[13], o[14], o[15]])
+        }
+        _ => None,
+    }
+}
+
+/// The solicited-node multicast group of an IPv6 address, `ff02::1:ffXX:XXXX` with its
+/// low 24 bits (RFC 4291 §2.7.1): where neighbour solicitations for it are sent.
+///
+/// ```
+/// use std::net::Ipv6Addr;
+/// use zcnic::filter::{group_mac, solicited_node};
+/// let a: Ipv6Addr = "fe80::5054:ff:fe12:3411".parse().unwrap();
+/// assert_eq!(solicited_node(a), "ff02::1:ff12:3411".parse::<Ipv6Addr>().unwrap());
+/// assert_eq!(group_mac(solicited_node(a).into()), Some([0x33, 0x33, 0xff, 0x12, 0x34, 0x11]));
+/// ```
+pub fn solicited_node(addr: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+    let o = addr.octets();
+    let low = u16::from_be_bytes([o[14], o[15]]);
+    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), low)
+}
+
 /// Addresses with a count of adds each, in the order first added.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct AddrList {
@@ -181,6 +223,27 @@ mod tests {
         assert_eq!((h >> 5, h & 31), (0, 16));
         let h = mta_hash([0x33, 0x33, 0xff, 0x00, 0x00, 0x02]);
         assert_eq!((h >> 5, h & 31), (1, 0));
+    }
+
+    #[test]
+    fn ip_groups_map_to_their_ethernet_groups() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let v4 = |a, b, c, d| group_mac(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+        assert_eq!(v4(224, 0, 0, 1), Some([0x01, 0x00, 0x5e, 0, 0, 1]));
+        // Only 23 bits: 239.255.255.250 (SSDP) and 224.127.255.250 share a MAC.
+        assert_eq!(
+            v4(239, 255, 255, 250),
+            Some([0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa])
+        );
+        assert_eq!(v4(239, 255, 255, 250), v4(224, 127, 255, 250));
+        assert_eq!(v4(10, 0, 0, 1), None);
+        let v6 = |s: &str| group_mac(s.parse::<IpAddr>().unwrap());
+        assert_eq!(v6("ff02::1"), Some([0x33, 0x33, 0, 0, 0, 1]));
+        assert_eq!(v6("ff02::1:ff00:1"), Some([0x33, 0x33, 0xff, 0, 0, 1]));
+        assert_eq!(v6("ff02::fb"), Some([0x33, 0x33, 0, 0, 0, 0xfb]));
+        assert_eq!(v6("fe80::1"), None);
+        let sn = solicited_node("2001:db8::1".parse().unwrap());
+        assert_eq!(group_mac(sn.into()), Some([0x33, 0x33, 0xff, 0, 0, 1]));
     }
 
     #[test]
