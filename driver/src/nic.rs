@@ -166,7 +166,8 @@ pub trait Nic: Send {
         let _ = spare;
         self.rx_batch(out, max)
     }
-    /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
+    /// Receive every frame (promiscuous) or only those addressed to this port and broadcast
+    /// (and what the filter calls below add).
     fn set_promisc(&mut self, on: bool);
     /// Receive every multicast frame (on), or only the groups joined with
     /// [`add_multicast`](Nic::add_multicast) (off, the default). Broadcast always arrives.

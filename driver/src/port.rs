@@ -167,7 +167,8 @@ pub trait Port: Send {
     fn stats(&mut self) -> Stats;
     /// Each queue's software counters, by queue (no device counters).
     fn queue_stats(&self) -> Vec<Stats>;
-    /// Receive every frame, or only those for this port and broadcast.
+    /// Receive every frame, or only those for this port and broadcast (and what the filter
+    /// calls below add).
     fn set_promisc(&mut self, on: bool);
     /// Receive every multicast frame (on), or only the groups joined with
     /// [`add_multicast`](Port::add_multicast) (off, the default). Broadcast always arrives.
@@ -203,8 +204,8 @@ pub trait Port: Send {
         ))
     }
     /// Receives frames for the unicast address `mac` too, besides the port's own, with
-    /// promiscuous mode off (counted like joins). The e1000 has 15 such slots, the igb 23;
-    /// a full table is an error, never a silent switch to promiscuous mode.
+    /// promiscuous mode off (counted like joins). The igb has 23 such slots; a full table
+    /// is an error, never a silent switch to promiscuous mode.
     fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
         let _ = mac;
         Err(crate::Error::no_filter(

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 use zcnic::filter::{mta_hash, FilterError};
 use zcnic::virtio::{negotiate, DmaMem, VirtioNet};
-use zcnic::{Config, Error, Nic, PciAddr};
+use zcnic::{Config, Error, Nic, Packet, PciAddr, Port, RxQueue};
 use zcnic_descriptors::virtio::SplitQueue;
 use zcnic_tests::datapath::SinkNic;
 use zcnic_tests::{fake_e1000, fake_igb, fake_virtio};
@@ -310,4 +310,60 @@ fn a_port_without_filters_says_so() {
     let err = nic.add_multicast(JOINED).unwrap_err();
     assert!(err.to_string().contains("has no multicast filter"), "{err}");
     assert!(nic.set_allmulti(true).is_err());
+}
+
+/// Receives on `rx` until the frame tagged `last` came; the tags seen.
+fn tags_until(rx: &mut dyn RxQueue, last: u32) -> Vec<u32> {
+    let (mut got, mut tags, start) = (Vec::new(), Vec::new(), Instant::now());
+    while !tags.contains(&last) {
+        assert!(start.elapsed() < TIMEOUT, "frame {last} never came");
+        rx.rx_batch(&mut got, 32);
+        tags.extend(
+            got.drain(..)
+                .map(|p: Packet| u32::from_le_bytes(p.data()[14..18].try_into().unwrap())),
+        );
+    }
+    tags
+}
+
+/// The multi-queue `Port` carries the same filters: joined through `dyn Port`, a group's
+/// frames reach a queue (frames of no hashed type go to queue 0), another group's do not.
+#[test]
+fn a_multi_queue_port_joins_groups_for_all_its_queues() {
+    // igb, two queue pairs.
+    let dev = fake_igb::FakeIgb::start();
+    let cfg = Config {
+        queues: 2,
+        ..config()
+    };
+    let (mut port, mut queues) =
+        zcnic::igb::IgbPort::new(dev.bar.clone(), &dev.dma, addr(), &cfg).expect("driver comes up");
+    let port: &mut dyn Port = &mut port;
+    port.add_multicast(JOINED).unwrap();
+    for (tag, dst) in [(0, OTHER), (1, JOINED), (2, BROADCAST)] {
+        dev.inject(fake_igb::Inject::Wire(frame(dst, tag)));
+    }
+    assert_eq!(tags_until(&mut queues[0].0, 2), [1, 2]);
+    port.set_allmulti(true).unwrap();
+    dev.inject(fake_igb::Inject::Wire(frame(OTHER, 3)));
+    assert_eq!(tags_until(&mut queues[0].0, 3), [3]);
+
+    // virtio-net, two queue pairs.
+    let dev = fake_virtio::FakeVirtio::start(fake_virtio::Behaviour {
+        ctrl: true,
+        pairs: 2,
+        ..fake_virtio::Behaviour::default()
+    });
+    let t = dev.transport();
+    let features = negotiate(&t, &addr(), &cfg, false).unwrap();
+    let (mut port, mut queues) =
+        zcnic::virtio::VirtioPort::<Split>::new(Box::new(t), features, &dev.dma, addr(), &cfg)
+            .unwrap();
+    let port: &mut dyn Port = &mut port;
+    port.add_multicast(JOINED).unwrap();
+    for (tag, dst) in [(0, OTHER), (1, JOINED), (2, BROADCAST)] {
+        dev.inject_on(1, fake_virtio::Inject::Frame(frame(dst, tag)));
+    }
+    assert_eq!(tags_until(&mut queues[1].0, 2), [1, 2]);
+    assert_eq!(dev.rx_filter().multicast, [JOINED]);
 }
