@@ -12,10 +12,16 @@
 //! with more it sets an overflow flag and receives every frame of that kind, which the
 //! filter contract (at least these groups) allows.
 
-use super::ctrl::cmd;
+use super::ctrl::{self, cmd};
+use super::port::VirtioPort;
+use super::queue::QueueKind;
 use crate::filter::{Kind, RxFilter};
 use crate::pci::PciAddr;
 use crate::Error;
+
+/// What sends one control command: class, command, and the data in parts.
+pub(crate) trait Sender: FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error> {}
+impl<F: FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error>> Sender for F {}
 
 /// A port's receive filter, and whether the device has one.
 #[derive(Debug)]
@@ -60,11 +66,7 @@ impl VirtioFilter {
 
     /// Sets the device's promiscuous mode to the port's through `send(class, cmd, parts)`;
     /// without a receive filter there is nothing to set (the device receives everything).
-    pub(crate) fn apply_promisc(
-        &mut self,
-        addr: PciAddr,
-        send: impl FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    pub(crate) fn apply_promisc(&mut self, addr: PciAddr, send: impl Sender) -> Result<(), Error> {
         if !self.ctrl_rx {
             if !self.promisc {
                 log::warn!(
@@ -81,7 +83,7 @@ impl VirtioFilter {
         &mut self,
         addr: PciAddr,
         on: bool,
-        send: impl FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error>,
+        send: impl Sender,
     ) -> Result<(), Error> {
         let was = std::mem::replace(&mut self.promisc, on);
         if was == on {
@@ -95,11 +97,7 @@ impl VirtioFilter {
     }
 
     /// VIRTIO_NET_CTRL_RX_ALLMULTI.
-    pub(crate) fn set_allmulti(
-        &mut self,
-        on: bool,
-        send: impl FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    pub(crate) fn set_allmulti(&mut self, on: bool, send: impl Sender) -> Result<(), Error> {
         if self.rx.allmulti == on {
             return Ok(());
         }
@@ -118,7 +116,7 @@ impl VirtioFilter {
         kind: Kind,
         mac: [u8; 6],
         add: bool,
-        send: impl FnOnce(u8, u8, &[&[u8]]) -> Result<(), Error>,
+        send: impl Sender,
     ) -> Result<(), Error> {
         let (next, changed) = self
             .rx
@@ -130,6 +128,44 @@ impl VirtioFilter {
         }
         self.rx = next;
         Ok(())
+    }
+}
+
+/// The port's side: its filter and control queue, borrowed side by side.
+impl<Q: QueueKind> VirtioPort<Q> {
+    fn filter_parts(&mut self) -> (&mut VirtioFilter, PciAddr, impl Sender + '_) {
+        let (ctrl, addr) = (&mut self.ctrl, self.addr);
+        let send = move |c, m, d: &[&[u8]]| ctrl::send(ctrl.as_mut(), addr, c, m, d);
+        (&mut self.filter, addr, send)
+    }
+
+    /// Sets the device's promiscuous mode to the port's.
+    pub(super) fn apply_promisc(&mut self) -> Result<(), Error> {
+        let (filter, addr, send) = self.filter_parts();
+        filter.apply_promisc(addr, send)
+    }
+
+    /// [`VirtioFilter::set_promisc`].
+    pub(super) fn promisc_to(&mut self, on: bool) -> Result<(), Error> {
+        let (filter, addr, send) = self.filter_parts();
+        filter.set_promisc(addr, on, send)
+    }
+
+    /// [`VirtioFilter::set_allmulti`].
+    pub(super) fn allmulti_to(&mut self, on: bool) -> Result<(), Error> {
+        let (filter, _, send) = self.filter_parts();
+        filter.set_allmulti(on, send)
+    }
+
+    /// One add or remove in the MAC table.
+    pub(super) fn filter_change(
+        &mut self,
+        kind: Kind,
+        mac: [u8; 6],
+        add: bool,
+    ) -> Result<(), Error> {
+        let (filter, addr, send) = self.filter_parts();
+        filter.change(addr, kind, mac, add, send)
     }
 }
 

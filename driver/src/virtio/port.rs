@@ -38,14 +38,14 @@ const RETA_MAX: usize = 128;
 /// The control plane of one virtio-net device: its transport, control queue, filters and
 /// RSS. Its queue pairs run elsewhere.
 pub struct VirtioPort<Q: QueueKind> {
-    addr: PciAddr,
+    pub(super) addr: PciAddr,
     transport: Box<dyn Transport>,
     mac: [u8; 6],
     features: u64,
     pool: Arc<Mempool>,
-    ctrl: Option<Ctrl<Q>>,
-    /// Promiscuity, all-multicast and the MAC table.
-    filter: VirtioFilter,
+    pub(super) ctrl: Option<Ctrl<Q>>,
+    /// Promiscuity, all-multicast and the MAC table (`filter.rs`).
+    pub(super) filter: VirtioFilter,
     rss: Rss,
     /// The redirection table's length with VIRTIO_NET_F_RSS in use, else 0.
     reta_len: usize,
@@ -280,20 +280,6 @@ impl<Q: QueueKind> VirtioPort<Q> {
         ctrl::send(self.ctrl.as_mut(), self.addr, class, command, &[data])
     }
 
-    /// Sets the device's promiscuous mode to the port's (`filter.rs`).
-    fn apply_promisc(&mut self) -> Result<(), Error> {
-        let (ctrl, addr) = (&mut self.ctrl, self.addr);
-        let send = |c, m, d: &[&[u8]]| ctrl::send(ctrl.as_mut(), addr, c, m, d);
-        self.filter.apply_promisc(addr, send)
-    }
-
-    /// One add or remove in the MAC table (`filter.rs`).
-    fn filter_change(&mut self, kind: Kind, mac: [u8; 6], add: bool) -> Result<(), Error> {
-        let (ctrl, addr) = (&mut self.ctrl, self.addr);
-        let send = |c, m, d: &[&[u8]]| ctrl::send(ctrl.as_mut(), addr, c, m, d);
-        self.filter.change(addr, kind, mac, add, send)
-    }
-
     /// Sends the whole RSS configuration (`virtio_net_rss_config`, virtio 1.2
     /// §5.1.6.5.7.1) with `reta`: the hash types, the table, the queue for frames of no
     /// hashed type (queue 0), the transmit queues in use (all), and the key.
@@ -415,10 +401,8 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
     }
 
     fn set_promisc(&mut self, on: bool) {
-        let (ctrl, addr) = (&mut self.ctrl, self.addr);
-        let send = |c, m, d: &[&[u8]]| ctrl::send(ctrl.as_mut(), addr, c, m, d);
         // On an error the device keeps the mode it had, and so does the port.
-        if let Err(e) = self.filter.set_promisc(addr, on, send) {
+        if let Err(e) = self.promisc_to(on) {
             log::warn!("{e}");
         }
     }
@@ -426,9 +410,7 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
     /// VIRTIO_NET_CTRL_RX_ALLMULTI; without VIRTIO_NET_F_CTRL_RX the device receives every
     /// frame already, and this succeeds with nothing sent.
     fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
-        let (ctrl, addr) = (&mut self.ctrl, self.addr);
-        let send = |c, m, d: &[&[u8]]| ctrl::send(ctrl.as_mut(), addr, c, m, d);
-        self.filter.set_allmulti(on, send)
+        self.allmulti_to(on)
     }
 
     /// The MAC table's multicast half (VIRTIO_NET_CTRL_MAC_TABLE_SET), sent whole.
