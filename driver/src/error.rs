@@ -89,12 +89,34 @@ pub enum Error {
         /// The memory error, with its fix.
         source: DmaError,
     },
+    /// A receive-filter change the port refused (a bad address, a full table, a port
+    /// without such a filter) or the device did not take.
+    #[error("{addr}: receive filter: {source}")]
+    Filter {
+        /// The device.
+        addr: PciAddr,
+        /// What was wrong.
+        source: crate::filter::FilterError,
+    },
     /// A file outside a device's own (sysfs listing, state files).
     #[error("{0}")]
     Io(String),
 }
 
 impl Error {
+    /// A refused filter change on `addr`.
+    pub(crate) fn filter(addr: PciAddr, source: crate::filter::FilterError) -> Self {
+        Self::Filter { addr, source }
+    }
+
+    /// The answer of a port (or handle) without receive filters beyond promiscuity.
+    pub(crate) fn no_filter(addr: PciAddr, who: &str, what: &str) -> Self {
+        Self::filter(
+            addr,
+            crate::filter::FilterError::Unsupported(format!("{who} has no {what} filter")),
+        )
+    }
+
     pub(crate) fn sysfs(addr: &PciAddr, path: &Path, e: std::io::Error) -> Self {
         Self::Syscall {
             addr: *addr,

@@ -19,6 +19,7 @@
 mod config;
 pub mod e1000;
 mod error;
+pub mod filter;
 pub mod igb;
 mod intel;
 pub mod mmio;
@@ -34,6 +35,7 @@ pub mod virtio;
 
 pub use config::{Config, RingChoice};
 pub use error::Error;
+pub use filter::FilterError;
 pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
 pub use pci::{DeviceInfo, PciAddr};

@@ -166,8 +166,62 @@ pub trait Nic: Send {
         let _ = spare;
         self.rx_batch(out, max)
     }
-    /// Receive every frame (promiscuous) or only those addressed to this port and broadcast.
+    /// Receive every frame (promiscuous) or only those addressed to this port and broadcast
+    /// (and what the filter calls below add).
     fn set_promisc(&mut self, on: bool);
+    /// Receive every multicast frame (on), or only the groups joined with
+    /// [`add_multicast`](Nic::add_multicast) (off, the default). Broadcast always arrives.
+    /// A port without receive filters answers [`Error::Filter`](crate::Error::Filter).
+    fn set_allmulti(&mut self, on: bool) -> Result<(), crate::Error> {
+        let _ = on;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "all-multicast",
+        ))
+    }
+    /// Joins the multicast group `mac` (the group bit set: `33:33:ff:00:00:01`): its
+    /// frames arrive with promiscuous mode off. Joins are counted: a group joined twice
+    /// stays joined until removed twice. The device may let other groups in too (see
+    /// [`zcnic::filter`](crate::filter)). A unicast address is refused.
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
+    }
+    /// Undoes one [`add_multicast`](Nic::add_multicast) of `mac`; an address not joined is
+    /// refused.
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
+    }
+    /// Receives frames for the unicast address `mac` too, besides the port's own, with
+    /// promiscuous mode off (counted like joins). The e1000 has 15 such slots, the igb 23;
+    /// a full table is an error, never a silent switch to promiscuous mode.
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
+    }
+    /// Undoes one [`add_unicast`](Nic::add_unicast) of `mac`.
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
+    }
     /// Ceiling mode (`zcnic pktgen --ceiling`), which measures the device instead of the
     /// driver: the first call copies `frame` into one buffer and points every transmit
     /// descriptor at it; each call then hands up to `burst` of those descriptors back to

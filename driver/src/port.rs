@@ -188,8 +188,62 @@ pub trait Port: Send {
     fn stats(&mut self) -> Stats;
     /// Each queue's software counters, by queue (no device counters).
     fn queue_stats(&self) -> Vec<Stats>;
-    /// Receive every frame, or only those for this port and broadcast.
+    /// Receive every frame, or only those for this port and broadcast (and what the filter
+    /// calls below add).
     fn set_promisc(&mut self, on: bool);
+    /// Receive every multicast frame (on), or only the groups joined with
+    /// [`add_multicast`](Port::add_multicast) (off, the default). Broadcast always arrives.
+    /// A port without receive filters answers [`Error::Filter`].
+    fn set_allmulti(&mut self, on: bool) -> Result<(), crate::Error> {
+        let _ = on;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "all-multicast",
+        ))
+    }
+    /// Joins the multicast group `mac` (the group bit set: `33:33:ff:00:00:01`): its
+    /// frames arrive with promiscuous mode off. Joins are counted: a group joined twice
+    /// stays joined until removed twice. The device may let other groups in too (see
+    /// [`zcnic::filter`](crate::filter)). A unicast address is refused.
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
+    }
+    /// Undoes one [`add_multicast`](Port::add_multicast) of `mac`; an address not joined is
+    /// refused.
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "multicast",
+        ))
+    }
+    /// Receives frames for the unicast address `mac` too, besides the port's own, with
+    /// promiscuous mode off (counted like joins). The igb has 23 such slots; a full table
+    /// is an error, never a silent switch to promiscuous mode.
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
+    }
+    /// Undoes one [`add_unicast`](Port::add_unicast) of `mac`.
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), crate::Error> {
+        let _ = mac;
+        Err(crate::Error::no_filter(
+            self.addr(),
+            self.driver(),
+            "unicast address",
+        ))
+    }
 }
 
 /// Counters of one queue handle, written by its thread alone (a load and a store, no

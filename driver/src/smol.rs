@@ -73,6 +73,39 @@ impl SmolDevice {
     pub fn tx_dropped(&self) -> u64 {
         self.tx_dropped
     }
+
+    /// Subscribes the port to the Ethernet group of the IP multicast group `group`
+    /// ([`filter::group_mac`](crate::filter::group_mac)), so its frames get past the NIC's
+    /// filter with promiscuity off. Call it beside smoltcp's
+    /// `Interface::join_multicast_group`: for IPv6, the all-nodes group `ff02::1` and the
+    /// solicited-node group of each address
+    /// ([`filter::solicited_node`](crate::filter::solicited_node)), without which neighbour
+    /// discovery never reaches the stack.
+    ///
+    /// The device cannot follow smoltcp's joins by itself: smoltcp 0.12 keeps its group
+    /// table private (it answers `has_multicast_group` for one address at a time, and
+    /// keeps the table only with its `multicast` feature), and the device never sees the
+    /// interface. A filter is a lower bound, so joining more than smoltcp needs costs only
+    /// frames it drops.
+    pub fn join(&mut self, group: std::net::IpAddr) -> Result<(), crate::Error> {
+        let mac = self.group(group)?;
+        self.nic.add_multicast(mac)
+    }
+
+    /// Undoes one [`join`](Self::join) of `group`.
+    pub fn leave(&mut self, group: std::net::IpAddr) -> Result<(), crate::Error> {
+        let mac = self.group(group)?;
+        self.nic.remove_multicast(mac)
+    }
+
+    fn group(&self, group: std::net::IpAddr) -> Result<[u8; 6], crate::Error> {
+        crate::filter::group_mac(group).ok_or_else(|| {
+            crate::Error::Io(format!(
+                "{}: {group} is not an IP multicast group",
+                self.nic.addr()
+            ))
+        })
+    }
 }
 
 /// A received frame, still in its DMA buffer.

@@ -3,6 +3,7 @@
 //! the test injects. It reaches descriptors and buffers only through the fake IOMMU of
 //! [`FakeDma`], so a bad address from the driver shows up as a fault count, not a crash.
 
+use crate::fake_filter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub enum Inject {
     Length(u16),
     /// Write DD|EOP on the descriptor at RDT, which the driver has not handed over.
     DdOnTail,
+    /// A frame off the wire: through the receive filter first (`fake_filter`), which may
+    /// turn it away (counted in [`FakeE1000::filtered`]). `Frame` skips the filter.
+    Wire(Vec<u8>),
 }
 
 /// The device side of a fake e1000.
@@ -43,6 +47,8 @@ pub struct FakeE1000 {
     pub tx_fetch_only: Arc<AtomicBool>,
     /// While set, a reset never completes (a device that will not stop).
     pub resets_stuck: Arc<AtomicBool>,
+    /// [`Inject::Wire`] frames the receive filter turned away.
+    pub filtered: Arc<AtomicU64>,
     sent_count: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
@@ -83,6 +89,7 @@ struct Device {
     tx_paused: Arc<AtomicBool>,
     tx_fetch_only: Arc<AtomicBool>,
     resets_stuck: Arc<AtomicBool>,
+    filtered: Arc<AtomicU64>,
     /// First descriptor fetched (TDH moved past it) but not yet processed.
     fetched: Option<u32>,
     sent_count: Arc<AtomicU64>,
@@ -116,6 +123,7 @@ impl FakeE1000 {
         let tx_fetch_only = Arc::new(AtomicBool::new(false));
         let resets_stuck = Arc::new(AtomicBool::new(false));
         let sent_count = Arc::new(AtomicU64::new(0));
+        let filtered = Arc::new(AtomicU64::new(0));
         let mut dev = Device {
             bar: bar.clone(),
             dma: dma.clone(),
@@ -124,6 +132,7 @@ impl FakeE1000 {
             tx_paused: tx_paused.clone(),
             tx_fetch_only: tx_fetch_only.clone(),
             resets_stuck: resets_stuck.clone(),
+            filtered: filtered.clone(),
             fetched: None,
             sent_count: sent_count.clone(),
             pending: None,
@@ -147,6 +156,7 @@ impl FakeE1000 {
             tx_paused,
             tx_fetch_only,
             resets_stuck,
+            filtered,
             sent_count,
             inject: tx,
             stop,
@@ -336,9 +346,17 @@ impl Device {
         let slots = b.read32(regs::RDLEN) / 16;
         let base = ring_base(b, regs::RDBAL, regs::RDBAH);
         let (head, tail) = (b.read32(regs::RDH), b.read32(regs::RDT));
-        let Some(what) = self.pending.take() else {
+        let Some(mut what) = self.pending.take() else {
             return false;
         };
+        if let Inject::Wire(f) = what {
+            let dst = fake_filter::dst(&f).unwrap_or([0; 6]);
+            if !fake_filter::intel_admits(b, fake_filter::Family::E1000, dst) {
+                self.filtered.fetch_add(1, Ordering::Release);
+                return true;
+            }
+            what = Inject::Frame(f);
+        }
         if let Inject::DdOnTail = what {
             let at = base + u64::from(tail) * 16;
             self.write(at + 8, &60u16.to_le_bytes());
@@ -361,7 +379,7 @@ impl Device {
                 f.len() as u16
             }
             Inject::Length(l) => *l,
-            Inject::DdOnTail => unreachable!("handled above"),
+            Inject::DdOnTail | Inject::Wire(_) => unreachable!("handled above"),
         };
         self.write(at + 8, &len.to_le_bytes());
         self.write(at + 13, &[0]);

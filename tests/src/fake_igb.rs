@@ -9,6 +9,7 @@
 //! queues it sends from every enabled one, and receives each frame on the queue RSS picks
 //! from the key and table in its registers (IPv4 with TCP/UDP ports, or addresses only).
 
+use crate::fake_filter;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -33,6 +34,9 @@ pub enum Inject {
     Split(Vec<u8>),
     /// One frame with the receive-error bit set.
     Bad(Vec<u8>),
+    /// A frame off the wire: through the receive filter first (`fake_filter`), which may
+    /// turn it away (counted in [`FakeIgb::filtered`]). `Frame` skips the filter.
+    Wire(Vec<u8>),
 }
 
 /// The device side of a fake igb.
@@ -46,6 +50,8 @@ pub struct FakeIgb {
     pub faults: Arc<AtomicU64>,
     /// Frames sent and received per queue.
     pub per_queue: Arc<Mutex<PerQueue>>,
+    /// [`Inject::Wire`] frames the receive filter turned away.
+    pub filtered: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -67,6 +73,7 @@ struct Device {
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
     faults: Arc<AtomicU64>,
     per_queue: Arc<Mutex<PerQueue>>,
+    filtered: Arc<AtomicU64>,
     inject: Receiver<Inject>,
     pending: Vec<(Vec<u8>, u32)>,
     partial: Vec<u8>,
@@ -95,12 +102,14 @@ impl FakeIgb {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(AtomicU64::new(0));
         let per_queue = Arc::default();
+        let filtered = Arc::new(AtomicU64::new(0));
         let mut dev = Device {
             bar: bar.clone(),
             dma: dma.clone(),
             sent: sent.clone(),
             faults: faults.clone(),
             per_queue: Arc::clone(&per_queue),
+            filtered: Arc::clone(&filtered),
             inject: rx,
             pending: Vec::new(),
             partial: Vec::new(),
@@ -119,6 +128,7 @@ impl FakeIgb {
             sent,
             faults,
             per_queue,
+            filtered,
             inject: tx,
             stop,
             thread: Some(thread),
@@ -244,6 +254,14 @@ impl Device {
             match self.inject.try_recv() {
                 Ok(Inject::Frame(f)) => self.pending.push((f, 0)),
                 Ok(Inject::Bad(f)) => self.pending.push((f, 1)),
+                Ok(Inject::Wire(f)) => {
+                    let dst = fake_filter::dst(&f).unwrap_or([0; 6]);
+                    if !fake_filter::intel_admits(b, fake_filter::Family::Igb, dst) {
+                        self.filtered.fetch_add(1, Ordering::Release);
+                        return true;
+                    }
+                    self.pending.push((f, 0));
+                }
                 Ok(Inject::Split(f)) => {
                     let (a, z) = f.split_at(f.len() / 2);
                     self.pending.push((a.to_vec(), 2));

@@ -13,6 +13,7 @@
 //! would: a reset quiesces the datapath before the write returns, and every notification is
 //! counted (none missed, none merged). Only the datapath runs on the device thread.
 
+use crate::fake_filter::{self, VirtioRxFilter};
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -339,7 +340,7 @@ impl FakeVirtio {
             rings: Default::default(),
             event_idx: false,
             hdr_len: HDR_LEN,
-            promisc: true,
+            rx_filter: VirtioRxFilter::default(),
             ctrl_held: false,
             tx_paused: false,
             bad_tx_len: 0,
@@ -424,7 +425,12 @@ impl FakeVirtio {
 
     /// Whether the device is promiscuous (its state after reset, as QEMU's: yes).
     pub fn promisc(&self) -> bool {
-        self.shared.control(|core, _| core.promisc)
+        self.shared.control(|core, _| core.rx_filter.promisc)
+    }
+
+    /// The receive filter as the driver's commands left it (`fake_filter`).
+    pub fn rx_filter(&self) -> VirtioRxFilter {
+        self.shared.control(|core, _| core.rx_filter.clone())
     }
 
     /// Stops (or resumes) consuming the transmit queue. Once this returns the device is
@@ -580,8 +586,8 @@ struct Core {
     event_idx: bool,
     /// The header's length as negotiated (12, or 20 with the hash report).
     hdr_len: usize,
-    /// Receive filter: every frame, or only those for [`MAC`] and broadcast.
-    promisc: bool,
+    /// Receive filter: promiscuity, all-multicast and the MAC table, as QEMU's.
+    rx_filter: VirtioRxFilter,
     /// The control queue is not looked at (a device slow to answer).
     ctrl_held: bool,
     tx_paused: bool,
@@ -707,7 +713,7 @@ impl Core {
         self.status = 0;
         self.rings = Default::default();
         self.held = Default::default();
-        self.promisc = true;
+        self.rx_filter = VirtioRxFilter::default();
         let initial = QueueRegs {
             size: self.b.queue_max,
             ..QueueRegs::default()
@@ -793,8 +799,9 @@ impl Core {
         did
     }
 
-    /// Answers the commands on the control queue (the last queue): receive filter, queue
-    /// pairs and RSS are taken as sent (recorded for the test); anything else is refused.
+    /// Answers the commands on the control queue (the last queue): receive filters as QEMU
+    /// parses them (`fake_filter`), queue pairs and RSS taken as sent (all recorded for the
+    /// test); anything else is refused.
     fn control(&mut self, s: &Shared) -> bool {
         if !self.b.ctrl || self.ctrl_held {
             return false;
@@ -813,11 +820,7 @@ impl Core {
             let (class, cmd) = (bytes.first().copied(), bytes.get(1).copied());
             let data = bytes.get(2..).unwrap_or_default().to_vec();
             let ok = match (class, cmd, data.as_slice()) {
-                (Some(0), Some(0), [on]) => {
-                    self.promisc = *on != 0;
-                    true
-                }
-                (Some(0), Some(1), [_]) => true,
+                (Some(c @ (0 | 1)), Some(m), d) => self.rx_filter.command(c, m, d) == Some(true),
                 (Some(4), Some(0), &[a, b]) => {
                     (1..=self.b.pairs).contains(&u16::from_le_bytes([a, b]))
                 }
@@ -917,7 +920,11 @@ impl Core {
         while let Some(front) = self.inject[pair].front() {
             // Frames the filter turns away take no buffer.
             if let Inject::Frame(f) | Inject::Hashed(f, ..) = front {
-                if !(self.promisc || admits(f)) {
+                let admitted = match fake_filter::dst(f) {
+                    Some(d) => self.rx_filter.admits(MAC, d),
+                    None => self.rx_filter.promisc,
+                };
+                if !admitted {
                     self.inject[pair].pop_front();
                     bump(&counts.filtered, 1);
                     did = true;
@@ -1124,12 +1131,6 @@ fn rss_ok(d: &[u8], pairs: u16) -> bool {
         && (1..=pairs).contains(&max_tx)
         && key_len <= 40
         && d.len() == at + 3 + usize::from(key_len)
-}
-
-/// Whether the receive filter, promiscuous mode off, lets `frame` in: for [`MAC`], or
-/// broadcast. Multicast is turned away, as QEMU's filter does with its table empty.
-fn admits(frame: &[u8]) -> bool {
-    frame.len() >= 6 && (frame[..6] == MAC || frame[..6] == [0xff; 6])
 }
 
 /// The device-readable bytes of a chain.

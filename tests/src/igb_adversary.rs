@@ -175,6 +175,9 @@ pub enum Step {
     Link,
     /// `set_promisc`.
     Promisc(bool),
+    /// `add_multicast` (true) or `remove_multicast` of group `n % 4` of [`GROUPS`], two of
+    /// which share an MTA hash bit.
+    Group(u8, bool),
     /// Device: a receive write-back of any length and status on any slot, with an RSS
     /// hash and type (any of the 16, the reserved ones included).
     RxWb {
@@ -222,9 +225,19 @@ impl Step {
                 | Step::Flush
                 | Step::Link
                 | Step::Promisc(_)
+                | Step::Group(..)
         )
     }
 }
+
+/// The multicast groups [`Step::Group`] joins and leaves: 33:33:ff:00:00:01 and
+/// 01:00:5e:00:00:01 share MTA hash 0x010.
+pub const GROUPS: [[u8; 6]; 4] = [
+    [0x33, 0x33, 0xff, 0x00, 0x00, 0x01],
+    [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+    [0x33, 0x33, 0xff, 0x00, 0x00, 0x02],
+    [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb],
+];
 
 fn frame_len() -> impl Strategy<Value = u16> {
     prop_oneof![8 => 60u16..=1514, 1 => Just(0u16), 1 => 1u16..=2048]
@@ -282,6 +295,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Flush),
         1 => Just(Step::Link),
         1 => any::<bool>().prop_map(Step::Promisc),
+        1 => (0u8..4, any::<bool>()).prop_map(|(n, join)| Step::Group(n, join)),
         5 => (any::<u16>(), rx_len(), rx_status(), any::<u32>(), 0u8..16)
             .prop_map(|(slot, len, status, hash, kind)| Step::RxWb { slot, len, status, hash, kind }),
         6 => (1u8..=80, 1u16..=2048, csum).prop_map(|(n, len, csum)| Step::RxGood { n, len, csum }),

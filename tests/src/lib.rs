@@ -4,6 +4,7 @@
 pub mod adversary;
 pub mod datapath;
 pub mod fake_e1000;
+pub mod fake_filter;
 pub mod fake_igb;
 pub mod fake_virtio;
 pub mod igb_adversary;

@@ -36,7 +36,7 @@ use zcnic::igb::{Config, Igb, IgbPort, IgbRxQueue, IgbTxQueue};
 use zcnic::{Bar, Mempool, Nic, PciAddr, Port, RxQueue, Stats, TxQueue, UserRegion, DATA_ROOM};
 use zcnic_tests::adversary::{counters_grow, run_cases, send_with, Held};
 use zcnic_tests::igb_adversary::{
-    case, rx, tx, AddrWord, Case, DevBar, Device, RxPlan, RxSnap, Step, MAC,
+    case, rx, tx, AddrWord, Case, DevBar, Device, RxPlan, RxSnap, Step, GROUPS, MAC,
 };
 
 /// The igb driver's longest frame without TSO (82576 datasheet §7.2.1).
@@ -458,6 +458,23 @@ impl Machine {
             }
             Step::Link => prop_assert!(self.port.link().to_string().len() < 100),
             Step::Promisc(on) => self.port.set_promisc(*on),
+            Step::Group(n, join) => {
+                let g = GROUPS[usize::from(*n) % GROUPS.len()];
+                // A join always succeeds; a leave only fails for a group not joined.
+                let r = if *join {
+                    self.port.add_multicast(g)
+                } else {
+                    self.port.remove_multicast(g)
+                };
+                let not_joined = matches!(
+                    r,
+                    Err(zcnic::Error::Filter {
+                        source: zcnic::FilterError::NotAdded(_),
+                        ..
+                    })
+                );
+                prop_assert!(r.is_ok() || (!*join && not_joined), "{:?}", r);
+            }
             dev => {
                 self.actions += 1;
                 self.lanes[q].dev.act(dev);

@@ -126,9 +126,18 @@ pub enum Cmd {
         /// Keep only UDP frames from or to this port.
         #[arg(long)]
         udp_port: Option<u16>,
-        /// Only frames for this port's MAC and broadcast (default: everything).
+        /// Only frames for this port's MAC and broadcast (default: everything), and the
+        /// groups of --join and --allmulti.
         #[arg(long)]
         no_promisc: bool,
+        /// With --no-promisc, join this multicast group too (e.g. 33:33:ff:00:00:01, the
+        /// IPv6 solicited-node group of ::1); repeat for more. The NIC may let other groups
+        /// in (the e1000 and igb match a 12-bit hash of the address).
+        #[arg(long, value_name = "MAC")]
+        join: Vec<String>,
+        /// With --no-promisc, receive every multicast frame (all-multicast).
+        #[arg(long)]
+        allmulti: bool,
         /// Receive on this many queues, one thread each, with RSS spreading flows over
         /// them (igb: up to 8); the summary counts frames per queue.
         #[arg(long, default_value_t = 1)]

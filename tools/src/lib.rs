@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod dump;
 pub mod frame;
 pub mod fwd;
+pub mod groups;
 pub mod inuse;
 pub mod multiqueue;
 pub mod pace;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use zcnic::{Config, HugepageStatus, Nic, PciAddr};
 use zcnic_tools::cli::{Cli, Cmd, FwdMode, PktgenCmd, PortOpts};
-use zcnic_tools::{bind, dump, frame, fwd, msg, multiqueue, pktgen, units, ToolError};
+use zcnic_tools::{bind, dump, frame, fwd, groups, msg, multiqueue, pktgen, units, ToolError};
 
 fn parse_pci(s: &str) -> Result<PciAddr, ToolError> {
     Ok(s.parse::<PciAddr>()?)
@@ -405,11 +405,14 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             ether_type,
             udp_port,
             no_promisc,
+            join,
+            allmulti,
             queues,
             port,
         } => {
             let addr = parse_pci(&pci)?;
             check_count(count)?;
+            let groups = groups::Groups::parse(&join, allmulti, !no_promisc)?;
             if queues == 0 {
                 return Err(msg("--queues 0: give at least 1"));
             }
@@ -439,8 +442,10 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 ..port.config()
             };
             let promisc = if no_promisc { "" } else { " (promiscuous)" };
+            let promisc = format!("{promisc}{}", groups.describe());
             let s = if queues == 1 {
                 let mut nic = open(&addr, &cfg)?;
+                groups.apply_nic(nic.as_mut())?;
                 eprintln!(
                     "dump {addr}: listening{promisc} on {} {}, link {}, writing {}",
                     nic.driver(),
@@ -451,6 +456,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 dump::run(nic.as_mut(), writer, &args)?
             } else {
                 let (mut port, qs) = zcnic::open_port(&addr.to_string(), &cfg)?;
+                groups.apply_port(port.as_mut())?;
                 eprintln!(
                     "dump {addr}: listening{promisc} on {} {} with {queues} queues (RSS), link {}, writing {}",
                     port.driver(),

@@ -76,6 +76,35 @@ impl Nic for QueueNic {
         self.mac
     }
     fn set_promisc(&mut self, _on: bool) {}
+    fn set_allmulti(&mut self, _on: bool) -> Result<(), zcnic::Error> {
+        Err(self.no_filters())
+    }
+    fn add_multicast(&mut self, _mac: [u8; 6]) -> Result<(), zcnic::Error> {
+        Err(self.no_filters())
+    }
+    fn remove_multicast(&mut self, _mac: [u8; 6]) -> Result<(), zcnic::Error> {
+        Err(self.no_filters())
+    }
+    fn add_unicast(&mut self, _mac: [u8; 6]) -> Result<(), zcnic::Error> {
+        Err(self.no_filters())
+    }
+    fn remove_unicast(&mut self, _mac: [u8; 6]) -> Result<(), zcnic::Error> {
+        Err(self.no_filters())
+    }
+}
+
+impl QueueNic {
+    /// Filters are the port's: a queue handle says where to set them.
+    fn no_filters(&self) -> zcnic::Error {
+        zcnic::Error::Filter {
+            addr: self.addr,
+            source: zcnic::FilterError::Unsupported(format!(
+                "queue {} of this {} port has no filters of its own: set them on its Port",
+                self.pair.rx.queue(),
+                self.driver
+            )),
+        }
+    }
 }
 
 /// Sets the tool's stop flag when dropped armed: a thread that fails or panics stops its

@@ -5,6 +5,7 @@ use super::counters::Counters;
 use super::regs::{self, Ctrl, Rctl, Status, Tctl};
 use super::rxtx::{RxQueue, TxQueue};
 use super::E1000;
+use crate::intel::filter::IntelFilter;
 use crate::mmio::Bar;
 use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
@@ -21,9 +22,7 @@ impl<B: Bar> E1000<B> {
 
         reset(&bar, &addr, cfg.reset_timeout)?;
         let mac = read_mac(&bar, &addr)?;
-        for i in 0..regs::MTA_LEN {
-            bar.write32(regs::MTA + 4 * i, 0);
-        }
+        let filter = IntelFilter::new(&bar, regs::MTA, regs::RA_LEN, regs::ra);
 
         // Nothing is handed to the device before RCTL.EN and TDT below: on an error here
         // the memory is freed with the device reset and idle.
@@ -42,6 +41,7 @@ impl<B: Bar> E1000<B> {
             sw: Stats::default(),
             hw: Counters::new(),
             promisc: cfg.promisc,
+            filter,
             ceiling: None,
             device: None,
         };
@@ -86,9 +86,12 @@ impl<B: Bar> E1000<B> {
     }
 
     pub(crate) fn rctl(&self) -> Rctl {
-        let mut r = Rctl::EN | Rctl::BAM | Rctl::BSIZE_2048 | Rctl::SECRC;
+        let mut r = Rctl::EN | Rctl::BAM | Rctl::BSIZE_2048 | Rctl::SECRC | Rctl::MO_47_36;
         if self.promisc {
             r |= Rctl::UPE | Rctl::MPE;
+        }
+        if self.filter.rx.allmulti {
+            r |= Rctl::MPE;
         }
         r
     }

@@ -14,6 +14,8 @@ pub use crate::Config;
 pub(crate) use init::link_of;
 pub use rxtx::TX_CLEAN_BATCH;
 
+use crate::filter::Kind;
+use crate::intel::filter::IntelFilter;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
@@ -38,6 +40,8 @@ pub struct E1000<B: Bar> {
     sw: Stats,
     hw: Counters,
     promisc: bool,
+    /// Multicast groups, all-multicast and extra unicast addresses.
+    filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
     ceiling: Option<Packet>,
     /// Keeps the device open; declared last so it closes after the rings are freed.
@@ -165,6 +169,37 @@ impl<B: Bar> Nic for E1000<B> {
             self.promisc = on;
             self.bar.write32(regs::RCTL, self.rctl().bits());
         }
+    }
+
+    /// RCTL.MPE.
+    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
+        if self.filter.rx.allmulti != on {
+            self.filter.rx.allmulti = on;
+            self.bar.write32(regs::RCTL, self.rctl().bits());
+        }
+        Ok(())
+    }
+
+    /// The group's bit in the Multicast Table Array (`zcnic::filter::mta_hash`).
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        let (bar, addr) = (&self.bar, self.addr);
+        self.filter.change(bar, addr, Kind::Multicast, mac, true)
+    }
+
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        let (bar, addr) = (&self.bar, self.addr);
+        self.filter.change(bar, addr, Kind::Multicast, mac, false)
+    }
+
+    /// A receive address entry of 1–15.
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        let (bar, addr) = (&self.bar, self.addr);
+        self.filter.change(bar, addr, Kind::Unicast, mac, true)
+    }
+
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        let (bar, addr) = (&self.bar, self.addr);
+        self.filter.change(bar, addr, Kind::Unicast, mac, false)
     }
 }
 

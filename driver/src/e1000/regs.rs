@@ -49,6 +49,14 @@ pub const RAL0: u32 = 0x5400;
 pub const RAH0: u32 = 0x5404;
 /// RAH.AV — Address Valid.
 pub const RAH_AV: u32 = 1 << 31;
+/// Receive address entries (RAL/RAH pairs): entry 0 holds the port's MAC, 1–15 extra
+/// exact addresses (8254x SDM §13.5.2).
+pub const RA_LEN: u32 = 16;
+
+/// RAL and RAH of receive address entry `n` (< [`RA_LEN`]), 8 bytes apart.
+pub const fn ra(n: u32) -> (u32, u32) {
+    (RAL0 + 8 * n, RAH0 + 8 * n)
+}
 
 /// Statistics registers (8254x SDM §13.7). The SDM has them all clear on read; QEMU's
 /// model clears only some (see [`StatKind::ClearOrRunning32`]).
@@ -150,6 +158,9 @@ bitflags! {
         const UPE = 1 << 3;
         /// Multicast Promiscuous Enable.
         const MPE = 1 << 4;
+        /// Multicast Offset bits 13:12, which address bits hash into the MTA: zcnic keeps
+        /// 00, bits 47:36 (`zcnic::filter::mta_hash`).
+        const MO_47_36 = 0;
         /// Long Packet Enable.
         const LPE = 1 << 5;
         /// Broadcast Accept Mode.

@@ -5,6 +5,7 @@ use super::port::{IgbPort, IgbQueues};
 use super::regs;
 use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
 use crate::e1000::counters::Counters;
+use crate::intel::filter::IntelFilter;
 use crate::mmio::Bar;
 use crate::pci::PciAddr;
 use crate::port::{Port, QueueCounters, Teardown};
@@ -53,9 +54,7 @@ impl<B: Bar> IgbPort<B> {
 
         reset(&bar, &addr, cfg.reset_timeout)?;
         let mac = read_mac(&bar, &addr)?;
-        for i in 0..regs::MTA_LEN {
-            bar.write32(regs::MTA + 4 * i, 0);
-        }
+        let filter = IntelFilter::new(&bar, regs::MTA, regs::RA_LEN, regs::ra);
 
         // Nothing is handed to the device before the queues are enabled below: on an
         // error here the memory is freed with the device reset and idle.
@@ -97,6 +96,7 @@ impl<B: Bar> IgbPort<B> {
             pool,
             hw: Counters::of(&regs::STATS),
             promisc: cfg.promisc,
+            filter,
             rss: cfg.rss.clone(),
             rx_counters: counters(|p| &p.0.counters),
             tx_counters: counters(|p| &p.1.counters),
@@ -187,9 +187,13 @@ impl<B: Bar> IgbPort<B> {
     }
 
     pub(crate) fn rctl(&self) -> u32 {
+        // RCTL.MO stays 00: the MTA hashes destination bits 47:36, as on the e1000.
         let mut r = regs::RCTL_EN | regs::RCTL_BAM | regs::RCTL_SECRC;
         if self.promisc {
             r |= regs::RCTL_UPE | regs::RCTL_MPE;
+        }
+        if self.filter.rx.allmulti {
+            r |= regs::RCTL_MPE;
         }
         r
     }

@@ -4,6 +4,8 @@
 use super::regs;
 use super::rxtx::{IgbRxQueue, IgbTxQueue};
 use crate::e1000::counters::Counters;
+use crate::filter::Kind;
+use crate::intel::filter::IntelFilter;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
@@ -23,6 +25,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) pool: Arc<Mempool>,
     pub(crate) hw: Counters,
     pub(crate) promisc: bool,
+    /// Multicast groups, all-multicast and extra unicast addresses.
+    pub(crate) filter: IntelFilter,
     pub(crate) rss: Rss,
     pub(crate) rx_counters: Vec<Arc<QueueCounters>>,
     pub(crate) tx_counters: Vec<Arc<QueueCounters>>,
@@ -126,6 +130,39 @@ impl<B: Bar> Port for IgbPort<B> {
             self.promisc = on;
             self.bar.write32(regs::RCTL, self.rctl());
         }
+    }
+
+    /// RCTL.MPE.
+    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
+        if self.filter.rx.allmulti != on {
+            self.filter.rx.allmulti = on;
+            self.bar.write32(regs::RCTL, self.rctl());
+        }
+        Ok(())
+    }
+
+    /// The group's bit in the Multicast Table Array (`zcnic::filter::mta_hash`).
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Multicast, mac, true)
+    }
+
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Multicast, mac, false)
+    }
+
+    /// A receive address entry of 1–23.
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Unicast, mac, true)
+    }
+
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Unicast, mac, false)
+    }
+}
+
+impl<B: Bar> IgbPort<B> {
+    fn filter_change(&mut self, kind: Kind, mac: [u8; 6], add: bool) -> Result<(), Error> {
+        self.filter.change(&self.bar, self.addr, kind, mac, add)
     }
 }
 
@@ -280,5 +317,25 @@ impl<B: Bar> Nic for Igb<B> {
 
     fn set_promisc(&mut self, on: bool) {
         self.port.set_promisc(on)
+    }
+
+    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
+        self.port.set_allmulti(on)
+    }
+
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.add_multicast(mac)
+    }
+
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.remove_multicast(mac)
+    }
+
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.add_unicast(mac)
+    }
+
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.remove_unicast(mac)
     }
 }

@@ -57,6 +57,19 @@ pub const RAL0: u32 = 0x5400;
 pub const RAH0: u32 = 0x5404;
 /// RAH.AV — Address Valid.
 pub const RAH_AV: u32 = 1 << 31;
+/// Receive address entries: 16 at RAL0 and 8 more at RAL(16) = 0x54E0 (§8.10.13); entry
+/// 0 holds the port's MAC.
+pub const RA_LEN: u32 = 24;
+
+/// RAL and RAH of receive address entry `n` (< [`RA_LEN`]), 8 bytes apart in each bank.
+pub const fn ra(n: u32) -> (u32, u32) {
+    let ral = if n < 16 {
+        RAL0 + 8 * n
+    } else {
+        0x54E0 + 8 * (n - 16)
+    };
+    (ral, ral + 4)
+}
 
 /// Per-queue register `base` of queue `q` (§8.10, §8.12): queues 0–3 at 0x100 steps from
 /// their legacy offsets, 4–15 at 0x40 steps from `high`.

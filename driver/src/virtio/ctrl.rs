@@ -18,6 +18,12 @@ pub(crate) mod cmd {
     pub const RX: u8 = 0;
     /// Promiscuous mode on (1) or off (0).
     pub const RX_PROMISC: u8 = 0;
+    /// All-multicast on (1) or off (0).
+    pub const RX_ALLMULTI: u8 = 1;
+    /// MAC filter class (virtio 1.1 §5.1.6.5.2).
+    pub const MAC: u8 = 1;
+    /// The unicast and the multicast table, each a le32 count and that many addresses.
+    pub const MAC_TABLE_SET: u8 = 0;
     /// Multiqueue class.
     pub const MQ: u8 = 4;
     /// Queue pairs in use, le16.
@@ -30,6 +36,23 @@ pub(crate) mod cmd {
 const ACK_OK: u8 = 0;
 /// How long a command may take. QEMU answers within the kick.
 const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends command `cmd` of class `class` on the port's control queue, if it has one, and
+/// waits for the answer; `parts` as in [`Ctrl::command`].
+pub(crate) fn send<Q: QueueKind>(
+    ctrl: Option<&mut Ctrl<Q>>,
+    addr: PciAddr,
+    class: u8,
+    cmd: u8,
+    parts: &[&[u8]],
+) -> Result<(), Error> {
+    let ctrl = ctrl.ok_or_else(|| {
+        Error::Io(format!(
+            "{addr}: the virtio device has no control queue (VIRTIO_NET_F_CTRL_VQ)"
+        ))
+    })?;
+    ctrl.command(class, cmd, parts)
+}
 
 /// The control queue and what it needs to send a command.
 pub(crate) struct Ctrl<Q> {
@@ -54,21 +77,27 @@ impl<Q: QueueKind> Ctrl<Q> {
         }
     }
 
-    /// Sends command `cmd` of class `class` with `data` and waits for the device's answer.
-    pub(crate) fn command(&mut self, class: u8, cmd: u8, data: &[u8]) -> Result<(), Error> {
+    /// Sends command `cmd` of class `class` with its data in `parts`, each in a descriptor
+    /// of its own (MAC_TABLE_SET's two tables are two parts), and waits for the device's
+    /// answer.
+    pub(crate) fn command(&mut self, class: u8, cmd: u8, parts: &[&[u8]]) -> Result<(), Error> {
         let addr = self.addr;
         let io = |what: String| Error::Io(format!("{addr}: virtio control queue: {what}"));
         let mut pkt = self
             .pool
             .alloc()
             .ok_or_else(|| io("no buffer in the pool for a command".into()))?;
-        let n = data.len();
+        let n: usize = parts.iter().map(|p| p.len()).sum();
         pkt.set_len(2 + n + 1)
             .map_err(|_| io(format!("a command of {n} bytes does not fit a buffer")))?;
         let b = pkt.data_mut();
         b[0] = class;
         b[1] = cmd;
-        b[2..2 + n].copy_from_slice(data);
+        let mut at = 2;
+        for p in parts {
+            b[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
         b[2 + n] = !ACK_OK;
         let at = pkt.iova();
         // Header, data and answer in descriptors of their own: the layout a device without
@@ -78,12 +107,14 @@ impl<Q: QueueKind> Ctrl<Q> {
             len: len as u32,
             device_writes,
         };
-        let (hdr, body, ack) = (part(0, 2, false), part(2, n, false), part(2 + n, 1, true));
-        let added = if n == 0 {
-            self.vq.add(&[hdr, ack])
-        } else {
-            self.vq.add(&[hdr, body, ack])
-        };
+        let mut chain = vec![part(0, 2, false)];
+        let mut off = 2;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            chain.push(part(off, p.len(), false));
+            off += p.len();
+        }
+        chain.push(part(2 + n, 1, true));
+        let added = self.vq.add(&chain);
         let id = added.map_err(|e| io(format!("the queue refused a command: {e}")))?;
         if self.vq.publish() {
             self.kick.kick();

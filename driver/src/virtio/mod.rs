@@ -5,10 +5,12 @@
 //! - `queue.rs`: the rings from `zcnic_descriptors::virtio` placed in DMA memory
 //! - `net.rs`: feature negotiation
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
+//! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
 //! - `port.rs`: the port and its queue pairs set up; the one-queue `VirtioNet`
 //! - `rxtx.rs`: the datapath of one queue pair
 
 mod ctrl;
+mod filter;
 mod net;
 mod port;
 mod queue;

@@ -2,11 +2,13 @@
 //! number of queue pairs in use and RSS ([`VirtioPort`]); and [`VirtioNet`], the one-queue
 //! [`Nic`] made of a port and its queue pair 0.
 
-use super::ctrl::{cmd, Ctrl};
+use super::ctrl::{self, cmd, Ctrl};
+use super::filter::VirtioFilter;
 use super::net::{feature, give_up, prev_power_of_two, stop};
 use super::queue::QueueKind;
 use super::rxtx::{pair, PairParts, VirtioRxQueue, VirtioTxQueue};
 use super::transport::Transport;
+use crate::filter::Kind;
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
@@ -36,13 +38,14 @@ const RETA_MAX: usize = 128;
 /// The control plane of one virtio-net device: its transport, control queue, filters and
 /// RSS. Its queue pairs run elsewhere.
 pub struct VirtioPort<Q: QueueKind> {
-    addr: PciAddr,
+    pub(super) addr: PciAddr,
     transport: Box<dyn Transport>,
     mac: [u8; 6],
     features: u64,
     pool: Arc<Mempool>,
-    ctrl: Option<Ctrl<Q>>,
-    promisc: bool,
+    pub(super) ctrl: Option<Ctrl<Q>>,
+    /// Promiscuity, all-multicast and the MAC table (`filter.rs`).
+    pub(super) filter: VirtioFilter,
     rss: Rss,
     /// The redirection table's length with VIRTIO_NET_F_RSS in use, else 0.
     reta_len: usize,
@@ -209,7 +212,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
             features,
             pool: Arc::clone(&pool),
             ctrl,
-            promisc: cfg.promisc,
+            filter: VirtioFilter::new(cfg.promisc, has(feature::CTRL_RX)),
             rss: cfg.rss.clone(),
             reta_len,
             queues: n,
@@ -274,29 +277,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
     }
 
     fn command(&mut self, class: u8, command: u8, data: &[u8]) -> Result<(), Error> {
-        let addr = self.addr;
-        let ctrl = self.ctrl.as_mut().ok_or_else(|| {
-            Error::Io(format!(
-                "{addr}: the virtio device has no control queue (VIRTIO_NET_F_CTRL_VQ)"
-            ))
-        })?;
-        ctrl.command(class, command, data)
-    }
-
-    /// Sets the device's promiscuous mode to the port's; without a receive-filter control
-    /// (VIRTIO_NET_F_CTRL_RX) there is nothing to set, and the device receives everything
-    /// (as QEMU's does).
-    fn apply_promisc(&mut self) -> Result<(), Error> {
-        if self.features & feature::CTRL_RX == 0 {
-            if !self.promisc {
-                log::warn!(
-                    "{}: virtio-net without VIRTIO_NET_F_CTRL_RX cannot filter: the port receives every frame",
-                    self.addr
-                );
-            }
-            return Ok(());
-        }
-        self.command(cmd::RX, cmd::RX_PROMISC, &[u8::from(self.promisc)])
+        ctrl::send(self.ctrl.as_mut(), self.addr, class, command, &[data])
     }
 
     /// Sends the whole RSS configuration (`virtio_net_rss_config`, virtio 1.2
@@ -420,14 +401,34 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
     }
 
     fn set_promisc(&mut self, on: bool) {
-        let was = std::mem::replace(&mut self.promisc, on);
-        if was != on {
-            if let Err(e) = self.apply_promisc() {
-                // The device keeps the mode it had; so does the port.
-                self.promisc = was;
-                log::warn!("{e}");
-            }
+        // On an error the device keeps the mode it had, and so does the port.
+        if let Err(e) = self.promisc_to(on) {
+            log::warn!("{e}");
         }
+    }
+
+    /// VIRTIO_NET_CTRL_RX_ALLMULTI; without VIRTIO_NET_F_CTRL_RX the device receives every
+    /// frame already, and this succeeds with nothing sent.
+    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
+        self.allmulti_to(on)
+    }
+
+    /// The MAC table's multicast half (VIRTIO_NET_CTRL_MAC_TABLE_SET), sent whole.
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Multicast, mac, true)
+    }
+
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Multicast, mac, false)
+    }
+
+    /// The MAC table's unicast half.
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Unicast, mac, true)
+    }
+
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.filter_change(Kind::Unicast, mac, false)
     }
 }
 
@@ -566,5 +567,25 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn set_promisc(&mut self, on: bool) {
         self.port.set_promisc(on)
+    }
+
+    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
+        self.port.set_allmulti(on)
+    }
+
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.add_multicast(mac)
+    }
+
+    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.remove_multicast(mac)
+    }
+
+    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.add_unicast(mac)
+    }
+
+    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        self.port.remove_unicast(mac)
     }
 }

@@ -1,6 +1,9 @@
 //! What the Intel e1000 and igb drivers share, and no more: bringing a PCI function up
-//! with its reset before bus mastering, ring sizes, and filling a receive ring. (Their
+//! with its reset before bus mastering, ring sizes, filling a receive ring, and the
+//! receive address filters (`filter.rs`: multicast table, extra addresses). (Their
 //! statistics code and the STATUS link decode live with the e1000 and are used by both.)
+
+pub(crate) mod filter;
 
 use crate::mmio::MmioBar;
 use crate::pci::PciAddr;
