@@ -95,8 +95,10 @@ pub trait RxQueue: Send {
     /// As [`rx_batch`](Self::rx_batch), with the refills taken from `cache`: the calling
     /// thread's cache of this queue's pool (DPDK's per-lcore mempool cache), which the
     /// thread's transmit calls and its own allocations and frees share, so buffers go
-    /// round without touching the pool's shared stack. A driver without a cached path
-    /// takes its refills from the pool as `rx_batch` does.
+    /// round without touching the pool's shared stack. A cache of another pool (another
+    /// port's) is not used: its buffers may hold addresses that mean nothing, or something
+    /// else, to this device. A driver without a cached path takes its refills from the
+    /// pool as `rx_batch` does.
     fn rx_batch_cached(
         &mut self,
         out: &mut Vec<Packet>,

@@ -169,7 +169,8 @@ impl PoolCache {
         held.cur.head = pool.links()[idx as usize].load(Ordering::Relaxed);
         held.cur.len -= 1;
         held.publish();
-        Some(Mempool::packet(pool.slots(), idx))
+        // SAFETY: the head of our chain: a buffer this cache owns, now given up.
+        Some(unsafe { Mempool::packet(pool.slots(), idx) })
     }
 
     /// Appends up to `n` buffers to `out`; returns how many. From the cache's chains
@@ -197,7 +198,8 @@ impl PoolCache {
                 // Within the chain every link is an index + 1 of this pool, set by whoever
                 // held the buffer last (or the stack's, for a popped chain).
                 head = links[idx as usize].load(Ordering::Relaxed);
-                Mempool::packet(slots, idx)
+                // SAFETY: the head of our chain: a buffer this cache owns, now given up.
+                unsafe { Mempool::packet(slots, idx) }
             }));
             held.cur.head = head;
             held.cur.len -= take;
@@ -219,13 +221,30 @@ impl PoolCache {
     /// keeps the chain in registers; any other leaves the loop for `free_all`.
     #[inline(never)]
     pub fn free_slots(&mut self, slots: &mut [Option<Packet>]) {
+        let me = Arc::as_ptr(&self.pool);
         let mut at = 0;
         while at < slots.len() {
             at = self.free_plain(slots, at);
-            if let Some(p) = slots.get_mut(at).and_then(Option::take) {
-                self.free_all(std::iter::once(p));
+            let Some(Some(p)) = slots.get(at) else {
+                at += 1;
+                continue;
+            };
+            if p.is_from_ptr(me) {
+                // Ours, with a payload, or the chain is empty or full.
+                if let Some(p) = slots[at].take() {
+                    self.free_all(std::iter::once(p));
+                }
+                at += 1;
+                continue;
             }
-            at += 1;
+            // Another pool's (a frame received on another port): the run of them goes
+            // home with one push per pool, as `Packet::drop_slots` does.
+            let end = slots[at..]
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|p| p.is_from_ptr(me)))
+                .map_or(slots.len(), |n| at + n);
+            Packet::drop_slots(&mut slots[at..end]);
+            at = end;
         }
         self.publish();
     }
@@ -491,21 +510,21 @@ mod tests {
 
     /// A transmit ring's group: empty slots are skipped, plain packets go onto the chain
     /// (rotating full chains out), and a packet with a payload or from another pool takes
-    /// the slow path: the payload is dropped, the other pool's packet goes home. Every
-    /// slot ends empty and nothing is lost.
+    /// the slow path: the payload is dropped, another pool's run of packets goes home in
+    /// one push. Every slot ends empty, nothing is lost, and the count is published
+    /// whatever the last slot held.
     #[test]
     fn free_slots_takes_every_kind_of_packet() {
         let dma = FakeDma::new();
         let (pool, other) = (
             Mempool::new(&dma, 64).unwrap(),
-            Mempool::new(&dma, 8).unwrap(),
+            Mempool::new(&dma, 16).unwrap(),
         );
         let region = Arc::new(crate::UserRegion::with_data(&[7u8; 64], dma.mapper()).unwrap());
         let mut cache = pool.cache(4);
         let mut slots: Vec<Option<Packet>> = (0..20)
             .map(|i| match i % 5 {
                 0 => None,
-                3 => other.alloc(),
                 4 => {
                     let mut p = pool.alloc().unwrap();
                     p.attach(crate::Segment::new(&region, 0, 16).unwrap());
@@ -514,18 +533,58 @@ mod tests {
                 _ => pool.alloc(),
             })
             .collect();
+        // A run of another pool's packets in the middle.
+        for s in &mut slots[6..9] {
+            *s = other.alloc();
+        }
+        let before = other.stack_changes();
         assert_eq!(Arc::strong_count(&region), 1 + 4, "four payloads held");
         cache.free_slots(&mut slots);
         assert!(slots.iter().all(Option::is_none), "every slot emptied");
         assert_eq!(Arc::strong_count(&region), 1, "payloads dropped");
-        assert_eq!((pool.free_count(), other.free_count()), (64, 8));
+        assert_eq!(
+            other.stack_changes() - before,
+            1,
+            "the other pool's run went home in one push"
+        );
+        assert_eq!((pool.free_count(), other.free_count()), (64, 16));
         assert!(cache.len() <= cache.capacity());
         let mut again = Vec::new();
-        assert_eq!(cache.alloc_batch(&mut again, 64), 64, "each buffer once");
+        assert_eq!(cache.alloc_batch(&mut again, 64), 64);
         let mut idx: Vec<u32> = again.iter().map(Packet::index).collect();
         idx.sort();
+        let n = idx.len();
         idx.dedup();
-        assert_eq!(idx.len(), 64);
+        assert_eq!(idx.len(), n, "each buffer once");
+        // Plain packets to the end: the loop's own publish is what counts them.
+        // (Three: the first starts a chain, the next two take the plain loop; a fifth would
+        // fill the chain and go the slow way, which publishes on its own.)
+        let mut plain: Vec<Option<Packet>> = again.drain(..3).map(Some).collect();
+        cache.free_slots(&mut plain);
+        assert_eq!(pool.free_count(), 3, "the three freed, counted at once");
+    }
+
+    /// A chain emptied by allocations keeps a stale tail; `free_slots` must start a new
+    /// chain (setting its tail) rather than link onto it, or the next push hands a buffer
+    /// out twice.
+    #[test]
+    fn free_slots_after_the_chains_ran_dry_hands_each_buffer_out_once() {
+        let pool = Mempool::new(&FakeDma::new(), 64).unwrap();
+        let mut cache = pool.cache(4);
+        let mut six = Vec::new();
+        assert_eq!(pool.alloc_batch(&mut six, 6), 6);
+        cache.free_all(six.drain(..));
+        assert_eq!(cache.alloc_batch(&mut six, 6), 6, "both chains empty again");
+        let mut slots: Vec<Option<Packet>> = (0..9).map(|_| pool.alloc()).collect();
+        cache.free_slots(&mut slots);
+        let mut all = Vec::new();
+        assert_eq!(cache.alloc_batch(&mut all, 100), 58, "all but the six held");
+        all.extend(six);
+        let mut idx: Vec<u32> = all.iter().map(Packet::index).collect();
+        idx.sort();
+        let n = idx.len();
+        idx.dedup();
+        assert_eq!(idx.len(), n, "no buffer handed out twice");
     }
 
     /// A packet of another pool goes back to its own pool, never into this cache.

@@ -175,6 +175,11 @@ impl FreeStack {
         }
     }
 
+    /// How many times the stack has changed: its tag, bumped by every push and pop.
+    pub fn changes(&self) -> u64 {
+        (self.head.load(Ordering::Relaxed) >> 64) as u64
+    }
+
     /// Entries on the stack (exact when no other thread is pushing or popping).
     pub fn len(&self) -> usize {
         Head(self.head.load(Ordering::Relaxed)).len() as usize

@@ -150,11 +150,16 @@ impl Mempool {
         (i / PER_PAGE) * HUGEPAGE + (i % PER_PAGE) * ENTRY
     }
 
-    /// The packet for index `idx` of `slots` (this pool's), just taken off the free stack.
+    /// The packet for index `idx` of `slots` (this pool's).
+    ///
+    /// # Safety
+    /// The caller owns buffer `idx` (took it off the free stack, or out of a cache's chain,
+    /// and has not handed it out since) and gives it up to the packet: nothing else refers
+    /// to its slot.
     #[inline(always)]
-    pub(crate) fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
+    pub(crate) unsafe fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
         let cell = &slots[idx as usize];
-        // SAFETY: `idx` was just popped, so nothing else refers to its slot.
+        // SAFETY: the caller owns `idx`, so nothing else refers to its slot.
         let slot = unsafe { &mut *cell.get() };
         slot.head = HEADROOM as u16;
         slot.len = 0;
@@ -179,7 +184,8 @@ impl Mempool {
         let mut got = [0; 1];
         let (taken, before) = self.free.pop_batch(&mut got);
         self.lend(taken, before);
-        (taken == 1).then(|| Self::packet(&self.slots, got[0]))
+        // SAFETY: `got[0]` was just popped: ours.
+        (taken == 1).then(|| unsafe { Self::packet(&self.slots, got[0]) })
     }
 
     /// One buffer holding a copy of `data`, or `None` when none is free or `data` does
@@ -206,7 +212,12 @@ impl Mempool {
             self.lend(taken, before);
             // A slice's map has an exact length: one capacity check for the burst.
             let slots = &self.slots[..];
-            out.extend(got[..taken].iter().map(|&i| Self::packet(slots, i)));
+            // SAFETY: these were just popped: ours.
+            out.extend(
+                got[..taken]
+                    .iter()
+                    .map(|&i| unsafe { Self::packet(slots, i) }),
+            );
             total += taken;
         }
         total
@@ -222,6 +233,13 @@ impl Mempool {
         caches.retain(|c| Arc::strong_count(c) > 1);
         let cached: usize = caches.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         self.free.len() + cached
+    }
+
+    /// How many times the shared free stack has changed (each push or pop of a run of
+    /// buffers is one): how often threads met on the pool. A forwarder whose buffers go
+    /// round through a [`PoolCache`] leaves it still.
+    pub fn stack_changes(&self) -> u64 {
+        self.free.changes()
     }
 
     /// A cache of `size` buffers of this pool for one thread (see [`PoolCache`]).

@@ -431,3 +431,92 @@ fn each_thread_forwards_through_a_cache_of_its_own() {
     drop((queues, port));
     assert_eq!(pool.free_count(), pool.capacity(), "every buffer back");
 }
+
+/// Echoes `bursts` bursts of up to 32 frames on queue 0 of a one-queue port, through a
+/// thread's cache or the plain calls; returns how often the pool's shared stack changed
+/// meanwhile (after a warm-up) and the frames echoed.
+fn echo_stack_changes(cached: bool, bursts: usize) -> (u64, usize) {
+    let dev = FakeIgb::start();
+    let (_port, mut queues) = open(&dev, 1);
+    let (mut rx, mut tx) = queues.pop().unwrap();
+    let pool = Arc::clone(rx.pool());
+    let mut cache = pool.cache(32);
+    let mut batch = Vec::with_capacity(32);
+    let (mut echoed, mut changes_from) = (0, None);
+    for burst in 0..bursts + 10 {
+        if burst == 10 {
+            changes_from = Some(pool.stack_changes());
+        }
+        for seq in 0..32 {
+            dev.inject(Inject::Frame(udp(
+                seq,
+                (burst * 32) as u32 + u32::from(seq),
+            )));
+        }
+        wait("a burst", || {
+            let k = if cached {
+                rx.rx_batch_cached(&mut batch, 32, &mut cache)
+            } else {
+                rx.rx_batch(&mut batch, 32)
+            };
+            echoed += k;
+            batch.len() == 32
+        });
+        while !batch.is_empty() {
+            if cached {
+                tx.tx_batch_cached(&mut batch, &mut cache);
+            } else {
+                tx.tx_batch(&mut batch);
+            }
+        }
+    }
+    (pool.stack_changes() - changes_from.unwrap(), echoed)
+}
+
+/// A forwarder through its thread's cache leaves the pool's shared stack nearly still:
+/// refills come from what transmit freed. Through the plain calls every burst pops its
+/// refills off the stack and pushes its sent buffers back.
+#[test]
+fn a_cached_forwarder_leaves_the_shared_stack_still() {
+    let (plain, n) = echo_stack_changes(false, 40);
+    assert_eq!(n, 50 * 32);
+    let (cached, n) = echo_stack_changes(true, 40);
+    assert_eq!(n, 50 * 32);
+    eprintln!("shared stack changes over 40 bursts: plain {plain}, cached {cached}");
+    assert!(
+        plain >= 40,
+        "plain calls: at least a pop per burst ({plain})"
+    );
+    assert!(
+        cached * 8 <= plain,
+        "cached: {cached} changes against {plain} for the plain calls"
+    );
+}
+
+/// A cache of another pool is never used for refills: every frame arrives in a buffer of
+/// the port's own pool, and the other pool is untouched.
+#[test]
+fn a_cache_of_another_pool_is_not_used_for_refills() {
+    let dev = FakeIgb::start();
+    let (_port, mut queues) = open(&dev, 1);
+    let (mut rx, _tx) = queues.pop().unwrap();
+    let other = Mempool::new(&zcnic::FakeDma::new(), 256).unwrap();
+    let mut foreign = other.cache(16);
+    let untouched = other.stack_changes();
+    for seq in 0..200 {
+        dev.inject(Inject::Frame(udp((seq % 64) as u16, seq)));
+    }
+    let mut got = Vec::new();
+    let mut batch = Vec::with_capacity(32);
+    wait("200 frames", || {
+        rx.rx_batch_cached(&mut batch, 32, &mut foreign);
+        got.append(&mut batch);
+        got.len() == 200
+    });
+    assert!(
+        got.iter().all(|p| p.is_from(rx.pool())),
+        "the port's own buffers"
+    );
+    assert_eq!(other.free_count(), 256);
+    assert_eq!(other.stack_changes(), untouched, "the other pool untouched");
+}

@@ -130,7 +130,7 @@ impl TxQueue {
     }
 
     /// Reclaims every completed cleanup batch: the device wrote DD on its last descriptor,
-    /// and (in order) it finished all before it. The packets go back to the pool, or into
+    /// and (in order) it finished all before it. The packets go into the port's cache, or into
     /// `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
     #[inline]
     fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
@@ -369,8 +369,8 @@ impl<B: Bar> E1000<B> {
         if limit == 0 || !q.desc(q.idx.slot(start)).done() {
             return 0;
         }
-        // Refills for the frames waiting: the caller's spares first, then the pool's in one
-        // go. The device completes in order, so when the burst's last descriptor is done,
+        // Refills for the frames waiting: the caller's spares first, then the cache's (the
+        // pool's when it runs short). The device completes in order, so when the burst's last descriptor is done,
         // all are (a device that lies only leaves refills over, which go back below);
         // otherwise count them.
         let waiting = if q
@@ -443,7 +443,7 @@ impl<B: Bar> E1000<B> {
             out.extend(q.fresh.drain(..k));
         }
         // Refills left over for bad descriptors, which keep their buffer: the caller's go
-        // back to it (they came first), the pool's to the pool.
+        // back to it (they came first), the cache's to the cache.
         if !q.fresh.is_empty() {
             let back = given.saturating_sub(k);
             q.cache.free_all(q.fresh.drain(back..));
@@ -469,8 +469,8 @@ impl<B: Bar> E1000<B> {
         k
     }
 
-    /// Sends what fits of `pkts`; completed packets go to the pool, or into `done` with
-    /// `KEEP`.
+    /// Sends what fits of `pkts`; completed packets go to the port's cache, or into `done`
+    /// with `KEEP`.
     pub(crate) fn tx<const KEEP: bool>(
         &mut self,
         pkts: &mut Vec<Packet>,

@@ -34,7 +34,7 @@ pub(crate) struct RxRing {
     idx: RingIndex,
     /// The buffer of each slot, always one.
     pub(crate) bufs: Vec<Packet>,
-    /// Refills for one burst, taken from the pool in one operation.
+    /// Refills for one burst, taken from the cache or the pool in one operation.
     fresh: Vec<Packet>,
     consumed: u32,
     produced: u32,
@@ -241,8 +241,8 @@ impl TxRing {
     /// device completes in order. A group not queued whole has no RS at its end yet, but
     /// the last burst's end has: once that is done, everything goes back. (A 32-slot ring
     /// never holds a whole group, so without this a full one never freed a slot.) The
-    /// packets go back to the pool in one operation, or into `keep` with `KEEP`
-    /// (`Nic::tx_batch_recycle`).
+    /// packets go into `cache` (without one, back to the pool, a group per push), or into
+    /// `keep` with `KEEP` (`Nic::tx_batch_recycle`).
     fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: Option<&mut PoolCache>) {
         let mut cache = cache;
         loop {
@@ -366,8 +366,11 @@ impl IgbRxQueue {
         out: &mut Vec<Packet>,
         max: usize,
         spare: &mut Vec<Packet>,
-        mut cache: Option<&mut PoolCache>,
+        cache: Option<&mut PoolCache>,
     ) -> usize {
+        // Only a cache of this queue's own pool: another pool's buffers may hold addresses
+        // that mean something else, or nothing, to this device (its IOMMU domain).
+        let mut cache = cache.filter(|c| Arc::ptr_eq(c.pool(), &self.pool));
         let Some(q) = self.ring.as_mut() else {
             return 0;
         };
