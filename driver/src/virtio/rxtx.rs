@@ -6,9 +6,10 @@
 //! copied. A legacy device without VIRTIO_F_ANY_LAYOUT needs the header in a descriptor
 //! of its own (virtio 1.1 §2.6.4.3): then the header stays in the headroom but gets its
 //! own descriptor, and every frame takes one descriptor more (the ring holds half as many
-//! one-buffer frames). Receive buffers are refilled in a batch after each burst; completed transmit
-//! buffers are reclaimed in a batch when the transmit queue runs short of room, and by
-//! `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
+//! one-buffer frames). Receive buffers are refilled in a batch after each burst; completed
+//! transmit buffers are reclaimed in a batch when the transmit queue runs short of room,
+//! and by `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY
+//! flag).
 
 use super::queue::QueueKind;
 use super::transport::Notifier;
@@ -337,6 +338,87 @@ impl<Q: QueueKind> TxState<Q> {
         }
         errors
     }
+
+    /// [`TxState::add_frames`] of what fits in `free` descriptors of `pkts` with the header
+    /// in a descriptor of its own (one more per frame); returns how many were taken too.
+    #[cold]
+    #[inline(never)]
+    fn burst_apart(
+        &mut self,
+        pkts: &mut Vec<Packet>,
+        free: usize,
+        space: &AddressSpace,
+        pool: &Arc<Mempool>,
+    ) -> (usize, (u64, u64, u64)) {
+        let n = crate::nic::chains_that_fit(pkts, free, 2);
+        (n, self.add_frames::<true>(pkts.drain(..n), space, pool))
+    }
+
+    /// Adds `frames` (each checked, copied into the pool's address space when it is not
+    /// there, its header prepended and zeroed) as chains; with `APART` the header has a
+    /// descriptor of its own. Returns frames and bytes added, and frames refused.
+    #[inline(always)]
+    fn add_frames<const APART: bool>(
+        &mut self,
+        frames: impl Iterator<Item = Packet>,
+        space: &AddressSpace,
+        pool: &Arc<Mempool>,
+    ) -> (u64, u64, u64) {
+        let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        for pkt in frames {
+            // A buffer (or payload) of another address space is copied into ours first.
+            let pkt = if pkt.payload().is_none() && pkt.reachable_in(*space) {
+                Some(pkt)
+            } else {
+                crate::nic::into_space(pkt, pool)
+            };
+            let Some(mut pkt) = pkt else {
+                errors += 1;
+                continue;
+            };
+            let total = pkt.total_len();
+            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
+                errors += 1;
+                continue;
+            }
+            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
+            // plain stores; a variable one is a memset call per frame.
+            let hdr = pkt.data_mut();
+            hdr[..8].fill(0);
+            match self.hdr_len {
+                12 => hdr[8..12].fill(0),
+                10 => hdr[8..10].fill(0),
+                _ => hdr[8..20].fill(0),
+            }
+            let head = Buf {
+                addr: pkt.iova(),
+                len: pkt.len() as u32,
+                device_writes: false,
+            };
+            let added = match pkt.payload() {
+                _ if APART => add_apart(&mut self.vq, &pkt, self.hdr_len),
+                None => self.vq.add(&[head]),
+                Some(seg) => {
+                    let payload = Buf {
+                        addr: seg.iova(),
+                        len: seg.len() as u32,
+                        device_writes: false,
+                    };
+                    self.vq.add(&[head, payload])
+                }
+            };
+            match added {
+                Ok(id) => self.bufs[usize::from(id)] = Some(pkt),
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            }
+            sent += 1;
+            bytes += total as u64;
+        }
+        (sent, bytes, errors)
+    }
 }
 
 impl<Q: QueueKind> VirtioTxQueue<Q> {
@@ -372,67 +454,17 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
             self.counters.add(0, 0, errors);
             return 0;
         }
-        let free = usize::from(st.vq.free());
-        // A frame with an attached payload is a chain of two descriptors; a header of its
-        // own adds one.
-        let n = if st.hdr_apart {
-            crate::nic::chains_that_fit(pkts, free, 2)
+        let (free, space, pool) = (usize::from(st.vq.free()), &self.space, &self.pool);
+        // The layout is chosen once a burst, out of line when the header goes apart, so
+        // the one-descriptor loop has no test in it. A frame with an attached payload is
+        // a chain of two descriptors.
+        let (n, (sent, bytes, bad)) = if st.hdr_apart {
+            st.burst_apart(pkts, free, space, pool)
         } else {
-            crate::nic::frames_that_fit(pkts, free)
+            let n = crate::nic::frames_that_fit(pkts, free);
+            (n, st.add_frames::<false>(pkts.drain(..n), space, pool))
         };
-        let (mut sent, mut bytes) = (0u64, 0u64);
-        for pkt in pkts.drain(..n) {
-            // A buffer (or payload) of another address space is copied into ours first.
-            let pkt = if pkt.payload().is_none() && pkt.reachable_in(self.space) {
-                Some(pkt)
-            } else {
-                crate::nic::into_space(pkt, &self.pool)
-            };
-            let Some(mut pkt) = pkt else {
-                errors += 1;
-                continue;
-            };
-            let total = pkt.total_len();
-            if pkt.is_empty() || pkt.prepend(st.hdr_len).is_err() {
-                errors += 1;
-                continue;
-            }
-            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
-            // plain stores; a variable one is a memset call per frame.
-            let hdr = pkt.data_mut();
-            hdr[..8].fill(0);
-            match st.hdr_len {
-                12 => hdr[8..12].fill(0),
-                10 => hdr[8..10].fill(0),
-                _ => hdr[8..20].fill(0),
-            }
-            let head = Buf {
-                addr: pkt.iova(),
-                len: pkt.len() as u32,
-                device_writes: false,
-            };
-            let added = match pkt.payload() {
-                _ if st.hdr_apart => add_apart(&mut st.vq, &pkt, st.hdr_len),
-                None => st.vq.add(&[head]),
-                Some(seg) => {
-                    let payload = Buf {
-                        addr: seg.iova(),
-                        len: seg.len() as u32,
-                        device_writes: false,
-                    };
-                    st.vq.add(&[head, payload])
-                }
-            };
-            match added {
-                Ok(id) => st.bufs[usize::from(id)] = Some(pkt),
-                Err(_) => {
-                    errors += 1;
-                    continue;
-                }
-            }
-            sent += 1;
-            bytes += total as u64;
-        }
+        errors += bad;
         if sent > 0 && st.vq.publish() {
             st.kick.kick();
         }
