@@ -1,4 +1,5 @@
-//! A modern virtio-net device (virtio 1.1 §4.1 PCI transport, §5.1 network device) played
+//! A modern virtio-net device (virtio 1.1 §4.1 PCI transport, §5.1 network device), or a
+//! legacy one that may withhold VIRTIO_F_ANY_LAYOUT (`fake_virtio/layout.rs`), played
 //! well enough for the driver: feature negotiation, a receive and a transmit queue in split
 //! or packed format, transmit (every frame the device sees is recorded), receive of frames
 //! the test injects, both notification-suppression styles, and the used entries a broken

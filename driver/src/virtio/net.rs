@@ -64,6 +64,14 @@ pub fn wanted_features(packed: bool, queues: u16) -> u64 {
 /// frame: a legacy device that did not negotiate VIRTIO_F_ANY_LAYOUT (virtio 1.1 §2.6.4.3,
 /// "Legacy Interface: Message Framing"). VirtualBox offers no ANY_LAYOUT and mis-frames a
 /// header that shares the frame's descriptor; VERSION_1 implies any layout.
+///
+/// ```
+/// use zcnic::virtio::{feature, header_apart};
+///
+/// assert!(header_apart(feature::MAC)); // legacy, no ANY_LAYOUT: VirtualBox
+/// assert!(!header_apart(feature::MAC | feature::ANY_LAYOUT)); // legacy QEMU
+/// assert!(!header_apart(feature::VERSION_1)); // virtio 1.0+
+/// ```
 pub fn header_apart(features: u64) -> bool {
     features & (feature::ANY_LAYOUT | feature::VERSION_1) == 0
 }
