@@ -246,13 +246,20 @@ pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> 
 /// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a
 /// frame with an attached payload. With room for two per frame there is nothing to count.
 #[inline(always)]
-pub(crate) fn frames_that_fit(pkts: &[Packet], mut free: usize) -> usize {
-    if free >= 2 * pkts.len() {
+pub(crate) fn frames_that_fit(pkts: &[Packet], free: usize) -> usize {
+    chains_that_fit(pkts, free, 1)
+}
+
+/// [`frames_that_fit`] for frames whose head takes `head` descriptors (virtio's header in
+/// a descriptor of its own: 2), an attached payload one more.
+#[inline(always)]
+pub(crate) fn chains_that_fit(pkts: &[Packet], mut free: usize, head: usize) -> usize {
+    if free >= (head + 1) * pkts.len() {
         return pkts.len();
     }
     let mut n = 0;
     for p in pkts {
-        let need = 1 + usize::from(p.payload().is_some());
+        let need = head + usize::from(p.payload().is_some());
         if need > free {
             break;
         }

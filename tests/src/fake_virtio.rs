@@ -1,4 +1,5 @@
-//! A modern virtio-net device (virtio 1.1 §4.1 PCI transport, §5.1 network device) played
+//! A modern virtio-net device (virtio 1.1 §4.1 PCI transport, §5.1 network device), or a
+//! legacy one that may withhold VIRTIO_F_ANY_LAYOUT (`fake_virtio/layout.rs`), played
 //! well enough for the driver: feature negotiation, a receive and a transmit queue in split
 //! or packed format, transmit (every frame the device sees is recorded), receive of frames
 //! the test injects, both notification-suppression styles, and the used entries a broken
@@ -13,12 +14,16 @@
 //! would: a reset quiesces the datapath before the write returns, and every notification is
 //! counted (none missed, none merged). Only the datapath runs on the device thread.
 
+mod layout;
+
+pub use layout::{LegacyView, LEGACY_HDR_LEN};
+
 use crate::fake_filter::{self, VirtioRxFilter};
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use zcnic::virtio::{feature, status, Modern};
+use zcnic::virtio::{feature, status, Modern, Transport};
 use zcnic::{Bar, FakeBar, FakeDma};
 use zcnic_descriptors::virtio::{
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, RING_EVENT_WRAP,
@@ -129,6 +134,14 @@ pub struct Behaviour {
     pub rss: bool,
     /// Clear FEATURES_OK whatever the driver accepts.
     pub refuse_features: bool,
+    /// A legacy device: no VERSION_1 (nor ACCESS_PLATFORM) offered, DRIVER_OK without
+    /// FEATURES_OK, the 10-byte header; the driver reaches it through
+    /// [`FakeVirtio::any_transport`] (a [`LegacyView`]).
+    pub legacy: bool,
+    /// Offer VIRTIO_F_ANY_LAYOUT (bit 27). A legacy device that did not negotiate it
+    /// counts every chain whose header shares a descriptor with frame bytes as
+    /// `misframed` (`layout.rs`).
+    pub any_layout: bool,
     /// Act on a queue only once the driver has notified it, as a device that sleeps until
     /// kicked does, instead of polling the rings. Woken, the device takes chains until the
     /// ring is empty; then it asks for the next kick where it stopped (`used.flags` 0, and
@@ -152,6 +165,8 @@ impl Default for Behaviour {
             pairs: 1,
             rss: false,
             refuse_features: false,
+            legacy: false,
+            any_layout: false,
             only_when_notified: false,
         }
     }
@@ -175,6 +190,12 @@ impl Behaviour {
         }
         if self.rss {
             f |= feature::RSS | feature::HASH_REPORT;
+        }
+        if self.any_layout {
+            f |= feature::ANY_LAYOUT;
+        }
+        if self.legacy {
+            f &= !(feature::VERSION_1 | feature::ACCESS_PLATFORM);
         }
         f
     }
@@ -230,6 +251,9 @@ pub struct Counts {
     pub faults: u64,
     /// Transmitted chains whose first 12 bytes were not an all-zero header.
     pub bad_headers: u64,
+    /// Chains a legacy device without ANY_LAYOUT could not frame: a header sharing its
+    /// descriptor with frame bytes, transmit or receive.
+    pub misframed: u64,
     /// Device resets (status written 0).
     pub resets: u64,
     /// Frames transmitted.
@@ -283,6 +307,7 @@ struct Counters {
     bad_accesses: AtomicU64,
     faults: AtomicU64,
     bad_headers: AtomicU64,
+    misframed: AtomicU64,
     resets: AtomicU64,
     sent: AtomicU64,
     rx_used: AtomicU64,
@@ -340,6 +365,7 @@ impl FakeVirtio {
             rings: Default::default(),
             event_idx: false,
             hdr_len: HDR_LEN,
+            strict: false,
             rx_filter: VirtioRxFilter::default(),
             ctrl_held: false,
             tx_paused: false,
@@ -389,6 +415,17 @@ impl FakeVirtio {
     /// The modern transport over this device's BAR, windows where QEMU puts them.
     pub fn transport(&self) -> Modern<VirtioBar> {
         Modern::in_one_bar(self.bar.clone(), 0, DEVICE_CFG, NOTIFY, NOTIFY_MULT)
+    }
+
+    /// The transport the driver sees: [`FakeVirtio::transport`], or with
+    /// [`Behaviour::legacy`] that under a [`LegacyView`].
+    pub fn any_transport(&self) -> Box<dyn Transport> {
+        let legacy = self.shared.control(|core, _| core.b.legacy);
+        if legacy {
+            Box::new(LegacyView(self.transport()))
+        } else {
+            Box::new(self.transport())
+        }
     }
 
     /// Queues something for the receive side of pair 0.
@@ -466,6 +503,7 @@ impl FakeVirtio {
             bad_accesses: get(&c.bad_accesses),
             faults: get(&c.faults),
             bad_headers: get(&c.bad_headers),
+            misframed: get(&c.misframed),
             resets: get(&c.resets),
             sent: get(&c.sent),
             rx_used: get(&c.rx_used),
@@ -584,8 +622,10 @@ struct Core {
     queues: [QueueRegs; MAX_QUEUES],
     rings: [Option<Ring>; MAX_QUEUES],
     event_idx: bool,
-    /// The header's length as negotiated (12, or 20 with the hash report).
+    /// The header's length as negotiated (12, or 20 with the hash report; 10 legacy).
     hdr_len: usize,
+    /// The header must have a descriptor of its own (legacy without ANY_LAYOUT).
+    strict: bool,
     /// Receive filter: promiscuity, all-multicast and the MAC table, as QEMU's.
     rx_filter: VirtioRxFilter,
     /// The control queue is not looked at (a device slow to answer).
@@ -742,7 +782,8 @@ impl Core {
                 self.regs.write8(c::DEVICE_STATUS, s);
             }
         }
-        let ok = s & status::FEATURES_OK != 0;
+        // A legacy device has no FEATURES_OK (virtio 1.1 §3.1.2).
+        let ok = s & status::FEATURES_OK != 0 || self.b.legacy;
         if ok && s & status::DRIVER_OK != 0 && self.status & status::DRIVER_OK == 0 {
             self.start(counts);
         }
@@ -755,9 +796,12 @@ impl Core {
         self.event_idx = self.accepted() & feature::EVENT_IDX != 0;
         self.hdr_len = if self.accepted() & feature::HASH_REPORT != 0 {
             HASH_HDR_LEN
+        } else if self.accepted() & feature::VERSION_1 == 0 {
+            LEGACY_HDR_LEN
         } else {
             HDR_LEN
         };
+        self.strict = layout::strict(self.accepted());
         let rings = self
             .queues
             .map(|q| (q.enable == 1 && q.size > 0).then(|| Ring::new(packed, q)));
@@ -872,11 +916,21 @@ impl Core {
             let Some(chain) = next.take(ring, &m) else {
                 break;
             };
-            let bytes = gather(&m, &chain);
-            if bytes.len() < hdr || bytes[..hdr].iter().any(|&b| b != 0) {
+            let (head, frame) = if self.strict {
+                let (head, frame, misframed) = layout::split_tx(&m, &chain, hdr);
+                if misframed {
+                    bump(&counts.misframed, 1);
+                }
+                (head, frame)
+            } else {
+                let mut bytes = gather(&m, &chain);
+                let frame = bytes.split_off(hdr.min(bytes.len()));
+                (bytes, frame)
+            };
+            if head.len() < hdr || head[..hdr].iter().any(|&b| b != 0) {
                 bump(&counts.bad_headers, 1);
             }
-            frames.push(bytes.get(hdr..).unwrap_or_default().to_vec());
+            frames.push(frame);
             let len = if self.bad_tx_len > 0 {
                 self.bad_tx_len -= 1;
                 100
@@ -916,6 +970,17 @@ impl Core {
             event_idx: self.event_idx,
         };
         let hdr = self.hdr_len;
+        let strict = self.strict;
+        let put = |m: &Dma, chain: &Chain, h: &[u8], f: &[u8]| {
+            if !strict {
+                return deliver(m, chain, h, f);
+            }
+            let (len, misframed) = layout::deliver_apart(m, chain, h, f);
+            if misframed {
+                bump(&counts.misframed, 1);
+            }
+            len
+        };
         let (mut done, mut used) = (Vec::new(), 0u64);
         while let Some(front) = self.inject[pair].front() {
             // Frames the filter turns away take no buffer.
@@ -954,7 +1019,7 @@ impl Core {
             match what {
                 Inject::Frame(f) => {
                     let a = next();
-                    done.push(a.used(a.id.into(), deliver(&m, &a, &vec![0; hdr], &f)));
+                    done.push(a.used(a.id.into(), put(&m, &a, &vec![0; hdr], &f)));
                 }
                 Inject::Hashed(f, hash, report) => {
                     let mut h = vec![0; hdr];
@@ -963,7 +1028,7 @@ impl Core {
                         h[16..18].copy_from_slice(&report.to_le_bytes());
                     }
                     let a = next();
-                    done.push(a.used(a.id.into(), deliver(&m, &a, &h, &f)));
+                    done.push(a.used(a.id.into(), put(&m, &a, &h, &f)));
                 }
                 Inject::BadId(id) => {
                     let a = next();
@@ -971,7 +1036,7 @@ impl Core {
                 }
                 Inject::Duplicate(f) => {
                     let (a, b) = (next(), next());
-                    let len = deliver(&m, &a, &vec![0; hdr], &f);
+                    let len = put(&m, &a, &vec![0; hdr], &f);
                     done.push(a.used(a.id.into(), len));
                     done.push(b.used(a.id.into(), len));
                 }

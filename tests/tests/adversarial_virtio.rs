@@ -1,6 +1,8 @@
 //! The virtio-net driver against a device that lies, on split and packed rings over the
-//! modern transport: a proptest state machine plays the device on the test thread (no
-//! device thread, so every case is deterministic and shrinks).
+//! modern transport, or a legacy one without VIRTIO_F_ANY_LAYOUT (the header in a
+//! descriptor of its own, which the device checks of every chain while in step): a
+//! proptest state machine plays the device on the test thread (no device thread, so every
+//! case is deterministic and shrinks).
 //!
 //! The device completes chains properly, or lies in ways that keep it in step with the
 //! driver (a used entry under a wrong id, a duplicate, a length beyond the buffer), or in
@@ -25,7 +27,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zcnic::virtio::{feature, negotiate, status, DmaMem, Modern, QueueKind, VirtioNet};
+use zcnic::virtio::{feature, negotiate, status, DmaMem, Modern, QueueKind, Transport, VirtioNet};
 use zcnic::{
     Bar, Config, Error, FakeBar, FakeDma, Mempool, Nic, Packet, PciAddr, Stats, UserRegion,
     DATA_ROOM,
@@ -35,13 +37,16 @@ use zcnic_descriptors::virtio::{
     VIRTQ_DESC_F_WRITE,
 };
 use zcnic_tests::adversary::{counters_grow, run_cases, send, Held};
+use zcnic_tests::fake_virtio::{LegacyView, LEGACY_HDR_LEN};
 
 type Split = SplitQueue<DmaMem>;
 type Packed = PackedQueue<DmaMem>;
 
-/// `virtio_net_hdr` with VERSION_1 (virtio 1.1 §5.1.6).
+/// `virtio_net_hdr` with VERSION_1 (virtio 1.1 §5.1.6); a legacy device's has 10 bytes.
 const HDR: u32 = 12;
-/// What a receive chain lets the device write: the header and a 2048-byte frame.
+const LEGACY_HDR: u32 = LEGACY_HDR_LEN as u32;
+/// What a receive chain lets the device write: the header and a 2048-byte frame (the
+/// lengths the strategies pick around; the model checks each queue's own).
 const RX_WRITABLE: u32 = DATA_ROOM as u32 + HDR;
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xad, 0x0e, 0x02];
 const RX: usize = 0;
@@ -226,6 +231,13 @@ fn offered(event_idx: bool, packed: bool) -> u64 {
     f
 }
 
+/// What a legacy device without VIRTIO_F_ANY_LAYOUT offers (as VirtualBox's): the header
+/// in a descriptor of its own. Packed rings too, which no legacy device has, so that the
+/// driver's packed path with the header apart meets the lies as well.
+fn offered_legacy(event_idx: bool, packed: bool) -> u64 {
+    offered(event_idx, packed) & !(feature::VERSION_1 | feature::ACCESS_PLATFORM)
+}
+
 fn config(rx_ring: u32, tx_ring: u32, pool: usize) -> Config {
     Config {
         rx_ring,
@@ -237,10 +249,13 @@ fn config(rx_ring: u32, tx_ring: u32, pool: usize) -> Config {
 }
 
 fn open<Q: QueueKind>(bar: &VBar, dma: &FakeDma, cfg: &Config) -> VirtioNet<Q> {
-    let t = bar.transport();
-    let features = negotiate(&t, &addr(), cfg, Q::PACKED).expect("features negotiated");
+    open_as::<Q>(Box::new(bar.transport()), dma, cfg)
+}
+
+fn open_as<Q: QueueKind>(t: Box<dyn Transport>, dma: &FakeDma, cfg: &Config) -> VirtioNet<Q> {
+    let features = negotiate(t.as_ref(), &addr(), cfg, Q::PACKED).expect("features negotiated");
     assert_eq!(features & feature::RING_PACKED != 0, Q::PACKED);
-    VirtioNet::<Q>::new(Box::new(t), features, dma, addr(), cfg).expect("driver comes up")
+    VirtioNet::<Q>::new(t, features, dma, addr(), cfg).expect("driver comes up")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -249,6 +264,9 @@ fn open<Q: QueueKind>(bar: &VBar, dma: &FakeDma, cfg: &Config) -> VirtioNet<Q> {
 
 /// Packed descriptor field offsets: `le64 addr; le32 len; le16 id; le16 flags` (§2.7.13).
 const P_LEN: u64 = 8;
+/// Split descriptor: `le64 addr; le32 len; le16 flags; le16 next` (§2.6.5).
+const S_LEN: u64 = 8;
+const S_FLAGS: u64 = 12;
 const P_ID: u64 = 12;
 const P_FLAGS: u64 = 14;
 
@@ -272,6 +290,12 @@ struct DevQueue {
     dma: FakeDma,
     a: Areas,
     packed: bool,
+    /// The header's length, and whether it must be alone in a chain's first descriptor
+    /// (legacy without ANY_LAYOUT).
+    hdr: u32,
+    apart: bool,
+    /// Chains taken in step whose header was not alone in the first descriptor.
+    misframed: u64,
     /// Split: next avail index the device reads, next used index it writes.
     last_avail: u16,
     used_idx: u16,
@@ -331,11 +355,14 @@ impl Act {
 }
 
 impl DevQueue {
-    fn new(dma: FakeDma, a: Areas, packed: bool) -> Self {
+    fn new(dma: FakeDma, a: Areas, packed: bool, apart: bool) -> Self {
         Self {
             dma,
             a,
             packed,
+            hdr: if apart { LEGACY_HDR } else { HDR },
+            apart,
+            misframed: 0,
             last_avail: 0,
             used_idx: 0,
             pos: 0,
@@ -356,6 +383,41 @@ impl DevQueue {
         let ok = unsafe { self.dma.device_read(iova, &mut b) };
         assert!(ok, "queue memory at {iova:#x}");
         u16::from_le_bytes(b)
+    }
+
+    fn r32(&self, iova: u64) -> u32 {
+        let mut b = [0u8; 4];
+        // SAFETY: queue memory, which the driver accesses atomically.
+        let ok = unsafe { self.dma.device_read(iova, &mut b) };
+        assert!(ok, "queue memory at {iova:#x}");
+        u32::from_le_bytes(b)
+    }
+
+    /// With the header apart, a chain taken in step must start with a descriptor of
+    /// exactly the header and go on (virtio 1.1 §2.6.4.3); `at` is its first descriptor.
+    fn check_framing(&mut self, at: u64, descs: u16) {
+        if !self.apart || !self.synced {
+            return;
+        }
+        let (len, more) = if self.packed {
+            (self.r32(at + P_LEN), descs >= 2)
+        } else {
+            let more = self.r16(at + S_FLAGS) & VIRTQ_DESC_F_NEXT != 0;
+            (self.r32(at + S_LEN), more)
+        };
+        if len != self.hdr || !more {
+            self.misframed += 1;
+        }
+    }
+
+    /// A packed used entry naming no chain in flight, written over a chain of `descs`
+    /// descriptors: the device skips them all (§2.7.5), but the driver, not knowing the
+    /// chain, moves on by one, so with chains of several descriptors (the header apart,
+    /// a payload attached) the two part ways.
+    fn out_of_step_past(&mut self, descs: u16) {
+        if self.packed && descs > 1 {
+            self.synced = false;
+        }
     }
 
     fn w(&self, iova: u64, data: &[u8]) {
@@ -440,6 +502,7 @@ impl DevQueue {
     fn take(&mut self) -> Option<(u16, u16)> {
         if self.packed {
             let (id, n) = self.packed_chain(self.pos, self.wrap)?;
+            self.check_framing(self.desc(self.pos), n);
             Some((id, n))
         } else {
             if self.last_avail == self.avail_idx() {
@@ -447,6 +510,7 @@ impl DevQueue {
             }
             let head = self.avail_ring(self.last_avail);
             self.last_avail = self.last_avail.wrapping_add(1);
+            self.check_framing(self.desc(head), 1);
             Some((head, 1))
         }
     }
@@ -490,13 +554,14 @@ impl DevQueue {
                     let Some((id, descs)) = self.take() else {
                         break;
                     };
-                    let used = if rx { HDR + u32::from(len) } else { 0 };
+                    let used = if rx { self.hdr + u32::from(len) } else { 0 };
                     self.complete(descs, id.into(), used, rx);
                 }
             }
             Act::BadId(bad) => {
                 if let Some((_, descs)) = self.take() {
-                    self.complete(descs, bad, HDR + 60, rx);
+                    self.out_of_step_past(descs);
+                    self.complete(descs, bad, self.hdr + 60, rx);
                 }
             }
             Act::Len(len) => {
@@ -506,6 +571,7 @@ impl DevQueue {
             }
             Act::Dup => {
                 if let Some(((id, len), (_, descs))) = self.last_entry.zip(self.take()) {
+                    self.out_of_step_past(descs);
                     self.complete(descs, id, len, rx || len > 0);
                 }
             }
@@ -570,9 +636,9 @@ impl DevQueue {
                 .ok()
                 .filter(|i| *i < self.size() && self.in_device.contains(i));
             match known {
-                Some(i) if len <= RX_WRITABLE => {
+                Some(i) if len <= DATA_ROOM as u32 + self.hdr => {
                     self.in_device.remove(&i);
-                    match len.saturating_sub(HDR) {
+                    match len.saturating_sub(self.hdr) {
                         0 => errors += 1,
                         n => frames.push(n as usize),
                     }
@@ -692,6 +758,9 @@ struct Case {
     tx_ring: u32,
     /// A pool barely above the receive ring (refills run dry) or a roomy one.
     tight_pool: bool,
+    /// A legacy device without ANY_LAYOUT: the header in a descriptor of its own, and
+    /// the queue size the device has (rounded up to a power of two for split rings).
+    legacy: bool,
     steps: Vec<Step>,
 }
 
@@ -702,15 +771,17 @@ fn case(tx_lies: bool, max_steps: usize) -> impl Strategy<Value = Case> {
         prop::sample::select(vec![8u32, 16, 64]),
         prop::sample::select(vec![8u32, 32, 64]),
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
         prop::collection::vec(step(tx_lies), 1..max_steps),
     )
         .prop_map(
-            |(event_idx, queue_max, rx_ring, tx_ring, tight_pool, steps)| Case {
+            |(event_idx, queue_max, rx_ring, tx_ring, tight_pool, legacy, steps)| Case {
                 event_idx,
                 queue_max,
                 rx_ring,
                 tx_ring,
                 tight_pool,
+                legacy,
                 steps,
             },
         )
@@ -720,6 +791,8 @@ fn case(tx_lies: bool, max_steps: usize) -> impl Strategy<Value = Case> {
 #[derive(Debug, Default)]
 struct Tally {
     cases: AtomicU64,
+    /// Cases on a legacy device without ANY_LAYOUT (the header apart).
+    legacy: AtomicU64,
     device_actions: AtomicU64,
     delivered: AtomicU64,
     rx_errors: AtomicU64,
@@ -734,10 +807,11 @@ impl Tally {
     fn report(&self, name: &str) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "{name}: {} cases, {} device actions; {} frames delivered, {} rx_errors, {} rx_no_buf, {} frames sent, \
+            "{name}: {} cases ({} with the header apart), {} device actions; {} frames delivered, {} rx_errors, {} rx_no_buf, {} frames sent, \
              {} tx_errors; {} rx_batch calls checked against the model; {} closes waited \
              for a transmit ring the device never drained",
             g(&self.cases),
+            g(&self.legacy),
             g(&self.device_actions),
             g(&self.delivered),
             g(&self.rx_errors),
@@ -765,16 +839,31 @@ struct Machine<Q: QueueKind> {
 impl<Q: QueueKind> Machine<Q> {
     fn open(c: &Case, tx_lies: bool) -> Self {
         let dma = FakeDma::new();
-        let bar = VBar::new(offered(c.event_idx, Q::PACKED), c.queue_max);
+        let bar = if c.legacy {
+            VBar::new(
+                offered_legacy(c.event_idx, Q::PACKED),
+                c.queue_max.next_power_of_two(),
+            )
+        } else {
+            VBar::new(offered(c.event_idx, Q::PACKED), c.queue_max)
+        };
         let pool = if c.tight_pool {
             c.rx_ring as usize + 4
         } else {
             (c.rx_ring + c.tx_ring) as usize + 96
         };
-        let mut nic = open::<Q>(&bar, &dma, &config(c.rx_ring, c.tx_ring, pool));
+        let cfg = config(c.rx_ring, c.tx_ring, pool);
+        let mut nic = if c.legacy {
+            open_as::<Q>(Box::new(LegacyView(bar.transport())), &dma, &cfg)
+        } else {
+            open::<Q>(&bar, &dma, &cfg)
+        };
+        assert_eq!(nic.header_apart(), c.legacy);
         let areas = bar.state().queues;
-        let queue =
-            |q: usize| DevQueue::new(dma.clone(), areas[q].expect("queue enabled"), Q::PACKED);
+        let queue = |q: usize| {
+            let a = areas[q].expect("queue enabled");
+            DevQueue::new(dma.clone(), a, Q::PACKED, c.legacy)
+        };
         let payload = Arc::new(UserRegion::with_data(&[0x5a; 9000], dma.mapper()).unwrap());
         let last = nic.stats();
         Self {
@@ -855,6 +944,12 @@ impl<Q: QueueKind> Machine<Q> {
                 self.queues[TX].act(a, false)
             }
         }
+        let misframed = self.queues.each_ref().map(|q| q.misframed);
+        prop_assert_eq!(
+            misframed,
+            [0, 0],
+            "chains with the header not alone (rx, tx)"
+        );
         let now = self.nic.stats();
         counters_grow(&self.last, &now)?;
         self.last = now;
@@ -867,6 +962,7 @@ impl<Q: QueueKind> Machine<Q> {
         let s = &self.last;
         for (c, v) in [
             (&tally.cases, 1),
+            (&tally.legacy, u64::from(self.nic.header_apart())),
             (&tally.delivered, s.rx_packets),
             (&tally.rx_errors, s.rx_errors),
             (&tally.rx_no_buf, s.rx_no_buf),
@@ -917,6 +1013,7 @@ fn machine<Q: QueueKind>(name: &str, tx_lies: bool, steps: usize, short: u32, lo
         ("receive errors", &tally.rx_errors),
         ("frames sent", &tally.tx_sent),
         ("a check against the model", &tally.checked_rx),
+        ("the header apart", &tally.legacy),
     ] {
         assert!(c.load(Ordering::Relaxed) > 0, "no case reached {what}");
     }

@@ -17,7 +17,7 @@ mod queue;
 mod rxtx;
 mod transport;
 
-pub use net::{feature, negotiate, wanted_features};
+pub use net::{feature, header_apart, negotiate, wanted_features};
 pub use port::{VirtioNet, VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
 pub use rxtx::{VirtioRxQueue, VirtioTxQueue};

@@ -19,6 +19,10 @@ pub mod feature {
     pub const CTRL_RX: u64 = 1 << 18;
     /// Several queue pairs, chosen over the control queue.
     pub const MQ: u64 = 1 << 22;
+    /// VIRTIO_F_ANY_LAYOUT — the device takes a frame's header and data in any split over
+    /// descriptors (virtio 1.1 §6.3; implied by VERSION_1). Without it a legacy device
+    /// needs the header in a descriptor of its own (§2.6.4.3, §5.1.6.6).
+    pub const ANY_LAYOUT: u64 = 1 << 27;
     /// used_event / avail_event notification suppression.
     pub const EVENT_IDX: u64 = 1 << 29;
     /// virtio 1.0 or later.
@@ -44,6 +48,7 @@ pub fn wanted_features(packed: bool, queues: u16) -> u64 {
         | feature::MAC
         | feature::STATUS
         | feature::EVENT_IDX
+        | feature::ANY_LAYOUT
         | feature::CTRL_VQ
         | feature::CTRL_RX;
     if packed {
@@ -53,6 +58,22 @@ pub fn wanted_features(packed: bool, queues: u16) -> u64 {
         f |= feature::MQ | feature::RSS | feature::HASH_REPORT;
     }
     f
+}
+
+/// Whether each frame's `virtio_net_hdr` needs a descriptor of its own, apart from the
+/// frame: a legacy device that did not negotiate VIRTIO_F_ANY_LAYOUT (virtio 1.1 §2.6.4.3,
+/// "Legacy Interface: Message Framing"). VirtualBox offers no ANY_LAYOUT and mis-frames a
+/// header that shares the frame's descriptor; VERSION_1 implies any layout.
+///
+/// ```
+/// use zcnic::virtio::{feature, header_apart};
+///
+/// assert!(header_apart(feature::MAC)); // legacy, no ANY_LAYOUT: VirtualBox
+/// assert!(!header_apart(feature::MAC | feature::ANY_LAYOUT)); // legacy QEMU
+/// assert!(!header_apart(feature::VERSION_1)); // virtio 1.0+
+/// ```
+pub fn header_apart(features: u64) -> bool {
+    features & (feature::ANY_LAYOUT | feature::VERSION_1) == 0
 }
 
 /// Resets the device and negotiates features (§3.1.1); returns what was accepted.

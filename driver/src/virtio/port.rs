@@ -235,6 +235,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                     tx,
                     tx_kick,
                     hdr_len,
+                    hdr_apart: super::header_apart(features),
                     hash_report: has(feature::HASH_REPORT),
                     pool: Arc::clone(&pool),
                     teardown: Arc::clone(&teardown),
@@ -266,6 +267,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
     /// The driver's name for this port.
     pub(crate) fn name(&self) -> &'static str {
         match (self.transport.legacy(), Q::PACKED) {
+            (true, _) if super::header_apart(self.features) => "virtio-net legacy, header apart",
             (true, _) => "virtio-net legacy",
             (false, true) => "virtio-net packed",
             (false, false) => "virtio-net split",
@@ -508,6 +510,12 @@ impl<Q: QueueKind> VirtioNet<Q> {
     /// The port's features as negotiated.
     pub fn features(&self) -> u64 {
         self.port.features
+    }
+
+    /// Whether each frame's header has a descriptor of its own (a legacy device without
+    /// VIRTIO_F_ANY_LAYOUT; see [`super::header_apart`]).
+    pub fn header_apart(&self) -> bool {
+        super::header_apart(self.port.features)
     }
 }
 

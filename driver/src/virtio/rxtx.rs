@@ -3,9 +3,13 @@
 //!
 //! The `virtio_net_hdr` (12 bytes with VERSION_1, 10 for legacy, 20 with HASH_REPORT)
 //! lives in the packet's headroom, so each frame is a single descriptor and nothing is
-//! copied. Receive buffers are refilled in a batch after each burst; completed transmit
-//! buffers are reclaimed in a batch when the transmit queue runs short of room, and by
-//! `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
+//! copied. A legacy device without VIRTIO_F_ANY_LAYOUT needs the header in a descriptor
+//! of its own (virtio 1.1 §2.6.4.3): then the header stays in the headroom but gets its
+//! own descriptor, and every frame takes one descriptor more (the ring holds half as many
+//! one-buffer frames). Receive buffers are refilled in a batch after each burst; completed
+//! transmit buffers are reclaimed in a batch when the transmit queue runs short of room,
+//! and by `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY
+//! flag).
 
 use super::queue::QueueKind;
 use super::transport::Notifier;
@@ -13,7 +17,7 @@ use crate::pci::PciAddr;
 use crate::port::{QueueCounters, RxQueue, Teardown, TxQueue};
 use std::sync::Arc;
 use std::time::Duration;
-use zcnic_descriptors::virtio::Buf;
+use zcnic_descriptors::virtio::{Buf, Full};
 use zcnic_hugepages::{AddressSpace, Mempool, Packet, DATA_ROOM};
 
 /// Free descriptors the transmit queue waits for before it adds more frames (at most half
@@ -41,6 +45,8 @@ struct RxState<Q> {
     /// Fresh receive buffers for one refill, taken from the pool in one operation.
     fresh: Vec<Packet>,
     hdr_len: usize,
+    /// The header has a descriptor of its own (see [`super::header_apart`]).
+    hdr_apart: bool,
     /// The header carries the device's RSS hash (VIRTIO_NET_F_HASH_REPORT).
     hash_report: bool,
     kick: Notifier,
@@ -64,6 +70,8 @@ struct TxState<Q> {
     /// The one frame ceiling mode sends over and over (its chains own no packet).
     ceiling: Option<Packet>,
     hdr_len: usize,
+    /// The header has a descriptor of its own (see [`super::header_apart`]).
+    hdr_apart: bool,
     kick: Notifier,
 }
 
@@ -76,6 +84,7 @@ pub(crate) struct PairParts<Q> {
     pub tx: Q,
     pub tx_kick: Notifier,
     pub hdr_len: usize,
+    pub hdr_apart: bool,
     pub hash_report: bool,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
@@ -93,6 +102,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             bufs: (0..rx_size).map(|_| None).collect(),
             fresh: Vec::with_capacity(rx_size),
             hdr_len: p.hdr_len,
+            hdr_apart: p.hdr_apart,
             hash_report: p.hash_report,
             kick: p.rx_kick,
         }),
@@ -109,6 +119,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             bufs: (0..tx_size).map(|_| None).collect(),
             ceiling: None,
             hdr_len: p.hdr_len,
+            hdr_apart: p.hdr_apart,
             kick: p.tx_kick,
         }),
         space: p.pool.space(),
@@ -136,7 +147,8 @@ impl<Q: QueueKind> VirtioRxQueue<Q> {
     /// `Nic::rx_batch_recycle`), then fresh from the pool; notifies when the device asks.
     fn refill(&mut self, spare: &mut Vec<Packet>) {
         let Some(st) = self.st.as_mut() else { return };
-        let want = usize::from(st.vq.free());
+        // A chain of two descriptors per buffer when the header needs its own.
+        let want = usize::from(st.vq.free()) >> usize::from(st.hdr_apart);
         if want == 0 {
             return;
         }
@@ -146,13 +158,30 @@ impl<Q: QueueKind> VirtioRxQueue<Q> {
         }
         let mut added = 0;
         while let Some(pkt) = st.fresh.pop() {
-            // The header lands in the headroom just before the frame.
-            let buf = Buf {
-                addr: pkt.iova() - st.hdr_len as u64,
-                len: (DATA_ROOM + st.hdr_len) as u32,
-                device_writes: true,
+            // The header lands in the headroom just before the frame; the used length
+            // counts both, in one descriptor or in two.
+            let hdr = pkt.iova() - st.hdr_len as u64;
+            let chain = if st.hdr_apart {
+                st.vq.add(&[
+                    Buf {
+                        addr: hdr,
+                        len: st.hdr_len as u32,
+                        device_writes: true,
+                    },
+                    Buf {
+                        addr: pkt.iova(),
+                        len: DATA_ROOM as u32,
+                        device_writes: true,
+                    },
+                ])
+            } else {
+                st.vq.add(&[Buf {
+                    addr: hdr,
+                    len: (DATA_ROOM + st.hdr_len) as u32,
+                    device_writes: true,
+                }])
             };
-            match st.vq.add(&[buf]) {
+            match chain {
                 Ok(id) => {
                     st.bufs[usize::from(id)] = Some(pkt);
                     added += 1;
@@ -309,6 +338,87 @@ impl<Q: QueueKind> TxState<Q> {
         }
         errors
     }
+
+    /// [`TxState::add_frames`] of what fits in `free` descriptors of `pkts` with the header
+    /// in a descriptor of its own (one more per frame); returns how many were taken too.
+    #[cold]
+    #[inline(never)]
+    fn burst_apart(
+        &mut self,
+        pkts: &mut Vec<Packet>,
+        free: usize,
+        space: &AddressSpace,
+        pool: &Arc<Mempool>,
+    ) -> (usize, (u64, u64, u64)) {
+        let n = crate::nic::chains_that_fit(pkts, free, 2);
+        (n, self.add_frames::<true>(pkts.drain(..n), space, pool))
+    }
+
+    /// Adds `frames` (each checked, copied into the pool's address space when it is not
+    /// there, its header prepended and zeroed) as chains; with `APART` the header has a
+    /// descriptor of its own. Returns frames and bytes added, and frames refused.
+    #[inline(always)]
+    fn add_frames<const APART: bool>(
+        &mut self,
+        frames: impl Iterator<Item = Packet>,
+        space: &AddressSpace,
+        pool: &Arc<Mempool>,
+    ) -> (u64, u64, u64) {
+        let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        for pkt in frames {
+            // A buffer (or payload) of another address space is copied into ours first.
+            let pkt = if pkt.payload().is_none() && pkt.reachable_in(*space) {
+                Some(pkt)
+            } else {
+                crate::nic::into_space(pkt, pool)
+            };
+            let Some(mut pkt) = pkt else {
+                errors += 1;
+                continue;
+            };
+            let total = pkt.total_len();
+            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
+                errors += 1;
+                continue;
+            }
+            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
+            // plain stores; a variable one is a memset call per frame.
+            let hdr = pkt.data_mut();
+            hdr[..8].fill(0);
+            match self.hdr_len {
+                12 => hdr[8..12].fill(0),
+                10 => hdr[8..10].fill(0),
+                _ => hdr[8..20].fill(0),
+            }
+            let head = Buf {
+                addr: pkt.iova(),
+                len: pkt.len() as u32,
+                device_writes: false,
+            };
+            let added = match pkt.payload() {
+                _ if APART => add_apart(&mut self.vq, &pkt, self.hdr_len),
+                None => self.vq.add(&[head]),
+                Some(seg) => {
+                    let payload = Buf {
+                        addr: seg.iova(),
+                        len: seg.len() as u32,
+                        device_writes: false,
+                    };
+                    self.vq.add(&[head, payload])
+                }
+            };
+            match added {
+                Ok(id) => self.bufs[usize::from(id)] = Some(pkt),
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            }
+            sent += 1;
+            bytes += total as u64;
+        }
+        (sent, bytes, errors)
+    }
 }
 
 impl<Q: QueueKind> VirtioTxQueue<Q> {
@@ -344,61 +454,17 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
             self.counters.add(0, 0, errors);
             return 0;
         }
-        let free = usize::from(st.vq.free());
-        // A frame with an attached payload is a chain of two descriptors.
-        let n = crate::nic::frames_that_fit(pkts, free);
-        let (mut sent, mut bytes) = (0u64, 0u64);
-        for pkt in pkts.drain(..n) {
-            // A buffer (or payload) of another address space is copied into ours first.
-            let pkt = if pkt.payload().is_none() && pkt.reachable_in(self.space) {
-                Some(pkt)
-            } else {
-                crate::nic::into_space(pkt, &self.pool)
-            };
-            let Some(mut pkt) = pkt else {
-                errors += 1;
-                continue;
-            };
-            let total = pkt.total_len();
-            if pkt.is_empty() || pkt.prepend(st.hdr_len).is_err() {
-                errors += 1;
-                continue;
-            }
-            // No offloads: an all-zero header (flags 0, GSO_NONE). Fixed-size fills are
-            // plain stores; a variable one is a memset call per frame.
-            let hdr = pkt.data_mut();
-            hdr[..8].fill(0);
-            match st.hdr_len {
-                12 => hdr[8..12].fill(0),
-                10 => hdr[8..10].fill(0),
-                _ => hdr[8..20].fill(0),
-            }
-            let head = Buf {
-                addr: pkt.iova(),
-                len: pkt.len() as u32,
-                device_writes: false,
-            };
-            let added = match pkt.payload() {
-                None => st.vq.add(&[head]),
-                Some(seg) => {
-                    let payload = Buf {
-                        addr: seg.iova(),
-                        len: seg.len() as u32,
-                        device_writes: false,
-                    };
-                    st.vq.add(&[head, payload])
-                }
-            };
-            match added {
-                Ok(id) => st.bufs[usize::from(id)] = Some(pkt),
-                Err(_) => {
-                    errors += 1;
-                    continue;
-                }
-            }
-            sent += 1;
-            bytes += total as u64;
-        }
+        let (free, space, pool) = (usize::from(st.vq.free()), &self.space, &self.pool);
+        // The layout is chosen once a burst, out of line when the header goes apart, so
+        // the one-descriptor loop has no test in it. A frame with an attached payload is
+        // a chain of two descriptors.
+        let (n, (sent, bytes, bad)) = if st.hdr_apart {
+            st.burst_apart(pkts, free, space, pool)
+        } else {
+            let n = crate::nic::frames_that_fit(pkts, free);
+            (n, st.add_frames::<false>(pkts.drain(..n), space, pool))
+        };
+        errors += bad;
         if sent > 0 && st.vq.publish() {
             st.kick.kick();
         }
@@ -431,13 +497,22 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
             self.counters.add(0, 0, errors);
             return Some(0);
         }
-        let buf = st.ceiling.as_ref().map(|p| Buf {
-            addr: p.iova(),
-            len: p.len() as u32,
+        let pkt = st.ceiling.as_ref()?;
+        let buf = Buf {
+            addr: pkt.iova(),
+            len: pkt.len() as u32,
             device_writes: false,
-        })?;
+        };
         let mut n = 0;
-        while n < burst && st.vq.add(&[buf]).is_ok() {
+        while n < burst {
+            let added = if st.hdr_apart {
+                add_apart(&mut st.vq, pkt, st.hdr_len)
+            } else {
+                st.vq.add(&[buf])
+            };
+            if added.is_err() {
+                break;
+            }
             n += 1;
         }
         if n > 0 && st.vq.publish() {
@@ -446,6 +521,25 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
         self.counters
             .add(n as u64, (n * frame.len()) as u64, errors);
         Some(n)
+    }
+}
+
+/// Adds `pkt` (its header prepended) as a chain whose first descriptor is the header alone
+/// and the next the frame, then any attached payload: the framing a legacy device without
+/// VIRTIO_F_ANY_LAYOUT requires (virtio 1.1 §2.6.4.3). The two point into one buffer and
+/// do not overlap; the head holds at least one frame byte (`send` refuses empty ones).
+#[cold]
+fn add_apart<Q: QueueKind>(vq: &mut Q, pkt: &Packet, hdr_len: usize) -> Result<u16, Full> {
+    let part = |addr: u64, len: usize| Buf {
+        addr,
+        len: len as u32,
+        device_writes: false,
+    };
+    let hdr = part(pkt.iova(), hdr_len);
+    let frame = part(pkt.iova() + hdr_len as u64, pkt.len() - hdr_len);
+    match pkt.payload() {
+        None => vq.add(&[hdr, frame]),
+        Some(seg) => vq.add(&[hdr, frame, part(seg.iova(), seg.len())]),
     }
 }
 
