@@ -95,6 +95,11 @@ fn the_port_turns_promiscuity_off_and_the_filter_follows_it() {
     }
     let tags: Vec<u32> = got.iter().map(|p| tag(p.data())).collect();
     assert_eq!(tags, [1, 2], "ours and broadcast only");
+    // The last frame is turned away after the two arrived, on the device's own time.
+    let start = Instant::now();
+    while dev.counts().filtered < 2 && start.elapsed() < TIMEOUT {
+        std::thread::yield_now();
+    }
     assert_eq!(dev.counts().filtered, 2);
     nic.set_promisc(true);
     assert_eq!(dev.commands().last().unwrap().data, [1]);
@@ -162,7 +167,13 @@ fn four_pairs_with_rss_send_the_whole_configuration() {
 #[test]
 fn each_pair_receives_its_frames_with_their_hash_and_sends_on_its_own_queue() {
     let dev = device(4, true);
-    let (mut port, queues) = open_port(&dev, &config(4)).unwrap();
+    // Each thread holds its 300 frames until it has them all: the pool must hold the four
+    // threads' 1200 besides the rings, or they can all wait on it at once.
+    let cfg = Config {
+        pool: 2048,
+        ..config(4)
+    };
+    let (mut port, queues) = open_port(&dev, &cfg).unwrap();
     const N: u32 = 300;
     // The device's hash reports: TCPv4, UDPv6, TCPv6 with extension headers, and none.
     let reports = [
