@@ -212,12 +212,10 @@ impl Mempool {
             self.lend(taken, before);
             // A slice's map has an exact length: one capacity check for the burst.
             let slots = &self.slots[..];
-            // SAFETY: these were just popped: ours.
-            out.extend(
-                got[..taken]
-                    .iter()
-                    .map(|&i| unsafe { Self::packet(slots, i) }),
-            );
+            out.extend(got[..taken].iter().map(|&i| {
+                // SAFETY: these were just popped: ours.
+                unsafe { Self::packet(slots, i) }
+            }));
             total += taken;
         }
         total
