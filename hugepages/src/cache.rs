@@ -237,14 +237,7 @@ impl PoolCache {
                 at += 1;
                 continue;
             }
-            // Another pool's (a frame received on another port): the run of them goes
-            // home with one push per pool, as `Packet::drop_slots` does.
-            let end = slots[at..]
-                .iter()
-                .position(|s| s.as_ref().is_some_and(|p| p.is_from_ptr(me)))
-                .map_or(slots.len(), |n| at + n);
-            Packet::drop_slots(&mut slots[at..end]);
-            at = end;
+            at = send_home(slots, at, me);
         }
         self.publish();
     }
@@ -324,6 +317,20 @@ impl PoolCache {
     fn publish(&self) {
         self.held.publish();
     }
+}
+
+/// The run of another pool's packets from `slots[at]` on (frames received on another
+/// port) goes home with one push per pool, as `Packet::drop_slots` does; returns where the
+/// run ended.
+#[cold]
+#[inline(never)]
+fn send_home(slots: &mut [Option<Packet>], at: usize, me: *const Mempool) -> usize {
+    let end = slots[at..]
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|p| p.is_from_ptr(me)))
+        .map_or(slots.len(), |n| at + n);
+    Packet::drop_slots(&mut slots[at..end]);
+    end
 }
 
 /// Starts a new chain with buffer `idx` (ours, of `pool`) in place of `cur`, which is
