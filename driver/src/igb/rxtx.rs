@@ -527,7 +527,6 @@ impl IgbTxQueue {
         let (start, mut at) = (q.produced, q.produced);
         let (mut bytes, mut errors) = (0u64, 0u64);
         let space = self.pool.space();
-        let idx = q.idx;
         let mut frames = pkts.drain(..n);
         loop {
             // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
@@ -558,8 +557,8 @@ impl IgbTxQueue {
             let Some(pkt) = odd else {
                 break;
             };
-            // A slot still holding a packet (none should) is dropped first.
-            drop(q.bufs[idx.slot(at)].take());
+            // `queue` stores the frame in its slot, dropping a stale packet it finds there
+            // (none should be).
             match q.queue(at, pkt, &self.pool) {
                 Some((len, used)) => {
                     at = at.wrapping_add(used);
