@@ -942,15 +942,18 @@ impl Core {
         if done.is_empty() {
             return false;
         }
-        ring.complete(&m, &done);
-        ring.suppress(&m, self.b.notify, self.event_idx);
-        // Counted last: a test that sees the count sees every ring write above.
+        // The frames are recorded before the driver can see them completed, and under the
+        // lock until the ring writes are done: a driver that has seen its frames sent finds
+        // them in `sent`, and a test that sees them in `sent` (or counted) sees every ring
+        // write for them.
         let n = frames.len() as u64;
         let mut sent = lock(&s.sent);
         lock(&s.sent_pairs).extend(std::iter::repeat_n(pair as u16, frames.len()));
         sent.extend(frames);
-        drop(sent);
+        ring.complete(&m, &done);
+        ring.suppress(&m, self.b.notify, self.event_idx);
         bump(&counts.sent, n);
+        drop(sent);
         true
     }
 
