@@ -179,6 +179,10 @@ pub trait Port: Send {
     fn mac(&self) -> [u8; 6];
     /// Link state.
     fn link(&self) -> Link;
+    /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)).
+    fn mtu(&self) -> usize {
+        1500
+    }
     /// Queue pairs in use.
     fn queues(&self) -> u16;
     /// The RSS settings in force (key, types, the whole table as programmed).

@@ -19,8 +19,9 @@
 //! assert_eq!(pool.free_count(), 8);
 //! ```
 
-use crate::pool::{Packet, NEXT};
+use crate::pool::{Mempool, Packet, DATA_ROOM, NEXT};
 use crate::user::Segment;
+use std::sync::Arc;
 
 impl Packet {
     /// Whether the frame is this buffer's bytes alone: no payload attached and no buffer
@@ -110,6 +111,29 @@ impl Packet {
         let n = self.copy_frame(&mut v);
         v.truncate(n);
         v
+    }
+
+    /// A copy of the whole frame in buffers of `pool` (a chain of [`DATA_ROOM`]-byte
+    /// buffers when it is longer than one), payload bytes included: for a device that
+    /// cannot reach this frame's memory. `None` when the pool has too few free.
+    pub fn copy_into(&self, pool: &Arc<Mempool>) -> Option<Packet> {
+        let mut head = pool.alloc()?;
+        let mut last = &mut head;
+        let mut room = DATA_ROOM;
+        for mut part in self.segments().flat_map(Packet::parts) {
+            while !part.is_empty() {
+                if room == 0 {
+                    last = last.link(pool.alloc()?);
+                    room = DATA_ROOM;
+                }
+                let n = part.len().min(room);
+                let at = DATA_ROOM - room;
+                last.set_len(at + n).ok()?;
+                last.data_mut()[at..].copy_from_slice(&part[..n]);
+                (part, room) = (&part[n..], room - n);
+            }
+        }
+        Some(head)
     }
 
     /// This buffer's bytes, then its payload's.
@@ -208,6 +232,33 @@ mod tests {
         assert_eq!(pool.free_count(), 3, "reset dropped the tail");
         drop(fresh);
         assert_eq!(Arc::strong_count(&region), 1, "payloads dropped");
+    }
+
+    #[test]
+    fn a_copy_into_another_pool_packs_the_parts_into_full_buffers() {
+        let (a, b) = (FakeDma::new(), FakeDma::new());
+        let (from, to) = (Mempool::new(&a, 16).unwrap(), Mempool::new(&b, 16).unwrap());
+        let region = Arc::new(UserRegion::with_data(&[9; 3000], a.mapper()).unwrap());
+        for (parts, payload) in [(vec![100], 0), (vec![DATA_ROOM, 10, 1000], 3000)] {
+            let mut head = from.alloc_copy(&vec![1; parts[0]]).unwrap();
+            for &n in &parts[1..] {
+                head.append(from.alloc_copy(&vec![n as u8; n]).unwrap());
+            }
+            if payload > 0 {
+                head.attach(Segment::new(&region, 0, payload).unwrap());
+            }
+            let copy = head.copy_into(&to).unwrap();
+            assert!(copy.is_from(&to));
+            assert_eq!(copy.to_vec(), head.to_vec());
+            let lens: Vec<usize> = copy.segments().map(|s| s.len()).collect();
+            let total = head.total_len();
+            let mut want = vec![DATA_ROOM; total / DATA_ROOM];
+            if total % DATA_ROOM > 0 {
+                want.push(total % DATA_ROOM);
+            }
+            assert_eq!(lens, want);
+        }
+        assert_eq!((from.free_count(), to.free_count()), (16, 16));
     }
 
     #[test]
