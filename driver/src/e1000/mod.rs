@@ -40,6 +40,8 @@ pub struct E1000<B: Bar> {
     sw: Stats,
     hw: Counters,
     promisc: bool,
+    /// `Config::mtu`: above 1500, long packets are on.
+    mtu: usize,
     /// Multicast groups, all-multicast and extra unicast addresses.
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
@@ -158,6 +160,10 @@ impl<B: Bar> Nic for E1000<B> {
 
     fn link(&self) -> Link {
         init::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
     }
 
     fn mac(&self) -> [u8; 6] {
