@@ -89,7 +89,7 @@ fn long_frames_arrive_whole_over_several_buffers_across_the_ring_wrap() {
     for (p, f) in got.iter().zip(&frames) {
         assert_eq!(p.to_vec(), *f, "frame {} byte for byte", p.data()[0]);
         assert_eq!(p.segments().count(), f.len().div_ceil(DATA_ROOM));
-        assert!(p.segments().all(|s| s.len() > 0 && s.len() <= DATA_ROOM));
+        assert!(p.segments().all(|s| !s.is_empty() && s.len() <= DATA_ROOM));
     }
     let s = nic.stats();
     let bytes: usize = frames.iter().map(Vec::len).sum();
@@ -198,6 +198,48 @@ fn chains_go_out_as_one_frame_each_and_too_long_is_refused() {
         pool.capacity() - 65,
         "all back but the rx ring's 64 and its spare"
     );
+}
+
+#[test]
+fn a_burst_of_chains_larger_than_the_ring_waits_in_order_and_a_chain_beyond_it_is_refused() {
+    let dev = FakeE1000::start(Behaviour::default());
+    dev.tx_paused
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut nic = open(&dev, 9000, 64);
+    let pool = nic.pool().clone();
+    // 63 free descriptors, 5 per 9018-byte frame, and each frame queued leaves one for
+    // every frame after it (19 then): 10 go, the rest wait in order.
+    let frames: Vec<Vec<u8>> = (0..20u32).map(|i| frame(i, 9018)).collect();
+    let mut batch: Vec<Packet> = frames.iter().map(|f| pool.alloc_copy(f).unwrap()).collect();
+    assert_eq!(nic.tx_batch(&mut batch), 10);
+    let left: Vec<Vec<u8>> = batch.iter().map(Packet::to_vec).collect();
+    assert_eq!(
+        left,
+        frames[10..],
+        "the rest are the caller's again, in order"
+    );
+    assert_eq!(nic.tx_batch(&mut batch), 0, "a full ring takes none");
+    dev.tx_paused
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while !batch.is_empty() && start.elapsed() < Duration::from_secs(20) {
+        nic.tx_batch(&mut batch);
+    }
+    assert!(nic.flush());
+    wait("the device to send them", || dev.sent_count() >= 20);
+    assert_eq!(*dev.sent.lock().unwrap(), frames);
+    // 70 parts of 60 bytes: more descriptors than the ring has, so never sendable.
+    let mut long = pool.alloc_copy(&[1; 60]).unwrap();
+    for _ in 1..70 {
+        long.append(pool.alloc_copy(&[2; 60]).unwrap());
+    }
+    let mut batch = vec![long, pool.alloc_copy(&frame(7, 60)).unwrap()];
+    assert_eq!(nic.tx_batch(&mut batch), 2);
+    assert!(nic.flush());
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_errors), (21, 1));
+    wait("the last frame", || dev.sent_count() >= 21);
+    assert_eq!(dev.sent.lock().unwrap()[20], frame(7, 60));
 }
 
 #[test]

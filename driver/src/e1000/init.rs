@@ -3,7 +3,8 @@
 
 use super::counters::Counters;
 use super::regs::{self, Ctrl, Rctl, Status, Tctl};
-use super::rxtx::{RxQueue, TxQueue};
+use super::rx::RxQueue;
+use super::tx::TxQueue;
 use super::E1000;
 use crate::intel::filter::IntelFilter;
 use crate::mmio::Bar;
@@ -19,7 +20,7 @@ impl<B: Bar> E1000<B> {
         let rx_idx = crate::intel::ring_index(&addr, "e1000", cfg.rx_ring, 8)?;
         let tx_idx = crate::intel::ring_index(&addr, "e1000", cfg.tx_ring, 32)?;
         let dma_err = |source| Error::Dma { addr, source };
-        Error::check_mtu(addr, cfg.mtu, super::rxtx::MAX_MTU, "e1000")?;
+        Error::check_mtu(addr, cfg.mtu, super::rx::MAX_MTU, "e1000")?;
 
         reset(&bar, &addr, cfg.reset_timeout)?;
         let mac = read_mac(&bar, &addr)?;
@@ -96,7 +97,7 @@ impl<B: Bar> E1000<B> {
             r |= Rctl::MPE;
         }
         // Long packets: frames beyond 1522 bytes, over several 2 KiB descriptors.
-        if self.mtu + crate::config::FRAME_OVERHEAD > super::rxtx::STANDARD_FRAME {
+        if self.mtu + crate::config::FRAME_OVERHEAD > super::rx::STANDARD_FRAME {
             r |= Rctl::LPE;
         }
         r

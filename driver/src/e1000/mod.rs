@@ -3,16 +3,19 @@
 //!
 //! - `regs.rs`: register offsets and bits (data only)
 //! - `init.rs`: reset, MAC, link and ring setup (control path)
-//! - `rxtx.rs`: `rx_batch` / `tx_batch` (datapath)
+//! - `rx.rs`: `rx_batch` (datapath: receive, long frames as chains)
+//! - `tx.rs`: `tx_batch` (datapath: transmit and clean-up)
 
 pub(crate) mod counters;
 mod init;
 pub mod regs;
-mod rxtx;
+mod rx;
+mod tx;
 
 pub use crate::Config;
 pub(crate) use init::link_of;
-pub use rxtx::TX_CLEAN_BATCH;
+pub use rx::{MAX_MTU, STANDARD_FRAME};
+pub use tx::{MAX_FRAME, TX_CLEAN_BATCH};
 
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
@@ -32,8 +35,8 @@ pub struct E1000<B: Bar> {
     bar: B,
     addr: PciAddr,
     mac: [u8; 6],
-    rx: rxtx::RxQueue,
-    tx: rxtx::TxQueue,
+    rx: rx::RxQueue,
+    tx: tx::TxQueue,
     pool: Arc<Mempool>,
     /// The addresses the device reads (the pool's): what `tx` checks packets against.
     space: AddressSpace,

@@ -1,0 +1,383 @@
+//! e1000 transmit: burst send on legacy descriptors, and the clean-up that gives sent
+//! buffers back.
+//!
+//! The ring uses free-running counters (see `zcnic_descriptors::RingIndex`): `produced` is
+//! the tail (TDT); `cleaned` trails it by the frames not yet reclaimed. RS is set on one
+//! descriptor per [`TX_CLEAN_BATCH`], so the device writes back status once per batch and
+//! cleanup checks one descriptor per batch; and on the last descriptor of every burst, so
+//! `flush` has a DD to wait for. Buffers are released only on DD: TDH tracks descriptor
+//! fetch, and the SDM lets the NIC read the data later. A frame of several parts (a
+//! `Packet` chain, an attached payload) takes a descriptor per part (`chain`).
+//!
+//! One doorbell (tail write) per burst, no register read, no allocation, no system call.
+
+use super::regs;
+use super::E1000;
+use crate::mmio::Bar;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use zcnic_descriptors::e1000::TxDesc;
+use zcnic_descriptors::RingIndex;
+use zcnic_hugepages::{
+    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
+};
+
+/// Transmit descriptors reclaimed together; RS is set on the last of each group.
+pub const TX_CLEAN_BATCH: u32 = 32;
+/// Largest frame the e1000 sends (8254x SDM §3.3: 16288 bytes with a payload chain).
+pub const MAX_FRAME: usize = 16288;
+
+/// Whether the descriptor in `slot` asks for a status write-back (RS).
+#[inline(always)]
+fn report(slot: usize) -> bool {
+    slot as u32 % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1
+}
+
+pub(crate) struct TxQueue {
+    pub(crate) ring: DmaRing,
+    idx: RingIndex,
+    pub(crate) bufs: Vec<Option<Packet>>,
+    produced: u32,
+    cleaned: u32,
+    /// Every descriptor points at ceiling mode's frame; `tx` writing any clears it.
+    pub(crate) ceiling_posted: bool,
+    /// Frames of a burst that did not fit, on their way back to the caller's front
+    /// (room for a ring's worth, so nothing is allocated on the way).
+    held: Vec<Packet>,
+}
+
+impl TxQueue {
+    /// Descriptor `slot`, read as two words (see `DmaRing::read_words`).
+    #[inline(always)]
+    fn desc(&self, slot: usize) -> TxDesc {
+        TxDesc::from_words(self.ring.read_words(slot))
+    }
+
+    #[inline(always)]
+    fn set(&self, slot: usize, d: TxDesc) {
+        self.ring.write_words(slot, d.to_words());
+    }
+
+    pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
+        let ring = DmaRing::new(dma, idx.size() as usize)?;
+        let bufs = (0..idx.size()).map(|_| None).collect();
+        Ok(Self {
+            ring,
+            idx,
+            bufs,
+            produced: 0,
+            cleaned: 0,
+            ceiling_posted: false,
+            held: Vec::with_capacity(idx.size() as usize),
+        })
+    }
+
+    /// Reclaims every completed cleanup batch: the device wrote DD on its last descriptor,
+    /// and (in order) it finished all before it. The packets go into the port's cache, or into
+    /// `keep` with `KEEP` (see `Nic::tx_batch_recycle`).
+    #[inline]
+    fn clean<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
+        loop {
+            // The next descriptor with RS (counter % 32 == 31; the ring size is a multiple
+            // of 32, so slot and counter agree). Usually a whole batch; shorter right after
+            // `reclaim_idle_tx` left `cleaned` mid-batch.
+            let last = self.cleaned | (TX_CLEAN_BATCH - 1);
+            let n = last.wrapping_sub(self.cleaned) + 1;
+            if self.idx.in_flight(self.produced, self.cleaned) < n {
+                // A 32-slot ring never holds a whole group (one slot stays empty): full,
+                // it would never free a slot. Its last burst's end asked for DD.
+                if self.free() == 0 && self.all_done() {
+                    fence(Ordering::Acquire);
+                    let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
+                    let count = self.produced.wrapping_sub(from);
+                    let slot = |i: u32| idx.slot(from.wrapping_add(i));
+                    give::<KEEP>(keep, cache, (0..count).filter_map(|i| bufs[slot(i)].take()));
+                    self.cleaned = self.produced;
+                }
+                break;
+            }
+            if !self.desc(self.idx.slot(last)).done() {
+                break;
+            }
+            // Acquire: the DD status must be read before the buffers are reused.
+            fence(Ordering::Acquire);
+            // The group lies within one aligned run of TX_CLEAN_BATCH slots (the ring is a
+            // power of two >= 32), so it is one slice, not a wrapped range.
+            let first = self.idx.slot(self.cleaned);
+            match self.bufs.get_mut(first..first + n as usize) {
+                Some(group) if !KEEP => cache.free_slots(group),
+                Some(group) => keep.extend(group.iter_mut().filter_map(Option::take)),
+                None => {
+                    let (bufs, idx, at) = (&mut self.bufs, self.idx, self.cleaned);
+                    let slot = |i: u32| idx.slot(at.wrapping_add(i));
+                    give::<KEEP>(keep, cache, (0..n).filter_map(|i| bufs[slot(i)].take()));
+                }
+            }
+            self.cleaned = self.cleaned.wrapping_add(n);
+        }
+    }
+
+    /// Slots free for new frames. One slot always stays empty: TDT == TDH means "empty".
+    #[inline(always)]
+    fn free(&self) -> u32 {
+        self.idx.free(self.produced, self.cleaned).saturating_sub(1)
+    }
+
+    /// Writes every slot's descriptor for `pkt` (ceiling mode; the ring is idle).
+    pub(crate) fn point_all_at(&mut self, pkt: &Packet) {
+        for slot in 0..self.idx.size() as usize {
+            self.set(
+                slot,
+                TxDesc::frame(pkt.iova(), pkt.len() as u16, report(slot)),
+            );
+        }
+        self.ceiling_posted = true;
+    }
+
+    /// Asks for a status write-back on the burst's last descriptor (counter `at - 1`),
+    /// rewriting it whole so no DD of an earlier use is left in it.
+    #[inline(always)]
+    fn report_last(&self, at: u32) {
+        let slot = self.idx.slot(at.wrapping_sub(1));
+        let mut d = self.desc(slot);
+        // Ceiling mode re-posts descriptors as they are: a DD left from an earlier lap
+        // would make `all_done` true while the device still owns the ring.
+        d.status = 0;
+        self.set(slot, d.reporting());
+    }
+
+    /// Whether the device is done with every queued frame: DD on the last descriptor
+    /// queued, which asked for it (`report_last`), and the device completes in order.
+    pub(crate) fn all_done(&self) -> bool {
+        self.produced == self.cleaned
+            || self
+                .desc(self.idx.slot(self.produced.wrapping_sub(1)))
+                .done()
+    }
+
+    /// Sets RS on the descriptors among counters `from..to` that end a cleanup batch (the
+    /// last of each aligned run of [`TX_CLEAN_BATCH`]), so the device writes status back
+    /// there only. Before the tail moves, so the device never sees them without it.
+    #[inline(always)]
+    fn mark_reports(&self, from: u32, to: u32) {
+        let span = to.wrapping_sub(from);
+        let mut c = from | (TX_CLEAN_BATCH - 1);
+        while c.wrapping_sub(from) < span {
+            let slot = self.idx.slot(c);
+            self.set(slot, self.desc(slot).reporting());
+            c = c.wrapping_add(TX_CLEAN_BATCH);
+        }
+    }
+
+    /// Tail slot number, as TDT wants it.
+    pub(crate) fn tail(&self) -> u32 {
+        self.idx.slot(self.produced) as u32
+    }
+}
+
+/// Keeps `pkt` in `slot` until the device is done with it. The slot is empty (cleanup
+/// emptied it); were it not, the stale packet is dropped, off the hot path.
+#[inline(always)]
+fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
+    if let Some(stale) = bufs[slot].replace(pkt) {
+        drop_stale(stale);
+    }
+}
+
+/// Queues a frame the fast path did not take, at counter `at`: one of several parts (a
+/// chain of buffers, attached payloads from application memory), sent as a chain of data
+/// descriptors with EOP on the last, which also holds the packet (8254x SDM §3.3.3: a
+/// frame may span several data descriptors); or one from another address space, copied
+/// into buffers of `pool` first (`nic::into_space`). Returns the frame's length and the
+/// descriptors used; `Ok(None)` (the frame is dropped) when a part is empty, the frame
+/// is longer than [`MAX_FRAME`], or it cannot be copied; the frame back when it needs
+/// more than `room` descriptors, to be sent later.
+#[inline(never)]
+fn chain(
+    ring: Words<'_>,
+    bufs: &mut [Option<Packet>],
+    at: u32,
+    pkt: Packet,
+    pool: &Arc<Mempool>,
+    room: u32,
+) -> Result<Option<(usize, u32)>, Packet> {
+    let Some(pkt) = crate::nic::into_space(pkt, pool) else {
+        return Ok(None);
+    };
+    let parts = || {
+        pkt.segments().flat_map(|s| {
+            let payload = s.payload().map(|p| (p.iova(), p.len()));
+            std::iter::once((s.iova(), s.len())).chain(payload)
+        })
+    };
+    let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    // Longer than the ring could ever hold (one slot stays empty) would wait forever.
+    if total > MAX_FRAME || n > ring.last() || parts().any(|(_, len)| len == 0) {
+        return Ok(None);
+    }
+    if n > room as usize {
+        return Err(pkt);
+    }
+    let mut slot = ring.slot(at);
+    for (i, (iova, len)) in (1usize..).zip(parts()) {
+        slot = ring.slot(at.wrapping_add(i as u32 - 1));
+        // Each part is at most MAX_FRAME bytes, so its length fits the field.
+        let desc = if i == n {
+            TxDesc::frame(iova, len as u16, false)
+        } else {
+            TxDesc::data(iova, len as u16, false)
+        };
+        ring.write(slot, desc.to_words());
+    }
+    park(bufs, slot, pkt);
+    Ok(Some((total, n as u32)))
+}
+
+/// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
+/// receive side's, so a forwarder's buffers go round without touching the shared stack).
+#[inline(always)]
+fn give<const KEEP: bool>(
+    keep: &mut Vec<Packet>,
+    cache: &mut PoolCache,
+    pkts: impl Iterator<Item = Packet>,
+) {
+    if KEEP {
+        keep.extend(pkts);
+    } else {
+        cache.free_all(pkts);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_stale(pkt: Packet) {
+    drop(pkt);
+}
+
+impl<B: Bar> E1000<B> {
+    /// Sends what fits of `pkts`; completed packets go to the port's cache, or into `done`
+    /// with `KEEP`.
+    pub(crate) fn tx<const KEEP: bool>(
+        &mut self,
+        pkts: &mut Vec<Packet>,
+        done: &mut Vec<Packet>,
+    ) -> usize {
+        let q = &mut self.tx;
+        q.clean::<KEEP>(done, &mut self.rx.cache);
+        // Every frame takes at least one descriptor; one of several parts takes more, and
+        // `chain` checks it still leaves one for each frame after it, or sets it (and
+        // them) aside in `held`, to go back to the front of `pkts`.
+        let free = q.free();
+        let n = pkts.len().min(free as usize);
+        if n == 0 {
+            return 0;
+        }
+        let start = q.produced;
+        // The ring and the parked packets in locals, and the counters too, so
+        // the loop keeps them in registers: nothing in it can make the compiler reload or
+        // store them per frame. RS is set after the loop, on one descriptor per batch.
+        let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
+        let (ring, space) = (q.ring.words(), self.space);
+        let bufs = &mut q.bufs[..=ring.last()];
+        let mut frames = pkts.drain(..n);
+        loop {
+            // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
+            // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
+            // it keeps its values in registers; any other leaves it.
+            let mut odd = None;
+            for pkt in frames.by_ref() {
+                let len = pkt.len();
+                let slot = ring.slot(at);
+                let plain =
+                    pkt.is_single() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space);
+                if !plain || bufs[slot].is_some() {
+                    odd = Some(pkt);
+                    break;
+                }
+                let desc = TxDesc::frame(pkt.iova(), len as u16, false);
+                // Parked before the descriptor is written: the slot was just seen empty,
+                // and no store comes between, so nothing is dropped here.
+                bufs[slot] = Some(pkt);
+                ring.write(slot, desc.to_words());
+                at = at.wrapping_add(1);
+                bytes += len as u64;
+            }
+            let Some(pkt) = odd else {
+                break;
+            };
+            // `chain` parks the frame as the common path would, dropping a stale packet
+            // it finds in the slot (none should be there).
+            let room = free - at.wrapping_sub(start) - frames.len() as u32;
+            match chain(ring, bufs, at, pkt, &self.pool, room) {
+                Ok(Some((total, used))) => {
+                    at = at.wrapping_add(used);
+                    bytes += total as u64;
+                }
+                Ok(None) => errors += 1,
+                Err(later) => {
+                    q.held.push(later);
+                    q.held.extend(frames.by_ref());
+                }
+            }
+        }
+        drop(frames);
+        let n = n - q.held.len();
+        if !q.held.is_empty() {
+            // Back to the front, in order: no allocation, `pkts` had room for them.
+            pkts.splice(..0, q.held.drain(..));
+        }
+        if at != start {
+            q.mark_reports(start, at);
+            q.report_last(at);
+            q.ceiling_posted = false;
+        }
+        q.produced = at;
+        // Release: descriptors and frame data must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.bar.write32(regs::TDT, q.tail());
+        self.sw.tx_errors += errors;
+        self.sw.tx_bytes += bytes;
+        self.sw.tx_packets += n as u64 - errors;
+        n
+    }
+
+    /// Ceiling mode: hands up to `burst` already written descriptors back to the device.
+    /// Only a descriptor with RS is rewritten, to clear the DD the device left in it.
+    pub(crate) fn repost_tx(&mut self, burst: usize) -> usize {
+        let q = &mut self.tx;
+        q.clean::<false>(&mut Vec::new(), &mut self.rx.cache);
+        let n = q.free().min(burst as u32);
+        for i in 0..n {
+            let slot = q.idx.slot(q.produced.wrapping_add(i));
+            if report(slot) {
+                let d = q.desc(slot);
+                q.set(slot, TxDesc::frame(d.addr, d.length, true));
+            }
+        }
+        q.produced = q.produced.wrapping_add(n);
+        if n > 0 {
+            q.report_last(q.produced);
+        }
+        // Release: the rewritten descriptors must be visible before the tail moves.
+        fence(Ordering::Release);
+        self.bar.write32(regs::TDT, q.tail());
+        self.sw.tx_packets += u64::from(n);
+        n as usize
+    }
+
+    /// Once the device has completed every queued frame ([`TxQueue::all_done`]), releases
+    /// every frame still held, so buffers and application segments come back without
+    /// waiting for the next RS batch.
+    pub(crate) fn reclaim_done_tx(&mut self) {
+        let q = &mut self.tx;
+        if !q.all_done() {
+            return;
+        }
+        // Acquire: the DD status is read before the buffers are reused.
+        fence(Ordering::Acquire);
+        while q.cleaned != q.produced {
+            q.bufs[q.idx.slot(q.cleaned)] = None;
+            q.cleaned = q.cleaned.wrapping_add(1);
+        }
+    }
+}
