@@ -576,8 +576,14 @@ mod tests {
     fn sizes() {
         assert_eq!(Sizes::parse("60"), Ok(Sizes::Fixed(60)));
         assert_eq!(Sizes::parse("64-128"), Ok(Sizes::Range(64, 128)));
-        assert!(Sizes::parse("59").unwrap_err().contains("60..=1514"));
-        assert!(Sizes::parse("1515").is_err());
+        assert!(Sizes::parse("59").unwrap_err().contains("60..=16124"));
+        assert!(Sizes::parse("16125").is_err());
+        assert_eq!(Sizes::parse("1515-9014").map(|s| s.max()), Ok(9014));
+        assert_eq!(Sizes::Imix.max(), 1514);
+        let port: zcnic::PciAddr = "0000:00:02.0".parse().unwrap();
+        let e = check_mtu(1515, 1500, port).unwrap_err().to_string();
+        assert!(e.contains("--mtu 1501") && e.contains("1514"), "{e}");
+        assert!(check_mtu(9014, 9000, port).is_ok());
         assert!(Sizes::parse("128-64").is_err());
         assert!(Sizes::parse("big").is_err());
         let r = Sizes::Range(60, 62);
