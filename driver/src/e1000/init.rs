@@ -6,6 +6,7 @@ use super::regs::{self, Ctrl, Rctl, Status, Tctl};
 use super::rxtx::{RxQueue, TxQueue};
 use super::E1000;
 use crate::intel::filter::IntelFilter;
+use crate::intel::LinkWatch;
 use crate::mmio::Bar;
 use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
@@ -30,6 +31,7 @@ impl<B: Bar> E1000<B> {
         let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
         let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
 
+        let link = LinkWatch::start(&bar, regs::ICR, regs::STATUS);
         let mut nic = Self {
             bar,
             addr,
@@ -43,6 +45,7 @@ impl<B: Bar> E1000<B> {
             promisc: cfg.promisc,
             filter,
             ceiling: None,
+            link,
             device: None,
         };
         nic.start_rx();
@@ -56,6 +59,8 @@ impl<B: Bar> E1000<B> {
                 cfg.link_timeout.as_millis()
             );
         }
+        // Link events count from here: the link coming up during bring-up is not one.
+        nic.link = LinkWatch::start(&nic.bar, regs::ICR, regs::STATUS);
         Ok(nic)
     }
 
