@@ -114,7 +114,12 @@ fn pktgen_prints_link_down_then_up_on_e1000_and_virtio() {
         }
     })
     .unwrap_or_else(|e| panic!("link: guest run failed: {e}"));
-    eprintln!("link: guest ran {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "link: {:.1} s in all; QEMU ran {:.1} s, {:.1} s of it booting",
+        started.elapsed().as_secs_f64(),
+        run.total_time.as_secs_f64(),
+        run.boot_time.as_secs_f64()
+    );
     assert_eq!(
         run.exit_code,
         0,
