@@ -37,6 +37,23 @@ pub struct Config {
     pub queues: u16,
     /// How received frames spread over the queues when there are several.
     pub rss: crate::port::Rss,
+    /// Largest IP packet the port sends and receives (1500 by default): frames of up to
+    /// `mtu + 18` bytes (Ethernet header and a VLAN tag) without the FCS. Above
+    /// [`DATA_ROOM`](zcnic_hugepages::DATA_ROOM) − 18 a frame spans several buffers, a
+    /// [`Packet`](zcnic_hugepages::Packet) chain (see `Packet::next`). A NIC that cannot
+    /// take it refuses to open ([`Error::Mtu`](crate::Error::Mtu)).
+    pub mtu: usize,
+}
+
+/// Bytes a frame adds to the IP packet: the Ethernet header and one VLAN tag (the FCS is
+/// the NIC's).
+pub const FRAME_OVERHEAD: usize = 18;
+
+impl Config {
+    /// The longest frame the MTU allows, without the FCS.
+    pub fn max_frame(&self) -> usize {
+        self.mtu + FRAME_OVERHEAD
+    }
 }
 
 impl Default for Config {
@@ -51,6 +68,7 @@ impl Default for Config {
             ring: RingChoice::Auto,
             queues: 1,
             rss: crate::port::Rss::default(),
+            mtu: 1500,
         }
     }
 }

@@ -98,12 +98,43 @@ pub enum Error {
         /// What was wrong.
         source: crate::filter::FilterError,
     },
+    /// `Config::mtu` beyond what the NIC (or the device's own MTU) takes.
+    #[error("{addr}: MTU {mtu} is more than this {what} takes ({max}): use an MTU of 68..={max}")]
+    Mtu {
+        /// The device.
+        addr: PciAddr,
+        /// The MTU asked for.
+        mtu: usize,
+        /// The largest the device takes.
+        max: usize,
+        /// What sets the limit ("e1000", "virtio-net device (its mtu field)").
+        what: &'static str,
+    },
     /// A file outside a device's own (sysfs listing, state files).
     #[error("{0}")]
     Io(String),
 }
 
 impl Error {
+    /// Checks `mtu` against `68..=max` (68: the least IPv4 allows).
+    pub(crate) fn check_mtu(
+        addr: PciAddr,
+        mtu: usize,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(), Self> {
+        if (68..=max).contains(&mtu) {
+            Ok(())
+        } else {
+            Err(Self::Mtu {
+                addr,
+                mtu,
+                max,
+                what,
+            })
+        }
+    }
+
     /// A refused filter change on `addr`.
     pub(crate) fn filter(addr: PciAddr, source: crate::filter::FilterError) -> Self {
         Self::Filter { addr, source }

@@ -186,6 +186,11 @@ pub trait Nic: Send {
     }
     /// The port's MAC address.
     fn mac(&self) -> [u8; 6];
+    /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)): frames of
+    /// up to `mtu + 18` bytes go both ways, in a [`Packet`] chain beyond one buffer.
+    fn mtu(&self) -> usize {
+        1500
+    }
     /// [`tx_batch`](Nic::tx_batch), except that the frames the device has finished with
     /// come back in `done`, exactly as they were handed in (frame, length, payload), instead
     /// of going back to the pool. A sender that re-sends similar frames then rewrites only
@@ -294,23 +299,24 @@ pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> 
     nic.pool().alloc_copy(frame)
 }
 
-/// How many of `pkts`, from the front, fit in `free` descriptors: one per frame, two for a
-/// frame with an attached payload. With room for two per frame there is nothing to count.
+/// How many of `pkts`, from the front, fit in `free` descriptors: one per buffer and one
+/// per attached payload ([`descriptors`]). With room for two per frame and every frame
+/// single there is nothing more to count.
 #[inline(always)]
 pub(crate) fn frames_that_fit(pkts: &[Packet], free: usize) -> usize {
     chains_that_fit(pkts, free, 1)
 }
 
 /// [`frames_that_fit`] for frames whose head takes `head` descriptors (virtio's header in
-/// a descriptor of its own: 2), an attached payload one more.
+/// a descriptor of its own: 2).
 #[inline(always)]
 pub(crate) fn chains_that_fit(pkts: &[Packet], mut free: usize, head: usize) -> usize {
-    if free >= (head + 1) * pkts.len() {
+    if free >= (head + 1) * pkts.len() && pkts.iter().all(Packet::is_single) {
         return pkts.len();
     }
     let mut n = 0;
     for p in pkts {
-        let need = head + usize::from(p.payload().is_some());
+        let need = head - 1 + descriptors(p);
         if need > free {
             break;
         }
@@ -318,6 +324,19 @@ pub(crate) fn chains_that_fit(pkts: &[Packet], mut free: usize, head: usize) -> 
         n += 1;
     }
     n
+}
+
+/// Descriptors a frame takes, one per part: each buffer of the chain and each attached
+/// payload.
+#[inline(always)]
+pub(crate) fn descriptors(p: &Packet) -> usize {
+    if p.is_single() {
+        1
+    } else {
+        p.segments()
+            .map(|s| 1 + usize::from(s.payload().is_some()))
+            .sum()
+    }
 }
 
 /// The cache a queue allocates and frees through ([`PoolCache`]): chains of up to 32
@@ -356,27 +375,20 @@ pub(crate) fn take_spares(
     ours
 }
 
-/// `pkt` as a frame the port of `pool` can send: itself when its buffer (and attached
-/// payload) are reachable in the addresses the port's device reads, else a copy into one
-/// buffer of `pool`. A packet from a port in another address space (an IOMMU port's buffer
-/// handed to a no-IOMMU port, say) holds an address that means nothing, or something else,
-/// to this device. `None` when the copy does not fit a buffer or the pool is dry.
-#[cold]
-#[inline(never)]
+/// `pkt` as a frame the port of `pool` can send: itself when each of its buffers (and
+/// attached payloads) is reachable in the addresses the port's device reads, else a copy
+/// into buffers of `pool` (a chain when it is longer than one). A packet from a port in
+/// another address space (an IOMMU port's buffer handed to a no-IOMMU port, say) holds an
+/// address that means nothing, or something else, to this device.
 pub(crate) fn into_space(pkt: Packet, pool: &Arc<Mempool>) -> Option<Packet> {
     let space = pool.space();
-    let payload_ok = pkt.payload().is_none_or(|s| s.reachable_in(space));
-    if pkt.reachable_in(space) && payload_ok {
+    let reachable = pkt
+        .segments()
+        .all(|s| s.reachable_in(space) && s.payload().is_none_or(|p| p.reachable_in(space)));
+    if reachable {
         return Some(pkt);
     }
-    let mut copy = pool.alloc()?;
-    copy.set_len(pkt.total_len()).ok()?;
-    let (head, rest) = copy.data_mut().split_at_mut(pkt.len());
-    head.copy_from_slice(pkt.data());
-    if let Some(seg) = pkt.payload() {
-        rest.copy_from_slice(seg.data());
-    }
-    Some(copy)
+    pkt.copy_into(pool)
 }
 
 /// Formats a MAC address as `52:54:00:12:34:56`.

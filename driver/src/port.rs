@@ -186,6 +186,10 @@ pub trait Port: Send {
     fn link_event(&mut self) -> Option<Link> {
         None
     }
+    /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)).
+    fn mtu(&self) -> usize {
+        1500
+    }
     /// Queue pairs in use.
     fn queues(&self) -> u16;
     /// The RSS settings in force (key, types, the whole table as programmed).

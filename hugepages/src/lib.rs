@@ -22,6 +22,7 @@
 //! ```
 
 mod cache;
+mod chain;
 mod fake;
 mod freestack;
 mod hugetlbfs;
@@ -32,6 +33,7 @@ mod ring;
 mod user;
 
 pub use cache::{PoolCache, CACHE_SIZE};
+pub use chain::Segments;
 pub use fake::FakeDma;
 pub use freestack::{FreeStack, MAX_BUFFERS};
 pub use hugetlbfs::{

@@ -35,9 +35,12 @@ const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
 /// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
 ///
-/// `head`, `len`, `rss_type` and `spare` fill one aligned 8-byte word: a buffer leaving the
+/// `head`, `len`, `rss_type` and `extras` fill one aligned 8-byte word: a buffer leaving the
 /// pool sets all four, which the compiler does with one store (laid out in this order, C
 /// style, for that).
+///
+/// A free slot has no payload and no next buffer (`extras` 0): the packet leaving it
+/// dropped both.
 #[repr(C)]
 pub(crate) struct Slot {
     pool: NonNull<Mempool>,
@@ -47,16 +50,25 @@ pub(crate) struct Slot {
     len: u16,
     /// What `rss_hash` covered, as a `HashType` number; 0 when there is none.
     rss_type: u16,
-    /// Unused; written with the three before it.
-    spare: u16,
+    /// What the packet carries besides its own bytes ([`PAYLOAD`], [`NEXT`]): one test
+    /// tells the common packet, which has neither, from the others. Written with the three
+    /// before it.
+    pub(crate) extras: u16,
     /// Where `iova` is valid (the pool region's domain), beside it for the transmit check.
     domain: Domain,
     idx: u32,
     /// The receive hash a device reported (with `rss_type` not 0).
     rss_hash: u32,
     /// Application memory sent after the frame bytes, without a copy (transmit only).
-    payload: Option<Segment>,
+    pub(crate) payload: Option<Segment>,
+    /// The next buffer of a frame longer than one buffer (see `chain.rs`).
+    pub(crate) next: Option<Packet>,
 }
+
+/// `Slot::extras`: a payload is attached.
+pub(crate) const PAYLOAD: u16 = 1;
+/// `Slot::extras`: another buffer follows in the frame.
+pub(crate) const NEXT: u16 = 2;
 
 /// A pool of packet buffers in DMA memory, shared between threads.
 ///
@@ -128,8 +140,9 @@ impl Mempool {
                         len: 0,
                         rss_hash: 0,
                         rss_type: 0,
-                        spare: 0,
+                        extras: 0,
                         payload: None,
+                        next: None,
                     })
                 })
                 .collect();
@@ -164,7 +177,7 @@ impl Mempool {
         slot.head = HEADROOM as u16;
         slot.len = 0;
         slot.rss_type = 0;
-        slot.spare = 0;
+        slot.extras = 0;
         Packet {
             slot: NonNull::from(slot),
         }
@@ -188,13 +201,22 @@ impl Mempool {
         (taken == 1).then(|| unsafe { Self::packet(&self.slots, got[0]) })
     }
 
-    /// One buffer holding a copy of `data`, or `None` when none is free or `data` does
-    /// not fit.
+    /// A copy of `data`: one buffer, or a chain of [`DATA_ROOM`]-byte buffers for a longer
+    /// frame (see [`Packet::next`]); `None` when the pool has too few free.
     pub fn alloc_copy(self: &Arc<Self>, data: &[u8]) -> Option<Packet> {
-        let mut p = self.alloc()?;
-        p.set_len(data.len()).ok()?;
-        p.data_mut().copy_from_slice(data);
-        Some(p)
+        let mut parts = data.chunks(DATA_ROOM);
+        let mut head = self.alloc()?;
+        let first = parts.next().unwrap_or_default();
+        head.set_len(first.len()).ok()?;
+        head.data_mut().copy_from_slice(first);
+        let mut last = &mut head;
+        for part in parts {
+            let mut p = self.alloc()?;
+            p.set_len(part.len()).ok()?;
+            p.data_mut().copy_from_slice(part);
+            last = last.link(p);
+        }
+        Some(head)
     }
 
     /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for the
@@ -361,14 +383,14 @@ pub struct TooLong {
 
 impl Packet {
     #[inline(always)]
-    fn s(&self) -> &Slot {
+    pub(crate) fn s(&self) -> &Slot {
         // SAFETY: the slot lives as long as the pool, which the loan keeps while this packet
         // exists, and only this packet refers to it.
         unsafe { self.slot.as_ref() }
     }
 
     #[inline(always)]
-    fn s_mut(&mut self) -> &mut Slot {
+    pub(crate) fn s_mut(&mut self) -> &mut Slot {
         // SAFETY: as in `s`; `&mut self` makes the access exclusive.
         unsafe { self.slot.as_mut() }
     }
@@ -466,9 +488,8 @@ impl Packet {
         s.head = HEADROOM as u16;
         s.len = 0;
         s.rss_type = 0;
-        s.spare = 0;
-        if s.payload.is_some() {
-            s.payload = None;
+        if s.extras != 0 {
+            drop_extras(s);
         }
     }
 
@@ -530,7 +551,9 @@ impl Packet {
     /// segment's, as one frame (a descriptor chain), copying neither. The segment — and so
     /// its region — stays held until the driver drops the packet, after the device is done.
     pub fn attach(&mut self, seg: Segment) {
-        self.s_mut().payload = Some(seg);
+        let s = self.s_mut();
+        s.payload = Some(seg);
+        s.extras |= PAYLOAD;
     }
 
     /// The attached payload, if any.
@@ -539,19 +562,14 @@ impl Packet {
         self.s().payload.as_ref()
     }
 
-    /// Frame length including an attached payload.
-    #[inline(always)]
-    pub fn total_len(&self) -> usize {
-        self.len() + self.payload().map_or(0, Segment::len)
-    }
-
-    /// Drops the payload and returns (pool, index) for the free stack; the caller pushes
-    /// the index next and must not touch the packet after.
+    /// Drops the payload and the buffers after this one, and returns (pool, index) for
+    /// the free stack; the caller pushes the index next and must not touch the packet
+    /// after.
     #[inline(always)]
     fn empty_slot(&mut self) -> (NonNull<Mempool>, u32) {
         let s = self.s_mut();
-        if s.payload.is_some() {
-            s.payload = None;
+        if s.extras != 0 {
+            drop_extras(s);
         }
         (s.pool, s.idx)
     }
@@ -575,16 +593,16 @@ impl Packet {
         self.s().idx
     }
 
-    /// Whether this buffer belongs to the pool at `pool` and carries no payload: one a
-    /// cache of that pool takes back by its index alone.
+    /// Whether this buffer belongs to the pool at `pool` and carries no payload and no
+    /// next buffer: one a cache of that pool takes back by its index alone.
     #[inline(always)]
     pub(crate) fn is_plain(&self, pool: *const Mempool) -> bool {
         let s = self.s();
-        std::ptr::eq(s.pool.as_ptr(), pool) && s.payload.is_none()
+        std::ptr::eq(s.pool.as_ptr(), pool) && s.extras == 0
     }
 
     /// The index of a [plain](Self::is_plain) packet, which the caller gives up with the
-    /// packet by forgetting it (it has no payload to drop).
+    /// packet by forgetting it (it has nothing else to drop).
     #[inline(always)]
     pub(crate) fn index_of_plain(&self) -> u32 {
         self.s().idx
@@ -678,6 +696,22 @@ impl Packet {
 // index out once), so moving it to another thread moves exclusive access with it; the pool
 // it points to is Sync.
 unsafe impl Send for Packet {}
+
+/// Drops what a slot carries besides its buffer: the payload, and the buffers after it,
+/// one at a time (a loop, not a recursion, however long the chain).
+#[cold]
+#[inline(never)]
+fn drop_extras(s: &mut Slot) {
+    s.payload = None;
+    let mut next = s.next.take();
+    s.extras = 0;
+    while let Some(mut p) = next {
+        let t = p.s_mut();
+        next = t.next.take();
+        t.extras &= !NEXT;
+        drop(p);
+    }
+}
 
 impl Drop for Packet {
     #[inline]

@@ -20,6 +20,7 @@ impl<B: Bar> E1000<B> {
         let rx_idx = crate::intel::ring_index(&addr, "e1000", cfg.rx_ring, 8)?;
         let tx_idx = crate::intel::ring_index(&addr, "e1000", cfg.tx_ring, 32)?;
         let dma_err = |source| Error::Dma { addr, source };
+        Error::check_mtu(addr, cfg.mtu, super::rxtx::MAX_MTU, "e1000")?;
 
         reset(&bar, &addr, cfg.reset_timeout)?;
         let mac = read_mac(&bar, &addr)?;
@@ -28,7 +29,7 @@ impl<B: Bar> E1000<B> {
         // Nothing is handed to the device before RCTL.EN and TDT below: on an error here
         // the memory is freed with the device reset and idle.
         let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
-        let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
+        let rx = RxQueue::new(dma, &pool, rx_idx, cfg.max_frame()).map_err(dma_err)?;
         let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
 
         let link = LinkWatch::start(&bar, regs::ICR, regs::STATUS);
@@ -43,6 +44,7 @@ impl<B: Bar> E1000<B> {
             sw: Stats::default(),
             hw: Counters::new(),
             promisc: cfg.promisc,
+            mtu: cfg.mtu,
             filter,
             ceiling: None,
             link,
@@ -97,6 +99,10 @@ impl<B: Bar> E1000<B> {
         }
         if self.filter.rx.allmulti {
             r |= Rctl::MPE;
+        }
+        // Long packets: frames beyond 1522 bytes, over several 2 KiB descriptors.
+        if self.mtu + crate::config::FRAME_OVERHEAD > super::rxtx::STANDARD_FRAME {
+            r |= Rctl::LPE;
         }
         r
     }

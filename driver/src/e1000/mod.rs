@@ -41,6 +41,8 @@ pub struct E1000<B: Bar> {
     sw: Stats,
     hw: Counters,
     promisc: bool,
+    /// `Config::mtu`: above 1500, long packets are on.
+    mtu: usize,
     /// Multicast groups, all-multicast and extra unicast addresses.
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
@@ -166,6 +168,10 @@ impl<B: Bar> Nic for E1000<B> {
     /// ICR.LSC, then STATUS when it is set (see `intel::LinkWatch`).
     fn link_event(&mut self) -> Option<Link> {
         self.link.poll(&self.bar)
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
     }
 
     fn mac(&self) -> [u8; 6] {

@@ -14,11 +14,12 @@
 
 use super::regs;
 use super::E1000;
+use crate::intel::reassembly::{Ending, Reassembly};
 use crate::mmio::Bar;
 use crate::pci::PciAddr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use zcnic_descriptors::e1000::{RxDesc, TxDesc};
+use zcnic_descriptors::e1000::{RxDesc, RxStatus, TxDesc};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
     DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
@@ -28,6 +29,12 @@ use zcnic_hugepages::{
 pub const TX_CLEAN_BATCH: u32 = 32;
 /// Largest frame the e1000 sends (8254x SDM §3.3: 16288 bytes with a payload chain).
 pub const MAX_FRAME: usize = 16288;
+/// Longest frame without long packets (RCTL.LPE clear), VLAN tag included, FCS not: 1522
+/// on the wire.
+pub const STANDARD_FRAME: usize = 1518;
+/// Largest MTU: long packets take frames of up to 16384 bytes with the FCS (8254x SDM
+/// §13.4.22, RCTL.LPE); Linux's e1000 caps the frame at 16128.
+pub const MAX_MTU: usize = 16128 - crate::config::FRAME_OVERHEAD;
 
 /// Whether the descriptor in `slot` asks for a status write-back (RS).
 #[inline(always)]
@@ -48,6 +55,10 @@ pub(crate) struct RxQueue {
     /// Where refills come from (`nic::queue_cache`), and where completed transmit
     /// buffers go: one thread drives both sides of an e1000.
     cache: PoolCache,
+    /// Long packets are on (RCTL.LPE): a frame may span several descriptors.
+    jumbo: bool,
+    /// The long frame being received.
+    reasm: Reassembly,
     consumed: u32,
     produced: u32,
 }
@@ -69,11 +80,13 @@ impl RxQueue {
         RxDesc::from_words(self.ring.read_words(slot))
     }
 
-    /// A ring with a buffer in every slot.
+    /// A ring with a buffer in every slot, for frames of up to `max_frame` bytes (long
+    /// packets on above [`STANDARD_FRAME`]).
     pub(crate) fn new(
         dma: &dyn DmaAllocator,
         pool: &Arc<Mempool>,
         idx: RingIndex,
+        max_frame: usize,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, |a| RxDesc::ready(a).to_words())?
@@ -93,6 +106,8 @@ impl RxQueue {
             sink: Some(sink),
             fresh: Vec::with_capacity(idx.size() as usize),
             cache: crate::nic::queue_cache(pool),
+            jumbo: max_frame > STANDARD_FRAME,
+            reasm: Reassembly::new(max_frame),
             consumed: 0,
             produced: idx.size() - 1,
         })
@@ -241,13 +256,14 @@ fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
     }
 }
 
-/// Queues a frame the fast path did not take, at counter `at`: one with an attached
-/// payload, sent as the header from the pool buffer and the payload from application
-/// memory, a chain of two descriptors with EOP on the second, which also holds the packet
-/// (8254x SDM §3.3.3: a frame may span several data descriptors); or one from another
-/// address space, copied into a buffer of `pool` first (`nic::into_space`). Returns the
-/// frame's length and the descriptors used, or `None` (the frame is dropped) when a part
-/// is empty or too long, or it cannot be copied.
+/// Queues a frame the fast path did not take, at counter `at`: one of several parts (a
+/// chain of buffers, attached payloads from application memory), sent as a chain of data
+/// descriptors with EOP on the last, which also holds the packet (8254x SDM §3.3.3: a
+/// frame may span several data descriptors); or one from another address space, copied
+/// into buffers of `pool` first (`nic::into_space`). Returns the frame's length and the
+/// descriptors used, at most what `nic::descriptors` counted for it; `None` (the frame
+/// is dropped) when a part is empty, the frame is longer than [`MAX_FRAME`], or its copy
+/// would take more descriptors than the frame was given.
 #[inline(never)]
 fn chain(
     ring: Words<'_>,
@@ -256,30 +272,31 @@ fn chain(
     pkt: Packet,
     pool: &Arc<Mempool>,
 ) -> Option<(usize, u32)> {
+    let given = crate::nic::descriptors(&pkt);
     let pkt = crate::nic::into_space(pkt, pool)?;
-    let len = pkt.len();
-    if len == 0 || len > DATA_ROOM {
-        return None;
-    }
-    let slot = ring.slot(at);
-    let Some(seg) = pkt.payload() else {
-        ring.write(
-            slot,
-            TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
-        );
-        park(bufs, slot, pkt);
-        return Some((len, 1));
+    let parts = || {
+        pkt.segments().flat_map(|s| {
+            let payload = s.payload().map(|p| (p.iova(), p.len()));
+            std::iter::once((s.iova(), s.len())).chain(payload)
+        })
     };
-    let total = len + seg.len();
-    if total > MAX_FRAME {
+    let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    if total > MAX_FRAME || n > given || parts().any(|(_, len)| len == 0) {
         return None;
     }
-    ring.write(slot, TxDesc::data(pkt.iova(), len as u16, false).to_words());
-    let slot = ring.slot(at.wrapping_add(1));
-    let last = TxDesc::frame(seg.iova(), seg.len() as u16, false);
-    ring.write(slot, last.to_words());
+    let mut slot = ring.slot(at);
+    for (i, (iova, len)) in (1usize..).zip(parts()) {
+        slot = ring.slot(at.wrapping_add(i as u32 - 1));
+        // Each part is at most MAX_FRAME bytes, so its length fits the field.
+        let desc = if i == n {
+            TxDesc::frame(iova, len as u16, false)
+        } else {
+            TxDesc::data(iova, len as u16, false)
+        };
+        ring.write(slot, desc.to_words());
+    }
     park(bufs, slot, pkt);
-    Some((total, 2))
+    Some((total, n as u32))
 }
 
 /// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
@@ -346,6 +363,27 @@ fn refill_empty(
     true
 }
 
+/// The pool had no buffer to refill a slot with.
+struct NoBuffer;
+
+/// Takes the buffer of a completed descriptor that holds a part of a long frame, putting
+/// a fresh one from `cache` in its place: the part, or `None` for a slot that had no buffer
+/// (a driver fault; the frame is dropped).
+#[cold]
+#[inline(never)]
+fn take_part(
+    ring: Words<'_>,
+    bufs: &mut [Option<Packet>],
+    slot: usize,
+    cache: &mut PoolCache,
+) -> Result<Option<Packet>, NoBuffer> {
+    let new = cache.alloc().ok_or(NoBuffer)?;
+    // Acquire: the part's bytes are read (by whoever gets the frame) only after its DD.
+    fence(Ordering::Acquire);
+    ring.write(slot, RxDesc::ready(new.iova()).to_words());
+    Ok(bufs[slot].replace(new))
+}
+
 #[cold]
 #[inline(never)]
 fn drop_stale(pkt: Packet) {
@@ -394,6 +432,8 @@ impl<B: Bar> E1000<B> {
         // the ring could alias fields, as far as the compiler knows; it would reload them).
         let ring = q.ring.words();
         let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
+        let (reasm, cache, jumbo) = (&mut q.reasm, &mut q.cache, q.jumbo);
+        let mut busy = reasm.busy();
         let (mut at, mut end) = (start, start.wrapping_add(limit as u32));
         let (mut k, mut bytes, mut errors) = (0, 0, 0);
         while at != end {
@@ -403,6 +443,28 @@ impl<B: Bar> E1000<B> {
             let Some(len) = desc.good_len(DATA_ROOM as u16) else {
                 if !desc.done() {
                     break;
+                }
+                if jumbo {
+                    // A part of a long frame, not its last: kept (refilled from the cache),
+                    // and it too leaves room under `max`.
+                    if let Some(part) = desc.part_len(DATA_ROOM as u16) {
+                        match take_part(ring, bufs, slot, cache) {
+                            Err(NoBuffer) => {
+                                self.sw.rx_no_buf += 1;
+                                break;
+                            }
+                            Ok(Some(pkt)) => errors += u64::from(!reasm.part(pkt, part)),
+                            Ok(None) => {
+                                reasm.abort(false);
+                                errors += 1;
+                            }
+                        }
+                        busy = reasm.busy();
+                        (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
+                        continue;
+                    }
+                    reasm.abort(desc.status & RxStatus::EOP.bits() != 0);
+                    busy = reasm.busy();
                 }
                 reject(self.addr, ring, bufs, slot, q.sink.as_ref());
                 errors += 1;
@@ -432,9 +494,23 @@ impl<B: Bar> E1000<B> {
             let refill = new.iova();
             std::mem::swap(new, pkt);
             ring.write(slot, RxDesc::ready(refill).to_words());
+            at = at.wrapping_add(1);
+            if busy {
+                // The last part of a long frame: `new` becomes the whole frame, or goes
+                // on as a refill when the frame was dropped.
+                busy = false;
+                match reasm.finish(new) {
+                    Ending::Frame(total) => bytes += total as u64,
+                    Ending::Dropped => {
+                        errors += 1;
+                        continue;
+                    }
+                }
+                k += 1;
+                continue;
+            }
             bytes += u64::from(len);
             k += 1;
-            at = at.wrapping_add(1);
         }
         // Usually every refill was used: then the frames move over in one copy.
         if k == q.fresh.len() {
@@ -498,9 +574,8 @@ impl<B: Bar> E1000<B> {
             for pkt in frames.by_ref() {
                 let len = pkt.len();
                 let slot = ring.slot(at);
-                let plain = pkt.payload().is_none()
-                    && len.wrapping_sub(1) < DATA_ROOM
-                    && pkt.reachable_in(space);
+                let plain =
+                    pkt.is_single() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space);
                 if !plain || bufs[slot].is_some() {
                     odd = Some(pkt);
                     break;

@@ -539,9 +539,8 @@ impl IgbTxQueue {
             for pkt in frames.by_ref() {
                 let len = pkt.len();
                 let slot = ring.slot(at);
-                let plain = pkt.payload().is_none()
-                    && len.wrapping_sub(1) < DATA_ROOM
-                    && pkt.reachable_in(space);
+                let plain =
+                    pkt.is_single() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space);
                 if !plain || bufs[slot].is_some() {
                     odd = Some(pkt);
                     break;

@@ -1,10 +1,11 @@
 //! What the Intel e1000 and igb drivers share, and no more: bringing a PCI function up
 //! with its reset before bus mastering, ring sizes, filling a receive ring, and the
-//! receive address filters (`filter.rs`: multicast table, extra addresses), and link
+//! receive address filters (`filter.rs`: multicast table, extra addresses), link
 //! events from the interrupt cause register ([`LinkWatch`]). (Their statistics code and
 //! the STATUS link decode live with the e1000 and are used by both.)
 
 pub(crate) mod filter;
+pub(crate) mod reassembly;
 
 use crate::e1000::regs::ICR_LSC;
 use crate::mmio::{Bar, MmioBar};

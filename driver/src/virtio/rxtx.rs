@@ -376,6 +376,11 @@ impl<Q: QueueKind> TxState<Q> {
                 errors += 1;
                 continue;
             };
+            // Frames longer than one buffer are not sent here yet: refused, never cut.
+            if pkt.next().is_some() {
+                errors += 1;
+                continue;
+            }
             let total = pkt.total_len();
             if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
                 errors += 1;
