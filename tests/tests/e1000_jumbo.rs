@@ -89,7 +89,7 @@ fn long_frames_arrive_whole_over_several_buffers_across_the_ring_wrap() {
     for (p, f) in got.iter().zip(&frames) {
         assert_eq!(p.to_vec(), *f, "frame {} byte for byte", p.data()[0]);
         assert_eq!(p.segments().count(), f.len().div_ceil(DATA_ROOM));
-        assert!(p.segments().all(|s| s.len() > 0 && s.len() <= DATA_ROOM));
+        assert!(p.segments().all(|s| !s.is_empty() && s.len() <= DATA_ROOM));
     }
     let s = nic.stats();
     let bytes: usize = frames.iter().map(Vec::len).sum();
