@@ -166,10 +166,14 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let mut scratch = Vec::new();
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
     let mut last = 0u64;
+    let mut link_tick = crate::link::Tick::new();
     loop {
         let now = clock.now_ns();
         if frames >= limit || stopped() || end.is_some_and(|e| now >= e) {
             break;
+        }
+        if link_tick.due(now) {
+            crate::link::report("dump", nic);
         }
         let max = if args.filter == Filter::default() {
             (limit - frames).min(64) as usize

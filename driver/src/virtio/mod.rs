@@ -6,19 +6,22 @@
 //! - `net.rs`: feature negotiation
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
 //! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
-//! - `port.rs`: the port and its queue pairs set up; the one-queue `VirtioNet`
+//! - `port.rs`: the port and its queue pairs set up
+//! - `nic.rs`: the one-queue `VirtioNet`, a port and its queue pair 0
 //! - `rxtx.rs`: the datapath of one queue pair
 
 mod ctrl;
 mod filter;
 mod net;
+mod nic;
 mod port;
 mod queue;
 mod rxtx;
 mod transport;
 
 pub use net::{feature, header_apart, negotiate, wanted_features};
-pub use port::{VirtioNet, VirtioPort, VirtioQueues};
+pub use nic::VirtioNet;
+pub use port::{VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
 pub use rxtx::{VirtioRxQueue, VirtioTxQueue};
 pub use transport::{status, Legacy, Modern, Notifier, Transport};
