@@ -230,7 +230,7 @@ fn restamp(
 pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<(), ToolError> {
     if max_size > mtu + 14 {
         return Err(msg(format!(
-            "--size {max_size}: {port} was opened with MTU {mtu}, which allows frames of up to {} bytes; give --mtu {} or more",
+            "--size {max_size}: {port} with MTU {mtu} sends frames of up to {} bytes; give --mtu {} or more",
             mtu + 14,
             max_size - 14
         )));
