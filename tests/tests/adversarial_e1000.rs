@@ -287,12 +287,16 @@ const COUNTERS: [(u32, u32); 11] = [
     (stat::CRCERRS, u32::MAX),
 ];
 
+/// A frame to send: (length, attached payload length), (buffers chained after the first,
+/// each one's length).
+type TxFrame = ((u16, Option<u16>), (u8, u16));
+
 /// One step: the application calls the driver, or the device does something.
 #[derive(Debug, Clone)]
 enum Step {
     /// `tx_batch` of frames: length, the length of an attached application payload, and
     /// buffers chained after the first (count, and each one's length).
-    Tx(Vec<((u16, Option<u16>), (u8, u16))>),
+    Tx(Vec<TxFrame>),
     /// `rx_batch` with this `max`; with spares, `rx_batch_recycle` handed up to that many
     /// of the frames the application holds.
     Rx(u16, u8),
@@ -659,10 +663,7 @@ impl Machine {
         }
     }
 
-    fn tx(
-        &mut self,
-        frames: &[((u16, Option<u16>), (u8, u16))],
-    ) -> Result<(u64, u64), TestCaseError> {
+    fn tx(&mut self, frames: &[TxFrame]) -> Result<(u64, u64), TestCaseError> {
         let heads: Vec<(u16, Option<u16>)> = frames.iter().map(|f| f.0).collect();
         let mut batch = self.held.batch(&self.pool, &self.payload, &heads)?;
         // Buffers chained after each frame's first, as far as the pool goes.
