@@ -327,33 +327,47 @@ impl TxRing {
         self.ring.write_words(slot, d.to_words());
     }
 
-    /// Queues `pkt` at counter `at`: one descriptor, or two for a frame with an attached
-    /// payload (header from the pool buffer, payload from application memory). Returns the
-    /// frame's length and descriptors used, or `None` (dropped) when a part is empty or
-    /// too long or a copy into this port's address space fails.
+    /// Queues `pkt` at counter `at`: one descriptor per part (the pool buffer, each buffer
+    /// chained after it, each attached payload from application memory), the frame's
+    /// length in the first (PAYLEN) and EOP on the last, which holds the packet until the
+    /// device is done. Returns the frame's length and descriptors used, or `None`
+    /// (dropped) when a part is empty or too long, the frame is longer than
+    /// [`MAX_FRAME`], or a copy into this port's address space fails or would take more
+    /// descriptors than `frames_that_fit` counted for the frame.
     fn queue(&mut self, at: u32, pkt: Packet, pool: &Arc<Mempool>) -> Option<(usize, u32)> {
+        let given = crate::nic::descriptors(&pkt);
         let pkt = crate::nic::into_space(pkt, pool)?;
         let len = pkt.len();
-        if len == 0 || len > DATA_ROOM {
-            return None;
-        }
-        let Some(seg) = pkt.payload() else {
+        if pkt.is_single() {
+            if len == 0 || len > DATA_ROOM {
+                return None;
+            }
             self.put(at, TxDesc::frame(pkt.iova(), len as u16, false));
             self.bufs[self.idx.slot(at)] = Some(pkt);
             return Some((len, 1));
+        }
+        let parts = || {
+            pkt.segments().flat_map(|s| {
+                let payload = s.payload().map(|p| (p.iova(), p.len()));
+                std::iter::once((s.iova(), s.len())).chain(payload)
+            })
         };
-        let total = len + seg.len();
-        if seg.is_empty() || seg.len() > u16::MAX as usize || total > MAX_FRAME {
+        let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+        let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
+        if total > MAX_FRAME || n > given || parts().any(|p| bad(&p)) {
             return None;
         }
-        let first = TxDesc::data(pkt.iova(), len as u16, total as u32, false, false);
-        let last = TxDesc::data(seg.iova(), seg.len() as u16, 0, true, false);
-        self.put(at, first);
-        let next = at.wrapping_add(1);
-        self.put(next, last);
-        // The packet (and its payload) stays until the frame's last descriptor is done.
-        self.bufs[self.idx.slot(next)] = Some(pkt);
-        Some((total, 2))
+        let mut last = at;
+        for (i, (iova, len)) in (0u32..).zip(parts()) {
+            last = at.wrapping_add(i);
+            let paylen = if i == 0 { total as u32 } else { 0 };
+            let eop = i as usize == n - 1;
+            self.put(last, TxDesc::data(iova, len as u16, paylen, eop, false));
+        }
+        // The packet (its chain and payloads) stays until the frame's last descriptor is
+        // done.
+        self.bufs[self.idx.slot(last)] = Some(pkt);
+        Some((total, n as u32))
     }
 }
 
