@@ -285,3 +285,17 @@ fn a_long_frame_comes_out_of_a_burst_of_one() {
     assert_eq!(lens, [4 * DATA_ROOM + 826, 60, 60]);
     assert_eq!(nic.stats().rx_errors, 1);
 }
+
+/// Ceiling mode points every descriptor at one buffer: a frame longer than one is never
+/// posted (a chain there would go out cut to its first buffer).
+#[test]
+fn ceiling_mode_posts_no_frame_longer_than_a_buffer() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev, 9000, 64);
+    for _ in 0..10 {
+        assert_eq!(nic.repost(&frame(1, DATA_ROOM + 1), 32), Some(0));
+    }
+    assert!(nic.flush());
+    assert_eq!(dev.sent_count(), 0);
+    assert!(nic.repost(&frame(2, DATA_ROOM), 32).unwrap() > 0);
+}

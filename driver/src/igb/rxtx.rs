@@ -159,7 +159,7 @@ impl IgbTxQueue {
             if !self.flush() {
                 return 0;
             }
-            match self.pool.alloc_copy(frame) {
+            match crate::nic::ceiling_copy(&self.pool, frame) {
                 Some(p) => self.ceiling = Some(p),
                 None => return 0,
             }
