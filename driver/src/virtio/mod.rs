@@ -8,14 +8,18 @@
 //! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
 //! - `port.rs`: the port and its queue pairs set up; the one-queue `VirtioNet`
 //! - `rxtx.rs`: the datapath of one queue pair
+//! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
+//! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
 
 mod ctrl;
 mod filter;
+mod mergeable;
 mod net;
 mod port;
 mod queue;
 mod rxtx;
 mod transport;
+mod txchain;
 
 pub use net::{feature, header_apart, negotiate, wanted_features};
 pub use port::{VirtioNet, VirtioPort, VirtioQueues};

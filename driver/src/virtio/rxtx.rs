@@ -11,8 +11,10 @@
 //! and by `flush`; the device is notified only when it asks (EVENT_IDX or its NO_NOTIFY
 //! flag).
 
+use super::mergeable::Merge;
 use super::queue::QueueKind;
 use super::transport::Notifier;
+use super::txchain::Sender;
 use crate::pci::PciAddr;
 use crate::port::{QueueCounters, RxQueue, Teardown, TxQueue};
 use std::sync::Arc;
@@ -49,6 +51,8 @@ struct RxState<Q> {
     hdr_apart: bool,
     /// The header carries the device's RSS hash (VIRTIO_NET_F_HASH_REPORT).
     hash_report: bool,
+    /// Frames may span several buffers (VIRTIO_NET_F_MRG_RXBUF; `mergeable.rs`).
+    merge: Option<Merge>,
     kick: Notifier,
 }
 
@@ -72,6 +76,8 @@ struct TxState<Q> {
     hdr_len: usize,
     /// The header has a descriptor of its own (see [`super::header_apart`]).
     hdr_apart: bool,
+    /// The longest frame sent (`Config::max_frame`).
+    max_frame: usize,
     kick: Notifier,
 }
 
@@ -86,6 +92,9 @@ pub(crate) struct PairParts<Q> {
     pub hdr_len: usize,
     pub hdr_apart: bool,
     pub hash_report: bool,
+    /// VIRTIO_NET_F_MRG_RXBUF was negotiated.
+    pub merge: bool,
+    pub max_frame: usize,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
 }
@@ -93,6 +102,9 @@ pub(crate) struct PairParts<Q> {
 /// Builds a queue pair's two handles; the receive ring is filled and the device told.
 pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTxQueue<Q>) {
     let rx_size = p.rx.size().into();
+    // A chain of two descriptors per buffer when the header goes apart.
+    let rx_bufs = p.rx.size() >> u16::from(p.hdr_apart);
+    let merge = p.merge.then(|| Merge::new(p.max_frame, p.hdr_len, rx_bufs));
     let tx_size = p.tx.size().into();
     let mut rx = VirtioRxQueue {
         queue: p.queue,
@@ -104,6 +116,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             hdr_len: p.hdr_len,
             hdr_apart: p.hdr_apart,
             hash_report: p.hash_report,
+            merge,
             kick: p.rx_kick,
         }),
         pool: Arc::clone(&p.pool),
@@ -120,6 +133,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             ceiling: None,
             hdr_len: p.hdr_len,
             hdr_apart: p.hdr_apart,
+            max_frame: p.max_frame,
             kick: p.tx_kick,
         }),
         space: p.pool.space(),
@@ -260,6 +274,21 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
                 errors += 1;
                 continue;
             };
+            if let Some(m) = st.merge.as_mut() {
+                // Each buffer may be part of a frame: gathered on their own path.
+                let Some(mut frame) = m.take(pkt, used.len, &mut st.vq, &mut st.bufs, &mut errors)
+                else {
+                    continue;
+                };
+                if st.hash_report {
+                    let hash = hash_of(&mut frame, st.hdr_len);
+                    frame.set_rss(hash);
+                }
+                bytes += frame.total_len() as u64;
+                out.push(frame);
+                delivered += 1;
+                continue;
+            }
             let len = (used.len as usize).saturating_sub(st.hdr_len);
             if len == 0 || pkt.set_len(len).is_err() {
                 errors += 1;
@@ -339,6 +368,17 @@ impl<Q: QueueKind> TxState<Q> {
         errors
     }
 
+    /// What a frame of several parts is sent with (`txchain.rs`).
+    fn sender<'a>(&self, space: &'a AddressSpace, pool: &'a Arc<Mempool>) -> Sender<'a> {
+        Sender {
+            hdr_len: self.hdr_len,
+            apart: self.hdr_apart,
+            max_frame: self.max_frame,
+            space,
+            pool,
+        }
+    }
+
     /// [`TxState::add_frames`] of what fits in `free` descriptors of `pkts` with the header
     /// in a descriptor of its own (one more per frame); returns how many were taken too.
     #[cold]
@@ -366,8 +406,20 @@ impl<Q: QueueKind> TxState<Q> {
     ) -> (u64, u64, u64) {
         let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         for pkt in frames {
-            // A buffer (or payload) of another address space is copied into ours first.
-            let pkt = if pkt.payload().is_none() && pkt.reachable_in(*space) {
+            // A frame of several parts (a chain, an attached payload) takes its own path.
+            if !pkt.is_single() {
+                match self.sender(space, pool).add(&mut self.vq, pkt) {
+                    Some((id, pkt, total)) => {
+                        self.bufs[usize::from(id)] = Some(pkt);
+                        sent += 1;
+                        bytes += total as u64;
+                    }
+                    None => errors += 1,
+                }
+                continue;
+            }
+            // A buffer of another address space is copied into ours first.
+            let pkt = if pkt.reachable_in(*space) {
                 Some(pkt)
             } else {
                 crate::nic::into_space(pkt, pool)
@@ -376,13 +428,9 @@ impl<Q: QueueKind> TxState<Q> {
                 errors += 1;
                 continue;
             };
-            // Frames longer than one buffer are not sent here yet: refused, never cut.
-            if pkt.next().is_some() {
-                errors += 1;
-                continue;
-            }
-            let total = pkt.total_len();
-            if pkt.is_empty() || pkt.prepend(self.hdr_len).is_err() {
+            // Longer than the MTU allows: refused, as every frame is, never cut.
+            let total = pkt.len();
+            if total == 0 || total > self.max_frame || pkt.prepend(self.hdr_len).is_err() {
                 errors += 1;
                 continue;
             }
@@ -395,22 +443,14 @@ impl<Q: QueueKind> TxState<Q> {
                 10 => hdr[8..10].fill(0),
                 _ => hdr[8..20].fill(0),
             }
-            let head = Buf {
-                addr: pkt.iova(),
-                len: pkt.len() as u32,
-                device_writes: false,
-            };
-            let added = match pkt.payload() {
-                _ if APART => add_apart(&mut self.vq, &pkt, self.hdr_len),
-                None => self.vq.add(&[head]),
-                Some(seg) => {
-                    let payload = Buf {
-                        addr: seg.iova(),
-                        len: seg.len() as u32,
-                        device_writes: false,
-                    };
-                    self.vq.add(&[head, payload])
-                }
+            let added = if APART {
+                add_apart(&mut self.vq, &pkt, self.hdr_len)
+            } else {
+                self.vq.add(&[Buf {
+                    addr: pkt.iova(),
+                    len: pkt.len() as u32,
+                    device_writes: false,
+                }])
             };
             match added {
                 Ok(id) => self.bufs[usize::from(id)] = Some(pkt),
@@ -480,6 +520,14 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
     /// Ceiling mode (`Nic::repost`): `burst` more sends of one frame kept in the ring's
     /// memory, nothing allocated or built per frame.
     pub(crate) fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
+        // One buffer, one descriptor, sent over and over: a longer frame has no such mode.
+        if frame.len() > DATA_ROOM {
+            log::warn!(
+                "{}: ceiling mode sends frames of one buffer ({DATA_ROOM} bytes) at most",
+                self.addr
+            );
+            return None;
+        }
         // The first call drains the ring, so no chain with a packet of its own remains.
         if self.st.as_ref()?.ceiling.is_none() && !self.flush() {
             return Some(0);
@@ -529,8 +577,8 @@ impl<Q: QueueKind> VirtioTxQueue<Q> {
     }
 }
 
-/// Adds `pkt` (its header prepended) as a chain whose first descriptor is the header alone
-/// and the next the frame, then any attached payload: the framing a legacy device without
+/// Adds the one-buffer `pkt` (its header prepended) as a chain whose first descriptor is
+/// the header alone and the next the frame: the framing a legacy device without
 /// VIRTIO_F_ANY_LAYOUT requires (virtio 1.1 §2.6.4.3). The two point into one buffer and
 /// do not overlap; the head holds at least one frame byte (`send` refuses empty ones).
 #[cold]
@@ -542,10 +590,7 @@ fn add_apart<Q: QueueKind>(vq: &mut Q, pkt: &Packet, hdr_len: usize) -> Result<u
     };
     let hdr = part(pkt.iova(), hdr_len);
     let frame = part(pkt.iova() + hdr_len as u64, pkt.len() - hdr_len);
-    match pkt.payload() {
-        None => vq.add(&[hdr, frame]),
-        Some(seg) => vq.add(&[hdr, frame, part(seg.iova(), seg.len())]),
-    }
+    vq.add(&[hdr, frame])
 }
 
 impl<Q: QueueKind> TxQueue for VirtioTxQueue<Q> {
