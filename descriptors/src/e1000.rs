@@ -122,8 +122,9 @@ pub enum RxDescError {
         /// Bytes the buffer holds.
         capacity: u16,
     },
-    /// The frame spans several descriptors, which zcnic never configures (2 KiB buffers,
-    /// long packets off), so this is a device fault.
+    /// The frame spans several descriptors: a device fault with long packets off (RCTL.LPE
+    /// clear: no frame is longer than a 2 KiB buffer); with them on, see
+    /// [`RxDesc::part_len`].
     NotEop,
     /// The device flagged a receive error.
     Errors(u8),
@@ -195,6 +196,19 @@ impl RxDesc {
         let good = (RxStatus::DD.bits() | RxStatus::EOP.bits()) as u16;
         let flags = self.status as u16 | (self.errors as u16) << 8;
         if flags & (0xff00 | good) == good && self.length.wrapping_sub(1) < capacity {
+            Some(self.length)
+        } else {
+            None
+        }
+    }
+
+    /// The length of a completed descriptor that holds a part of a longer frame, not its
+    /// end (DD set, EOP clear, 1..=`capacity` bytes); `None` otherwise. Its error bits mean
+    /// nothing: the device sets them on the frame's last descriptor (8254x SDM §3.2.3.2).
+    #[inline]
+    pub const fn part_len(&self, capacity: u16) -> Option<u16> {
+        let part = self.status & (RxStatus::DD.bits() | RxStatus::EOP.bits());
+        if part == RxStatus::DD.bits() && self.length.wrapping_sub(1) < capacity {
             Some(self.length)
         } else {
             None

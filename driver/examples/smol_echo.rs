@@ -1,11 +1,12 @@
 //! A ping, UDP echo and TCP echo responder: smoltcp on a zcnic port.
 //!
 //! ```text
-//! smol_echo <PCI> <IP/PREFIX> [PORT] [SECONDS]     e.g. smol_echo 0000:00:02.0 10.0.0.2/24 7
+//! smol_echo <PCI> <IP/PREFIX> [PORT] [SECONDS] [MTU]   e.g. smol_echo 0000:00:02.0 10.0.0.2/24 7
 //! ```
 //! smoltcp answers ARP and ICMP echo by itself; this adds a UDP socket and a TCP socket on
 //! PORT that send back whatever arrives. Received frames are read straight out of the DMA
-//! buffers (see `zcnic::smol`). Runs until Ctrl-C or SECONDS.
+//! buffers (see `zcnic::smol`). Runs until Ctrl-C or SECONDS (0: forever). MTU (default
+//! 1500) opens the port for jumbo frames, and smoltcp's MTU follows it.
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::{tcp, udp};
@@ -26,7 +27,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return fail("usage: smol_echo <PCI> <IP/PREFIX> [PORT] [SECONDS]");
+        return fail("usage: smol_echo <PCI> <IP/PREFIX> [PORT] [SECONDS] [MTU]");
     }
     let Ok(cidr) = args[2].parse::<IpCidr>() else {
         return fail(format!(
@@ -40,8 +41,16 @@ fn main() -> ExitCode {
     let limit = args
         .get(4)
         .and_then(|s| s.parse::<f64>().ok())
+        .filter(|&s| s > 0.0)
         .map(Duration::from_secs_f64);
-    let nic = match zcnic::open(&args[1]) {
+    let Ok(mtu) = args.get(5).map_or(Ok(1500), |m| m.parse::<usize>()) else {
+        return fail("MTU must be a number, e.g. 9000");
+    };
+    let cfg = zcnic::Config {
+        mtu,
+        ..zcnic::Config::default()
+    };
+    let nic = match zcnic::open_with(&args[1], &cfg) {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
@@ -65,13 +74,14 @@ fn main() -> ExitCode {
     let mut sockets = SocketSet::new(vec![]);
     let (udp_h, tcp_h) = (sockets.add(udp), sockets.add(tcp));
     println!(
-        "smol_echo: {} {mac} answering ping, UDP and TCP echo on port {port} at {cidr}",
-        args[1]
+        "smol_echo: {} {mac} answering ping, UDP and TCP echo on port {port} at {cidr}, MTU {}",
+        args[1],
+        dev.nic().mtu()
     );
 
     let start = std::time::Instant::now();
     let (mut udp_echoed, mut tcp_bytes) = (0u64, 0u64);
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     while !STOP.load(Ordering::Relaxed) && limit.is_none_or(|l| start.elapsed() < l) {
         iface.poll(Instant::now(), &mut dev, &mut sockets);
 

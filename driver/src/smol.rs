@@ -3,7 +3,10 @@
 //!
 //! Receive is zero copy: smoltcp reads each frame straight out of the DMA buffer the NIC
 //! wrote. Transmit hands smoltcp a fresh pool buffer to build the frame in, which then goes
-//! to the NIC as it is. Frames are received in bursts of 32; each transmitted frame is
+//! to the NIC as it is. The MTU is the port's ([`Nic::mtu`]); smoltcp reads and writes a
+//! frame as one slice, so a jumbo frame longer than one buffer is copied: gathered into
+//! one allocation on receive, built in the device's own buffer and copied into a
+//! [`Packet`] chain on transmit. Frames are received in bursts of 32; each transmitted frame is
 //! queued at once (smoltcp produces them one at a time, and an echo or ping responder wants
 //! no added latency).
 //!
@@ -38,7 +41,8 @@ pub struct SmolDevice {
     /// Received frames not yet given to smoltcp, newest first (popped from the back).
     rx: Vec<Packet>,
     tx: Vec<Packet>,
-    /// Where smoltcp writes a frame when the pool is empty; the frame is then dropped.
+    /// Where smoltcp writes a frame when the pool is empty (the frame is then dropped), or
+    /// one longer than a buffer (then copied into a chain): the port's longest frame.
     scratch: Vec<u8>,
     tx_dropped: u64,
 }
@@ -55,11 +59,12 @@ impl std::fmt::Debug for SmolDevice {
 impl SmolDevice {
     /// Wraps a port.
     pub fn new(nic: Box<dyn Nic>) -> Self {
+        let longest = (nic.mtu() + 14).max(crate::DATA_ROOM);
         Self {
             nic,
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(1),
-            scratch: vec![0; crate::DATA_ROOM],
+            scratch: vec![0; longest],
             tx_dropped: 0,
         }
     }
@@ -108,13 +113,17 @@ impl SmolDevice {
     }
 }
 
-/// A received frame, still in its DMA buffer.
+/// A received frame, still in its DMA buffer (or, longer than one buffer, gathered).
 #[derive(Debug)]
 pub struct RxToken(Packet);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0.data())
+        if self.0.is_single() {
+            f(self.0.data())
+        } else {
+            f(&self.0.to_vec())
+        }
     }
 }
 
@@ -132,6 +141,9 @@ impl std::fmt::Debug for TxToken<'_> {
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let dev = self.dev;
+        if len > crate::DATA_ROOM {
+            return dev.send_long(len, f);
+        }
         let pkt = dev
             .nic
             .pool()
@@ -147,6 +159,26 @@ impl phy::TxToken for TxToken<'_> {
         if dev.nic.tx_batch(&mut dev.tx) == 0 {
             dev.tx_dropped += dev.tx.len() as u64;
             dev.tx.clear();
+        }
+        r
+    }
+}
+
+impl SmolDevice {
+    /// A frame longer than one buffer: built in `scratch`, sent as a chain.
+    #[cold]
+    fn send_long<R, F: FnOnce(&mut [u8]) -> R>(&mut self, len: usize, f: F) -> R {
+        let n = len.min(self.scratch.len());
+        let r = f(&mut self.scratch[..n]);
+        match self.nic.pool().alloc_copy(&self.scratch[..n]) {
+            Some(pkt) if n == len => {
+                self.tx.push(pkt);
+                if self.nic.tx_batch(&mut self.tx) == 0 {
+                    self.tx_dropped += self.tx.len() as u64;
+                    self.tx.clear();
+                }
+            }
+            _ => self.tx_dropped += 1,
         }
         r
     }
@@ -172,7 +204,8 @@ impl phy::Device for SmolDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
+        // smoltcp's MTU for Ethernet counts the 14-byte header.
+        caps.max_transmission_unit = self.nic.mtu() + 14;
         caps.max_burst_size = Some(BURST);
         caps
     }

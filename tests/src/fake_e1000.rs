@@ -26,7 +26,13 @@ pub enum Inject {
     /// A frame off the wire: through the receive filter first (`fake_filter`), which may
     /// turn it away (counted in [`FakeE1000::filtered`]). `Frame` skips the filter.
     Wire(Vec<u8>),
+    /// Complete the next descriptor with these bytes and DD alone: a part of a long frame
+    /// whose other parts (and EOP) come from what is injected next, or never.
+    Part(Vec<u8>),
 }
+
+/// Receive buffer size the driver programs (RCTL.BSIZE 2048).
+const RX_BUFFER: usize = 2048;
 
 /// The device side of a fake e1000.
 #[derive(Debug)]
@@ -363,6 +369,11 @@ impl Device {
             self.write(at + 12, &[0x03]);
             return true;
         }
+        if let Inject::Frame(f) = &what {
+            if f.len() > RX_BUFFER {
+                return self.receive_long(what, base, slots, head, tail);
+            }
+        }
         if slots == 0 || head == tail {
             self.pending = Some(what); // no descriptor free: try again later
             return false;
@@ -379,13 +390,61 @@ impl Device {
                 f.len() as u16
             }
             Inject::Length(l) => *l,
+            Inject::Part(f) => {
+                self.write(addr, f);
+                f.len() as u16
+            }
             Inject::DdOnTail | Inject::Wire(_) => unreachable!("handled above"),
+        };
+        let status = if matches!(what, Inject::Part(_)) {
+            0x01
+        } else {
+            0x03
         };
         self.write(at + 8, &len.to_le_bytes());
         self.write(at + 13, &[0]);
         // DD last, as the hardware does: the driver may look at any moment.
-        self.write(at + 12, &[0x03]);
+        self.write(at + 12, &[status]);
         self.bar.write32(regs::RDH, (head + 1) % slots);
+        true
+    }
+
+    /// A frame longer than one buffer: with long packets on (RCTL.LPE), over as many
+    /// descriptors as it takes, EOP on the last, once that many are free (as QEMU checks
+    /// before it starts: a frame is never left half written); without, dropped, as the
+    /// datasheet says (counted in `filtered`).
+    fn receive_long(&mut self, what: Inject, base: u64, slots: u32, head: u32, tail: u32) -> bool {
+        let Inject::Frame(f) = what else {
+            unreachable!("only frames are long")
+        };
+        if self.bar.read32(regs::RCTL) & Rctl::LPE.bits() == 0 || f.len() > 16384 {
+            self.filtered.fetch_add(1, Ordering::Release);
+            return true;
+        }
+        let parts = f.len().div_ceil(RX_BUFFER) as u32;
+        let free = if slots == 0 {
+            0
+        } else {
+            (tail + slots - head) % slots
+        };
+        if free < parts {
+            self.pending = Some(Inject::Frame(f));
+            return false;
+        }
+        let mut at_slot = head;
+        for (i, part) in (1..).zip(f.chunks(RX_BUFFER)) {
+            let at = base + u64::from(at_slot) * 16;
+            let mut d = [0u8; 8];
+            if !self.read(at, &mut d) {
+                return true;
+            }
+            self.write(u64::from_le_bytes(d), part);
+            self.write(at + 8, &(part.len() as u16).to_le_bytes());
+            self.write(at + 13, &[0]);
+            self.write(at + 12, &[if i == parts { 0x03 } else { 0x01 }]);
+            at_slot = (at_slot + 1) % slots;
+            self.bar.write32(regs::RDH, at_slot);
+        }
         true
     }
 }

@@ -62,6 +62,31 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// How many frames of the pcap at `path` tshark's display filter `filter` matches, with
+/// IPv4, UDP and TCP checksums verified and pktgen's UDP port decoded as raw data (else a
+/// heuristic dissector may claim it). Fails the test when tshark does.
+pub fn tshark_count(path: &Path, filter: &str) -> usize {
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &path.to_string_lossy(), "-Y", filter])
+        .args(["-T", "fields", "-e", "frame.number"])
+        .args(["-d", "udp.port==23107,data"])
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ])
+        .args(["-o", "tcp.check_checksum:TRUE"])
+        .output()
+        .expect("tshark runs (apt-get install tshark)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 /// Every frame of a pcap file.
 pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

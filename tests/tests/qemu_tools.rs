@@ -8,10 +8,9 @@
 //!  pktgen TX                                                                         pktgen RX
 //! ```
 
-use std::process::Command;
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
-use zcnic_tests::qemu_suite::{boot, guest_slot, read_pcap, wait_ready};
+use zcnic_tests::qemu_suite::{boot, guest_slot, read_pcap, tshark_count, wait_ready};
 
 const MODERN: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 const N: u64 = 20_000;
@@ -161,36 +160,7 @@ fn dump_pcap_is_read_by_tshark() {
     let Some(run) = guest() else { return };
     let pcap = run.results.join("dump.pcap");
     assert_eq!(read_pcap(&pcap).len(), 1000);
-    let tshark = |filter: &str| {
-        let out = Command::new("tshark")
-            .args([
-                "-r",
-                pcap.to_str().unwrap(),
-                "-Y",
-                filter,
-                "-T",
-                "fields",
-                "-e",
-                "frame.number",
-            ])
-            // Our payload is raw data (else a heuristic dissector may claim it), and
-            // both checksums are verified.
-            .args(["-d", "udp.port==23107,data"])
-            .args([
-                "-o",
-                "ip.check_checksum:TRUE",
-                "-o",
-                "udp.check_checksum:TRUE",
-            ])
-            .output()
-            .expect("tshark runs (apt-get install tshark)");
-        assert!(
-            out.status.success(),
-            "tshark: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
+    let tshark = |filter: &str| tshark_count(&pcap, filter);
     assert_eq!(
         tshark("udp.dstport == 23107"),
         1000,

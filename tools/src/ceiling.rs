@@ -48,6 +48,13 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         src_mac: tx.mac(),
         ..args.flow
     });
+    crate::pktgen::check_mtu(size, tx.mtu(), port)?;
+    if size > zcnic::DATA_ROOM {
+        return Err(msg(format!(
+            "--ceiling sends frames of one buffer, at most {} bytes; --size {size} is a jumbo frame: run it without --ceiling",
+            zcnic::DATA_ROOM
+        )));
+    }
     let mut frame = vec![0u8; crate::frame::MAX_FRAME];
     let len = gen.write(&mut frame, size, 0, 0, 0);
     frame.truncate(len);

@@ -29,6 +29,11 @@ pub struct PortOpts {
     /// virtio ring format: packed when the device offers it (auto), or forced.
     #[arg(long, value_enum, default_value_t = Ring::Auto)]
     pub ring: Ring,
+    /// Largest IP packet in bytes (jumbo frames above 1500: frames of MTU + 14 bytes span
+    /// several buffers). e1000 up to 16110; igb 1500 for now; virtio-net up to the
+    /// device's own MTU when it has one (QEMU: host_mtu=).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,7 +178,8 @@ pub enum Cmd {
 pub struct PktgenCmd {
     /// PCI address of the sending NIC (bound to vfio-pci).
     pub pci: String,
-    /// Frame size in bytes without FCS: N or MIN-MAX (cycled), within 60..=1514.
+    /// Frame size in bytes without FCS: N or MIN-MAX (cycled), from 60 up to the MTU + 14
+    /// (1514; --mtu 9000 allows 9014).
     #[arg(long, default_value = "60", conflicts_with = "imix")]
     pub size: String,
     /// Simple IMIX: 7:4:1 frames of 60, 590 and 1514 bytes.
@@ -262,6 +268,7 @@ impl PortOpts {
                 Ring::Split => RingChoice::Split,
                 Ring::Packed => RingChoice::Packed,
             },
+            mtu: usize::from(self.mtu),
             ..Config::default()
         }
     }

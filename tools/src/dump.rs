@@ -90,6 +90,17 @@ pub struct Summary {
 
 /// The fields RSS hashes in `frame`, when it is IPv4 or IPv6 (ports for TCP and UDP, but
 /// not for a fragment).
+/// The whole frame: the buffer itself, or a jumbo frame's buffers gathered into
+/// `scratch` (reused, so a capture allocates only for its longest frame).
+fn whole<'a>(p: &'a Packet, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if p.next().is_none() && p.payload().is_none() {
+        return p.data();
+    }
+    scratch.resize(p.total_len(), 0);
+    let n = p.copy_frame(scratch);
+    &scratch[..n]
+}
+
 fn flow_of(frame: &[u8]) -> Option<Flow> {
     let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
     let (src, dst, fragment): (IpAddr, IpAddr, bool) = match &p.net {
@@ -152,6 +163,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let mut clock = LoopClock::new();
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut batch: Vec<Packet> = Vec::with_capacity(64);
+    let mut scratch = Vec::new();
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
     let mut last = 0u64;
     loop {
@@ -172,14 +184,14 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
             for p in batch.drain(..) {
-                let data = p.data();
                 if frames >= limit {
                     break; // the rest of this burst is past the count
                 }
-                if !args.filter.matches(data) {
+                if !args.filter.matches(p.data()) {
                     filtered += 1;
                     continue;
                 }
+                let data = whole(&p, &mut scratch);
                 w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))
                     .map_err(|e| msg(format!("writing the pcap: {e}")))?;
                 frames += 1;
@@ -263,6 +275,7 @@ pub fn run_queues(
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut last = 0u64;
     let mut failed = None;
+    let mut scratch = Vec::new();
     while frames < limit && !stopped() && end.is_none_or(|e| clock.now_ns() < e) {
         let now = clock.now_ns();
         if now.saturating_sub(last) >= 1_000_000_000 {
@@ -285,11 +298,11 @@ pub fn run_queues(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         for p in batch.iter().take((limit - frames) as usize) {
-            let data = p.data();
-            if !args.filter.matches(data) {
+            if !args.filter.matches(p.data()) {
                 filtered += 1;
                 continue;
             }
+            let data = whole(p, &mut scratch);
             if let Err(e) = w.write_packet(&PcapPacket::new(ts, data.len() as u32, data)) {
                 failed = Some(msg(format!("writing the pcap: {e}")));
                 break;

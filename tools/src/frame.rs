@@ -10,7 +10,9 @@
 //! bytes of payload. The base frame is built and checked with etherparse; per frame only
 //! lengths, the flow's address and port, and the stamp change, and both checksums are
 //! computed in constant time: the IPv4 header is 20 bytes, and the UDP sum over the filler
-//! comes from a prefix-sum table, so a 1514-byte frame costs what a 60-byte one does.
+//! comes from a prefix-sum table, so a 1514-byte frame costs what a 60-byte one does. The
+//! filler beyond a buffer's worth (a jumbo frame's later buffers) is the same in every
+//! frame: [`FrameGen::tail`] hands it out to copy.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -20,8 +22,11 @@ pub const HEADERS: usize = 14 + 20 + 8;
 pub const META: usize = 18;
 /// Smallest frame zcnic sends: the Ethernet minimum without FCS.
 pub const MIN_FRAME: usize = 60;
-/// Largest frame zcnic sends without jumbo support: 1500-byte MTU + 14-byte header.
-pub const MAX_FRAME: usize = 1514;
+/// Largest frame of the standard 1500-byte MTU: the MTU + the 14-byte header.
+pub const STANDARD_FRAME: usize = 1514;
+/// Largest frame zcnic generates: the e1000's largest MTU (16110) + the 14-byte header.
+/// A port sends frames up to its own MTU + 14 (`--mtu`).
+pub const MAX_FRAME: usize = 16124;
 /// UDP destination port that marks pktgen frames ("ZC").
 pub const PKTGEN_PORT: u16 = 0x5a43;
 
@@ -214,6 +219,33 @@ impl FrameGen {
     ) -> usize {
         let size = size.clamp(MIN_FRAME, MAX_FRAME);
         self.write_prefix(out, MIN_FRAME, size, flow, seq, tx_ns)
+    }
+
+    /// Writes the first `prefix` bytes of frame `seq` of `size` bytes (at most `size`),
+    /// lengths and checksums for the whole frame included: the first buffer of a jumbo
+    /// frame, whose later buffers get [`tail`](Self::tail). Returns the bytes written.
+    #[inline]
+    pub fn write_first(
+        &mut self,
+        out: &mut [u8],
+        prefix: usize,
+        size: usize,
+        flow: u16,
+        seq: u64,
+        tx_ns: u64,
+    ) -> usize {
+        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        self.write_prefix(out, prefix.clamp(MIN_FRAME, size), size, flow, seq, tx_ns)
+    }
+
+    /// Bytes `from..to` of every frame past its head ([`HEADERS`] + [`META`] bytes): the
+    /// filler, the same whatever the size, flow and stamp, for the later buffers of a
+    /// jumbo frame. Empty beyond [`MAX_FRAME`].
+    pub fn tail(&self, from: usize, to: usize) -> &[u8] {
+        let to = to.min(self.base.len());
+        self.base
+            .get(from.max(HEADERS + META)..to)
+            .unwrap_or_default()
     }
 
     #[inline(always)]
@@ -491,6 +523,19 @@ mod tests {
         }
 
         /// The head plus the filler is the whole frame, byte for byte.
+        #[test]
+        fn a_first_buffer_and_the_tail_make_the_frame(size in MIN_FRAME..=MAX_FRAME, prefix in MIN_FRAME..4000usize, seq in any::<u64>()) {
+            let mut gen = FrameGen::new(Flow::default());
+            let mut whole = vec![0u8; MAX_FRAME];
+            let n = gen.write(&mut whole, size, 3, seq, 7);
+            let mut first = vec![0u8; 4000];
+            let k = gen.write_first(&mut first, prefix, size, 3, seq, 7);
+            prop_assert_eq!(k, prefix.min(size));
+            let mut built = first[..k].to_vec();
+            built.extend_from_slice(gen.tail(k, size));
+            prop_assert_eq!(&built[..], &whole[..n]);
+        }
+
         #[test]
         fn head_and_filler_make_the_frame(size in MIN_FRAME..=MAX_FRAME, seq in any::<u64>()) {
             let mut g = FrameGen::new(Flow::default());

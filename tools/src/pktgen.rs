@@ -9,7 +9,7 @@ use crate::seq::{Latency, Percentiles, SeqTracker};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use zcnic::{Nic, Packet, PciAddr};
+use zcnic::{Nic, Packet, PciAddr, DATA_ROOM};
 
 /// Frame sizes to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,14 @@ impl Sizes {
                 }
                 Ok(Sizes::Range(a, b))
             }
+        }
+    }
+
+    /// The largest size sent.
+    pub fn max(&self) -> usize {
+        match *self {
+            Sizes::Fixed(n) | Sizes::Range(_, n) => n,
+            Sizes::Imix => frame::STANDARD_FRAME,
         }
     }
 
@@ -206,7 +214,7 @@ fn restamp(
     // Stamped where they lie, then moved in one go.
     let (mut n, mut bytes, mut stamp) = (0, 0, gen.restamper(seq, now));
     for p in &mut recycled[start..] {
-        let len = p.len() as u64;
+        let len = p.total_len() as u64;
         if !stamp.next(p.data_mut()) {
             break;
         }
@@ -216,6 +224,50 @@ fn restamp(
     pending.extend(recycled.drain(start..start + n));
     recycled.truncate(start);
     (n, bytes)
+}
+
+/// Refuses sizes beyond what the port's MTU allows (`mtu` + the 14-byte header).
+pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<(), ToolError> {
+    if max_size > mtu + 14 {
+        return Err(msg(format!(
+            "--size {max_size}: {port} was opened with MTU {mtu}, which allows frames of up to {} bytes; give --mtu {} or more",
+            mtu + 14,
+            max_size - 14
+        )));
+    }
+    Ok(())
+}
+
+/// Writes frame `seq` of `size` bytes (more than one buffer holds) into `p` and buffers
+/// of `pool` linked after it; returns the bytes in `p` itself. Cold: only jumbo frames.
+#[cold]
+#[inline(never)]
+fn write_long(
+    gen: &mut FrameGen,
+    p: &mut Packet,
+    pool: &std::sync::Arc<zcnic::Mempool>,
+    size: usize,
+    flow: u16,
+    seq: u64,
+    now: u64,
+) -> Result<usize, ToolError> {
+    let n = gen.write_first(p.room_mut(), DATA_ROOM, size, flow, seq, now);
+    // n <= DATA_ROOM: inside the buffer.
+    let _ = p.set_len(n);
+    let (mut at, mut last) = (n, p);
+    while at < size {
+        let part = gen.tail(at, (at + DATA_ROOM).min(size));
+        let copy = pool.alloc_copy(part).ok_or_else(|| {
+            msg(format!(
+                "the pool of {} buffers ran dry building {size}-byte frames ({} buffers each): send fewer at once (--batch) or smaller frames",
+                pool.capacity(),
+                size.div_ceil(DATA_ROOM)
+            ))
+        })?;
+        at += part.len();
+        last = last.link(copy);
+    }
+    Ok(n)
 }
 
 /// Sends until the count, the duration or Ctrl-C, receiving on `rx` meanwhile; prints a
@@ -229,6 +281,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         return crate::ceiling::run(tx, args);
     }
     let port = tx.addr();
+    check_mtu(args.sizes.max(), tx.mtu(), port)?;
     let mut gen = FrameGen::new(Flow {
         src_mac: tx.mac(),
         ..args.flow
@@ -295,6 +348,10 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 };
                 // (bytes in the buffer, bytes in the frame)
                 let (n, total) = match &filler {
+                    None if size > DATA_ROOM => {
+                        let n = write_long(&mut gen, p, &pool, size, flow, seq, now)?;
+                        (n, size)
+                    }
                     None => {
                         let n = gen.write(p.room_mut(), size, flow, seq, now);
                         (n, n)
@@ -307,7 +364,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                         (n, p.total_len())
                     }
                 };
-                // n <= MAX_FRAME, well inside the buffer's room: this cannot fail.
+                // n <= DATA_ROOM, inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
                 bytes += total as u64;
                 seq += 1;
@@ -519,8 +576,14 @@ mod tests {
     fn sizes() {
         assert_eq!(Sizes::parse("60"), Ok(Sizes::Fixed(60)));
         assert_eq!(Sizes::parse("64-128"), Ok(Sizes::Range(64, 128)));
-        assert!(Sizes::parse("59").unwrap_err().contains("60..=1514"));
-        assert!(Sizes::parse("1515").is_err());
+        assert!(Sizes::parse("59").unwrap_err().contains("60..=16124"));
+        assert!(Sizes::parse("16125").is_err());
+        assert_eq!(Sizes::parse("1515-9014").map(|s| s.max()), Ok(9014));
+        assert_eq!(Sizes::Imix.max(), 1514);
+        let port: zcnic::PciAddr = "0000:00:02.0".parse().unwrap();
+        let e = check_mtu(1515, 1500, port).unwrap_err().to_string();
+        assert!(e.contains("--mtu 1501") && e.contains("1514"), "{e}");
+        assert!(check_mtu(9014, 9000, port).is_ok());
         assert!(Sizes::parse("128-64").is_err());
         assert!(Sizes::parse("big").is_err());
         let r = Sizes::Range(60, 62);

@@ -3,7 +3,8 @@
 
 use super::counters::Counters;
 use super::regs::{self, Ctrl, Rctl, Status, Tctl};
-use super::rxtx::{RxQueue, TxQueue};
+use super::rx::RxQueue;
+use super::tx::TxQueue;
 use super::E1000;
 use crate::intel::filter::IntelFilter;
 use crate::mmio::Bar;
@@ -19,6 +20,7 @@ impl<B: Bar> E1000<B> {
         let rx_idx = crate::intel::ring_index(&addr, "e1000", cfg.rx_ring, 8)?;
         let tx_idx = crate::intel::ring_index(&addr, "e1000", cfg.tx_ring, 32)?;
         let dma_err = |source| Error::Dma { addr, source };
+        Error::check_mtu(addr, cfg.mtu, super::rx::MAX_MTU, "e1000")?;
 
         reset(&bar, &addr, cfg.reset_timeout)?;
         let mac = read_mac(&bar, &addr)?;
@@ -27,7 +29,7 @@ impl<B: Bar> E1000<B> {
         // Nothing is handed to the device before RCTL.EN and TDT below: on an error here
         // the memory is freed with the device reset and idle.
         let pool = Mempool::new(dma, cfg.pool).map_err(dma_err)?;
-        let rx = RxQueue::new(dma, &pool, rx_idx).map_err(dma_err)?;
+        let rx = RxQueue::new(dma, &pool, rx_idx, cfg.max_frame()).map_err(dma_err)?;
         let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
 
         let mut nic = Self {
@@ -41,6 +43,7 @@ impl<B: Bar> E1000<B> {
             sw: Stats::default(),
             hw: Counters::new(),
             promisc: cfg.promisc,
+            mtu: cfg.mtu,
             filter,
             ceiling: None,
             device: None,
@@ -92,6 +95,10 @@ impl<B: Bar> E1000<B> {
         }
         if self.filter.rx.allmulti {
             r |= Rctl::MPE;
+        }
+        // Long packets: frames beyond 1522 bytes, over several 2 KiB descriptors.
+        if self.mtu + crate::config::FRAME_OVERHEAD > super::rx::STANDARD_FRAME {
+            r |= Rctl::LPE;
         }
         r
     }

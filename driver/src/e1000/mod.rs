@@ -3,16 +3,19 @@
 //!
 //! - `regs.rs`: register offsets and bits (data only)
 //! - `init.rs`: reset, MAC, link and ring setup (control path)
-//! - `rxtx.rs`: `rx_batch` / `tx_batch` (datapath)
+//! - `rx.rs`: `rx_batch` (datapath: receive, long frames as chains)
+//! - `tx.rs`: `tx_batch` (datapath: transmit and clean-up)
 
 pub(crate) mod counters;
 mod init;
 pub mod regs;
-mod rxtx;
+mod rx;
+mod tx;
 
 pub use crate::Config;
 pub(crate) use init::link_of;
-pub use rxtx::TX_CLEAN_BATCH;
+pub use rx::{MAX_MTU, STANDARD_FRAME};
+pub use tx::{MAX_FRAME, TX_CLEAN_BATCH};
 
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
@@ -32,14 +35,16 @@ pub struct E1000<B: Bar> {
     bar: B,
     addr: PciAddr,
     mac: [u8; 6],
-    rx: rxtx::RxQueue,
-    tx: rxtx::TxQueue,
+    rx: rx::RxQueue,
+    tx: tx::TxQueue,
     pool: Arc<Mempool>,
     /// The addresses the device reads (the pool's): what `tx` checks packets against.
     space: AddressSpace,
     sw: Stats,
     hw: Counters,
     promisc: bool,
+    /// `Config::mtu`: above 1500, long packets are on.
+    mtu: usize,
     /// Multicast groups, all-multicast and extra unicast addresses.
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
@@ -158,6 +163,10 @@ impl<B: Bar> Nic for E1000<B> {
 
     fn link(&self) -> Link {
         init::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
     }
 
     fn mac(&self) -> [u8; 6] {

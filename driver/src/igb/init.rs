@@ -32,6 +32,13 @@ impl<B: Bar> IgbPort<B> {
     ) -> Result<(Self, IgbQueues), Error> {
         let rx_idx = crate::intel::ring_index(&addr, "igb", cfg.rx_ring, 8)?;
         let tx_idx = crate::intel::ring_index(&addr, "igb", cfg.tx_ring, 32)?;
+        // Receive takes one 2 KiB buffer per frame here (no multi-buffer receive yet).
+        Error::check_mtu(
+            addr,
+            cfg.mtu,
+            1500,
+            "igb (jumbo receive is not implemented)",
+        )?;
         let n = cfg.queues;
         if n == 0 || n > super::MAX_QUEUES {
             return Err(Error::Io(format!(

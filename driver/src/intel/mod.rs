@@ -4,6 +4,7 @@
 //! statistics code and the STATUS link decode live with the e1000 and are used by both.)
 
 pub(crate) mod filter;
+pub(crate) mod reassembly;
 
 use crate::mmio::MmioBar;
 use crate::pci::PciAddr;

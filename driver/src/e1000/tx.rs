@@ -1,24 +1,22 @@
-//! e1000 datapath: burst receive and transmit on legacy descriptors.
+//! e1000 transmit: burst send on legacy descriptors, and the clean-up that gives sent
+//! buffers back.
 //!
-//! Both rings use free-running counters (see `zcnic_descriptors::RingIndex`):
-//! - RX: `consumed` is the next slot to look at; `produced` is the tail (RDT) as a counter.
-//!   Slots `[consumed, produced)` belong to the device; slot `produced` always holds a
-//!   buffer but is not handed over (the SDM's "RDH == RDT means no descriptors" rule).
-//! - TX: `produced` is the tail (TDT); `cleaned` trails it by the frames not yet reclaimed.
-//!   RS is set on one descriptor per [`TX_CLEAN_BATCH`], so the device writes back status
-//!   once per batch and cleanup checks one descriptor per batch; and on the last
-//!   descriptor of every burst, so `flush` has a DD to wait for. Buffers are released only
-//!   on DD: TDH tracks descriptor fetch, and the SDM lets the NIC read the data later.
+//! The ring uses free-running counters (see `zcnic_descriptors::RingIndex`): `produced` is
+//! the tail (TDT); `cleaned` trails it by the frames not yet reclaimed. RS is set on one
+//! descriptor per [`TX_CLEAN_BATCH`], so the device writes back status once per batch and
+//! cleanup checks one descriptor per batch; and on the last descriptor of every burst, so
+//! `flush` has a DD to wait for. Buffers are released only on DD: TDH tracks descriptor
+//! fetch, and the SDM lets the NIC read the data later. A frame of several parts (a
+//! `Packet` chain, an attached payload) takes a descriptor per part (`chain`).
 //!
 //! One doorbell (tail write) per burst, no register read, no allocation, no system call.
 
 use super::regs;
 use super::E1000;
 use crate::mmio::Bar;
-use crate::pci::PciAddr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use zcnic_descriptors::e1000::{RxDesc, TxDesc};
+use zcnic_descriptors::e1000::TxDesc;
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
     DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
@@ -35,23 +33,6 @@ fn report(slot: usize) -> bool {
     slot as u32 % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1
 }
 
-pub(crate) struct RxQueue {
-    pub(crate) ring: DmaRing,
-    idx: RingIndex,
-    pub(crate) bufs: Vec<Option<Packet>>,
-    /// A buffer that is never handed out: a slot left without one (a driver fault) points
-    /// here rather than at address 0, and what lands in it is dropped.
-    /// `None` only once leaked with the rest of the port's memory.
-    pub(crate) sink: Option<Packet>,
-    /// Fresh buffers for one burst's refill, taken from `cache`.
-    fresh: Vec<Packet>,
-    /// Where refills come from (`nic::queue_cache`), and where completed transmit
-    /// buffers go: one thread drives both sides of an e1000.
-    cache: PoolCache,
-    consumed: u32,
-    produced: u32,
-}
-
 pub(crate) struct TxQueue {
     pub(crate) ring: DmaRing,
     idx: RingIndex,
@@ -60,48 +41,9 @@ pub(crate) struct TxQueue {
     cleaned: u32,
     /// Every descriptor points at ceiling mode's frame; `tx` writing any clears it.
     pub(crate) ceiling_posted: bool,
-}
-
-impl RxQueue {
-    /// Descriptor `slot`, read as two words (see `DmaRing::read_words`).
-    #[inline(always)]
-    fn desc(&self, slot: usize) -> RxDesc {
-        RxDesc::from_words(self.ring.read_words(slot))
-    }
-
-    /// A ring with a buffer in every slot.
-    pub(crate) fn new(
-        dma: &dyn DmaAllocator,
-        pool: &Arc<Mempool>,
-        idx: RingIndex,
-    ) -> Result<Self, DmaError> {
-        let ring = DmaRing::new(dma, idx.size() as usize)?;
-        let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, |a| RxDesc::ready(a).to_words())?
-            .into_iter()
-            .map(Some)
-            .collect();
-        let sink = pool.alloc().ok_or_else(|| {
-            DmaError::Invalid(format!(
-                "pool of {} buffers has none left over for the receive ring's spare",
-                pool.capacity()
-            ))
-        })?;
-        Ok(Self {
-            ring,
-            idx,
-            bufs,
-            sink: Some(sink),
-            fresh: Vec::with_capacity(idx.size() as usize),
-            cache: crate::nic::queue_cache(pool),
-            consumed: 0,
-            produced: idx.size() - 1,
-        })
-    }
-
-    /// The first RDT value: every slot but the last handed over.
-    pub(crate) fn initial_tail(&self) -> u32 {
-        self.idx.slot(self.produced) as u32
-    }
+    /// Frames of a burst that did not fit, on their way back to the caller's front
+    /// (room for a ring's worth, so nothing is allocated on the way).
+    held: Vec<Packet>,
 }
 
 impl TxQueue {
@@ -126,6 +68,7 @@ impl TxQueue {
             produced: 0,
             cleaned: 0,
             ceiling_posted: false,
+            held: Vec::with_capacity(idx.size() as usize),
         })
     }
 
@@ -241,13 +184,14 @@ fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
     }
 }
 
-/// Queues a frame the fast path did not take, at counter `at`: one with an attached
-/// payload, sent as the header from the pool buffer and the payload from application
-/// memory, a chain of two descriptors with EOP on the second, which also holds the packet
-/// (8254x SDM §3.3.3: a frame may span several data descriptors); or one from another
-/// address space, copied into a buffer of `pool` first (`nic::into_space`). Returns the
-/// frame's length and the descriptors used, or `None` (the frame is dropped) when a part
-/// is empty or too long, or it cannot be copied.
+/// Queues a frame the fast path did not take, at counter `at`: one of several parts (a
+/// chain of buffers, attached payloads from application memory), sent as a chain of data
+/// descriptors with EOP on the last, which also holds the packet (8254x SDM §3.3.3: a
+/// frame may span several data descriptors); or one from another address space, copied
+/// into buffers of `pool` first (`nic::into_space`). Returns the frame's length and the
+/// descriptors used; `Ok(None)` (the frame is dropped) when a part is empty, the frame
+/// is longer than [`MAX_FRAME`], or it cannot be copied; the frame back when it needs
+/// more than `room` descriptors, to be sent later.
 #[inline(never)]
 fn chain(
     ring: Words<'_>,
@@ -255,31 +199,38 @@ fn chain(
     at: u32,
     pkt: Packet,
     pool: &Arc<Mempool>,
-) -> Option<(usize, u32)> {
-    let pkt = crate::nic::into_space(pkt, pool)?;
-    let len = pkt.len();
-    if len == 0 || len > DATA_ROOM {
-        return None;
-    }
-    let slot = ring.slot(at);
-    let Some(seg) = pkt.payload() else {
-        ring.write(
-            slot,
-            TxDesc::frame(pkt.iova(), len as u16, false).to_words(),
-        );
-        park(bufs, slot, pkt);
-        return Some((len, 1));
+    room: u32,
+) -> Result<Option<(usize, u32)>, Packet> {
+    let Some(pkt) = crate::nic::into_space(pkt, pool) else {
+        return Ok(None);
     };
-    let total = len + seg.len();
-    if total > MAX_FRAME {
-        return None;
+    let parts = || {
+        pkt.segments().flat_map(|s| {
+            let payload = s.payload().map(|p| (p.iova(), p.len()));
+            std::iter::once((s.iova(), s.len())).chain(payload)
+        })
+    };
+    let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    // Longer than the ring could ever hold (one slot stays empty) would wait forever.
+    if total > MAX_FRAME || n > ring.last() || parts().any(|(_, len)| len == 0) {
+        return Ok(None);
     }
-    ring.write(slot, TxDesc::data(pkt.iova(), len as u16, false).to_words());
-    let slot = ring.slot(at.wrapping_add(1));
-    let last = TxDesc::frame(seg.iova(), seg.len() as u16, false);
-    ring.write(slot, last.to_words());
+    if n > room as usize {
+        return Err(pkt);
+    }
+    let mut slot = ring.slot(at);
+    for (i, (iova, len)) in (1usize..).zip(parts()) {
+        slot = ring.slot(at.wrapping_add(i as u32 - 1));
+        // Each part is at most MAX_FRAME bytes, so its length fits the field.
+        let desc = if i == n {
+            TxDesc::frame(iova, len as u16, false)
+        } else {
+            TxDesc::data(iova, len as u16, false)
+        };
+        ring.write(slot, desc.to_words());
+    }
     park(bufs, slot, pkt);
-    Some((total, 2))
+    Ok(Some((total, n as u32)))
 }
 
 /// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
@@ -297,55 +248,6 @@ fn give<const KEEP: bool>(
     }
 }
 
-/// Hands a completed receive descriptor the device filled badly (or had no business
-/// filling) back with the buffer it already holds: no frame comes out of it.
-#[cold]
-#[inline(never)]
-fn reject(
-    addr: PciAddr,
-    ring: Words<'_>,
-    bufs: &[Option<Packet>],
-    slot: usize,
-    sink: Option<&Packet>,
-) {
-    let desc = RxDesc::from_words(ring.read(slot));
-    log::debug!(
-        "{addr}: rx slot {slot}: {:?}",
-        desc.frame_len(DATA_ROOM as u16)
-    );
-    if let Some(buf) = bufs[slot].as_ref().or(sink) {
-        ring.write(slot, RxDesc::ready(buf.iova()).to_words());
-    }
-}
-
-/// The receive loop's end moved one further for a descriptor that delivered nothing, but
-/// never past `produced`.
-#[inline(always)]
-fn beyond(end: u32, produced: u32) -> u32 {
-    if end == produced {
-        end
-    } else {
-        end.wrapping_add(1)
-    }
-}
-
-/// Puts a buffer from `pool` in an empty receive slot; false when the pool is dry.
-#[cold]
-#[inline(never)]
-fn refill_empty(
-    ring: Words<'_>,
-    bufs: &mut [Option<Packet>],
-    slot: usize,
-    pool: &Arc<Mempool>,
-) -> bool {
-    let Some(new) = pool.alloc() else {
-        return false;
-    };
-    ring.write(slot, RxDesc::ready(new.iova()).to_words());
-    bufs[slot] = Some(new);
-    true
-}
-
 #[cold]
 #[inline(never)]
 fn drop_stale(pkt: Packet) {
@@ -353,122 +255,6 @@ fn drop_stale(pkt: Packet) {
 }
 
 impl<B: Bar> E1000<B> {
-    /// Receives up to `max` frames into `out`. Refills come from the back of `spare`
-    /// first (see `Nic::rx_batch_recycle`), then from the port's cache; those from `spare`
-    /// that are not used go back to it.
-    pub(crate) fn rx(
-        &mut self,
-        out: &mut Vec<Packet>,
-        max: usize,
-        spare: &mut Vec<Packet>,
-    ) -> usize {
-        let q = &mut self.rx;
-        let start = q.consumed;
-        let limit = (q.idx.in_flight(q.produced, start) as usize).min(max);
-        // The common empty poll ends here, on one descriptor read.
-        if limit == 0 || !q.desc(q.idx.slot(start)).done() {
-            return 0;
-        }
-        // Refills for the frames waiting: the caller's spares first, then the cache's (the
-        // pool's when it runs short). The device completes in order, so when the burst's last descriptor is done,
-        // all are (a device that lies only leaves refills over, which go back below);
-        // otherwise count them.
-        let waiting = if q
-            .desc(q.idx.slot(start.wrapping_add(limit as u32 - 1)))
-            .done()
-        {
-            limit
-        } else {
-            (1..limit)
-                .take_while(|&i| q.desc(q.idx.slot(start.wrapping_add(i as u32))).done())
-                .count()
-                + 1
-        };
-        let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
-        q.cache.alloc_batch(&mut q.fresh, waiting - given);
-        out.reserve(waiting);
-        // Each frame's buffer trades places with a refill: the refill goes into the ring
-        // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
-        // frames in order and `fresh[k..]` the refills left over. The ring, the slices and
-        // the counters are locals, so the loop keeps them in registers (a volatile store to
-        // the ring could alias fields, as far as the compiler knows; it would reload them).
-        let ring = q.ring.words();
-        let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
-        let (mut at, mut end) = (start, start.wrapping_add(limit as u32));
-        let (mut k, mut bytes, mut errors) = (0, 0, 0);
-        while at != end {
-            let slot = ring.slot(at);
-            // Status and length are in the second word (the first is the address).
-            let desc = RxDesc::from_words([0, ring.read_second(slot)]);
-            let Some(len) = desc.good_len(DATA_ROOM as u16) else {
-                if !desc.done() {
-                    break;
-                }
-                reject(self.addr, ring, bufs, slot, q.sink.as_ref());
-                errors += 1;
-                // A bad descriptor delivers nothing, so it leaves room under `max` for one
-                // more (its refill is left over for that one, too).
-                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
-                continue;
-            };
-            // Acquire: the descriptor body and the frame are read only after DD was seen.
-            fence(Ordering::Acquire);
-            let Some(new) = fresh.get_mut(k) else {
-                self.sw.rx_no_buf += 1;
-                break;
-            };
-            let Some(pkt) = &mut bufs[slot] else {
-                // A slot without a buffer would be a driver fault: refill it from the pool,
-                // off the hot path. No frame comes out, so it too leaves room under `max`.
-                if !refill_empty(ring, bufs, slot, &self.pool) {
-                    self.sw.rx_no_buf += 1;
-                    break;
-                }
-                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
-                continue;
-            };
-            // The device wrote `len` <= DATA_ROOM bytes at the default headroom.
-            pkt.reset_len(len);
-            let refill = new.iova();
-            std::mem::swap(new, pkt);
-            ring.write(slot, RxDesc::ready(refill).to_words());
-            bytes += u64::from(len);
-            k += 1;
-            at = at.wrapping_add(1);
-        }
-        // Usually every refill was used: then the frames move over in one copy.
-        if k == q.fresh.len() {
-            out.append(&mut q.fresh);
-        } else {
-            out.extend(q.fresh.drain(..k));
-        }
-        // Refills left over for bad descriptors, which keep their buffer: the caller's go
-        // back to it (they came first), the cache's to the cache.
-        if !q.fresh.is_empty() {
-            let back = given.saturating_sub(k);
-            q.cache.free_all(q.fresh.drain(back..));
-            spare.append(&mut q.fresh);
-        }
-        let taken = at.wrapping_sub(start);
-        q.consumed = at;
-        if taken > 0 {
-            // The slot at the old tail was never the device's; DD there is a device fault.
-            let gap = q.idx.slot(q.produced);
-            if q.desc(gap).done() {
-                errors += 1;
-                reject(self.addr, q.ring.words(), &q.bufs, gap, q.sink.as_ref());
-            }
-            q.produced = q.produced.wrapping_add(taken);
-            // Release: refilled descriptors must be visible before the tail moves.
-            fence(Ordering::Release);
-            self.bar.write32(regs::RDT, q.idx.slot(q.produced) as u32);
-        }
-        self.sw.rx_errors += errors;
-        self.sw.rx_bytes += bytes;
-        self.sw.rx_packets += k as u64;
-        k
-    }
-
     /// Sends what fits of `pkts`; completed packets go to the port's cache, or into `done`
     /// with `KEEP`.
     pub(crate) fn tx<const KEEP: bool>(
@@ -478,7 +264,11 @@ impl<B: Bar> E1000<B> {
     ) -> usize {
         let q = &mut self.tx;
         q.clean::<KEEP>(done, &mut self.rx.cache);
-        let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
+        // Every frame takes at least one descriptor; one of several parts takes more, and
+        // `chain` checks it still leaves one for each frame after it, or sets it (and
+        // them) aside in `held`, to go back to the front of `pkts`.
+        let free = q.free();
+        let n = pkts.len().min(free as usize);
         if n == 0 {
             return 0;
         }
@@ -517,15 +307,25 @@ impl<B: Bar> E1000<B> {
             };
             // `chain` parks the frame as the common path would, dropping a stale packet
             // it finds in the slot (none should be there).
-            match chain(ring, bufs, at, pkt, &self.pool) {
-                Some((total, used)) => {
+            let room = free - at.wrapping_sub(start) - frames.len() as u32;
+            match chain(ring, bufs, at, pkt, &self.pool, room) {
+                Ok(Some((total, used))) => {
                     at = at.wrapping_add(used);
                     bytes += total as u64;
                 }
-                None => errors += 1,
+                Ok(None) => errors += 1,
+                Err(later) => {
+                    q.held.push(later);
+                    q.held.extend(frames.by_ref());
+                }
             }
         }
         drop(frames);
+        let n = n - q.held.len();
+        if !q.held.is_empty() {
+            // Back to the front, in order: no allocation, `pkts` had room for them.
+            pkts.splice(..0, q.held.drain(..));
+        }
         if at != start {
             q.mark_reports(start, at);
             q.report_last(at);
