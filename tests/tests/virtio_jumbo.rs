@@ -261,15 +261,13 @@ fn tx_exact<Q: QueueKind>(legacy: bool) {
     let want: Vec<Vec<u8>> = (0..24u32)
         .map(|s| frame(s, lens[s as usize % lens.len()]))
         .collect();
-    let mut sent = 0;
-    for f in &want {
+    for (i, f) in want.iter().enumerate() {
         let mut batch = vec![pool.alloc_copy(f).expect("buffers")];
         wait("room", || {
             nic.tx_batch(&mut batch);
             batch.is_empty()
         });
-        sent += 1;
-        wait("the device", || dev.sent_count() == sent);
+        wait("the device", || dev.sent_count() == i as u64 + 1);
     }
     assert!(nic.flush());
     let got = dev.sent();

@@ -6,8 +6,10 @@
 //! - `net.rs`: feature negotiation
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
 //! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
-//! - `port.rs`: the port and its queue pairs set up; the one-queue `VirtioNet`
-//! - `rxtx.rs`: the datapath of one queue pair
+//! - `port.rs`: the port and its queue pairs set up
+//! - `one.rs`: the one-queue `VirtioNet`
+//! - `rxtx.rs`: a queue pair's two handles made; the receive queue
+//! - `tx.rs`: the transmit queue
 //! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
 //! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
 
@@ -15,17 +17,21 @@ mod ctrl;
 mod filter;
 mod mergeable;
 mod net;
+mod one;
 mod port;
 mod queue;
 mod rxtx;
 mod transport;
+mod tx;
 mod txchain;
 
 pub use net::{feature, header_apart, negotiate, wanted_features};
-pub use port::{VirtioNet, VirtioPort, VirtioQueues};
+pub use one::VirtioNet;
+pub use port::{VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
-pub use rxtx::{VirtioRxQueue, VirtioTxQueue};
+pub use rxtx::VirtioRxQueue;
 pub use transport::{status, Legacy, Modern, Notifier, Transport};
+pub use tx::VirtioTxQueue;
 
 use crate::nic::Nic;
 use crate::pci::PciAddr;

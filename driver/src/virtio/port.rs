@@ -1,22 +1,23 @@
 //! The virtio-net port: its queue pairs set up, the control queue, receive filters, the
-//! number of queue pairs in use and RSS ([`VirtioPort`]); and [`VirtioNet`], the one-queue
-//! [`Nic`] made of a port and its queue pair 0.
+//! number of queue pairs in use and RSS ([`VirtioPort`]). The one-queue [`super::VirtioNet`]
+//! is in `one.rs`.
 
 use super::ctrl::{self, cmd, Ctrl};
 use super::filter::VirtioFilter;
 use super::net::{check_mtu, feature, give_up, prev_power_of_two, stop};
 use super::queue::QueueKind;
-use super::rxtx::{pair, PairParts, VirtioRxQueue, VirtioTxQueue};
+use super::rxtx::{pair, PairParts, VirtioRxQueue};
 use super::transport::Transport;
+use super::tx::VirtioTxQueue;
 use crate::filter::Kind;
-use crate::nic::{Link, Nic, Stats};
+use crate::nic::{Link, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
-use crate::port::{Port, QueueCounters, QueuePair, Rss, RxQueue, Teardown, TxQueue};
+use crate::port::{Port, QueueCounters, QueuePair, Rss, Teardown};
 use crate::{Config, Error};
 use std::sync::Arc;
 use zcnic_descriptors::rss::{HashTypes, Reta};
-use zcnic_hugepages::{DmaAllocator, Mempool, Packet};
+use zcnic_hugepages::{DmaAllocator, Mempool};
 
 /// Fields of the net device configuration (virtio 1.2 §5.1.4).
 mod config {
@@ -40,9 +41,9 @@ const RETA_MAX: usize = 128;
 pub struct VirtioPort<Q: QueueKind> {
     pub(super) addr: PciAddr,
     transport: Box<dyn Transport>,
-    mac: [u8; 6],
-    features: u64,
-    pool: Arc<Mempool>,
+    pub(super) mac: [u8; 6],
+    pub(super) features: u64,
+    pub(super) pool: Arc<Mempool>,
     pub(super) ctrl: Option<Ctrl<Q>>,
     /// Promiscuity, all-multicast and the MAC table (`filter.rs`).
     pub(super) filter: VirtioFilter,
@@ -50,7 +51,7 @@ pub struct VirtioPort<Q: QueueKind> {
     /// The redirection table's length with VIRTIO_NET_F_RSS in use, else 0.
     reta_len: usize,
     queues: u16,
-    mtu: usize,
+    pub(super) mtu: usize,
     rx_counters: Vec<Arc<QueueCounters>>,
     tx_counters: Vec<Arc<QueueCounters>>,
     teardown: Arc<Teardown>,
@@ -474,143 +475,5 @@ impl<Q: QueueKind> Drop for VirtioPort<Q> {
         }
         // Queue handles still held elsewhere must not kick this device once it is closed.
         self.transport.revoke_notifiers();
-    }
-}
-
-/// A virtio-net port behind the one-queue [`Nic`] trait: the port and its queue pair 0.
-pub struct VirtioNet<Q: QueueKind> {
-    // Dropped in this order: the queues hand their memory to the port (the transmit side
-    // drains first), which stops the device and then frees it.
-    rx: VirtioRxQueue<Q>,
-    tx: VirtioTxQueue<Q>,
-    port: VirtioPort<Q>,
-}
-
-impl<Q: QueueKind> std::fmt::Debug for VirtioNet<Q> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VirtioNet")
-            .field("addr", &self.port.addr)
-            .field("features", &format_args!("{:#x}", self.port.features))
-            .finish_non_exhaustive()
-    }
-}
-
-impl<Q: QueueKind> VirtioNet<Q> {
-    /// Brings the port up on a negotiated transport with one queue pair.
-    pub fn new(
-        transport: Box<dyn Transport>,
-        features: u64,
-        dma: &dyn DmaAllocator,
-        addr: PciAddr,
-        cfg: &Config,
-    ) -> Result<Self, Error> {
-        let one = Config {
-            queues: 1,
-            ..cfg.clone()
-        };
-        let (port, mut queues) = VirtioPort::new(transport, features, dma, addr, &one)?;
-        let (rx, tx) = queues
-            .pop()
-            .ok_or_else(|| Error::Io(format!("{addr}: virtio-net came up without a queue")))?;
-        Ok(Self { rx, tx, port })
-    }
-
-    /// Links this port to the device handle that keeps it open.
-    pub(crate) fn attach(&mut self, dev: Arc<dyn PciDevice>) {
-        self.port.attach(dev);
-    }
-
-    /// The port's features as negotiated.
-    pub fn features(&self) -> u64 {
-        self.port.features
-    }
-
-    /// Whether each frame's header has a descriptor of its own (a legacy device without
-    /// VIRTIO_F_ANY_LAYOUT; see [`super::header_apart`]).
-    pub fn header_apart(&self) -> bool {
-        super::header_apart(self.port.features)
-    }
-}
-
-impl<Q: QueueKind> Nic for VirtioNet<Q> {
-    fn addr(&self) -> PciAddr {
-        self.port.addr
-    }
-
-    fn driver(&self) -> &'static str {
-        self.port.name()
-    }
-
-    fn pool(&self) -> &Arc<Mempool> {
-        &self.port.pool
-    }
-
-    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.rx.rx_batch(out, max)
-    }
-
-    fn rx_batch_recycle(
-        &mut self,
-        out: &mut Vec<Packet>,
-        max: usize,
-        spare: &mut Vec<Packet>,
-    ) -> usize {
-        self.rx.rx_batch_recycle(out, max, spare)
-    }
-
-    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.tx.tx_batch(pkts)
-    }
-
-    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
-        self.tx.tx_batch_recycle(pkts, done)
-    }
-
-    fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
-        self.tx.repost(frame, burst)
-    }
-
-    fn flush(&mut self) -> bool {
-        self.tx.flush()
-    }
-
-    fn stats(&mut self) -> Stats {
-        self.port.stats()
-    }
-
-    fn link(&self) -> Link {
-        self.port.link()
-    }
-
-    fn mtu(&self) -> usize {
-        self.port.mtu
-    }
-
-    fn mac(&self) -> [u8; 6] {
-        self.port.mac
-    }
-
-    fn set_promisc(&mut self, on: bool) {
-        self.port.set_promisc(on)
-    }
-
-    fn set_allmulti(&mut self, on: bool) -> Result<(), Error> {
-        self.port.set_allmulti(on)
-    }
-
-    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
-        self.port.add_multicast(mac)
-    }
-
-    fn remove_multicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
-        self.port.remove_multicast(mac)
-    }
-
-    fn add_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
-        self.port.add_unicast(mac)
-    }
-
-    fn remove_unicast(&mut self, mac: [u8; 6]) -> Result<(), Error> {
-        self.port.remove_unicast(mac)
     }
 }

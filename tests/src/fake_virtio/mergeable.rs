@@ -29,8 +29,11 @@ fn writable(chain: &Chain) -> usize {
 
 /// The header and frame of an injection a mergeable device spreads over buffers, the
 /// `num_buffers` it writes if not the true count, and how many of its used entries it
-/// publishes now (the rest wait for [`Inject::Rest`]). `None` for the other injections.
-fn parts(what: &Inject, hdr_len: usize) -> Option<(Vec<u8>, &[u8], Option<u16>, Option<usize>)> {
+/// publishes now (the rest wait for [`Inject::Rest`]).
+type Parts<'a> = (Vec<u8>, &'a [u8], Option<u16>, Option<usize>);
+
+/// [`Parts`] of `what`; `None` for the injections that are not frames.
+fn parts(what: &Inject, hdr_len: usize) -> Option<Parts<'_>> {
     let hdr = vec![0; hdr_len];
     match what {
         Inject::Frame(f) => Some((hdr, f, None, None)),
