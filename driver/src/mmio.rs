@@ -305,7 +305,13 @@ impl Bar for MmioBar {
 #[derive(Clone)]
 pub struct FakeBar {
     regs: Arc<[AtomicU32]>,
+    /// Words that clear when read through [`Bar`] ([`FakeBar::clear_on_read`]), as word
+    /// index + 1 (0: a free slot).
+    clearing: Arc<[AtomicU32; CLEARING]>,
 }
+
+/// How many registers of one [`FakeBar`] may clear on read.
+const CLEARING: usize = 4;
 
 impl fmt::Debug for FakeBar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -318,7 +324,49 @@ impl FakeBar {
     pub fn new(len: usize) -> Self {
         Self {
             regs: (0..len / 4).map(|_| AtomicU32::new(0)).collect(),
+            clearing: Arc::default(),
         }
+    }
+
+    /// Makes the 32-bit register holding `off` clear on every read through [`Bar`] (the
+    /// whole word, whatever the width read), as an interrupt cause register does on
+    /// silicon; the device side sets its bits with [`raise`](Self::raise) and looks with
+    /// [`peek32`](Self::peek32), neither of which clears it. Up to 4 registers per BAR;
+    /// false when they are taken or `off` lies outside.
+    pub fn clear_on_read(&self, off: u32) -> bool {
+        if !in_bounds(off, 1, self.regs.len() * 4) {
+            return false;
+        }
+        let tag = off / 4 + 1;
+        self.clearing.iter().any(|c| {
+            c.load(Ordering::SeqCst) == tag
+                || c.compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+        })
+    }
+
+    /// Sets `bits` in the register at `off` in one atomic step (a device latching a cause
+    /// while the driver may be reading, and so clearing, the register).
+    pub fn raise(&self, off: u32, bits: u32) {
+        if in_bounds(off, 4, self.regs.len() * 4) {
+            self.regs[off as usize / 4].fetch_or(bits, Ordering::SeqCst);
+        }
+    }
+
+    /// The register at `off` as it is, without clearing it (the device's view).
+    pub fn peek32(&self, off: u32) -> u32 {
+        if !in_bounds(off, 4, self.regs.len() * 4) {
+            return u32::MAX;
+        }
+        self.regs[off as usize / 4].load(Ordering::SeqCst)
+    }
+
+    #[inline(always)]
+    fn clears(&self, word: usize) -> bool {
+        let tag = word as u32 + 1;
+        self.clearing
+            .iter()
+            .any(|c| c.load(Ordering::Relaxed) == tag)
     }
 }
 
@@ -328,7 +376,12 @@ impl FakeBar {
         if !in_bounds(off, width, self.regs.len() * 4) {
             return u32::MAX;
         }
-        let word = self.regs[off as usize / 4].load(Ordering::SeqCst);
+        let idx = off as usize / 4;
+        let word = if self.clears(idx) {
+            self.regs[idx].swap(0, Ordering::SeqCst)
+        } else {
+            self.regs[idx].load(Ordering::SeqCst)
+        };
         let mask = if width == 4 {
             u32::MAX
         } else {
@@ -419,6 +472,25 @@ mod tests {
         assert_eq!(b.read32(0x3fffc), u32::MAX);
         assert_eq!(b.read8(16), u8::MAX);
         assert_eq!(b.size(), Some(16));
+    }
+
+    #[test]
+    fn a_clear_on_read_register_clears_for_the_driver_only() {
+        let b = FakeBar::new(64);
+        assert!(b.clear_on_read(0));
+        assert!(b.clear_on_read(0), "marking twice is fine");
+        assert!(!b.clear_on_read(64), "outside the BAR");
+        b.raise(0, 4);
+        b.raise(0, 1);
+        assert_eq!(b.peek32(0), 5, "the device's look leaves it");
+        assert_eq!(b.read32(0), 5);
+        assert_eq!(b.read32(0), 0, "cleared by the driver's read");
+        b.write32(8, 7);
+        assert_eq!((b.read32(8), b.read32(8)), (7, 7), "other registers keep");
+        for off in [12, 16, 20] {
+            b.clear_on_read(off);
+        }
+        assert!(!b.clear_on_read(24), "four at most");
     }
 
     #[test]

@@ -16,6 +16,25 @@ pub struct Link {
     pub full_duplex: bool,
 }
 
+impl Link {
+    /// The state of a link without carrier, as link events report it: no speed, no
+    /// duplex (what a device's speed bits say while the link is down means nothing).
+    pub const DOWN: Link = Link {
+        up: false,
+        speed_mbps: 0,
+        full_duplex: false,
+    };
+
+    /// This state with the meaningless fields of a down link cleared ([`Link::DOWN`]).
+    pub fn normalized(self) -> Link {
+        if self.up {
+            self
+        } else {
+            Link::DOWN
+        }
+    }
+}
+
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.up {
@@ -131,8 +150,40 @@ pub trait Nic: Send {
     fn flush(&mut self) -> bool;
     /// Current counters (reads and accumulates the device's clear-on-read registers).
     fn stats(&mut self) -> Stats;
-    /// Link state.
+    /// Link state, read from the device now.
     fn link(&self) -> Link;
+    /// A change of link state since the last call (or since the port was opened): `Some`
+    /// with the new state once per change, `None` when nothing changed. Cheap enough for a
+    /// tool's tick (every 10–50 ms; not every burst): in the common case one register read
+    /// of an event flag the device latches (e1000/igb: ICR.LSC; virtio-net: the config
+    /// `status` byte with VIRTIO_NET_F_STATUS), and STATUS only once that flag says the link
+    /// changed. A link that went down and came back between two calls looks unchanged and
+    /// is not reported. A down link is reported as `Link { up: false, speed_mbps: 0,
+    /// full_duplex: false }`.
+    ///
+    /// A handle without a device of its own (a queue of a multi-queue port, whose port
+    /// reports the events) answers `None`.
+    ///
+    /// ```no_run
+    /// use zcnic::Nic;
+    ///
+    /// let mut nic = zcnic::open("0000:00:02.0")?;
+    /// let mut next = std::time::Instant::now();
+    /// loop {
+    ///     // ... bursts ...
+    ///     if std::time::Instant::now() >= next {
+    ///         next += std::time::Duration::from_millis(20);
+    ///         if let Some(link) = nic.link_event() {
+    ///             println!("{}: link {link}", nic.addr());
+    ///         }
+    ///     }
+    /// #   break;
+    /// }
+    /// # Ok::<(), zcnic::Error>(())
+    /// ```
+    fn link_event(&mut self) -> Option<Link> {
+        None
+    }
     /// The port's MAC address.
     fn mac(&self) -> [u8; 6];
     /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)): frames of

@@ -177,8 +177,15 @@ pub trait Port: Send {
     fn driver(&self) -> &'static str;
     /// The port's MAC address.
     fn mac(&self) -> [u8; 6];
-    /// Link state.
+    /// Link state, read from the device now.
     fn link(&self) -> Link;
+    /// A change of link state since the last call (or since the port was opened), as
+    /// [`Nic::link_event`](crate::Nic::link_event): `Some` once per change, `None` when
+    /// nothing changed; cheap enough for a tool's 10–50 ms tick, not meant for every burst.
+    /// Call it from the thread that holds the port: the queues' threads never see it.
+    fn link_event(&mut self) -> Option<Link> {
+        None
+    }
     /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)).
     fn mtu(&self) -> usize {
         1500

@@ -44,6 +44,7 @@ mod deps;
 mod initramfs;
 mod kernel;
 mod machine;
+pub mod monitor;
 mod prepare;
 pub mod shell;
 mod tapwire;
@@ -56,7 +57,8 @@ pub use deps::{
     ensure_host_hugepages, ensure_host_tools, find_program, qemu_available, HostTool, GUEST_TOOLS,
     HOST_HUGEPAGES, PMDS, TESTPMD,
 };
-pub use machine::{run, run_with_files};
+pub use machine::{run, run_watched, run_with_files};
+pub use monitor::{netdev_id, Monitor};
 pub use prepare::{prepare, Prepared};
 
 /// One emulated NIC of a guest and the wire it is plugged into.

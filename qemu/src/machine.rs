@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::deps::output;
+use crate::monitor::Monitor;
 use crate::threads::{parse_mark, spawn_sampler, Sample};
 use crate::{harness_dir, initramfs, prepare, tail_lines, Error, GuestRun, GuestSpec};
 
@@ -69,6 +70,40 @@ pub fn run(spec: &GuestSpec) -> Result<GuestRun, Error> {
 /// [`run`], with extra host files copied into the guest: `(host path, guest path)` pairs,
 /// e.g. a peer tool and its shared libraries for `cargo xtask bench`.
 pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<GuestRun, Error> {
+    run_inner(spec, files, None)
+}
+
+/// [`run`], with `watch` called on every console line as it arrives, holding the
+/// machine's [`Monitor`] (QMP on a socket of this run): a test acts on the machine in step
+/// with what the guest prints, e.g. `set_link` once a tool is running. `watch` runs on the
+/// thread reading the console, so it should return promptly (a QMP command takes
+/// milliseconds).
+pub fn run_watched(
+    spec: &GuestSpec,
+    mut watch: impl FnMut(&str, &mut Monitor),
+) -> Result<GuestRun, Error> {
+    // Under the temporary directory, not the run's: a socket path has at most 107 bytes.
+    let path = std::env::temp_dir().join(format!(
+        "zcnic-qmp-{}-{}.sock",
+        std::process::id(),
+        spec.name
+    ));
+    let _ = fs::remove_file(&path);
+    let mut monitor = Monitor::new(&path);
+    let mut each = |line: &str| watch(line, &mut monitor);
+    let run = run_inner(spec, &[], Some((&path, &mut each)));
+    let _ = fs::remove_file(&path);
+    run
+}
+
+/// A console watcher and the QMP socket QEMU listens on for it.
+type Watch<'a> = (&'a Path, &'a mut dyn FnMut(&str));
+
+fn run_inner(
+    spec: &GuestSpec,
+    files: &[(PathBuf, String)],
+    watch: Option<Watch<'_>>,
+) -> Result<GuestRun, Error> {
     validate(spec)?;
     let prepared = prepare()?;
     let _one = ONE_GUEST.lock().unwrap_or_else(PoisonError::into_inner);
@@ -88,6 +123,10 @@ pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<G
     let accel = std::env::var(ACCEL_ENV).unwrap_or_else(|_| "tcg".into());
     let mut cmd = Command::new(&prepared.qemu);
     cmd.args(qemu_args(spec, &accel, &prepared.kernel, &dir));
+    if let Some((path, _)) = &watch {
+        let qmp = format!("unix:{},server=on,wait=off", path.display());
+        cmd.args(["-qmp", &qmp]);
+    }
     // Taps, bridge and namespace live until QEMU is gone (the end of this function).
     let taps: Vec<(usize, u16)> = spec
         .nics
@@ -106,7 +145,7 @@ pub fn run_with_files(spec: &GuestSpec, files: &[(PathBuf, String)]) -> Result<G
     };
     fs::write(dir.root.join("qemu-cmdline"), crate::deps::describe(&cmd))
         .map_err(Error::io("writing qemu-cmdline"))?;
-    let console = Console::run(cmd, spec)?;
+    let console = Console::run(cmd, spec, watch.map(|(_, w)| w))?;
     fs::write(dir.root.join("console.log"), &console.text)
         .map_err(Error::io("writing console.log"))?;
 
@@ -265,7 +304,12 @@ struct Console {
 impl Console {
     /// Runs QEMU to its end or until a timeout kills it, reading the console as it comes:
     /// [`BOOT_LIMIT`] until the scenario starts, then the spec's timeout from that moment.
-    fn run(mut cmd: Command, spec: &GuestSpec) -> Result<Console, Error> {
+    /// `watch` sees each line first.
+    fn run(
+        mut cmd: Command,
+        spec: &GuestSpec,
+        mut watch: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Console, Error> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -291,6 +335,9 @@ impl Console {
         loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
+                    if let Some(w) = watch.as_mut() {
+                        w(&line);
+                    }
                     let booting = console.boot_time.is_none();
                     console.take_line(line, started, spec.echo);
                     if let (true, Some(booted)) = (booting, console.boot_time) {

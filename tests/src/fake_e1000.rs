@@ -110,16 +110,15 @@ impl FakeE1000 {
     /// Starts the device thread.
     pub fn start(behaviour: Behaviour) -> Self {
         let bar = FakeBar::new(0x20000);
+        // ICR clears on read (8254x SDM §13.4.17).
+        bar.clear_on_read(regs::ICR);
         let dma = FakeDma::new();
         let ral = u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]);
         let rah = u32::from(u16::from_le_bytes([MAC[4], MAC[5]])) | regs::RAH_AV;
         bar.write32(regs::RAL0, ral);
         bar.write32(regs::RAH0, rah);
         if behaviour.link_up {
-            bar.write32(
-                regs::STATUS,
-                (Status::LU | Status::FD | Status::SPEED1).bits(),
-            );
+            bar.write32(regs::STATUS, LINK_UP.bits());
         }
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -216,7 +215,22 @@ impl FakeE1000 {
     pub fn sent_count(&self) -> usize {
         self.sent_count.load(Ordering::Acquire) as usize
     }
+
+    /// Takes the link down or brings it back (1000 Mbit/s full duplex), latching ICR.LSC
+    /// as the device does on every change of STATUS.LU (ICR clears when the driver reads
+    /// it: `FakeBar::clear_on_read`).
+    pub fn set_link(&self, up: bool) {
+        let status = if up { LINK_UP } else { Status::empty() };
+        self.bar.write32(regs::STATUS, status.bits());
+        self.bar.raise(regs::ICR, regs::ICR_LSC);
+    }
 }
+
+/// STATUS of a link up at 1000 Mbit/s full duplex.
+const LINK_UP: Status = Status::LU.union(Status::FD).union(Status::SPEED1);
+/// ICR.TXDW — Transmit Descriptor Written Back (8254x SDM §13.4.17): latched with every DD
+/// the device writes, so link events are tested among other causes.
+const ICR_TXDW: u32 = 1 << 0;
 
 impl Drop for FakeE1000 {
     fn drop(&mut self) {
@@ -328,6 +342,7 @@ impl Device {
             }
             if d[11] & 0x08 != 0 {
                 self.write(at + 12, &[0x01]);
+                self.bar.raise(regs::ICR, ICR_TXDW);
             }
             head = (head + 1) % slots;
             if replay.is_none() {

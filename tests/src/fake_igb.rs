@@ -88,6 +88,8 @@ const TX_EOP: u64 = 1 << 24;
 impl FakeIgb {
     pub fn start() -> Self {
         let bar = FakeBar::new(0x20000);
+        // ICR clears on read with IMS 0, which is how the driver runs it (§7.3.2.1.2).
+        bar.clear_on_read(regs::ICR);
         let dma = FakeDma::new();
         bar.write32(
             regs::RAL0,
@@ -138,7 +140,18 @@ impl FakeIgb {
     pub fn inject(&self, what: Inject) {
         let _ = self.inject.send(what);
     }
+
+    /// Takes the link down or brings it back (1000 Mbit/s full duplex), latching ICR.LSC
+    /// as the device does on every change of STATUS.LU (ICR clears when the driver reads
+    /// it: `FakeBar::clear_on_read`).
+    pub fn set_link(&self, up: bool) {
+        self.bar.write32(regs::STATUS, if up { LINK_UP } else { 0 });
+        self.bar.raise(regs::ICR, regs::ICR_LSC);
+    }
 }
+
+/// STATUS of a link up at 1000 Mbit/s full duplex: FD, LU and SPEED = 10b (§8.2.2).
+const LINK_UP: u32 = 1 | 2 | 1 << 7;
 
 impl Drop for FakeIgb {
     fn drop(&mut self) {
@@ -163,8 +176,9 @@ impl Device {
                 && (mdic >> regs::MDIC_REG_SHIFT) & 0x1f == regs::PHY_BMCR
                 && mdic & 0x0200 != 0;
             if restart {
-                // Link up, 1000 Mbit/s full duplex.
-                b.write32(regs::STATUS, 1 | 2 | 1 << 7);
+                // Link up, 1000 Mbit/s full duplex, and the change latched as silicon does.
+                b.write32(regs::STATUS, LINK_UP);
+                b.raise(regs::ICR, regs::ICR_LSC);
             }
             b.write32(regs::MDIC, mdic | regs::MDIC_READY);
         }

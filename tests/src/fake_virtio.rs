@@ -437,6 +437,19 @@ impl FakeVirtio {
         }
     }
 
+    /// Takes the link down or brings it back: the config `status` field's
+    /// VIRTIO_NET_S_LINK_UP, and config_generation moved on, as a device changing its
+    /// configuration does (virtio 1.1 §4.1.4.3.1).
+    pub fn set_link(&self, up: bool) {
+        self.shared.control(|core, _| {
+            let link = if up { NET_S_LINK_UP } else { 0 };
+            core.regs.write16(DEVICE_CFG + CFG_STATUS, link);
+            let generation = core.regs.read8(c::CONFIG_GENERATION);
+            core.regs
+                .write8(c::CONFIG_GENERATION, generation.wrapping_add(1));
+        });
+    }
+
     /// The modern transport over this device's BAR, windows where QEMU puts them.
     pub fn transport(&self) -> Modern<VirtioBar> {
         Modern::in_one_bar(self.bar.clone(), 0, DEVICE_CFG, NOTIFY, NOTIFY_MULT)

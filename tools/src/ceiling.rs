@@ -66,8 +66,12 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
     let (mut sent, mut last_t, mut last_sent, mut last_progress) = (0u64, 0u64, 0u64, 0u64);
     // Locked only to print a line: other threads (`--queues`) print too.
     let stdout = std::io::stdout();
+    let mut link_tick = crate::link::Tick::new();
     loop {
         let now = clock.now_ns();
+        if link_tick.due(now) {
+            crate::link::report("pktgen", tx);
+        }
         if sent >= limit || stopped() || end.is_some_and(|e| now >= e) {
             break;
         }

@@ -166,10 +166,14 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let mut scratch = Vec::new();
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
     let mut last = 0u64;
+    let mut link_tick = crate::link::Tick::new();
     loop {
         let now = clock.now_ns();
         if frames >= limit || stopped() || end.is_some_and(|e| now >= e) {
             break;
+        }
+        if link_tick.due(now) {
+            crate::link::report("dump", nic);
         }
         let max = if args.filter == Filter::default() {
             (limit - frames).min(64) as usize
@@ -187,11 +191,11 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
                 if frames >= limit {
                     break; // the rest of this burst is past the count
                 }
-                if !args.filter.matches(p.data()) {
+                let data = whole(&p, &mut scratch);
+                if !args.filter.matches(data) {
                     filtered += 1;
                     continue;
                 }
-                let data = whole(&p, &mut scratch);
                 w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))
                     .map_err(|e| msg(format!("writing the pcap: {e}")))?;
                 frames += 1;
@@ -298,11 +302,11 @@ pub fn run_queues(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         for p in batch.iter().take((limit - frames) as usize) {
-            if !args.filter.matches(p.data()) {
+            let data = whole(p, &mut scratch);
+            if !args.filter.matches(data) {
                 filtered += 1;
                 continue;
             }
-            let data = whole(p, &mut scratch);
             if let Err(e) = w.write_packet(&PcapPacket::new(ts, data.len() as u32, data)) {
                 failed = Some(msg(format!("writing the pcap: {e}")));
                 break;

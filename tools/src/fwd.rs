@@ -101,10 +101,16 @@ pub fn run(
     let mut last_stats: Vec<DirStats> = dirs.iter().map(|d| d.stats).collect();
     // Locked only to print a line: other threads (`--queues`) print too.
     let stdout = std::io::stdout();
+    let mut link_tick = crate::link::Tick::new();
     loop {
         let now = clock.now_ns();
         if stopped() || end.is_some_and(|e| now >= e) {
             break;
+        }
+        if link_tick.due(now) {
+            for p in ports.iter_mut() {
+                crate::link::report("fwd", p.as_mut());
+            }
         }
         let mut idle = true;
         for d in &mut dirs {

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod fwd;
 pub mod groups;
 pub mod inuse;
+pub mod link;
 pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;

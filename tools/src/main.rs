@@ -131,6 +131,8 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
     }
+    // Before the port opens: a size beyond the MTU asked for is a usage error.
+    pktgen::check_mtu(sizes.max(), c.port.mtu.into(), addr)?;
     if c.queues > 1 {
         return multiqueue::pktgen_cmd(&addr, &c, &args);
     }

@@ -239,6 +239,11 @@ pub fn forward(
     let mut next = std::time::Duration::from_secs(1);
     let (mut last_t, mut last) = (0.0, vec![(0u64, 0u64); dirs.len()]);
     while !threads.iter().all(|t| t.is_finished()) {
+        // The queues' threads never see the port: link events are this loop's, every
+        // 10 ms nap.
+        for p in ports.iter_mut() {
+            crate::link::report_port("fwd", p.as_mut());
+        }
         if start.elapsed() < next {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
@@ -295,6 +300,8 @@ fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
     let (mut last_t, mut last_sent) = (0.0, 0u64);
     let mut next = std::time::Duration::from_secs(1);
     while !threads.iter().all(|t| t.is_finished()) {
+        // The queues' threads never see the port: link events are this loop's.
+        crate::link::report_port("pktgen", port);
         if start.elapsed() < next {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;

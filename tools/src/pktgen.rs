@@ -230,7 +230,7 @@ fn restamp(
 pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<(), ToolError> {
     if max_size > mtu + 14 {
         return Err(msg(format!(
-            "--size {max_size}: {port} was opened with MTU {mtu}, which allows frames of up to {} bytes; give --mtu {} or more",
+            "--size {max_size}: {port} with MTU {mtu} sends frames of up to {} bytes; give --mtu {} or more",
             mtu + 14,
             max_size - 14
         )));
@@ -320,6 +320,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let (mut last_t, mut last_sent, mut last_rx) = (0u64, 0u64, 0u64);
     // Locked only to print a line: other threads (`--queues`) print too.
     let stdout = std::io::stdout();
+    let mut link_tick = crate::link::Tick::new();
 
     loop {
         let now = clock.now_ns();
@@ -407,6 +408,12 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 Rx::Other(nic) => r.poll(*nic, clock.now_ns()),
                 _ => r.poll(tx, clock.now_ns()),
             };
+        }
+        if link_tick.due(now) {
+            crate::link::report("pktgen", tx);
+            if let Rx::Other(nic) = &mut rx {
+                crate::link::report("pktgen", *nic);
+            }
         }
         if !args.quiet && now.saturating_sub(last_t) >= 1_000_000_000 {
             let dt = (now - last_t) as f64 / 1e9;

@@ -7,6 +7,7 @@ use super::rx::RxQueue;
 use super::tx::TxQueue;
 use super::E1000;
 use crate::intel::filter::IntelFilter;
+use crate::intel::LinkWatch;
 use crate::mmio::Bar;
 use crate::nic::{Nic, Stats};
 use crate::pci::PciAddr;
@@ -32,6 +33,7 @@ impl<B: Bar> E1000<B> {
         let rx = RxQueue::new(dma, &pool, rx_idx, cfg.max_frame()).map_err(dma_err)?;
         let tx = TxQueue::new(dma, tx_idx).map_err(dma_err)?;
 
+        let link = LinkWatch::start(&bar, regs::ICR, regs::STATUS);
         let mut nic = Self {
             bar,
             addr,
@@ -46,6 +48,7 @@ impl<B: Bar> E1000<B> {
             mtu: cfg.mtu,
             filter,
             ceiling: None,
+            link,
             device: None,
         };
         nic.start_rx();
@@ -59,6 +62,8 @@ impl<B: Bar> E1000<B> {
                 cfg.link_timeout.as_millis()
             );
         }
+        // Link events count from here: the link coming up during bring-up is not one.
+        nic.link = LinkWatch::start(&nic.bar, regs::ICR, regs::STATUS);
         Ok(nic)
     }
 

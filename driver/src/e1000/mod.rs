@@ -19,6 +19,7 @@ pub use tx::{MAX_FRAME, TX_CLEAN_BATCH};
 
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
+use crate::intel::LinkWatch;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
@@ -49,6 +50,8 @@ pub struct E1000<B: Bar> {
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
     ceiling: Option<Packet>,
+    /// Link events: ICR.LSC, then STATUS.
+    link: LinkWatch,
     /// Keeps the device open; declared last so it closes after the rings are freed.
     device: Option<Box<dyn PciDevice>>,
 }
@@ -163,6 +166,11 @@ impl<B: Bar> Nic for E1000<B> {
 
     fn link(&self) -> Link {
         init::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    /// ICR.LSC, then STATUS when it is set (see `intel::LinkWatch`).
+    fn link_event(&mut self) -> Option<Link> {
+        self.link.poll(&self.bar)
     }
 
     fn mtu(&self) -> usize {

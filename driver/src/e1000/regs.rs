@@ -11,6 +11,8 @@ pub const STATUS: u32 = 0x0008;
 pub const EERD: u32 = 0x0014;
 /// ICR — Interrupt Cause Read (8254x SDM §13.4.17).
 pub const ICR: u32 = 0x00C0;
+/// ICR.LSC — Link Status Change: the link went up or down (8254x SDM §13.4.17).
+pub const ICR_LSC: u32 = 1 << 2;
 /// IMC — Interrupt Mask Clear (8254x SDM §13.4.21).
 pub const IMC: u32 = 0x00D8;
 /// RCTL — Receive Control (8254x SDM §13.4.22).

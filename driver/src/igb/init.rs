@@ -6,6 +6,7 @@ use super::regs;
 use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
 use crate::e1000::counters::Counters;
 use crate::intel::filter::IntelFilter;
+use crate::intel::LinkWatch;
 use crate::mmio::Bar;
 use crate::pci::PciAddr;
 use crate::port::{Port, QueueCounters, Teardown};
@@ -96,6 +97,7 @@ impl<B: Bar> IgbPort<B> {
         let counters = |f: fn(&(IgbRxQueue, IgbTxQueue)) -> &Arc<QueueCounters>| {
             queues.iter().map(|p| Arc::clone(f(p))).collect()
         };
+        let link = LinkWatch::start(&bar, regs::ICR, regs::STATUS);
         let mut port = Self {
             bar,
             addr,
@@ -108,6 +110,7 @@ impl<B: Bar> IgbPort<B> {
             rx_counters: counters(|p| &p.0.counters),
             tx_counters: counters(|p| &p.1.counters),
             teardown,
+            link,
             device: None,
         };
         port.start_tx(&queues)?;
@@ -123,6 +126,8 @@ impl<B: Bar> IgbPort<B> {
                 cfg.link_timeout.as_millis()
             );
         }
+        // Link events count from here: the link coming up during bring-up is not one.
+        port.link = LinkWatch::start(&port.bar, regs::ICR, regs::STATUS);
         Ok((port, queues))
     }
 

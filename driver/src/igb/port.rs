@@ -6,6 +6,7 @@ use super::rxtx::{IgbRxQueue, IgbTxQueue};
 use crate::e1000::counters::Counters;
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
+use crate::intel::LinkWatch;
 use crate::mmio::{Bar, MmioBar};
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
@@ -31,6 +32,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) rx_counters: Vec<Arc<QueueCounters>>,
     pub(crate) tx_counters: Vec<Arc<QueueCounters>>,
     pub(crate) teardown: Arc<Teardown>,
+    /// Link events: ICR.LSC, then STATUS.
+    pub(crate) link: LinkWatch,
     /// Keeps the device open; declared last so it closes after the rest.
     pub(crate) device: Option<Box<dyn PciDevice>>,
 }
@@ -94,6 +97,11 @@ impl<B: Bar> Port for IgbPort<B> {
 
     fn link(&self) -> Link {
         crate::e1000::link_of(self.bar.read32(regs::STATUS))
+    }
+
+    /// ICR.LSC, then STATUS when it is set (see `intel::LinkWatch`).
+    fn link_event(&mut self) -> Option<Link> {
+        self.link.poll(&self.bar)
     }
 
     fn queues(&self) -> u16 {
@@ -309,6 +317,10 @@ impl<B: Bar> Nic for Igb<B> {
 
     fn link(&self) -> Link {
         self.port.link()
+    }
+
+    fn link_event(&mut self) -> Option<Link> {
+        self.port.link_event()
     }
 
     fn mac(&self) -> [u8; 6] {

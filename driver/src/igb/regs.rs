@@ -13,6 +13,8 @@ pub const EECD: u32 = 0x0010;
 pub const MDIC: u32 = 0x0020;
 /// ICR — Interrupt Cause Read (§8.8.1).
 pub const ICR: u32 = 0x00C0;
+/// ICR.LSC — Link Status Change, the 8254x's bit (§8.8.1).
+pub const ICR_LSC: u32 = 1 << 2;
 /// IMC — Interrupt Mask Clear (§8.8.9).
 pub const IMC: u32 = 0x00D8;
 /// EIMC — Extended Interrupt Mask Clear (§8.8.6).

@@ -1,12 +1,15 @@
 //! What the Intel e1000 and igb drivers share, and no more: bringing a PCI function up
 //! with its reset before bus mastering, ring sizes, filling a receive ring, and the
-//! receive address filters (`filter.rs`: multicast table, extra addresses). (Their
-//! statistics code and the STATUS link decode live with the e1000 and are used by both.)
+//! receive address filters (`filter.rs`: multicast table, extra addresses), link
+//! events from the interrupt cause register ([`LinkWatch`]). (Their statistics code and
+//! the STATUS link decode live with the e1000 and are used by both.)
 
 pub(crate) mod filter;
 pub(crate) mod reassembly;
 
-use crate::mmio::MmioBar;
+use crate::e1000::regs::ICR_LSC;
+use crate::mmio::{Bar, MmioBar};
+use crate::nic::Link;
 use crate::pci::PciAddr;
 use crate::platform::{self, IovaMode, PciDevice};
 use crate::Error;
@@ -79,4 +82,119 @@ pub(crate) fn bring_up<T>(
     let dma = dev.dma_allocator(platform::iova_mode(dev.as_ref(), IovaMode::Virtual))?;
     let nic = new(bar, dma.as_ref(), addr)?;
     Ok((nic, dev))
+}
+
+/// Link events of the e1000 and the igb, from ICR.LSC: the one place either driver reads
+/// the interrupt cause register while the device runs.
+///
+/// Both families latch every interrupt cause in ICR whether or not it is enabled in IMS
+/// (zcnic masks them all: it polls), and both clear the whole register when it is read:
+/// the 8254x always (8254x SDM §13.4.17), the 82576 when IMS is 0 and GPIE.NSICR is clear
+/// (82576 datasheet §7.3.2.1.2, §8.8.1), which is how zcnic runs it. Reading ICR here thus
+/// consumes every other cause too (transmit done, receive timer, …). Nothing in zcnic uses
+/// them today; an interrupt mode (a later issue) must take its causes from this same read,
+/// here, rather than read ICR a second time and lose LSC or its own bits.
+///
+/// LSC says the link changed since the last read; STATUS says what it is now. STATUS is
+/// read only when LSC was seen, and an event is reported only when the state differs from
+/// the last one reported, so a stray LSC (a bounce shorter than the interval between two
+/// calls, or a cause left from bring-up) reports nothing.
+///
+/// It keeps the link state last reported, and where to read the event and the state.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkWatch {
+    last: Link,
+    icr: u32,
+    status: u32,
+}
+
+impl LinkWatch {
+    /// A watch over the ICR and STATUS registers at those offsets, starting from the link as
+    /// it is now: ICR is read first (so a cause latched during bring-up, such as the link
+    /// coming up, is consumed), then STATUS; a change after the ICR read latches LSC again
+    /// and is seen by the next [`poll`](Self::poll).
+    pub(crate) fn start(bar: &impl Bar, icr: u32, status: u32) -> Self {
+        let _ = bar.read32(icr);
+        let last = crate::e1000::link_of(bar.read32(status)).normalized();
+        Self { last, icr, status }
+    }
+
+    /// The new link state when it changed since the last call, else `None`: one ICR read,
+    /// and a STATUS read only when ICR had LSC.
+    pub(crate) fn poll(&mut self, bar: &impl Bar) -> Option<Link> {
+        if bar.read32(self.icr) & ICR_LSC == 0 {
+            return None;
+        }
+        let now = crate::e1000::link_of(bar.read32(self.status)).normalized();
+        if now == self.last {
+            return None;
+        }
+        self.last = now;
+        Some(now)
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::e1000::regs::{Status, ICR, STATUS};
+    use crate::FakeBar;
+
+    const UP: u32 = Status::LU.bits() | Status::FD.bits() | Status::SPEED1.bits();
+
+    /// Registers whose ICR clears when read, as on silicon.
+    fn bar() -> FakeBar {
+        let bar = FakeBar::new(0x100);
+        assert!(bar.clear_on_read(ICR));
+        bar
+    }
+
+    /// The device side: a new STATUS, and LSC latched (with another cause beside it).
+    fn flip(bar: &FakeBar, status: u32) {
+        bar.write32(STATUS, status);
+        bar.raise(ICR, ICR_LSC | 1);
+    }
+
+    #[test]
+    fn one_event_per_change_in_order_and_none_otherwise() {
+        let bar = bar();
+        flip(&bar, UP); // the link came up during bring-up: not an event
+        let mut w = LinkWatch::start(&bar, ICR, STATUS);
+        assert_eq!(w.poll(&bar), None);
+        bar.raise(ICR, 1); // another cause alone
+        assert_eq!(w.poll(&bar), None);
+        flip(&bar, Status::SPEED1.bits());
+        let down = w.poll(&bar);
+        assert_eq!(
+            down,
+            Some(Link::DOWN),
+            "a down link's speed bits mean nothing"
+        );
+        assert_eq!(w.poll(&bar), None, "ICR cleared on read: reported once");
+        flip(&bar, UP);
+        let up = w.poll(&bar).expect("up");
+        assert!(up.up && up.speed_mbps == 1000 && up.full_duplex, "{up:?}");
+        assert_eq!(w.poll(&bar), None);
+    }
+
+    #[test]
+    fn a_bounce_between_two_calls_reports_nothing() {
+        let bar = bar();
+        bar.write32(STATUS, UP);
+        let mut w = LinkWatch::start(&bar, ICR, STATUS);
+        flip(&bar, 0);
+        flip(&bar, UP);
+        assert_eq!(w.poll(&bar), None);
+    }
+
+    #[test]
+    fn status_is_read_only_after_lsc() {
+        let bar = bar();
+        bar.write32(STATUS, UP);
+        let mut w = LinkWatch::start(&bar, ICR, STATUS);
+        bar.write32(STATUS, 0);
+        assert_eq!(w.poll(&bar), None, "no LSC: STATUS not looked at");
+        bar.raise(ICR, ICR_LSC);
+        assert_eq!(w.poll(&bar), Some(Link::DOWN));
+    }
 }

@@ -7,7 +7,7 @@
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
 //! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
 //! - `port.rs`: the port and its queue pairs set up
-//! - `one.rs`: the one-queue `VirtioNet`
+//! - `nic.rs`: the one-queue `VirtioNet`, a port and its queue pair 0
 //! - `rxtx.rs`: a queue pair's two handles made; the receive queue
 //! - `tx.rs`: the transmit queue
 //! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
@@ -17,7 +17,7 @@ mod ctrl;
 mod filter;
 mod mergeable;
 mod net;
-mod one;
+mod nic;
 mod port;
 mod queue;
 mod rxtx;
@@ -26,7 +26,7 @@ mod tx;
 mod txchain;
 
 pub use net::{feature, header_apart, negotiate, wanted_features};
-pub use one::VirtioNet;
+pub use nic::VirtioNet;
 pub use port::{VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
 pub use rxtx::VirtioRxQueue;

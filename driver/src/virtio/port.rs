@@ -1,6 +1,6 @@
 //! The virtio-net port: its queue pairs set up, the control queue, receive filters, the
-//! number of queue pairs in use and RSS ([`VirtioPort`]). The one-queue [`super::VirtioNet`]
-//! is in `one.rs`.
+//! number of queue pairs in use and RSS ([`VirtioPort`]). The one-queue [`Nic`](crate::Nic) made of a
+//! port and its queue pair 0 is [`VirtioNet`](super::VirtioNet), in `nic.rs`.
 
 use super::ctrl::{self, cmd, Ctrl};
 use super::filter::VirtioFilter;
@@ -52,6 +52,8 @@ pub struct VirtioPort<Q: QueueKind> {
     reta_len: usize,
     queues: u16,
     pub(super) mtu: usize,
+    /// The link state [`Port::link_event`] last reported.
+    link_seen: Link,
     rx_counters: Vec<Arc<QueueCounters>>,
     tx_counters: Vec<Arc<QueueCounters>>,
     teardown: Arc<Teardown>,
@@ -224,6 +226,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
             reta_len,
             queues: n,
             mtu,
+            link_seen: Link::DOWN,
             rx_counters: Vec::new(),
             tx_counters: Vec::new(),
             teardown: Arc::clone(&teardown),
@@ -254,6 +257,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
             .collect();
         port.rx_counters = queues.iter().map(|p| Arc::clone(&p.0.counters)).collect();
         port.tx_counters = queues.iter().map(|p| Arc::clone(&p.1.counters)).collect();
+        port.link_seen = port.link().normalized();
         port.apply_promisc()?;
         if n > 1 {
             if reta_len > 0 {
@@ -374,6 +378,16 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
             speed_mbps: 0,
             full_duplex: true,
         }
+    }
+
+    /// The config `status` byte against the state last reported. Not the ISR's config bit
+    /// (or config_generation): reading either costs the same one access, and the ISR is
+    /// read-to-clear, its queue bit an interrupt mode's. Without VIRTIO_NET_F_STATUS the
+    /// link is always up and nothing is read.
+    fn link_event(&mut self) -> Option<Link> {
+        let now = self.link().normalized();
+        let changed = now != std::mem::replace(&mut self.link_seen, now);
+        changed.then_some(now)
     }
 
     fn queues(&self) -> u16 {

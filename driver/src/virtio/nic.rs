@@ -1,4 +1,5 @@
-//! [`VirtioNet`], the one-queue [`Nic`]: a virtio-net port and its queue pair 0.
+//! [`VirtioNet`]: a virtio-net port behind the one-queue [`Nic`] trait, made of a
+//! [`VirtioPort`] and its queue pair 0.
 
 use super::port::VirtioPort;
 use super::queue::QueueKind;
@@ -116,6 +117,10 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn link(&self) -> Link {
         self.port.link()
+    }
+
+    fn link_event(&mut self) -> Option<Link> {
+        self.port.link_event()
     }
 
     fn mtu(&self) -> usize {
