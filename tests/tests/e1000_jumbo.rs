@@ -254,3 +254,34 @@ fn an_mtu_the_e1000_cannot_take_is_one_clear_error() {
     let dev = FakeE1000::start(Behaviour::default());
     assert_eq!(open(&dev, 16110, 64).mtu(), 16110);
 }
+
+/// A burst of one still takes a whole long frame (its parts deliver nothing, so they leave
+/// room under `max`), and a dropped one leaves room for the next frame.
+#[test]
+fn a_long_frame_comes_out_of_a_burst_of_one() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev, 9000, 64);
+    dev.inject(Inject::Frame(frame(1, 4 * DATA_ROOM + 826)));
+    dev.inject(Inject::Frame(frame(2, 60)));
+    let mut got = Vec::new();
+    wait("the long frame", || {
+        nic.rx_batch(&mut got, 1);
+        !got.is_empty()
+    });
+    let lens: Vec<usize> = got.iter().map(|p| p.total_len()).collect();
+    let s = nic.stats();
+    assert_eq!(lens, [4 * DATA_ROOM + 826], "{s:?}");
+    assert!(got[0].to_vec() == frame(1, 4 * DATA_ROOM + 826));
+    assert_eq!(s.rx_no_buf, 0);
+    // One byte over the 9018 an MTU of 9000 allows: dropped, and the same burst of one
+    // goes on to the frame after it.
+    dev.inject(Inject::Frame(frame(3, 4 * DATA_ROOM + 827)));
+    dev.inject(Inject::Frame(frame(4, 60)));
+    wait("the frame after", || {
+        nic.rx_batch(&mut got, 1);
+        got.len() == 3
+    });
+    let lens: Vec<usize> = got.iter().map(|p| p.total_len()).collect();
+    assert_eq!(lens, [4 * DATA_ROOM + 826, 60, 60]);
+    assert_eq!(nic.stats().rx_errors, 1);
+}

@@ -299,7 +299,10 @@ impl<B: Bar> E1000<B> {
                 match reasm.finish(new) {
                     Ending::Frame(total) => bytes += total as u64,
                     Ending::Dropped => {
+                        // Nothing delivered: room under `max` for one more, as for a bad
+                        // descriptor.
                         errors += 1;
+                        end = beyond(end, q.produced);
                         continue;
                     }
                 }
