@@ -424,11 +424,11 @@ impl RxSnap {
         self.status & DD != 0
     }
 
-    /// The length of a part of a long frame that is not its last (DD without EOP,
-    /// 1..=2048 bytes; errors mean nothing there, §3.2.3.2).
+    /// The length of a part of a long frame that is not its last: DD without EOP, the
+    /// whole 2048-byte buffer filled, as the device fills all but a frame's last (errors
+    /// mean nothing there, §3.2.3.2).
     fn part(&self) -> Option<u16> {
-        (self.status & (DD | EOP) == DD && (1..=DATA_ROOM as u16).contains(&self.len))
-            .then_some(self.len)
+        (self.status & (DD | EOP) == DD && self.len == DATA_ROOM as u16).then_some(self.len)
     }
 }
 
@@ -443,15 +443,17 @@ struct Long {
 impl Long {
     /// One consumed descriptor `d`: the frame it completes (`Ok(Some(len))`), nothing yet
     /// (`Ok(None)`), or a receive error (`Err(())`), as the datasheet has a device say it
-    /// and zcnic promises to answer.
+    /// and zcnic promises to answer: one error per frame dropped.
     fn consume(&mut self, d: RxSnap) -> Result<Option<usize>, ()> {
         if let Some(len) = d.frame() {
-            let whole = self.bytes.map(|b| b + usize::from(len));
-            let dropped = self.dropping || whole.is_some_and(|t| t > JUMBO_FRAME);
+            let was = *self;
             *self = Long::default();
-            return match (dropped, whole) {
-                (true, _) => Err(()),
-                (false, w) => Ok(Some(w.unwrap_or(len.into()))),
+            if was.dropping {
+                return Ok(None); // counted when it was dropped
+            }
+            return match was.bytes.map(|b| b + usize::from(len)) {
+                Some(total) if total > JUMBO_FRAME => Err(()),
+                whole => Ok(Some(whole.unwrap_or(len.into()))),
             };
         }
         if let Some(len) = d.part() {

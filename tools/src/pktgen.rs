@@ -257,6 +257,13 @@ fn write_long(
     let (mut at, mut last) = (n, p);
     while at < size {
         let part = gen.tail(at, (at + DATA_ROOM).min(size));
+        if part.is_empty() {
+            // Beyond the generator's longest frame: `check_mtu` keeps sizes within it.
+            return Err(msg(format!(
+                "--size {size}: beyond {} bytes",
+                frame::MAX_FRAME
+            )));
+        }
         let copy = pool.alloc_copy(part).ok_or_else(|| {
             msg(format!(
                 "the pool of {} buffers ran dry building {size}-byte frames ({} buffers each): send fewer at once (--batch) or smaller frames",

@@ -169,6 +169,20 @@ impl TxQueue {
         }
     }
 
+    /// Releases every frame still held once the device is done with all
+    /// ([`all_done`](Self::all_done), which the caller checked): into `keep` with `KEEP`,
+    /// else into `cache`.
+    #[cold]
+    fn reclaim_all<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
+        // Acquire: the DD status was read before the buffers are reused.
+        fence(Ordering::Acquire);
+        let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
+        let count = self.produced.wrapping_sub(from);
+        let slot = |i: u32| idx.slot(from.wrapping_add(i));
+        give::<KEEP>(keep, cache, (0..count).filter_map(|i| bufs[slot(i)].take()));
+        self.cleaned = self.produced;
+    }
+
     /// Tail slot number, as TDT wants it.
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
@@ -264,9 +278,10 @@ impl<B: Bar> E1000<B> {
     ) -> usize {
         let q = &mut self.tx;
         q.clean::<KEEP>(done, &mut self.rx.cache);
-        // Every frame takes at least one descriptor; one of several parts takes more, and
-        // `chain` checks it still leaves one for each frame after it, or sets it (and
-        // them) aside in `held`, to go back to the front of `pkts`.
+        // Every frame takes at least one descriptor; one of several parts takes more:
+        // `chain` checks it fits, or it and the frames after it are set aside in `held`,
+        // to go back to the front of `pkts`; so are the frames after it that no longer
+        // have one descriptor each.
         let free = q.free();
         let n = pkts.len().min(free as usize);
         if n == 0 {
@@ -280,6 +295,7 @@ impl<B: Bar> E1000<B> {
         let (ring, space) = (q.ring.words(), self.space);
         let bufs = &mut q.bufs[..=ring.last()];
         let mut frames = pkts.drain(..n);
+        let mut back = 0;
         loop {
             // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
             // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
@@ -307,11 +323,18 @@ impl<B: Bar> E1000<B> {
             };
             // `chain` parks the frame as the common path would, dropping a stale packet
             // it finds in the slot (none should be there).
-            let room = free - at.wrapping_sub(start) - frames.len() as u32;
+            let room = free - at.wrapping_sub(start);
             match chain(ring, bufs, at, pkt, &self.pool, room) {
                 Ok(Some((total, used))) => {
                     at = at.wrapping_add(used);
                     bytes += total as u64;
+                    // Every frame after it takes a descriptor at least: those at the end
+                    // that no longer have one wait for the next call.
+                    let fit = free - at.wrapping_sub(start);
+                    while frames.len() as u32 > fit {
+                        q.held.extend(frames.next_back());
+                        back += 1;
+                    }
                 }
                 Ok(None) => errors += 1,
                 Err(later) => {
@@ -321,10 +344,22 @@ impl<B: Bar> E1000<B> {
             }
         }
         drop(frames);
+        if back > 0 {
+            // `held` is [the end, last frame first][a frame that did not fit and those
+            // after it, in order]: the frames' own order is the second part, then the
+            // first reversed.
+            q.held.rotate_left(back);
+            let len = q.held.len();
+            q.held[len - back..].reverse();
+        }
         let n = n - q.held.len();
+        // Nothing fit, while the device is done with every frame but `clean` waits for a
+        // group's RS descriptor (a 32-slot ring, say): take all back, then try once more.
+        let mut again = false;
         if !q.held.is_empty() {
             // Back to the front, in order: no allocation, `pkts` had room for them.
             pkts.splice(..0, q.held.drain(..));
+            again = n == 0 && q.cleaned != q.produced && q.all_done();
         }
         if at != start {
             q.mark_reports(start, at);
@@ -338,6 +373,10 @@ impl<B: Bar> E1000<B> {
         self.sw.tx_errors += errors;
         self.sw.tx_bytes += bytes;
         self.sw.tx_packets += n as u64 - errors;
+        if again {
+            self.tx.reclaim_all::<KEEP>(done, &mut self.rx.cache);
+            return self.tx::<KEEP>(pkts, done);
+        }
         n
     }
 
