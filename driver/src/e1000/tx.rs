@@ -247,6 +247,59 @@ fn chain(
     Ok(Some((total, n as u32)))
 }
 
+/// What queueing a frame off the fast path needs ([`Odd::queue`]), kept out of the fast
+/// loop's registers.
+struct Odd<'a> {
+    /// The burst's first counter, and the descriptors free then.
+    start: u32,
+    free: u32,
+    pool: &'a Arc<Mempool>,
+    /// Frames set aside for the next call: first `back` of them from the end of the
+    /// burst, last frame first; then a frame that did not fit and those after it.
+    held: &'a mut Vec<Packet>,
+    back: usize,
+    /// Frames refused.
+    errors: u64,
+}
+
+impl Odd<'_> {
+    /// Queues `pkt` at counter `at` through [`chain`] (which parks the frame as the fast
+    /// path would, dropping a stale packet it finds in the slot: none should be there).
+    /// Returns the descriptors used and the bytes sent. A frame that does not fit is set
+    /// aside with every frame after it; so are the frames at the end that no longer have
+    /// one descriptor each once it is queued.
+    #[inline(never)]
+    fn queue(
+        &mut self,
+        ring: Words<'_>,
+        bufs: &mut [Option<Packet>],
+        at: u32,
+        pkt: Packet,
+        frames: &mut std::vec::Drain<'_, Packet>,
+    ) -> (u32, u64) {
+        let room = self.free - at.wrapping_sub(self.start);
+        match chain(ring, bufs, at, pkt, self.pool, room) {
+            Ok(Some((total, used))) => {
+                let fit = room - used;
+                while frames.len() as u32 > fit {
+                    self.held.extend(frames.next_back());
+                    self.back += 1;
+                }
+                (used, total as u64)
+            }
+            Ok(None) => {
+                self.errors += 1;
+                (0, 0)
+            }
+            Err(later) => {
+                self.held.push(later);
+                self.held.extend(frames.by_ref());
+                (0, 0)
+            }
+        }
+    }
+}
+
 /// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
 /// receive side's, so a forwarder's buffers go round without touching the shared stack).
 #[inline(always)]
@@ -291,11 +344,19 @@ impl<B: Bar> E1000<B> {
         // The ring and the parked packets in locals, and the counters too, so
         // the loop keeps them in registers: nothing in it can make the compiler reload or
         // store them per frame. RS is set after the loop, on one descriptor per batch.
-        let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
+        let (mut bytes, mut at) = (0u64, start);
         let (ring, space) = (q.ring.words(), self.space);
         let bufs = &mut q.bufs[..=ring.last()];
         let mut frames = pkts.drain(..n);
-        let mut back = 0;
+        // What only the frames off the fast path need, in memory the loop does not touch.
+        let mut odd_ctx = Odd {
+            start,
+            free,
+            pool: &self.pool,
+            held: &mut q.held,
+            back: 0,
+            errors: 0,
+        };
         loop {
             // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
             // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
@@ -321,29 +382,12 @@ impl<B: Bar> E1000<B> {
             let Some(pkt) = odd else {
                 break;
             };
-            // `chain` parks the frame as the common path would, dropping a stale packet
-            // it finds in the slot (none should be there).
-            let room = free - at.wrapping_sub(start);
-            match chain(ring, bufs, at, pkt, &self.pool, room) {
-                Ok(Some((total, used))) => {
-                    at = at.wrapping_add(used);
-                    bytes += total as u64;
-                    // Every frame after it takes a descriptor at least: those at the end
-                    // that no longer have one wait for the next call.
-                    let fit = free - at.wrapping_sub(start);
-                    while frames.len() as u32 > fit {
-                        q.held.extend(frames.next_back());
-                        back += 1;
-                    }
-                }
-                Ok(None) => errors += 1,
-                Err(later) => {
-                    q.held.push(later);
-                    q.held.extend(frames.by_ref());
-                }
-            }
+            let (used, total) = odd_ctx.queue(ring, bufs, at, pkt, &mut frames);
+            at = at.wrapping_add(used);
+            bytes += total;
         }
         drop(frames);
+        let (back, errors) = (odd_ctx.back, odd_ctx.errors);
         if back > 0 {
             // `held` is [the end, last frame first][a frame that did not fit and those
             // after it, in order]: the frames' own order is the second part, then the
