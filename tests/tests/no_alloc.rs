@@ -138,6 +138,8 @@ fn igb_bursts(recycle: bool) {
     let cfg = zcnic::igb::Config {
         pool: 2048,
         link_timeout: Duration::from_secs(2),
+        // The fake's thread finishes the reset; a loaded machine may keep it waiting.
+        reset_timeout: Duration::from_secs(5),
         ..zcnic::igb::Config::default()
     };
     let addr = "0000:00:02.0".parse().unwrap();
