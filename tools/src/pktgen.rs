@@ -214,7 +214,9 @@ fn restamp(
     // Stamped where they lie, then moved in one go.
     let (mut n, mut bytes, mut stamp) = (0, 0, gen.restamper(seq, now));
     for p in &mut recycled[start..] {
-        let len = p.total_len() as u64;
+        // Only one buffer's frame passes `next` (a jumbo chain's first buffer is shorter
+        // than the frame it starts), so its length is the frame's.
+        let len = p.len() as u64;
         if !stamp.next(p.data_mut()) {
             break;
         }
@@ -289,10 +291,13 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     }
     let port = tx.addr();
     check_mtu(args.sizes.max(), tx.mtu(), port)?;
-    let mut gen = FrameGen::new(Flow {
-        src_mac: tx.mac(),
-        ..args.flow
-    });
+    let mut gen = FrameGen::sized(
+        Flow {
+            src_mac: tx.mac(),
+            ..args.flow
+        },
+        args.sizes.max(),
+    );
     let pool = tx.pool().clone();
     let filler = if args.zero_copy {
         Some(std::sync::Arc::new(zcnic::register_memory(
