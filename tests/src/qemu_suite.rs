@@ -87,6 +87,35 @@ pub fn tshark_count(path: &Path, filter: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// The jumbo scenarios' common end (`qemu_jumbo*.rs`): `pings` are the kernel's 20
+/// echo requests of 9014 bytes `zcnic dump` captured in `rx.pcap`, whole and decoded by
+/// tshark; smol_echo on zcnic answered `ping -s 8000` 5 of 5 with MTU 9000.
+pub fn assert_jumbo_kernel_exchange(run: &GuestRun, pings: &[&Vec<u8>]) {
+    let read = |f: &str| std::fs::read_to_string(run.results.join(f)).unwrap_or_default();
+    let rx = run.results.join("rx.pcap");
+    assert_eq!(pings.len(), 20, "{}", read("dump.err"));
+    let lens: Vec<usize> = pings.iter().map(|f| f.len()).collect();
+    assert!(lens.iter().all(|&n| n == 9014), "whole frames: {lens:?}");
+    assert_eq!(tshark_count(&rx, "icmp.type == 8 && ip.len == 9000"), 20);
+    assert_eq!(
+        tshark_count(&rx, "ip.checksum.status == \"Good\""),
+        20,
+        "valid IPv4 headers"
+    );
+    assert_eq!(
+        tshark_count(&rx, "_ws.malformed || _ws.expert.severity >= error"),
+        0,
+        "malformed frames"
+    );
+    // smoltcp on zcnic answers 8000-byte pings (8042-byte frames, 4 buffers each way).
+    let (ping, echo) = (read("ping.txt"), read("echo.txt"));
+    assert!(
+        ping.contains("5 packets transmitted, 5 packets received"),
+        "jumbo ping replies from smoltcp:\n{ping}\n{echo}"
+    );
+    assert!(echo.contains("MTU 9000"), "{echo}");
+}
+
 /// Every frame of a pcap file.
 pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -7,7 +7,8 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap, tshark_count,
+    assert_jumbo_kernel_exchange, assert_pktgen_sequence, boot, figure, guest_slot, nic_mac,
+    read_pcap,
 };
 
 const E1000: &str = "0000:00:02.0";
@@ -92,35 +93,9 @@ fn virtio_sends_captures_and_answers_jumbo_frames() {
 
     // dump: the kernel's 9014-byte echo requests, whole (5 receive buffers each),
     // decoded by tshark; beside them only the kernel's IPv6 chatter.
-    let rx = run.results.join("rx.pcap");
-    let got = read_pcap(&rx);
+    let got = read_pcap(&run.results.join("rx.pcap"));
     let pings: Vec<&Vec<u8>> = got.iter().filter(|f| f[0..6] == nic_mac(1)).collect();
-    assert_eq!(pings.len(), 20, "{}", read("dump.err"));
-    assert!(pings.iter().all(|f| f.len() == 9014), "whole frames");
-    assert_eq!(tshark_count(&rx, "icmp.type == 8 && ip.len == 9000"), 20);
-    assert_eq!(
-        tshark_count(&rx, "ip.checksum.status == \"Good\""),
-        20,
-        "valid IPv4 headers"
-    );
-    assert_eq!(
-        tshark_count(&rx, "_ws.malformed || _ws.expert.severity >= error"),
-        0,
-        "malformed frames"
-    );
-
-    // smoltcp on zcnic answers 8000-byte pings (8042-byte frames, 4 buffers each way).
-    let ping = read("ping.txt");
-    assert!(
-        ping.contains("5 packets transmitted, 5 packets received"),
-        "jumbo ping replies from smoltcp:\n{ping}\n{}",
-        read("echo.txt")
-    );
-    assert!(
-        read("echo.txt").contains("MTU 9000"),
-        "{}",
-        read("echo.txt")
-    );
+    assert_jumbo_kernel_exchange(&run, &pings);
 }
 
 /// The same on a legacy virtio-net without ANY_LAYOUT: mergeable buffers make its header

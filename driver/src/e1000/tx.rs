@@ -87,12 +87,7 @@ impl TxQueue {
                 // A 32-slot ring never holds a whole group (one slot stays empty): full,
                 // it would never free a slot. Its last burst's end asked for DD.
                 if self.free() == 0 && self.all_done() {
-                    fence(Ordering::Acquire);
-                    let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
-                    let count = self.produced.wrapping_sub(from);
-                    let slot = |i: u32| idx.slot(from.wrapping_add(i));
-                    give::<KEEP>(keep, cache, (0..count).filter_map(|i| bufs[slot(i)].take()));
-                    self.cleaned = self.produced;
+                    self.reclaim_all::<KEEP>(keep, cache);
                 }
                 break;
             }
