@@ -24,6 +24,7 @@ pub mod igb;
 mod intel;
 pub mod mmio;
 mod nic;
+pub mod offload;
 pub mod pci;
 pub mod platform;
 pub mod port;
@@ -43,8 +44,9 @@ pub use port::{Port, QueuePair, Rss, RxQueue, TxQueue};
 pub use vfio::register as register_memory;
 /// Receive-side scaling in software: the Toeplitz hash and the redirection table.
 pub use zcnic_descriptors::rss;
+pub use offload::Offloads;
 pub use zcnic_hugepages::{
-    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, PoolCache, Segment,
+    Checksum, DmaAllocator, DmaError, FakeDma, L4Csum, RxOffload, TxOffload, HugepageStatus, Mempool, Packet, PoolCache, Segment,
     UserRegion, CACHE_SIZE, DATA_ROOM, HEADROOM,
 };
 
