@@ -232,7 +232,7 @@ impl Packet {
     pub fn rx_offload(&self) -> RxOffload {
         let s = self.s();
         if s.rss_type & RX_META != 0 {
-            RxOffload(s.rx_meta)
+            RxOffload((s.rx_meta >> 32) as u32)
         } else {
             RxOffload::new()
         }
@@ -242,16 +242,21 @@ impl Packet {
     #[inline(always)]
     pub fn set_rx_offload(&mut self, r: RxOffload) {
         let s = self.s_mut();
-        s.rx_meta = r.0;
+        s.rx_meta = u64::from(r.0) << 32;
         s.rss_type |= RX_META;
     }
 
-    /// Resets the frame to `len` bytes at the default headroom with the receive results
-    /// `r`: a driver's receive path in one call (see [`reset_len`](Self::reset_len)).
+    /// Resets the frame to `len` bytes at the default headroom, no RSS hash, and the
+    /// receive results in the upper half of `word` (an e1000 legacy receive descriptor's
+    /// second word: status, errors, special; see [`RxOffload::from_e1000`]): the e1000's
+    /// receive path in three stores.
     #[inline(always)]
-    pub fn reset_len_rx(&mut self, len: u16, r: RxOffload) {
-        self.reset_len(len);
-        self.set_rx_offload(r);
+    pub fn reset_len_rx(&mut self, len: u16, word: u64) {
+        let s = self.s_mut();
+        s.head = crate::HEADROOM as u16;
+        s.len = len.min(crate::DATA_ROOM as u16);
+        s.rss_type = RX_META;
+        s.rx_meta = word;
     }
 
     /// The NIC's checksum verdict on this received frame (see [`RxOffload::checksum`]).
@@ -305,7 +310,7 @@ mod tests {
     fn metadata_is_per_buffer_life() {
         let pool = Mempool::new(&FakeDma::new(), 1).unwrap();
         let mut p = pool.alloc().unwrap();
-        p.reset_len_rx(60, RxOffload::new().with_vlan(5));
+        p.reset_len_rx(60, 0x000b << 32 | 5 << 48);
         assert_eq!(p.vlan(), Some(5));
         assert_eq!(p.rss(), None);
         p.set_tx_offload(TxOffload::ipv4(14, 20));
@@ -315,7 +320,7 @@ mod tests {
         assert_eq!(p.vlan(), None);
         assert_eq!(p.tx_offload(), None);
         assert!(p.is_single());
-        p.reset_len_rx(60, RxOffload::new().with_vlan(5));
+        p.reset_len_rx(60, 0x000b << 32 | 5 << 48);
         p.reset();
         assert_eq!(p.vlan(), None);
         // An offload request with a chain: dropping the tail keeps the request.

@@ -46,8 +46,8 @@ pub(crate) struct Slot {
     pool: NonNull<Mempool>,
     buf: *mut u8,
     iova: u64,
-    head: u16,
-    len: u16,
+    pub(crate) head: u16,
+    pub(crate) len: u16,
     /// What `rss_hash` covered, as a `HashType` number in the low byte (0 when there is
     /// none); [`RX_META`] when `rx_meta` holds receive results.
     pub(crate) rss_type: u16,
@@ -60,8 +60,10 @@ pub(crate) struct Slot {
     idx: u32,
     /// The receive hash a device reported (with `rss_type` not 0).
     rss_hash: u32,
-    /// The receive results a device reported (`RxOffload`'s word), with [`RX_META`].
-    pub(crate) rx_meta: u32,
+    /// The receive results a device reported, with [`RX_META`]: `RxOffload`'s word in the
+    /// upper half (where an e1000 receive descriptor's second word has it, so that driver
+    /// stores the word as it read it).
+    pub(crate) rx_meta: u64,
     /// What the frame asks of the NIC on transmit, with [`OFFLOAD`].
     pub(crate) tx: crate::offload::TxOffload,
     /// Application memory sent after the frame bytes, without a copy (transmit only).

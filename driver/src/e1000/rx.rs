@@ -20,7 +20,7 @@ use std::sync::Arc;
 use zcnic_descriptors::e1000::{RxDesc, RxStatus};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
-    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, RxOffload, Words, DATA_ROOM,
+    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
 };
 
 /// Longest frame without long packets (RCTL.LPE clear), VLAN tag included, FCS not: 1522
@@ -290,7 +290,7 @@ impl<B: Bar> E1000<B> {
             // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its status,
             // errors and special (a stripped tag, checksum verdicts) go with the frame as
             // they are, decoded only when asked (`Packet::rx_checksum`, `Packet::vlan`).
-            pkt.reset_len_rx(len, RxOffload::from_e1000((word >> 32) as u32));
+            pkt.reset_len_rx(len, word);
             let refill = new.iova();
             std::mem::swap(new, pkt);
             ring.write(slot, RxDesc::ready(refill).to_words());
