@@ -259,6 +259,16 @@ impl Packet {
         s.rx_meta = word;
     }
 
+    /// Records the receive hash `(hash, HashType number)` (as [`set_rss`](Self::set_rss))
+    /// and the receive results `word` (as [`RxOffload::from_e1000`] reads it) together.
+    #[inline(always)]
+    pub fn set_rss_rx(&mut self, (hash, kind): (u32, u8), word: u32) {
+        let s = self.s_mut();
+        s.rss_hash = hash;
+        s.rss_type = u16::from(kind) | RX_META;
+        s.rx_meta = u64::from(word) << 32;
+    }
+
     /// The NIC's checksum verdict on this received frame (see [`RxOffload::checksum`]).
     #[inline]
     pub fn rx_checksum(&self) -> Checksum {

@@ -59,7 +59,7 @@ pub(crate) struct Slot {
     domain: Domain,
     idx: u32,
     /// The receive hash a device reported (with `rss_type` not 0).
-    rss_hash: u32,
+    pub(crate) rss_hash: u32,
     /// The receive results a device reported, with [`RX_META`]: `RxOffload`'s word in the
     /// upper half (where an e1000 receive descriptor's second word has it, so that driver
     /// stores the word as it read it).

@@ -140,6 +140,7 @@ mod tests {
             zero_copy: false,
             ceiling: true,
             quiet: false,
+            offload: None,
         }
     }
 

@@ -92,13 +92,21 @@ pub struct Summary {
 /// not for a fragment).
 /// The whole frame: the buffer itself, or a jumbo frame's buffers gathered into
 /// `scratch` (reused, so a capture allocates only for its longest frame).
+/// A tag the NIC stripped (`--vlan-strip`) goes back in after the MAC addresses, so the
+/// capture shows the frame as it was on the wire.
 fn whole<'a>(p: &'a Packet, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-    if p.next().is_none() && p.payload().is_none() {
+    let tag = p.vlan();
+    if tag.is_none() && p.next().is_none() && p.payload().is_none() {
         return p.data();
     }
     scratch.resize(p.total_len(), 0);
     let n = p.copy_frame(scratch);
-    &scratch[..n]
+    scratch.truncate(n);
+    if let Some(tci) = tag.filter(|_| n >= 12) {
+        let [a, b] = tci.to_be_bytes();
+        scratch.splice(12..12, [0x81, 0x00, a, b]);
+    }
+    &scratch[..]
 }
 
 fn flow_of(frame: &[u8]) -> Option<Flow> {

@@ -428,6 +428,7 @@ mod tests {
             zero_copy: false,
             ceiling: false,
             quiet: false,
+            offload: None,
         }
     }
 

@@ -105,6 +105,7 @@ impl<B: Bar> IgbPort<B> {
             pool,
             hw: Counters::of(&regs::STATS),
             promisc: cfg.promisc,
+            vlan_strip: cfg.vlan_strip,
             filter,
             rss: cfg.rss.clone(),
             rx_counters: counters(|p| &p.0.counters),
@@ -115,6 +116,11 @@ impl<B: Bar> IgbPort<B> {
         };
         port.start_tx(&queues)?;
         port.start_rss(n)?;
+        if cfg.vlan_strip {
+            // VLAN mode: tags stripped into the write-back's VLAN field with VP (§7.4).
+            let ctrl = port.bar.read32(regs::CTRL) | regs::CTRL_VME;
+            port.bar.write32(regs::CTRL, ctrl);
+        }
         port.start_rx(&queues)?;
         // Counters of an earlier user of the device are not ours: read (and so clear) them.
         port.hw.read(&port.bar);

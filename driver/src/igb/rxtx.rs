@@ -435,7 +435,7 @@ impl IgbRxQueue {
                     };
                     let pkt = &mut bufs[slot];
                     pkt.reset_len(len);
-                    pkt.set_rss(wb.rss_report());
+                    pkt.set_rss_rx(wb.rss_report(), wb.offload_word());
                     std::mem::swap(new, pkt);
                     bytes += u64::from(len);
                     k += 1;
