@@ -141,6 +141,7 @@ mod tests {
             ceiling: true,
             quiet: false,
             offload: None,
+            bad_csum: false,
         }
     }
 

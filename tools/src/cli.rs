@@ -254,6 +254,10 @@ pub struct PktgenCmd {
     /// otherwise.
     #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u16).range(1..=4094))]
     pub vlan: Option<u16>,
+    /// Send every frame with a wrong UDP checksum (for testing what a receiver does with
+    /// one); not with --csum-offload, where the NIC would put it right.
+    #[arg(long, conflicts_with = "csum_offload")]
+    pub bad_csum: bool,
     #[command(flatten)]
     pub port: PortOpts,
 }

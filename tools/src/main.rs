@@ -133,6 +133,7 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
             vlan: c.vlan,
             ..zcnic::TxOffload::ipv4(14, 20)
         }),
+        bad_csum: c.bad_csum,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
@@ -499,6 +500,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 out.display(),
                 s.filtered,
             );
+            println!("dump {addr}: {}", s.offloads.line());
             Ok(())
         }
     }

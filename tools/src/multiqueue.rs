@@ -429,6 +429,7 @@ mod tests {
             ceiling: false,
             quiet: false,
             offload: None,
+            bad_csum: false,
         }
     }
 

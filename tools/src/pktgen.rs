@@ -103,6 +103,8 @@ pub struct Args {
     /// Checksums and a tag asked of the NIC for every frame (`Offloads::request`: in
     /// software what the port cannot do).
     pub offload: Option<zcnic::TxOffload>,
+    /// Spoil every frame's UDP checksum (a test of receivers).
+    pub bad_csum: bool,
 }
 
 /// Where frames come back, if anywhere.
@@ -319,7 +321,8 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let recycle = filler.is_none()
         && args.flows == 1
         && matches!(args.sizes, Sizes::Fixed(_))
-        && args.offload.is_none();
+        && args.offload.is_none()
+        && !args.bad_csum;
     let caps = tx.offloads();
     let mut recycled: Vec<Packet> = Vec::new();
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
@@ -375,6 +378,12 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 };
                 // n <= DATA_ROOM, inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
+                if args.bad_csum {
+                    // The UDP checksum after the 14-byte Ethernet and 20-byte IP headers.
+                    if let Some(b) = p.data_mut().get_mut(14 + 20 + 6) {
+                        *b ^= 0x5a;
+                    }
+                }
                 if let Some(req) = args.offload {
                     // The generator's own headers: always where the request says.
                     caps.request(p, req)
