@@ -203,7 +203,7 @@ impl RxDesc {
         let flags = self.status as u16 | (self.errors as u16) << 8;
         // TCPE and IPE are not receive errors: the frame is delivered with its checksum
         // verdict (`RxOffload`), as a bad checksum is the application's to judge.
-        let fatal = (0xff & !(RxErrors::TCPE.bits() | RxErrors::IPE.bits())) as u16;
+        let fatal = !(RxErrors::TCPE.bits() | RxErrors::IPE.bits()) as u16;
         if flags & (fatal << 8 | good) == good && self.length.wrapping_sub(1) < capacity {
             Some(self.length)
         } else {
@@ -369,7 +369,13 @@ impl TxDesc {
     /// [`POPTS_TXSM`]) asks for the checksums of the context before it, `vlan` for an
     /// 802.1Q tag with that TCI (VLE; honoured only with CTRL.VME set). EOP when `last`.
     #[inline]
-    pub const fn extended(addr: u64, length: u16, last: bool, popts: u8, vlan: Option<u16>) -> Self {
+    pub const fn extended(
+        addr: u64,
+        length: u16,
+        last: bool,
+        popts: u8,
+        vlan: Option<u16>,
+    ) -> Self {
         let mut cmd = TxCmd::IFCS.bits() | TxCmd::DEXT.bits();
         if last {
             cmd |= TxCmd::EOP.bits();

@@ -11,7 +11,7 @@
 //! # let frame = {
 //! #     let mut f = vec![0u8; 14 + 20 + 8 + 4];
 //! #     f[12..14].copy_from_slice(&[0x08, 0x00]);
-//! #     f[14] = 0x45; f[16..18].copy_from_slice(&38u16.to_be_bytes()); f[22] = 64; f[23] = 17;
+//! #     f[14] = 0x45; f[16..18].copy_from_slice(&32u16.to_be_bytes()); f[22] = 64; f[23] = 17;
 //! #     f[26..30].copy_from_slice(&[10, 0, 0, 1]); f[30..34].copy_from_slice(&[10, 0, 0, 2]);
 //! #     f[38..40].copy_from_slice(&12u16.to_be_bytes());
 //! #     f
@@ -209,8 +209,7 @@ pub fn verify_checksums(pkt: &Packet) -> Checksum {
         return Checksum::Bad;
     }
     // UDP over IPv4 may leave the checksum out (zero).
-    if req.ipv4 && req.l4 == Some(L4Csum::Udp) && d.get(start + 6..start + 8) == Some(&[0, 0])
-    {
+    if req.ipv4 && req.l4 == Some(L4Csum::Udp) && d.get(start + 6..start + 8) == Some(&[0, 0]) {
         return Checksum::Unknown;
     }
     let Some(seed) = pseudo_header_len(d, &req, l4_len) else {
@@ -319,7 +318,10 @@ fn sum(d: &[u8], mut acc: u32) -> u32 {
 /// `sum` over `len` bytes of the whole frame (every buffer of a chain) from `start`.
 fn sum_frame(pkt: &Packet, start: usize, len: usize, seed: u32) -> u32 {
     if pkt.is_single() || start + len <= pkt.len() {
-        return pkt.data().get(start..start + len).map_or(seed, |d| sum(d, seed));
+        return pkt
+            .data()
+            .get(start..start + len)
+            .map_or(seed, |d| sum(d, seed));
     }
     let mut acc = seed;
     let (mut at, end) = (0usize, start + len);

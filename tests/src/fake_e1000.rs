@@ -551,7 +551,11 @@ impl Device {
             self.write(u64::from_le_bytes(d), part);
             self.write(at + 8, &(part.len() as u16).to_le_bytes());
             self.write(at + 13, &[0]);
-            let vp = if special.is_some() { RxStatus::VP.bits() } else { 0 };
+            let vp = if special.is_some() {
+                RxStatus::VP.bits()
+            } else {
+                0
+            };
             self.write(at + 14, &special.unwrap_or(0).to_le_bytes());
             self.write(at + 12, &[if i == parts { 0x07 | vp } else { 0x01 }]);
             at_slot = (at_slot + 1) % slots;

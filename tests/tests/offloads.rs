@@ -36,12 +36,12 @@ fn wait(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// An Ethernet/IPv4 frame with right checksums: UDP or TCP, `payload` bytes.
 fn frame(l4: L4Csum, payload: usize, seq: u8) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(
-        [0x52, 0x54, 0, 0, 0, 1],
-        [0x52, 0x54, 0, 0, 0, 2],
-    )
-    .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64);
-    let data: Vec<u8> = (0..payload).map(|i| (i as u8).wrapping_mul(7) ^ seq).collect();
+    let b =
+        etherparse::PacketBuilder::ethernet2([0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64);
+    let data: Vec<u8> = (0..payload)
+        .map(|i| (i as u8).wrapping_mul(7) ^ seq)
+        .collect();
     let mut out = Vec::new();
     match l4 {
         L4Csum::Udp => b.udp(4000 + u16::from(seq), 9).write(&mut out, &data),
@@ -191,7 +191,11 @@ fn vlan_insert_in_hardware_and_in_software_make_the_same_frame() {
             )
             .unwrap();
         let sent = send_all(&dev, &mut nic, vec![p, q]);
-        assert_eq!(sent, vec![tagged(&f, tci), tagged(&f, 100)], "strip {strip}");
+        assert_eq!(
+            sent,
+            vec![tagged(&f, tci), tagged(&f, 100)],
+            "strip {strip}"
+        );
     }
 }
 
@@ -277,4 +281,36 @@ fn software_fallback_matches_the_request() {
     assert!(Offloads::NONE
         .request(&mut q, request(L4Csum::Tcp, None))
         .is_err());
+}
+
+/// The igb programs no transmit offload yet: the same request is done in software there,
+/// and the frames on the wire are the ones the e1000's hardware makes.
+#[test]
+fn igb_requests_fall_back_to_software() {
+    use zcnic::igb::Igb;
+    use zcnic_tests::fake_igb::FakeIgb;
+    let dev = FakeIgb::start();
+    let cfg = zcnic::Config {
+        rx_ring: 64,
+        tx_ring: 64,
+        pool: 512,
+        link_timeout: Duration::from_secs(2),
+        ..zcnic::Config::default()
+    };
+    let mut nic = Igb::new(dev.bar.clone(), &dev.dma, addr(), &cfg).expect("driver comes up");
+    let caps = nic.offloads();
+    assert!(!caps.tx_ipv4_csum && !caps.tx_vlan_insert && caps.rx_checksum);
+    let pool = nic.pool().clone();
+    let f = frame(L4Csum::Udp, 90, 4);
+    let mut p = pool.alloc_copy(&blank(&f, L4Csum::Udp)).unwrap();
+    caps.request(&mut p, request(L4Csum::Udp, Some(100)))
+        .unwrap();
+    assert!(p.is_single(), "nothing left for the NIC: the fast path");
+    let mut pkts = vec![p];
+    while !pkts.is_empty() {
+        nic.tx_batch(&mut pkts);
+    }
+    assert!(nic.flush());
+    wait("the frame", || !dev.sent.lock().unwrap().is_empty());
+    assert_eq!(dev.sent.lock().unwrap()[0], tagged(&f, 100));
 }

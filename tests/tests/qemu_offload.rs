@@ -85,7 +85,10 @@ fn e1000_offloads_checksums_and_vlan_tags() {
     );
     let strip_pcap = run.results.join("strip.pcap");
     assert_eq!(
-        tshark_count(&strip_pcap, &format!("eth.src == {} && vlan.id == 100 && {good}", mac(1))),
+        tshark_count(
+            &strip_pcap,
+            &format!("eth.src == {} && vlan.id == 100 && {good}", mac(1))
+        ),
         M
     );
 

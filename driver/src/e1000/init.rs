@@ -75,7 +75,11 @@ impl<B: Bar> E1000<B> {
         // frames pass as they are on the wire and VLE is ignored.
         b.write32(regs::VET, regs::VET_8021Q);
         let ctrl = Ctrl::from_bits_retain(b.read32(regs::CTRL));
-        let ctrl = if self.vlan_strip { ctrl | Ctrl::VME } else { ctrl - Ctrl::VME };
+        let ctrl = if self.vlan_strip {
+            ctrl | Ctrl::VME
+        } else {
+            ctrl - Ctrl::VME
+        };
         b.write32(regs::CTRL, ctrl.bits());
         // Checksum verdicts in the receive descriptors (IPCS/TCPCS, IPE/TCPE).
         b.write32(regs::RXCSUM, regs::RXCSUM_IPOFL | regs::RXCSUM_TUOFL);

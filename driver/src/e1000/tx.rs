@@ -16,9 +16,7 @@ use super::E1000;
 use crate::mmio::Bar;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use zcnic_descriptors::e1000::{
-    TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM, TUCMD_IP, TUCMD_TCP,
-};
+use zcnic_descriptors::e1000::{TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM, TUCMD_IP, TUCMD_TCP};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
     DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, TxOffload, Words,
@@ -266,7 +264,9 @@ fn context(r: TxOffload) -> TxContext {
         ipcso: ip.saturating_add(10),
         ipcse: u16::from(l4).saturating_sub(1),
         tucss: l4,
-        tucso: r.l4.map_or(0, |k| l4.saturating_add(k.field_offset() as u8)),
+        tucso: r
+            .l4
+            .map_or(0, |k| l4.saturating_add(k.field_offset() as u8)),
         // To the frame's end.
         tucse: 0,
         tucmd,
