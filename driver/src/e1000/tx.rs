@@ -366,13 +366,17 @@ impl<B: Bar> E1000<B> {
                     bytes += total as u64;
                 }
                 Ok(None) => errors += 1,
+                Err(later) if at != start => {
+                    q.held.push(later);
+                    q.held.extend(frames.by_ref());
+                }
                 Err(later) => {
-                    // Not room for it and one slot for each frame after it: those go back
-                    // to the caller, so it may take all the room left. (Holding it too
-                    // would stall a burst as long as the ring whose first frame needs
-                    // two descriptors: every call would give it back.)
-                    let all = free - at.wrapping_sub(start);
-                    match chain(ring, bufs, at, later, &self.pool, all) {
+                    // The burst's first frame, without room for it and one slot for each
+                    // frame after it: those go back to the caller, so it may take all
+                    // the room. (Holding it too would stall a burst as long as the ring
+                    // whose first frame needs two descriptors: every call would give it
+                    // back.)
+                    match chain(ring, bufs, at, later, &self.pool, free) {
                         Ok(Some((total, used))) => {
                             at = at.wrapping_add(used);
                             bytes += total as u64;
