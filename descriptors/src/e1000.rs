@@ -211,17 +211,14 @@ impl RxDesc {
         }
     }
 
-    /// The length of a completed descriptor that holds a part of a longer frame, not its
-    /// end (DD set, EOP clear, 1..=`capacity` bytes); `None` otherwise. Its error bits mean
-    /// nothing: the device sets them on the frame's last descriptor (8254x SDM §3.2.3.2).
+    /// Whether a completed descriptor holds a part of a longer frame, not its end: DD set,
+    /// EOP clear, and the whole buffer of `capacity` bytes filled, as the device fills
+    /// every buffer of a frame but the last (8254x SDM §3.2.3). Its error bits mean
+    /// nothing: the device sets them on the frame's last descriptor (§3.2.3.2).
     #[inline]
-    pub const fn part_len(&self, capacity: u16) -> Option<u16> {
+    pub const fn is_part(&self, capacity: u16) -> bool {
         let part = self.status & (RxStatus::DD.bits() | RxStatus::EOP.bits());
-        if part == RxStatus::DD.bits() && self.length.wrapping_sub(1) < capacity {
-            Some(self.length)
-        } else {
-            None
-        }
+        part == RxStatus::DD.bits() && self.length == capacity
     }
 
     #[cold]

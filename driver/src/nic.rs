@@ -288,7 +288,9 @@ pub trait Nic: Send {
     /// driver: the first call copies `frame` into one buffer and points every transmit
     /// descriptor at it; each call then hands up to `burst` of those descriptors back to
     /// the device as it completes them, with no allocation and no frame built per send.
-    /// Returns the frames posted, or `None` when the driver has no such mode.
+    /// Returns the frames posted, or `None` when the driver has no such mode. A frame
+    /// longer than one buffer ([`DATA_ROOM`](zcnic_hugepages::DATA_ROOM)) is never
+    /// posted (0 each call).
     fn repost(&mut self, frame: &[u8], burst: usize) -> Option<usize> {
         let _ = (frame, burst);
         None
@@ -302,7 +304,17 @@ pub(crate) fn ceiling_frame(nic: &mut impl Nic, frame: &[u8]) -> Option<Packet> 
     if !nic.flush() {
         return None;
     }
-    nic.pool().alloc_copy(frame)
+    ceiling_copy(nic.pool(), frame)
+}
+
+/// Ceiling mode's frame in one buffer of `pool`; `None` for one longer than a buffer
+/// (every descriptor points at that one buffer, so a chain would go out cut) or when the
+/// pool is dry: nothing is posted then.
+pub(crate) fn ceiling_copy(pool: &Arc<Mempool>, frame: &[u8]) -> Option<Packet> {
+    if frame.len() > zcnic_hugepages::DATA_ROOM {
+        return None;
+    }
+    pool.alloc_copy(frame)
 }
 
 /// How many of `pkts`, from the front, fit in `free` descriptors: one per buffer and one

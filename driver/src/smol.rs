@@ -37,9 +37,18 @@ const BURST: usize = 32;
 
 /// A zcnic port as a smoltcp `Device`.
 pub struct SmolDevice {
-    nic: Box<dyn Nic>,
+    port: Sender,
     /// Received frames not yet given to smoltcp, newest first (popped from the back).
     rx: Vec<Packet>,
+    /// Where a received frame longer than one buffer is gathered for smoltcp: the port's
+    /// longest frame, allocated once.
+    gather: Vec<u8>,
+}
+
+/// The port and what transmit needs, apart from the receive side, so a receive token and
+/// a transmit token can be out together.
+struct Sender {
+    nic: Box<dyn Nic>,
     tx: Vec<Packet>,
     /// Where smoltcp writes a frame when the pool is empty (the frame is then dropped), or
     /// one longer than a buffer (then copied into a chain): the port's longest frame.
@@ -50,8 +59,8 @@ pub struct SmolDevice {
 impl std::fmt::Debug for SmolDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmolDevice")
-            .field("port", &self.nic.addr())
-            .field("tx_dropped", &self.tx_dropped)
+            .field("port", &self.port.nic.addr())
+            .field("tx_dropped", &self.port.tx_dropped)
             .finish()
     }
 }
@@ -61,22 +70,25 @@ impl SmolDevice {
     pub fn new(nic: Box<dyn Nic>) -> Self {
         let longest = (nic.mtu() + 14).max(crate::DATA_ROOM);
         Self {
-            nic,
+            port: Sender {
+                nic,
+                tx: Vec::with_capacity(1),
+                scratch: vec![0; longest],
+                tx_dropped: 0,
+            },
             rx: Vec::with_capacity(BURST),
-            tx: Vec::with_capacity(1),
-            scratch: vec![0; longest],
-            tx_dropped: 0,
+            gather: Vec::with_capacity(longest),
         }
     }
 
     /// The port underneath, for its counters and link state.
     pub fn nic(&mut self) -> &mut dyn Nic {
-        self.nic.as_mut()
+        self.port.nic.as_mut()
     }
 
     /// Frames smoltcp produced that could not be sent (pool empty or ring full).
     pub fn tx_dropped(&self) -> u64 {
-        self.tx_dropped
+        self.port.tx_dropped
     }
 
     /// Subscribes the port to the Ethernet group of the IP multicast group `group`
@@ -94,42 +106,48 @@ impl SmolDevice {
     /// frames it drops.
     pub fn join(&mut self, group: std::net::IpAddr) -> Result<(), crate::Error> {
         let mac = self.group(group)?;
-        self.nic.add_multicast(mac)
+        self.port.nic.add_multicast(mac)
     }
 
     /// Undoes one [`join`](Self::join) of `group`.
     pub fn leave(&mut self, group: std::net::IpAddr) -> Result<(), crate::Error> {
         let mac = self.group(group)?;
-        self.nic.remove_multicast(mac)
+        self.port.nic.remove_multicast(mac)
     }
 
     fn group(&self, group: std::net::IpAddr) -> Result<[u8; 6], crate::Error> {
         crate::filter::group_mac(group).ok_or_else(|| {
             crate::Error::Io(format!(
                 "{}: {group} is not an IP multicast group",
-                self.nic.addr()
+                self.port.nic.addr()
             ))
         })
     }
 }
 
-/// A received frame, still in its DMA buffer (or, longer than one buffer, gathered).
+/// A received frame, still in its DMA buffer (or, longer than one buffer, gathered into
+/// the device's own buffer).
 #[derive(Debug)]
-pub struct RxToken(Packet);
+pub struct RxToken<'a> {
+    pkt: Packet,
+    gather: &'a mut Vec<u8>,
+}
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        if self.0.is_single() {
-            f(self.0.data())
-        } else {
-            f(&self.0.to_vec())
+        if self.pkt.is_single() {
+            return f(self.pkt.data());
         }
+        // No allocation: `gather` has the port's longest frame's capacity.
+        self.gather.resize(self.pkt.total_len(), 0);
+        let n = self.pkt.copy_frame(self.gather);
+        f(&self.gather[..n])
     }
 }
 
 /// Permission to send one frame.
 pub struct TxToken<'a> {
-    dev: &'a mut SmolDevice,
+    dev: &'a mut Sender,
 }
 
 impl std::fmt::Debug for TxToken<'_> {
@@ -165,7 +183,7 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
-impl SmolDevice {
+impl Sender {
     /// Asks the NIC for the checksums smoltcp left to it (the ones `capabilities` said
     /// the port fills in, which smoltcp then writes as zero).
     fn offload(&self, pkt: &mut Packet) {
@@ -213,31 +231,42 @@ impl SmolDevice {
 }
 
 impl phy::Device for SmolDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         if self.rx.is_empty() {
-            self.nic.rx_batch(&mut self.rx, BURST);
+            self.port.nic.rx_batch(&mut self.rx, BURST);
             self.rx.reverse();
         }
         let pkt = self.rx.pop()?;
-        Some((RxToken(pkt), TxToken { dev: self }))
+        let rx = RxToken {
+            pkt,
+            gather: &mut self.gather,
+        };
+        Some((
+            rx,
+            TxToken {
+                dev: &mut self.port,
+            },
+        ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken { dev: self })
+        Some(TxToken {
+            dev: &mut self.port,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         // smoltcp's MTU for Ethernet counts the 14-byte header.
-        caps.max_transmission_unit = self.nic.mtu() + 14;
+        caps.max_transmission_unit = self.port.nic.mtu() + 14;
         caps.max_burst_size = Some(BURST);
         // Checksums the port fills in on transmit are left to it (`offload`); smoltcp
         // still checks every received one (a NIC may say "unknown", as QEMU's e1000 does).
-        let offloads = self.nic.offloads();
+        let offloads = self.port.nic.offloads();
         let tx_by_nic = |nic: bool| if nic { Checksum::Rx } else { Checksum::Both };
         caps.checksum.ipv4 = tx_by_nic(offloads.tx_ipv4_csum);
         caps.checksum.tcp = tx_by_nic(offloads.tx_tcp_csum);

@@ -72,15 +72,24 @@ pub struct Held {
 }
 
 impl Held {
-    /// The application takes `p` from `what`: it must be a buffer it does not hold yet.
+    /// The application takes `p` from `what`: none of its buffers (a frame of several is
+    /// a chain) may be one it holds yet.
     pub fn take(&mut self, p: Packet, what: &str) -> Result<(), TestCaseError> {
-        prop_assert!(
-            self.iovas.insert(p.iova()),
-            "{what}: buffer {:#x} handed out while the application still holds it",
-            p.iova()
-        );
+        for s in p.segments() {
+            prop_assert!(
+                self.iovas.insert(s.iova()),
+                "{what}: buffer {:#x} handed out while the application still holds it",
+                s.iova()
+            );
+        }
         self.pkts.push(p);
         Ok(())
+    }
+
+    fn forget(&mut self, p: &Packet) {
+        for s in p.segments() {
+            self.iovas.remove(&s.iova());
+        }
     }
 
     /// How many frames the application holds.
@@ -104,7 +113,7 @@ impl Held {
             .pkts
             .split_off(self.pkts.len() - n.min(self.pkts.len()));
         for p in &spare {
-            self.iovas.remove(&p.iova());
+            self.forget(p);
         }
         spare
     }
@@ -115,7 +124,7 @@ impl Held {
             self.clear();
         } else if !self.pkts.is_empty() {
             let p = self.pkts.swap_remove(i % self.pkts.len());
-            self.iovas.remove(&p.iova());
+            self.forget(&p);
         }
     }
 

@@ -197,6 +197,28 @@ pub fn virtio_tx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64
     done
 }
 
+/// Receives `packets` 60-byte frames in bursts of `batch` through virtio-net `rx_batch`:
+/// the fake device writes each burst on its own thread and the driver reads it once all is
+/// used, so every call reads a whole burst (no empty polls in the count) and refills its
+/// ring. Returns the frames received.
+pub fn virtio_rx(dev: &FakeVirtio, nic: &mut dyn Nic, batch: usize, packets: u64) -> u64 {
+    let frame = vec![0x5a; 60];
+    let mut burst: Vec<Packet> = Vec::with_capacity(batch);
+    let (mut done, mut injected) = (0u64, 0u64);
+    while done < packets {
+        for _ in 0..batch {
+            dev.inject(fake_virtio::Inject::Frame(frame.clone()));
+        }
+        injected += batch as u64;
+        while dev.counts().rx_used < injected {
+            std::thread::yield_now();
+        }
+        done += nic.rx_batch(&mut burst, batch) as u64;
+        burst.clear();
+    }
+    done
+}
+
 /// A port that takes every frame at once and drops it: what is left of a `zcnic pktgen`
 /// run on it is the generator's own work (frames, pool, pacing), without any driver.
 #[derive(Debug)]

@@ -15,6 +15,7 @@
 //! counted (none missed, none merged). Only the datapath runs on the device thread.
 
 mod layout;
+mod mergeable;
 
 pub use layout::{LegacyView, LEGACY_HDR_LEN};
 
@@ -151,6 +152,11 @@ pub struct Behaviour {
     /// request (virtio 1.1 §2.6.7.1, §2.7.10), and sleeps. A driver that publishes without
     /// the kick the device asked for stalls here. Use with [`Notify::Wanted`].
     pub only_when_notified: bool,
+    /// Offer VIRTIO_NET_F_MRG_RXBUF (bit 15): accepted, a frame spreads over as many
+    /// receive buffers as it needs (`fake_virtio/mergeable.rs`).
+    pub mrg_rxbuf: bool,
+    /// Offer VIRTIO_NET_F_MTU (bit 3) with this `mtu` in the configuration.
+    pub mtu: Option<u16>,
 }
 
 impl Default for Behaviour {
@@ -168,6 +174,8 @@ impl Default for Behaviour {
             legacy: false,
             any_layout: false,
             only_when_notified: false,
+            mrg_rxbuf: false,
+            mtu: None,
         }
     }
 }
@@ -193,6 +201,12 @@ impl Behaviour {
         }
         if self.any_layout {
             f |= feature::ANY_LAYOUT;
+        }
+        if self.mrg_rxbuf {
+            f |= feature::MRG_RXBUF;
+        }
+        if self.mtu.is_some() {
+            f |= feature::MTU;
         }
         if self.legacy {
             f &= !(feature::VERSION_1 | feature::ACCESS_PLATFORM);
@@ -225,6 +239,14 @@ pub enum Inject {
     /// Receive this frame with this RSS hash and report type in its header (with
     /// HASH_REPORT negotiated; otherwise as [`Inject::Frame`]).
     Hashed(Vec<u8>, u32, u16),
+    /// With MRG_RXBUF: receive this frame over the buffers it needs, but write this
+    /// `num_buffers` in its header.
+    NumBuffers(Vec<u8>, u16),
+    /// With MRG_RXBUF: receive this frame, but publish only the used entries of its first
+    /// this many buffers; the rest wait for [`Inject::Rest`].
+    Partial(Vec<u8>, usize),
+    /// Publish the used entries a [`Inject::Partial`] held back.
+    Rest,
 }
 
 /// A control command the device answered (virtio 1.1 §5.1.6.5).
@@ -372,11 +394,14 @@ impl FakeVirtio {
             bad_tx_len: 0,
             inject: Default::default(),
             held: Default::default(),
+            merge: false,
+            stalled: Default::default(),
             awake: [false; MAX_QUEUES],
             kicks_seen: [0; MAX_QUEUES],
         };
         let pairs = b.pairs.clamp(1, MAX_PAIRS);
         regs.write16(DEVICE_CFG + 8, pairs);
+        regs.write16(DEVICE_CFG + 10, b.mtu.unwrap_or(0));
         regs.write8(DEVICE_CFG + 17, 40);
         regs.write16(DEVICE_CFG + 18, 128);
         regs.write32(DEVICE_CFG + 20, HASH_TYPES);
@@ -649,6 +674,10 @@ struct Core {
     inject: [VecDeque<Inject>; MAX_PAIRS as usize],
     /// Receive chains taken from each pair's ring but not yet used.
     held: [VecDeque<Chain>; MAX_PAIRS as usize],
+    /// MRG_RXBUF was accepted.
+    merge: bool,
+    /// Used entries [`Inject::Partial`] held back, per pair.
+    stalled: [Vec<Used>; MAX_PAIRS as usize],
     /// Per queue, with [`Behaviour::only_when_notified`]: the device was kicked and has not
     /// yet found the ring empty since; and the kicks counted when it last looked.
     awake: [bool; MAX_QUEUES],
@@ -807,9 +836,12 @@ impl Core {
     fn start(&mut self, counts: &Counters) {
         let packed = self.accepted() & feature::RING_PACKED != 0;
         self.event_idx = self.accepted() & feature::EVENT_IDX != 0;
+        self.merge = self.accepted() & feature::MRG_RXBUF != 0;
+        self.stalled = Default::default();
+        // num_buffers makes the legacy header 12 bytes (virtio 1.1 §5.1.6.1).
         self.hdr_len = if self.accepted() & feature::HASH_REPORT != 0 {
             HASH_HDR_LEN
-        } else if self.accepted() & feature::VERSION_1 == 0 {
+        } else if self.accepted() & (feature::VERSION_1 | feature::MRG_RXBUF) == 0 {
             LEGACY_HDR_LEN
         } else {
             HDR_LEN
@@ -1012,9 +1044,22 @@ impl Core {
                     continue;
                 }
             }
+            if self.merge {
+                let (held, stalled) = (&mut self.held[pair], &mut self.stalled[pair]);
+                let take = || taker.take(ring, &m);
+                match mergeable::receive(front, hdr, held, take, &m, &mut done, stalled) {
+                    Some(false) => break, // too few buffers yet: wait for the refill
+                    Some(true) => {
+                        self.inject[pair].pop_front();
+                        did = true;
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             let need = match front {
                 Inject::Duplicate(_) => 2,
-                Inject::IndexJump => 0,
+                Inject::IndexJump | Inject::Rest => 0,
                 _ => 1,
             };
             let held = &mut self.held[pair];
@@ -1060,6 +1105,12 @@ impl Core {
                     let a = next();
                     done.push(a.used(a.id.into(), len));
                 }
+                // Without MRG_RXBUF, a device has no num_buffers to write.
+                Inject::NumBuffers(f, _) | Inject::Partial(f, _) => {
+                    let a = next();
+                    done.push(a.used(a.id.into(), put(&m, &a, &vec![0; hdr], &f)));
+                }
+                Inject::Rest => {}
                 Inject::IndexJump => {
                     ring.complete(&m, &done);
                     used += done.len() as u64;

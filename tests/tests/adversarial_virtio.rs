@@ -881,7 +881,15 @@ impl<Q: QueueKind> Machine<Q> {
     fn tx(&mut self, frames: &[(u16, Option<u16>)]) -> Result<(), TestCaseError> {
         let mut batch = self.held.batch(&self.pool, &self.payload, frames)?;
         let n = send(&mut self.nic, &mut batch)?;
-        let refused = frames[..n].iter().filter(|(len, _)| *len == 0).count() as u64;
+        // Empty frames, and frames longer than the MTU allows (a payload makes them so),
+        // are refused: counted, never cut.
+        let max_frame = Config::default().max_frame();
+        let refused = frames[..n]
+            .iter()
+            .filter(|&&(len, plen)| {
+                len == 0 || usize::from(len) + usize::from(plen.unwrap_or(0)) > max_frame
+            })
+            .count() as u64;
         let s = self.nic.stats();
         prop_assert_eq!(s.tx_packets - self.last.tx_packets, n as u64 - refused);
         let tx_errors = s.tx_errors - self.last.tx_errors;

@@ -111,6 +111,40 @@ fn transmit_chains_header_and_payload() {
     chains::assert_sent(&dev.sent.lock().unwrap(), &payload);
 }
 
+/// A frame of several pool buffers (a `Packet` chain, one with a payload after its last
+/// buffer) leaves as one frame, byte for byte; one beyond the igb's 9728 bytes is refused,
+/// not cut; every buffer comes back.
+#[test]
+fn transmit_sends_a_chain_of_buffers_as_one_frame() {
+    let dev = FakeIgb::start();
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let region = Arc::new(UserRegion::with_data(&[0x77; 700], dev.dma.mapper()).unwrap());
+    let frames = [frame(1, 9000), frame(2, 2049), frame(3, 60)];
+    let mut batch: Vec<Packet> = frames.iter().map(|f| pool.alloc_copy(f).unwrap()).collect();
+    let mut with_payload = pool.alloc_copy(&frame(4, 3000)).unwrap();
+    with_payload
+        .next_mut()
+        .unwrap()
+        .attach(zcnic::Segment::new(&region, 0, 700).unwrap());
+    let mut want = frame(4, 3000);
+    want.extend_from_slice(&[0x77; 700]);
+    batch.push(with_payload);
+    batch.push(pool.alloc_copy(&frame(5, 9729)).unwrap());
+    assert_eq!(nic.tx_batch(&mut batch), 5);
+    assert!(nic.flush());
+    wait("the chains on the wire", || {
+        dev.sent.lock().unwrap().len() == 4
+    });
+    let sent = dev.sent.lock().unwrap().clone();
+    assert_eq!(sent[..3], frames);
+    assert_eq!(sent[3], want);
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_errors), (4, 1));
+    drop(nic);
+    pool_full(&pool);
+}
+
 /// Frames arrive byte-exact; a frame spread over two descriptors and a frame with an
 /// error are counted and dropped without disturbing the frames around them.
 #[test]

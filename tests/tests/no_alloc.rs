@@ -138,6 +138,8 @@ fn igb_bursts(recycle: bool) {
     let cfg = zcnic::igb::Config {
         pool: 2048,
         link_timeout: Duration::from_secs(2),
+        // The fake's thread finishes the reset; a loaded machine may keep it waiting.
+        reset_timeout: Duration::from_secs(5),
         ..zcnic::igb::Config::default()
     };
     let addr = "0000:00:02.0".parse().unwrap();
@@ -212,4 +214,64 @@ fn igb_tx_and_rx_bursts_allocate_nothing() {
 #[test]
 fn igb_recycling_bursts_allocate_nothing() {
     igb_bursts(true);
+}
+
+/// Jumbo frames on virtio-net: 9000-byte chains sent (one descriptor chain each) and
+/// received over mergeable buffers (a chain gathered per frame), nothing on the heap.
+fn virtio_jumbo_bursts<Q: QueueKind>() {
+    const FRAMES: usize = 400;
+    let dev = FakeVirtio::start(fake_virtio::Behaviour {
+        packed: Q::PACKED,
+        mrg_rxbuf: true,
+        ..fake_virtio::Behaviour::default()
+    });
+    let cfg = Config {
+        pool: 2048,
+        mtu: 9000,
+        ..Config::default()
+    };
+    let addr = "0000:00:03.0".parse().unwrap();
+    let t = dev.transport();
+    let features = negotiate(&t, &addr, &cfg, Q::PACKED).expect("features negotiated");
+    let mut nic = VirtioNet::<Q>::new(Box::new(t), features, &dev.dma, addr, &cfg)
+        .expect("fake virtio-net comes up");
+    let frame = vec![0xab; 9000];
+    for _ in 0..FRAMES {
+        dev.inject(fake_virtio::Inject::Frame(frame.clone()));
+    }
+    let pool = nic.pool().clone();
+    let mut tx: Vec<Packet> = Vec::with_capacity(8);
+    let mut rx: Vec<Packet> = Vec::with_capacity(64);
+    let ((sent, received), allocations) = measured(|| {
+        let (mut sent, mut received) = (0, 0);
+        let end = Instant::now() + Duration::from_secs(20);
+        while (sent < FRAMES || received < FRAMES) && Instant::now() < end {
+            while sent < FRAMES && tx.len() < 8 {
+                match pool.alloc_copy(&frame) {
+                    Some(p) => tx.push(p),
+                    None => break,
+                }
+            }
+            sent += nic.tx_batch(&mut tx);
+            received += nic.rx_batch(&mut rx, 64);
+            assert!(rx.iter().all(|p| p.total_len() == 9000));
+            rx.clear();
+        }
+        (sent, received)
+    });
+    assert!(
+        sent >= FRAMES && received == FRAMES,
+        "sent {sent}, received {received}"
+    );
+    assert_eq!(allocations, 0, "heap allocations on the jumbo datapath");
+}
+
+#[test]
+fn virtio_split_jumbo_bursts_allocate_nothing() {
+    virtio_jumbo_bursts::<SplitQueue<zcnic::virtio::DmaMem>>();
+}
+
+#[test]
+fn virtio_packed_jumbo_bursts_allocate_nothing() {
+    virtio_jumbo_bursts::<PackedQueue<zcnic::virtio::DmaMem>>();
 }

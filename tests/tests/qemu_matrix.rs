@@ -88,12 +88,22 @@ fn input_cases() -> Vec<Case> {
         case(
             "size_too_small",
             format!("pktgen {g} --size 59"),
-            "60..=1514",
+            "60..=16124",
         ),
         case(
             "size_too_large",
             format!("pktgen {g} --size 1515"),
-            "60..=1514",
+            "give --mtu 1501",
+        ),
+        case(
+            "size_beyond_any_mtu",
+            format!("pktgen {g} --size 16125 --mtu 9000"),
+            "60..=16124",
+        ),
+        case(
+            "mtu_too_large",
+            format!("pktgen {g} --mtu 20000 --count 1"),
+            "use an MTU of 68..=16110",
         ),
         case(
             "unknown_flag",

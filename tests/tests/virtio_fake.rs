@@ -815,8 +815,16 @@ fn frames_flow_packed_when_the_device_acts_only_on_notifications() {
 fn tx_chain<Q: QueueKind>() {
     use std::sync::Arc;
     use zcnic::UserRegion;
-    let dev = FakeVirtio::start(behaviour::<Q>());
-    let mut nic = open::<Q>(&dev);
+    // The longest frame is 9000 bytes: the port's MTU must allow it.
+    let dev = FakeVirtio::start(Behaviour {
+        mrg_rxbuf: true,
+        ..behaviour::<Q>()
+    });
+    let cfg = Config {
+        mtu: 9000,
+        ..config()
+    };
+    let mut nic = open_with::<Q>(&dev, &cfg);
     let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13 % 251) as u8).collect();
     let mut region = Arc::new(UserRegion::with_data(&payload, dev.dma.mapper()).unwrap());
     dev.pause_tx(true);

@@ -49,15 +49,19 @@ fn legacy<Q: QueueKind>(any_layout: bool) -> Behaviour {
 /// Opens the driver on `dev`; `lie` adds ANY_LAYOUT to what the driver believes it
 /// negotiated (the device does not know), which makes it frame as zcnic did before.
 fn open<Q: QueueKind>(dev: &FakeVirtio, lie: bool) -> VirtioNet<Q> {
+    open_with(dev, lie, &config())
+}
+
+fn open_with<Q: QueueKind>(dev: &FakeVirtio, lie: bool, cfg: &Config) -> VirtioNet<Q> {
     let t = dev.any_transport();
-    let features = negotiate(t.as_ref(), &addr(), &config(), Q::PACKED).expect("negotiated");
+    let features = negotiate(t.as_ref(), &addr(), cfg, Q::PACKED).expect("negotiated");
     assert_eq!(features & feature::RING_PACKED != 0, Q::PACKED);
     let features = if lie {
         features | feature::ANY_LAYOUT
     } else {
         features
     };
-    VirtioNet::<Q>::new(t, features, &dev.dma, addr(), &config()).expect("driver comes up")
+    VirtioNet::<Q>::new(t, features, &dev.dma, addr(), cfg).expect("driver comes up")
 }
 
 fn frame(seq: u32) -> Vec<u8> {
@@ -263,9 +267,17 @@ fn capacity_packed_header_apart() {
 }
 
 /// Zero copy with the header apart: header, head bytes and payload, three descriptors.
+/// The longest frame is 9000 bytes: the port's MTU must allow it.
 fn tx_payload<Q: QueueKind>() {
-    let dev = FakeVirtio::start(legacy::<Q>(false));
-    let mut nic = open::<Q>(&dev, false);
+    let dev = FakeVirtio::start(Behaviour {
+        mrg_rxbuf: true,
+        ..legacy::<Q>(false)
+    });
+    let cfg = Config {
+        mtu: 9000,
+        ..config()
+    };
+    let mut nic = open_with::<Q>(&dev, false, &cfg);
     let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13 % 251) as u8).collect();
     let region = Arc::new(UserRegion::with_data(&payload, dev.dma.mapper()).unwrap());
     let mut batch = chains::batch(nic.pool(), &region);

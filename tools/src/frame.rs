@@ -155,7 +155,7 @@ impl Restamp<'_> {
 #[derive(Debug, Clone)]
 pub struct FrameGen {
     flow: Flow,
-    /// A complete MAX_FRAME-byte frame for flow 0 with a zero stamp: every frame is a
+    /// A complete `largest`-byte frame for flow 0 with a zero stamp: every frame is a
     /// prefix of it, patched.
     base: Vec<u8>,
     /// `filler_sum[k]`: sum of the payload's 16-bit words from META up to byte `k`.
@@ -165,13 +165,20 @@ pub struct FrameGen {
 }
 
 impl FrameGen {
-    /// A generator for `flow`.
+    /// A generator for `flow`, of frames up to [`MAX_FRAME`] bytes.
     pub fn new(flow: Flow) -> Self {
-        let payload: Vec<u8> = (0..MAX_FRAME - HEADERS).map(|k| k as u8).collect();
+        Self::sized(flow, MAX_FRAME)
+    }
+
+    /// A generator for `flow` of frames up to `largest` bytes (clamped to
+    /// MIN_FRAME..=MAX_FRAME): its tables are only as long as they need to be.
+    pub fn sized(flow: Flow, largest: usize) -> Self {
+        let largest = largest.clamp(MIN_FRAME, MAX_FRAME);
+        let payload: Vec<u8> = (0..largest - HEADERS).map(|k| k as u8).collect();
         let builder = PacketBuilder::ethernet2(flow.src_mac, flow.dst_mac)
             .ipv4(flow.src_ip, flow.dst_ip, 64)
             .udp(flow.src_port, PKTGEN_PORT);
-        let mut base = Vec::with_capacity(MAX_FRAME);
+        let mut base = Vec::with_capacity(largest);
         // Writing into a Vec cannot fail, and the size is far below the IPv4 limit.
         let _ = builder.write(&mut base, &payload);
         let mut filler_sum = vec![0u64; payload.len() + 1];
@@ -197,11 +204,11 @@ impl FrameGen {
         }
     }
 
-    /// Writes frame `seq` of `size` bytes (clamped to MIN_FRAME..=MAX_FRAME) for flow
-    /// `flow` into `out[..size]`; returns the size. `out` must hold MAX_FRAME bytes.
+    /// Writes frame `seq` of `size` bytes (clamped to MIN_FRAME..=the generator's largest)
+    /// for flow `flow` into `out[..size]`; returns the size. `out` must hold that many.
     #[inline]
     pub fn write(&mut self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
-        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        let size = size.clamp(MIN_FRAME, self.base.len());
         self.write_prefix(out, size, size, flow, seq, tx_ns)
     }
 
@@ -217,7 +224,7 @@ impl FrameGen {
         seq: u64,
         tx_ns: u64,
     ) -> usize {
-        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        let size = size.clamp(MIN_FRAME, self.base.len());
         self.write_prefix(out, MIN_FRAME, size, flow, seq, tx_ns)
     }
 
@@ -234,7 +241,7 @@ impl FrameGen {
         seq: u64,
         tx_ns: u64,
     ) -> usize {
-        let size = size.clamp(MIN_FRAME, MAX_FRAME);
+        let size = size.clamp(MIN_FRAME, self.base.len());
         self.write_prefix(out, prefix.clamp(MIN_FRAME, size), size, flow, seq, tx_ns)
     }
 

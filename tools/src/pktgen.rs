@@ -219,7 +219,9 @@ fn restamp(
     // Stamped where they lie, then moved in one go.
     let (mut n, mut bytes, mut stamp) = (0, 0, gen.restamper(seq, now));
     for p in &mut recycled[start..] {
-        let len = p.total_len() as u64;
+        // Only one buffer's frame passes `next` (a jumbo chain's first buffer is shorter
+        // than the frame it starts), so its length is the frame's.
+        let len = p.len() as u64;
         if !stamp.next(p.data_mut()) {
             break;
         }
@@ -235,7 +237,7 @@ fn restamp(
 pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<(), ToolError> {
     if max_size > mtu + 14 {
         return Err(msg(format!(
-            "--size {max_size}: {port} was opened with MTU {mtu}, which allows frames of up to {} bytes; give --mtu {} or more",
+            "--size {max_size}: {port} with MTU {mtu} sends frames of up to {} bytes; give --mtu {} or more",
             mtu + 14,
             max_size - 14
         )));
@@ -262,6 +264,13 @@ fn write_long(
     let (mut at, mut last) = (n, p);
     while at < size {
         let part = gen.tail(at, (at + DATA_ROOM).min(size));
+        if part.is_empty() {
+            // Beyond the generator's longest frame: `check_mtu` keeps sizes within it.
+            return Err(msg(format!(
+                "--size {size}: beyond {} bytes",
+                frame::MAX_FRAME
+            )));
+        }
         let copy = pool.alloc_copy(part).ok_or_else(|| {
             msg(format!(
                 "the pool of {} buffers ran dry building {size}-byte frames ({} buffers each): send fewer at once (--batch) or smaller frames",
@@ -287,10 +296,13 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     }
     let port = tx.addr();
     check_mtu(args.sizes.max(), tx.mtu(), port)?;
-    let mut gen = FrameGen::new(Flow {
-        src_mac: tx.mac(),
-        ..args.flow
-    });
+    let mut gen = FrameGen::sized(
+        Flow {
+            src_mac: tx.mac(),
+            ..args.flow
+        },
+        args.sizes.max(),
+    );
     let pool = tx.pool().clone();
     let filler = if args.zero_copy {
         Some(std::sync::Arc::new(zcnic::register_memory(

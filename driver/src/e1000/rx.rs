@@ -161,7 +161,7 @@ enum Part {
 
 /// Reads the completed descriptor in `slot` again (the receive loop keeps only what its
 /// fast path needs): a part of a long frame, not its end, goes into `reasm` and a fresh
-/// buffer from `cache` into the slot.
+/// buffer, `refill` or one from `cache`, into the slot.
 #[cold]
 #[inline(never)]
 fn take_part(
@@ -170,20 +170,21 @@ fn take_part(
     slot: usize,
     cache: &mut PoolCache,
     reasm: &mut Reassembly,
+    refill: Option<Packet>,
 ) -> Part {
     let desc = RxDesc::from_words(ring.read(slot));
-    let Some(len) = desc.part_len(DATA_ROOM as u16) else {
+    if !desc.is_part(DATA_ROOM as u16) {
         reasm.abort(desc.status & RxStatus::EOP.bits() != 0);
         return Part::Bad;
-    };
-    let Some(new) = cache.alloc() else {
+    }
+    let Some(new) = refill.or_else(|| cache.alloc()) else {
         return Part::NoBuffer;
     };
     // Acquire: the part's bytes are read (by whoever gets the frame) only after its DD.
     fence(Ordering::Acquire);
     ring.write(slot, RxDesc::ready(new.iova()).to_words());
     match bufs[slot].replace(new) {
-        Some(pkt) => Part::Kept(!reasm.part(pkt, len)),
+        Some(pkt) => Part::Kept(!reasm.part(pkt, DATA_ROOM as u16)),
         // A slot without a buffer (a driver fault): the frame cannot be whole.
         None => {
             reasm.abort(false);
@@ -233,84 +234,111 @@ impl<B: Bar> E1000<B> {
         // the counters are locals, so the loop keeps them in registers (a volatile store to
         // the ring could alias fields, as far as the compiler knows; it would reload them).
         let ring = q.ring.words();
-        let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
-        let (reasm, cache, jumbo) = (&mut q.reasm, &mut q.cache, q.jumbo);
-        let mut busy = reasm.busy();
+        let jumbo = q.jumbo;
+        let mut busy = q.reasm.busy();
         let (mut at, mut end) = (start, start.wrapping_add(limit as u32));
         let (mut k, mut bytes, mut errors) = (0, 0, 0);
-        while at != end {
-            let slot = ring.slot(at);
-            // Status and length are in the second word (the first is the address).
-            let word = ring.read_second(slot);
-            let desc = RxDesc::from_words([0, word]);
-            let Some(len) = desc.good_len(DATA_ROOM as u16) else {
-                if !desc.done() {
-                    break;
-                }
-                if jumbo {
-                    // A part of a long frame, not its last: kept (refilled from the cache),
-                    // and it too leaves room under `max`.
-                    match take_part(ring, bufs, slot, cache, reasm) {
-                        Part::Kept(error) => {
-                            errors += u64::from(error);
-                            busy = reasm.busy();
-                            (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
-                            continue;
-                        }
-                        Part::NoBuffer => {
-                            self.sw.rx_no_buf += 1;
-                            break;
-                        }
-                        Part::Bad => busy = reasm.busy(),
+        // A part of a long frame found the cache dry: the burst's own refills may still
+        // have one to spare (each part's descriptor was counted in `waiting`), taken into
+        // `short` for it.
+        let (mut short, mut stalled): (Option<Packet>, bool) = (None, false);
+        'burst: loop {
+            let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
+            let (reasm, cache) = (&mut q.reasm, &mut q.cache);
+            while at != end {
+                let slot = ring.slot(at);
+                // Status and length are in the second word (the first is the address).
+                let word = ring.read_second(slot);
+                let desc = RxDesc::from_words([0, word]);
+                let Some(len) = desc.good_len(DATA_ROOM as u16) else {
+                    if !desc.done() {
+                        break;
                     }
-                }
-                reject(self.addr, ring, bufs, slot, q.sink.as_ref());
-                errors += 1;
-                // A bad descriptor delivers nothing, so it leaves room under `max` for one
-                // more (its refill is left over for that one, too).
-                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
-                continue;
-            };
-            // Acquire: the descriptor body and the frame are read only after DD was seen.
-            fence(Ordering::Acquire);
-            let Some(new) = fresh.get_mut(k) else {
-                self.sw.rx_no_buf += 1;
-                break;
-            };
-            let Some(pkt) = &mut bufs[slot] else {
-                // A slot without a buffer would be a driver fault: refill it from the pool,
-                // off the hot path. No frame comes out, so it too leaves room under `max`.
-                if !refill_empty(ring, bufs, slot, &self.pool) {
+                    if jumbo {
+                        // A part of a long frame, not its last: kept (refilled from the
+                        // cache), and it too leaves room under `max`.
+                        match take_part(ring, bufs, slot, cache, reasm, short.take()) {
+                            Part::Kept(error) => {
+                                errors += u64::from(error);
+                                busy = reasm.busy();
+                                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
+                                continue;
+                            }
+                            Part::NoBuffer => {
+                                stalled = true;
+                                break;
+                            }
+                            Part::Bad => busy = reasm.busy(),
+                        }
+                    }
+                    reject(self.addr, ring, bufs, slot, q.sink.as_ref());
+                    errors += 1;
+                    // A bad descriptor delivers nothing, so it leaves room under `max` for
+                    // one more (its refill is left over for that one, too).
+                    (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
+                    continue;
+                };
+                // Acquire: the descriptor body and the frame are read only after DD was seen.
+                fence(Ordering::Acquire);
+                let Some(new) = fresh.get_mut(k) else {
                     self.sw.rx_no_buf += 1;
                     break;
-                }
-                (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
-                continue;
-            };
-            // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its status,
-            // errors and special (a stripped tag, checksum verdicts) go with the frame as
-            // they are, decoded only when asked (`Packet::rx_checksum`, `Packet::vlan`).
-            pkt.reset_len_rx(len, word);
-            let refill = new.iova();
-            std::mem::swap(new, pkt);
-            ring.write(slot, RxDesc::ready(refill).to_words());
-            at = at.wrapping_add(1);
-            if busy {
-                // The last part of a long frame: `new` becomes the whole frame, or goes
-                // on as a refill when the frame was dropped.
-                busy = false;
-                match reasm.finish(new) {
-                    Ending::Frame(total) => bytes += total as u64,
-                    Ending::Dropped => {
-                        errors += 1;
-                        continue;
+                };
+                let Some(pkt) = &mut bufs[slot] else {
+                    // A slot without a buffer would be a driver fault: refill it from the
+                    // pool, off the hot path. No frame comes out (and a long frame under
+                    // way lost its end), so it too leaves room under `max`.
+                    if !refill_empty(ring, bufs, slot, &self.pool) {
+                        self.sw.rx_no_buf += 1;
+                        break;
                     }
+                    if busy {
+                        reasm.abort(true);
+                        busy = false;
+                    }
+                    (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
+                    continue;
+                };
+                // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its
+                // status, errors and special (a stripped tag, checksum verdicts) go with the
+                // frame as they are, decoded only when asked (`Packet::rx_checksum`,
+                // `Packet::vlan`).
+                pkt.reset_len_rx(len, word);
+                let refill = new.iova();
+                std::mem::swap(new, pkt);
+                ring.write(slot, RxDesc::ready(refill).to_words());
+                at = at.wrapping_add(1);
+                if busy {
+                    // The last part of a long frame: `new` becomes the whole frame, or
+                    // goes on as a refill when the frame was dropped.
+                    busy = false;
+                    match reasm.finish(new) {
+                        Ending::Frame(total) => bytes += total as u64,
+                        ending => {
+                            // Nothing delivered: room under `max` for one more, as for a
+                            // bad descriptor.
+                            errors += u64::from(ending == Ending::Dropped);
+                            end = beyond(end, q.produced);
+                            continue;
+                        }
+                    }
+                    k += 1;
+                    continue;
                 }
+                bytes += u64::from(len);
                 k += 1;
-                continue;
             }
-            bytes += u64::from(len);
-            k += 1;
+            if stalled {
+                stalled = false;
+                // The refills after the frames are the burst's own: one goes to the part
+                // (a frame after it may then wait for the next call, as on a dry pool).
+                if q.fresh.len() > k {
+                    short = q.fresh.pop();
+                    continue 'burst;
+                }
+                self.sw.rx_no_buf += 1;
+            }
+            break 'burst;
         }
         // Usually every refill was used: then the frames move over in one copy.
         if k == q.fresh.len() {
@@ -321,7 +349,8 @@ impl<B: Bar> E1000<B> {
         // Refills left over for bad descriptors, which keep their buffer: the caller's go
         // back to it (they came first), the cache's to the cache.
         if !q.fresh.is_empty() {
-            let back = given.saturating_sub(k);
+            // (A part may have taken one of them from the back.)
+            let back = given.saturating_sub(k).min(q.fresh.len());
             q.cache.free_all(q.fresh.drain(back..));
             spare.append(&mut q.fresh);
         }

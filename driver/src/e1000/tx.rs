@@ -170,6 +170,20 @@ impl TxQueue {
         }
     }
 
+    /// Releases every frame still held once the device is done with all
+    /// ([`all_done`](Self::all_done), which the caller checked): into `keep` with `KEEP`,
+    /// else into `cache`.
+    #[cold]
+    fn reclaim_all<const KEEP: bool>(&mut self, keep: &mut Vec<Packet>, cache: &mut PoolCache) {
+        // Acquire: the DD status was read before the buffers are reused.
+        fence(Ordering::Acquire);
+        let (bufs, idx, from) = (&mut self.bufs, self.idx, self.cleaned);
+        let count = self.produced.wrapping_sub(from);
+        let slot = |i: u32| idx.slot(from.wrapping_add(i));
+        give::<KEEP>(keep, cache, (0..count).filter_map(|i| bufs[slot(i)].take()));
+        self.cleaned = self.produced;
+    }
+
     /// Tail slot number, as TDT wants it.
     pub(crate) fn tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
@@ -285,6 +299,59 @@ fn popts(r: &TxOffload) -> u8 {
     p
 }
 
+/// What queueing a frame off the fast path needs ([`Odd::queue`]), kept out of the fast
+/// loop's registers.
+struct Odd<'a> {
+    /// The burst's first counter, and the descriptors free then.
+    start: u32,
+    free: u32,
+    pool: &'a Arc<Mempool>,
+    /// Frames set aside for the next call: first `back` of them from the end of the
+    /// burst, last frame first; then a frame that did not fit and those after it.
+    held: &'a mut Vec<Packet>,
+    back: usize,
+    /// Frames refused.
+    errors: u64,
+}
+
+impl Odd<'_> {
+    /// Queues `pkt` at counter `at` through [`chain`] (which parks the frame as the fast
+    /// path would, dropping a stale packet it finds in the slot: none should be there).
+    /// Returns the descriptors used and the bytes sent. A frame that does not fit is set
+    /// aside with every frame after it; so are the frames at the end that no longer have
+    /// one descriptor each once it is queued.
+    #[inline(never)]
+    fn queue(
+        &mut self,
+        ring: Words<'_>,
+        bufs: &mut [Option<Packet>],
+        at: u32,
+        pkt: Packet,
+        frames: &mut std::vec::Drain<'_, Packet>,
+    ) -> (u32, u64) {
+        let room = self.free - at.wrapping_sub(self.start);
+        match chain(ring, bufs, at, pkt, self.pool, room) {
+            Ok(Some((total, used))) => {
+                let fit = room - used;
+                while frames.len() as u32 > fit {
+                    self.held.extend(frames.next_back());
+                    self.back += 1;
+                }
+                (used, total as u64)
+            }
+            Ok(None) => {
+                self.errors += 1;
+                (0, 0)
+            }
+            Err(later) => {
+                self.held.push(later);
+                self.held.extend(frames.by_ref());
+                (0, 0)
+            }
+        }
+    }
+}
+
 /// Completed transmit packets: into `keep` with `KEEP`, else into the port's cache (the
 /// receive side's, so a forwarder's buffers go round without touching the shared stack).
 #[inline(always)]
@@ -316,9 +383,10 @@ impl<B: Bar> E1000<B> {
     ) -> usize {
         let q = &mut self.tx;
         q.clean::<KEEP>(done, &mut self.rx.cache);
-        // Every frame takes at least one descriptor; one of several parts takes more, and
-        // `chain` checks it still leaves one for each frame after it, or sets it (and
-        // them) aside in `held`, to go back to the front of `pkts`.
+        // Every frame takes at least one descriptor; one of several parts takes more:
+        // `chain` checks it fits, or it and the frames after it are set aside in `held`,
+        // to go back to the front of `pkts`; so are the frames after it that no longer
+        // have one descriptor each.
         let free = q.free();
         let n = pkts.len().min(free as usize);
         if n == 0 {
@@ -328,10 +396,19 @@ impl<B: Bar> E1000<B> {
         // The ring and the parked packets in locals, and the counters too, so
         // the loop keeps them in registers: nothing in it can make the compiler reload or
         // store them per frame. RS is set after the loop, on one descriptor per batch.
-        let (mut bytes, mut errors, mut at) = (0u64, 0u64, start);
+        let (mut bytes, mut at) = (0u64, start);
         let (ring, space) = (q.ring.words(), self.space);
         let bufs = &mut q.bufs[..=ring.last()];
         let mut frames = pkts.drain(..n);
+        // What only the frames off the fast path need, in memory the loop does not touch.
+        let mut odd_ctx = Odd {
+            start,
+            free,
+            pool: &self.pool,
+            held: &mut q.held,
+            back: 0,
+            errors: 0,
+        };
         loop {
             // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
             // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
@@ -357,42 +434,28 @@ impl<B: Bar> E1000<B> {
             let Some(pkt) = odd else {
                 break;
             };
-            // `chain` parks the frame as the common path would, dropping a stale packet
-            // it finds in the slot (none should be there).
-            let room = free - at.wrapping_sub(start) - frames.len() as u32;
-            match chain(ring, bufs, at, pkt, &self.pool, room) {
-                Ok(Some((total, used))) => {
-                    at = at.wrapping_add(used);
-                    bytes += total as u64;
-                }
-                Ok(None) => errors += 1,
-                Err(later) if at != start => {
-                    q.held.push(later);
-                    q.held.extend(frames.by_ref());
-                }
-                Err(later) => {
-                    // The burst's first frame, without room for it and one slot for each
-                    // frame after it: those go back to the caller, so it may take all
-                    // the room. (Holding it too would stall a burst as long as the ring
-                    // whose first frame needs two descriptors: every call would give it
-                    // back.)
-                    match chain(ring, bufs, at, later, &self.pool, free) {
-                        Ok(Some((total, used))) => {
-                            at = at.wrapping_add(used);
-                            bytes += total as u64;
-                        }
-                        Ok(None) => errors += 1,
-                        Err(later) => q.held.push(later),
-                    }
-                    q.held.extend(frames.by_ref());
-                }
-            }
+            let (used, total) = odd_ctx.queue(ring, bufs, at, pkt, &mut frames);
+            at = at.wrapping_add(used);
+            bytes += total;
         }
         drop(frames);
+        let (back, errors) = (odd_ctx.back, odd_ctx.errors);
+        if back > 0 {
+            // `held` is [the end, last frame first][a frame that did not fit and those
+            // after it, in order]: the frames' own order is the second part, then the
+            // first reversed.
+            q.held.rotate_left(back);
+            let len = q.held.len();
+            q.held[len - back..].reverse();
+        }
         let n = n - q.held.len();
+        // Nothing fit, while the device is done with every frame but `clean` waits for a
+        // group's RS descriptor (a 32-slot ring, say): take all back, then try once more.
+        let mut again = false;
         if !q.held.is_empty() {
             // Back to the front, in order: no allocation, `pkts` had room for them.
             pkts.splice(..0, q.held.drain(..));
+            again = n == 0 && q.cleaned != q.produced && q.all_done();
         }
         if at != start {
             q.mark_reports(start, at);
@@ -406,6 +469,10 @@ impl<B: Bar> E1000<B> {
         self.sw.tx_errors += errors;
         self.sw.tx_bytes += bytes;
         self.sw.tx_packets += n as u64 - errors;
+        if again {
+            self.tx.reclaim_all::<KEEP>(done, &mut self.rx.cache);
+            return self.tx::<KEEP>(pkts, done);
+        }
         n
     }
 

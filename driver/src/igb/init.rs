@@ -71,7 +71,7 @@ impl<B: Bar> IgbPort<B> {
         let mut queues = Vec::with_capacity(n as usize);
         for q in 0..n {
             let rx = IgbRxQueue {
-                ring: Some(RxRing::new(dma, &pool, rx_idx).map_err(dma_err)?),
+                ring: Some(RxRing::new(dma, &pool, rx_idx, cfg.vlan_strip).map_err(dma_err)?),
                 tail: bar.doorbell(regs::rdt(q.into())),
                 pool: Arc::clone(&pool),
                 counters: Arc::default(),

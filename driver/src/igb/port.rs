@@ -106,12 +106,13 @@ impl<B: Bar> Port for IgbPort<B> {
         self.link.poll(&self.bar)
     }
 
-    /// Receive verdicts and tags (CTRL.VME) are reported; transmit offloads are not
-    /// programmed yet (advanced context descriptors): `Offloads::request` does them in
-    /// software.
+    /// Receive verdicts and tags (CTRL.VME) are recorded with `Config::vlan_strip` (the
+    /// one switch for receive results, which the one-buffer path pays for otherwise);
+    /// transmit offloads are not programmed yet (advanced context descriptors):
+    /// `Offloads::request` does them in software.
     fn offloads(&self) -> crate::Offloads {
         crate::Offloads {
-            rx_checksum: true,
+            rx_checksum: self.vlan_strip,
             rx_vlan_strip: self.vlan_strip,
             rx_rss_hash: Port::queues(self) > 1,
             ..crate::Offloads::NONE

@@ -40,6 +40,9 @@ pub(crate) struct RxRing {
     produced: u32,
     /// A descriptor without EOP was seen: the rest of that frame is dropped too.
     discarding: bool,
+    /// Record each frame's tag and checksum verdicts (`Config::vlan_strip`): a few
+    /// instructions a frame that a port without it does not pay.
+    report: bool,
 }
 
 pub(crate) struct TxRing {
@@ -159,7 +162,7 @@ impl IgbTxQueue {
             if !self.flush() {
                 return 0;
             }
-            match self.pool.alloc_copy(frame) {
+            match crate::nic::ceiling_copy(&self.pool, frame) {
                 Some(p) => self.ceiling = Some(p),
                 None => return 0,
             }
@@ -199,6 +202,7 @@ impl RxRing {
         dma: &dyn DmaAllocator,
         pool: &Arc<Mempool>,
         idx: RingIndex,
+        report: bool,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, rx_ready)?;
@@ -210,6 +214,7 @@ impl RxRing {
             consumed: 0,
             produced: idx.size() - 1,
             discarding: false,
+            report,
         })
     }
 
@@ -327,33 +332,47 @@ impl TxRing {
         self.ring.write_words(slot, d.to_words());
     }
 
-    /// Queues `pkt` at counter `at`: one descriptor, or two for a frame with an attached
-    /// payload (header from the pool buffer, payload from application memory). Returns the
-    /// frame's length and descriptors used, or `None` (dropped) when a part is empty or
-    /// too long or a copy into this port's address space fails.
+    /// Queues `pkt` at counter `at`: one descriptor per part (the pool buffer, each buffer
+    /// chained after it, each attached payload from application memory), the frame's
+    /// length in the first (PAYLEN) and EOP on the last, which holds the packet until the
+    /// device is done. Returns the frame's length and descriptors used, or `None`
+    /// (dropped) when a part is empty or too long, the frame is longer than
+    /// [`MAX_FRAME`], or a copy into this port's address space fails or would take more
+    /// descriptors than `frames_that_fit` counted for the frame.
     fn queue(&mut self, at: u32, pkt: Packet, pool: &Arc<Mempool>) -> Option<(usize, u32)> {
+        let given = crate::nic::descriptors(&pkt);
         let pkt = crate::nic::into_space(pkt, pool)?;
         let len = pkt.len();
-        if len == 0 || len > DATA_ROOM {
-            return None;
-        }
-        let Some(seg) = pkt.payload() else {
+        if pkt.is_single() {
+            if len == 0 || len > DATA_ROOM {
+                return None;
+            }
             self.put(at, TxDesc::frame(pkt.iova(), len as u16, false));
             self.bufs[self.idx.slot(at)] = Some(pkt);
             return Some((len, 1));
+        }
+        let parts = || {
+            pkt.segments().flat_map(|s| {
+                let payload = s.payload().map(|p| (p.iova(), p.len()));
+                std::iter::once((s.iova(), s.len())).chain(payload)
+            })
         };
-        let total = len + seg.len();
-        if seg.is_empty() || seg.len() > u16::MAX as usize || total > MAX_FRAME {
+        let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+        let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
+        if total > MAX_FRAME || n > given || parts().any(|p| bad(&p)) {
             return None;
         }
-        let first = TxDesc::data(pkt.iova(), len as u16, total as u32, false, false);
-        let last = TxDesc::data(seg.iova(), seg.len() as u16, 0, true, false);
-        self.put(at, first);
-        let next = at.wrapping_add(1);
-        self.put(next, last);
-        // The packet (and its payload) stays until the frame's last descriptor is done.
-        self.bufs[self.idx.slot(next)] = Some(pkt);
-        Some((total, 2))
+        let mut last = at;
+        for (i, (iova, len)) in (0u32..).zip(parts()) {
+            last = at.wrapping_add(i);
+            let paylen = if i == 0 { total as u32 } else { 0 };
+            let eop = i as usize == n - 1;
+            self.put(last, TxDesc::data(iova, len as u16, paylen, eop, false));
+        }
+        // The packet (its chain and payloads) stays until the frame's last descriptor is
+        // done.
+        self.bufs[self.idx.slot(last)] = Some(pkt);
+        Some((total, n as u32))
     }
 }
 
@@ -407,7 +426,7 @@ impl IgbRxQueue {
         // could alias fields, as far as the compiler knows).
         let (idx, produced, start) = (q.idx, q.produced, q.consumed);
         let (ring, bufs, fresh) = (&q.ring, &mut q.bufs[..], &mut q.fresh[..]);
-        let mut discarding = q.discarding;
+        let (mut discarding, report) = (q.discarding, q.report);
         let (mut at, mut k, mut bytes, mut errors) = (start, 0usize, 0u64, 0u64);
         // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
         // keeps its buffer and counts as an error. Frames stop at `max` delivered or at
@@ -435,7 +454,11 @@ impl IgbRxQueue {
                     };
                     let pkt = &mut bufs[slot];
                     pkt.reset_len(len);
-                    pkt.set_rss_rx(wb.rss_report(), wb.offload_word());
+                    if report {
+                        pkt.set_rss_rx(wb.rss_report(), wb.offload_word());
+                    } else {
+                        pkt.set_rss(wb.rss_report());
+                    }
                     std::mem::swap(new, pkt);
                     bytes += u64::from(len);
                     k += 1;

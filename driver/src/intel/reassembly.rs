@@ -30,9 +30,12 @@ pub(crate) struct Reassembly {
 pub(crate) enum Ending {
     /// The whole frame is in the slot, `len` bytes long.
     Frame(usize),
-    /// The frame was dropped (counted as a receive error); the slot holds the last part,
-    /// which goes back as a spare refill.
+    /// The frame was dropped here: too long (one receive error). The slot holds the last
+    /// part, which goes back as a spare refill.
     Dropped,
+    /// The end of a frame dropped already, and counted then (a part made it too long, or
+    /// a bad descriptor cut it): no error of its own. The slot as for `Dropped`.
+    Discarded,
 }
 
 impl Reassembly {
@@ -80,6 +83,10 @@ impl Reassembly {
     #[cold]
     #[inline(never)]
     pub(crate) fn finish(&mut self, slot: &mut Packet) -> Ending {
+        if self.dropping {
+            self.dropping = false;
+            return Ending::Discarded;
+        }
         let total = self.len + slot.len();
         let Some(mut head) = self.head.take().filter(|_| total <= self.max_frame) else {
             self.drop_frame();
@@ -161,7 +168,11 @@ mod tests {
             "counted once"
         );
         let mut last = part(&pool, 4, 10);
-        assert_eq!(r.finish(&mut last), Ending::Dropped);
+        assert_eq!(
+            r.finish(&mut last),
+            Ending::Discarded,
+            "counted at the part"
+        );
         assert!(!r.busy());
         // The next frame starts clean; a last part that overflows drops its frame too.
         assert!(r.part(part(&pool, 5, DATA_ROOM), DATA_ROOM as u16));
@@ -181,14 +192,18 @@ mod tests {
         assert!(!r.abort(false), "a bad first part");
         assert!(r.busy(), "drops the rest of its frame");
         let mut end = part(&pool, 9, 10);
-        assert_eq!(r.finish(&mut end), Ending::Dropped);
+        assert_eq!(
+            r.finish(&mut end),
+            Ending::Discarded,
+            "counted at the bad part"
+        );
         drop(end);
         assert!(r.part(part(&pool, 1, DATA_ROOM), DATA_ROOM as u16));
         assert!(r.abort(false));
         assert!(r.busy(), "the rest of that frame is dropped");
         assert!(r.part(part(&pool, 2, DATA_ROOM), DATA_ROOM as u16));
         let mut last = part(&pool, 3, 10);
-        assert_eq!(r.finish(&mut last), Ending::Dropped);
+        assert_eq!(r.finish(&mut last), Ending::Discarded);
         assert!(r.part(part(&pool, 4, DATA_ROOM), DATA_ROOM as u16));
         assert!(r.abort(true));
         assert!(!r.busy(), "a bad last part ends it");

@@ -8,23 +8,30 @@
 //! - `filter.rs`: promiscuity, all-multicast and the MAC table, sent on the control queue
 //! - `port.rs`: the port and its queue pairs set up
 //! - `nic.rs`: the one-queue `VirtioNet`, a port and its queue pair 0
-//! - `rxtx.rs`: the datapath of one queue pair
+//! - `rxtx.rs`: a queue pair's two handles made; the receive queue
+//! - `tx.rs`: the transmit queue
+//! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
+//! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
 
 mod ctrl;
 mod filter;
+mod mergeable;
 mod net;
 mod nic;
 mod port;
 mod queue;
 mod rxtx;
 mod transport;
+mod tx;
+mod txchain;
 
 pub use net::{feature, header_apart, negotiate, wanted_features};
 pub use nic::VirtioNet;
 pub use port::{VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
-pub use rxtx::{VirtioRxQueue, VirtioTxQueue};
+pub use rxtx::VirtioRxQueue;
 pub use transport::{status, Legacy, Modern, Notifier, Transport};
+pub use tx::VirtioTxQueue;
 
 use crate::nic::Nic;
 use crate::pci::PciAddr;

@@ -3,14 +3,51 @@
 
 use super::queue::QueueKind;
 use super::transport::{status, Transport};
+use crate::config::FRAME_OVERHEAD;
 use crate::pci::PciAddr;
 use crate::{Config, Error};
 use std::time::Duration;
+use zcnic_hugepages::DATA_ROOM;
+
+/// `mtu` in the net device configuration (le16, virtio 1.1 §5.1.4).
+const CONFIG_MTU: u32 = 10;
+
+/// Checks `cfg.mtu` against what the device takes with `features`: with VIRTIO_NET_F_MTU
+/// no more than its configuration's `mtu` field (virtio 1.1 §5.1.4.2: the driver must not
+/// send longer); without VIRTIO_NET_F_MRG_RXBUF no more than one receive buffer holds, as
+/// zcnic posts no chained ("big packet") receive buffers and QEMU offers mergeable ones.
+/// Returns the MTU the port uses.
+pub(crate) fn check_mtu(
+    t: &dyn Transport,
+    features: u64,
+    addr: PciAddr,
+    cfg: &Config,
+) -> Result<usize, Error> {
+    if features & feature::MTU != 0 {
+        let max = usize::from(t.config16(CONFIG_MTU));
+        Error::check_mtu(addr, cfg.mtu, max, "virtio-net device (its mtu field)")?;
+    }
+    if features & feature::MRG_RXBUF == 0 {
+        let what = "virtio-net without VIRTIO_NET_F_MRG_RXBUF (a frame in one receive buffer)";
+        Error::check_mtu(addr, cfg.mtu, DATA_ROOM - FRAME_OVERHEAD, what)?;
+    }
+    // A frame's length goes in 16-bit fields on its way (pool buffers, QEMU's).
+    let what = "virtio-net (a frame of at most 65535 bytes)";
+    Error::check_mtu(addr, cfg.mtu, usize::from(u16::MAX) - FRAME_OVERHEAD, what)?;
+    Ok(cfg.mtu)
+}
 
 /// Feature bits (virtio 1.1 §5.1.3 and §6; 1.2 for RSS and the hash report).
 pub mod feature {
+    /// VIRTIO_NET_F_MTU — the configuration's `mtu` field is the largest MTU the device
+    /// takes (virtio 1.1 §5.1.3, §5.1.4).
+    pub const MTU: u64 = 1 << 3;
     /// Device has a MAC address in its configuration.
     pub const MAC: u64 = 1 << 5;
+    /// VIRTIO_NET_F_MRG_RXBUF — a received frame may span several receive buffers, its
+    /// header saying how many (`num_buffers`, virtio 1.1 §5.1.6.3.1); the header is then
+    /// 12 bytes on a legacy device too.
+    pub const MRG_RXBUF: u64 = 1 << 15;
     /// Configuration has a link status field.
     pub const STATUS: u64 = 1 << 16;
     /// A control virtqueue.
@@ -46,6 +83,7 @@ pub fn wanted_features(packed: bool, queues: u16) -> u64 {
     let mut f = feature::VERSION_1
         | feature::ACCESS_PLATFORM
         | feature::MAC
+        | feature::MTU
         | feature::STATUS
         | feature::EVENT_IDX
         | feature::ANY_LAYOUT
@@ -102,6 +140,11 @@ pub fn negotiate(
         return fail("the device does not offer VIRTIO_F_VERSION_1 (bit 32)".into());
     }
     let mut accepted = offered & wanted_features(packed, cfg.queues);
+    // Mergeable receive buffers only when a frame can outgrow one buffer: at the default
+    // MTU the device never merges, and the receive path reads no `num_buffers`.
+    if cfg.max_frame() > DATA_ROOM {
+        accepted |= offered & feature::MRG_RXBUF;
+    }
     // The hash report without RSS would report nothing zcnic asked for (QEMU hashes only
     // with RSS configured), and costs 8 header bytes a frame.
     if accepted & feature::RSS == 0 {

@@ -3,8 +3,9 @@
 
 use super::port::VirtioPort;
 use super::queue::QueueKind;
-use super::rxtx::{VirtioRxQueue, VirtioTxQueue};
+use super::rxtx::VirtioRxQueue;
 use super::transport::Transport;
+use super::tx::VirtioTxQueue;
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
@@ -120,6 +121,10 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn link_event(&mut self) -> Option<Link> {
         self.port.link_event()
+    }
+
+    fn mtu(&self) -> usize {
+        self.port.mtu
     }
 
     fn mac(&self) -> [u8; 6] {

@@ -4,10 +4,11 @@
 
 use super::ctrl::{self, cmd, Ctrl};
 use super::filter::VirtioFilter;
-use super::net::{feature, give_up, prev_power_of_two, stop};
+use super::net::{check_mtu, feature, give_up, prev_power_of_two, stop};
 use super::queue::QueueKind;
-use super::rxtx::{pair, PairParts, VirtioRxQueue, VirtioTxQueue};
+use super::rxtx::{pair, PairParts, VirtioRxQueue};
 use super::transport::Transport;
+use super::tx::VirtioTxQueue;
 use crate::filter::Kind;
 use crate::nic::{Link, Stats};
 use crate::pci::PciAddr;
@@ -50,6 +51,7 @@ pub struct VirtioPort<Q: QueueKind> {
     /// The redirection table's length with VIRTIO_NET_F_RSS in use, else 0.
     reta_len: usize,
     queues: u16,
+    pub(super) mtu: usize,
     /// The link state [`Port::link_event`] last reported.
     link_seen: Link,
     rx_counters: Vec<Arc<QueueCounters>>,
@@ -110,6 +112,9 @@ impl<Q: QueueKind> VirtioPort<Q> {
             };
             return Err(Error::Io(format!("{addr}: {n} queue pairs asked; {why}")));
         }
+        let mtu = check_mtu(transport.as_ref(), features, addr, cfg).inspect_err(|_| {
+            stop(transport.as_ref());
+        })?;
         let legacy = transport.legacy();
         let event_idx = has(feature::EVENT_IDX);
         let dma_err = |source| Error::Dma { addr, source };
@@ -172,7 +177,9 @@ impl<Q: QueueKind> VirtioPort<Q> {
             log::warn!("{addr}: the device has no MAC address; using 02:00:00:00:00:01");
             [2, 0, 0, 0, 0, 1]
         };
+        // num_buffers makes the legacy header 12 bytes (virtio 1.1 §5.1.6.1).
         let hdr_len = match (legacy, has(feature::HASH_REPORT)) {
+            (true, _) if has(feature::MRG_RXBUF) => 12,
             (true, _) => 10,
             (false, false) => 12,
             (false, true) => 20,
@@ -218,6 +225,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
             rss: cfg.rss.clone(),
             reta_len,
             queues: n,
+            mtu,
             link_seen: Link::DOWN,
             rx_counters: Vec::new(),
             tx_counters: Vec::new(),
@@ -240,6 +248,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
                     hdr_len,
                     hdr_apart: super::header_apart(features),
                     hash_report: has(feature::HASH_REPORT),
+                    merge: has(feature::MRG_RXBUF),
+                    max_frame: cfg.max_frame(),
                     pool: Arc::clone(&pool),
                     teardown: Arc::clone(&teardown),
                 })
@@ -382,6 +392,10 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
 
     fn queues(&self) -> u16 {
         self.queues
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
     }
 
     fn rss(&self) -> Rss {

@@ -9,7 +9,7 @@ fn cargo() -> Command {
 }
 
 /// The rows of `bench --host`: (label, datapath op, functions whose instructions count).
-const HOST_ROWS: [(&str, &str, &[&str]); 11] = [
+const HOST_ROWS: [(&str, &str, &[&str]); 12] = [
     ("e1000 tx", "tx", &["*E1000<B>>::tx", "*E1000<B>>::rx"]),
     ("e1000 tx, recycled", "tx-recycle", RECYCLING),
     ("e1000 rx", "rx", &["*E1000<B>>::tx", "*E1000<B>>::rx"]),
@@ -20,6 +20,11 @@ const HOST_ROWS: [(&str, &str, &[&str]); 11] = [
         "virtio tx",
         "virtio-tx",
         &["*VirtioNet<Q> as zcnic::nic::Nic>::tx_batch"],
+    ),
+    (
+        "virtio rx",
+        "virtio-rx",
+        &["*VirtioNet<Q> as zcnic::nic::Nic>::rx_batch"],
     ),
     ("igb tx", "igb-tx", IGB),
     ("igb rx", "igb-rx", IGB),

@@ -2,7 +2,7 @@
 //! counting under `valgrind --tool=callgrind` (`cargo xtask bench --host` runs it).
 //!
 //! ```text
-//! datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>
+//! datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|virtio-rx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>
 //! ```
 //!
 //! `pktgen` runs `zcnic pktgen`'s loop on a port that drops every frame at once, so what
@@ -12,14 +12,14 @@
 //! ```
 
 use zcnic_tests::datapath::{
-    drive, igb_drive, igb_manual_port, manual_port, virtio_port, virtio_tx, SinkNic,
+    drive, igb_drive, igb_manual_port, manual_port, virtio_port, virtio_rx, virtio_tx, SinkNic,
 };
 use zcnic_tools::pktgen;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, op, batch, packets] = args.as_slice() else {
-        eprintln!("usage: datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>");
+        eprintln!("usage: datapath <tx|tx-recycle|rx|rx-recycle|fwd|fwd-recycle|virtio-tx|virtio-rx|igb-tx|igb-rx|igb-fwd|pktgen> <BATCH> <PACKETS>");
         std::process::exit(2);
     };
     let batch: usize = batch.parse().unwrap_or(32).clamp(1, 256);
@@ -55,6 +55,9 @@ fn main() {
     } else if op == "virtio-tx" {
         let (dev, mut nic) = virtio_port();
         virtio_tx(&dev, &mut nic, batch, packets)
+    } else if op == "virtio-rx" {
+        let (dev, mut nic) = virtio_port();
+        virtio_rx(&dev, &mut nic, batch, packets)
     } else {
         let (dev, mut nic) = manual_port();
         drive(op, &dev, &mut nic, batch, packets)
