@@ -130,7 +130,7 @@ pub enum RxDescError {
     },
     /// The frame spans several descriptors: a device fault with long packets off (RCTL.LPE
     /// clear: no frame is longer than a 2 KiB buffer); with them on, see
-    /// [`RxDesc::part_len`].
+    /// [`RxDesc::is_part`].
     NotEop,
     /// The device flagged a receive error.
     Errors(u8),
