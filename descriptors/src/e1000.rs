@@ -21,7 +21,7 @@ pub struct RxDesc {
     pub status: u8,
     /// [`RxErrors`] bits, valid when EOP is set.
     pub errors: u8,
-    /// VLAN tag (unused).
+    /// VLAN tag of a frame the device stripped it from (VP).
     pub special: u16,
 }
 
@@ -60,6 +60,12 @@ bitflags! {
         const IXSM = 1 << 2;
         /// Packet is 802.1Q.
         const VP = 1 << 3;
+        /// UDP checksum calculated (82571 and later).
+        const UDPCS = 1 << 4;
+        /// TCP/UDP checksum calculated.
+        const TCPCS = 1 << 5;
+        /// IP checksum calculated.
+        const IPCS = 1 << 6;
     }
 
     /// RDESC.ERRORS (8254x SDM §3.2.3.2).
@@ -124,7 +130,7 @@ pub enum RxDescError {
     },
     /// The frame spans several descriptors: a device fault with long packets off (RCTL.LPE
     /// clear: no frame is longer than a 2 KiB buffer); with them on, see
-    /// [`RxDesc::part_len`].
+    /// [`RxDesc::is_part`].
     NotEop,
     /// The device flagged a receive error.
     Errors(u8),
@@ -195,7 +201,10 @@ impl RxDesc {
         // DD and EOP set, no error bit.
         let good = (RxStatus::DD.bits() | RxStatus::EOP.bits()) as u16;
         let flags = self.status as u16 | (self.errors as u16) << 8;
-        if flags & (0xff00 | good) == good && self.length.wrapping_sub(1) < capacity {
+        // TCPE and IPE are not receive errors: the frame is delivered with its checksum
+        // verdict (`RxOffload`), as a bad checksum is the application's to judge.
+        let fatal = !(RxErrors::TCPE.bits() | RxErrors::IPE.bits()) as u16;
+        if flags & (fatal << 8 | good) == good && self.length.wrapping_sub(1) < capacity {
             Some(self.length)
         } else {
             None
@@ -217,7 +226,7 @@ impl RxDesc {
         if self.status & RxStatus::EOP.bits() == 0 {
             return Err(RxDescError::NotEop);
         }
-        if self.errors != 0 {
+        if self.errors & !(RxErrors::TCPE.bits() | RxErrors::IPE.bits()) != 0 {
             return Err(RxDescError::Errors(self.errors));
         }
         match self.length {
@@ -227,6 +236,73 @@ impl RxDesc {
                 capacity,
             }),
             l => Ok(l),
+        }
+    }
+}
+
+/// TCP/IP context descriptor (8254x SDM §3.3.6): where the checksums of the frames after it
+/// start, end and go. It occupies a transmit slot like a data descriptor; the device keeps
+/// its values for every later extended data descriptor until the next context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxContext {
+    /// IPCSS: first byte of the IP header.
+    pub ipcss: u8,
+    /// IPCSO: where the IP header checksum goes.
+    pub ipcso: u8,
+    /// IPCSE: last byte of the IP header (inclusive).
+    pub ipcse: u16,
+    /// TUCSS: first byte of the TCP/UDP checksum range (the transport header).
+    pub tucss: u8,
+    /// TUCSO: where the TCP/UDP checksum goes.
+    pub tucso: u8,
+    /// TUCSE: last byte of the checksum range; 0 for the end of the frame.
+    pub tucse: u16,
+    /// TUCMD: [`TxCmd::DEXT`] always, with `TUCMD_IP` / `TUCMD_TCP` (which TSO reads).
+    pub tucmd: u8,
+}
+
+/// TUCMD.TCP: the frame is TCP (UDP when clear); read for TSO (8254x SDM §3.3.6.1).
+pub const TUCMD_TCP: u8 = 1 << 0;
+/// TUCMD.IP: the frame is IPv4 (IPv6 when clear); read for TSO.
+pub const TUCMD_IP: u8 = 1 << 1;
+/// DTYP of an extended data descriptor, in the byte after the 16-bit length (bits 20-23
+/// of the second word: `TxDesc::cso`'s high nibble); 0 is a context descriptor.
+pub const DTYP_DATA: u8 = 1 << 4;
+/// POPTS.IXSM: insert the IP checksum (8254x SDM §3.3.7.1).
+pub const POPTS_IXSM: u8 = 1 << 0;
+/// POPTS.TXSM: insert the TCP/UDP checksum.
+pub const POPTS_TXSM: u8 = 1 << 1;
+
+impl TxContext {
+    /// As the [`TxDesc`] fields that share its slot (command and status bytes in the same
+    /// places, so cleanup's RS and DD work on it unchanged).
+    pub const fn to_desc(self) -> TxDesc {
+        TxDesc {
+            addr: self.ipcss as u64
+                | (self.ipcso as u64) << 8
+                | (self.ipcse as u64) << 16
+                | (self.tucss as u64) << 32
+                | (self.tucso as u64) << 40
+                | (self.tucse as u64) << 48,
+            length: 0,
+            cso: 0,
+            cmd: self.tucmd | TxCmd::DEXT.bits(),
+            status: 0,
+            css: 0,
+            special: 0,
+        }
+    }
+
+    /// The context back from a descriptor's two words (what a device model reads).
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        Self {
+            ipcss: w[0] as u8,
+            ipcso: (w[0] >> 8) as u8,
+            ipcse: (w[0] >> 16) as u16,
+            tucss: (w[0] >> 32) as u8,
+            tucso: (w[0] >> 40) as u8,
+            tucse: (w[0] >> 48) as u16,
+            tucmd: (w[1] >> 24) as u8,
         }
     }
 }
@@ -284,6 +360,44 @@ impl TxDesc {
         let mut d = Self::frame(addr, length, report);
         d.cmd &= !TxCmd::EOP.bits();
         d
+    }
+
+    /// An extended data descriptor (8254x SDM §3.3.7): `popts` ([`POPTS_IXSM`],
+    /// [`POPTS_TXSM`]) asks for the checksums of the context before it, `vlan` for an
+    /// 802.1Q tag with that TCI (VLE; honoured only with CTRL.VME set). EOP when `last`.
+    #[inline]
+    pub const fn extended(
+        addr: u64,
+        length: u16,
+        last: bool,
+        popts: u8,
+        vlan: Option<u16>,
+    ) -> Self {
+        let mut cmd = TxCmd::IFCS.bits() | TxCmd::DEXT.bits();
+        if last {
+            cmd |= TxCmd::EOP.bits();
+        }
+        let special = match vlan {
+            Some(tci) => {
+                cmd |= TxCmd::VLE.bits();
+                tci
+            }
+            None => 0,
+        };
+        Self {
+            addr,
+            length,
+            cso: DTYP_DATA,
+            cmd,
+            status: 0,
+            css: popts,
+            special,
+        }
+    }
+
+    /// Whether this is a context descriptor (DEXT set, DTYP 0).
+    pub const fn is_context(&self) -> bool {
+        self.cmd & TxCmd::DEXT.bits() != 0 && self.cso & 0xf0 == 0
     }
 
     /// The same descriptor with RS set: the device writes DD back when done with it.

@@ -103,6 +103,15 @@ impl RxWriteBack {
         (ok && self.length != 0 && self.length <= room).then_some(self.length)
     }
 
+    /// The tag and checksum verdicts, in the word the e1000's legacy descriptor has them
+    /// (status in bits 7:0: VP, UDPCS, L4I as TCPCS, IPCS at the same places; TCPE and IPE
+    /// at 13 and 14; the VLAN tag above): what `RxOffload` reads.
+    #[inline(always)]
+    pub fn offload_word(&self) -> u32 {
+        let se = self.status_error;
+        (se & 0x78) | (se >> 16) & 0x6000 | u32::from(self.vlan) << 16
+    }
+
     /// The RSS type the device reported (0: no hash).
     #[inline(always)]
     pub fn rss_type(&self) -> u8 {

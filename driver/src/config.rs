@@ -43,6 +43,10 @@ pub struct Config {
     /// [`Packet`](zcnic_hugepages::Packet) chain (see `Packet::next`). A NIC that cannot
     /// take it refuses to open ([`Error::Mtu`](crate::Error::Mtu)).
     pub mtu: usize,
+    /// Strip 802.1Q tags from received frames and report them with each frame
+    /// ([`Packet::vlan`](zcnic_hugepages::Packet::vlan)), where the NIC can (e1000, igb:
+    /// CTRL.VME). Off by default: frames arrive as they were on the wire.
+    pub vlan_strip: bool,
 }
 
 /// Bytes a frame adds to the IP packet: the Ethernet header and one VLAN tag (the FCS is
@@ -69,6 +73,7 @@ impl Default for Config {
             queues: 1,
             rss: crate::port::Rss::default(),
             mtu: 1500,
+            vlan_strip: false,
         }
     }
 }

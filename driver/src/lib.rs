@@ -24,6 +24,7 @@ pub mod igb;
 mod intel;
 pub mod mmio;
 mod nic;
+pub mod offload;
 pub mod pci;
 pub mod platform;
 pub mod port;
@@ -38,14 +39,15 @@ pub use error::Error;
 pub use filter::FilterError;
 pub use mmio::{Bar, FakeBar, MmioBar};
 pub use nic::{format_mac, Link, Nic, Stats};
+pub use offload::Offloads;
 pub use pci::{DeviceInfo, PciAddr};
 pub use port::{Port, QueuePair, Rss, RxQueue, TxQueue};
 pub use vfio::register as register_memory;
 /// Receive-side scaling in software: the Toeplitz hash and the redirection table.
 pub use zcnic_descriptors::rss;
 pub use zcnic_hugepages::{
-    DmaAllocator, DmaError, FakeDma, HugepageStatus, Mempool, Packet, PoolCache, Segment,
-    UserRegion, CACHE_SIZE, DATA_ROOM, HEADROOM,
+    Checksum, DmaAllocator, DmaError, FakeDma, HugepageStatus, L4Csum, Mempool, Packet, PoolCache,
+    RxOffload, Segment, TxOffload, UserRegion, CACHE_SIZE, DATA_ROOM, HEADROOM,
 };
 
 /// A device family zcnic drives.

@@ -184,6 +184,12 @@ pub trait Nic: Send {
     fn link_event(&mut self) -> Option<Link> {
         None
     }
+    /// What this port does in hardware: checksums and VLAN tags on transmit (asked per
+    /// frame through [`Offloads::request`](crate::offload::Offloads::request), which does
+    /// the rest in software), and what it reports with received frames.
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads::NONE
+    }
     /// The port's MAC address.
     fn mac(&self) -> [u8; 6];
     /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)): frames of
@@ -339,7 +345,7 @@ pub(crate) fn chains_that_fit(pkts: &[Packet], mut free: usize, head: usize) -> 
 }
 
 /// Descriptors a frame takes, one per part: each buffer of the chain and each attached
-/// payload.
+/// payload, and one more for an offload request (the Intel NICs' context descriptor).
 #[inline(always)]
 pub(crate) fn descriptors(p: &Packet) -> usize {
     if p.is_single() {
@@ -347,7 +353,8 @@ pub(crate) fn descriptors(p: &Packet) -> usize {
     } else {
         p.segments()
             .map(|s| 1 + usize::from(s.payload().is_some()))
-            .sum()
+            .sum::<usize>()
+            + usize::from(p.tx_offload().is_some())
     }
 }
 

@@ -186,6 +186,10 @@ pub trait Port: Send {
     fn link_event(&mut self) -> Option<Link> {
         None
     }
+    /// What this port does in hardware (see [`Nic::offloads`](crate::Nic::offloads)).
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads::NONE
+    }
     /// The MTU the port was opened with ([`Config::mtu`](crate::Config::mtu)).
     fn mtu(&self) -> usize {
         1500

@@ -28,7 +28,7 @@
 //! ```
 
 use crate::nic::Nic;
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use zcnic_hugepages::Packet;
 
@@ -173,6 +173,7 @@ impl phy::TxToken for TxToken<'_> {
             return f(&mut dev.scratch[..n]);
         };
         let r = f(pkt.data_mut());
+        dev.offload(&mut pkt);
         dev.tx.push(pkt);
         if dev.nic.tx_batch(&mut dev.tx) == 0 {
             dev.tx_dropped += dev.tx.len() as u64;
@@ -183,13 +184,40 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl Sender {
+    /// Asks the NIC for the checksums smoltcp left to it (the ones `capabilities` said
+    /// the port fills in, which smoltcp then writes as zero).
+    fn offload(&self, pkt: &mut Packet) {
+        let caps = self.nic.offloads();
+        if !(caps.tx_ipv4_csum || caps.tx_tcp_csum || caps.tx_udp_csum) {
+            return;
+        }
+        let d = pkt.data();
+        if d.len() < 34 || d[12..14] != [0x08, 0x00] || d[14] >> 4 != 4 {
+            return;
+        }
+        let l4 = match d[23] {
+            6 => Some(crate::L4Csum::Tcp),
+            17 => Some(crate::L4Csum::Udp),
+            _ => None,
+        }
+        .filter(|&k| caps.tx_l4(k));
+        let req = crate::TxOffload {
+            ip_csum: caps.tx_ipv4_csum,
+            l4,
+            ..crate::TxOffload::ipv4(14, (d[14] & 0xf) * 4)
+        };
+        // A frame whose headers do not hold up goes as smoltcp made it.
+        let _ = caps.request(pkt, req);
+    }
+
     /// A frame longer than one buffer: built in `scratch`, sent as a chain.
     #[cold]
     fn send_long<R, F: FnOnce(&mut [u8]) -> R>(&mut self, len: usize, f: F) -> R {
         let n = len.min(self.scratch.len());
         let r = f(&mut self.scratch[..n]);
         match self.nic.pool().alloc_copy(&self.scratch[..n]) {
-            Some(pkt) if n == len => {
+            Some(mut pkt) if n == len => {
+                self.offload(&mut pkt);
                 self.tx.push(pkt);
                 if self.nic.tx_batch(&mut self.tx) == 0 {
                     self.tx_dropped += self.tx.len() as u64;
@@ -236,6 +264,13 @@ impl phy::Device for SmolDevice {
         // smoltcp's MTU for Ethernet counts the 14-byte header.
         caps.max_transmission_unit = self.port.nic.mtu() + 14;
         caps.max_burst_size = Some(BURST);
+        // Checksums the port fills in on transmit are left to it (`offload`); smoltcp
+        // still checks every received one (a NIC may say "unknown", as QEMU's e1000 does).
+        let offloads = self.port.nic.offloads();
+        let tx_by_nic = |nic: bool| if nic { Checksum::Rx } else { Checksum::Both };
+        caps.checksum.ipv4 = tx_by_nic(offloads.tx_ipv4_csum);
+        caps.checksum.tcp = tx_by_nic(offloads.tx_tcp_csum);
+        caps.checksum.udp = tx_by_nic(offloads.tx_udp_csum);
         caps
     }
 }

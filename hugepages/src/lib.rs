@@ -26,6 +26,7 @@ mod chain;
 mod fake;
 mod freestack;
 mod hugetlbfs;
+mod offload;
 mod pagemap;
 mod pool;
 mod region;
@@ -39,6 +40,7 @@ pub use freestack::{FreeStack, MAX_BUFFERS};
 pub use hugetlbfs::{
     hugetlbfs_mount, mount_hugetlbfs, HugepageAllocator, HugepageStatus, HUGEPAGE,
 };
+pub use offload::{Checksum, L4Csum, RxOffload, TxOffload};
 pub use pagemap::physical_address;
 pub use pool::{Mempool, Packet, TooLong, DATA_ROOM, HEADROOM};
 pub use region::{

@@ -46,11 +46,12 @@ pub(crate) struct Slot {
     pool: NonNull<Mempool>,
     buf: *mut u8,
     iova: u64,
-    head: u16,
-    len: u16,
-    /// What `rss_hash` covered, as a `HashType` number; 0 when there is none.
-    rss_type: u16,
-    /// What the packet carries besides its own bytes ([`PAYLOAD`], [`NEXT`]): one test
+    pub(crate) head: u16,
+    pub(crate) len: u16,
+    /// What `rss_hash` covered, as a `HashType` number in the low byte (0 when there is
+    /// none); [`RX_META`] when `rx_meta` holds receive results.
+    pub(crate) rss_type: u16,
+    /// What the packet carries besides its own bytes ([`PAYLOAD`], [`NEXT`], [`OFFLOAD`]): one test
     /// tells the common packet, which has neither, from the others. Written with the three
     /// before it.
     pub(crate) extras: u16,
@@ -58,7 +59,13 @@ pub(crate) struct Slot {
     domain: Domain,
     idx: u32,
     /// The receive hash a device reported (with `rss_type` not 0).
-    rss_hash: u32,
+    pub(crate) rss_hash: u32,
+    /// The receive results a device reported, with [`RX_META`]: `RxOffload`'s word in the
+    /// upper half (where an e1000 receive descriptor's second word has it, so that driver
+    /// stores the word as it read it).
+    pub(crate) rx_meta: u64,
+    /// What the frame asks of the NIC on transmit, with [`OFFLOAD`].
+    pub(crate) tx: crate::offload::TxOffload,
     /// Application memory sent after the frame bytes, without a copy (transmit only).
     pub(crate) payload: Option<Segment>,
     /// The next buffer of a frame longer than one buffer (see `chain.rs`).
@@ -69,6 +76,11 @@ pub(crate) struct Slot {
 pub(crate) const PAYLOAD: u16 = 1;
 /// `Slot::extras`: another buffer follows in the frame.
 pub(crate) const NEXT: u16 = 2;
+/// `Slot::extras`: a transmit offload request is set (`Slot::tx`).
+pub(crate) const OFFLOAD: u16 = 4;
+/// `Slot::rss_type`: `Slot::rx_meta` holds the receive results of this frame. Above any
+/// `HashType` number, so the hash's byte reads the same.
+pub(crate) const RX_META: u16 = 0x100;
 
 /// A pool of packet buffers in DMA memory, shared between threads.
 ///
@@ -141,6 +153,8 @@ impl Mempool {
                         rss_hash: 0,
                         rss_type: 0,
                         extras: 0,
+                        rx_meta: 0,
+                        tx: crate::offload::TxOffload::default(),
                         payload: None,
                         next: None,
                     })

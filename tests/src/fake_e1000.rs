@@ -10,6 +10,33 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use zcnic::e1000::regs::{self, Ctrl, Rctl, Status, Tctl};
 use zcnic::{Bar, FakeBar, FakeDma};
+use zcnic_descriptors::e1000::{RxStatus, TxCmd, TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM};
+
+/// What the transmit checksum engine does to a frame (8254x SDM §3.3.6, as QEMU's
+/// `putsum`): the ones'-complement sum from the start to the end (inclusive; 0: the frame's
+/// end) of a range, complemented, at its offset, whatever the field held (the driver seeds
+/// it with the pseudo-header's sum).
+pub fn offload_tx(frame: &mut [u8], ctx: &TxContext, popts: u8) {
+    let put = |frame: &mut [u8], start: u8, off: u8, end: u16| {
+        let (start, off) = (usize::from(start), usize::from(off));
+        let end = if end == 0 || usize::from(end) >= frame.len() {
+            frame.len()
+        } else {
+            usize::from(end) + 1
+        };
+        if off + 2 > end || start >= end {
+            return;
+        }
+        let sum = !crate::fake_csum(&frame[start..end]);
+        frame[off..off + 2].copy_from_slice(&sum.to_be_bytes());
+    };
+    if popts & POPTS_IXSM != 0 {
+        put(frame, ctx.ipcss, ctx.ipcso, ctx.ipcse);
+    }
+    if popts & POPTS_TXSM != 0 {
+        put(frame, ctx.tucss, ctx.tucso, ctx.tucse);
+    }
+}
 
 /// MAC the fake device reports.
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xfa, 0xce, 0x01];
@@ -102,6 +129,10 @@ struct Device {
     pending: Option<Inject>,
     /// Bytes of a frame whose EOP descriptor has not come yet.
     partial: Vec<u8>,
+    /// The last context descriptor (8254x SDM §3.3.6), which extended data descriptors use.
+    context: TxContext,
+    /// POPTS of the frame under way, from its first extended data descriptor.
+    popts: Option<u8>,
     inject: Receiver<Inject>,
     behaviour: Behaviour,
 }
@@ -142,6 +173,8 @@ impl FakeE1000 {
             sent_count: sent_count.clone(),
             pending: None,
             partial: Vec::new(),
+            context: TxContext::default(),
+            popts: None,
             inject: rx,
             behaviour,
         };
@@ -321,8 +354,31 @@ impl Device {
                 break;
             }
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
-            let len = u16::from_le_bytes([d[8], d[9]]) as usize;
+            let words = [addr, u64::from_le_bytes(d[8..16].try_into().unwrap())];
+            let desc = TxDesc::from_words(words);
+            if desc.is_context() {
+                // Kept for the data descriptors after it; no frame bytes of its own.
+                self.context = TxContext::from_words(words);
+                if desc.cmd & TxCmd::RS.bits() != 0 {
+                    self.write(at + 12, &[0x01]);
+                }
+                head = (head + 1) % slots;
+                if replay.is_none() {
+                    self.bar.write32(regs::TDH, head);
+                }
+                continue;
+            }
+            let extended = desc.cmd & TxCmd::DEXT.bits() != 0;
+            // An extended data descriptor's length has 20 bits (the DTYP nibble above).
+            let len = if extended {
+                (words[1] & 0xf_ffff) as usize
+            } else {
+                usize::from(desc.length)
+            };
             let eop = d[11] & 0x01 != 0;
+            if extended {
+                self.popts.get_or_insert(desc.css);
+            }
             if self.behaviour.read_frames {
                 // A frame may span several descriptors: gather until EOP.
                 let start = frame_buf.len();
@@ -331,10 +387,21 @@ impl Device {
                     frame_buf.truncate(start);
                 }
                 if eop {
-                    self.sent
-                        .lock()
-                        .unwrap()
-                        .push(std::mem::take(&mut frame_buf));
+                    let mut frame = std::mem::take(&mut frame_buf);
+                    if extended {
+                        let popts = self.popts.take().unwrap_or(0);
+                        offload_tx(&mut frame, &self.context, popts);
+                        // VLE is honoured only in VLAN mode (CTRL.VME), on the EOP
+                        // descriptor, with the type from VET, as QEMU's model does.
+                        let vme = self.bar.read32(regs::CTRL) & Ctrl::VME.bits() != 0;
+                        if vme && desc.cmd & TxCmd::VLE.bits() != 0 && frame.len() >= 12 {
+                            let vet = self.bar.read32(regs::VET) as u16;
+                            let mut tag = vet.to_be_bytes().to_vec();
+                            tag.extend(desc.special.to_be_bytes());
+                            frame.splice(12..12, tag);
+                        }
+                    }
+                    self.sent.lock().unwrap().push(frame);
                 }
             }
             if eop {
@@ -399,10 +466,23 @@ impl Device {
             return true;
         }
         let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+        // VLAN mode (CTRL.VME): a frame tagged with VET's type arrives without the tag,
+        // which goes into the descriptor's special field with VP (8254x SDM §3.2.3).
+        let mut special = None;
         let len = match &what {
             Inject::Frame(f) => {
-                self.write(addr, f);
-                f.len() as u16
+                let vme = b.read32(regs::CTRL) & Ctrl::VME.bits() != 0;
+                let vet = (b.read32(regs::VET) as u16).to_be_bytes();
+                if vme && f.len() >= 18 && f[12..14] == vet {
+                    special = Some(u16::from_be_bytes([f[14], f[15]]));
+                    let mut stripped = f[..12].to_vec();
+                    stripped.extend_from_slice(&f[16..]);
+                    self.write(addr, &stripped);
+                    stripped.len() as u16
+                } else {
+                    self.write(addr, f);
+                    f.len() as u16
+                }
             }
             Inject::Length(l) => *l,
             Inject::Part(f) => {
@@ -411,13 +491,18 @@ impl Device {
             }
             Inject::DdOnTail | Inject::Wire(_) => unreachable!("handled above"),
         };
-        let status = if matches!(what, Inject::Part(_)) {
+        // IXSM on every frame: QEMU's model checks no receive checksum and says so.
+        let mut status = if matches!(what, Inject::Part(_)) {
             0x01
         } else {
-            0x03
+            0x03 | RxStatus::IXSM.bits()
         };
+        if special.is_some() {
+            status |= RxStatus::VP.bits();
+        }
         self.write(at + 8, &len.to_le_bytes());
         self.write(at + 13, &[0]);
+        self.write(at + 14, &special.unwrap_or(0).to_le_bytes());
         // DD last, as the hardware does: the driver may look at any moment.
         self.write(at + 12, &[status]);
         self.bar.write32(regs::RDH, (head + 1) % slots);
@@ -436,6 +521,16 @@ impl Device {
             self.filtered.fetch_add(1, Ordering::Release);
             return true;
         }
+        // VLAN mode strips the tag of a long frame too; it goes in the last descriptor.
+        let vme = self.bar.read32(regs::CTRL) & Ctrl::VME.bits() != 0;
+        let vet = (self.bar.read32(regs::VET) as u16).to_be_bytes();
+        let (f, special) = if vme && f[12..14] == vet {
+            let mut s = f[..12].to_vec();
+            s.extend_from_slice(&f[16..]);
+            (s, Some(u16::from_be_bytes([f[14], f[15]])))
+        } else {
+            (f, None)
+        };
         let parts = f.len().div_ceil(RX_BUFFER) as u32;
         let free = if slots == 0 {
             0
@@ -456,7 +551,13 @@ impl Device {
             self.write(u64::from_le_bytes(d), part);
             self.write(at + 8, &(part.len() as u16).to_le_bytes());
             self.write(at + 13, &[0]);
-            self.write(at + 12, &[if i == parts { 0x03 } else { 0x01 }]);
+            let vp = if special.is_some() {
+                RxStatus::VP.bits()
+            } else {
+                0
+            };
+            self.write(at + 14, &special.unwrap_or(0).to_le_bytes());
+            self.write(at + 12, &[if i == parts { 0x07 | vp } else { 0x01 }]);
             at_slot = (at_slot + 1) % slots;
             self.bar.write32(regs::RDH, at_slot);
         }

@@ -10,6 +10,19 @@ pub mod fake_virtio;
 pub mod igb_adversary;
 pub mod qemu_suite;
 
+/// The Internet checksum's ones'-complement sum of `data` (RFC 1071), folded, not
+/// complemented: what a device model's checksum engine adds up.
+pub fn fake_csum(data: &[u8]) -> u16 {
+    let mut acc: u64 = data
+        .chunks(2)
+        .map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
 /// The zero-copy transmit tests of both fake devices: three frames, each a 42-byte header
 /// from the pool filled with its index and a payload segment of application memory.
 pub mod chains {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use zcnic::e1000::regs::{self, stat, Ctrl, Status};
 use zcnic::e1000::{Config, E1000};
 use zcnic::{Bar, Error, FakeBar, FakeDma, Mempool, Nic, PciAddr, Stats, UserRegion, DATA_ROOM};
+use zcnic_descriptors::e1000::RxErrors;
 use zcnic_tests::adversary::{counters_grow, run_cases, send, Held};
 
 /// The e1000 cuts frames at this length (8254x SDM §3.3: 16288 bytes with a payload chain).
@@ -414,9 +415,11 @@ struct RxSnap {
 
 impl RxSnap {
     /// The length of the frame a good descriptor holds; `None` for a bad one (8254x SDM
-    /// §3.2.3: one buffer per frame, so EOP on each; no error bits; 1..=2048 bytes).
+    /// §3.2.3: one buffer per frame, so EOP on each; no error bits but the checksum ones,
+    /// TCPE and IPE, which go with the frame as its verdict; 1..=2048 bytes).
     fn frame(&self) -> Option<u16> {
-        (self.status & EOP != 0 && self.errors == 0 && (1..=DATA_ROOM as u16).contains(&self.len))
+        let fatal = self.errors & !(RxErrors::TCPE | RxErrors::IPE).bits();
+        (self.status & EOP != 0 && fatal == 0 && (1..=DATA_ROOM as u16).contains(&self.len))
             .then_some(self.len)
     }
 

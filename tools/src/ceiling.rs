@@ -140,6 +140,8 @@ mod tests {
             zero_copy: false,
             ceiling: true,
             quiet: false,
+            offload: None,
+            bad_csum: false,
         }
     }
 

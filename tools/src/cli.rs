@@ -34,6 +34,10 @@ pub struct PortOpts {
     /// device's own MTU when it has one (QEMU: host_mtu=).
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: u16,
+    /// Strip 802.1Q tags from received frames (e1000, igb: CTRL.VME), reporting each with
+    /// its frame; on the e1000 also what lets the NIC insert tags on transmit.
+    #[arg(long)]
+    pub vlan_strip: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +244,20 @@ pub struct PktgenCmd {
     /// device (or QEMU's model of it) can take; compare the normal rate with it.
     #[arg(long)]
     pub ceiling: bool,
+    /// Leave the IPv4 and UDP checksums to the NIC where it can fill them in (context
+    /// descriptors on the e1000), computing the rest in software: the frames on the wire
+    /// are the same either way.
+    #[arg(long)]
+    pub csum_offload: bool,
+    /// Send every frame with an 802.1Q tag of this VLAN ID (1-4094), inserted by the NIC
+    /// where it can (the port is opened with --vlan-strip for that), in software
+    /// otherwise.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pub vlan: Option<u16>,
+    /// Send every frame with a wrong UDP checksum (for testing what a receiver does with
+    /// one); not with --csum-offload, where the NIC would put it right.
+    #[arg(long, conflicts_with = "csum_offload")]
+    pub bad_csum: bool,
     #[command(flatten)]
     pub port: PortOpts,
 }
@@ -269,6 +287,7 @@ impl PortOpts {
                 Ring::Packed => RingChoice::Packed,
             },
             mtu: usize::from(self.mtu),
+            vlan_strip: self.vlan_strip,
             ..Config::default()
         }
     }

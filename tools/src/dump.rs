@@ -86,19 +86,65 @@ pub struct Summary {
     /// those disagree with the software Toeplitz over the port's key (hash, type, or the
     /// queue the port's table gives it).
     pub hashes: Vec<(u64, u64)>,
+    /// What the NIC reported with the frames written (one-queue captures).
+    pub offloads: RxTally,
+}
+
+/// Receive offload results of a capture: tags the NIC stripped (and the capture put
+/// back), and checksum verdicts, the NIC's and a software check's, as [good, bad, unknown].
+#[derive(Debug, Clone, Default)]
+pub struct RxTally {
+    /// Frames whose 802.1Q tag the NIC stripped.
+    pub stripped: u64,
+    /// The NIC's checksum verdicts.
+    pub nic: [u64; 3],
+    /// `zcnic::offload::verify_checksums` over the same frames.
+    pub software: [u64; 3],
+}
+
+impl RxTally {
+    fn count(&mut self, p: &Packet) {
+        let slot = |c: zcnic::Checksum| match c {
+            zcnic::Checksum::Good => 0,
+            zcnic::Checksum::Bad => 1,
+            zcnic::Checksum::Unknown => 2,
+        };
+        self.stripped += u64::from(p.vlan().is_some());
+        self.nic[slot(p.rx_checksum())] += 1;
+        self.software[slot(zcnic::offload::verify_checksums(p))] += 1;
+    }
+
+    /// One line for the summary.
+    pub fn line(&self) -> String {
+        let v = |c: &[u64; 3]| format!("good {} bad {} unknown {}", c[0], c[1], c[2]);
+        format!(
+            "tags stripped {}; checksums: nic {}; software {}",
+            self.stripped,
+            v(&self.nic),
+            v(&self.software)
+        )
+    }
 }
 
 /// The fields RSS hashes in `frame`, when it is IPv4 or IPv6 (ports for TCP and UDP, but
 /// not for a fragment).
 /// The whole frame: the buffer itself, or a jumbo frame's buffers gathered into
 /// `scratch` (reused, so a capture allocates only for its longest frame).
+/// A tag the NIC stripped (`--vlan-strip`) goes back in after the MAC addresses, so the
+/// capture shows the frame as it was on the wire.
 fn whole<'a>(p: &'a Packet, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-    if p.next().is_none() && p.payload().is_none() {
+    let tag = p.vlan();
+    if tag.is_none() && p.next().is_none() && p.payload().is_none() {
         return p.data();
     }
     scratch.resize(p.total_len(), 0);
     let n = p.copy_frame(scratch);
-    &scratch[..n]
+    scratch.truncate(n);
+    if let Some(tci) = tag.filter(|_| n >= 12) {
+        let [a, b] = tci.to_be_bytes();
+        scratch.splice(12..12, [0x81, 0x00, a, b]);
+    }
+    &scratch[..]
 }
 
 fn flow_of(frame: &[u8]) -> Option<Flow> {
@@ -165,6 +211,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let mut batch: Vec<Packet> = Vec::with_capacity(64);
     let mut scratch = Vec::new();
     let (mut frames, mut bytes, mut filtered) = (0u64, 0u64, 0u64);
+    let mut tally = RxTally::default();
     let mut last = 0u64;
     let mut link_tick = crate::link::Tick::new();
     loop {
@@ -198,6 +245,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
                 }
                 w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))
                     .map_err(|e| msg(format!("writing the pcap: {e}")))?;
+                tally.count(&p);
                 frames += 1;
                 bytes += data.len() as u64;
             }
@@ -222,6 +270,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         device_counters,
         per_queue: vec![frames],
         hashes: Vec::new(),
+        offloads: tally,
     })
 }
 
@@ -345,6 +394,7 @@ pub fn run_queues(
         device_counters: receive_counters(&port.stats()),
         per_queue,
         hashes,
+        offloads: RxTally::default(),
     })
 }
 

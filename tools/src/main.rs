@@ -127,6 +127,13 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         zero_copy: c.zero_copy,
         ceiling: c.ceiling,
         quiet: false,
+        offload: (c.csum_offload || c.vlan.is_some()).then_some(zcnic::TxOffload {
+            ip_csum: c.csum_offload,
+            l4: c.csum_offload.then_some(zcnic::L4Csum::Udp),
+            vlan: c.vlan,
+            ..zcnic::TxOffload::ipv4(14, 20)
+        }),
+        bad_csum: c.bad_csum,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
@@ -136,7 +143,9 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     if c.queues > 1 {
         return multiqueue::pktgen_cmd(&addr, &c, &args);
     }
-    let cfg = c.port.config();
+    let mut cfg = c.port.config();
+    // Tags inserted by the NIC: the e1000 honours VLE only in VLAN mode.
+    cfg.vlan_strip |= c.vlan.is_some();
     let mut tx = open(&addr, &cfg)?;
     let mut rx_nic = match rx_addr {
         Some(r) if r != addr => Some(open(&r, &cfg)?),
@@ -491,6 +500,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 out.display(),
                 s.filtered,
             );
+            println!("dump {addr}: {}", s.offloads.line());
             Ok(())
         }
     }

@@ -428,6 +428,8 @@ mod tests {
             zero_copy: false,
             ceiling: false,
             quiet: false,
+            offload: None,
+            bad_csum: false,
         }
     }
 

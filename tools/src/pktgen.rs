@@ -100,6 +100,11 @@ pub struct Args {
     pub ceiling: bool,
     /// No per-second lines (a caller prints its own: `pktgen --queues`).
     pub quiet: bool,
+    /// Checksums and a tag asked of the NIC for every frame (`Offloads::request`: in
+    /// software what the port cannot do).
+    pub offload: Option<zcnic::TxOffload>,
+    /// Spoil every frame's UDP checksum (a test of receivers).
+    pub bad_csum: bool,
 }
 
 /// Where frames come back, if anywhere.
@@ -324,7 +329,13 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     // With one frame size and one flow every frame differs only in its stamp, so sent
     // frames come back from the driver and are re-stamped instead of rebuilt: no pool
     // round trip and no header writes per frame.
-    let recycle = filler.is_none() && args.flows == 1 && matches!(args.sizes, Sizes::Fixed(_));
+    // (Not with offloads: a request rewrites the checksum fields the re-stamp keeps.)
+    let recycle = filler.is_none()
+        && args.flows == 1
+        && matches!(args.sizes, Sizes::Fixed(_))
+        && args.offload.is_none()
+        && !args.bad_csum;
+    let caps = tx.offloads();
     let mut recycled: Vec<Packet> = Vec::new();
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
     let mut sending_until = None;
@@ -379,6 +390,17 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 };
                 // n <= DATA_ROOM, inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
+                if args.bad_csum {
+                    // The UDP checksum after the 14-byte Ethernet and 20-byte IP headers.
+                    if let Some(b) = p.data_mut().get_mut(14 + 20 + 6) {
+                        *b ^= 0x5a;
+                    }
+                }
+                if let Some(req) = args.offload {
+                    // The generator's own headers: always where the request says.
+                    caps.request(p, req)
+                        .map_err(|e| msg(format!("offload request: {e}")))?;
+                }
                 bytes += total as u64;
                 seq += 1;
             }

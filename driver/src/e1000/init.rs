@@ -46,6 +46,7 @@ impl<B: Bar> E1000<B> {
             hw: Counters::new(),
             promisc: cfg.promisc,
             mtu: cfg.mtu,
+            vlan_strip: cfg.vlan_strip,
             filter,
             ceiling: None,
             link,
@@ -69,6 +70,19 @@ impl<B: Bar> E1000<B> {
 
     fn start_rx(&mut self) {
         let b = &self.bar;
+        // VLAN mode: 802.1Q tags (VET) stripped on receive into the descriptor's special
+        // field with VP, and inserted on transmit where VLE asks (8254x SDM §3.3.7.1). Off,
+        // frames pass as they are on the wire and VLE is ignored.
+        b.write32(regs::VET, regs::VET_8021Q);
+        let ctrl = Ctrl::from_bits_retain(b.read32(regs::CTRL));
+        let ctrl = if self.vlan_strip {
+            ctrl | Ctrl::VME
+        } else {
+            ctrl - Ctrl::VME
+        };
+        b.write32(regs::CTRL, ctrl.bits());
+        // Checksum verdicts in the receive descriptors (IPCS/TCPCS, IPE/TCPE).
+        b.write32(regs::RXCSUM, regs::RXCSUM_IPOFL | regs::RXCSUM_TUOFL);
         let iova = self.rx.ring.iova();
         b.write32(regs::RDBAL, iova as u32);
         b.write32(regs::RDBAH, (iova >> 32) as u32);

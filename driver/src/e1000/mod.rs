@@ -46,6 +46,8 @@ pub struct E1000<B: Bar> {
     promisc: bool,
     /// `Config::mtu`: above 1500, long packets are on.
     mtu: usize,
+    /// `Config::vlan_strip`: CTRL.VME is set (which tag insertion needs too).
+    vlan_strip: bool,
     /// Multicast groups, all-multicast and extra unicast addresses.
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
@@ -171,6 +173,22 @@ impl<B: Bar> Nic for E1000<B> {
     /// ICR.LSC, then STATUS when it is set (see `intel::LinkWatch`).
     fn link_event(&mut self) -> Option<Link> {
         self.link.poll(&self.bar)
+    }
+
+    /// Checksums on transmit (context descriptors); tags inserted only with
+    /// `Config::vlan_strip`, as VLE is honoured only with CTRL.VME set (8254x SDM §3.3.7.1).
+    /// Receive verdicts as RXCSUM asks; QEMU's model says "ignore checksum" (IXSM) on every
+    /// frame, so there they are all `Unknown`.
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads {
+            tx_ipv4_csum: true,
+            tx_tcp_csum: true,
+            tx_udp_csum: true,
+            tx_vlan_insert: self.vlan_strip,
+            rx_checksum: true,
+            rx_vlan_strip: self.vlan_strip,
+            rx_rss_hash: false,
+        }
     }
 
     fn mtu(&self) -> usize {

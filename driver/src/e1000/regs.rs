@@ -5,6 +5,16 @@ use bitflags::bitflags;
 
 /// CTRL — Device Control (8254x SDM §13.4.1).
 pub const CTRL: u32 = 0x0000;
+/// VET — VLAN Ether Type (8254x SDM §13.4.13): the type CTRL.VME strips and VLE inserts.
+pub const VET: u32 = 0x0038;
+/// The 802.1Q tag protocol identifier, VET's value.
+pub const VET_8021Q: u32 = 0x8100;
+/// RXCSUM — Receive Checksum Control (8254x SDM §13.4.24).
+pub const RXCSUM: u32 = 0x5000;
+/// RXCSUM.IPOFL: check IPv4 header checksums on receive (IPCS/IPE in the descriptor).
+pub const RXCSUM_IPOFL: u32 = 1 << 8;
+/// RXCSUM.TUOFL: check TCP/UDP checksums on receive (TCPCS/TCPE).
+pub const RXCSUM_TUOFL: u32 = 1 << 9;
 /// STATUS — Device Status (8254x SDM §13.4.2).
 pub const STATUS: u32 = 0x0008;
 /// EERD — EEPROM Read (8254x SDM §13.4.4).

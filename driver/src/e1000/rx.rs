@@ -248,7 +248,8 @@ impl<B: Bar> E1000<B> {
             while at != end {
                 let slot = ring.slot(at);
                 // Status and length are in the second word (the first is the address).
-                let desc = RxDesc::from_words([0, ring.read_second(slot)]);
+                let word = ring.read_second(slot);
+                let desc = RxDesc::from_words([0, word]);
                 let Some(len) = desc.good_len(DATA_ROOM as u16) else {
                     if !desc.done() {
                         break;
@@ -298,8 +299,11 @@ impl<B: Bar> E1000<B> {
                     (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
                     continue;
                 };
-                // The device wrote `len` <= DATA_ROOM bytes at the default headroom.
-                pkt.reset_len(len);
+                // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its
+                // status, errors and special (a stripped tag, checksum verdicts) go with the
+                // frame as they are, decoded only when asked (`Packet::rx_checksum`,
+                // `Packet::vlan`).
+                pkt.reset_len_rx(len, word);
                 let refill = new.iova();
                 std::mem::swap(new, pkt);
                 ring.write(slot, RxDesc::ready(refill).to_words());

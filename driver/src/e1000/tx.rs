@@ -16,10 +16,11 @@ use super::E1000;
 use crate::mmio::Bar;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use zcnic_descriptors::e1000::TxDesc;
+use zcnic_descriptors::e1000::{TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM, TUCMD_IP, TUCMD_TCP};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
-    DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, Words, DATA_ROOM,
+    DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, TxOffload, Words,
+    DATA_ROOM,
 };
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
@@ -197,7 +198,8 @@ fn park(bufs: &mut [Option<Packet>], slot: usize, pkt: Packet) {
 /// chain of buffers, attached payloads from application memory), sent as a chain of data
 /// descriptors with EOP on the last, which also holds the packet (8254x SDM §3.3.3: a
 /// frame may span several data descriptors); or one from another address space, copied
-/// into buffers of `pool` first (`nic::into_space`). Returns the frame's length and the
+/// into buffers of `pool` first (`nic::into_space`); or one with an offload request
+/// (`Packet::tx_offload`), which takes a context descriptor and extended data descriptors. Returns the frame's length and the
 /// descriptors used; `Ok(None)` (the frame is dropped) when a part is empty, the frame
 /// is longer than [`MAX_FRAME`], or it cannot be copied; the frame back when it needs
 /// more than `room` descriptors, to be sent later.
@@ -219,7 +221,12 @@ fn chain(
             std::iter::once((s.iova(), s.len())).chain(payload)
         })
     };
-    let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    let (parts_n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    // An offload request: a context descriptor first when it asks for checksums, and
+    // extended data descriptors that point at it (8254x SDM §3.3.6, §3.3.7).
+    let req = pkt.tx_offload();
+    let ctx = req.filter(|r| r.wants_checksum()).map(context);
+    let n = parts_n + usize::from(ctx.is_some());
     // Longer than the ring could ever hold (one slot stays empty) would wait forever.
     if total > MAX_FRAME || n > ring.last() || parts().any(|(_, len)| len == 0) {
         return Ok(None);
@@ -228,18 +235,63 @@ fn chain(
         return Err(pkt);
     }
     let mut slot = ring.slot(at);
-    for (i, (iova, len)) in (1usize..).zip(parts()) {
+    let first = match ctx {
+        Some(c) => {
+            ring.write(slot, c.to_desc().to_words());
+            1
+        }
+        None => 0,
+    };
+    for (i, (iova, len)) in (first + 1..).zip(parts()) {
         slot = ring.slot(at.wrapping_add(i as u32 - 1));
         // Each part is at most MAX_FRAME bytes, so its length fits the field.
-        let desc = if i == n {
-            TxDesc::frame(iova, len as u16, false)
-        } else {
-            TxDesc::data(iova, len as u16, false)
+        let desc = match req {
+            Some(r) => TxDesc::extended(iova, len as u16, i == n, popts(&r), r.vlan),
+            None if i == n => TxDesc::frame(iova, len as u16, false),
+            None => TxDesc::data(iova, len as u16, false),
         };
         ring.write(slot, desc.to_words());
     }
     park(bufs, slot, pkt);
     Ok(Some((total, n as u32)))
+}
+
+/// The context descriptor for a checksum request: offsets from the frame's start.
+fn context(r: TxOffload) -> TxContext {
+    let ip = r.l2_len;
+    let l4 = ip.saturating_add(r.l3_len);
+    let mut tucmd = 0;
+    if r.ipv4 {
+        tucmd |= TUCMD_IP;
+    }
+    if r.l4 == Some(L4Csum::Tcp) {
+        tucmd |= TUCMD_TCP;
+    }
+    TxContext {
+        ipcss: ip,
+        // The IPv4 header checksum field is 10 bytes into the header.
+        ipcso: ip.saturating_add(10),
+        ipcse: u16::from(l4).saturating_sub(1),
+        tucss: l4,
+        tucso: r
+            .l4
+            .map_or(0, |k| l4.saturating_add(k.field_offset() as u8)),
+        // To the frame's end.
+        tucse: 0,
+        tucmd,
+    }
+}
+
+/// POPTS for a request: which of the context's checksums to insert.
+fn popts(r: &TxOffload) -> u8 {
+    let mut p = 0;
+    if r.ip_csum {
+        p |= POPTS_IXSM;
+    }
+    if r.l4.is_some() {
+        p |= POPTS_TXSM;
+    }
+    p
 }
 
 /// What queueing a frame off the fast path needs ([`Odd::queue`]), kept out of the fast

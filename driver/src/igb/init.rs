@@ -71,7 +71,7 @@ impl<B: Bar> IgbPort<B> {
         let mut queues = Vec::with_capacity(n as usize);
         for q in 0..n {
             let rx = IgbRxQueue {
-                ring: Some(RxRing::new(dma, &pool, rx_idx).map_err(dma_err)?),
+                ring: Some(RxRing::new(dma, &pool, rx_idx, cfg.vlan_strip).map_err(dma_err)?),
                 tail: bar.doorbell(regs::rdt(q.into())),
                 pool: Arc::clone(&pool),
                 counters: Arc::default(),
@@ -105,6 +105,7 @@ impl<B: Bar> IgbPort<B> {
             pool,
             hw: Counters::of(&regs::STATS),
             promisc: cfg.promisc,
+            vlan_strip: cfg.vlan_strip,
             filter,
             rss: cfg.rss.clone(),
             rx_counters: counters(|p| &p.0.counters),
@@ -115,6 +116,11 @@ impl<B: Bar> IgbPort<B> {
         };
         port.start_tx(&queues)?;
         port.start_rss(n)?;
+        if cfg.vlan_strip {
+            // VLAN mode: tags stripped into the write-back's VLAN field with VP (§7.4).
+            let ctrl = port.bar.read32(regs::CTRL) | regs::CTRL_VME;
+            port.bar.write32(regs::CTRL, ctrl);
+        }
         port.start_rx(&queues)?;
         // Counters of an earlier user of the device are not ours: read (and so clear) them.
         port.hw.read(&port.bar);

@@ -26,6 +26,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) pool: Arc<Mempool>,
     pub(crate) hw: Counters,
     pub(crate) promisc: bool,
+    /// `Config::vlan_strip`: CTRL.VME is set.
+    pub(crate) vlan_strip: bool,
     /// Multicast groups, all-multicast and extra unicast addresses.
     pub(crate) filter: IntelFilter,
     pub(crate) rss: Rss,
@@ -102,6 +104,19 @@ impl<B: Bar> Port for IgbPort<B> {
     /// ICR.LSC, then STATUS when it is set (see `intel::LinkWatch`).
     fn link_event(&mut self) -> Option<Link> {
         self.link.poll(&self.bar)
+    }
+
+    /// Receive verdicts and tags (CTRL.VME) are recorded with `Config::vlan_strip` (the
+    /// one switch for receive results, which the one-buffer path pays for otherwise);
+    /// transmit offloads are not programmed yet (advanced context descriptors):
+    /// `Offloads::request` does them in software.
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads {
+            rx_checksum: self.vlan_strip,
+            rx_vlan_strip: self.vlan_strip,
+            rx_rss_hash: Port::queues(self) > 1,
+            ..crate::Offloads::NONE
+        }
     }
 
     fn queues(&self) -> u16 {
@@ -321,6 +336,10 @@ impl<B: Bar> Nic for Igb<B> {
 
     fn link_event(&mut self) -> Option<Link> {
         self.port.link_event()
+    }
+
+    fn offloads(&self) -> crate::Offloads {
+        Port::offloads(&self.port)
     }
 
     fn mac(&self) -> [u8; 6] {

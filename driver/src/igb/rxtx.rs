@@ -40,6 +40,9 @@ pub(crate) struct RxRing {
     produced: u32,
     /// A descriptor without EOP was seen: the rest of that frame is dropped too.
     discarding: bool,
+    /// Record each frame's tag and checksum verdicts (`Config::vlan_strip`): a few
+    /// instructions a frame that a port without it does not pay.
+    report: bool,
 }
 
 pub(crate) struct TxRing {
@@ -199,6 +202,7 @@ impl RxRing {
         dma: &dyn DmaAllocator,
         pool: &Arc<Mempool>,
         idx: RingIndex,
+        report: bool,
     ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = crate::intel::fill_rx_ring(&ring, pool, idx, rx_ready)?;
@@ -210,6 +214,7 @@ impl RxRing {
             consumed: 0,
             produced: idx.size() - 1,
             discarding: false,
+            report,
         })
     }
 
@@ -421,7 +426,7 @@ impl IgbRxQueue {
         // could alias fields, as far as the compiler knows).
         let (idx, produced, start) = (q.idx, q.produced, q.consumed);
         let (ring, bufs, fresh) = (&q.ring, &mut q.bufs[..], &mut q.fresh[..]);
-        let mut discarding = q.discarding;
+        let (mut discarding, report) = (q.discarding, q.report);
         let (mut at, mut k, mut bytes, mut errors) = (start, 0usize, 0u64, 0u64);
         // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
         // keeps its buffer and counts as an error. Frames stop at `max` delivered or at
@@ -449,7 +454,11 @@ impl IgbRxQueue {
                     };
                     let pkt = &mut bufs[slot];
                     pkt.reset_len(len);
-                    pkt.set_rss(wb.rss_report());
+                    if report {
+                        pkt.set_rss_rx(wb.rss_report(), wb.offload_word());
+                    } else {
+                        pkt.set_rss(wb.rss_report());
+                    }
                     std::mem::swap(new, pkt);
                     bytes += u64::from(len);
                     k += 1;

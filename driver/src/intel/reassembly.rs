@@ -93,6 +93,8 @@ impl Reassembly {
             self.dropping = false;
             return Ending::Dropped;
         };
+        // The last descriptor carries the frame's status (checksums, a stripped tag).
+        head.set_rx_offload(slot.rx_offload());
         std::mem::swap(&mut head, slot);
         slot.append(head);
         self.len = 0;

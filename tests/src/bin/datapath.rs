@@ -38,6 +38,8 @@ fn main() {
             zero_copy: false,
             ceiling: false,
             quiet: false,
+            offload: None,
+            bad_csum: false,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
