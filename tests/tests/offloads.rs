@@ -166,6 +166,33 @@ fn tx_offload_on_a_chain() {
     assert_eq!(offload::verify_checksums(&p), Checksum::Good);
 }
 
+/// TCP segments of every size a jumbo MTU allows, odd and even, one buffer or several,
+/// mixed in one burst: the NIC's checksums are the ones software computes.
+#[test]
+fn tcp_offload_on_chains_of_every_shape() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev, false, 9000);
+    let pool = nic.pool().clone();
+    let sizes = [
+        0, 1, 6, 1460, 1993, 1994, 1995, 2100, 4095, 4096, 8959, 8960,
+    ];
+    let frames: Vec<Vec<u8>> = (0u8..)
+        .zip(sizes)
+        .map(|(i, n)| frame(L4Csum::Tcp, n, i))
+        .collect();
+    let pkts: Vec<Packet> = frames
+        .iter()
+        .map(|f| {
+            let mut p = pool.alloc_copy(&blank(f, L4Csum::Tcp)).unwrap();
+            nic.offloads()
+                .request(&mut p, request(L4Csum::Tcp, None))
+                .unwrap();
+            p
+        })
+        .collect();
+    assert_eq!(send_all(&dev, &mut nic, pkts), frames);
+}
+
 #[test]
 fn vlan_insert_in_hardware_and_in_software_make_the_same_frame() {
     for strip in [true, false] {
