@@ -379,8 +379,24 @@ impl TxRing {
 impl IgbRxQueue {
     /// Receives up to `max` frames into `out`. Refills come from the back of `spare` first
     /// (`Nic::rx_batch_recycle`), then from `cache` (the pool when `None`); spares not
-    /// used go back to `spare`.
+    /// used go back to `spare`. A port that records receive verdicts runs a loop of its
+    /// own, so one that does not pays nothing per frame for them.
     pub(crate) fn rx(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+        cache: Option<&mut PoolCache>,
+    ) -> usize {
+        if self.ring.as_ref().is_some_and(|q| q.report) {
+            self.rx_loop::<true>(out, max, spare, cache)
+        } else {
+            self.rx_loop::<false>(out, max, spare, cache)
+        }
+    }
+
+    #[inline(always)]
+    fn rx_loop<const REPORT: bool>(
         &mut self,
         out: &mut Vec<Packet>,
         max: usize,
@@ -426,7 +442,7 @@ impl IgbRxQueue {
         // could alias fields, as far as the compiler knows).
         let (idx, produced, start) = (q.idx, q.produced, q.consumed);
         let (ring, bufs, fresh) = (&q.ring, &mut q.bufs[..], &mut q.fresh[..]);
-        let (mut discarding, report) = (q.discarding, q.report);
+        let mut discarding = q.discarding;
         let (mut at, mut k, mut bytes, mut errors) = (start, 0usize, 0u64, 0u64);
         // Each descriptor looked at is re-armed, so a bad one never stops the ring: it
         // keeps its buffer and counts as an error. Frames stop at `max` delivered or at
@@ -454,7 +470,7 @@ impl IgbRxQueue {
                     };
                     let pkt = &mut bufs[slot];
                     pkt.reset_len(len);
-                    if report {
+                    if REPORT {
                         pkt.set_rss_rx(wb.rss_report(), wb.offload_word());
                     } else {
                         pkt.set_rss(wb.rss_report());
