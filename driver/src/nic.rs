@@ -344,6 +344,15 @@ pub(crate) fn chains_that_fit(pkts: &[Packet], mut free: usize, head: usize) -> 
     n
 }
 
+/// The parts a transmit descriptor chain covers, in the frame's order: each buffer of the
+/// chain, then its attached payload, as (IOVA, length).
+pub(crate) fn tx_parts(pkt: &Packet) -> impl Iterator<Item = (u64, usize)> + '_ {
+    pkt.segments().flat_map(|s| {
+        let payload = s.payload().map(|p| (p.iova(), p.len()));
+        std::iter::once((s.iova(), s.len())).chain(payload)
+    })
+}
+
 /// Descriptors a frame takes, one per part: each buffer of the chain and each attached
 /// payload, and one more for an offload request (the Intel NICs' context descriptor).
 #[inline(always)]

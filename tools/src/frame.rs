@@ -208,8 +208,7 @@ impl FrameGen {
     /// for flow `flow` into `out[..size]`; returns the size. `out` must hold that many.
     #[inline]
     pub fn write(&mut self, out: &mut [u8], size: usize, flow: u16, seq: u64, tx_ns: u64) -> usize {
-        let size = size.clamp(MIN_FRAME, self.base.len());
-        self.write_prefix(out, size, size, flow, seq, tx_ns)
+        self.write_first(out, size, size, flow, seq, tx_ns)
     }
 
     /// Writes only the first [`MIN_FRAME`] bytes (headers and stamp) of frame `seq` of
@@ -224,8 +223,7 @@ impl FrameGen {
         seq: u64,
         tx_ns: u64,
     ) -> usize {
-        let size = size.clamp(MIN_FRAME, self.base.len());
-        self.write_prefix(out, MIN_FRAME, size, flow, seq, tx_ns)
+        self.write_first(out, MIN_FRAME, size, flow, seq, tx_ns)
     }
 
     /// Writes the first `prefix` bytes of frame `seq` of `size` bytes (at most `size`),

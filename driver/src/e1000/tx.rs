@@ -215,12 +215,7 @@ fn chain(
     let Some(pkt) = crate::nic::into_space(pkt, pool) else {
         return Ok(None);
     };
-    let parts = || {
-        pkt.segments().flat_map(|s| {
-            let payload = s.payload().map(|p| (p.iova(), p.len()));
-            std::iter::once((s.iova(), s.len())).chain(payload)
-        })
-    };
+    let parts = || crate::nic::tx_parts(&pkt);
     let (parts_n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
     // An offload request: a context descriptor first when it asks for checksums, and
     // extended data descriptors that point at it (8254x SDM §3.3.6, §3.3.7).

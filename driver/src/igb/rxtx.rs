@@ -351,12 +351,7 @@ impl TxRing {
             self.bufs[self.idx.slot(at)] = Some(pkt);
             return Some((len, 1));
         }
-        let parts = || {
-            pkt.segments().flat_map(|s| {
-                let payload = s.payload().map(|p| (p.iova(), p.len()));
-                std::iter::once((s.iova(), s.len())).chain(payload)
-            })
-        };
+        let parts = || crate::nic::tx_parts(&pkt);
         let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
         let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
         if total > MAX_FRAME || n > given || parts().any(|p| bad(&p)) {
