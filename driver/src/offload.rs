@@ -62,7 +62,7 @@ pub enum OffloadError {
 }
 
 impl Offloads {
-    /// A port that offloads nothing (what virtio-net reports for now).
+    /// A port that offloads nothing (a virtio-net device that offered no checksum offload).
     pub const NONE: Self = Self {
         tx_ipv4_csum: false,
         tx_tcp_csum: false,
@@ -220,6 +220,25 @@ pub fn verify_checksums(pkt: &Packet) -> Checksum {
     } else {
         Checksum::Bad
     }
+}
+
+/// Completes a partial transport checksum as a NIC does for a frame that asks it (a
+/// virtio-net NEEDS_CSUM frame, Linux's CHECKSUM_PARTIAL): the frame's bytes from `start`
+/// to its end (over every buffer of a chain), whose 16-bit field at `field` holds the
+/// pseudo-header sum, are summed and the complement stored in that field (a computed zero
+/// as all ones, as Linux does). False, with nothing written, when `start` is past the
+/// frame or the field does not lie in the first buffer.
+pub(crate) fn complete_partial(pkt: &mut Packet, start: usize, field: usize) -> bool {
+    let total = pkt.total_len();
+    if start > total || field < start || field.saturating_add(2) > pkt.len() {
+        return false;
+    }
+    let c = match !fold(sum_frame(pkt, start, total - start, 0)) {
+        0 => 0xffff,
+        c => c,
+    };
+    pkt.data_mut()[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 /// The request's headers lie in the first buffer, and are what it says.

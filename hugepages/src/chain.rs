@@ -114,10 +114,14 @@ impl Packet {
     }
 
     /// A copy of the whole frame in buffers of `pool` (a chain of [`DATA_ROOM`]-byte
-    /// buffers when it is longer than one), payload bytes included: for a device that
+    /// buffers when it is longer than one), payload bytes included, and its transmit
+    /// offload request ([`tx_offload`](Self::tx_offload)) with it: for a device that
     /// cannot reach this frame's memory. `None` when the pool has too few free.
     pub fn copy_into(&self, pool: &Arc<Mempool>) -> Option<Packet> {
         let mut head = pool.alloc()?;
+        if let Some(req) = self.tx_offload() {
+            head.set_tx_offload(req);
+        }
         let mut last = &mut head;
         let mut room = DATA_ROOM;
         for mut part in self.segments().flat_map(Packet::parts) {
@@ -235,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_into_another_pool_packs_the_parts_into_full_buffers() {
+    fn a_copy_into_another_pool_packs_the_parts_into_full_buffers_and_keeps_the_request() {
         let (a, b) = (FakeDma::new(), FakeDma::new());
         let (from, to) = (Mempool::new(&a, 16).unwrap(), Mempool::new(&b, 16).unwrap());
         let region = Arc::new(UserRegion::with_data(&[9; 3000], a.mapper()).unwrap());
@@ -247,8 +251,18 @@ mod tests {
             if payload > 0 {
                 head.attach(Segment::new(&region, 0, payload).unwrap());
             }
+            let req = crate::TxOffload {
+                l4: Some(crate::L4Csum::Tcp),
+                ..crate::TxOffload::ipv4(14, parts.len() as u8 * 20)
+            };
+            head.set_tx_offload(req);
             let copy = head.copy_into(&to).unwrap();
             assert!(copy.is_from(&to));
+            assert_eq!(
+                copy.tx_offload(),
+                Some(req),
+                "the request goes with the copy"
+            );
             assert_eq!(copy.to_vec(), head.to_vec());
             let lens: Vec<usize> = copy.segments().map(|s| s.len()).collect();
             let total = head.total_len();

@@ -14,9 +14,11 @@
 //! would: a reset quiesces the datapath before the write returns, and every notification is
 //! counted (none missed, none merged). Only the datapath runs on the device thread.
 
+mod csum;
 mod layout;
 mod mergeable;
 
+pub use csum::{DATA_VALID, NEEDS_CSUM};
 pub use layout::{LegacyView, LEGACY_HDR_LEN};
 
 use crate::fake_filter::{self, VirtioRxFilter};
@@ -157,6 +159,10 @@ pub struct Behaviour {
     pub mrg_rxbuf: bool,
     /// Offer VIRTIO_NET_F_MTU (bit 3) with this `mtu` in the configuration.
     pub mtu: Option<u16>,
+    /// Offer the checksum offloads (VIRTIO_NET_F_CSUM, GUEST_CSUM): with CSUM negotiated
+    /// a transmitted NEEDS_CSUM frame has its checksum completed before it is recorded
+    /// (`fake_virtio/csum.rs`).
+    pub csum: bool,
 }
 
 impl Default for Behaviour {
@@ -176,6 +182,7 @@ impl Default for Behaviour {
             only_when_notified: false,
             mrg_rxbuf: false,
             mtu: None,
+            csum: false,
         }
     }
 }
@@ -207,6 +214,9 @@ impl Behaviour {
         }
         if self.mtu.is_some() {
             f |= feature::MTU;
+        }
+        if self.csum {
+            f |= feature::CSUM | feature::GUEST_CSUM;
         }
         if self.legacy {
             f &= !(feature::VERSION_1 | feature::ACCESS_PLATFORM);
@@ -247,6 +257,9 @@ pub enum Inject {
     Partial(Vec<u8>, usize),
     /// Publish the used entries a [`Inject::Partial`] held back.
     Rest,
+    /// Receive this frame with this header `flags` ([`NEEDS_CSUM`], [`DATA_VALID`]) and
+    /// `csum_start` and `csum_offset`.
+    Csum(Vec<u8>, u8, u16, u16),
 }
 
 /// A control command the device answered (virtio 1.1 §5.1.6.5).
@@ -271,8 +284,11 @@ pub struct Counts {
     pub bad_accesses: u64,
     /// DMA accesses the fake IOMMU refused.
     pub faults: u64,
-    /// Transmitted chains whose first 12 bytes were not an all-zero header.
+    /// Transmitted chains whose header was neither all zero nor a NEEDS_CSUM request the
+    /// device can carry out (CSUM negotiated, offsets within the frame).
     pub bad_headers: u64,
+    /// Transmitted frames whose checksum the device completed (NEEDS_CSUM).
+    pub csum_completed: u64,
     /// Chains a legacy device without ANY_LAYOUT could not frame: a header sharing its
     /// descriptor with frame bytes, transmit or receive.
     pub misframed: u64,
@@ -329,6 +345,7 @@ struct Counters {
     bad_accesses: AtomicU64,
     faults: AtomicU64,
     bad_headers: AtomicU64,
+    csum_completed: AtomicU64,
     misframed: AtomicU64,
     resets: AtomicU64,
     sent: AtomicU64,
@@ -541,6 +558,7 @@ impl FakeVirtio {
             bad_accesses: get(&c.bad_accesses),
             faults: get(&c.faults),
             bad_headers: get(&c.bad_headers),
+            csum_completed: get(&c.csum_completed),
             misframed: get(&c.misframed),
             resets: get(&c.resets),
             sent: get(&c.sent),
@@ -947,6 +965,7 @@ impl Core {
             faults: &counts.faults,
         };
         let q = 2 * pair + TX;
+        let csum = self.accepted() & feature::CSUM != 0;
         let Some(ring) = self.rings[q].as_mut() else {
             return false;
         };
@@ -972,8 +991,11 @@ impl Core {
                 let frame = bytes.split_off(hdr.min(bytes.len()));
                 (bytes, frame)
             };
-            if head.len() < hdr || head[..hdr].iter().any(|&b| b != 0) {
-                bump(&counts.bad_headers, 1);
+            let mut frame = frame;
+            match head.get(..hdr).map(|h| csum::transmit(h, &mut frame, csum)) {
+                Some(Ok(false)) => {}
+                Some(Ok(true)) => bump(&counts.csum_completed, 1),
+                Some(Err(())) | None => bump(&counts.bad_headers, 1),
             }
             frames.push(frame);
             let len = if self.bad_tx_len > 0 {
@@ -1109,6 +1131,11 @@ impl Core {
                 Inject::NumBuffers(f, _) | Inject::Partial(f, _) => {
                     let a = next();
                     done.push(a.used(a.id.into(), put(&m, &a, &vec![0; hdr], &f)));
+                }
+                Inject::Csum(f, flags, start, offset) => {
+                    let a = next();
+                    let h = csum::header(hdr, flags, start, offset);
+                    done.push(a.used(a.id.into(), put(&m, &a, &h, &f)));
                 }
                 Inject::Rest => {}
                 Inject::IndexJump => {

@@ -12,12 +12,14 @@
 //! - `tx.rs`: the transmit queue
 //! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
 //! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
+//! - `offload.rs`: the transport checksums, both ways, in the header
 
 mod ctrl;
 mod filter;
 mod mergeable;
 mod net;
 mod nic;
+mod offload;
 mod port;
 mod queue;
 mod rxtx;

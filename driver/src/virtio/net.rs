@@ -39,6 +39,12 @@ pub(crate) fn check_mtu(
 
 /// Feature bits (virtio 1.1 §5.1.3 and §6; 1.2 for RSS and the hash report).
 pub mod feature {
+    /// VIRTIO_NET_F_CSUM — the device completes a transmitted frame's partial transport
+    /// checksum (`flags` NEEDS_CSUM, virtio 1.1 §5.1.6.2).
+    pub const CSUM: u64 = 1 << 0;
+    /// VIRTIO_NET_F_GUEST_CSUM — received frames may come with a partial checksum
+    /// (NEEDS_CSUM) or one the device checked (DATA_VALID) (virtio 1.1 §5.1.6.4).
+    pub const GUEST_CSUM: u64 = 1 << 1;
     /// VIRTIO_NET_F_MTU — the configuration's `mtu` field is the largest MTU the device
     /// takes (virtio 1.1 §5.1.3, §5.1.4).
     pub const MTU: u64 = 1 << 3;
@@ -76,11 +82,15 @@ pub mod feature {
 
 /// Features zcnic asks for; none is required except VERSION_1 on a modern device (QEMU
 /// withholds the checksum and offload bits on hub and socket wires, so zcnic needs none).
+/// The checksum offloads both ways when offered (`offload.rs`), not the segmentation
+/// ones (TSO/GSO: frames longer than the MTU).
 /// The control queue and receive filters always; several queue pairs, RSS and the hash
 /// report only for a port of several queues (`queues > 1`): the hash report makes every
 /// header 8 bytes longer.
 pub fn wanted_features(packed: bool, queues: u16) -> u64 {
     let mut f = feature::VERSION_1
+        | feature::CSUM
+        | feature::GUEST_CSUM
         | feature::ACCESS_PLATFORM
         | feature::MAC
         | feature::MTU

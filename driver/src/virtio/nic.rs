@@ -127,6 +127,10 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
         self.port.mtu
     }
 
+    fn offloads(&self) -> crate::Offloads {
+        Port::offloads(&self.port)
+    }
+
     fn mac(&self) -> [u8; 6] {
         self.port.mac
     }

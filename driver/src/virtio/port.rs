@@ -250,6 +250,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                     hash_report: has(feature::HASH_REPORT),
                     merge: has(feature::MRG_RXBUF),
                     max_frame: cfg.max_frame(),
+                    offloads: super::offload::offloads(features),
                     pool: Arc::clone(&pool),
                     teardown: Arc::clone(&teardown),
                 })
@@ -396,6 +397,15 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// The transport checksums both ways where the device offered them (QEMU does with a
+    /// tap backend); no IPv4 header checksum or VLAN insertion: virtio-net has neither.
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads {
+            rx_rss_hash: self.features & feature::HASH_REPORT != 0,
+            ..super::offload::offloads(self.features)
+        }
     }
 
     fn rss(&self) -> Rss {

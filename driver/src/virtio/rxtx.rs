@@ -8,8 +8,9 @@
 //! descriptor of its own (virtio 1.1 §2.6.4.3): then the header stays in the headroom but
 //! gets its own descriptor, and every buffer takes one descriptor more (the ring holds
 //! half as many). Receive buffers are refilled in a batch after each burst; with
-//! VIRTIO_NET_F_MRG_RXBUF a frame may span several (`mergeable.rs`). The device is
-//! notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
+//! VIRTIO_NET_F_MRG_RXBUF a frame may span several (`mergeable.rs`); with
+//! VIRTIO_NET_F_GUEST_CSUM each header's checksum verdict is read (`offload.rs`). The
+//! device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
 
 use super::mergeable::Merge;
 use super::queue::QueueKind;
@@ -49,6 +50,8 @@ struct RxState<Q> {
     hash_report: bool,
     /// Frames may span several buffers (VIRTIO_NET_F_MRG_RXBUF; `mergeable.rs`).
     merge: Option<Merge>,
+    /// The header carries a checksum verdict (VIRTIO_NET_F_GUEST_CSUM; `offload.rs`).
+    guest_csum: bool,
     kick: Notifier,
 }
 
@@ -66,6 +69,8 @@ pub(crate) struct PairParts<Q> {
     /// VIRTIO_NET_F_MRG_RXBUF was negotiated.
     pub merge: bool,
     pub max_frame: usize,
+    /// The checksum offloads negotiated (`offload.rs`).
+    pub offloads: crate::Offloads,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
 }
@@ -88,6 +93,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             hdr_apart: p.hdr_apart,
             hash_report: p.hash_report,
             merge,
+            guest_csum: p.offloads.rx_checksum,
             kick: p.rx_kick,
         }),
         pool: Arc::clone(&p.pool),
@@ -105,6 +111,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             hdr_len: p.hdr_len,
             hdr_apart: p.hdr_apart,
             max_frame: p.max_frame,
+            caps: p.offloads,
             kick: p.tx_kick,
         }),
         space: p.pool.space(),
@@ -249,6 +256,10 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
                     let hash = hash_of(&mut frame, st.hdr_len);
                     frame.set_rss(hash);
                 }
+                if st.guest_csum && !super::offload::rx_verdict(&mut frame, st.hdr_len) {
+                    errors += 1;
+                    continue;
+                }
                 bytes += frame.total_len() as u64;
                 out.push(frame);
                 delivered += 1;
@@ -262,6 +273,10 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
             if st.hash_report {
                 let hash = hash_of(&mut pkt, st.hdr_len);
                 pkt.set_rss(hash);
+            }
+            if st.guest_csum && !super::offload::rx_verdict(&mut pkt, st.hdr_len) {
+                errors += 1;
+                continue;
             }
             bytes += len as u64;
             out.push(pkt);

@@ -39,6 +39,8 @@ pub(super) struct TxState<Q> {
     pub(super) hdr_apart: bool,
     /// The longest frame sent (`Config::max_frame`).
     pub(super) max_frame: usize,
+    /// What the device does of a frame's offload request (`offload.rs`).
+    pub(super) caps: crate::Offloads,
     pub(super) kick: Notifier,
 }
 
@@ -101,6 +103,7 @@ impl<Q: QueueKind> TxState<Q> {
             hdr_len: self.hdr_len,
             apart: self.hdr_apart,
             max_frame: self.max_frame,
+            caps: self.caps,
             space,
             pool,
         }
@@ -133,7 +136,8 @@ impl<Q: QueueKind> TxState<Q> {
     ) -> (u64, u64, u64) {
         let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         for pkt in frames {
-            // A frame of several parts (a chain, an attached payload) takes its own path.
+            // A frame of several parts (a chain, an attached payload) or with an offload
+            // request takes its own path.
             if !pkt.is_single() {
                 match self.sender(space, pool).add(&mut self.vq, pkt) {
                     Some((id, pkt, total)) => {

@@ -8,10 +8,14 @@
 //! has more parts than one chain here takes ([`MAX_PARTS`]); then it is copied into full
 //! buffers of the port's pool first.
 //!
-//! The one-buffer frame never comes here: `rxtx.rs` tests `Packet::is_single` once and
-//! sends it as it always did.
+//! A frame with an offload request comes here too, one buffer or several: its header
+//! asks the device for the transport checksum (`offload.rs`).
+//!
+//! The one-buffer frame without one never comes here: `tx.rs` tests `Packet::is_single`
+//! once and sends it as it always did.
 
 use super::queue::QueueKind;
+use crate::Offloads;
 use std::sync::Arc;
 use zcnic_descriptors::virtio::Buf;
 use zcnic_hugepages::{AddressSpace, Mempool, Packet};
@@ -27,6 +31,8 @@ pub(super) struct Sender<'a> {
     pub apart: bool,
     /// The longest frame the port sends (`Config::max_frame`).
     pub max_frame: usize,
+    /// What the device does of an offload request (the rest is done in software).
+    pub caps: Offloads,
     pub space: &'a AddressSpace,
     pub pool: &'a Arc<Mempool>,
 }
@@ -35,8 +41,9 @@ impl Sender<'_> {
     /// Adds `pkt` to `vq` as one chain: returns its id, the packet to keep until the device
     /// is done with it (the frame as given, or its copy), and the frame's length. `None`
     /// when the frame is refused (its first buffer empty, as the one-buffer path refuses
-    /// one; longer than the port's MTU allows; not copyable into the pool; no room in the
-    /// ring); it is dropped, never cut.
+    /// one; longer than the port's MTU allows; not copyable into the pool; an offload
+    /// request whose headers do not hold up; no room in the ring); it is dropped, never
+    /// cut.
     #[cold]
     #[inline(never)]
     pub(super) fn add<Q: QueueKind>(
@@ -49,10 +56,17 @@ impl Sender<'_> {
             return None;
         }
         let mut pkt = self.reachable(pkt)?;
-        if pkt.prepend(self.hdr_len).is_err() {
+        let csum = super::offload::prepare_tx(&mut pkt, self.caps).ok()?;
+        // A tag inserted in software makes the frame 4 bytes longer.
+        let total = pkt.total_len();
+        if total > self.max_frame || pkt.prepend(self.hdr_len).is_err() {
             return None;
         }
-        pkt.data_mut()[..self.hdr_len].fill(0);
+        let hdr = &mut pkt.data_mut()[..self.hdr_len];
+        hdr.fill(0);
+        if let Some(at) = csum {
+            super::offload::write_tx_header(hdr, at);
+        }
         let mut descs = [Buf {
             addr: 0,
             len: 0,

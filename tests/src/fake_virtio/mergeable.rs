@@ -47,6 +47,10 @@ fn parts(what: &Inject, hdr_len: usize) -> Option<Parts<'_>> {
         }
         Inject::NumBuffers(f, n) => Some((hdr, f, Some(*n), None)),
         Inject::Partial(f, k) => Some((hdr, f, None, Some(*k))),
+        Inject::Csum(f, flags, start, offset) => {
+            let hdr = super::csum::header(hdr_len, *flags, *start, *offset);
+            Some((hdr, f, None, None))
+        }
         _ => None,
     }
 }
