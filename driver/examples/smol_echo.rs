@@ -112,9 +112,10 @@ fn main() -> ExitCode {
         }
     }
     let dropped = dev.tx_dropped();
+    let (good, bad, unknown) = dev.rx_checksums();
     let s = dev.nic().stats();
     println!(
-        "smol_echo: echoed {udp_echoed} UDP datagrams and {tcp_bytes} TCP bytes; port rx {} tx {} frames, rx errors {}, tx dropped {dropped}",
+        "smol_echo: echoed {udp_echoed} UDP datagrams and {tcp_bytes} TCP bytes; port rx {} tx {} frames, rx errors {}, tx dropped {dropped}; nic checksums good {good} bad {bad} unknown {unknown}",
         s.rx_packets, s.tx_packets, s.rx_errors
     );
     ExitCode::SUCCESS

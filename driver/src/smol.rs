@@ -43,6 +43,8 @@ pub struct SmolDevice {
     /// Where a received frame longer than one buffer is gathered for smoltcp: the port's
     /// longest frame, allocated once.
     gather: Vec<u8>,
+    /// The NIC's checksum verdicts on received frames: good, bad, unknown.
+    verdicts: [u64; 3],
 }
 
 /// The port and what transmit needs, apart from the receive side, so a receive token and
@@ -78,6 +80,7 @@ impl SmolDevice {
             },
             rx: Vec::with_capacity(BURST),
             gather: Vec::with_capacity(longest),
+            verdicts: [0; 3],
         }
     }
 
@@ -89,6 +92,13 @@ impl SmolDevice {
     /// Frames smoltcp produced that could not be sent (pool empty or ring full).
     pub fn tx_dropped(&self) -> u64 {
         self.port.tx_dropped
+    }
+
+    /// How many received frames the NIC found good, bad, and did not check
+    /// ([`Packet::rx_checksum`]); smoltcp checks every one again itself.
+    pub fn rx_checksums(&self) -> (u64, u64, u64) {
+        let [good, bad, unknown] = self.verdicts;
+        (good, bad, unknown)
     }
 
     /// Subscribes the port to the Ethernet group of the IP multicast group `group`
@@ -240,6 +250,7 @@ impl phy::Device for SmolDevice {
             self.rx.reverse();
         }
         let pkt = self.rx.pop()?;
+        self.verdicts[pkt.rx_checksum() as usize] += 1;
         let rx = RxToken {
             pkt,
             gather: &mut self.gather,

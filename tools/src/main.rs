@@ -157,12 +157,14 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         pktgen::Sizes::Imix => "IMIX frames".into(),
     };
     let head = format!(
-        "pktgen {addr}: {} {}, link {}, {size_text}{}{}",
+        "pktgen {addr}: {} {}, link {}, {size_text}{}{}{}",
         tx.driver(),
         zcnic::format_mac(tx.mac()),
         tx.link(),
         rate.map_or(String::new(), |r| format!(" at {r:.0} pps")),
         rx_addr.map_or(String::new(), |r| format!(", receiving on {r}")),
+        args.offload
+            .map_or(String::new(), |r| frame::offload_split(&r, tx.offloads())),
     );
     if c.json {
         eprintln!("{head}");
