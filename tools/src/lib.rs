@@ -14,6 +14,7 @@ pub mod link;
 pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
+pub mod replay;
 pub mod seq;
 pub mod units;
 

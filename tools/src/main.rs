@@ -394,6 +394,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
         Cmd::Pktgen(c) => pktgen_cmd(c),
+        Cmd::Replay(c) => zcnic_tools::replay::cmd(c),
         Cmd::Fwd {
             ports,
             mode,
