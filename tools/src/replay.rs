@@ -238,12 +238,20 @@ pub struct Args {
 }
 
 /// When each frame is due, ns after the start, frame after frame.
+///
+/// The capture's timing is kept as gaps: each frame is due its gap (scaled) after the
+/// frame before it actually went, so a sender held up for a moment (a busy host, a
+/// preempted vCPU) delays the frames after it instead of sending them back to back to
+/// catch up, and every gap but the one held up is the capture's. The fixed rates are
+/// kept in absolute time, so the rate over a run is the one asked.
 #[derive(Debug)]
 pub struct Schedule {
     timing: Timing,
     pass_ns: u64,
     sent: u64,
     wire_bytes: u64,
+    /// The previous frame's time in the capture (passes laid end to end), ns.
+    last_ts: u64,
 }
 
 impl Schedule {
@@ -253,17 +261,25 @@ impl Schedule {
             pass_ns: cap.pass_ns(),
             sent: 0,
             wire_bytes: 0,
+            last_ts: 0,
         }
     }
 
-    /// When `frame` of pass `pass` is due; call in sending order.
-    pub fn due(&mut self, pass: u64, frame: &Frame) -> u64 {
+    /// When `frame` of pass `pass` is due, given when the frame before it went
+    /// (`prev_ns`; anything for the first); call in sending order.
+    pub fn due(&mut self, pass: u64, frame: &Frame, prev_ns: u64) -> u64 {
         let due = match self.timing {
             Timing::Original { speed } => {
                 let t = pass
                     .saturating_mul(self.pass_ns)
                     .saturating_add(frame.ts_ns);
-                (t as f64 / speed) as u64
+                let gap = t.saturating_sub(self.last_ts);
+                self.last_ts = t;
+                if self.sent == 0 {
+                    0
+                } else {
+                    prev_ns + (gap as f64 / speed) as u64
+                }
             }
             Timing::Pps(r) => (self.sent as f64 * 1e9 / r) as u64,
             Timing::Bits(r) => (self.wire_bytes as f64 * 8e9 / r) as u64,
@@ -311,7 +327,7 @@ pub fn run(
     let mut clock = LoopClock::new();
     let mut pending: Vec<Packet> = Vec::with_capacity(BURST);
     let (mut pass, mut i) = (0u64, 0usize);
-    let mut next_due = cap.frames.first().map(|f| sched.due(0, f));
+    let mut next_due = cap.frames.first().map(|f| sched.due(0, f, 0));
     let mut s = Summary::default();
     let (mut last_print, mut last_sent) = (0u64, 0u64);
     while !stopped() && (next_due.is_some() || !pending.is_empty()) {
@@ -328,7 +344,8 @@ pub fn run(
                 (i, pass) = (0, pass + 1);
             }
             let more = args.loops == 0 || pass < args.loops;
-            next_due = more.then(|| sched.due(pass, &cap.frames[i]));
+            // This frame goes now: the next one's gap counts from here.
+            next_due = more.then(|| sched.due(pass, &cap.frames[i], now));
         }
         if !pending.is_empty() {
             let before: u64 = pending.iter().map(|p| p.total_len() as u64).sum();
@@ -530,21 +547,32 @@ mod tests {
         }
         // One pass: 3 ms of capture plus its mean gap, 1.5 ms.
         assert_eq!(cap.pass_ns(), 4_500_000);
+        // Each frame sent when due: the capture's times, halved.
         let mut s = Schedule::new(Timing::Original { speed: 2.0 }, &cap);
+        let mut prev = 0;
         let due: Vec<u64> = (0..2)
             .flat_map(|p| cap.frames.clone().into_iter().map(move |f| (p, f)))
-            .map(|(p, f)| s.due(p, &f))
+            .map(|(p, f)| {
+                prev = s.due(p, &f, prev);
+                prev
+            })
             .collect();
         assert_eq!(
             due,
             [0, 500_000, 1_500_000, 2_250_000, 2_750_000, 3_750_000]
         );
+        // A frame held up 7 ms: the next keeps its gap after it, not its place in time.
+        let mut s = Schedule::new(Timing::Original { speed: 1.0 }, &cap);
+        assert_eq!(s.due(0, &cap.frames[0], 0), 0);
+        assert_eq!(s.due(0, &cap.frames[1], 7_000_000), 8_000_000);
+        assert_eq!(s.due(0, &cap.frames[2], 8_000_000), 10_000_000);
+        // Fixed rates keep absolute time whenever frames went.
         let mut s = Schedule::new(Timing::Pps(1000.0), &cap);
-        let due: Vec<u64> = cap.frames.iter().map(|f| s.due(0, f)).collect();
+        let due: Vec<u64> = cap.frames.iter().map(|f| s.due(0, f, 9_999_999)).collect();
         assert_eq!(due, [0, 1_000_000, 2_000_000]);
         // 1 Mbit/s: (100 + 24) bytes take 992 µs.
         let mut s = Schedule::new(Timing::Bits(1e6), &cap);
-        let due: Vec<u64> = cap.frames.iter().map(|f| s.due(0, f)).collect();
+        let due: Vec<u64> = cap.frames.iter().map(|f| s.due(0, f, 0)).collect();
         assert_eq!(due, [0, 992_000, 1_984_000]);
     }
 
