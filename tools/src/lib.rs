@@ -14,8 +14,10 @@ pub mod link;
 pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
+pub mod ranges;
 pub mod replay;
 pub mod seq;
+pub mod template;
 pub mod units;
 
 /// An error a subcommand reports: one line that says what to do. The command exits 2.
