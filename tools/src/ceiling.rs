@@ -142,6 +142,7 @@ mod tests {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
         }
     }
 

@@ -112,12 +112,23 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/dev/hugepages")]
         mount: Option<PathBuf>,
     },
-    /// Send numbered UDP frames, optionally receive them back; live rates and a summary.
+    /// Send numbered frames (UDP, TCP or ICMP over IPv4 or IPv6), optionally receive them
+    /// back; live rates and a summary.
     ///
     /// Each payload carries a sequence number (from 0), a timestamp and a stream id. With
     /// --rx, frames arriving on that port (or on the sending port with --rx same) are
     /// counted: lost, duplicated, reordered, and their latency.
-    Pktgen(PktgenCmd),
+    ///
+    /// Examples:
+    ///   zcnic pktgen 0000:00:02.0 --duration 10                 # 60-byte UDP flat out
+    ///   zcnic pktgen 0000:00:02.0 --count 1000000 --rate 100k --rx 0000:00:03.0   # loss, latency
+    ///   zcnic pktgen 0000:00:02.0 --size 64-1514 --flows 16     # sizes cycled, 16 flows
+    ///   zcnic pktgen 0000:00:02.0 --proto tcp --tcp-flags SYN --ipv6 --count 1000
+    ///   zcnic pktgen 0000:00:02.0 --proto icmp --vlan 100 --csum-offload
+    ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.3.255 --src-port 1000-2000:10
+    ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.0.9 --order random --seed 7
+    #[command(verbatim_doc_comment)]
+    Pktgen(Box<PktgenCmd>),
     /// Send a capture's frames (pcap or pcapng, Ethernet) byte for byte: with their
     /// original timing, faster or slower (--speed), or at a fixed rate (--rate), once or
     /// over and over (--loop).
@@ -244,18 +255,52 @@ pub struct PktgenCmd {
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Flows: source IP and UDP port step through this many values.
+    /// Flows: source IP and UDP port step through this many values together (frame k is
+    /// flow k % N: 10.0.0.1 + k, port 9000 + k).
     #[arg(long, default_value_t = 1)]
     pub flows: u16,
-    /// Destination MAC.
-    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+    /// Transport: udp, tcp (flags from --tcp-flags, default ACK) or icmp (echo requests,
+    /// identifier 23107). Every shape carries pktgen's numbered payload, so --rx counts it.
+    #[arg(long, default_value = "udp")]
+    pub proto: String,
+    /// TCP flags, comma-separated: SYN,ACK,FIN,RST,PSH,URG,ECE,CWR (e.g. SYN or PSH,ACK).
+    #[arg(long, value_name = "LIST")]
+    pub tcp_flags: Option<String>,
+    /// IPv6 instead of IPv4 (addresses fd00::1 -> fd00::2 unless given).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Source MAC, or a range FIRST-LAST[/STEP] (default: the port's own).
+    #[arg(long, value_name = "MAC[-MAC]")]
+    pub src_mac: Option<String>,
+    /// Destination MAC, or a range FIRST-LAST[/STEP].
+    #[arg(long, value_name = "MAC[-MAC]", default_value = "ff:ff:ff:ff:ff:ff")]
     pub dst_mac: String,
-    /// Source IPv4 address (of flow 0).
-    #[arg(long, default_value = "10.0.0.1")]
-    pub src_ip: std::net::Ipv4Addr,
-    /// Destination IPv4 address.
-    #[arg(long, default_value = "10.0.0.2")]
-    pub dst_ip: std::net::Ipv4Addr,
+    /// Source IP, or a range FIRST-LAST[:STEP] (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
+    /// [default: 10.0.0.1, or fd00::1 with --ipv6].
+    #[arg(long, value_name = "IP[-IP]")]
+    pub src_ip: Option<String>,
+    /// Destination IP, or a range, e.g. 10.0.0.1-10.0.3.255 or fd00::1-fd00::ff/2
+    /// [default: 10.0.0.2, or fd00::2 with --ipv6].
+    #[arg(long, value_name = "IP[-IP]")]
+    pub dst_ip: Option<String>,
+    /// UDP/TCP source port, or a range FIRST-LAST[:STEP], e.g. 1000-2000:10 [default: 9000].
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub src_port: Option<String>,
+    /// UDP/TCP destination port or range [default: 23107, which --rx and dump count as
+    /// pktgen's: frames to another port are sent but not counted on receive].
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub dst_port: Option<String>,
+    /// How ranges combine: seq walks every combination like an odometer (the last of
+    /// src-mac, dst-mac, src-ip, dst-ip, src-port, dst-port given varies fastest); random
+    /// sends each round of combinations in a fresh pseudo-random order (--seed).
+    ///
+    /// Example: --dst-ip 10.0.0.1-10.0.0.3 --src-port 1000-1001 sends (10.0.0.1, 1000),
+    /// (10.0.0.1, 1001), (10.0.0.2, 1000), ... and starts over after six frames.
+    #[arg(long, value_name = "seq|random", default_value = "seq")]
+    pub order: String,
+    /// Seed of --order random: the same seed, the same order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Stream id written into every payload.
     #[arg(long, default_value_t = 0)]
     pub stream: u16,

@@ -105,19 +105,23 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         Some("same") => Some(addr),
         Some(p) => Some(parse_pci(p)?),
     };
+    let mut flow = frame::Flow {
+        stream: c.stream,
+        ..frame::Flow::default()
+    };
+    let template = zcnic_tools::template::from_cli(&c, &mut flow)?;
+    if template.is_some() && (c.zero_copy || c.ceiling) {
+        return Err(msg(
+            "--zero-copy and --ceiling send the default UDP frames: drop --proto, --ipv6 and the ranges",
+        ));
+    }
     let args = pktgen::Args {
         sizes,
         count: c.count,
         duration: seconds("duration", c.duration)?,
         batch: c.batch,
         rate,
-        flow: frame::Flow {
-            dst_mac: units::parse_mac(&c.dst_mac).map_err(|e| msg(format!("--dst-mac: {e}")))?,
-            src_ip: c.src_ip.octets(),
-            dst_ip: c.dst_ip.octets(),
-            stream: c.stream,
-            ..frame::Flow::default()
-        },
+        flow,
         flows: c.flows,
         rx_wait: match c.rx_wait {
             // 0 is fine here: do not wait for stragglers.
@@ -127,13 +131,16 @@ fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         zero_copy: c.zero_copy,
         ceiling: c.ceiling,
         quiet: false,
-        offload: (c.csum_offload || c.vlan.is_some()).then_some(zcnic::TxOffload {
-            ip_csum: c.csum_offload,
-            l4: c.csum_offload.then_some(zcnic::L4Csum::Udp),
-            vlan: c.vlan,
-            ..zcnic::TxOffload::ipv4(14, 20)
-        }),
+        offload: (c.csum_offload || c.vlan.is_some())
+            .then_some(zcnic::TxOffload {
+                ip_csum: c.csum_offload,
+                l4: c.csum_offload.then_some(zcnic::L4Csum::Udp),
+                vlan: c.vlan,
+                ..zcnic::TxOffload::ipv4(14, 20)
+            })
+            .map(|r| template.as_ref().map_or(r, |t| t.offload(r))),
         bad_csum: c.bad_csum,
+        template,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
@@ -393,7 +400,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
         Cmd::Doctor => unreachable!("run by main: doctor has its own exit status"),
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
-        Cmd::Pktgen(c) => pktgen_cmd(c),
+        Cmd::Pktgen(c) => pktgen_cmd(*c),
         Cmd::Replay(c) => zcnic_tools::replay::cmd(c),
         Cmd::Fwd {
             ports,

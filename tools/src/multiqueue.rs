@@ -430,6 +430,7 @@ mod tests {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
         }
     }
 

@@ -105,6 +105,9 @@ pub struct Args {
     pub offload: Option<zcnic::TxOffload>,
     /// Spoil every frame's UDP checksum (a test of receivers).
     pub bad_csum: bool,
+    /// Frames of another shape than the fast IPv4/UDP ones, or with ranges
+    /// (`template.rs`); `flow`'s single values are in it.
+    pub template: Option<crate::template::Template>,
 }
 
 /// Where frames come back, if anywhere.
@@ -284,6 +287,34 @@ fn write_long(
     Ok(n)
 }
 
+/// Writes templated frame `seq` of `size` bytes into `p` (and buffers of `pool` linked
+/// after it when it is longer than one); returns (bytes in `p`, bytes in the frame).
+#[cold]
+#[inline(never)]
+fn write_template(
+    t: &mut crate::template::Template,
+    p: &mut Packet,
+    pool: &std::sync::Arc<zcnic::Mempool>,
+    size: usize,
+    seq: u64,
+    now: u64,
+) -> Result<(usize, usize), ToolError> {
+    let f = t.write(size, seq, now)?;
+    let n = f.len().min(DATA_ROOM);
+    p.room_mut()[..n].copy_from_slice(&f[..n]);
+    let _ = p.set_len(n);
+    if f.len() > n {
+        let rest = pool.alloc_copy(&f[n..]).ok_or_else(|| {
+            msg(format!(
+                "the pool of {} buffers ran dry building {size}-byte frames: send fewer at once (--batch)",
+                pool.capacity()
+            ))
+        })?;
+        p.append(rest);
+    }
+    Ok((n, f.len()))
+}
+
 /// Sends until the count, the duration or Ctrl-C, receiving on `rx` meanwhile; prints a
 /// line every second.
 pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, ToolError> {
@@ -331,11 +362,22 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     // round trip and no header writes per frame.
     // (Not with offloads: a request rewrites the checksum fields the re-stamp keeps.)
     let recycle = filler.is_none()
+        && args.template.is_none()
         && args.flows == 1
         && matches!(args.sizes, Sizes::Fixed(_))
         && args.offload.is_none()
         && !args.bad_csum;
     let caps = tx.offloads();
+    // A template's source MAC is the port's unless a range gives it.
+    let mut template = args.template.clone().map(|mut t| {
+        if !t.ranges_src_mac() {
+            t.flow.src_mac = tx.mac();
+        }
+        t
+    });
+    let bad_csum_at = template
+        .as_ref()
+        .map_or(14 + 20 + 6, |t| t.l4_checksum_at());
     let mut recycled: Vec<Packet> = Vec::new();
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
     let mut sending_until = None;
@@ -371,16 +413,17 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                     0
                 };
                 // (bytes in the buffer, bytes in the frame)
-                let (n, total) = match &filler {
-                    None if size > DATA_ROOM => {
+                let (n, total) = match (&filler, template.as_mut()) {
+                    (_, Some(t)) => write_template(t, p, &pool, size, seq, now)?,
+                    (None, None) if size > DATA_ROOM => {
                         let n = write_long(&mut gen, p, &pool, size, flow, seq, now)?;
                         (n, size)
                     }
-                    None => {
+                    (None, None) => {
                         let n = gen.write(p.room_mut(), size, flow, seq, now);
                         (n, n)
                     }
-                    Some(region) => {
+                    (Some(region), None) => {
                         let n = gen.write_head(p.room_mut(), size, flow, seq, now);
                         if size > n {
                             p.attach(zcnic::Segment::new(region, 0, size - n)?);
@@ -391,8 +434,9 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 // n <= DATA_ROOM, inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
                 if args.bad_csum {
-                    // The UDP checksum after the 14-byte Ethernet and 20-byte IP headers.
-                    if let Some(b) = p.data_mut().get_mut(14 + 20 + 6) {
+                    // The transport checksum (UDP: after the 14-byte Ethernet and 20-byte
+                    // IP headers).
+                    if let Some(b) = p.data_mut().get_mut(bad_csum_at) {
                         *b ^= 0x5a;
                     }
                 }

@@ -187,6 +187,100 @@ impl Template {
     }
 }
 
+/// What pktgen's shape flags ask (`--proto`, `--ipv6`, the address and port ranges):
+/// `None` when the fast IPv4/UDP frames do (one value per field, the default ports), with
+/// `flow` set from the single values; otherwise a template.
+pub fn from_cli(c: &crate::cli::PktgenCmd, flow: &mut Flow) -> Result<Option<Template>, ToolError> {
+    use crate::ranges::{kind_of, parse, Kind, Order, FIELDS};
+    let proto = Proto::parse(&c.proto, c.tcp_flags.as_deref()).map_err(msg)?;
+    let given = [
+        c.src_mac.as_deref(),
+        Some(c.dst_mac.as_str()),
+        c.src_ip.as_deref(),
+        c.dst_ip.as_deref(),
+        c.src_port.as_deref(),
+        c.dst_port.as_deref(),
+    ];
+    let mut ranges = [None; 6];
+    let mut ipv6 = c.ipv6;
+    let mut ipv4_given = None;
+    for (k, text) in given.iter().enumerate() {
+        let Some(text) = text else { continue };
+        let (r, v6) = parse(kind_of(k), text).map_err(|e| msg(format!("--{}: {e}", FIELDS[k])))?;
+        if kind_of(k) == Kind::Ip {
+            ipv6 |= v6;
+            if !v6 {
+                ipv4_given = Some(FIELDS[k]);
+            }
+        }
+        ranges[k] = Some(r);
+    }
+    if let (true, Some(f)) = (ipv6, ipv4_given) {
+        return Err(msg(format!(
+            "--{f} is IPv4 but the frames are IPv6 (--ipv6 or an IPv6 range): give IPv6 addresses"
+        )));
+    }
+    let single = |k: usize| ranges[k].is_none_or(|r: crate::ranges::Range| r.count == 1);
+    let fast = proto == Proto::Udp
+        && !ipv6
+        && (0..6).all(single)
+        && ranges[0].is_none()
+        && ranges[4].is_none()
+        && ranges[5].is_none();
+    let value = |k: usize| ranges[k].map(|r: crate::ranges::Range| r.first);
+    if let Some(v) = value(1) {
+        let b = v.to_be_bytes();
+        flow.dst_mac = std::array::from_fn(|k| b[10 + k]);
+    }
+    if !ipv6 {
+        if let Some(v) = value(2) {
+            flow.src_ip = (v as u32).to_be_bytes();
+        }
+        if let Some(v) = value(3) {
+            flow.dst_ip = (v as u32).to_be_bytes();
+        }
+    }
+    if fast {
+        return Ok(None);
+    }
+    if c.flows > 1 {
+        return Err(msg(
+            "--flows goes with the default UDP frames; with --proto, --ipv6 or ranges give --src-ip/--src-port ranges",
+        ));
+    }
+    let order = match c.order.as_str() {
+        "seq" | "sequential" => Order::Sequential,
+        "random" => Order::Random(c.seed),
+        o => return Err(msg(format!("--order {o}: give seq or random"))),
+    };
+    let walk = Walk::new(ranges, order).map_err(msg)?;
+    Ok(Some(Template::new(proto, ipv6, *flow, walk)))
+}
+
+impl Template {
+    /// `req` (written for the fast IPv4/UDP frame) for this template's headers: the IPv4
+    /// checksum only over IPv4, the transport checksum only for UDP and TCP.
+    pub fn offload(&self, req: zcnic::TxOffload) -> zcnic::TxOffload {
+        let l4 = match self.proto {
+            Proto::Udp => Some(zcnic::L4Csum::Udp),
+            Proto::Tcp(_) => Some(zcnic::L4Csum::Tcp),
+            Proto::Icmp => None,
+        };
+        zcnic::TxOffload {
+            l3_len: if self.ipv6 { 40 } else { 20 },
+            ipv4: !self.ipv6,
+            ip_csum: req.ip_csum && !self.ipv6,
+            l4: req.l4.and(l4),
+            ..req
+        }
+    }
+
+    /// Whether a range gives the source MAC (else it is the port's).
+    pub fn ranges_src_mac(&self) -> bool {
+        self.walk.ranges[0].is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

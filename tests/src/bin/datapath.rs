@@ -40,6 +40,7 @@ fn main() {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
