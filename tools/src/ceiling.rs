@@ -143,6 +143,7 @@ mod tests {
             offload: None,
             bad_csum: false,
             template: None,
+            pacing: crate::pace::Pacing::Burst,
         }
     }
 

@@ -249,9 +249,17 @@ pub struct PktgenCmd {
     /// Stop after this many seconds (default: run until Ctrl-C or --count).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
-    #[arg(long, value_name = "PPS", allow_hyphen_values = true)]
+    /// Rate: packets per second (20000, 10k, 1.5M, 20kpps), bits per second on the wire
+    /// (100Mbit, 1Gbit, 1Gbit/s, 500Mbps: each frame counts its bytes plus FCS, preamble
+    /// and inter-frame gap, 24 bytes; over the mean of --size), or a share of the link
+    /// speed (50%). Default: as fast as the NIC takes them.
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub rate: Option<String>,
+    /// How paced frames spread in time: burst (whatever is due goes together, up to
+    /// --batch), smooth (one frame at a time, evenly spaced), poisson (exponential gaps
+    /// from --seed, as traffic of many independent sources).
+    #[arg(long, value_name = "burst|smooth|poisson", default_value = "burst")]
+    pub pacing: String,
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -298,7 +306,8 @@ pub struct PktgenCmd {
     /// (10.0.0.1, 1001), (10.0.0.2, 1000), ... and starts over after six frames.
     #[arg(long, value_name = "seq|random", default_value = "seq")]
     pub order: String,
-    /// Seed of --order random: the same seed, the same order.
+    /// Seed of --order random and --pacing poisson: the same seed, the same order and
+    /// gaps.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Stream id written into every payload.

@@ -453,40 +453,6 @@ fn payload(frame: &[u8]) -> Result<&[u8], ParseError> {
     Ok(payload)
 }
 
-/// What of `req` the port does and what is done in software before the frame leaves,
-/// for pktgen's first line: `", offloaded: UDP checksum; in software: IPv4 checksum"`.
-pub fn offload_split(req: &zcnic::TxOffload, caps: zcnic::Offloads) -> String {
-    let (mut nic, mut soft) = (Vec::new(), Vec::new());
-    let mut put = |by_nic: bool, what: &'static str| {
-        if by_nic {
-            nic.push(what)
-        } else {
-            soft.push(what)
-        }
-    };
-    if req.ip_csum {
-        put(caps.tx_ipv4_csum, "IPv4 checksum");
-    }
-    if let Some(l4) = req.l4 {
-        let what = match l4 {
-            zcnic::L4Csum::Udp => "UDP checksum",
-            zcnic::L4Csum::Tcp => "TCP checksum",
-        };
-        put(caps.tx_l4(l4), what);
-    }
-    if req.vlan.is_some() {
-        put(caps.tx_vlan_insert, "VLAN tag");
-    }
-    let list = |v: &[&str]| {
-        if v.is_empty() {
-            "nothing".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    format!(", offloaded: {}; in software: {}", list(&nic), list(&soft))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,28 +583,5 @@ mod tests {
             f[at] ^= 0x5a;
             prop_assert!(matches!(parse(&f), Err(ParseError::Corrupt(_))));
         }
-    }
-
-    #[test]
-    fn offload_split_names_who_does_what() {
-        let req = zcnic::TxOffload {
-            ip_csum: true,
-            l4: Some(zcnic::L4Csum::Udp),
-            vlan: Some(100),
-            ..zcnic::TxOffload::ipv4(14, 20)
-        };
-        let virtio = zcnic::Offloads {
-            tx_tcp_csum: true,
-            tx_udp_csum: true,
-            ..zcnic::Offloads::NONE
-        };
-        assert_eq!(
-            offload_split(&req, virtio),
-            ", offloaded: UDP checksum; in software: IPv4 checksum, VLAN tag"
-        );
-        assert_eq!(
-            offload_split(&req, zcnic::Offloads::NONE),
-            ", offloaded: nothing; in software: IPv4 checksum, UDP checksum, VLAN tag"
-        );
     }
 }

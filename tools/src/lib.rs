@@ -2,6 +2,7 @@
 
 pub mod bind;
 pub mod ceiling;
+pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod doctor;
@@ -14,9 +15,11 @@ pub mod link;
 pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
+pub mod pktgen_cli;
 pub mod ranges;
 pub mod replay;
 pub mod seq;
+pub mod sizes;
 pub mod template;
 pub mod units;
 

@@ -11,67 +11,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet, PciAddr, DATA_ROOM};
 
-/// Frame sizes to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sizes {
-    /// Every frame this size.
-    Fixed(usize),
-    /// Sizes from `min` to `max`, one after the other, then again.
-    Range(usize, usize),
-    /// Simple IMIX: 7 × 60, 4 × 590, 1 × 1514 bytes in every 12 frames (64/594/1518 on the
-    /// wire with the FCS).
-    Imix,
-}
+pub use crate::pktgen_cli::{summary_json, summary_lines};
 
-const IMIX: [usize; 12] = [60, 590, 60, 60, 590, 60, 60, 590, 60, 60, 590, 1514];
-
-impl Sizes {
-    /// Parses `--size`: `N` or `MIN-MAX`, each within the frame limits.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let num = |t: &str| -> Result<usize, String> {
-            let n: usize = t
-                .trim()
-                .parse()
-                .map_err(|_| format!("--size `{s}`: give N or MIN-MAX in bytes"))?;
-            if !(frame::MIN_FRAME..=frame::MAX_FRAME).contains(&n) {
-                return Err(format!(
-                    "--size {n}: frames are {}..={} bytes (without FCS)",
-                    frame::MIN_FRAME,
-                    frame::MAX_FRAME
-                ));
-            }
-            Ok(n)
-        };
-        match s.split_once('-') {
-            None => Ok(Sizes::Fixed(num(s)?)),
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("--size {s}: MIN is above MAX"));
-                }
-                Ok(Sizes::Range(a, b))
-            }
-        }
-    }
-
-    /// The largest size sent.
-    pub fn max(&self) -> usize {
-        match *self {
-            Sizes::Fixed(n) | Sizes::Range(_, n) => n,
-            Sizes::Imix => frame::STANDARD_FRAME,
-        }
-    }
-
-    /// Size of frame `seq`.
-    #[inline(always)]
-    pub fn of(&self, seq: u64) -> usize {
-        match *self {
-            Sizes::Fixed(n) => n,
-            Sizes::Range(a, b) => a + (seq % (b - a + 1) as u64) as usize,
-            Sizes::Imix => IMIX[(seq % 12) as usize],
-        }
-    }
-}
+pub use crate::sizes::Sizes;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -108,6 +50,8 @@ pub struct Args {
     /// Frames of another shape than the fast IPv4/UDP ones, or with ranges
     /// (`template.rs`); `flow`'s single values are in it.
     pub template: Option<crate::template::Template>,
+    /// How paced frames spread in time (`--pacing`).
+    pub pacing: crate::pace::Pacing,
 }
 
 /// Where frames come back, if anywhere.
@@ -346,7 +290,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let limit = args.count.unwrap_or(u64::MAX);
     let mut clock = LoopClock::new();
     let epoch = clock.epoch();
-    let pacer = args.rate.map(|r| Pacer::new(r, 0));
+    let mut pacer = args.rate.map(|r| Pacer::with(r, 0, args.pacing));
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut recv = (!matches!(rx, Rx::None)).then(|| Receiver {
         seq: SeqTracker::with_expected(args.count.unwrap_or(1 << 20)),
@@ -395,7 +339,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             if !more {
                 want = 0;
             }
-            if let Some(p) = &pacer {
+            if let Some(p) = pacer.as_mut() {
                 want = want.min(p.allowance(now, seq, batch));
             }
             // Sent frames the driver handed back (one size, one flow): only their stamp
@@ -568,119 +512,9 @@ pub fn unflushed(s: &Summary) -> Option<ToolError> {
     })
 }
 
-fn us(ns: u64) -> String {
-    format!("{:.1}", ns as f64 / 1000.0)
-}
-
-/// The summary as lines of text; the first is
-/// `pktgen ADDR: sent N frames (B bytes) in T s: R pps, M Mbit/s; device GPTC N`.
-pub fn summary_lines(s: &Summary) -> Vec<String> {
-    let mut first = format!(
-        "pktgen {}: sent {} frames ({} bytes) in {:.3} s: {:.0} pps, {:.1} Mbit/s",
-        s.port,
-        s.sent,
-        s.bytes,
-        s.secs,
-        s.pps(),
-        s.mbps()
-    );
-    if !s.device.is_empty() {
-        let c: Vec<String> = s.device.iter().map(|(n, v)| format!("{n} {v}")).collect();
-        first += &format!("; device {}", c.join(", "));
-    }
-    let mut lines = vec![first];
-    if let Some(r) = &s.rx {
-        let lost = r.seq.lost(s.sent);
-        let pct = 100.0 * lost as f64 / s.sent.max(1) as f64;
-        lines.push(format!(
-            "pktgen {}: received {} of {}: lost {lost} ({pct:.3}%), duplicated {}, reordered {}, other frames {}",
-            r.port, r.seq.unique, s.sent, r.seq.duplicates, r.seq.reordered, r.other
-        ));
-        if let Some(p) = r.latency {
-            lines.push(format!(
-                "pktgen latency (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
-                us(p.p50),
-                us(p.p90),
-                us(p.p99),
-                us(p.p999),
-                us(p.max),
-                p.count
-            ));
-        }
-    }
-    lines
-}
-
-/// The summary as one JSON object.
-pub fn summary_json(s: &Summary) -> String {
-    let mut j = format!(
-        "{{\"port\":\"{}\",\"sent\":{},\"bytes\":{},\"seconds\":{:.6},\"pps\":{:.1},\"mbps\":{:.3}",
-        s.port,
-        s.sent,
-        s.bytes,
-        s.secs,
-        s.pps(),
-        s.mbps()
-    );
-    j += ",\"device\":{";
-    j += &s
-        .device
-        .iter()
-        .map(|(n, v)| format!("\"{n}\":{v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    j += "}";
-    j += &format!(",\"flushed\":{}", s.flushed);
-    if let Some(r) = &s.rx {
-        j += &format!(
-            ",\"rx\":{{\"port\":\"{}\",\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"other\":{}",
-            r.port,
-            r.seq.received,
-            r.seq.unique,
-            r.seq.lost(s.sent),
-            r.seq.duplicates,
-            r.seq.reordered,
-            r.other
-        );
-        if let Some(p) = r.latency {
-            j += &format!(
-                ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
-                p.p50, p.p90, p.p99, p.p999, p.max, p.count
-            );
-        }
-        j += "}";
-    }
-    j + "}"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(Sizes::parse("60"), Ok(Sizes::Fixed(60)));
-        assert_eq!(Sizes::parse("64-128"), Ok(Sizes::Range(64, 128)));
-        assert!(Sizes::parse("59").unwrap_err().contains("60..=16124"));
-        assert!(Sizes::parse("16125").is_err());
-        assert_eq!(Sizes::parse("1515-9014").map(|s| s.max()), Ok(9014));
-        assert_eq!(Sizes::Imix.max(), 1514);
-        let port: zcnic::PciAddr = "0000:00:02.0".parse().unwrap();
-        let e = check_mtu(1515, 1500, port).unwrap_err().to_string();
-        assert!(e.contains("--mtu 1501") && e.contains("1514"), "{e}");
-        assert!(check_mtu(9014, 9000, port).is_ok());
-        assert!(Sizes::parse("128-64").is_err());
-        assert!(Sizes::parse("big").is_err());
-        let r = Sizes::Range(60, 62);
-        assert_eq!(
-            (0..4).map(|i| r.of(i)).collect::<Vec<_>>(),
-            [60, 61, 62, 60]
-        );
-        let n: Vec<usize> = (0..12).map(|i| Sizes::Imix.of(i)).collect();
-        assert_eq!(n.iter().filter(|&&s| s == 60).count(), 7);
-        assert_eq!(n.iter().filter(|&&s| s == 590).count(), 4);
-        assert_eq!(n.iter().filter(|&&s| s == 1514).count(), 1);
-    }
 
     #[test]
     fn json_is_one_object() {

@@ -23,9 +23,7 @@ use zcnic::{Nic, Packet, Segment, UserRegion};
 /// Bytes of a frame copied into the pool buffer it goes out with; the rest is sent from
 /// the capture's own memory.
 pub const HEAD: usize = 64;
-/// What a bit rate counts on the wire besides the frame: FCS (4), preamble and start of
-/// frame (8), inter-frame gap (12).
-pub const WIRE_OVERHEAD: usize = 24;
+pub use crate::units::WIRE_OVERHEAD;
 /// Frames handed to the NIC at most per call.
 const BURST: usize = 64;
 
@@ -212,18 +210,13 @@ impl Timing {
     /// Parses `--rate`: packets per second (`20k`, `1.5M`, `20kpps`) or bits per second
     /// (`100Mbit`, `1Gbit`, `100Mbit/s`, `100Mbps`).
     pub fn parse_rate(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        for unit in ["bit/s", "bps", "bit"] {
-            if let Some(n) = t.strip_suffix(unit) {
-                let v = crate::units::parse_si(n)?;
-                if !(1.0..=1e12).contains(&v) {
-                    return Err(format!("rate `{s}`: give 1bit to 1000Gbit per second"));
-                }
-                return Ok(Timing::Bits(v));
-            }
+        match crate::units::parse_rate_spec(s)? {
+            crate::units::RateSpec::Pps(r) => Ok(Timing::Pps(r)),
+            crate::units::RateSpec::Bits(b) => Ok(Timing::Bits(b)),
+            crate::units::RateSpec::Percent(_) => Err(format!(
+                "rate `{s}`: replay takes packets or bits per second (20k, 100Mbit)"
+            )),
         }
-        let n = t.strip_suffix("pps").unwrap_or(t);
-        crate::units::parse_rate(n).map(Timing::Pps)
     }
 }
 

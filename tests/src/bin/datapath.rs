@@ -41,6 +41,7 @@ fn main() {
             offload: None,
             bad_csum: false,
             template: None,
+            pacing: zcnic_tools::pace::Pacing::Burst,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
