@@ -310,9 +310,23 @@ pub struct PktgenCmd {
     /// gaps.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Stream id written into every payload.
-    #[arg(long, default_value_t = 0)]
-    pub stream: u16,
+    /// A stream id written into every payload (a number), or one stream of several sent
+    /// at once, each with its own id, sizes, rate and count and its own counters, loss and
+    /// latency (give --stream once per stream): comma-separated size=N|A-B, imix, rate=R
+    /// (as --rate: 1M, 200Mbit, 10%), id=N (default: the stream's place, from 0),
+    /// count=N; what a stream leaves out comes from --size, --rate and --count.
+    ///
+    /// Example: --stream size=64,rate=10k --stream imix,rate=50Mbit,id=9
+    #[arg(long, value_name = "ID|SPEC", default_value = "0")]
+    pub stream: Vec<String>,
+    /// Write every second's rates per stream to this CSV file: second, stream, tx_pps,
+    /// tx_mbps, rx_pps, lost, p50_us, p99_us.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Draw the run to this SVG file: frames per second sent and received per stream over
+    /// time, and latency p50/p99 per stream (with --rx).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Send from this many transmit queues, one thread each (igb: up to 8): queue k sends
     /// stream --stream + k, its share of --count and of --rate.
     #[arg(long, default_value_t = 1)]

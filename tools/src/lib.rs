@@ -16,10 +16,12 @@ pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
 pub mod pktgen_cli;
+pub mod plot;
 pub mod ranges;
 pub mod replay;
 pub mod seq;
 pub mod sizes;
+pub mod streams;
 pub mod template;
 pub mod units;
 

@@ -196,7 +196,7 @@ pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<()
 /// of `pool` linked after it; returns the bytes in `p` itself. Cold: only jumbo frames.
 #[cold]
 #[inline(never)]
-fn write_long(
+pub(crate) fn write_long(
     gen: &mut FrameGen,
     p: &mut Packet,
     pool: &std::sync::Arc<zcnic::Mempool>,
@@ -235,7 +235,7 @@ fn write_long(
 /// after it when it is longer than one); returns (bytes in `p`, bytes in the frame).
 #[cold]
 #[inline(never)]
-fn write_template(
+pub(crate) fn write_template(
     t: &mut crate::template::Template,
     p: &mut Packet,
     pool: &std::sync::Arc<zcnic::Mempool>,

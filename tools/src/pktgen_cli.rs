@@ -5,7 +5,8 @@
 use crate::checks::{check_burst, check_count, open, parse_pci, seconds, MAX_BATCH};
 use crate::cli::PktgenCmd;
 use crate::pktgen::Summary;
-use crate::{frame, msg, multiqueue, pace, pktgen, units, ToolError};
+use crate::streams::{self, StreamSpec};
+use crate::{frame, msg, multiqueue, pace, pktgen, plot, units, ToolError};
 use std::time::Duration;
 
 /// `zcnic pktgen` from its command line.
@@ -37,8 +38,28 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         Some("same") => Some(addr),
         Some(p) => Some(parse_pci(p)?),
     };
+    // Several streams (or a picture of the run): the streams runner (`streams.rs`).
+    let base = StreamSpec {
+        id: None,
+        sizes,
+        rate: rate_spec,
+        count: c.count,
+    };
+    let specs = c
+        .stream
+        .iter()
+        .map(|s| StreamSpec::parse(s, &base))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(msg)?;
+    let several = specs.len() > 1 || c.stream.iter().any(|s| s.trim().parse::<u16>().is_err());
+    let streams_run = several || c.csv.is_some() || c.plot.is_some();
+    if streams_run && (c.zero_copy || c.ceiling || c.queues > 1) {
+        return Err(msg(
+            "--zero-copy, --ceiling and --queues send one stream: drop the stream specs, --csv and --plot",
+        ));
+    }
     let mut flow = frame::Flow {
-        stream: c.stream,
+        stream: specs.first().and_then(|s| s.id).unwrap_or(0),
         ..frame::Flow::default()
     };
     let template = crate::template::from_cli(&c, &mut flow)?;
@@ -135,6 +156,19 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         (None, Some(_)) => pktgen::Rx::Same,
         (None, None) => pktgen::Rx::None,
     };
+    if streams_run {
+        let link = tx.link().speed_mbps;
+        // With --json only the JSON goes to stdout.
+        let mut out: Box<dyn std::io::Write> = if c.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let s = streams::run(tx.as_mut(), rx, &args, &specs, link, &mut out)?;
+        drop(rx_nic);
+        drop(tx);
+        return report_streams(&c, &s);
+    }
     let s = pktgen::run(tx.as_mut(), rx, &args)?;
     let pools: Vec<_> = std::iter::once(&tx)
         .chain(rx_nic.as_ref())
@@ -166,6 +200,41 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     }
     // Reported after the summary, so nothing is lost; the exit status says it failed.
     pktgen::unflushed(&s).map_or(Ok(()), Err)
+}
+
+/// A streams run's summary (text, or JSON with --json), and its CSV and plot.
+fn report_streams(c: &PktgenCmd, s: &streams::RunSummary) -> Result<(), ToolError> {
+    for line in streams::summary_lines(s) {
+        if c.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if c.json {
+        println!("{}", streams::summary_json(s));
+    }
+    if let Some(path) = &c.csv {
+        plot::write_csv(path, &s.samples).map_err(|e| msg(format!("{}: {e}", path.display())))?;
+        eprintln!(
+            "pktgen {}: wrote {} ({} rows)",
+            s.port,
+            path.display(),
+            s.samples.len()
+        );
+    }
+    if let Some(path) = &c.plot {
+        plot::write_svg(path, &format!("pktgen {}", s.port), &s.samples).map_err(msg)?;
+        eprintln!("pktgen {}: drew {}", s.port, path.display());
+    }
+    if s.flushed {
+        Ok(())
+    } else {
+        Err(msg(format!(
+            "{}: the device had not sent every queued frame when pktgen stopped (is the link up? `zcnic list`)",
+            s.port
+        )))
+    }
 }
 
 fn us(ns: u64) -> String {
