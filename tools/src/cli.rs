@@ -127,6 +127,12 @@ pub enum Cmd {
     ///   zcnic pktgen 0000:00:02.0 --proto icmp --vlan 100 --csum-offload
     ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.3.255 --src-port 1000-2000:10
     ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.0.9 --order random --seed 7
+    ///   zcnic pktgen 0000:00:02.0 --rate 500Mbit --pacing poisson --duration 10
+    ///   zcnic pktgen 0000:00:02.0 --rate 10% --size 1514 --duration 10   # of the link
+    ///   zcnic pktgen 0000:00:02.0 --mtu 9000 --size 9014 --zero-copy --count 1000
+    ///   zcnic pktgen 0000:00:02.0 --rx 0000:00:03.0 --duration 5 \
+    ///       --stream size=64,rate=1k,id=1 --stream imix,rate=3k,id=9 \
+    ///       --json --csv run.csv --plot run.svg   # two streams, per-stream loss, a picture
     #[command(verbatim_doc_comment)]
     Pktgen(Box<PktgenCmd>),
     /// Send a capture's frames (pcap or pcapng, Ethernet) byte for byte: with their
@@ -143,6 +149,7 @@ pub enum Cmd {
     ///   zcnic replay trace.pcapng 0000:00:02.0 --speed 2        # twice as fast
     ///   zcnic replay trace.pcap 0000:00:02.0 --rate 100k --loop 0   # 100 kpps until Ctrl-C
     ///   zcnic replay trace.pcap 0000:00:02.0 --rate 500Mbit --mtu 9000
+    ///   zcnic replay trace.pcap 0000:00:02.0 --copy             # copy each frame instead
     #[command(verbatim_doc_comment)]
     Replay(ReplayCmd),
     /// Forward frames between two ports (io or macswap), without copying them.
