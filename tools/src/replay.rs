@@ -347,6 +347,13 @@ pub fn run(
             let left: u64 = pending.iter().map(|p| p.total_len() as u64).sum();
             s.sent += (n - pending.len()) as u64;
             s.bytes += before - left;
+            // The capture's gaps count from when a frame reached the NIC, not from when
+            // the loop looked at the clock: a sender held up in between would otherwise
+            // shorten the next gap by as much.
+            if pending.is_empty() && matches!(args.timing, Timing::Original { .. }) {
+                let after = clock.now_ns();
+                next_due = next_due.map(|d| d.saturating_sub(now) + after);
+            }
         }
         if now >= last_print + 1_000_000_000 {
             let secs = (now - last_print) as f64 / 1e9;
