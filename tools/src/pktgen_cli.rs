@@ -5,6 +5,7 @@
 use crate::checks::{check_burst, check_count, open, parse_pci, seconds, MAX_BATCH};
 use crate::cli::PktgenCmd;
 use crate::pktgen::Summary;
+use crate::seq::Percentiles;
 use crate::streams::{self, StreamSpec};
 use crate::{frame, msg, multiqueue, pace, pktgen, plot, units, ToolError};
 use std::time::Duration;
@@ -302,24 +303,32 @@ pub fn summary_json(s: &Summary) -> String {
     j += &format!(",\"flushed\":{}", s.flushed);
     if let Some(r) = &s.rx {
         j += &format!(
-            ",\"rx\":{{\"port\":\"{}\",\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"other\":{}",
+            ",\"rx\":{{\"port\":\"{}\",\"other\":{},{}}}",
             r.port,
-            r.seq.received,
-            r.seq.unique,
-            r.seq.lost(s.sent),
-            r.seq.duplicates,
-            r.seq.reordered,
-            r.other
+            r.other,
+            rx_json(&r.seq, s.sent, r.latency.as_ref())
         );
-        if let Some(p) = r.latency {
-            j += &format!(
-                ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
-                p.p50, p.p90, p.p99, p.p999, p.max, p.count
-            );
-        }
-        j += "}";
     }
     j + "}"
+}
+
+/// What came back of `sent` frames as JSON fields: counts, then the latency if measured.
+pub fn rx_json(seq: &crate::seq::SeqTracker, sent: u64, latency: Option<&Percentiles>) -> String {
+    let mut j = format!(
+        "\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{}",
+        seq.received,
+        seq.unique,
+        seq.lost(sent),
+        seq.duplicates,
+        seq.reordered
+    );
+    if let Some(p) = latency {
+        j += &format!(
+            ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
+            p.p50, p.p90, p.p99, p.p999, p.max, p.count
+        );
+    }
+    j
 }
 
 /// What of `req` the port does and what is done in software before the frame leaves,

@@ -12,6 +12,7 @@ use crate::clock::{LoopClock, BUSY_WAIT_NS};
 use crate::frame::{Flow, FrameGen};
 use crate::pace::{Pacer, Pacing};
 use crate::pktgen::{write_long, write_template, Args, Rx};
+use crate::pktgen_cli::rx_json;
 use crate::plot::Sample;
 use crate::seq::{Latency, Percentiles, SeqTracker};
 use crate::sizes::Sizes;
@@ -394,21 +395,7 @@ pub fn summary_json(s: &RunSummary) -> String {
                 t.id, t.sent, t.bytes, t.pps
             );
             if let Some((rx, lat)) = &t.rx {
-                j += &format!(
-                    ",\"rx\":{{\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{}",
-                    rx.received,
-                    rx.unique,
-                    rx.lost(t.sent),
-                    rx.duplicates,
-                    rx.reordered
-                );
-                if let Some(p) = lat {
-                    j += &format!(
-                        ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
-                        p.p50, p.p90, p.p99, p.p999, p.max, p.count
-                    );
-                }
-                j += "}";
+                j += &format!(",\"rx\":{{{}}}", rx_json(rx, t.sent, lat.as_ref()));
             }
             j + "}"
         })
