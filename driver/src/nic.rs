@@ -126,6 +126,11 @@ impl Stats {
 pub trait Nic: Send {
     /// PCI address of the device.
     fn addr(&self) -> PciAddr;
+    /// The name a user gives to open this port: its PCI address, or `xdp:eth0` for an
+    /// AF_XDP port (whose [`addr`](Nic::addr) is the PCI function behind the interface).
+    fn name(&self) -> String {
+        self.addr().to_string()
+    }
     /// Name of the driver (`e1000`, …).
     fn driver(&self) -> &'static str;
     /// The pool this port receives into; allocate transmit buffers from it.
