@@ -10,6 +10,17 @@ pub enum Error {
     /// The text is not a PCI address.
     #[error("`{0}` is not a PCI address: use the form 0000:00:02.0 (`zcnic list` shows the NICs)")]
     BadPciAddress(String),
+    /// No network interface of that name (AF_XDP).
+    #[error("no network interface {0}: `ip link` lists them (give xdp:NAME)")]
+    NoInterface(String),
+    /// An AF_XDP port could not be opened on the interface.
+    #[error("xdp:{iface}: {msg}")]
+    Xdp {
+        /// The interface.
+        iface: String,
+        /// What failed, and what to do.
+        msg: String,
+    },
     /// sysfs has no such device.
     #[error("no PCI device {0}: `zcnic list` shows the NICs")]
     NoSuchDevice(PciAddr),

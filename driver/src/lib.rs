@@ -33,6 +33,8 @@ pub mod smol;
 pub mod uio;
 pub mod vfio;
 pub mod virtio;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use config::{Config, RingChoice};
 pub use error::Error;
@@ -120,7 +122,8 @@ pub fn supported(vendor: u16, device: u16) -> Option<&'static Supported> {
         .find(|s| s.vendor == vendor && s.device == device)
 }
 
-/// Opens the NIC at `pci` (e.g. `0000:00:02.0`) with default settings.
+/// Opens the NIC at `pci` (e.g. `0000:00:02.0`) with default settings, or, with the
+/// `xdp` feature, queue 0 of a network interface through AF_XDP (`xdp:eth0`).
 pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
     open_with(pci, &Config::default())
 }
@@ -128,7 +131,19 @@ pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
 /// Opens the NIC at `pci` with explicit ring, pool and timeout settings, through the
 /// platform it is bound to: vfio-pci (IOMMU) or uio_pci_generic (no IOMMU, physical
 /// addresses; one line on stderr says so). See `platform::open_device`.
+///
+/// `xdp:NAME` opens the interface NAME through AF_XDP instead ([`xdp::XdpPort`], with the
+/// `xdp` feature): the kernel keeps its driver.
 pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
+    if let Some(iface) = pci.strip_prefix("xdp:") {
+        #[cfg(feature = "xdp")]
+        return Ok(Box::new(xdp::XdpPort::open(iface, cfg)?));
+        #[cfg(not(feature = "xdp"))]
+        return Err(Error::Xdp {
+            iface: iface.to_string(),
+            msg: "zcnic was built without the `xdp` feature".into(),
+        });
+    }
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
     let driver = match supported(info.vendor, info.device) {
