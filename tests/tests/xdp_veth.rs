@@ -31,7 +31,9 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Self {
-        let name = format!("zcxdp{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("zcxdp{}-{k}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&format!("netns add {name}"));
         let ns = Netns(name);
@@ -245,4 +247,21 @@ fn bad_interfaces_are_one_line_errors() {
     assert_eq!(text.lines().count(), 1);
     let e = zcnic::open("xdp:").err().expect("empty name").to_string();
     assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn a_down_interface_is_a_one_line_error() {
+    let ns = Netns::new();
+    ip(&format!("-n {} link set veth0 down", ns.0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter();
+            let e = zcnic::open("xdp:veth0").err().expect("down").to_string();
+            assert!(
+                e.contains("down") && e.contains("ip link set veth0 up"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        });
+    });
 }

@@ -129,6 +129,14 @@ impl Xsk {
     pub fn open(iface: &str) -> Result<Self, Error> {
         let ifindex = sys::ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_string()))?;
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
+        let flags = sys::if_flags(iface).map_err(e("interface flags"))?;
+        if flags & libc::IFF_UP == 0 {
+            return Err(fail(
+                iface,
+                "opening",
+                io::Error::from_raw_os_error(libc::ENETDOWN),
+            ));
+        }
         let sock = sys::xsk_socket().map_err(e("AF_XDP socket"))?;
         let frames = Frames::new(RX_FRAMES, TX_FRAMES);
         let umem = Mapping::new(None, (u64::from(frames.count()) * FRAME) as usize, 0)

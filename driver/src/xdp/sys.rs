@@ -488,14 +488,13 @@ impl Drop for Mapping {
     }
 }
 
-/// Sets or clears IFF_PROMISC on the interface `name`.
-pub fn set_promisc(name: &str, on: bool) -> io::Result<()> {
+/// An `ifreq` naming `name`, and a socket to ask about it.
+fn ifreq(name: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
     // SAFETY: plain system call, no pointers.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if s < 0 {
         return Err(last_error());
     }
-    let s = own(s.into());
     // SAFETY: ifreq is plain old data; all zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
@@ -504,15 +503,27 @@ pub fn set_promisc(name: &str, on: bool) -> io::Result<()> {
     for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = b as libc::c_char;
     }
+    Ok((own(s.into()), req))
+}
+
+/// The interface flags of `name` (IFF_UP, IFF_PROMISC, …).
+pub fn if_flags(name: &str) -> io::Result<libc::c_int> {
+    let (s, mut req) = ifreq(name)?;
     // SAFETY: `req` is a live ifreq the kernel reads and writes for SIOCGIFFLAGS.
     if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
         return Err(last_error());
     }
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    let p = libc::IFF_PROMISC as libc::c_short;
-    req.ifr_ifru.ifru_flags = if on { flags | p } else { flags & !p };
-    // SAFETY: as above, for SIOCSIFFLAGS, which only reads `req`.
+    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
+}
+
+/// Sets or clears IFF_PROMISC on the interface `name`.
+pub fn set_promisc(name: &str, on: bool) -> io::Result<()> {
+    let flags = if_flags(name)?;
+    let (s, mut req) = ifreq(name)?;
+    let p = libc::IFF_PROMISC;
+    req.ifr_ifru.ifru_flags = (if on { flags | p } else { flags & !p }) as libc::c_short;
+    // SAFETY: `req` is a live ifreq, which SIOCSIFFLAGS only reads.
     if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(last_error());
     }
