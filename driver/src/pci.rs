@@ -31,6 +31,17 @@ pub struct PciAddr {
     pub function: u8,
 }
 
+impl PciAddr {
+    /// `ffff:ff:1f.7`, which no device has: where a PCI address is asked for a port
+    /// opened by name instead (an AF_XDP port, `xdp:eth0`), before it is open.
+    pub const XDP: PciAddr = PciAddr {
+        domain: 0xffff,
+        bus: 0xff,
+        device: 0x1f,
+        function: 7,
+    };
+}
+
 impl FromStr for PciAddr {
     type Err = Error;
 

@@ -39,7 +39,7 @@ pub fn check(args: &Args, receiving: bool) -> Result<(), ToolError> {
 
 /// Re-posts one frame until the count, the duration or Ctrl-C; prints a line a second.
 pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
-    let port = tx.addr();
+    let port = tx.name();
     let size = match args.sizes {
         Sizes::Fixed(n) => n,
         _ => return Err(msg("--ceiling takes one --size")),
@@ -48,7 +48,7 @@ pub fn run(tx: &mut dyn Nic, args: &Args) -> Result<Summary, ToolError> {
         src_mac: tx.mac(),
         ..args.flow
     });
-    crate::pktgen::check_mtu(size, tx.mtu(), port)?;
+    crate::pktgen::check_mtu(size, tx.mtu(), &port)?;
     if size > zcnic::DATA_ROOM {
         return Err(msg(format!(
             "--ceiling sends frames of one buffer, at most {} bytes; --size {size} is a jumbo frame: run it without --ceiling",

@@ -241,7 +241,8 @@ pub enum Cmd {
 
 #[derive(clap::Args, Debug)]
 pub struct PktgenCmd {
-    /// PCI address of the sending NIC (bound to vfio-pci).
+    /// PCI address of the sending NIC (bound to vfio-pci), or `xdp:IFACE` for a NIC the
+    /// kernel drives, through AF_XDP (queue 0; e.g. xdp:eth0).
     pub pci: String,
     /// Frame size in bytes without FCS: N or MIN-MAX (cycled), from 60 up to the MTU + 14
     /// (1514; --mtu 9000 allows 9014).

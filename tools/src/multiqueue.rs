@@ -186,7 +186,7 @@ pub fn run(
     let each = join_all(threads, "sending")?;
     let stats = port.stats();
     let total = Summary {
-        port: port.addr(),
+        port: port.addr().to_string(),
         sent: each.iter().map(|s| s.sent).sum(),
         bytes: each.iter().map(|s| s.bytes).sum(),
         secs: each.iter().map(|s| s.secs).fold(0.0, f64::max),

@@ -9,7 +9,7 @@ use crate::seq::{Latency, Percentiles, SeqTracker};
 use crate::{msg, stopped, ToolError};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use zcnic::{Nic, Packet, PciAddr, DATA_ROOM};
+use zcnic::{Nic, Packet, DATA_ROOM};
 
 pub use crate::pktgen_cli::{summary_json, summary_lines};
 
@@ -77,8 +77,8 @@ impl std::fmt::Debug for Rx<'_> {
 /// The receive side's result.
 #[derive(Debug, Clone)]
 pub struct RxSummary {
-    /// The receiving port.
-    pub port: PciAddr,
+    /// The receiving port, by the name it was opened with ([`zcnic::Nic::name`]).
+    pub port: String,
     /// Sequence accounting of our stream.
     pub seq: SeqTracker,
     /// Frames that were not ours (other traffic, other streams).
@@ -90,8 +90,8 @@ pub struct RxSummary {
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// The sending port.
-    pub port: PciAddr,
+    /// The sending port, by the name it was opened with ([`zcnic::Nic::name`]).
+    pub port: String,
     /// Frames the NIC accepted.
     pub sent: u64,
     /// Their bytes (without FCS).
@@ -181,7 +181,11 @@ fn restamp(
 }
 
 /// Refuses sizes beyond what the port's MTU allows (`mtu` + the 14-byte header).
-pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<(), ToolError> {
+pub fn check_mtu(
+    max_size: usize,
+    mtu: usize,
+    port: impl std::fmt::Display,
+) -> Result<(), ToolError> {
     if max_size > mtu + 14 {
         return Err(msg(format!(
             "--size {max_size}: {port} with MTU {mtu} sends frames of up to {} bytes; give --mtu {} or more",
@@ -269,8 +273,8 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         crate::ceiling::check(args, !matches!(rx, Rx::None))?;
         return crate::ceiling::run(tx, args);
     }
-    let port = tx.addr();
-    check_mtu(args.sizes.max(), tx.mtu(), port)?;
+    let port = tx.name();
+    check_mtu(args.sizes.max(), tx.mtu(), &port)?;
     let mut gen = FrameGen::sized(
         Flow {
             src_mac: tx.mac(),
@@ -474,8 +478,8 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
         .collect();
     let rx_summary = recv.map(|r| RxSummary {
         port: match &rx {
-            Rx::Other(nic) => nic.addr(),
-            _ => port,
+            Rx::Other(nic) => nic.name(),
+            _ => port.clone(),
         },
         seq: r.seq,
         other: r.other,

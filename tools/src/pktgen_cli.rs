@@ -12,7 +12,13 @@ use std::time::Duration;
 
 /// `zcnic pktgen` from its command line.
 pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
-    let addr = parse_pci(&c.pci)?;
+    // `xdp:eth0`: an AF_XDP port on a kernel-driven interface, opened by name.
+    let xdp = c.pci.starts_with("xdp:");
+    let addr = if xdp {
+        zcnic::PciAddr::XDP
+    } else {
+        parse_pci(&c.pci)?
+    };
     let sizes = if c.imix {
         pktgen::Sizes::Imix
     } else {
@@ -101,7 +107,13 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         return Err(msg("--queues 0: give at least 1"));
     }
     // Before the port opens: a size beyond the MTU asked for is a usage error.
-    pktgen::check_mtu(sizes.max(), c.port.mtu.into(), addr)?;
+    pktgen::check_mtu(sizes.max(), c.port.mtu.into(), &c.pci)?;
+    if c.queues > 1 && xdp {
+        return Err(msg(format!(
+            "--queues {}: an AF_XDP port ({}) has one queue here",
+            c.queues, c.pci
+        )));
+    }
     if c.queues > 1 {
         if let Some(units::RateSpec::Percent(_)) = rate_spec {
             return Err(msg(
@@ -113,7 +125,11 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     let mut cfg = c.port.config();
     // Tags inserted by the NIC: the e1000 honours VLE only in VLAN mode.
     cfg.vlan_strip |= c.vlan.is_some();
-    let mut tx = open(&addr, &cfg)?;
+    let mut tx = if xdp {
+        zcnic::open_with(&c.pci, &cfg)?
+    } else {
+        open(&addr, &cfg)?
+    };
     let mut rx_nic = match rx_addr {
         Some(r) if r != addr => Some(open(&r, &cfg)?),
         _ => None,
@@ -130,7 +146,8 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         pktgen::Sizes::Imix => "IMIX frames".into(),
     };
     let head = format!(
-        "pktgen {addr}: {} {}, link {}, {size_text}{}{}{}",
+        "pktgen {}: {} {}, link {}, {size_text}{}{}{}",
+        tx.name(),
         tx.driver(),
         zcnic::format_mac(tx.mac()),
         tx.link(),
@@ -143,7 +160,10 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
                 pace::Pacing::Poisson(_) => ", Poisson gaps",
             }
         )),
-        rx_addr.map_or(String::new(), |r| format!(", receiving on {r}")),
+        rx_addr.map_or(String::new(), |r| match r == addr {
+            true => format!(", receiving on {}", tx.name()),
+            false => format!(", receiving on {r}"),
+        }),
         args.offload
             .map_or(String::new(), |r| offload_split(&r, tx.offloads())),
     );
@@ -173,7 +193,7 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     let s = pktgen::run(tx.as_mut(), rx, &args)?;
     let pools: Vec<_> = std::iter::once(&tx)
         .chain(rx_nic.as_ref())
-        .map(|n| (n.addr(), n.pool().clone()))
+        .map(|n| (n.name(), n.pool().clone()))
         .collect();
     drop(rx_nic);
     drop(tx); // stops DMA; every buffer a ring held goes back to its pool

@@ -80,7 +80,7 @@ pub struct StreamSummary {
 /// A streams run's outcome.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
-    pub port: zcnic::PciAddr,
+    pub port: String,
     pub secs: f64,
     pub streams: Vec<StreamSummary>,
     /// Frames received that were no stream's.
@@ -117,10 +117,10 @@ pub fn run(
     link_mbps: u32,
     out: &mut dyn Write,
 ) -> Result<RunSummary, ToolError> {
-    let port = tx.addr();
+    let port = tx.name();
     let mut states = Vec::new();
     for (k, s) in specs.iter().enumerate() {
-        crate::pktgen::check_mtu(s.sizes.max(), tx.mtu(), port)?;
+        crate::pktgen::check_mtu(s.sizes.max(), tx.mtu(), &port)?;
         let id = s.id.unwrap_or(args.flow.stream.wrapping_add(k as u16));
         let flow = Flow {
             src_mac: tx.mac(),
