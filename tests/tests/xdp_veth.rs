@@ -165,6 +165,8 @@ fn frames_cross_a_veth_pair_both_ways_byte_exact() {
                 ns.link_show("veth0")
             );
             assert_eq!(port.name(), "xdp:veth0");
+            // veth has XDP in its driver; AF_XDP zero copy it has not.
+            assert_eq!(port.driver(), "af_xdp (copy, native XDP)");
             let peer = packet_socket("veth1");
             // Port -> peer.
             const N: usize = 300;

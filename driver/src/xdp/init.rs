@@ -176,8 +176,9 @@ impl Xsk {
         )
         .map_err(e("loading the XDP program"))?;
         // In the driver where it has XDP, else the kernel's generic path; a driver that
-        // refuses (virtio_net with offloads on, say) gets the generic path too.
-        let (link, generic) = match sys::link_create(&prog, ifindex, 0) {
+        // refuses (virtio_net with offloads on, say) gets the generic path too. Asked for
+        // by name both times (flags 0 would let the kernel pick without saying which).
+        let (link, generic) = match sys::link_create(&prog, ifindex, sys::XDP_FLAGS_DRV_MODE) {
             Ok(l) => (l, false),
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
                 return Err(fail(iface, "attaching the XDP program", err))

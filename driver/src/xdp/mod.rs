@@ -179,8 +179,15 @@ impl Nic for XdpPort {
         format!("xdp:{}", self.iface)
     }
 
+    /// `af_xdp`, with the socket's mode and where the program runs, for the tools'
+    /// first line: `af_xdp (copy, generic XDP)`.
     fn driver(&self) -> &'static str {
-        "af_xdp"
+        match (self.xsk.zero_copy, self.xsk.generic) {
+            (true, false) => "af_xdp (zero-copy, native XDP)",
+            (true, true) => "af_xdp (zero-copy, generic XDP)",
+            (false, false) => "af_xdp (copy, native XDP)",
+            (false, true) => "af_xdp (copy, generic XDP)",
+        }
     }
 
     fn pool(&self) -> &Arc<Mempool> {

@@ -56,6 +56,8 @@ const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// enum bpf_attach_type: BPF_XDP (a bpf_link on a network device, kernel ≥ 5.9).
 const BPF_XDP: u32 = 37;
+/// if_link.h: XDP in the driver (native), where the driver has it.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// if_link.h: generic (skb) XDP, which every driver has.
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `union bpf_attr` is 144 bytes in 6.1; the kernel accepts a shorter one whose tail it
