@@ -158,7 +158,15 @@ fn frames_cross_a_veth_pair_both_ways_byte_exact() {
     std::thread::scope(|s| {
         s.spawn(|| {
             ns.enter();
-            let mut port = XdpPort::open("veth0", &Config::default()).expect("open xdp:veth0");
+            let cfg = Config {
+                promisc: true,
+                ..Config::default()
+            };
+            let mut port = XdpPort::open("veth0", &cfg).expect("open xdp:veth0");
+            assert!(
+                ns.link_show("veth0").contains("PROMISC"),
+                "promiscuous while open"
+            );
             assert!(
                 ns.link_show("veth0").contains("xdp"),
                 "program attached: {}",
@@ -224,10 +232,11 @@ fn frames_cross_a_veth_pair_both_ways_byte_exact() {
             assert_eq!((st.rx_errors, st.hw("bad_kernel_index")), (0, Some(0)));
             drop(got);
             drop(port);
+            let after = ns.link_show("veth0");
+            assert!(!after.contains("prog/xdp"), "program left behind: {after}");
             assert!(
-                !ns.link_show("veth0").contains("prog/xdp"),
-                "program left behind: {}",
-                ns.link_show("veth0")
+                !after.contains("PROMISC"),
+                "promiscuous mode left on: {after}"
             );
             // A second open works: nothing stale blocks it.
             let again = XdpPort::open("veth0", &Config::default()).expect("open again");

@@ -51,6 +51,9 @@ pub struct XdpPort {
     stats: Stats,
     /// Indices or addresses the kernel wrote that failed a check.
     bad: u64,
+    /// The interface's promiscuous flag before this port first changed it: put back on
+    /// drop, so the kernel's interface is left as it was found.
+    promisc_before: Option<bool>,
 }
 
 /// Where sysfs describes network interfaces.
@@ -69,7 +72,7 @@ impl XdpPort {
             msg: format!("packet pool: {e}"),
         })?;
         let refill = Vec::with_capacity(init::RING as usize);
-        Ok(Self {
+        let mut port = Self {
             iface: iface.to_string(),
             xsk,
             pool,
@@ -82,7 +85,12 @@ impl XdpPort {
             refill,
             stats: Stats::default(),
             bad: 0,
-        })
+            promisc_before: None,
+        };
+        if cfg.promisc {
+            port.set_promisc(true);
+        }
+        Ok(port)
     }
 
     /// The interface's name.
@@ -353,7 +361,14 @@ impl Nic for XdpPort {
             .unwrap_or(1500)
     }
 
+    /// Sets the interface's IFF_PROMISC (as `ip link set IFACE promisc on` does); the
+    /// port puts back what it found when it closes.
     fn set_promisc(&mut self, on: bool) {
+        if self.promisc_before.is_none() {
+            self.promisc_before = sys::if_flags(&self.iface)
+                .ok()
+                .map(|f| f & libc::IFF_PROMISC != 0);
+        }
         if let Err(e) = sys::set_promisc(&self.iface, on) {
             log::warn!("xdp:{}: promiscuous mode {on}: {e}", self.iface);
         }
@@ -366,6 +381,9 @@ impl Drop for XdpPort {
         // moment, then close: the link goes first, the UMEM last (see `init::Xsk`).
         if self.xsk.frames.in_flight() > 0 {
             self.flush();
+        }
+        if let Some(was) = self.promisc_before {
+            let _ = sys::set_promisc(&self.iface, was);
         }
     }
 }
