@@ -179,7 +179,8 @@ pub enum Cmd {
     },
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
-        /// PCI address of a NIC bound to vfio-pci.
+        /// PCI address of a NIC bound to vfio-pci, or `xdp:IFACE` for a NIC the kernel
+        /// drives, through AF_XDP (queue 0).
         pci: String,
         /// pcap file to write.
         #[arg(short = 'w', long)]

@@ -254,7 +254,7 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
             last = now;
             eprintln!(
                 "dump {}: {:6.1} s  {frames} frames",
-                nic.addr(),
+                nic.name(),
                 now as f64 / 1e9
             );
         }

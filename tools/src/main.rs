@@ -258,7 +258,18 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             queues,
             port,
         } => {
-            let addr = parse_pci(&pci)?;
+            // `xdp:eth0` (AF_XDP, one queue) by name; a PCI address checked and spelled in full.
+            let xdp = pci.starts_with("xdp:");
+            let addr = if xdp {
+                pci.clone()
+            } else {
+                parse_pci(&pci)?.to_string()
+            };
+            if xdp && queues > 1 {
+                return Err(msg(format!(
+                    "--queues {queues}: an AF_XDP port ({pci}) has one queue here"
+                )));
+            }
             check_count(count)?;
             let groups = groups::Groups::parse(&join, allmulti, !no_promisc)?;
             if queues == 0 {
@@ -292,7 +303,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             let promisc = if no_promisc { "" } else { " (promiscuous)" };
             let promisc = format!("{promisc}{}", groups.describe());
             let s = if queues == 1 {
-                let mut nic = open(&addr, &cfg)?;
+                let mut nic = zcnic::open_with(&addr, &cfg)?;
                 groups.apply_nic(nic.as_mut())?;
                 eprintln!(
                     "dump {addr}: listening{promisc} on {} {}, link {}, writing {}",
@@ -303,7 +314,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 );
                 dump::run(nic.as_mut(), writer, &args)?
             } else {
-                let (mut port, qs) = zcnic::open_port(&addr.to_string(), &cfg)?;
+                let (mut port, qs) = zcnic::open_port(&addr, &cfg)?;
                 groups.apply_port(port.as_mut())?;
                 eprintln!(
                     "dump {addr}: listening{promisc} on {} {} with {queues} queues (RSS), link {}, writing {}",

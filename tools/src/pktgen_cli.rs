@@ -40,10 +40,14 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         .map(|r| r.pps(sizes.mean(), 0).map_err(msg))
         .transpose()?;
     let pacing = pace::Pacing::parse(&c.pacing, c.seed).map_err(msg)?;
-    let rx_addr = match c.rx.as_deref() {
+    // The receiving port by name: `same`, a PCI address (spelled in full, so two spellings
+    // of one device compare equal) or `xdp:IFACE`.
+    let tx_name = if xdp { c.pci.clone() } else { addr.to_string() };
+    let rx_name = match c.rx.as_deref() {
         None => None,
-        Some("same") => Some(addr),
-        Some(p) => Some(parse_pci(p)?),
+        Some("same") => Some(tx_name.clone()),
+        Some(p) if p.starts_with("xdp:") => Some(p.to_string()),
+        Some(p) => Some(parse_pci(p)?.to_string()),
     };
     // Several streams (or a picture of the run): the streams runner (`streams.rs`).
     let base = StreamSpec {
@@ -130,8 +134,8 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     } else {
         open(&addr, &cfg)?
     };
-    let mut rx_nic = match rx_addr {
-        Some(r) if r != addr => Some(open(&r, &cfg)?),
+    let mut rx_nic = match &rx_name {
+        Some(r) if *r != tx_name => Some(zcnic::open_with(r, &cfg)?),
         _ => None,
     };
     if let Some(r @ units::RateSpec::Percent(_)) = rate_spec {
@@ -160,10 +164,9 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
                 pace::Pacing::Poisson(_) => ", Poisson gaps",
             }
         )),
-        rx_addr.map_or(String::new(), |r| match r == addr {
-            true => format!(", receiving on {}", tx.name()),
-            false => format!(", receiving on {r}"),
-        }),
+        rx_name
+            .as_ref()
+            .map_or(String::new(), |r| format!(", receiving on {r}")),
         args.offload
             .map_or(String::new(), |r| offload_split(&r, tx.offloads())),
     );
@@ -172,7 +175,7 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     } else {
         println!("{head}");
     }
-    let rx = match (&mut rx_nic, rx_addr) {
+    let rx = match (&mut rx_nic, &rx_name) {
         (Some(n), _) => pktgen::Rx::Other(n.as_mut()),
         (None, Some(_)) => pktgen::Rx::Same,
         (None, None) => pktgen::Rx::None,
