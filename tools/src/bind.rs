@@ -92,7 +92,45 @@ pub fn list() -> Result<(), ToolError> {
     if devs.iter().any(|d| mode(d) == Mode::Uio) {
         println!("MODE uio: no IOMMU (uio_pci_generic): the device can DMA into all of memory");
     }
+    if let Some(line) = xdp_line(&roots) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The interfaces an AF_XDP port can open (`xdp:IFACE`; the kernel keeps the driver),
+/// each with its driver and whether it is up: every interface in sysfs but loopback, by
+/// name. `None` when there is none. Whether a driver runs XDP natively or zero copy shows
+/// only once a port is open (pktgen's first line says).
+pub fn xdp_line(roots: &Roots) -> Option<String> {
+    let dir = roots.sys.join("class/net");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    let items: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let d = dir.join(n);
+            let driver = zcnic::pci::link_name(&d.join("device/driver"))
+                .or_else(|| {
+                    // Virtual interfaces have no device: veth, bridges, … say what they are.
+                    let kind = fs::read_to_string(d.join("uevent")).ok()?;
+                    kind.lines()
+                        .find_map(|l| l.strip_prefix("DEVTYPE=").map(str::to_string))
+                })
+                .unwrap_or_else(|| "virtual".into());
+            let up = fs::read_to_string(d.join("flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .is_some_and(|f| f & 1 != 0);
+            format!("xdp:{n} ({driver}, {})", if up { "up" } else { "down" })
+        })
+        .collect();
+    (!items.is_empty())
+        .then(|| format!("AF_XDP, the kernel keeps the driver: {}", items.join(", ")))
 }
 
 /// The mode `zcnic bind` puts the device in: the one `--driver` names, or the preferred
@@ -220,6 +258,30 @@ pub fn unbind(addr: &PciAddr) -> Result<(), ToolError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn xdp_line_names_every_interface_but_loopback() {
+        let root = std::env::temp_dir().join(format!("zcnic-xdp-list-{}", std::process::id()));
+        let net = root.join("sys/class/net");
+        let drv = root.join("sys/bus/pci/drivers/e1000");
+        fs::create_dir_all(&drv).unwrap();
+        for (name, flags) in [("lo", "0x9"), ("eth0", "0x1003"), ("veth1", "0x1002")] {
+            fs::create_dir_all(net.join(name)).unwrap();
+            fs::write(net.join(name).join("flags"), flags).unwrap();
+        }
+        fs::create_dir_all(net.join("eth0/device")).unwrap();
+        std::os::unix::fs::symlink(&drv, net.join("eth0/device/driver")).unwrap();
+        fs::write(net.join("veth1/uevent"), "DEVTYPE=veth\nINTERFACE=veth1\n").unwrap();
+        let line = xdp_line(&Roots::under(&root));
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "AF_XDP, the kernel keeps the driver: xdp:eth0 (e1000, up), xdp:veth1 (veth, down)"
+            )
+        );
+        assert_eq!(xdp_line(&Roots::under(Path::new("/nonexistent"))), None);
+    }
     use super::*;
 
     fn info(group: Option<u32>) -> DeviceInfo {
