@@ -155,8 +155,8 @@ pub fn run(
                 let _ = writeln!(
                     out,
                     "fwd {} -> {}: {:6.1} s  rx {:>9.0} pps  tx {:>9.0} pps  total rx {} tx {} dropped {}",
-                    ports[d.from].addr(),
-                    ports[d.to].addr(),
+                    ports[d.from].name(),
+                    ports[d.to].name(),
                     now as f64 / 1e9,
                     (d.stats.rx - prev.rx) as f64 / dt,
                     (d.stats.tx - prev.tx) as f64 / dt,
@@ -181,7 +181,7 @@ pub fn run(
 
 /// `fwd`'s last lines: each port's pool, counted once its port is closed (every buffer a
 /// ring held is back by then, so anything short of full is a leak).
-pub fn print_pools(addrs: &[zcnic::PciAddr], pools: &[std::sync::Arc<zcnic::Mempool>]) {
+pub fn print_pools(addrs: &[impl std::fmt::Display], pools: &[std::sync::Arc<zcnic::Mempool>]) {
     for (a, p) in addrs.iter().zip(pools) {
         println!(
             "fwd {a}: {} of {} buffers back in the pool",

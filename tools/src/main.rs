@@ -62,11 +62,16 @@ fn fwd_cmd(
     if drop_every == Some(0) {
         return Err(msg("--drop-every 0: give N >= 1 (drops every Nth frame)"));
     }
-    let addrs = ports
+    // Ports by name: `xdp:IFACE` (AF_XDP, one queue) or a PCI address spelled in full,
+    // so two spellings of one device compare equal.
+    let names = ports
         .iter()
-        .map(|p| parse_pci(p))
+        .map(|p| match p.starts_with("xdp:") {
+            true => Ok(p.clone()),
+            false => parse_pci(p).map(|a| a.to_string()),
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    if addrs.len() == 2 && addrs[0] == addrs[1] {
+    if names.len() == 2 && names[0] == names[1] {
         return Err(msg("the two --port are the same device: give it once"));
     }
     let args = fwd::Args {
@@ -86,16 +91,20 @@ fn fwd_cmd(
         ..port.config()
     };
     if queues > 1 {
+        let addrs = ports
+            .iter()
+            .map(|p| parse_pci(p))
+            .collect::<Result<Vec<_>, _>>()?;
         return multiqueue::fwd_cmd(&addrs, &cfg, &args);
     }
-    let mut nics = addrs
+    let mut nics = names
         .iter()
-        .map(|a| open(a, &cfg))
+        .map(|a| zcnic::open_with(a, &cfg))
         .collect::<Result<Vec<_>, _>>()?;
     for n in &nics {
         println!(
             "fwd: {} {} {}, link {}",
-            n.addr(),
+            n.name(),
             n.driver(),
             zcnic::format_mac(n.mac()),
             n.link()
@@ -106,14 +115,14 @@ fn fwd_cmd(
     for (from, to, s) in totals {
         println!(
             "fwd {} -> {}: received {}, forwarded {}, dropped on purpose {}",
-            nics[from].addr(),
-            nics[to].addr(),
+            nics[from].name(),
+            nics[to].name(),
             s.rx,
             s.tx,
             s.dropped
         );
     }
-    let addrs: Vec<PciAddr> = nics.iter().map(|n| n.addr()).collect();
+    let addrs: Vec<String> = nics.iter().map(|n| n.name()).collect();
     let pools: Vec<_> = nics.iter().map(|n| n.pool().clone()).collect();
     drop(nics); // stops DMA; every buffer a ring held goes back to its pool
     zcnic_tools::fwd::print_pools(&addrs, &pools);
