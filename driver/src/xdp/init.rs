@@ -62,10 +62,9 @@ pub fn program(map: i32) -> [u64; 6] {
 /// memory the socket had registered last.
 #[derive(Debug)]
 pub struct Xsk {
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
-    pub sock: OwnedFd,
+    /// The kernel objects: `None` only in the tests that play the kernel on rings of
+    /// plain memory (`Xsk::fake`).
+    pub kernel: Option<Fds>,
     pub fill: Ring,
     pub comp: Ring,
     pub rx: Ring,
@@ -76,6 +75,15 @@ pub struct Xsk {
     pub zero_copy: bool,
     /// Attached as generic (skb) XDP rather than in the driver.
     pub generic: bool,
+}
+
+/// The link, program, map and socket of an open port, closed in that order.
+#[derive(Debug)]
+pub struct Fds {
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+    pub sock: OwnedFd,
 }
 
 /// The error for a failed step of opening `iface`.
@@ -199,10 +207,12 @@ impl Xsk {
             }
         );
         Ok(Self {
-            _link: link,
-            _prog: prog,
-            _map: map,
-            sock,
+            kernel: Some(Fds {
+                _link: link,
+                _prog: prog,
+                _map: map,
+                sock,
+            }),
             fill,
             comp,
             rx,
@@ -212,6 +222,32 @@ impl Xsk {
             zero_copy,
             generic,
         })
+    }
+}
+
+#[cfg(test)]
+impl Xsk {
+    /// Rings and a UMEM of plain memory with no kernel behind them, every receive frame
+    /// posted to the fill ring as `open` does: a test plays the kernel on them.
+    pub fn fake() -> Self {
+        let frames = Frames::new(RX_FRAMES, TX_FRAMES);
+        let umem = Mapping::new(None, (u64::from(frames.count()) * FRAME) as usize, 0).unwrap();
+        let fill = Ring::anon(RING, 8);
+        for f in 0..RX_FRAMES {
+            fill.set_addr(f, u64::from(f) * FRAME);
+        }
+        fill.set_producer(RX_FRAMES);
+        Self {
+            kernel: None,
+            fill,
+            comp: Ring::anon(RING, 8),
+            rx: Ring::anon(RING, 16),
+            tx: Ring::anon(RING, 16),
+            umem,
+            frames,
+            zero_copy: false,
+            generic: true,
+        }
     }
 }
 

@@ -19,6 +19,8 @@
 //!   copy mode always does), so unlike zcnic's own drivers the datapath makes one per
 //!   burst.
 
+#[cfg(test)]
+mod adversary;
 mod init;
 pub mod ring;
 mod sys;
@@ -66,7 +68,11 @@ impl XdpPort {
         if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
             return Err(Error::NoInterface(iface.to_string()));
         }
-        let xsk = init::Xsk::open(iface)?;
+        Self::with_xsk(iface, init::Xsk::open(iface)?, cfg)
+    }
+
+    /// The port over an open socket (or, in tests, rings a test plays the kernel on).
+    fn with_xsk(iface: &str, xsk: init::Xsk, cfg: &Config) -> Result<Self, Error> {
         let pool = Mempool::new(&FakeDma::default(), cfg.pool).map_err(|e| Error::Xdp {
             iface: iface.to_string(),
             msg: format!("packet pool: {e}"),
@@ -158,8 +164,9 @@ impl XdpPort {
 
     /// Tells the kernel about queued frames when it asked to be told.
     fn kick(&mut self) {
+        let Some(k) = &self.xsk.kernel else { return };
         if self.xsk.tx.needs_wakeup() {
-            if let Err(e) = sys::kick(&self.xsk.sock) {
+            if let Err(e) = sys::kick(&k.sock) {
                 log::debug!("xdp:{}: sendto: {e}", self.iface);
             }
         }
@@ -203,8 +210,13 @@ impl Nic for XdpPort {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        if self.xsk.fill.needs_wakeup() {
-            sys::wake_rx(&self.xsk.sock);
+        if let Some(k) = self
+            .xsk
+            .kernel
+            .as_ref()
+            .filter(|_| self.xsk.fill.needs_wakeup())
+        {
+            sys::wake_rx(&k.sock);
         }
         let avail = match ready(self.xsk.rx.producer(), self.rx_cons, self.xsk.rx.size) {
             Ok(n) => n,
@@ -266,13 +278,16 @@ impl Nic for XdpPort {
         self.reclaim();
         let cons = self.xsk.tx.consumer();
         let free = match room(self.tx_prod, self.tx_seen, cons, self.xsk.tx.size) {
-            Ok(r) => r,
+            Ok(r) => {
+                // Only a consumer that passed the check is the base of the next one.
+                self.tx_seen = cons;
+                r
+            }
             Err(b) => {
                 self.bad(b);
                 0
             }
         };
-        self.tx_seen = cons;
         let n = pkts.len().min(free as usize).min(self.xsk.frames.free());
         let mut posted = 0u32;
         for p in pkts.drain(..n) {
@@ -315,7 +330,7 @@ impl Nic for XdpPort {
     fn stats(&mut self) -> Stats {
         let mut s = self.stats.clone();
         s.hw.push(("bad_kernel_index", self.bad));
-        if let Ok(x) = sys::statistics(&self.xsk.sock) {
+        if let Some(Ok(x)) = self.xsk.kernel.as_ref().map(|k| sys::statistics(&k.sock)) {
             s.hw.extend([
                 ("rx_dropped", x.rx_dropped),
                 ("rx_invalid_descs", x.rx_invalid_descs),

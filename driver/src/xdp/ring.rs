@@ -212,6 +212,23 @@ impl Ring {
         Ok(ring)
     }
 
+    /// A ring of plain memory with no kernel behind it, for tests that play the kernel:
+    /// the words on cache lines of their own, as the kernel lays them out.
+    #[cfg(test)]
+    pub fn anon(size: u32, entry: usize) -> Self {
+        let desc = 256;
+        let map = Mapping::new(None, desc + size as usize * entry, 0).unwrap();
+        Self {
+            map,
+            producer: 0,
+            consumer: 64,
+            flags: 128,
+            desc,
+            size,
+            entry,
+        }
+    }
+
     /// The producer index (acquire: the entries before it are visible once it is read).
     pub fn producer(&self) -> u32 {
         self.map.load(self.producer, Ordering::Acquire)
