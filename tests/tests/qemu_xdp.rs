@@ -178,6 +178,7 @@ fn dump_over_af_xdp_receives_a_zcnic_port_byte_exact() {
          n=0; until grep -q listening /results/dump.err; do\n\
            sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/dump.err; exit 3; }}\n\
          done\n\
+         cat /sys/class/net/$V/operstate /sys/class/net/$V/carrier /sys/class/net/$V/flags > /results/state.txt\n\
          # QEMU's e1000 holds received frames back for 1 s after RCTL is written; the\n\
          # virtio side is ready once dump says it listens.\n\
          zcnic pktgen {E1000} --count {RX} --size 60-1514 --rate 4k | tee /results/pktgen.txt\n\
@@ -196,7 +197,18 @@ fn dump_over_af_xdp_receives_a_zcnic_port_byte_exact() {
     let run = boot("xdp-dump", nics, &script);
     let read = |f: &str| std::fs::read_to_string(run.results.join(f)).unwrap_or_default();
     let dump = read("dump.txt");
-    eprintln!("{}{dump}", read("dump.err"));
+    eprintln!(
+        "{}{dump}state while dump ran: {}",
+        read("dump.err"),
+        read("state.txt")
+    );
+    // Carrier is up before the kernel's operstate follows (up to a second later): the
+    // port reports the link as the carrier says.
+    assert!(
+        read("dump.err").contains(", link up"),
+        "{}",
+        read("dump.err")
+    );
     assert!(
         read("dump.err").contains("af_xdp (copy, native XDP)"),
         "{}",

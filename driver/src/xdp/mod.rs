@@ -343,11 +343,16 @@ impl Nic for XdpPort {
         s
     }
 
+    /// Up when the interface is administratively up and has carrier (`ip link`'s UP and
+    /// LOWER_UP). Not `operstate`: the kernel moves that to "up" in a delayed work item
+    /// up to a second after carrier, so a port opened right after `ip link set up` could
+    /// read "down" while frames already flowed (seen on virtio_net in QEMU).
     fn link(&self) -> Link {
-        let up = self
-            .sysfs("operstate")
-            .is_some_and(|s| s == "up" || s == "unknown")
-            && self.sysfs("carrier").is_some_and(|c| c == "1");
+        let admin = self
+            .sysfs("flags")
+            .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+            .is_some_and(|f| f & libc::IFF_UP as u32 != 0);
+        let up = admin && self.sysfs("carrier").is_some_and(|c| c == "1");
         let speed = self
             .sysfs("speed")
             .and_then(|s| s.parse::<i64>().ok())
