@@ -120,7 +120,7 @@ impl Drop for StopOthers {
 }
 
 /// Runs `work` on a thread of its own; its failure (an error or a panic) stops the others.
-fn spawn_stopping<T: Send + 'static>(
+pub(crate) fn spawn_stopping<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ToolError> + Send + 'static,
 ) -> std::thread::JoinHandle<Result<T, ToolError>> {
     std::thread::spawn(move || {
@@ -132,7 +132,7 @@ fn spawn_stopping<T: Send + 'static>(
 }
 
 /// Joins every thread, then returns their results, or the first failure.
-fn join_all<T>(
+pub(crate) fn join_all<T>(
     threads: Vec<std::thread::JoinHandle<Result<T, ToolError>>>,
     what: &str,
 ) -> Result<Vec<T>, ToolError> {
@@ -294,7 +294,7 @@ pub struct DirTotals {
 /// The per-second lines of the whole port while the queues send, in the form of a
 /// one-queue run's (`cargo xtask bench` reads them): the frames every queue has handed
 /// to the device, from the queues' own counters, and the device's GPTC.
-fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
+pub(crate) fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
     let addr = port.addr();
     let start = std::time::Instant::now();
     let (mut last_t, mut last_sent) = (0.0, 0u64);

@@ -54,9 +54,9 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         .map_err(msg)?;
     let several = specs.len() > 1 || c.stream.iter().any(|s| s.trim().parse::<u16>().is_err());
     let streams_run = several || c.csv.is_some() || c.plot.is_some();
-    if streams_run && (c.zero_copy || c.ceiling || c.queues > 1) {
+    if streams_run && (c.zero_copy || c.ceiling) {
         return Err(msg(
-            "--zero-copy, --ceiling and --queues send one stream: drop the stream specs, --csv and --plot",
+            "--zero-copy and --ceiling send one stream: drop the stream specs, --csv and --plot",
         ));
     }
     let mut flow = frame::Flow {
@@ -102,6 +102,29 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     }
     // Before the port opens: a size beyond the MTU asked for is a usage error.
     pktgen::check_mtu(sizes.max(), c.port.mtu.into(), addr)?;
+    if c.queues > 1 && streams_run {
+        if c.rx.is_some() {
+            return Err(msg(
+                "--queues sends only: drop --rx, and receive with `zcnic dump --queues`",
+            ));
+        }
+        let cfg = zcnic::Config {
+            queues: c.queues,
+            ..c.port.config()
+        };
+        let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+        println!(
+            "pktgen {addr}: {} {}, link {}, {} streams on {} queues",
+            port.driver(),
+            zcnic::format_mac(port.mac()),
+            port.link(),
+            specs.len(),
+            c.queues
+        );
+        let s = streams::on_queues(port.as_mut(), queues, &args, &specs)?;
+        drop(port);
+        return report_streams(&c, &s);
+    }
     if c.queues > 1 {
         if let Some(units::RateSpec::Percent(_)) = rate_spec {
             return Err(msg(
