@@ -284,13 +284,13 @@ pub struct PktgenCmd {
     /// IPv6 instead of IPv4 (addresses fd00::1 -> fd00::2 unless given).
     #[arg(long)]
     pub ipv6: bool,
-    /// Source MAC, or a range FIRST-LAST[/STEP] (default: the port's own).
+    /// Source MAC, or a range FIRST-LAST or FIRST-LAST/STEP (default: the port's own).
     #[arg(long, value_name = "MAC[-MAC]")]
     pub src_mac: Option<String>,
-    /// Destination MAC, or a range FIRST-LAST[/STEP].
+    /// Destination MAC, or a range FIRST-LAST or FIRST-LAST/STEP.
     #[arg(long, value_name = "MAC[-MAC]", default_value = "ff:ff:ff:ff:ff:ff")]
     pub dst_mac: String,
-    /// Source IP, or a range FIRST-LAST[:STEP] (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
+    /// Source IP, or a range FIRST-LAST or FIRST-LAST:STEP (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
     /// [default: 10.0.0.1, or fd00::1 with --ipv6].
     #[arg(long, value_name = "IP[-IP]")]
     pub src_ip: Option<String>,
@@ -298,7 +298,7 @@ pub struct PktgenCmd {
     /// [default: 10.0.0.2, or fd00::2 with --ipv6].
     #[arg(long, value_name = "IP[-IP]")]
     pub dst_ip: Option<String>,
-    /// UDP/TCP source port, or a range FIRST-LAST[:STEP], e.g. 1000-2000:10 [default: 9000].
+    /// UDP/TCP source port, or a range FIRST-LAST or FIRST-LAST:STEP, e.g. 1000-2000:10 [default: 9000].
     #[arg(long, value_name = "PORT[-PORT]")]
     pub src_port: Option<String>,
     /// UDP/TCP destination port or range [default: 23107, which --rx and dump count as
