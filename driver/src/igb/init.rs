@@ -3,7 +3,8 @@
 
 use super::port::{IgbPort, IgbQueues};
 use super::regs;
-use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
+use super::rx::{IgbRxQueue, RxRing};
+use super::tx::{IgbTxQueue, TxRing};
 use crate::e1000::counters::Counters;
 use crate::intel::filter::IntelFilter;
 use crate::intel::LinkWatch;

@@ -2,7 +2,8 @@
 //! [`Igb`], the one-queue [`Nic`] built from a port and its queue 0.
 
 use super::regs;
-use super::rxtx::{IgbRxQueue, IgbTxQueue};
+use super::rx::IgbRxQueue;
+use super::tx::IgbTxQueue;
 use crate::e1000::counters::Counters;
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
