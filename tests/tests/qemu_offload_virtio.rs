@@ -132,7 +132,10 @@ fn virtio_checksum_offloads_against_the_kernel_on_a_tap_wire() {
             );
         }
         eprintln!("{}", echo.lines().last().unwrap_or_default());
-        assert!(echo.contains(" bad 0 "), "{peer}: no frame the NIC found bad\n{echo}");
+        assert!(
+            echo.contains(" bad 0 "),
+            "{peer}: no frame the NIC found bad\n{echo}"
+        );
     }
     // The kernel's virtio-net leaves its TCP checksums partial: zcnic completed them (or
     // the host checked them), and reported them good.
