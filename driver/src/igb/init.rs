@@ -80,7 +80,7 @@ impl<B: Bar> IgbPort<B> {
                 queue: q,
             };
             let tx = IgbTxQueue {
-                ring: Some(TxRing::new(dma, tx_idx).map_err(dma_err)?),
+                ring: Some(TxRing::new(dma, tx_idx, cfg.vlan_strip).map_err(dma_err)?),
                 tail: bar.doorbell(regs::tdt(q.into())),
                 pool: Arc::clone(&pool),
                 counters: Arc::default(),

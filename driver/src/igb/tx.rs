@@ -8,6 +8,12 @@
 //! (TDH tracks descriptor fetch, not completion), a group at a time, and the rest once DD
 //! is on the last burst's end.
 //!
+//! A frame that asks for offloads (`Packet::tx_offload`) goes off the fast path with an
+//! advanced context descriptor before its data descriptors (§7.2.2.2, context slot 0): the
+//! checksums' offsets and the tag to insert, which the data descriptors' POPTS and VLE
+//! ask for. A context descriptor takes no RS (its DCMD has none): where one ends a
+//! clean-up group, the frame's first data descriptor, right after it, reports for it.
+//!
 //! One doorbell per burst, no register read, no allocation, no system call.
 
 use crate::e1000::TX_CLEAN_BATCH;
@@ -16,9 +22,11 @@ use crate::port::{QueueCounters, Teardown, TxQueue};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use zcnic_descriptors::igb::TxDesc;
+use zcnic_descriptors::igb::{popts, tucmd, TxContext, TxDesc};
 use zcnic_descriptors::RingIndex;
-use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet, PoolCache, DATA_ROOM};
+use zcnic_hugepages::{
+    DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, DATA_ROOM,
+};
 
 /// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
 pub const MAX_FRAME: usize = 9728;
@@ -29,6 +37,9 @@ pub(crate) struct TxRing {
     pub(crate) bufs: Vec<Option<Packet>>,
     produced: u32,
     cleaned: u32,
+    /// CTRL.VME is set (`Config::vlan_strip`): VLE inserts tags, as tag insertion is
+    /// promised only in VLAN mode.
+    vlan_insert: bool,
 }
 
 /// The transmit side of one igb queue.
@@ -118,7 +129,11 @@ impl Drop for IgbTxQueue {
 }
 
 impl TxRing {
-    pub(crate) fn new(dma: &dyn DmaAllocator, idx: RingIndex) -> Result<Self, DmaError> {
+    pub(crate) fn new(
+        dma: &dyn DmaAllocator,
+        idx: RingIndex,
+        vlan_insert: bool,
+    ) -> Result<Self, DmaError> {
         let ring = DmaRing::new(dma, idx.size() as usize)?;
         let bufs = (0..idx.size()).map(|_| None).collect();
         Ok(Self {
@@ -127,6 +142,7 @@ impl TxRing {
             bufs,
             produced: 0,
             cleaned: 0,
+            vlan_insert,
         })
     }
 
@@ -135,8 +151,8 @@ impl TxRing {
         TxDesc::from_words(self.ring.read_words(slot))
     }
 
-    /// Reclaims every completed group: DD on its last descriptor (which had RS), and the
-    /// device completes in order. A group not queued whole has no RS at its end yet, but
+    /// Reclaims every completed group: DD on its last descriptor (which had RS; on the one
+    /// after it when that is a context descriptor), and the device completes in order. A group not queued whole has no RS at its end yet, but
     /// the last burst's end has: once that is done, everything goes back. (A 32-slot ring
     /// never holds a whole group, so without this a full one never freed a slot.) The
     /// packets go into `cache` (without one, back to the pool, a group per push), or into
@@ -150,7 +166,7 @@ impl TxRing {
                 self.reclaim_done::<KEEP>(keep);
                 break;
             }
-            if !self.desc(self.idx.slot(last)).done() {
+            if !self.reported_done(last) {
                 break;
             }
             // Acquire: the DD status must be read before the buffers are reused.
@@ -166,6 +182,16 @@ impl TxRing {
             }
             self.cleaned = self.cleaned.wrapping_add(n);
         }
+    }
+
+    /// Whether the descriptor at counter `c`, which ends a clean-up group, is done: DD
+    /// there, or on the data descriptor after it when it is a context descriptor, which
+    /// the device writes nothing back into (that one is queued: a context never ends a
+    /// frame, and the group is queued whole).
+    #[inline]
+    fn reported_done(&self, c: u32) -> bool {
+        let d = self.desc(self.idx.slot(c));
+        d.done() || d.is_context() && self.desc(self.idx.slot(c.wrapping_add(1))).done()
     }
 
     /// Slots free for new frames; one always stays empty (TDT == TDH means empty).
@@ -201,14 +227,19 @@ impl TxRing {
     }
 
     /// Sets RS on the last descriptor of every clean-up group in `[from, to)`: once per
-    /// burst, not per frame.
+    /// burst, not per frame. A context descriptor there has none; the frame's first data
+    /// descriptor, queued right after it in the same burst, reports instead.
     fn mark_reports(&mut self, from: u32, to: u32) {
         let span = to.wrapping_sub(from);
         let mut c = from | (TX_CLEAN_BATCH - 1);
         while c.wrapping_sub(from) < span {
-            let slot = self.idx.slot(c);
-            self.ring
-                .write_words(slot, self.desc(slot).reporting().to_words());
+            let mut slot = self.idx.slot(c);
+            let mut d = self.desc(slot);
+            if d.is_context() {
+                slot = self.idx.slot(c.wrapping_add(1));
+                d = self.desc(slot);
+            }
+            self.ring.write_words(slot, d.reporting().to_words());
             c = c.wrapping_add(TX_CLEAN_BATCH);
         }
     }
@@ -225,16 +256,18 @@ impl TxRing {
         self.ring.write_words(slot, d.to_words());
     }
 
-    /// Queues `pkt` at counter `at`: one descriptor per part (the pool buffer, each buffer
+    /// Queues `pkt` at counter `at`: a context descriptor first when it asks for offloads
+    /// ([`offload`]), then one data descriptor per part (the pool buffer, each buffer
     /// chained after it, each attached payload from application memory), the frame's
-    /// length in the first (PAYLEN) and EOP on the last, which holds the packet until the
-    /// device is done. Returns the frame's length and descriptors used, or `None`
-    /// (dropped) when a part is empty or too long, the frame is longer than
-    /// [`MAX_FRAME`], or a copy into this port's address space fails or would take more
-    /// descriptors than `frames_that_fit` counted for the frame.
+    /// length (PAYLEN) and the offloads asked (POPTS) in the first, EOP on the last, which
+    /// holds the packet until the device is done. Returns the frame's length and
+    /// descriptors used, or `None` (dropped) when a part is empty or too long, the frame
+    /// is longer than [`MAX_FRAME`], a copy into this port's address space fails or would
+    /// take more descriptors than `frames_that_fit` counted for the frame, or a request
+    /// done in software fails.
     fn queue(&mut self, at: u32, pkt: Packet, pool: &Arc<Mempool>) -> Option<(usize, u32)> {
         let given = crate::nic::descriptors(&pkt);
-        let pkt = crate::nic::into_space(pkt, pool)?;
+        let mut pkt = crate::nic::into_space(pkt, pool)?;
         let len = pkt.len();
         if pkt.is_single() {
             if len == 0 || len > DATA_ROOM {
@@ -244,24 +277,97 @@ impl TxRing {
             self.bufs[self.idx.slot(at)] = Some(pkt);
             return Some((len, 1));
         }
+        let ask = offload(&mut pkt, self.vlan_insert)?;
         let parts = || crate::nic::tx_parts(&pkt);
         let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
         let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
-        if total > MAX_FRAME || n > given || parts().any(|p| bad(&p)) {
+        let first = u32::from(ask.is_some());
+        let used = n + first as usize;
+        if total > MAX_FRAME || used > given || parts().any(|p| bad(&p)) {
             return None;
         }
+        if let Some(a) = ask {
+            // Never with RS: `mark_reports` moves a group's report past it.
+            self.ring
+                .write_words(self.idx.slot(at), a.context.to_words());
+        }
         let mut last = at;
-        for (i, (iova, len)) in (0u32..).zip(parts()) {
+        for (i, (iova, len)) in (first..).zip(parts()) {
             last = at.wrapping_add(i);
-            let paylen = if i == 0 { total as u32 } else { 0 };
-            let eop = i as usize == n - 1;
-            self.put(last, TxDesc::data(iova, len as u16, paylen, eop, false));
+            let head = i == first;
+            let paylen = if head { total as u32 } else { 0 };
+            let eop = i as usize == used - 1;
+            let mut d = TxDesc::data(iova, len as u16, paylen, eop, false);
+            if let Some(a) = ask {
+                // POPTS is read on the first data descriptor; VLE on each, as Linux sets it.
+                d = d.offloaded(if head { a.popts } else { 0 }, 0, a.vle);
+            }
+            self.put(last, d);
         }
         // The packet (its chain and payloads) stays until the frame's last descriptor is
         // done.
         self.bufs[self.idx.slot(last)] = Some(pkt);
-        Some((total, n as u32))
+        Some((total, used as u32))
     }
+}
+
+/// What a frame asks of the device: the context descriptor (slot 0) before it, and the
+/// data descriptors' POPTS and VLE.
+#[derive(Clone, Copy)]
+struct Ask {
+    context: TxContext,
+    popts: u32,
+    vle: bool,
+}
+
+/// The device's part of `pkt`'s offload request (`Packet::tx_offload`): `Some(None)` when
+/// nothing is asked of it, because there is no request or it asks nothing, or because
+/// the device cannot do what it asks and it was done here in software
+/// (`offload::apply_in_software`): a checksum with a MACLEN outside 14..=127 (§7.2.2.2),
+/// an IPv4 header checksum of a frame that says it is IPv6, a tag without VLAN mode.
+/// `None` when that fails (the frame is dropped).
+#[cold]
+fn offload(pkt: &mut Packet, vlan_insert: bool) -> Option<Option<Ask>> {
+    let Some(r) = pkt.tx_offload() else {
+        return Some(None);
+    };
+    let csum = r.wants_checksum();
+    let maclen = (TxContext::MIN_MACLEN..=TxContext::MAX_MACLEN).contains(&r.l2_len);
+    let can = (!csum || maclen) && (r.ipv4 || !r.ip_csum) && (r.vlan.is_none() || vlan_insert);
+    if !can {
+        crate::offload::apply_in_software(pkt).ok()?;
+        return Some(None);
+    }
+    if !csum && r.vlan.is_none() {
+        return Some(None);
+    }
+    let mut t = 0;
+    if r.ipv4 {
+        t |= tucmd::IPV4;
+    }
+    if r.l4 == Some(L4Csum::Tcp) {
+        t |= tucmd::L4T_TCP;
+    }
+    let mut p = 0;
+    if r.ip_csum {
+        p |= popts::IXSM;
+    }
+    if r.l4.is_some() {
+        p |= popts::TXSM;
+    }
+    let context = TxContext {
+        // A tag alone asks for no checksum: MACLEN is then not read.
+        maclen: if maclen { r.l2_len } else { 0 },
+        iplen: u16::from(r.l3_len),
+        vlan: r.vlan.unwrap_or(0),
+        tucmd: t,
+        idx: 0,
+    };
+    Some(Some(Ask {
+        context,
+        popts: p,
+        vle: r.vlan.is_some(),
+    }))
 }
 
 impl IgbTxQueue {
