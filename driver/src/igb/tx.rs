@@ -25,7 +25,7 @@ use std::time::Duration;
 use zcnic_descriptors::igb::{popts, tucmd, TxContext, TxDesc};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
-    DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, DATA_ROOM,
+    DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, Words, DATA_ROOM,
 };
 
 /// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
@@ -40,6 +40,9 @@ pub(crate) struct TxRing {
     /// CTRL.VME is set (`Config::vlan_strip`): VLE inserts tags, as tag insertion is
     /// promised only in VLAN mode.
     vlan_insert: bool,
+    /// Frames of a burst that did not fit, on their way back to the caller's front
+    /// (room for a ring's worth, so nothing is allocated on the way).
+    held: Vec<Packet>,
 }
 
 /// The transmit side of one igb queue.
@@ -143,6 +146,7 @@ impl TxRing {
             produced: 0,
             cleaned: 0,
             vlan_insert,
+            held: Vec::with_capacity(idx.size() as usize),
         })
     }
 
@@ -229,6 +233,7 @@ impl TxRing {
     /// Sets RS on the last descriptor of every clean-up group in `[from, to)`: once per
     /// burst, not per frame. A context descriptor there has none; the frame's first data
     /// descriptor, queued right after it in the same burst, reports instead.
+    #[inline(always)]
     fn mark_reports(&mut self, from: u32, to: u32) {
         let span = to.wrapping_sub(from);
         let mut c = from | (TX_CLEAN_BATCH - 1);
@@ -255,59 +260,120 @@ impl TxRing {
         };
         self.ring.write_words(slot, d.to_words());
     }
+}
 
-    /// Queues `pkt` at counter `at`: a context descriptor first when it asks for offloads
-    /// ([`offload`]), then one data descriptor per part (the pool buffer, each buffer
-    /// chained after it, each attached payload from application memory), the frame's
-    /// length (PAYLEN) and the offloads asked (POPTS) in the first, EOP on the last, which
-    /// holds the packet until the device is done. Returns the frame's length and
-    /// descriptors used, or `None` (dropped) when a part is empty or too long, the frame
-    /// is longer than [`MAX_FRAME`], a copy into this port's address space fails or would
-    /// take more descriptors than `frames_that_fit` counted for the frame, or a request
-    /// done in software fails.
-    fn queue(&mut self, at: u32, pkt: Packet, pool: &Arc<Mempool>) -> Option<(usize, u32)> {
-        let given = crate::nic::descriptors(&pkt);
-        let mut pkt = crate::nic::into_space(pkt, pool)?;
-        let len = pkt.len();
-        if pkt.is_single() {
-            if len == 0 || len > DATA_ROOM {
-                return None;
-            }
-            self.put(at, TxDesc::frame(pkt.iova(), len as u16, false));
-            self.bufs[self.idx.slot(at)] = Some(pkt);
-            return Some((len, 1));
-        }
-        let ask = offload(&mut pkt, self.vlan_insert)?;
-        let parts = || crate::nic::tx_parts(&pkt);
-        let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
-        let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
-        let first = u32::from(ask.is_some());
-        let used = n + first as usize;
-        if total > MAX_FRAME || used > given || parts().any(|p| bad(&p)) {
-            return None;
-        }
+/// Queues a frame the fast path did not take at counter `at`: a context descriptor first
+/// when it asks for offloads ([`offload`]), then one data descriptor per part (the pool
+/// buffer, each buffer chained after it, each attached payload from application memory),
+/// the frame's length (PAYLEN) and the offloads asked (POPTS) in the first, EOP on the
+/// last, which holds the packet until the device is done (dropping a stale packet found
+/// there: none should be). A frame from another address space is copied into buffers of
+/// `pool` first (`nic::into_space`). RS is left to `mark_reports`. Returns the frame's
+/// length and the descriptors used; `Ok(None)` (the frame is dropped) when a part is
+/// empty or too long, the frame is longer than [`MAX_FRAME`] or than the ring could ever
+/// hold, it cannot be copied, or a request done in software fails; the frame back when it
+/// needs more than `room` descriptors, to be sent later.
+#[inline(never)]
+fn chain(
+    ring: Words<'_>,
+    bufs: &mut [Option<Packet>],
+    at: u32,
+    pkt: Packet,
+    pool: &Arc<Mempool>,
+    room: u32,
+    vlan_insert: bool,
+) -> Result<Option<(usize, u32)>, Packet> {
+    let Some(mut pkt) = crate::nic::into_space(pkt, pool) else {
+        return Ok(None);
+    };
+    let Some(ask) = offload(&mut pkt, vlan_insert) else {
+        return Ok(None);
+    };
+    let parts = || crate::nic::tx_parts(&pkt);
+    let (n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
+    let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
+    let first = u32::from(ask.is_some());
+    let used = n + first as usize;
+    // Longer than the ring could ever hold (one slot stays empty) would wait forever.
+    if total > MAX_FRAME || used > ring.last() || parts().any(|p| bad(&p)) {
+        return Ok(None);
+    }
+    if used > room as usize {
+        return Err(pkt);
+    }
+    if let Some(a) = ask {
+        // Never with RS: `mark_reports` moves a group's report past it.
+        ring.write(ring.slot(at), a.context.to_words());
+    }
+    let mut last = ring.slot(at);
+    for (i, (iova, len)) in (first..).zip(parts()) {
+        last = ring.slot(at.wrapping_add(i));
+        let head = i == first;
+        let paylen = if head { total as u32 } else { 0 };
+        let eop = i as usize == used - 1;
+        let mut d = TxDesc::data(iova, len as u16, paylen, eop, false);
         if let Some(a) = ask {
-            // Never with RS: `mark_reports` moves a group's report past it.
-            self.ring
-                .write_words(self.idx.slot(at), a.context.to_words());
+            // POPTS is read on the first data descriptor; VLE on each, as Linux sets it.
+            d = d.offloaded(if head { a.popts } else { 0 }, 0, a.vle);
         }
-        let mut last = at;
-        for (i, (iova, len)) in (first..).zip(parts()) {
-            last = at.wrapping_add(i);
-            let head = i == first;
-            let paylen = if head { total as u32 } else { 0 };
-            let eop = i as usize == used - 1;
-            let mut d = TxDesc::data(iova, len as u16, paylen, eop, false);
-            if let Some(a) = ask {
-                // POPTS is read on the first data descriptor; VLE on each, as Linux sets it.
-                d = d.offloaded(if head { a.popts } else { 0 }, 0, a.vle);
+        ring.write(last, d.to_words());
+    }
+    // The packet (its chain and payloads) stays until the frame's last descriptor is
+    // done.
+    bufs[last] = Some(pkt);
+    Ok(Some((total, used as u32)))
+}
+
+/// What queueing a frame off the fast path needs ([`Odd::queue`]), kept out of the fast
+/// loop's registers.
+struct Odd<'a> {
+    /// The burst's first counter, and the descriptors free then.
+    start: u32,
+    free: u32,
+    pool: &'a Arc<Mempool>,
+    vlan_insert: bool,
+    /// Frames set aside for the next call: first `back` of them from the end of the
+    /// burst, last frame first; then a frame that did not fit and those after it.
+    held: &'a mut Vec<Packet>,
+    back: usize,
+    /// Frames refused.
+    errors: u64,
+}
+
+impl Odd<'_> {
+    /// Queues `pkt` at counter `at` through [`chain`]. Returns the descriptors used and
+    /// the bytes sent. A frame that does not fit is set aside with every frame after it;
+    /// so are the frames at the end that no longer have one descriptor each once it is
+    /// queued.
+    #[inline(never)]
+    fn queue(
+        &mut self,
+        ring: Words<'_>,
+        bufs: &mut [Option<Packet>],
+        at: u32,
+        pkt: Packet,
+        frames: &mut std::vec::Drain<'_, Packet>,
+    ) -> (u32, u64) {
+        let room = self.free - at.wrapping_sub(self.start);
+        match chain(ring, bufs, at, pkt, self.pool, room, self.vlan_insert) {
+            Ok(Some((total, used))) => {
+                let fit = room - used;
+                while frames.len() as u32 > fit {
+                    self.held.extend(frames.next_back());
+                    self.back += 1;
+                }
+                (used, total as u64)
             }
-            self.put(last, d);
+            Ok(None) => {
+                self.errors += 1;
+                (0, 0)
+            }
+            Err(later) => {
+                self.held.push(later);
+                self.held.extend(frames.by_ref());
+                (0, 0)
+            }
         }
-        // The packet (its chain and payloads) stays until the frame's last descriptor is
-        // done.
-        self.bufs[self.idx.slot(last)] = Some(pkt);
-        Some((total, used as u32))
     }
 }
 
@@ -394,7 +460,10 @@ impl IgbTxQueue {
     }
 
     /// Sends what fits of `pkts`; completed packets go back into `cache` (to the pool
-    /// when `None`), or into `done` with `KEEP`.
+    /// when `None`), or into `done` with `KEEP`. Every frame takes at least one
+    /// descriptor, so `min(len, free)` of them are taken; one that needs more (a chain, an
+    /// offload request) checks its own room in [`Odd::queue`], off the fast loop, and what
+    /// no longer fits goes back to the front of `pkts`, in order.
     pub(crate) fn tx<const KEEP: bool>(
         &mut self,
         pkts: &mut Vec<Packet>,
@@ -405,21 +474,32 @@ impl IgbTxQueue {
             return 0;
         };
         q.clean::<KEEP>(done, cache);
-        let n = crate::nic::frames_that_fit(pkts, q.free() as usize);
+        let free = q.free();
+        let n = pkts.len().min(free as usize);
         if n == 0 {
             return 0;
         }
         let (start, mut at) = (q.produced, q.produced);
-        let (mut bytes, mut errors) = (0u64, 0u64);
+        let mut bytes = 0u64;
         let space = self.pool.space();
+        let ring = q.ring.words();
+        let bufs = &mut q.bufs[..=ring.last()];
         let mut frames = pkts.drain(..n);
+        // What only the frames off the fast path need, in memory the loop does not touch.
+        let mut odd_ctx = Odd {
+            start,
+            free,
+            pool: &self.pool,
+            vlan_insert: q.vlan_insert,
+            held: &mut q.held,
+            back: 0,
+            errors: 0,
+        };
         loop {
             // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
             // bytes, one descriptor, into an empty slot; RS goes on after the loop) in a
             // loop that calls nothing, so it keeps its values in registers; any other
             // leaves it.
-            let ring = q.ring.words();
-            let bufs = &mut q.bufs[..=ring.last()];
             let mut odd = None;
             for pkt in frames.by_ref() {
                 let len = pkt.len();
@@ -441,17 +521,25 @@ impl IgbTxQueue {
             let Some(pkt) = odd else {
                 break;
             };
-            // `queue` stores the frame in its slot, dropping a stale packet it finds there
-            // (none should be).
-            match q.queue(at, pkt, &self.pool) {
-                Some((len, used)) => {
-                    at = at.wrapping_add(used);
-                    bytes += len as u64;
-                }
-                None => errors += 1,
-            }
+            let (used, total) = odd_ctx.queue(ring, bufs, at, pkt, &mut frames);
+            at = at.wrapping_add(used);
+            bytes += total;
         }
         drop(frames);
+        let (back, errors) = (odd_ctx.back, odd_ctx.errors);
+        if back > 0 {
+            // `held` is [the end, last frame first][a frame that did not fit and those
+            // after it, in order]: the frames' own order is the second part, then the
+            // first reversed.
+            q.held.rotate_left(back);
+            let len = q.held.len();
+            q.held[len - back..].reverse();
+        }
+        let n = n - q.held.len();
+        if !q.held.is_empty() {
+            // Back to the front, in order: no allocation, `pkts` had room for them.
+            pkts.splice(..0, q.held.drain(..));
+        }
         q.mark_reports(start, at);
         if at != start {
             // The burst's last descriptor asks for a write-back, so `flush` has a DD to
