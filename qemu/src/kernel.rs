@@ -56,6 +56,13 @@ const WANTED: &[Wanted] = &[
     want("drivers/i2c/algos/i2c-algo-bit", false, false),
     want("drivers/net/ethernet/intel/igb/igb", false, false),
     want("net/core/pktgen", false, false),
+    // Linux's 802.1Q VLAN interfaces (`ip link add … type vlan`), a peer for VLAN tests:
+    // 8021q needs mrp and garp, garp needs stp and llc, stp needs llc.
+    want("net/llc/llc", false, false),
+    want("net/802/stp", false, false),
+    want("net/802/garp", false, false),
+    want("net/802/mrp", false, false),
+    want("net/8021q/8021q", false, false),
 ];
 
 /// One kernel module for the guest.

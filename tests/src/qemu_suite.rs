@@ -86,12 +86,17 @@ pub const ECHO_RUN: &str = r#"echo_run() {
   ip link set $1 up
   sleep 1
   t0=$(cut -d' ' -f1 /proc/uptime)
-  (cat /tmp/data; sleep 300) | nc 10.0.0.2 7 > /tmp/echoed_$2 &
+  # Two processes on the socket, one writing and one reading: busybox nc alone reads
+  # only between its writes and can deadlock with a full window (see qemu_jumbo.rs).
+  : > /tmp/echoed_$2
+  nc 10.0.0.2 7 -e sh -c "cat /tmp/data & exec cat > /tmp/echoed_$2" &
+  nc_pid=$!
   n=0; until [ "$(wc -c < /tmp/echoed_$2)" -ge BYTES ]; do sleep 0.2; n=$((n+1)); [ $n -lt 900 ] || break; done
   t1=$(cut -d' ' -f1 /proc/uptime)
   echo "$t0 $t1" > /results/time_$2.txt
   sha256sum < /tmp/echoed_$2 > /results/sha_$2.txt
   wc -c < /tmp/echoed_$2 > /results/bytes_$2.txt
+  kill $nc_pid 2> /dev/null || true
   kill -INT $echo_pid; wait $echo_pid
   ip addr flush dev $1
   ip link set $1 down

@@ -1,12 +1,13 @@
 //! Jumbo frames on the e1000 in QEMU, against the guest kernel's own stack: zcnic with
 //! `--mtu 9000` sends 9014-byte pktgen frames that reach the host pcap byte for byte,
 //! captures the kernel's 9014-byte pings with `zcnic dump` (tshark decodes them), and
-//! smoltcp on zcnic answers `ping -s 8000` from a virtio-net with `host_mtu=9000`.
+//! smoltcp on zcnic answers `ping -s 8000` from a virtio-net with `host_mtu=9000` and echoes
+//! 10 MB of the kernel's TCP with checksums offloaded to the e1000.
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
     assert_jumbo_kernel_exchange, assert_pktgen_sequence, boot, figure, guest_slot, nic_mac,
-    read_pcap,
+    read_pcap, tshark_count,
 };
 
 const E1000: &str = "0000:00:02.0";
@@ -18,6 +19,9 @@ fn e1000_sends_captures_and_answers_jumbo_frames() {
         return;
     };
     const N: usize = 2000;
+    // Issue 19's TCP transfer: 10 MB.
+    const MB: usize = 10;
+    const BYTES: usize = MB << 20;
     let script = format!(
         "zcnic bind {E1000}\n\
          modload virtio_net\n\
@@ -46,16 +50,23 @@ fn e1000_sends_captures_and_answers_jumbo_frames() {
          n=0; until grep -q answering /results/echo.txt; do sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || {{ cat /results/echo.txt; exit 3; }}; done\n\
          sleep 2\n\
          ping -c 5 -W 3 -s 8000 10.0.0.2 > /results/ping.txt 2>&1 || true\n\
-         # 1 MB through smoltcp's TCP echo and back, timed until the last byte is back.\n\
-         dd if=/dev/urandom of=/tmp/data bs=1M count=1 2> /dev/null\n\
+         # 10 MB through smoltcp's TCP echo and back, timed until the last byte is back.\n\
+         # busybox nc alone would read the echo only between its writes and block in a\n\
+         # write while its socket's send buffer is full: once the echo's buffers and the\n\
+         # kernel's receive window fill too, nothing moves (issue 19's stall). With -e the\n\
+         # socket goes to two processes, one writing and one reading.\n\
+         dd if=/dev/urandom of=/tmp/data bs=1M count={MB} 2> /dev/null\n\
+         : > /tmp/echoed\n\
          t0=$(cut -d' ' -f1 /proc/uptime)\n\
-         (cat /tmp/data; sleep 300) | nc 10.0.0.2 7 > /tmp/echoed &\n\
-         n=0; until [ \"$(wc -c < /tmp/echoed)\" -ge 1048576 ]; do sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || break; done\n\
+         nc 10.0.0.2 7 -e sh -c 'cat /tmp/data & exec cat > /tmp/echoed' &\n\
+         nc_pid=$!\n\
+         n=0; until [ \"$(wc -c < /tmp/echoed)\" -ge {BYTES} ]; do sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || break; done\n\
          t1=$(cut -d' ' -f1 /proc/uptime)\n\
          echo \"$t0 $t1\" > /results/tcp_time.txt\n\
          sha256sum < /tmp/data > /results/sha_sent.txt\n\
          sha256sum < /tmp/echoed > /results/sha_echoed.txt\n\
          wc -c < /tmp/echoed > /results/echoed_bytes.txt\n\
+         kill $nc_pid 2> /dev/null || true\n\
          kill -INT $echo_pid; wait $echo_pid\n\
          cat /results/refused.txt /results/dump.err /results/ping.txt /results/echo.txt\n"
     );
@@ -98,12 +109,20 @@ fn e1000_sends_captures_and_answers_jumbo_frames() {
     let got = read_pcap(&run.results.join("rx.pcap"));
     assert_jumbo_kernel_exchange(&run, &got.iter().collect::<Vec<_>>());
 
-    // 1 MB from the kernel's TCP through smoltcp's echo on zcnic and back, checksums
-    // offloaded to the e1000 where smoltcp leaves them: every byte. (10 MB took 3 to 5 s
-    // here, but stalled once in four runs with the e1000's checksum offload on: see
-    // issue 19's note; 1 MB keeps the check and the odds of that stall low.)
+    // 10 MB from the kernel's TCP through smoltcp's echo on zcnic and back, checksums
+    // offloaded to the e1000 where smoltcp leaves them: every byte, and every TCP frame
+    // smoltcp sent right on the wire.
     let echoed = read("echoed_bytes.txt");
-    assert_eq!(echoed.trim(), "1048576", "{}", read("echo.txt"));
+    assert_eq!(echoed.trim(), BYTES.to_string(), "{}", read("echo.txt"));
+    let wire = run.pcaps[0].as_ref().expect("a pcap of the e1000");
+    let tcp = format!(
+        "eth.src == {} && tcp.srcport == 7",
+        zcnic::format_mac(nic_mac(0))
+    );
+    let good = "ip.checksum.status == \"Good\" && tcp.checksum.status == \"Good\"";
+    let frames = tshark_count(wire, &tcp);
+    assert!(frames > BYTES / 8960, "{frames} TCP frames from smoltcp");
+    assert_eq!(tshark_count(wire, &format!("{tcp} && {good}")), frames);
     let (sent, back) = (read("sha_sent.txt"), read("sha_echoed.txt"));
     assert!(
         !sent.trim().is_empty() && sent == back,
@@ -115,7 +134,7 @@ fn e1000_sends_captures_and_answers_jumbo_frames() {
         .collect();
     if let [t0, t1] = times[..] {
         eprintln!(
-            "1 MB TCP echo over jumbo frames: {:.1} s, SHA-256 {}",
+            "{MB} MB TCP echo over jumbo frames: {:.1} s, SHA-256 {}",
             t1 - t0,
             sent.split_whitespace().next().unwrap_or_default()
         );

@@ -142,6 +142,8 @@ mod tests {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
+            pacing: crate::pace::Pacing::Burst,
         }
     }
 

@@ -23,6 +23,33 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// `zcnic replay`'s options.
+#[derive(clap::Args, Debug)]
+pub struct ReplayCmd {
+    /// The capture: pcap or pcapng of Ethernet frames (tcpdump -w, tshark -w, zcnic dump).
+    pub file: PathBuf,
+    /// PCI address of the NIC to send on (bound with `zcnic bind`).
+    pub pci: String,
+    /// Play the capture's own timing this many times faster (2 halves every gap; 0.5
+    /// doubles them).
+    #[arg(long, conflicts_with = "rate")]
+    pub speed: Option<f64>,
+    /// A fixed rate instead of the capture's timing: packets per second (20k, 1.5M,
+    /// 20kpps) or bits per second on the wire (100Mbit, 1Gbit, 100Mbps; each frame
+    /// counts its bytes plus FCS, preamble and inter-frame gap, 24 bytes).
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Passes over the capture; 0 replays it until Ctrl-C.
+    #[arg(long = "loop", value_name = "N", default_value_t = 1)]
+    pub loops: u64,
+    /// Copy every frame into pool buffers instead of sending from the capture's memory
+    /// (what a port without an IOMMU does anyway).
+    #[arg(long)]
+    pub copy: bool,
+    #[command(flatten)]
+    pub port: PortOpts,
+}
+
 /// Options every command that opens a port shares.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PortOpts {
@@ -85,12 +112,39 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/dev/hugepages")]
         mount: Option<PathBuf>,
     },
-    /// Send numbered UDP frames, optionally receive them back; live rates and a summary.
+    /// Send numbered frames (UDP, TCP or ICMP over IPv4 or IPv6), optionally receive them
+    /// back; live rates and a summary.
     ///
     /// Each payload carries a sequence number (from 0), a timestamp and a stream id. With
     /// --rx, frames arriving on that port (or on the sending port with --rx same) are
     /// counted: lost, duplicated, reordered, and their latency.
-    Pktgen(PktgenCmd),
+    ///
+    /// Examples:
+    ///   zcnic pktgen 0000:00:02.0 --duration 10                 # 60-byte UDP flat out
+    ///   zcnic pktgen 0000:00:02.0 --count 1000000 --rate 100k --rx 0000:00:03.0   # loss, latency
+    ///   zcnic pktgen 0000:00:02.0 --size 64-1514 --flows 16     # sizes cycled, 16 flows
+    ///   zcnic pktgen 0000:00:02.0 --proto tcp --tcp-flags SYN --ipv6 --count 1000
+    ///   zcnic pktgen 0000:00:02.0 --proto icmp --vlan 100 --csum-offload
+    ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.3.255 --src-port 1000-2000:10
+    ///   zcnic pktgen 0000:00:02.0 --dst-ip 10.0.0.1-10.0.0.9 --order random --seed 7
+    #[command(verbatim_doc_comment)]
+    Pktgen(Box<PktgenCmd>),
+    /// Send a capture's frames (pcap or pcapng, Ethernet) byte for byte: with their
+    /// original timing, faster or slower (--speed), or at a fixed rate (--rate), once or
+    /// over and over (--loop).
+    ///
+    /// The capture is read once into memory the NIC reads directly (registered with the
+    /// IOMMU): each frame goes out as a small head buffer and the rest from the capture,
+    /// without a copy. Frames longer than the port's MTU allows are counted and skipped,
+    /// never cut (--mtu 9000 for jumbo captures).
+    ///
+    /// Examples:
+    ///   zcnic replay trace.pcap 0000:00:02.0                    # as captured
+    ///   zcnic replay trace.pcapng 0000:00:02.0 --speed 2        # twice as fast
+    ///   zcnic replay trace.pcap 0000:00:02.0 --rate 100k --loop 0   # 100 kpps until Ctrl-C
+    ///   zcnic replay trace.pcap 0000:00:02.0 --rate 500Mbit --mtu 9000
+    #[command(verbatim_doc_comment)]
+    Replay(ReplayCmd),
     /// Forward frames between two ports (io or macswap), without copying them.
     Fwd {
         /// Ports: one (frames go back out of it) or two (A→B and B→A).
@@ -195,27 +249,84 @@ pub struct PktgenCmd {
     /// Stop after this many seconds (default: run until Ctrl-C or --count).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Packets per second (e.g. 20000, 10k, 1.5M); default: as fast as the NIC takes them.
-    #[arg(long, value_name = "PPS", allow_hyphen_values = true)]
+    /// Rate: packets per second (20000, 10k, 1.5M, 20kpps), bits per second on the wire
+    /// (100Mbit, 1Gbit, 1Gbit/s, 500Mbps: each frame counts its bytes plus FCS, preamble
+    /// and inter-frame gap, 24 bytes; over the mean of --size), or a share of the link
+    /// speed (50%). Default: as fast as the NIC takes them.
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub rate: Option<String>,
+    /// How paced frames spread in time: burst (whatever is due goes together, up to
+    /// --batch), smooth (one frame at a time, evenly spaced), poisson (exponential gaps
+    /// from --seed, as traffic of many independent sources).
+    #[arg(long, value_name = "burst|smooth|poisson", default_value = "burst")]
+    pub pacing: String,
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Flows: source IP and UDP port step through this many values.
+    /// Flows: source IP and UDP port step through this many values together (frame k is
+    /// flow k % N: 10.0.0.1 + k, port 9000 + k).
     #[arg(long, default_value_t = 1)]
     pub flows: u16,
-    /// Destination MAC.
-    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+    /// Transport: udp, tcp (flags from --tcp-flags, default ACK) or icmp (echo requests,
+    /// identifier 23107). Every shape carries pktgen's numbered payload, so --rx counts it.
+    #[arg(long, default_value = "udp")]
+    pub proto: String,
+    /// TCP flags, comma-separated: SYN,ACK,FIN,RST,PSH,URG,ECE,CWR (e.g. SYN or PSH,ACK).
+    #[arg(long, value_name = "LIST")]
+    pub tcp_flags: Option<String>,
+    /// IPv6 instead of IPv4 (addresses fd00::1 -> fd00::2 unless given).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Source MAC, or a range FIRST-LAST[/STEP] (default: the port's own).
+    #[arg(long, value_name = "MAC[-MAC]")]
+    pub src_mac: Option<String>,
+    /// Destination MAC, or a range FIRST-LAST[/STEP].
+    #[arg(long, value_name = "MAC[-MAC]", default_value = "ff:ff:ff:ff:ff:ff")]
     pub dst_mac: String,
-    /// Source IPv4 address (of flow 0).
-    #[arg(long, default_value = "10.0.0.1")]
-    pub src_ip: std::net::Ipv4Addr,
-    /// Destination IPv4 address.
-    #[arg(long, default_value = "10.0.0.2")]
-    pub dst_ip: std::net::Ipv4Addr,
-    /// Stream id written into every payload.
-    #[arg(long, default_value_t = 0)]
-    pub stream: u16,
+    /// Source IP, or a range FIRST-LAST[:STEP] (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
+    /// [default: 10.0.0.1, or fd00::1 with --ipv6].
+    #[arg(long, value_name = "IP[-IP]")]
+    pub src_ip: Option<String>,
+    /// Destination IP, or a range, e.g. 10.0.0.1-10.0.3.255 or fd00::1-fd00::ff/2
+    /// [default: 10.0.0.2, or fd00::2 with --ipv6].
+    #[arg(long, value_name = "IP[-IP]")]
+    pub dst_ip: Option<String>,
+    /// UDP/TCP source port, or a range FIRST-LAST[:STEP], e.g. 1000-2000:10 [default: 9000].
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub src_port: Option<String>,
+    /// UDP/TCP destination port or range [default: 23107, which --rx and dump count as
+    /// pktgen's: frames to another port are sent but not counted on receive].
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub dst_port: Option<String>,
+    /// How ranges combine: seq walks every combination like an odometer (the last of
+    /// src-mac, dst-mac, src-ip, dst-ip, src-port, dst-port given varies fastest); random
+    /// sends each round of combinations in a fresh pseudo-random order (--seed).
+    ///
+    /// Example: --dst-ip 10.0.0.1-10.0.0.3 --src-port 1000-1001 sends (10.0.0.1, 1000),
+    /// (10.0.0.1, 1001), (10.0.0.2, 1000), ... and starts over after six frames.
+    #[arg(long, value_name = "seq|random", default_value = "seq")]
+    pub order: String,
+    /// Seed of --order random and --pacing poisson: the same seed, the same order and
+    /// gaps.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A stream id written into every payload (a number), or one stream of several sent
+    /// at once, each with its own id, sizes, rate and count and its own counters, loss and
+    /// latency (give --stream once per stream): comma-separated size=N|A-B, imix, rate=R
+    /// (as --rate: 1M, 200Mbit, 10%), id=N (default: the stream's place, from 0),
+    /// count=N; what a stream leaves out comes from --size, --rate and --count.
+    ///
+    /// Example: --stream size=64,rate=10k --stream imix,rate=50Mbit,id=9
+    #[arg(long, value_name = "ID|SPEC", default_value = "0")]
+    pub stream: Vec<String>,
+    /// Write every second's rates per stream to this CSV file: second, stream, tx_pps,
+    /// tx_mbps, rx_pps, lost, p50_us, p99_us.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Draw the run to this SVG file: frames per second sent and received per stream over
+    /// time, and latency p50/p99 per stream (with --rx).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Send from this many transmit queues, one thread each (igb: up to 8): queue k sends
     /// stream --stream + k, its share of --count and of --rate.
     #[arg(long, default_value_t = 1)]

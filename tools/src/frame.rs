@@ -385,8 +385,8 @@ pub struct Meta {
 /// Why a frame is not an intact pktgen frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// Not Ethernet/IPv4/UDP.
-    #[error("not an Ethernet/IPv4/UDP frame: {0}")]
+    /// Not a UDP, TCP or ICMP echo frame of pktgen's.
+    #[error("not a pktgen frame: {0}")]
     NotUdp(String),
     /// UDP, but not to the pktgen port.
     #[error("UDP to port {0}, not pktgen's {PKTGEN_PORT}")]
@@ -401,67 +401,56 @@ pub enum ParseError {
 
 /// Parses and checks a pktgen frame: headers, port, and every filler byte.
 pub fn parse(frame: &[u8]) -> Result<Meta, ParseError> {
-    let meta = parse_meta(frame)?;
-    let payload = &frame[HEADERS..];
+    let payload = payload(frame)?;
     if let Some(k) = (META..payload.len()).find(|&k| payload[k] != k as u8) {
         return Err(ParseError::Corrupt(k));
     }
-    Ok(meta)
+    Ok(meta_of(payload))
 }
 
 /// Parses a pktgen frame's metadata without checking the filler (the receive hot path).
 pub fn parse_meta(frame: &[u8]) -> Result<Meta, ParseError> {
-    let p = SlicedPacket::from_ethernet(frame).map_err(|e| ParseError::NotUdp(e.to_string()))?;
-    let Some(TransportSlice::Udp(udp)) = p.transport else {
-        return Err(ParseError::NotUdp("no UDP header".into()));
-    };
-    if udp.destination_port() != PKTGEN_PORT {
-        return Err(ParseError::OtherPort(udp.destination_port()));
-    }
-    let payload = udp.payload();
-    if payload.len() < META {
-        return Err(ParseError::Short(payload.len()));
-    }
+    payload(frame).map(meta_of)
+}
+
+fn meta_of(payload: &[u8]) -> Meta {
     let u64_at = |o: usize| u64::from_le_bytes(payload[o..o + 8].try_into().unwrap_or([0; 8]));
-    Ok(Meta {
+    Meta {
         seq: u64_at(0),
         tx_ns: u64_at(8),
         stream: u16::from_le_bytes([payload[16], payload[17]]),
-    })
+    }
 }
 
-/// What of `req` the port does and what is done in software before the frame leaves,
-/// for pktgen's first line: `", offloaded: UDP checksum; in software: IPv4 checksum"`.
-pub fn offload_split(req: &zcnic::TxOffload, caps: zcnic::Offloads) -> String {
-    let (mut nic, mut soft) = (Vec::new(), Vec::new());
-    let mut put = |by_nic: bool, what: &'static str| {
-        if by_nic {
-            nic.push(what)
-        } else {
-            soft.push(what)
+/// The payload of a pktgen frame of any shape (`template.rs`): UDP or TCP to
+/// [`PKTGEN_PORT`], or an ICMP echo request with that identifier, over IPv4 or IPv6,
+/// tagged or not; at least [`META`] bytes.
+fn payload(frame: &[u8]) -> Result<&[u8], ParseError> {
+    use etherparse::{Icmpv4Type, Icmpv6Type};
+    let p = SlicedPacket::from_ethernet(frame).map_err(|e| ParseError::NotUdp(e.to_string()))?;
+    let payload = match p.transport {
+        Some(TransportSlice::Udp(udp)) if udp.destination_port() == PKTGEN_PORT => udp.payload(),
+        Some(TransportSlice::Tcp(tcp)) if tcp.destination_port() == PKTGEN_PORT => tcp.payload(),
+        Some(TransportSlice::Udp(udp)) => {
+            return Err(ParseError::OtherPort(udp.destination_port()))
         }
-    };
-    if req.ip_csum {
-        put(caps.tx_ipv4_csum, "IPv4 checksum");
-    }
-    if let Some(l4) = req.l4 {
-        let what = match l4 {
-            zcnic::L4Csum::Udp => "UDP checksum",
-            zcnic::L4Csum::Tcp => "TCP checksum",
-        };
-        put(caps.tx_l4(l4), what);
-    }
-    if req.vlan.is_some() {
-        put(caps.tx_vlan_insert, "VLAN tag");
-    }
-    let list = |v: &[&str]| {
-        if v.is_empty() {
-            "nothing".to_string()
-        } else {
-            v.join(", ")
+        Some(TransportSlice::Tcp(tcp)) => {
+            return Err(ParseError::OtherPort(tcp.destination_port()))
         }
+        Some(TransportSlice::Icmpv4(icmp)) => match icmp.icmp_type() {
+            Icmpv4Type::EchoRequest(e) if e.id == PKTGEN_PORT => icmp.payload(),
+            _ => return Err(ParseError::NotUdp("an ICMP message not pktgen's".into())),
+        },
+        Some(TransportSlice::Icmpv6(icmp)) => match icmp.icmp_type() {
+            Icmpv6Type::EchoRequest(e) if e.id == PKTGEN_PORT => icmp.payload(),
+            _ => return Err(ParseError::NotUdp("an ICMPv6 message not pktgen's".into())),
+        },
+        _ => return Err(ParseError::NotUdp("no UDP, TCP or ICMP header".into())),
     };
-    format!(", offloaded: {}; in software: {}", list(&nic), list(&soft))
+    if payload.len() < META {
+        return Err(ParseError::Short(payload.len()));
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -594,28 +583,5 @@ mod tests {
             f[at] ^= 0x5a;
             prop_assert!(matches!(parse(&f), Err(ParseError::Corrupt(_))));
         }
-    }
-
-    #[test]
-    fn offload_split_names_who_does_what() {
-        let req = zcnic::TxOffload {
-            ip_csum: true,
-            l4: Some(zcnic::L4Csum::Udp),
-            vlan: Some(100),
-            ..zcnic::TxOffload::ipv4(14, 20)
-        };
-        let virtio = zcnic::Offloads {
-            tx_tcp_csum: true,
-            tx_udp_csum: true,
-            ..zcnic::Offloads::NONE
-        };
-        assert_eq!(
-            offload_split(&req, virtio),
-            ", offloaded: UDP checksum; in software: IPv4 checksum, VLAN tag"
-        );
-        assert_eq!(
-            offload_split(&req, zcnic::Offloads::NONE),
-            ", offloaded: nothing; in software: IPv4 checksum, UDP checksum, VLAN tag"
-        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bind;
 pub mod ceiling;
+pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod doctor;
@@ -14,7 +15,14 @@ pub mod link;
 pub mod multiqueue;
 pub mod pace;
 pub mod pktgen;
+pub mod pktgen_cli;
+pub mod plot;
+pub mod ranges;
+pub mod replay;
 pub mod seq;
+pub mod sizes;
+pub mod streams;
+pub mod template;
 pub mod units;
 
 /// An error a subcommand reports: one line that says what to do. The command exits 2.

@@ -3,51 +3,11 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use zcnic::{Config, HugepageStatus, Nic, PciAddr};
-use zcnic_tools::cli::{Cli, Cmd, FwdMode, PktgenCmd, PortOpts};
-use zcnic_tools::{bind, dump, frame, fwd, groups, msg, multiqueue, pktgen, units, ToolError};
-
-fn parse_pci(s: &str) -> Result<PciAddr, ToolError> {
-    Ok(s.parse::<PciAddr>()?)
-}
-
-fn seconds(flag: &str, v: Option<f64>) -> Result<Option<Duration>, ToolError> {
-    match v {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(msg(format!(
-            "--{flag} {s}: give a number of seconds above 0"
-        ))),
-    }
-}
-
-/// Largest `--batch` of pktgen (`pktgen::run` clamps to it).
-const MAX_BATCH: usize = 256;
-/// Largest `--burst` of fwd (`fwd::run` clamps to it).
-const MAX_BURST: usize = 512;
-
-/// Burst sizes outside `1..=max` are refused rather than clamped, so the run is the one asked for.
-fn check_burst(flag: &str, n: usize, max: usize) -> Result<(), ToolError> {
-    if (1..=max).contains(&n) {
-        Ok(())
-    } else {
-        Err(msg(format!(
-            "--{flag} {n}: give 1..={max} frames per burst"
-        )))
-    }
-}
-
-fn check_count(c: Option<u64>) -> Result<(), ToolError> {
-    match c {
-        Some(0) => Err(msg("--count 0 would do nothing: give at least 1")),
-        _ => Ok(()),
-    }
-}
-
-fn open(addr: &PciAddr, cfg: &Config) -> Result<Box<dyn Nic>, ToolError> {
-    Ok(zcnic::open_with(&addr.to_string(), cfg)?)
-}
+use zcnic::{Config, HugepageStatus, PciAddr};
+use zcnic_tools::checks::{check_burst, check_count, open, parse_pci, seconds, MAX_BURST};
+use zcnic_tools::cli::{Cli, Cmd, FwdMode, PortOpts};
+use zcnic_tools::pktgen_cli::pktgen_cmd;
+use zcnic_tools::{bind, dump, fwd, groups, msg, multiqueue, ToolError};
 
 fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolError> {
     if let Some(dir) = mount {
@@ -81,132 +41,6 @@ fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolE
         st.total, st.free
     );
     Ok(())
-}
-
-fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
-    let addr = parse_pci(&c.pci)?;
-    let sizes = if c.imix {
-        pktgen::Sizes::Imix
-    } else {
-        pktgen::Sizes::parse(&c.size).map_err(msg)?
-    };
-    check_count(c.count)?;
-    check_burst("batch", c.batch, MAX_BATCH)?;
-    if c.flows == 0 {
-        return Err(msg("--flows 0: give at least 1"));
-    }
-    let rate = c
-        .rate
-        .as_deref()
-        .map(|r| units::parse_rate(r).map_err(|e| msg(format!("--rate: {e}"))))
-        .transpose()?;
-    let rx_addr = match c.rx.as_deref() {
-        None => None,
-        Some("same") => Some(addr),
-        Some(p) => Some(parse_pci(p)?),
-    };
-    let args = pktgen::Args {
-        sizes,
-        count: c.count,
-        duration: seconds("duration", c.duration)?,
-        batch: c.batch,
-        rate,
-        flow: frame::Flow {
-            dst_mac: units::parse_mac(&c.dst_mac).map_err(|e| msg(format!("--dst-mac: {e}")))?,
-            src_ip: c.src_ip.octets(),
-            dst_ip: c.dst_ip.octets(),
-            stream: c.stream,
-            ..frame::Flow::default()
-        },
-        flows: c.flows,
-        rx_wait: match c.rx_wait {
-            // 0 is fine here: do not wait for stragglers.
-            0.0 => Duration::ZERO,
-            w => seconds("rx-wait", Some(w))?.unwrap_or_default(),
-        },
-        zero_copy: c.zero_copy,
-        ceiling: c.ceiling,
-        quiet: false,
-        offload: (c.csum_offload || c.vlan.is_some()).then_some(zcnic::TxOffload {
-            ip_csum: c.csum_offload,
-            l4: c.csum_offload.then_some(zcnic::L4Csum::Udp),
-            vlan: c.vlan,
-            ..zcnic::TxOffload::ipv4(14, 20)
-        }),
-        bad_csum: c.bad_csum,
-    };
-    if c.queues == 0 {
-        return Err(msg("--queues 0: give at least 1"));
-    }
-    // Before the port opens: a size beyond the MTU asked for is a usage error.
-    pktgen::check_mtu(sizes.max(), c.port.mtu.into(), addr)?;
-    if c.queues > 1 {
-        return multiqueue::pktgen_cmd(&addr, &c, &args);
-    }
-    let mut cfg = c.port.config();
-    // Tags inserted by the NIC: the e1000 honours VLE only in VLAN mode.
-    cfg.vlan_strip |= c.vlan.is_some();
-    let mut tx = open(&addr, &cfg)?;
-    let mut rx_nic = match rx_addr {
-        Some(r) if r != addr => Some(open(&r, &cfg)?),
-        _ => None,
-    };
-    let size_text = match sizes {
-        pktgen::Sizes::Fixed(n) => format!("{n}-byte frames"),
-        pktgen::Sizes::Range(a, b) => format!("{a}..{b}-byte frames"),
-        pktgen::Sizes::Imix => "IMIX frames".into(),
-    };
-    let head = format!(
-        "pktgen {addr}: {} {}, link {}, {size_text}{}{}{}",
-        tx.driver(),
-        zcnic::format_mac(tx.mac()),
-        tx.link(),
-        rate.map_or(String::new(), |r| format!(" at {r:.0} pps")),
-        rx_addr.map_or(String::new(), |r| format!(", receiving on {r}")),
-        args.offload
-            .map_or(String::new(), |r| frame::offload_split(&r, tx.offloads())),
-    );
-    if c.json {
-        eprintln!("{head}");
-    } else {
-        println!("{head}");
-    }
-    let rx = match (&mut rx_nic, rx_addr) {
-        (Some(n), _) => pktgen::Rx::Other(n.as_mut()),
-        (None, Some(_)) => pktgen::Rx::Same,
-        (None, None) => pktgen::Rx::None,
-    };
-    let s = pktgen::run(tx.as_mut(), rx, &args)?;
-    let pools: Vec<_> = std::iter::once(&tx)
-        .chain(rx_nic.as_ref())
-        .map(|n| (n.addr(), n.pool().clone()))
-        .collect();
-    drop(rx_nic);
-    drop(tx); // stops DMA; every buffer a ring held goes back to its pool
-    for line in pktgen::summary_lines(&s) {
-        if c.json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    }
-    for (a, p) in &pools {
-        let line = format!(
-            "pktgen {a}: {} of {} buffers back in the pool",
-            p.free_count(),
-            p.capacity()
-        );
-        if c.json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    }
-    if c.json {
-        println!("{}", pktgen::summary_json(&s));
-    }
-    // Reported after the summary, so nothing is lost; the exit status says it failed.
-    pktgen::unflushed(&s).map_or(Ok(()), Err)
 }
 
 fn fwd_cmd(
@@ -393,7 +227,8 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
         Cmd::Doctor => unreachable!("run by main: doctor has its own exit status"),
         Cmd::Unbind { pci } => bind::unbind(&parse_pci(&pci)?),
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
-        Cmd::Pktgen(c) => pktgen_cmd(c),
+        Cmd::Pktgen(c) => pktgen_cmd(*c),
+        Cmd::Replay(c) => zcnic_tools::replay::cmd(c),
         Cmd::Fwd {
             ports,
             mode,

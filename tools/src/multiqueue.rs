@@ -389,15 +389,15 @@ pub fn pktgen_cmd(addr: &PciAddr, c: &crate::cli::PktgenCmd, args: &Args) -> Res
         zcnic::format_mac(port.mac()),
         port.link(),
         c.queues,
-        c.stream,
-        c.stream.wrapping_add(c.queues - 1),
+        args.flow.stream,
+        args.flow.stream.wrapping_add(c.queues - 1),
     );
     let (total, each) = run(port.as_mut(), queues, args)?;
     for (k, s) in each.iter().enumerate() {
         println!(
             "pktgen {addr}: queue {k}: {} frames sent (stream {}), {:.0} pps",
             s.sent,
-            c.stream.wrapping_add(k as u16),
+            args.flow.stream.wrapping_add(k as u16),
             s.pps()
         );
     }
@@ -430,6 +430,8 @@ mod tests {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
+            pacing: crate::pace::Pacing::Burst,
         }
     }
 

@@ -1,34 +1,114 @@
 //! Rate pacing: how many frames may go now, from a clock and what was already sent.
 //!
 //! Pure arithmetic on nanoseconds so tests can drive it with a fake clock. The sender asks
-//! before each burst; the allowance is what the rate permits up to `now` minus what was
-//! sent, capped at one burst, so a late loop catches up in bursts instead of all at once.
+//! before each burst with the frames it has generated so far; the allowance is what the
+//! schedule has made due by `now` beyond those, capped at one burst, so a late loop
+//! catches up in bursts instead of all at once. Three schedules ([`Pacing`]):
+//!
+//! - `burst`: frame k is due at k / rate; whatever is due goes together, up to a burst
+//!   (fewest doorbells, the rate exact over any second);
+//! - `smooth`: the same times, but one frame per call, so frames leave evenly spaced as far
+//!   as the loop keeps up;
+//! - `poisson`: gaps drawn from the exponential distribution of mean 1 / rate (a Poisson
+//!   arrival process, as traffic from many independent sources looks), from a seed: the
+//!   same seed, the same gaps.
+
+/// How frames are spread in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    Burst,
+    Smooth,
+    /// Exponential gaps from this seed.
+    Poisson(u64),
+}
+
+impl Pacing {
+    /// Parses `--pacing` (`burst`, `smooth`, `poisson`), with the seed for poisson.
+    pub fn parse(s: &str, seed: u64) -> Result<Self, String> {
+        match s {
+            "burst" => Ok(Pacing::Burst),
+            "smooth" => Ok(Pacing::Smooth),
+            "poisson" => Ok(Pacing::Poisson(seed)),
+            _ => Err(format!("--pacing {s}: give burst, smooth or poisson")),
+        }
+    }
+}
 
 /// Paces a sender at `rate` frames per second from time `start_ns`.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
     rate: f64,
     start_ns: u64,
+    pacing: Pacing,
+    /// Poisson: frames scheduled so far (due by `due_ns`), and when the next one is due.
+    scheduled: u64,
+    due_ns: f64,
+    rng: u64,
 }
 
 impl Pacer {
-    /// A pacer for `rate` frames per second (positive) starting at `start_ns`.
+    /// A pacer for `rate` frames per second (positive) starting at `start_ns`, in bursts.
     pub fn new(rate: f64, start_ns: u64) -> Self {
-        Self { rate, start_ns }
+        Self::with(rate, start_ns, Pacing::Burst)
     }
 
-    /// Frames allowed at `now_ns` given `sent` so far, at most `burst`.
+    /// A pacer of the given schedule.
+    pub fn with(rate: f64, start_ns: u64, pacing: Pacing) -> Self {
+        let seed = match pacing {
+            Pacing::Poisson(s) => s,
+            _ => 0,
+        };
+        Self {
+            rate,
+            start_ns,
+            pacing,
+            scheduled: 0,
+            // The first frame goes at the start, as a stopwatch-started generator's would.
+            due_ns: start_ns as f64,
+            rng: seed ^ 0x2545_f491_4f6c_dd1d | 1,
+        }
+    }
+
+    /// Frames allowed at `now_ns` given `sent` (generated) so far, at most `burst`.
     #[inline]
-    pub fn allowance(&self, now_ns: u64, sent: u64, burst: usize) -> usize {
+    pub fn allowance(&mut self, now_ns: u64, sent: u64, burst: usize) -> usize {
+        match self.pacing {
+            Pacing::Burst => self.due_by(now_ns, sent, burst),
+            Pacing::Smooth => self.due_by(now_ns, sent, burst.min(1)),
+            Pacing::Poisson(_) => self.poisson(now_ns, sent, burst),
+        }
+    }
+
+    #[inline]
+    fn due_by(&self, now_ns: u64, sent: u64, burst: usize) -> usize {
         let elapsed = now_ns.saturating_sub(self.start_ns) as f64;
-        // +1: the first frame goes at time 0, as a stopwatch-started generator would.
+        // +1: the first frame goes at time 0.
         let due = (self.rate * elapsed / 1e9) as u64 + 1;
         (due.saturating_sub(sent)).min(burst as u64) as usize
     }
 
-    /// When the next frame is due, for a sender that wants to sleep instead of spin.
-    pub fn next_due_ns(&self, sent: u64) -> u64 {
-        self.start_ns + (sent as f64 * 1e9 / self.rate) as u64
+    /// Frames `sent..` whose exponential due times have come, at most `burst`: those
+    /// scheduled before and not yet sent first, then new ones as their times come.
+    fn poisson(&mut self, now_ns: u64, sent: u64, burst: usize) -> usize {
+        let burst = burst as u64;
+        let mut n = self.scheduled.saturating_sub(sent).min(burst);
+        while n < burst && self.due_ns <= now_ns as f64 {
+            self.scheduled += 1;
+            self.due_ns += self.gap_ns();
+            n += 1;
+        }
+        n as usize
+    }
+
+    /// An exponential gap of mean 1 / rate seconds, in ns: -ln(U) / rate with U uniform
+    /// in (0, 1] from xorshift64*.
+    fn gap_ns(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        -u.ln() * 1e9 / self.rate
     }
 }
 
@@ -40,7 +120,7 @@ mod tests {
     /// Runs a sender loop on a fake clock that advances by `step_ns` per iteration for
     /// `secs`; returns frames sent.
     fn simulate(rate: f64, burst: usize, step_ns: u64, secs: f64) -> u64 {
-        let p = Pacer::new(rate, 1_000);
+        let mut p = Pacer::new(rate, 1_000);
         let end = 1_000 + (secs * 1e9) as u64;
         let (mut now, mut sent) = (1_000u64, 0u64);
         while now < end {
@@ -71,9 +151,55 @@ mod tests {
 
     #[test]
     fn a_late_loop_catches_up_one_burst_at_a_time() {
-        let p = Pacer::new(1e6, 0);
+        let mut p = Pacer::new(1e6, 0);
         assert_eq!(p.allowance(1_000_000, 0, 32), 32);
         assert_eq!(p.allowance(0, 0, 32), 1);
-        assert_eq!(p.next_due_ns(1000), 1_000_000);
+    }
+
+    #[test]
+    fn smooth_sends_one_at_a_time() {
+        let mut p = Pacer::with(1e6, 0, Pacing::Smooth);
+        assert_eq!(p.allowance(1_000_000, 0, 32), 1);
+        assert_eq!(p.allowance(1_000_000, 999, 32), 1);
+        assert_eq!(p.allowance(1_000_000, 1001, 32), 0);
+    }
+
+    /// Send times on a 100 ns fake clock: the gaps' mean and variance are those of the
+    /// exponential distribution (1/rate and 1/rate²) within 5%, and none is lost when the
+    /// sender takes fewer than allowed.
+    #[test]
+    fn poisson_gaps_have_the_exponential_mean_and_variance() {
+        for (rate, seed) in [(10_000.0, 1), (200_000.0, 7), (1e6, 42)] {
+            let mut p = Pacer::with(rate, 0, Pacing::Poisson(seed));
+            let (mut now, mut sent, mut times) = (0u64, 0u64, Vec::new());
+            while times.len() < 200_000 {
+                // Take at most 3 of what is allowed: the rest stays due.
+                let n = p.allowance(now, sent, 8).min(3);
+                times.extend(std::iter::repeat_n(now as f64, n));
+                sent += n as u64;
+                now += 100;
+            }
+            let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]) / 1e9).collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            let (m, v) = (1.0 / rate, 1.0 / (rate * rate));
+            assert!(
+                (mean - m).abs() < 0.05 * m,
+                "rate {rate}: mean {mean} vs {m}"
+            );
+            assert!(
+                (var - v).abs() < 0.05 * v,
+                "rate {rate}: variance {var} vs {v}"
+            );
+        }
+        // The same seed, the same schedule.
+        let run = |seed| {
+            let mut p = Pacer::with(1e5, 0, Pacing::Poisson(seed));
+            (0..1000)
+                .map(|t| p.allowance(t * 1000, 0, 1000))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
     }
 }

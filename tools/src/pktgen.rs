@@ -11,67 +11,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use zcnic::{Nic, Packet, PciAddr, DATA_ROOM};
 
-/// Frame sizes to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sizes {
-    /// Every frame this size.
-    Fixed(usize),
-    /// Sizes from `min` to `max`, one after the other, then again.
-    Range(usize, usize),
-    /// Simple IMIX: 7 × 60, 4 × 590, 1 × 1514 bytes in every 12 frames (64/594/1518 on the
-    /// wire with the FCS).
-    Imix,
-}
+pub use crate::pktgen_cli::{summary_json, summary_lines};
 
-const IMIX: [usize; 12] = [60, 590, 60, 60, 590, 60, 60, 590, 60, 60, 590, 1514];
-
-impl Sizes {
-    /// Parses `--size`: `N` or `MIN-MAX`, each within the frame limits.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let num = |t: &str| -> Result<usize, String> {
-            let n: usize = t
-                .trim()
-                .parse()
-                .map_err(|_| format!("--size `{s}`: give N or MIN-MAX in bytes"))?;
-            if !(frame::MIN_FRAME..=frame::MAX_FRAME).contains(&n) {
-                return Err(format!(
-                    "--size {n}: frames are {}..={} bytes (without FCS)",
-                    frame::MIN_FRAME,
-                    frame::MAX_FRAME
-                ));
-            }
-            Ok(n)
-        };
-        match s.split_once('-') {
-            None => Ok(Sizes::Fixed(num(s)?)),
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("--size {s}: MIN is above MAX"));
-                }
-                Ok(Sizes::Range(a, b))
-            }
-        }
-    }
-
-    /// The largest size sent.
-    pub fn max(&self) -> usize {
-        match *self {
-            Sizes::Fixed(n) | Sizes::Range(_, n) => n,
-            Sizes::Imix => frame::STANDARD_FRAME,
-        }
-    }
-
-    /// Size of frame `seq`.
-    #[inline(always)]
-    pub fn of(&self, seq: u64) -> usize {
-        match *self {
-            Sizes::Fixed(n) => n,
-            Sizes::Range(a, b) => a + (seq % (b - a + 1) as u64) as usize,
-            Sizes::Imix => IMIX[(seq % 12) as usize],
-        }
-    }
-}
+pub use crate::sizes::Sizes;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -105,6 +47,11 @@ pub struct Args {
     pub offload: Option<zcnic::TxOffload>,
     /// Spoil every frame's UDP checksum (a test of receivers).
     pub bad_csum: bool,
+    /// Frames of another shape than the fast IPv4/UDP ones, or with ranges
+    /// (`template.rs`); `flow`'s single values are in it.
+    pub template: Option<crate::template::Template>,
+    /// How paced frames spread in time (`--pacing`).
+    pub pacing: crate::pace::Pacing,
 }
 
 /// Where frames come back, if anywhere.
@@ -249,7 +196,7 @@ pub fn check_mtu(max_size: usize, mtu: usize, port: zcnic::PciAddr) -> Result<()
 /// of `pool` linked after it; returns the bytes in `p` itself. Cold: only jumbo frames.
 #[cold]
 #[inline(never)]
-fn write_long(
+pub(crate) fn write_long(
     gen: &mut FrameGen,
     p: &mut Packet,
     pool: &std::sync::Arc<zcnic::Mempool>,
@@ -284,6 +231,34 @@ fn write_long(
     Ok(n)
 }
 
+/// Writes templated frame `seq` of `size` bytes into `p` (and buffers of `pool` linked
+/// after it when it is longer than one); returns (bytes in `p`, bytes in the frame).
+#[cold]
+#[inline(never)]
+pub(crate) fn write_template(
+    t: &mut crate::template::Template,
+    p: &mut Packet,
+    pool: &std::sync::Arc<zcnic::Mempool>,
+    size: usize,
+    seq: u64,
+    now: u64,
+) -> Result<(usize, usize), ToolError> {
+    let f = t.write(size, seq, now)?;
+    let n = f.len().min(DATA_ROOM);
+    p.room_mut()[..n].copy_from_slice(&f[..n]);
+    let _ = p.set_len(n);
+    if f.len() > n {
+        let rest = pool.alloc_copy(&f[n..]).ok_or_else(|| {
+            msg(format!(
+                "the pool of {} buffers ran dry building {size}-byte frames: send fewer at once (--batch)",
+                pool.capacity()
+            ))
+        })?;
+        p.append(rest);
+    }
+    Ok((n, f.len()))
+}
+
 /// Sends until the count, the duration or Ctrl-C, receiving on `rx` meanwhile; prints a
 /// line every second.
 pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, ToolError> {
@@ -315,7 +290,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let limit = args.count.unwrap_or(u64::MAX);
     let mut clock = LoopClock::new();
     let epoch = clock.epoch();
-    let pacer = args.rate.map(|r| Pacer::new(r, 0));
+    let mut pacer = args.rate.map(|r| Pacer::with(r, 0, args.pacing));
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut recv = (!matches!(rx, Rx::None)).then(|| Receiver {
         seq: SeqTracker::with_expected(args.count.unwrap_or(1 << 20)),
@@ -331,11 +306,22 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     // round trip and no header writes per frame.
     // (Not with offloads: a request rewrites the checksum fields the re-stamp keeps.)
     let recycle = filler.is_none()
+        && args.template.is_none()
         && args.flows == 1
         && matches!(args.sizes, Sizes::Fixed(_))
         && args.offload.is_none()
         && !args.bad_csum;
     let caps = tx.offloads();
+    // A template's source MAC is the port's unless a range gives it.
+    let mut template = args.template.clone().map(|mut t| {
+        if !t.ranges_src_mac() {
+            t.flow.src_mac = tx.mac();
+        }
+        t
+    });
+    let bad_csum_at = template
+        .as_ref()
+        .map_or(14 + 20 + 6, |t| t.l4_checksum_at());
     let mut recycled: Vec<Packet> = Vec::new();
     let (mut seq, mut sent, mut bytes) = (0u64, 0u64, 0u64);
     let mut sending_until = None;
@@ -353,7 +339,7 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
             if !more {
                 want = 0;
             }
-            if let Some(p) = &pacer {
+            if let Some(p) = pacer.as_mut() {
                 want = want.min(p.allowance(now, seq, batch));
             }
             // Sent frames the driver handed back (one size, one flow): only their stamp
@@ -371,16 +357,17 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                     0
                 };
                 // (bytes in the buffer, bytes in the frame)
-                let (n, total) = match &filler {
-                    None if size > DATA_ROOM => {
+                let (n, total) = match (&filler, template.as_mut()) {
+                    (_, Some(t)) => write_template(t, p, &pool, size, seq, now)?,
+                    (None, None) if size > DATA_ROOM => {
                         let n = write_long(&mut gen, p, &pool, size, flow, seq, now)?;
                         (n, size)
                     }
-                    None => {
+                    (None, None) => {
                         let n = gen.write(p.room_mut(), size, flow, seq, now);
                         (n, n)
                     }
-                    Some(region) => {
+                    (Some(region), None) => {
                         let n = gen.write_head(p.room_mut(), size, flow, seq, now);
                         if size > n {
                             p.attach(zcnic::Segment::new(region, 0, size - n)?);
@@ -391,8 +378,9 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
                 // n <= DATA_ROOM, inside the buffer's room: this cannot fail.
                 let _ = p.set_len(n);
                 if args.bad_csum {
-                    // The UDP checksum after the 14-byte Ethernet and 20-byte IP headers.
-                    if let Some(b) = p.data_mut().get_mut(14 + 20 + 6) {
+                    // The transport checksum (UDP: after the 14-byte Ethernet and 20-byte
+                    // IP headers).
+                    if let Some(b) = p.data_mut().get_mut(bad_csum_at) {
                         *b ^= 0x5a;
                     }
                 }
@@ -524,119 +512,9 @@ pub fn unflushed(s: &Summary) -> Option<ToolError> {
     })
 }
 
-fn us(ns: u64) -> String {
-    format!("{:.1}", ns as f64 / 1000.0)
-}
-
-/// The summary as lines of text; the first is
-/// `pktgen ADDR: sent N frames (B bytes) in T s: R pps, M Mbit/s; device GPTC N`.
-pub fn summary_lines(s: &Summary) -> Vec<String> {
-    let mut first = format!(
-        "pktgen {}: sent {} frames ({} bytes) in {:.3} s: {:.0} pps, {:.1} Mbit/s",
-        s.port,
-        s.sent,
-        s.bytes,
-        s.secs,
-        s.pps(),
-        s.mbps()
-    );
-    if !s.device.is_empty() {
-        let c: Vec<String> = s.device.iter().map(|(n, v)| format!("{n} {v}")).collect();
-        first += &format!("; device {}", c.join(", "));
-    }
-    let mut lines = vec![first];
-    if let Some(r) = &s.rx {
-        let lost = r.seq.lost(s.sent);
-        let pct = 100.0 * lost as f64 / s.sent.max(1) as f64;
-        lines.push(format!(
-            "pktgen {}: received {} of {}: lost {lost} ({pct:.3}%), duplicated {}, reordered {}, other frames {}",
-            r.port, r.seq.unique, s.sent, r.seq.duplicates, r.seq.reordered, r.other
-        ));
-        if let Some(p) = r.latency {
-            lines.push(format!(
-                "pktgen latency (us): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
-                us(p.p50),
-                us(p.p90),
-                us(p.p99),
-                us(p.p999),
-                us(p.max),
-                p.count
-            ));
-        }
-    }
-    lines
-}
-
-/// The summary as one JSON object.
-pub fn summary_json(s: &Summary) -> String {
-    let mut j = format!(
-        "{{\"port\":\"{}\",\"sent\":{},\"bytes\":{},\"seconds\":{:.6},\"pps\":{:.1},\"mbps\":{:.3}",
-        s.port,
-        s.sent,
-        s.bytes,
-        s.secs,
-        s.pps(),
-        s.mbps()
-    );
-    j += ",\"device\":{";
-    j += &s
-        .device
-        .iter()
-        .map(|(n, v)| format!("\"{n}\":{v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    j += "}";
-    j += &format!(",\"flushed\":{}", s.flushed);
-    if let Some(r) = &s.rx {
-        j += &format!(
-            ",\"rx\":{{\"port\":\"{}\",\"received\":{},\"unique\":{},\"lost\":{},\"duplicated\":{},\"reordered\":{},\"other\":{}",
-            r.port,
-            r.seq.received,
-            r.seq.unique,
-            r.seq.lost(s.sent),
-            r.seq.duplicates,
-            r.seq.reordered,
-            r.other
-        );
-        if let Some(p) = r.latency {
-            j += &format!(
-                ",\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"samples\":{}}}",
-                p.p50, p.p90, p.p99, p.p999, p.max, p.count
-            );
-        }
-        j += "}";
-    }
-    j + "}"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(Sizes::parse("60"), Ok(Sizes::Fixed(60)));
-        assert_eq!(Sizes::parse("64-128"), Ok(Sizes::Range(64, 128)));
-        assert!(Sizes::parse("59").unwrap_err().contains("60..=16124"));
-        assert!(Sizes::parse("16125").is_err());
-        assert_eq!(Sizes::parse("1515-9014").map(|s| s.max()), Ok(9014));
-        assert_eq!(Sizes::Imix.max(), 1514);
-        let port: zcnic::PciAddr = "0000:00:02.0".parse().unwrap();
-        let e = check_mtu(1515, 1500, port).unwrap_err().to_string();
-        assert!(e.contains("--mtu 1501") && e.contains("1514"), "{e}");
-        assert!(check_mtu(9014, 9000, port).is_ok());
-        assert!(Sizes::parse("128-64").is_err());
-        assert!(Sizes::parse("big").is_err());
-        let r = Sizes::Range(60, 62);
-        assert_eq!(
-            (0..4).map(|i| r.of(i)).collect::<Vec<_>>(),
-            [60, 61, 62, 60]
-        );
-        let n: Vec<usize> = (0..12).map(|i| Sizes::Imix.of(i)).collect();
-        assert_eq!(n.iter().filter(|&&s| s == 60).count(), 7);
-        assert_eq!(n.iter().filter(|&&s| s == 590).count(), 4);
-        assert_eq!(n.iter().filter(|&&s| s == 1514).count(), 1);
-    }
 
     #[test]
     fn json_is_one_object() {

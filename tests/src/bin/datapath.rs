@@ -40,6 +40,8 @@ fn main() {
             quiet: false,
             offload: None,
             bad_csum: false,
+            template: None,
+            pacing: zcnic_tools::pace::Pacing::Burst,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
