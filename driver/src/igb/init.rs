@@ -3,7 +3,8 @@
 
 use super::port::{IgbPort, IgbQueues};
 use super::regs;
-use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
+use super::rx::{IgbRxQueue, RxRing};
+use super::tx::{IgbTxQueue, TxRing};
 use crate::e1000::counters::Counters;
 use crate::intel::filter::IntelFilter;
 use crate::intel::LinkWatch;
@@ -79,7 +80,7 @@ impl<B: Bar> IgbPort<B> {
                 queue: q,
             };
             let tx = IgbTxQueue {
-                ring: Some(TxRing::new(dma, tx_idx).map_err(dma_err)?),
+                ring: Some(TxRing::new(dma, tx_idx, cfg.vlan_strip).map_err(dma_err)?),
                 tail: bar.doorbell(regs::tdt(q.into())),
                 pool: Arc::clone(&pool),
                 counters: Arc::default(),
