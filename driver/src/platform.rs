@@ -54,6 +54,29 @@ pub unsafe trait PciDevice: Debug + Send + Sync {
     /// Function-level reset through the platform, when it offers one; true if it was done.
     fn reset(&self) -> bool;
 
+    /// Delivers vector 0 of interrupt `index` (VFIO's numbering: 0 INTx, 1 MSI, 2 MSI-X)
+    /// to `event` from now on. A platform without interrupt delivery answers
+    /// [`Error::NoInterrupt`].
+    fn irq_route(&self, index: u32, event: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+        let _ = (index, event);
+        Err(Error::NoInterrupt {
+            addr: self.addr(),
+            why: "this platform delivers no interrupts to zcnic yet".into(),
+        })
+    }
+
+    /// Lets a level-triggered interrupt (INTx), which the kernel masks each time it fires,
+    /// fire again. Nothing for an edge-triggered one.
+    fn irq_unmask(&self, index: u32) -> Result<(), Error> {
+        let _ = index;
+        Ok(())
+    }
+
+    /// Stops delivering interrupt `index` (undoes [`irq_route`](Self::irq_route)).
+    fn irq_release(&self, index: u32) {
+        let _ = index;
+    }
+
     /// Whether an IOMMU stands between the device and memory. Without one (uio) the
     /// device reaches all of memory and is given physical addresses whatever
     /// [`IovaMode`] is asked for; drivers ask [`IovaMode::Physical`] then.

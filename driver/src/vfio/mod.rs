@@ -5,10 +5,10 @@
 //! viable, attach it to the container, pick the IOMMU, then ask the group for the device.
 //! Every failure names the device and the fix.
 
-mod sys;
+pub(crate) mod sys;
 
 use crate::mmio::MmioBar;
-use crate::pci::{link_name, DeviceInfo, PciAddr};
+use crate::pci::{link_name, DeviceInfo, PciAddr, COMMAND_INTX_DISABLE, CONFIG_COMMAND};
 use crate::platform::{IovaMode, PciDevice};
 use crate::Error;
 use std::fs::{File, OpenOptions};
@@ -466,5 +466,49 @@ unsafe impl PciDevice for VfioDevice {
 
     fn reset(&self) -> bool {
         self.can_reset && sys::device_reset(self.device.as_fd()).is_ok()
+    }
+
+    /// VFIO_DEVICE_SET_IRQS with the eventfd, after VFIO_DEVICE_GET_IRQ_INFO said the
+    /// device has such a vector. For INTx, the command register's INTx Disable bit goes off
+    /// first: vfio-pci keeps a line masked while its (virtualised) bit is set.
+    fn irq_route(&self, index: u32, event: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+        use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
+        let dev = self.device.as_fd();
+        let info = sys::irq_info(dev, index)
+            .map_err(|e| Error::os(&self.addr, format!("VFIO_DEVICE_GET_IRQ_INFO({index})"), e))?;
+        if info.count == 0 {
+            return Err(Error::NoInterrupt {
+                addr: self.addr,
+                why: format!("VFIO reports no vector of interrupt index {index}"),
+            });
+        }
+        if index == VFIO_PCI_INTX_IRQ_INDEX {
+            let cmd = self.config_read16(CONFIG_COMMAND)?;
+            self.config_write16(CONFIG_COMMAND, cmd & !COMMAND_INTX_DISABLE)?;
+        }
+        sys::irq_to_eventfd(dev, index, event)
+            .map_err(|e| Error::os(&self.addr, format!("VFIO_DEVICE_SET_IRQS({index})"), e))
+    }
+
+    /// VFIO_IRQ_SET_ACTION_UNMASK.
+    fn irq_unmask(&self, index: u32) -> Result<(), Error> {
+        sys::irq_unmask(self.device.as_fd(), index)
+            .map_err(|e| Error::os(&self.addr, format!("unmasking interrupt {index}"), e))
+    }
+
+    /// DATA_NONE | ACTION_TRIGGER with count 0; INTx Disable back on for INTx.
+    fn irq_release(&self, index: u32) {
+        use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
+        if let Err(e) = sys::irq_disable(self.device.as_fd(), index) {
+            log::warn!("{}: disabling interrupt {index}: {e}", self.addr);
+        }
+        if index == VFIO_PCI_INTX_IRQ_INDEX {
+            let off = self
+                .config_read16(CONFIG_COMMAND)
+                .and_then(|c| self.config_write16(CONFIG_COMMAND, c | COMMAND_INTX_DISABLE));
+            if let Err(e) = off {
+                log::warn!("{e}");
+            }
+        }
     }
 }
