@@ -98,7 +98,13 @@ impl AsRawFd for EventFd {
 /// [`enable_rx_interrupt`](crate::Nic::enable_rx_interrupt) and
 /// [`disable_rx_interrupt`](crate::Nic::disable_rx_interrupt).
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    sys::poll_readable(fd, timeout)
+    sys::poll_readable(&[fd], timeout)
+}
+
+/// [`wait_readable`] for several descriptors (the ports of a forwarder): true when any of
+/// them became readable.
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
+    sys::poll_readable(fds, timeout)
 }
 
 /// Where a port's receive interrupt comes from.

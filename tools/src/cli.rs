@@ -1,5 +1,6 @@
 //! The `zcnic` command line: every subcommand and flag, with the help text users read.
 
+use crate::idle::Idle;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use zcnic::{Config, RingChoice};
@@ -153,30 +154,7 @@ pub enum Cmd {
     #[command(verbatim_doc_comment)]
     Replay(ReplayCmd),
     /// Forward frames between two ports (io or macswap), without copying them.
-    Fwd {
-        /// Ports: one (frames go back out of it) or two (A→B and B→A).
-        #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
-        ports: Vec<String>,
-        /// What to do to each frame.
-        #[arg(long, value_enum, default_value_t = FwdMode::Io)]
-        mode: FwdMode,
-        /// Frames per receive burst.
-        #[arg(long, default_value_t = 32)]
-        burst: usize,
-        /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
-        #[arg(long, value_name = "N")]
-        drop_every: Option<u64>,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-        duration: Option<f64>,
-        /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
-        /// flows over them: queue k of one port forwards to queue k of the other (or of
-        /// itself).
-        #[arg(long, default_value_t = 1)]
-        queues: u16,
-        #[command(flatten)]
-        port: PortOpts,
-    },
+    Fwd(FwdCmd),
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
         /// PCI address of a NIC bound to vfio-pci.
@@ -212,6 +190,14 @@ pub enum Cmd {
         /// them (igb: up to 8); the summary counts frames per queue.
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+        /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+        /// the queues poll.
+        #[arg(long, value_name = "MODE", default_value = "hybrid")]
+        idle: Idle,
         #[command(flatten)]
         port: PortOpts,
     },
@@ -234,9 +220,52 @@ pub enum Cmd {
         /// too (igb, virtio-net with multiqueue).
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+        /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+        /// the queues poll.
+        #[arg(long, value_name = "MODE", default_value = "hybrid")]
+        idle: Idle,
         #[command(flatten)]
         port: PortOpts,
     },
+}
+
+/// `zcnic fwd`'s options.
+#[derive(clap::Args, Debug)]
+pub struct FwdCmd {
+    /// Ports: one (frames go back out of it) or two (A→B and B→A).
+    #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
+    pub ports: Vec<String>,
+    /// What to do to each frame.
+    #[arg(long, value_enum, default_value_t = FwdMode::Io)]
+    pub mode: FwdMode,
+    /// Frames per receive burst.
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
+    #[arg(long, value_name = "N")]
+    pub drop_every: Option<u64>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
+    /// flows over them: queue k of one port forwards to queue k of the other (or of
+    /// itself).
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
+    /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+    /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+    /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+    /// sleeps after N empty polls in a row (default 1000). A port without a receive
+    /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+    /// the queues poll.
+    #[arg(long, value_name = "MODE", default_value = "poll")]
+    pub idle: Idle,
+    #[command(flatten)]
+    pub port: PortOpts,
 }
 
 #[derive(clap::Args, Debug)]

@@ -221,6 +221,7 @@ pub fn forward(
     let quiet = crate::fwd::Args {
         quiet: true,
         yield_idle: true,
+        idle: crate::idle::Idle::Poll,
         ..args.clone()
     };
     let threads: Vec<_> = by_queue

@@ -230,19 +230,22 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Waits up to `timeout` (rounded up to a millisecond, at most `i32::MAX` ms) for `fd` to
-/// become readable; true if it is. A signal that interrupts the wait ends it early (false):
-/// callers check the ring after every wait anyway.
-pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+/// Waits up to `timeout` (rounded up to a millisecond, at most `i32::MAX` ms) for any of
+/// `fds` to become readable; true if one is. A signal that interrupts the wait ends it early
+/// (false): callers check their rings after every wait anyway.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
     let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid, exclusively borrowed pollfd, and the count says one.
-    match check(unsafe { libc::poll(&mut p, 1, ms) }) {
-        Ok(n) => Ok(n > 0 && p.revents & libc::POLLIN != 0),
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a valid, exclusively borrowed array of `p.len()` pollfds.
+    match check(unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) }) {
+        Ok(n) => Ok(n > 0 && p.iter().any(|p| p.revents & libc::POLLIN != 0)),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
     }
