@@ -296,6 +296,11 @@ pub struct PktgenCmd {
     /// from --seed, as traffic of many independent sources).
     #[arg(long, value_name = "burst|smooth|poisson", default_value = "burst")]
     pub pacing: String,
+    /// With --rate: after every FRAMES frames' time at the rate, send nothing for MS
+    /// milliseconds, then go on (e.g. 1000:100). Bursts with silences between, what wakes
+    /// a receiver that sleeps when idle (`--idle`) again and again.
+    #[arg(long, value_name = "FRAMES:MS", requires = "rate")]
+    pub gap: Option<String>,
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,

@@ -150,6 +150,11 @@ pub fn share(args: &Args, k: u16, n: u16) -> Args {
     Args {
         count: args.count.map(|c| c / n64 + u64::from(k64 < c % n64)),
         rate: args.rate.map(|r| r / f64::from(n)),
+        // Each queue falls silent after its share of a stretch, so the silences line up.
+        gap: args.gap.map(|g| crate::pace::Gap {
+            every: (g.every / u64::from(n)).max(1),
+            ..g
+        }),
         flow: crate::frame::Flow {
             stream: args.flow.stream.wrapping_add(k),
             ..args.flow
@@ -433,6 +438,7 @@ mod tests {
             bad_csum: false,
             template: None,
             pacing: crate::pace::Pacing::Burst,
+            gap: None,
         }
     }
 

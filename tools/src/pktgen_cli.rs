@@ -34,6 +34,12 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         .map(|r| r.pps(sizes.mean(), 0).map_err(msg))
         .transpose()?;
     let pacing = pace::Pacing::parse(&c.pacing, c.seed).map_err(msg)?;
+    let gap = c
+        .gap
+        .as_deref()
+        .map(pace::Gap::parse)
+        .transpose()
+        .map_err(msg)?;
     let rx_addr = match c.rx.as_deref() {
         None => None,
         Some("same") => Some(addr),
@@ -96,6 +102,7 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         bad_csum: c.bad_csum,
         template,
         pacing,
+        gap,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));

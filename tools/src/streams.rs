@@ -143,7 +143,7 @@ pub fn run(
             id,
             sizes: s.sizes,
             limit: s.count.or(args.count).unwrap_or(u64::MAX),
-            pacer: pps.map(|r| Pacer::with(r, 0, seeded(args.pacing, k))),
+            pacer: pps.map(|r| Pacer::with(r, 0, seeded(args.pacing, k)).with_gap(args.gap)),
             gen: FrameGen::sized(flow, s.sizes.max()),
             template,
             seq: 0,
