@@ -69,10 +69,23 @@ impl std::fmt::Display for Idle {
 pub struct Idler {
     mode: Idle,
     empty: u32,
-    /// Sleeps that ended on an interrupt (or found a frame when arming).
+    /// Sleeps the receive interrupt ended.
     pub wakes: u64,
+    /// Sleeps not begun: arming found a frame already waiting.
+    pub ready: u64,
     /// Sleeps that ran to [`NAP`] with nothing arriving.
     pub naps: u64,
+}
+
+/// How a [`sleep`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// It never began: arming found a frame already in a ring.
+    Ready,
+    /// The receive interrupt fired.
+    Interrupt,
+    /// The nap ran out (or a signal ended it) with no interrupt.
+    Timeout,
 }
 
 impl Idler {
@@ -82,6 +95,7 @@ impl Idler {
             mode,
             empty: 0,
             wakes: 0,
+            ready: 0,
             naps: 0,
         }
     }
@@ -119,8 +133,9 @@ impl Idler {
         N: Nic + ?Sized,
     {
         match sleep(ports, NAP) {
-            Ok(true) => self.wakes += 1,
-            Ok(false) => self.naps += 1,
+            Ok(Woke::Interrupt) => self.wakes += 1,
+            Ok(Woke::Ready) => self.ready += 1,
+            Ok(Woke::Timeout) => self.naps += 1,
             Err(e) => {
                 eprintln!("{tool}: --idle {}: {e}; polling instead", self.mode);
                 self.mode = Idle::Poll;
@@ -128,32 +143,32 @@ impl Idler {
         }
     }
 
-    /// The summary line's words: `idle hybrid=1000: 12 wakes, 50 naps`.
+    /// The summary line's words: `idle hybrid=1000: 12 wakes, 3 ready, 50 naps` (woken
+    /// by the interrupt, frames found when arming, naps that ran out).
     pub fn describe(&self) -> String {
         format!(
-            "idle {}: {} wakes, {} naps",
-            self.mode, self.wakes, self.naps
+            "idle {}: {} wakes, {} ready, {} naps",
+            self.mode, self.wakes, self.ready, self.naps
         )
     }
 }
 
 /// Arms every port's receive interrupt (each re-checking its ring), sleeps on all of them
-/// up to `nap`, disarms. True when frames may wait.
-pub fn sleep<P, N>(ports: &mut [P], nap: Duration) -> Result<bool, ToolError>
+/// up to `nap`, disarms; says how it ended. One port's sleep is its
+/// [`rx_wait`](Nic::rx_wait), spelled out so the two ways of waking are told apart.
+pub fn sleep<P, N>(ports: &mut [P], nap: Duration) -> Result<Woke, ToolError>
 where
     P: DerefMut<Target = N>,
     N: Nic + ?Sized,
 {
-    if let [one] = ports {
-        return Ok(one.rx_wait(nap)?);
-    }
     let mut armed = 0;
-    let mut ready = Ok(false);
+    let mut woke = Ok(Woke::Ready);
     for p in ports.iter_mut() {
         match p.enable_rx_interrupt() {
             Ok(false) => armed += 1,
-            other => {
-                ready = other;
+            Ok(true) => break,
+            Err(e) => {
+                woke = Err(e.into());
                 break;
             }
         }
@@ -161,13 +176,18 @@ where
     if armed == ports.len() {
         let fds: Result<Vec<BorrowedFd<'_>>, _> =
             ports.iter().map(|p| p.rx_interrupt_fd()).collect();
-        ready = Ok(zcnic::irq::wait_any(&fds?, nap)
-            .map_err(|e| msg(format!("waiting for a receive interrupt: {e}")))?);
+        woke = fds
+            .map_err(ToolError::from)
+            .and_then(|fds| match zcnic::irq::wait_any(&fds, nap) {
+                Ok(true) => Ok(Woke::Interrupt),
+                Ok(false) => Ok(Woke::Timeout),
+                Err(e) => Err(msg(format!("waiting for a receive interrupt: {e}"))),
+            });
     }
     for p in &mut ports[..armed] {
         p.disable_rx_interrupt()?;
     }
-    Ok(ready?)
+    woke
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat`, in the
