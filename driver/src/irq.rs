@@ -1,9 +1,10 @@
 //! Receive interrupts: how a port sleeps while nothing arrives and wakes on the first frame
 //! (DPDK's `rte_eth_dev_rx_intr_enable`, the l3fwd-power pattern).
 //!
-//! An interrupt reaches userspace as an [`EventFd`]: VFIO signals it when the device raises
-//! its vector (`VFIO_DEVICE_SET_IRQS`), a test's fake device signals it itself. The port hands
-//! the descriptor out ([`Nic::rx_interrupt_fd`](crate::Nic::rx_interrupt_fd)), so epoll, mio
+//! An interrupt reaches userspace on a descriptor that becomes readable when it fires: an
+//! [`EventFd`] VFIO signals when the device raises its vector (`VFIO_DEVICE_SET_IRQS`) or a
+//! test's fake device signals itself, or uio's `/dev/uioN`. The port hands the descriptor
+//! out ([`Nic::rx_interrupt_fd`](crate::Nic::rx_interrupt_fd)), so epoll, mio
 //! or tokio's `AsyncFd` can wait on it without zcnic depending on any of them.
 //!
 //! The race every driver must get right: a frame that lands after the ring was found empty
@@ -107,68 +108,144 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
     sys::poll_readable(fds, timeout)
 }
 
-/// Where a port's receive interrupt comes from.
+/// Where a device's interrupt is read from, as its platform hands it out
+/// ([`PciDevice::intx`]): an eventfd VFIO routes the vector to, or uio's `/dev/uioN`, whose
+/// read returns a 4-byte count of interrupts so far. Either is readable once it fired.
+#[derive(Debug)]
+pub struct IrqFd(Source);
+
+#[derive(Debug)]
+enum Source {
+    Event(EventFd),
+    Uio(File),
+}
+
+impl IrqFd {
+    /// An eventfd the interrupt signals.
+    pub fn event(event: EventFd) -> Self {
+        Self(Source::Event(event))
+    }
+
+    /// A uio device node (`/dev/uioN`, or a descriptor of it).
+    pub fn uio(node: File) -> Self {
+        Self(Source::Uio(node))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.0 {
+            Source::Event(e) => e.as_fd(),
+            Source::Uio(f) => f.as_fd(),
+        }
+    }
+
+    /// Forgets the interrupts seen so far, without blocking.
+    fn drain(&self) -> io::Result<()> {
+        match &self.0 {
+            Source::Event(e) => e.drain().map(drop),
+            // A uio node is readable while its count moved since this file last read it;
+            // the read (which would block otherwise) takes the count.
+            Source::Uio(f) => {
+                if wait_readable(f.as_fd(), Duration::ZERO)? {
+                    let mut count = [0u8; 4];
+                    (&*f).read_exact(&mut count)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How the line behind a port's interrupt is let fire again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Line {
-    /// A VFIO interrupt of this index (vector 0), routed to the eventfd. INTx is
-    /// level-triggered: the kernel masks it each time it fires, so it is unmasked before
-    /// every arm.
-    Vfio(u32),
+    /// The device's INTx, through its platform ([`PciDevice::irq_unmask`]): level-triggered,
+    /// masked by the kernel each time it fires (VFIO through its mask, uio_pci_generic
+    /// through the command register's INTx Disable bit), so unmasked before every arm.
+    Intx,
     /// An eventfd signalled by something else (a test's fake device): nothing to unmask.
     Plain,
 }
 
-/// A port's receive interrupt: the eventfd it arrives on and the line behind it. The
+/// A port's receive interrupt: the descriptor it arrives on and the line behind it. The
 /// device's own mask (e1000 IMS/IMC) is the driver's business; this is the platform's part.
 #[derive(Debug)]
 pub(crate) struct RxIrq {
-    event: EventFd,
+    source: IrqFd,
     line: Line,
 }
 
 impl RxIrq {
-    /// INTx of `dev`, delivered to a new eventfd (the only interrupt of a device without
-    /// MSI, such as QEMU's 82540EM).
+    /// INTx of `dev` (the only interrupt of a device without MSI, such as QEMU's 82540EM).
     pub(crate) fn intx(dev: &dyn PciDevice) -> Result<Self, Error> {
-        use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX as INTX;
-        let event = EventFd::new().map_err(|e| Error::os(&dev.addr(), "eventfd", e))?;
-        dev.irq_route(INTX, event.as_fd())?;
         Ok(Self {
-            event,
-            line: Line::Vfio(INTX),
+            source: dev.intx()?,
+            line: Line::Intx,
         })
     }
 
     /// An interrupt that arrives on `event`, signalled by whoever holds its other end.
     pub(crate) fn plain(event: EventFd) -> Self {
         Self {
-            event,
+            source: IrqFd::event(event),
             line: Line::Plain,
         }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.event.as_fd()
+        self.source.fd()
     }
 
     /// Before arming: forgets signals of earlier rounds (an interrupt that fired while the
     /// port was disarming would otherwise wake the next sleep for nothing) and lets the
     /// line fire again.
     pub(crate) fn rearm(&self, addr: PciAddr, dev: Option<&dyn PciDevice>) -> Result<(), Error> {
-        self.event
+        self.source
             .drain()
-            .map_err(|e| Error::os(&addr, "reading the interrupt eventfd", e))?;
+            .map_err(|e| Error::os(&addr, "reading the interrupt descriptor", e))?;
         match (self.line, dev) {
-            (Line::Vfio(index), Some(dev)) => dev.irq_unmask(index),
+            (Line::Intx, Some(dev)) => dev.irq_unmask(INTX),
             _ => Ok(()),
         }
     }
 
-    /// Routes the line away from the eventfd (the kernel lets go of it); before the device
-    /// closes.
+    /// Routes the line away from the descriptor (the kernel lets go of it); before the
+    /// device closes.
     pub(crate) fn release(&self, dev: Option<&dyn PciDevice>) {
-        if let (Line::Vfio(index), Some(dev)) = (self.line, dev) {
-            dev.irq_release(index);
+        if let (Line::Intx, Some(dev)) = (self.line, dev) {
+            dev.irq_release(INTX);
         }
+    }
+}
+
+/// VFIO's index of INTx (`VFIO_PCI_INTX_IRQ_INDEX`), the numbering [`PciDevice`]'s
+/// interrupt calls use.
+pub const INTX: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A uio node reads as a 4-byte count once the line fired; here a socket stands in for
+    /// it. Draining takes the count and leaves it unreadable; draining with nothing there
+    /// does not block.
+    #[test]
+    fn a_uio_count_is_drained_without_blocking() {
+        let (mut kernel, node) = UnixStream::pair().unwrap();
+        let irq = IrqFd::uio(File::from(OwnedFd::from(node)));
+        irq.drain().unwrap();
+        kernel.write_all(&7u32.to_ne_bytes()).unwrap();
+        assert!(wait_readable(irq.fd(), Duration::from_secs(5)).unwrap());
+        irq.drain().unwrap();
+        assert!(!wait_readable(irq.fd(), Duration::ZERO).unwrap());
+    }
+
+    #[test]
+    fn wait_any_sees_the_second_descriptor() {
+        let (a, b) = (EventFd::new().unwrap(), EventFd::new().unwrap());
+        assert!(!wait_any(&[a.as_fd(), b.as_fd()], Duration::ZERO).unwrap());
+        b.signal().unwrap();
+        assert!(wait_any(&[a.as_fd(), b.as_fd()], Duration::from_secs(5)).unwrap());
     }
 }

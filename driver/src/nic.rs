@@ -184,8 +184,8 @@ pub trait Nic: Send {
     fn link_event(&mut self) -> Option<Link> {
         None
     }
-    /// The descriptor that becomes readable when the receive interrupt fires (an eventfd;
-    /// see [`zcnic::irq`](crate::irq)): register it with epoll, mio or tokio's `AsyncFd`,
+    /// The descriptor that becomes readable when the receive interrupt fires (an eventfd,
+    /// or `/dev/uioN` under uio_pci_generic; see [`zcnic::irq`](crate::irq)): register it with epoll, mio or tokio's `AsyncFd`,
     /// or let [`rx_wait`](Nic::rx_wait) sleep on it. It stays the same for the port's
     /// life. A port without a receive interrupt answers
     /// [`Error::NoInterrupt`](crate::Error::NoInterrupt).

@@ -54,25 +54,24 @@ pub unsafe trait PciDevice: Debug + Send + Sync {
     /// Function-level reset through the platform, when it offers one; true if it was done.
     fn reset(&self) -> bool;
 
-    /// Delivers vector 0 of interrupt `index` (VFIO's numbering: 0 INTx, 1 MSI, 2 MSI-X)
-    /// to `event` from now on. A platform without interrupt delivery answers
-    /// [`Error::NoInterrupt`].
-    fn irq_route(&self, index: u32, event: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
-        let _ = (index, event);
+    /// The device's INTx, delivered from now on to the descriptor returned, which the
+    /// caller polls (masked until the first [`irq_unmask`](Self::irq_unmask)). A platform
+    /// without interrupt delivery answers [`Error::NoInterrupt`].
+    fn intx(&self) -> Result<crate::irq::IrqFd, Error> {
         Err(Error::NoInterrupt {
             addr: self.addr(),
-            why: "this platform delivers no interrupts to zcnic yet".into(),
+            why: "this platform delivers no interrupts to zcnic".into(),
         })
     }
 
-    /// Lets a level-triggered interrupt (INTx), which the kernel masks each time it fires,
-    /// fire again. Nothing for an edge-triggered one.
+    /// Lets interrupt `index` (VFIO's numbering: [`crate::irq::INTX`] 0, MSI 1, MSI-X 2),
+    /// which the kernel masks each time a level-triggered line fires, fire again.
     fn irq_unmask(&self, index: u32) -> Result<(), Error> {
         let _ = index;
         Ok(())
     }
 
-    /// Stops delivering interrupt `index` (undoes [`irq_route`](Self::irq_route)).
+    /// Stops delivering interrupt `index` (undoes [`intx`](Self::intx)).
     fn irq_release(&self, index: u32) {
         let _ = index;
     }

@@ -1,4 +1,5 @@
-//! Interrupt and hybrid polling on the e1000 (INTx through VFIO), in one guest boot:
+//! Interrupt and hybrid polling on the e1000 (INTx), in one guest boot per platform: VFIO
+//! (vIOMMU), and uio_pci_generic (a guest without one):
 //!
 //! ```text
 //!  e1000 02.0 ── hub 0 (pcap) ── e1000 03.0
@@ -16,7 +17,7 @@
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
 use zcnic_tests::qemu_suite::{
-    assert_leg_received, boot, figure, guest_slot, nic_mac, read_pcap, wait_ready,
+    assert_leg_received, figure, guest_slot, nic_mac, read_pcap, spec, tail, wait_ready,
 };
 
 const SENDER: &str = "0000:00:02.0";
@@ -55,13 +56,38 @@ fn scenario() -> String {
     )
 }
 
-/// The one boot the tests here share.
-fn guest() -> Option<&'static GuestRun> {
-    static RUN: OnceLock<GuestRun> = OnceLock::new();
+/// The platform a guest hands the NICs to userspace with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    /// vfio-pci behind the vIOMMU: INTx routed to an eventfd.
+    Vfio,
+    /// uio_pci_generic, no IOMMU: INTx counted on `/dev/uioN`.
+    Uio,
+}
+
+/// The one boot the tests of `platform` share.
+fn guest(platform: Platform) -> Option<&'static GuestRun> {
+    static VFIO: OnceLock<GuestRun> = OnceLock::new();
+    static UIO: OnceLock<GuestRun> = OnceLock::new();
     let _slot = guest_slot("qemu_idle")?;
-    Some(RUN.get_or_init(|| {
+    let (cell, name) = match platform {
+        Platform::Vfio => (&VFIO, "idle-vfio"),
+        Platform::Uio => (&UIO, "idle-uio"),
+    };
+    Some(cell.get_or_init(|| {
         let nics = vec![Nic::new("e1000", 0, true), Nic::new("e1000", 0, false)];
-        boot("idle", nics, &scenario())
+        let mut spec = spec(name, nics, &scenario());
+        // Without the vIOMMU, `zcnic bind` picks uio_pci_generic.
+        spec.iommu = platform == Platform::Vfio;
+        let run =
+            zcnic_qemu::run(&spec).unwrap_or_else(|e| panic!("{name}: guest run failed: {e}"));
+        assert_eq!(
+            run.exit_code,
+            0,
+            "{name}: scenario failed; console tail:\n{}",
+            tail(&run.console, 40)
+        );
+        run
     }))
 }
 
@@ -88,11 +114,20 @@ fn idle_line(run: &GuestRun, file: &str) -> (String, f64) {
 }
 
 #[test]
-fn idle_hybrid_sleeps_where_poll_spins() {
-    let Some(run) = guest() else { return };
+fn vfio_idle_hybrid_sleeps_where_poll_spins() {
+    idle_hybrid_sleeps_where_poll_spins(Platform::Vfio);
+}
+
+#[test]
+fn uio_idle_hybrid_sleeps_where_poll_spins() {
+    idle_hybrid_sleeps_where_poll_spins(Platform::Uio);
+}
+
+fn idle_hybrid_sleeps_where_poll_spins(platform: Platform) {
+    let Some(run) = guest(platform) else { return };
     let (poll, poll_pct) = idle_line(run, "idle-poll.txt");
     let (hybrid, hybrid_pct) = idle_line(run, "idle-hybrid.txt");
-    eprintln!("idle, 5 s with nothing arriving:\n  {poll}\n  {hybrid}");
+    eprintln!("{platform:?} idle, 5 s with nothing arriving:\n  {poll}\n  {hybrid}");
     assert!(poll_pct > 80.0, "poll mode spins a whole core: {poll}");
     assert!(hybrid_pct < 2.0, "hybrid mode sleeps: {hybrid}");
     // It slept on the interrupt: a nap (100 ms) after another, none cut short by frames.
@@ -121,8 +156,17 @@ fn wake_count(line: &str) -> u64 {
 }
 
 #[test]
-fn bursts_after_silences_all_arrive_across_every_sleep() {
-    let Some(run) = guest() else { return };
+fn vfio_bursts_after_silences_all_arrive_across_every_sleep() {
+    bursts_after_silences_all_arrive_across_every_sleep(Platform::Vfio);
+}
+
+#[test]
+fn uio_bursts_after_silences_all_arrive_across_every_sleep() {
+    bursts_after_silences_all_arrive_across_every_sleep(Platform::Uio);
+}
+
+fn bursts_after_silences_all_arrive_across_every_sleep(platform: Platform) {
+    let Some(run) = guest(platform) else { return };
     let pktgen = result(run, "wake-pktgen.txt");
     let sent = pktgen
         .lines()
@@ -142,7 +186,7 @@ fn bursts_after_silences_all_arrive_across_every_sleep() {
         "no frame missed: {summary}"
     );
     let (idle, _) = idle_line(run, "wake-dump.txt");
-    eprintln!("wake-up leg: {summary}\n  {idle}");
+    eprintln!("{platform:?} wake-up leg: {summary}\n  {idle}");
     // One sleep per silence at least, each ended by the interrupt (a broken interrupt
     // would lose nothing here either: the ring holds a burst, and every nap ends in 100 ms;
     // only this count tells). `wakes` counts only sleeps the eventfd ended.
@@ -154,14 +198,23 @@ fn bursts_after_silences_all_arrive_across_every_sleep() {
 }
 
 #[test]
-fn open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
-    let Some(run) = guest() else { return };
+fn vfio_open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
+    open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet(Platform::Vfio);
+}
+
+#[test]
+fn uio_open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
+    open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet(Platform::Uio);
+}
+
+fn open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet(platform: Platform) {
+    let Some(run) = guest(platform) else { return };
     let out = result(run, "cycles.txt");
     let line = out
         .lines()
         .find(|l| l.starts_with("irq_cycles:"))
         .unwrap_or_default();
-    eprintln!("{line}");
+    eprintln!("{platform:?}: {line}");
     assert!(line.contains(&format!("{CYCLES} cycles")), "{out}");
     let before = figure(line, "before").expect("fds before");
     let open = figure(line, "open").expect("fds while open");

@@ -194,7 +194,7 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+        /// interrupt (all but the e1000 today) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -224,7 +224,7 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+        /// interrupt (all but the e1000 today) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -260,7 +260,7 @@ pub struct FwdCmd {
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
     /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
     /// sleeps after N empty polls in a row (default 1000). A port without a receive
-    /// interrupt (all but the e1000 through vfio-pci today) polls; with --queues > 1
+    /// interrupt (all but the e1000 today) polls; with --queues > 1
     /// the queues poll.
     #[arg(long, value_name = "MODE", default_value = "poll")]
     pub idle: Idle,

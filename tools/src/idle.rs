@@ -8,8 +8,8 @@
 //!   [`HYBRID_POLLS`]), arm and sleep. Busy ports cost what `poll` costs, idle ones almost
 //!   nothing (DPDK's l3fwd-power pattern). `dump`'s and `stats`' default.
 //!
-//! A port without a receive interrupt (today every driver but the e1000 through VFIO)
-//! polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so
+//! A port without a receive interrupt (today every driver but the e1000, through vfio-pci
+//! or uio_pci_generic) polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so
 //! the loop still sees its duration end, Ctrl-C and link events.
 
 use crate::{msg, ToolError};

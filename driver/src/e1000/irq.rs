@@ -6,8 +6,8 @@
 //!
 //! 1. ICR is read (through `LinkWatch::read_icr`, which keeps LSC for link events): causes
 //!    of frames already polled are cleared, so they do not wake this sleep for nothing.
-//! 2. The platform forgets earlier signals and unmasks the line (VFIO masks INTx each time
-//!    it fires).
+//! 2. The platform forgets earlier signals and unmasks the line (VFIO and uio_pci_generic
+//!    mask INTx each time it fires).
 //! 3. IMS enables RXT0 (a frame written back), RXDMT0 (the ring running short) and RXO
 //!    (overrun). A cause latched since step 1 fires at once: the device raises its line
 //!    when IMS and ICR share a bit, whichever came first.
@@ -35,8 +35,8 @@ pub const ITR_INTERVAL: u32 = 125_000 / 256;
 impl<B: Bar> E1000<B> {
     /// Gives the port its receive interrupt on `event`, which the device side signals when
     /// an enabled cause is raised: for a device that is not opened through a platform (a
-    /// test's fake, whose thread plays the interrupt). A port opened through VFIO has its
-    /// INTx already and keeps it.
+    /// test's fake, whose thread plays the interrupt). A port opened through vfio-pci or
+    /// uio_pci_generic has its INTx already and keeps it.
     pub fn attach_interrupt(&mut self, event: EventFd) {
         if self.irq.is_err() {
             self.irq = Ok(RxIrq::plain(event));

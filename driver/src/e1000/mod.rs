@@ -187,8 +187,8 @@ impl<B: Bar> Nic for E1000<B> {
         self.link.poll(&self.bar)
     }
 
-    /// The eventfd INTx is routed to (VFIO), or the one given to
-    /// [`attach_interrupt`](E1000::attach_interrupt).
+    /// Where INTx arrives (an eventfd under VFIO, `/dev/uioN` under uio), or the eventfd
+    /// given to [`attach_interrupt`](E1000::attach_interrupt).
     fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
         self.irq_fd()
     }

@@ -468,26 +468,27 @@ unsafe impl PciDevice for VfioDevice {
         self.can_reset && sys::device_reset(self.device.as_fd()).is_ok()
     }
 
-    /// VFIO_DEVICE_SET_IRQS with the eventfd, after VFIO_DEVICE_GET_IRQ_INFO said the
-    /// device has such a vector. For INTx, the command register's INTx Disable bit goes off
-    /// first: vfio-pci keeps a line masked while its (virtualised) bit is set.
-    fn irq_route(&self, index: u32, event: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
-        use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
+    /// A new eventfd, and VFIO_DEVICE_SET_IRQS routing INTx to it, after
+    /// VFIO_DEVICE_GET_IRQ_INFO said the device has an INTx vector. The command register's
+    /// INTx Disable bit goes off first: vfio-pci keeps the line masked while its
+    /// (virtualised) bit is set.
+    fn intx(&self) -> Result<crate::irq::IrqFd, Error> {
+        use crate::irq::{EventFd, IrqFd, INTX};
         let dev = self.device.as_fd();
-        let info = sys::irq_info(dev, index)
-            .map_err(|e| Error::os(&self.addr, format!("VFIO_DEVICE_GET_IRQ_INFO({index})"), e))?;
+        let info = sys::irq_info(dev, INTX)
+            .map_err(|e| Error::os(&self.addr, "VFIO_DEVICE_GET_IRQ_INFO(INTx)", e))?;
         if info.count == 0 {
             return Err(Error::NoInterrupt {
                 addr: self.addr,
-                why: format!("VFIO reports no vector of interrupt index {index}"),
+                why: "VFIO reports no INTx vector (no interrupt pin)".into(),
             });
         }
-        if index == VFIO_PCI_INTX_IRQ_INDEX {
-            let cmd = self.config_read16(CONFIG_COMMAND)?;
-            self.config_write16(CONFIG_COMMAND, cmd & !COMMAND_INTX_DISABLE)?;
-        }
-        sys::irq_to_eventfd(dev, index, event)
-            .map_err(|e| Error::os(&self.addr, format!("VFIO_DEVICE_SET_IRQS({index})"), e))
+        let cmd = self.config_read16(CONFIG_COMMAND)?;
+        self.config_write16(CONFIG_COMMAND, cmd & !COMMAND_INTX_DISABLE)?;
+        let event = EventFd::new().map_err(|e| Error::os(&self.addr, "eventfd", e))?;
+        sys::irq_to_eventfd(dev, INTX, event.as_fd())
+            .map_err(|e| Error::os(&self.addr, "VFIO_DEVICE_SET_IRQS(INTx)", e))?;
+        Ok(IrqFd::event(event))
     }
 
     /// VFIO_IRQ_SET_ACTION_UNMASK.
@@ -498,11 +499,10 @@ unsafe impl PciDevice for VfioDevice {
 
     /// DATA_NONE | ACTION_TRIGGER with count 0; INTx Disable back on for INTx.
     fn irq_release(&self, index: u32) {
-        use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
         if let Err(e) = sys::irq_disable(self.device.as_fd(), index) {
             log::warn!("{}: disabling interrupt {index}: {e}", self.addr);
         }
-        if index == VFIO_PCI_INTX_IRQ_INDEX {
+        if index == crate::irq::INTX {
             let off = self
                 .config_read16(CONFIG_COMMAND)
                 .and_then(|c| self.config_write16(CONFIG_COMMAND, c | COMMAND_INTX_DISABLE));
