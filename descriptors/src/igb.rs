@@ -1,7 +1,8 @@
 //! Advanced receive and transmit descriptors of the 82575/82576/I350 (igb) family.
 //!
 //! Layouts follow the Intel 82576 GbE Controller Datasheet: §7.1.5 (advanced receive
-//! descriptors) and §7.2.2.3 (advanced transmit data descriptor). Each is 16 bytes,
+//! descriptors), §7.2.2.2 (advanced transmit context descriptor) and §7.2.2.3 (advanced
+//! transmit data descriptor). Each is 16 bytes,
 //! little-endian, handled as two 64-bit words. Unlike the 8254x legacy descriptors, the
 //! format the driver writes (read format) and the one the device writes back (write-back
 //! format) overlap: on receive the write-back replaces the buffer address with the RSS
@@ -155,8 +156,85 @@ pub mod tx_cmd {
     pub const RS: u32 = 1 << 27;
     /// Descriptor extension: an advanced descriptor.
     pub const DEXT: u32 = 1 << 29;
+    /// VLAN Packet Enable: insert an 802.1Q tag whose TCI the frame's context descriptor
+    /// holds.
+    pub const VLE: u32 = 1 << 30;
     /// Descriptor type 0011: advanced data descriptor (DTYP, bits 23:20).
     pub const DTYP_DATA: u32 = 0x3 << 20;
+    /// Descriptor type 0010: advanced context descriptor.
+    pub const DTYP_CONTEXT: u32 = 0x2 << 20;
+    /// The DTYP field.
+    pub const DTYP_MASK: u32 = 0xf << 20;
+}
+
+/// Data descriptor POPTS (bits 13:8 of `olinfo_status`, §7.2.2.3), read on a frame's first
+/// descriptor.
+pub mod popts {
+    /// Insert the IPv4 header checksum (the context's TUCMD.IPV4 must be set).
+    pub const IXSM: u32 = 1 << 8;
+    /// Insert the TCP or UDP checksum (the context's TUCMD.L4T says which).
+    pub const TXSM: u32 = 1 << 9;
+}
+
+/// Context descriptor TUCMD (bits 19:9 of `type_tucmd_mlhl`, §7.2.2.2).
+pub mod tucmd {
+    /// The IP header is IPv4 (clear: IPv6).
+    pub const IPV4: u32 = 1 << 10;
+    /// L4T 01b: the transport is TCP (00b: UDP).
+    pub const L4T_TCP: u32 = 1 << 11;
+}
+
+/// Where IDX (bits 6:4 of `olinfo_status` and of `mss_l4len_idx`) lies: which of the
+/// queue's context slots a descriptor writes or uses.
+const IDX_SHIFT: u32 = 4;
+
+/// An advanced transmit context descriptor (§7.2.2.2): how the frames after it that ask
+/// for offloads are laid out, and the tag to insert. It moves no data, and its DCMD has
+/// no RS: the device writes nothing back into it, so a driver never waits for DD there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxContext {
+    /// MACLEN (7 bits): bytes before the IP header, 14..=127 when a checksum is asked.
+    pub maclen: u8,
+    /// IPLEN (9 bits): bytes of the IP header.
+    pub iplen: u16,
+    /// The 802.1Q TCI inserted into frames that set VLE.
+    pub vlan: u16,
+    /// [`tucmd`] bits.
+    pub tucmd: u32,
+    /// IDX: the context slot (0 or 1 on an 82576).
+    pub idx: u8,
+}
+
+impl TxContext {
+    /// Fewest bytes MACLEN may say when a checksum is asked (§7.2.2.2).
+    pub const MIN_MACLEN: u8 = 14;
+    /// Most bytes MACLEN can say.
+    pub const MAX_MACLEN: u8 = 127;
+
+    #[inline]
+    pub fn to_words(self) -> [u64; 2] {
+        let vlan_macip_lens = u32::from(self.iplen & 0x1ff)
+            | u32::from(self.maclen & 0x7f) << 9
+            | u32::from(self.vlan) << 16;
+        let type_tucmd_mlhl = (self.tucmd & 0x7ff << 9) | tx_cmd::DTYP_CONTEXT | tx_cmd::DEXT;
+        let mss_l4len_idx = u32::from(self.idx & 0x7) << IDX_SHIFT;
+        [
+            u64::from(vlan_macip_lens),
+            u64::from(type_tucmd_mlhl) | u64::from(mss_l4len_idx) << 32,
+        ]
+    }
+
+    #[inline]
+    pub fn from_words(w: [u64; 2]) -> Self {
+        let lens = w[0] as u32;
+        Self {
+            maclen: (lens >> 9 & 0x7f) as u8,
+            iplen: (lens & 0x1ff) as u16,
+            vlan: (lens >> 16) as u16,
+            tucmd: w[1] as u32 & 0x7ff << 9,
+            idx: ((w[1] >> 32) as u32 >> IDX_SHIFT & 0x7) as u8,
+        }
+    }
 }
 
 /// Transmit write-back: DD, bit 0 of `olinfo_status` (§7.2.2.3, STA).
@@ -196,6 +274,18 @@ impl TxDesc {
         }
     }
 
+    /// The same data descriptor asking for offloads: `popts` ([`popts`] bits, on a frame's
+    /// first descriptor) with the context in slot `idx`, and a tag inserted with `vle`.
+    #[inline]
+    pub fn offloaded(self, popts: u32, idx: u8, vle: bool) -> Self {
+        let vle = if vle { tx_cmd::VLE } else { 0 };
+        Self {
+            cmd_type_len: self.cmd_type_len | vle,
+            olinfo_status: self.olinfo_status | popts | u32::from(idx & 0x7) << IDX_SHIFT,
+            ..self
+        }
+    }
+
     /// A one-descriptor frame.
     #[inline(always)]
     pub fn frame(addr: u64, len: u16, rs: bool) -> Self {
@@ -232,6 +322,13 @@ impl TxDesc {
     #[inline(always)]
     pub fn done(&self) -> bool {
         self.olinfo_status & TX_DD != 0
+    }
+
+    /// Whether these words are a context descriptor (DEXT with DTYP 0010).
+    #[inline]
+    pub fn is_context(&self) -> bool {
+        self.cmd_type_len & (tx_cmd::DEXT | tx_cmd::DTYP_MASK)
+            == tx_cmd::DEXT | tx_cmd::DTYP_CONTEXT
     }
 
     #[inline(always)]
@@ -343,8 +440,44 @@ mod tests {
         assert_eq!(first.olinfo_status >> 14, 74);
     }
 
+    #[test]
+    fn a_context_descriptor_has_the_datasheets_bits() {
+        let c = TxContext {
+            maclen: 14,
+            iplen: 20,
+            vlan: 0x2064,
+            tucmd: tucmd::IPV4 | tucmd::L4T_TCP,
+            idx: 0,
+        };
+        let w = c.to_words();
+        // VLAN_MACIP_LENS: IPLEN 8:0, MACLEN 15:9, VLAN 31:16.
+        assert_eq!(w[0], 20 | 14 << 9 | 0x2064 << 16);
+        // TUCMD IPV4 (bit 10) and L4T TCP (bit 11), DTYP 0010, DEXT; no RS.
+        assert_eq!(w[1] as u32, 0x400 | 0x800 | 0x2 << 20 | 1 << 29);
+        assert_eq!(w[1] >> 32, 0, "IDX 0, no MSS or L4LEN");
+        let d = TxDesc::from_words(w);
+        assert!(d.is_context());
+        assert!(!d.done());
+        assert_eq!(TxContext::from_words(w), c);
+        assert!(!TxDesc::frame(0x1000, 60, true).is_context());
+        let o =
+            TxDesc::data(0x1000, 60, 60, true, false).offloaded(popts::IXSM | popts::TXSM, 1, true);
+        assert_eq!(o.olinfo_status, 60 << 14 | 0x300 | 1 << 4);
+        assert_eq!(o.cmd_type_len & tx_cmd::VLE, tx_cmd::VLE);
+        assert!(!o.is_context());
+    }
+
     proptest! {
         #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn context_words_round_trip(maclen in 0u8..128, iplen in 0u16..512, vlan: u16, tcp: bool, ipv4: bool, idx in 0u8..8) {
+            let tucmd = if tcp { tucmd::L4T_TCP } else { 0 } | if ipv4 { tucmd::IPV4 } else { 0 };
+            let c = TxContext { maclen, iplen, vlan, tucmd, idx };
+            prop_assert_eq!(TxContext::from_words(c.to_words()), c);
+            prop_assert!(TxDesc::from_words(c.to_words()).is_context());
+        }
+
         #[test]
         fn words_round_trip(addr: u64, len: u16, payload in 0u32..(1 << 18), eop: bool, rs: bool, dd: bool) {
             let mut d = TxDesc::data(addr, len, payload, eop, rs);

@@ -121,6 +121,15 @@ pub enum Error {
         /// What sets the limit ("e1000", "virtio-net device (its mtu field)").
         what: &'static str,
     },
+    /// The port cannot wait for frames on an interrupt: its driver has no receive
+    /// interrupt, or the platform gave it no vector. Poll instead (`--idle poll`).
+    #[error("{addr}: no receive interrupt: {why}; poll instead (`--idle poll`)")]
+    NoInterrupt {
+        /// The device.
+        addr: PciAddr,
+        /// Why not: the driver, or what the platform answered.
+        why: String,
+    },
     /// A file outside a device's own (sysfs listing, state files).
     #[error("{0}")]
     Io(String),
@@ -157,6 +166,14 @@ impl Error {
             addr,
             crate::filter::FilterError::Unsupported(format!("{who} has no {what} filter")),
         )
+    }
+
+    /// The answer of a port whose driver has no receive interrupt.
+    pub(crate) fn no_interrupt(addr: PciAddr, driver: &str) -> Self {
+        Self::NoInterrupt {
+            addr,
+            why: format!("the {driver} driver has no receive interrupt yet"),
+        }
     }
 
     pub(crate) fn sysfs(addr: &PciAddr, path: &Path, e: std::io::Error) -> Self {

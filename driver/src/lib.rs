@@ -22,6 +22,7 @@ mod error;
 pub mod filter;
 pub mod igb;
 mod intel;
+pub mod irq;
 pub mod mmio;
 mod nic;
 pub mod offload;

@@ -189,6 +189,59 @@ pub trait Nic: Send {
     fn link_event(&mut self) -> Option<Link> {
         None
     }
+    /// The descriptor that becomes readable when the receive interrupt fires (an eventfd,
+    /// or `/dev/uioN` under uio_pci_generic; see [`zcnic::irq`](crate::irq)): register it with epoll, mio or tokio's `AsyncFd`,
+    /// or let [`rx_wait`](Nic::rx_wait) sleep on it. It stays the same for the port's
+    /// life. A port without a receive interrupt answers
+    /// [`Error::NoInterrupt`](crate::Error::NoInterrupt).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, crate::Error> {
+        Err(crate::Error::no_interrupt(self.addr(), self.driver()))
+    }
+    /// Arms the receive interrupt, then looks at the ring again: `Ok(true)` when a frame
+    /// already waits (the interrupt is disarmed again; poll, do not sleep), `Ok(false)` when
+    /// the ring is empty and any frame from now on makes
+    /// [`rx_interrupt_fd`](Nic::rx_interrupt_fd) readable. This order (arm, re-check,
+    /// sleep) is what keeps a frame that lands just before the sleep from being slept
+    /// through. Call [`disable_rx_interrupt`](Nic::disable_rx_interrupt) once awake,
+    /// before polling again.
+    fn enable_rx_interrupt(&mut self) -> Result<bool, crate::Error> {
+        Err(crate::Error::no_interrupt(self.addr(), self.driver()))
+    }
+    /// Disarms the receive interrupt and acknowledges it at the device: polling costs no
+    /// interrupt from here on. No system call (the next arm does what the platform needs).
+    fn disable_rx_interrupt(&mut self) -> Result<(), crate::Error> {
+        Err(crate::Error::no_interrupt(self.addr(), self.driver()))
+    }
+    /// Sleeps until a frame arrives or `timeout` passes: arms the interrupt, re-checks the
+    /// ring, sleeps on the descriptor, disarms. `Ok(true)` when frames may wait (a frame
+    /// was already there, or the interrupt fired), `Ok(false)` on timeout (or a signal).
+    /// Poll with [`rx_batch`](Nic::rx_batch) after either.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use zcnic::Nic;
+    ///
+    /// let mut nic = zcnic::open("0000:00:02.0")?;
+    /// let mut batch = Vec::with_capacity(32);
+    /// loop {
+    ///     if nic.rx_batch(&mut batch, 32) == 0 {
+    ///         nic.rx_wait(Duration::from_millis(100))?;
+    ///         continue;
+    ///     }
+    ///     println!("{} frames", batch.len());
+    ///     batch.clear();
+    /// #   break;
+    /// }
+    /// # Ok::<(), zcnic::Error>(())
+    /// ```
+    fn rx_wait(&mut self, timeout: std::time::Duration) -> Result<bool, crate::Error> {
+        if self.enable_rx_interrupt()? {
+            return Ok(true);
+        }
+        let woke = crate::irq::wait_readable(self.rx_interrupt_fd()?, timeout);
+        self.disable_rx_interrupt()?;
+        woke.map_err(|e| crate::Error::os(&self.addr(), "waiting for the receive interrupt", e))
+    }
     /// What this port does in hardware: checksums and VLAN tags on transmit (asked per
     /// frame through [`Offloads::request`](crate::offload::Offloads::request), which does
     /// the rest in software), and what it reports with received frames.

@@ -54,6 +54,28 @@ pub unsafe trait PciDevice: Debug + Send + Sync {
     /// Function-level reset through the platform, when it offers one; true if it was done.
     fn reset(&self) -> bool;
 
+    /// The device's INTx, delivered from now on to the descriptor returned, which the
+    /// caller polls (masked until the first [`irq_unmask`](Self::irq_unmask)). A platform
+    /// without interrupt delivery answers [`Error::NoInterrupt`].
+    fn intx(&self) -> Result<crate::irq::IrqFd, Error> {
+        Err(Error::NoInterrupt {
+            addr: self.addr(),
+            why: "this platform delivers no interrupts to zcnic".into(),
+        })
+    }
+
+    /// Lets interrupt `index` (VFIO's numbering: [`crate::irq::INTX`] 0, MSI 1, MSI-X 2),
+    /// which the kernel masks each time a level-triggered line fires, fire again.
+    fn irq_unmask(&self, index: u32) -> Result<(), Error> {
+        let _ = index;
+        Ok(())
+    }
+
+    /// Stops delivering interrupt `index` (undoes [`intx`](Self::intx)).
+    fn irq_release(&self, index: u32) {
+        let _ = index;
+    }
+
     /// Whether an IOMMU stands between the device and memory. Without one (uio) the
     /// device reaches all of memory and is given physical addresses whatever
     /// [`IovaMode`] is asked for; drivers ask [`IovaMode::Physical`] then.

@@ -24,8 +24,9 @@ pub struct Prepared {
     pub kernel: PathBuf,
     /// The static zcnic binary copied into the guest as `/bin/zcnic`.
     pub zcnic: PathBuf,
-    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`), static, copied
-    /// into the guest's `/bin`; empty when `ZCNIC_GUEST_BIN` replaces the build.
+    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`, `irq_cycles`),
+    /// static, copied into the guest's `/bin`; empty when `ZCNIC_GUEST_BIN` replaces the
+    /// build.
     pub examples: Vec<PathBuf>,
     /// The initramfs without `/scenario.sh`; each run appends its script to a copy.
     pub initramfs_base: PathBuf,
@@ -104,7 +105,7 @@ fn note(started: Instant, what: &str) {
 }
 
 /// Names of the zcnic crate's examples the guest gets.
-const EXAMPLES: [&str; 3] = ["smol_echo", "l2_filter", "udp_probe"];
+const EXAMPLES: [&str; 4] = ["smol_echo", "l2_filter", "udp_probe", "irq_cycles"];
 
 /// `cargo build` for the guest target: static, in `target/guest`.
 fn guest_build(args: &[&str]) -> Result<PathBuf, Error> {

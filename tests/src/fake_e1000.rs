@@ -4,6 +4,7 @@
 //! [`FakeDma`], so a bad address from the driver shows up as a fault count, not a crash.
 
 use crate::fake_filter;
+use crate::fake_irq::{FakeIrq, IrqBar};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,9 @@ pub struct FakeE1000 {
     pub resets_stuck: Arc<AtomicBool>,
     /// [`Inject::Wire`] frames the receive filter turned away.
     pub filtered: Arc<AtomicU64>,
+    /// The interrupt: IMS as the device keeps it, and the eventfd it signals (reached by
+    /// a driver on [`FakeE1000::irq_bar`]; on the plain `bar` IMS writes change nothing).
+    pub irq: Arc<FakeIrq>,
     sent_count: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
@@ -123,6 +127,7 @@ struct Device {
     tx_fetch_only: Arc<AtomicBool>,
     resets_stuck: Arc<AtomicBool>,
     filtered: Arc<AtomicU64>,
+    irq: Arc<FakeIrq>,
     /// First descriptor fetched (TDH moved past it) but not yet processed.
     fetched: Option<u32>,
     sent_count: Arc<AtomicU64>,
@@ -160,7 +165,9 @@ impl FakeE1000 {
         let resets_stuck = Arc::new(AtomicBool::new(false));
         let sent_count = Arc::new(AtomicU64::new(0));
         let filtered = Arc::new(AtomicU64::new(0));
+        let irq = FakeIrq::new();
         let mut dev = Device {
+            irq: irq.clone(),
             bar: bar.clone(),
             dma: dma.clone(),
             sent: sent.clone(),
@@ -195,6 +202,7 @@ impl FakeE1000 {
             tx_fetch_only,
             resets_stuck,
             filtered,
+            irq,
             sent_count,
             inject: tx,
             stop,
@@ -226,22 +234,28 @@ impl FakeE1000 {
     }
 
     /// Plays the device's receive side once on this thread: completes up to `n` handed-over
-    /// descriptors as `len`-byte frames (DD|EOP), writing no frame bytes. Returns how many.
+    /// descriptors as `len`-byte frames (DD|EOP), writing no frame bytes, and raises RXT0
+    /// when it completed any. Returns how many.
     pub fn complete_rx(&self, n: usize, len: u16) -> usize {
-        let b = &self.bar;
-        let slots = b.read32(regs::RDLEN) / 16;
-        let base = ring_base(b, regs::RDBAL, regs::RDBAH);
-        let (mut head, tail) = (b.read32(regs::RDH), b.read32(regs::RDT));
-        let mut done = 0;
-        while slots > 0 && head != tail && done < n {
-            let at = base + u64::from(head) * 16;
-            device_write(&self.dma, at + 8, &len.to_le_bytes());
-            device_write(&self.dma, at + 12, &[0x03, 0]);
-            head = (head + 1) % slots;
-            done += 1;
+        complete_rx(&self.bar, &self.dma, &self.irq, n, len)
+    }
+
+    /// [`complete_rx`](Self::complete_rx) as a closure that owns what it needs: for
+    /// [`FakeIrq::on_icr_read`], which runs it inside the driver's register read.
+    pub fn rx_completer(&self, n: usize, len: u16) -> impl FnOnce() + Send + 'static {
+        let (bar, dma, irq) = (self.bar.clone(), self.dma.clone(), self.irq.clone());
+        move || {
+            assert_eq!(
+                complete_rx(&bar, &dma, &irq, n, len),
+                n,
+                "room for the frames"
+            );
         }
-        b.write32(regs::RDH, head);
-        done
+    }
+
+    /// The registers as a driver with an interrupt reaches them ([`IrqBar`]).
+    pub fn irq_bar(&self) -> IrqBar {
+        IrqBar::new(self.bar.clone(), self.irq.clone())
     }
 
     /// Frames transmitted so far (the payloads are in `sent` when `read_frames` is on).
@@ -259,11 +273,27 @@ impl FakeE1000 {
     }
 }
 
+fn complete_rx(bar: &FakeBar, dma: &FakeDma, irq: &FakeIrq, n: usize, len: u16) -> usize {
+    let slots = bar.read32(regs::RDLEN) / 16;
+    let base = ring_base(bar, regs::RDBAL, regs::RDBAH);
+    let (mut head, tail) = (bar.read32(regs::RDH), bar.read32(regs::RDT));
+    let mut done = 0;
+    while slots > 0 && head != tail && done < n {
+        let at = base + u64::from(head) * 16;
+        device_write(dma, at + 8, &len.to_le_bytes());
+        device_write(dma, at + 12, &[0x03, 0]);
+        head = (head + 1) % slots;
+        done += 1;
+    }
+    bar.write32(regs::RDH, head);
+    if done > 0 {
+        irq.raise(bar, regs::ICR_RXT0);
+    }
+    done
+}
+
 /// STATUS of a link up at 1000 Mbit/s full duplex.
 const LINK_UP: Status = Status::LU.union(Status::FD).union(Status::SPEED1);
-/// ICR.TXDW — Transmit Descriptor Written Back (8254x SDM §13.4.17): latched with every DD
-/// the device writes, so link events are tested among other causes.
-const ICR_TXDW: u32 = 1 << 0;
 
 impl Drop for FakeE1000 {
     fn drop(&mut self) {
@@ -409,7 +439,8 @@ impl Device {
             }
             if d[11] & 0x08 != 0 {
                 self.write(at + 12, &[0x01]);
-                self.bar.raise(regs::ICR, ICR_TXDW);
+                // Every DD latches TXDW too, so link events are tested among other causes.
+                self.bar.raise(regs::ICR, regs::ICR_TXDW);
             }
             head = (head + 1) % slots;
             if replay.is_none() {
@@ -506,6 +537,7 @@ impl Device {
         // DD last, as the hardware does: the driver may look at any moment.
         self.write(at + 12, &[status]);
         self.bar.write32(regs::RDH, (head + 1) % slots);
+        self.irq.raise(&self.bar, regs::ICR_RXT0);
         true
     }
 
@@ -561,6 +593,7 @@ impl Device {
             at_slot = (at_slot + 1) % slots;
             self.bar.write32(regs::RDH, at_slot);
         }
+        self.irq.raise(&self.bar, regs::ICR_RXT0);
         true
     }
 }

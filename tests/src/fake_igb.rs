@@ -2,7 +2,14 @@
 //! self-clearing reset, MAC in RAL0/RAH0, link up once the PHY is told to restart
 //! auto-negotiation through MDIC, queue enables read back, transmit on TDT of advanced
 //! data descriptors with DD written back where RS asks, and receive into advanced
-//! descriptors. Its write-backs overwrite the whole descriptor as the datasheet allows:
+//! descriptors. Transmit offloads as §7.2.2.2–3 lay them out, decoded from the raw bits
+//! here (not through the driver's descriptor types) and computed with a checksum of the
+//! tests' own ([`crate::fake_csum`]): context descriptors kept per queue and slot (IDX),
+//! POPTS.IXSM/TXSM on a frame's first data descriptor filled in at MACLEN and
+//! MACLEN + IPLEN, and VLE inserting the context's tag in VLAN mode (CTRL.VME). What the
+//! datasheet does not allow (RS on a context descriptor, a checksum with MACLEN outside
+//! 14..=127, IXSM of an IPv6 frame, PAYLEN not the frame's length) is counted in
+//! [`FakeIgb::misuse`]. Its write-backs overwrite the whole descriptor as the datasheet allows:
 //! the receive write-back replaces the buffer address with the RSS hash, and the transmit
 //! write-back zeroes the address, so a driver that reads an address back from the ring is
 //! caught. Descriptors are written as whole 64-bit words, status word last. With several
@@ -52,6 +59,8 @@ pub struct FakeIgb {
     pub per_queue: Arc<Mutex<PerQueue>>,
     /// [`Inject::Wire`] frames the receive filter turned away.
     pub filtered: Arc<AtomicU64>,
+    /// Transmit descriptors the datasheet does not allow (see the module's doc).
+    pub misuse: Arc<AtomicU64>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -74,9 +83,19 @@ struct Device {
     faults: Arc<AtomicU64>,
     per_queue: Arc<Mutex<PerQueue>>,
     filtered: Arc<AtomicU64>,
+    misuse: Arc<AtomicU64>,
     inject: Receiver<Inject>,
     pending: Vec<(Vec<u8>, u32)>,
+    /// Per queue: the frame being gathered, its first data descriptor's command and
+    /// `olinfo_status`, and the two context slots (VLAN_MACIP_LENS, TUCMD).
+    tx: Vec<TxState>,
+}
+
+#[derive(Default)]
+struct TxState {
     partial: Vec<u8>,
+    first: Option<(u32, u32)>,
+    contexts: [(u32, u32); 2],
 }
 
 const DD: u64 = 1;
@@ -84,6 +103,12 @@ const EOP: u64 = 2;
 const RXE: u64 = 1 << 31;
 const TX_RS: u64 = 1 << 27;
 const TX_EOP: u64 = 1 << 24;
+/// DCMD.VLE, DCMD.DEXT and DTYP (§7.2.2.3).
+const TX_VLE: u32 = 1 << 30;
+const TX_DEXT: u32 = 1 << 29;
+const DTYP_SHIFT: u32 = 20;
+/// VET — VLAN Ether Type (§8.2.6), 0x8100 after reset.
+const VET: u32 = 0x0038;
 
 impl FakeIgb {
     pub fn start() -> Self {
@@ -91,6 +116,7 @@ impl FakeIgb {
         // ICR clears on read with IMS 0, which is how the driver runs it (§7.3.2.1.2).
         bar.clear_on_read(regs::ICR);
         let dma = FakeDma::new();
+        bar.write32(VET, 0x8100);
         bar.write32(
             regs::RAL0,
             u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]),
@@ -105,6 +131,7 @@ impl FakeIgb {
         let faults = Arc::new(AtomicU64::new(0));
         let per_queue = Arc::default();
         let filtered = Arc::new(AtomicU64::new(0));
+        let misuse = Arc::new(AtomicU64::new(0));
         let mut dev = Device {
             bar: bar.clone(),
             dma: dma.clone(),
@@ -112,9 +139,10 @@ impl FakeIgb {
             faults: faults.clone(),
             per_queue: Arc::clone(&per_queue),
             filtered: Arc::clone(&filtered),
+            misuse: Arc::clone(&misuse),
             inject: rx,
             pending: Vec::new(),
-            partial: Vec::new(),
+            tx: (0..QUEUES).map(|_| TxState::default()).collect(),
         };
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -131,6 +159,7 @@ impl FakeIgb {
             faults,
             per_queue,
             filtered,
+            misuse,
             inject: tx,
             stop,
             thread: Some(thread),
@@ -169,6 +198,8 @@ impl Device {
         if ctrl & regs::CTRL_RST != 0 {
             b.write32(regs::CTRL, ctrl & !regs::CTRL_RST);
             b.write32(regs::STATUS, 0);
+            b.write32(VET, 0x8100);
+            self.tx = (0..QUEUES).map(|_| TxState::default()).collect();
         }
         let mdic = b.read32(regs::MDIC);
         if mdic != 0 && mdic & regs::MDIC_READY == 0 {
@@ -239,12 +270,34 @@ impl Device {
             let Some([addr, w1]) = self.words(at) else {
                 break;
             };
+            let cmd = w1 as u32;
+            if cmd & TX_DEXT != 0 && (cmd >> DTYP_SHIFT) & 0xf == 0b0010 {
+                // A context descriptor: kept for the frames after it; no data, and no RS
+                // in its DCMD, so nothing is written back.
+                let idx = (w1 >> 36) as usize & 7;
+                match self.tx[q as usize].contexts.get_mut(idx) {
+                    Some(c) => *c = (addr as u32, cmd),
+                    None => self.misused(),
+                }
+                if w1 & TX_RS != 0 {
+                    self.misused();
+                }
+                head = (head + 1) % slots;
+                b.write32(regs::tdh(q), head);
+                continue;
+            }
             let mut bytes = vec![0u8; (w1 & 0xffff) as usize];
+            let st = &mut self.tx[q as usize];
+            st.first.get_or_insert((cmd, (w1 >> 32) as u32));
             if self.read(addr, &mut bytes) {
-                self.partial.extend_from_slice(&bytes);
+                self.tx[q as usize].partial.extend_from_slice(&bytes);
             }
             if w1 & TX_EOP != 0 {
-                let frame = std::mem::take(&mut self.partial);
+                let st = &mut self.tx[q as usize];
+                let mut frame = std::mem::take(&mut st.partial);
+                let (first_cmd, olinfo) = st.first.take().unwrap_or_default();
+                let contexts = st.contexts;
+                self.offload(&mut frame, first_cmd, olinfo, &contexts);
                 self.sent.lock().unwrap().push(frame);
                 self.per_queue.lock().unwrap().tx[q as usize] += 1;
             }
@@ -257,6 +310,66 @@ impl Device {
             b.write32(regs::tdh(q), head);
         }
         true
+    }
+
+    fn misused(&self) {
+        self.misuse.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the transmit engine does to a frame whose first data descriptor had `cmd` and
+    /// `olinfo` (§7.2.2.3): PAYLEN checked, then the checksums POPTS asks for at the
+    /// offsets of the context IDX names, each the complement of the ones'-complement sum
+    /// of its range whatever the field held (the driver zeroes the IPv4 field and seeds
+    /// the transport one with the pseudo-header's sum), then the tag.
+    fn offload(&self, frame: &mut Vec<u8>, cmd: u32, olinfo: u32, contexts: &[(u32, u32); 2]) {
+        if (olinfo >> 14) as usize != frame.len() {
+            self.misused();
+        }
+        let (ixsm, txsm) = (olinfo & 1 << 8 != 0, olinfo & 1 << 9 != 0);
+        let vle = cmd & TX_VLE != 0;
+        if !(ixsm || txsm || vle) {
+            return;
+        }
+        let Some(&(lens, tucmd)) = contexts.get((olinfo >> 4) as usize & 7) else {
+            self.misused();
+            return;
+        };
+        let (iplen, maclen) = ((lens & 0x1ff) as usize, (lens >> 9 & 0x7f) as usize);
+        let (ipv4, l4t) = (tucmd & 1 << 10 != 0, tucmd >> 11 & 3);
+        if (ixsm || txsm) && !(14..=127).contains(&maclen) {
+            self.misused();
+            return;
+        }
+        let len = frame.len();
+        let mut put = |start: usize, end: usize, field: usize| {
+            if start > field || field + 2 > end || end > frame.len() {
+                self.misused();
+                return;
+            }
+            let sum = !crate::fake_csum(&frame[start..end]);
+            frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+        };
+        if ixsm {
+            if ipv4 {
+                put(maclen, maclen + iplen, maclen + 10);
+            } else {
+                self.misused();
+            }
+        }
+        if txsm {
+            let l4 = maclen + iplen;
+            match l4t {
+                0 => put(l4, len, l4 + 6),
+                1 => put(l4, len, l4 + 16),
+                _ => self.misused(),
+            }
+        }
+        // Tags only in VLAN mode, as the driver promises them (the 8254x's rule for VLE).
+        if vle && self.bar.read32(regs::CTRL) & regs::CTRL_VME != 0 && frame.len() >= 12 {
+            let vet = self.bar.read32(VET) as u16;
+            let tag = [vet.to_be_bytes(), ((lens >> 16) as u16).to_be_bytes()].concat();
+            frame.splice(12..12, tag);
+        }
     }
 
     fn receive(&mut self) -> bool {

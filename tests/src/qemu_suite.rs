@@ -62,6 +62,48 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Shell: waits for the kernel's interface of PCI device `dev` and names it `$var`.
+pub fn iface(var: &str, dev: &str, virtio: bool) -> String {
+    let dir = if virtio {
+        format!("/sys/bus/pci/devices/{dev}/virtio*/net/")
+    } else {
+        format!("/sys/bus/pci/devices/{dev}/net/")
+    };
+    format!(
+        "n=0; until ls {dir} >/dev/null 2>&1; do sleep 0.2; n=$((n+1)); [ $n -lt 100 ] || exit 4; done\n\
+         {var}=$(ls {dir})\n"
+    )
+}
+
+/// Shell: smoltcp's echo on zcnic's port at 0000:00:02.0 while `$1`'s TCP sends
+/// `/tmp/data` through it (`BYTES` replaced by its length); the time, the hash of what came
+/// back and the echo's summary go to `/results/*_$2`.
+pub const ECHO_RUN: &str = r#"echo_run() {
+  smol_echo 0000:00:02.0 10.0.0.2/24 7 0 1500 > /results/echo_$2.txt 2>&1 &
+  echo_pid=$!
+  n=0; until grep -q answering /results/echo_$2.txt; do sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || { cat /results/echo_$2.txt; exit 3; }; done
+  ip addr add 10.0.0.1/24 dev $1
+  ip link set $1 up
+  sleep 1
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  # Two processes on the socket, one writing and one reading: busybox nc alone reads
+  # only between its writes and can deadlock with a full window (see qemu_jumbo.rs).
+  : > /tmp/echoed_$2
+  nc 10.0.0.2 7 -e sh -c "cat /tmp/data & exec cat > /tmp/echoed_$2" &
+  nc_pid=$!
+  n=0; until [ "$(wc -c < /tmp/echoed_$2)" -ge BYTES ]; do sleep 0.2; n=$((n+1)); [ $n -lt 900 ] || break; done
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "$t0 $t1" > /results/time_$2.txt
+  sha256sum < /tmp/echoed_$2 > /results/sha_$2.txt
+  wc -c < /tmp/echoed_$2 > /results/bytes_$2.txt
+  kill $nc_pid 2> /dev/null || true
+  kill -INT $echo_pid; wait $echo_pid
+  ip addr flush dev $1
+  ip link set $1 down
+  rm /tmp/echoed_$2
+}
+"#;
+
 /// How many frames of the pcap at `path` tshark's display filter `filter` matches, with
 /// IPv4, UDP and TCP checksums verified and pktgen's UDP port decoded as raw data (else a
 /// heuristic dissector may claim it). Fails the test when tshark does.

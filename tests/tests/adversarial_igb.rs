@@ -373,15 +373,29 @@ impl Machine {
             .iter()
             .map(|p| (p.iova(), p.payload().map(|s| (s.iova(), s.len() as u16))))
             .collect();
-        // How many frames fit in an empty ring: one descriptor each, two with a payload.
-        let mut room = size as usize - 1;
-        let fits = batch
-            .iter()
-            .take_while(|p| {
-                let need = 1 + usize::from(p.payload().is_some());
-                room.checked_sub(need).map(|r| room = r).is_some()
-            })
-            .count();
+        // How many frames an empty ring takes: `min(len, free)`, each one descriptor, two
+        // with a payload, none when refused; one that does not fit ends the burst, and
+        // once one of two is queued the frames at the end that no longer have a
+        // descriptor each wait for the next call.
+        let free = size as usize - 1;
+        let (mut room, mut end, mut fits) = (free, batch.len().min(free), 0);
+        for (i, &(len, plen)) in frames.iter().enumerate().take(batch.len()) {
+            if i >= end {
+                break;
+            }
+            let total = usize::from(len) + usize::from(plen.unwrap_or(0));
+            fits += 1;
+            if len == 0 || total > MAX_FRAME {
+                continue;
+            }
+            let need = 1 + usize::from(plen.is_some());
+            if need > room {
+                fits -= 1;
+                break;
+            }
+            room -= need;
+            end = end.min(i + 1 + room);
+        }
         let n = send_with(&mut batch, |b| l.tx.tx_batch(b))?;
         drop(batch);
         if parked_before == 0 || finished {

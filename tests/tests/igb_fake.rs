@@ -145,6 +145,72 @@ fn transmit_sends_a_chain_of_buffers_as_one_frame() {
     pool_full(&pool);
 }
 
+/// A burst takes `min(len, free)` frames and lets a chain check its own room: once a
+/// chain is queued, the frames at the end that no longer have a descriptor each wait; a
+/// chain that does not fit waits with every frame after it. What waits goes back to the
+/// front of the caller's vector, in order, and every frame leaves once, in order.
+#[test]
+fn a_chain_takes_its_room_and_the_frames_that_no_longer_fit_wait_in_order() {
+    let dev = FakeIgb::start();
+    let cfg = Config {
+        rx_ring: 64,
+        tx_ring: 32,
+        pool: 1024,
+        link_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let addr: PciAddr = "0000:00:02.0".parse().unwrap();
+    let mut nic = Igb::new(dev.bar.clone(), &dev.dma, addr, &cfg).expect("driver comes up");
+    let pool = nic.pool().clone();
+    let seq = |p: &Packet| u32::from_le_bytes(p.data()[..4].try_into().unwrap());
+    let mut all = Vec::new();
+    let mut burst = |lens: &[usize]| -> Vec<Packet> {
+        lens.iter()
+            .map(|&len| {
+                let f = frame(all.len() as u32, len);
+                let p = pool.alloc_copy(&f).unwrap();
+                all.push(f);
+                p
+            })
+            .collect()
+    };
+    // 31 descriptors free: a single, a chain of five (9000 bytes), then 38 singles. Of the
+    // 31 frames taken up front, the last four lose their descriptor to the chain.
+    let mut lens = vec![60, 9000];
+    lens.extend([60; 38]);
+    let mut pkts = burst(&lens);
+    assert_eq!(nic.tx_batch(&mut pkts), 27);
+    let left: Vec<u32> = pkts.iter().map(seq).collect();
+    assert_eq!(left, (27..40).collect::<Vec<_>>(), "the rest, in order");
+    assert!(nic.flush());
+    wait("the first burst on the wire", || {
+        dev.sent.lock().unwrap().len() == 27
+    });
+    // Those are not sent: the next burst is a new one.
+    drop(pkts);
+    // An empty ring again (31 free): 29 singles leave two descriptors, a chain of five
+    // does not fit, and it waits with the frame after it.
+    let mut lens = vec![60; 29];
+    lens.extend([9000, 60]);
+    let mut pkts = burst(&lens);
+    assert_eq!(nic.tx_batch(&mut pkts), 29);
+    assert_eq!(pkts.iter().map(seq).collect::<Vec<_>>(), [69, 70]);
+    while !pkts.is_empty() {
+        nic.tx_batch(&mut pkts);
+    }
+    assert!(nic.flush());
+    wait("every frame on the wire", || {
+        dev.sent.lock().unwrap().len() == 27 + 31
+    });
+    let sent = dev.sent.lock().unwrap().clone();
+    assert_eq!(sent[..27], all[..27]);
+    assert_eq!(sent[27..], all[40..]);
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_errors), (58, 0));
+    drop(nic);
+    pool_full(&pool);
+}
+
 /// Frames arrive byte-exact; a frame spread over two descriptors and a frame with an
 /// error are counted and dropped without disturbing the frames around them.
 #[test]

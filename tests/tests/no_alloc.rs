@@ -1,17 +1,19 @@
 //! The datapath allocates nothing: a counting global allocator watches the driver's thread
 //! while it runs `tx_batch` and `rx_batch` bursts, and the recycling `tx_batch_recycle` and
-//! `rx_batch_recycle`, against the fake e1000 and the fake virtio-net (split and packed).
+//! `rx_batch_recycle`, against the fake e1000, the fake igb and the fake virtio-net (split
+//! and packed); and the igb's transmit off the fast path (offload requests, chains).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 use zcnic::e1000::E1000;
 use zcnic::virtio::{negotiate, QueueKind, VirtioNet};
-use zcnic::{Config, Nic, Packet};
+use zcnic::{Config, L4Csum, Nic, Packet};
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject};
 use zcnic_tests::fake_igb::{self, FakeIgb};
 use zcnic_tests::fake_virtio::{self, FakeVirtio};
+use zcnic_tests::offload_frames::frame;
 
 struct Counting;
 
@@ -214,6 +216,58 @@ fn igb_tx_and_rx_bursts_allocate_nothing() {
 #[test]
 fn igb_recycling_bursts_allocate_nothing() {
     igb_bursts(true);
+}
+
+/// igb transmit off the fast path: one-buffer frames and 4000-byte chains asking for
+/// checksum offloads (a context descriptor each) and tag insertion, mixed with plain
+/// frames on a 64-slot ring, so chains set frames aside and hand them back: nothing on
+/// the heap.
+#[test]
+fn igb_offloaded_and_chained_bursts_allocate_nothing() {
+    const FRAMES: usize = 3000;
+    let dev = FakeIgb::start();
+    let cfg = zcnic::igb::Config {
+        pool: 2048,
+        tx_ring: 64,
+        vlan_strip: true,
+        link_timeout: Duration::from_secs(2),
+        reset_timeout: Duration::from_secs(5),
+        ..zcnic::igb::Config::default()
+    };
+    let addr = "0000:00:02.0".parse().unwrap();
+    let mut nic =
+        zcnic::igb::Igb::new(dev.bar.clone(), &dev.dma, addr, &cfg).expect("driver comes up");
+    let caps = nic.offloads();
+    let pool = nic.pool().clone();
+    let (short, long) = (frame(L4Csum::Udp, 100, 1), frame(L4Csum::Tcp, 4000, 2));
+    let req = |l4, vlan| zcnic_tests::offload_frames::request(l4, vlan);
+    let mut tx: Vec<Packet> = Vec::with_capacity(16);
+    let (sent, allocations) = measured(|| {
+        let mut sent = 0;
+        let end = Instant::now() + Duration::from_secs(20);
+        while sent < FRAMES && Instant::now() < end {
+            while tx.len() < 16 {
+                let i = sent + tx.len();
+                let (bytes, ask) = match i % 3 {
+                    0 => (&short, Some(req(L4Csum::Udp, None))),
+                    1 => (&long, Some(req(L4Csum::Tcp, Some(100)))),
+                    _ => (&short, None),
+                };
+                let Some(mut p) = pool.alloc_copy(bytes) else {
+                    break;
+                };
+                if let Some(r) = ask {
+                    caps.request(&mut p, r).unwrap();
+                }
+                tx.push(p);
+            }
+            sent += nic.tx_batch(&mut tx);
+        }
+        sent
+    });
+    assert!(sent >= FRAMES, "sent {sent}");
+    assert_eq!(allocations, 0, "heap allocations on the igb offload path");
+    assert_eq!(dev.misuse.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 /// Jumbo frames on virtio-net: 9000-byte chains sent (one descriptor chain each) and

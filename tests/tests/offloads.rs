@@ -1,13 +1,15 @@
 //! Checksum and VLAN offloads against the fake e1000 (which applies them as the hardware
 //! does: checksums at the context descriptor's offsets, tags inserted in VLAN mode only,
 //! stripped on receive into the descriptor, IXSM on every frame as QEMU's model sets it),
-//! and the software fallback that makes the same frames on a port without them.
+//! and the software fallback that makes the same frames on a port without them. The igb's
+//! are in `igb_offloads.rs`.
 
 use std::time::{Duration, Instant};
 use zcnic::e1000::{Config, E1000};
 use zcnic::offload::{self, Offloads};
 use zcnic::{Bar, Checksum, FakeBar, L4Csum, Nic, Packet, PciAddr, TxOffload};
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject};
+use zcnic_tests::offload_frames::{blank, frame, l4_field, request, tagged};
 
 fn addr() -> PciAddr {
     "0000:00:02.0".parse().unwrap()
@@ -31,55 +33,6 @@ fn wait(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::yield_now();
-    }
-}
-
-/// An Ethernet/IPv4 frame with right checksums: UDP or TCP, `payload` bytes.
-fn frame(l4: L4Csum, payload: usize, seq: u8) -> Vec<u8> {
-    let b =
-        etherparse::PacketBuilder::ethernet2([0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64);
-    let data: Vec<u8> = (0..payload)
-        .map(|i| (i as u8).wrapping_mul(7) ^ seq)
-        .collect();
-    let mut out = Vec::new();
-    match l4 {
-        L4Csum::Udp => b.udp(4000 + u16::from(seq), 9).write(&mut out, &data),
-        L4Csum::Tcp => b
-            .tcp(4000 + u16::from(seq), 80, 1000, 64)
-            .write(&mut out, &data),
-    }
-    .unwrap();
-    out
-}
-
-/// Where the transport checksum lies in [`frame`]'s output.
-fn l4_field(l4: L4Csum) -> usize {
-    14 + 20 + l4.field_offset()
-}
-
-/// The frame with both checksums zeroed: what an application hands a NIC to fill in.
-fn blank(f: &[u8], l4: L4Csum) -> Vec<u8> {
-    let mut f = f.to_vec();
-    f[24..26].fill(0);
-    f[l4_field(l4)..l4_field(l4) + 2].fill(0);
-    f
-}
-
-fn tagged(f: &[u8], tci: u16) -> Vec<u8> {
-    let mut t = f[..12].to_vec();
-    t.extend_from_slice(&[0x81, 0x00]);
-    t.extend_from_slice(&tci.to_be_bytes());
-    t.extend_from_slice(&f[12..]);
-    t
-}
-
-fn request(l4: L4Csum, vlan: Option<u16>) -> TxOffload {
-    TxOffload {
-        ip_csum: true,
-        l4: Some(l4),
-        vlan,
-        ..TxOffload::ipv4(14, 20)
     }
 }
 
@@ -308,36 +261,4 @@ fn software_fallback_matches_the_request() {
     assert!(Offloads::NONE
         .request(&mut q, request(L4Csum::Tcp, None))
         .is_err());
-}
-
-/// The igb programs no transmit offload yet: the same request is done in software there,
-/// and the frames on the wire are the ones the e1000's hardware makes.
-#[test]
-fn igb_requests_fall_back_to_software() {
-    use zcnic::igb::Igb;
-    use zcnic_tests::fake_igb::FakeIgb;
-    let dev = FakeIgb::start();
-    let cfg = zcnic::Config {
-        rx_ring: 64,
-        tx_ring: 64,
-        pool: 512,
-        link_timeout: Duration::from_secs(2),
-        ..zcnic::Config::default()
-    };
-    let mut nic = Igb::new(dev.bar.clone(), &dev.dma, addr(), &cfg).expect("driver comes up");
-    let caps = nic.offloads();
-    assert!(!caps.tx_ipv4_csum && !caps.tx_vlan_insert && !caps.rx_checksum);
-    let pool = nic.pool().clone();
-    let f = frame(L4Csum::Udp, 90, 4);
-    let mut p = pool.alloc_copy(&blank(&f, L4Csum::Udp)).unwrap();
-    caps.request(&mut p, request(L4Csum::Udp, Some(100)))
-        .unwrap();
-    assert!(p.is_single(), "nothing left for the NIC: the fast path");
-    let mut pkts = vec![p];
-    while !pkts.is_empty() {
-        nic.tx_batch(&mut pkts);
-    }
-    assert!(nic.flush());
-    wait("the frame", || !dev.sent.lock().unwrap().is_empty());
-    assert_eq!(dev.sent.lock().unwrap()[0], tagged(&f, 100));
 }

@@ -11,53 +11,12 @@
 //!   partial: zcnic completes each (smoltcp checks every one) and counts them good.
 
 use zcnic_qemu::Nic;
-use zcnic_tests::qemu_suite::{boot, guest_slot, nic_mac, tshark_count};
+use zcnic_tests::qemu_suite::{boot, guest_slot, iface, nic_mac, tshark_count, ECHO_RUN};
 
 const VIRTIO: &str = "0000:00:02.0";
 const E1000: &str = "0000:00:03.0";
 const KERNEL_VIRTIO: &str = "0000:00:04.0";
 const BYTES: usize = 10 << 20;
-
-/// Shell: waits for the kernel's interface of PCI device `dev` and names it `$var`.
-fn iface(var: &str, dev: &str, virtio: bool) -> String {
-    let dir = if virtio {
-        format!("/sys/bus/pci/devices/{dev}/virtio*/net/")
-    } else {
-        format!("/sys/bus/pci/devices/{dev}/net/")
-    };
-    format!(
-        "n=0; until ls {dir} >/dev/null 2>&1; do sleep 0.2; n=$((n+1)); [ $n -lt 100 ] || exit 4; done\n\
-         {var}=$(ls {dir})\n"
-    )
-}
-
-/// Shell: smoltcp's echo on zcnic's port while `$1`'s TCP sends `/tmp/data` through it;
-/// the time, the hash of what came back and the echo's summary go to `/results/*_$2`.
-const ECHO_RUN: &str = r#"echo_run() {
-  smol_echo 0000:00:02.0 10.0.0.2/24 7 0 1500 > /results/echo_$2.txt 2>&1 &
-  echo_pid=$!
-  n=0; until grep -q answering /results/echo_$2.txt; do sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || { cat /results/echo_$2.txt; exit 3; }; done
-  ip addr add 10.0.0.1/24 dev $1
-  ip link set $1 up
-  sleep 1
-  t0=$(cut -d' ' -f1 /proc/uptime)
-  # Two processes on the socket, one writing and one reading: busybox nc alone reads
-  # only between its writes and can deadlock with a full window (see qemu_jumbo.rs).
-  : > /tmp/echoed_$2
-  nc 10.0.0.2 7 -e sh -c "cat /tmp/data & exec cat > /tmp/echoed_$2" &
-  nc_pid=$!
-  n=0; until [ "$(wc -c < /tmp/echoed_$2)" -ge BYTES ]; do sleep 0.2; n=$((n+1)); [ $n -lt 900 ] || break; done
-  t1=$(cut -d' ' -f1 /proc/uptime)
-  echo "$t0 $t1" > /results/time_$2.txt
-  sha256sum < /tmp/echoed_$2 > /results/sha_$2.txt
-  wc -c < /tmp/echoed_$2 > /results/bytes_$2.txt
-  kill $nc_pid 2> /dev/null || true
-  kill -INT $echo_pid; wait $echo_pid
-  ip addr flush dev $1
-  ip link set $1 down
-  rm /tmp/echoed_$2
-}
-"#;
 
 #[test]
 fn virtio_checksum_offloads_against_the_kernel_on_a_tap_wire() {

@@ -144,6 +144,7 @@ mod tests {
             bad_csum: false,
             template: None,
             pacing: crate::pace::Pacing::Burst,
+            gap: None,
         }
     }
 

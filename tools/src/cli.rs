@@ -1,5 +1,6 @@
 //! The `zcnic` command line: every subcommand and flag, with the help text users read.
 
+use crate::idle::Idle;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use zcnic::{Config, RingChoice};
@@ -153,30 +154,7 @@ pub enum Cmd {
     #[command(verbatim_doc_comment)]
     Replay(ReplayCmd),
     /// Forward frames between two ports (io or macswap), without copying them.
-    Fwd {
-        /// Ports: one (frames go back out of it) or two (A→B and B→A).
-        #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
-        ports: Vec<String>,
-        /// What to do to each frame.
-        #[arg(long, value_enum, default_value_t = FwdMode::Io)]
-        mode: FwdMode,
-        /// Frames per receive burst.
-        #[arg(long, default_value_t = 32)]
-        burst: usize,
-        /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
-        #[arg(long, value_name = "N")]
-        drop_every: Option<u64>,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-        duration: Option<f64>,
-        /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
-        /// flows over them: queue k of one port forwards to queue k of the other (or of
-        /// itself).
-        #[arg(long, default_value_t = 1)]
-        queues: u16,
-        #[command(flatten)]
-        port: PortOpts,
-    },
+    Fwd(FwdCmd),
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
         /// PCI address of a NIC bound to vfio-pci, or `xdp:IFACE` for a NIC the kernel
@@ -213,6 +191,14 @@ pub enum Cmd {
         /// them (igb: up to 8); the summary counts frames per queue.
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+        /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// interrupt (all but the e1000 today) polls; with --queues > 1
+        /// the queues poll.
+        #[arg(long, value_name = "MODE", default_value = "hybrid")]
+        idle: Idle,
         #[command(flatten)]
         port: PortOpts,
     },
@@ -235,9 +221,52 @@ pub enum Cmd {
         /// too (igb, virtio-net with multiqueue).
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+        /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// interrupt (all but the e1000 today) polls; with --queues > 1
+        /// the queues poll.
+        #[arg(long, value_name = "MODE", default_value = "hybrid")]
+        idle: Idle,
         #[command(flatten)]
         port: PortOpts,
     },
+}
+
+/// `zcnic fwd`'s options.
+#[derive(clap::Args, Debug)]
+pub struct FwdCmd {
+    /// Ports: one (frames go back out of it) or two (A→B and B→A).
+    #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
+    pub ports: Vec<String>,
+    /// What to do to each frame.
+    #[arg(long, value_enum, default_value_t = FwdMode::Io)]
+    pub mode: FwdMode,
+    /// Frames per receive burst.
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// Debugging aid: drop every Nth frame on each direction (N, 2N, …).
+    #[arg(long, value_name = "N")]
+    pub drop_every: Option<u64>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
+    /// flows over them: queue k of one port forwards to queue k of the other (or of
+    /// itself).
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
+    /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
+    /// arms the receive interrupt after every empty poll and sleeps until a frame comes
+    /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
+    /// sleeps after N empty polls in a row (default 1000). A port without a receive
+    /// interrupt (all but the e1000 today) polls; with --queues > 1
+    /// the queues poll.
+    #[arg(long, value_name = "MODE", default_value = "poll")]
+    pub idle: Idle,
+    #[command(flatten)]
+    pub port: PortOpts,
 }
 
 #[derive(clap::Args, Debug)]
@@ -269,6 +298,11 @@ pub struct PktgenCmd {
     /// from --seed, as traffic of many independent sources).
     #[arg(long, value_name = "burst|smooth|poisson", default_value = "burst")]
     pub pacing: String,
+    /// With --rate: after every FRAMES frames' time at the rate, send nothing for MS
+    /// milliseconds, then go on (e.g. 1000:100). Bursts with silences between, what wakes
+    /// a receiver that sleeps when idle (`--idle`) again and again.
+    #[arg(long, value_name = "FRAMES:MS", requires = "rate")]
+    pub gap: Option<String>,
     /// Frames per burst (one doorbell per burst).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -286,13 +320,13 @@ pub struct PktgenCmd {
     /// IPv6 instead of IPv4 (addresses fd00::1 -> fd00::2 unless given).
     #[arg(long)]
     pub ipv6: bool,
-    /// Source MAC, or a range FIRST-LAST[/STEP] (default: the port's own).
+    /// Source MAC, or a range FIRST-LAST or FIRST-LAST/STEP (default: the port's own).
     #[arg(long, value_name = "MAC[-MAC]")]
     pub src_mac: Option<String>,
-    /// Destination MAC, or a range FIRST-LAST[/STEP].
+    /// Destination MAC, or a range FIRST-LAST or FIRST-LAST/STEP.
     #[arg(long, value_name = "MAC[-MAC]", default_value = "ff:ff:ff:ff:ff:ff")]
     pub dst_mac: String,
-    /// Source IP, or a range FIRST-LAST[:STEP] (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
+    /// Source IP, or a range FIRST-LAST or FIRST-LAST:STEP (IPv6: /STEP), e.g. 10.0.0.1-10.0.0.254
     /// [default: 10.0.0.1, or fd00::1 with --ipv6].
     #[arg(long, value_name = "IP[-IP]")]
     pub src_ip: Option<String>,
@@ -300,7 +334,7 @@ pub struct PktgenCmd {
     /// [default: 10.0.0.2, or fd00::2 with --ipv6].
     #[arg(long, value_name = "IP[-IP]")]
     pub dst_ip: Option<String>,
-    /// UDP/TCP source port, or a range FIRST-LAST[:STEP], e.g. 1000-2000:10 [default: 9000].
+    /// UDP/TCP source port, or a range FIRST-LAST or FIRST-LAST:STEP, e.g. 1000-2000:10 [default: 9000].
     #[arg(long, value_name = "PORT[-PORT]")]
     pub src_port: Option<String>,
     /// UDP/TCP destination port or range [default: 23107, which --rx and dump count as

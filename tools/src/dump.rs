@@ -23,6 +23,8 @@ pub struct Args {
     pub duration: Option<Duration>,
     /// Which frames to keep.
     pub filter: Filter,
+    /// What to do when a poll finds nothing (`--idle`; one-queue captures).
+    pub idle: crate::idle::Idle,
 }
 
 /// A simple capture filter; every set condition must hold.
@@ -88,6 +90,9 @@ pub struct Summary {
     pub hashes: Vec<(u64, u64)>,
     /// What the NIC reported with the frames written (one-queue captures).
     pub offloads: RxTally,
+    /// The idle policy's work and the CPU the capture took: `idle hybrid=1000: 3 wakes,
+    /// 49 naps; cpu 0.04 s of 5.00 s (0.8% of a core)`.
+    pub idle: String,
 }
 
 /// Receive offload results of a capture: tags the NIC stripped (and the capture put
@@ -214,6 +219,8 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
     let mut tally = RxTally::default();
     let mut last = 0u64;
     let mut link_tick = crate::link::Tick::new();
+    let mut idler = crate::idle::Idler::new(args.idle);
+    let (cpu0, wall0) = (crate::idle::cpu_time(), std::time::Instant::now());
     loop {
         let now = clock.now_ns();
         if frames >= limit || stopped() || end.is_some_and(|e| now >= e) {
@@ -230,7 +237,11 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         // An empty poll just polls again: no PAUSE (`spin_loop`), which under QEMU's TCG
         // leaves the vCPU's translated code and takes QEMU's global lock, the lock the
         // sending NIC's model needs (see `LoopClock::spin_until`).
-        if nic.rx_batch(&mut batch, max) != 0 {
+        let got = nic.rx_batch(&mut batch, max);
+        if idler.due(got) {
+            idler.sleep("dump", &mut [&mut *nic]);
+        }
+        if got != 0 {
             let ts = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
@@ -271,6 +282,11 @@ pub fn run(nic: &mut dyn Nic, mut w: Writer, args: &Args) -> Result<Summary, Too
         per_queue: vec![frames],
         hashes: Vec::new(),
         offloads: tally,
+        idle: format!(
+            "{}; {}",
+            idler.describe(),
+            crate::idle::cpu_line(cpu0, wall0.elapsed())
+        ),
     })
 }
 
@@ -395,6 +411,7 @@ pub fn run_queues(
         per_queue,
         hashes,
         offloads: RxTally::default(),
+        idle: "idle poll (one thread per queue)".into(),
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Args {
     pub duration: Option<Duration>,
     /// No per-second lines (a caller prints its own: `fwd --queues`).
     pub quiet: bool,
+    /// What to do when a round receives nothing (`--idle`).
+    pub idle: crate::idle::Idle,
     /// Give the CPU away (`sched_yield`) after a round in which nothing arrived: for
     /// several forwarding threads sharing fewer CPUs (`fwd --queues`).
     pub yield_idle: bool,
@@ -102,6 +104,7 @@ pub fn run(
     // Locked only to print a line: other threads (`--queues`) print too.
     let stdout = std::io::stdout();
     let mut link_tick = crate::link::Tick::new();
+    let mut idler = crate::idle::Idler::new(args.idle);
     loop {
         let now = clock.now_ns();
         if stopped() || end.is_some_and(|e| now >= e) {
@@ -147,6 +150,11 @@ pub fn run(
         if idle && args.yield_idle {
             std::thread::yield_now();
         }
+        // Sleep only with nothing left to send either.
+        let waiting = dirs.iter().any(|d| !d.pending.is_empty());
+        if idler.due(usize::from(!idle || waiting)) {
+            idler.sleep("fwd", ports);
+        }
         if !args.quiet && now.saturating_sub(last) >= 1_000_000_000 {
             let dt = (now - last) as f64 / 1e9;
             last = now;
@@ -168,6 +176,9 @@ pub fn run(
             }
             let _ = out.flush();
         }
+    }
+    if !args.quiet && args.idle != crate::idle::Idle::Poll {
+        println!("fwd: {}", idler.describe());
     }
     // Whatever is still waiting goes out before the ports close.
     for d in &mut dirs {

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod frame;
 pub mod fwd;
 pub mod groups;
+pub mod idle;
 pub mod inuse;
 pub mod link;
 pub mod multiqueue;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use zcnic::{Config, HugepageStatus, PciAddr};
 use zcnic_tools::checks::{check_burst, check_count, open, parse_pci, seconds, MAX_BURST};
-use zcnic_tools::cli::{Cli, Cmd, FwdMode, PortOpts};
+use zcnic_tools::cli::{Cli, Cmd, FwdCmd, FwdMode, PortOpts};
+use zcnic_tools::idle::{self, Idle, Idler};
 use zcnic_tools::pktgen_cli::pktgen_cmd;
 use zcnic_tools::{bind, dump, fwd, groups, msg, multiqueue, ToolError};
 
@@ -43,15 +44,17 @@ fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolE
     Ok(())
 }
 
-fn fwd_cmd(
-    ports: Vec<String>,
-    mode: FwdMode,
-    burst: usize,
-    drop_every: Option<u64>,
-    duration: Option<f64>,
-    queues: u16,
-    port: PortOpts,
-) -> Result<(), ToolError> {
+fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
+    let FwdCmd {
+        ports,
+        mode,
+        burst,
+        drop_every,
+        duration,
+        queues,
+        idle,
+        port,
+    } = cmd;
     if queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
     }
@@ -84,6 +87,7 @@ fn fwd_cmd(
         duration: seconds("duration", duration)?,
         quiet: false,
         yield_idle: false,
+        idle,
     };
     let cfg = Config {
         promisc: true,
@@ -134,6 +138,7 @@ fn stats_cmd(
     duration: f64,
     json: bool,
     queues: u16,
+    idle: Idle,
     port: PortOpts,
 ) -> Result<(), ToolError> {
     let addr = parse_pci(pci)?;
@@ -161,10 +166,20 @@ fn stats_cmd(
         return Ok(());
     }
     let mut nic = open(&addr, &cfg)?;
-    eprintln!("stats {addr}: receiving for {duration} s");
+    eprintln!("stats {addr}: receiving for {duration} s, idle {idle}");
+    let mut idler = Idler::new(idle);
+    let (cpu0, wall0) = (idle::cpu_time(), std::time::Instant::now());
     receive_for(d, |buf| {
-        nic.rx_batch(buf, 64);
+        let got = nic.rx_batch(buf, 64);
+        if idler.due(got) {
+            idler.sleep("stats", &mut [nic.as_mut()]);
+        }
     });
+    eprintln!(
+        "stats {addr}: {}; {}",
+        idler.describe(),
+        idle::cpu_line(cpu0, wall0.elapsed())
+    );
     let s = nic.stats();
     print_stats(&addr, nic.driver(), nic.mac(), &nic.link(), &s, &[], json);
     Ok(())
@@ -238,22 +253,15 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
         Cmd::Hugepages { reserve, mount } => hugepages(reserve, mount),
         Cmd::Pktgen(c) => pktgen_cmd(*c),
         Cmd::Replay(c) => zcnic_tools::replay::cmd(c),
-        Cmd::Fwd {
-            ports,
-            mode,
-            burst,
-            drop_every,
-            duration,
-            queues,
-            port,
-        } => fwd_cmd(ports, mode, burst, drop_every, duration, queues, port),
+        Cmd::Fwd(f) => fwd_cmd(f),
         Cmd::Stats {
             pci,
             duration,
             json,
             queues,
+            idle,
             port,
-        } => stats_cmd(&pci, duration, json, queues, port),
+        } => stats_cmd(&pci, duration, json, queues, idle, port),
         Cmd::Dump {
             pci,
             out,
@@ -265,6 +273,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             join,
             allmulti,
             queues,
+            idle,
             port,
         } => {
             // `xdp:eth0` (AF_XDP, one queue) by name; a PCI address checked and spelled in full.
@@ -293,6 +302,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 .transpose()?;
             let args = dump::Args {
                 count,
+                idle,
                 duration: seconds("duration", duration)?,
                 filter: dump::Filter {
                     ether_type,
@@ -358,6 +368,7 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
                 s.filtered,
             );
             println!("dump {addr}: {}", s.offloads.line());
+            println!("dump {addr}: {}", s.idle);
             Ok(())
         }
     }

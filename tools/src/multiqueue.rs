@@ -120,7 +120,7 @@ impl Drop for StopOthers {
 }
 
 /// Runs `work` on a thread of its own; its failure (an error or a panic) stops the others.
-fn spawn_stopping<T: Send + 'static>(
+pub(crate) fn spawn_stopping<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ToolError> + Send + 'static,
 ) -> std::thread::JoinHandle<Result<T, ToolError>> {
     std::thread::spawn(move || {
@@ -132,7 +132,7 @@ fn spawn_stopping<T: Send + 'static>(
 }
 
 /// Joins every thread, then returns their results, or the first failure.
-fn join_all<T>(
+pub(crate) fn join_all<T>(
     threads: Vec<std::thread::JoinHandle<Result<T, ToolError>>>,
     what: &str,
 ) -> Result<Vec<T>, ToolError> {
@@ -150,6 +150,11 @@ pub fn share(args: &Args, k: u16, n: u16) -> Args {
     Args {
         count: args.count.map(|c| c / n64 + u64::from(k64 < c % n64)),
         rate: args.rate.map(|r| r / f64::from(n)),
+        // Each queue falls silent after its share of a stretch, so the silences line up.
+        gap: args.gap.map(|g| crate::pace::Gap {
+            every: (g.every / u64::from(n)).max(1),
+            ..g
+        }),
         flow: crate::frame::Flow {
             stream: args.flow.stream.wrapping_add(k),
             ..args.flow
@@ -221,6 +226,7 @@ pub fn forward(
     let quiet = crate::fwd::Args {
         quiet: true,
         yield_idle: true,
+        idle: crate::idle::Idle::Poll,
         ..args.clone()
     };
     let threads: Vec<_> = by_queue
@@ -294,7 +300,7 @@ pub struct DirTotals {
 /// The per-second lines of the whole port while the queues send, in the form of a
 /// one-queue run's (`cargo xtask bench` reads them): the frames every queue has handed
 /// to the device, from the queues' own counters, and the device's GPTC.
-fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
+pub(crate) fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
     let addr = port.addr();
     let start = std::time::Instant::now();
     let (mut last_t, mut last_sent) = (0.0, 0u64);
@@ -432,6 +438,7 @@ mod tests {
             bad_csum: false,
             template: None,
             pacing: crate::pace::Pacing::Burst,
+            gap: None,
         }
     }
 

@@ -34,12 +34,43 @@ impl Pacing {
     }
 }
 
+/// Silences in a paced stream (`pktgen --gap FRAMES:MS`): a stretch of `every` frames'
+/// time at the rate, then none for `pause_ns`, then on. What wakes a receiver that sleeps
+/// when idle, over and over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Frames per stretch between two silences (> 0).
+    pub every: u64,
+    /// Length of each silence.
+    pub pause_ns: u64,
+}
+
+impl Gap {
+    /// Parses `FRAMES:MS`, e.g. `1000:100`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("--gap {s}: give FRAMES:MS, e.g. 1000:100 (100 ms of silence after every 1000 frames)")
+        };
+        let (n, ms) = s.split_once(':').ok_or_else(bad)?;
+        let every: u64 = n.parse().map_err(|_| bad())?;
+        let ms: f64 = ms.parse().map_err(|_| bad())?;
+        if every == 0 || !(ms > 0.0 && ms.is_finite()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            every,
+            pause_ns: (ms * 1e6) as u64,
+        })
+    }
+}
+
 /// Paces a sender at `rate` frames per second from time `start_ns`.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
     rate: f64,
     start_ns: u64,
     pacing: Pacing,
+    gap: Option<Gap>,
     /// Poisson: frames scheduled so far (due by `due_ns`), and when the next one is due.
     scheduled: u64,
     due_ns: f64,
@@ -62,6 +93,7 @@ impl Pacer {
             rate,
             start_ns,
             pacing,
+            gap: None,
             scheduled: 0,
             // The first frame goes at the start, as a stopwatch-started generator's would.
             due_ns: start_ns as f64,
@@ -69,14 +101,38 @@ impl Pacer {
         }
     }
 
+    /// This pacer with silences ([`Gap`]): its schedule runs on a clock that stops during
+    /// each of them.
+    pub fn with_gap(self, gap: Option<Gap>) -> Self {
+        Self { gap, ..self }
+    }
+
     /// Frames allowed at `now_ns` given `sent` (generated) so far, at most `burst`.
     #[inline]
     pub fn allowance(&mut self, now_ns: u64, sent: u64, burst: usize) -> usize {
+        let now_ns = self.schedule_ns(now_ns);
         match self.pacing {
             Pacing::Burst => self.due_by(now_ns, sent, burst),
             Pacing::Smooth => self.due_by(now_ns, sent, burst.min(1)),
             Pacing::Poisson(_) => self.poisson(now_ns, sent, burst),
         }
+    }
+
+    /// The schedule's clock at `now_ns`: real time less the silences passed. In a silence
+    /// it stands 1 ns before the next stretch, where the stretch's last frame is due and
+    /// the next one not yet.
+    #[inline]
+    fn schedule_ns(&self, now_ns: u64) -> u64 {
+        let Some(g) = self.gap else {
+            return now_ns;
+        };
+        let stretch = ((g.every as f64 * 1e9 / self.rate) as u64).max(1);
+        let elapsed = now_ns.saturating_sub(self.start_ns);
+        let (k, into) = (
+            elapsed / (stretch + g.pause_ns),
+            elapsed % (stretch + g.pause_ns),
+        );
+        self.start_ns + k * stretch + into.min(stretch - 1)
     }
 
     #[inline]
@@ -128,6 +184,24 @@ mod tests {
             now += step_ns;
         }
         sent
+    }
+
+    #[test]
+    fn gaps_pause_after_every_n_frames() {
+        // 1000 pps in stretches of 10 (10 ms), then 90 ms of nothing: 100 ms a period.
+        let g = Gap::parse("10:90").unwrap();
+        let mut p = Pacer::new(1000.0, 0).with_gap(Some(g));
+        let mut due = |ms: u64| p.allowance(ms * 1_000_000, 0, usize::MAX);
+        assert_eq!(due(0), 1);
+        assert_eq!(due(9), 10);
+        assert_eq!(due(10), 10, "the stretch is over");
+        assert_eq!(due(50), 10, "silent in the gap");
+        assert_eq!(due(99), 10);
+        assert_eq!(due(100), 11, "the next stretch");
+        assert_eq!(due(1000), 101);
+        for bad in ["10", "0:5", "10:0", "10:x", "x:5"] {
+            assert!(Gap::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

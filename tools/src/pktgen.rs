@@ -52,6 +52,8 @@ pub struct Args {
     pub template: Option<crate::template::Template>,
     /// How paced frames spread in time (`--pacing`).
     pub pacing: crate::pace::Pacing,
+    /// Silences in the paced stream (`--gap`, with a rate).
+    pub gap: Option<crate::pace::Gap>,
 }
 
 /// Where frames come back, if anywhere.
@@ -294,7 +296,9 @@ pub fn run(tx: &mut dyn Nic, mut rx: Rx<'_>, args: &Args) -> Result<Summary, Too
     let limit = args.count.unwrap_or(u64::MAX);
     let mut clock = LoopClock::new();
     let epoch = clock.epoch();
-    let mut pacer = args.rate.map(|r| Pacer::with(r, 0, args.pacing));
+    let mut pacer = args
+        .rate
+        .map(|r| Pacer::with(r, 0, args.pacing).with_gap(args.gap));
     let end = args.duration.map(|d| d.as_nanos() as u64);
     let mut recv = (!matches!(rx, Rx::None)).then(|| Receiver {
         seq: SeqTracker::with_expected(args.count.unwrap_or(1 << 20)),

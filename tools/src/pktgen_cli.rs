@@ -40,6 +40,12 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         .map(|r| r.pps(sizes.mean(), 0).map_err(msg))
         .transpose()?;
     let pacing = pace::Pacing::parse(&c.pacing, c.seed).map_err(msg)?;
+    let gap = c
+        .gap
+        .as_deref()
+        .map(pace::Gap::parse)
+        .transpose()
+        .map_err(msg)?;
     // The receiving port by name: `same`, a PCI address (spelled in full, so two spellings
     // of one device compare equal) or `xdp:IFACE`.
     let tx_name = if xdp { c.pci.clone() } else { addr.to_string() };
@@ -64,9 +70,9 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         .map_err(msg)?;
     let several = specs.len() > 1 || c.stream.iter().any(|s| s.trim().parse::<u16>().is_err());
     let streams_run = several || c.csv.is_some() || c.plot.is_some();
-    if streams_run && (c.zero_copy || c.ceiling || c.queues > 1) {
+    if streams_run && (c.zero_copy || c.ceiling) {
         return Err(msg(
-            "--zero-copy, --ceiling and --queues send one stream: drop the stream specs, --csv and --plot",
+            "--zero-copy and --ceiling send one stream: drop the stream specs, --csv and --plot",
         ));
     }
     let mut flow = frame::Flow {
@@ -106,6 +112,7 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
         bad_csum: c.bad_csum,
         template,
         pacing,
+        gap,
     };
     if c.queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
@@ -117,6 +124,29 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
             "--queues {}: an AF_XDP port ({}) has one queue here",
             c.queues, c.pci
         )));
+    }
+    if c.queues > 1 && streams_run {
+        if c.rx.is_some() {
+            return Err(msg(
+                "--queues sends only: drop --rx, and receive with `zcnic dump --queues`",
+            ));
+        }
+        let cfg = zcnic::Config {
+            queues: c.queues,
+            ..c.port.config()
+        };
+        let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+        println!(
+            "pktgen {addr}: {} {}, link {}, {} streams on {} queues",
+            port.driver(),
+            zcnic::format_mac(port.mac()),
+            port.link(),
+            specs.len(),
+            c.queues
+        );
+        let s = streams::on_queues(port.as_mut(), queues, &args, &specs)?;
+        drop(port);
+        return report_streams(&c, &s);
     }
     if c.queues > 1 {
         if let Some(units::RateSpec::Percent(_)) = rate_spec {

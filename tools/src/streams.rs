@@ -143,7 +143,7 @@ pub fn run(
             id,
             sizes: s.sizes,
             limit: s.count.or(args.count).unwrap_or(u64::MAX),
-            pacer: pps.map(|r| Pacer::with(r, 0, seeded(args.pacing, k))),
+            pacer: pps.map(|r| Pacer::with(r, 0, seeded(args.pacing, k)).with_gap(args.gap)),
             gen: FrameGen::sized(flow, s.sizes.max()),
             template,
             seq: 0,
@@ -330,6 +330,67 @@ fn sample(
         s.second = Latency::new();
     }
     line
+}
+
+/// The streams spread over `queues` of `port`, one thread each (queue k sends streams k,
+/// k + n, …; send only): each thread runs [`run`] on its queue, and the summaries join.
+pub fn on_queues(
+    port: &mut dyn zcnic::Port,
+    queues: Vec<zcnic::QueuePair>,
+    args: &Args,
+    specs: &[StreamSpec],
+) -> Result<RunSummary, ToolError> {
+    use crate::multiqueue::{join_all, progress, spawn_stopping, QueueNic};
+    let n = queues.len();
+    if specs.len() < n {
+        return Err(msg(format!(
+            "--queues {n} with {} streams: give a stream per queue at least",
+            specs.len()
+        )));
+    }
+    let link = port.link().speed_mbps;
+    // Ids as one run would give them, before the streams are dealt out.
+    let specs: Vec<StreamSpec> = specs
+        .iter()
+        .enumerate()
+        .map(|(k, s)| StreamSpec {
+            id: Some(s.id.unwrap_or(args.flow.stream.wrapping_add(k as u16))),
+            ..s.clone()
+        })
+        .collect();
+    let threads: Vec<_> = queues
+        .into_iter()
+        .enumerate()
+        .map(|(k, pair)| {
+            let mut nic = QueueNic::new(pair, port);
+            let mine: Vec<StreamSpec> = specs.iter().skip(k).step_by(n).cloned().collect();
+            let args = Args {
+                quiet: true,
+                ..args.clone()
+            };
+            spawn_stopping(move || {
+                run(&mut nic, Rx::None, &args, &mine, link, &mut std::io::sink())
+            })
+        })
+        .collect();
+    progress(port, &threads);
+    let each = join_all(threads, "sending")?;
+    let mut samples: Vec<Sample> = each
+        .iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect();
+    samples.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.stream.cmp(&b.stream)));
+    Ok(RunSummary {
+        port: port.addr().to_string(),
+        secs: each.iter().map(|r| r.secs).fold(0.0, f64::max),
+        streams: each
+            .iter()
+            .flat_map(|r| r.streams.iter().cloned())
+            .collect(),
+        other: 0,
+        samples,
+        flushed: each.iter().all(|r| r.flushed),
+    })
 }
 
 /// Each stream's Poisson gaps from a seed of its own (the run's, plus its index).

@@ -50,6 +50,11 @@ impl<B: Bar> E1000<B> {
             filter,
             ceiling: None,
             link,
+            irq: Err(
+                "no platform device behind this port (a test's fake gets one with \
+                      `E1000::attach_interrupt`)"
+                    .into(),
+            ),
             device: None,
         };
         nic.start_rx();
@@ -89,6 +94,9 @@ impl<B: Bar> E1000<B> {
         b.write32(regs::RDLEN, self.rx.ring.bytes() as u32);
         b.write32(regs::RDH, 0);
         b.write32(regs::RDT, 0);
+        // Every cause stays masked (IMS 0) until a waiter arms the receive ones; ITR then
+        // spaces the interrupts of a port that sleeps between frames.
+        b.write32(regs::ITR, super::ITR_INTERVAL);
         b.write32(regs::RCTL, self.rctl().bits());
         // Descriptors were written before RCTL.EN; the tail write hands them over.
         b.write32(regs::RDT, self.rx.initial_tail());

@@ -5,15 +5,18 @@
 //! - `init.rs`: reset, MAC, link and ring setup (control path)
 //! - `rx.rs`: `rx_batch` (datapath: receive, long frames as chains)
 //! - `tx.rs`: `tx_batch` (datapath: transmit and clean-up)
+//! - `irq.rs`: the receive interrupt a waiter arms (control path)
 
 pub(crate) mod counters;
 mod init;
+mod irq;
 pub mod regs;
 mod rx;
 mod tx;
 
 pub use crate::Config;
 pub(crate) use init::link_of;
+pub use irq::ITR_INTERVAL;
 pub use rx::{MAX_MTU, STANDARD_FRAME};
 pub use tx::{MAX_FRAME, TX_CLEAN_BATCH};
 
@@ -52,8 +55,10 @@ pub struct E1000<B: Bar> {
     filter: IntelFilter,
     /// The one frame every transmit descriptor points at in ceiling mode.
     ceiling: Option<Packet>,
-    /// Link events: ICR.LSC, then STATUS.
+    /// Link events: ICR.LSC, then STATUS; every ICR read goes through it.
     link: LinkWatch,
+    /// The receive interrupt, or why there is none (`irq.rs`).
+    irq: Result<crate::irq::RxIrq, String>,
     /// Keeps the device open; declared last so it closes after the rings are freed.
     device: Option<Box<dyn PciDevice>>,
 }
@@ -85,6 +90,13 @@ impl E1000<MmioBar> {
             init::reset,
             |bar, dma, addr| Self::new(bar, dma, addr, cfg),
         )?;
+        // INTx routed to an eventfd now, masked at the device (IMS 0) until a waiter arms
+        // it: the descriptor stays the same for the port's life. Without it the port still
+        // polls; a waiter is told why.
+        nic.irq = crate::irq::RxIrq::intx(dev.as_ref()).map_err(|e| {
+            log::debug!("{e}");
+            e.to_string()
+        });
         nic.device = Some(dev);
         Ok(nic)
     }
@@ -175,6 +187,24 @@ impl<B: Bar> Nic for E1000<B> {
         self.link.poll(&self.bar)
     }
 
+    /// Where INTx arrives (an eventfd under VFIO, `/dev/uioN` under uio), or the eventfd
+    /// given to [`attach_interrupt`](E1000::attach_interrupt).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        self.irq_fd()
+    }
+
+    /// IMS with RXT0, RXDMT0 and RXO, then the ring again (see `e1000/irq.rs`).
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.arm_rx()
+    }
+
+    /// IMC, then ICR read, which drops the line.
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.irq()?;
+        self.disarm_rx();
+        Ok(())
+    }
+
     /// Checksums on transmit (context descriptors); tags inserted only with
     /// `Config::vlan_strip`, as VLE is honoured only with CTRL.VME set (8254x SDM §3.3.7.1).
     /// Receive verdicts as RXCSUM asks; QEMU's model says "ignore checksum" (IXSM) on every
@@ -248,6 +278,7 @@ impl<B: Bar> Drop for E1000<B> {
             log::warn!("{}: transmit ring did not drain before close", self.addr);
         }
         let reset = self.quiesce();
+        self.release_irq();
         let master_off = self
             .device
             .as_deref()

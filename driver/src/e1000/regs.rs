@@ -23,6 +23,23 @@ pub const EERD: u32 = 0x0014;
 pub const ICR: u32 = 0x00C0;
 /// ICR.LSC — Link Status Change: the link went up or down (8254x SDM §13.4.17).
 pub const ICR_LSC: u32 = 1 << 2;
+/// ICR.TXDW — Transmit Descriptor Written Back (8254x SDM §13.4.17).
+pub const ICR_TXDW: u32 = 1 << 0;
+/// ICR.RXDMT0 — Receive Descriptor Minimum Threshold reached: the ring runs short of free
+/// descriptors (8254x SDM §13.4.17).
+pub const ICR_RXDMT0: u32 = 1 << 4;
+/// ICR.RXO — Receiver Overrun: a frame was lost for lack of room (8254x SDM §13.4.17).
+pub const ICR_RXO: u32 = 1 << 6;
+/// ICR.RXT0 — Receiver Timer Interrupt: a frame was stored and its descriptor written back
+/// (after RDTR, 0 here: at once) (8254x SDM §13.4.17).
+pub const ICR_RXT0: u32 = 1 << 7;
+/// ITR — Interrupt Throttling (8254x SDM §13.4.18): the least interval between two
+/// interrupts, in 256 ns units.
+pub const ITR: u32 = 0x00C4;
+/// ICS — Interrupt Cause Set (8254x SDM §13.4.19).
+pub const ICS: u32 = 0x00C8;
+/// IMS — Interrupt Mask Set/Read (8254x SDM §13.4.20): writing 1s enables those causes.
+pub const IMS: u32 = 0x00D0;
 /// IMC — Interrupt Mask Clear (8254x SDM §13.4.21).
 pub const IMC: u32 = 0x00D8;
 /// RCTL — Receive Control (8254x SDM §13.4.22).

@@ -95,6 +95,13 @@ impl RxQueue {
     pub(crate) fn initial_tail(&self) -> u32 {
         self.idx.slot(self.produced) as u32
     }
+
+    /// Whether the device has completed the descriptor `rx` looks at next (one descriptor
+    /// read, as an empty `rx` does): the re-check after arming the interrupt.
+    pub(crate) fn ready(&self) -> bool {
+        self.idx.in_flight(self.produced, self.consumed) > 0
+            && self.desc(self.idx.slot(self.consumed)).done()
+    }
 }
 
 /// Hands a completed receive descriptor the device filled badly (or had no business

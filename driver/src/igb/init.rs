@@ -3,7 +3,8 @@
 
 use super::port::{IgbPort, IgbQueues};
 use super::regs;
-use super::rxtx::{IgbRxQueue, IgbTxQueue, RxRing, TxRing};
+use super::rx::{IgbRxQueue, RxRing};
+use super::tx::{IgbTxQueue, TxRing};
 use crate::e1000::counters::Counters;
 use crate::intel::filter::IntelFilter;
 use crate::intel::LinkWatch;
@@ -79,7 +80,7 @@ impl<B: Bar> IgbPort<B> {
                 queue: q,
             };
             let tx = IgbTxQueue {
-                ring: Some(TxRing::new(dma, tx_idx).map_err(dma_err)?),
+                ring: Some(TxRing::new(dma, tx_idx, cfg.vlan_strip).map_err(dma_err)?),
                 tail: bar.doorbell(regs::tdt(q.into())),
                 pool: Arc::clone(&pool),
                 counters: Arc::default(),
@@ -291,14 +292,16 @@ fn start_link(bar: &impl Bar, addr: &PciAddr) -> Result<(), Error> {
         | regs::MDIC_OP_WRITE;
     bar.write32(regs::MDIC, cmd);
     let mut mdic = 0;
-    if !wait_until(Duration::from_millis(10), || {
+    // About 100 ms, as Linux's igb polls MDIC (1920 x 50 us): a PHY answers in tens of
+    // microseconds, but a busy host's fake device (or emulator) can take milliseconds.
+    if !wait_until(Duration::from_millis(100), || {
         mdic = bar.read32(regs::MDIC);
         mdic & regs::MDIC_READY != 0
     }) {
         return Err(Error::Timeout {
             addr: *addr,
             what: "MDIC.READY after writing the PHY control register",
-            ms: 10,
+            ms: 100,
         });
     }
     if mdic & regs::MDIC_ERROR != 0 {

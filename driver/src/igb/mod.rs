@@ -6,7 +6,8 @@
 //! - `regs.rs`: register offsets and bits (data only)
 //! - `init.rs`: reset, MAC, PHY and link, queue and RSS setup (control path)
 //! - `port.rs`: the port's control plane, and the one-queue [`Nic`](crate::Nic) over it
-//! - `rxtx.rs`: the queue handles' `rx_batch` / `tx_batch` (datapath)
+//! - `rx.rs`: the receive queue handle's `rx_batch` (datapath)
+//! - `tx.rs`: the transmit queue handle's `tx_batch` and clean-up (datapath)
 //!
 //! Shared with the e1000 and no more: the statistics registers' offsets and the code that
 //! learns whether each clears on read, the link decode of STATUS, and the clean-up batch.
@@ -15,11 +16,13 @@ mod init;
 mod port;
 pub mod regs;
 mod rss;
-mod rxtx;
+mod rx;
+mod tx;
 
 pub use crate::Config;
 pub use port::{Igb, IgbPort};
-pub use rxtx::{IgbRxQueue, IgbTxQueue};
+pub use rx::IgbRxQueue;
+pub use tx::IgbTxQueue;
 
 /// Queue pairs zcnic drives on an 82576 (it has 16 of each; RSS spreads over at most 8).
 pub const MAX_QUEUES: u16 = 8;

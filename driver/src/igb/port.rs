@@ -2,7 +2,8 @@
 //! [`Igb`], the one-queue [`Nic`] built from a port and its queue 0.
 
 use super::regs;
-use super::rxtx::{IgbRxQueue, IgbTxQueue};
+use super::rx::IgbRxQueue;
+use super::tx::IgbTxQueue;
 use crate::e1000::counters::Counters;
 use crate::filter::Kind;
 use crate::intel::filter::IntelFilter;
@@ -107,15 +108,19 @@ impl<B: Bar> Port for IgbPort<B> {
     }
 
     /// Receive verdicts and tags (CTRL.VME) are recorded with `Config::vlan_strip` (the
-    /// one switch for receive results, which the one-buffer path pays for otherwise);
-    /// transmit offloads are not programmed yet (advanced context descriptors):
-    /// `Offloads::request` does them in software.
+    /// one switch for receive results, which the one-buffer path pays for otherwise).
+    /// Transmit checksums always, through advanced context descriptors; tag insertion in
+    /// VLAN mode (CTRL.VME, which `Config::vlan_strip` sets), as the e1000, where VLE is
+    /// honoured only then.
     fn offloads(&self) -> crate::Offloads {
         crate::Offloads {
+            tx_ipv4_csum: true,
+            tx_tcp_csum: true,
+            tx_udp_csum: true,
+            tx_vlan_insert: self.vlan_strip,
             rx_checksum: self.vlan_strip,
             rx_vlan_strip: self.vlan_strip,
             rx_rss_hash: Port::queues(self) > 1,
-            ..crate::Offloads::NONE
         }
     }
 

@@ -87,13 +87,14 @@ pub(crate) fn bring_up<T>(
 /// Link events of the e1000 and the igb, from ICR.LSC: the one place either driver reads
 /// the interrupt cause register while the device runs.
 ///
-/// Both families latch every interrupt cause in ICR whether or not it is enabled in IMS
-/// (zcnic masks them all: it polls), and both clear the whole register when it is read:
-/// the 8254x always (8254x SDM §13.4.17), the 82576 when IMS is 0 and GPIE.NSICR is clear
-/// (82576 datasheet §7.3.2.1.2, §8.8.1), which is how zcnic runs it. Reading ICR here thus
-/// consumes every other cause too (transmit done, receive timer, …). Nothing in zcnic uses
-/// them today; an interrupt mode (a later issue) must take its causes from this same read,
-/// here, rather than read ICR a second time and lose LSC or its own bits.
+/// Both families latch every interrupt cause in ICR whether or not it is enabled in IMS,
+/// and both clear the whole register when it is read: the 8254x always (8254x SDM
+/// §13.4.17), the 82576 when IMS is 0 and GPIE.NSICR is clear (82576 datasheet §7.3.2.1.2,
+/// §8.8.1), which is how zcnic runs it. A read for one purpose thus consumes the causes of
+/// every other. So every ICR read goes through [`read_icr`](LinkWatch::read_icr), which
+/// keeps what it read in `latched` until its consumer takes it: link events take LSC
+/// from there, and the e1000's receive interrupt (which reads ICR to drop its line) leaves
+/// LSC there for them.
 ///
 /// LSC says the link changed since the last read; STATUS says what it is now. STATUS is
 /// read only when LSC was seen, and an event is reported only when the state differs from
@@ -106,6 +107,9 @@ pub(crate) struct LinkWatch {
     last: Link,
     icr: u32,
     status: u32,
+    /// Causes read from ICR that a later consumer takes and has not yet: LSC, for
+    /// [`poll`](Self::poll). (The receive interrupt needs no cause: it looks at the ring.)
+    latched: u32,
 }
 
 impl LinkWatch {
@@ -116,15 +120,30 @@ impl LinkWatch {
     pub(crate) fn start(bar: &impl Bar, icr: u32, status: u32) -> Self {
         let _ = bar.read32(icr);
         let last = crate::e1000::link_of(bar.read32(status)).normalized();
-        Self { last, icr, status }
+        Self {
+            last,
+            icr,
+            status,
+            latched: 0,
+        }
+    }
+
+    /// Reads (and so clears) ICR, keeping LSC latched for [`poll`](Self::poll); returns
+    /// what this read found.
+    pub(crate) fn read_icr(&mut self, bar: &impl Bar) -> u32 {
+        let icr = bar.read32(self.icr);
+        self.latched |= icr & ICR_LSC;
+        icr
     }
 
     /// The new link state when it changed since the last call, else `None`: one ICR read,
-    /// and a STATUS read only when ICR had LSC.
+    /// and a STATUS read only when LSC was latched (by this read or an earlier one).
     pub(crate) fn poll(&mut self, bar: &impl Bar) -> Option<Link> {
-        if bar.read32(self.icr) & ICR_LSC == 0 {
+        self.read_icr(bar);
+        if self.latched & ICR_LSC == 0 {
             return None;
         }
+        self.latched &= !ICR_LSC;
         let now = crate::e1000::link_of(bar.read32(self.status)).normalized();
         if now == self.last {
             return None;
@@ -184,6 +203,20 @@ mod link_tests {
         let mut w = LinkWatch::start(&bar, ICR, STATUS);
         flip(&bar, 0);
         flip(&bar, UP);
+        assert_eq!(w.poll(&bar), None);
+    }
+
+    /// The receive interrupt reads ICR to drop its line: an LSC that read finds is still
+    /// reported by the next poll, once.
+    #[test]
+    fn lsc_read_by_another_reader_is_kept_for_the_link() {
+        let bar = bar();
+        bar.write32(STATUS, UP);
+        let mut w = LinkWatch::start(&bar, ICR, STATUS);
+        flip(&bar, 0);
+        assert_eq!(w.read_icr(&bar) & ICR_LSC, ICR_LSC);
+        assert_eq!(bar.read32(ICR), 0, "that read cleared the register");
+        assert_eq!(w.poll(&bar), Some(Link::DOWN));
         assert_eq!(w.poll(&bar), None);
     }
 

@@ -8,7 +8,10 @@
 //! - memory BARs: `resource<N>`, mapped;
 //! - I/O-port BARs (legacy virtio): `resource<N>`, read and written 1, 2 or 4 bytes at a
 //!   time, which the kernel turns into `in`/`out` instructions;
-//! - DMA: hugepage memory at its physical address (see `phys.rs`).
+//! - DMA: hugepage memory at its physical address (see `phys.rs`);
+//! - INTx: `/dev/uioN`, readable once the line fired (a read takes the count); the kernel
+//!   masks the line with the command register's INTx Disable bit each time, and zcnic
+//!   clears the bit before it sleeps again.
 //!
 //! **No isolation.** Nothing stands between the device and memory: a device (or a driver
 //! bug that gives it a wrong address) can read and write any byte of the machine. Use it
@@ -25,7 +28,7 @@ mod sys;
 pub use phys::PhysicalMapper;
 
 use crate::mmio::MmioBar;
-use crate::pci::{DeviceInfo, PciAddr};
+use crate::pci::{DeviceInfo, PciAddr, COMMAND_INTX_DISABLE, CONFIG_COMMAND};
 use crate::platform::{IovaMode, Mode, PciDevice};
 use crate::Error;
 use std::fs::{File, OpenOptions};
@@ -104,8 +107,9 @@ pub struct UioDevice {
     bars: [Option<Resource>; 6],
     /// The I/O-port BARs' `resource<N>` files, opened once.
     io: [Option<File>; 6],
-    /// `/dev/uioN`, kept open only so that its close stops DMA (see the module docs).
-    _uio: Option<File>,
+    /// `/dev/uioN`, kept open so that its close stops DMA (see the module docs); read for
+    /// INTx ([`PciDevice::intx`]).
+    uio: Option<File>,
 }
 
 fn open_rw(path: &Path) -> std::io::Result<File> {
@@ -151,7 +155,7 @@ impl UioDevice {
         }
         Ok(Self {
             addr: *addr,
-            _uio: open_uio_node(addr, &dir),
+            uio: open_uio_node(addr, &dir),
             dir,
             config,
             bars,
@@ -258,6 +262,39 @@ unsafe impl PciDevice for UioDevice {
         self.io_window(index, off, buf.len())?
             .write_all_at(buf, off)
             .map_err(|e| Error::os(&self.addr, format!("writing BAR{index} at {off:#x}"), e))
+    }
+
+    /// A second descriptor of `/dev/uioN`: uio_pci_generic counts INTx there, masking the
+    /// line (INTx Disable) each time it fires.
+    fn intx(&self) -> Result<crate::irq::IrqFd, Error> {
+        let node = self.uio.as_ref().ok_or_else(|| Error::NoInterrupt {
+            addr: self.addr,
+            why: "its /dev/uioN could not be opened".into(),
+        })?;
+        let dup = node
+            .try_clone()
+            .map_err(|e| Error::os(&self.addr, "duplicating the /dev/uioN descriptor", e))?;
+        Ok(crate::irq::IrqFd::uio(dup))
+    }
+
+    /// Clears the command register's INTx Disable bit, which uio_pci_generic's handler set
+    /// when the line last fired (its documented way of re-enabling the interrupt).
+    fn irq_unmask(&self, _index: u32) -> Result<(), Error> {
+        let cmd = self.config_read16(CONFIG_COMMAND)?;
+        if cmd & COMMAND_INTX_DISABLE != 0 {
+            self.config_write16(CONFIG_COMMAND, cmd & !COMMAND_INTX_DISABLE)?;
+        }
+        Ok(())
+    }
+
+    /// INTx Disable back on.
+    fn irq_release(&self, _index: u32) {
+        let off = self
+            .config_read16(CONFIG_COMMAND)
+            .and_then(|c| self.config_write16(CONFIG_COMMAND, c | COMMAND_INTX_DISABLE));
+        if let Err(e) = off {
+            log::warn!("{e}");
+        }
     }
 
     /// uio offers no reset; the drivers reset the device through its own registers.

@@ -5,10 +5,10 @@
 //! viable, attach it to the container, pick the IOMMU, then ask the group for the device.
 //! Every failure names the device and the fix.
 
-mod sys;
+pub(crate) mod sys;
 
 use crate::mmio::MmioBar;
-use crate::pci::{link_name, DeviceInfo, PciAddr};
+use crate::pci::{link_name, DeviceInfo, PciAddr, COMMAND_INTX_DISABLE, CONFIG_COMMAND};
 use crate::platform::{IovaMode, PciDevice};
 use crate::Error;
 use std::fs::{File, OpenOptions};
@@ -466,5 +466,49 @@ unsafe impl PciDevice for VfioDevice {
 
     fn reset(&self) -> bool {
         self.can_reset && sys::device_reset(self.device.as_fd()).is_ok()
+    }
+
+    /// A new eventfd, and VFIO_DEVICE_SET_IRQS routing INTx to it, after
+    /// VFIO_DEVICE_GET_IRQ_INFO said the device has an INTx vector. The command register's
+    /// INTx Disable bit goes off first: vfio-pci keeps the line masked while its
+    /// (virtualised) bit is set.
+    fn intx(&self) -> Result<crate::irq::IrqFd, Error> {
+        use crate::irq::{EventFd, IrqFd, INTX};
+        let dev = self.device.as_fd();
+        let info = sys::irq_info(dev, INTX)
+            .map_err(|e| Error::os(&self.addr, "VFIO_DEVICE_GET_IRQ_INFO(INTx)", e))?;
+        if info.count == 0 {
+            return Err(Error::NoInterrupt {
+                addr: self.addr,
+                why: "VFIO reports no INTx vector (no interrupt pin)".into(),
+            });
+        }
+        let cmd = self.config_read16(CONFIG_COMMAND)?;
+        self.config_write16(CONFIG_COMMAND, cmd & !COMMAND_INTX_DISABLE)?;
+        let event = EventFd::new().map_err(|e| Error::os(&self.addr, "eventfd", e))?;
+        sys::irq_to_eventfd(dev, INTX, event.as_fd())
+            .map_err(|e| Error::os(&self.addr, "VFIO_DEVICE_SET_IRQS(INTx)", e))?;
+        Ok(IrqFd::event(event))
+    }
+
+    /// VFIO_IRQ_SET_ACTION_UNMASK.
+    fn irq_unmask(&self, index: u32) -> Result<(), Error> {
+        sys::irq_unmask(self.device.as_fd(), index)
+            .map_err(|e| Error::os(&self.addr, format!("unmasking interrupt {index}"), e))
+    }
+
+    /// DATA_NONE | ACTION_TRIGGER with count 0; INTx Disable back on for INTx.
+    fn irq_release(&self, index: u32) {
+        if let Err(e) = sys::irq_disable(self.device.as_fd(), index) {
+            log::warn!("{}: disabling interrupt {index}: {e}", self.addr);
+        }
+        if index == crate::irq::INTX {
+            let off = self
+                .config_read16(CONFIG_COMMAND)
+                .and_then(|c| self.config_write16(CONFIG_COMMAND, c | COMMAND_INTX_DISABLE));
+            if let Err(e) = off {
+                log::warn!("{e}");
+            }
+        }
     }
 }

@@ -1,13 +1,16 @@
-//! The VFIO ioctls, as typed wrappers (the only `unsafe` of the VFIO platform).
+//! The VFIO ioctls, as typed wrappers, and the eventfd and poll calls interrupts are
+//! delivered through (the only `unsafe` of the VFIO platform).
 //!
 //! Request numbers are `_IO(VFIO_TYPE, VFIO_BASE + n)` from `linux/vfio.h`; the argument
 //! structs come from `vfio-bindings`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 use vfio_bindings::bindings::vfio::{
     vfio_device_info, vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap,
-    vfio_region_info, VFIO_BASE, VFIO_TYPE,
+    vfio_irq_info, vfio_irq_set, vfio_region_info, VFIO_BASE, VFIO_IRQ_SET_ACTION_TRIGGER,
+    VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_TYPE,
 };
 
 const fn io_nr(n: u32) -> libc::c_ulong {
@@ -23,6 +26,8 @@ const GROUP_UNSET_CONTAINER: libc::c_ulong = io_nr(5);
 const GROUP_GET_DEVICE_FD: libc::c_ulong = io_nr(6);
 const DEVICE_GET_INFO: libc::c_ulong = io_nr(7);
 const DEVICE_GET_REGION_INFO: libc::c_ulong = io_nr(8);
+const DEVICE_GET_IRQ_INFO: libc::c_ulong = io_nr(9);
+const DEVICE_SET_IRQS: libc::c_ulong = io_nr(10);
 const DEVICE_RESET: libc::c_ulong = io_nr(11);
 const IOMMU_MAP_DMA: libc::c_ulong = io_nr(13);
 const IOMMU_UNMAP_DMA: libc::c_ulong = io_nr(14);
@@ -149,4 +154,99 @@ pub fn unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<
         data: Default::default(),
     };
     ioctl_mut(container, IOMMU_UNMAP_DMA, &mut unmap).map(drop)
+}
+
+/// VFIO_DEVICE_GET_IRQ_INFO for interrupt `index` (`VFIO_PCI_INTX_IRQ_INDEX`, …): its flags
+/// and how many vectors it has (0: the device has none of that kind).
+pub fn irq_info(device: BorrowedFd<'_>, index: u32) -> io::Result<vfio_irq_info> {
+    let mut info = vfio_irq_info {
+        argsz: argsz::<vfio_irq_info>(),
+        index,
+        ..Default::default()
+    };
+    ioctl_mut(device, DEVICE_GET_IRQ_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `vfio_irq_set` with one eventfd as its data (the kernel reads `argsz` bytes: the header
+/// and the descriptor right after it).
+#[repr(C)]
+#[derive(Default)]
+struct IrqSetOne {
+    head: vfio_irq_set,
+    fd: i32,
+}
+
+// The descriptor must sit right after the 20-byte header, where the kernel reads it.
+const _: () = assert!(std::mem::offset_of!(IrqSetOne, fd) == 20);
+const _: () = assert!(std::mem::size_of::<IrqSetOne>() == 24);
+
+/// VFIO_DEVICE_SET_IRQS, DATA_EVENTFD | ACTION_TRIGGER: vector 0 of interrupt `index`
+/// signals `event` from now on.
+pub fn irq_to_eventfd(device: BorrowedFd<'_>, index: u32, event: BorrowedFd<'_>) -> io::Result<()> {
+    let mut set = IrqSetOne {
+        head: vfio_irq_set {
+            argsz: argsz::<IrqSetOne>(),
+            flags: VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            index,
+            start: 0,
+            count: 1,
+            ..Default::default()
+        },
+        fd: event.as_raw_fd(),
+    };
+    ioctl_mut(device, DEVICE_SET_IRQS, &mut set).map(drop)
+}
+
+/// VFIO_DEVICE_SET_IRQS, DATA_NONE | ACTION_UNMASK on vector 0 of `index`: INTx, which the
+/// kernel masks when it fires (the line is level-triggered), may fire again.
+pub fn irq_unmask(device: BorrowedFd<'_>, index: u32) -> io::Result<()> {
+    irq_set_none(device, index, VFIO_IRQ_SET_ACTION_UNMASK, 1)
+}
+
+/// VFIO_DEVICE_SET_IRQS, DATA_NONE | ACTION_TRIGGER with count 0: interrupt `index` is
+/// disabled and its eventfd released by the kernel.
+pub fn irq_disable(device: BorrowedFd<'_>, index: u32) -> io::Result<()> {
+    irq_set_none(device, index, VFIO_IRQ_SET_ACTION_TRIGGER, 0)
+}
+
+fn irq_set_none(device: BorrowedFd<'_>, index: u32, action: u32, count: u32) -> io::Result<()> {
+    let mut set = vfio_irq_set {
+        argsz: argsz::<vfio_irq_set>(),
+        flags: VFIO_IRQ_SET_DATA_NONE | action,
+        index,
+        start: 0,
+        count,
+        ..Default::default()
+    };
+    ioctl_mut(device, DEVICE_SET_IRQS, &mut set).map(drop)
+}
+
+/// A new non-blocking, close-on-exec eventfd with a count of 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointer; it returns a new descriptor or -1.
+    let raw = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Waits up to `timeout` (rounded up to a millisecond, at most `i32::MAX` ms) for any of
+/// `fds` to become readable; true if one is. A signal that interrupts the wait ends it early
+/// (false): callers check their rings after every wait anyway.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a valid, exclusively borrowed array of `p.len()` pollfds.
+    match check(unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) }) {
+        Ok(n) => Ok(n > 0 && p.iter().any(|p| p.revents & libc::POLLIN != 0)),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -52,6 +52,8 @@ struct RxState<Q> {
     merge: Option<Merge>,
     /// The header carries a checksum verdict (VIRTIO_NET_F_GUEST_CSUM; `offload.rs`).
     guest_csum: bool,
+    /// Either of the two: the header is read at all (one test per frame when not).
+    read_header: bool,
     kick: Notifier,
 }
 
@@ -94,6 +96,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             hash_report: p.hash_report,
             merge,
             guest_csum: p.offloads.rx_checksum,
+            read_header: p.hash_report || p.offloads.rx_checksum,
             kick: p.rx_kick,
         }),
         pool: Arc::clone(&p.pool),
@@ -184,6 +187,18 @@ impl<Q: QueueKind> VirtioRxQueue<Q> {
     }
 }
 
+/// What a received frame's header says beyond its length: the RSS hash (HASH_REPORT) and
+/// the checksum verdict (GUEST_CSUM). False when the header's checksum offsets do not fit
+/// the frame (a receive error).
+#[inline(never)]
+fn header<Q>(pkt: &mut Packet, st: &RxState<Q>) -> bool {
+    if st.hash_report {
+        let hash = hash_of(pkt, st.hdr_len);
+        pkt.set_rss(hash);
+    }
+    !st.guest_csum || super::offload::rx_verdict(pkt, st.hdr_len)
+}
+
 /// The RSS hash and type of a received frame, from its header in the headroom.
 #[inline]
 fn hash_of(pkt: &mut Packet, hdr_len: usize) -> (u32, u8) {
@@ -252,11 +267,7 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
                 else {
                     continue;
                 };
-                if st.hash_report {
-                    let hash = hash_of(&mut frame, st.hdr_len);
-                    frame.set_rss(hash);
-                }
-                if st.guest_csum && !super::offload::rx_verdict(&mut frame, st.hdr_len) {
+                if st.read_header && !header(&mut frame, st) {
                     errors += 1;
                     continue;
                 }
@@ -270,11 +281,7 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
                 errors += 1;
                 continue; // dropping `pkt` returns it to the pool
             }
-            if st.hash_report {
-                let hash = hash_of(&mut pkt, st.hdr_len);
-                pkt.set_rss(hash);
-            }
-            if st.guest_csum && !super::offload::rx_verdict(&mut pkt, st.hdr_len) {
+            if st.read_header && !header(&mut pkt, st) {
                 errors += 1;
                 continue;
             }

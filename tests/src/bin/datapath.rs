@@ -42,6 +42,7 @@ fn main() {
             bad_csum: false,
             template: None,
             pacing: zcnic_tools::pace::Pacing::Burst,
+            gap: None,
         };
         let mut sink = SinkNic::new();
         match pktgen::run(&mut sink, pktgen::Rx::None, &args) {
