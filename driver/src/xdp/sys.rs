@@ -433,9 +433,10 @@ impl Mapping {
         if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
             return None;
         }
-        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned) as just checked;
-        // the memory lives as long as `self`, and the kernel's side accesses it atomically
-        // too (READ_ONCE/smp_store_release), so an atomic is the right view of it.
+        // The kernel's side accesses these words atomically too (READ_ONCE,
+        // smp_store_release), so an atomic is the right view of them.
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned), as just checked;
+        // the mapping lives as long as `self`, which the reference borrows.
         Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) })
     }
 
