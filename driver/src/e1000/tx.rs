@@ -430,11 +430,23 @@ impl<B: Bar> E1000<B> {
         }
         drop(frames);
         let (back, errors) = (odd_ctx.back, odd_ctx.errors);
-        let held = crate::intel::put_back(&mut q.held, back, pkts);
-        let n = n - held;
+        if back > 0 {
+            // `held` is [the end, last frame first][a frame that did not fit and those
+            // after it, in order]: the frames' own order is the second part, then the
+            // first reversed.
+            q.held.rotate_left(back);
+            let len = q.held.len();
+            q.held[len - back..].reverse();
+        }
+        let n = n - q.held.len();
         // Nothing fit, while the device is done with every frame but `clean` waits for a
         // group's RS descriptor (a 32-slot ring, say): take all back, then try once more.
-        let again = held > 0 && n == 0 && q.cleaned != q.produced && q.all_done();
+        let mut again = false;
+        if !q.held.is_empty() {
+            // Back to the front, in order: no allocation, `pkts` had room for them.
+            pkts.splice(..0, q.held.drain(..));
+            again = n == 0 && q.cleaned != q.produced && q.all_done();
+        }
         if at != start {
             q.mark_reports(start, at);
             q.report_last(at);

@@ -527,7 +527,19 @@ impl IgbTxQueue {
         }
         drop(frames);
         let (back, errors) = (odd_ctx.back, odd_ctx.errors);
-        let n = n - crate::intel::put_back(&mut q.held, back, pkts);
+        if back > 0 {
+            // `held` is [the end, last frame first][a frame that did not fit and those
+            // after it, in order]: the frames' own order is the second part, then the
+            // first reversed.
+            q.held.rotate_left(back);
+            let len = q.held.len();
+            q.held[len - back..].reverse();
+        }
+        let n = n - q.held.len();
+        if !q.held.is_empty() {
+            // Back to the front, in order: no allocation, `pkts` had room for them.
+            pkts.splice(..0, q.held.drain(..));
+        }
         q.mark_reports(start, at);
         if at != start {
             // The burst's last descriptor asks for a write-back, so `flush` has a DD to

@@ -18,27 +18,6 @@ use std::time::Duration;
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{DmaAllocator, DmaError, DmaRing, Mempool, Packet};
 
-/// Puts the frames a transmit burst set aside back at the front of `pkts`, in their own
-/// order, and returns how many. `held` is [the burst's last `back` frames, last first][a
-/// frame that did not fit and those after it, in order]: the frames' order is the second
-/// part, then the first reversed. No allocation: `pkts` had room for them all.
-pub(crate) fn put_back(
-    held: &mut Vec<zcnic_hugepages::Packet>,
-    back: usize,
-    pkts: &mut Vec<zcnic_hugepages::Packet>,
-) -> usize {
-    if back > 0 {
-        held.rotate_left(back);
-        let len = held.len();
-        held[len - back..].reverse();
-    }
-    let n = held.len();
-    if n > 0 {
-        pkts.splice(..0, held.drain(..));
-    }
-    n
-}
-
 /// A ring size both families take: a power of two in `min..=4096` (RDLEN/TDLEN must be a
 /// multiple of 128 bytes, and the clean-up batches need at least `min`).
 pub(crate) fn ring_index(
