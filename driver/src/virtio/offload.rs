@@ -43,20 +43,34 @@ pub(crate) fn offloads(features: u64) -> Offloads {
     }
 }
 
-/// Carries out `pkt`'s offload request (the frame before its header is prepended): in
-/// software what `caps` cannot do, and returns the `(csum_start, csum_offset)` the header
-/// asks the device for, if any. `Err` when the request's headers do not hold up (the frame
-/// is refused, as one the device would be asked to checksum at a wrong offset).
+/// Carries out `pkt`'s offload request (the frame before its header is prepended) and
+/// returns the `(csum_start, csum_offset)` the header asks the device for, if any. A
+/// request the device can carry out as it stands (a TCP/UDP checksum, the field holding
+/// the pseudo-header sum as [`Offloads::request`] leaves it) is taken as it is, as the
+/// e1000 takes its context; one that asks more (the IPv4 header checksum, a tag:
+/// virtio-net has neither) goes through `request`, which does that part in software.
+/// `Err` when the headers do not hold up: the checksum field would lie outside the first
+/// buffer (the frame is refused, not checksummed at a wrong offset).
 pub(super) fn prepare_tx(pkt: &mut Packet, caps: Offloads) -> Result<Option<(u16, u16)>, ()> {
-    let Some(req) = pkt.tx_offload() else {
+    let Some(mut req) = pkt.tx_offload() else {
         return Ok(None);
     };
-    caps.request(pkt, req).map_err(|_| ())?;
-    let hw = pkt.tx_offload();
-    Ok(hw.and_then(|r| {
-        let start = u16::from(r.l2_len) + u16::from(r.l3_len);
-        r.l4.map(|l4| (start, l4.field_offset() as u16))
-    }))
+    if req.ip_csum || req.vlan.is_some() || req.l4.is_some_and(|l4| !caps.tx_l4(l4)) {
+        caps.request(pkt, req).map_err(|_| ())?;
+        match pkt.tx_offload() {
+            Some(r) => req = r,
+            None => return Ok(None),
+        }
+    }
+    let Some(l4) = req.l4 else {
+        return Ok(None);
+    };
+    let start = u16::from(req.l2_len) + u16::from(req.l3_len);
+    let offset = l4.field_offset() as u16;
+    if usize::from(start + offset) + 2 > pkt.len() {
+        return Err(());
+    }
+    Ok(Some((start, offset)))
 }
 
 /// Writes NEEDS_CSUM and its offsets into the (zeroed) header `hdr`.
