@@ -2,6 +2,7 @@
 //! [`zcnic::FakeBar`] + [`zcnic::FakeDma`], and helpers for the QEMU suite.
 
 pub mod adversary;
+pub mod conformance;
 pub mod datapath;
 pub mod fake_e1000;
 pub mod fake_filter;

@@ -234,6 +234,10 @@ impl<B: Bar> E1000<B> {
         };
         let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
         q.cache.alloc_batch(&mut q.fresh, waiting - given);
+        // Refills run out before the loop ends either because the pool was short or
+        // because the device completed more while this call counted: only the first is
+        // a wait for a buffer (`rx_no_buf`); those frames are the next call's.
+        let pool_short = q.fresh.len() < waiting;
         out.reserve(waiting);
         // Each frame's buffer trades places with a refill: the refill goes into the ring
         // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
@@ -288,7 +292,7 @@ impl<B: Bar> E1000<B> {
                 // Acquire: the descriptor body and the frame are read only after DD was seen.
                 fence(Ordering::Acquire);
                 let Some(new) = fresh.get_mut(k) else {
-                    self.sw.rx_no_buf += 1;
+                    self.sw.rx_no_buf += u64::from(pool_short);
                     break;
                 };
                 let Some(pkt) = &mut bufs[slot] else {
