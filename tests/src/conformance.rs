@@ -43,6 +43,9 @@ pub fn frame(tag: u8, i: u32, len: usize) -> Vec<u8> {
     f
 }
 
+/// A conformance test, as the macro hands it to a driver's `with` function.
+pub type Test<'a> = &'a (dyn Fn(&mut dyn Wire) + Sync);
+
 /// The largest frame both ways: the port's MTU and an Ethernet header.
 fn max_len(nic: &dyn Nic) -> usize {
     nic.mtu() + 14
@@ -116,7 +119,11 @@ fn receive_into(nic: &mut dyn Nic, got: &mut Vec<Packet>, total: usize, max: usi
         let r = nic.rx_batch(got, max);
         assert_eq!(r, got.len() - before, "the count is what was appended");
         assert!(r <= max, "{r} frames for a burst of {max}");
-        assert!(got.len() <= total, "{} frames where {total} were sent", got.len());
+        assert!(
+            got.len() <= total,
+            "{} frames where {total} were sent",
+            got.len()
+        );
     }
 }
 
@@ -139,7 +146,9 @@ fn assert_frames(got: &[impl AsRef<[u8]>], want: &[Vec<u8>], what: &str) {
 /// and `flush` reports them done.
 pub fn tx_bursts(w: &mut dyn Wire) {
     let mut nic = w.open();
-    let frames: Vec<_> = (0..700).map(|i| frame(1, i, 60 + i as usize % 200)).collect();
+    let frames: Vec<_> = (0..700)
+        .map(|i| frame(1, i, 60 + i as usize % 200))
+        .collect();
     send(&mut *nic, &frames, &[1, 7, 32, 64]);
     assert!(nic.flush(), "every frame done");
     assert_frames(&expect_sent(w, frames.len()), &frames, "sent");
@@ -149,7 +158,9 @@ pub fn tx_bursts(w: &mut dyn Wire) {
 /// asked for; a burst of 0 takes nothing.
 pub fn rx_bursts(w: &mut dyn Wire) {
     let mut nic = w.open();
-    let frames: Vec<_> = (0..300).map(|i| frame(2, i, 60 + i as usize % 300)).collect();
+    let frames: Vec<_> = (0..300)
+        .map(|i| frame(2, i, 60 + i as usize % 300))
+        .collect();
     let mut got = Vec::new();
     for (chunk, max) in frames.chunks(100).zip([1, 5, 32]) {
         for f in chunk {
@@ -233,7 +244,9 @@ pub fn stats_and_pool(w: &mut dyn Wire) {
 pub fn tx_recycle(w: &mut dyn Wire) {
     let mut nic = w.open();
     let pool = nic.pool().clone();
-    let frames: Vec<_> = (0..400).map(|i| frame(5, i, 60 + i as usize % 500)).collect();
+    let frames: Vec<_> = (0..400)
+        .map(|i| frame(5, i, 60 + i as usize % 500))
+        .collect();
     let (mut batch, mut done) = (Vec::with_capacity(32), Vec::with_capacity(800));
     let (mut next, end) = (0, Instant::now() + TIMEOUT);
     while next < frames.len() || !batch.is_empty() {
@@ -259,7 +272,9 @@ pub fn tx_recycle(w: &mut dyn Wire) {
 pub fn rx_recycle(w: &mut dyn Wire) {
     let mut nic = w.open();
     let pool = nic.pool().clone();
-    let frames: Vec<_> = (0..300).map(|i| frame(6, i, 60 + i as usize % 700)).collect();
+    let frames: Vec<_> = (0..300)
+        .map(|i| frame(6, i, 60 + i as usize % 700))
+        .collect();
     let (mut got, mut spare) = (Vec::with_capacity(64), Vec::new());
     pool.alloc_batch(&mut spare, 16);
     let (mut next, mut target) = (0, 0);
@@ -348,7 +363,7 @@ pub fn close_reopen(w: &mut dyn Wire) {
 }
 
 /// One `#[test]` per conformance test, each given a fresh wire by `$with`, a function
-/// taking `&dyn Fn(&mut dyn Wire)`.
+/// taking a [`Test`].
 #[macro_export]
 macro_rules! conformance_tests {
     ($with:path) => {

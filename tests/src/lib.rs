@@ -12,6 +12,7 @@ pub mod fake_virtio;
 pub mod igb_adversary;
 pub mod offload_frames;
 pub mod qemu_suite;
+pub mod veth;
 
 /// The Internet checksum's ones'-complement sum of `data` (RFC 1071), folded, not
 /// complemented: what a device model's checksum engine adds up.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 use zcnic::{Nic, PciAddr};
-use zcnic_tests::conformance::{Wire, ETHERTYPE};
+use zcnic_tests::conformance::{Test, Wire, ETHERTYPE};
 
 /// The suite's frames among `all`, from `*seen` on; moves `*seen` past them.
 fn new_frames(all: &[Vec<u8>], seen: &mut usize) -> Vec<Vec<u8>> {
@@ -44,7 +44,7 @@ mod e1000 {
         }
     }
 
-    fn with(test: &dyn Fn(&mut dyn Wire)) {
+    fn with(test: Test) {
         test(&mut Fake(FakeE1000::start(Behaviour::default()), 0));
     }
 
@@ -88,7 +88,7 @@ mod virtio_split {
         }
     }
 
-    pub fn with_kind<Q: QueueKind + 'static>(test: &dyn Fn(&mut dyn Wire))
+    pub fn with_kind<Q: QueueKind + 'static>(test: Test)
     where
         VirtioNet<Q>: Nic,
     {
@@ -99,11 +99,11 @@ mod virtio_split {
         test(&mut Fake::<Q>(dev, 0, std::marker::PhantomData));
     }
 
-    fn with(test: &dyn Fn(&mut dyn Wire)) {
+    fn with(test: Test) {
         with_kind::<SplitQueue<DmaMem>>(test);
     }
 
-    pub fn with_packed(test: &dyn Fn(&mut dyn Wire)) {
+    pub fn with_packed(test: Test) {
         with_kind::<PackedQueue<DmaMem>>(test);
     }
 
@@ -112,6 +112,7 @@ mod virtio_split {
 
 mod virtio_packed {
     use super::virtio_split::with_packed;
+    use zcnic_tests::conformance::Test;
     zcnic_tests::conformance_tests!(with_packed);
 }
 
@@ -142,7 +143,7 @@ mod igb {
         }
     }
 
-    fn with(test: &dyn Fn(&mut dyn Wire)) {
+    fn with(test: Test) {
         test(&mut Fake(FakeIgb::start(), 0));
     }
 
