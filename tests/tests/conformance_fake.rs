@@ -112,7 +112,6 @@ mod virtio_split {
 
 mod virtio_packed {
     use super::virtio_split::with_packed;
-    use zcnic_tests::conformance::Test;
     zcnic_tests::conformance_tests!(with_packed);
 }
 
