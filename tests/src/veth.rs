@@ -155,7 +155,7 @@ fn enter(ns: &str) {
 /// A raw AF_PACKET socket on `dev` (in the calling thread's namespace, where it stays
 /// when the thread moves on) for frames of [`ETHERTYPE`].
 #[derive(Debug)]
-pub struct PacketSocket(OwnedFd);
+pub struct PacketSocket(OwnedFd, i32);
 
 impl PacketSocket {
     pub fn open(dev: &str) -> Self {
@@ -206,13 +206,28 @@ impl PacketSocket {
             )
         };
         assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-        Self(fd)
+        Self(fd, ifindex as i32)
     }
 
-    /// Sends one frame, all of it.
+    /// Sends one frame, all of it, as the EtherType its header names (protocol 0 in
+    /// the address makes the kernel read it from the frame, so an IPv4 frame is hashed
+    /// by its flow when the kernel picks a transmit queue, not as the socket's own type).
     pub fn send(&self, frame: &[u8]) {
-        // SAFETY: `frame` is a live buffer of the length passed.
-        let r = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = self.1;
+        // SAFETY: `frame` and `to` are live for the sizes passed.
+        let r = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
         assert_eq!(
             r as usize,
             frame.len(),
