@@ -378,9 +378,11 @@ pub fn testpmd_binaries() -> Vec<String> {
 }
 
 /// libxdp's XDP programs, which DPDK's net_af_xdp loads from this directory at run
-/// time (BPF objects: copied as they are, not through `ldd`).
-pub const LIBXDP_OBJECTS: [&str; 2] = [
+/// time (BPF objects: copied as they are, not through `ldd`). libxdp picks the `_5.3`
+/// default program on kernels whose `bpf_redirect_map` takes a fallback action.
+pub const LIBXDP_OBJECTS: [&str; 3] = [
     "/usr/lib/x86_64-linux-gnu/bpf/xsk_def_xdp_prog.o",
+    "/usr/lib/x86_64-linux-gnu/bpf/xsk_def_xdp_prog_5.3.o",
     "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o",
 ];
 
