@@ -170,3 +170,53 @@ fn the_kernel_has_its_interface_back_after_close() {
         });
     });
 }
+
+/// `rx_wait` sleeps on the socket: it times out on a quiet wire, wakes for a frame the
+/// peer sends while it sleeps (long before its timeout), and the frame is there.
+#[test]
+fn rx_wait_sleeps_on_the_socket_until_a_frame_comes() {
+    let ns = VethPair::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter_peer();
+            let peer = PacketSocket::open("veth1");
+            ns.enter_port();
+            let mut port = XdpPort::open("veth0", &Config::default()).expect("open");
+            assert!(
+                port.rx_interrupt_fd().is_ok(),
+                "the socket is the descriptor"
+            );
+            let t = Instant::now();
+            assert!(
+                !port.rx_wait(Duration::from_millis(100)).unwrap(),
+                "quiet wire"
+            );
+            assert!(t.elapsed() >= Duration::from_millis(90), "it slept");
+            std::thread::scope(|s2| {
+                s2.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    peer.send(&frame(7));
+                });
+                let t = Instant::now();
+                assert!(port.rx_wait(Duration::from_secs(10)).unwrap(), "woken");
+                let slept = t.elapsed();
+                assert!(
+                    slept >= Duration::from_millis(150) && slept < Duration::from_secs(5),
+                    "slept {slept:?}: until the frame, not the timeout"
+                );
+            });
+            let mut got = Vec::with_capacity(8);
+            port.rx_batch(&mut got, 8);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].data(), &frame(7)[..]);
+            // A frame already there: enabling says so instead of sleeping.
+            peer.send(&frame(8));
+            let end = Instant::now() + Duration::from_secs(5);
+            while !port.enable_rx_interrupt().unwrap() {
+                assert!(Instant::now() < end, "the frame never showed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            port.disable_rx_interrupt().unwrap();
+        });
+    });
+}

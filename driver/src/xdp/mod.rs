@@ -36,6 +36,7 @@ use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
 use crate::port::{RxQueue, TxQueue};
 use crate::{Config, Error};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -295,6 +296,26 @@ impl Nic for XdpPort {
 
     fn link(&self) -> Link {
         self.ctl.link()
+    }
+
+    /// The socket itself: it polls readable while its RX ring holds frames (the kernel
+    /// wakes it as it fills the ring), so `--idle sleep` and `rx_wait` work as on a
+    /// device's interrupt, with nothing to acknowledge.
+    fn rx_interrupt_fd(&self) -> Result<BorrowedFd<'_>, Error> {
+        match &self.rx.shared.sock {
+            Some(sock) => Ok(sock.as_fd()),
+            None => Err(Error::no_interrupt(self.addr(), self.driver())),
+        }
+    }
+
+    /// Nothing to arm (readiness is the ring's state): whether frames already wait.
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.rx_interrupt_fd()?;
+        Ok(self.rx.pending())
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.rx_interrupt_fd().map(|_| ())
     }
 
     fn mac(&self) -> [u8; 6] {

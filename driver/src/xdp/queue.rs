@@ -109,6 +109,13 @@ impl XdpRx {
     }
 }
 
+impl XdpRx {
+    /// Frames wait in the RX ring (the socket polls readable exactly then).
+    pub(super) fn pending(&self) -> bool {
+        self.rings.rx.producer() != self.rx_cons
+    }
+}
+
 impl RxQueue for XdpRx {
     fn queue(&self) -> u16 {
         self.queue
