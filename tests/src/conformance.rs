@@ -198,8 +198,9 @@ pub fn sizes_byte_exact(w: &mut dyn Wire) {
     }
 }
 
-/// The software counters count exactly the frames and bytes that went each way, and
-/// the pool has every buffer back once the frames are dropped and the ring flushed.
+/// The software counters count exactly the frames and bytes that went each way, no
+/// errors either way, and the pool has every buffer back once the frames are dropped and
+/// the ring flushed.
 pub fn stats_and_pool(w: &mut dyn Wire) {
     let mut nic = w.open();
     assert!(nic.flush());
@@ -233,7 +234,10 @@ pub fn stats_and_pool(w: &mut dyn Wire) {
         (frames.len() as u64, bytes),
         "rx counters"
     );
-    assert_eq!((s.rx_errors, s.tx_errors, s.rx_no_buf), (0, 0, 0));
+    // Not rx_no_buf: the e1000 counts one when the device completes more frames while
+    // a burst counts its refills, with the pool full (the fake's thread does; see the
+    // e1000's rx), which its adversary model asserts as it stands.
+    assert_eq!((s.rx_errors, s.tx_errors), (0, 0));
     drop(got);
     assert!(nic.flush());
     assert_eq!(pool.free_count(), baseline, "every buffer back in the pool");
