@@ -121,6 +121,7 @@ impl<B: Bar> Port for IgbPort<B> {
             rx_checksum: self.vlan_strip,
             rx_vlan_strip: self.vlan_strip,
             rx_rss_hash: Port::queues(self) > 1,
+            tx_tso4: false,
         }
     }
 
