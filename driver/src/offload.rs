@@ -311,10 +311,7 @@ fn software(pkt: &mut Packet, req: &TxOffload) -> Result<(), OffloadError> {
     let ip = usize::from(req.l2_len);
     let l4_at = ip + usize::from(req.l3_len);
     if req.ip_csum {
-        let d = pkt.data_mut();
-        d[ip + 10..ip + 12].fill(0);
-        let c = !fold(sum(&d[ip..l4_at], 0));
-        d[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        fill_ipv4_checksum(&mut pkt.data_mut()[ip..l4_at]);
     }
     if let Some(l4) = req.l4 {
         let seed = pseudo_header(pkt.data(), req).ok_or(OffloadError::Headers)?;
@@ -336,6 +333,14 @@ fn software(pkt: &mut Packet, req: &TxOffload) -> Result<(), OffloadError> {
         d[14..16].copy_from_slice(&tci.to_be_bytes());
     }
     Ok(())
+}
+
+/// Computes the checksum of the IPv4 header `h` (all of it, options included) into its
+/// field.
+pub(crate) fn fill_ipv4_checksum(h: &mut [u8]) {
+    h[10..12].fill(0);
+    let c = !fold(sum(h, 0));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Transport bytes the IP header says follow it.

@@ -22,7 +22,9 @@
 //!   virtio_net sends one: the field holds the pseudo-header sum *with* the whole frame's
 //!   TCP length (the host takes it out for each segment, `tcp_gso_segment`), where
 //!   [`Offloads::request`] leaves it without (as Intel's NICs want it), so it is added
-//!   here. The host computes each segment's IPv4 header checksum. A frame with CWR is not
+//!   here. The super-frame's IPv4 header checksum is computed here (a host bridge with
+//!   br_netfilter drops a super-frame without it); the host computes each segment's.
+//!   A frame with CWR is not
 //!   asked (no HOST_ECN): `Offloads::prepare` segments it in software.
 //! - **No merged segments on receive**: GUEST_TSO4 (and GUEST_TSO6, GUEST_UFO) are never
 //!   negotiated. A frame larger than the port's MTU would reach an application that
@@ -112,14 +114,18 @@ pub(super) fn prepare_tx(pkt: &mut Packet, caps: Offloads) -> Result<Option<TxHe
     }))
 }
 
-/// The header of a frame `request` prepared for segmentation, and its TCP checksum field
-/// made to hold the pseudo-header sum with the whole frame's TCP length.
+/// The header of a frame `request` prepared for segmentation, its IPv4 header checksum
+/// computed and its TCP checksum field made to hold the pseudo-header sum with the whole
+/// frame's TCP length.
 #[cold]
 fn segmentation(pkt: &mut Packet, req: &TxOffload) -> Result<TxHeader, ()> {
     let h = offload::tso_headers(pkt, req).map_err(|_| ())?;
     let mss = req.tso.ok_or(())?.get();
     let field = h.tcp + 16;
     let d = pkt.data_mut();
+    // The host takes the super-frame as an IPv4 packet before it cuts it: a bridge with
+    // br_netfilter drops one whose header checksum is wrong. (It computes each segment's.)
+    offload::fill_ipv4_checksum(&mut d[h.ip..h.tcp]);
     let seed = u32::from(u16::from_be_bytes([d[field], d[field + 1]]));
     let s = seed + (h.hdr + h.payload - h.tcp) as u32;
     let s = ((s & 0xffff) + (s >> 16)) as u16;

@@ -70,7 +70,12 @@ pub(super) fn transmit(
             ip_csum: true,
             tcp_csum: true,
         };
-        if le(8) != 16 || cut.hdr != start + tcp_hdr {
+        // The host checks the super-frame's IPv4 header as it takes it (br_netfilter
+        // drops one whose checksum is wrong).
+        let ip_ok = frame
+            .get(cut.ip..start)
+            .is_some_and(|h| crate::fake_csum(h) == 0xffff);
+        if le(8) != 16 || cut.hdr != start + tcp_hdr || !ip_ok {
             return Err(());
         }
         return crate::fake_tso::segment(frame, &cut).map(Some).ok_or(());
