@@ -471,6 +471,31 @@ mod tests {
         assert_eq!(TxDesc::from_words(tx.to_words()), tx);
     }
 
+    /// A TSO context's second word as the 8254x SDM §3.3.6 lays it out: PAYLEN in bits
+    /// 0-19, DTYP 0 in 20-23, TUCMD in 24-31, HDRLEN in 40-47, MSS in 48-63.
+    #[test]
+    fn a_tso_context_lays_out_as_the_sdm_says() {
+        let c = TxContext {
+            ipcss: 14,
+            ipcso: 24,
+            ipcse: 33,
+            tucss: 34,
+            tucso: 50,
+            tucse: 0,
+            tucmd: TUCMD_TSE | TUCMD_IP | TUCMD_TCP,
+            paylen: 0xf_fffe,
+            hdrlen: 54,
+            mss: 1448,
+        };
+        let w = c.to_desc().to_words();
+        assert_eq!(w[1] & 0xf_ffff, 0xf_fffe);
+        assert_eq!((w[1] >> 20) & 0xf, 0, "DTYP: a context");
+        assert_eq!((w[1] >> 24) as u8, 0x27, "TSE, IP, TCP and DEXT");
+        assert_eq!(((w[1] >> 40) as u8, (w[1] >> 48) as u16), (54, 1448));
+        assert!(TxDesc::from_words(w).is_context());
+        assert_eq!(TxContext::from_words(w), TxContext { tucmd: 0x27, ..c });
+    }
+
     #[test]
     fn field_offsets_match_the_sdm() {
         assert_eq!(std::mem::offset_of!(RxDesc, length), 8);

@@ -329,6 +329,17 @@ mod tests {
     }
 
     #[test]
+    fn a_segmentation_request_asks_every_checksum_and_rides_with_the_buffer() {
+        let mss = NonZeroU16::new(1448).unwrap();
+        let r = TxOffload::tcp_segments(14, 20, mss);
+        assert!(r.ipv4 && r.ip_csum && r.l4 == Some(L4Csum::Tcp) && r.tso == Some(mss));
+        let pool = Mempool::new(&FakeDma::new(), 1).unwrap();
+        let mut p = pool.alloc().unwrap();
+        p.set_tx_offload(r);
+        assert_eq!(p.tx_offload().and_then(|r| r.tso), Some(mss));
+    }
+
+    #[test]
     fn builders_round_trip() {
         for c in [Checksum::Good, Checksum::Bad, Checksum::Unknown] {
             assert_eq!(RxOffload::new().with_ip(c).ip(), c);
