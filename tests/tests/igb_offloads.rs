@@ -258,3 +258,43 @@ fn requests_the_device_cannot_carry_out_are_done_in_software() {
     assert_eq!(dev.misuse.load(Ordering::Relaxed), 0);
     assert_eq!(nic.stats().tx_errors, 0);
 }
+
+/// No TSO on the igb yet (`tx_tso4` false): `prepare` cuts a segmentation request in
+/// software, each segment's checksums left to the NIC's context descriptors, and the wire
+/// holds what `etherparse` builds; a request set by hand is refused, never sent whole.
+#[test]
+fn segmentation_is_cut_in_software_and_checksummed_by_the_nic() {
+    use zcnic_tests::tso_frames::{segments, super_frame, tso, Flags};
+    let dev = FakeIgb::start();
+    let mut nic = open(&dev, false, 256);
+    let caps = nic.offloads();
+    assert!(!caps.tx_tso4);
+    let pool = nic.pool().clone();
+    let f = Flags {
+        psh: true,
+        ..Flags::default()
+    };
+    let mut out = Vec::new();
+    let n = caps
+        .prepare(
+            pool.alloc_copy(&super_frame(20_000, f)).unwrap(),
+            tso(1448),
+            &pool,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(n, 14);
+    assert!(
+        out.iter().all(|p| p.tx_offload().is_some()),
+        "checksums asked of the NIC"
+    );
+    assert_eq!(send_all(&dev, &mut nic, out), segments(20_000, 1448, f));
+    let mut by_hand = pool.alloc_copy(&super_frame(5000, f)).unwrap();
+    by_hand.set_tx_offload(tso(1448));
+    let mut v = vec![by_hand];
+    nic.tx_batch(&mut v);
+    assert!(nic.flush());
+    assert_eq!(nic.stats().tx_errors, 1);
+    assert!(dev.sent.lock().unwrap().is_empty());
+    assert_eq!(dev.misuse.load(Ordering::Relaxed), 0, "datasheet rules");
+}

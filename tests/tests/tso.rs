@@ -156,27 +156,35 @@ fn cwr_goes_on_the_first_segment_only_so_the_nic_is_not_asked() {
 
 #[test]
 fn a_payload_from_application_memory_and_a_tag_are_segmented_too() {
-    let dev = FakeE1000::start(Behaviour::default());
-    let mut nic = open(&dev, true, 1500);
-    let caps = nic.offloads();
-    assert!(caps.tx_vlan_insert);
-    let pool = nic.pool().clone();
-    let whole = super_frame(40_000, FLAGS);
-    let region = Arc::new(UserRegion::with_data(&whole[54..], dev.dma.mapper()).unwrap());
-    let mut p = pool.alloc_copy(&whole[..54]).unwrap();
-    p.attach(Segment::new(&region, 0, 40_000).unwrap());
-    let mut out = Vec::new();
-    let req = zcnic::TxOffload {
-        vlan: Some(100),
-        ..tso(MSS as u16)
-    };
-    assert_eq!(caps.prepare(p, req, &pool, &mut out).unwrap(), 1);
-    let want: Vec<Vec<u8>> = segments(40_000, MSS, FLAGS)
-        .iter()
-        .map(|s| zcnic_tests::offload_frames::tagged(s, 100))
-        .collect();
-    assert_eq!(send(&dev, &mut nic, out, want.len()), want);
-    assert_eq!(dev.violations.load(Ordering::Relaxed), 0);
+    // With VLAN mode the NIC inserts the tag in every segment; without, the tag goes into
+    // the super-frame in software and the NIC cuts after it.
+    for vlan_strip in [true, false] {
+        let dev = FakeE1000::start(Behaviour::default());
+        let mut nic = open(&dev, vlan_strip, 1500);
+        let caps = nic.offloads();
+        assert_eq!(caps.tx_vlan_insert, vlan_strip);
+        let pool = nic.pool().clone();
+        let whole = super_frame(40_000, FLAGS);
+        let region = Arc::new(UserRegion::with_data(&whole[54..], dev.dma.mapper()).unwrap());
+        let mut p = pool.alloc_copy(&whole[..54]).unwrap();
+        p.attach(Segment::new(&region, 0, 40_000).unwrap());
+        let mut out = Vec::new();
+        let req = zcnic::TxOffload {
+            vlan: Some(100),
+            ..tso(MSS as u16)
+        };
+        assert_eq!(caps.prepare(p, req, &pool, &mut out).unwrap(), 1);
+        let want: Vec<Vec<u8>> = segments(40_000, MSS, FLAGS)
+            .iter()
+            .map(|s| zcnic_tests::offload_frames::tagged(s, 100))
+            .collect();
+        assert_eq!(
+            send(&dev, &mut nic, out, want.len()),
+            want,
+            "strip {vlan_strip}"
+        );
+        assert_eq!(dev.violations.load(Ordering::Relaxed), 0);
+    }
 }
 
 #[test]
