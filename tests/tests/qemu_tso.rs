@@ -5,7 +5,8 @@
 //!   e1000 cuts them into 45 segments each;
 //! - zcnic's virtio-net sends the same with GSO_TCPV4; the host's Linux takes the
 //!   super-frame from the tap and cuts it when the bridge forwards it to the next tap;
-//! - a kernel-driven e1000 on the same bridge receives both streams: its pcap (QEMU's
+//! - zcnic's igb (QEMU 10's 82576) sends the same with TSE in its advanced context;
+//! - a kernel-driven e1000 on the same bridge receives the three streams: its pcap (QEMU's
 //!   filter-dump) must hold every segment, each at most 1500 bytes of IP, every IPv4 and
 //!   TCP checksum "Good" in tshark, the IPv4 IDs counting up, and the TCP payload,
 //!   reassembled by sequence number, byte for byte the stream sent; and the kernel's TCP
@@ -21,6 +22,7 @@ use zcnic_tests::qemu_suite::{boot, guest_slot, iface, nic_mac, tshark_count};
 const E1000: &str = "0000:00:02.0";
 const VIRTIO: &str = "0000:00:03.0";
 const KERNEL: &str = "0000:00:04.0";
+const IGB: &str = "0000:00:05.0";
 const PAYLOAD: usize = 64_000;
 const MSS: usize = 1448;
 const FRAMES: usize = 4;
@@ -77,6 +79,7 @@ fn tso_on_e1000_and_virtio_reaches_linux_as_right_segments() {
     let script = format!(
         "zcnic bind {E1000}\n\
          zcnic bind {VIRTIO}\n\
+         zcnic bind {IGB}\n\
          modload e1000\n\
          {}\
          ip addr add 10.0.0.1/24 dev $K\n\
@@ -84,11 +87,12 @@ fn tso_on_e1000_and_virtio_reaches_linux_as_right_segments() {
          sleep 2\n\
          KMAC=$(cat /sys/class/net/$K/address)\n\
          grep Tcp: /proc/net/snmp > /results/snmp_start.txt\n\
-         {}{}\
-         cat /results/e1000.txt /results/virtio.txt\n",
+         {}{}{}\
+         cat /results/e1000.txt /results/virtio.txt /results/igb.txt\n",
         iface("K", KERNEL, false),
         send(E1000, "10.0.0.2", "e1000"),
         send(VIRTIO, "10.0.0.3", "virtio"),
+        send(IGB, "10.0.0.4", "igb"),
     );
     let nics = vec![
         Nic::tap("e1000", 1, true),
@@ -98,13 +102,14 @@ fn tso_on_e1000_and_virtio_reaches_linux_as_right_segments() {
             true,
         ),
         Nic::tap("e1000", 1, true),
+        Nic::tap("igb", 1, true),
     ];
     let run = boot("tso", nics, &script);
     let read = |f: &str| std::fs::read_to_string(run.results.join(f)).unwrap_or_default();
     let wire = run.pcaps[2].as_ref().expect("a pcap of the kernel's e1000");
     let good = "ip.checksum.status == \"Good\" && tcp.checksum.status == \"Good\"";
     let mut before = read("snmp_start.txt");
-    for (i, name) in ["e1000", "virtio"].into_iter().enumerate() {
+    for (i, name) in [(0, "e1000"), (1, "virtio"), (3, "igb")] {
         let said = read(&format!("{name}.txt"));
         assert!(
             said.contains(&format!(
@@ -113,7 +118,7 @@ fn tso_on_e1000_and_virtio_reaches_linux_as_right_segments() {
             )),
             "{name}: the NIC was asked to segment\n{said}"
         );
-        let mac = zcnic::format_mac(nic_mac(i as u8));
+        let mac = zcnic::format_mac(nic_mac(i));
         let ours = format!("eth.src == {mac} && tcp.dstport == 9");
         assert_eq!(
             tshark_count(wire, &ours),
