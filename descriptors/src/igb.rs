@@ -159,7 +159,7 @@ pub mod tx_cmd {
     /// VLAN Packet Enable: insert an 802.1Q tag whose TCI the frame's context descriptor
     /// holds.
     pub const VLE: u32 = 1 << 30;
-    /// TCP Segmentation Enable: cut the frame at the context's MSS (§7.10); PAYLEN is
+    /// TCP Segmentation Enable: cut the frame at the context's MSS (§7.2.2.3); PAYLEN is
     /// then the TCP payload's length, not the frame's.
     pub const TSE: u32 = 1 << 31;
     /// Descriptor type 0011: advanced data descriptor (DTYP, bits 23:20).

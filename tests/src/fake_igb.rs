@@ -332,7 +332,7 @@ impl Device {
         self.misuse.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The segments of a TSE frame (§7.10), cut as `fake_tso` does with the context's MSS
+    /// The segments of a TSE frame (the datasheet's TCP segmentation), cut as `fake_tso` does with the context's MSS
     /// and L4LEN, the TCP checksum field seeded without the length; nothing (and a misuse)
     /// when TSE was not on every data descriptor (`descs`: all, with TSE), PAYLEN is not
     /// the payload's length, or the context does not describe TCP/IPv4. (The 82576's

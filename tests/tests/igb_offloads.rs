@@ -259,7 +259,7 @@ fn requests_the_device_cannot_carry_out_are_done_in_software() {
     assert_eq!(nic.stats().tx_errors, 0);
 }
 
-/// TCP segmentation (§7.10): the igb cuts each super-frame (one frame handed over) at
+/// TCP segmentation: the igb cuts each super-frame (one frame handed over) at
 /// every boundary into what `etherparse` builds, tagged in VLAN mode too; a segmentation
 /// request set by hand on a frame that is not TCP is refused, never sent whole.
 #[test]

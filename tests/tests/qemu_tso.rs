@@ -65,8 +65,9 @@ fn snmp(text: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn tso_on_e1000_and_virtio_reaches_linux_as_right_segments() {
-    let Some(_slot) = guest_slot("tso_on_e1000_and_virtio_reaches_linux_as_right_segments") else {
+fn tso_on_e1000_virtio_and_igb_reaches_linux_as_right_segments() {
+    let Some(_slot) = guest_slot("tso_on_e1000_virtio_and_igb_reaches_linux_as_right_segments")
+    else {
         return;
     };
     let send = |pci: &str, ip: &str, name: &str| {

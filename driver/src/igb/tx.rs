@@ -444,7 +444,7 @@ fn offload(pkt: &mut Packet, vlan_insert: bool) -> Option<Option<Ask>> {
         tucmd: t,
         ..TxContext::default()
     };
-    // Segmentation (§7.10): the MSS and TCP header length in the context, the payload's
+    // Segmentation (the datasheet's TCP segmentation, with §7.2.2.2-3): the MSS and TCP header length in the context, the payload's
     // length as PAYLEN. Headers that do not hold up drop the frame (never sent whole).
     let mut paylen = None;
     if let Some(mss) = r.tso {

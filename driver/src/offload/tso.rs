@@ -10,11 +10,11 @@
 //! segment but FIN and PSH) is not asked: a frame with CWR is segmented in software,
 //! as Linux does for a device without `NETIF_F_TSO_ECN`.
 //!
-//! For the NIC, [`request`] leaves the super-frame as Intel's NICs want it (8254x SDM
-//! §3.5.1, 82576 datasheet §7.2.5.1): the IPv4 total length of the whole frame, the
-//! header checksum field zero, and the TCP checksum field holding the pseudo-header sum
+//! For the NIC, [`Offloads::request`] leaves the super-frame as Intel's NICs want it (8254x SDM
+//! §3.5; the 82576 the same): the IPv4 total length of the whole frame, the header
+//! checksum field zero, and the TCP checksum field holding the pseudo-header sum
 //! *without* the length, which the NIC adds for each segment. (virtio-net adds the length
-//! of the whole frame itself: `virtio/offload.rs`.)
+//! of the whole frame itself, and the header checksum: `virtio/offload.rs`.)
 //!
 //! ```
 //! use std::num::NonZeroU16;
