@@ -8,10 +8,12 @@ pub mod fake_e1000;
 pub mod fake_filter;
 pub mod fake_igb;
 pub mod fake_irq;
+pub mod fake_tso;
 pub mod fake_virtio;
 pub mod igb_adversary;
 pub mod offload_frames;
 pub mod qemu_suite;
+pub mod tso_frames;
 pub mod veth;
 
 /// The Internet checksum's ones'-complement sum of `data` (RFC 1071), folded, not
