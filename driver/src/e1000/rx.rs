@@ -327,7 +327,14 @@ impl<B: Bar> E1000<B> {
                 // Acquire: the descriptor body and the frame are read only after DD was seen.
                 fence(Ordering::Acquire);
                 let Some(new) = fresh.get_mut(k) else {
-                    self.sw.rx_no_buf += 1;
+                    // Out of refills: a shortage when the pool came up short (fewer
+                    // refills than descriptors waiting: for the burst, or a part took one
+                    // of the burst's), or when this descriptor was done when the refills
+                    // were counted; not when the device completed it since, which the next
+                    // call takes.
+                    if fresh.len() < waiting || at.wrapping_sub(start) < waiting as u32 {
+                        self.sw.rx_no_buf += 1;
+                    }
                     break;
                 };
                 let Some(pkt) = &mut bufs[slot] else {
