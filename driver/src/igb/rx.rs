@@ -80,6 +80,28 @@ impl RxQueue for IgbRxQueue {
     ) -> usize {
         self.rx(out, max, &mut Vec::new(), Some(cache))
     }
+
+    /// No per-queue vector yet: the igb port polls.
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, crate::Error> {
+        Err(self.no_interrupt())
+    }
+
+    fn enable_rx_interrupt(&mut self) -> Result<bool, crate::Error> {
+        Err(self.no_interrupt())
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), crate::Error> {
+        Err(self.no_interrupt())
+    }
+}
+
+impl IgbRxQueue {
+    fn no_interrupt(&self) -> crate::Error {
+        crate::Error::Io(format!(
+            "igb queue {}: no receive interrupt (MSI-X per queue is not driven yet); poll instead",
+            self.queue
+        ))
+    }
 }
 
 impl Drop for IgbRxQueue {
