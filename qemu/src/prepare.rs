@@ -24,7 +24,7 @@ pub struct Prepared {
     pub kernel: PathBuf,
     /// The static zcnic binary copied into the guest as `/bin/zcnic`.
     pub zcnic: PathBuf,
-    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`, `irq_cycles`),
+    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`, `irq_cycles`, `async_echo`),
     /// static, copied into the guest's `/bin`; empty when `ZCNIC_GUEST_BIN` replaces the
     /// build.
     pub examples: Vec<PathBuf>,
@@ -105,7 +105,13 @@ fn note(started: Instant, what: &str) {
 }
 
 /// Names of the zcnic crate's examples the guest gets.
-const EXAMPLES: [&str; 4] = ["smol_echo", "l2_filter", "udp_probe", "irq_cycles"];
+const EXAMPLES: [&str; 5] = [
+    "smol_echo",
+    "l2_filter",
+    "udp_probe",
+    "irq_cycles",
+    "async_echo",
+];
 
 /// `cargo build` for the guest target: static, in `target/guest`.
 fn guest_build(args: &[&str]) -> Result<PathBuf, Error> {

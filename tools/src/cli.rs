@@ -195,7 +195,7 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 today) polls; with --queues > 1
+        /// interrupt (igb, legacy virtio, uio virtio) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -225,7 +225,7 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 today) polls; with --queues > 1
+        /// interrupt (igb, legacy virtio, uio virtio) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -261,7 +261,7 @@ pub struct FwdCmd {
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
     /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
     /// sleeps after N empty polls in a row (default 1000). A port without a receive
-    /// interrupt (all but the e1000 today) polls; with --queues > 1
+    /// interrupt (igb, legacy virtio, uio virtio) polls; with --queues > 1
     /// the queues poll.
     #[arg(long, value_name = "MODE", default_value = "poll")]
     pub idle: Idle,

@@ -8,9 +8,10 @@
 //!   [`HYBRID_POLLS`]), arm and sleep. Busy ports cost what `poll` costs, idle ones almost
 //!   nothing (DPDK's l3fwd-power pattern). `dump`'s and `stats`' default.
 //!
-//! A port without a receive interrupt (today every driver but the e1000, through vfio-pci
-//! or uio_pci_generic) polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so
-//! the loop still sees its duration end, Ctrl-C and link events.
+//! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net on an MSI-X
+//! vector per queue (vfio-pci). A port without a receive interrupt (the igb, a legacy
+//! virtio-net, virtio under uio) polls whatever the mode, after one line saying so. A sleep
+//! lasts at most [`NAP`], so the loop still sees its duration end, Ctrl-C and link events.
 
 use crate::{msg, ToolError};
 use std::ops::DerefMut;
