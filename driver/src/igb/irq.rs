@@ -13,6 +13,7 @@
 //! it is seen by the re-check. Waking: EIMC masks the vector again and EICR is cleared.
 //! Each queue writes only its own bit of these write-1 registers: no lock between queues.
 
+use super::port::{Igb, IgbPort, IgbQueues};
 use super::regs;
 use super::rx::IgbRxQueue;
 use crate::irq::{EventFd, RxIrq};
@@ -41,21 +42,21 @@ impl std::fmt::Debug for QueueIrq {
 /// Puts the device in MSI-X mode with receive queue `q` on vector `q`, every vector
 /// masked, and hands each queue its eventfd (`events[q]`); queues beyond the vectors
 /// routed keep none.
-pub(crate) fn route(
+pub(crate) fn route<'q>(
     bar: &impl Bar,
     addr: PciAddr,
-    queues: &mut [IgbRxQueue],
+    queues: impl Iterator<Item = &'q mut IgbRxQueue>,
     events: Vec<EventFd>,
 ) {
-    let n = events.len().min(queues.len());
-    let bits = (1u32 << n) - 1;
+    let mut bits = 0;
     bar.write32(regs::EIMC, u32::MAX);
     bar.write32(
         regs::GPIE,
         regs::GPIE_MSIX_MODE | regs::GPIE_PBA_SUPPORT | regs::GPIE_NSICR,
     );
-    for (q, (rx, event)) in queues.iter_mut().zip(events).enumerate() {
+    for (q, (rx, event)) in queues.zip(events).enumerate() {
         let q = q as u32;
+        bits |= 1 << q;
         let ivar = regs::IVAR0 + 4 * q;
         bar.write32(ivar, (bar.read32(ivar) & !0xff) | regs::IVAR_VALID | q);
         bar.write32(regs::eitr(q), 0);
@@ -70,6 +71,37 @@ pub(crate) fn route(
     }
     bar.write32(regs::EIAC, bits);
     bar.write32(regs::EICR, u32::MAX);
+}
+
+impl<B: Bar> IgbPort<B> {
+    /// Gives the queues vectors signalled through `events` (queue `q` on `events[q]`), for
+    /// a port not opened through a platform (a test's fake device, which plays MSI-X on
+    /// them). A port opened through vfio-pci has its vectors already.
+    pub fn attach_interrupts(&mut self, queues: &mut IgbQueues, events: Vec<EventFd>) {
+        if !self.msix {
+            route(
+                &self.bar,
+                self.addr,
+                queues.iter_mut().map(|(rx, _)| rx),
+                events,
+            );
+        }
+    }
+}
+
+impl<B: Bar> Igb<B> {
+    /// [`IgbPort::attach_interrupts`] for queue 0.
+    pub fn attach_interrupt(&mut self, event: EventFd) {
+        if !self.port.msix {
+            let port = &self.port;
+            route(
+                &port.bar,
+                port.addr,
+                std::iter::once(&mut self.rx),
+                vec![event],
+            );
+        }
+    }
 }
 
 impl IgbRxQueue {

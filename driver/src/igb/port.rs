@@ -70,7 +70,7 @@ impl IgbPort<MmioBar> {
         let (mut rx, tx): (Vec<IgbRxQueue>, Vec<_>) = queues.into_iter().unzip();
         match dev.vectors(crate::irq::MSIX, rx.len()) {
             Ok(events) => {
-                super::irq::route(&port.bar, port.addr, &mut rx, events);
+                super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
                 port.msix = true;
             }
             Err(e) => log::debug!("{e}; the queues poll only"),
@@ -242,12 +242,12 @@ impl<B: Bar> Drop for IgbPort<B> {
 pub struct Igb<B: Bar> {
     // Dropped in this order: the queues hand their memory to the port, which stops the
     // device and then frees it.
-    rx: IgbRxQueue,
+    pub(super) rx: IgbRxQueue,
     tx: IgbTxQueue,
     /// Refills come from and completed frames go to this cache: one thread drives both
     /// sides here, so a forwarder's buffers go round without the pool's shared stack.
     cache: PoolCache,
-    port: IgbPort<B>,
+    pub(super) port: IgbPort<B>,
 }
 
 impl<B: Bar> std::fmt::Debug for Igb<B> {

@@ -18,10 +18,13 @@
 
 use super::queue::QueueKind;
 use super::rxtx::VirtioRxQueue;
-use super::transport::{Transport, NO_VECTOR};
+use super::transport::Transport;
 use crate::irq::{EventFd, RxIrq};
 use crate::Error;
 use std::os::fd::BorrowedFd;
+
+/// VIRTIO_MSI_NO_VECTOR: a queue or the configuration without a vector (§4.1.5.1.2).
+pub(super) const NO_VECTOR: u16 = 0xffff;
 
 /// The MSI-X vectors a port was given, handed out as the queues are set up.
 pub(super) struct Vectors(Vec<Option<EventFd>>);

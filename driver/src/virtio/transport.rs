@@ -72,8 +72,8 @@ pub trait Transport: Send {
     fn take_vectors(&mut self) -> Vec<EventFd> {
         Vec::new()
     }
-    /// Sends queue `q`'s used buffer notifications to MSI-X entry `vector` ([`NO_VECTOR`]:
-    /// nowhere); before [`queue_setup`](Transport::queue_setup) enables the queue. True when
+    /// Sends queue `q`'s used buffer notifications to MSI-X entry `vector` (`NO_VECTOR`,
+    /// 0xffff: nowhere); before [`queue_setup`](Transport::queue_setup) enables the queue. True when
     /// the device kept it: it reads back NO_VECTOR when it cannot (virtio 1.1 §4.1.5.1.2).
     fn set_queue_vector(&self, q: u16, vector: u16) -> bool {
         let _ = (q, vector);
@@ -85,9 +85,6 @@ pub trait Transport: Send {
         false
     }
 }
-
-/// VIRTIO_MSI_NO_VECTOR: a queue or the configuration without a vector (§4.1.5.1.2).
-pub const NO_VECTOR: u16 = 0xffff;
 
 /// What kicks one queue: a doorbell on its notify address (modern), or the legacy
 /// QUEUE_NOTIFY register through the platform (a system call, and nothing once the
@@ -320,8 +317,7 @@ impl<B: Bar> Modern<B> {
         }
     }
 
-    /// Gives the transport MSI-X vectors the platform routed (or a test's eventfds, which
-    /// its fake device signals), entry `i` on element `i`.
+    /// MSI-X vectors the platform routed (or a test's fake signals), entry `i` at `i`.
     pub fn with_vectors(mut self, vectors: Vec<EventFd>) -> Self {
         self.vectors = vectors;
         self
@@ -499,7 +495,7 @@ mod legacy {
     pub const QUEUE_SELECT: u64 = 0x0E;
     pub const QUEUE_NOTIFY: u64 = 0x10;
     pub const DEVICE_STATUS: u64 = 0x12;
-    /// Device configuration, with MSI-X off (zcnic polls, so it never turns MSI-X on).
+    /// Device configuration, with MSI-X off (the legacy transport never turns it on).
     pub const CONFIG: u64 = 0x14;
     /// The queue address register takes a page frame number of this page size.
     pub const PAGE: u64 = 4096;
