@@ -47,7 +47,7 @@ impl Vectors {
         if !self.any() {
             return None;
         }
-        let entry = (q % 2 == 0 && q / 2 < pairs)
+        let entry = (q.is_multiple_of(2) && q / 2 < pairs)
             .then(|| 1 + q / 2)
             .filter(|&e| usize::from(e) < self.0.len());
         let Some(entry) = entry else {

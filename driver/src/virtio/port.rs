@@ -148,7 +148,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                 (_, Err(e)) => Err(dma_err(e)),
                 (_, Ok((queue, areas))) => {
                     let irq = vectors.route_queue(transport.as_ref(), q, n);
-                    if q % 2 == 0 && q / 2 < n {
+                    if q.is_multiple_of(2) && q / 2 < n {
                         rx_irqs.push(irq);
                     }
                     let r = transport.queue_setup(q, size, areas.desc, areas.driver, areas.device);
