@@ -425,11 +425,11 @@ pub(crate) fn descriptors(p: &Packet) -> usize {
     }
 }
 
-/// The cache a queue allocates and frees through ([`PoolCache`]): chains of up to 32
+/// The cache a queue allocates and frees through ([`PoolCache`]): chains of up to 64
 /// buffers, smaller for a small pool, so two queues' caches never hold more than a few
 /// percent of it.
 pub(crate) fn queue_cache(pool: &Arc<Mempool>) -> PoolCache {
-    pool.cache((pool.capacity() / 64).clamp(1, 32))
+    pool.cache((pool.capacity() / 64).clamp(1, 64))
 }
 
 /// Moves up to `want` packets from the back of `spare` to `fresh`, as receive refills:

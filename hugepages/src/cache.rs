@@ -242,21 +242,28 @@ impl PoolCache {
         self.publish();
     }
 
-    /// Frees the packets of `slots` from `at` on while each is a plain one (see
-    /// `free_slots`); returns where it stopped.
+    /// Frees the packets of `slots` from `at` on while each is a plain one and the current
+    /// chain has room (see `free_slots`); returns where it stopped.
     #[inline(always)]
-    fn free_plain(&mut self, slots: &mut [Option<Packet>], mut at: usize) -> usize {
+    fn free_plain(&mut self, slots: &mut [Option<Packet>], at: usize) -> usize {
         let (me, links, size) = (Arc::as_ptr(&self.pool), self.pool.links(), self.held.size);
         let Chain {
             mut head,
             tail,
-            mut len,
+            len,
         } = self.held.cur;
-        while let Some(slot) = slots.get_mut(at) {
+        // An empty chain (no tail yet) takes none here; a non-empty one up to its size.
+        // Empty slots count against the room too, which only ends the run early.
+        let room = if len == 0 { 0 } else { (size - len) as usize };
+        let run = slots.get_mut(at..).unwrap_or_default();
+        let run_len = run.len().min(room);
+        // Counted: the slots passed, and the empty ones among them (rare: the parts of a
+        // chained frame before its last).
+        let (mut seen, mut empty) = (0, 0);
+        for slot in &mut run[..run_len] {
             match slot {
-                None => {}
-                // An empty chain (no tail yet) or a full one is not plain.
-                Some(p) if p.is_plain(me) && len.wrapping_sub(1) < size - 1 => {
+                None => empty += 1,
+                Some(p) if p.is_plain(me) => {
                     let idx = p.index_of_plain();
                     // Ours now, and so is its link: onto the chain's head.
                     if let Some(link) = links.get(idx as usize) {
@@ -264,14 +271,17 @@ impl PoolCache {
                     }
                     std::mem::forget(slot.take());
                     head = idx + 1;
-                    len += 1;
                 }
                 Some(_) => break,
             }
-            at += 1;
+            seen += 1;
         }
-        self.held.cur = Chain { head, tail, len };
-        at
+        self.held.cur = Chain {
+            head,
+            tail,
+            len: len + (seen - empty) as u32,
+        };
+        at + seen
     }
 
     /// Gives every packet back: this pool's into the cache (a full chain goes to the

@@ -108,20 +108,36 @@ impl FreeStack {
     /// many, and the free count before.
     #[inline]
     pub fn pop_batch(&self, got: &mut [u32]) -> (usize, u32) {
+        let max = got.len();
+        self.pop_walk(max, |i, idx| got[i] = idx)
+    }
+
+    /// Pops up to `max` indices with one successful CAS, telling `seen(i, idx)` each one
+    /// as the walk from the top finds it; returns how many, and the free count before.
+    /// A try whose CAS fails walked entries it did not take, and the next try tells its
+    /// own from `i` = 0 again: what `seen` learnt is the caller's only for the first `n`
+    /// of the last try, `n` being what this returns. (So `seen` must only note where
+    /// they are: until the CAS succeeds, another thread may own them.)
+    #[inline(always)]
+    pub(crate) fn pop_walk(&self, max: usize, mut seen: impl FnMut(usize, u32)) -> (usize, u32) {
         let links = &self.next[..];
         let mut h = Head(self.head.load(Ordering::Acquire));
         loop {
-            // Walk up to got.len() entries from the top; links may be stale if another thread
+            // Walk up to `max` entries from the top; links may be stale if another thread
             // changed the stack meanwhile, in which case the CAS below fails.
             let (mut top, mut taken) = (h.top(), 0usize);
-            for slot in got.iter_mut() {
-                if top == 0 {
+            while taken < max {
+                // Every link and top is an index + 1 of this stack, or 0 at the bottom:
+                // `link_in` stores no other value. So one test finds both the bottom
+                // (0 - 1 wraps to u32::MAX, past any stack) and an index out of bounds,
+                // which a stale link from another thread's changes cannot be either; and
+                // it tells the compiler `idx` is below `links.len()` when `seen` indexes.
+                let idx = top.wrapping_sub(1);
+                let Some(link) = links.get(idx as usize) else {
                     break;
-                }
-                *slot = top - 1;
-                // Every link and top is an index + 1 of this stack (or 0), so in bounds:
-                // `link_in` stores no other value. Indexing states that invariant.
-                top = links[top as usize - 1].load(Ordering::Relaxed);
+                };
+                seen(taken, idx);
+                top = link.load(Ordering::Relaxed);
                 taken += 1;
             }
             if taken == 0 {

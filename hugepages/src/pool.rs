@@ -29,8 +29,6 @@ pub const HEADROOM: usize = 128;
 /// Bytes for the frame itself: the e1000's 2048-byte receive buffer size.
 pub const DATA_ROOM: usize = 2048;
 const ENTRY: usize = HEADROOM + DATA_ROOM;
-/// Most buffers taken with one pop of the free stack (a larger batch takes several).
-const BURST: usize = 64;
 const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
 /// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
@@ -185,16 +183,11 @@ impl Mempool {
     /// to its slot.
     #[inline(always)]
     pub(crate) unsafe fn packet(slots: &[UnsafeCell<Slot>], idx: u32) -> Packet {
-        let cell = &slots[idx as usize];
-        // SAFETY: the caller owns `idx`, so nothing else refers to its slot.
-        let slot = unsafe { &mut *cell.get() };
-        slot.head = HEADROOM as u16;
-        slot.len = 0;
-        slot.rss_type = 0;
-        slot.extras = 0;
-        Packet {
-            slot: NonNull::from(slot),
-        }
+        let mut p = Packet {
+            slot: NonNull::from(&slots[idx as usize]).cast(),
+        };
+        p.reset_fresh();
+        p
     }
 
     /// Takes the loan when `taken` buffers just left a pool that had all `free_before`.
@@ -235,26 +228,41 @@ impl Mempool {
 
     /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for the
     /// whole batch; `out` should have the capacity already so nothing is allocated.
+    ///
+    /// The walk down the free stack writes each buffer's packet straight into `out`'s
+    /// spare room, so the buffers are walked once; their slots are touched only after the
+    /// pop succeeded and made them ours.
     #[inline]
     pub fn alloc_batch(self: &Arc<Self>, out: &mut Vec<Packet>, n: usize) -> usize {
-        let mut total = 0;
-        while total < n {
-            let mut got = [0; BURST];
-            let want = (n - total).min(BURST);
-            let (taken, before) = self.free.pop_batch(&mut got[..want]);
-            if taken == 0 {
-                break;
-            }
-            self.lend(taken, before);
-            // A slice's map has an exact length: one capacity check for the burst.
-            let slots = &self.slots[..];
-            out.extend(got[..taken].iter().map(|&i| {
-                // SAFETY: these were just popped: ours.
-                unsafe { Self::packet(slots, i) }
-            }));
-            total += taken;
+        if n == 0 {
+            return 0;
         }
-        total
+        out.reserve(n);
+        let start = out.len();
+        let room = &mut out.spare_capacity_mut()[..n];
+        // As long as the links (both are the pool's capacity): a walk that found an index
+        // in bounds of one needs no second test for the other.
+        let slots = &self.slots[..self.free.links().len()];
+        let (taken, before) = self.free.pop_walk(room.len(), |i, idx| {
+            // Only where the slot is: no access to it, and no reference into it, as
+            // another thread may still own it until the pop succeeds. Never dropped
+            // here: a `MaybeUninit` is not, and a later try overwrites what this one
+            // wrote.
+            room[i].write(Packet {
+                slot: NonNull::from(&slots[idx as usize]).cast(),
+            });
+        });
+        self.lend(taken, before);
+        for p in &mut room[..taken] {
+            // SAFETY: the try that succeeded wrote the first `taken` (`pop_walk`).
+            let p = unsafe { p.assume_init_mut() };
+            // Ours now: nothing else refers to its slot.
+            p.reset_fresh();
+        }
+        // SAFETY: the `taken` after `start` hold packets of buffers this pop made ours,
+        // each once (the stack holds an index once), set up as `packet` would.
+        unsafe { out.set_len(start + taken) };
+        taken
     }
 
     /// Buffers not in use: on the shared free stack or held by a [`PoolCache`], where any
@@ -407,6 +415,17 @@ impl Packet {
     pub(crate) fn s_mut(&mut self) -> &mut Slot {
         // SAFETY: as in `s`; `&mut self` makes the access exclusive.
         unsafe { self.slot.as_mut() }
+    }
+
+    /// A buffer just taken from the pool: the default headroom, no frame, nothing
+    /// received, nothing attached (one 8-byte store).
+    #[inline(always)]
+    fn reset_fresh(&mut self) {
+        let s = self.s_mut();
+        s.head = HEADROOM as u16;
+        s.len = 0;
+        s.rss_type = 0;
+        s.extras = 0;
     }
 
     /// Frame length in bytes.

@@ -263,3 +263,42 @@ fn a_leaked_pool_outlives_its_handles() {
     drop(pool);
     assert!(weak.upgrade().is_some());
 }
+
+/// `alloc_batch` appends after what `out` holds, growing it when it lacks room, and
+/// gives each buffer a fresh packet (default headroom, no frame) whatever its last owner
+/// left; asking for none or more than are free takes exactly what there is.
+#[test]
+fn alloc_batch_appends_fresh_packets_after_what_out_holds() {
+    let pool = Mempool::new(&FakeDma::new(), 8).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(pool.alloc_batch(&mut out, 0), 0);
+    assert!(out.is_empty());
+    assert_eq!(pool.alloc_batch(&mut out, 3), 3);
+    for p in &mut out {
+        p.set_len(100).unwrap();
+        p.prepend(10).unwrap();
+    }
+    let firsts: Vec<u64> = out.iter().map(|p| p.iova()).collect();
+    // Freed with a frame and less headroom: the next owner must not see either.
+    let used = out.pop().unwrap();
+    drop(used);
+    let mut more = Vec::with_capacity(1);
+    more.push(out.pop().unwrap());
+    assert_eq!(
+        pool.alloc_batch(&mut more, 20),
+        6,
+        "the 5 free and the 1 just freed"
+    );
+    assert_eq!(more[0].iova(), firsts[1], "what it held stays first");
+    assert_eq!(more[0].len(), 110);
+    for p in &more[1..] {
+        assert_eq!((p.len(), usize::from(p.s().head)), (0, HEADROOM));
+    }
+    let mut iovas: Vec<u64> = out.iter().chain(&more).map(|p| p.iova()).collect();
+    iovas.sort();
+    iovas.dedup();
+    assert_eq!(iovas.len(), 8, "every buffer out, none twice");
+    assert_eq!(pool.free_count(), 0);
+    drop((out, more));
+    assert_eq!(pool.free_count(), 8);
+}

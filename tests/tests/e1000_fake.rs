@@ -249,6 +249,52 @@ fn rx_length_beyond_the_buffer_is_an_error_not_a_frame() {
     assert_eq!(nic.stats().rx_errors, 2);
 }
 
+/// A burst with bad descriptors among good frames, received with spares: the frames
+/// land after what `out` already held, in order; bad descriptors keep their buffers, so
+/// refills are left over, and the caller's go back to it (the same packets), none lost.
+#[test]
+fn rx_spares_left_over_by_bad_descriptors_go_back_to_the_caller() {
+    let dev = FakeE1000::start(Behaviour::default());
+    let mut nic = open(&dev);
+    let pool = nic.pool().clone();
+    let mut spare = Vec::new();
+    pool.alloc_batch(&mut spare, 6);
+    let mut given: Vec<u64> = spare.iter().map(|p| p.iova()).collect();
+    let held = pool.alloc().unwrap();
+    let held_at = held.iova();
+    let mut got = vec![held];
+    for (i, bad) in [false, true, false, true, true, false]
+        .into_iter()
+        .enumerate()
+    {
+        dev.inject(match bad {
+            true => Inject::Length(0),
+            false => Inject::Frame(frame(i as u32, 60)),
+        });
+    }
+    wait("six descriptors done", || {
+        dev.bar.read32(zcnic::e1000::regs::RDH) >= 6
+    });
+    assert_eq!(nic.rx_batch_recycle(&mut got, 32, &mut spare), 3);
+    assert_eq!(got[0].iova(), held_at, "what out held stays first");
+    let seqs: Vec<&[u8]> = got[1..].iter().map(|p| p.data()).collect();
+    assert_eq!(
+        seqs,
+        [&frame(0, 60)[..], &frame(2, 60)[..], &frame(5, 60)[..]]
+    );
+    assert_eq!(nic.stats().rx_errors, 3);
+    // Three spares refilled the good frames' slots; the bad ones kept their buffers, so
+    // three spares come back, and they are three of the six handed over.
+    assert_eq!(spare.len(), 3, "the spares not used");
+    let mut back: Vec<u64> = spare.iter().map(|p| p.iova()).collect();
+    back.sort();
+    given.sort();
+    assert!(back.iter().all(|b| given.binary_search(b).is_ok()));
+    let free = pool.free_count();
+    drop((got, spare));
+    assert_eq!(pool.free_count(), free + 7);
+}
+
 #[test]
 fn rx_dd_on_a_descriptor_never_handed_over_is_counted() {
     let dev = FakeE1000::start(Behaviour::default());

@@ -38,8 +38,6 @@ pub(crate) struct RxQueue {
     /// here rather than at address 0, and what lands in it is dropped.
     /// `None` only once leaked with the rest of the port's memory.
     pub(crate) sink: Option<Packet>,
-    /// Fresh buffers for one burst's refill, taken from `cache`.
-    fresh: Vec<Packet>,
     /// Where refills come from (`nic::queue_cache`), and where completed transmit
     /// buffers go: one thread drives both sides of an e1000.
     pub(crate) cache: PoolCache,
@@ -82,7 +80,6 @@ impl RxQueue {
             idx,
             bufs,
             sink: Some(sink),
-            fresh: Vec::with_capacity(idx.size() as usize),
             cache: crate::nic::queue_cache(pool),
             jumbo: max_frame > STANDARD_FRAME,
             reasm: Reassembly::new(max_frame),
@@ -200,6 +197,19 @@ fn take_part(
     }
 }
 
+/// Delivers the frame the device wrote into `pkt` (ring slot `slot`: `len` good bytes,
+/// status word `word`) by trading places with the refill `new`, which goes into the slot.
+#[inline(always)]
+fn deliver(ring: Words<'_>, slot: usize, pkt: &mut Packet, new: &mut Packet, len: u16, word: u64) {
+    // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its status,
+    // errors and special (a stripped tag, checksum verdicts) go with the frame as they
+    // are, decoded only when asked (`Packet::rx_checksum`, `Packet::vlan`).
+    pkt.reset_len_rx(len, word);
+    let refill = new.iova();
+    std::mem::swap(new, pkt);
+    ring.write(slot, RxDesc::ready(refill).to_words());
+}
+
 impl<B: Bar> E1000<B> {
     /// Receives up to `max` frames into `out`. Refills come from the back of `spare`
     /// first (see `Nic::rx_batch_recycle`), then from the port's cache; those from `spare`
@@ -232,12 +242,11 @@ impl<B: Bar> E1000<B> {
                 .count()
                 + 1
         };
-        let given = crate::nic::take_spares(&mut q.fresh, spare, waiting, &self.pool);
-        q.cache.alloc_batch(&mut q.fresh, waiting - given);
-        out.reserve(waiting);
-        // Each frame's buffer trades places with a refill: the refill goes into the ring
-        // slot, the frame into the refill's place, so `fresh[..k]` ends up holding the
-        // frames in order and `fresh[k..]` the refills left over. The ring, the slices and
+        // The refills go at the end of `out` (no allocation when it has room for
+        // `max`), and each frame's buffer trades places with one: the refill goes into
+        // the ring slot, the frame into the refill's place, so `out[base..][..k]` ends up
+        // holding the frames in order and what follows them the refills left over,
+        // without a copy from a refill list to `out`. The ring, the slices and
         // the counters are locals, so the loop keeps them in registers (a volatile store to
         // the ring could alias fields, as far as the compiler knows; it would reload them).
         let ring = q.ring.words();
@@ -245,14 +254,44 @@ impl<B: Bar> E1000<B> {
         let mut busy = q.reasm.busy();
         let (mut at, mut end) = (start, start.wrapping_add(limit as u32));
         let (mut k, mut bytes, mut errors) = (0, 0, 0);
+        let base = out.len();
+        out.reserve(waiting);
+        let given = crate::nic::take_spares(out, spare, waiting, &self.pool);
+        q.cache.alloc_batch(out, waiting - given);
         // A part of a long frame found the cache dry: the burst's own refills may still
         // have one to spare (each part's descriptor was counted in `waiting`), taken into
         // `short` for it.
         let (mut short, mut stalled): (Option<Packet>, bool) = (None, false);
         'burst: loop {
-            let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut q.fresh[..]);
+            let (bufs, fresh) = (&mut q.bufs[..=ring.last()], &mut out[base..]);
             let (reasm, cache) = (&mut q.reasm, &mut q.cache);
             while at != end {
+                if !busy {
+                    // The common frame (one good descriptor, a buffer in its slot, a refill
+                    // waiting) in a run that tests only its own conditions; anything else
+                    // leaves it for the one-descriptor step below, which then comes back.
+                    let (at0, run) = (at, (end.wrapping_sub(at) as usize).min(fresh.len() - k));
+                    for new in &mut fresh[k..k + run] {
+                        let slot = ring.slot(at);
+                        let word = ring.read_second(slot);
+                        let Some(len) = RxDesc::from_words([0, word]).good_len(DATA_ROOM as u16)
+                        else {
+                            break;
+                        };
+                        let Some(pkt) = &mut bufs[slot] else {
+                            break;
+                        };
+                        // Acquire: as below.
+                        fence(Ordering::Acquire);
+                        deliver(ring, slot, pkt, new, len, word);
+                        at = at.wrapping_add(1);
+                        bytes += u64::from(len);
+                    }
+                    k += at.wrapping_sub(at0) as usize;
+                    if at == end {
+                        break;
+                    }
+                }
                 let slot = ring.slot(at);
                 // Status and length are in the second word (the first is the address).
                 let word = ring.read_second(slot);
@@ -306,14 +345,7 @@ impl<B: Bar> E1000<B> {
                     (at, end) = (at.wrapping_add(1), beyond(end, q.produced));
                     continue;
                 };
-                // The device wrote `len` <= DATA_ROOM bytes at the default headroom; its
-                // status, errors and special (a stripped tag, checksum verdicts) go with the
-                // frame as they are, decoded only when asked (`Packet::rx_checksum`,
-                // `Packet::vlan`).
-                pkt.reset_len_rx(len, word);
-                let refill = new.iova();
-                std::mem::swap(new, pkt);
-                ring.write(slot, RxDesc::ready(refill).to_words());
+                deliver(ring, slot, pkt, new, len, word);
                 at = at.wrapping_add(1);
                 if busy {
                     // The last part of a long frame: `new` becomes the whole frame, or
@@ -339,27 +371,21 @@ impl<B: Bar> E1000<B> {
                 stalled = false;
                 // The refills after the frames are the burst's own: one goes to the part
                 // (a frame after it may then wait for the next call, as on a dry pool).
-                if q.fresh.len() > k {
-                    short = q.fresh.pop();
+                if out.len() > base + k {
+                    short = out.pop();
                     continue 'burst;
                 }
                 self.sw.rx_no_buf += 1;
             }
             break 'burst;
         }
-        // Usually every refill was used: then the frames move over in one copy.
-        if k == q.fresh.len() {
-            out.append(&mut q.fresh);
-        } else {
-            out.extend(q.fresh.drain(..k));
-        }
         // Refills left over for bad descriptors, which keep their buffer: the caller's go
-        // back to it (they came first), the cache's to the cache.
-        if !q.fresh.is_empty() {
-            // (A part may have taken one of them from the back.)
-            let back = given.saturating_sub(k).min(q.fresh.len());
-            q.cache.free_all(q.fresh.drain(back..));
-            spare.append(&mut q.fresh);
+        // back to it (they came first), the cache's to the cache. (A part may have taken
+        // one of them from the back.)
+        if out.len() > base + k {
+            let theirs = (base + given.max(k)).min(out.len());
+            q.cache.free_all(out.drain(theirs..));
+            spare.extend(out.drain(base + k..));
         }
         let taken = at.wrapping_sub(start);
         q.consumed = at;

@@ -20,13 +20,15 @@ use zcnic_descriptors::e1000::{TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM, TUCMD_
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
     DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, TxOffload, Words,
-    DATA_ROOM,
+    DATA_ROOM, HEADROOM,
 };
 
 /// Transmit descriptors reclaimed together; RS is set on the last of each group.
 pub const TX_CLEAN_BATCH: u32 = 32;
 /// Largest frame the e1000 sends (8254x SDM §3.3: 16288 bytes with a payload chain).
 pub const MAX_FRAME: usize = 16288;
+// The fast path sends any non-empty single buffer as it is.
+const _: () = assert!(HEADROOM + DATA_ROOM <= MAX_FRAME);
 
 /// Whether the descriptor in `slot` asks for a status write-back (RS).
 #[inline(always)]
@@ -400,15 +402,16 @@ impl<B: Bar> E1000<B> {
             errors: 0,
         };
         loop {
-            // The common frame (one buffer of this port's address space, 1..=DATA_ROOM
-            // bytes, one descriptor, into an empty slot) in a loop that calls nothing, so
-            // it keeps its values in registers; any other leaves it.
+            // The common frame (one buffer of this port's address space, not empty, one
+            // descriptor, into an empty slot) in a loop that calls nothing, so it keeps
+            // its values in registers; any other leaves it. One buffer holds at most
+            // HEADROOM + DATA_ROOM bytes, far below MAX_FRAME: its length needs no other
+            // test.
             let mut odd = None;
             for pkt in frames.by_ref() {
                 let len = pkt.len();
                 let slot = ring.slot(at);
-                let plain =
-                    pkt.is_single() && len.wrapping_sub(1) < DATA_ROOM && pkt.reachable_in(space);
+                let plain = pkt.is_single() && len != 0 && pkt.reachable_in(space);
                 if !plain || bufs[slot].is_some() {
                     odd = Some(pkt);
                     break;
