@@ -257,14 +257,26 @@ pub struct TxContext {
     pub tucso: u8,
     /// TUCSE: last byte of the checksum range; 0 for the end of the frame.
     pub tucse: u16,
-    /// TUCMD: [`TxCmd::DEXT`] always, with `TUCMD_IP` / `TUCMD_TCP` (which TSO reads).
+    /// TUCMD: [`TxCmd::DEXT`] always, with `TUCMD_IP` / `TUCMD_TCP` (which TSO reads)
+    /// and [`TUCMD_TSE`] for a segmentation context.
     pub tucmd: u8,
+    /// PAYLEN (20 bits): TCP payload bytes of the whole frame to segment (TSE only).
+    pub paylen: u32,
+    /// HDRLEN: bytes of headers copied in front of every segment (TSE only).
+    pub hdrlen: u8,
+    /// MSS: the most payload bytes of one segment (TSE only).
+    pub mss: u16,
 }
 
 /// TUCMD.TCP: the frame is TCP (UDP when clear); read for TSO (8254x SDM §3.3.6.1).
 pub const TUCMD_TCP: u8 = 1 << 0;
 /// TUCMD.IP: the frame is IPv4 (IPv6 when clear); read for TSO.
 pub const TUCMD_IP: u8 = 1 << 1;
+/// TUCMD.TSE: this context is for TCP segmentation (8254x SDM §3.3.6.1).
+pub const TUCMD_TSE: u8 = 1 << 2;
+/// DCMD.TSE of an extended data descriptor: this descriptor's frame is segmented with
+/// the TSE context before it (8254x SDM §3.3.7.1; bit 2, IC in a legacy descriptor).
+pub const DCMD_TSE: u8 = 1 << 2;
 /// DTYP of an extended data descriptor, in the byte after the 16-bit length (bits 20-23
 /// of the second word: `TxDesc::cso`'s high nibble); 0 is a context descriptor.
 pub const DTYP_DATA: u8 = 1 << 4;
@@ -284,12 +296,13 @@ impl TxContext {
                 | (self.tucss as u64) << 32
                 | (self.tucso as u64) << 40
                 | (self.tucse as u64) << 48,
-            length: 0,
-            cso: 0,
+            length: self.paylen as u16,
+            // PAYLEN's top four bits; DTYP 0 above them.
+            cso: (self.paylen >> 16) as u8 & 0xf,
             cmd: self.tucmd | TxCmd::DEXT.bits(),
             status: 0,
-            css: 0,
-            special: 0,
+            css: self.hdrlen,
+            special: self.mss,
         }
     }
 
@@ -303,6 +316,9 @@ impl TxContext {
             tucso: (w[0] >> 40) as u8,
             tucse: (w[0] >> 48) as u16,
             tucmd: (w[1] >> 24) as u8,
+            paylen: w[1] as u32 & 0xf_ffff,
+            hdrlen: (w[1] >> 40) as u8,
+            mss: (w[1] >> 48) as u16,
         }
     }
 }
@@ -453,6 +469,31 @@ mod tests {
         assert_eq!(bytes(tx.to_words()), want);
         assert_eq!(RxDesc::from_words(rx.to_words()), rx);
         assert_eq!(TxDesc::from_words(tx.to_words()), tx);
+    }
+
+    /// A TSO context's second word as the 8254x SDM §3.3.6 lays it out: PAYLEN in bits
+    /// 0-19, DTYP 0 in 20-23, TUCMD in 24-31, HDRLEN in 40-47, MSS in 48-63.
+    #[test]
+    fn a_tso_context_lays_out_as_the_sdm_says() {
+        let c = TxContext {
+            ipcss: 14,
+            ipcso: 24,
+            ipcse: 33,
+            tucss: 34,
+            tucso: 50,
+            tucse: 0,
+            tucmd: TUCMD_TSE | TUCMD_IP | TUCMD_TCP,
+            paylen: 0xf_fffe,
+            hdrlen: 54,
+            mss: 1448,
+        };
+        let w = c.to_desc().to_words();
+        assert_eq!(w[1] & 0xf_ffff, 0xf_fffe);
+        assert_eq!((w[1] >> 20) & 0xf, 0, "DTYP: a context");
+        assert_eq!((w[1] >> 24) as u8, 0x27, "TSE, IP, TCP and DEXT");
+        assert_eq!(((w[1] >> 40) as u8, (w[1] >> 48) as u16), (54, 1448));
+        assert!(TxDesc::from_words(w).is_context());
+        assert_eq!(TxContext::from_words(w), TxContext { tucmd: 0x27, ..c });
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub mod tx_cmd {
     /// VLAN Packet Enable: insert an 802.1Q tag whose TCI the frame's context descriptor
     /// holds.
     pub const VLE: u32 = 1 << 30;
+    /// TCP Segmentation Enable: cut the frame at the context's MSS (§7.2.2.3); PAYLEN is
+    /// then the TCP payload's length, not the frame's.
+    pub const TSE: u32 = 1 << 31;
     /// Descriptor type 0011: advanced data descriptor (DTYP, bits 23:20).
     pub const DTYP_DATA: u32 = 0x3 << 20;
     /// Descriptor type 0010: advanced context descriptor.
@@ -203,6 +206,10 @@ pub struct TxContext {
     pub tucmd: u32,
     /// IDX: the context slot (0 or 1 on an 82576).
     pub idx: u8,
+    /// L4LEN: bytes of the TCP header (segmentation only).
+    pub l4len: u8,
+    /// MSS: the most TCP payload bytes of one segment (segmentation only).
+    pub mss: u16,
 }
 
 impl TxContext {
@@ -217,7 +224,9 @@ impl TxContext {
             | u32::from(self.maclen & 0x7f) << 9
             | u32::from(self.vlan) << 16;
         let type_tucmd_mlhl = (self.tucmd & 0x7ff << 9) | tx_cmd::DTYP_CONTEXT | tx_cmd::DEXT;
-        let mss_l4len_idx = u32::from(self.idx & 0x7) << IDX_SHIFT;
+        let mss_l4len_idx = u32::from(self.idx & 0x7) << IDX_SHIFT
+            | u32::from(self.l4len) << 8
+            | u32::from(self.mss) << 16;
         [
             u64::from(vlan_macip_lens),
             u64::from(type_tucmd_mlhl) | u64::from(mss_l4len_idx) << 32,
@@ -233,6 +242,8 @@ impl TxContext {
             vlan: (lens >> 16) as u16,
             tucmd: w[1] as u32 & 0x7ff << 9,
             idx: ((w[1] >> 32) as u32 >> IDX_SHIFT & 0x7) as u8,
+            l4len: (w[1] >> 40) as u8,
+            mss: (w[1] >> 48) as u16,
         }
     }
 }
@@ -448,6 +459,7 @@ mod tests {
             vlan: 0x2064,
             tucmd: tucmd::IPV4 | tucmd::L4T_TCP,
             idx: 0,
+            ..TxContext::default()
         };
         let w = c.to_words();
         // VLAN_MACIP_LENS: IPLEN 8:0, MACLEN 15:9, VLAN 31:16.
@@ -473,7 +485,7 @@ mod tests {
         #[test]
         fn context_words_round_trip(maclen in 0u8..128, iplen in 0u16..512, vlan: u16, tcp: bool, ipv4: bool, idx in 0u8..8) {
             let tucmd = if tcp { tucmd::L4T_TCP } else { 0 } | if ipv4 { tucmd::IPV4 } else { 0 };
-            let c = TxContext { maclen, iplen, vlan, tucmd, idx };
+            let c = TxContext { maclen, iplen, vlan, tucmd, idx, ..TxContext::default() };
             prop_assert_eq!(TxContext::from_words(c.to_words()), c);
             prop_assert!(TxDesc::from_words(c.to_words()).is_context());
         }

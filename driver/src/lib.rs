@@ -169,8 +169,19 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 /// one worker thread (see [`port`]). The igb has up to 8; virtio-net as many as the device
 /// offers (QEMU: `mq=on` and a tap netdev with `queues=N`), with RSS where it has
 /// VIRTIO_NET_F_RSS. The e1000 has one queue pair, driven through [`open_with`];
-/// `open_port` refuses it with a line that says so.
+/// `open_port` refuses it with a line that says so. `xdp:NAME` opens queues
+/// `0..cfg.queues` of the interface NAME through AF_XDP, one socket each
+/// ([`xdp::XdpMultiPort`], with the `xdp` feature).
 pub fn open_port(pci: &str, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
+    if let Some(iface) = pci.strip_prefix("xdp:") {
+        #[cfg(feature = "xdp")]
+        return xdp::XdpMultiPort::open(iface, cfg).map(|(p, q)| (Box::new(p) as Box<dyn Port>, q));
+        #[cfg(not(feature = "xdp"))]
+        return Err(Error::Xdp {
+            iface: iface.to_string(),
+            msg: "zcnic was built without the `xdp` feature".into(),
+        });
+    }
     let addr: PciAddr = pci.parse()?;
     let info = DeviceInfo::read(&addr)?;
     match supported(info.vendor, info.device) {

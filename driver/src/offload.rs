@@ -25,7 +25,13 @@
 //! assert_eq!(offload::verify_checksums(&pkt), Checksum::Good);
 //! ```
 
-use zcnic_hugepages::{Checksum, L4Csum, Packet, TxOffload};
+mod tso;
+
+pub(crate) use tso::headers as tso_headers;
+pub use tso::segment;
+
+use std::sync::Arc;
+use zcnic_hugepages::{Checksum, L4Csum, Mempool, Packet, TxOffload};
 
 /// What a port's NIC does in hardware. `Nic::offloads` / `Port::offloads` say it for a
 /// port as it was opened (with its `Config`).
@@ -47,6 +53,8 @@ pub struct Offloads {
     pub rx_vlan_strip: bool,
     /// Reports a receive-side-scaling hash ([`Packet::rss`]).
     pub rx_rss_hash: bool,
+    /// Cuts TCP/IPv4 frames into segments ([`TxOffload::tso`]): TSO.
+    pub tx_tso4: bool,
 }
 
 /// Why a frame's offload request cannot be carried out.
@@ -59,6 +67,14 @@ pub enum OffloadError {
     /// No headroom left for the 802.1Q tag.
     #[error("no headroom for a VLAN tag")]
     NoHeadroom,
+    /// A segmentation request ([`TxOffload::tso`]) this frame does not fit: not TCP over
+    /// unfragmented IPv4, its headers not all in the first buffer, longer than an IPv4
+    /// packet can be, or (with [`Offloads::request`]) a port that cannot segment it.
+    #[error("frame cannot be segmented as asked: {0}")]
+    Segmentation(&'static str),
+    /// The pool ran out of buffers for the segments made in software.
+    #[error("no free buffers for the segments")]
+    NoBuffers,
 }
 
 impl Offloads {
@@ -71,6 +87,7 @@ impl Offloads {
         rx_checksum: false,
         rx_vlan_strip: false,
         rx_rss_hash: false,
+        tx_tso4: false,
     };
 
     /// Whether this port fills in the transport checksum `l4`.
@@ -84,7 +101,16 @@ impl Offloads {
     /// Asks for `req` on `pkt`, in hardware what this port does ([`Packet::set_tx_offload`],
     /// with the checksum fields prepared as the hardware wants them) and the rest now, in
     /// software: the frame leaves the port right either way.
+    ///
+    /// A segmentation request ([`TxOffload::tso`]) is asked of a port that segments
+    /// ([`tx_tso4`](Self::tx_tso4)) with the headers prepared as the NIC wants them (see
+    /// `tso.rs`); a frame whose payload fits one segment is sent as it is, with its
+    /// checksums. Any other is refused with [`OffloadError::Segmentation`]:
+    /// [`prepare`](Self::prepare) segments it in software.
     pub fn request(&self, pkt: &mut Packet, req: TxOffload) -> Result<(), OffloadError> {
+        if let Some(mss) = req.tso {
+            return tso::request(self, pkt, req, mss);
+        }
         check_headers(pkt, &req)?;
         let hw_ip = req.ip_csum && self.tx_ipv4_csum;
         let hw_l4 = req.l4.filter(|&l4| self.tx_l4(l4));
@@ -123,13 +149,36 @@ impl Offloads {
     }
 }
 
+impl Offloads {
+    /// Asks for `req` on `pkt` as [`request`](Self::request) does, and pushes the frame
+    /// ready to send onto `out`; a segmentation request ([`TxOffload::tso`]) the port
+    /// cannot carry out is done in software instead ([`segment`]), its segments pushed in
+    /// order from buffers of `pool`. The one call for any request on any port. Returns
+    /// the frames pushed; on an error the frame is dropped and nothing is pushed.
+    pub fn prepare(
+        &self,
+        pkt: Packet,
+        req: TxOffload,
+        pool: &Arc<Mempool>,
+        out: &mut Vec<Packet>,
+    ) -> Result<usize, OffloadError> {
+        tso::prepare(self, pkt, req, pool, out)
+    }
+}
+
 /// Carries out `pkt`'s transmit request ([`Packet::tx_offload`]) in software and withdraws
 /// it: checksums computed, tag inserted. For a frame on its way to a port that lacks what
-/// it asks (see [`Offloads::request`], which does this for just that part).
+/// it asks (see [`Offloads::request`], which does this for just that part). A
+/// segmentation request is refused: [`segment`] makes the segments.
 pub fn apply_in_software(pkt: &mut Packet) -> Result<(), OffloadError> {
     let Some(req) = pkt.tx_offload() else {
         return Ok(());
     };
+    if req.tso.is_some() {
+        return Err(OffloadError::Segmentation(
+            "one frame cannot hold segments: use offload::segment",
+        ));
+    }
     check_headers(pkt, &req)?;
     software(pkt, &req)?;
     pkt.clear_tx_offload();
@@ -262,10 +311,7 @@ fn software(pkt: &mut Packet, req: &TxOffload) -> Result<(), OffloadError> {
     let ip = usize::from(req.l2_len);
     let l4_at = ip + usize::from(req.l3_len);
     if req.ip_csum {
-        let d = pkt.data_mut();
-        d[ip + 10..ip + 12].fill(0);
-        let c = !fold(sum(&d[ip..l4_at], 0));
-        d[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        fill_ipv4_checksum(&mut pkt.data_mut()[ip..l4_at]);
     }
     if let Some(l4) = req.l4 {
         let seed = pseudo_header(pkt.data(), req).ok_or(OffloadError::Headers)?;
@@ -287,6 +333,14 @@ fn software(pkt: &mut Packet, req: &TxOffload) -> Result<(), OffloadError> {
         d[14..16].copy_from_slice(&tci.to_be_bytes());
     }
     Ok(())
+}
+
+/// Computes the checksum of the IPv4 header `h` (all of it, options included) into its
+/// field.
+pub(crate) fn fill_ipv4_checksum(h: &mut [u8]) {
+    h[10..12].fill(0);
+    let c = !fold(sum(h, 0));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Transport bytes the IP header says follow it.

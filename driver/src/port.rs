@@ -110,12 +110,19 @@ pub trait RxQueue: Send {
     }
     /// As [`Nic::rx_interrupt_fd`](crate::Nic::rx_interrupt_fd), for this queue: its own
     /// vector where the NIC has one per queue (MSI-X), so each worker sleeps on its own.
-    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error>;
+    /// A queue without one says so (the default).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
     /// As [`Nic::enable_rx_interrupt`](crate::Nic::enable_rx_interrupt): arm, re-check,
     /// `true` when a frame already waits.
-    fn enable_rx_interrupt(&mut self) -> Result<bool, Error>;
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
     /// As [`Nic::disable_rx_interrupt`](crate::Nic::disable_rx_interrupt).
-    fn disable_rx_interrupt(&mut self) -> Result<(), Error>;
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
     /// As [`Nic::rx_wait`](crate::Nic::rx_wait): arm, re-check, sleep up to `timeout`,
     /// disarm.
     fn rx_wait(&mut self, timeout: std::time::Duration) -> Result<bool, Error> {
@@ -126,6 +133,13 @@ pub trait RxQueue: Send {
         self.disable_rx_interrupt()?;
         woke.map_err(|e| Error::Io(format!("waiting for the receive interrupt: {e}")))
     }
+}
+
+/// The answer of a queue handle whose driver gives it no interrupt of its own.
+fn no_queue_interrupt(queue: u16) -> Error {
+    Error::Io(format!(
+        "queue {queue}: no receive interrupt of its own in this driver; poll instead"
+    ))
 }
 
 /// The transmit side of one queue: burst transmit, as [`Nic::tx_batch`](crate::Nic::tx_batch).

@@ -140,6 +140,9 @@ impl FreeStack {
                 top = link.load(Ordering::Relaxed);
                 taken += 1;
             }
+            // A walk ends at the bottom or at `max`; anything else is a link outside the
+            // stack, which `link_in` cannot store.
+            debug_assert!(taken == max || top == 0 || top as usize > links.len());
             if taken == 0 {
                 return (0, h.len());
             }

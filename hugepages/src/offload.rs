@@ -27,6 +27,7 @@
 //! ```
 
 use crate::pool::{Packet, OFFLOAD, RX_META};
+use std::num::NonZeroU16;
 
 /// The transport checksum a frame asks the NIC to fill in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,13 @@ impl L4Csum {
 /// pseudo-header sum when `l4` is set (what the hardware adds the rest to:
 /// `zcnic::offload::request` prepares both), and no 802.1Q tag when `vlan` is set (the NIC
 /// inserts it after the MAC addresses). Headers must lie in the first buffer of a chain.
+///
+/// With [`tso`](Self::tso) the frame is a TCP/IPv4 "super-frame" whose payload is cut into
+/// segments of at most that many bytes, each sent with a copy of the headers: its own IPv4
+/// total length, identification (one more per segment), header checksum and TCP checksum,
+/// and sequence number; FIN and PSH on the last segment only, CWR on the first only (as
+/// Linux's segmentation does). `zcnic::offload::Offloads::prepare` asks the port for it
+/// where the port can, and segments in software where it cannot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TxOffload {
     /// Bytes before the IP header (14 for Ethernet without a tag in the frame).
@@ -69,6 +77,8 @@ pub struct TxOffload {
     /// Insert an 802.1Q tag with this TCI (priority, DEI and the 12-bit VLAN ID) after the
     /// MAC addresses.
     pub vlan: Option<u16>,
+    /// TCP segmentation (TSO): the largest TCP payload of one segment (the MSS).
+    pub tso: Option<NonZeroU16>,
 }
 
 impl TxOffload {
@@ -81,6 +91,18 @@ impl TxOffload {
             ip_csum: false,
             l4: None,
             vlan: None,
+            tso: None,
+        }
+    }
+
+    /// A TCP/IPv4 frame with `l2_len` bytes before its `l3_len`-byte IP header, to be cut
+    /// into segments of at most `mss` payload bytes, each with its checksums.
+    pub const fn tcp_segments(l2_len: u8, l3_len: u8, mss: NonZeroU16) -> Self {
+        Self {
+            ip_csum: true,
+            l4: Some(L4Csum::Tcp),
+            tso: Some(mss),
+            ..Self::ipv4(l2_len, l3_len)
         }
     }
 
@@ -304,6 +326,17 @@ mod tests {
         let tagged = RxOffload::from_e1000(0x0b | (0x6064 << 16));
         assert_eq!(tagged.vlan(), Some(0x6064));
         assert_eq!(RxOffload::from_e1000(0x6064 << 16).vlan(), None);
+    }
+
+    #[test]
+    fn a_segmentation_request_asks_every_checksum_and_rides_with_the_buffer() {
+        let mss = NonZeroU16::new(1448).unwrap();
+        let r = TxOffload::tcp_segments(14, 20, mss);
+        assert!(r.ipv4 && r.ip_csum && r.l4 == Some(L4Csum::Tcp) && r.tso == Some(mss));
+        let pool = Mempool::new(&FakeDma::new(), 1).unwrap();
+        let mut p = pool.alloc().unwrap();
+        p.set_tx_offload(r);
+        assert_eq!(p.tx_offload().and_then(|r| r.tso), Some(mss));
     }
 
     #[test]

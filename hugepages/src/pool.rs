@@ -29,6 +29,8 @@ pub const HEADROOM: usize = 128;
 /// Bytes for the frame itself: the e1000's 2048-byte receive buffer size.
 pub const DATA_ROOM: usize = 2048;
 const ENTRY: usize = HEADROOM + DATA_ROOM;
+/// Most buffers taken with one pop of the free stack (a larger batch takes several).
+const BURST: usize = 64;
 const PER_PAGE: usize = HUGEPAGE / ENTRY;
 
 /// What the pool knows of one buffer. The `Packet` holding the buffer owns it.
@@ -226,14 +228,17 @@ impl Mempool {
         Some(head)
     }
 
-    /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for the
-    /// whole batch; `out` should have the capacity already so nothing is allocated.
+    /// Appends up to `n` buffers to `out`; returns how many. One atomic operation for up
+    /// to 64 buffers; `out` should have the capacity already so nothing is allocated.
     ///
     /// The walk down the free stack writes each buffer's packet straight into `out`'s
     /// spare room, so the buffers are walked once; their slots are touched only after the
     /// pop succeeded and made them ours.
     #[inline]
     pub fn alloc_batch(self: &Arc<Self>, out: &mut Vec<Packet>, n: usize) -> usize {
+        if n > BURST {
+            return self.alloc_long(out, n);
+        }
         if n == 0 {
             return 0;
         }
@@ -243,11 +248,11 @@ impl Mempool {
         // As long as the links (both are the pool's capacity): a walk that found an index
         // in bounds of one needs no second test for the other.
         let slots = &self.slots[..self.free.links().len()];
-        let (taken, before) = self.free.pop_walk(room.len(), |i, idx| {
-            // Only where the slot is: no access to it, and no reference into it, as
-            // another thread may still own it until the pop succeeds. Never dropped
-            // here: a `MaybeUninit` is not, and a later try overwrites what this one
-            // wrote.
+        let (taken, before) = self.free.pop_walk(n, |i, idx| {
+            // Only where the slot is (a shared reference to its `UnsafeCell`, which
+            // asserts nothing about the contents): no access to it, as another thread may
+            // still own it until the pop succeeds. Never dropped here: a `MaybeUninit` is
+            // not, and a later try overwrites what this one wrote.
             room[i].write(Packet {
                 slot: NonNull::from(&slots[idx as usize]).cast(),
             });
@@ -263,6 +268,27 @@ impl Mempool {
         // each once (the stack holds an index once), set up as `packet` would.
         unsafe { out.set_len(start + taken) };
         taken
+    }
+
+    /// [`alloc_batch`](Self::alloc_batch) of more than [`BURST`]: a pop of at most that
+    /// many a try, so a long request does not redo a long walk each time another
+    /// thread's push or pop makes its CAS fail; room for no more than the pool has.
+    #[cold]
+    #[inline(never)]
+    fn alloc_long(self: &Arc<Self>, out: &mut Vec<Packet>, n: usize) -> usize {
+        let n = n.min(self.count as usize);
+        out.reserve(n);
+        let mut total = 0;
+        while total < n {
+            let want = (n - total).min(BURST);
+            let got = self.alloc_batch(out, want);
+            total += got;
+            if got < want {
+                // The stack ran dry.
+                break;
+            }
+        }
+        total
     }
 
     /// Buffers not in use: on the shared free stack or held by a [`PoolCache`], where any

@@ -302,3 +302,19 @@ fn alloc_batch_appends_fresh_packets_after_what_out_holds() {
     drop((out, more));
     assert_eq!(pool.free_count(), 8);
 }
+
+/// Asking for more than the pool holds takes what is free and reserves no more room than
+/// the pool could fill (`usize::MAX` would overflow a reservation); a request longer than
+/// one pop's burst takes several.
+#[test]
+fn alloc_batch_of_more_than_the_pool_reserves_only_what_it_could_fill() {
+    let pool = Mempool::new(&FakeDma::new(), 200).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(pool.alloc_batch(&mut out, usize::MAX), 200);
+    assert!(out.capacity() < 400, "reserved {}", out.capacity());
+    assert_eq!(pool.free_count(), 0);
+    drop(out);
+    let mut out = Vec::new();
+    assert_eq!(pool.alloc_batch(&mut out, 150), 150, "three bursts");
+    assert_eq!(pool.free_count(), 50);
+}

@@ -52,8 +52,9 @@ impl HostTool {
             HostTool::Tshark => "tshark",
             HostTool::Valgrind => "valgrind",
             HostTool::Ethtool => "ethtool",
-            // testpmd is in dpdk-dev; the drivers (librte-net-*) come with dpdk.
-            HostTool::Testpmd => "dpdk dpdk-dev",
+            // testpmd is in dpdk-dev; the drivers (librte-net-*) come with dpdk, all but
+            // AF_XDP's, which also brings libxdp's programs (libxdp1).
+            HostTool::Testpmd => "dpdk dpdk-dev librte-net-af-xdp23",
             HostTool::Iproute2 => "iproute2",
         }
     }
@@ -83,6 +84,7 @@ impl HostTool {
             HostTool::Testpmd => {
                 Path::new(TESTPMD).is_file()
                     && Path::new(&format!("{PMDS}/librte_net_e1000.so.23")).exists()
+                    && Path::new(&format!("{PMDS}/librte_net_af_xdp.so.23")).exists()
             }
         }
     }

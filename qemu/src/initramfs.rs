@@ -7,7 +7,7 @@
 //! | `/init` | `guest/init.sh`: mounts, loads boot modules, runs the scenario, powers off |
 //! | `/bin/busybox` | the host's busybox-static; `/init` installs its applet links |
 //! | `/bin/zcnic` | the static guest build of zcnic-tools |
-//! | `/bin/smol_echo`, `/bin/l2_filter`, `/bin/udp_probe` | the zcnic crate's examples |
+//! | `/bin/smol_echo`, `/bin/l2_filter`, `/bin/udp_probe`, `/bin/tso_send` | the zcnic crate's examples |
 //! | `/bin/modload` | `guest/modload.sh`: `modload e1000` loads a module after its deps |
 //! | `/modules/NAME.ko` | kernel modules, flat |
 //! | `/modules/deps` | `NAME DEP...` per module, for modload |

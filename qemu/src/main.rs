@@ -53,7 +53,7 @@ commands:
 
 Each command installs the host packages it uses (QEMU, busybox-static, tshark,
 valgrind) with apt-get when run as root, or names the apt-get command to run.
-`bench` also installs ethtool and DPDK (dpdk, dpdk-dev).
+`bench` also installs ethtool and DPDK (dpdk, dpdk-dev, librte-net-af-xdp23).
 `test` as root also reserves 2 MiB hugepages and mounts hugetlbfs for the host tests.
 
 environment:

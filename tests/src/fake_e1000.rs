@@ -11,33 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use zcnic::e1000::regs::{self, Ctrl, Rctl, Status, Tctl};
 use zcnic::{Bar, FakeBar, FakeDma};
-use zcnic_descriptors::e1000::{RxStatus, TxCmd, TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM};
+use zcnic_descriptors::e1000::{RxStatus, TxCmd, TxContext, TxDesc};
 
-/// What the transmit checksum engine does to a frame (8254x SDM §3.3.6, as QEMU's
-/// `putsum`): the ones'-complement sum from the start to the end (inclusive; 0: the frame's
-/// end) of a range, complemented, at its offset, whatever the field held (the driver seeds
-/// it with the pseudo-header's sum).
-pub fn offload_tx(frame: &mut [u8], ctx: &TxContext, popts: u8) {
-    let put = |frame: &mut [u8], start: u8, off: u8, end: u16| {
-        let (start, off) = (usize::from(start), usize::from(off));
-        let end = if end == 0 || usize::from(end) >= frame.len() {
-            frame.len()
-        } else {
-            usize::from(end) + 1
-        };
-        if off + 2 > end || start >= end {
-            return;
-        }
-        let sum = !crate::fake_csum(&frame[start..end]);
-        frame[off..off + 2].copy_from_slice(&sum.to_be_bytes());
-    };
-    if popts & POPTS_IXSM != 0 {
-        put(frame, ctx.ipcss, ctx.ipcso, ctx.ipcse);
-    }
-    if popts & POPTS_TXSM != 0 {
-        put(frame, ctx.tucss, ctx.tucso, ctx.tucse);
-    }
-}
+mod offload;
+pub use offload::offload_tx;
 
 /// MAC the fake device reports.
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xfa, 0xce, 0x01];
@@ -83,6 +60,9 @@ pub struct FakeE1000 {
     pub resets_stuck: Arc<AtomicBool>,
     /// [`Inject::Wire`] frames the receive filter turned away.
     pub filtered: Arc<AtomicU64>,
+    /// Frames not sent because their descriptors broke a rule of the SDM (TSE: see
+    /// `fake_e1000/offload.rs`).
+    pub violations: Arc<AtomicU64>,
     /// The interrupt: IMS as the device keeps it, and the eventfd it signals (reached by
     /// a driver on [`FakeE1000::irq_bar`]; on the plain `bar` IMS writes change nothing).
     pub irq: Arc<FakeIrq>,
@@ -127,6 +107,8 @@ struct Device {
     tx_fetch_only: Arc<AtomicBool>,
     resets_stuck: Arc<AtomicBool>,
     filtered: Arc<AtomicU64>,
+    violations: Arc<AtomicU64>,
+    tse: offload::Tse,
     irq: Arc<FakeIrq>,
     /// First descriptor fetched (TDH moved past it) but not yet processed.
     fetched: Option<u32>,
@@ -165,6 +147,7 @@ impl FakeE1000 {
         let resets_stuck = Arc::new(AtomicBool::new(false));
         let sent_count = Arc::new(AtomicU64::new(0));
         let filtered = Arc::new(AtomicU64::new(0));
+        let violations = Arc::new(AtomicU64::new(0));
         let irq = FakeIrq::new();
         let mut dev = Device {
             irq: irq.clone(),
@@ -176,6 +159,8 @@ impl FakeE1000 {
             tx_fetch_only: tx_fetch_only.clone(),
             resets_stuck: resets_stuck.clone(),
             filtered: filtered.clone(),
+            violations: violations.clone(),
+            tse: offload::Tse::default(),
             fetched: None,
             sent_count: sent_count.clone(),
             pending: None,
@@ -202,6 +187,7 @@ impl FakeE1000 {
             tx_fetch_only,
             resets_stuck,
             filtered,
+            violations,
             irq,
             sent_count,
             inject: tx,
@@ -388,6 +374,7 @@ impl Device {
             let desc = TxDesc::from_words(words);
             if desc.is_context() {
                 // Kept for the data descriptors after it; no frame bytes of its own.
+                self.tse.context(frame_buf.len());
                 self.context = TxContext::from_words(words);
                 if desc.cmd & TxCmd::RS.bits() != 0 {
                     self.write(at + 12, &[0x01]);
@@ -409,6 +396,7 @@ impl Device {
             if extended {
                 self.popts.get_or_insert(desc.css);
             }
+            self.tse.data(&desc, len, extended);
             if self.behaviour.read_frames {
                 // A frame may span several descriptors: gather until EOP.
                 let start = frame_buf.len();
@@ -417,21 +405,32 @@ impl Device {
                     frame_buf.truncate(start);
                 }
                 if eop {
-                    let mut frame = std::mem::take(&mut frame_buf);
-                    if extended {
-                        let popts = self.popts.take().unwrap_or(0);
-                        offload_tx(&mut frame, &self.context, popts);
-                        // VLE is honoured only in VLAN mode (CTRL.VME), on the EOP
-                        // descriptor, with the type from VET, as QEMU's model does.
-                        let vme = self.bar.read32(regs::CTRL) & Ctrl::VME.bits() != 0;
-                        if vme && desc.cmd & TxCmd::VLE.bits() != 0 && frame.len() >= 12 {
-                            let vet = self.bar.read32(regs::VET) as u16;
-                            let mut tag = vet.to_be_bytes().to_vec();
-                            tag.extend(desc.special.to_be_bytes());
-                            frame.splice(12..12, tag);
+                    let frame = std::mem::take(&mut frame_buf);
+                    let popts = if extended { self.popts.take() } else { None };
+                    let frames = match popts {
+                        Some(p) => self.tse.finish(frame, &self.context, p),
+                        None => Ok(vec![std::mem::take(&mut self.tse).plain(frame)]),
+                    };
+                    // VLE is honoured only in VLAN mode (CTRL.VME), on the EOP descriptor,
+                    // with the type from VET, as QEMU's model does; on every segment.
+                    let vme = self.bar.read32(regs::CTRL) & Ctrl::VME.bits() != 0;
+                    let tag = (extended && vme && desc.cmd & TxCmd::VLE.bits() != 0).then(|| {
+                        let vet = self.bar.read32(regs::VET) as u16;
+                        [vet.to_be_bytes(), desc.special.to_be_bytes()].concat()
+                    });
+                    match frames {
+                        Ok(mut frames) => {
+                            for f in frames.iter_mut().filter(|f| f.len() >= 12) {
+                                if let Some(t) = &tag {
+                                    f.splice(12..12, t.iter().copied());
+                                }
+                            }
+                            self.sent.lock().unwrap().extend(frames);
+                        }
+                        Err(()) => {
+                            self.violations.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    self.sent.lock().unwrap().push(frame);
                 }
             }
             if eop {

@@ -99,7 +99,10 @@ struct Device {
 struct TxState {
     partial: Vec<u8>,
     first: Option<(u32, u32)>,
-    contexts: [(u32, u32); 2],
+    /// VLAN_MACIP_LENS, TUCMD and MSS_L4LEN_IDX of each slot.
+    contexts: [(u32, u32, u32); 2],
+    /// Data descriptors of the frame under way, and how many said TSE.
+    descs: (usize, usize),
 }
 
 const DD: u64 = 1;
@@ -109,6 +112,7 @@ const TX_RS: u64 = 1 << 27;
 const TX_EOP: u64 = 1 << 24;
 /// DCMD.VLE, DCMD.DEXT and DTYP (§7.2.2.3).
 const TX_VLE: u32 = 1 << 30;
+const TX_TSE: u32 = 1 << 31;
 const TX_DEXT: u32 = 1 << 29;
 const DTYP_SHIFT: u32 = 20;
 /// VET — VLAN Ether Type (§8.2.6), 0x8100 after reset.
@@ -297,7 +301,7 @@ impl Device {
                 // in its DCMD, so nothing is written back.
                 let idx = (w1 >> 36) as usize & 7;
                 match self.tx[q as usize].contexts.get_mut(idx) {
-                    Some(c) => *c = (addr as u32, cmd),
+                    Some(c) => *c = (addr as u32, cmd, (w1 >> 32) as u32),
                     None => self.misused(),
                 }
                 if w1 & TX_RS != 0 {
@@ -310,6 +314,8 @@ impl Device {
             let mut bytes = vec![0u8; (w1 & 0xffff) as usize];
             let st = &mut self.tx[q as usize];
             st.first.get_or_insert((cmd, (w1 >> 32) as u32));
+            st.descs.0 += 1;
+            st.descs.1 += usize::from(cmd & TX_TSE != 0);
             if self.read(addr, &mut bytes) {
                 self.tx[q as usize].partial.extend_from_slice(&bytes);
             }
@@ -317,9 +323,19 @@ impl Device {
                 let st = &mut self.tx[q as usize];
                 let mut frame = std::mem::take(&mut st.partial);
                 let (first_cmd, olinfo) = st.first.take().unwrap_or_default();
-                let contexts = st.contexts;
-                self.offload(&mut frame, first_cmd, olinfo, &contexts);
-                self.sent.lock().unwrap().push(frame);
+                let (contexts, descs) = (st.contexts, std::mem::take(&mut st.descs));
+                if descs.1 > 0 {
+                    let segs = self.tso(&frame, olinfo, &contexts, descs);
+                    // Each segment is tagged as a frame would be (PAYLEN its length).
+                    for mut seg in segs {
+                        let each = (seg.len() as u32) << 14 | (olinfo & 0x70);
+                        self.offload(&mut seg, first_cmd, each, &contexts);
+                        self.sent.lock().unwrap().push(seg);
+                    }
+                } else {
+                    self.offload(&mut frame, first_cmd, olinfo, &contexts);
+                    self.sent.lock().unwrap().push(frame);
+                }
                 self.per_queue.lock().unwrap().tx[q as usize] += 1;
             }
             if w1 & TX_RS != 0 {
@@ -337,12 +353,54 @@ impl Device {
         self.misuse.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The segments of a TSE frame (the datasheet's TCP segmentation), cut as `fake_tso` does with the context's MSS
+    /// and L4LEN, the TCP checksum field seeded without the length; nothing (and a misuse)
+    /// when TSE was not on every data descriptor (`descs`: all, with TSE), PAYLEN is not
+    /// the payload's length, or the context does not describe TCP/IPv4. (The 82576's
+    /// default DTXTCPFLGH clears CWR on the last segment; the driver never asks TSO of a
+    /// frame with CWR, so that is not played.)
+    fn tso(
+        &self,
+        frame: &[u8],
+        olinfo: u32,
+        contexts: &[(u32, u32, u32); 2],
+        descs: (usize, usize),
+    ) -> Vec<Vec<u8>> {
+        let Some(&(lens, tucmd, mss_l4len)) = contexts.get((olinfo >> 4) as usize & 7) else {
+            self.misused();
+            return Vec::new();
+        };
+        let ip = (lens >> 9 & 0x7f) as usize;
+        let tcp = ip + (lens & 0x1ff) as usize;
+        let hdr = tcp + (mss_l4len >> 8 & 0xff) as usize;
+        let tcp_ipv4 = tucmd & 1 << 10 != 0 && tucmd >> 11 & 3 == 1;
+        let paylen = (olinfo >> 14) as usize;
+        if descs.0 != descs.1 || !tcp_ipv4 || frame.len().checked_sub(hdr) != Some(paylen) {
+            self.misused();
+            return Vec::new();
+        }
+        let cut = crate::fake_tso::Cut {
+            ip,
+            tcp,
+            hdr,
+            mss: (mss_l4len >> 16) as usize,
+            seed: crate::fake_tso::Seed::NoLength,
+            cwr_first_only: false,
+            ip_csum: olinfo & 1 << 8 != 0,
+            tcp_csum: olinfo & 1 << 9 != 0,
+        };
+        crate::fake_tso::segment(frame, &cut).unwrap_or_else(|| {
+            self.misused();
+            Vec::new()
+        })
+    }
+
     /// What the transmit engine does to a frame whose first data descriptor had `cmd` and
     /// `olinfo` (§7.2.2.3): PAYLEN checked, then the checksums POPTS asks for at the
     /// offsets of the context IDX names, each the complement of the ones'-complement sum
     /// of its range whatever the field held (the driver zeroes the IPv4 field and seeds
     /// the transport one with the pseudo-header's sum), then the tag.
-    fn offload(&self, frame: &mut Vec<u8>, cmd: u32, olinfo: u32, contexts: &[(u32, u32); 2]) {
+    fn offload(&self, frame: &mut Vec<u8>, cmd: u32, olinfo: u32, contexts: &[(u32, u32, u32); 2]) {
         if (olinfo >> 14) as usize != frame.len() {
             self.misused();
         }
@@ -351,7 +409,7 @@ impl Device {
         if !(ixsm || txsm || vle) {
             return;
         }
-        let Some(&(lens, tucmd)) = contexts.get((olinfo >> 4) as usize & 7) else {
+        let Some(&(lens, tucmd, _)) = contexts.get((olinfo >> 4) as usize & 7) else {
             self.misused();
             return;
         };

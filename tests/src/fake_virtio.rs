@@ -165,6 +165,9 @@ pub struct Behaviour {
     /// a transmitted NEEDS_CSUM frame has its checksum completed before it is recorded
     /// (`fake_virtio/csum.rs`).
     pub csum: bool,
+    /// Offer VIRTIO_NET_F_HOST_TSO4 (with `csum`): a GSO_TCPV4 frame is cut into the
+    /// segments that are recorded, as the host's Linux cuts it (`fake_virtio/csum.rs`).
+    pub tso: bool,
 }
 
 impl Default for Behaviour {
@@ -185,6 +188,7 @@ impl Default for Behaviour {
             mrg_rxbuf: false,
             mtu: None,
             csum: false,
+            tso: false,
         }
     }
 }
@@ -219,6 +223,9 @@ impl Behaviour {
         }
         if self.csum {
             f |= feature::CSUM | feature::GUEST_CSUM;
+        }
+        if self.tso {
+            f |= feature::HOST_TSO4;
         }
         if self.legacy {
             f &= !(feature::VERSION_1 | feature::ACCESS_PLATFORM);
@@ -992,6 +999,7 @@ impl Core {
         };
         let q = 2 * pair + TX;
         let csum = self.accepted() & feature::CSUM != 0;
+        let tso = csum && self.accepted() & feature::HOST_TSO4 != 0;
         let Some(ring) = self.rings[q].as_mut() else {
             return false;
         };
@@ -1018,12 +1026,20 @@ impl Core {
                 (bytes, frame)
             };
             let mut frame = frame;
-            match head.get(..hdr).map(|h| csum::transmit(h, &mut frame, csum)) {
-                Some(Ok(false)) => {}
-                Some(Ok(true)) => bump(&counts.csum_completed, 1),
-                Some(Err(())) | None => bump(&counts.bad_headers, 1),
+            match head
+                .get(..hdr)
+                .map(|h| csum::transmit(h, &mut frame, csum, tso))
+            {
+                Some(Ok(None)) => frames.push(frame),
+                Some(Ok(Some(segs))) => {
+                    bump(&counts.csum_completed, 1);
+                    frames.extend(segs);
+                }
+                Some(Err(())) | None => {
+                    bump(&counts.bad_headers, 1);
+                    frames.push(frame);
+                }
             }
-            frames.push(frame);
             let len = if self.bad_tx_len > 0 {
                 self.bad_tx_len -= 1;
                 100

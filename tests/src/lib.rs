@@ -2,16 +2,20 @@
 //! [`zcnic::FakeBar`] + [`zcnic::FakeDma`], and helpers for the QEMU suite.
 
 pub mod adversary;
+pub mod conformance;
 pub mod datapath;
 pub mod fake_e1000;
 pub mod fake_filter;
 pub mod fake_igb;
 pub mod fake_igb_irq;
 pub mod fake_irq;
+pub mod fake_tso;
 pub mod fake_virtio;
 pub mod igb_adversary;
 pub mod offload_frames;
 pub mod qemu_suite;
+pub mod tso_frames;
+pub mod veth;
 
 /// The Internet checksum's ones'-complement sum of `data` (RFC 1071), folded, not
 /// complemented: what a device model's checksum engine adds up.

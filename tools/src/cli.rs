@@ -158,7 +158,7 @@ pub enum Cmd {
     /// Receive frames into a pcap file (tcpdump/tshark read it).
     Dump {
         /// PCI address of a NIC bound to vfio-pci, or `xdp:IFACE` for a NIC the kernel
-        /// drives, through AF_XDP (queue 0).
+        /// drives, through AF_XDP (queue 0; queues 0..N with --queues N).
         pci: String,
         /// pcap file to write.
         #[arg(short = 'w', long)]
@@ -204,7 +204,8 @@ pub enum Cmd {
     },
     /// Open a port, receive for a while (dropping what arrives), print its counters.
     Stats {
-        /// PCI address of a NIC bound to vfio-pci.
+        /// PCI address of a NIC bound to vfio-pci, or `xdp:IFACE` for a NIC the kernel
+        /// drives, through AF_XDP.
         pci: String,
         /// Seconds to receive before printing.
         #[arg(
@@ -272,7 +273,7 @@ pub struct FwdCmd {
 #[derive(clap::Args, Debug)]
 pub struct PktgenCmd {
     /// PCI address of the sending NIC (bound to vfio-pci), or `xdp:IFACE` for a NIC the
-    /// kernel drives, through AF_XDP (queue 0; e.g. xdp:eth0).
+    /// kernel drives, through AF_XDP (queue 0, or 0..N with --queues N; e.g. xdp:eth0).
     pub pci: String,
     /// Frame size in bytes without FCS: N or MIN-MAX (cycled), from 60 up to the MTU + 14
     /// (1514; --mtu 9000 allows 9014).

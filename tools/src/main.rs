@@ -3,8 +3,8 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use zcnic::{Config, HugepageStatus, PciAddr};
-use zcnic_tools::checks::{check_burst, check_count, open, parse_pci, seconds, MAX_BURST};
+use zcnic::{Config, HugepageStatus};
+use zcnic_tools::checks::{check_burst, check_count, parse_pci, seconds, MAX_BURST};
 use zcnic_tools::cli::{Cli, Cmd, FwdCmd, FwdMode, PortOpts};
 use zcnic_tools::idle::{self, Idle, Idler};
 use zcnic_tools::pktgen_cli::pktgen_cmd;
@@ -141,7 +141,11 @@ fn stats_cmd(
     idle: Idle,
     port: PortOpts,
 ) -> Result<(), ToolError> {
-    let addr = parse_pci(pci)?;
+    // `xdp:eth0` (AF_XDP) by name; a PCI address checked and spelled in full.
+    let addr = match pci.starts_with("xdp:") {
+        true => pci.to_string(),
+        false => parse_pci(pci)?.to_string(),
+    };
     let d = seconds("duration", Some(duration))?.unwrap_or_default();
     let cfg = Config {
         promisc: true,
@@ -152,7 +156,7 @@ fn stats_cmd(
     }
     if queues > 1 {
         let cfg = Config { queues, ..cfg };
-        let (mut port, mut pairs) = zcnic::open_port(&addr.to_string(), &cfg)?;
+        let (mut port, mut pairs) = zcnic::open_port(&addr, &cfg)?;
         eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
         receive_for(d, |buf| {
             for q in &mut pairs {
@@ -165,7 +169,7 @@ fn stats_cmd(
         print_stats(&addr, driver, mac, &link, &s, &per_queue, json);
         return Ok(());
     }
-    let mut nic = open(&addr, &cfg)?;
+    let mut nic = zcnic::open_with(&addr, &cfg)?;
     eprintln!("stats {addr}: receiving for {duration} s, idle {idle}");
     let mut idler = Idler::new(idle);
     let (cpu0, wall0) = (idle::cpu_time(), std::time::Instant::now());
@@ -199,7 +203,7 @@ fn receive_for(d: std::time::Duration, mut rx: impl FnMut(&mut Vec<zcnic::Packet
 /// `zcnic stats`' output: a line per counter (and per queue), or one JSON object with a
 /// `queues` array when there are several.
 fn print_stats(
-    addr: &PciAddr,
+    addr: &str,
     driver: &str,
     mac: [u8; 6],
     link: &zcnic::Link,
@@ -276,18 +280,12 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             idle,
             port,
         } => {
-            // `xdp:eth0` (AF_XDP, one queue) by name; a PCI address checked and spelled in full.
-            let xdp = pci.starts_with("xdp:");
-            let addr = if xdp {
+            // `xdp:eth0` (AF_XDP) by name; a PCI address checked and spelled in full.
+            let addr = if pci.starts_with("xdp:") {
                 pci.clone()
             } else {
                 parse_pci(&pci)?.to_string()
             };
-            if xdp && queues > 1 {
-                return Err(msg(format!(
-                    "--queues {queues}: an AF_XDP port ({pci}) has one queue here"
-                )));
-            }
             check_count(count)?;
             let groups = groups::Groups::parse(&join, allmulti, !no_promisc)?;
             if queues == 0 {

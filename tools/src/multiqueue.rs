@@ -378,7 +378,7 @@ pub fn fwd_cmd(
 }
 
 /// `zcnic pktgen --queues N` on the command line: open the port, send, print the totals.
-pub fn pktgen_cmd(addr: &PciAddr, c: &crate::cli::PktgenCmd, args: &Args) -> Result<(), ToolError> {
+pub fn pktgen_cmd(addr: &str, c: &crate::cli::PktgenCmd, args: &Args) -> Result<(), ToolError> {
     if c.rx.is_some() || c.json {
         return Err(msg(
             "--queues sends only, in text: drop --rx/--json, and receive with `zcnic dump --queues`",
@@ -388,7 +388,7 @@ pub fn pktgen_cmd(addr: &PciAddr, c: &crate::cli::PktgenCmd, args: &Args) -> Res
         queues: c.queues,
         ..c.port.config()
     };
-    let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+    let (mut port, queues) = zcnic::open_port(addr, &cfg)?;
     println!(
         "pktgen {addr}: {} {}, link {}, {} queues, streams {}..={}",
         port.driver(),

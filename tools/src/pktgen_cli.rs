@@ -119,12 +119,6 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
     }
     // Before the port opens: a size beyond the MTU asked for is a usage error.
     pktgen::check_mtu(sizes.max(), c.port.mtu.into(), &c.pci)?;
-    if c.queues > 1 && xdp {
-        return Err(msg(format!(
-            "--queues {}: an AF_XDP port ({}) has one queue here",
-            c.queues, c.pci
-        )));
-    }
     if c.queues > 1 && streams_run {
         if c.rx.is_some() {
             return Err(msg(
@@ -135,9 +129,9 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
             queues: c.queues,
             ..c.port.config()
         };
-        let (mut port, queues) = zcnic::open_port(&addr.to_string(), &cfg)?;
+        let (mut port, queues) = zcnic::open_port(&tx_name, &cfg)?;
         println!(
-            "pktgen {addr}: {} {}, link {}, {} streams on {} queues",
+            "pktgen {tx_name}: {} {}, link {}, {} streams on {} queues",
             port.driver(),
             zcnic::format_mac(port.mac()),
             port.link(),
@@ -154,7 +148,7 @@ pub fn pktgen_cmd(c: PktgenCmd) -> Result<(), ToolError> {
                 "--rate N% with --queues: give the rate in pps or bits (100k, 500Mbit)",
             ));
         }
-        return multiqueue::pktgen_cmd(&addr, &c, &args);
+        return multiqueue::pktgen_cmd(&tx_name, &c, &args);
     }
     let mut cfg = c.port.config();
     // Tags inserted by the NIC: the e1000 honours VLE only in VLAN mode.

@@ -205,7 +205,7 @@ impl<B: Bar> Nic for E1000<B> {
         Ok(())
     }
 
-    /// Checksums on transmit (context descriptors); tags inserted only with
+    /// Checksums and TCP segmentation on transmit (context descriptors); tags inserted only with
     /// `Config::vlan_strip`, as VLE is honoured only with CTRL.VME set (8254x SDM §3.3.7.1).
     /// Receive verdicts as RXCSUM asks; QEMU's model says "ignore checksum" (IXSM) on every
     /// frame, so there they are all `Unknown`.
@@ -218,6 +218,7 @@ impl<B: Bar> Nic for E1000<B> {
             rx_checksum: true,
             rx_vlan_strip: self.vlan_strip,
             rx_rss_hash: false,
+            tx_tso4: true,
         }
     }
 

@@ -16,7 +16,9 @@ use super::E1000;
 use crate::mmio::Bar;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use zcnic_descriptors::e1000::{TxContext, TxDesc, POPTS_IXSM, POPTS_TXSM, TUCMD_IP, TUCMD_TCP};
+use zcnic_descriptors::e1000::{
+    TxContext, TxDesc, DCMD_TSE, POPTS_IXSM, POPTS_TXSM, TUCMD_IP, TUCMD_TCP, TUCMD_TSE,
+};
 use zcnic_descriptors::RingIndex;
 use zcnic_hugepages::{
     DmaAllocator, DmaError, DmaRing, L4Csum, Mempool, Packet, PoolCache, TxOffload, Words,
@@ -27,6 +29,9 @@ use zcnic_hugepages::{
 pub const TX_CLEAN_BATCH: u32 = 32;
 /// Largest frame the e1000 sends (8254x SDM §3.3: 16288 bytes with a payload chain).
 pub const MAX_FRAME: usize = 16288;
+/// Largest frame the e1000 segments (TSO): an IPv4 packet of 65535 bytes after an
+/// Ethernet header with a tag (each descriptor of it still at most [`MAX_FRAME`]).
+const TSO_MAX_FRAME: usize = 65535 + 18;
 // The fast path sends any non-empty single buffer as it is.
 const _: () = assert!(HEADROOM + DATA_ROOM <= MAX_FRAME);
 
@@ -217,15 +222,23 @@ fn chain(
     let Some(pkt) = crate::nic::into_space(pkt, pool) else {
         return Ok(None);
     };
-    let parts = || crate::nic::tx_parts(&pkt);
+    let parts = || crate::nic::tx_parts(&pkt).flat_map(pieces);
     let (parts_n, total) = parts().fold((0, 0), |(n, t), (_, len)| (n + 1, t + len));
-    // An offload request: a context descriptor first when it asks for checksums, and
-    // extended data descriptors that point at it (8254x SDM §3.3.6, §3.3.7).
+    // An offload request: a context descriptor first when it asks for checksums or
+    // segmentation, and extended data descriptors that point at it (8254x SDM §3.3.6,
+    // §3.3.7, §3.5).
     let req = pkt.tx_offload();
-    let ctx = req.filter(|r| r.wants_checksum()).map(context);
+    let (ctx, max) = match req {
+        Some(r) if r.tso.is_some() => match tso_context(&pkt, r) {
+            Some(c) => (Some(c), TSO_MAX_FRAME),
+            None => return Ok(None),
+        },
+        Some(r) if r.wants_checksum() => (Some(context(r)), MAX_FRAME),
+        _ => (None, MAX_FRAME),
+    };
     let n = parts_n + usize::from(ctx.is_some());
     // Longer than the ring could ever hold (one slot stays empty) would wait forever.
-    if total > MAX_FRAME || n > ring.last() || parts().any(|(_, len)| len == 0) {
+    if total > max || n > ring.last() || parts().any(|(_, len)| len == 0) {
         return Ok(None);
     }
     if n > room as usize {
@@ -243,6 +256,11 @@ fn chain(
         slot = ring.slot(at.wrapping_add(i as u32 - 1));
         // Each part is at most MAX_FRAME bytes, so its length fits the field.
         let desc = match req {
+            Some(r) if r.tso.is_some() => {
+                let mut d = TxDesc::extended(iova, len as u16, i == n, popts(&r), r.vlan);
+                d.cmd |= DCMD_TSE;
+                d
+            }
             Some(r) => TxDesc::extended(iova, len as u16, i == n, popts(&r), r.vlan),
             None if i == n => TxDesc::frame(iova, len as u16, false),
             None => TxDesc::data(iova, len as u16, false),
@@ -251,6 +269,15 @@ fn chain(
     }
     park(bufs, slot, pkt);
     Ok(Some((total, n as u32)))
+}
+
+/// A part of a frame in pieces of at most [`MAX_FRAME`] bytes, a descriptor each (a
+/// segmented frame's attached payload may be longer); an empty part stays one piece.
+fn pieces((iova, len): (u64, usize)) -> impl Iterator<Item = (u64, usize)> {
+    (0..len.div_ceil(MAX_FRAME).max(1)).map(move |k| {
+        let at = k * MAX_FRAME;
+        (iova + at as u64, (len - at).min(MAX_FRAME))
+    })
 }
 
 /// The context descriptor for a checksum request: offsets from the frame's start.
@@ -276,7 +303,24 @@ fn context(r: TxOffload) -> TxContext {
         // To the frame's end.
         tucse: 0,
         tucmd,
+        ..TxContext::default()
     }
+}
+
+/// The context descriptor for a segmentation request (8254x SDM §3.5): the checksum
+/// offsets as for [`context`], the IPv4 header's end, TSE, and how to cut: the headers'
+/// length, the MSS and the payload's. `None` when the frame does not fit the request
+/// (headers as `offload::tso_headers` checks them) or the context's fields.
+fn tso_context(pkt: &Packet, r: TxOffload) -> Option<TxContext> {
+    let h = crate::offload::tso_headers(pkt, &r).ok()?;
+    let mss = r.tso?.get();
+    Some(TxContext {
+        tucmd: TUCMD_TSE | TUCMD_IP | TUCMD_TCP,
+        paylen: h.payload as u32,
+        hdrlen: u8::try_from(h.hdr).ok()?,
+        mss,
+        ..context(r)
+    })
 }
 
 /// POPTS for a request: which of the context's checksums to insert.

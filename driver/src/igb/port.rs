@@ -120,9 +120,9 @@ impl<B: Bar> Port for IgbPort<B> {
 
     /// Receive verdicts and tags (CTRL.VME) are recorded with `Config::vlan_strip` (the
     /// one switch for receive results, which the one-buffer path pays for otherwise).
-    /// Transmit checksums always, through advanced context descriptors; tag insertion in
-    /// VLAN mode (CTRL.VME, which `Config::vlan_strip` sets), as the e1000, where VLE is
-    /// honoured only then.
+    /// Transmit checksums and TCP segmentation always, through advanced context
+    /// descriptors; tag insertion in VLAN mode (CTRL.VME, which `Config::vlan_strip`
+    /// sets), as the e1000, where VLE is honoured only then.
     fn offloads(&self) -> crate::Offloads {
         crate::Offloads {
             tx_ipv4_csum: true,
@@ -132,6 +132,7 @@ impl<B: Bar> Port for IgbPort<B> {
             rx_checksum: self.vlan_strip,
             rx_vlan_strip: self.vlan_strip,
             rx_rss_hash: Port::queues(self) > 1,
+            tx_tso4: true,
         }
     }
 

@@ -30,6 +30,9 @@ use zcnic_hugepages::{
 
 /// Largest frame the 82576 sends without TSO (§7.2.1: 9.5 KB jumbo limit).
 pub const MAX_FRAME: usize = 9728;
+/// Largest frame the igb segments: an IPv4 packet of 65535 bytes after an Ethernet
+/// header with a tag.
+const TSO_MAX_FRAME: usize = 65535 + 18;
 
 pub(crate) struct TxRing {
     pub(crate) ring: DmaRing,
@@ -294,8 +297,14 @@ fn chain(
     let bad = |&(_, len): &(u64, usize)| len == 0 || len > usize::from(u16::MAX);
     let first = u32::from(ask.is_some());
     let used = n + first as usize;
+    let tso = ask.and_then(|a| a.paylen);
+    let max = if tso.is_some() {
+        TSO_MAX_FRAME
+    } else {
+        MAX_FRAME
+    };
     // Longer than the ring could ever hold (one slot stays empty) would wait forever.
-    if total > MAX_FRAME || used > ring.last() || parts().any(|p| bad(&p)) {
+    if total > max || used > ring.last() || parts().any(|p| bad(&p)) {
         return Ok(None);
     }
     if used > room as usize {
@@ -309,9 +318,13 @@ fn chain(
     for (i, (iova, len)) in (first..).zip(parts()) {
         last = ring.slot(at.wrapping_add(i));
         let head = i == first;
-        let paylen = if head { total as u32 } else { 0 };
+        let paylen = if head { tso.unwrap_or(total as u32) } else { 0 };
         let eop = i as usize == used - 1;
         let mut d = TxDesc::data(iova, len as u16, paylen, eop, false);
+        if tso.is_some() {
+            // TSE on every descriptor of the frame, as Linux's igb sets it.
+            d.cmd_type_len |= zcnic_descriptors::igb::tx_cmd::TSE;
+        }
         if let Some(a) = ask {
             // POPTS is read on the first data descriptor; VLE on each, as Linux sets it.
             d = d.offloaded(if head { a.popts } else { 0 }, 0, a.vle);
@@ -384,6 +397,8 @@ struct Ask {
     context: TxContext,
     popts: u32,
     vle: bool,
+    /// Segmentation: PAYLEN, the TCP payload's length (else the frame's).
+    paylen: Option<u32>,
 }
 
 /// The device's part of `pkt`'s offload request (`Packet::tx_offload`): `Some(None)` when
@@ -421,18 +436,28 @@ fn offload(pkt: &mut Packet, vlan_insert: bool) -> Option<Option<Ask>> {
     if r.l4.is_some() {
         p |= popts::TXSM;
     }
-    let context = TxContext {
+    let mut context = TxContext {
         // A tag alone asks for no checksum: MACLEN is then not read.
         maclen: if maclen { r.l2_len } else { 0 },
         iplen: u16::from(r.l3_len),
         vlan: r.vlan.unwrap_or(0),
         tucmd: t,
-        idx: 0,
+        ..TxContext::default()
     };
+    // Segmentation (the datasheet's TCP segmentation, with §7.2.2.2-3): the MSS and TCP header length in the context, the payload's
+    // length as PAYLEN. Headers that do not hold up drop the frame (never sent whole).
+    let mut paylen = None;
+    if let Some(mss) = r.tso {
+        let h = crate::offload::tso_headers(pkt, &r).ok()?;
+        context.mss = mss.get();
+        context.l4len = u8::try_from(h.hdr - h.tcp).ok()?;
+        paylen = Some(h.payload as u32);
+    }
     Some(Some(Ask {
         context,
         popts: p,
         vle: r.vlan.is_some(),
+        paylen,
     }))
 }
 

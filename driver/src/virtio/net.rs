@@ -50,6 +50,12 @@ pub mod feature {
     pub const MTU: u64 = 1 << 3;
     /// Device has a MAC address in its configuration.
     pub const MAC: u64 = 1 << 5;
+    /// VIRTIO_NET_F_GUEST_TSO4 — the device may deliver TCP/IPv4 frames longer than the
+    /// MTU, segments merged (virtio 1.1 §5.1.6.4). Never asked: see `offload.rs`.
+    pub const GUEST_TSO4: u64 = 1 << 7;
+    /// VIRTIO_NET_F_HOST_TSO4 — the device segments a TCP/IPv4 frame whose header says
+    /// GSO_TCPV4 (virtio 1.1 §5.1.6.2); needs CSUM.
+    pub const HOST_TSO4: u64 = 1 << 11;
     /// VIRTIO_NET_F_MRG_RXBUF — a received frame may span several receive buffers, its
     /// header saying how many (`num_buffers`, virtio 1.1 §5.1.6.3.1); the header is then
     /// 12 bytes on a legacy device too.
@@ -82,8 +88,9 @@ pub mod feature {
 
 /// Features zcnic asks for; none is required except VERSION_1 on a modern device (QEMU
 /// withholds the checksum and offload bits on hub and socket wires, so zcnic needs none).
-/// The checksum offloads both ways when offered (`offload.rs`), not the segmentation
-/// ones (TSO/GSO: frames longer than the MTU).
+/// The checksum offloads both ways when offered (`offload.rs`), and TCP segmentation on
+/// transmit (HOST_TSO4, with CSUM); never segments merged on receive (GUEST_TSO4 and the
+/// like: frames longer than the MTU, see `offload.rs`).
 /// The control queue and receive filters always; several queue pairs, RSS and the hash
 /// report only for a port of several queues (`queues > 1`): the hash report makes every
 /// header 8 bytes longer.
@@ -91,6 +98,7 @@ pub fn wanted_features(packed: bool, queues: u16) -> u64 {
     let mut f = feature::VERSION_1
         | feature::CSUM
         | feature::GUEST_CSUM
+        | feature::HOST_TSO4
         | feature::ACCESS_PLATFORM
         | feature::MAC
         | feature::MTU
@@ -154,6 +162,10 @@ pub fn negotiate(
     // MTU the device never merges, and the receive path reads no `num_buffers`.
     if cfg.max_frame() > DATA_ROOM {
         accepted |= offered & feature::MRG_RXBUF;
+    }
+    // HOST_TSO4 depends on CSUM (virtio 1.1 §5.1.3.1).
+    if accepted & feature::CSUM == 0 {
+        accepted &= !feature::HOST_TSO4;
     }
     // The hash report without RSS would report nothing zcnic asked for (QEMU hashes only
     // with RSS configured), and costs 8 header bytes a frame.

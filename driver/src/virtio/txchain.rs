@@ -23,6 +23,9 @@ use zcnic_hugepages::{AddressSpace, Mempool, Packet};
 /// The most descriptors one frame takes here, the header's own included. A 65535-byte
 /// frame in full pool buffers takes 33; a chain of more parts is copied into those.
 pub(super) const MAX_PARTS: usize = 64;
+/// The longest frame the device is asked to segment: an IPv4 packet of 65535 bytes after
+/// an Ethernet header with a tag.
+const TSO_MAX_FRAME: usize = 65535 + 18;
 
 /// What a multi-part send needs of its queue.
 pub(super) struct Sender<'a> {
@@ -52,20 +55,29 @@ impl Sender<'_> {
         pkt: Packet,
     ) -> Option<(u16, Packet, usize)> {
         let total = pkt.total_len();
-        if pkt.is_empty() || total > self.max_frame {
+        // A frame the device segments may be as long as an IPv4 packet after its
+        // Ethernet header; any other no longer than the MTU allows.
+        let tso = pkt.tx_offload().is_some_and(|r| r.tso.is_some()) && self.caps.tx_tso4;
+        let max = if tso { TSO_MAX_FRAME } else { self.max_frame };
+        if pkt.is_empty() || total > max {
             return None;
         }
         let mut pkt = self.reachable(pkt)?;
-        let csum = super::offload::prepare_tx(&mut pkt, self.caps).ok()?;
+        let ask = super::offload::prepare_tx(&mut pkt, self.caps).ok()?;
         // A tag inserted in software makes the frame 4 bytes longer.
         let total = pkt.total_len();
-        if total > self.max_frame || pkt.prepend(self.hdr_len).is_err() {
+        let max = if ask.is_some_and(|a| a.gso.is_some()) {
+            TSO_MAX_FRAME
+        } else {
+            self.max_frame
+        };
+        if total > max || pkt.prepend(self.hdr_len).is_err() {
             return None;
         }
         let hdr = &mut pkt.data_mut()[..self.hdr_len];
         hdr.fill(0);
-        if let Some(at) = csum {
-            super::offload::write_tx_header(hdr, at);
+        if let Some(a) = ask {
+            super::offload::write_tx_header(hdr, a);
         }
         let mut descs = [Buf {
             addr: 0,

@@ -1,11 +1,11 @@
 //! The kernel as an adversary: tests that play the kernel's side of the four rings on
-//! plain memory ([`Xsk::fake`](super::init::Xsk::fake)) and write what a buggy or hostile
+//! plain memory ([`Queue::fake`](super::init::Xsk::fake)) and write what a buggy or hostile
 //! kernel might — producers run past the ring, consumers that move backwards, addresses
 //! outside the UMEM or of frames the kernel does not hold, a frame returned twice, a
 //! length past its frame. Each is counted and refused; none panics, none reaches a
 //! `Packet`, and good entries around a bad one still go through.
 
-use super::init::{Xsk, RX_FRAMES};
+use super::init::{Queue, RX_FRAMES, TX_BASE};
 use super::ring::FRAME;
 use super::XdpPort;
 use crate::{Config, Nic};
@@ -25,50 +25,50 @@ struct Kernel {
 impl Kernel {
     /// Takes the next fill entry's frame, without receiving into it yet.
     fn take_fill(&mut self, port: &XdpPort) -> u64 {
-        let a = port.xsk.fill.addr(self.fill_cons);
+        let a = port.rx.rings.fill.addr(self.fill_cons);
         self.fill_cons += 1;
-        port.xsk.fill.set_consumer(self.fill_cons);
+        port.rx.rings.fill.set_consumer(self.fill_cons);
         a
     }
 
     /// Posts an RX descriptor as the kernel would (data written first, producer last).
     fn post_rx(&mut self, port: &XdpPort, addr: u64, len: u32) {
-        port.xsk.rx.set_desc(self.rx_prod, addr, len);
+        port.rx.rings.rx.set_desc(self.rx_prod, addr, len);
         self.rx_prod += 1;
-        port.xsk.rx.set_producer(self.rx_prod);
+        port.rx.rings.rx.set_producer(self.rx_prod);
     }
 
     /// Receives `data` into the next fill frame.
-    fn receive(&mut self, port: &XdpPort, data: &[u8]) {
+    fn receive(&mut self, port: &mut XdpPort, data: &[u8]) {
         let frame = self.take_fill(port);
-        assert!(port.xsk.umem.write((frame + HEADROOM) as usize, data));
+        assert!(port.rx.umem.write((frame + HEADROOM) as usize, data));
         self.post_rx(port, frame + HEADROOM, data.len() as u32);
     }
 
     /// Sends every queued TX descriptor: their bytes, each frame completed.
     fn send_all(&mut self, port: &XdpPort) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        while self.tx_cons != port.xsk.tx.producer() {
-            let (addr, len) = port.xsk.tx.desc(self.tx_cons);
+        while self.tx_cons != port.tx.rings.tx.producer() {
+            let (addr, len) = port.tx.rings.tx.desc(self.tx_cons);
             let mut b = vec![0u8; len as usize];
-            assert!(port.xsk.umem.read(addr as usize, &mut b));
+            assert!(port.tx.umem.read((addr - TX_BASE) as usize, &mut b));
             out.push(b);
             self.tx_cons += 1;
             self.complete(port, addr);
         }
-        port.xsk.tx.set_consumer(self.tx_cons);
+        port.tx.rings.tx.set_consumer(self.tx_cons);
         out
     }
 
     fn complete(&mut self, port: &XdpPort, addr: u64) {
-        port.xsk.comp.set_addr(self.comp_prod, addr);
+        port.tx.rings.comp.set_addr(self.comp_prod, addr);
         self.comp_prod += 1;
-        port.xsk.comp.set_producer(self.comp_prod);
+        port.tx.rings.comp.set_producer(self.comp_prod);
     }
 }
 
 fn port() -> XdpPort {
-    XdpPort::with_xsk("zcfake0", Xsk::fake(), &Config::default()).unwrap()
+    XdpPort::with_queue("zcfake0", Queue::fake(), None, &Config::default()).unwrap()
 }
 
 fn frame(i: u8, len: usize) -> Vec<u8> {
@@ -85,7 +85,7 @@ fn rx_all(port: &mut XdpPort) -> Vec<Vec<u8>> {
 fn good_frames_go_both_ways_byte_for_byte() {
     let (mut port, mut k) = (port(), Kernel::default());
     for i in 0..3 {
-        k.receive(&port, &frame(i, 60 + usize::from(i) * 700));
+        k.receive(&mut port, &frame(i, 60 + usize::from(i) * 700));
     }
     let got = rx_all(&mut port);
     assert_eq!(
@@ -95,7 +95,7 @@ fn good_frames_go_both_ways_byte_for_byte() {
             .collect::<Vec<_>>()
     );
     // The frames went back to the fill ring.
-    assert_eq!(port.xsk.fill.producer(), RX_FRAMES + 3);
+    assert_eq!(port.rx.rings.fill.producer(), RX_FRAMES + 3);
     let mut tx: Vec<_> = (0..4)
         .map(|i| port.pool().alloc_copy(&frame(i, 100)).unwrap())
         .collect();
@@ -111,19 +111,25 @@ fn good_frames_go_both_ways_byte_for_byte() {
 #[test]
 fn an_rx_producer_past_the_ring_is_refused() {
     let (mut port, mut k) = (port(), Kernel::default());
-    k.receive(&port, &frame(1, 60));
-    port.xsk.rx.set_producer(port.xsk.rx.size + 5);
+    k.receive(&mut port, &frame(1, 60));
+    port.rx.rings.rx.set_producer(port.rx.rings.rx.size + 5);
     assert!(rx_all(&mut port).is_empty());
-    assert_eq!(port.bad, 1);
+    assert_eq!(
+        port.rx
+            .shared
+            .bad
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // Back in order, the frame arrives.
-    port.xsk.rx.set_producer(1);
+    port.rx.rings.rx.set_producer(1);
     assert_eq!(rx_all(&mut port), vec![frame(1, 60)]);
 }
 
 #[test]
 fn bad_rx_descriptors_are_dropped_and_good_ones_around_them_delivered() {
     let (mut port, mut k) = (port(), Kernel::default());
-    k.receive(&port, &frame(1, 60));
+    k.receive(&mut port, &frame(1, 60));
     // Outside the UMEM.
     k.post_rx(&port, u64::MAX - 10, 60);
     // A TX frame the kernel never had for receiving.
@@ -137,7 +143,7 @@ fn bad_rx_descriptors_are_dropped_and_good_ones_around_them_delivered() {
     k.post_rx(&port, long + HEADROOM, (FRAME - HEADROOM + 1) as u32);
     let empty = k.take_fill(&port);
     k.post_rx(&port, empty + HEADROOM, 0);
-    k.receive(&port, &frame(2, 61));
+    k.receive(&mut port, &frame(2, 61));
     let got = rx_all(&mut port);
     assert_eq!(
         got.len(),
@@ -153,7 +159,7 @@ fn bad_rx_descriptors_are_dropped_and_good_ones_around_them_delivered() {
     assert_eq!(st.hw("bad_kernel_index"), Some(5));
     // The frames whose address was good went back to the fill ring, once each: the
     // twice-received one, the long one and the empty one, and the two good ones.
-    assert_eq!(port.xsk.fill.producer(), RX_FRAMES + 5);
+    assert_eq!(port.rx.rings.fill.producer(), RX_FRAMES + 5);
 }
 
 #[test]
@@ -165,19 +171,31 @@ fn bad_completions_and_a_backwards_tx_consumer_are_refused() {
     k.complete(&port, 7);
     let mut tx = vec![port.pool().alloc_copy(&frame(9, 60)).unwrap()];
     assert_eq!(port.tx_batch(&mut tx), 1);
-    assert_eq!(port.bad, 3);
     assert_eq!(
-        port.xsk.frames.in_flight(),
+        port.rx
+            .shared
+            .bad
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        port.tx.in_flight(),
         1,
         "the real frame is still the kernel's"
     );
     // The kernel's TX consumer jumps past our producer: nothing more is posted.
-    port.xsk.tx.set_consumer(5);
+    port.tx.rings.tx.set_consumer(5);
     let mut tx = vec![port.pool().alloc_copy(&frame(8, 60)).unwrap()];
     assert_eq!(port.tx_batch(&mut tx), 0);
     assert_eq!(tx.len(), 1, "the frame stays with the caller");
-    assert_eq!(port.bad, 4);
-    port.xsk.tx.set_consumer(0);
+    assert_eq!(
+        port.rx
+            .shared
+            .bad
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    port.tx.rings.tx.set_consumer(0);
     assert_eq!(k.send_all(&port), vec![frame(9, 60)]);
     assert!(port.flush(), "the real frame completed");
     // Once the consumer is sane again, sending resumes.
@@ -186,9 +204,16 @@ fn bad_completions_and_a_backwards_tx_consumer_are_refused() {
     assert_eq!(k.send_all(&port), vec![frame(7, 60)]);
     assert!(port.flush());
     // A completion producer past the ring.
-    port.xsk
+    port.tx
+        .rings
         .comp
-        .set_producer(k.comp_prod + port.xsk.comp.size + 1);
+        .set_producer(k.comp_prod + port.tx.rings.comp.size + 1);
     assert!(port.flush());
-    assert_eq!(port.bad, 5);
+    assert_eq!(
+        port.rx
+            .shared
+            .bad
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
 }

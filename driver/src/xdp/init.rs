@@ -1,6 +1,7 @@
-//! Opening an AF_XDP port: the UMEM and its rings, the socket bound to queue 0 (zero
-//! copy where the driver has it, copy mode otherwise), and zcnic's own redirect program
-//! attached through a bpf_link.
+//! Opening an AF_XDP port: per queue, the UMEM and its rings and the socket bound to
+//! that queue (zero copy where the driver has it, copy mode otherwise); per port, an
+//! XSKMAP of the sockets by queue and zcnic's own redirect program attached through a
+//! bpf_link.
 //!
 //! The program is six BPF instructions written here rather than an object file from
 //! libxdp or a compiler: `bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS)`, so
@@ -9,10 +10,12 @@
 //! closes: on drop, on exit, and on kill -9 alike.
 
 use super::ring::{Frames, Ring, FRAME};
-use super::sys::{self, Mapping, UmemReg};
+use super::sys::{self, Mapping, UmemReg, View};
 use crate::Error;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Frames the kernel receives into (fill ring) and frames zcnic sends from.
@@ -57,43 +60,80 @@ pub fn program(map: i32) -> [u64; 6] {
     ]
 }
 
-/// Everything an open port holds of the kernel, in the order it is released: the link
-/// first (the program stops redirecting), then the program and map, the socket, and the
-/// memory the socket had registered last.
+/// What both halves of one queue share: the socket. Each half holds its own part of
+/// the UMEM ([`View`]) after this in its fields, so the socket closes before the
+/// memory it registered is unmapped, whichever half goes last.
 #[derive(Debug)]
-pub struct Xsk {
-    /// The kernel objects: `None` only in the tests that play the kernel on rings of
-    /// plain memory (`Xsk::fake`).
-    pub kernel: Option<Fds>,
-    pub fill: Ring,
-    pub comp: Ring,
-    pub rx: Ring,
-    pub tx: Ring,
-    pub umem: Mapping,
-    pub frames: Frames,
+pub struct Shared {
+    /// The socket: `None` only in the tests that play the kernel on rings of plain
+    /// memory ([`Queue::fake`]).
+    pub sock: Option<OwnedFd>,
     /// Bound in zero-copy mode (else copy mode).
     pub zero_copy: bool,
+    /// Indices or addresses the kernel wrote that failed a check, on either half.
+    pub bad: AtomicU64,
+}
+
+impl Shared {
+    /// One more entry the kernel wrote that failed a check (either half may count).
+    pub fn bad(&self) {
+        self.bad.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The receive half's rings: the fill ring it produces into, the RX ring it consumes,
+/// and who holds each frame. Frames 0..RX_FRAMES are its own.
+#[derive(Debug)]
+pub struct RxRings {
+    pub fill: Ring,
+    pub rx: Ring,
+    pub frames: Frames,
+}
+
+/// The transmit half's rings: the TX ring it produces into, the completion ring it
+/// consumes, and who holds each frame. Frames RX_FRAMES.. are its own.
+#[derive(Debug)]
+pub struct TxRings {
+    pub tx: Ring,
+    pub comp: Ring,
+    pub frames: Frames,
+}
+
+/// One queue's socket, bound, with its rings split between a receive and a transmit
+/// half. Each half keeps a table of every frame but only ever moves its own (the other
+/// half's frames stay `Fill` or `Free` there), so a frame the kernel returns on the
+/// wrong ring is a bad address on that half, as before the split.
+#[derive(Debug)]
+pub struct Queue {
+    pub shared: Arc<Shared>,
+    pub rx: RxRings,
+    pub tx: TxRings,
+    /// The UMEM's receive frames (0..RX_FRAMES) and transmit frames (the rest).
+    pub umem: (View, View),
+}
+
+/// Where the transmit half's view starts in the UMEM.
+pub const TX_BASE: u64 = RX_FRAMES as u64 * FRAME;
+
+/// The program's attachment, shared by every queue of a port: the link first (the
+/// program stops redirecting), then the program and the map.
+#[derive(Debug)]
+pub struct Attach {
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
     /// Attached as generic (skb) XDP rather than in the driver.
     pub generic: bool,
 }
 
-/// The link, program, map and socket of an open port, closed in that order.
-#[derive(Debug)]
-pub struct Fds {
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
-    pub sock: OwnedFd,
-}
-
 /// The error for a failed step of opening `iface`.
-fn fail(iface: &str, what: &str, e: io::Error) -> Error {
+pub fn fail(iface: &str, what: &str, e: io::Error) -> Error {
     let hint = match e.raw_os_error() {
         Some(libc::EPERM | libc::EACCES) => "run as root (AF_XDP and bpf() need CAP_NET_RAW, CAP_BPF and CAP_NET_ADMIN)",
         Some(libc::EAFNOSUPPORT) => "this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS)",
-        Some(libc::EBUSY) => "the interface already has an XDP program or socket on queue 0 (another zcnic? `ip link show` names it)",
+        Some(libc::EBUSY) => "the interface already has an XDP program or socket on that queue (another zcnic? `ip link show` names it)",
         Some(libc::ENETDOWN) => "the interface is down: `ip link set IFACE up`",
-        Some(libc::EOPNOTSUPP | libc::EINVAL) => "the interface or kernel does not support AF_XDP here",
+        Some(libc::EOPNOTSUPP | libc::EINVAL) => "the interface or kernel does not support AF_XDP here (or has fewer queues: `ethtool -l IFACE`)",
         _ => "",
     };
     Error::Xdp {
@@ -106,22 +146,28 @@ fn fail(iface: &str, what: &str, e: io::Error) -> Error {
     }
 }
 
-/// Binds `sock` to queue 0 of `ifindex`: zero copy where the driver has it (true), copy
+/// Binds `sock` to `queue` of `ifindex`: zero copy where the driver has it (true), copy
 /// mode otherwise. The kernel lets go of a closed socket's queue in a work item, a moment
 /// after the close: EBUSY is retried for up to two seconds, so a port reopened right
 /// after the last one closed (or after a killed zcnic) opens.
-fn bind(sock: &OwnedFd, ifindex: u32) -> io::Result<bool> {
+fn bind(sock: &OwnedFd, ifindex: u32, queue: u32) -> io::Result<bool> {
     let end = Instant::now() + Duration::from_secs(2);
     loop {
         let r = sys::bind(
             sock,
             ifindex,
-            0,
+            queue,
             sys::XDP_USE_NEED_WAKEUP | sys::XDP_ZEROCOPY,
         )
         .map(|()| true)
         .or_else(|_| {
-            sys::bind(sock, ifindex, 0, sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY).map(|()| false)
+            sys::bind(
+                sock,
+                ifindex,
+                queue,
+                sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY,
+            )
+            .map(|()| false)
         });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
@@ -132,23 +178,28 @@ fn bind(sock: &OwnedFd, ifindex: u32) -> io::Result<bool> {
     }
 }
 
-impl Xsk {
-    /// Opens queue 0 of `iface`.
-    pub fn open(iface: &str) -> Result<Self, Error> {
-        let ifindex = sys::ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_string()))?;
+/// The interface index of `iface`, which must exist and be up.
+pub fn interface(iface: &str) -> Result<u32, Error> {
+    let ifindex = sys::ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_string()))?;
+    let flags = sys::if_flags(iface).map_err(|e| fail(iface, "interface flags", e))?;
+    if flags & libc::IFF_UP == 0 {
+        return Err(fail(
+            iface,
+            "opening",
+            io::Error::from_raw_os_error(libc::ENETDOWN),
+        ));
+    }
+    Ok(ifindex)
+}
+
+impl Queue {
+    /// Opens a socket on `queue` of the interface `ifindex` (named `iface`).
+    pub fn open(iface: &str, ifindex: u32, queue: u32) -> Result<Self, Error> {
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
-        let flags = sys::if_flags(iface).map_err(e("interface flags"))?;
-        if flags & libc::IFF_UP == 0 {
-            return Err(fail(
-                iface,
-                "opening",
-                io::Error::from_raw_os_error(libc::ENETDOWN),
-            ));
-        }
         let sock = sys::xsk_socket().map_err(e("AF_XDP socket"))?;
-        let frames = Frames::new(RX_FRAMES, TX_FRAMES);
-        let umem = Mapping::new(None, (u64::from(frames.count()) * FRAME) as usize, 0)
-            .map_err(e("UMEM memory"))?;
+        let count = RX_FRAMES + TX_FRAMES;
+        let umem =
+            Mapping::new(None, (u64::from(count) * FRAME) as usize, 0).map_err(e("UMEM memory"))?;
         let reg = UmemReg {
             addr: umem.as_ptr() as u64,
             len: umem.len() as u64,
@@ -171,21 +222,67 @@ impl Xsk {
         let rx = ring(off.rx, 16, sys::XDP_PGOFF_RX_RING)?;
         let tx = ring(off.tx, 16, sys::XDP_PGOFF_TX_RING)?;
         // Every receive frame goes to the kernel before the socket is bound.
-        for f in 0..RX_FRAMES {
-            fill.set_addr(f, u64::from(f) * FRAME);
+        post_fill(&fill);
+        let zero_copy = bind(&sock, ifindex, queue).map_err(e("binding to the queue"))?;
+        Ok(Self::new(Some(sock), umem, zero_copy, fill, comp, rx, tx))
+    }
+
+    fn new(
+        sock: Option<OwnedFd>,
+        umem: Mapping,
+        zero_copy: bool,
+        fill: Ring,
+        comp: Ring,
+        rx: Ring,
+        tx: Ring,
+    ) -> Self {
+        let frames = || Frames::new(RX_FRAMES, TX_FRAMES);
+        Self {
+            umem: umem.split(TX_BASE as usize),
+            shared: Arc::new(Shared {
+                sock,
+                zero_copy,
+                bad: AtomicU64::new(0),
+            }),
+            rx: RxRings {
+                fill,
+                rx,
+                frames: frames(),
+            },
+            tx: TxRings {
+                tx,
+                comp,
+                frames: frames(),
+            },
         }
-        fill.set_producer(RX_FRAMES);
-        let zero_copy = bind(&sock, ifindex).map_err(e("binding to queue 0"))?;
-        let map = sys::xskmap_create(1).map_err(e("creating the XSKMAP"))?;
-        sys::xskmap_set(&map, 0, &sock).map_err(e("adding the socket to the XSKMAP"))?;
+    }
+}
+
+/// Posts every receive frame to the fill ring.
+fn post_fill(fill: &Ring) {
+    for f in 0..RX_FRAMES {
+        fill.set_addr(f, u64::from(f) * FRAME);
+    }
+    fill.set_producer(RX_FRAMES);
+}
+
+impl Attach {
+    /// Puts `socks[q]` at key `q` of a new XSKMAP and attaches the redirect program to
+    /// `ifindex`: in the driver where it has XDP, else the kernel's generic path.
+    pub fn new(iface: &str, ifindex: u32, socks: &[&OwnedFd]) -> Result<Self, Error> {
+        let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
+        let map = sys::xskmap_create(socks.len() as u32).map_err(e("creating the XSKMAP"))?;
+        for (q, sock) in socks.iter().enumerate() {
+            sys::xskmap_set(&map, q as u32, sock).map_err(e("adding a socket to the XSKMAP"))?;
+        }
         let prog = sys::prog_load(
             &program(std::os::fd::AsRawFd::as_raw_fd(&map)),
             "Dual MIT/GPL",
         )
         .map_err(e("loading the XDP program"))?;
-        // In the driver where it has XDP, else the kernel's generic path; a driver that
-        // refuses (virtio_net with offloads on, say) gets the generic path too. Asked for
-        // by name both times (flags 0 would let the kernel pick without saying which).
+        // A driver that refuses native XDP (virtio_net with offloads on, say) gets the
+        // generic path. Asked for by name both times (flags 0 would let the kernel pick
+        // without saying which).
         let (link, generic) = match sys::link_create(&prog, ifindex, sys::XDP_FLAGS_DRV_MODE) {
             Ok(l) => (l, false),
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
@@ -198,8 +295,8 @@ impl Xsk {
             ),
         };
         log::info!(
-            "xdp:{iface}: queue 0 bound in {} mode, program attached {}",
-            if zero_copy { "zero-copy" } else { "copy" },
+            "xdp:{iface}: {} queue(s) bound, program attached {}",
+            socks.len(),
             if generic {
                 "as generic XDP"
             } else {
@@ -207,47 +304,29 @@ impl Xsk {
             }
         );
         Ok(Self {
-            kernel: Some(Fds {
-                _link: link,
-                _prog: prog,
-                _map: map,
-                sock,
-            }),
-            fill,
-            comp,
-            rx,
-            tx,
-            umem,
-            frames,
-            zero_copy,
+            _link: link,
+            _prog: prog,
+            _map: map,
             generic,
         })
     }
 }
 
 #[cfg(test)]
-impl Xsk {
+impl Queue {
     /// Rings and a UMEM of plain memory with no kernel behind them, every receive frame
     /// posted to the fill ring as `open` does: a test plays the kernel on them.
     pub fn fake() -> Self {
-        let frames = Frames::new(RX_FRAMES, TX_FRAMES);
-        let umem = Mapping::new(None, (u64::from(frames.count()) * FRAME) as usize, 0).unwrap();
+        let count = RX_FRAMES + TX_FRAMES;
+        let umem = Mapping::new(None, (u64::from(count) * FRAME) as usize, 0).unwrap();
         let fill = Ring::anon(RING, 8);
-        for f in 0..RX_FRAMES {
-            fill.set_addr(f, u64::from(f) * FRAME);
-        }
-        fill.set_producer(RX_FRAMES);
-        Self {
-            kernel: None,
-            fill,
-            comp: Ring::anon(RING, 8),
-            rx: Ring::anon(RING, 16),
-            tx: Ring::anon(RING, 16),
-            umem,
-            frames,
-            zero_copy: false,
-            generic: true,
-        }
+        post_fill(&fill);
+        let (comp, rx, tx) = (
+            Ring::anon(RING, 8),
+            Ring::anon(RING, 16),
+            Ring::anon(RING, 16),
+        );
+        Self::new(None, umem, false, fill, comp, rx, tx)
     }
 }
 

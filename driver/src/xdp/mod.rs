@@ -1,5 +1,5 @@
 //! AF_XDP: zcnic on any NIC Linux drives. The kernel keeps its driver; an XDP program
-//! of zcnic's own redirects the interface's queue 0 into an AF_XDP socket, and
+//! of zcnic's own redirects each of the interface's queues into an AF_XDP socket, and
 //! [`XdpPort`] drives that socket behind the same [`Nic`] trait as zcnic's own drivers.
 //!
 //! ```no_run
@@ -13,8 +13,10 @@
 //! - The UMEM is memory of the port's own (anonymous, 2 KiB frames), not the pool's: a
 //!   frame is copied once between a UMEM frame and a [`Packet`] of the port's pool on
 //!   receive and on send. `Packet` is the same type as with every other port.
-//! - One queue (0), frames of one buffer (up to 2048 bytes on send; the MTU is the
-//!   interface's).
+//! - Frames of one buffer (up to 2048 bytes on send; the MTU is the interface's). One
+//!   queue (0) behind [`Nic`]; [`XdpMultiPort`] (`zcnic::open_port("xdp:eth0")` with
+//!   `Config::queues`) has one socket per queue, each at its queue's key of the map
+//!   the program redirects through.
 //! - AF_XDP needs a system call to send (`sendto`, when the kernel sets NEED_WAKEUP, which
 //!   copy mode always does), so unlike zcnic's own drivers the datapath makes one per
 //!   burst.
@@ -22,37 +24,39 @@
 #[cfg(test)]
 mod adversary;
 mod init;
+mod port;
+mod queue;
 pub mod ring;
 mod sys;
 
+pub use port::XdpMultiPort;
+pub use queue::{XdpRx, XdpTx};
+
 use crate::nic::{Link, Nic, Stats};
 use crate::pci::PciAddr;
+use crate::port::{RxQueue, TxQueue};
 use crate::{Config, Error};
-use ring::{check_rx, frame_of, ready, room, Bad, FRAME};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use zcnic_hugepages::{FakeDma, Mempool, Packet};
 
 /// An AF_XDP socket on queue 0 of a network interface, as a zcnic port.
 #[derive(Debug)]
 pub struct XdpPort {
+    rx: XdpRx,
+    tx: XdpTx,
+    ctl: Control,
+}
+
+/// The control plane of an AF_XDP port, whatever its queues: the interface as sysfs and
+/// `ioctl` see it.
+#[derive(Debug)]
+struct Control {
     iface: String,
-    xsk: init::Xsk,
-    pool: Arc<Mempool>,
-    /// Our producer index of the fill ring, and the kernel's consumer when last read.
-    fill_prod: u32,
-    fill_seen: u32,
-    /// Our producer index of the TX ring, and the kernel's consumer when last read.
-    tx_prod: u32,
-    tx_seen: u32,
-    rx_cons: u32,
-    comp_cons: u32,
-    /// Frames read from the RX ring, going back to the fill ring.
-    refill: Vec<u32>,
-    stats: Stats,
-    /// Indices or addresses the kernel wrote that failed a check.
-    bad: u64,
+    zero_copy: bool,
+    generic: bool,
     /// The interface's promiscuous flag before this port first changed it: put back on
     /// drop, so the kernel's interface is left as it was found.
     promisc_before: Option<bool>,
@@ -61,37 +65,50 @@ pub struct XdpPort {
 /// Where sysfs describes network interfaces.
 const SYSFS_NET: &str = "/sys/class/net";
 
+/// The port's pool: `cfg.pool` buffers of ordinary memory (AF_XDP needs no DMA mapping
+/// of it).
+fn pool(iface: &str, cfg: &Config) -> Result<Arc<Mempool>, Error> {
+    Mempool::new(&FakeDma::default(), cfg.pool).map_err(|e| Error::Xdp {
+        iface: iface.to_string(),
+        msg: format!("packet pool: {e}"),
+    })
+}
+
+/// Checks the name a user gave, before any system call sees it.
+fn check_name(iface: &str) -> Result<(), Error> {
+    if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
+        return Err(Error::NoInterface(iface.to_string()));
+    }
+    Ok(())
+}
+
 impl XdpPort {
     /// Opens queue 0 of the interface `iface` (`eth0`). The pool holds `cfg.pool`
     /// buffers of ordinary memory (AF_XDP needs no DMA mapping of it).
     pub fn open(iface: &str, cfg: &Config) -> Result<Self, Error> {
-        if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
-            return Err(Error::NoInterface(iface.to_string()));
-        }
-        Self::with_xsk(iface, init::Xsk::open(iface)?, cfg)
+        check_name(iface)?;
+        let ifindex = init::interface(iface)?;
+        let q = init::Queue::open(iface, ifindex, 0)?;
+        let sock = q.shared.sock.as_ref().expect("an open socket");
+        let attach = Arc::new(init::Attach::new(iface, ifindex, &[sock])?);
+        Self::with_queue(iface, q, Some(attach), cfg)
     }
 
     /// The port over an open socket (or, in tests, rings a test plays the kernel on).
-    fn with_xsk(iface: &str, xsk: init::Xsk, cfg: &Config) -> Result<Self, Error> {
-        let pool = Mempool::new(&FakeDma::default(), cfg.pool).map_err(|e| Error::Xdp {
-            iface: iface.to_string(),
-            msg: format!("packet pool: {e}"),
-        })?;
-        let refill = Vec::with_capacity(init::RING as usize);
+    fn with_queue(
+        iface: &str,
+        q: init::Queue,
+        attach: Option<Arc<init::Attach>>,
+        cfg: &Config,
+    ) -> Result<Self, Error> {
+        let pool = pool(iface, cfg)?;
+        let zero_copy = q.shared.zero_copy;
+        let generic = attach.as_ref().is_none_or(|a| a.generic);
+        let (rx, tx) = queue::split(0, q, &pool, attach.as_ref());
         let mut port = Self {
-            iface: iface.to_string(),
-            xsk,
-            pool,
-            fill_prod: init::RX_FRAMES,
-            fill_seen: 0,
-            tx_prod: 0,
-            tx_seen: 0,
-            rx_cons: 0,
-            comp_cons: 0,
-            refill,
-            stats: Stats::default(),
-            bad: 0,
-            promisc_before: None,
+            rx,
+            tx,
+            ctl: Control::new(iface, zero_copy, generic),
         };
         if cfg.promisc {
             port.set_promisc(true);
@@ -101,17 +118,28 @@ impl XdpPort {
 
     /// The interface's name.
     pub fn iface(&self) -> &str {
-        &self.iface
+        &self.ctl.iface
     }
 
     /// Whether the socket is bound in zero-copy mode (else copy mode).
     pub fn zero_copy(&self) -> bool {
-        self.xsk.zero_copy
+        self.ctl.zero_copy
     }
 
     /// Whether the program runs as generic (skb) XDP rather than in the driver.
     pub fn generic(&self) -> bool {
-        self.xsk.generic
+        self.ctl.generic
+    }
+}
+
+impl Control {
+    fn new(iface: &str, zero_copy: bool, generic: bool) -> Self {
+        Self {
+            iface: iface.to_string(),
+            zero_copy,
+            generic,
+            promisc_before: None,
+        }
     }
 
     fn sysfs(&self, file: &str) -> Option<String> {
@@ -119,61 +147,6 @@ impl XdpPort {
         Some(std::fs::read_to_string(p).ok()?.trim().to_string())
     }
 
-    fn bad(&mut self, _what: Bad) {
-        self.bad += 1;
-    }
-
-    /// Takes the sent frames back from the completion ring.
-    fn reclaim(&mut self) {
-        let n = match ready(self.xsk.comp.producer(), self.comp_cons, self.xsk.comp.size) {
-            Ok(n) => n,
-            Err(b) => return self.bad(b),
-        };
-        for i in 0..n {
-            let addr = self.xsk.comp.addr(self.comp_cons.wrapping_add(i));
-            let count = self.xsk.frames.count();
-            if let Err(b) = frame_of(addr, count).and_then(|f| self.xsk.frames.complete(f)) {
-                self.bad(b);
-            }
-        }
-        self.comp_cons = self.comp_cons.wrapping_add(n);
-        self.xsk.comp.set_consumer(self.comp_cons);
-    }
-
-    /// Gives the frames read from the RX ring back to the fill ring.
-    fn refill(&mut self) {
-        if self.refill.is_empty() {
-            return;
-        }
-        let cons = self.xsk.fill.consumer();
-        let free = match room(self.fill_prod, self.fill_seen, cons, self.xsk.fill.size) {
-            Ok(r) => r,
-            Err(b) => return self.bad(b),
-        };
-        self.fill_seen = cons;
-        let n = self.refill.len().min(free as usize);
-        for (i, f) in self.refill.drain(..n).enumerate() {
-            self.xsk
-                .fill
-                .set_addr(self.fill_prod.wrapping_add(i as u32), u64::from(f) * FRAME);
-            self.xsk.frames.refill(f);
-        }
-        self.fill_prod = self.fill_prod.wrapping_add(n as u32);
-        self.xsk.fill.set_producer(self.fill_prod);
-    }
-
-    /// Tells the kernel about queued frames when it asked to be told.
-    fn kick(&mut self) {
-        let Some(k) = &self.xsk.kernel else { return };
-        if self.xsk.tx.needs_wakeup() {
-            if let Err(e) = sys::kick(&k.sock) {
-                log::debug!("xdp:{}: sendto: {e}", self.iface);
-            }
-        }
-    }
-}
-
-impl Nic for XdpPort {
     /// The PCI function behind the interface, or `0000:00:00.0` for one without (veth).
     fn addr(&self) -> PciAddr {
         let dev = std::fs::canonicalize(PathBuf::from(SYSFS_NET).join(&self.iface).join("device"));
@@ -190,157 +163,15 @@ impl Nic for XdpPort {
             })
     }
 
-    fn name(&self) -> String {
-        format!("xdp:{}", self.iface)
-    }
-
     /// `af_xdp`, with the socket's mode and where the program runs, for the tools'
     /// first line: `af_xdp (copy, generic XDP)`.
     fn driver(&self) -> &'static str {
-        match (self.xsk.zero_copy, self.xsk.generic) {
+        match (self.zero_copy, self.generic) {
             (true, false) => "af_xdp (zero-copy, native XDP)",
             (true, true) => "af_xdp (zero-copy, generic XDP)",
             (false, false) => "af_xdp (copy, native XDP)",
             (false, true) => "af_xdp (copy, generic XDP)",
         }
-    }
-
-    fn pool(&self) -> &Arc<Mempool> {
-        &self.pool
-    }
-
-    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        if let Some(k) = self
-            .xsk
-            .kernel
-            .as_ref()
-            .filter(|_| self.xsk.fill.needs_wakeup())
-        {
-            sys::wake_rx(&k.sock);
-        }
-        let avail = match ready(self.xsk.rx.producer(), self.rx_cons, self.xsk.rx.size) {
-            Ok(n) => n,
-            Err(b) => {
-                self.bad(b);
-                0
-            }
-        };
-        let mut got = 0;
-        let mut used = 0;
-        while used < avail && got < max {
-            let (addr, len) = self.xsk.rx.desc(self.rx_cons.wrapping_add(used));
-            let count = self.xsk.frames.count();
-            let (frame, off) = match check_rx(addr, len, count) {
-                Ok(v) => v,
-                Err(b) => {
-                    // An address we cannot trust names no frame to give back.
-                    used += 1;
-                    self.stats.rx_errors += 1;
-                    if b == Bad::Len && self.xsk.frames.received((addr / FRAME) as u32).is_ok() {
-                        self.refill.push((addr / FRAME) as u32);
-                    }
-                    self.bad(b);
-                    continue;
-                }
-            };
-            if let Err(b) = self.xsk.frames.received(frame) {
-                used += 1;
-                self.stats.rx_errors += 1;
-                self.bad(b);
-                continue;
-            }
-            let Some(mut p) = self.pool.alloc() else {
-                // Leave it in the ring until the pool has a buffer again.
-                self.xsk.frames.refill(frame);
-                self.stats.rx_no_buf += 1;
-                break;
-            };
-            used += 1;
-            let start = frame as usize * FRAME as usize + off;
-            let ok = p.set_len(len as usize).is_ok() && self.xsk.umem.read(start, p.data_mut());
-            self.refill.push(frame);
-            if !ok {
-                self.stats.rx_errors += 1;
-                continue;
-            }
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += u64::from(len);
-            out.push(p);
-            got += 1;
-        }
-        self.rx_cons = self.rx_cons.wrapping_add(used);
-        self.xsk.rx.set_consumer(self.rx_cons);
-        self.refill();
-        got
-    }
-
-    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.reclaim();
-        let cons = self.xsk.tx.consumer();
-        let free = match room(self.tx_prod, self.tx_seen, cons, self.xsk.tx.size) {
-            Ok(r) => {
-                // Only a consumer that passed the check is the base of the next one.
-                self.tx_seen = cons;
-                r
-            }
-            Err(b) => {
-                self.bad(b);
-                0
-            }
-        };
-        let n = pkts.len().min(free as usize).min(self.xsk.frames.free());
-        let mut posted = 0u32;
-        for p in pkts.drain(..n) {
-            let len = p.len();
-            if len == 0 || len > FRAME as usize || !p.is_single() {
-                self.stats.tx_errors += 1;
-                continue;
-            }
-            let Some(f) = self.xsk.frames.take_tx() else {
-                break;
-            };
-            let addr = u64::from(f) * FRAME;
-            self.xsk.umem.write(addr as usize, p.data());
-            self.xsk
-                .tx
-                .set_desc(self.tx_prod.wrapping_add(posted), addr, len as u32);
-            posted += 1;
-            self.stats.tx_packets += 1;
-            self.stats.tx_bytes += len as u64;
-        }
-        if posted > 0 {
-            self.tx_prod = self.tx_prod.wrapping_add(posted);
-            self.xsk.tx.set_producer(self.tx_prod);
-        }
-        self.kick();
-        n
-    }
-
-    fn flush(&mut self) -> bool {
-        crate::wait_until(Duration::from_secs(2), || {
-            self.reclaim();
-            if self.xsk.frames.in_flight() == 0 {
-                return true;
-            }
-            self.kick();
-            false
-        })
-    }
-
-    fn stats(&mut self) -> Stats {
-        let mut s = self.stats.clone();
-        s.hw.push(("bad_kernel_index", self.bad));
-        if let Some(Ok(x)) = self.xsk.kernel.as_ref().map(|k| sys::statistics(&k.sock)) {
-            s.hw.extend([
-                ("rx_dropped", x.rx_dropped),
-                ("rx_invalid_descs", x.rx_invalid_descs),
-                ("tx_invalid_descs", x.tx_invalid_descs),
-                ("rx_ring_full", x.rx_ring_full),
-                ("rx_fill_ring_empty_descs", x.rx_fill_ring_empty_descs),
-                ("tx_ring_empty_descs", x.tx_ring_empty_descs),
-            ]);
-        }
-        s
     }
 
     /// Up when the interface is administratively up and has carrier (`ip link`'s UP and
@@ -381,8 +212,8 @@ impl Nic for XdpPort {
             .unwrap_or(1500)
     }
 
-    /// Sets the interface's IFF_PROMISC (as `ip link set IFACE promisc on` does); the
-    /// port puts back what it found when it closes.
+    /// Sets the interface's IFF_PROMISC (as `ip link set IFACE promisc on` does); put
+    /// back as found on drop.
     fn set_promisc(&mut self, on: bool) {
         if self.promisc_before.is_none() {
             self.promisc_before = sys::if_flags(&self.iface)
@@ -393,17 +224,111 @@ impl Nic for XdpPort {
             log::warn!("xdp:{}: promiscuous mode {on}: {e}", self.iface);
         }
     }
+
+    /// The counters of one socket: `bad_kernel_index` (entries the kernel wrote that
+    /// failed a check) and the kernel's XDP_STATISTICS, added into `s.hw`.
+    fn add_socket_stats(s: &mut Stats, shared: &init::Shared) {
+        add_hw(s, "bad_kernel_index", shared.bad.load(Ordering::Relaxed));
+        if let Some(Ok(x)) = shared.sock.as_ref().map(sys::statistics) {
+            add_hw(s, "rx_dropped", x.rx_dropped);
+            add_hw(s, "rx_invalid_descs", x.rx_invalid_descs);
+            add_hw(s, "tx_invalid_descs", x.tx_invalid_descs);
+            add_hw(s, "rx_ring_full", x.rx_ring_full);
+            add_hw(s, "rx_fill_ring_empty_descs", x.rx_fill_ring_empty_descs);
+            add_hw(s, "tx_ring_empty_descs", x.tx_ring_empty_descs);
+        }
+    }
 }
 
-impl Drop for XdpPort {
+/// Adds `v` to the counter `name` of `s.hw`, making it if it is not there.
+fn add_hw(s: &mut Stats, name: &'static str, v: u64) {
+    match s.hw.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, c)) => *c += v,
+        None => s.hw.push((name, v)),
+    }
+}
+
+impl Drop for Control {
     fn drop(&mut self) {
-        // Frames still queued are the kernel's until it completes them; give it a bounded
-        // moment, then close: the link goes first, the UMEM last (see `init::Xsk`).
-        if self.xsk.frames.in_flight() > 0 {
-            self.flush();
-        }
         if let Some(was) = self.promisc_before {
             let _ = sys::set_promisc(&self.iface, was);
         }
+    }
+}
+
+impl Nic for XdpPort {
+    /// The PCI function behind the interface, or `0000:00:00.0` for one without (veth).
+    fn addr(&self) -> PciAddr {
+        self.ctl.addr()
+    }
+
+    fn name(&self) -> String {
+        format!("xdp:{}", self.ctl.iface)
+    }
+
+    fn driver(&self) -> &'static str {
+        self.ctl.driver()
+    }
+
+    fn pool(&self) -> &Arc<Mempool> {
+        self.rx.pool()
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.rx.rx_batch(out, max)
+    }
+
+    fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
+        self.tx.tx_batch(pkts)
+    }
+
+    fn flush(&mut self) -> bool {
+        self.tx.flush()
+    }
+
+    fn stats(&mut self) -> Stats {
+        let mut s = Stats::default();
+        self.rx.counters.add_rx_to(&mut s);
+        self.tx.counters.add_tx_to(&mut s);
+        Control::add_socket_stats(&mut s, &self.rx.shared);
+        s
+    }
+
+    fn link(&self) -> Link {
+        self.ctl.link()
+    }
+
+    /// The socket itself: it polls readable while its RX ring holds frames (the kernel
+    /// wakes it as it fills the ring), so `--idle sleep` and `rx_wait` work as on a
+    /// device's interrupt, with nothing to acknowledge.
+    fn rx_interrupt_fd(&self) -> Result<BorrowedFd<'_>, Error> {
+        match &self.rx.shared.sock {
+            Some(sock) => Ok(sock.as_fd()),
+            None => Err(Error::no_interrupt(self.addr(), self.driver())),
+        }
+    }
+
+    /// Nothing to arm (readiness is the ring's state): whether frames already wait.
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.rx_interrupt_fd()?;
+        Ok(self.rx.pending())
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.rx_interrupt_fd().map(|_| ())
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.ctl.mac()
+    }
+
+    fn mtu(&self) -> usize {
+        self.ctl.mtu()
+    }
+
+    /// Sets the interface's IFF_PROMISC (as `ip link set IFACE promisc on` does); the
+    /// port puts back what it found when it closes.
+    fn set_promisc(&mut self, on: bool) {
+        self.ctl.set_promisc(on);
     }
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// `AF_XDP` (linux/socket.h).
 pub const AF_XDP: i32 = 44;
@@ -449,33 +450,6 @@ impl Mapping {
         Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) })
     }
 
-    /// Copies `dst.len()` bytes from `off` out of the mapping; false (nothing copied)
-    /// when that range is not inside it.
-    pub fn read(&self, off: usize, dst: &mut [u8]) -> bool {
-        if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
-            return false;
-        }
-        // SAFETY: the source range is inside the mapping (checked) and `dst` is a distinct
-        // Rust buffer; a raw copy, so no reference to kernel-written memory is formed.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
-        };
-        true
-    }
-
-    /// Copies `src` into the mapping at `off`; false (nothing copied) when it does not fit.
-    pub fn write(&self, off: usize, src: &[u8]) -> bool {
-        if off.checked_add(src.len()).is_none_or(|end| end > self.len) {
-            return false;
-        }
-        // SAFETY: the destination range is inside the mapping (checked); `src` is a
-        // distinct Rust buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
-        };
-        true
-    }
-
     /// Loads the u32 at `off` with `order`; 0 when out of range (never happens for the
     /// offsets `Ring` checked at open).
     pub fn load(&self, off: usize, order: Ordering) -> u32 {
@@ -488,6 +462,83 @@ impl Drop for Mapping {
         // SAFETY: `ptr..ptr+len` is the mapping this value made and owns; nothing refers
         // into it past this point (atomics borrowed from it borrow `self`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl Mapping {
+    /// Splits the mapping at byte `at` into two views of it, each for one owner (the
+    /// receive and the transmit half of a socket), that keep it mapped between them.
+    /// The views never overlap, so neither owner's copies can race with the other's.
+    pub fn split(self, at: usize) -> (View, View) {
+        let at = at.min(self.len);
+        let (ptr, len) = (self.ptr, self.len);
+        let keep = Arc::new(Unmap(self));
+        // SAFETY: `at <= len`, so the offset stays inside (or one past) the mapping.
+        let second = unsafe { NonNull::new_unchecked(ptr.as_ptr().add(at)) };
+        (
+            View {
+                ptr,
+                len: at,
+                _keep: keep.clone(),
+            },
+            View {
+                ptr: second,
+                len: len - at,
+                _keep: keep,
+            },
+        )
+    }
+}
+
+/// A mapping no one reads or writes any more, only keeps until it is unmapped: shared
+/// between threads, since it gives no access to anything.
+#[derive(Debug)]
+struct Unmap(#[allow(dead_code)] Mapping);
+
+// SAFETY: an `Unmap` offers no method and no field access; sharing references to it
+// shares nothing. Its drop (the munmap) runs once, on whichever thread drops it last.
+unsafe impl Sync for Unmap {}
+
+/// One owner's part of a [`Mapping`] ([`Mapping::split`]): copies in and out of it,
+/// bounds-checked. `Send` and not `Sync`: one thread at a time copies through it.
+#[derive(Debug)]
+pub struct View {
+    ptr: NonNull<u8>,
+    len: usize,
+    _keep: Arc<Unmap>,
+}
+
+// SAFETY: the view's bytes are reached through this value alone (split made the views
+// disjoint), and the mapping lives while `_keep` does.
+unsafe impl Send for View {}
+
+impl View {
+    /// Copies `dst.len()` bytes from `off` out of the view; false (nothing copied) when
+    /// that range is not inside it.
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> bool {
+        if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: the source range is inside the view (checked), which only this value
+        // reaches; `dst` is a distinct Rust buffer. A raw copy: no reference to memory
+        // the kernel writes is formed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
+        true
+    }
+
+    /// Copies `src` into the view at `off`; false (nothing copied) when it does not fit.
+    pub fn write(&mut self, off: usize, src: &[u8]) -> bool {
+        if off.checked_add(src.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: the destination range is inside the view (checked), reached only
+        // through this value, borrowed mutably; `src` is a distinct Rust buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        };
+        true
     }
 }
 

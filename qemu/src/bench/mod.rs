@@ -37,8 +37,10 @@ One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen send
 60-byte frames flat out from an e1000, a virtio-net and an igb NIC, zcnic's ceiling (one
 frame re-posted: what QEMU's device model takes), the igb again from two transmit
 queues on the two vCPUs (zcnic pktgen --queues 2, testpmd --txq=2 --nb-cores=2; each
-compared with its one-queue figure), and forwarding each way between a virtio-net and
-an e1000 NIC with zcnic fwd and testpmd io.
+compared with its one-queue figure), forwarding each way between a virtio-net and
+an e1000 NIC with zcnic fwd and testpmd io, and the virtio-net NIC left to the kernel's
+virtio_net, sent through AF_XDP by zcnic (xdp:IFACE) and by testpmd's net_af_xdp
+(compared with the same NIC under zcnic's and DPDK's own drivers and kernel pktgen).
 
 Every run is measured the same way: after a 2 s warm-up from its first frame, over a
 6 s window of its per-second samples; on the e1000 and the igb by the device's own
@@ -165,7 +167,10 @@ pub fn guest(opts: &Options) -> Result<(), String> {
     let mut files = with_libraries(&[ethtool.display().to_string()])?;
     let mut missing = None;
     match zcnic_qemu::ensure_host_tools(&[HostTool::Testpmd]) {
-        Ok(()) => files.extend(with_libraries(&plan::testpmd_binaries())?),
+        Ok(()) => {
+            files.extend(with_libraries(&plan::testpmd_binaries())?);
+            files.extend(plan::LIBXDP_OBJECTS.map(|o| (o.into(), o.to_string())));
+        }
         Err(e) => missing = Some(format!("DPDK testpmd is missing ({e})")),
     }
     if let (Some(m), false) = (&missing, opts.allow_missing) {

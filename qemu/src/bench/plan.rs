@@ -28,6 +28,9 @@ pub enum Target {
     FwdVirtioE1000,
     /// Forwarding from an e1000 out of a virtio-net NIC.
     FwdE1000Virtio,
+    /// The virtio-net NIC of [`Target::Virtio`] left to the kernel's virtio_net, sending
+    /// through AF_XDP (zcnic's `xdp:` port, DPDK's net_af_xdp).
+    VirtioXdp,
 }
 
 /// Guest PCI addresses: the senders, and the forwarding wires (source and way in share
@@ -44,7 +47,7 @@ pub const IGB_TX: &str = "0000:00:08.0";
 pub const VIRTIO_MQ_TX: &str = "0000:00:09.0";
 
 impl Target {
-    pub const ALL: [Target; 8] = [
+    pub const ALL: [Target; 9] = [
         Target::E1000,
         Target::Virtio,
         Target::Igb,
@@ -53,6 +56,7 @@ impl Target {
         Target::VirtioMq2q,
         Target::FwdVirtioE1000,
         Target::FwdE1000Virtio,
+        Target::VirtioXdp,
     ];
 
     pub fn key(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Target {
             Target::VirtioMq2q => "virtio-mq-2q",
             Target::FwdVirtioE1000 => "fwd-virtio-e1000",
             Target::FwdE1000Virtio => "fwd-e1000-virtio",
+            Target::VirtioXdp => "virtio-xdp",
         }
     }
 
@@ -78,6 +83,7 @@ impl Target {
             Target::VirtioMq2q => "virtio-net (2 queue pairs, tap) transmit, 2 queues on 2 vCPUs",
             Target::FwdVirtioE1000 => "forwarding virtio-net -> e1000",
             Target::FwdE1000Virtio => "forwarding e1000 -> virtio-net",
+            Target::VirtioXdp => "virtio-net transmit over AF_XDP (the kernel's virtio_net)",
         }
     }
 
@@ -94,7 +100,9 @@ impl Target {
             Target::E1000 | Target::Virtio | Target::Igb => {
                 &[Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling]
             }
-            Target::Igb2q | Target::VirtioMq | Target::VirtioMq2q => &[Tool::Testpmd, Tool::Zcnic],
+            Target::Igb2q | Target::VirtioMq | Target::VirtioMq2q | Target::VirtioXdp => {
+                &[Tool::Testpmd, Tool::Zcnic]
+            }
             _ => &[Tool::Zcnic, Tool::Testpmd],
         }
     }
@@ -118,6 +126,11 @@ impl Target {
         }
     }
 
+    /// Sent through AF_XDP on an interface the kernel drives.
+    pub fn af_xdp(self) -> bool {
+        self == Target::VirtioXdp
+    }
+
     /// On the e1000 and the igb the bench reads the device's GPTC for every tool.
     pub fn device_counted(self) -> bool {
         matches!(self, Target::E1000 | Target::Igb | Target::Igb2q)
@@ -128,6 +141,16 @@ impl Target {
         match self {
             Target::Igb2q | Target::VirtioMq2q => 2,
             _ => 1,
+        }
+    }
+
+    /// The target whose figures this one's are compared with, tool by tool: AF_XDP on the
+    /// kernel's virtio_net against zcnic's and DPDK's own drivers and kernel pktgen on the
+    /// same NIC.
+    pub fn compared_with(self) -> Option<Target> {
+        match self {
+            Target::VirtioXdp => Some(Target::Virtio),
+            _ => None,
         }
     }
 
@@ -165,6 +188,8 @@ impl Tool {
     pub fn label(self, target: Target) -> &'static str {
         match (self, target.fwd_ports().is_some()) {
             (Tool::Kernel, _) => "kernel pktgen",
+            (Tool::Testpmd, false) if target.af_xdp() => "DPDK net_af_xdp",
+            (Tool::Zcnic, false) if target.af_xdp() => "zcnic AF_XDP",
             (Tool::Testpmd, false) => "DPDK testpmd",
             (Tool::Testpmd, true) => "DPDK testpmd io",
             (Tool::Zcnic, false) => "zcnic pktgen",
@@ -270,11 +295,11 @@ impl Plan {
             let pci = run.target.sender();
             let slot = match run.target {
                 Target::E1000 => 0,
-                Target::Virtio => 1,
+                Target::Virtio | Target::VirtioXdp => 1,
                 Target::VirtioMq | Target::VirtioMq2q => 3,
                 _ => 2,
             };
-            let want_kernel = run.tool == Tool::Kernel;
+            let want_kernel = run.tool == Tool::Kernel || run.target.af_xdp();
             if bound[slot] == want_kernel {
                 s += &format!(
                     "zcnic {} {pci}\n",
@@ -288,6 +313,13 @@ impl Plan {
                 "count_sysfs"
             };
             let q = run.target.queues();
+            if run.target.af_xdp() {
+                s += &match run.tool {
+                    Tool::Testpmd => format!("testpmd_xdp_run {id} {pci}{}\n", af_xdp_args()),
+                    _ => format!("zcnic_xdp_run {id} {pci}\n"),
+                };
+                continue;
+            }
             s += &match (run.tool, q) {
                 (Tool::Kernel, _) => format!("kernel_run {id} {pci} {counter}\n"),
                 (Tool::Testpmd, 1) => format!(
@@ -321,12 +353,38 @@ fn pmd_args() -> String {
         .collect()
 }
 
+/// DPDK's drivers for its AF_XDP port (`--vdev net_af_xdp0`): the virtual bus, the
+/// driver (Debian's librte-net-af-xdp23, which `dpdk` does not pull in) and the pool.
+pub const AF_XDP_LIBS: [&str; 3] = ["bus_vdev", "net_af_xdp", "mempool_ring"];
+
+fn af_xdp_args() -> String {
+    AF_XDP_LIBS
+        .iter()
+        .map(|p| format!(" -d {PMDS}/librte_{p}.so.23"))
+        .collect()
+}
+
 /// Host files testpmd needs in the guest: itself and its drivers.
 pub fn testpmd_binaries() -> Vec<String> {
     let mut bins = vec![TESTPMD.to_string()];
     bins.extend(PMD_LIBS.iter().map(|p| format!("{PMDS}/librte_{p}.so.23")));
+    bins.extend(
+        AF_XDP_LIBS
+            .iter()
+            .filter(|p| !PMD_LIBS.contains(p))
+            .map(|p| format!("{PMDS}/librte_{p}.so.23")),
+    );
     bins
 }
+
+/// libxdp's XDP programs, which DPDK's net_af_xdp loads from this directory at run
+/// time (BPF objects: copied as they are, not through `ldd`). libxdp picks the `_5.3`
+/// default program on kernels whose `bpf_redirect_map` takes a fallback action.
+pub const LIBXDP_OBJECTS: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/bpf/xsk_def_xdp_prog.o",
+    "/usr/lib/x86_64-linux-gnu/bpf/xsk_def_xdp_prog_5.3.o",
+    "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o",
+];
 
 /// Shell helpers of the scenario. Every generator runs on CPU 1 (kernel pktgen's thread
 /// kpktgend_1, `taskset -c 1` for zcnic, testpmd's forwarding lcore 1) and every sampler
@@ -408,6 +466,19 @@ testpmd_run() { # ID LCORES TESTPMD-ARGS...
   echo $rc > $R/$id.rc
 }
 
+# AF_XDP on the kernel's interface: zcnic's xdp: port, and testpmd's net_af_xdp on it.
+zcnic_xdp_run() { # ID PCI
+  IF=$(ifname $2)
+  ip link set $IF up; sleep 2
+  zcnic_run $1 xdp:$IF
+}
+testpmd_xdp_run() { # ID PCI -d LIBS...
+  id=$1; IF=$(ifname $2); shift 2
+  ip link set $IF up; sleep 2
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2> /dev/null || true
+  testpmd_run $id -l0-1 --no-pci --vdev net_af_xdp0,iface=$IF,start_queue=0,queue_count=1 "$@" -- --forward-mode=txonly --txpkts=60 --stats-period=1
+}
+
 fwd_run() { # ID IN OUT
   taskset -c 1 zcnic fwd --port $2 --port $3 --duration $SECS > $R/$1.out 2>&1 &
   F=$!
@@ -445,7 +516,7 @@ mod tests {
     #[test]
     fn rounds_interleave_every_tool() {
         let runs = plan(2, true).runs();
-        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2 + 2 + 2 + 2));
+        assert_eq!(runs.len(), 2 * (4 + 4 + 4 + 2 + 2 + 2 + 2 + 2 + 2));
         let ids: Vec<String> = runs.iter().map(Run::id).collect();
         assert_eq!(ids[0], "kernel-e1000-1");
         assert_eq!(ids[1], "testpmd-e1000-1");
@@ -453,8 +524,10 @@ mod tests {
         assert_eq!(ids[13], "zcnic-igb-2q-1");
         assert_eq!(ids[14], "testpmd-virtio-mq-1");
         assert_eq!(ids[17], "zcnic-virtio-mq-2q-1");
+        assert_eq!(ids[22], "testpmd-virtio-xdp-1");
+        assert_eq!(ids[23], "zcnic-virtio-xdp-1");
         assert_eq!(
-            ids[22], "kernel-e1000-2",
+            ids[24], "kernel-e1000-2",
             "round 2 starts after all of round 1"
         );
         assert!(!plan(1, false)
@@ -492,6 +565,15 @@ mod tests {
         assert!(s.contains("zcnic_run zcnic-virtio-mq-1 0000:00:09.0\n"));
         assert!(s.contains("zcnic_run_any zcnic-virtio-mq-2q-1 0000:00:09.0 --queues 2\n"));
         assert!(at("zcnic bind 0000:00:09.0") < at("testpmd_run testpmd-virtio-mq-1"));
+        // AF_XDP runs on the kernel's driver: the NIC is given back first, and taken
+        // again before zcnic's own driver runs on it in the next round.
+        let xdp = at("testpmd_xdp_run testpmd-virtio-xdp-1 0000:00:03.0 -d ");
+        assert!(at("zcnic unbind 0000:00:03.0") < xdp);
+        assert!(at("zcnic_xdp_run zcnic-virtio-xdp-1 0000:00:03.0") > xdp);
+        assert!(
+            s[xdp..].find("zcnic bind 0000:00:03.0").unwrap()
+                < s[xdp..].find("zcnic_run zcnic-virtio-2").unwrap()
+        );
         let tp = at("testpmd_run testpmd-igb-2q-1 --lcores=0@0,1@0,2@1 -a 0000:00:08.0");
         assert!(s[tp..]
             .lines()

@@ -298,6 +298,22 @@ pub fn print(report: &Report, plan: &Plan) {
                 ratios.push(format!("{name} {t}"));
             }
         }
+        if let Some(other) = target.compared_with() {
+            for (a, b, name) in [
+                (Tool::Zcnic, Tool::Zcnic, "zcnic AF_XDP/zcnic's driver"),
+                (Tool::Zcnic, Tool::Kernel, "zcnic AF_XDP/kernel pktgen"),
+                (
+                    Tool::Testpmd,
+                    Tool::Testpmd,
+                    "DPDK net_af_xdp/DPDK's driver",
+                ),
+            ] {
+                let x = report.figures(target, a);
+                if let Some((r, min, max)) = ratio_of(x, report.figures(other, b)) {
+                    ratios.push(format!("{name} {r:.2}x (runs {min:.2}–{max:.2}x)"));
+                }
+            }
+        }
         for (tool, name) in [(Tool::Zcnic, "zcnic"), (Tool::Testpmd, "DPDK")] {
             if let Some(t) = scaling_text(report, target, tool) {
                 ratios.push(format!("{name} {} queues/1 queue {t}", target.queues()));

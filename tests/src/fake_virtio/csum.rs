@@ -21,24 +21,64 @@ pub(super) fn header(hdr_len: usize, flags: u8, start: u16, offset: u16) -> Vec<
     h
 }
 
-/// What a transmitted frame's header asks, checked: `Ok(true)` once a NEEDS_CSUM frame's
-/// checksum is completed in `frame`, `Ok(false)` for an all-zero header, `Err` for
-/// anything else (a bad header: NEEDS_CSUM without CSUM negotiated, offsets outside the
-/// frame, any other field set).
-pub(super) fn transmit(head: &[u8], frame: &mut [u8], csum: bool) -> Result<bool, ()> {
+/// `gso_type` GSO_TCPV4.
+const GSO_TCPV4: u8 = 1;
+
+/// What a transmitted frame's header asks, checked: `Ok(Some(frames))` for a NEEDS_CSUM
+/// frame, its checksum completed in place, or the segments of a GSO_TCPV4 frame (cut as
+/// the host's Linux cuts it: `fake_tso.rs`), `Ok(None)` for an all-zero header, `Err`
+/// for anything else (a bad header: NEEDS_CSUM without CSUM negotiated, GSO without
+/// HOST_TSO4 or NEEDS_CSUM, a `hdr_len` that is not the headers' length, offsets outside
+/// the frame, any other field set).
+pub(super) fn transmit(
+    head: &[u8],
+    frame: &mut [u8],
+    csum: bool,
+    tso: bool,
+) -> Result<Option<Vec<Vec<u8>>>, ()> {
     let rest_zero =
         |r: std::ops::Range<usize>| head.get(r).is_some_and(|b| b.iter().all(|&x| x == 0));
     let hdr_len = head.len();
     if head.iter().all(|&b| b == 0) {
-        return Ok(false);
+        return Ok(None);
     }
-    if !(csum && head[0] == NEEDS_CSUM && rest_zero(1..6) && rest_zero(10..hdr_len)) {
+    let le = |at: usize| usize::from(u16::from_le_bytes([head[at], head[at + 1]]));
+    let gso = head[1] == GSO_TCPV4 && tso;
+    let plain = rest_zero(1..6);
+    if !(csum && head[0] == NEEDS_CSUM && (plain || gso) && rest_zero(10..hdr_len)) {
         return Err(());
     }
-    let start = usize::from(u16::from_le_bytes([head[6], head[7]]));
-    let field = start + usize::from(u16::from_le_bytes([head[8], head[9]]));
+    let start = le(6);
+    let field = start + le(8);
     if field + 2 > frame.len() {
         return Err(());
+    }
+    if gso {
+        let tcp_hdr = frame.get(start + 12).map_or(0, |o| usize::from(o >> 4) * 4);
+        let cut = crate::fake_tso::Cut {
+            // After a tag when the frame has one.
+            ip: if frame.get(12..14) == Some(&[0x81, 0]) {
+                18
+            } else {
+                14
+            },
+            tcp: start,
+            hdr: le(2),
+            mss: le(4),
+            seed: crate::fake_tso::Seed::WholeLength,
+            cwr_first_only: true,
+            ip_csum: true,
+            tcp_csum: true,
+        };
+        // The host checks the super-frame's IPv4 header as it takes it (br_netfilter
+        // drops one whose checksum is wrong).
+        let ip_ok = frame
+            .get(cut.ip..start)
+            .is_some_and(|h| crate::fake_csum(h) == 0xffff);
+        if le(8) != 16 || cut.hdr != start + tcp_hdr || !ip_ok {
+            return Err(());
+        }
+        return crate::fake_tso::segment(frame, &cut).map(Some).ok_or(());
     }
     let mut acc: u64 = 0;
     for (i, &b) in frame[start..].iter().enumerate() {
@@ -56,5 +96,5 @@ pub(super) fn transmit(head: &[u8], frame: &mut [u8], csum: bool) -> Result<bool
         c => c,
     };
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
-    Ok(true)
+    Ok(Some(vec![frame.to_vec()]))
 }

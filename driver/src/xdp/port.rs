@@ -1,0 +1,137 @@
+//! Several queues over AF_XDP: one socket per queue of the interface, each at its
+//! queue's key of the XSKMAP the program redirects through (`rx_queue_index`), handed
+//! out as [`QueuePair`]s like the igb's and virtio-net's. The kernel's driver spreads
+//! frames over its queues (RSS as `ethtool -X` set it); zcnic only reads them.
+
+use super::init::{self, Attach, Shared};
+use super::queue;
+use super::{check_name, pool, Control};
+use crate::nic::{Link, Stats};
+use crate::pci::PciAddr;
+use crate::port::{queue_stats, Port, QueueCounters, QueuePair, Rss};
+use crate::rss::Reta;
+use crate::{Config, Error};
+use std::sync::Arc;
+
+/// The control plane of an AF_XDP port of several queues.
+#[derive(Debug)]
+pub struct XdpMultiPort {
+    ctl: Control,
+    sockets: Vec<Arc<Shared>>,
+    rx: Vec<Arc<QueueCounters>>,
+    tx: Vec<Arc<QueueCounters>>,
+    /// Keeps the program attached while the port lives (each queue holds it too).
+    _attach: Arc<Attach>,
+}
+
+impl XdpMultiPort {
+    /// Opens queues `0..cfg.queues` of `iface`, one socket each, and attaches the
+    /// program once for all of them. The interface must have that many receive queues
+    /// (`ethtool -l`); a queue it lacks fails the bind, with a line that says so.
+    pub fn open(iface: &str, cfg: &Config) -> Result<(Self, Vec<QueuePair>), Error> {
+        check_name(iface)?;
+        let n = cfg.queues.max(1);
+        let ifindex = init::interface(iface)?;
+        let mut queues = Vec::with_capacity(usize::from(n));
+        for q in 0..n {
+            queues.push(init::Queue::open(iface, ifindex, u32::from(q))?);
+        }
+        let socks: Vec<_> = queues
+            .iter()
+            .map(|q| q.shared.sock.as_ref().expect("an open socket"))
+            .collect();
+        let attach = Arc::new(Attach::new(iface, ifindex, &socks)?);
+        let pool = pool(iface, cfg)?;
+        let zero_copy = queues.iter().all(|q| q.shared.zero_copy);
+        let mut ctl = Control::new(iface, zero_copy, attach.generic);
+        if cfg.promisc {
+            ctl.set_promisc(true);
+        }
+        let (mut sockets, mut rxc, mut txc, mut pairs) = (vec![], vec![], vec![], vec![]);
+        for (i, q) in queues.into_iter().enumerate() {
+            sockets.push(q.shared.clone());
+            let (rx, tx) = queue::split(i as u16, q, &pool, Some(&attach));
+            rxc.push(rx.counters.clone());
+            txc.push(tx.counters.clone());
+            pairs.push(QueuePair {
+                rx: Box::new(rx),
+                tx: Box::new(tx),
+            });
+        }
+        let port = Self {
+            ctl,
+            sockets,
+            rx: rxc,
+            tx: txc,
+            _attach: attach,
+        };
+        Ok((port, pairs))
+    }
+
+    /// The interface's name.
+    pub fn iface(&self) -> &str {
+        &self.ctl.iface
+    }
+}
+
+impl Port for XdpMultiPort {
+    fn addr(&self) -> PciAddr {
+        self.ctl.addr()
+    }
+
+    fn driver(&self) -> &'static str {
+        self.ctl.driver()
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.ctl.mac()
+    }
+
+    fn link(&self) -> Link {
+        self.ctl.link()
+    }
+
+    fn mtu(&self) -> usize {
+        self.ctl.mtu()
+    }
+
+    fn queues(&self) -> u16 {
+        self.sockets.len() as u16
+    }
+
+    /// The default settings: the kernel's driver owns the NIC's RSS (`ethtool -x` shows
+    /// it, `ethtool -X` changes it); zcnic does not see it from here.
+    fn rss(&self) -> Rss {
+        Rss::default()
+    }
+
+    fn set_reta(&mut self, _reta: &Reta) -> Result<(), Error> {
+        Err(Error::Xdp {
+            iface: self.ctl.iface.clone(),
+            msg: format!(
+                "the kernel's driver owns the redirection table: `ethtool -X {}`",
+                self.ctl.iface
+            ),
+        })
+    }
+
+    fn stats(&mut self) -> Stats {
+        let mut s = Stats::default();
+        for (rx, tx) in self.rx.iter().zip(&self.tx) {
+            rx.add_rx_to(&mut s);
+            tx.add_tx_to(&mut s);
+        }
+        for sock in &self.sockets {
+            Control::add_socket_stats(&mut s, sock);
+        }
+        s
+    }
+
+    fn queue_stats(&self) -> Vec<Stats> {
+        queue_stats(&self.rx, &self.tx)
+    }
+
+    fn set_promisc(&mut self, on: bool) {
+        self.ctl.set_promisc(on);
+    }
+}
