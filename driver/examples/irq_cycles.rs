@@ -38,7 +38,12 @@ fn main() -> ExitCode {
             nic.rx_wait(Duration::from_millis(1))
         });
         match run {
-            Ok(w) => woke += u32::from(w),
+            Ok(w) => {
+                woke += u32::from(w);
+                if (i + 1) % 100 == 0 {
+                    eprintln!("irq_cycles: {} cycles done, fds {}", i + 1, fds());
+                }
+            }
             Err(e) => {
                 eprintln!("irq_cycles: cycle {i}: {e}");
                 return ExitCode::from(1);

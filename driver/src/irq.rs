@@ -220,6 +220,10 @@ impl RxIrq {
 /// VFIO's index of INTx (`VFIO_PCI_INTX_IRQ_INDEX`), the numbering [`PciDevice`]'s
 /// interrupt calls use.
 pub const INTX: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
+/// VFIO's index of MSI (`VFIO_PCI_MSI_IRQ_INDEX`).
+pub const MSI: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_MSI_IRQ_INDEX;
+/// VFIO's index of MSI-X (`VFIO_PCI_MSIX_IRQ_INDEX`).
+pub const MSIX: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_MSIX_IRQ_INDEX;
 
 #[cfg(test)]
 mod tests {

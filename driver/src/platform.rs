@@ -64,6 +64,19 @@ pub unsafe trait PciDevice: Debug + Send + Sync {
         })
     }
 
+    /// Up to `max` vectors of interrupt `index` ([`crate::irq::MSIX`] or
+    /// [`crate::irq::MSI`]), each delivered from now on to its own eventfd, vector `i` to
+    /// element `i`; fewer when the device has fewer. Edge-triggered: nothing to unmask. A
+    /// platform without them answers [`Error::NoInterrupt`]; undo with
+    /// [`irq_release`](Self::irq_release).
+    fn vectors(&self, index: u32, max: usize) -> Result<Vec<crate::irq::EventFd>, Error> {
+        let _ = (index, max);
+        Err(Error::NoInterrupt {
+            addr: self.addr(),
+            why: "this platform delivers no MSI or MSI-X vectors to zcnic".into(),
+        })
+    }
+
     /// Lets interrupt `index` (VFIO's numbering: [`crate::irq::INTX`] 0, MSI 1, MSI-X 2),
     /// which the kernel masks each time a level-triggered line fires, fire again.
     fn irq_unmask(&self, index: u32) -> Result<(), Error> {

@@ -108,6 +108,38 @@ pub trait RxQueue: Send {
         let _ = cache;
         self.rx_batch(out, max)
     }
+    /// As [`Nic::rx_interrupt_fd`](crate::Nic::rx_interrupt_fd), for this queue: its own
+    /// vector where the NIC has one per queue (MSI-X), so each worker sleeps on its own.
+    /// A queue without one says so (the default).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
+    /// As [`Nic::enable_rx_interrupt`](crate::Nic::enable_rx_interrupt): arm, re-check,
+    /// `true` when a frame already waits.
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
+    /// As [`Nic::disable_rx_interrupt`](crate::Nic::disable_rx_interrupt).
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        Err(no_queue_interrupt(self.queue()))
+    }
+    /// As [`Nic::rx_wait`](crate::Nic::rx_wait): arm, re-check, sleep up to `timeout`,
+    /// disarm.
+    fn rx_wait(&mut self, timeout: std::time::Duration) -> Result<bool, Error> {
+        if self.enable_rx_interrupt()? {
+            return Ok(true);
+        }
+        let woke = crate::irq::wait_readable(self.rx_interrupt_fd()?, timeout);
+        self.disable_rx_interrupt()?;
+        woke.map_err(|e| Error::Io(format!("waiting for the receive interrupt: {e}")))
+    }
+}
+
+/// The answer of a queue handle whose driver gives it no interrupt of its own.
+fn no_queue_interrupt(queue: u16) -> Error {
+    Error::Io(format!(
+        "queue {queue}: no receive interrupt of its own in this driver; poll instead"
+    ))
 }
 
 /// The transmit side of one queue: burst transmit, as [`Nic::tx_batch`](crate::Nic::tx_batch).

@@ -24,7 +24,8 @@ pub struct Prepared {
     pub kernel: PathBuf,
     /// The static zcnic binary copied into the guest as `/bin/zcnic`.
     pub zcnic: PathBuf,
-    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`, `irq_cycles`, `tso_send`),
+    /// The zcnic crate's examples (`smol_echo`, `l2_filter`, `udp_probe`, `irq_cycles`,
+    /// `tso_send`, `async_echo`),
     /// static, copied into the guest's `/bin`; empty when `ZCNIC_GUEST_BIN` replaces the
     /// build.
     pub examples: Vec<PathBuf>,
@@ -105,12 +106,13 @@ fn note(started: Instant, what: &str) {
 }
 
 /// Names of the zcnic crate's examples the guest gets.
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 6] = [
     "smol_echo",
     "l2_filter",
     "udp_probe",
     "irq_cycles",
     "tso_send",
+    "async_echo",
 ];
 
 /// `cargo build` for the guest target: static, in `target/guest`.

@@ -17,6 +17,7 @@
 //! from the key and table in its registers (IPv4 with TCP/UDP ports, or addresses only).
 
 use crate::fake_filter;
+use crate::fake_igb_irq::{IgbIrq, IgbIrqBar};
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -61,6 +62,8 @@ pub struct FakeIgb {
     pub filtered: Arc<AtomicU64>,
     /// Transmit descriptors the datasheet does not allow (see the module's doc).
     pub misuse: Arc<AtomicU64>,
+    /// MSI-X (`fake_igb_irq`): raised by receive write-backs once the driver routes it.
+    pub irq: Arc<IgbIrq>,
     inject: Sender<Inject>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -84,6 +87,7 @@ struct Device {
     per_queue: Arc<Mutex<PerQueue>>,
     filtered: Arc<AtomicU64>,
     misuse: Arc<AtomicU64>,
+    irq: Arc<IgbIrq>,
     inject: Receiver<Inject>,
     pending: Vec<(Vec<u8>, u32)>,
     /// Per queue: the frame being gathered, its first data descriptor's command and
@@ -136,7 +140,9 @@ impl FakeIgb {
         let per_queue = Arc::default();
         let filtered = Arc::new(AtomicU64::new(0));
         let misuse = Arc::new(AtomicU64::new(0));
+        let irq = Arc::new(IgbIrq::default());
         let mut dev = Device {
+            irq: Arc::clone(&irq),
             bar: bar.clone(),
             dma: dma.clone(),
             sent: sent.clone(),
@@ -164,10 +170,25 @@ impl FakeIgb {
             per_queue,
             filtered,
             misuse,
+            irq,
             inject: tx,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// The BAR with the interrupt registers decoded (`fake_igb_irq`), for a driver that
+    /// sleeps on its vectors.
+    pub fn irq_bar(&self) -> IgbIrqBar {
+        IgbIrqBar {
+            bar: self.bar.clone(),
+            irq: Arc::clone(&self.irq),
+        }
+    }
+
+    /// A sender of injections, for a thread or a hook of the test's.
+    pub fn inject_handle(&self) -> Sender<Inject> {
+        self.inject.clone()
     }
 
     pub fn inject(&self, what: Inject) {
@@ -482,6 +503,7 @@ impl Device {
         if kind != 2 {
             self.per_queue.lock().unwrap().rx[q as usize] += 1;
         }
+        self.irq.rx_written_back(b, q);
         true
     }
 

@@ -15,10 +15,12 @@
 //! counted (none missed, none merged). Only the datapath runs on the device thread.
 
 mod csum;
+mod irq;
 mod layout;
 mod mergeable;
 
 pub use csum::{DATA_VALID, NEEDS_CSUM};
+pub use irq::NO_VECTOR;
 pub use layout::{LegacyView, LEGACY_HDR_LEN};
 
 use crate::fake_filter::{self, VirtioRxFilter};
@@ -422,6 +424,7 @@ impl FakeVirtio {
             stalled: Default::default(),
             awake: [false; MAX_QUEUES],
             kicks_seen: [0; MAX_QUEUES],
+            msix: Default::default(),
         };
         let pairs = b.pairs.clamp(1, MAX_PAIRS);
         regs.write16(DEVICE_CFG + 8, pairs);
@@ -471,7 +474,22 @@ impl FakeVirtio {
             let generation = core.regs.read8(c::CONFIG_GENERATION);
             core.regs
                 .write8(c::CONFIG_GENERATION, generation.wrapping_add(1));
+            core.msix.raise(core.regs.read16(c::MSIX_CONFIG));
         });
+    }
+
+    /// An MSI-X table of `n` entries: the driver's ends of their eventfds, entry `i` at
+    /// index `i`, for `Modern::with_vectors`. The device raises the entry each queue's
+    /// `queue_msix_vector` names when the driver asked for a notification, and
+    /// `msix_config`'s on a link change.
+    pub fn msix(&self, n: usize) -> Vec<zcnic::irq::EventFd> {
+        self.shared.control(|core, _| core.msix.table(n))
+    }
+
+    /// Used buffer notifications queue `q` sent so far.
+    pub fn interrupts(&self, q: usize) -> u64 {
+        self.shared
+            .control(|core, _| core.msix.sent[q].load(Ordering::SeqCst))
     }
 
     /// The modern transport over this device's BAR, windows where QEMU puts them.
@@ -668,6 +686,8 @@ impl Bar for VirtioBar {
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueRegs {
     size: u16,
+    /// queue_msix_vector.
+    vector: u16,
     enable: u16,
     desc: u64,
     driver: u64,
@@ -707,6 +727,8 @@ struct Core {
     /// yet found the ring empty since; and the kicks counted when it last looked.
     awake: [bool; MAX_QUEUES],
     kicks_seen: [u64; MAX_QUEUES],
+    /// The MSI-X table, when the test gave the driver vectors (`irq.rs`).
+    msix: irq::Msix,
 }
 
 /// Width of the register starting at `off` (0: none starts there).
@@ -793,6 +815,7 @@ impl Core {
             .copied()
             .unwrap_or_default();
         self.regs.write16(c::QUEUE_SIZE, q.size);
+        self.regs.write16(c::QUEUE_MSIX_VECTOR, q.vector);
         self.regs.write16(c::QUEUE_ENABLE, q.enable);
         write64(&self.regs, c::QUEUE_DESC, q.desc);
         write64(&self.regs, c::QUEUE_DRIVER, q.driver);
@@ -805,6 +828,7 @@ impl Core {
         if let Some(q) = self.queues[..n].get_mut(sel) {
             *q = QueueRegs {
                 size: self.regs.read16(c::QUEUE_SIZE),
+                vector: self.regs.read16(c::QUEUE_MSIX_VECTOR),
                 enable: self.regs.read16(c::QUEUE_ENABLE),
                 desc: read64(&self.regs, c::QUEUE_DESC),
                 driver: read64(&self.regs, c::QUEUE_DRIVER),
@@ -823,12 +847,14 @@ impl Core {
         self.rx_filter = VirtioRxFilter::default();
         let initial = QueueRegs {
             size: self.b.queue_max,
+            vector: NO_VECTOR,
             ..QueueRegs::default()
         };
         self.queues = [initial; MAX_QUEUES];
         for off in (0..c::LEN).step_by(4) {
             self.regs.write32(off, 0);
         }
+        self.regs.write16(c::MSIX_CONFIG, NO_VECTOR);
         self.load_queue();
         self.refresh_read_only();
     }
@@ -1068,6 +1094,7 @@ impl Core {
             len
         };
         let (mut done, mut used) = (Vec::new(), 0u64);
+        let used_before = ring.used_idx();
         while let Some(front) = self.inject[pair].front() {
             // Frames the filter turns away take no buffer.
             if let Inject::Frame(f) | Inject::Hashed(f, ..) = front {
@@ -1169,6 +1196,10 @@ impl Core {
         }
         if did {
             ring.suppress(&m, self.b.notify, self.event_idx);
+        }
+        if used > 0 {
+            let wants = ring.wants_interrupt(&m, used_before, self.event_idx);
+            self.msix.notify(q, self.queues[q].vector, wants);
         }
         bump(&counts.rx_used, used);
         did
@@ -1353,6 +1384,7 @@ impl Ring {
             Ring::Packed(PackedRing {
                 size: q.size,
                 desc: q.desc,
+                driver_event: q.driver,
                 device_event: q.device,
                 pos: 0,
                 wrap: true,
@@ -1394,6 +1426,25 @@ impl Ring {
         match self {
             Ring::Split(r) => r.suppress(m, notify, event_idx),
             Ring::Packed(r) => r.suppress(m, notify, event_idx),
+        }
+    }
+
+    /// The split ring's `used.idx` as the device last wrote it (0 for packed).
+    fn used_idx(&self) -> u16 {
+        match self {
+            Ring::Split(r) => r.used_idx,
+            Ring::Packed(_) => 0,
+        }
+    }
+
+    /// Whether the driver asked for a notification of the entries written since `used.idx`
+    /// was `before` (`irq.rs`).
+    fn wants_interrupt(&self, m: &Dma, before: u16, event_idx: bool) -> bool {
+        match self {
+            Ring::Split(r) => {
+                irq::split_wants(|a| m.r16(a), r.avail, r.size, event_idx, before, r.used_idx)
+            }
+            Ring::Packed(r) => irq::packed_wants(|a| m.r16(a), r.driver_event),
         }
     }
 
@@ -1505,6 +1556,7 @@ const EVENT_FLAGS: u64 = 2;
 struct PackedRing {
     size: u16,
     desc: u64,
+    driver_event: u64,
     device_event: u64,
     /// Next position the device reads, and its wrap counter (starts at 1, §2.7.1).
     pos: u16,

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod fake_e1000;
 pub mod fake_filter;
 pub mod fake_igb;
+pub mod fake_igb_irq;
 pub mod fake_irq;
 pub mod fake_tso;
 pub mod fake_virtio;

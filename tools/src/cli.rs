@@ -195,8 +195,8 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 today) polls; with --queues > 1
-        /// the queues poll.
+        /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1 each
+        /// queue's thread sleeps on its own vector (igb, virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
         #[command(flatten)]
@@ -226,7 +226,7 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (all but the e1000 today) polls; with --queues > 1
+        /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -262,7 +262,7 @@ pub struct FwdCmd {
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
     /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
     /// sleeps after N empty polls in a row (default 1000). A port without a receive
-    /// interrupt (all but the e1000 today) polls; with --queues > 1
+    /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
     /// the queues poll.
     #[arg(long, value_name = "MODE", default_value = "poll")]
     pub idle: Idle,

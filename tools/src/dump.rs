@@ -317,10 +317,18 @@ pub fn run_queues(
         .enumerate()
         .map(|(i, mut q)| {
             let (stop, to_writer) = (Arc::clone(&stop), to_writer.clone());
+            let mode = args.idle;
             std::thread::spawn(move || {
                 let mut batch = Vec::with_capacity(64);
+                // Each queue sleeps on its own vector (`--idle`), as its own worker would.
+                let mut idler = crate::idle::Idler::new(mode);
                 while !stop.load(Ordering::Relaxed) {
-                    if q.rx.rx_batch(&mut batch, 64) == 0 {
+                    let got = q.rx.rx_batch(&mut batch, 64);
+                    if idler.due(got) {
+                        idler.sleep_queue("dump", q.rx.as_mut());
+                        continue;
+                    }
+                    if got == 0 {
                         // More receive threads than vCPUs is common here: an idle queue
                         // gives its core to the writer and the busy ones.
                         std::thread::yield_now();
@@ -331,6 +339,7 @@ pub fn run_queues(
                         break;
                     }
                 }
+                idler.describe()
             })
         })
         .collect();
@@ -392,9 +401,11 @@ pub fn run_queues(
     }
     stop.store(true, Ordering::Relaxed);
     drop(bursts);
-    for t in workers {
-        if t.join().is_err() {
-            return Err(msg("a receiving thread panicked".to_string()));
+    let mut idle = Vec::with_capacity(workers.len());
+    for (q, t) in workers.into_iter().enumerate() {
+        match t.join() {
+            Ok(line) => idle.push(format!("queue {q} {line}")),
+            Err(_) => return Err(msg("a receiving thread panicked".to_string())),
         }
     }
     if let Some(e) = failed {
@@ -411,7 +422,7 @@ pub fn run_queues(
         per_queue,
         hashes,
         offloads: RxTally::default(),
-        idle: "idle poll (one thread per queue)".into(),
+        idle: idle.join("; "),
     })
 }
 

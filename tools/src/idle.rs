@@ -8,9 +8,11 @@
 //!   [`HYBRID_POLLS`]), arm and sleep. Busy ports cost what `poll` costs, idle ones almost
 //!   nothing (DPDK's l3fwd-power pattern). `dump`'s and `stats`' default.
 //!
-//! A port without a receive interrupt (today every driver but the e1000, through vfio-pci
-//! or uio_pci_generic) polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so
-//! the loop still sees its duration end, Ctrl-C and link events.
+//! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net and the igb
+//! on an MSI-X vector per queue (vfio-pci). A port without a receive interrupt (a legacy
+//! virtio-net, virtio or igb under uio) polls whatever the mode, after one line saying so. A
+//! sleep lasts at most [`NAP`], so the loop still sees its duration end, Ctrl-C and link
+//! events.
 
 use crate::{msg, ToolError};
 use std::ops::DerefMut;
@@ -138,6 +140,41 @@ impl Idler {
             Ok(Woke::Timeout) => self.naps += 1,
             Err(e) => {
                 eprintln!("{tool}: --idle {}: {e}; polling instead", self.mode);
+                self.mode = Idle::Poll;
+            }
+        }
+    }
+
+    /// [`sleep`](Self::sleep) for one queue of a multi-queue port, on its own vector (a
+    /// worker thread per queue, each with its own `Idler`).
+    pub fn sleep_queue(&mut self, tool: &str, rx: &mut dyn zcnic::RxQueue) {
+        let woke = match rx.enable_rx_interrupt() {
+            Ok(true) => Ok(Woke::Ready),
+            Ok(false) => {
+                let woke = rx
+                    .rx_interrupt_fd()
+                    .map_err(ToolError::from)
+                    .and_then(|fd| {
+                        zcnic::irq::wait_readable(fd, NAP)
+                            .map_err(|e| msg(format!("waiting for a receive interrupt: {e}")))
+                    });
+                rx.disable_rx_interrupt()
+                    .map_err(ToolError::from)
+                    .and(woke)
+                    .map(|w| if w { Woke::Interrupt } else { Woke::Timeout })
+            }
+            Err(e) => Err(e.into()),
+        };
+        match woke {
+            Ok(Woke::Interrupt) => self.wakes += 1,
+            Ok(Woke::Ready) => self.ready += 1,
+            Ok(Woke::Timeout) => self.naps += 1,
+            Err(e) => {
+                eprintln!(
+                    "{tool}: queue {}: --idle {}: {e}; polling instead",
+                    rx.queue(),
+                    self.mode
+                );
                 self.mode = Idle::Poll;
             }
         }

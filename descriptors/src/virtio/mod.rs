@@ -40,6 +40,8 @@ mod harness;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
+mod notify_tests;
+#[cfg(test)]
 mod packed_tests;
 #[cfg(test)]
 mod split_tests;
@@ -205,6 +207,17 @@ pub trait Virtqueue {
     /// Chains currently owned by the device: published and not yet returned. Chains added
     /// but not yet published count in neither this nor [`free`](Virtqueue::free).
     fn in_flight(&self) -> u16;
+    /// Asks the device for a used buffer notification (an interrupt) when it next returns
+    /// a chain, then looks at the ring once more: true when a used entry is already
+    /// pending, which no notification may announce (call
+    /// [`disable_notify`](Virtqueue::disable_notify) and pop it). The order — arm, full
+    /// barrier, re-check — is what keeps an entry the device wrote just before the arm
+    /// from being slept through: the device writes its entry, then (full barrier) reads
+    /// the suppression field, so one side always sees the other (virtio 1.1 §2.6.7.2,
+    /// §2.7.10; Linux `virtqueue_enable_cb`). Control path only: the burst calls never arm.
+    fn enable_notify(&mut self) -> bool;
+    /// Switches used buffer notifications off again (the state a queue is created in).
+    fn disable_notify(&mut self);
 }
 
 /// Whether moving an index from `old` to `new` passes `event`, i.e. `event` lies in

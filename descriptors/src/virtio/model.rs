@@ -187,6 +187,7 @@ pub(super) struct PackedDevice<'m> {
     notify: bool,
     /// Chain length of each fetched, not yet completed id.
     lens: HashMap<u16, u16>,
+    interrupts: u32,
 }
 
 impl<'m> PackedDevice<'m> {
@@ -201,6 +202,7 @@ impl<'m> PackedDevice<'m> {
             used_wrap: true,
             notify: true,
             lens: HashMap::new(),
+            interrupts: 0,
         };
         dev.write_event();
         dev
@@ -250,11 +252,13 @@ impl<'m> PackedDevice<'m> {
         let (mut pos, mut wrap) = (self.used_pos, self.used_wrap);
         self.step(&mut pos, &mut wrap, skip);
         (self.used_pos, self.used_wrap) = (pos, wrap);
-        assert_eq!(
-            self.mem.read_u16(self.layout.driver_event_flags()),
-            RING_EVENT_FLAGS_DISABLE,
-            "the driver polls: used notifications stay disabled"
+        // Would the device interrupt the driver here? (§2.7.10)
+        let driver = self.mem.read_u16(self.layout.driver_event_flags());
+        assert_ne!(
+            driver, RING_EVENT_FLAGS_DESC,
+            "the driver never asks for DESC events"
         );
+        self.interrupts += u32::from(driver == RING_EVENT_FLAGS_ENABLE);
     }
 }
 
@@ -322,6 +326,6 @@ impl Device for PackedDevice<'_> {
     }
 
     fn interrupts(&self) -> u32 {
-        0
+        self.interrupts
     }
 }

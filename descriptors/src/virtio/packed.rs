@@ -220,6 +220,19 @@ impl<M: QueueMemory> PackedQueue<M> {
         need_event(event, new, new.wrapping_sub(added))
     }
 
+    /// Whether the descriptor at `next_used` is used (what `pop_used` would take).
+    fn used_pending(&self) -> bool {
+        if self.outstanding == 0 {
+            return false;
+        }
+        let flags = self
+            .mem
+            .read_u16(self.layout.desc(self.next_used) + DESC_FLAGS);
+        let avail = flags & VIRTQ_DESC_F_AVAIL != 0;
+        let used = flags & VIRTQ_DESC_F_USED != 0;
+        avail == used && used == self.used_wrap
+    }
+
     /// Steps `next_used` over `descs` positions (never past what was published).
     fn advance_used(&mut self, descs: u16) {
         let descs = descs.min(self.outstanding);
@@ -245,6 +258,24 @@ impl<M: QueueMemory> Virtqueue for PackedQueue<M> {
 
     fn in_flight(&self) -> u16 {
         self.in_flight
+    }
+
+    /// Driver event flags ENABLE: a notification for every used descriptor (§2.7.10),
+    /// whether or not RING_EVENT_IDX was negotiated. Then the re-check.
+    fn enable_notify(&mut self) -> bool {
+        self.mem
+            .write_u16(self.layout.driver_event_flags(), RING_EVENT_FLAGS_ENABLE);
+        // SeqCst (Linux's virtio_mb in virtqueue_enable_cb_prepare_packed): the flags
+        // store must be visible before the descriptor is read below; a used descriptor
+        // this read misses was written by a device that then sees ENABLE.
+        fence(Ordering::SeqCst);
+        self.used_pending()
+    }
+
+    /// Driver event flags DISABLE, as the queue was created.
+    fn disable_notify(&mut self) {
+        self.mem
+            .write_u16(self.layout.driver_event_flags(), RING_EVENT_FLAGS_DISABLE);
     }
 
     #[inline(always)]

@@ -285,6 +285,35 @@ impl<M: QueueMemory> Virtqueue for SplitQueue<M> {
         self.in_flight
     }
 
+    /// With EVENT_IDX, `used_event = last_used`: the device interrupts once `used.idx`
+    /// moves past the entries consumed (§2.6.7.2); without it, `avail.flags` loses
+    /// VIRTQ_AVAIL_F_NO_INTERRUPT (§2.6.7.1). Then the re-check.
+    fn enable_notify(&mut self) -> bool {
+        if self.event_idx {
+            self.mem.write_u16(self.layout.used_event(), self.last_used);
+        } else {
+            self.mem.write_u16(self.layout.avail_flags(), 0);
+        }
+        // SeqCst (Linux's virtio_mb in virtqueue_enable_cb): the store above must be
+        // visible before used.idx is read below. An entry this read misses was written by a
+        // device that reads the suppression field after it, and so sees the arm.
+        fence(Ordering::SeqCst);
+        self.last_used != self.used_seen
+            || self.mem.read_u16(self.layout.used_idx()) != self.last_used
+    }
+
+    /// `used_event = last_used - 1`, which `used.idx` never passes before the next publish
+    /// refreshes it, or VIRTQ_AVAIL_F_NO_INTERRUPT.
+    fn disable_notify(&mut self) {
+        if self.event_idx {
+            self.mem
+                .write_u16(self.layout.used_event(), self.last_used.wrapping_sub(1));
+        } else {
+            self.mem
+                .write_u16(self.layout.avail_flags(), VIRTQ_AVAIL_F_NO_INTERRUPT);
+        }
+    }
+
     #[inline(always)]
     fn add(&mut self, chain: &[Buf]) -> Result<u16, Full> {
         check_chain(chain, self.num_free)?;

@@ -78,6 +78,7 @@ impl<B: Bar> IgbPort<B> {
                 counters: Arc::default(),
                 teardown: Arc::clone(&teardown),
                 queue: q,
+                irq: None,
             };
             let tx = IgbTxQueue {
                 ring: Some(TxRing::new(dma, tx_idx, cfg.vlan_strip).map_err(dma_err)?),
@@ -113,6 +114,7 @@ impl<B: Bar> IgbPort<B> {
             tx_counters: counters(|p| &p.1.counters),
             teardown,
             link,
+            msix: false,
             device: None,
         };
         port.start_tx(&queues)?;

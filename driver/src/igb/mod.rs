@@ -8,11 +8,13 @@
 //! - `port.rs`: the port's control plane, and the one-queue [`Nic`](crate::Nic) over it
 //! - `rx.rs`: the receive queue handle's `rx_batch` (datapath)
 //! - `tx.rs`: the transmit queue handle's `tx_batch` and clean-up (datapath)
+//! - `irq.rs`: an MSI-X vector per receive queue, armed only to sleep
 //!
 //! Shared with the e1000 and no more: the statistics registers' offsets and the code that
 //! learns whether each clears on read, the link decode of STATUS, and the clean-up batch.
 
 mod init;
+mod irq;
 mod port;
 pub mod regs;
 mod rss;

@@ -37,6 +37,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) teardown: Arc<Teardown>,
     /// Link events: ICR.LSC, then STATUS.
     pub(crate) link: LinkWatch,
+    /// MSI-X is on at the platform (`irq.rs`): turned off at close, after the reset.
+    pub(crate) msix: bool,
     /// Keeps the device open; declared last so it closes after the rest.
     pub(crate) device: Option<Box<dyn PciDevice>>,
 }
@@ -57,15 +59,24 @@ impl IgbPort<MmioBar> {
     /// Brings up the igb on an opened PCI function with `cfg.queues` queue pairs, reset
     /// before bus mastering goes on (`intel::bring_up`).
     pub fn with_device(dev: Box<dyn PciDevice>, cfg: &Config) -> Result<(Self, IgbQueues), Error> {
-        let ((mut port, queues), dev) = crate::intel::bring_up(
+        let ((port, queues), dev) = crate::intel::bring_up(
             dev,
             "igb",
             cfg.reset_timeout,
             super::init::reset,
             |bar, dma, addr| Self::new(bar, dma, addr, cfg),
         )?;
+        let mut port = port;
+        let (mut rx, tx): (Vec<IgbRxQueue>, Vec<_>) = queues.into_iter().unzip();
+        match dev.vectors(crate::irq::MSIX, rx.len()) {
+            Ok(events) => {
+                super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
+                port.msix = true;
+            }
+            Err(e) => log::debug!("{e}; the queues poll only"),
+        }
         port.device = Some(dev);
-        Ok((port, queues))
+        Ok((port, rx.into_iter().zip(tx).collect()))
     }
 
     /// [`with_device`](Self::with_device), the queues boxed for [`crate::open_port`].
@@ -208,6 +219,10 @@ impl<B: Bar> Drop for IgbPort<B> {
                 .device
                 .as_deref()
                 .is_some_and(crate::platform::stop_bus_master);
+            // The vectors off while the rings still exist (see virtio's port).
+            if let (true, Some(dev)) = (self.msix, self.device.as_deref()) {
+                dev.irq_release(crate::irq::MSIX);
+            }
             reset || master_off
         });
         if !stopped {
@@ -228,12 +243,12 @@ impl<B: Bar> Drop for IgbPort<B> {
 pub struct Igb<B: Bar> {
     // Dropped in this order: the queues hand their memory to the port, which stops the
     // device and then frees it.
-    rx: IgbRxQueue,
+    pub(super) rx: IgbRxQueue,
     tx: IgbTxQueue,
     /// Refills come from and completed frames go to this cache: one thread drives both
     /// sides here, so a forwarder's buffers go round without the pool's shared stack.
     cache: PoolCache,
-    port: IgbPort<B>,
+    pub(super) port: IgbPort<B>,
 }
 
 impl<B: Bar> std::fmt::Debug for Igb<B> {
@@ -342,6 +357,19 @@ impl<B: Bar> Nic for Igb<B> {
 
     fn link_event(&mut self) -> Option<Link> {
         self.port.link_event()
+    }
+
+    /// Queue 0's MSI-X vector (`irq.rs`).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        self.rx.irq_fd()
+    }
+
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.rx.arm()
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.rx.disarm()
     }
 
     fn offloads(&self) -> crate::Offloads {

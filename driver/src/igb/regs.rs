@@ -19,6 +19,30 @@ pub const ICR_LSC: u32 = 1 << 2;
 pub const IMC: u32 = 0x00D8;
 /// EIMC — Extended Interrupt Mask Clear (§8.8.6).
 pub const EIMC: u32 = 0x1528;
+/// EIMS — Extended Interrupt Mask Set/Read (§8.8.5): writing 1s enables those vectors.
+pub const EIMS: u32 = 0x1524;
+/// EIAC — Extended Interrupt Auto Clear (§8.8.7): EICR bits cleared once their MSI-X
+/// message is sent.
+pub const EIAC: u32 = 0x152C;
+/// EICR — Extended Interrupt Cause Read (§8.8.3); write 1s to clear.
+pub const EICR: u32 = 0x1580;
+/// GPIE — General Purpose Interrupt Enable (§8.8.11).
+pub const GPIE: u32 = 0x1514;
+/// GPIE.NSICR — Non Selective Interrupt Clear on Read.
+pub const GPIE_NSICR: u32 = 1 << 0;
+/// GPIE.Multiple_MSIX — one MSI-X vector per cause as IVAR says, EICR bit = vector.
+pub const GPIE_MSIX_MODE: u32 = 1 << 4;
+/// GPIE.PBA_support — the MSI-X pending bit array, as MSI-X asks.
+pub const GPIE_PBA_SUPPORT: u32 = 1 << 31;
+/// IVAR — Interrupt Vector Allocation, 8 registers (§8.8.15): register `q` byte 0 maps
+/// receive queue `q`, byte 1 transmit queue `q` (bytes 2 and 3 queues `q + 8`).
+pub const IVAR0: u32 = 0x1700;
+/// IVAR entry valid bit.
+pub const IVAR_VALID: u32 = 0x80;
+/// EITR — Extended Interrupt Throttle of vector `v` (§8.8.13): interval in bits 14:2.
+pub const fn eitr(v: u32) -> u32 {
+    0x1680 + 4 * v
+}
 /// RCTL — Receive Control (§8.10.1).
 pub const RCTL: u32 = 0x0100;
 /// TCTL — Transmit Control (§8.12.1).

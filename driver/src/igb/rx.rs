@@ -42,6 +42,8 @@ pub struct IgbRxQueue {
     pub(crate) counters: Arc<QueueCounters>,
     pub(crate) teardown: Arc<Teardown>,
     pub(crate) queue: u16,
+    /// The queue's MSI-X vector, when the platform routed one (`irq.rs`).
+    pub(crate) irq: Option<super::irq::QueueIrq>,
 }
 
 impl std::fmt::Debug for IgbRxQueue {
@@ -80,6 +82,20 @@ impl RxQueue for IgbRxQueue {
     ) -> usize {
         self.rx(out, max, &mut Vec::new(), Some(cache))
     }
+
+    /// The queue's own MSI-X vector (`irq.rs`).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, crate::Error> {
+        self.irq_fd()
+    }
+
+    /// EICR cleared, EIMS set, then the ring again (`irq.rs`).
+    fn enable_rx_interrupt(&mut self) -> Result<bool, crate::Error> {
+        self.arm()
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), crate::Error> {
+        self.disarm()
+    }
 }
 
 impl Drop for IgbRxQueue {
@@ -93,6 +109,13 @@ impl Drop for IgbRxQueue {
 }
 
 impl RxRing {
+    /// Whether the device has completed the descriptor `rx` looks at next: the re-check
+    /// after arming the interrupt.
+    pub(crate) fn ready(&self) -> bool {
+        self.idx.in_flight(self.produced, self.consumed) > 0
+            && RxWriteBack::from_words(self.ring.read_words(self.idx.slot(self.consumed))).done()
+    }
+
     pub(crate) fn new(
         dma: &dyn DmaAllocator,
         pool: &Arc<Mempool>,

@@ -491,6 +491,36 @@ unsafe impl PciDevice for VfioDevice {
         Ok(IrqFd::event(event))
     }
 
+    /// VFIO_DEVICE_GET_IRQ_INFO for how many vectors `index` has, then one eventfd per
+    /// vector and VFIO_DEVICE_SET_IRQS routing them all at once (MSI-X cannot grow once
+    /// enabled on older kernels).
+    fn vectors(&self, index: u32, max: usize) -> Result<Vec<crate::irq::EventFd>, Error> {
+        use crate::irq::EventFd;
+        let dev = self.device.as_fd();
+        let info = sys::irq_info(dev, index)
+            .map_err(|e| Error::os(&self.addr, format!("VFIO_DEVICE_GET_IRQ_INFO({index})"), e))?;
+        let n = (info.count as usize).min(max).min(sys::MAX_VECTORS);
+        if n == 0 {
+            return Err(Error::NoInterrupt {
+                addr: self.addr,
+                why: format!("VFIO reports no vectors of interrupt {index} (no such capability)"),
+            });
+        }
+        let events = (0..n)
+            .map(|_| EventFd::new())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::os(&self.addr, "eventfd", e))?;
+        let fds: Vec<_> = events.iter().map(|e| e.as_fd()).collect();
+        sys::irq_to_eventfds(dev, index, &fds).map_err(|e| {
+            Error::os(
+                &self.addr,
+                format!("VFIO_DEVICE_SET_IRQS({index}, {n} vectors)"),
+                e,
+            )
+        })?;
+        Ok(events)
+    }
+
     /// VFIO_IRQ_SET_ACTION_UNMASK.
     fn irq_unmask(&self, index: u32) -> Result<(), Error> {
         sys::irq_unmask(self.device.as_fd(), index)

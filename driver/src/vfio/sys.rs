@@ -198,6 +198,51 @@ pub fn irq_to_eventfd(device: BorrowedFd<'_>, index: u32, event: BorrowedFd<'_>)
     ioctl_mut(device, DEVICE_SET_IRQS, &mut set).map(drop)
 }
 
+/// The most vectors zcnic routes at once (an igb has 25 MSI-X vectors, a virtio-net
+/// `2 × pairs + 2`).
+pub const MAX_VECTORS: usize = 64;
+
+/// `vfio_irq_set` with up to [`MAX_VECTORS`] eventfds; `argsz` says how many the kernel
+/// reads.
+#[repr(C)]
+struct IrqSetMany {
+    head: vfio_irq_set,
+    fds: [i32; MAX_VECTORS],
+}
+
+const _: () = assert!(std::mem::offset_of!(IrqSetMany, fds) == 20);
+
+/// VFIO_DEVICE_SET_IRQS, DATA_EVENTFD | ACTION_TRIGGER: vectors `0..events.len()` of
+/// interrupt `index` (MSI or MSI-X) signal `events[i]` from now on. Enabling MSI-X this way
+/// turns it on in the function's capability; [`irq_disable`] turns it off.
+pub fn irq_to_eventfds(
+    device: BorrowedFd<'_>,
+    index: u32,
+    events: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if events.is_empty() || events.len() > MAX_VECTORS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} vectors (1 to {MAX_VECTORS})", events.len()),
+        ));
+    }
+    let mut set = IrqSetMany {
+        head: vfio_irq_set {
+            argsz: (std::mem::size_of::<vfio_irq_set>() + 4 * events.len()) as u32,
+            flags: VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            index,
+            start: 0,
+            count: events.len() as u32,
+            ..Default::default()
+        },
+        fds: [-1; MAX_VECTORS],
+    };
+    for (slot, e) in set.fds.iter_mut().zip(events) {
+        *slot = e.as_raw_fd();
+    }
+    ioctl_mut(device, DEVICE_SET_IRQS, &mut set).map(drop)
+}
+
 /// VFIO_DEVICE_SET_IRQS, DATA_NONE | ACTION_UNMASK on vector 0 of `index`: INTx, which the
 /// kernel masks when it fires (the line is level-triggered), may fire again.
 pub fn irq_unmask(device: BorrowedFd<'_>, index: u32) -> io::Result<()> {

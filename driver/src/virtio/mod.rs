@@ -10,12 +10,14 @@
 //! - `nic.rs`: the one-queue `VirtioNet`, a port and its queue pair 0
 //! - `rxtx.rs`: a queue pair's two handles made; the receive queue
 //! - `tx.rs`: the transmit queue
+//! - `irq.rs`: MSI-X vectors per receive queue and the arm / re-check / sleep of one
 //! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
 //! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
 //! - `offload.rs`: the transport checksums, both ways, in the header
 
 mod ctrl;
 mod filter;
+mod irq;
 mod mergeable;
 mod net;
 mod nic;
@@ -112,7 +114,7 @@ fn bring_up(
     // exit) would otherwise resume DMA into memory that is no longer that user's.
     dev.set_bus_master(false)?;
     let transport: Box<dyn Transport> = match Modern::open(dev.as_ref()) {
-        Ok(m) => Box::new(m),
+        Ok(m) => Box::new(m.with_vectors(msix(dev.as_ref(), cfg))),
         Err(e) => {
             log::debug!("{addr}: {e}; using the legacy interface");
             Box::new(Legacy::new(dev.clone()))
@@ -143,4 +145,17 @@ fn bring_up(
     };
     let dma = dev.dma_allocator(mode)?;
     Ok((transport, features, dma, packed))
+}
+
+/// MSI-X vectors for the port: entry 0 for configuration changes, entry `1 + k` for
+/// receive queue `k` (transmit and control queues have none). None when the platform
+/// routes no MSI-X (uio, or a device without the capability): the port polls only.
+fn msix(dev: &dyn PciDevice, cfg: &Config) -> Vec<crate::irq::EventFd> {
+    match dev.vectors(crate::irq::MSIX, 1 + usize::from(cfg.queues.max(1))) {
+        Ok(v) => v,
+        Err(e) => {
+            log::debug!("{e}");
+            Vec::new()
+        }
+    }
 }

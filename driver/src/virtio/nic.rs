@@ -57,6 +57,17 @@ impl<Q: QueueKind> VirtioNet<Q> {
         self.port.attach(dev);
     }
 
+    /// Gives queue 0 its interrupt on `event`, which the device side signals: for a port
+    /// not opened through a platform (a test's fake). One with an MSI-X vector keeps it.
+    pub fn attach_interrupt(&mut self, event: crate::irq::EventFd) {
+        self.rx.attach_interrupt(event);
+    }
+
+    /// The configuration-change interrupt (see [`VirtioPort::link_interrupt`]).
+    pub fn link_interrupt(&self) -> Option<&crate::irq::EventFd> {
+        self.port.link_interrupt()
+    }
+
     /// The port's features as negotiated.
     pub fn features(&self) -> u64 {
         self.port.features
@@ -121,6 +132,21 @@ impl<Q: QueueKind> Nic for VirtioNet<Q> {
 
     fn link_event(&mut self) -> Option<Link> {
         self.port.link_event()
+    }
+
+    /// Queue 0's MSI-X vector (`irq.rs`), or the eventfd given to
+    /// [`attach_interrupt`](VirtioNet::attach_interrupt).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        self.rx.rx_interrupt_fd()
+    }
+
+    /// Used buffer notifications on, then the ring again (`irq.rs`).
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.rx.enable_rx_interrupt()
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.rx.disable_rx_interrupt()
     }
 
     fn mtu(&self) -> usize {

@@ -4,12 +4,14 @@
 
 use super::ctrl::{self, cmd, Ctrl};
 use super::filter::VirtioFilter;
+use super::irq::Vectors;
 use super::net::{check_mtu, feature, give_up, prev_power_of_two, stop};
 use super::queue::QueueKind;
 use super::rxtx::{pair, PairParts, VirtioRxQueue};
 use super::transport::Transport;
 use super::tx::VirtioTxQueue;
 use crate::filter::Kind;
+use crate::irq::EventFd;
 use crate::nic::{Link, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
@@ -57,6 +59,10 @@ pub struct VirtioPort<Q: QueueKind> {
     rx_counters: Vec<Arc<QueueCounters>>,
     tx_counters: Vec<Arc<QueueCounters>>,
     teardown: Arc<Teardown>,
+    /// The configuration-change vector (MSI-X entry 0): readable after a link change.
+    config_irq: Option<EventFd>,
+    /// MSI-X is on at the platform: turned off at close, after the reset.
+    msix: bool,
     /// Keeps the device open; declared last so it closes after the rest.
     device: Option<Arc<dyn PciDevice>>,
 }
@@ -126,6 +132,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
             .collect();
         wanted.extend(ctrl_at.map(|q| (q, 64)));
         let mut made: Vec<Q> = Vec::with_capacity(wanted.len());
+        let mut vectors = Vectors::take(transport.as_mut());
+        let mut rx_irqs: Vec<Option<EventFd>> = Vec::with_capacity(n.into());
         for &(q, want) in &wanted {
             // Once the device has a queue's addresses, an error path resets it before the
             // queue's memory is freed (and leaks the memory if the reset is not confirmed).
@@ -139,6 +147,10 @@ impl<Q: QueueKind> VirtioPort<Q> {
                 (0, _) => Err(Error::Io(format!("{addr}: the device has no queue {q}"))),
                 (_, Err(e)) => Err(dma_err(e)),
                 (_, Ok((queue, areas))) => {
+                    let irq = vectors.route_queue(transport.as_ref(), q, n);
+                    if q.is_multiple_of(2) && q / 2 < n {
+                        rx_irqs.push(irq);
+                    }
                     let r = transport.queue_setup(q, size, areas.desc, areas.driver, areas.device);
                     made.push(queue);
                     r.map_err(|e| Error::Io(format!("{addr}: {e}")))
@@ -185,6 +197,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
             (false, true) => 20,
         };
         let kicks: Vec<_> = wanted.iter().map(|&(q, _)| transport.notifier(q)).collect();
+        let config_irq = vectors.route_config(transport.as_ref());
+        let msix = vectors.any();
         let s = super::status::ACKNOWLEDGE | super::status::DRIVER | super::status::DRIVER_OK;
         let s = if legacy {
             s
@@ -195,13 +209,14 @@ impl<Q: QueueKind> VirtioPort<Q> {
         let mut kicks = kicks.into_iter();
         let mut made = made.into_iter();
         let mut parts = Vec::with_capacity(n.into());
+        let mut rx_irqs = rx_irqs.into_iter();
         for queue in 0..n {
             let (Some(rx), Some(rx_kick), Some(tx), Some(tx_kick)) =
                 (made.next(), kicks.next(), made.next(), kicks.next())
             else {
                 unreachable!("two queues made per pair");
             };
-            parts.push((queue, rx, rx_kick, tx, tx_kick));
+            parts.push((queue, rx, rx_kick, tx, tx_kick, rx_irqs.next().flatten()));
         }
         let teardown = Arc::new(Teardown::default());
         let ctrl = match (made.next(), kicks.next()) {
@@ -230,6 +245,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
             rx_counters: Vec::new(),
             tx_counters: Vec::new(),
             teardown: Arc::clone(&teardown),
+            config_irq,
+            msix,
             device: None,
         };
         // The queue handles exist before the first command: from here on an error drops
@@ -237,7 +254,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
         // which stops the device and only then frees that memory, or leaks it.
         let queues: VirtioQueues<Q> = parts
             .into_iter()
-            .map(|(queue, rx, rx_kick, tx, tx_kick)| {
+            .map(|(queue, rx, rx_kick, tx, tx_kick, irq)| {
                 pair(PairParts {
                     queue,
                     addr,
@@ -253,6 +270,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                     offloads: super::offload::offloads(features),
                     pool: Arc::clone(&pool),
                     teardown: Arc::clone(&teardown),
+                    irq,
                 })
             })
             .collect();
@@ -277,6 +295,13 @@ impl<Q: QueueKind> VirtioPort<Q> {
     /// Links this port to the device handle that keeps it open.
     pub(crate) fn attach(&mut self, dev: Arc<dyn PciDevice>) {
         self.device = Some(dev);
+    }
+
+    /// The configuration-change interrupt (MSI-X entry 0, `msix_config`): readable once
+    /// the device changed its configuration, a link going up or down; drain it with
+    /// [`EventFd::drain`] and read [`Port::link_event`]. `None` without MSI-X.
+    pub fn link_interrupt(&self) -> Option<&EventFd> {
+        self.config_irq.as_ref()
     }
 
     /// The driver's name for this port.
@@ -485,6 +510,11 @@ impl<Q: QueueKind> Drop for VirtioPort<Q> {
                 .device
                 .as_deref()
                 .is_some_and(crate::platform::stop_bus_master);
+            // The vectors off while the rings still exist: nothing signals a queue whose
+            // memory is gone, and the kernel logs no interrupt nobody handles.
+            if let (true, Some(dev)) = (self.msix, self.device.as_deref()) {
+                dev.irq_release(crate::irq::MSIX);
+            }
             reset || master_off
         });
         if !stopped {

@@ -16,8 +16,10 @@ use super::mergeable::Merge;
 use super::queue::QueueKind;
 use super::transport::Notifier;
 use super::tx::{TxState, VirtioTxQueue};
+use crate::irq::{EventFd, RxIrq};
 use crate::pci::PciAddr;
 use crate::port::{QueueCounters, RxQueue, Teardown};
+use crate::Error;
 use std::sync::Arc;
 use zcnic_descriptors::virtio::Buf;
 use zcnic_hugepages::{Mempool, Packet, DATA_ROOM};
@@ -30,16 +32,18 @@ const HASH_REPORT: usize = 16;
 /// The receive queue of one virtio-net queue pair.
 pub struct VirtioRxQueue<Q: QueueKind> {
     queue: u16,
-    addr: PciAddr,
+    pub(super) addr: PciAddr,
     /// The ring and what is posted in it; `None` once handed to the port on drop.
-    st: Option<RxState<Q>>,
+    pub(super) st: Option<RxState<Q>>,
+    /// The queue's MSI-X vector, or none (`irq.rs`).
+    pub(super) irq: Option<RxIrq>,
     pool: Arc<Mempool>,
     pub(crate) counters: Arc<QueueCounters>,
     teardown: Arc<Teardown>,
 }
 
-struct RxState<Q> {
-    vq: Q,
+pub(super) struct RxState<Q> {
+    pub(super) vq: Q,
     bufs: Vec<Option<Packet>>,
     /// Fresh receive buffers for one refill, taken from the pool in one operation.
     fresh: Vec<Packet>,
@@ -75,6 +79,8 @@ pub(crate) struct PairParts<Q> {
     pub offloads: crate::Offloads,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
+    /// The receive queue's MSI-X vector (`irq.rs`).
+    pub irq: Option<EventFd>,
 }
 
 /// Builds a queue pair's two handles; the receive ring is filled and the device told.
@@ -99,6 +105,7 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             read_header: p.hash_report || p.offloads.rx_checksum,
             kick: p.rx_kick,
         }),
+        irq: p.irq.map(RxIrq::plain),
         pool: Arc::clone(&p.pool),
         counters: Arc::default(),
         teardown: Arc::clone(&p.teardown),
@@ -295,6 +302,20 @@ impl<Q: QueueKind> RxQueue for VirtioRxQueue<Q> {
         }
         self.counters.add(delivered as u64, bytes, errors);
         delivered
+    }
+
+    /// The queue's MSI-X vector (`irq.rs`).
+    fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        self.irq_fd()
+    }
+
+    /// Used buffer notifications on, then the ring again (`irq.rs`).
+    fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
+        self.arm()
+    }
+
+    fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
+        self.disarm()
     }
 }
 

@@ -2,6 +2,7 @@
 //! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR), behind one
 //! [`Transport`] trait so the net driver is written once.
 
+use crate::irq::EventFd;
 use crate::mmio::{Bar, Doorbell, MmioBar};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
@@ -66,6 +67,23 @@ pub trait Transport: Send {
     /// Cuts every [`Notifier`] off the device (see [`Bar::revoke_doorbells`]): what a port
     /// does once its device is stopped, so a queue that outlives it kicks nothing.
     fn revoke_notifiers(&self) {}
+    /// The MSI-X vectors routed for this device, an eventfd per table entry, handed over
+    /// once (empty: none; the legacy transport never has them, see `legacy::CONFIG`).
+    fn take_vectors(&mut self) -> Vec<EventFd> {
+        Vec::new()
+    }
+    /// Sends queue `q`'s used buffer notifications to MSI-X entry `vector` (`NO_VECTOR`,
+    /// 0xffff: nowhere); before [`queue_setup`](Transport::queue_setup) enables the queue. True when
+    /// the device kept it: it reads back NO_VECTOR when it cannot (virtio 1.1 §4.1.5.1.2).
+    fn set_queue_vector(&self, q: u16, vector: u16) -> bool {
+        let _ = (q, vector);
+        false
+    }
+    /// Sends configuration change notifications (link changes) to MSI-X entry `vector`.
+    fn set_config_vector(&self, vector: u16) -> bool {
+        let _ = vector;
+        false
+    }
 }
 
 /// What kicks one queue: a doorbell on its notify address (modern), or the legacy
@@ -115,10 +133,12 @@ mod common {
     pub const DEVICE_FEATURE: u32 = 0x04;
     pub const DRIVER_FEATURE_SELECT: u32 = 0x08;
     pub const DRIVER_FEATURE: u32 = 0x0C;
+    pub const MSIX_CONFIG: u32 = 0x10;
     pub const NUM_QUEUES: u32 = 0x12;
     pub const DEVICE_STATUS: u32 = 0x14;
     pub const QUEUE_SELECT: u32 = 0x16;
     pub const QUEUE_SIZE: u32 = 0x18;
+    pub const QUEUE_MSIX_VECTOR: u32 = 0x1A;
     pub const QUEUE_ENABLE: u32 = 0x1C;
     pub const QUEUE_NOTIFY_OFF: u32 = 0x1E;
     pub const QUEUE_DESC: u32 = 0x20;
@@ -166,6 +186,8 @@ pub struct Modern<B: Bar> {
     device: Window,
     /// Notify offset of each queue set up, by queue index.
     queue_notify: Vec<u32>,
+    /// MSI-X vectors routed by the platform, until the port takes them.
+    vectors: Vec<EventFd>,
 }
 
 impl<B: Bar> std::fmt::Debug for Modern<B> {
@@ -291,7 +313,14 @@ impl<B: Bar> Modern<B> {
             notify_mult,
             device,
             queue_notify: Vec::new(),
+            vectors: Vec::new(),
         }
+    }
+
+    /// MSI-X vectors the platform routed (or a test's fake signals), entry `i` at `i`.
+    pub fn with_vectors(mut self, vectors: Vec<EventFd>) -> Self {
+        self.vectors = vectors;
+        self
     }
 
     #[inline(always)]
@@ -440,6 +469,21 @@ impl<B: Bar> Transport for Modern<B> {
             b.revoke_doorbells();
         }
     }
+
+    fn take_vectors(&mut self) -> Vec<EventFd> {
+        std::mem::take(&mut self.vectors)
+    }
+
+    fn set_queue_vector(&self, q: u16, vector: u16) -> bool {
+        self.c_write16(common::QUEUE_SELECT, q);
+        self.c_write16(common::QUEUE_MSIX_VECTOR, vector);
+        self.c_read16(common::QUEUE_MSIX_VECTOR) == vector
+    }
+
+    fn set_config_vector(&self, vector: u16) -> bool {
+        self.c_write16(common::MSIX_CONFIG, vector);
+        self.c_read16(common::MSIX_CONFIG) == vector
+    }
 }
 
 /// Legacy register offsets in the I/O BAR (virtio 1.1 §4.1.4.8).
@@ -451,7 +495,7 @@ mod legacy {
     pub const QUEUE_SELECT: u64 = 0x0E;
     pub const QUEUE_NOTIFY: u64 = 0x10;
     pub const DEVICE_STATUS: u64 = 0x12;
-    /// Device configuration, with MSI-X off (zcnic polls, so it never turns MSI-X on).
+    /// Device configuration, with MSI-X off (the legacy transport never turns it on).
     pub const CONFIG: u64 = 0x14;
     /// The queue address register takes a page frame number of this page size.
     pub const PAGE: u64 = 4096;

@@ -1,0 +1,145 @@
+//! igb receive interrupts: an MSI-X vector per receive queue (82576 datasheet §7.3,
+//! registers §8.8), so each queue's worker sleeps on its own descriptor.
+//!
+//! At open, when the platform routes MSI-X: GPIE in multiple-vector mode, IVAR maps
+//! receive queue `q` to vector `q`, EIAC auto-clears each vector's EICR bit as its message
+//! goes, and every vector stays masked (EIMC): polling never costs an interrupt. Transmit
+//! queues and the other causes (link) get no vector; link changes are polled.
+//!
+//! To sleep, one queue: EICR's bit is cleared (a cause latched while polling must not fire
+//! the moment it is unmasked), the eventfd drained, EIMS sets the bit, a full barrier, then
+//! the ring is looked at again. A write-back after the EICR clear latches the bit, and the
+//! device sends the message when EIMS and EICR share it, whichever came first; one before
+//! it is seen by the re-check. Waking: EIMC masks the vector again and EICR is cleared.
+//! Each queue writes only its own bit of these write-1 registers: no lock between queues.
+
+use super::port::{Igb, IgbPort, IgbQueues};
+use super::regs;
+use super::rx::IgbRxQueue;
+use crate::irq::{EventFd, RxIrq};
+use crate::mmio::{Bar, Doorbell};
+use crate::pci::PciAddr;
+use crate::Error;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{fence, Ordering};
+
+/// One receive queue's vector: its eventfd and its bit in the extended registers.
+pub(crate) struct QueueIrq {
+    irq: RxIrq,
+    bit: u32,
+    addr: PciAddr,
+    eims: Doorbell,
+    eimc: Doorbell,
+    eicr: Doorbell,
+}
+
+impl std::fmt::Debug for QueueIrq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueIrq({:#x})", self.bit)
+    }
+}
+
+/// Puts the device in MSI-X mode with receive queue `q` on vector `q`, every vector
+/// masked, and hands each queue its eventfd (`events[q]`); queues beyond the vectors
+/// routed keep none.
+pub(crate) fn route<'q>(
+    bar: &impl Bar,
+    addr: PciAddr,
+    queues: impl Iterator<Item = &'q mut IgbRxQueue>,
+    events: Vec<EventFd>,
+) {
+    let mut bits = 0;
+    bar.write32(regs::EIMC, u32::MAX);
+    bar.write32(
+        regs::GPIE,
+        regs::GPIE_MSIX_MODE | regs::GPIE_PBA_SUPPORT | regs::GPIE_NSICR,
+    );
+    for (q, (rx, event)) in queues.zip(events).enumerate() {
+        let q = q as u32;
+        bits |= 1 << q;
+        let ivar = regs::IVAR0 + 4 * q;
+        bar.write32(ivar, (bar.read32(ivar) & !0xff) | regs::IVAR_VALID | q);
+        bar.write32(regs::eitr(q), 0);
+        rx.irq = Some(QueueIrq {
+            irq: RxIrq::plain(event),
+            bit: 1 << q,
+            addr,
+            eims: bar.doorbell(regs::EIMS),
+            eimc: bar.doorbell(regs::EIMC),
+            eicr: bar.doorbell(regs::EICR),
+        });
+    }
+    bar.write32(regs::EIAC, bits);
+    bar.write32(regs::EICR, u32::MAX);
+}
+
+impl<B: Bar> IgbPort<B> {
+    /// Gives the queues vectors signalled through `events` (queue `q` on `events[q]`), for
+    /// a port not opened through a platform (a test's fake device, which plays MSI-X on
+    /// them). A port opened through vfio-pci has its vectors already.
+    pub fn attach_interrupts(&mut self, queues: &mut IgbQueues, events: Vec<EventFd>) {
+        if !self.msix {
+            route(
+                &self.bar,
+                self.addr,
+                queues.iter_mut().map(|(rx, _)| rx),
+                events,
+            );
+        }
+    }
+}
+
+impl<B: Bar> Igb<B> {
+    /// [`IgbPort::attach_interrupts`] for queue 0.
+    pub fn attach_interrupt(&mut self, event: EventFd) {
+        if !self.port.msix {
+            let port = &self.port;
+            route(
+                &port.bar,
+                port.addr,
+                std::iter::once(&mut self.rx),
+                vec![event],
+            );
+        }
+    }
+}
+
+impl IgbRxQueue {
+    fn irq(&self) -> Result<&QueueIrq, Error> {
+        self.irq.as_ref().ok_or_else(|| {
+            Error::Io(format!(
+                "igb queue {}: no receive interrupt (the platform routed no MSI-X vector for it); poll instead",
+                self.queue
+            ))
+        })
+    }
+
+    pub(crate) fn irq_fd(&self) -> Result<BorrowedFd<'_>, Error> {
+        self.irq().map(|i| i.irq.fd())
+    }
+
+    /// Clear, drain, unmask, re-check; true when a frame already waits (masked again).
+    pub(crate) fn arm(&mut self) -> Result<bool, Error> {
+        let irq = self.irq()?;
+        irq.eicr.write(irq.bit);
+        irq.irq.rearm(irq.addr, None)?;
+        irq.eims.write(irq.bit);
+        // SeqCst: the descriptor is read only after the EICR clear and the EIMS write. A
+        // write-back this read misses came after the clear, so its cause is latched and,
+        // with the vector unmasked whenever the write lands, sends the message.
+        fence(Ordering::SeqCst);
+        if self.ring.as_ref().is_none_or(|r| r.ready()) {
+            self.disarm()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Masks the vector and clears its cause.
+    pub(crate) fn disarm(&mut self) -> Result<(), Error> {
+        let irq = self.irq()?;
+        irq.eimc.write(irq.bit);
+        irq.eicr.write(irq.bit);
+        Ok(())
+    }
+}
