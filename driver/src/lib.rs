@@ -133,7 +133,7 @@ pub fn open(pci: &str) -> Result<Box<dyn Nic>, Error> {
 /// platform it is bound to: vfio-pci (IOMMU) or uio_pci_generic (no IOMMU, physical
 /// addresses; one line on stderr says so). See `platform::open_device`.
 ///
-/// `xdp:NAME` opens the interface NAME through AF_XDP instead ([`xdp::XdpPort`], with the
+/// `xdp:NAME` opens the interface NAME through AF_XDP instead (`xdp::XdpPort`, with the
 /// `xdp` feature): the kernel keeps its driver.
 pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
     if let Some(iface) = pci.strip_prefix("xdp:") {
