@@ -171,7 +171,7 @@ pub fn open_with(pci: &str, cfg: &Config) -> Result<Box<dyn Nic>, Error> {
 /// VIRTIO_NET_F_RSS. The e1000 has one queue pair, driven through [`open_with`];
 /// `open_port` refuses it with a line that says so. `xdp:NAME` opens queues
 /// `0..cfg.queues` of the interface NAME through AF_XDP, one socket each
-/// ([`xdp::XdpMultiPort`], with the `xdp` feature).
+/// (`xdp::XdpMultiPort`, with the `xdp` feature).
 pub fn open_port(pci: &str, cfg: &Config) -> Result<(Box<dyn Port>, Vec<QueuePair>), Error> {
     if let Some(iface) = pci.strip_prefix("xdp:") {
         #[cfg(feature = "xdp")]
