@@ -11,6 +11,7 @@ pub mod fake_igb_irq;
 pub mod fake_irq;
 pub mod fake_tso;
 pub mod fake_virtio;
+pub mod idle_lines;
 pub mod igb_adversary;
 pub mod offload_frames;
 pub mod qemu_suite;

@@ -16,6 +16,7 @@
 
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
+use zcnic_tests::idle_lines::{assert_cycles_quiet, count_before, idle_line, result};
 use zcnic_tests::qemu_suite::{
     assert_leg_received, figure, guest_slot, nic_mac, read_pcap, spec, tail, wait_ready,
 };
@@ -91,28 +92,6 @@ fn guest(platform: Platform) -> Option<&'static GuestRun> {
     }))
 }
 
-fn result(run: &GuestRun, file: &str) -> String {
-    std::fs::read_to_string(run.results.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// dump's idle line (`… idle hybrid=1000: 3 wakes, 0 ready, 49 naps; cpu 0.04 s of 5.00 s
-/// (0.8% of a core)`): the line, and its share of a core in percent.
-fn idle_line(run: &GuestRun, file: &str) -> (String, f64) {
-    let out = result(run, file);
-    let line = out
-        .lines()
-        .find(|l| l.contains(": idle "))
-        .unwrap_or_else(|| panic!("no idle line in {file}:\n{out}"))
-        .to_string();
-    let pct = line
-        .split(" (")
-        .nth(1)
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no CPU share in {line}"));
-    (line, pct)
-}
-
 #[test]
 fn vfio_idle_hybrid_sleeps_where_poll_spins() {
     idle_hybrid_sleeps_where_poll_spins(Platform::Vfio);
@@ -132,27 +111,9 @@ fn idle_hybrid_sleeps_where_poll_spins(platform: Platform) {
     assert!(hybrid_pct < 2.0, "hybrid mode sleeps: {hybrid}");
     // It slept on the interrupt: a nap (100 ms) after another, none cut short by frames.
     assert!(
-        nap_count(&hybrid) >= 40,
+        count_before(&hybrid, " naps") >= 40,
         "about 50 naps of 100 ms in 5 s: {hybrid}"
     );
-}
-
-/// The `N naps` of an idle line.
-fn nap_count(line: &str) -> u64 {
-    line.split(" naps")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no nap count in {line}"))
-}
-
-/// The `N wakes` of an idle line.
-fn wake_count(line: &str) -> u64 {
-    line.split(" wakes")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no wake count in {line}"))
 }
 
 #[test]
@@ -190,7 +151,7 @@ fn bursts_after_silences_all_arrive_across_every_sleep(platform: Platform) {
     // One sleep per silence at least, each ended by the interrupt (a broken interrupt
     // would lose nothing here either: the ring holds a burst, and every nap ends in 100 ms;
     // only this count tells). `wakes` counts only sleeps the eventfd ended.
-    let wakes = wake_count(&idle);
+    let wakes = count_before(&idle, " wakes");
     assert!(
         wakes >= (FRAMES / BURST / 2) as u64,
         "the receiver slept between bursts and woke for them: {idle}"
@@ -209,26 +170,7 @@ fn uio_open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
 
 fn open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet(platform: Platform) {
     let Some(run) = guest(platform) else { return };
-    let out = result(run, "cycles.txt");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("irq_cycles:"))
-        .unwrap_or_default();
+    // The device and the eventfd.
+    let line = assert_cycles_quiet(run, CYCLES, 1, &[]);
     eprintln!("{platform:?}: {line}");
-    assert!(line.contains(&format!("{CYCLES} cycles")), "{out}");
-    let before = figure(line, "before").expect("fds before");
-    let open = figure(line, "open").expect("fds while open");
-    let after = figure(line, "after").expect("fds after");
-    assert_eq!(before, after, "a descriptor leaked per some cycles: {line}");
-    assert!(
-        open > before,
-        "an open port holds descriptors (device, eventfd): {line}"
-    );
-    let dmesg = result(run, "dmesg.txt");
-    for bad in ["nobody cared", "spurious", "Disabling IRQ"] {
-        assert!(
-            !dmesg.lines().any(|l| l.contains(bad)),
-            "the kernel logged `{bad}`:\n{dmesg}"
-        );
-    }
 }

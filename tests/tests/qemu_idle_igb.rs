@@ -16,6 +16,7 @@
 
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
+use zcnic_tests::idle_lines::{assert_cycles_quiet, count_before, idle_line, result};
 use zcnic_tests::qemu_suite::{
     assert_leg_received, dump_queue_line, figure, guest_slot, nic_mac, read_pcap, spec, tail,
     wait_ready,
@@ -104,36 +105,6 @@ fn cycles_guest() -> Option<&'static GuestRun> {
     Some(boot(&RUN, "cycles-igb", &cycles_scenario()))
 }
 
-fn result(run: &GuestRun, file: &str) -> String {
-    std::fs::read_to_string(run.results.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// The summary's idle line and its share of a core (see `qemu_idle.rs`).
-fn idle_line(run: &GuestRun, file: &str) -> (String, f64) {
-    let out = result(run, file);
-    let line = out
-        .lines()
-        .find(|l| l.contains(": idle ") || l.contains(": queue 0 idle "))
-        .unwrap_or_else(|| panic!("no idle line in {file}:\n{out}"))
-        .to_string();
-    let pct = line
-        .split(" (")
-        .nth(1)
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::NAN);
-    (line, pct)
-}
-
-/// The number before `word` in `text` (`… 3 wakes, …`).
-fn count_before(text: &str, word: &str) -> u64 {
-    text.split(word)
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `{word}` count in {text}"))
-}
-
 #[test]
 fn igb_idle_hybrid_sleeps_on_its_vector_where_poll_spins() {
     let Some(run) = guest() else { return };
@@ -199,28 +170,9 @@ fn igb_each_queue_sleeps_on_its_own_vector_and_is_woken_by_it() {
 #[test]
 fn igb_open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
     let Some(run) = cycles_guest() else { return };
-    let out = result(run, "cycles.txt");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("irq_cycles:"))
-        .unwrap_or_default();
     let secs = |f: &str| -> u64 { result(run, f).trim().parse().unwrap_or(0) };
     let took = secs("cycles-end.txt").saturating_sub(secs("cycles-start.txt"));
+    // The device and its vector's eventfd.
+    let line = assert_cycles_quiet(run, CYCLES, 1, &[]);
     eprintln!("igb: {line} ({took} s in the guest)");
-    assert!(line.contains(&format!("{CYCLES} cycles")), "{out}");
-    let before = figure(line, "before").expect("fds before");
-    let open = figure(line, "open").expect("fds while open");
-    let after = figure(line, "after").expect("fds after");
-    assert_eq!(before, after, "a descriptor leaked over the cycles: {line}");
-    assert!(
-        open > before,
-        "an open port holds its vector's eventfd: {line}"
-    );
-    let dmesg = result(run, "dmesg.txt");
-    for bad in ["nobody cared", "spurious", "Disabling IRQ"] {
-        assert!(
-            !dmesg.lines().any(|l| l.contains(bad)),
-            "the kernel logged `{bad}`:\n{dmesg}"
-        );
-    }
 }

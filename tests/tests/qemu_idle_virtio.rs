@@ -22,6 +22,7 @@
 
 use std::sync::OnceLock;
 use zcnic_qemu::{GuestRun, Nic};
+use zcnic_tests::idle_lines::{assert_cycles_quiet, count_before, idle_line, result};
 use zcnic_tests::qemu_suite::{
     assert_leg_received, figure, guest_slot, nic_mac, read_pcap, spec, tail, wait_ready,
 };
@@ -168,36 +169,6 @@ fn cycles_guest() -> Option<&'static GuestRun> {
     let _slot = guest_slot("qemu_idle_virtio cycles")?;
     let nics = vec![Nic::new("e1000", 0, false), Nic::new(MODERN, 0, false)];
     Some(boot(&RUN, "cycles-virtio", nics, &cycles_scenario()))
-}
-
-fn result(run: &GuestRun, file: &str) -> String {
-    std::fs::read_to_string(run.results.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// dump's or fwd's idle line and its share of a core in percent (see `qemu_idle.rs`).
-fn idle_line(run: &GuestRun, file: &str) -> (String, f64) {
-    let out = result(run, file);
-    let line = out
-        .lines()
-        .find(|l| l.contains(": idle "))
-        .unwrap_or_else(|| panic!("no idle line in {file}:\n{out}"))
-        .to_string();
-    let pct = line
-        .split(" (")
-        .nth(1)
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::NAN);
-    (line, pct)
-}
-
-/// The number before `word` in `line` (`… 3 wakes, …`).
-fn count_before(line: &str, word: &str) -> u64 {
-    line.split(word)
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `{word}` count in {line}"))
 }
 
 #[test]
@@ -365,34 +336,14 @@ fn tokio_async_echo_answers_the_kernel_over_the_msix_fd() {
 #[test]
 fn open_close_cycles_leak_no_descriptor_and_the_kernel_stays_quiet() {
     let Some(run) = cycles_guest() else { return };
-    let out = result(run, "cycles.txt");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("irq_cycles:"))
-        .unwrap_or_default();
     let secs = |f: &str| -> u64 { result(run, f).trim().parse().unwrap_or(0) };
     let took = secs("cycles-end.txt").saturating_sub(secs("cycles-start.txt"));
-    eprintln!("virtio: {line} ({took} s in the guest)");
-    assert!(line.contains(&format!("{CYCLES} cycles")), "{out}");
-    let before = figure(line, "before").expect("fds before");
-    let open = figure(line, "open").expect("fds while open");
-    let after = figure(line, "after").expect("fds after");
-    assert_eq!(before, after, "a descriptor leaked over the cycles: {line}");
     // Device, container and group, an eventfd per vector (config and receive queue 0).
-    assert!(
-        open >= before + 2,
-        "an open port holds its vectors' eventfds: {line}"
+    let line = assert_cycles_quiet(
+        run,
+        CYCLES,
+        2,
+        &["vfio-pci 0000:00:03.0: Masking broken INTx"],
     );
-    let dmesg = result(run, "dmesg.txt");
-    for bad in [
-        "nobody cared",
-        "spurious",
-        "Disabling IRQ",
-        "vfio-pci 0000:00:03.0: Masking broken INTx",
-    ] {
-        assert!(
-            !dmesg.lines().any(|l| l.contains(bad)),
-            "the kernel logged `{bad}`:\n{dmesg}"
-        );
-    }
+    eprintln!("virtio: {line} ({took} s in the guest)");
 }
