@@ -519,9 +519,9 @@ impl View {
         if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
             return false;
         }
+        // A raw copy: no reference to memory the kernel writes is formed.
         // SAFETY: the source range is inside the view (checked), which only this value
-        // reaches; `dst` is a distinct Rust buffer. A raw copy: no reference to memory
-        // the kernel writes is formed.
+        // reaches; `dst` is a distinct Rust buffer.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
         };
