@@ -6,7 +6,7 @@ use std::time::Duration;
 use zcnic::e1000::E1000;
 use zcnic::{Config, Nic, PciAddr};
 use zcnic_tests::fake_e1000::{Behaviour, FakeE1000, Inject};
-use zcnic_tools::idle::{Idle, Idler, Woke};
+use zcnic_tools::idle::{Idle, Idler, Woke, QUIET_POLLS};
 
 fn addr() -> PciAddr {
     "0000:00:02.0".parse().unwrap()
@@ -54,6 +54,41 @@ fn hybrid_sleeps_after_n_empty_polls_and_wakes_on_a_frame() {
     assert_eq!(idler.mode(), Idle::Hybrid(3));
     let mut got = Vec::with_capacity(8);
     assert_eq!(nic.rx_batch(&mut got, 8), 1, "the frame that woke it");
+}
+
+#[test]
+fn hybrid_for_a_time_sleeps_only_after_the_port_was_quiet_that_long() {
+    let quiet = Duration::from_millis(30);
+    let mut idler = Idler::new(Idle::HybridFor(quiet));
+    let polls = |idler: &mut Idler, n: u32| (0..n).filter(|_| idler.due(0)).count();
+    assert_eq!(
+        polls(&mut idler, 10 * QUIET_POLLS),
+        0,
+        "many quick empty polls: not yet"
+    );
+    std::thread::sleep(quiet);
+    assert!(!idler.due(3), "a frame after the quiet time restarts it");
+    std::thread::sleep(quiet);
+    assert!(
+        !idler.due(0),
+        "the clock starts at the first empty poll, not at the frame (the thread may have \
+         been descheduled in between)"
+    );
+    std::thread::sleep(quiet);
+    assert_eq!(
+        polls(&mut idler, QUIET_POLLS - 2),
+        0,
+        "quiet long enough, but fewer than QUIET_POLLS polls"
+    );
+    assert!(
+        idler.due(0),
+        "the QUIET_POLLS-th empty poll, {quiet:?} after the first"
+    );
+    assert_eq!(
+        polls(&mut idler, QUIET_POLLS),
+        0,
+        "after a sleep the quiet time starts anew"
+    );
 }
 
 #[test]

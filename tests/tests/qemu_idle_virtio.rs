@@ -15,7 +15,8 @@
 //! - latency at 10 kpps through `fwd --idle poll` and `fwd --idle hybrid` (A → B → C → D).
 //! - throughput flat out through the same forwarder, five rounds of each mode alternating:
 //!   the share of what pktgen sent that the forwarder passed on (best of five each);
-//!   hybrid must keep [`HYBRID_KEEPS`] of poll's (not the issue's 95%: see there why).
+//!   hybrid stops sleeping under load (at most [`HICCUPS`] sleeps a round) and keeps
+//!   [`HYBRID_KEEPS`] of poll's share (not the issue's 95%: see there why).
 //! - tokio: `async_echo` on B (an `AsyncFd` on the vector) answers the kernel's UDP.
 //! - teardown, in a boot of its own: 200 open/close cycles of B, each sleeping on its
 //!   vector once: no descriptor leaked, and the kernel logs nothing about an interrupt.
@@ -277,27 +278,44 @@ fn fwd_share(run: &GuestRun, name: &str) -> (u64, u64) {
     (sent, forwarded)
 }
 
-/// What hybrid must keep of poll's best share flat out. Issue 20 asks for 95%; this setup
-/// does not measure that fairly and the bar here is lower, stated: the sender floods from
-/// the same 2-vCPU guest, QEMU's main loop (which carries every virtio queue with vhost
-/// off) delivers only a few percent of it, and the forwarder sees long empty streaks in
-/// which hybrid goes to sleep and then pays a TCG wake-up. On a loaded host both modes
-/// starve alike (hybrid/poll 1.49 seen); on a quiet one poll keeps catching frames in the
-/// streaks (0.64 seen, every round: 1.3-1.5% of the offered load against 1.9-2.3%). A
-/// hybrid whose vector never fired would sleep out 100 ms naps and forward a small fraction
-/// of poll's share; that fails here.
+/// What hybrid must keep of poll's best share flat out. Issue 20 asks for 95%; one round's
+/// share swings by 3x or more under TCG on a shared 2-core host (the sender floods from the
+/// same 2-vCPU guest and QEMU's main loop carries every virtio queue), so five rounds
+/// cannot resolve 5% and the bar here is lower, stated; what keeps hybrid level with poll
+/// under load is asserted directly: it stops sleeping ([`HICCUPS`]). Before the quiet time
+/// adapted, hybrid slept after 1000 empty polls and paid a TCG wake-up in every empty
+/// streak of the stream (up to 910 sleeps in a 3 s round), forwarding 0.64 of poll's share
+/// on a quiet host. A hybrid whose vector never fired would sleep out 100 ms naps and
+/// forward a small fraction of poll's share; that fails here too.
 const HYBRID_KEEPS: f64 = 0.5;
 
+/// Sleeps a hybrid forwarder may begin in one flat-out round (woken by the vector or
+/// finding frames at arming) before it counts as sleeping under load: each such hiccup
+/// doubles the quiet time (`zcnic_tools::idle`), so a handful of stalls in the stream
+/// stretch it past them (the first frame of a round also wakes the forwarder that slept
+/// while pktgen started). The old count of 1000 polls slept 58 to 910 times a round; the
+/// adaptive quiet time 10 to 23 on a host loaded by three builds.
+const HICCUPS: u64 = 50;
+
 #[test]
-fn flat_out_hybrid_keeps_most_of_polls_share() {
+fn flat_out_hybrid_stops_sleeping_and_keeps_polls_share() {
     let Some(run) = guest() else { return };
     let mut best = [0f64; 2];
+    let mut hiccups = Vec::new();
     for round in 1..=ROUNDS {
         for (i, mode) in ["poll", "hybrid"].into_iter().enumerate() {
-            let (sent, fwd) = fwd_share(run, &format!("tput-{mode}-{round}"));
+            let name = format!("tput-{mode}-{round}");
+            let (sent, fwd) = fwd_share(run, &name);
             let share = fwd as f64 / sent.max(1) as f64;
+            let idle = if mode == "hybrid" {
+                let (line, _) = idle_line(run, &format!("{name}.txt"));
+                hiccups.push(count_before(&line, " wakes") + count_before(&line, " ready"));
+                line
+            } else {
+                String::new()
+            };
             eprintln!(
-                "virtio fwd --idle {mode}, flat out {TPUT_SECS} s, round {round}: sent {sent}, forwarded {fwd} ({:.1}%), {:.0} pps forwarded",
+                "virtio fwd --idle {mode}, flat out {TPUT_SECS} s, round {round}: sent {sent}, forwarded {fwd} ({:.1}%), {:.0} pps forwarded {idle}",
                 100.0 * share,
                 fwd as f64 / f64::from(TPUT_SECS)
             );
@@ -306,11 +324,15 @@ fn flat_out_hybrid_keeps_most_of_polls_share() {
     }
     let ratio = best[1] / best[0];
     eprintln!(
-        "best of {ROUNDS}: poll forwards {:.1}% of what is sent, hybrid {:.1}%; hybrid/poll {ratio:.3}",
+        "best of {ROUNDS}: poll forwards {:.1}% of what is sent, hybrid {:.1}%; hybrid/poll {ratio:.3}; hybrid's sleeps per round {hiccups:?}",
         100.0 * best[0],
         100.0 * best[1]
     );
     assert!(best[0] > 0.0 && best[1] > 0.0, "frames forwarded: {best:?}");
+    assert!(
+        hiccups.iter().all(|&h| h <= HICCUPS),
+        "hybrid must stop sleeping under load (at most {HICCUPS} sleeps a round): {hiccups:?}"
+    );
     assert!(
         ratio >= HYBRID_KEEPS,
         "hybrid must keep {HYBRID_KEEPS} of poll's share flat out (best of {ROUNDS} rounds each): {best:?}"

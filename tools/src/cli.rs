@@ -193,8 +193,10 @@ pub enum Cmd {
         queues: u16,
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
-        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
-        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
+        /// sleeps once the port was quiet for T (default 1ms, stretched up to
+        /// 32x while sleeps turn out to be hiccups; `hybrid=500us`) or after N
+        /// empty polls in a row (`hybrid=1000`). A port without a receive
         /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1 each
         /// queue's thread sleeps on its own vector (igb, virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
@@ -224,8 +226,10 @@ pub enum Cmd {
         queues: u16,
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
-        /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
-        /// sleeps after N empty polls in a row (default 1000). A port without a receive
+        /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
+        /// sleeps once the port was quiet for T (default 1ms, stretched up to
+        /// 32x while sleeps turn out to be hiccups; `hybrid=500us`) or after N
+        /// empty polls in a row (`hybrid=1000`). A port without a receive
         /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
         /// the queues poll.
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
@@ -260,8 +264,10 @@ pub struct FwdCmd {
     pub queues: u16,
     /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
-    /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
-    /// sleeps after N empty polls in a row (default 1000). A port without a receive
+    /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
+    /// sleeps once the port was quiet for T (default 1ms, stretched up to
+    /// 32x while sleeps turn out to be hiccups; `hybrid=500us`) or after N
+    /// empty polls in a row (`hybrid=1000`). A port without a receive
     /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
     /// the queues poll.
     #[arg(long, value_name = "MODE", default_value = "poll")]

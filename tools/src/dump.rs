@@ -90,7 +90,7 @@ pub struct Summary {
     pub hashes: Vec<(u64, u64)>,
     /// What the NIC reported with the frames written (one-queue captures).
     pub offloads: RxTally,
-    /// The idle policy's work and the CPU the capture took: `idle hybrid=1000: 3 wakes,
+    /// The idle policy's work and the CPU the capture took: `idle hybrid=1ms: 3 wakes,
     /// 49 naps; cpu 0.04 s of 5.00 s (0.8% of a core)`.
     pub idle: String,
 }

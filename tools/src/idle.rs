@@ -4,9 +4,19 @@
 //!   nothing arrives. `fwd`'s default (benchmarks).
 //! - `sleep`: arm the port's receive interrupt after every empty poll and sleep until a
 //!   frame comes. Least CPU; every frame after a quiet spell pays a wake-up.
-//! - `hybrid[=N]`: poll while frames come; after N empty polls in a row (default
-//!   [`HYBRID_POLLS`]), arm and sleep. Busy ports cost what `poll` costs, idle ones almost
-//!   nothing (DPDK's l3fwd-power pattern). `dump`'s and `stats`' default.
+//! - `hybrid[=T|=N]`: poll while frames come; once the port has been quiet for a time T
+//!   (`hybrid=2ms`, `hybrid=500us`; default [`HYBRID_QUIET`]) over at least
+//!   [`QUIET_POLLS`] empty polls, or after N empty polls in a row (`hybrid=1000`), arm and
+//!   sleep. Busy ports cost what `poll` costs, idle ones almost nothing (DPDK's
+//!   l3fwd-power pattern). `dump`'s and `stats`' default.
+//!
+//! Why a time, and one that adapts: a port under load still sees empty streaks (the
+//! sender or the device's thread descheduled for a moment), and a count of polls is a
+//! time that changes with the CPU and the driver. A sleep in such a streak pays a wake-up
+//! while frames pile up. So a sleep that ends sooner than the quiet time before it (a
+//! hiccup, not a quiet spell) doubles the quiet time, up to [`ADAPT_MAX`] T, and a longer
+//! one halves it back towards T: a loaded port soon stops sleeping in its stalls and
+//! forwards what `poll` forwards, and an idle one sleeps after T again.
 //!
 //! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net and the igb
 //! on an MSI-X vector per queue (vfio-pci). A port without a receive interrupt (a legacy
@@ -18,11 +28,20 @@ use crate::{msg, ToolError};
 use std::ops::DerefMut;
 use std::os::fd::BorrowedFd;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zcnic::Nic;
 
-/// Empty polls before a `hybrid` loop sleeps, when `--idle hybrid` names no count.
-pub const HYBRID_POLLS: u32 = 1000;
+/// How long a `hybrid` port must have been quiet before it sleeps, when `--idle hybrid`
+/// names no time or count.
+pub const HYBRID_QUIET: Duration = Duration::from_millis(1);
+
+/// How far hiccups can stretch a `hybrid=T` quiet time: to 32 T.
+pub const ADAPT_MAX: u32 = 32;
+
+/// Empty polls a quiet time needs as well (one poll after the thread was descheduled for
+/// longer than the time does not make the port quiet), and how often the clock is read
+/// during a quiet spell.
+pub const QUIET_POLLS: u32 = 64;
 
 /// The longest one sleep lasts.
 pub const NAP: Duration = Duration::from_millis(100);
@@ -36,6 +55,8 @@ pub enum Idle {
     Sleep,
     /// Sleep after this many empty polls in a row.
     Hybrid(u32),
+    /// Sleep once no frame came for this long (over at least [`QUIET_POLLS`] polls).
+    HybridFor(Duration),
 }
 
 impl FromStr for Idle {
@@ -45,13 +66,16 @@ impl FromStr for Idle {
         match s {
             "poll" => Ok(Idle::Poll),
             "sleep" => Ok(Idle::Sleep),
-            "hybrid" => Ok(Idle::Hybrid(HYBRID_POLLS)),
-            _ => match s.strip_prefix("hybrid=").map(str::parse::<u32>) {
-                Some(Ok(n)) if n > 0 => Ok(Idle::Hybrid(n)),
-                _ => Err(format!(
-                    "`{s}`: give poll, sleep, hybrid or hybrid=N with N > 0 empty polls"
-                )),
-            },
+            "hybrid" => Ok(Idle::HybridFor(HYBRID_QUIET)),
+            _ => s
+                .strip_prefix("hybrid=")
+                .and_then(parse_threshold)
+                .ok_or_else(|| {
+                    format!(
+                        "`{s}`: give poll, sleep, hybrid, hybrid=T (a quiet time: 5ms, 500us) \
+                         or hybrid=N (N > 0 empty polls)"
+                    )
+                }),
         }
     }
 }
@@ -62,7 +86,26 @@ impl std::fmt::Display for Idle {
             Idle::Poll => write!(f, "poll"),
             Idle::Sleep => write!(f, "sleep"),
             Idle::Hybrid(n) => write!(f, "hybrid={n}"),
+            Idle::HybridFor(t) if t.subsec_nanos() % 1_000_000 == 0 => {
+                write!(f, "hybrid={}ms", t.as_millis())
+            }
+            Idle::HybridFor(t) => write!(f, "hybrid={}us", t.as_micros()),
         }
+    }
+}
+
+/// `hybrid=`'s value: `N` empty polls, or a quiet time `Tms`/`Tus` (0 < T <= 10 s).
+fn parse_threshold(v: &str) -> Option<Idle> {
+    let time = |digits: &str, unit: fn(u64) -> Duration| {
+        let t = unit(digits.parse().ok()?);
+        (!t.is_zero() && t <= Duration::from_secs(10)).then_some(Idle::HybridFor(t))
+    };
+    if let Some(ms) = v.strip_suffix("ms") {
+        time(ms, Duration::from_millis)
+    } else if let Some(us) = v.strip_suffix("us") {
+        time(us, Duration::from_micros)
+    } else {
+        v.parse().ok().filter(|n| *n > 0).map(Idle::Hybrid)
     }
 }
 
@@ -71,6 +114,10 @@ impl std::fmt::Display for Idle {
 pub struct Idler {
     mode: Idle,
     empty: u32,
+    /// When the current run of empty polls began (`hybrid=T`).
+    quiet_since: Instant,
+    /// The quiet time in force (`hybrid=T`): T, doubled by each hiccup (see `count`).
+    quiet: Duration,
     /// Sleeps the receive interrupt ended.
     pub wakes: u64,
     /// Sleeps not begun: arming found a frame already waiting.
@@ -96,6 +143,11 @@ impl Idler {
         Self {
             mode,
             empty: 0,
+            quiet_since: Instant::now(),
+            quiet: match mode {
+                Idle::HybridFor(t) => t,
+                _ => Duration::ZERO,
+            },
             wakes: 0,
             ready: 0,
             naps: 0,
@@ -108,7 +160,9 @@ impl Idler {
     }
 
     /// Counts a poll that received `got` frames; true when the loop should sleep now
-    /// ([`sleep`](Self::sleep)). Cheap: no system call, nothing allocated.
+    /// ([`sleep`](Self::sleep)). Cheap: nothing allocated, no system call (the clock is
+    /// read through the vDSO, at the first empty poll of a run and every
+    /// [`QUIET_POLLS`] after).
     #[inline]
     pub fn due(&mut self, got: usize) -> bool {
         if got > 0 || self.mode == Idle::Poll {
@@ -120,6 +174,12 @@ impl Idler {
             Idle::Poll => false,
             Idle::Sleep => true,
             Idle::Hybrid(n) => self.empty >= n,
+            Idle::HybridFor(_) => {
+                if self.empty == 1 {
+                    self.quiet_since = Instant::now();
+                }
+                self.empty.is_multiple_of(QUIET_POLLS) && self.quiet_since.elapsed() >= self.quiet
+            }
         };
         if due {
             self.empty = 0;
@@ -134,10 +194,9 @@ impl Idler {
         P: DerefMut<Target = N>,
         N: Nic + ?Sized,
     {
+        let start = Instant::now();
         match sleep(ports, NAP) {
-            Ok(Woke::Interrupt) => self.wakes += 1,
-            Ok(Woke::Ready) => self.ready += 1,
-            Ok(Woke::Timeout) => self.naps += 1,
+            Ok(woke) => self.count(woke, start.elapsed()),
             Err(e) => {
                 eprintln!("{tool}: --idle {}: {e}; polling instead", self.mode);
                 self.mode = Idle::Poll;
@@ -148,6 +207,7 @@ impl Idler {
     /// [`sleep`](Self::sleep) for one queue of a multi-queue port, on its own vector (a
     /// worker thread per queue, each with its own `Idler`).
     pub fn sleep_queue(&mut self, tool: &str, rx: &mut dyn zcnic::RxQueue) {
+        let start = Instant::now();
         let woke = match rx.enable_rx_interrupt() {
             Ok(true) => Ok(Woke::Ready),
             Ok(false) => {
@@ -166,9 +226,7 @@ impl Idler {
             Err(e) => Err(e.into()),
         };
         match woke {
-            Ok(Woke::Interrupt) => self.wakes += 1,
-            Ok(Woke::Ready) => self.ready += 1,
-            Ok(Woke::Timeout) => self.naps += 1,
+            Ok(woke) => self.count(woke, start.elapsed()),
             Err(e) => {
                 eprintln!(
                     "{tool}: queue {}: --idle {}: {e}; polling instead",
@@ -180,13 +238,47 @@ impl Idler {
         }
     }
 
-    /// The summary line's words: `idle hybrid=1000: 12 wakes, 3 ready, 50 naps` (woken
-    /// by the interrupt, frames found when arming, naps that ran out).
+    /// Counts how a sleep of `slept` ended, and adapts a `hybrid=T` quiet time to it.
+    ///
+    /// A sleep that ended sooner than the quiet time before it (or never began: a frame
+    /// was there at arming) was a hiccup in a stream, not a quiet spell: the port pays a
+    /// wake-up for nothing, so the quiet time doubles, up to [`ADAPT_MAX`] times T. A
+    /// sleep that lasted longer halves it again, down to T. So a loaded port whose stream
+    /// stalls now and then stops sleeping in the stalls after a few of them, and an idle
+    /// one goes back to sleeping after T.
+    fn count(&mut self, woke: Woke, slept: Duration) {
+        match woke {
+            Woke::Interrupt => self.wakes += 1,
+            Woke::Ready => self.ready += 1,
+            Woke::Timeout => self.naps += 1,
+        }
+        if let Idle::HybridFor(base) = self.mode {
+            let hiccup = woke == Woke::Ready || (woke == Woke::Interrupt && slept < self.quiet);
+            self.quiet = if hiccup {
+                (self.quiet * 2).min(base * ADAPT_MAX)
+            } else {
+                (self.quiet / 2).max(base)
+            };
+        }
+    }
+
+    /// The quiet time a `hybrid=T` loop waits for now (T, or more after hiccups).
+    pub fn quiet(&self) -> Duration {
+        self.quiet
+    }
+
+    /// The summary line's words: `idle hybrid=1ms: 12 wakes, 3 ready, 50 naps, quiet 1ms`
+    /// (woken by the interrupt, frames found when arming, naps that ran out; the quiet
+    /// time in force at the end).
     pub fn describe(&self) -> String {
-        format!(
+        let mut s = format!(
             "idle {}: {} wakes, {} ready, {} naps",
             self.mode, self.wakes, self.ready, self.naps
-        )
+        );
+        if matches!(self.mode, Idle::HybridFor(_)) {
+            s += &format!(", quiet {:?}", self.quiet);
+        }
+        s
     }
 }
 
@@ -262,12 +354,87 @@ mod tests {
     fn parses_each_mode_and_refuses_the_rest() {
         assert_eq!("poll".parse(), Ok(Idle::Poll));
         assert_eq!("sleep".parse(), Ok(Idle::Sleep));
-        assert_eq!("hybrid".parse(), Ok(Idle::Hybrid(HYBRID_POLLS)));
+        assert_eq!("hybrid".parse(), Ok(Idle::HybridFor(HYBRID_QUIET)));
         assert_eq!("hybrid=7".parse(), Ok(Idle::Hybrid(7)));
-        for bad in ["hybrid=0", "hybrid=", "hybrid=x", "spin", ""] {
+        let ms = |n| Idle::HybridFor(Duration::from_millis(n));
+        assert_eq!("hybrid=2ms".parse(), Ok(ms(2)));
+        assert_eq!(
+            "hybrid=250us".parse(),
+            Ok(Idle::HybridFor(Duration::from_micros(250)))
+        );
+        for bad in [
+            "hybrid=0",
+            "hybrid=",
+            "hybrid=x",
+            "hybrid=0ms",
+            "hybrid=ms",
+            "hybrid=2s",
+            "hybrid=11000ms",
+            "hybrid=-1",
+            "spin",
+            "",
+        ] {
             assert!(bad.parse::<Idle>().is_err(), "{bad}");
         }
-        assert_eq!(Idle::Hybrid(7).to_string(), "hybrid=7");
+        for s in [
+            "hybrid=7",
+            "hybrid=2ms",
+            "hybrid=250us",
+            "hybrid=1500us",
+            "poll",
+            "sleep",
+        ] {
+            assert_eq!(s.parse::<Idle>().unwrap().to_string(), s, "round trip");
+        }
+        assert_eq!(ms(5).to_string(), "hybrid=5ms");
+    }
+
+    #[test]
+    fn hiccups_stretch_the_quiet_time_and_quiet_spells_shrink_it_back() {
+        let ms = Duration::from_millis;
+        let mut idler = Idler::new(Idle::HybridFor(ms(1)));
+        assert_eq!(idler.quiet(), ms(1));
+        idler.count(Woke::Ready, ms(0));
+        assert_eq!(idler.quiet(), ms(2), "a frame at arming: a hiccup");
+        idler.count(Woke::Interrupt, ms(1));
+        assert_eq!(
+            idler.quiet(),
+            ms(4),
+            "woken sooner than the quiet time: a hiccup"
+        );
+        for _ in 0..10 {
+            idler.count(Woke::Ready, ms(0));
+        }
+        assert_eq!(
+            idler.quiet(),
+            ms(32),
+            "stretched to ADAPT_MAX times T at most"
+        );
+        idler.count(Woke::Interrupt, ms(40));
+        assert_eq!(
+            idler.quiet(),
+            ms(16),
+            "a sleep longer than the quiet time halves it"
+        );
+        idler.count(Woke::Timeout, NAP);
+        assert_eq!(idler.quiet(), ms(8), "a nap that ran out: quiet indeed");
+        for _ in 0..10 {
+            idler.count(Woke::Timeout, NAP);
+        }
+        assert_eq!(idler.quiet(), ms(1), "back to T, never below");
+        assert_eq!((idler.wakes, idler.ready, idler.naps), (2, 11, 11));
+        assert!(
+            idler.describe().ends_with("11 naps, quiet 1ms"),
+            "{}",
+            idler.describe()
+        );
+        let mut polls = Idler::new(Idle::Hybrid(10));
+        polls.count(Woke::Ready, ms(0));
+        assert_eq!(
+            polls.quiet(),
+            Duration::ZERO,
+            "a count of polls does not adapt"
+        );
     }
 
     #[test]
