@@ -27,6 +27,7 @@
 //!     nics: vec![Nic::new("e1000", 0, true)],
 //!     script: "cat /sys/bus/pci/devices/0000:00:02.0/device > /results/id".into(),
 //!     iommu: true,
+//!     cpus: 2,
 //!     timeout: Duration::from_secs(120),
 //!     echo: false,
 //!     name: "doc-example".into(),
@@ -111,6 +112,9 @@ pub struct GuestSpec {
     /// Give the guest an Intel vIOMMU (`intel-iommu,caching-mode=on`, guest cmdline
     /// `intel_iommu=on iommu=pt`), which VFIO needs. Without it use uio_pci_generic.
     pub iommu: bool,
+    /// Virtual CPUs (`-smp`): 2 for every suite; 1 where a test needs no second vCPU and
+    /// a second one only adds TCG races (long runs of VFIO open/close behind the vIOMMU).
+    pub cpus: u32,
     /// Hard limit for the scenario, counted from the moment the guest starts it (boot
     /// time does not count: booting has its own generous limit of 300 s); past it QEMU is
     /// killed and [`run`] returns [`Error::Timeout`] with the console's tail.

@@ -227,9 +227,10 @@ pub(crate) fn validate(spec: &GuestSpec) -> Result<(), Error> {
 /// QEMU's arguments for `spec` (everything after the program name).
 pub(crate) fn qemu_args(spec: &GuestSpec, accel: &str, kernel: &Path, dir: &RunDir) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
+    let cpus = spec.cpus.max(1).to_string();
     let mut add = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
     add(&[
-        "-accel", accel, "-machine", "q35", "-cpu", "max", "-m", "2048", "-smp", "2",
+        "-accel", accel, "-machine", "q35", "-cpu", "max", "-m", "2048", "-smp", &cpus,
     ]);
     // -nic none: no default NIC beside ours; -no-reboot: a guest panic ends QEMU.
     add(&["-nographic", "-vga", "none", "-no-reboot", "-nic", "none"]);
@@ -481,6 +482,7 @@ mod tests {
             nics,
             script: String::new(),
             iommu,
+            cpus: 2,
             timeout: Duration::from_secs(1),
             echo: false,
             name: "unit".into(),

@@ -107,6 +107,7 @@ impl Shell {
             nics: self.nics.clone(),
             script: SCENARIO.into(),
             iommu: self.iommu,
+            cpus: 2,
             // Unused: the shell runs as long as the person at it wants.
             timeout: Duration::ZERO,
             echo: false,

@@ -24,6 +24,7 @@ fn spec(name: &str, script: &str, timeout_secs: u64) -> GuestSpec {
         nics: Vec::new(),
         script: script.into(),
         iommu: false,
+        cpus: 2,
         timeout: Duration::from_secs(timeout_secs),
         echo: false,
         name: name.into(),

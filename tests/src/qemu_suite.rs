@@ -37,6 +37,7 @@ pub fn spec(name: &str, nics: Vec<Nic>, script: &str) -> GuestSpec {
         nics,
         script: format!("{PRELUDE}{script}"),
         iommu: true,
+        cpus: 2,
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
         name: name.into(),

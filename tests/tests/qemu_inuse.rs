@@ -177,6 +177,7 @@ fn doctor_without_an_iommu_names_no_iommu_mode() {
         nics: vec![Nic::new("e1000", 0, false)],
         script,
         iommu: false,
+        cpus: 2,
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
         name: "inuse-noiommu".into(),

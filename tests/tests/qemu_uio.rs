@@ -120,6 +120,7 @@ fn guest(test: &str) -> Option<&'static GuestRun> {
             nics: nics(),
             script: script(),
             iommu: false,
+            cpus: 2,
             timeout: Duration::from_secs(420),
             echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
             name: "uio-all".into(),

@@ -195,6 +195,7 @@ pub fn guest(opts: &Options) -> Result<(), String> {
         ],
         script: plan.script(),
         iommu: true,
+        cpus: 2,
         // About 40 s a run at most (testpmd's start-up under TCG is most of it).
         timeout: Duration::from_secs(120 + 40 * runs.len() as u64),
         echo: true,
