@@ -125,6 +125,13 @@ impl XdpPort {
         &self.ctl.iface
     }
 
+    /// Where the port's pool lies in this process's memory, registered as the socket's
+    /// UMEM: a received packet's bytes are inside it, where the kernel wrote them.
+    pub fn umem(&self) -> std::ops::Range<usize> {
+        let (base, len) = self.rx.shared.umem.region();
+        base..base + len
+    }
+
     /// Whether the socket is bound in zero-copy mode (else copy mode).
     pub fn zero_copy(&self) -> bool {
         self.ctl.zero_copy
