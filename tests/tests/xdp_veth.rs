@@ -282,3 +282,28 @@ fn rx_wait_sleeps_on_the_socket_until_a_frame_comes() {
         });
     });
 }
+
+/// The interrupt fd is not the socket: a duplicate of it kept past the close does not
+/// keep the socket bound (with pool buffers in its fill ring the kernel could still
+/// write after the pool handed them out again), so the queue opens again at once.
+#[test]
+fn regression_a_duplicate_of_the_interrupt_fd_does_not_keep_the_socket() {
+    let ns = VethPair::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter_port();
+            let port = XdpPort::open("veth0", &Config::default()).expect("open");
+            let dup = port
+                .rx_interrupt_fd()
+                .unwrap()
+                .try_clone_to_owned()
+                .unwrap();
+            let pool = port.pool().clone();
+            drop(port);
+            assert_eq!(pool.free_count(), pool.capacity());
+            let again = XdpPort::open("veth0", &Config::default())
+                .expect("queue 0 free again although a duplicate of the fd lives");
+            drop((again, dup));
+        });
+    });
+}

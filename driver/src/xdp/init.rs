@@ -76,6 +76,10 @@ pub struct Shared {
     /// The socket: `None` only in the tests that play the kernel on rings of plain
     /// memory ([`Queue::fake`]).
     pub sock: Option<OwnedFd>,
+    /// An epoll instance watching `sock`, handed out as the interrupt fd: a duplicate of
+    /// it, unlike one of the socket, cannot keep the socket (and the pool buffers in its
+    /// rings) the kernel's after the port closed.
+    pub wake: Option<OwnedFd>,
     /// Bound in zero-copy mode (else copy mode).
     pub zero_copy: bool,
     /// Indices or addresses the kernel wrote that failed a check, on either half.
@@ -239,22 +243,25 @@ impl Queue {
         let rx = ring(off.rx, 16, sys::XDP_PGOFF_RX_RING)?;
         let tx = ring(off.tx, 16, sys::XDP_PGOFF_TX_RING)?;
         let zero_copy = bind(&sock, ifindex, queue).map_err(e("binding to the queue"))?;
-        Ok(Self::new(Some(sock), umem, zero_copy, fill, comp, rx, tx))
+        let wake = sys::readiness(&sock).map_err(e("an epoll for the socket"))?;
+        let rings = (fill, comp, rx, tx);
+        Ok(Self::new(Some((sock, wake)), umem, zero_copy, rings))
     }
 
+    /// The queue over the socket and its epoll (none in tests), and its rings: fill,
+    /// completion, RX, TX.
     fn new(
-        sock: Option<OwnedFd>,
+        sock: Option<(OwnedFd, OwnedFd)>,
         umem: &Arc<Umem>,
         zero_copy: bool,
-        fill: Ring,
-        comp: Ring,
-        rx: Ring,
-        tx: Ring,
+        (fill, comp, rx, tx): (Ring, Ring, Ring, Ring),
     ) -> Self {
         let count = umem.pool().capacity();
+        let (sock, wake) = sock.unzip();
         Self {
             shared: Arc::new(Shared {
                 sock,
+                wake,
                 zero_copy,
                 bad: AtomicU64::new(0),
                 leftover: Mutex::new(Vec::new()),
@@ -325,13 +332,13 @@ impl Queue {
     /// Rings of plain memory with no kernel behind them, over `umem`: a test plays the
     /// kernel on them.
     pub fn fake(umem: &Arc<Umem>) -> Self {
-        let (fill, comp, rx, tx) = (
+        let rings = (
             Ring::anon(RING, 8),
             Ring::anon(RING, 8),
             Ring::anon(RING, 16),
             Ring::anon(RING, 16),
         );
-        Self::new(None, umem, false, fill, comp, rx, tx)
+        Self::new(None, umem, false, rings)
     }
 }
 

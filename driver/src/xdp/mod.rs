@@ -309,12 +309,14 @@ impl Nic for XdpPort {
         self.ctl.link()
     }
 
-    /// The socket itself: it polls readable while its RX ring holds frames (the kernel
-    /// wakes it as it fills the ring), so `--idle sleep` and `rx_wait` work as on a
-    /// device's interrupt, with nothing to acknowledge.
+    /// An epoll instance watching the socket: readable while the socket's RX ring holds
+    /// frames (the kernel wakes it as it fills the ring), so `--idle sleep` and `rx_wait`
+    /// work as on a device's interrupt, with nothing to acknowledge. Not the socket
+    /// itself: a duplicate of that would keep it bound, with pool buffers in its fill
+    /// ring, after the port closed and gave them back to the pool.
     fn rx_interrupt_fd(&self) -> Result<BorrowedFd<'_>, Error> {
-        match &self.rx.shared.sock {
-            Some(sock) => Ok(sock.as_fd()),
+        match &self.rx.shared.wake {
+            Some(ep) => Ok(ep.as_fd()),
             None => Err(Error::no_interrupt(self.addr(), self.driver())),
         }
     }

@@ -339,6 +339,35 @@ pub fn bind(fd: &OwnedFd, ifindex: u32, queue: u32, flags: u16) -> io::Result<()
     }
 }
 
+/// An epoll instance watching `sock` for input: readable exactly while the socket is.
+/// Unlike a duplicate of the socket, it does not keep the socket open (epoll holds no
+/// reference to what it watches; the watch goes when the socket's last reference does).
+pub fn readiness(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call, no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(last_error());
+    }
+    let ep = own(ep.into());
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a live epoll_event the kernel only reads; both fds are open.
+    let r = unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            &mut ev,
+        )
+    };
+    if r < 0 {
+        return Err(last_error());
+    }
+    Ok(ep)
+}
+
 /// Tells the kernel there is work on the TX ring (or, for RX, the fill ring):
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`. EAGAIN, EBUSY and ENOBUFS mean the device is busy
 /// and the frames stay queued; they are not errors.
