@@ -278,3 +278,21 @@ fn every_buffer_is_back_in_the_pool_once_after_the_close() {
     let mut all = Vec::with_capacity(POOL + 1);
     assert_eq!(pool.alloc_batch(&mut all, POOL + 1), POOL);
 }
+
+#[test]
+fn a_buffer_being_sent_is_refused_on_the_rx_ring() {
+    let (mut port, mut k) = (port(), Kernel::default());
+    let mut tx = vec![port.pool().alloc_copy(&frame(3, 80)).unwrap()];
+    assert_eq!(port.tx_batch(&mut tx), 1);
+    let (addr, _) = port.tx.rings.tx.desc(0);
+    // The kernel claims to have received into the buffer it is sending: as a chunk, and
+    // at the frame's own address.
+    let chunk = addr - zcnic_hugepages::HEADROOM as u64;
+    k.post_rx(&port, chunk | HEADROOM << OFFSET_SHIFT, 60);
+    k.post_rx(&port, addr, 60);
+    assert!(rx_all(&mut port).is_empty());
+    assert_eq!(bad(&port), 2);
+    assert_eq!(port.tx.in_flight(), 1, "still the kernel's to send");
+    assert_eq!(k.send_all(&mut port)[0].1, frame(3, 80));
+    assert!(port.flush());
+}
