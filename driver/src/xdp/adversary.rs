@@ -296,3 +296,45 @@ fn a_buffer_being_sent_is_refused_on_the_rx_ring() {
     assert_eq!(k.send_all(&mut port)[0].1, frame(3, 80));
     assert!(port.flush());
 }
+
+#[test]
+fn recycling_hands_sent_packets_back_and_refills_from_the_spares() {
+    let (mut port, mut k) = (port(), Kernel::default());
+    let pool = port.pool().clone();
+    let other = Mempool::new(&FakeDma::new(), 4).unwrap();
+    let mut tx: Vec<_> = (0..3)
+        .map(|i| pool.alloc_copy(&frame(i, 90)).unwrap())
+        .collect();
+    let ptrs: Vec<_> = tx.iter().map(|p| p.data().as_ptr()).collect();
+    let mut done = Vec::with_capacity(8);
+    assert_eq!(port.tx_batch_recycle(&mut tx, &mut done), 3);
+    k.send_all(&mut port);
+    assert_eq!(port.tx_batch_recycle(&mut tx, &mut done), 0);
+    // The very packets, as they were sent.
+    assert_eq!(
+        done.iter().map(|p| p.data().as_ptr()).collect::<Vec<_>>(),
+        ptrs
+    );
+    assert_eq!(done[1].data(), frame(1, 90));
+    // Received frames are refilled from the back of the spares while they are ours.
+    let free = pool.free_count();
+    let chunk = k.receive(&mut port, &frame(7, 64));
+    let mut spare = vec![other.alloc().unwrap()];
+    spare.append(&mut done);
+    let mut got = Vec::with_capacity(4);
+    assert_eq!(port.rx_batch_recycle(&mut got, 4, &mut spare), 1);
+    assert_eq!(got[0].data(), frame(7, 64));
+    assert_eq!(
+        spare.len(),
+        3,
+        "one taken, from the back, for the chunk received"
+    );
+    assert!(!spare[0].is_from(&pool), "the foreign one is where it was");
+    assert_eq!(pool.free_count(), free, "nothing came from the pool");
+    // The fill ring's new entry is the buffer that was sent last.
+    let refilled = port.rx.rings.fill.addr(port.rx.rings.held.len() as u32);
+    let base = port.rx.shared.umem.region().0;
+    let sent_last = ptrs[2] as usize - base - zcnic_hugepages::HEADROOM;
+    assert_eq!((refilled as usize, refilled == chunk), (sent_last, false));
+    assert!(port.rx.rings.held.get_mut(refilled).is_some());
+}

@@ -293,6 +293,19 @@ impl Nic for XdpPort {
         self.tx.tx_batch(pkts)
     }
 
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx.tx_batch_recycle(pkts, done)
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx.rx_batch_recycle(out, max, spare)
+    }
+
     fn flush(&mut self) -> bool {
         self.tx.flush()
     }

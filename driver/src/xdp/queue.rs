@@ -72,7 +72,7 @@ pub fn split(queue: u16, q: Queue, fill: usize, attach: Option<&Arc<Attach>>) ->
         counters: Arc::default(),
         _attach: attach.cloned(),
     };
-    rx.refill();
+    rx.refill(None);
     let tx = XdpTx {
         queue,
         rings: q.tx,
@@ -89,9 +89,10 @@ pub fn split(queue: u16, q: Queue, fill: usize, attach: Option<&Arc<Attach>>) ->
 }
 
 impl XdpRx {
-    /// Tops the fill ring up to `fill` buffers from the pool, each held in the table
-    /// until the kernel gives its chunk back.
-    fn refill(&mut self) {
+    /// Tops the fill ring up to `fill` buffers, each held in the table until the kernel
+    /// gives its chunk back: from the back of `recycled` while those are this pool's
+    /// (reset to empty buffers), then from the pool.
+    fn refill(&mut self, recycled: Option<&mut Vec<Packet>>) {
         let want = self.fill.saturating_sub(self.rings.held.len());
         if want == 0 {
             return;
@@ -104,7 +105,16 @@ impl XdpRx {
         };
         self.fill_seen = cons;
         let n = want.min(free as usize);
-        if self.pool.alloc_batch(&mut self.spare, n) < n {
+        if let Some(r) = recycled {
+            while self.spare.len() < n && r.last().is_some_and(|p| p.is_from(&self.pool)) {
+                if let Some(mut p) = r.pop() {
+                    p.reset();
+                    self.spare.push(p);
+                }
+            }
+        }
+        let more = n - self.spare.len();
+        if self.pool.alloc_batch(&mut self.spare, more) < more {
             self.counters.no_buf();
         }
         let umem = &self.shared.umem;
@@ -139,6 +149,28 @@ impl RxQueue for XdpRx {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let got = self.receive(out, max);
+        self.refill(None);
+        got
+    }
+
+    /// Receives as [`rx_batch`](RxQueue::rx_batch), refilling from the back of `spare`
+    /// first (this pool's packets only, reset).
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        let got = self.receive(out, max);
+        self.refill(Some(spare));
+        got
+    }
+}
+
+impl XdpRx {
+    /// Moves what the RX ring holds (up to `max` frames) to `out`, without refilling.
+    fn receive(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         if let Some(sock) = self
             .shared
             .sock
@@ -183,19 +215,7 @@ impl RxQueue for XdpRx {
         self.rx_cons = self.rx_cons.wrapping_add(used);
         r.rx.set_consumer(self.rx_cons);
         self.counters.add(got as u64, bytes, errors);
-        self.refill();
         got
-    }
-
-    /// Receives as [`rx_batch`](RxQueue::rx_batch): the fill ring takes buffers from the
-    /// pool, so no spare is taken.
-    fn rx_batch_recycle(
-        &mut self,
-        out: &mut Vec<Packet>,
-        max: usize,
-        _spare: &mut Vec<Packet>,
-    ) -> usize {
-        self.rx_batch(out, max)
     }
 }
 
@@ -207,17 +227,22 @@ impl Drop for XdpRx {
 }
 
 impl XdpTx {
-    /// Takes the sent packets back from the completion ring, to the pool.
-    fn reclaim(&mut self) {
+    /// Takes the sent packets back from the completion ring: into `done` when given,
+    /// else to the pool.
+    fn reclaim(&mut self, done: Option<&mut Vec<Packet>>) {
         let r = &mut self.rings;
         let n = match ready(r.comp.producer(), self.comp_cons, r.comp.size) {
             Ok(n) => n,
             Err(_) => return self.shared.bad(),
         };
+        let sink = match done {
+            Some(d) => d,
+            None => &mut self.done,
+        };
         for i in 0..n {
             let addr = r.comp.addr(self.comp_cons.wrapping_add(i));
             match r.held.take(addr) {
-                Some(p) => self.done.push(p),
+                Some(p) => sink.push(p),
                 None => self.shared.bad(),
             }
         }
@@ -254,7 +279,32 @@ impl TxQueue for XdpTx {
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.reclaim();
+        self.reclaim(None);
+        self.send(pkts)
+    }
+
+    /// Sends as [`tx_batch`](TxQueue::tx_batch); the packets the kernel has completed
+    /// come back in `done` (a packet of another pool as the copy that was sent).
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.reclaim(Some(done));
+        self.send(pkts)
+    }
+
+    fn flush(&mut self) -> bool {
+        crate::wait_until(Duration::from_secs(2), || {
+            self.reclaim(None);
+            if self.in_flight() == 0 {
+                return true;
+            }
+            self.kick();
+            false
+        })
+    }
+}
+
+impl XdpTx {
+    /// Posts what the TX ring has room for; how many packets were taken from `pkts`.
+    fn send(&mut self, pkts: &mut Vec<Packet>) -> usize {
         let r = &mut self.rings;
         let cons = r.tx.consumer();
         let free = match room(self.tx_prod, self.tx_seen, cons, r.tx.size) {
@@ -304,23 +354,6 @@ impl TxQueue for XdpTx {
         self.counters.add(u64::from(posted), bytes, errors);
         self.kick();
         n
-    }
-
-    /// Sends as [`tx_batch`](TxQueue::tx_batch): the kernel gives packets back on its
-    /// completion ring, later, so nothing comes back in `done`.
-    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, _done: &mut Vec<Packet>) -> usize {
-        self.tx_batch(pkts)
-    }
-
-    fn flush(&mut self) -> bool {
-        crate::wait_until(Duration::from_secs(2), || {
-            self.reclaim();
-            if self.in_flight() == 0 {
-                return true;
-            }
-            self.kick();
-            false
-        })
     }
 }
 
