@@ -7,12 +7,12 @@
 //! And what the pool as UMEM promises: no copy on either way, and every buffer back in
 //! the pool, once, after the close.
 
-use super::init::{Queue, RING};
+use super::init::{Hook, Queue, RING};
 use super::umem::{place, Umem, CHUNK, OFFSET_SHIFT};
 use super::XdpPort;
 use crate::{Config, Nic};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use zcnic_hugepages::{FakeDma, Mempool};
 
 /// XDP_PACKET_HEADROOM: where the kernel puts a received frame in its chunk.
@@ -277,6 +277,46 @@ fn every_buffer_is_back_in_the_pool_once_after_the_close() {
     // Each buffer is handed out once more, and then the pool is empty.
     let mut all = Vec::with_capacity(POOL + 1);
     assert_eq!(pool.alloc_batch(&mut all, POOL + 1), POOL);
+}
+
+/// The socket closes before any buffer the kernel held goes back to the pool: when they
+/// are about to, the socket's fd is closed (here one end of a socket pair, whose peer
+/// then reads end-of-file) and the pool has none of them yet, whichever half held them.
+#[test]
+fn the_socket_is_closed_before_the_buffers_it_held_go_back() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let umem = Umem::new("zcfake0", POOL).unwrap();
+    let pool = umem.pool().clone();
+    let (mut peer, sock) = UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let mut q = Queue::fake(&umem);
+    let shared = Arc::get_mut(&mut q.shared).unwrap();
+    shared.sock = Some(sock.into());
+    let (s, p) = (seen.clone(), pool.clone());
+    shared.before_release = Hook(Some(Box::new(move || {
+        let closed = matches!(peer.read(&mut [0; 1]), Ok(0));
+        *s.lock().unwrap() = Some((closed, p.free_count()));
+    })));
+    let mut port = XdpPort::with_queue("zcfake0", q, None, &Config::default()).unwrap();
+    let mut k = Kernel::default();
+    for i in 0..5 {
+        k.receive(&mut port, &frame(i, 100));
+    }
+    let mut got = Vec::with_capacity(8);
+    assert_eq!(port.rx_batch(&mut got, 8), 5);
+    // All five left with the kernel to send, never completed; the fill ring full.
+    assert_eq!(port.tx_batch(&mut got), 5);
+    let free = pool.free_count();
+    assert_eq!(free, POOL - 5 - port.rx.fill);
+    drop(port);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((true, free)),
+        "the socket closed first, and not one of its buffers freed before"
+    );
+    assert_eq!(pool.free_count(), POOL, "then every one, once");
 }
 
 #[test]

@@ -88,6 +88,21 @@ pub struct Shared {
     pub leftover: Mutex<Vec<Packet>>,
     /// The pool whose memory is the UMEM (after `sock`: it outlives the registration).
     pub umem: Arc<Umem>,
+    /// Run in the drop just before the held packets go back to the pool, so that a test
+    /// can see the socket is closed by then.
+    #[cfg(test)]
+    pub before_release: Hook,
+}
+
+/// A test's probe of [`Shared`]'s drop.
+#[cfg(test)]
+pub struct Hook(pub Option<Box<dyn FnOnce() + Send + Sync>>);
+
+#[cfg(test)]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl Shared {
@@ -111,6 +126,10 @@ impl Drop for Shared {
         // UMEM after.
         drop(self.sock.take());
         let left = std::mem::take(self.leftover.get_mut().unwrap_or_else(|e| e.into_inner()));
+        #[cfg(test)]
+        if let Some(probe) = self.before_release.0.take() {
+            probe();
+        }
         if self.zero_copy {
             // A zero-copy driver lets go of the UMEM in a work item after the close and may
             // write its buffers until then: never give them back.
@@ -266,6 +285,8 @@ impl Queue {
                 bad: AtomicU64::new(0),
                 leftover: Mutex::new(Vec::new()),
                 umem: umem.clone(),
+                #[cfg(test)]
+                before_release: Hook(None),
             }),
             rx: RxRings {
                 fill,
