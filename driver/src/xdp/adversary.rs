@@ -323,6 +323,46 @@ fn the_socket_is_closed_before_the_buffers_it_held_go_back() {
     assert_eq!(pool.free_count(), POOL, "then every one, once");
 }
 
+/// Regression: an `epoll_wait` on a duplicate of the interrupt fd holds a reference to
+/// the socket while it polls it (Linux 6.10 on), so the socket must be off that epoll
+/// before it closes: else that reference could be the last, the socket released in the
+/// polling thread after our close returned, and the fill ring's buffers freed while the
+/// kernel could still write them. A duplicate of the socket stands in for that reference;
+/// when the buffers go back, the epoll must watch nothing.
+#[test]
+fn regression_the_interrupt_fd_no_longer_reaches_the_socket_when_buffers_go_back() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    let umem = Umem::new("zcfake0", POOL).unwrap();
+    let (_peer, sock) = UnixStream::pair().unwrap();
+    let sock = OwnedFd::from(sock);
+    let elsewhere = sock.try_clone().unwrap();
+    let mut q = Queue::fake(&umem);
+    let shared = Arc::get_mut(&mut q.shared).unwrap();
+    let wake = super::sys::readiness(&sock).unwrap();
+    let ep = wake.as_raw_fd();
+    let watched = move || {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{ep}")).unwrap();
+        info.lines().filter(|l| l.starts_with("tfd:")).count()
+    };
+    assert_eq!(watched(), 1);
+    (shared.sock, shared.wake) = (Some(sock), Some(wake));
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    shared.before_release = Hook(Some(Box::new(move || {
+        *s.lock().unwrap() = Some(watched());
+    })));
+    let mut port = XdpPort::with_queue("zcfake0", q, None, &Config::default()).unwrap();
+    assert!(!port.enable_rx_interrupt().unwrap());
+    drop(port);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(0),
+        "the socket is off the epoll"
+    );
+    drop(elsewhere);
+}
+
 #[test]
 fn a_buffer_being_sent_is_refused_on_the_rx_ring() {
     let (mut port, mut k) = (port(), Kernel::default());

@@ -124,6 +124,15 @@ impl Drop for Shared {
         // unmapped with the halves before this runs): in copy mode the kernel unbinds it
         // and waits out its receive path (synchronize_net), so no write reaches the
         // UMEM after.
+        // Off the epoll first: an `epoll_wait` on a duplicate of the interrupt fd holds a
+        // reference to the socket while it polls it (Linux 6.10 on), and were that the
+        // last, the socket would be released in that thread after this close returned,
+        // with the buffers below already back in the pool and the kernel still writing.
+        if let (Some(ep), Some(sock)) = (&self.wake, &self.sock) {
+            if let Err(e) = sys::unwatch(ep, sock) {
+                log::warn!("xdp: taking the socket off its epoll: {e}");
+            }
+        }
         drop(self.sock.take());
         let left = std::mem::take(self.leftover.get_mut().unwrap_or_else(|e| e.into_inner()));
         #[cfg(test)]

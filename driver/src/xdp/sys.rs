@@ -368,6 +368,24 @@ pub fn readiness(sock: &OwnedFd) -> io::Result<OwnedFd> {
     Ok(ep)
 }
 
+/// Takes `sock` off the epoll `ep` made by [`readiness`]: no `epoll_wait` on it (or on a
+/// duplicate of it) polls the socket after this returns, so none holds a reference to it.
+pub fn unwatch(ep: &OwnedFd, sock: &OwnedFd) -> io::Result<()> {
+    // SAFETY: plain system call; EPOLL_CTL_DEL ignores the event pointer, which is null.
+    let r = unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            sock.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
 /// Tells the kernel there is work on the TX ring (or, for RX, the fill ring):
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`. EAGAIN, EBUSY and ENOBUFS mean the device is busy
 /// and the frames stay queued; they are not errors.
