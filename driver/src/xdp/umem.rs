@@ -11,6 +11,14 @@
 //! [`Umem`] (and so the pool) after its fd, and the pool's memory is not freed while any
 //! of its buffers is out.
 //!
+//! One limit: the kernel stops writing the buffers of a socket only when the socket's
+//! last reference goes, and a process forked (not spawned with `posix_spawn`/vfork, which
+//! `std::process::Command` uses where it can) holds the socket, its rings and the link
+//! until it execs or exits. A port closed on another thread in that window gives its
+//! fill ring's buffers back to the pool while the socket, still bound, can receive into
+//! them. With a UMEM of its own (unmapped at the close) that was harmless; with the pool
+//! as UMEM it is not, and no system call tells the port the socket is really gone.
+//!
 //! [`Shared`]: super::init::Shared
 
 use crate::Error;
