@@ -3,13 +3,16 @@
 //! queues (one socket each, each at its queue's key of the map). Each queue's transmit
 //! handle puts its own frames on the wire; frames of many flows sent from the peer
 //! spread over the queues by the kernel's hash, and every one arrives exactly once,
-//! byte for byte, on some queue, counted per queue. Needs root.
+//! byte for byte, on some queue, counted per queue. All queues share one pool, the UMEM
+//! of every socket: each frame received goes back out on the next queue, uncopied, and
+//! after the close every buffer is back in the pool. Needs root.
 
 use etherparse::PacketBuilder;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zcnic::{Config, Packet};
-use zcnic_tests::conformance::frame;
+use zcnic_tests::conformance::{frame, ETHERTYPE};
 use zcnic_tests::veth::{PacketSocket, VethPair};
 
 const QUEUES: u16 = 4;
@@ -93,17 +96,21 @@ fn four_queues_each_send_and_receive_their_share() {
             let mut per_queue = [0u64; QUEUES as usize];
             let end = Instant::now() + Duration::from_secs(10);
             let mut b = Vec::with_capacity(64);
+            let mut fwd: Vec<Vec<Packet>> = (0..QUEUES).map(|_| Vec::new()).collect();
             while per_queue.iter().sum::<u64>() < u64::from(N) {
                 assert!(Instant::now() < end, "received {per_queue:?} of {N}");
                 for q in &mut queues {
                     q.rx.rx_batch(&mut b, 64);
-                    for p in b.drain(..) {
+                    for mut p in b.drain(..) {
                         let i = index(&p);
                         assert_eq!(p.data(), &flow(i)[..], "flow {i} byte for byte");
                         let slot = &mut got[i as usize];
                         assert_eq!(*slot, None, "flow {i} twice");
                         *slot = Some(q.rx.queue());
                         per_queue[usize::from(q.rx.queue())] += 1;
+                        // Edited in place to the type the peer's socket takes.
+                        p.data_mut()[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+                        fwd[usize::from(q.rx.queue())].push(p);
                     }
                 }
             }
@@ -119,6 +126,35 @@ fn four_queues_each_send_and_receive_their_share() {
             let total = port.stats();
             assert_eq!((total.rx_packets, total.tx_packets), (u64::from(N), 200));
             assert_eq!(total.hw("bad_kernel_index"), Some(0));
+            // One pool for every queue: what queue q received goes out on queue q + 1
+            // from where it is (its type edited in place), and reaches the peer byte
+            // for byte, once.
+            let pool = queues[0].rx.pool().clone();
+            assert!(queues
+                .iter()
+                .all(|q| Arc::ptr_eq(q.rx.pool(), &pool) && Arc::ptr_eq(q.tx.pool(), &pool)));
+            for (from, pkts) in fwd.iter_mut().enumerate() {
+                let q = &mut queues[(from + 1) % usize::from(QUEUES)];
+                let end = Instant::now() + Duration::from_secs(5);
+                while !pkts.is_empty() {
+                    assert!(Instant::now() < end, "forwarding from queue {from} stuck");
+                    q.tx.tx_batch(pkts);
+                }
+                assert!(q.tx.flush(), "forwarded from queue {from}");
+            }
+            let mut back = vec![false; N as usize];
+            let until = Instant::now() + Duration::from_secs(5);
+            for n in 0..N {
+                let f = peer
+                    .recv(until)
+                    .unwrap_or_else(|| panic!("{n} of {N} forwarded frames came back"));
+                let i = u32::from_be_bytes([f[42], f[43], f[44], f[45]]);
+                let mut want = flow(i);
+                want[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+                assert_eq!(f, want, "flow {i} forwarded byte for byte");
+                assert!(!back[i as usize], "flow {i} forwarded twice");
+                back[i as usize] = true;
+            }
             assert!(port
                 .set_reta(&zcnic::rss::Reta::new(vec![0; 128]).unwrap())
                 .is_err());
@@ -128,6 +164,11 @@ fn four_queues_each_send_and_receive_their_share() {
                 "the port still holds it"
             );
             drop(port);
+            assert_eq!(
+                pool.free_count(),
+                pool.capacity(),
+                "every buffer back, once"
+            );
             if let Err(link) = pair.wait_detached() {
                 panic!("program left behind: {link}");
             }

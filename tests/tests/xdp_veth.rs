@@ -103,6 +103,68 @@ fn frames_cross_a_veth_pair_both_ways_byte_exact() {
     });
 }
 
+/// The pool is the UMEM: each frame received is a buffer of the port's pool that the
+/// kernel wrote (its bytes inside the pool's memory), sent back out from where it is
+/// (the peer gets it byte for byte), and after the close every buffer is back in the pool
+/// once (none lost in a ring, none freed twice).
+#[test]
+fn received_frames_are_pool_buffers_and_go_back_out_uncopied() {
+    let ns = VethPair::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter_peer();
+            let peer = PacketSocket::open("veth1");
+            ns.enter_port();
+            let mut port = XdpPort::open("veth0", &Config::default()).expect("open");
+            let (pool, umem) = (port.pool().clone(), port.umem());
+            const N: usize = 200;
+            for i in 0..N {
+                peer.send(&frame(2000 + i));
+            }
+            let mut got = Vec::with_capacity(N);
+            let until = Instant::now() + Duration::from_secs(5);
+            while got.len() < N && Instant::now() < until {
+                let mut b = Vec::with_capacity(64);
+                port.rx_batch(&mut b, 64);
+                got.extend(b);
+            }
+            assert_eq!(got.len(), N, "frames received through AF_XDP");
+            for (i, p) in got.iter().enumerate() {
+                assert_eq!(p.data(), &frame(2000 + i)[..]);
+                assert!(p.is_from(&pool), "frame {i} is a buffer of the port's pool");
+                let at = p.data().as_ptr() as usize;
+                assert!(
+                    umem.contains(&at) && umem.contains(&(at + p.len() - 1)),
+                    "frame {i} at {at:#x} is inside the UMEM {umem:x?}"
+                );
+            }
+            // Straight back out: the same buffers, no copy on the way.
+            while !got.is_empty() {
+                let want = got.len();
+                let took = port.tx_batch(&mut got);
+                assert!(took == want || port.flush(), "ring stuck");
+            }
+            assert!(port.flush(), "every frame completed");
+            let until = Instant::now() + Duration::from_secs(5);
+            for i in 0..N {
+                let back = peer
+                    .recv(until)
+                    .unwrap_or_else(|| panic!("frame {i} not back"));
+                assert_eq!(back, frame(2000 + i), "frame {i} as it came back");
+            }
+            let st = port.stats();
+            assert_eq!((st.tx_packets, st.tx_errors), (N as u64, 0));
+            assert_eq!(st.hw("bad_kernel_index"), Some(0));
+            drop(port);
+            assert_eq!(
+                pool.free_count(),
+                pool.capacity(),
+                "every buffer back, once"
+            );
+        });
+    });
+}
+
 #[test]
 fn bad_interfaces_are_one_line_errors() {
     let e = zcnic::open("xdp:zcnosuch0")
@@ -217,6 +279,31 @@ fn rx_wait_sleeps_on_the_socket_until_a_frame_comes() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             port.disable_rx_interrupt().unwrap();
+        });
+    });
+}
+
+/// The interrupt fd is not the socket: a duplicate of it kept past the close does not
+/// keep the socket bound (with pool buffers in its fill ring the kernel could still
+/// write after the pool handed them out again), so the queue opens again at once.
+#[test]
+fn regression_a_duplicate_of_the_interrupt_fd_does_not_keep_the_socket() {
+    let ns = VethPair::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter_port();
+            let port = XdpPort::open("veth0", &Config::default()).expect("open");
+            let dup = port
+                .rx_interrupt_fd()
+                .unwrap()
+                .try_clone_to_owned()
+                .unwrap();
+            let pool = port.pool().clone();
+            drop(port);
+            assert_eq!(pool.free_count(), pool.capacity());
+            let again = XdpPort::open("veth0", &Config::default())
+                .expect("queue 0 free again although a duplicate of the fd lives");
+            drop((again, dup));
         });
     });
 }

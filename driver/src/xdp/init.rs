@@ -1,5 +1,5 @@
-//! Opening an AF_XDP port: per queue, the UMEM and its rings and the socket bound to
-//! that queue (zero copy where the driver has it, copy mode otherwise); per port, an
+//! Opening an AF_XDP port: per queue, a socket with the port's pool registered as its
+//! UMEM ([`Umem`]), its rings, bound to that queue in copy mode; per port, an
 //! XSKMAP of the sockets by queue and zcnic's own redirect program attached through a
 //! bpf_link.
 //!
@@ -9,21 +9,27 @@
 //! It is attached with BPF_LINK_CREATE, which the kernel undoes when the link's last fd
 //! closes: on drop, on exit, and on kill -9 alike.
 
-use super::ring::{Frames, Ring, FRAME};
-use super::sys::{self, Mapping, UmemReg, View};
+use super::ring::Ring;
+use super::sys::{self, UmemReg};
+use super::umem::{Table, Umem, CHUNK};
 use crate::Error;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use zcnic_hugepages::Packet;
 
-/// Frames the kernel receives into (fill ring) and frames zcnic sends from.
-pub const RX_FRAMES: u32 = 1024;
-/// Frames zcnic sends from.
-pub const TX_FRAMES: u32 = 1024;
-/// Entries of each ring: room for every frame, so posting one never waits.
+/// Entries of each ring.
 pub const RING: u32 = 2048;
+/// Most buffers a queue keeps in its fill ring.
+pub const FILL: usize = RING as usize / 2;
+
+/// Buffers each of `queues` queues keeps in its fill ring from a pool of `count`: at most
+/// a quarter of the pool between them, so sending and the application have the rest.
+pub fn fill_count(count: usize, queues: usize) -> usize {
+    (count / 4 / queues.max(1)).clamp(1, FILL)
+}
 
 /// `struct xdp_md`'s `rx_queue_index` (bpf.h).
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
@@ -60,18 +66,43 @@ pub fn program(map: i32) -> [u64; 6] {
     ]
 }
 
-/// What both halves of one queue share: the socket. Each half holds its own part of
-/// the UMEM ([`View`]) after this in its fields, so the socket closes before the
-/// memory it registered is unmapped, whichever half goes last.
+/// What both halves of one queue share: the socket, and the UMEM it registered. Each
+/// half hands the packets it still has in the kernel's rings to `leftover` when it drops
+/// (after which its rings are unmapped); the last half to go drops this, which closes the
+/// socket first — the kernel lets go of the UMEM once its fd and ring mappings are all
+/// gone — and only then gives those packets back to the pool.
 #[derive(Debug)]
 pub struct Shared {
     /// The socket: `None` only in the tests that play the kernel on rings of plain
     /// memory ([`Queue::fake`]).
     pub sock: Option<OwnedFd>,
+    /// An epoll instance watching `sock`, handed out as the interrupt fd: a duplicate of
+    /// it, unlike one of the socket, cannot keep the socket (and the pool buffers in its
+    /// rings) the kernel's after the port closed.
+    pub wake: Option<OwnedFd>,
     /// Bound in zero-copy mode (else copy mode).
     pub zero_copy: bool,
     /// Indices or addresses the kernel wrote that failed a check, on either half.
     pub bad: AtomicU64,
+    /// Packets the kernel may still hold when a half dropped; touched only on drop.
+    pub leftover: Mutex<Vec<Packet>>,
+    /// The pool whose memory is the UMEM (after `sock`: it outlives the registration).
+    pub umem: Arc<Umem>,
+    /// Run in the drop just before the held packets go back to the pool, so that a test
+    /// can see the socket is closed by then.
+    #[cfg(test)]
+    pub before_release: Hook,
+}
+
+/// A test's probe of [`Shared`]'s drop.
+#[cfg(test)]
+pub struct Hook(pub Option<Box<dyn FnOnce() + Send + Sync>>);
+
+#[cfg(test)]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl Shared {
@@ -79,41 +110,72 @@ impl Shared {
     pub fn bad(&self) {
         self.bad.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Takes the packets a half still has in the kernel's rings, for after the close.
+    pub fn leave(&self, held: &mut Table) {
+        let mut left = self.leftover.lock().unwrap_or_else(|e| e.into_inner());
+        held.drain_into(&mut left);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the last fd releases the socket in the close itself (the rings were
+        // unmapped with the halves before this runs): in copy mode the kernel unbinds it
+        // and waits out its receive path (synchronize_net), so no write reaches the
+        // UMEM after.
+        // Off the epoll first: an `epoll_wait` on a duplicate of the interrupt fd holds a
+        // reference to the socket while it polls it (Linux 6.10 on), and were that the
+        // last, the socket would be released in that thread after this close returned,
+        // with the buffers below already back in the pool and the kernel still writing.
+        if let (Some(ep), Some(sock)) = (&self.wake, &self.sock) {
+            if let Err(e) = sys::unwatch(ep, sock) {
+                log::warn!("xdp: taking the socket off its epoll: {e}");
+            }
+        }
+        drop(self.sock.take());
+        let left = std::mem::take(self.leftover.get_mut().unwrap_or_else(|e| e.into_inner()));
+        #[cfg(test)]
+        if let Some(probe) = self.before_release.0.take() {
+            probe();
+        }
+        if self.zero_copy {
+            // A zero-copy driver lets go of the UMEM in a work item after the close and may
+            // write its buffers until then: never give them back.
+            left.into_iter().for_each(std::mem::forget);
+        } else {
+            Packet::drop_all(left);
+        }
+    }
 }
 
 /// The receive half's rings: the fill ring it produces into, the RX ring it consumes,
-/// and who holds each frame. Frames 0..RX_FRAMES are its own.
+/// and the packets in the fill ring, by chunk.
 #[derive(Debug)]
 pub struct RxRings {
     pub fill: Ring,
     pub rx: Ring,
-    pub frames: Frames,
+    pub held: Table,
 }
 
 /// The transmit half's rings: the TX ring it produces into, the completion ring it
-/// consumes, and who holds each frame. Frames RX_FRAMES.. are its own.
+/// consumes, and the packets being sent, by frame address.
 #[derive(Debug)]
 pub struct TxRings {
     pub tx: Ring,
     pub comp: Ring,
-    pub frames: Frames,
+    pub held: Table,
 }
 
 /// One queue's socket, bound, with its rings split between a receive and a transmit
-/// half. Each half keeps a table of every frame but only ever moves its own (the other
-/// half's frames stay `Fill` or `Free` there), so a frame the kernel returns on the
-/// wrong ring is a bad address on that half, as before the split.
+/// half. Each half keeps a table of the packets it gave the kernel, so an address the
+/// kernel returns on the wrong ring is one the table does not hold.
 #[derive(Debug)]
 pub struct Queue {
     pub shared: Arc<Shared>,
     pub rx: RxRings,
     pub tx: TxRings,
-    /// The UMEM's receive frames (0..RX_FRAMES) and transmit frames (the rest).
-    pub umem: (View, View),
 }
-
-/// Where the transmit half's view starts in the UMEM.
-pub const TX_BASE: u64 = RX_FRAMES as u64 * FRAME;
 
 /// The program's attachment, shared by every queue of a port: the link first (the
 /// program stops redirecting), then the program and the map.
@@ -146,34 +208,21 @@ pub fn fail(iface: &str, what: &str, e: io::Error) -> Error {
     }
 }
 
-/// Binds `sock` to `queue` of `ifindex`: zero copy where the driver has it (true), copy
-/// mode otherwise. The kernel lets go of a closed socket's queue in a work item, a moment
-/// after the close: EBUSY is retried for up to two seconds, so a port reopened right
-/// after the last one closed (or after a killed zcnic) opens.
+/// Binds `sock` to `queue` of `ifindex` in copy mode: the pool's buffers are unaligned
+/// chunks that cross 4 KiB pages of ordinary memory, which a zero-copy driver (DMA-mapping
+/// page by page) would refuse, silently keeping the buffer; the kernel copies each frame
+/// between its own buffer and the pool's instead. The kernel lets go of a closed socket's
+/// queue in a work item, a moment after the close: EBUSY is retried for up to two seconds,
+/// so a port reopened right after the last one closed (or after a killed zcnic) opens.
 fn bind(sock: &OwnedFd, ifindex: u32, queue: u32) -> io::Result<bool> {
     let end = Instant::now() + Duration::from_secs(2);
     loop {
-        let r = sys::bind(
-            sock,
-            ifindex,
-            queue,
-            sys::XDP_USE_NEED_WAKEUP | sys::XDP_ZEROCOPY,
-        )
-        .map(|()| true)
-        .or_else(|_| {
-            sys::bind(
-                sock,
-                ifindex,
-                queue,
-                sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY,
-            )
-            .map(|()| false)
-        });
-        match r {
+        let flags = sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY;
+        match sys::bind(sock, ifindex, queue, flags) {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            r => return r,
+            r => return r.map(|()| false),
         }
     }
 }
@@ -193,20 +242,20 @@ pub fn interface(iface: &str) -> Result<u32, Error> {
 }
 
 impl Queue {
-    /// Opens a socket on `queue` of the interface `ifindex` (named `iface`).
-    pub fn open(iface: &str, ifindex: u32, queue: u32) -> Result<Self, Error> {
+    /// Opens a socket on `queue` of the interface `ifindex` (named `iface`), with `umem`'s
+    /// pool as its UMEM.
+    pub fn open(iface: &str, ifindex: u32, queue: u32, umem: &Arc<Umem>) -> Result<Self, Error> {
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
         let sock = sys::xsk_socket().map_err(e("AF_XDP socket"))?;
-        let count = RX_FRAMES + TX_FRAMES;
-        let umem =
-            Mapping::new(None, (u64::from(count) * FRAME) as usize, 0).map_err(e("UMEM memory"))?;
+        let (addr, len) = umem.region();
         let reg = UmemReg {
-            addr: umem.as_ptr() as u64,
-            len: umem.len() as u64,
-            chunk_size: FRAME as u32,
+            addr: addr as u64,
+            len: len as u64,
+            chunk_size: CHUNK as u32,
+            flags: sys::XDP_UMEM_UNALIGNED_CHUNK_FLAG,
             ..UmemReg::default()
         };
-        sys::umem_reg(&sock, &reg).map_err(e("registering the UMEM"))?;
+        sys::umem_reg(&sock, &reg).map_err(e("registering the pool as UMEM"))?;
         for opt in [
             sys::XDP_UMEM_FILL_RING,
             sys::XDP_UMEM_COMPLETION_RING,
@@ -221,49 +270,45 @@ impl Queue {
         let comp = ring(off.cr, 8, sys::XDP_UMEM_PGOFF_COMPLETION_RING)?;
         let rx = ring(off.rx, 16, sys::XDP_PGOFF_RX_RING)?;
         let tx = ring(off.tx, 16, sys::XDP_PGOFF_TX_RING)?;
-        // Every receive frame goes to the kernel before the socket is bound.
-        post_fill(&fill);
         let zero_copy = bind(&sock, ifindex, queue).map_err(e("binding to the queue"))?;
-        Ok(Self::new(Some(sock), umem, zero_copy, fill, comp, rx, tx))
+        let wake = sys::readiness(&sock).map_err(e("an epoll for the socket"))?;
+        let rings = (fill, comp, rx, tx);
+        Ok(Self::new(Some((sock, wake)), umem, zero_copy, rings))
     }
 
+    /// The queue over the socket and its epoll (none in tests), and its rings: fill,
+    /// completion, RX, TX.
     fn new(
-        sock: Option<OwnedFd>,
-        umem: Mapping,
+        sock: Option<(OwnedFd, OwnedFd)>,
+        umem: &Arc<Umem>,
         zero_copy: bool,
-        fill: Ring,
-        comp: Ring,
-        rx: Ring,
-        tx: Ring,
+        (fill, comp, rx, tx): (Ring, Ring, Ring, Ring),
     ) -> Self {
-        let frames = || Frames::new(RX_FRAMES, TX_FRAMES);
+        let count = umem.pool().capacity();
+        let (sock, wake) = sock.unzip();
         Self {
-            umem: umem.split(TX_BASE as usize),
             shared: Arc::new(Shared {
                 sock,
+                wake,
                 zero_copy,
                 bad: AtomicU64::new(0),
+                leftover: Mutex::new(Vec::new()),
+                umem: umem.clone(),
+                #[cfg(test)]
+                before_release: Hook(None),
             }),
             rx: RxRings {
                 fill,
                 rx,
-                frames: frames(),
+                held: Table::new(count),
             },
             tx: TxRings {
                 tx,
                 comp,
-                frames: frames(),
+                held: Table::new(count),
             },
         }
     }
-}
-
-/// Posts every receive frame to the fill ring.
-fn post_fill(fill: &Ring) {
-    for f in 0..RX_FRAMES {
-        fill.set_addr(f, u64::from(f) * FRAME);
-    }
-    fill.set_producer(RX_FRAMES);
 }
 
 impl Attach {
@@ -314,19 +359,16 @@ impl Attach {
 
 #[cfg(test)]
 impl Queue {
-    /// Rings and a UMEM of plain memory with no kernel behind them, every receive frame
-    /// posted to the fill ring as `open` does: a test plays the kernel on them.
-    pub fn fake() -> Self {
-        let count = RX_FRAMES + TX_FRAMES;
-        let umem = Mapping::new(None, (u64::from(count) * FRAME) as usize, 0).unwrap();
-        let fill = Ring::anon(RING, 8);
-        post_fill(&fill);
-        let (comp, rx, tx) = (
+    /// Rings of plain memory with no kernel behind them, over `umem`: a test plays the
+    /// kernel on them.
+    pub fn fake(umem: &Arc<Umem>) -> Self {
+        let rings = (
+            Ring::anon(RING, 8),
             Ring::anon(RING, 8),
             Ring::anon(RING, 16),
             Ring::anon(RING, 16),
         );
-        Self::new(None, umem, false, fill, comp, rx, tx)
+        Self::new(None, umem, false, rings)
     }
 }
 

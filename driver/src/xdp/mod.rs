@@ -9,14 +9,23 @@
 //! # Ok::<(), zcnic::Error>(())
 //! ```
 //!
-//! What this first version is, plainly:
-//! - The UMEM is memory of the port's own (anonymous, 2 KiB frames), not the pool's: a
-//!   frame is copied once between a UMEM frame and a [`Packet`] of the port's pool on
-//!   receive and on send. `Packet` is the same type as with every other port.
-//! - Frames of one buffer (up to 2048 bytes on send; the MTU is the interface's). One
-//!   queue (0) behind [`Nic`]; [`XdpMultiPort`] (`zcnic::open_port("xdp:eth0")` with
-//!   `Config::queues`) has one socket per queue, each at its queue's key of the map
-//!   the program redirects through.
+//! What this version is, plainly:
+//! - The UMEM is the port's own pool (`umem.rs`): its memory is registered with each
+//!   socket as unaligned chunks of one pool buffer each, so the kernel receives into
+//!   pool buffers and sends from them, and a received frame is a [`Packet`] of that pool
+//!   with no copy in zcnic. A packet forwarded to this port from the same pool (another
+//!   queue of an [`XdpMultiPort`], say) goes out uncopied; one of another pool (another
+//!   port's) is copied into ours first, as the other drivers do for a foreign domain.
+//! - The socket is bound in copy mode: the kernel copies each frame between its own
+//!   buffer (skb or driver page) and the pool buffer. Zero-copy binding would hand the
+//!   pool to the NIC driver, which DMA-maps it 4 KiB page by page and silently keeps
+//!   any chunk that crosses pages it cannot prove contiguous; that needs the pool in
+//!   hugepage memory the driver maps in one piece, which is not done yet.
+//! - Frames of one buffer: received frames of up to 1920 bytes (the chunk less the
+//!   kernel's 256 bytes of headroom; the MTU is the interface's). One queue (0) behind
+//!   [`Nic`]; [`XdpMultiPort`] (`zcnic::open_port("xdp:eth0")` with `Config::queues`)
+//!   has one socket per queue, each at its queue's key of the map the program redirects
+//!   through, all over one pool.
 //! - AF_XDP needs a system call to send (`sendto`, when the kernel sets NEED_WAKEUP, which
 //!   copy mode always does), so unlike zcnic's own drivers the datapath makes one per
 //!   burst.
@@ -28,6 +37,7 @@ mod port;
 mod queue;
 pub mod ring;
 mod sys;
+mod umem;
 
 pub use port::XdpMultiPort;
 pub use queue::{XdpRx, XdpTx};
@@ -40,7 +50,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use zcnic_hugepages::{FakeDma, Mempool, Packet};
+use umem::Umem;
+use zcnic_hugepages::{Mempool, Packet};
 
 /// An AF_XDP socket on queue 0 of a network interface, as a zcnic port.
 #[derive(Debug)]
@@ -65,15 +76,6 @@ struct Control {
 /// Where sysfs describes network interfaces.
 const SYSFS_NET: &str = "/sys/class/net";
 
-/// The port's pool: `cfg.pool` buffers of ordinary memory (AF_XDP needs no DMA mapping
-/// of it).
-fn pool(iface: &str, cfg: &Config) -> Result<Arc<Mempool>, Error> {
-    Mempool::new(&FakeDma::default(), cfg.pool).map_err(|e| Error::Xdp {
-        iface: iface.to_string(),
-        msg: format!("packet pool: {e}"),
-    })
-}
-
 /// Checks the name a user gave, before any system call sees it.
 fn check_name(iface: &str) -> Result<(), Error> {
     if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
@@ -84,11 +86,13 @@ fn check_name(iface: &str) -> Result<(), Error> {
 
 impl XdpPort {
     /// Opens queue 0 of the interface `iface` (`eth0`). The pool holds `cfg.pool`
-    /// buffers of ordinary memory (AF_XDP needs no DMA mapping of it).
+    /// buffers of ordinary memory (AF_XDP needs no DMA mapping of it), and is the
+    /// socket's UMEM.
     pub fn open(iface: &str, cfg: &Config) -> Result<Self, Error> {
         check_name(iface)?;
         let ifindex = init::interface(iface)?;
-        let q = init::Queue::open(iface, ifindex, 0)?;
+        let umem = Umem::new(iface, cfg.pool)?;
+        let q = init::Queue::open(iface, ifindex, 0, &umem)?;
         let sock = q.shared.sock.as_ref().expect("an open socket");
         let attach = Arc::new(init::Attach::new(iface, ifindex, &[sock])?);
         Self::with_queue(iface, q, Some(attach), cfg)
@@ -101,10 +105,10 @@ impl XdpPort {
         attach: Option<Arc<init::Attach>>,
         cfg: &Config,
     ) -> Result<Self, Error> {
-        let pool = pool(iface, cfg)?;
         let zero_copy = q.shared.zero_copy;
         let generic = attach.as_ref().is_none_or(|a| a.generic);
-        let (rx, tx) = queue::split(0, q, &pool, attach.as_ref());
+        let fill = init::fill_count(q.shared.umem.pool().capacity(), 1);
+        let (rx, tx) = queue::split(0, q, fill, attach.as_ref());
         let mut port = Self {
             rx,
             tx,
@@ -119,6 +123,13 @@ impl XdpPort {
     /// The interface's name.
     pub fn iface(&self) -> &str {
         &self.ctl.iface
+    }
+
+    /// Where the port's pool lies in this process's memory, registered as the socket's
+    /// UMEM: a received packet's bytes are inside it, where the kernel wrote them.
+    pub fn umem(&self) -> std::ops::Range<usize> {
+        let (base, len) = self.rx.shared.umem.region();
+        base..base + len
     }
 
     /// Whether the socket is bound in zero-copy mode (else copy mode).
@@ -282,6 +293,19 @@ impl Nic for XdpPort {
         self.tx.tx_batch(pkts)
     }
 
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.tx.tx_batch_recycle(pkts, done)
+    }
+
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        self.rx.rx_batch_recycle(out, max, spare)
+    }
+
     fn flush(&mut self) -> bool {
         self.tx.flush()
     }
@@ -298,12 +322,14 @@ impl Nic for XdpPort {
         self.ctl.link()
     }
 
-    /// The socket itself: it polls readable while its RX ring holds frames (the kernel
-    /// wakes it as it fills the ring), so `--idle sleep` and `rx_wait` work as on a
-    /// device's interrupt, with nothing to acknowledge.
+    /// An epoll instance watching the socket: readable while the socket's RX ring holds
+    /// frames (the kernel wakes it as it fills the ring), so `--idle sleep` and `rx_wait`
+    /// work as on a device's interrupt, with nothing to acknowledge. Not the socket
+    /// itself: a duplicate of that would keep it bound, with pool buffers in its fill
+    /// ring, after the port closed and gave them back to the pool.
     fn rx_interrupt_fd(&self) -> Result<BorrowedFd<'_>, Error> {
-        match &self.rx.shared.sock {
-            Some(sock) => Ok(sock.as_fd()),
+        match &self.rx.shared.wake {
+            Some(ep) => Ok(ep.as_fd()),
             None => Err(Error::no_interrupt(self.addr(), self.driver())),
         }
     }

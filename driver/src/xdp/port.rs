@@ -5,7 +5,8 @@
 
 use super::init::{self, Attach, Shared};
 use super::queue;
-use super::{check_name, pool, Control};
+use super::umem::Umem;
+use super::{check_name, Control};
 use crate::nic::{Link, Stats};
 use crate::pci::PciAddr;
 use crate::port::{queue_stats, Port, QueueCounters, QueuePair, Rss};
@@ -32,16 +33,19 @@ impl XdpMultiPort {
         check_name(iface)?;
         let n = cfg.queues.max(1);
         let ifindex = init::interface(iface)?;
+        // One pool for every queue, registered as each socket's UMEM: a packet received
+        // on one queue is sent on any other without a copy.
+        let umem = Umem::new(iface, cfg.pool)?;
         let mut queues = Vec::with_capacity(usize::from(n));
         for q in 0..n {
-            queues.push(init::Queue::open(iface, ifindex, u32::from(q))?);
+            queues.push(init::Queue::open(iface, ifindex, u32::from(q), &umem)?);
         }
         let socks: Vec<_> = queues
             .iter()
             .map(|q| q.shared.sock.as_ref().expect("an open socket"))
             .collect();
         let attach = Arc::new(Attach::new(iface, ifindex, &socks)?);
-        let pool = pool(iface, cfg)?;
+        let fill = init::fill_count(cfg.pool, usize::from(n));
         let zero_copy = queues.iter().all(|q| q.shared.zero_copy);
         let mut ctl = Control::new(iface, zero_copy, attach.generic);
         if cfg.promisc {
@@ -50,7 +54,7 @@ impl XdpMultiPort {
         let (mut sockets, mut rxc, mut txc, mut pairs) = (vec![], vec![], vec![], vec![]);
         for (i, q) in queues.into_iter().enumerate() {
             sockets.push(q.shared.clone());
-            let (rx, tx) = queue::split(i as u16, q, &pool, Some(&attach));
+            let (rx, tx) = queue::split(i as u16, q, fill, Some(&attach));
             rxc.push(rx.counters.clone());
             txc.push(tx.counters.clone());
             pairs.push(QueuePair {

@@ -1,12 +1,14 @@
 //! The datapath of one AF_XDP socket, as two handles: [`XdpRx`] (fill and RX rings)
 //! and [`XdpTx`] (TX and completion rings), each `Send` and not `Sync`, so a queue's
-//! receive and transmit may run on different threads as with zcnic's own drivers. A
-//! frame is copied once between its UMEM frame and a [`Packet`] of the port's pool.
+//! receive and transmit may run on different threads as with zcnic's own drivers. The
+//! kernel receives into and sends from the port's pool buffers themselves (the pool is
+//! the UMEM, see `umem.rs`); only a packet of another pool is copied, into one of ours,
+//! to be sent.
 
-use super::init::{Attach, RxRings, Shared, TxRings, RX_FRAMES, TX_BASE};
-use super::ring::{check_rx, frame_of, ready, room, Bad, FRAME};
+use super::init::{Attach, Queue, RxRings, Shared, TxRings, FILL, RING};
+use super::ring::{check_rx, ready, room};
 use super::sys;
-use super::sys::View;
+use super::umem::{place, OFFSET_SHIFT};
 use crate::port::{QueueCounters, RxQueue, TxQueue};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +20,16 @@ pub struct XdpRx {
     queue: u16,
     pub(super) rings: RxRings,
     pub(super) shared: Arc<Shared>,
-    /// The receive frames of the UMEM (after `shared`: unmapped after the socket closes).
-    pub(super) umem: View,
     pool: Arc<Mempool>,
     /// Our producer index of the fill ring, and the kernel's consumer when last read.
     fill_prod: u32,
     fill_seen: u32,
     rx_cons: u32,
-    /// Frames read from the RX ring, going back to the fill ring.
-    refill: Vec<u32>,
+    /// Buffers the fill ring should hold.
+    pub(super) fill: usize,
+    /// Fresh buffers on their way to the fill ring (room for `fill`, so refilling
+    /// allocates nothing).
+    spare: Vec<Packet>,
     pub(super) counters: Arc<QueueCounters>,
     /// Keeps the program redirecting to this socket while the handle lives (`None` in
     /// the tests that play the kernel).
@@ -39,47 +42,46 @@ pub struct XdpTx {
     queue: u16,
     pub(super) rings: TxRings,
     pub(super) shared: Arc<Shared>,
-    /// The transmit frames of the UMEM, from [`TX_BASE`] (after `shared`, as for rx).
-    pub(super) umem: View,
     pool: Arc<Mempool>,
     /// Our producer index of the TX ring, and the kernel's consumer when last read.
     tx_prod: u32,
     tx_seen: u32,
     comp_cons: u32,
+    /// Packets the completion ring gave back, on their way to the pool (room for a
+    /// ring's worth).
+    done: Vec<Packet>,
     pub(super) counters: Arc<QueueCounters>,
     _attach: Option<Arc<Attach>>,
 }
 
-/// Both halves of queue `queue`'s socket, receiving into and sending from `pool`.
-pub fn split(
-    queue: u16,
-    q: super::init::Queue,
-    pool: &Arc<Mempool>,
-    attach: Option<&Arc<Attach>>,
-) -> (XdpRx, XdpTx) {
-    let (rx_umem, tx_umem) = q.umem;
-    let rx = XdpRx {
+/// Both halves of queue `queue`'s socket, receiving into and sending from the pool of
+/// its UMEM, `fill` buffers posted to the fill ring.
+pub fn split(queue: u16, q: Queue, fill: usize, attach: Option<&Arc<Attach>>) -> (XdpRx, XdpTx) {
+    let pool = q.shared.umem.pool().clone();
+    let fill = fill.min(FILL);
+    let mut rx = XdpRx {
         queue,
         rings: q.rx,
         shared: q.shared.clone(),
-        umem: rx_umem,
         pool: pool.clone(),
-        fill_prod: RX_FRAMES,
+        fill_prod: 0,
         fill_seen: 0,
         rx_cons: 0,
-        refill: Vec::with_capacity(super::init::RING as usize),
+        fill,
+        spare: Vec::with_capacity(fill),
         counters: Arc::default(),
         _attach: attach.cloned(),
     };
+    rx.refill(None);
     let tx = XdpTx {
         queue,
         rings: q.tx,
         shared: q.shared,
-        umem: tx_umem,
-        pool: pool.clone(),
+        pool,
         tx_prod: 0,
         tx_seen: 0,
         comp_cons: 0,
+        done: Vec::with_capacity(RING as usize),
         counters: Arc::default(),
         _attach: attach.cloned(),
     };
@@ -87,9 +89,12 @@ pub fn split(
 }
 
 impl XdpRx {
-    /// Gives the frames read from the RX ring back to the fill ring.
-    fn refill(&mut self) {
-        if self.refill.is_empty() {
+    /// Tops the fill ring up to `fill` buffers, each held in the table until the kernel
+    /// gives its chunk back: from the back of `recycled` while those are this pool's
+    /// (reset to empty buffers), then from the pool.
+    fn refill(&mut self, recycled: Option<&mut Vec<Packet>>) {
+        let want = self.fill.saturating_sub(self.rings.held.len());
+        if want == 0 {
             return;
         }
         let fill = &self.rings.fill;
@@ -99,17 +104,35 @@ impl XdpRx {
             Err(_) => return self.shared.bad(),
         };
         self.fill_seen = cons;
-        let n = self.refill.len().min(free as usize);
-        for (i, f) in self.refill.drain(..n).enumerate() {
-            fill.set_addr(self.fill_prod.wrapping_add(i as u32), u64::from(f) * FRAME);
-            self.rings.frames.refill(f);
+        let n = want.min(free as usize);
+        if let Some(r) = recycled {
+            while self.spare.len() < n && r.last().is_some_and(|p| p.is_from(&self.pool)) {
+                if let Some(mut p) = r.pop() {
+                    p.reset();
+                    self.spare.push(p);
+                }
+            }
         }
-        self.fill_prod = self.fill_prod.wrapping_add(n as u32);
+        let more = n - self.spare.len();
+        if self.pool.alloc_batch(&mut self.spare, more) < more {
+            self.counters.no_buf();
+        }
+        let umem = &self.shared.umem;
+        let mut posted = 0u32;
+        for p in self.spare.drain(..) {
+            // Always a chunk: the buffer is the UMEM's pool's.
+            let Some(chunk) = umem.chunk_of(&p) else {
+                continue;
+            };
+            if self.rings.held.hold(chunk, p).is_ok() {
+                fill.set_addr(self.fill_prod.wrapping_add(posted), chunk);
+                posted += 1;
+            }
+        }
+        self.fill_prod = self.fill_prod.wrapping_add(posted);
         fill.set_producer(self.fill_prod);
     }
-}
 
-impl XdpRx {
     /// Frames wait in the RX ring (the socket polls readable exactly then).
     pub(super) fn pending(&self) -> bool {
         self.rings.rx.producer() != self.rx_cons
@@ -126,6 +149,28 @@ impl RxQueue for XdpRx {
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let got = self.receive(out, max);
+        self.refill(None);
+        got
+    }
+
+    /// Receives as [`rx_batch`](RxQueue::rx_batch), refilling from the back of `spare`
+    /// first (this pool's packets only, reset).
+    fn rx_batch_recycle(
+        &mut self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        spare: &mut Vec<Packet>,
+    ) -> usize {
+        let got = self.receive(out, max);
+        self.refill(Some(spare));
+        got
+    }
+}
+
+impl XdpRx {
+    /// Moves what the RX ring holds (up to `max` frames) to `out`, without refilling.
+    fn receive(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         if let Some(sock) = self
             .shared
             .sock
@@ -145,83 +190,65 @@ impl RxQueue for XdpRx {
         let (mut got, mut used, mut bytes, mut errors) = (0, 0, 0, 0);
         while used < avail && got < max {
             let (addr, len) = r.rx.desc(self.rx_cons.wrapping_add(used));
-            let count = r.frames.count();
-            let (frame, off) = match check_rx(addr, len, count) {
-                Ok(v) => v,
-                Err(b) => {
-                    // An address we cannot trust names no frame to give back.
-                    used += 1;
-                    errors += 1;
-                    if b == Bad::Len && r.frames.received((addr / FRAME) as u32).is_ok() {
-                        self.refill.push((addr / FRAME) as u32);
-                    }
-                    self.shared.bad();
-                    continue;
-                }
-            };
-            if r.frames.received(frame).is_err() {
-                used += 1;
+            used += 1;
+            let checked = check_rx(addr, len);
+            // The chunk, if the kernel held it, is ours again whatever else is wrong.
+            let chunk = checked.map_or(addr & ((1 << OFFSET_SHIFT) - 1), |(c, _)| c);
+            let Some(mut p) = r.held.take(chunk) else {
                 errors += 1;
                 self.shared.bad();
                 continue;
-            }
-            let Some(mut p) = self.pool.alloc() else {
-                // Leave it in the ring until the pool has a buffer again.
-                r.frames.refill(frame);
-                self.counters.no_buf();
-                break;
             };
-            used += 1;
-            let start = frame as usize * FRAME as usize + off;
-            let ok = p.set_len(len as usize).is_ok() && self.umem.read(start, p.data_mut());
-            self.refill.push(frame);
-            if !ok {
-                errors += 1;
-                continue;
+            match checked {
+                Ok((_, off)) if place(&mut p, off, len as usize) => {
+                    bytes += u64::from(len);
+                    out.push(p);
+                    got += 1;
+                }
+                // A bad length: the buffer goes back to the pool, the frame nowhere.
+                _ => {
+                    errors += 1;
+                    self.shared.bad();
+                }
             }
-            bytes += u64::from(len);
-            out.push(p);
-            got += 1;
         }
         self.rx_cons = self.rx_cons.wrapping_add(used);
         r.rx.set_consumer(self.rx_cons);
         self.counters.add(got as u64, bytes, errors);
-        self.refill();
         got
     }
+}
 
-    /// Receives as [`rx_batch`](RxQueue::rx_batch): the kernel receives into UMEM
-    /// frames, not into `Packet`s, so no spare is taken.
-    fn rx_batch_recycle(
-        &mut self,
-        out: &mut Vec<Packet>,
-        max: usize,
-        _spare: &mut Vec<Packet>,
-    ) -> usize {
-        self.rx_batch(out, max)
+impl Drop for XdpRx {
+    /// The fill ring's buffers stay the kernel's until the socket closes.
+    fn drop(&mut self) {
+        self.shared.leave(&mut self.rings.held);
     }
 }
 
 impl XdpTx {
-    /// Takes the sent frames back from the completion ring.
-    fn reclaim(&mut self) {
+    /// Takes the sent packets back from the completion ring: into `done` when given,
+    /// else to the pool.
+    fn reclaim(&mut self, done: Option<&mut Vec<Packet>>) {
         let r = &mut self.rings;
         let n = match ready(r.comp.producer(), self.comp_cons, r.comp.size) {
             Ok(n) => n,
             Err(_) => return self.shared.bad(),
         };
+        let sink = match done {
+            Some(d) => d,
+            None => &mut self.done,
+        };
         for i in 0..n {
             let addr = r.comp.addr(self.comp_cons.wrapping_add(i));
-            let count = r.frames.count();
-            if frame_of(addr, count)
-                .and_then(|f| r.frames.complete(f))
-                .is_err()
-            {
-                self.shared.bad();
+            match r.held.take(addr) {
+                Some(p) => sink.push(p),
+                None => self.shared.bad(),
             }
         }
         self.comp_cons = self.comp_cons.wrapping_add(n);
         r.comp.set_consumer(self.comp_cons);
+        Packet::drop_all(self.done.drain(..));
     }
 
     /// Tells the kernel about queued frames when it asked to be told.
@@ -236,9 +263,9 @@ impl XdpTx {
         }
     }
 
-    /// Frames the kernel holds for sending.
+    /// Packets the kernel holds for sending.
     pub fn in_flight(&self) -> usize {
-        self.rings.frames.in_flight()
+        self.rings.held.len()
     }
 }
 
@@ -252,7 +279,32 @@ impl TxQueue for XdpTx {
     }
 
     fn tx_batch(&mut self, pkts: &mut Vec<Packet>) -> usize {
-        self.reclaim();
+        self.reclaim(None);
+        self.send(pkts)
+    }
+
+    /// Sends as [`tx_batch`](TxQueue::tx_batch); the packets the kernel has completed
+    /// come back in `done` (a packet of another pool as the copy that was sent).
+    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, done: &mut Vec<Packet>) -> usize {
+        self.reclaim(Some(done));
+        self.send(pkts)
+    }
+
+    fn flush(&mut self) -> bool {
+        crate::wait_until(Duration::from_secs(2), || {
+            self.reclaim(None);
+            if self.in_flight() == 0 {
+                return true;
+            }
+            self.kick();
+            false
+        })
+    }
+}
+
+impl XdpTx {
+    /// Posts what the TX ring has room for; how many packets were taken from `pkts`.
+    fn send(&mut self, pkts: &mut Vec<Packet>) -> usize {
         let r = &mut self.rings;
         let cons = r.tx.consumer();
         let free = match room(self.tx_prod, self.tx_seen, cons, r.tx.size) {
@@ -266,22 +318,28 @@ impl TxQueue for XdpTx {
                 0
             }
         };
-        let n = pkts.len().min(free as usize).min(r.frames.free());
+        let n = pkts.len().min(free as usize);
+        let umem = &self.shared.umem;
         let (mut posted, mut bytes, mut errors) = (0u32, 0u64, 0u64);
         for p in pkts.drain(..n) {
             let len = p.len();
-            if len == 0 || len > FRAME as usize || !p.is_single() {
+            if len == 0 || !p.is_single() {
                 errors += 1;
                 continue;
             }
-            let Some(f) = r.frames.take_tx() else {
-                break;
+            // A packet of another pool is out of the UMEM's reach: a copy of it in one
+            // of ours goes instead (`None` when the pool is empty).
+            let p = if umem.addr_of(&p).is_some() {
+                Some(p)
+            } else {
+                self.pool.alloc_copy(p.data()).filter(|c| c.is_single())
             };
-            let addr = u64::from(f) * FRAME;
-            // A transmit frame's address is past TX_BASE: `take_tx` gives only those.
-            if !self.umem.write((addr - TX_BASE) as usize, p.data()) {
-                // Never for a frame of one buffer; the frame goes back, unsent.
-                let _ = r.frames.complete(f);
+            let Some((addr, p)) = p.and_then(|p| Some((umem.addr_of(&p)?, p))) else {
+                errors += 1;
+                continue;
+            };
+            if r.held.hold(addr, p).is_err() {
+                // Never: a packet is held once, and its buffer is found by its address.
                 errors += 1;
                 continue;
             }
@@ -297,31 +355,15 @@ impl TxQueue for XdpTx {
         self.kick();
         n
     }
-
-    /// Sends as [`tx_batch`](TxQueue::tx_batch): the frames were copied into UMEM frames,
-    /// so nothing comes back in `done`.
-    fn tx_batch_recycle(&mut self, pkts: &mut Vec<Packet>, _done: &mut Vec<Packet>) -> usize {
-        self.tx_batch(pkts)
-    }
-
-    fn flush(&mut self) -> bool {
-        crate::wait_until(Duration::from_secs(2), || {
-            self.reclaim();
-            if self.in_flight() == 0 {
-                return true;
-            }
-            self.kick();
-            false
-        })
-    }
 }
 
 impl Drop for XdpTx {
-    /// Frames still queued are the kernel's until it completes them: a bounded moment
-    /// for them to go out before the socket may close.
+    /// Packets still queued are the kernel's until it completes them: a bounded moment
+    /// for them to go out, then those left wait for the socket to close.
     fn drop(&mut self) {
         if self.in_flight() > 0 {
             self.flush();
         }
+        self.shared.leave(&mut self.rings.held);
     }
 }

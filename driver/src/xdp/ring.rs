@@ -9,12 +9,10 @@
 //! kernel writes is checked here before it is used.
 
 use super::sys::{Mapping, RingOffset};
+use super::umem::{CHUNK, OFFSET_SHIFT};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-
-/// Bytes of one UMEM frame (aligned mode: a frame's address is a multiple of it).
-pub const FRAME: u64 = 2048;
 
 /// What was wrong with an index or a descriptor the kernel wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +21,9 @@ pub enum Bad {
     Producer,
     /// A consumer index behind its last value or ahead of our producer.
     Consumer,
-    /// An address outside the UMEM, or of a frame the kernel does not hold.
+    /// An address of no buffer the kernel holds from that ring.
     Addr,
-    /// A length that runs past the end of its frame.
+    /// A length of 0, or one that runs past the end of its buffer.
     Len,
 }
 
@@ -50,113 +48,17 @@ pub fn room(prod: u32, last: u32, cons: u32, size: u32) -> Result<u32, Bad> {
     Ok(size - prod.wrapping_sub(cons))
 }
 
-/// The frame index of a frame's base address (fill, TX and completion entries).
-pub fn frame_of(addr: u64, frames: u32) -> Result<u32, Bad> {
-    if !addr.is_multiple_of(FRAME) || addr / FRAME >= u64::from(frames) {
-        return Err(Bad::Addr);
-    }
-    Ok((addr / FRAME) as u32)
-}
-
-/// The frame and offset in it of a received frame at `addr`, `len` bytes long: the
-/// kernel puts headroom before the data, so `addr` is inside its frame; the data must end
-/// inside it too.
-pub fn check_rx(addr: u64, len: u32, frames: u32) -> Result<(u32, usize), Bad> {
-    let frame = addr / FRAME;
-    if frame >= u64::from(frames) {
-        return Err(Bad::Addr);
-    }
-    let off = addr % FRAME;
-    if len == 0 || off + u64::from(len) > FRAME {
+/// The chunk (its buffer's UMEM address) and the data's offset in it of a received frame
+/// at `addr`, `len` bytes long: in unaligned mode the kernel puts the offset in the
+/// address's upper 16 bits. The data must end inside the chunk; whether the chunk is one
+/// the kernel holds is the table's to say.
+pub fn check_rx(addr: u64, len: u32) -> Result<(u64, usize), Bad> {
+    let chunk = addr & ((1 << OFFSET_SHIFT) - 1);
+    let off = addr >> OFFSET_SHIFT;
+    if len == 0 || off + u64::from(len) > CHUNK {
         return Err(Bad::Len);
     }
-    Ok((frame as u32, off as usize))
-}
-
-/// Who holds a UMEM frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holder {
-    /// zcnic, free for a frame to send.
-    Free,
-    /// The kernel, through the fill ring: it receives into it.
-    Fill,
-    /// zcnic, read from the RX ring and not yet given back.
-    Rx,
-    /// The kernel, through the TX ring: it sends it and returns it in the completion ring.
-    Tx,
-}
-
-/// Who holds each frame: a frame comes back from the kernel only from the ring it went
-/// out on, once. Anything else is a bad address, counted and ignored.
-#[derive(Debug)]
-pub struct Frames {
-    holder: Vec<Holder>,
-    free: Vec<u32>,
-}
-
-impl Frames {
-    /// `rx` frames for the fill ring (0..rx, held by the kernel once posted) and `tx`
-    /// frames free for sending.
-    pub fn new(rx: u32, tx: u32) -> Self {
-        let mut holder = vec![Holder::Fill; rx as usize];
-        holder.extend(std::iter::repeat_n(Holder::Free, tx as usize));
-        Self {
-            holder,
-            free: (rx..rx + tx).rev().collect(),
-        }
-    }
-
-    /// Frames in all.
-    pub fn count(&self) -> u32 {
-        self.holder.len() as u32
-    }
-
-    /// Frames free for sending.
-    pub fn free(&self) -> usize {
-        self.free.len()
-    }
-
-    /// Frames the kernel holds for sending.
-    pub fn in_flight(&self) -> usize {
-        self.holder.iter().filter(|h| **h == Holder::Tx).count()
-    }
-
-    /// A free frame for sending, now held by the TX ring.
-    pub fn take_tx(&mut self) -> Option<u32> {
-        let f = self.free.pop()?;
-        self.holder[f as usize] = Holder::Tx;
-        Some(f)
-    }
-
-    /// `frame` came back in the completion ring: it must have been sent.
-    pub fn complete(&mut self, frame: u32) -> Result<(), Bad> {
-        match self.holder.get_mut(frame as usize) {
-            Some(h @ Holder::Tx) => {
-                *h = Holder::Free;
-                self.free.push(frame);
-                Ok(())
-            }
-            _ => Err(Bad::Addr),
-        }
-    }
-
-    /// `frame` came in the RX ring: it must have been in the fill ring.
-    pub fn received(&mut self, frame: u32) -> Result<(), Bad> {
-        match self.holder.get_mut(frame as usize) {
-            Some(h @ Holder::Fill) => {
-                *h = Holder::Rx;
-                Ok(())
-            }
-            _ => Err(Bad::Addr),
-        }
-    }
-
-    /// `frame`, read from the RX ring, goes back to the fill ring.
-    pub fn refill(&mut self, frame: u32) {
-        if let Some(h @ Holder::Rx) = self.holder.get_mut(frame as usize) {
-            *h = Holder::Fill;
-        }
-    }
+    Ok((chunk, off as usize))
 }
 
 /// One ring mapped from the socket: its producer, consumer and flags words, and its
@@ -337,44 +239,23 @@ mod tests {
     }
 
     #[test]
-    fn addresses_must_be_frames_of_the_umem() {
-        assert_eq!(frame_of(0, 4), Ok(0));
-        assert_eq!(frame_of(3 * FRAME, 4), Ok(3));
-        assert_eq!(frame_of(4 * FRAME, 4), Err(Bad::Addr));
-        assert_eq!(frame_of(FRAME + 1, 4), Err(Bad::Addr));
-        assert_eq!(frame_of(u64::MAX, 4), Err(Bad::Addr));
-    }
-
-    #[test]
-    fn received_data_must_end_inside_its_frame() {
-        assert_eq!(check_rx(256, 60, 4), Ok((0, 256)));
-        assert_eq!(check_rx(FRAME + 256, (FRAME - 256) as u32, 4), Ok((1, 256)));
+    fn received_data_must_end_inside_its_chunk() {
+        let at = |chunk: u64, off: u64| chunk | off << OFFSET_SHIFT;
+        assert_eq!(check_rx(at(4096, 256), 60), Ok((4096, 256)));
         assert_eq!(
-            check_rx(FRAME + 256, (FRAME - 255) as u32, 4),
+            check_rx(at(CHUNK, 256), (CHUNK - 256) as u32),
+            Ok((CHUNK, 256))
+        );
+        assert_eq!(
+            check_rx(at(CHUNK, 256), (CHUNK - 255) as u32),
             Err(Bad::Len)
         );
-        assert_eq!(check_rx(256, 0, 4), Err(Bad::Len));
-        assert_eq!(check_rx(4 * FRAME, 60, 4), Err(Bad::Addr));
-        assert_eq!(check_rx(u64::MAX, u32::MAX, 4), Err(Bad::Addr));
-    }
-
-    #[test]
-    fn a_frame_comes_back_once_and_only_from_where_it_went() {
-        let mut f = Frames::new(2, 2);
-        assert_eq!((f.count(), f.free(), f.in_flight()), (4, 2, 0));
-        assert_eq!(f.complete(2), Err(Bad::Addr), "never sent");
-        assert_eq!(f.complete(0), Err(Bad::Addr), "a fill frame");
-        let t = f.take_tx().unwrap();
-        assert_eq!(f.received(t), Err(Bad::Addr), "a TX frame in the RX ring");
-        assert_eq!(f.complete(t), Ok(()));
-        assert_eq!(f.complete(t), Err(Bad::Addr), "completed twice");
-        assert_eq!(f.received(1), Ok(()));
-        assert_eq!(f.received(1), Err(Bad::Addr), "received twice");
-        f.refill(1);
-        assert_eq!(f.received(1), Ok(()));
-        assert_eq!(f.complete(9), Err(Bad::Addr));
-        assert_eq!(f.received(9), Err(Bad::Addr));
-        assert!(f.take_tx().is_some() && f.take_tx().is_some() && f.take_tx().is_none());
-        assert_eq!(f.in_flight(), 2);
+        assert_eq!(check_rx(at(0, 256), 0), Err(Bad::Len));
+        assert_eq!(check_rx(u64::MAX, u32::MAX), Err(Bad::Len));
+        assert_eq!(
+            check_rx(u64::MAX, 1),
+            Err(Bad::Len),
+            "an offset past the chunk"
+        );
     }
 }

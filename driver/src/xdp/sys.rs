@@ -9,7 +9,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// `AF_XDP` (linux/socket.h).
 pub const AF_XDP: i32 = 44;
@@ -29,10 +28,11 @@ pub const XDP_UMEM_FILL_RING: i32 = 5;
 pub const XDP_UMEM_COMPLETION_RING: i32 = 6;
 /// The socket's drop counters.
 pub const XDP_STATISTICS: i32 = 7;
+/// `xdp_umem_reg.flags`: chunks may start anywhere (not only at multiples of the chunk
+/// size), and descriptors carry the data's offset in the chunk in their upper 16 bits.
+pub const XDP_UMEM_UNALIGNED_CHUNK_FLAG: u32 = 1 << 0;
 /// `sxdp_flags`: copy mode.
 pub const XDP_COPY: u16 = 1 << 1;
-/// `sxdp_flags`: zero-copy mode.
-pub const XDP_ZEROCOPY: u16 = 1 << 2;
 /// `sxdp_flags`: the kernel says in each ring's flags when it needs a system call.
 pub const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 /// A ring's flags word: a system call is needed for the kernel to make progress.
@@ -339,6 +339,53 @@ pub fn bind(fd: &OwnedFd, ifindex: u32, queue: u32, flags: u16) -> io::Result<()
     }
 }
 
+/// An epoll instance watching `sock` for input: readable exactly while the socket is.
+/// Unlike a duplicate of the socket, it does not keep the socket open (epoll holds no
+/// reference to what it watches; the watch goes when the socket's last reference does).
+pub fn readiness(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call, no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(last_error());
+    }
+    let ep = own(ep.into());
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a live epoll_event the kernel only reads; both fds are open.
+    let r = unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            &mut ev,
+        )
+    };
+    if r < 0 {
+        return Err(last_error());
+    }
+    Ok(ep)
+}
+
+/// Takes `sock` off the epoll `ep` made by [`readiness`]: no `epoll_wait` on it (or on a
+/// duplicate of it) polls the socket after this returns, so none holds a reference to it.
+pub fn unwatch(ep: &OwnedFd, sock: &OwnedFd) -> io::Result<()> {
+    // SAFETY: plain system call; EPOLL_CTL_DEL ignores the event pointer, which is null.
+    let r = unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            sock.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
 /// Tells the kernel there is work on the TX ring (or, for RX, the fill ring):
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`. EAGAIN, EBUSY and ENOBUFS mean the device is busy
 /// and the frames stay queued; they are not errors.
@@ -392,7 +439,7 @@ unsafe impl Send for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `fd` at page offset `pgoff` (a ring), or anonymous zeroed
-    /// memory when `fd` is `None` (the UMEM).
+    /// memory when `fd` is `None` (tests' rings).
     pub fn new(fd: Option<&OwnedFd>, len: usize, pgoff: i64) -> io::Result<Self> {
         let (flags, raw) = match fd {
             Some(f) => (libc::MAP_SHARED | libc::MAP_POPULATE, f.as_raw_fd()),
@@ -417,16 +464,6 @@ impl Mapping {
         }
         let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
         Ok(Self { ptr, len })
-    }
-
-    /// Its first byte.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// Its length.
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     /// The u32 at `off` as an atomic, `None` outside the mapping or misaligned.
@@ -462,83 +499,6 @@ impl Drop for Mapping {
         // SAFETY: `ptr..ptr+len` is the mapping this value made and owns; nothing refers
         // into it past this point (atomics borrowed from it borrow `self`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-impl Mapping {
-    /// Splits the mapping at byte `at` into two views of it, each for one owner (the
-    /// receive and the transmit half of a socket), that keep it mapped between them.
-    /// The views never overlap, so neither owner's copies can race with the other's.
-    pub fn split(self, at: usize) -> (View, View) {
-        let at = at.min(self.len);
-        let (ptr, len) = (self.ptr, self.len);
-        let keep = Arc::new(Unmap(self));
-        // SAFETY: `at <= len`, so the offset stays inside (or one past) the mapping.
-        let second = unsafe { NonNull::new_unchecked(ptr.as_ptr().add(at)) };
-        (
-            View {
-                ptr,
-                len: at,
-                _keep: keep.clone(),
-            },
-            View {
-                ptr: second,
-                len: len - at,
-                _keep: keep,
-            },
-        )
-    }
-}
-
-/// A mapping no one reads or writes any more, only keeps until it is unmapped: shared
-/// between threads, since it gives no access to anything.
-#[derive(Debug)]
-struct Unmap(#[allow(dead_code)] Mapping);
-
-// SAFETY: an `Unmap` offers no method and no field access; sharing references to it
-// shares nothing. Its drop (the munmap) runs once, on whichever thread drops it last.
-unsafe impl Sync for Unmap {}
-
-/// One owner's part of a [`Mapping`] ([`Mapping::split`]): copies in and out of it,
-/// bounds-checked. `Send` and not `Sync`: one thread at a time copies through it.
-#[derive(Debug)]
-pub struct View {
-    ptr: NonNull<u8>,
-    len: usize,
-    _keep: Arc<Unmap>,
-}
-
-// SAFETY: the view's bytes are reached through this value alone (split made the views
-// disjoint), and the mapping lives while `_keep` does.
-unsafe impl Send for View {}
-
-impl View {
-    /// Copies `dst.len()` bytes from `off` out of the view; false (nothing copied) when
-    /// that range is not inside it.
-    pub fn read(&self, off: usize, dst: &mut [u8]) -> bool {
-        if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
-            return false;
-        }
-        // A raw copy: no reference to memory the kernel writes is formed.
-        // SAFETY: the source range is inside the view (checked), which only this value
-        // reaches; `dst` is a distinct Rust buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
-        };
-        true
-    }
-
-    /// Copies `src` into the view at `off`; false (nothing copied) when it does not fit.
-    pub fn write(&mut self, off: usize, src: &[u8]) -> bool {
-        if off.checked_add(src.len()).is_none_or(|end| end > self.len) {
-            return false;
-        }
-        // SAFETY: the destination range is inside the view (checked), reached only
-        // through this value, borrowed mutably; `src` is a distinct Rust buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
-        };
-        true
     }
 }
 

@@ -1,0 +1,275 @@
+//! The UMEM is the port's own [`Mempool`]: its one region is registered with each socket
+//! (unaligned chunks, one chunk per pool buffer), so the kernel receives straight into
+//! pool buffers and sends straight from them, and a received frame is a [`Packet`] of that
+//! pool with no copy.
+//!
+//! A buffer the kernel holds (posted to the fill ring, or to the TX ring until its
+//! completion) is a `Packet` in a [`Table`] of the half that posted it, reachable by no
+//! one else: nothing reads or writes its bytes until the kernel gives its address back,
+//! which the table checks (an address of a buffer not held, or held by the other ring, is
+//! refused). The region outlives every registration: each socket's [`Shared`] holds the
+//! [`Umem`] (and so the pool) after its fd, and the pool's memory is not freed while any
+//! of its buffers is out.
+//!
+//! One limit: the kernel stops writing the buffers of a socket only when the socket's
+//! last reference goes, and a process forked (not spawned with `posix_spawn`/vfork, which
+//! `std::process::Command` uses where it can) holds the socket, its rings and the link
+//! until it execs or exits. A port closed on another thread in that window gives its
+//! fill ring's buffers back to the pool while the socket, still bound, can receive into
+//! them. With a UMEM of its own (unmapped at the close) that was harmless; with the pool
+//! as UMEM it is not, and no system call tells the port the socket is really gone.
+//!
+//! [`Shared`]: super::init::Shared
+
+use crate::Error;
+use std::cell::Cell;
+use std::sync::Arc;
+use zcnic_hugepages::{
+    DmaAllocator, DmaError, DmaRegion, FakeDma, Mempool, Packet, DATA_ROOM, HEADROOM, HUGEPAGE,
+};
+
+/// Bytes of one pool buffer (headroom and data room), the UMEM's chunk size: the kernel
+/// writes at most this far from a chunk's start (XDP_UMEM_MIN_CHUNK_SIZE is 2048, the
+/// most is PAGE_SIZE, and an unaligned chunk need not be a power of two).
+pub const CHUNK: u64 = (HEADROOM + DATA_ROOM) as u64;
+/// Pool buffers per 2 MiB page: the pool never lets one straddle a page.
+const PER_PAGE: u64 = HUGEPAGE as u64 / CHUNK;
+/// `XSK_UNALIGNED_BUF_OFFSET_SHIFT` (if_xdp.h): in unaligned mode a descriptor's address
+/// carries the offset of the data from the chunk's start in its upper 16 bits.
+pub const OFFSET_SHIFT: u32 = 48;
+
+/// The pool whose memory is the UMEM, and where that memory is.
+#[derive(Debug)]
+pub struct Umem {
+    pool: Arc<Mempool>,
+    base: usize,
+    len: usize,
+}
+
+/// Passes on the one region a new pool asks for, noting where it is.
+struct Record<'a> {
+    inner: &'a dyn DmaAllocator,
+    seen: Cell<Option<(usize, usize)>>,
+    calls: Cell<u32>,
+}
+
+impl DmaAllocator for Record<'_> {
+    fn alloc(&self, len: usize) -> Result<DmaRegion, DmaError> {
+        let r = self.inner.alloc(len)?;
+        self.calls.set(self.calls.get() + 1);
+        self.seen.set(Some((r.as_ptr() as usize, r.len())));
+        Ok(r)
+    }
+}
+
+impl Umem {
+    /// A pool of `count` buffers of ordinary memory (AF_XDP needs no DMA mapping of it)
+    /// to register as the UMEM of `iface`'s sockets.
+    pub fn new(iface: &str, count: usize) -> Result<Arc<Self>, Error> {
+        let fail = |msg: String| Error::Xdp {
+            iface: iface.to_string(),
+            msg: format!("packet pool: {msg}"),
+        };
+        let dma = FakeDma::default();
+        let rec = Record {
+            inner: &dma,
+            seen: Cell::new(None),
+            calls: Cell::new(0),
+        };
+        let pool = Mempool::new(&rec, count).map_err(|e| fail(e.to_string()))?;
+        let (base, len) = match (rec.calls.get(), rec.seen.get()) {
+            (1, Some(r)) => r,
+            _ => return Err(fail("the pool is not one region".into())),
+        };
+        let umem = Self { pool, base, len };
+        // Every buffer must be a chunk inside the region, at the place `index_of` expects.
+        let mut all = Vec::with_capacity(count);
+        umem.pool.alloc_batch(&mut all, count);
+        for p in &all {
+            let ok = umem.chunk_of(p).is_some_and(|c| {
+                index_of(c, count).is_some() && (c % HUGEPAGE as u64).is_multiple_of(CHUNK)
+            });
+            if !ok {
+                return Err(fail("a buffer lies outside the UMEM layout".into()));
+            }
+        }
+        drop(all);
+        Ok(Arc::new(umem))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Mempool> {
+        &self.pool
+    }
+
+    /// Start and length of the memory to register.
+    pub fn region(&self) -> (usize, usize) {
+        (self.base, self.len)
+    }
+
+    /// The UMEM address of `p`'s frame (where the kernel reads it to send), `None` for a
+    /// packet of another pool (or one whose frame is not inside the region).
+    pub fn addr_of(&self, p: &Packet) -> Option<u64> {
+        if !p.is_from(&self.pool) {
+            return None;
+        }
+        let off = (p.data().as_ptr() as usize).checked_sub(self.base)?;
+        (off.checked_add(p.len())? <= self.len).then_some(off as u64)
+    }
+
+    /// The UMEM address of `p`'s buffer (the chunk the kernel may write into), `None` for
+    /// a packet of another pool.
+    pub fn chunk_of(&self, p: &Packet) -> Option<u64> {
+        let data = self.addr_of(p)?;
+        // `room` runs from the frame's start to the buffer's end.
+        let head = (CHUNK as usize).checked_sub(p.room())?;
+        let chunk = data.checked_sub(head as u64)?;
+        (chunk + CHUNK <= self.len as u64).then_some(chunk)
+    }
+}
+
+/// The pool index of the buffer holding UMEM address `addr`, as `Mempool` lays buffers
+/// out (whole buffers per 2 MiB page). Only a key: the table compares the address it
+/// stored, so a wrong layout costs a refused address, never a wrong buffer.
+pub fn index_of(addr: u64, count: usize) -> Option<usize> {
+    let (page, within) = (addr / HUGEPAGE as u64, addr % HUGEPAGE as u64);
+    let i = within / CHUNK;
+    if i >= PER_PAGE {
+        return None;
+    }
+    let idx = usize::try_from(page.checked_mul(PER_PAGE)?.checked_add(i)?).ok()?;
+    (idx < count).then_some(idx)
+}
+
+/// Sets `p`'s frame to `len` bytes at `off` from its buffer's start (where the kernel
+/// put it); false when that is not inside the buffer.
+pub fn place(p: &mut Packet, off: usize, len: usize) -> bool {
+    p.reset();
+    if off >= HEADROOM {
+        p.set_len(off - HEADROOM + len).is_ok() && p.trim_front(off - HEADROOM).is_ok()
+    } else {
+        p.prepend(HEADROOM - off).is_ok() && p.set_len(len).is_ok()
+    }
+}
+
+/// The packets one half has given the kernel, by buffer, each with the address it was
+/// given as (a chunk for the fill ring, a frame for the TX ring).
+#[derive(Debug)]
+pub struct Table {
+    slots: Vec<Option<(u64, Packet)>>,
+    held: usize,
+}
+
+impl Table {
+    /// A table for the buffers of a pool of `count`.
+    pub fn new(count: usize) -> Self {
+        Self {
+            slots: std::iter::repeat_with(|| None).take(count).collect(),
+            held: 0,
+        }
+    }
+
+    /// Holds `p`, given to the kernel as `addr`; gives it back when its buffer's place is
+    /// taken or outside the table (never for a pool laid out as `index_of` says).
+    pub fn hold(&mut self, addr: u64, p: Packet) -> Result<(), Packet> {
+        match index_of(addr, self.slots.len()).map(|i| &mut self.slots[i]) {
+            Some(s @ None) => {
+                *s = Some((addr, p));
+                self.held += 1;
+                Ok(())
+            }
+            _ => Err(p),
+        }
+    }
+
+    /// The packet given to the kernel as exactly `addr`, if held; it is no longer.
+    pub fn take(&mut self, addr: u64) -> Option<Packet> {
+        let i = index_of(addr, self.slots.len())?;
+        let s = &mut self.slots[i];
+        if s.as_ref().is_none_or(|(a, _)| *a != addr) {
+            return None;
+        }
+        self.held -= 1;
+        s.take().map(|(_, p)| p)
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.held
+    }
+
+    /// Every packet held, now no longer: only once the kernel can no longer reach them
+    /// (the socket closed) or into the care of whoever closes it.
+    pub fn drain_into(&mut self, out: &mut Vec<Packet>) {
+        out.extend(
+            self.slots
+                .iter_mut()
+                .filter_map(|s| s.take().map(|(_, p)| p)),
+        );
+        self.held = 0;
+    }
+
+    /// The packet held for `addr`, for a test playing the kernel (which writes into it).
+    #[cfg(test)]
+    pub fn get_mut(&mut self, addr: u64) -> Option<&mut Packet> {
+        let i = index_of(addr, self.slots.len())?;
+        let s = self.slots.get_mut(i)?;
+        s.as_mut().filter(|(a, _)| *a == addr).map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_chunks_of_the_region_and_found_by_address() {
+        let u = Umem::new("zcfake0", 2000).unwrap();
+        let (base, len) = u.region();
+        assert_eq!(base % 4096, 0, "the kernel wants the UMEM page-aligned");
+        let mut t = Table::new(2000);
+        let mut all = Vec::new();
+        u.pool().alloc_batch(&mut all, 2000);
+        for p in all {
+            let c = u.chunk_of(&p).unwrap();
+            assert!(c + CHUNK <= len as u64);
+            assert_eq!(u.addr_of(&p), Some(c + HEADROOM as u64));
+            t.hold(c, p).unwrap();
+        }
+        assert_eq!((t.len(), u.pool().free_count()), (2000, 0));
+        // Chunk 1 of the second page, and an address inside it that is not a chunk.
+        let c = HUGEPAGE as u64 + CHUNK;
+        assert!(t.take(c + 1).is_none());
+        let p = t.take(c).unwrap();
+        assert!(t.take(c).is_none(), "taken once");
+        assert_eq!(u.chunk_of(&p), Some(c));
+        let mut rest = Vec::new();
+        t.drain_into(&mut rest);
+        assert_eq!((rest.len(), t.len()), (1999, 0));
+        drop((p, rest));
+        assert_eq!(u.pool().free_count(), 2000);
+    }
+
+    #[test]
+    fn other_pools_packets_have_no_umem_address() {
+        let u = Umem::new("zcfake0", 16).unwrap();
+        let other = Mempool::new(&FakeDma::new(), 16).unwrap();
+        let p = other.alloc_copy(&[1; 60]).unwrap();
+        assert_eq!((u.addr_of(&p), u.chunk_of(&p)), (None, None));
+    }
+
+    #[test]
+    fn a_frame_is_placed_where_the_kernel_put_it() {
+        let u = Umem::new("zcfake0", 4).unwrap();
+        let mut p = u.pool().alloc().unwrap();
+        let c = u.chunk_of(&p).unwrap();
+        assert!(place(&mut p, 256, 1920));
+        assert_eq!((u.addr_of(&p), p.len()), (Some(c + 256), 1920));
+        assert!(place(&mut p, 0, 60));
+        assert_eq!(u.addr_of(&p), Some(c));
+        assert!(!place(&mut p, 256, 1921), "past the buffer's end");
+        assert!(!place(&mut p, CHUNK as usize, 1));
+        assert_eq!(index_of(u64::MAX, 4), None);
+        assert_eq!(index_of(PER_PAGE * CHUNK, 4000), None, "the page's slack");
+    }
+}
