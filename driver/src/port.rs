@@ -205,6 +205,11 @@ impl Default for Rss {
 pub trait Port: Send {
     /// PCI address of the device.
     fn addr(&self) -> PciAddr;
+    /// The port's name in tools' lines, as [`Nic::name`](crate::Nic::name): its PCI
+    /// address, or `xdp:IFACE` for an AF_XDP port.
+    fn name(&self) -> String {
+        self.addr().to_string()
+    }
     /// Name of the driver.
     fn driver(&self) -> &'static str;
     /// The port's MAC address.

@@ -238,7 +238,8 @@ pub enum Cmd {
 /// `zcnic fwd`'s options.
 #[derive(clap::Args, Debug)]
 pub struct FwdCmd {
-    /// Ports: one (frames go back out of it) or two (A→B and B→A).
+    /// Ports: one (frames go back out of it) or two (A→B and B→A); each a PCI address
+    /// or `xdp:IFACE` for a NIC the kernel drives, through AF_XDP.
     #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
     pub ports: Vec<String>,
     /// What to do to each frame.
@@ -253,9 +254,9 @@ pub struct FwdCmd {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
-    /// flows over them: queue k of one port forwards to queue k of the other (or of
-    /// itself).
+    /// Forward on this many queue pairs, one thread each (igb: up to 8; xdp:IFACE: up
+    /// to the interface's queues, `ethtool -l`), RSS spreading flows over them: queue k
+    /// of one port forwards to queue k of the other (or of itself).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
     /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`

@@ -65,7 +65,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
     if drop_every == Some(0) {
         return Err(msg("--drop-every 0: give N >= 1 (drops every Nth frame)"));
     }
-    // Ports by name: `xdp:IFACE` (AF_XDP, one queue) or a PCI address spelled in full,
+    // Ports by name: `xdp:IFACE` (AF_XDP) or a PCI address spelled in full,
     // so two spellings of one device compare equal.
     let names = ports
         .iter()
@@ -95,11 +95,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
         ..port.config()
     };
     if queues > 1 {
-        let addrs = ports
-            .iter()
-            .map(|p| parse_pci(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        return multiqueue::fwd_cmd(&addrs, &cfg, &args);
+        return multiqueue::fwd_cmd(&names, &cfg, &args);
     }
     let mut nics = names
         .iter()

@@ -32,6 +32,16 @@ impl XdpMultiPort {
         check_name(iface)?;
         let n = cfg.queues.max(1);
         let ifindex = init::interface(iface)?;
+        if let Some(have) = rx_queues(iface).filter(|&have| n > have) {
+            return Err(Error::Xdp {
+                iface: iface.to_string(),
+                msg: format!(
+                    "{n} queues asked; the interface has {have} receive queue{} \
+                     (`ethtool -l {iface}`; `ethtool -L {iface} combined {n}` where the driver allows)",
+                    if have == 1 { "" } else { "s" }
+                ),
+            });
+        }
         let mut queues = Vec::with_capacity(usize::from(n));
         for q in 0..n {
             queues.push(init::Queue::open(iface, ifindex, u32::from(q))?);
@@ -74,9 +84,27 @@ impl XdpMultiPort {
     }
 }
 
+/// The receive queues the kernel has in use on `iface` (`queues/rx-N` in sysfs: the
+/// driver's `ethtool -l` combined or rx count); `None` when sysfs does not say.
+fn rx_queues(iface: &str) -> Option<u16> {
+    let dir = std::path::Path::new(super::SYSFS_NET)
+        .join(iface)
+        .join("queues");
+    let n = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u16::try_from(n).ok().filter(|&n| n > 0)
+}
+
 impl Port for XdpMultiPort {
     fn addr(&self) -> PciAddr {
         self.ctl.addr()
+    }
+
+    fn name(&self) -> String {
+        format!("xdp:{}", self.ctl.iface)
     }
 
     fn driver(&self) -> &'static str {
