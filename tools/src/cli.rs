@@ -219,7 +219,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
         /// Open the port with this many queue pairs (RSS) and print each queue's counters
-        /// too (igb, virtio-net with multiqueue).
+        /// too (igb, virtio-net with multiqueue, xdp:IFACE), and the RSS key, hashed types
+        /// and redirection table the port reads from the device (on xdp:IFACE, the kernel
+        /// driver's, as `ethtool -x` shows them), or why it has none.
         #[arg(long, default_value_t = 1)]
         queues: u16,
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`

@@ -162,7 +162,14 @@ fn stats_cmd(
         let per_queue = port.queue_stats();
         let s = port.stats();
         let (driver, mac, link) = (port.driver(), port.mac(), port.link());
-        print_stats(&addr, driver, mac, &link, &s, &per_queue, json);
+        let rss = rss_part(&port.rss(), json);
+        let head = Head {
+            addr: &addr,
+            driver,
+            mac,
+            link,
+        };
+        print_stats(&head, &s, &per_queue, &rss, json);
         return Ok(());
     }
     let mut nic = zcnic::open_with(&addr, &cfg)?;
@@ -181,8 +188,46 @@ fn stats_cmd(
         idle::cpu_line(cpu0, wall0.elapsed())
     );
     let s = nic.stats();
-    print_stats(&addr, nic.driver(), nic.mac(), &nic.link(), &s, &[], json);
+    let head = Head {
+        addr: &addr,
+        driver: nic.driver(),
+        mac: nic.mac(),
+        link: nic.link(),
+    };
+    print_stats(&head, &s, &[], "", json);
     Ok(())
+}
+
+/// `zcnic stats --queues`' RSS: the key, hashed types and table the port reads from its
+/// device (a line `  rss key HEX types 0xN table Q Q …`), or why there is none
+/// (`  rss: …`); in JSON a member of the object (`"rss":{"key":…,"types":…,"table":[…]}`
+/// or `"rss_error":"…"`).
+fn rss_part(rss: &Result<zcnic::Rss, zcnic::Error>, json: bool) -> String {
+    match rss {
+        Ok(r) => {
+            let key: String = r.key.iter().map(|b| format!("{b:02x}")).collect();
+            let table: Vec<String> = r
+                .reta
+                .iter()
+                .flat_map(|t| t.entries())
+                .map(u16::to_string)
+                .collect();
+            match json {
+                true => format!(
+                    ",\"rss\":{{\"key\":\"{key}\",\"types\":{},\"table\":[{}]}}",
+                    r.types.bits(),
+                    table.join(",")
+                ),
+                false => format!(
+                    "  rss key {key} types {:#x} table {}",
+                    r.types.bits(),
+                    table.join(" ")
+                ),
+            }
+        }
+        Err(e) if json => format!(",\"rss_error\":{:?}", e.to_string()),
+        Err(e) => format!("  rss: {e}"),
+    }
 }
 
 /// Calls `rx` with an empty buffer until `d` has passed or Ctrl-C, dropping what it got.
@@ -196,17 +241,23 @@ fn receive_for(d: std::time::Duration, mut rx: impl FnMut(&mut Vec<zcnic::Packet
     }
 }
 
+/// What `zcnic stats` says of the port before its counters.
+struct Head<'a> {
+    addr: &'a str,
+    driver: &'a str,
+    mac: [u8; 6],
+    link: zcnic::Link,
+}
+
 /// `zcnic stats`' output: a line per counter (and per queue), or one JSON object with a
 /// `queues` array when there are several.
-fn print_stats(
-    addr: &str,
-    driver: &str,
-    mac: [u8; 6],
-    link: &zcnic::Link,
-    s: &zcnic::Stats,
-    per_queue: &[zcnic::Stats],
-    json: bool,
-) {
+fn print_stats(head: &Head, s: &zcnic::Stats, per_queue: &[zcnic::Stats], rss: &str, json: bool) {
+    let Head {
+        addr,
+        driver,
+        mac,
+        link,
+    } = head;
     let sw = s.software();
     if json {
         let f = |v: &[(&str, u64)]| {
@@ -225,13 +276,13 @@ fn print_stats(
             format!(",\"queues\":[{}]", each.join(","))
         };
         println!(
-            "{{\"port\":\"{addr}\",\"driver\":\"{driver}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}{queues}}}",
+            "{{\"port\":\"{addr}\",\"driver\":\"{driver}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}{queues}{rss}}}",
             link.up,
             f(&sw),
             f(&s.hw)
         );
     } else {
-        println!("{addr}: {driver} {}, link {link}", zcnic::format_mac(mac));
+        println!("{addr}: {driver} {}, link {link}", zcnic::format_mac(*mac));
         for (n, v) in sw.iter().chain(s.hw.iter()) {
             println!("  {n:<12} {v}");
         }
@@ -240,6 +291,9 @@ fn print_stats(
                 "  queue {k}: rx_packets {} rx_errors {} rx_no_buf {} tx_packets {}",
                 q.rx_packets, q.rx_errors, q.rx_no_buf, q.tx_packets
             );
+        }
+        if !rss.is_empty() {
+            println!("{rss}");
         }
     }
 }

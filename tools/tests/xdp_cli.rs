@@ -139,6 +139,11 @@ fn stats_on_two_af_xdp_queues() {
         "{text}"
     );
     assert!(text.contains("queue 1"), "per-queue counters: {text}");
+    // veth has no RSS: stats says so instead of showing a table.
+    assert!(
+        text.contains("  rss: xdp:veth0: the kernel's driver of veth0 has no RSS to read"),
+        "{text}"
+    );
     assert!(!p.attached(), "stats left its program attached");
     let out = p
         .zcnic(&["stats", "xdp:veth0", "--duration", "0.2", "--json"])

@@ -27,6 +27,7 @@ mod init;
 mod port;
 mod queue;
 pub mod ring;
+mod rss;
 mod sys;
 
 pub use port::XdpMultiPort;

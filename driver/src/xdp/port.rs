@@ -1,7 +1,8 @@
 //! Several queues over AF_XDP: one socket per queue of the interface, each at its
 //! queue's key of the XSKMAP the program redirects through (`rx_queue_index`), handed
 //! out as [`QueuePair`]s like the igb's and virtio-net's. The kernel's driver spreads
-//! frames over its queues (RSS as `ethtool -X` set it); zcnic only reads them.
+//! frames over its queues by its own RSS, which [`Port::rss`] reads and
+//! [`Port::set_reta`] changes through SIOCETHTOOL.
 
 use super::init::{self, Attach, Shared};
 use super::queue;
@@ -127,20 +128,18 @@ impl Port for XdpMultiPort {
         self.sockets.len() as u16
     }
 
-    /// The default settings: the kernel's driver owns the NIC's RSS (`ethtool -x` shows
-    /// it, `ethtool -X` changes it); zcnic does not see it from here.
-    fn rss(&self) -> Rss {
-        Rss::default()
+    /// The kernel driver's RSS, read now through SIOCETHTOOL (what `ethtool -x` shows):
+    /// its key, its table (which may name queues beyond the port's: their frames go to
+    /// the kernel) and the flow types whose addresses and ports it hashes. A driver
+    /// without RSS (veth, e1000) is an error.
+    fn rss(&self) -> Result<Rss, Error> {
+        super::rss::read(&self.ctl.iface)
     }
 
-    fn set_reta(&mut self, _reta: &Reta) -> Result<(), Error> {
-        Err(Error::Xdp {
-            iface: self.ctl.iface.clone(),
-            msg: format!(
-                "the kernel's driver owns the redirection table: `ethtool -X {}`",
-                self.ctl.iface
-            ),
-        })
+    /// Writes the kernel driver's table, as `ethtool -X IFACE weight …` would: entries
+    /// must name the port's queues, its length must be the driver's (`ethtool -x`).
+    fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {
+        super::rss::set_reta(&self.ctl.iface, reta, self.queues())
     }
 
     fn stats(&mut self) -> Stats {

@@ -1,8 +1,11 @@
 //! The system calls behind AF_XDP: the `bpf()` commands that create the XSKMAP, load the
 //! redirect program and attach it with a bpf_link; the XSK socket's options, its rings
-//! mapped into this process, and the UMEM. Every `unsafe` block of `zcnic::xdp` lives
-//! here. Layouts follow the kernel's uapi headers (`linux/if_xdp.h`, `linux/bpf.h`,
-//! `linux/if_link.h`), checked by size below.
+//! mapped into this process, and the UMEM; SIOCETHTOOL for RSS (`sys/ethtool.rs`). Every
+//! `unsafe` block of `zcnic::xdp` lives here. Layouts follow the kernel's uapi headers
+//! (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by size below.
+
+mod ethtool;
+pub use ethtool::*;
 
 use std::ffi::CString;
 use std::io;
