@@ -224,6 +224,12 @@ pub enum Cmd {
         /// driver's, as `ethtool -x` shows them), or why it has none.
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// With --queues N: first set the RSS redirection table to these queues, repeated
+        /// over the device's table (`--reta 1` sends every flow to queue 1, `--reta 0,1`
+        /// alternates), as testpmd's `port config 0 rss reta` does. On xdp:IFACE it is the
+        /// kernel driver's table (`ethtool -X`), put back as found when zcnic exits.
+        #[arg(long, value_name = "Q[,Q...]", value_delimiter = ',')]
+        reta: Vec<u16>,
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and

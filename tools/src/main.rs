@@ -143,9 +143,10 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             duration,
             json,
             queues,
+            reta,
             idle,
             port,
-        } => stats::run(&pci, duration, json, queues, idle, port),
+        } => stats::run(&pci, duration, json, queues, &reta, idle, port),
         Cmd::Dump {
             pci,
             out,

@@ -15,6 +15,7 @@ pub fn run(
     duration: f64,
     json: bool,
     queues: u16,
+    reta: &[u16],
     idle: Idle,
     port: PortOpts,
 ) -> Result<(), ToolError> {
@@ -31,9 +32,15 @@ pub fn run(
     if queues == 0 {
         return Err(msg("--queues 0: give at least 1"));
     }
+    if !reta.is_empty() && queues == 1 {
+        return Err(msg("--reta spreads over queues: give --queues 2 or more"));
+    }
     if queues > 1 {
         let cfg = Config { queues, ..cfg };
         let (mut port, mut pairs) = zcnic::open_port(&addr, &cfg)?;
+        if !reta.is_empty() {
+            set_reta(port.as_mut(), reta)?;
+        }
         eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
         receive_for(d, |buf| {
             for q in &mut pairs {
@@ -76,6 +83,20 @@ pub fn run(
         link: nic.link(),
     };
     print_stats(&head, &s, &[], "", json);
+    Ok(())
+}
+
+/// `--reta Q,Q,…`: the queues repeated over the device's table (its length as the port
+/// reads it; 128, the igb's and QEMU's virtio-net's, when it reads none).
+fn set_reta(port: &mut dyn zcnic::Port, queues: &[u16]) -> Result<(), ToolError> {
+    let len = port
+        .rss()
+        .ok()
+        .and_then(|r| r.reta)
+        .map_or(128, |t| t.len());
+    let entries = (0..len).map(|i| queues[i % queues.len()]).collect();
+    let table = zcnic::rss::Reta::new(entries).map_err(|e| msg(format!("--reta: {e}")))?;
+    port.set_reta(&table)?;
     Ok(())
 }
 

@@ -145,6 +145,29 @@ fn stats_on_two_af_xdp_queues() {
         "{text}"
     );
     assert!(!p.attached(), "stats left its program attached");
+    // --reta: on veth, whose driver has no table, and with bad queues, one line each.
+    for (args, want) in [
+        (&["--queues", "2", "--reta", "1"][..], "has no RSS to set"),
+        (
+            &["--queues", "2", "--reta", "0,5"][..],
+            "names queue 5; the port has 2",
+        ),
+        (
+            &["--reta", "1"][..],
+            "--reta spreads over queues: give --queues 2",
+        ),
+        (&["--queues", "2", "--reta", "x"][..], "invalid value 'x'"),
+    ] {
+        let out = p
+            .zcnic(&["stats", "xdp:veth0", "--duration", "0.1"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
     let out = p
         .zcnic(&["stats", "xdp:veth0", "--duration", "0.2", "--json"])
         .output()

@@ -137,9 +137,12 @@ impl Port for XdpMultiPort {
     }
 
     /// Writes the kernel driver's table, as `ethtool -X IFACE weight …` would: entries
-    /// must name the port's queues, its length must be the driver's (`ethtool -x`).
+    /// must name the port's queues, its length must be the driver's (`ethtool -x`). The
+    /// table the port found is put back when it closes, as its promiscuous flag is.
     fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {
-        super::rss::set_reta(&self.ctl.iface, reta, self.queues())
+        let was = super::rss::set_reta(&self.ctl.iface, reta, self.queues())?;
+        self.ctl.reta_before.get_or_insert(was);
+        Ok(())
     }
 
     fn stats(&mut self) -> Stats {

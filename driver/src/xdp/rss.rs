@@ -104,8 +104,8 @@ pub fn from_rxfh(r: &Rxfh, types: HashTypes) -> Result<Rss, String> {
 }
 
 /// Replaces the driver's table with `reta`, whose entries must name the port's own
-/// `queues` and whose length must be the driver's.
-pub fn set_reta(iface: &str, reta: &Reta, queues: u16) -> Result<(), Error> {
+/// `queues` and whose length must be the driver's; returns the table it replaced.
+pub fn set_reta(iface: &str, reta: &Reta, queues: u16) -> Result<Vec<u32>, Error> {
     if let Some(q) = reta.entries().iter().find(|&&q| q >= queues) {
         return Err(err(
             iface,
@@ -124,7 +124,16 @@ pub fn set_reta(iface: &str, reta: &Reta, queues: u16) -> Result<(), Error> {
         ));
     }
     let table: Vec<u32> = reta.entries().iter().map(|&q| u32::from(q)).collect();
-    sys::set_indir(iface, &table).map_err(|e| ioctl_err(iface, "set", &e))
+    sys::set_indir(iface, &table).map_err(|e| ioctl_err(iface, "set", &e))?;
+    Ok(now.indir)
+}
+
+/// Puts back a table [`set_reta`] replaced, as the port closes; a failure is logged
+/// (the interface may be gone).
+pub fn restore(iface: &str, table: &[u32]) {
+    if let Err(e) = sys::set_indir(iface, table) {
+        log::warn!("xdp:{iface}: putting back the RSS table: {e}");
+    }
 }
 
 #[cfg(test)]
