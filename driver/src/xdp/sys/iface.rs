@@ -1,12 +1,56 @@
-//! SIOCETHTOOL, for the RSS state the kernel's driver holds: its Toeplitz key and
-//! indirection table (`ethtool -x`), the fields it hashes per flow type (`ethtool -n IFACE
-//! rx-flow-hash`), and a new table (`ethtool -X`). Layouts follow `linux/ethtool.h`.
-//! Every answer is a buffer of `u32` words this module owns; the kernel never writes past
-//! the sizes the request names, which are checked here first.
+//! The interface's own ioctls, on an `ifreq` that names it: its flags (SIOCGIFFLAGS,
+//! SIOCSIFFLAGS: up, promiscuous), and SIOCETHTOOL for the RSS state the kernel's driver
+//! holds: its Toeplitz key and indirection table (`ethtool -x`), the fields it hashes per
+//! flow type (`ethtool -n IFACE rx-flow-hash`), and a new table (`ethtool -X`). Layouts
+//! follow `linux/ethtool.h`. Every ethtool answer is a buffer of `u32` words this module
+//! owns; the kernel never writes past the sizes the request names, which are checked here
+//! first.
 
-use super::{ifreq, last_error};
+use super::{last_error, own};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// An `ifreq` naming `name`, and a socket to ask about it.
+fn ifreq(name: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
+    // SAFETY: plain system call, no pointers.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    Ok((own(s.into()), req))
+}
+
+/// The interface flags of `name` (IFF_UP, IFF_PROMISC, …).
+pub fn if_flags(name: &str) -> io::Result<libc::c_int> {
+    let (s, mut req) = ifreq(name)?;
+    // SAFETY: `req` is a live ifreq the kernel reads and writes for SIOCGIFFLAGS.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
+}
+
+/// Sets or clears IFF_PROMISC on the interface `name`.
+pub fn set_promisc(name: &str, on: bool) -> io::Result<()> {
+    let flags = if_flags(name)?;
+    let (s, mut req) = ifreq(name)?;
+    let p = libc::IFF_PROMISC;
+    req.ifr_ifru.ifru_flags = (if on { flags | p } else { flags & !p }) as libc::c_short;
+    // SAFETY: `req` is a live ifreq, which SIOCSIFFLAGS only reads.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
 
 /// `ETHTOOL_GRXFH`: the fields hashed for one flow type.
 const ETHTOOL_GRXFH: u32 = 0x29;
