@@ -205,6 +205,11 @@ impl Default for Rss {
 pub trait Port: Send {
     /// PCI address of the device.
     fn addr(&self) -> PciAddr;
+    /// The port's name in tools' lines, as [`Nic::name`](crate::Nic::name): its PCI
+    /// address, or `xdp:IFACE` for an AF_XDP port.
+    fn name(&self) -> String {
+        self.addr().to_string()
+    }
     /// Name of the driver.
     fn driver(&self) -> &'static str;
     /// The port's MAC address.
@@ -228,8 +233,10 @@ pub trait Port: Send {
     }
     /// Queue pairs in use.
     fn queues(&self) -> u16;
-    /// The RSS settings in force (key, types, the whole table as programmed).
-    fn rss(&self) -> Rss;
+    /// The RSS settings in force (key, types, the whole table as programmed); an error
+    /// when the device has no RSS zcnic can read (an AF_XDP port on veth, say), as
+    /// DPDK's `rte_eth_dev_rss_hash_conf_get` answers `-ENOTSUP`.
+    fn rss(&self) -> Result<Rss, Error>;
     /// Replaces the redirection table; its entries must name queues this port has, and its
     /// length must be the device's.
     fn set_reta(&mut self, reta: &Reta) -> Result<(), Error>;

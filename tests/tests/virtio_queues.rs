@@ -154,7 +154,7 @@ fn four_pairs_with_rss_send_the_whole_configuration() {
     let reta = Reta::new((0..128).map(|i| u16::from(i >= 64) * 3).collect()).unwrap();
     port.set_reta(&reta).unwrap();
     assert_eq!(parse_rss(&dev.commands()[2].data).3, reta.entries());
-    assert_eq!(port.rss().reta.as_ref(), Some(&reta));
+    assert_eq!(port.rss().unwrap().reta.as_ref(), Some(&reta));
     let short = Reta::spread(4, 64).unwrap();
     let beyond = Reta::spread(5, 128).unwrap();
     for bad in [short, beyond] {

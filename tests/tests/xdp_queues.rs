@@ -155,9 +155,22 @@ fn four_queues_each_send_and_receive_their_share() {
                 assert!(!back[i as usize], "flow {i} forwarded twice");
                 back[i as usize] = true;
             }
-            assert!(port
-                .set_reta(&zcnic::rss::Reta::new(vec![0; 128]).unwrap())
-                .is_err());
+            // veth has no RSS: reading and writing it are errors that say so, not the
+            // defaults standing in for it.
+            let e = port.rss().expect_err("veth has no RSS").to_string();
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(
+                e.starts_with("xdp:veth0: ") && e.contains("has no RSS"),
+                "{e}"
+            );
+            let reta = zcnic::rss::Reta::new(vec![0; 128]).unwrap();
+            let e = port.set_reta(&reta).unwrap_err().to_string();
+            assert!(e.contains("has no RSS to set"), "{e}");
+            let e = port
+                .set_reta(&zcnic::rss::Reta::spread(QUEUES + 1, 128).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("names queue 4; the port has 4"), "{e}");
             drop(queues);
             assert!(
                 pair.port_link().contains("prog/xdp"),

@@ -221,9 +221,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
         /// Open the port with this many queue pairs (RSS) and print each queue's counters
-        /// too (igb, virtio-net with multiqueue).
+        /// too (igb, virtio-net with multiqueue, xdp:IFACE), and the RSS key, hashed types
+        /// and redirection table the port reads from the device (on xdp:IFACE, the kernel
+        /// driver's, as `ethtool -x` shows them), or why it has none.
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// With --queues N: first set the RSS redirection table to these queues, repeated
+        /// over the device's table (`--reta 1` sends every flow to queue 1, `--reta 0,1`
+        /// alternates), as testpmd's `port config 0 rss reta` does. On xdp:IFACE it is the
+        /// kernel driver's table (`ethtool -X`), put back as found when zcnic exits.
+        #[arg(long, value_name = "Q[,Q...]", value_delimiter = ',')]
+        reta: Vec<u16>,
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
@@ -242,7 +250,8 @@ pub enum Cmd {
 /// `zcnic fwd`'s options.
 #[derive(clap::Args, Debug)]
 pub struct FwdCmd {
-    /// Ports: one (frames go back out of it) or two (A→B and B→A).
+    /// Ports: one (frames go back out of it) or two (A→B and B→A); each a PCI address
+    /// or `xdp:IFACE` for a NIC the kernel drives, through AF_XDP.
     #[arg(long = "port", required = true, num_args = 1, value_name = "PCI")]
     pub ports: Vec<String>,
     /// What to do to each frame.
@@ -257,9 +266,9 @@ pub struct FwdCmd {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Forward on this many queue pairs, one thread each (igb: up to 8), RSS spreading
-    /// flows over them: queue k of one port forwards to queue k of the other (or of
-    /// itself).
+    /// Forward on this many queue pairs, one thread each (igb: up to 8; xdp:IFACE: up
+    /// to the interface's queues, `ethtool -l`), RSS spreading flows over them: queue k
+    /// of one port forwards to queue k of the other (or of itself).
     #[arg(long, default_value_t = 1)]
     pub queues: u16,
     /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`

@@ -22,6 +22,7 @@ pub mod ranges;
 pub mod replay;
 pub mod seq;
 pub mod sizes;
+pub mod stats;
 pub mod streams;
 pub mod template;
 pub mod units;

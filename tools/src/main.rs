@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use zcnic::{Config, HugepageStatus};
 use zcnic_tools::checks::{check_burst, check_count, parse_pci, seconds, MAX_BURST};
-use zcnic_tools::cli::{Cli, Cmd, FwdCmd, FwdMode, PortOpts};
-use zcnic_tools::idle::{self, Idle, Idler};
+use zcnic_tools::cli::{Cli, Cmd, FwdCmd, FwdMode};
 use zcnic_tools::pktgen_cli::pktgen_cmd;
-use zcnic_tools::{bind, dump, fwd, groups, msg, multiqueue, ToolError};
+use zcnic_tools::{bind, dump, fwd, groups, msg, multiqueue, stats, ToolError};
 
 fn hugepages(reserve: Option<usize>, mount: Option<PathBuf>) -> Result<(), ToolError> {
     if let Some(dir) = mount {
@@ -65,7 +64,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
     if drop_every == Some(0) {
         return Err(msg("--drop-every 0: give N >= 1 (drops every Nth frame)"));
     }
-    // Ports by name: `xdp:IFACE` (AF_XDP, one queue) or a PCI address spelled in full,
+    // Ports by name: `xdp:IFACE` (AF_XDP) or a PCI address spelled in full,
     // so two spellings of one device compare equal.
     let names = ports
         .iter()
@@ -95,11 +94,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
         ..port.config()
     };
     if queues > 1 {
-        let addrs = ports
-            .iter()
-            .map(|p| parse_pci(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        return multiqueue::fwd_cmd(&addrs, &cfg, &args);
+        return multiqueue::fwd_cmd(&names, &cfg, &args);
     }
     let mut nics = names
         .iter()
@@ -133,121 +128,6 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
     Ok(())
 }
 
-fn stats_cmd(
-    pci: &str,
-    duration: f64,
-    json: bool,
-    queues: u16,
-    idle: Idle,
-    port: PortOpts,
-) -> Result<(), ToolError> {
-    // `xdp:eth0` (AF_XDP) by name; a PCI address checked and spelled in full.
-    let addr = match pci.starts_with("xdp:") {
-        true => pci.to_string(),
-        false => parse_pci(pci)?.to_string(),
-    };
-    let d = seconds("duration", Some(duration))?.unwrap_or_default();
-    let cfg = Config {
-        promisc: true,
-        ..port.config()
-    };
-    if queues == 0 {
-        return Err(msg("--queues 0: give at least 1"));
-    }
-    if queues > 1 {
-        let cfg = Config { queues, ..cfg };
-        let (mut port, mut pairs) = zcnic::open_port(&addr, &cfg)?;
-        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
-        receive_for(d, |buf| {
-            for q in &mut pairs {
-                q.rx.rx_batch(buf, 64);
-            }
-        });
-        let per_queue = port.queue_stats();
-        let s = port.stats();
-        let (driver, mac, link) = (port.driver(), port.mac(), port.link());
-        print_stats(&addr, driver, mac, &link, &s, &per_queue, json);
-        return Ok(());
-    }
-    let mut nic = zcnic::open_with(&addr, &cfg)?;
-    eprintln!("stats {addr}: receiving for {duration} s, idle {idle}");
-    let mut idler = Idler::new(idle);
-    let (cpu0, wall0) = (idle::cpu_time(), std::time::Instant::now());
-    receive_for(d, |buf| {
-        let got = nic.rx_batch(buf, 64);
-        if idler.due(got) {
-            idler.sleep("stats", &mut [nic.as_mut()]);
-        }
-    });
-    eprintln!(
-        "stats {addr}: {}; {}",
-        idler.describe(),
-        idle::cpu_line(cpu0, wall0.elapsed())
-    );
-    let s = nic.stats();
-    print_stats(&addr, nic.driver(), nic.mac(), &nic.link(), &s, &[], json);
-    Ok(())
-}
-
-/// Calls `rx` with an empty buffer until `d` has passed or Ctrl-C, dropping what it got.
-fn receive_for(d: std::time::Duration, mut rx: impl FnMut(&mut Vec<zcnic::Packet>)) {
-    let end = d.as_nanos() as u64;
-    let mut clock = zcnic_tools::clock::LoopClock::new();
-    let mut buf = Vec::with_capacity(256);
-    while clock.now_ns() < end && !zcnic_tools::stopped() {
-        rx(&mut buf);
-        buf.clear();
-    }
-}
-
-/// `zcnic stats`' output: a line per counter (and per queue), or one JSON object with a
-/// `queues` array when there are several.
-fn print_stats(
-    addr: &str,
-    driver: &str,
-    mac: [u8; 6],
-    link: &zcnic::Link,
-    s: &zcnic::Stats,
-    per_queue: &[zcnic::Stats],
-    json: bool,
-) {
-    let sw = s.software();
-    if json {
-        let f = |v: &[(&str, u64)]| {
-            v.iter()
-                .map(|(n, x)| format!("\"{n}\":{x}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let queues = if per_queue.is_empty() {
-            String::new()
-        } else {
-            let each: Vec<String> = per_queue
-                .iter()
-                .map(|q| format!("{{{}}}", f(&q.software())))
-                .collect();
-            format!(",\"queues\":[{}]", each.join(","))
-        };
-        println!(
-            "{{\"port\":\"{addr}\",\"driver\":\"{driver}\",\"link_up\":{},\"software\":{{{}}},\"device\":{{{}}}{queues}}}",
-            link.up,
-            f(&sw),
-            f(&s.hw)
-        );
-    } else {
-        println!("{addr}: {driver} {}, link {link}", zcnic::format_mac(mac));
-        for (n, v) in sw.iter().chain(s.hw.iter()) {
-            println!("  {n:<12} {v}");
-        }
-        for (k, q) in per_queue.iter().enumerate() {
-            println!(
-                "  queue {k}: rx_packets {} rx_errors {} rx_no_buf {} tx_packets {}",
-                q.rx_packets, q.rx_errors, q.rx_no_buf, q.tx_packets
-            );
-        }
-    }
-}
-
 fn run(cmd: Cmd) -> Result<(), ToolError> {
     match cmd {
         Cmd::List => bind::list(),
@@ -263,9 +143,10 @@ fn run(cmd: Cmd) -> Result<(), ToolError> {
             duration,
             json,
             queues,
+            reta,
             idle,
             port,
-        } => stats_cmd(&pci, duration, json, queues, idle, port),
+        } => stats::run(&pci, duration, json, queues, &reta, idle, port),
         Cmd::Dump {
             pci,
             out,

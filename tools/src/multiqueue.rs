@@ -16,6 +16,7 @@ pub struct QueueNic {
     pair: QueuePair,
     cache: PoolCache,
     addr: PciAddr,
+    name: String,
     driver: &'static str,
     mac: [u8; 6],
     link: Link,
@@ -29,6 +30,7 @@ impl QueueNic {
             pair,
             cache,
             addr: port.addr(),
+            name: port.name(),
             driver: port.driver(),
             mac: port.mac(),
             link: port.link(),
@@ -39,6 +41,9 @@ impl QueueNic {
 impl Nic for QueueNic {
     fn addr(&self) -> PciAddr {
         self.addr
+    }
+    fn name(&self) -> String {
+        self.name.clone()
     }
     fn driver(&self) -> &'static str {
         self.driver
@@ -191,7 +196,7 @@ pub fn run(
     let each = join_all(threads, "sending")?;
     let stats = port.stats();
     let total = Summary {
-        port: port.addr().to_string(),
+        port: port.name(),
         sent: each.iter().map(|s| s.sent).sum(),
         bytes: each.iter().map(|s| s.bytes).sum(),
         secs: each.iter().map(|s| s.secs).fold(0.0, f64::max),
@@ -264,8 +269,8 @@ pub fn forward(
             let tx: u64 = ports[to].queue_stats().iter().map(|s| s.tx_packets).sum();
             println!(
                 "fwd {} -> {}: {t:6.1} s  rx {:>9.0} pps  tx {:>9.0} pps  total rx {rx} tx {tx}",
-                ports[from].addr(),
-                ports[to].addr(),
+                ports[from].name(),
+                ports[to].name(),
                 (rx - prev.0) as f64 / dt,
                 (tx - prev.1) as f64 / dt,
             );
@@ -301,7 +306,7 @@ pub struct DirTotals {
 /// one-queue run's (`cargo xtask bench` reads them): the frames every queue has handed
 /// to the device, from the queues' own counters, and the device's GPTC.
 pub(crate) fn progress<T>(port: &mut dyn Port, threads: &[std::thread::JoinHandle<T>]) {
-    let addr = port.addr();
+    let addr = port.name();
     let start = std::time::Instant::now();
     let (mut last_t, mut last_sent) = (0.0, 0u64);
     let mut next = std::time::Duration::from_secs(1);
@@ -331,15 +336,16 @@ fn device_line(port: &mut dyn Port) -> String {
         .map_or(String::new(), |n| format!("  device GPTC {n}"))
 }
 
-/// `zcnic fwd --queues N` on the command line: open the ports, forward, print the totals.
+/// `zcnic fwd --queues N` on the command line: open the ports (a PCI address spelled in
+/// full, or `xdp:IFACE`), forward, print the totals.
 pub fn fwd_cmd(
-    addrs: &[PciAddr],
+    names: &[String],
     cfg: &zcnic::Config,
     args: &crate::fwd::Args,
 ) -> Result<(), ToolError> {
     let (mut ports, mut queues) = (Vec::new(), Vec::new());
-    for a in addrs {
-        let (p, q) = zcnic::open_port(&a.to_string(), cfg)?;
+    for a in names {
+        let (p, q) = zcnic::open_port(a, cfg)?;
         println!(
             "fwd: {a} {} {}, link {}, {} queues (RSS)",
             p.driver(),
@@ -360,7 +366,7 @@ pub fn fwd_cmd(
         .collect();
     let totals = forward(&mut ports, queues, args)?;
     for (from, to, t) in totals {
-        let (a, b) = (ports[from].addr(), ports[to].addr());
+        let (a, b) = (ports[from].name(), ports[to].name());
         for (k, s) in t.per_queue.iter().enumerate() {
             println!(
                 "fwd {a} -> {b}: queue {k}: received {}, forwarded {}",
@@ -373,7 +379,7 @@ pub fn fwd_cmd(
         );
     }
     drop(ports); // the queues are gone: this stops DMA, and every buffer is back
-    crate::fwd::print_pools(addrs, &pools);
+    crate::fwd::print_pools(names, &pools);
     Ok(())
 }
 

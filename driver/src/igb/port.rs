@@ -140,8 +140,8 @@ impl<B: Bar> Port for IgbPort<B> {
         self.rx_counters.len() as u16
     }
 
-    fn rss(&self) -> Rss {
-        self.rss.clone()
+    fn rss(&self) -> Result<Rss, Error> {
+        Ok(self.rss.clone())
     }
 
     fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {

@@ -433,8 +433,8 @@ impl<Q: QueueKind> Port for VirtioPort<Q> {
         }
     }
 
-    fn rss(&self) -> Rss {
-        self.rss.clone()
+    fn rss(&self) -> Result<Rss, Error> {
+        Ok(self.rss.clone())
     }
 
     fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {

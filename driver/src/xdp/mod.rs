@@ -36,6 +36,7 @@ mod init;
 mod port;
 mod queue;
 pub mod ring;
+mod rss;
 mod sys;
 mod umem;
 
@@ -71,6 +72,8 @@ struct Control {
     /// The interface's promiscuous flag before this port first changed it: put back on
     /// drop, so the kernel's interface is left as it was found.
     promisc_before: Option<bool>,
+    /// The kernel driver's RSS table before this port first wrote it: put back on drop.
+    reta_before: Option<Vec<u32>>,
 }
 
 /// Where sysfs describes network interfaces.
@@ -150,6 +153,7 @@ impl Control {
             zero_copy,
             generic,
             promisc_before: None,
+            reta_before: None,
         }
     }
 
@@ -263,6 +267,9 @@ impl Drop for Control {
     fn drop(&mut self) {
         if let Some(was) = self.promisc_before {
             let _ = sys::set_promisc(&self.iface, was);
+        }
+        if let Some(table) = self.reta_before.take() {
+            rss::restore(&self.iface, &table);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Several queues over AF_XDP: one socket per queue of the interface, each at its
 //! queue's key of the XSKMAP the program redirects through (`rx_queue_index`), handed
 //! out as [`QueuePair`]s like the igb's and virtio-net's. The kernel's driver spreads
-//! frames over its queues (RSS as `ethtool -X` set it); zcnic only reads them.
+//! frames over its queues by its own RSS, which [`Port::rss`] reads and
+//! [`Port::set_reta`] changes through SIOCETHTOOL.
 
 use super::init::{self, Attach, Shared};
 use super::queue;
@@ -33,6 +34,16 @@ impl XdpMultiPort {
         check_name(iface)?;
         let n = cfg.queues.max(1);
         let ifindex = init::interface(iface)?;
+        if let Some(have) = rx_queues(iface).filter(|&have| n > have) {
+            return Err(Error::Xdp {
+                iface: iface.to_string(),
+                msg: format!(
+                    "{n} queues asked; the interface has {have} receive queue{} \
+                     (`ethtool -l {iface}`; `ethtool -L {iface} combined {n}` where the driver allows)",
+                    if have == 1 { "" } else { "s" }
+                ),
+            });
+        }
         // One pool for every queue, registered as each socket's UMEM: a packet received
         // on one queue is sent on any other without a copy.
         let umem = Umem::new(iface, cfg.pool)?;
@@ -78,9 +89,27 @@ impl XdpMultiPort {
     }
 }
 
+/// The receive queues the kernel has in use on `iface` (`queues/rx-N` in sysfs: the
+/// driver's `ethtool -l` combined or rx count); `None` when sysfs does not say.
+fn rx_queues(iface: &str) -> Option<u16> {
+    let dir = std::path::Path::new(super::SYSFS_NET)
+        .join(iface)
+        .join("queues");
+    let n = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u16::try_from(n).ok().filter(|&n| n > 0)
+}
+
 impl Port for XdpMultiPort {
     fn addr(&self) -> PciAddr {
         self.ctl.addr()
+    }
+
+    fn name(&self) -> String {
+        format!("xdp:{}", self.ctl.iface)
     }
 
     fn driver(&self) -> &'static str {
@@ -103,20 +132,21 @@ impl Port for XdpMultiPort {
         self.sockets.len() as u16
     }
 
-    /// The default settings: the kernel's driver owns the NIC's RSS (`ethtool -x` shows
-    /// it, `ethtool -X` changes it); zcnic does not see it from here.
-    fn rss(&self) -> Rss {
-        Rss::default()
+    /// The kernel driver's RSS, read now through SIOCETHTOOL (what `ethtool -x` shows):
+    /// its key, its table (which may name queues beyond the port's: their frames go to
+    /// the kernel) and the flow types whose addresses and ports it hashes. A driver
+    /// without RSS (veth, e1000) is an error.
+    fn rss(&self) -> Result<Rss, Error> {
+        super::rss::read(&self.ctl.iface)
     }
 
-    fn set_reta(&mut self, _reta: &Reta) -> Result<(), Error> {
-        Err(Error::Xdp {
-            iface: self.ctl.iface.clone(),
-            msg: format!(
-                "the kernel's driver owns the redirection table: `ethtool -X {}`",
-                self.ctl.iface
-            ),
-        })
+    /// Writes the kernel driver's table, as `ethtool -X IFACE weight …` would: entries
+    /// must name the port's queues, its length must be the driver's (`ethtool -x`). The
+    /// table the port found is put back when it closes, as its promiscuous flag is.
+    fn set_reta(&mut self, reta: &Reta) -> Result<(), Error> {
+        let was = super::rss::set_reta(&self.ctl.iface, reta, self.queues())?;
+        self.ctl.reta_before.get_or_insert(was);
+        Ok(())
     }
 
     fn stats(&mut self) -> Stats {

@@ -1,8 +1,12 @@
 //! The system calls behind AF_XDP: the `bpf()` commands that create the XSKMAP, load the
 //! redirect program and attach it with a bpf_link; the XSK socket's options, its rings
-//! mapped into this process, and the UMEM. Every `unsafe` block of `zcnic::xdp` lives
-//! here. Layouts follow the kernel's uapi headers (`linux/if_xdp.h`, `linux/bpf.h`,
-//! `linux/if_link.h`), checked by size below.
+//! mapped into this process, and the UMEM; the interface's own ioctls (flags, RSS) are in
+//! `sys/iface.rs`. Every
+//! `unsafe` block of `zcnic::xdp` lives here. Layouts follow the kernel's uapi headers
+//! (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by size below.
+
+mod iface;
+pub use iface::*;
 
 use std::ffi::CString;
 use std::io;
@@ -500,46 +504,4 @@ impl Drop for Mapping {
         // into it past this point (atomics borrowed from it borrow `self`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
-}
-
-/// An `ifreq` naming `name`, and a socket to ask about it.
-fn ifreq(name: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
-    // SAFETY: plain system call, no pointers.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(last_error());
-    }
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return Err(io::ErrorKind::InvalidInput.into());
-    }
-    for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = b as libc::c_char;
-    }
-    Ok((own(s.into()), req))
-}
-
-/// The interface flags of `name` (IFF_UP, IFF_PROMISC, …).
-pub fn if_flags(name: &str) -> io::Result<libc::c_int> {
-    let (s, mut req) = ifreq(name)?;
-    // SAFETY: `req` is a live ifreq the kernel reads and writes for SIOCGIFFLAGS.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(last_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
-}
-
-/// Sets or clears IFF_PROMISC on the interface `name`.
-pub fn set_promisc(name: &str, on: bool) -> io::Result<()> {
-    let flags = if_flags(name)?;
-    let (s, mut req) = ifreq(name)?;
-    let p = libc::IFF_PROMISC;
-    req.ifr_ifru.ifru_flags = (if on { flags | p } else { flags & !p }) as libc::c_short;
-    // SAFETY: `req` is a live ifreq, which SIOCSIFFLAGS only reads.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(last_error());
-    }
-    Ok(())
 }
