@@ -87,6 +87,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
         duration: seconds("duration", duration)?,
         quiet: false,
         yield_idle: false,
+        queue: None,
         idle,
     };
     let cfg = Config {
@@ -156,13 +157,15 @@ fn stats_cmd(
     }
     if queues > 1 {
         let cfg = Config { queues, ..cfg };
-        let (mut port, mut pairs) = zcnic::open_port(&addr, &cfg)?;
-        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
-        receive_for(d, |buf| {
-            for q in &mut pairs {
-                q.rx.rx_batch(buf, 64);
-            }
-        });
+        let (mut port, pairs) = zcnic::open_port(&addr, &cfg)?;
+        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s, idle {idle}");
+        let (cpu0, wall0) = (idle::cpu_time(), std::time::Instant::now());
+        let each = zcnic_tools::multiqueue::receive_queues(pairs, d, idle)?;
+        eprintln!(
+            "stats {addr}: {}; {}",
+            each.join("; "),
+            idle::cpu_line(cpu0, wall0.elapsed())
+        );
         let per_queue = port.queue_stats();
         let s = port.stats();
         let (driver, mac, link) = (port.driver(), port.mac(), port.link());
