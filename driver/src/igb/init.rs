@@ -115,6 +115,7 @@ impl<B: Bar> IgbPort<B> {
             teardown,
             link,
             msix: false,
+            line: None,
             device: None,
         };
         port.start_tx(&queues)?;

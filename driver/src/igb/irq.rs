@@ -128,11 +128,16 @@ impl IgbRxQueue {
         // write-back this read misses came after the clear, so its cause is latched and,
         // with the vector unmasked whenever the write lands, sends the message.
         fence(Ordering::SeqCst);
-        if self.ring.as_ref().is_none_or(|r| r.ready()) {
+        if self.pending() {
             self.disarm()?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Whether a frame waits in the ring (or the ring is gone: nothing to sleep for).
+    pub(crate) fn pending(&self) -> bool {
+        self.ring.as_ref().is_none_or(|r| r.ready())
     }
 
     /// Masks the vector and clears its cause.

@@ -9,12 +9,14 @@
 //! - `rx.rs`: the receive queue handle's `rx_batch` (datapath)
 //! - `tx.rs`: the transmit queue handle's `tx_batch` and clean-up (datapath)
 //! - `irq.rs`: an MSI-X vector per receive queue, armed only to sleep
+//! - `line.rs`: MSI or INTx (legacy interrupt mode) for a one-queue port without MSI-X
 //!
 //! Shared with the e1000 and no more: the statistics registers' offsets and the code that
 //! learns whether each clears on read, the link decode of STATUS, and the clean-up batch.
 
 mod init;
 mod irq;
+mod line;
 mod port;
 pub mod regs;
 mod rss;

@@ -39,6 +39,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) link: LinkWatch,
     /// MSI-X is on at the platform (`irq.rs`): turned off at close, after the reset.
     pub(crate) msix: bool,
+    /// Without MSI-X, a one-queue port's MSI or INTx (`line.rs`): let go of at close.
+    pub(crate) line: Option<super::line::Line>,
     /// Keeps the device open; declared last so it closes after the rest.
     pub(crate) device: Option<Box<dyn PciDevice>>,
 }
@@ -72,6 +74,14 @@ impl IgbPort<MmioBar> {
             Ok(events) => {
                 super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
                 port.msix = true;
+            }
+            // One line cannot tell queues apart: only a one-queue port takes it (`line.rs`).
+            Err(e) if rx.len() == 1 => {
+                log::debug!("{e}; trying MSI, then INTx");
+                port.line = super::line::Line::route(dev.as_ref());
+                if port.line.is_some() {
+                    port.legacy_mode();
+                }
             }
             Err(e) => log::debug!("{e}; the queues poll only"),
         }
@@ -223,6 +233,9 @@ impl<B: Bar> Drop for IgbPort<B> {
             if let (true, Some(dev)) = (self.msix, self.device.as_deref()) {
                 dev.irq_release(crate::irq::MSIX);
             }
+            if let (Some(line), Some(dev)) = (&self.line, self.device.as_deref()) {
+                line.release(dev);
+            }
             reset || master_off
         });
         if !stopped {
@@ -359,17 +372,30 @@ impl<B: Bar> Nic for Igb<B> {
         self.port.link_event()
     }
 
-    /// Queue 0's MSI-X vector (`irq.rs`).
+    /// Queue 0's MSI-X vector (`irq.rs`), or the port's one line without MSI-X
+    /// (`line.rs`).
     fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
-        self.rx.irq_fd()
+        match self.line_fd() {
+            Some(fd) => Ok(fd),
+            None => self.rx.irq_fd(),
+        }
     }
 
     fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
-        self.rx.arm()
+        match self.port.line {
+            Some(_) => self.arm_line(),
+            None => self.rx.arm(),
+        }
     }
 
     fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
-        self.rx.disarm()
+        match self.port.line {
+            Some(_) => {
+                self.disarm_line();
+                Ok(())
+            }
+            None => self.rx.disarm(),
+        }
     }
 
     fn offloads(&self) -> crate::Offloads {

@@ -15,6 +15,14 @@ pub const MDIC: u32 = 0x0020;
 pub const ICR: u32 = 0x00C0;
 /// ICR.LSC — Link Status Change, the 8254x's bit (§8.8.1).
 pub const ICR_LSC: u32 = 1 << 2;
+/// ICR.RXDMT0 — Receive Descriptor Minimum Threshold hit (§8.8.1).
+pub const ICR_RXDMT0: u32 = 1 << 4;
+/// ICR.RXO — Receiver Overrun (§8.8.1).
+pub const ICR_RXO: u32 = 1 << 6;
+/// ICR.RXDW — Receiver Descriptor Write Back, of any queue (§8.8.1).
+pub const ICR_RXDW: u32 = 1 << 7;
+/// IMS — Interrupt Mask Set/Read (§8.8.8).
+pub const IMS: u32 = 0x00D0;
 /// IMC — Interrupt Mask Clear (§8.8.9).
 pub const IMC: u32 = 0x00D8;
 /// EIMC — Extended Interrupt Mask Clear (§8.8.6).
