@@ -88,6 +88,23 @@ impl IgbIrq {
         *self.icr_hook.lock().unwrap() = Some(Box::new(f));
     }
 
+    /// An ICR cause was latched (or IMS enabled one): in MSI-X mode, a cause IMS enables
+    /// latches the EICR bit of the other-cause vector IVAR_MISC names (§7.3.1.2); in
+    /// legacy mode it raises the line.
+    pub(crate) fn icr_raised(&self, bar: &FakeBar) {
+        if bar.read32(regs::GPIE) & regs::GPIE_MSIX_MODE == 0 {
+            return self.update_line(bar);
+        }
+        if bar.peek32(regs::ICR) & self.ims.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let entry = (bar.read32(regs::IVAR_MISC) >> 8) & 0xff;
+        if entry & regs::IVAR_VALID != 0 {
+            self.eicr.fetch_or(1 << (entry & 0x1f), Ordering::SeqCst);
+            self.update(bar);
+        }
+    }
+
     /// Legacy mode: raises the line while ICR and IMS share a cause.
     fn update_line(&self, bar: &FakeBar) {
         if bar.peek32(regs::ICR) & self.ims.load(Ordering::SeqCst) != 0 {
@@ -154,7 +171,7 @@ fn decoded(irq: &Arc<IgbIrq>, bar: &FakeBar, off: u32, val: u32) -> bool {
         }
         regs::IMS => {
             irq.ims.fetch_or(val, Ordering::SeqCst);
-            irq.update_line(bar);
+            irq.icr_raised(bar);
         }
         regs::IMC => {
             irq.ims.fetch_and(!val, Ordering::SeqCst);

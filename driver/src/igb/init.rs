@@ -116,6 +116,7 @@ impl<B: Bar> IgbPort<B> {
             link,
             msix: false,
             line: None,
+            link_irq: None,
             device: None,
         };
         port.start_tx(&queues)?;

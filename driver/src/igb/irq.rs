@@ -4,7 +4,10 @@
 //! At open, when the platform routes MSI-X: GPIE in multiple-vector mode, IVAR maps
 //! receive queue `q` to vector `q`, EIAC auto-clears each vector's EICR bit as its message
 //! goes, and every vector stays masked (EIMC): polling never costs an interrupt. Transmit
-//! queues and the other causes (link) get no vector; link changes are polled.
+//! queues get no vector. When the platform routed one vector more than there are receive
+//! queues, that last one takes the other causes (IVAR_MISC, §7.3.1.2): IMS enables ICR.LSC
+//! only, and its EIMS bit stays set, so a link change sends it
+//! ([`IgbPort::link_interrupt`]); `link_event` reads ICR (clearing LSC) as before.
 //!
 //! To sleep, one queue: EICR's bit is cleared (a cause latched while polling must not fire
 //! the moment it is unmasked), the eventfd drained, EIMS sets the bit, a full barrier, then
@@ -41,13 +44,18 @@ impl std::fmt::Debug for QueueIrq {
 
 /// Puts the device in MSI-X mode with receive queue `q` on vector `q`, every vector
 /// masked, and hands each queue its eventfd (`events[q]`); queues beyond the vectors
-/// routed keep none.
+/// routed keep none. An event beyond the queues becomes the other-cause (link) vector,
+/// returned.
 pub(crate) fn route<'q>(
     bar: &impl Bar,
     addr: PciAddr,
-    queues: impl Iterator<Item = &'q mut IgbRxQueue>,
-    events: Vec<EventFd>,
-) {
+    queues: impl ExactSizeIterator<Item = &'q mut IgbRxQueue>,
+    mut events: Vec<EventFd>,
+) -> Option<EventFd> {
+    let link = (events.len() > queues.len()).then(|| {
+        let v = queues.len() as u32;
+        (v, events.remove(queues.len()))
+    });
     let mut bits = 0;
     bar.write32(regs::EIMC, u32::MAX);
     bar.write32(
@@ -69,23 +77,45 @@ pub(crate) fn route<'q>(
             eicr: bar.doorbell(regs::EICR),
         });
     }
-    bar.write32(regs::EIAC, bits);
+    let link_bit = link.as_ref().map_or(0, |(v, _)| 1 << v);
+    if let Some((v, _)) = &link {
+        let misc = bar.read32(regs::IVAR_MISC) & !0xff00;
+        bar.write32(regs::IVAR_MISC, misc | (regs::IVAR_VALID | v) << 8);
+        bar.write32(regs::eitr(*v), 0);
+    }
+    bar.write32(regs::EIAC, bits | link_bit);
     bar.write32(regs::EICR, u32::MAX);
+    if link_bit != 0 {
+        // Only LSC among the ICR causes reaches the vector; it stays enabled, a link
+        // change being rare and its eventfd counting until drained.
+        bar.write32(regs::IMS, regs::ICR_LSC);
+        bar.write32(regs::EIMS, link_bit);
+    }
+    link.map(|(_, e)| e)
 }
 
 impl<B: Bar> IgbPort<B> {
     /// Gives the queues vectors signalled through `events` (queue `q` on `events[q]`), for
     /// a port not opened through a platform (a test's fake device, which plays MSI-X on
     /// them). A port opened through vfio-pci has its vectors already.
+    /// One event more than there are queues becomes the link vector.
     pub fn attach_interrupts(&mut self, queues: &mut IgbQueues, events: Vec<EventFd>) {
         if !self.msix {
-            route(
+            self.link_irq = route(
                 &self.bar,
                 self.addr,
                 queues.iter_mut().map(|(rx, _)| rx),
                 events,
             );
         }
+    }
+
+    /// The link-change vector (MSI-X, other causes): readable once the link went up or
+    /// down; drain it with [`EventFd::drain`] and read
+    /// [`link_event`](crate::Port::link_event). `None` without a vector to spare (one-line
+    /// mode, or the platform gave only the queues' vectors).
+    pub fn link_interrupt(&self) -> Option<&EventFd> {
+        self.link_irq.as_ref()
     }
 }
 
@@ -101,6 +131,11 @@ impl<B: Bar> Igb<B> {
                 vec![event],
             );
         }
+    }
+
+    /// The port's link-change vector (see [`IgbPort::link_interrupt`]).
+    pub fn link_interrupt(&self) -> Option<&EventFd> {
+        self.port.link_interrupt()
     }
 }
 

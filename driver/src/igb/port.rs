@@ -39,6 +39,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) link: LinkWatch,
     /// MSI-X is on at the platform (`irq.rs`): turned off at close, after the reset.
     pub(crate) msix: bool,
+    /// The other-cause (link) MSI-X vector, when the platform gave one (`irq.rs`).
+    pub(crate) link_irq: Option<crate::irq::EventFd>,
     /// Without MSI-X, a one-queue port's MSI or INTx (`line.rs`): let go of at close.
     pub(crate) line: Option<super::line::Line>,
     /// Keeps the device open; declared last so it closes after the rest.
@@ -70,9 +72,10 @@ impl IgbPort<MmioBar> {
         )?;
         let mut port = port;
         let (mut rx, tx): (Vec<IgbRxQueue>, Vec<_>) = queues.into_iter().unzip();
-        match dev.vectors(crate::irq::MSIX, rx.len()) {
+        // A vector per receive queue, and one for link changes when the device has it.
+        match dev.vectors(crate::irq::MSIX, rx.len() + 1) {
             Ok(events) => {
-                super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
+                port.link_irq = super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
                 port.msix = true;
             }
             // One line cannot tell queues apart: only a one-queue port takes it (`line.rs`).

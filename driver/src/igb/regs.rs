@@ -45,6 +45,9 @@ pub const GPIE_PBA_SUPPORT: u32 = 1 << 31;
 /// IVAR — Interrupt Vector Allocation, 8 registers (§8.8.15): register `q` byte 0 maps
 /// receive queue `q`, byte 1 transmit queue `q` (bytes 2 and 3 queues `q + 8`).
 pub const IVAR0: u32 = 0x1700;
+/// IVAR_MISC — Interrupt Vector Allocation for other causes (§8.8.16): byte 0 the TCP
+/// timer, byte 1 every ICR cause (link, and the rest) in MSI-X mode.
+pub const IVAR_MISC: u32 = 0x1740;
 /// IVAR entry valid bit.
 pub const IVAR_VALID: u32 = 0x80;
 /// EITR — Extended Interrupt Throttle of vector `v` (§8.8.13): interval in bits 14:2.
