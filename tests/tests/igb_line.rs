@@ -1,4 +1,4 @@
-//! The igb on one line (`igb/line.rs`), the fallback without MSI-X (MSI, or INTx under
+//! The igb on one line (`igb/irq.rs`), the fallback without MSI-X (MSI, or INTx under
 //! uio_pci_generic), against the fake 82576 in legacy interrupt mode (`fake_igb_irq`):
 //! every cause masked while polling, arm / re-check / sleep with frames landing at each
 //! point of it (one exactly between the driver's ICR read and its IMS write), and the line

@@ -4,7 +4,7 @@
 //! with frames landing at every point of it, on split rings (flags and EVENT_IDX) and
 //! packed ones. The exact interleavings (a used entry written just before or just after the
 //! arm store) are pinned in `zcnic-descriptors`' `notify_tests`; here a device thread races
-//! the waiter for real. Without MSI-X, a one-pair port sleeps on INTx (`virtio/intx.rs`):
+//! the waiter for real. Without MSI-X, a one-pair port sleeps on INTx (`virtio/legacy.rs`):
 //! the same rounds again on the fake's line and ISR status, legacy and modern.
 
 use std::time::{Duration, Instant};

@@ -41,8 +41,8 @@ pub struct IgbPort<B: Bar> {
     pub(crate) msix: bool,
     /// The other-cause (link) MSI-X vector, when the platform gave one (`irq.rs`).
     pub(crate) link_irq: Option<crate::irq::EventFd>,
-    /// Without MSI-X, a one-queue port's MSI or INTx (`line.rs`): let go of at close.
-    pub(crate) line: Option<super::line::Line>,
+    /// Without MSI-X, a one-queue port's MSI or INTx (`irq.rs`): let go of at close.
+    pub(crate) line: Option<super::irq::Line>,
     /// Keeps the device open; declared last so it closes after the rest.
     pub(crate) device: Option<Box<dyn PciDevice>>,
 }
@@ -78,10 +78,10 @@ impl IgbPort<MmioBar> {
                 port.link_irq = super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
                 port.msix = true;
             }
-            // One line cannot tell queues apart: only a one-queue port takes it (`line.rs`).
+            // One line cannot tell queues apart: only a one-queue port takes it (`irq.rs`).
             Err(e) if rx.len() == 1 => {
                 log::debug!("{e}; trying MSI, then INTx");
-                port.line = super::line::Line::route(dev.as_ref());
+                port.line = super::irq::Line::route(dev.as_ref());
                 if port.line.is_some() {
                     port.legacy_mode();
                 }
@@ -376,7 +376,7 @@ impl<B: Bar> Nic for Igb<B> {
     }
 
     /// Queue 0's MSI-X vector (`irq.rs`), or the port's one line without MSI-X
-    /// (`line.rs`).
+    /// (`irq.rs`).
     fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
         match self.line_fd() {
             Some(fd) => Ok(fd),

@@ -15,7 +15,7 @@
 //! ([`Virtqueue::enable_notify`](zcnic_descriptors::virtio::Virtqueue::enable_notify));
 //! on waking, suppress again. No system call but the eventfd's drain; MSI-X is
 //! edge-triggered, nothing to unmask. Without MSI-X a one-pair port sleeps on INTx
-//! instead, with the ISR read and the unmask of `intx.rs` around the same round.
+//! instead, with the ISR read and the unmask of `legacy.rs` around the same round.
 
 use super::queue::QueueKind;
 use super::rxtx::VirtioRxQueue;

@@ -2,7 +2,7 @@
 //! (`1af4:1000`) devices, split or packed rings.
 //!
 //! - `transport.rs`: the PCI transport trait and the modern one (capabilities and MMIO)
-//! - `legacy.rs`: the legacy transport (the I/O BAR)
+//! - `legacy.rs`: the legacy transport (the I/O BAR), and INTx with its ISR status
 //! - `queue.rs`: the rings from `zcnic_descriptors::virtio` placed in DMA memory
 //! - `net.rs`: feature negotiation
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
@@ -12,14 +12,12 @@
 //! - `rxtx.rs`: a queue pair's two handles made; the receive queue
 //! - `tx.rs`: the transmit queue
 //! - `irq.rs`: MSI-X vectors per receive queue and the arm / re-check / sleep of one
-//! - `intx.rs`: INTx, the one line of a port without MSI-X, and its ISR status
 //! - `mergeable.rs`: receive of frames over several buffers (VIRTIO_NET_F_MRG_RXBUF)
 //! - `txchain.rs`: transmit of frames in several parts (chains, attached payloads)
 //! - `offload.rs`: the transport checksums, both ways, in the header
 
 mod ctrl;
 mod filter;
-mod intx;
 mod irq;
 mod legacy;
 mod mergeable;
@@ -33,8 +31,7 @@ mod transport;
 mod tx;
 mod txchain;
 
-pub use intx::Intx;
-pub use legacy::Legacy;
+pub use legacy::{Intx, Legacy};
 pub use net::{feature, header_apart, negotiate, wanted_features};
 pub use nic::VirtioNet;
 pub use port::{VirtioPort, VirtioQueues};

@@ -63,7 +63,7 @@ pub struct VirtioPort<Q: QueueKind> {
     config_irq: Option<EventFd>,
     /// MSI-X is on at the platform: turned off at close, after the reset.
     msix: bool,
-    /// INTx is routed at the platform (`intx.rs`): let go of at close, after the reset.
+    /// INTx is routed at the platform (`legacy.rs`): let go of at close, after the reset.
     intx: bool,
     /// Keeps the device open; declared last so it closes after the rest.
     device: Option<Arc<dyn PciDevice>>,
@@ -201,7 +201,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
         let kicks: Vec<_> = wanted.iter().map(|&(q, _)| transport.notifier(q)).collect();
         let config_irq = vectors.route_config(transport.as_ref());
         let msix = vectors.any();
-        // Without MSI-X a one-pair port sleeps on INTx; a multi-queue one polls (`intx.rs`).
+        // Without MSI-X a one-pair port sleeps on INTx; a multi-queue one polls (`legacy.rs`).
         let mut isr = None;
         let intx = match (msix, n) {
             (false, 1) => transport.take_intx().map(|line| {
@@ -319,7 +319,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
     /// The configuration-change interrupt (MSI-X entry 0, `msix_config`): readable once
     /// the device changed its configuration, a link going up or down; drain it with
     /// [`EventFd::drain`] and read [`Port::link_event`]. `None` without MSI-X (on INTx
-    /// too: see `intx.rs`).
+    /// too: see `legacy.rs`).
     pub fn link_interrupt(&self) -> Option<&EventFd> {
         self.config_irq.as_ref()
     }

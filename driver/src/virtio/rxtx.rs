@@ -12,7 +12,7 @@
 //! VIRTIO_NET_F_GUEST_CSUM each header's checksum verdict is read (`offload.rs`). The
 //! device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
 
-use super::intx::Isr;
+use super::legacy::Isr;
 use super::mergeable::Merge;
 use super::queue::QueueKind;
 use super::transport::Notifier;
@@ -36,9 +36,9 @@ pub struct VirtioRxQueue<Q: QueueKind> {
     pub(super) addr: PciAddr,
     /// The ring and what is posted in it; `None` once handed to the port on drop.
     pub(super) st: Option<RxState<Q>>,
-    /// The queue's MSI-X vector or the port's INTx, or none (`irq.rs`, `intx.rs`).
+    /// The queue's MSI-X vector or the port's INTx, or none (`irq.rs`, `legacy.rs`).
     pub(super) irq: Option<RxIrq>,
-    /// With INTx: the ISR status register the queue reads to acknowledge it (`intx.rs`).
+    /// With INTx: the ISR status register the queue reads to acknowledge it (`legacy.rs`).
     pub(super) isr: Option<Isr>,
     pool: Arc<Mempool>,
     pub(crate) counters: Arc<QueueCounters>,
@@ -82,7 +82,7 @@ pub(crate) struct PairParts<Q> {
     pub offloads: crate::Offloads,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
-    /// The receive queue's MSI-X vector or INTx (`irq.rs`, `intx.rs`).
+    /// The receive queue's MSI-X vector or INTx (`irq.rs`, `legacy.rs`).
     pub irq: Option<RxIrq>,
     /// With INTx: its ISR status.
     pub isr: Option<Isr>,

@@ -2,7 +2,7 @@
 //! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR, in
 //! `legacy.rs`), behind one [`Transport`] trait so the net driver is written once.
 
-use super::intx::Intx;
+use super::legacy::Intx;
 use crate::irq::EventFd;
 use crate::mmio::{Bar, Doorbell, MmioBar};
 use crate::platform::PciDevice;
@@ -85,7 +85,7 @@ pub trait Transport: Send {
         false
     }
     /// The device's INTx and its ISR status, handed over once: for a port without MSI-X
-    /// (see `intx.rs`). None when the transport cannot give it.
+    /// (see `legacy.rs`). None when the transport cannot give it.
     fn take_intx(&mut self) -> Option<Intx> {
         None
     }
