@@ -45,7 +45,18 @@ pub fn count_before(text: &str, word: &str) -> u64 {
 /// was left after; and the kernel's log (`dmesg.txt`) holds no complaint about an
 /// interrupt (`bad` adds device-specific ones). Returns the line.
 pub fn assert_cycles_quiet(run: &GuestRun, cycles: u32, held: u64, bad: &[&str]) -> String {
-    let out = result(run, "cycles.txt");
+    assert_cycles_quiet_in(run, "cycles.txt", cycles, held, bad)
+}
+
+/// [`assert_cycles_quiet`] for the `irq_cycles` line in `file`.
+pub fn assert_cycles_quiet_in(
+    run: &GuestRun,
+    file: &str,
+    cycles: u32,
+    held: u64,
+    bad: &[&str],
+) -> String {
+    let out = result(run, file);
     let line = out
         .lines()
         .find(|l| l.starts_with("irq_cycles:"))
