@@ -195,8 +195,9 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1 each
-        /// queue's thread sleeps on its own vector (igb, virtio-net MSI-X).
+        /// interrupt (a modern virtio-net under uio, a multi-queue port without MSI-X)
+        /// polls; with --queues > 1 each queue's thread sleeps on its own vector (igb,
+        /// virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
         #[command(flatten)]
@@ -226,8 +227,9 @@ pub enum Cmd {
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
         /// sleeps after N empty polls in a row (default 1000). A port without a receive
-        /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
-        /// the queues poll.
+        /// interrupt (a modern virtio-net under uio, a multi-queue port without MSI-X)
+        /// polls; with --queues > 1 each queue's thread sleeps on its own vector (igb,
+        /// virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
         #[command(flatten)]
@@ -262,8 +264,9 @@ pub struct FwdCmd {
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
     /// (least CPU, a wake-up per quiet spell), `hybrid[=N]` polls while frames come and
     /// sleeps after N empty polls in a row (default 1000). A port without a receive
-    /// interrupt (a legacy virtio-net, virtio under uio) polls; with --queues > 1
-    /// the queues poll.
+    /// interrupt (a modern virtio-net under uio, a multi-queue port without MSI-X)
+    /// polls; with --queues > 1 each queue's thread sleeps on its own vector (igb,
+    /// virtio-net MSI-X).
     #[arg(long, value_name = "MODE", default_value = "poll")]
     pub idle: Idle,
     #[command(flatten)]
