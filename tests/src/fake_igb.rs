@@ -201,6 +201,7 @@ impl FakeIgb {
     pub fn set_link(&self, up: bool) {
         self.bar.write32(regs::STATUS, if up { LINK_UP } else { 0 });
         self.bar.raise(regs::ICR, regs::ICR_LSC);
+        self.irq.icr_raised(&self.bar);
     }
 }
 
@@ -235,6 +236,7 @@ impl Device {
                 // Link up, 1000 Mbit/s full duplex, and the change latched as silicon does.
                 b.write32(regs::STATUS, LINK_UP);
                 b.raise(regs::ICR, regs::ICR_LSC);
+                self.irq.icr_raised(b);
             }
             b.write32(regs::MDIC, mdic | regs::MDIC_READY);
         }

@@ -11,6 +11,12 @@
 //! cross are seen by at least one of them. A test can run code right after the driver's
 //! next EICR clear ([`IgbIrq::after_eicr_clear`]): a frame then lands between the clear
 //! and the unmask.
+//!
+//! Legacy mode (GPIE.Multiple_MSIX clear, §7.3.2): a write-back latches ICR.RXDW, and the
+//! device raises its one line ([`IgbIrq::line`], MSI or INTx as the platform delivers it)
+//! while ICR and IMS share a cause, whichever came first. IMS and IMC are decoded here; ICR
+//! stays in the BAR (clear on read). [`IgbIrq::after_icr_read`] runs code right after the
+//! driver's next ICR read.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +36,12 @@ pub struct IgbIrq {
     /// Messages sent per vector.
     pub sent: [AtomicU64; 8],
     hook: Mutex<Option<Hook>>,
+    /// Legacy mode: IMS as the device keeps it, the line's eventfd, and how often it rose.
+    ims: AtomicU32,
+    line: Mutex<Option<EventFd>>,
+    /// Times the legacy line was raised.
+    pub line_sent: AtomicU64,
+    icr_hook: Mutex<Option<Hook>>,
 }
 
 impl std::fmt::Debug for IgbIrq {
@@ -59,9 +71,59 @@ impl IgbIrq {
         *self.hook.lock().unwrap() = Some(Box::new(f));
     }
 
-    /// A receive write-back on queue `q`: its vector's cause, if GPIE and IVAR give it one.
+    /// The legacy line: the driver's end of its eventfd, for `Igb::attach_line`.
+    pub fn line(&self) -> EventFd {
+        let driver = EventFd::new().expect("eventfd");
+        *self.line.lock().unwrap() = Some(driver.try_clone().unwrap());
+        driver
+    }
+
+    /// The legacy causes enabled now (IMS as the device keeps it).
+    pub fn ims(&self) -> u32 {
+        self.ims.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f` right after the driver's next read of ICR.
+    pub fn after_icr_read(&self, f: impl FnOnce() + Send + 'static) {
+        *self.icr_hook.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// An ICR cause was latched (or IMS enabled one): in MSI-X mode, a cause IMS enables
+    /// latches the EICR bit of the other-cause vector IVAR_MISC names (§7.3.1.2); in
+    /// legacy mode it raises the line.
+    pub(crate) fn icr_raised(&self, bar: &FakeBar) {
+        if bar.read32(regs::GPIE) & regs::GPIE_MSIX_MODE == 0 {
+            return self.update_line(bar);
+        }
+        if bar.peek32(regs::ICR) & self.ims.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let entry = (bar.read32(regs::IVAR_MISC) >> 8) & 0xff;
+        if entry & regs::IVAR_VALID != 0 {
+            self.eicr.fetch_or(1 << (entry & 0x1f), Ordering::SeqCst);
+            self.update(bar);
+        }
+    }
+
+    /// Legacy mode: raises the line while ICR and IMS share a cause.
+    fn update_line(&self, bar: &FakeBar) {
+        if bar.peek32(regs::ICR) & self.ims.load(Ordering::SeqCst) != 0 {
+            if let Some(e) = self.line.lock().unwrap().as_ref() {
+                self.line_sent.fetch_add(1, Ordering::SeqCst);
+                e.signal().expect("eventfd write");
+            }
+        }
+    }
+
+    /// A receive write-back on queue `q`: its vector's cause, if GPIE and IVAR give it one;
+    /// ICR.RXDW in legacy mode.
     pub(crate) fn rx_written_back(&self, bar: &FakeBar, q: u32) {
-        if bar.read32(regs::GPIE) & regs::GPIE_MSIX_MODE == 0 || q >= 8 {
+        if bar.read32(regs::GPIE) & regs::GPIE_MSIX_MODE == 0 {
+            bar.raise(regs::ICR, regs::ICR_RXDW);
+            self.update_line(bar);
+            return;
+        }
+        if q >= 8 {
             return;
         }
         let entry = bar.read32(regs::IVAR0 + 4 * q) & 0xff;
@@ -107,6 +169,13 @@ fn decoded(irq: &Arc<IgbIrq>, bar: &FakeBar, off: u32, val: u32) -> bool {
         regs::EIMC => {
             irq.eims.fetch_and(!val, Ordering::SeqCst);
         }
+        regs::IMS => {
+            irq.ims.fetch_or(val, Ordering::SeqCst);
+            irq.icr_raised(bar);
+        }
+        regs::IMC => {
+            irq.ims.fetch_and(!val, Ordering::SeqCst);
+        }
         regs::EICR => {
             irq.eicr.fetch_and(!val, Ordering::SeqCst);
             let hook = irq.hook.lock().unwrap().take();
@@ -124,6 +193,15 @@ impl Bar for IgbIrqBar {
         match off {
             regs::EIMS => self.irq.eims.load(Ordering::SeqCst),
             regs::EICR => self.irq.eicr.swap(0, Ordering::SeqCst),
+            regs::IMS => self.irq.ims.load(Ordering::SeqCst),
+            regs::ICR => {
+                let icr = self.bar.read32(off);
+                let hook = self.irq.icr_hook.lock().unwrap().take();
+                if let Some(f) = hook {
+                    f();
+                }
+                icr
+            }
             _ => self.bar.read32(off),
         }
     }

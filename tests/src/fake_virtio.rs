@@ -474,7 +474,8 @@ impl FakeVirtio {
             let generation = core.regs.read8(c::CONFIG_GENERATION);
             core.regs
                 .write8(c::CONFIG_GENERATION, generation.wrapping_add(1));
-            core.msix.raise(core.regs.read16(c::MSIX_CONFIG));
+            core.msix
+                .raise(core.regs.read16(c::MSIX_CONFIG), irq::ISR_CONFIG);
         });
     }
 
@@ -486,7 +487,20 @@ impl FakeVirtio {
         self.shared.control(|core, _| core.msix.table(n))
     }
 
-    /// Used buffer notifications queue `q` sent so far.
+    /// The device's INTx, for `Modern::with_intx` (or a [`LegacyView`] of it) on a port
+    /// given no vectors: a notification without a vector sets ISR and raises the line.
+    pub fn intx(&self) -> zcnic::virtio::Intx {
+        let (line, isr) = self.shared.control(|core, _| core.msix.intx());
+        zcnic::virtio::Intx::fake(line, isr)
+    }
+
+    /// ISR status as the device holds it now, without the read that would clear it.
+    pub fn isr(&self) -> u8 {
+        self.shared
+            .control(|core, _| core.msix.isr.load(Ordering::SeqCst))
+    }
+
+    /// Used buffer notifications queue `q` sent so far (MSI-X or INTx).
     pub fn interrupts(&self, q: usize) -> u64 {
         self.shared
             .control(|core, _| core.msix.sent[q].load(Ordering::SeqCst))

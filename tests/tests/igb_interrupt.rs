@@ -206,3 +206,44 @@ fn each_queue_sleeps_on_its_own_vector() {
     assert_eq!(rx0.rx_batch(&mut got, 64) as u64, q0);
     assert_eq!(dev.irq.sent[1].load(Ordering::SeqCst), 1);
 }
+
+/// One vector more than the queues: the other-cause vector. A link change sends it (and
+/// only it), `link_event` then reports the change; the queues' vectors stay quiet.
+#[test]
+fn a_link_change_sends_the_other_cause_vector() {
+    let dev = FakeIgb::start();
+    let (mut port, mut queues) =
+        IgbPort::new(dev.irq_bar(), &dev.dma, addr(), &config(2)).expect("comes up");
+    port.attach_interrupts(&mut queues, dev.irq.table(3));
+    let link = port
+        .link_interrupt()
+        .expect("vector 2")
+        .try_clone()
+        .unwrap();
+    while zcnic::Port::link_event(&mut port).is_some() {}
+    assert!(!link.wait(Duration::ZERO).unwrap());
+    dev.set_link(false);
+    assert!(link.wait(NEVER).unwrap(), "the link vector fired");
+    assert_eq!(link.drain().unwrap(), 1);
+    assert_eq!(
+        zcnic::Port::link_event(&mut port).map(|l| l.up),
+        Some(false)
+    );
+    dev.set_link(true);
+    assert!(link.wait(NEVER).unwrap(), "and again once LSC was read");
+    assert_eq!(zcnic::Port::link_event(&mut port).map(|l| l.up), Some(true));
+    assert_eq!(dev.irq.sent[2].load(Ordering::SeqCst), 2);
+    assert_eq!(dev.irq.sent[0].load(Ordering::SeqCst), 0);
+    assert_eq!(dev.irq.sent[1].load(Ordering::SeqCst), 0);
+    drop(queues);
+}
+
+/// Only as many vectors as queues: no link vector, and the queues keep theirs.
+#[test]
+fn without_a_spare_vector_there_is_no_link_interrupt() {
+    let dev = FakeIgb::start();
+    let mut nic = open(&dev);
+    assert!(nic.link_interrupt().is_none());
+    assert!(!nic.enable_rx_interrupt().unwrap());
+    nic.disable_rx_interrupt().unwrap();
+}

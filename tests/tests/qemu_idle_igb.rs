@@ -11,6 +11,8 @@
 //!   one-queue `dump --idle hybrid`: every frame, in order; the sleeps ended by vector 0.
 //! - per queue: the same bursts over 64 flows to `dump --queues 2 --idle hybrid`: each
 //!   queue's thread sleeps on its own vector and both are woken by theirs.
+//! - `stats --queues 2` and `fwd --queues 2` idle 5 s each in hybrid: every queue's
+//!   thread naps on its own vector instead of polling.
 //! - teardown, in a boot of its own (one vCPU): 1000 open/close cycles, each sleeping on
 //!   the vector once: no descriptor leaked, no interrupt complaint from the kernel.
 
@@ -60,7 +62,11 @@ fn scenario() -> String {
          zcnic pktgen {A} --count {FRAMES} --rate 50k --gap {BURST}:{GAP_MS} --flows 64 \
             | tee /results/mq-pktgen.txt\n\
          wait $dump\n\
-         cat /results/mq-dump.err /results/mq-dump.txt\n",
+         cat /results/mq-dump.err /results/mq-dump.txt\n\
+         zcnic stats {B} --queues 2 --duration 5 --idle hybrid \
+            > /results/mq-stats.txt 2> /results/mq-stats.err\n\
+         zcnic fwd --port {B} --queues 2 --duration 5 --idle hybrid > /results/mq-fwd.txt 2>&1\n\
+         cat /results/mq-stats.err /results/mq-fwd.txt\n",
         ready = wait_ready("/results/wake-dump.err", "listening"),
         mq_ready = wait_ready("/results/mq-dump.err", "listening"),
     )
@@ -172,6 +178,33 @@ fn igb_each_queue_sleeps_on_its_own_vector_and_is_woken_by_it() {
         total, FRAMES as u64,
         "every frame, over both queues:\n{dump}"
     );
+}
+
+/// Each queue's words (`queue K idle hybrid=1000: W wakes, R ready, N naps`) in `line`:
+/// its naps.
+fn queue_naps(line: &str, q: u16) -> u64 {
+    let words = line
+        .split(&format!("queue {q} idle "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("queue {q}'s idle words in {line}"));
+    count_before(words, " naps")
+}
+
+#[test]
+fn igb_stats_and_fwd_queues_sleep_each_on_its_own_vector() {
+    let Some(run) = guest() else { return };
+    let (stats, pct) = idle_line(run, "mq-stats.err");
+    let fwd = result(run, "mq-fwd.txt");
+    eprintln!("igb stats --queues 2, 5 s idle: {stats}\n{fwd}");
+    assert!(pct < 5.0, "two sleeping threads, not two spinning: {stats}");
+    for q in 0..2 {
+        assert!(queue_naps(&stats, q) >= 40, "stats queue {q}: {stats}");
+        let line = fwd
+            .lines()
+            .find(|l| l.starts_with(&format!("fwd: queue {q} idle ")))
+            .unwrap_or_else(|| panic!("fwd queue {q}'s idle line:\n{fwd}"));
+        assert!(queue_naps(line, q) >= 40, "fwd queue {q}: {line}");
+    }
 }
 
 #[test]

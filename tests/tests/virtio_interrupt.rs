@@ -4,7 +4,8 @@
 //! with frames landing at every point of it, on split rings (flags and EVENT_IDX) and
 //! packed ones. The exact interleavings (a used entry written just before or just after the
 //! arm store) are pinned in `zcnic-descriptors`' `notify_tests`; here a device thread races
-//! the waiter for real.
+//! the waiter for real. Without MSI-X, a one-pair port sleeps on INTx (`virtio/legacy.rs`):
+//! the same rounds again on the fake's line and ISR status, legacy and modern.
 
 use std::time::{Duration, Instant};
 use zcnic::irq::wait_readable;
@@ -12,7 +13,7 @@ use zcnic::port::RxQueue;
 use zcnic::virtio::{negotiate, DmaMem, VirtioNet, VirtioPort};
 use zcnic::{Config, Error, Nic, PciAddr};
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
-use zcnic_tests::fake_virtio::{Behaviour, FakeVirtio, Inject};
+use zcnic_tests::fake_virtio::{Behaviour, FakeVirtio, Inject, LegacyView};
 
 /// Long enough never to pass on a working driver: a wait that should end at once and takes
 /// this long slept through a frame.
@@ -261,4 +262,93 @@ fn each_queue_sleeps_on_its_own_vector() {
     assert_eq!((dev.interrupts(0), dev.interrupts(2)), (0, 1));
     drop(got);
     assert_eq!(dev.counts().rx_used, 1);
+}
+
+/// A one-queue port on a fake without MSI-X whose INTx the transport hands over: the
+/// legacy interface (`legacy`) or the modern one.
+fn open_intx<Q: zcnic::virtio::QueueKind>(
+    legacy: bool,
+    b: Behaviour,
+) -> (FakeVirtio, VirtioNet<Q>) {
+    let dev = FakeVirtio::start(Behaviour {
+        legacy,
+        packed: Q::PACKED,
+        ..b
+    });
+    let modern = dev.transport().with_intx(dev.intx());
+    let t: Box<dyn zcnic::virtio::Transport> = if legacy {
+        Box::new(LegacyView(modern))
+    } else {
+        Box::new(modern)
+    };
+    let cfg = config(1);
+    let features = negotiate(t.as_ref(), &addr(), &cfg, Q::PACKED).unwrap();
+    let nic = VirtioNet::<Q>::new(t, features, &dev.dma, addr(), &cfg).unwrap();
+    (dev, nic)
+}
+
+#[test]
+fn intx_legacy_split_ring() {
+    let (dev, mut nic) = open_intx::<Split>(true, Behaviour::default());
+    all(&dev, &mut nic);
+}
+
+#[test]
+fn intx_modern_split_ring_with_event_idx() {
+    let b = Behaviour {
+        event_idx: true,
+        ..Behaviour::default()
+    };
+    let (dev, mut nic) = open_intx::<Split>(false, b);
+    all(&dev, &mut nic);
+}
+
+#[test]
+fn intx_modern_packed_ring() {
+    let (dev, mut nic) = open_intx::<Packed>(false, Behaviour::default());
+    all(&dev, &mut nic);
+}
+
+/// The line is level-triggered on ISR: the waiter's wake-up finds the queue bit set, and
+/// disarming reads ISR, which clears it (the line drops while the port polls). A link
+/// change sets the config bit, but the port reports no link interrupt on INTx.
+#[test]
+fn intx_is_acknowledged_through_isr() {
+    let (dev, mut nic) = open_intx::<Split>(true, Behaviour::default());
+    assert!(nic.link_interrupt().is_none());
+    assert!(!nic.enable_rx_interrupt().unwrap());
+    dev.inject(Inject::Frame(frame(3)));
+    assert!(readable(&nic, NEVER), "INTx woke the waiter");
+    assert_eq!(dev.isr() & 1, 1, "the queue bit is what raised the line");
+    nic.disable_rx_interrupt().unwrap();
+    assert_eq!(dev.isr(), 0, "disarming acknowledged ISR");
+    assert_eq!(receive(&mut nic), 1);
+    dev.set_link(false);
+    assert_eq!(dev.isr(), 2);
+    assert!(!nic.enable_rx_interrupt().unwrap());
+    assert_eq!(dev.isr(), 0, "arming acknowledged the config change first");
+    nic.disable_rx_interrupt().unwrap();
+    assert_eq!(dev.interrupts(0), 1);
+}
+
+/// One line cannot tell queues apart: a two-pair port without MSI-X leaves INTx alone and
+/// its queues poll.
+#[test]
+fn intx_serves_no_multi_queue_port() {
+    let dev = FakeVirtio::start(Behaviour {
+        ctrl: true,
+        pairs: 2,
+        ..Behaviour::default()
+    });
+    let t = dev.transport().with_intx(dev.intx());
+    let cfg = config(2);
+    let features = negotiate(&t, &addr(), &cfg, false).unwrap();
+    let (_port, mut queues) =
+        VirtioPort::<Split>::new(Box::new(t), features, &dev.dma, addr(), &cfg).unwrap();
+    for (rx, _tx) in &mut queues {
+        assert!(matches!(
+            rx.enable_rx_interrupt(),
+            Err(Error::NoInterrupt { .. })
+        ));
+    }
 }

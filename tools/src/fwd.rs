@@ -42,6 +42,9 @@ pub struct Args {
     /// Give the CPU away (`sched_yield`) after a round in which nothing arrived: for
     /// several forwarding threads sharing fewer CPUs (`fwd --queues`).
     pub yield_idle: bool,
+    /// The queue index this thread forwards (`fwd --queues`): its idle line names it and
+    /// is printed even when `quiet`.
+    pub queue: Option<u16>,
 }
 
 /// Counters of one direction.
@@ -177,8 +180,12 @@ pub fn run(
             let _ = out.flush();
         }
     }
-    if !args.quiet && args.idle != crate::idle::Idle::Poll {
-        println!("fwd: {}", idler.describe());
+    if args.idle != crate::idle::Idle::Poll {
+        match args.queue {
+            Some(k) => println!("fwd: queue {k} {}", idler.describe()),
+            None if !args.quiet => println!("fwd: {}", idler.describe()),
+            None => {}
+        }
     }
     // Whatever is still waiting goes out before the ports close.
     for d in &mut dirs {

@@ -86,6 +86,7 @@ fn fwd_cmd(cmd: FwdCmd) -> Result<(), ToolError> {
         duration: seconds("duration", duration)?,
         quiet: false,
         yield_idle: false,
+        queue: None,
         idle,
     };
     let cfg = Config {

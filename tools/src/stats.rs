@@ -37,16 +37,18 @@ pub fn run(
     }
     if queues > 1 {
         let cfg = Config { queues, ..cfg };
-        let (mut port, mut pairs) = zcnic::open_port(&addr, &cfg)?;
+        let (mut port, pairs) = zcnic::open_port(&addr, &cfg)?;
         if !reta.is_empty() {
             set_reta(port.as_mut(), reta)?;
         }
-        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s");
-        receive_for(d, |buf| {
-            for q in &mut pairs {
-                q.rx.rx_batch(buf, 64);
-            }
-        });
+        eprintln!("stats {addr}: receiving on {queues} queues for {duration} s, idle {idle}");
+        let (cpu0, wall0) = (idle::cpu_time(), std::time::Instant::now());
+        let each = crate::multiqueue::receive_queues(pairs, d, idle)?;
+        eprintln!(
+            "stats {addr}: {}; {}",
+            each.join("; "),
+            idle::cpu_line(cpu0, wall0.elapsed())
+        );
         let per_queue = port.queue_stats();
         let s = port.stats();
         let (driver, mac, link) = (port.driver(), port.mac(), port.link());

@@ -115,6 +115,8 @@ impl<B: Bar> IgbPort<B> {
             teardown,
             link,
             msix: false,
+            line: None,
+            link_irq: None,
             device: None,
         };
         port.start_tx(&queues)?;

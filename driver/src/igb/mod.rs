@@ -8,7 +8,8 @@
 //! - `port.rs`: the port's control plane, and the one-queue [`Nic`](crate::Nic) over it
 //! - `rx.rs`: the receive queue handle's `rx_batch` (datapath)
 //! - `tx.rs`: the transmit queue handle's `tx_batch` and clean-up (datapath)
-//! - `irq.rs`: an MSI-X vector per receive queue, armed only to sleep
+//! - `irq.rs`: an MSI-X vector per receive queue (and one for link changes), armed only to
+//!   sleep; without MSI-X, MSI or INTx in legacy mode for a one-queue port
 //!
 //! Shared with the e1000 and no more: the statistics registers' offsets and the code that
 //! learns whether each clears on read, the link decode of STATUS, and the clean-up batch.

@@ -39,6 +39,10 @@ pub struct IgbPort<B: Bar> {
     pub(crate) link: LinkWatch,
     /// MSI-X is on at the platform (`irq.rs`): turned off at close, after the reset.
     pub(crate) msix: bool,
+    /// The other-cause (link) MSI-X vector, when the platform gave one (`irq.rs`).
+    pub(crate) link_irq: Option<crate::irq::EventFd>,
+    /// Without MSI-X, a one-queue port's MSI or INTx (`irq.rs`): let go of at close.
+    pub(crate) line: Option<super::irq::Line>,
     /// Keeps the device open; declared last so it closes after the rest.
     pub(crate) device: Option<Box<dyn PciDevice>>,
 }
@@ -68,10 +72,19 @@ impl IgbPort<MmioBar> {
         )?;
         let mut port = port;
         let (mut rx, tx): (Vec<IgbRxQueue>, Vec<_>) = queues.into_iter().unzip();
-        match dev.vectors(crate::irq::MSIX, rx.len()) {
+        // A vector per receive queue, and one for link changes when the device has it.
+        match dev.vectors(crate::irq::MSIX, rx.len() + 1) {
             Ok(events) => {
-                super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
+                port.link_irq = super::irq::route(&port.bar, port.addr, rx.iter_mut(), events);
                 port.msix = true;
+            }
+            // One line cannot tell queues apart: only a one-queue port takes it (`irq.rs`).
+            Err(e) if rx.len() == 1 => {
+                log::debug!("{e}; trying MSI, then INTx");
+                port.line = super::irq::Line::route(dev.as_ref());
+                if port.line.is_some() {
+                    port.legacy_mode();
+                }
             }
             Err(e) => log::debug!("{e}; the queues poll only"),
         }
@@ -223,6 +236,9 @@ impl<B: Bar> Drop for IgbPort<B> {
             if let (true, Some(dev)) = (self.msix, self.device.as_deref()) {
                 dev.irq_release(crate::irq::MSIX);
             }
+            if let (Some(line), Some(dev)) = (&self.line, self.device.as_deref()) {
+                line.release(dev);
+            }
             reset || master_off
         });
         if !stopped {
@@ -359,17 +375,30 @@ impl<B: Bar> Nic for Igb<B> {
         self.port.link_event()
     }
 
-    /// Queue 0's MSI-X vector (`irq.rs`).
+    /// Queue 0's MSI-X vector (`irq.rs`), or the port's one line without MSI-X
+    /// (`irq.rs`).
     fn rx_interrupt_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
-        self.rx.irq_fd()
+        match self.line_fd() {
+            Some(fd) => Ok(fd),
+            None => self.rx.irq_fd(),
+        }
     }
 
     fn enable_rx_interrupt(&mut self) -> Result<bool, Error> {
-        self.rx.arm()
+        match self.port.line {
+            Some(_) => self.arm_line(),
+            None => self.rx.arm(),
+        }
     }
 
     fn disable_rx_interrupt(&mut self) -> Result<(), Error> {
-        self.rx.disarm()
+        match self.port.line {
+            Some(_) => {
+                self.disarm_line();
+                Ok(())
+            }
+            None => self.rx.disarm(),
+        }
     }
 
     fn offloads(&self) -> crate::Offloads {

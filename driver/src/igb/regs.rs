@@ -15,6 +15,14 @@ pub const MDIC: u32 = 0x0020;
 pub const ICR: u32 = 0x00C0;
 /// ICR.LSC — Link Status Change, the 8254x's bit (§8.8.1).
 pub const ICR_LSC: u32 = 1 << 2;
+/// ICR.RXDMT0 — Receive Descriptor Minimum Threshold hit (§8.8.1).
+pub const ICR_RXDMT0: u32 = 1 << 4;
+/// ICR.RXO — Receiver Overrun (§8.8.1).
+pub const ICR_RXO: u32 = 1 << 6;
+/// ICR.RXDW — Receiver Descriptor Write Back, of any queue (§8.8.1).
+pub const ICR_RXDW: u32 = 1 << 7;
+/// IMS — Interrupt Mask Set/Read (§8.8.8).
+pub const IMS: u32 = 0x00D0;
 /// IMC — Interrupt Mask Clear (§8.8.9).
 pub const IMC: u32 = 0x00D8;
 /// EIMC — Extended Interrupt Mask Clear (§8.8.6).
@@ -37,6 +45,9 @@ pub const GPIE_PBA_SUPPORT: u32 = 1 << 31;
 /// IVAR — Interrupt Vector Allocation, 8 registers (§8.8.15): register `q` byte 0 maps
 /// receive queue `q`, byte 1 transmit queue `q` (bytes 2 and 3 queues `q + 8`).
 pub const IVAR0: u32 = 0x1700;
+/// IVAR_MISC — Interrupt Vector Allocation for other causes (§8.8.16): byte 0 the TCP
+/// timer, byte 1 every ICR cause (link, and the rest) in MSI-X mode.
+pub const IVAR_MISC: u32 = 0x1740;
 /// IVAR entry valid bit.
 pub const IVAR_VALID: u32 = 0x80;
 /// EITR — Extended Interrupt Throttle of vector `v` (§8.8.13): interval in bits 14:2.

@@ -14,7 +14,8 @@
 //! To sleep: forget earlier signals, arm the ring, full barrier, look at the ring again
 //! ([`Virtqueue::enable_notify`](zcnic_descriptors::virtio::Virtqueue::enable_notify));
 //! on waking, suppress again. No system call but the eventfd's drain; MSI-X is
-//! edge-triggered, nothing to unmask.
+//! edge-triggered, nothing to unmask. Without MSI-X a one-pair port sleeps on INTx
+//! instead, with the ISR read and the unmask of `legacy.rs` around the same round.
 
 use super::queue::QueueKind;
 use super::rxtx::VirtioRxQueue;
@@ -72,7 +73,7 @@ impl Vectors {
 
 /// Why a queue has no interrupt, for [`Error::NoInterrupt`].
 pub(super) const NO_VECTOR_WHY: &str =
-    "no MSI-X vector for this queue (uio_pci_generic, a legacy device, or the device has too few vectors)";
+    "no MSI-X vector for this queue (uio_pci_generic, a legacy device, or too few vectors), and INTx only serves a port of one queue pair on the legacy interface";
 
 impl<Q: QueueKind> VirtioRxQueue<Q> {
     /// Gives this queue its interrupt on `event`, which the device side signals: for a
@@ -95,9 +96,15 @@ impl<Q: QueueKind> VirtioRxQueue<Q> {
         self.irq().map(RxIrq::fd)
     }
 
-    /// Drain, arm, re-check; true when a used entry already waits (disarmed again).
+    /// (With INTx: acknowledge ISR,) drain, (unmask,) arm, re-check; true when a used
+    /// entry already waits (disarmed again).
     pub(super) fn arm(&mut self) -> Result<bool, Error> {
-        self.irq()?.rearm(self.addr, None)?;
+        let irq = self.irq()?;
+        let dev = self.isr.as_ref().and_then(|isr| {
+            isr.ack();
+            isr.device()
+        });
+        irq.rearm(self.addr, dev.as_deref())?;
         let Some(st) = self.st.as_mut() else {
             return Ok(true);
         };
@@ -108,11 +115,15 @@ impl<Q: QueueKind> VirtioRxQueue<Q> {
         Ok(false)
     }
 
-    /// Suppresses used buffer notifications again.
+    /// Suppresses used buffer notifications again; with INTx, acknowledges ISR so the
+    /// line does not stay asserted while the queue polls.
     pub(super) fn disarm(&mut self) -> Result<(), Error> {
         self.irq()?;
         if let Some(st) = self.st.as_mut() {
             st.vq.disable_notify();
+        }
+        if let Some(isr) = &self.isr {
+            isr.ack();
         }
         Ok(())
     }

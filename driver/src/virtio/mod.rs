@@ -1,7 +1,8 @@
 //! virtio-net over VFIO or uio: modern (virtio 1.0+, `1af4:1041`) and legacy/transitional
 //! (`1af4:1000`) devices, split or packed rings.
 //!
-//! - `transport.rs`: the PCI transports (capabilities and MMIO, or the legacy I/O BAR)
+//! - `transport.rs`: the PCI transport trait and the modern one (capabilities and MMIO)
+//! - `legacy.rs`: the legacy transport (the I/O BAR), and INTx with its ISR status
 //! - `queue.rs`: the rings from `zcnic_descriptors::virtio` placed in DMA memory
 //! - `net.rs`: feature negotiation
 //! - `ctrl.rs`: the control queue (receive filters, queue pairs, RSS)
@@ -18,6 +19,7 @@
 mod ctrl;
 mod filter;
 mod irq;
+mod legacy;
 mod mergeable;
 mod net;
 mod nic;
@@ -29,12 +31,13 @@ mod transport;
 mod tx;
 mod txchain;
 
+pub use legacy::{Intx, Legacy};
 pub use net::{feature, header_apart, negotiate, wanted_features};
 pub use nic::VirtioNet;
 pub use port::{VirtioPort, VirtioQueues};
 pub use queue::{Areas, DmaMem, QueueKind};
 pub use rxtx::VirtioRxQueue;
-pub use transport::{status, Legacy, Modern, Notifier, Transport};
+pub use transport::{status, Modern, Notifier, Transport};
 pub use tx::VirtioTxQueue;
 
 use crate::nic::Nic;

@@ -11,7 +11,7 @@ use super::rxtx::{pair, PairParts, VirtioRxQueue};
 use super::transport::Transport;
 use super::tx::VirtioTxQueue;
 use crate::filter::Kind;
-use crate::irq::EventFd;
+use crate::irq::{EventFd, RxIrq};
 use crate::nic::{Link, Stats};
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
@@ -63,6 +63,8 @@ pub struct VirtioPort<Q: QueueKind> {
     config_irq: Option<EventFd>,
     /// MSI-X is on at the platform: turned off at close, after the reset.
     msix: bool,
+    /// INTx is routed at the platform (`legacy.rs`): let go of at close, after the reset.
+    intx: bool,
     /// Keeps the device open; declared last so it closes after the rest.
     device: Option<Arc<dyn PciDevice>>,
 }
@@ -133,7 +135,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
         wanted.extend(ctrl_at.map(|q| (q, 64)));
         let mut made: Vec<Q> = Vec::with_capacity(wanted.len());
         let mut vectors = Vectors::take(transport.as_mut());
-        let mut rx_irqs: Vec<Option<EventFd>> = Vec::with_capacity(n.into());
+        let mut rx_irqs: Vec<Option<RxIrq>> = Vec::with_capacity(n.into());
         for &(q, want) in &wanted {
             // Once the device has a queue's addresses, an error path resets it before the
             // queue's memory is freed (and leaks the memory if the reset is not confirmed).
@@ -149,7 +151,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                 (_, Ok((queue, areas))) => {
                     let irq = vectors.route_queue(transport.as_ref(), q, n);
                     if q.is_multiple_of(2) && q / 2 < n {
-                        rx_irqs.push(irq);
+                        rx_irqs.push(irq.map(RxIrq::plain));
                     }
                     let r = transport.queue_setup(q, size, areas.desc, areas.driver, areas.device);
                     made.push(queue);
@@ -199,6 +201,21 @@ impl<Q: QueueKind> VirtioPort<Q> {
         let kicks: Vec<_> = wanted.iter().map(|&(q, _)| transport.notifier(q)).collect();
         let config_irq = vectors.route_config(transport.as_ref());
         let msix = vectors.any();
+        // Without MSI-X a one-pair port sleeps on INTx; a multi-queue one polls (`legacy.rs`).
+        let mut isr = None;
+        let intx = match (msix, n) {
+            (false, 1) => transport.take_intx().map(|line| {
+                let (irq, read) = line.split();
+                isr = Some(read);
+                rx_irqs[0] = Some(irq);
+            }),
+            (false, _) => {
+                log::debug!("{addr}: no MSI-X; INTx serves one queue pair only, the {n} poll");
+                None
+            }
+            (true, _) => None,
+        }
+        .is_some();
         let s = super::status::ACKNOWLEDGE | super::status::DRIVER | super::status::DRIVER_OK;
         let s = if legacy {
             s
@@ -247,6 +264,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
             teardown: Arc::clone(&teardown),
             config_irq,
             msix,
+            intx,
             device: None,
         };
         // The queue handles exist before the first command: from here on an error drops
@@ -271,6 +289,7 @@ impl<Q: QueueKind> VirtioPort<Q> {
                     pool: Arc::clone(&pool),
                     teardown: Arc::clone(&teardown),
                     irq,
+                    isr: isr.take(),
                 })
             })
             .collect();
@@ -299,7 +318,8 @@ impl<Q: QueueKind> VirtioPort<Q> {
 
     /// The configuration-change interrupt (MSI-X entry 0, `msix_config`): readable once
     /// the device changed its configuration, a link going up or down; drain it with
-    /// [`EventFd::drain`] and read [`Port::link_event`]. `None` without MSI-X.
+    /// [`EventFd::drain`] and read [`Port::link_event`]. `None` without MSI-X (on INTx
+    /// too: see `legacy.rs`).
     pub fn link_interrupt(&self) -> Option<&EventFd> {
         self.config_irq.as_ref()
     }
@@ -514,6 +534,9 @@ impl<Q: QueueKind> Drop for VirtioPort<Q> {
             // memory is gone, and the kernel logs no interrupt nobody handles.
             if let (true, Some(dev)) = (self.msix, self.device.as_deref()) {
                 dev.irq_release(crate::irq::MSIX);
+            }
+            if let (true, Some(dev)) = (self.intx, self.device.as_deref()) {
+                dev.irq_release(crate::irq::INTX);
             }
             reset || master_off
         });

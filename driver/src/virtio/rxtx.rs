@@ -12,11 +12,12 @@
 //! VIRTIO_NET_F_GUEST_CSUM each header's checksum verdict is read (`offload.rs`). The
 //! device is notified only when it asks (EVENT_IDX or its NO_NOTIFY flag).
 
+use super::legacy::Isr;
 use super::mergeable::Merge;
 use super::queue::QueueKind;
 use super::transport::Notifier;
 use super::tx::{TxState, VirtioTxQueue};
-use crate::irq::{EventFd, RxIrq};
+use crate::irq::RxIrq;
 use crate::pci::PciAddr;
 use crate::port::{QueueCounters, RxQueue, Teardown};
 use crate::Error;
@@ -35,8 +36,10 @@ pub struct VirtioRxQueue<Q: QueueKind> {
     pub(super) addr: PciAddr,
     /// The ring and what is posted in it; `None` once handed to the port on drop.
     pub(super) st: Option<RxState<Q>>,
-    /// The queue's MSI-X vector, or none (`irq.rs`).
+    /// The queue's MSI-X vector or the port's INTx, or none (`irq.rs`, `legacy.rs`).
     pub(super) irq: Option<RxIrq>,
+    /// With INTx: the ISR status register the queue reads to acknowledge it (`legacy.rs`).
+    pub(super) isr: Option<Isr>,
     pool: Arc<Mempool>,
     pub(crate) counters: Arc<QueueCounters>,
     teardown: Arc<Teardown>,
@@ -79,8 +82,10 @@ pub(crate) struct PairParts<Q> {
     pub offloads: crate::Offloads,
     pub pool: Arc<Mempool>,
     pub teardown: Arc<Teardown>,
-    /// The receive queue's MSI-X vector (`irq.rs`).
-    pub irq: Option<EventFd>,
+    /// The receive queue's MSI-X vector or INTx (`irq.rs`, `legacy.rs`).
+    pub irq: Option<RxIrq>,
+    /// With INTx: its ISR status.
+    pub isr: Option<Isr>,
 }
 
 /// Builds a queue pair's two handles; the receive ring is filled and the device told.
@@ -105,7 +110,8 @@ pub(crate) fn pair<Q: QueueKind>(p: PairParts<Q>) -> (VirtioRxQueue<Q>, VirtioTx
             read_header: p.hash_report || p.offloads.rx_checksum,
             kick: p.rx_kick,
         }),
-        irq: p.irq.map(RxIrq::plain),
+        irq: p.irq,
+        isr: p.isr,
         pool: Arc::clone(&p.pool),
         counters: Arc::default(),
         teardown: Arc::clone(&p.teardown),

@@ -1,13 +1,13 @@
 //! virtio over PCI: the modern transport (virtio 1.1 §4.1.4, registers found through vendor
-//! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR), behind one
-//! [`Transport`] trait so the net driver is written once.
+//! capabilities in config space) and the legacy one (§4.1.4.8, an I/O-port BAR, in
+//! `legacy.rs`), behind one [`Transport`] trait so the net driver is written once.
 
+use super::legacy::Intx;
 use crate::irq::EventFd;
 use crate::mmio::{Bar, Doorbell, MmioBar};
-use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::Error;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 /// Device status bits (virtio 1.1 §2.1).
 pub mod status {
@@ -68,7 +68,7 @@ pub trait Transport: Send {
     /// does once its device is stopped, so a queue that outlives it kicks nothing.
     fn revoke_notifiers(&self) {}
     /// The MSI-X vectors routed for this device, an eventfd per table entry, handed over
-    /// once (empty: none; the legacy transport never has them, see `legacy::CONFIG`).
+    /// once (empty: none; the legacy transport never has them, see `legacy.rs`).
     fn take_vectors(&mut self) -> Vec<EventFd> {
         Vec::new()
     }
@@ -83,6 +83,11 @@ pub trait Transport: Send {
     fn set_config_vector(&self, vector: u16) -> bool {
         let _ = vector;
         false
+    }
+    /// The device's INTx and its ISR status, handed over once: for a port without MSI-X
+    /// (see `legacy.rs`). None when the transport cannot give it.
+    fn take_intx(&mut self) -> Option<Intx> {
+        None
     }
 }
 
@@ -109,6 +114,14 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// Queue `q`'s kick through the legacy QUEUE_NOTIFY register of `dev`, while it is open.
+    pub(super) fn io(q: u16, dev: Weak<dyn PciDevice>) -> Self {
+        Self {
+            q,
+            how: How::Io(dev),
+        }
+    }
+
     /// Kicks the queue: writes its index to its notify address (virtio 1.1 §4.1.4.4,
     /// §4.1.4.8).
     #[inline]
@@ -118,7 +131,7 @@ impl Notifier {
             How::Io(dev) => {
                 if let Some(dev) = dev.upgrade() {
                     let q = self.q.to_le_bytes();
-                    if let Err(e) = dev.bar_write(0, legacy::QUEUE_NOTIFY, &q) {
+                    if let Err(e) = dev.bar_write(0, super::legacy::reg::QUEUE_NOTIFY, &q) {
                         log::warn!("{e}");
                     }
                 }
@@ -188,6 +201,9 @@ pub struct Modern<B: Bar> {
     queue_notify: Vec<u32>,
     /// MSI-X vectors routed by the platform, until the port takes them.
     vectors: Vec<EventFd>,
+    /// INTx a test's fake device plays, until the port takes it (a real modern device's
+    /// ISR is in a memory BAR zcnic does not read: without MSI-X it polls).
+    intx: Option<Intx>,
 }
 
 impl<B: Bar> std::fmt::Debug for Modern<B> {
@@ -314,12 +330,19 @@ impl<B: Bar> Modern<B> {
             device,
             queue_notify: Vec::new(),
             vectors: Vec::new(),
+            intx: None,
         }
     }
 
     /// MSI-X vectors the platform routed (or a test's fake signals), entry `i` at `i`.
     pub fn with_vectors(mut self, vectors: Vec<EventFd>) -> Self {
         self.vectors = vectors;
+        self
+    }
+
+    /// INTx a test's fake device plays ([`Intx::fake`]), for a port given no vectors.
+    pub fn with_intx(mut self, intx: Intx) -> Self {
+        self.intx = Some(intx);
         self
     }
 
@@ -474,6 +497,10 @@ impl<B: Bar> Transport for Modern<B> {
         std::mem::take(&mut self.vectors)
     }
 
+    fn take_intx(&mut self) -> Option<Intx> {
+        self.intx.take()
+    }
+
     fn set_queue_vector(&self, q: u16, vector: u16) -> bool {
         self.c_write16(common::QUEUE_SELECT, q);
         self.c_write16(common::QUEUE_MSIX_VECTOR, vector);
@@ -483,118 +510,5 @@ impl<B: Bar> Transport for Modern<B> {
     fn set_config_vector(&self, vector: u16) -> bool {
         self.c_write16(common::MSIX_CONFIG, vector);
         self.c_read16(common::MSIX_CONFIG) == vector
-    }
-}
-
-/// Legacy register offsets in the I/O BAR (virtio 1.1 §4.1.4.8).
-mod legacy {
-    pub const DEVICE_FEATURES: u64 = 0x00;
-    pub const DRIVER_FEATURES: u64 = 0x04;
-    pub const QUEUE_ADDRESS: u64 = 0x08;
-    pub const QUEUE_SIZE: u64 = 0x0C;
-    pub const QUEUE_SELECT: u64 = 0x0E;
-    pub const QUEUE_NOTIFY: u64 = 0x10;
-    pub const DEVICE_STATUS: u64 = 0x12;
-    /// Device configuration, with MSI-X off (the legacy transport never turns it on).
-    pub const CONFIG: u64 = 0x14;
-    /// The queue address register takes a page frame number of this page size.
-    pub const PAGE: u64 = 4096;
-}
-
-/// The legacy transport: registers in I/O-port BAR0, reached through the platform (VFIO
-/// region reads and writes, a system call each; the datapath only uses the notify write,
-/// once per burst and only when the device asks for it).
-pub struct Legacy {
-    dev: Arc<dyn PciDevice>,
-    addr: PciAddr,
-}
-
-impl std::fmt::Debug for Legacy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Legacy({})", self.addr)
-    }
-}
-
-impl Legacy {
-    /// The legacy interface of `dev` (BAR0 must be its I/O-port BAR).
-    pub fn new(dev: Arc<dyn PciDevice>) -> Self {
-        let addr = dev.addr();
-        Self { dev, addr }
-    }
-
-    fn read<const N: usize>(&self, off: u64) -> [u8; N] {
-        let mut b = [0xffu8; N];
-        if let Err(e) = self.dev.bar_read(0, off, &mut b) {
-            log::warn!("{e}");
-        }
-        b
-    }
-
-    fn write(&self, off: u64, b: &[u8]) {
-        if let Err(e) = self.dev.bar_write(0, off, b) {
-            log::warn!("{e}");
-        }
-    }
-}
-
-impl Transport for Legacy {
-    fn legacy(&self) -> bool {
-        true
-    }
-
-    fn status(&self) -> u8 {
-        self.read::<1>(legacy::DEVICE_STATUS)[0]
-    }
-
-    fn set_status(&self, s: u8) {
-        self.write(legacy::DEVICE_STATUS, &[s]);
-    }
-
-    fn device_features(&self) -> u64 {
-        u32::from_le_bytes(self.read::<4>(legacy::DEVICE_FEATURES)).into()
-    }
-
-    fn set_driver_features(&self, f: u64) {
-        self.write(legacy::DRIVER_FEATURES, &(f as u32).to_le_bytes());
-    }
-
-    fn queue_max(&self, q: u16) -> u16 {
-        self.write(legacy::QUEUE_SELECT, &q.to_le_bytes());
-        u16::from_le_bytes(self.read::<2>(legacy::QUEUE_SIZE))
-    }
-
-    fn queue_setup(
-        &mut self,
-        q: u16,
-        size: u16,
-        desc: u64,
-        _driver: u64,
-        _device: u64,
-    ) -> Result<(), String> {
-        let max = self.queue_max(q);
-        if size != max {
-            return Err(format!(
-                "legacy queue {q} has the fixed size {max}, not {size}"
-            ));
-        }
-        let pfn = desc / legacy::PAGE;
-        if !desc.is_multiple_of(legacy::PAGE) || pfn > u64::from(u32::MAX) {
-            return Err(format!(
-                "legacy queue {q} at {desc:#x}: needs a page-aligned address below 16 TiB"
-            ));
-        }
-        self.write(legacy::QUEUE_ADDRESS, &(pfn as u32).to_le_bytes());
-        Ok(())
-    }
-
-    fn notifier(&self, q: u16) -> Notifier {
-        Notifier {
-            q,
-            how: How::Io(Arc::downgrade(&self.dev)),
-        }
-    }
-
-    fn config8(&self, off: u32) -> u8 {
-        self.read::<1>(legacy::CONFIG + u64::from(off))[0]
     }
 }

@@ -3,8 +3,14 @@
 //! suppression field decides; a notification goes to the MSI-X table entry the queue's
 //! `queue_msix_vector` names (none for NO_VECTOR), whose eventfd the test gave the
 //! driver's transport. A configuration change goes to `msix_config`'s entry.
+//!
+//! Without a vector and with INTx given to the driver ([`Msix::intx`]), a notification
+//! sets the ISR status bit instead (bit 0 for a queue, bit 1 for a configuration change,
+//! virtio 1.1 §4.1.4.5) and raises the line, whose eventfd plays the platform's delivery;
+//! the driver's read of ISR clears it.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use zcnic::irq::EventFd;
 use zcnic_descriptors::virtio::{need_event, RING_EVENT_FLAGS_DISABLE, VIRTQ_AVAIL_F_NO_INTERRUPT};
 
@@ -17,7 +23,15 @@ pub const NO_VECTOR: u16 = 0xffff;
 pub(super) struct Msix {
     entries: Vec<EventFd>,
     pub(super) sent: [AtomicU64; super::MAX_QUEUES],
+    /// The device's end of its INTx line, when the test gave the driver one.
+    line: Option<EventFd>,
+    /// ISR status: what the line was raised for since the driver last read it.
+    pub(super) isr: Arc<AtomicU8>,
 }
+
+/// ISR status bits (virtio 1.1 §4.1.4.5).
+pub const ISR_QUEUE: u8 = 1;
+pub const ISR_CONFIG: u8 = 2;
 
 impl Msix {
     /// `n` table entries; the driver's ends, entry `i` at index `i`.
@@ -27,18 +41,36 @@ impl Msix {
         driver
     }
 
-    /// Raises entry `vector` (nothing for NO_VECTOR or an entry the table lacks).
-    pub(super) fn raise(&self, vector: u16) {
+    /// The driver's end of an INTx line and the reader of ISR status (which clears it),
+    /// for `zcnic::virtio::Intx::fake`.
+    pub(super) fn intx(&mut self) -> (EventFd, impl Fn() -> u8 + Send + 'static) {
+        let driver = EventFd::new().expect("eventfd");
+        self.line = Some(driver.try_clone().expect("dup"));
+        let isr = Arc::clone(&self.isr);
+        (driver, move || isr.swap(0, Ordering::SeqCst))
+    }
+
+    /// Raises entry `vector`; for NO_VECTOR, sets `cause` in ISR and raises INTx when the
+    /// driver has the line. True when something was raised.
+    pub(super) fn raise(&self, vector: u16, cause: u8) -> bool {
         if let Some(e) = self.entries.get(usize::from(vector)) {
             e.signal().expect("eventfd write");
+            return true;
+        }
+        match (&self.line, vector) {
+            (Some(line), NO_VECTOR) => {
+                self.isr.fetch_or(cause, Ordering::SeqCst);
+                line.signal().expect("eventfd write");
+                true
+            }
+            _ => false,
         }
     }
 
     /// Queue `q` returned buffers: notify if the driver asks for it (`wants`).
     pub(super) fn notify(&self, q: usize, vector: u16, wants: bool) {
-        if wants && vector != NO_VECTOR {
+        if wants && self.raise(vector, ISR_QUEUE) {
             self.sent[q].fetch_add(1, Ordering::SeqCst);
-            self.raise(vector);
         }
     }
 }

@@ -113,4 +113,7 @@ impl<T: Transport> Transport for LegacyView<T> {
     fn revoke_notifiers(&self) {
         self.0.revoke_notifiers()
     }
+    fn take_intx(&mut self) -> Option<zcnic::virtio::Intx> {
+        self.0.take_intx()
+    }
 }
