@@ -17,6 +17,7 @@ pub mod offload_frames;
 pub mod qemu_suite;
 pub mod tso_frames;
 pub mod veth;
+pub mod wake_race;
 
 /// The Internet checksum's ones'-complement sum of `data` (RFC 1071), folded, not
 /// complemented: what a device model's checksum engine adds up.

@@ -11,10 +11,9 @@ use zcnic::irq::wait_readable;
 use zcnic::{Nic, PciAddr, RxQueue};
 use zcnic_tests::fake_igb::{FakeIgb, Inject};
 use zcnic_tests::fake_igb_irq::IgbIrqBar;
+use zcnic_tests::wake_race::{self, readable, receive, NEVER};
 
 /// A wait that should end at once and takes this long slept through a frame.
-const NEVER: Duration = Duration::from_secs(20);
-
 fn config(queues: u16) -> Config {
     Config {
         rx_ring: 64,
@@ -67,15 +66,6 @@ fn written_back(dev: &FakeIgb, n: u64) {
         );
         std::thread::yield_now();
     }
-}
-
-fn receive(nic: &mut dyn Nic) -> usize {
-    let mut got = Vec::with_capacity(64);
-    nic.rx_batch(&mut got, 64)
-}
-
-fn readable(nic: &dyn Nic, timeout: Duration) -> bool {
-    wait_readable(nic.rx_interrupt_fd().expect("an fd"), timeout).expect("poll")
 }
 
 #[test]
@@ -140,34 +130,10 @@ fn a_frame_between_the_eicr_clear_and_the_unmask_is_not_slept_through() {
 fn the_waiter_never_sleeps_through_a_frame() {
     let dev = FakeIgb::start();
     let mut nic = open(&dev);
-    let mut seed = 0x2545_f491_u32;
-    for round in 0..300u32 {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        let spin = seed % 2000;
-        let inject = dev.inject_handle();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for _ in 0..spin {
-                    std::hint::spin_loop();
-                }
-                inject.send(Inject::Frame(frame(round as u8))).unwrap();
-            });
-            let start = Instant::now();
-            assert!(
-                nic.rx_wait(NEVER).unwrap() && start.elapsed() < NEVER / 2,
-                "round {round} (spin {spin}) slept through its frame"
-            );
-        });
-        let start = Instant::now();
-        while receive(&mut nic) == 0 {
-            assert!(
-                start.elapsed() < NEVER,
-                "round {round}: the frame never came"
-            );
-        }
-    }
+    let inject = dev.inject_handle();
+    wake_race::waiter_never_sleeps_through_a_frame(&mut nic, 0x2545_f491_u32, &|round| {
+        inject.send(Inject::Frame(frame(round))).unwrap()
+    });
 }
 
 /// Two queues, two vectors: a frame RSS puts on queue 1 wakes queue 1's waiter, and queue

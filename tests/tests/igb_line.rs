@@ -7,14 +7,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use zcnic::igb::{regs, Config, Igb};
-use zcnic::irq::wait_readable;
 use zcnic::{Nic, PciAddr};
 use zcnic_tests::fake_igb::{FakeIgb, Inject};
 use zcnic_tests::fake_igb_irq::IgbIrqBar;
+use zcnic_tests::wake_race::{self, readable, receive, NEVER};
 
 /// A wait that should end at once and takes this long slept through a frame.
-const NEVER: Duration = Duration::from_secs(20);
-
 fn config() -> Config {
     Config {
         rx_ring: 64,
@@ -56,15 +54,6 @@ fn written_back(dev: &FakeIgb, n: u64) {
         );
         std::thread::yield_now();
     }
-}
-
-fn receive(nic: &mut dyn Nic) -> usize {
-    let mut got = Vec::with_capacity(64);
-    nic.rx_batch(&mut got, 64)
-}
-
-fn readable(nic: &dyn Nic, timeout: Duration) -> bool {
-    wait_readable(nic.rx_interrupt_fd().expect("an fd"), timeout).expect("poll")
 }
 
 #[test]
@@ -133,34 +122,10 @@ fn a_frame_between_the_icr_read_and_the_ims_write_is_not_slept_through() {
 fn the_waiter_never_sleeps_through_a_frame() {
     let dev = FakeIgb::start();
     let mut nic = open(&dev);
-    let mut seed = 0x1b87_3593_u32;
-    for round in 0..300u32 {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        let spin = seed % 2000;
-        let inject = dev.inject_handle();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for _ in 0..spin {
-                    std::hint::spin_loop();
-                }
-                inject.send(Inject::Frame(frame(round as u8))).unwrap();
-            });
-            let start = Instant::now();
-            assert!(
-                nic.rx_wait(NEVER).unwrap() && start.elapsed() < NEVER / 2,
-                "round {round} (spin {spin}) slept through its frame"
-            );
-        });
-        let start = Instant::now();
-        while receive(&mut nic) == 0 {
-            assert!(
-                start.elapsed() < NEVER,
-                "round {round}: the frame never came"
-            );
-        }
-    }
+    let inject = dev.inject_handle();
+    wake_race::waiter_never_sleeps_through_a_frame(&mut nic, 0x1b87_3593_u32, &|round| {
+        inject.send(Inject::Frame(frame(round))).unwrap()
+    });
 }
 
 /// A link change during a sleep does not wake the receiver (LSC is not enabled), and the

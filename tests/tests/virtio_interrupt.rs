@@ -14,11 +14,10 @@ use zcnic::virtio::{negotiate, DmaMem, VirtioNet, VirtioPort};
 use zcnic::{Config, Error, Nic, PciAddr};
 use zcnic_descriptors::virtio::{PackedQueue, SplitQueue};
 use zcnic_tests::fake_virtio::{Behaviour, FakeVirtio, Inject, LegacyView};
+use zcnic_tests::wake_race::{self, readable, receive, NEVER};
 
 /// Long enough never to pass on a working driver: a wait that should end at once and takes
 /// this long slept through a frame.
-const NEVER: Duration = Duration::from_secs(20);
-
 type Split = SplitQueue<DmaMem>;
 type Packed = PackedQueue<DmaMem>;
 
@@ -73,10 +72,6 @@ fn packed() -> (FakeVirtio, VirtioNet<Packed>) {
     )
 }
 
-fn readable(nic: &dyn Nic, timeout: Duration) -> bool {
-    wait_readable(nic.rx_interrupt_fd().expect("an fd"), timeout).expect("poll")
-}
-
 /// Waits until the device has used `n` receive buffers in all.
 fn used(dev: &FakeVirtio, n: u64) {
     let start = Instant::now();
@@ -84,11 +79,6 @@ fn used(dev: &FakeVirtio, n: u64) {
         assert!(start.elapsed() < NEVER, "the fake never used {n} buffers");
         std::thread::yield_now();
     }
-}
-
-fn receive(nic: &mut dyn Nic) -> usize {
-    let mut got = Vec::with_capacity(64);
-    nic.rx_batch(&mut got, 64)
 }
 
 /// Polling costs no interrupt: notifications stay suppressed until a waiter arms.
@@ -138,46 +128,13 @@ fn a_frame_after_the_arm_wakes_the_sleeper(dev: &FakeVirtio, nic: &mut dyn Nic) 
     assert_eq!(receive(nic), 1);
 }
 
-/// A device thread injects a frame at a random moment around the waiter's arm: whatever
-/// the interleaving, `rx_wait` ends at once (the re-check or the vector), never at NEVER.
-fn the_waiter_never_sleeps_through_a_frame(dev: &FakeVirtio, nic: &mut dyn Nic) {
-    let mut seed = 0x9e37_79b9_u32;
-    for round in 0..300u32 {
-        assert_eq!(receive(nic), 0);
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        let spin = seed % 2000;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for _ in 0..spin {
-                    std::hint::spin_loop();
-                }
-                dev.inject(Inject::Frame(frame(round as u8)));
-            });
-            let start = Instant::now();
-            let woke = nic.rx_wait(NEVER).unwrap();
-            assert!(
-                woke && start.elapsed() < NEVER / 2,
-                "{}: round {round} (spin {spin}) slept through its frame",
-                nic.driver()
-            );
-        });
-        let start = Instant::now();
-        while receive(nic) == 0 {
-            assert!(
-                start.elapsed() < NEVER,
-                "round {round}: the frame never came"
-            );
-        }
-    }
-}
-
 fn all(dev: &FakeVirtio, nic: &mut dyn Nic) {
     polling_never_interrupts(dev, nic);
     a_waiting_frame_is_seen_by_the_recheck(dev, nic);
     a_frame_after_the_arm_wakes_the_sleeper(dev, nic);
-    the_waiter_never_sleeps_through_a_frame(dev, nic);
+    wake_race::waiter_never_sleeps_through_a_frame(nic, 0x9e37_79b9, &|round| {
+        dev.inject(Inject::Frame(frame(round)))
+    });
 }
 
 #[test]
