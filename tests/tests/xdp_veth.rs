@@ -21,6 +21,19 @@ fn frame(i: usize) -> Vec<u8> {
     f
 }
 
+/// `n` frames received on `port` within 5 s (fails with fewer).
+fn receive(port: &mut XdpPort, n: usize) -> Vec<zcnic::Packet> {
+    let mut got = Vec::with_capacity(n);
+    let until = Instant::now() + Duration::from_secs(5);
+    while got.len() < n && Instant::now() < until {
+        let mut b = Vec::with_capacity(64);
+        port.rx_batch(&mut b, 64);
+        got.extend(b);
+    }
+    assert_eq!(got.len(), n, "frames received through AF_XDP");
+    got
+}
+
 #[test]
 fn frames_cross_a_veth_pair_both_ways_byte_exact() {
     let ns = VethPair::new();
@@ -69,14 +82,7 @@ fn frames_cross_a_veth_pair_both_ways_byte_exact() {
             for i in 0..N {
                 peer.send(&frame(1000 + i));
             }
-            let mut got = Vec::with_capacity(N);
-            let until = Instant::now() + Duration::from_secs(5);
-            while got.len() < N && Instant::now() < until {
-                let mut b = Vec::with_capacity(64);
-                port.rx_batch(&mut b, 64);
-                got.extend(b);
-            }
-            assert_eq!(got.len(), N, "frames received through AF_XDP");
+            let got = receive(&mut port, N);
             for (i, p) in got.iter().enumerate() {
                 assert_eq!(
                     p.data(),
@@ -121,14 +127,7 @@ fn received_frames_are_pool_buffers_and_go_back_out_uncopied() {
             for i in 0..N {
                 peer.send(&frame(2000 + i));
             }
-            let mut got = Vec::with_capacity(N);
-            let until = Instant::now() + Duration::from_secs(5);
-            while got.len() < N && Instant::now() < until {
-                let mut b = Vec::with_capacity(64);
-                port.rx_batch(&mut b, 64);
-                got.extend(b);
-            }
-            assert_eq!(got.len(), N, "frames received through AF_XDP");
+            let mut got = receive(&mut port, N);
             for (i, p) in got.iter().enumerate() {
                 assert_eq!(p.data(), &frame(2000 + i)[..]);
                 assert!(p.is_from(&pool), "frame {i} is a buffer of the port's pool");
