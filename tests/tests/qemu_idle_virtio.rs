@@ -14,7 +14,7 @@
 //!   the vector (and the guest's `/proc/interrupts` shows B's vfio-msix vectors).
 //! - latency at 10 kpps through `fwd --idle poll` and `fwd --idle hybrid` (A → B → C → D).
 //! - throughput flat out through the same forwarder, five rounds of each mode alternating:
-//!   the share of what pktgen sent that the forwarder passed on (best of five each);
+//!   the share of what pktgen sent that the forwarder passed on (median of five each);
 //!   hybrid stops sleeping under load (at most [`HICCUPS`] sleeps a round) and keeps
 //!   [`HYBRID_KEEPS`] of poll's share (not the issue's 95%: see there why).
 //! - tokio: `async_echo` on B (an `AsyncFd` on the vector) answers the kernel's UDP.
@@ -45,7 +45,7 @@ const LATENCY_N: u64 = 20_000;
 const LATENCY_RATE: &str = "10k";
 /// Seconds of each flat-out run, and the rounds of each mode. One round's share swings by
 /// 3x under TCG on a shared 2-core host (13% to 39% seen in one boot, either mode); the
-/// best of five alternating rounds of each is what is compared.
+/// median of five alternating rounds of each is what is compared.
 const TPUT_SECS: u32 = 3;
 const ROUNDS: u32 = 5;
 /// Open/close cycles of the teardown leg, each enabling and disabling B's MSI-X (and then
@@ -286,9 +286,9 @@ fn fwd_share(run: &GuestRun, name: &str) -> (u64, u64) {
     (sent, forwarded)
 }
 
-/// What hybrid must keep of poll's best share flat out. Issue 20 asks for 95%; one round's
-/// share swings by 3x or more under TCG on a shared 2-core host (the sender floods from the
-/// same 2-vCPU guest and QEMU's main loop carries every virtio queue), so five rounds
+/// What hybrid must keep of poll's median share flat out. Issue 20 asks for 95%; one
+/// round's share swings by 2x or more under TCG on a 2-core host (the sender floods from
+/// the same 2-vCPU guest and QEMU's main loop carries every virtio queue), so five rounds
 /// cannot resolve 5% and the bar here is lower, stated; what keeps hybrid level with poll
 /// under load is asserted directly: it stops sleeping ([`HICCUPS`]). Before the quiet time
 /// adapted, hybrid slept after 1000 empty polls and paid a TCG wake-up in every empty
@@ -299,16 +299,22 @@ const HYBRID_KEEPS: f64 = 0.5;
 
 /// Sleeps a hybrid forwarder may begin in one flat-out round (woken by the vector or
 /// finding frames at arming) before it counts as sleeping under load: each such hiccup
-/// doubles the quiet time (`zcnic_tools::idle`), so a handful of stalls in the stream
-/// stretch it past them (the first frame of a round also wakes the forwarder that slept
-/// while pktgen started). The old count of 1000 polls slept 58 to 910 times a round; the
-/// adaptive quiet time 10 to 23 on a host loaded by three builds.
-const HICCUPS: u64 = 50;
+/// doubles the quiet time (`zcnic_tools::idle`), so a few stalls in the stream stretch it
+/// past them (the first frame of a round also wakes the forwarder that slept while pktgen
+/// started). The old count of 1000 polls slept 58 to 910 times a round; the quiet time
+/// capped at 32 ms 14 to 53; capped at 256 ms 10 to 20 (quiet host).
+const HICCUPS: u64 = 40;
+
+/// The median of `v` (five rounds).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 #[test]
 fn flat_out_hybrid_stops_sleeping_and_keeps_polls_share() {
     let Some(run) = guest() else { return };
-    let mut best = [0f64; 2];
+    let mut shares = [Vec::new(), Vec::new()];
     let mut hiccups = Vec::new();
     for round in 1..=ROUNDS {
         for (i, mode) in ["poll", "hybrid"].into_iter().enumerate() {
@@ -327,23 +333,27 @@ fn flat_out_hybrid_stops_sleeping_and_keeps_polls_share() {
                 100.0 * share,
                 fwd as f64 / f64::from(TPUT_SECS)
             );
-            best[i] = best[i].max(share);
+            shares[i].push(share);
         }
     }
-    let ratio = best[1] / best[0];
+    let [poll, hybrid] = shares.map(median);
+    let ratio = hybrid / poll;
     eprintln!(
-        "best of {ROUNDS}: poll forwards {:.1}% of what is sent, hybrid {:.1}%; hybrid/poll {ratio:.3}; hybrid's sleeps per round {hiccups:?}",
-        100.0 * best[0],
-        100.0 * best[1]
+        "median of {ROUNDS}: poll forwards {:.2}% of what is sent, hybrid {:.2}%; hybrid/poll {ratio:.3}; hybrid's sleeps per round {hiccups:?}",
+        100.0 * poll,
+        100.0 * hybrid
     );
-    assert!(best[0] > 0.0 && best[1] > 0.0, "frames forwarded: {best:?}");
+    assert!(
+        poll > 0.0 && hybrid > 0.0,
+        "frames forwarded: {poll} {hybrid}"
+    );
     assert!(
         hiccups.iter().all(|&h| h <= HICCUPS),
         "hybrid must stop sleeping under load (at most {HICCUPS} sleeps a round): {hiccups:?}"
     );
     assert!(
         ratio >= HYBRID_KEEPS,
-        "hybrid must keep {HYBRID_KEEPS} of poll's share flat out (best of {ROUNDS} rounds each): {best:?}"
+        "hybrid must keep {HYBRID_KEEPS} of poll's median share flat out ({ROUNDS} rounds each): {poll} {hybrid}"
     );
 }
 

@@ -194,7 +194,7 @@ pub enum Cmd {
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
-        /// sleeps once the port was quiet for T (default 1ms, stretched up to 32x while sleeps
+        /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
         /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
         /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
         /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
@@ -235,7 +235,7 @@ pub enum Cmd {
         /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
         /// arms the receive interrupt after every empty poll and sleeps until a frame comes
         /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
-        /// sleeps once the port was quiet for T (default 1ms, stretched up to 32x while sleeps
+        /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
         /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
         /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
         /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
@@ -274,7 +274,7 @@ pub struct FwdCmd {
     /// When a poll finds nothing: `poll` spins (a whole core, lowest latency), `sleep`
     /// arms the receive interrupt after every empty poll and sleeps until a frame comes
     /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
-    /// sleeps once the port was quiet for T (default 1ms, stretched up to 32x while sleeps
+    /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
     /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
     /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
     /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
