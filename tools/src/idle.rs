@@ -14,9 +14,10 @@
 //! sender or the device's thread descheduled for a moment), and a count of polls is a
 //! time that changes with the CPU and the driver. A sleep in such a streak pays a wake-up
 //! while frames pile up. So a sleep that ends sooner than the quiet time before it (a
-//! hiccup, not a quiet spell) doubles the quiet time, up to [`ADAPT_MAX`] T, and a longer
-//! one halves it back towards T: a loaded port soon stops sleeping in its stalls and
-//! forwards what `poll` forwards, and an idle one sleeps after T again.
+//! hiccup, not a quiet spell) doubles the quiet time, up to [`ADAPT_MAX`] T, and a nap
+//! that runs out with nothing arriving halves it back towards T: a loaded port soon stops
+//! sleeping in its stalls and forwards what `poll` forwards, and an idle one sleeps after
+//! T again.
 //!
 //! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net and the igb
 //! on an MSI-X vector per queue (vfio-pci), a one-pair legacy virtio-net on INTx (vfio-pci
@@ -246,11 +247,14 @@ impl Idler {
     /// Counts how a sleep of `slept` ended, and adapts a `hybrid=T` quiet time to it.
     ///
     /// A sleep that ended sooner than the quiet time before it (or never began: a frame
-    /// was there at arming) was a hiccup in a stream, not a quiet spell: the port pays a
-    /// wake-up for nothing, so the quiet time doubles, up to [`ADAPT_MAX`] times T. A
-    /// sleep that lasted longer halves it again, down to T. So a loaded port whose stream
-    /// stalls now and then stops sleeping in the stalls after a few of them, and an idle
-    /// one goes back to sleeping after T.
+    /// was there at arming) was a hiccup in a stream, not a quiet spell: the port paid a
+    /// wake-up for nothing, so the quiet time doubles, up to [`ADAPT_MAX`] times T. A nap
+    /// that ran out with nothing arriving (quiet for the quiet time and then [`NAP`]) is
+    /// an idle port: the quiet time halves, down to T. A sleep the interrupt ended later
+    /// than that leaves it: the stream paused for longer than the quiet time, and
+    /// sleeping through the pause cost nothing. So a loaded port stops sleeping in its
+    /// stalls after a few of them and stays so while it is loaded, and an idle one is
+    /// back to sleeping after T within a few naps.
     fn count(&mut self, woke: Woke, slept: Duration) {
         match woke {
             Woke::Interrupt => self.wakes += 1,
@@ -259,11 +263,11 @@ impl Idler {
         }
         if let Idle::HybridFor(base) = self.mode {
             let hiccup = woke == Woke::Ready || (woke == Woke::Interrupt && slept < self.quiet);
-            self.quiet = if hiccup {
-                (self.quiet * 2).min(base * ADAPT_MAX)
-            } else {
-                (self.quiet / 2).max(base)
-            };
+            if hiccup {
+                self.quiet = (self.quiet * 2).min(base * ADAPT_MAX);
+            } else if woke == Woke::Timeout {
+                self.quiet = (self.quiet / 2).max(base);
+            }
         }
     }
 
@@ -420,11 +424,11 @@ mod tests {
         idler.count(Woke::Interrupt, ms(300));
         assert_eq!(
             idler.quiet(),
-            ms(128),
-            "a sleep longer than the quiet time halves it"
+            ms(256),
+            "a pause the interrupt ended later than the quiet time leaves it"
         );
         idler.count(Woke::Timeout, NAP);
-        assert_eq!(idler.quiet(), ms(64), "a nap that ran out: quiet indeed");
+        assert_eq!(idler.quiet(), ms(128), "a nap that ran out: quiet indeed");
         for _ in 0..10 {
             idler.count(Woke::Timeout, NAP);
         }
