@@ -15,6 +15,7 @@ pub fn colour(tool: Tool) -> RGBColor {
         Tool::Testpmd => RGBColor(31, 119, 180),
         Tool::Zcnic => RGBColor(214, 39, 40),
         Tool::Ceiling => RGBColor(44, 160, 44),
+        Tool::Hybrid => RGBColor(255, 127, 14),
     }
 }
 
@@ -153,7 +154,13 @@ mod tests {
                 .filter(|n| n.has_tag_name("circle") && n.attribute("fill") == Some(fill))
                 .count()
         };
-        for tool in [Tool::Kernel, Tool::Testpmd, Tool::Zcnic, Tool::Ceiling] {
+        for tool in [
+            Tool::Kernel,
+            Tool::Testpmd,
+            Tool::Zcnic,
+            Tool::Ceiling,
+            Tool::Hybrid,
+        ] {
             let panels: Vec<Target> = Target::ALL
                 .into_iter()
                 .filter(|t| t.tools().contains(&tool))

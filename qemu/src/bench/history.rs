@@ -76,7 +76,11 @@ impl Entry {
                     source,
                 });
             }
-            for (a, b) in [(Tool::Zcnic, Tool::Testpmd), (Tool::Zcnic, Tool::Kernel)] {
+            for (a, b) in [
+                (Tool::Zcnic, Tool::Testpmd),
+                (Tool::Zcnic, Tool::Kernel),
+                (Tool::Hybrid, Tool::Zcnic),
+            ] {
                 let (x, y) = (report.figures(target, a), report.figures(target, b));
                 if !x.is_empty() && !y.is_empty() {
                     let name = format!("{}/{}", a.key(), b.key());

@@ -18,7 +18,7 @@ mod stats;
 
 pub use host::host;
 
-use plan::Plan;
+use plan::{Plan, Target};
 use stats::Window;
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,7 +38,8 @@ One guest boot (TCG): kernel pktgen, DPDK testpmd (txonly) and zcnic pktgen send
 frame re-posted: what QEMU's device model takes), the igb again from two transmit
 queues on the two vCPUs (zcnic pktgen --queues 2, testpmd --txq=2 --nb-cores=2; each
 compared with its one-queue figure), forwarding each way between a virtio-net and
-an e1000 NIC with zcnic fwd and testpmd io, and the virtio-net NIC left to the kernel's
+an e1000 NIC with zcnic fwd (polling, and --idle hybrid: it must keep up with polling
+under load) and testpmd io, and the virtio-net NIC left to the kernel's
 virtio_net, sent through AF_XDP by zcnic (xdp:IFACE) and by testpmd's net_af_xdp
 (compared with the same NIC under zcnic's and DPDK's own drivers and kernel pktgen).
 
@@ -50,6 +51,9 @@ each tool's per-second counts. Tools run interleaved, each --runs times (default
 
 options:
   --runs N         rounds of every tool (default 2)
+  --only T[,T...]  only these targets: e1000 virtio igb igb-2q virtio-mq virtio-mq-2q
+                   fwd-virtio-e1000 fwd-e1000-virtio virtio-xdp (e.g. --only
+                   fwd-virtio-e1000 --runs 6: polling against hybrid forwarding)
   --smoke          1 s warm-up, a 1 s window, one round: checks the bench itself (CI)
   --allow-missing  run without a peer (DPDK) that cannot be installed, instead of failing
   --host           instructions per packet on the fake device, then criterion benches
@@ -66,6 +70,8 @@ pub struct Options {
     pub runs: usize,
     pub smoke: bool,
     pub allow_missing: bool,
+    /// `--only`: these targets, not all.
+    pub only: Option<Vec<Target>>,
 }
 
 impl Options {
@@ -74,6 +80,7 @@ impl Options {
             runs: 2,
             smoke: false,
             allow_missing: false,
+            only: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -88,6 +95,21 @@ impl Options {
                         .filter(|n| (1..=20).contains(n))
                         .ok_or_else(|| format!("--runs {n}: give a number from 1 to 20"))?;
                 }
+                "--only" => {
+                    let list = it
+                        .next()
+                        .ok_or("--only needs targets, e.g. --only e1000,virtio")?;
+                    let mut only = Vec::new();
+                    for key in list.split(',') {
+                        only.push(Target::from_key(key).ok_or_else(|| {
+                            format!(
+                                "--only {key}: no such target; give some of {}",
+                                Target::ALL.map(Target::key).join(" ")
+                            )
+                        })?);
+                    }
+                    o.only = Some(only);
+                }
                 other => return Err(format!("unknown bench option `{other}`\n\n{USAGE}")),
             }
         }
@@ -100,19 +122,29 @@ impl Options {
         } else {
             (Window { warm: 2, secs: 6 }, self.runs)
         };
+        let targets = match &self.only {
+            Some(only) => Target::ALL
+                .into_iter()
+                .filter(|t| only.contains(t))
+                .collect(),
+            None => Target::ALL.to_vec(),
+        };
         Plan {
             window,
+            targets,
             tail: 2,
             rounds,
             dpdk,
         }
     }
 
+    /// The history's name for this kind of bench: only benches of one mode are drawn
+    /// together (a partial one would leave gaps in the full chart).
     fn mode(&self) -> &'static str {
-        if self.smoke {
-            "smoke"
-        } else {
-            "full"
+        match (self.smoke, &self.only) {
+            (true, _) => "smoke",
+            (false, Some(_)) => "only",
+            (false, None) => "full",
         }
     }
 }
@@ -249,10 +281,10 @@ fn record(
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (entries, skipped) = history::parse(&text);
     let svg = chart::svg(&history::recent(&entries, mode, 10))?;
-    let name = if mode == "full" {
-        "bench.svg"
-    } else {
-        "bench-smoke.svg"
+    let name = match mode {
+        "full" => "bench.svg",
+        "only" => "bench-only.svg",
+        _ => "bench-smoke.svg",
     };
     std::fs::write(dir.join(name), svg).map_err(|e| format!("{name}: {e}"))?;
     println!(
@@ -293,6 +325,16 @@ mod tests {
         assert!(Options::parse(&args(&["--runs", "0"]))
             .unwrap_err()
             .contains("from 1 to 20"));
+        let only = Options::parse(&args(&["--only", "fwd-virtio-e1000,e1000"])).unwrap();
+        assert_eq!(
+            only.plan(true).targets,
+            [Target::E1000, Target::FwdVirtioE1000],
+            "in the bench's order"
+        );
+        assert_eq!(only.mode(), "only");
+        assert!(Options::parse(&args(&["--only", "e1000,nope"]))
+            .unwrap_err()
+            .contains("--only nope: no such target"));
         assert!(Options::parse(&args(&["--fast"]))
             .unwrap_err()
             .contains("unknown bench option `--fast`"));

@@ -125,9 +125,9 @@ fn series(run: &Run, out: &str, read: &dyn Fn(String) -> String) -> Series {
         (Tool::Kernel, _) => parse::samples(&read(format!("{}.samples", run.id()))),
         (Tool::Testpmd, Some(_)) => parse::testpmd(out, 1),
         (Tool::Testpmd, None) => parse::testpmd(out, 0),
-        (Tool::Zcnic, Some((_, inp, outp))) => parse::fwd(out, inp, outp),
-        // The plan has no ceiling run on a forwarding target.
-        (Tool::Zcnic | Tool::Ceiling, _) => parse::zcnic(out, device),
+        (Tool::Zcnic | Tool::Hybrid, Some((_, inp, outp))) => parse::fwd(out, inp, outp),
+        // The plan has no ceiling run on a forwarding target, no hybrid run elsewhere.
+        (Tool::Zcnic | Tool::Ceiling | Tool::Hybrid, _) => parse::zcnic(out, device),
     }
 }
 
@@ -257,7 +257,7 @@ pub fn print(report: &Report, plan: &Plan) {
         "\nbench: one boot, TCG, 60-byte frames; every run measured over a {} s window after {} s of warm-up; {} round(s), tools interleaved",
         plan.window.secs, plan.window.warm, plan.rounds
     );
-    for target in Target::ALL {
+    for &target in &plan.targets {
         println!("  {} ({}, pps):", target.label(), target.rule().describe());
         for &tool in target.tools() {
             let runs = report.figures(target, tool);
@@ -293,6 +293,7 @@ pub fn print(report: &Report, plan: &Plan) {
             (Tool::Zcnic, Tool::Kernel, "zcnic/kernel"),
             (Tool::Testpmd, Tool::Ceiling, "DPDK/ceiling"),
             (Tool::Zcnic, Tool::Ceiling, "zcnic/ceiling"),
+            (Tool::Hybrid, Tool::Zcnic, "hybrid/poll"),
         ] {
             if let Some(t) = ratio_text(report, target, a, b) {
                 ratios.push(format!("{name} {t}"));
