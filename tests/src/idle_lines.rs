@@ -10,7 +10,7 @@ pub fn result(run: &GuestRun, file: &str) -> String {
     std::fs::read_to_string(run.results.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
-/// dump's or fwd's idle line (`… idle hybrid=1ms: 3 wakes, 0 ready, 49 naps, quiet 1ms; cpu 0.04 s
+/// dump's or fwd's idle line (`… idle hybrid=1ms: 3 wakes, 0 ready, 49 naps, 0 early, quiet 1ms; cpu 0.04 s
 /// of 5.00 s (0.8% of a core)`, or `… queue 0 idle …; queue 1 idle …` from `dump --queues`)
 /// in `file`: the line, and its share of a core in percent
 /// (NaN when it has none, as a queue's line of `dump --queues` has not; a test that

@@ -130,6 +130,9 @@ pub struct Idler {
     pub ready: u64,
     /// Sleeps that ran to [`NAP`] with nothing arriving.
     pub naps: u64,
+    /// `hybrid=T`: sleeps woken sooner than the quiet time before them, each a stall in a
+    /// stream that doubled the quiet time (see `count`).
+    pub early: u64,
 }
 
 /// How a [`sleep`] ended.
@@ -157,6 +160,7 @@ impl Idler {
             wakes: 0,
             ready: 0,
             naps: 0,
+            early: 0,
         }
     }
 
@@ -264,6 +268,7 @@ impl Idler {
         if let Idle::HybridFor(base) = self.mode {
             let hiccup = woke == Woke::Ready || (woke == Woke::Interrupt && slept < self.quiet);
             if hiccup {
+                self.early += u64::from(woke == Woke::Interrupt);
                 self.quiet = (self.quiet * 2).min(base * ADAPT_MAX);
             } else if woke == Woke::Timeout {
                 self.quiet = (self.quiet / 2).max(base);
@@ -276,16 +281,17 @@ impl Idler {
         self.quiet
     }
 
-    /// The summary line's words: `idle hybrid=1ms: 12 wakes, 3 ready, 50 naps, quiet 1ms`
-    /// (woken by the interrupt, frames found when arming, naps that ran out; the quiet
-    /// time in force at the end).
+    /// The summary line's words: `idle hybrid=1ms: 12 wakes, 3 ready, 50 naps, 2 early,
+    /// quiet 1ms` (woken by the interrupt, frames found when arming, naps that ran out; of
+    /// the wakes, those sooner than the quiet time before them; the quiet time in force at
+    /// the end).
     pub fn describe(&self) -> String {
         let mut s = format!(
             "idle {}: {} wakes, {} ready, {} naps",
             self.mode, self.wakes, self.ready, self.naps
         );
         if matches!(self.mode, Idle::HybridFor(_)) {
-            s += &format!(", quiet {:?}", self.quiet);
+            s += &format!(", {} early, quiet {:?}", self.early, self.quiet);
         }
         s
     }
@@ -434,8 +440,12 @@ mod tests {
         }
         assert_eq!(idler.quiet(), ms(1), "back to T, never below");
         assert_eq!((idler.wakes, idler.ready, idler.naps), (3, 11, 11));
+        assert_eq!(
+            idler.early, 2,
+            "the wakes after 1 ms and 100 ms, not 300 ms"
+        );
         assert!(
-            idler.describe().ends_with("11 naps, quiet 1ms"),
+            idler.describe().ends_with("11 naps, 2 early, quiet 1ms"),
             "{}",
             idler.describe()
         );
