@@ -53,6 +53,7 @@ pub const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
 /// `bpf()` commands (bpf.h, enum bpf_cmd).
 const BPF_MAP_CREATE: i32 = 0;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_MAP_DELETE_ELEM: i32 = 3;
 const BPF_PROG_LOAD: i32 = 5;
 const BPF_LINK_CREATE: i32 = 28;
 /// enum bpf_map_type: BPF_MAP_TYPE_XSKMAP.
@@ -193,6 +194,36 @@ pub fn xskmap_set(map: &OwnedFd, key: u32, sock: &OwnedFd) -> io::Result<()> {
     put(&mut a, 8, &(&k as *const u32 as u64).to_ne_bytes());
     put(&mut a, 16, &(&v as *const u32 as u64).to_ne_bytes());
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
+}
+
+/// BPF_MAP_DELETE_ELEM: `map[key]` empty. No redirect looks the socket up through it
+/// after this returns; one that already did finishes within an RCU grace period.
+pub fn xskmap_clear(map: &OwnedFd, key: u32) -> io::Result<()> {
+    let k = key;
+    let mut a = [0u8; ATTR_LEN];
+    put(&mut a, 0, &(map.as_raw_fd() as u32).to_ne_bytes());
+    put(&mut a, 8, &(&k as *const u32 as u64).to_ne_bytes());
+    bpf(BPF_MAP_DELETE_ELEM, &mut a).map(|_| ())
+}
+
+/// `MEMBARRIER_CMD_GLOBAL` (linux/membarrier.h).
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// Waits out an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)` is
+/// `synchronize_rcu()` in the kernel (what libbpf's selftests call `kern_sync_rcu`), and
+/// every XDP receive path (a driver's NAPI poll, generic XDP) runs inside an RCU read-side
+/// section with bottom halves off. Some kernels skip the wait with one CPU online:
+/// sound there, as a section with bottom halves off is not preemptible (PREEMPT_RT
+/// aside), so none is in progress while this system call runs. EINVAL on a kernel booted
+/// with nohz_full, which lacks the command: the caller then leaks rather than guesses.
+pub fn rcu_grace_period() -> io::Result<()> {
+    // SAFETY: plain system call, no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r < 0 {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// BPF_PROG_LOAD of an XDP program; on a verifier refusal the error carries its log.
