@@ -22,9 +22,11 @@
 //! receive path), and it does so at once, inside the NAPI poll (or generic XDP) that
 //! looked the socket up, an RCU read-side section. So before the close each queue
 //! deletes its socket's key from the map (it keeps a duplicate of the map's fd for
-//! this) and waits out an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`,
-//! `synchronize_rcu()` in the kernel): after that no frame reaches the socket, whoever
-//! else holds it, and the buffers go back to the pool. Where either step fails, they
+//! this) and waits out an RCU grace period (`synchronize_rcu()`, which the kernel runs
+//! before an update of an ARRAY_OF_MAPS returns; not `membarrier(MEMBARRIER_CMD_GLOBAL)`,
+//! which skips it with one CPU online, no grace period on a preemptible kernel: see
+//! `sys::rcu_grace_period`): after that no frame reaches the socket, whoever else holds
+//! it, and the buffers go back to the pool. Where either step fails, they
 //! are leaked (never reused) with a warning. (The kernel also reads frames queued on
 //! the TX ring, but only when a holder sends or polls on the socket, and a read by the
 //! kernel, like a device's, is no undefined behaviour in this process.) A zero-copy socket's buffers are never given back (its driver may DMA into
