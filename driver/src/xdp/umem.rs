@@ -26,12 +26,14 @@
 //! before an update of an ARRAY_OF_MAPS returns; not `membarrier(MEMBARRIER_CMD_GLOBAL)`,
 //! which skips it with one CPU online, no grace period on a preemptible kernel: see
 //! `sys::rcu_grace_period`): after that no frame reaches the socket, whoever else holds
-//! it, and the buffers go back to the pool. Where either step fails, they
-//! are leaked (never reused) with a warning. (The kernel also reads frames queued on
-//! the TX ring, but only when a holder sends or polls on the socket, and a read by the
-//! kernel, like a device's, is no undefined behaviour in this process.) A zero-copy socket's buffers are never given back (its driver may DMA into
-//! them until a work item after the close). What remains assumed: no holder of the
-//! socket puts it into a map again (a forked child runs only what precedes its exec).
+//! it, and the buffers go back to the pool. Where either step fails, they are leaked
+//! (never reused) with a warning. (The kernel also reads frames queued on the TX ring:
+//! on a holder's send or poll, and after it from skbs still in flight, to which copy
+//! mode attaches the UMEM's pages on a device without a linear part (virtio_net). A
+//! read by the kernel, like a device's, is no undefined behaviour in this process.) A
+//! zero-copy socket's buffers are never given back (its driver may DMA into them until
+//! a work item after the close). What remains assumed: no holder of the socket puts it
+//! into a map again (a forked child runs only what precedes its exec).
 //!
 //! Asking the kernel whether the socket still exists after the close (NETLINK_SOCK_DIAG
 //! for AF_XDP, by inode) cannot replace this. `xsk_release` takes the socket off the
