@@ -16,7 +16,7 @@ use crate::Error;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zcnic_hugepages::Packet;
 
@@ -68,9 +68,10 @@ pub fn program(map: i32) -> [u64; 6] {
 
 /// What both halves of one queue share: the socket, and the UMEM it registered. Each
 /// half hands the packets it still has in the kernel's rings to `leftover` when it drops
-/// (after which its rings are unmapped); the last half to go drops this, which closes the
-/// socket first — the kernel lets go of the UMEM once its fd and ring mappings are all
-/// gone — and only then gives those packets back to the pool.
+/// (after which its rings are unmapped); the last half to go drops this, which takes the
+/// socket out of the XSKMAP (no frame reaches it after, even if a forked child still
+/// holds it: see `umem.rs`), closes it, and only then gives those packets back to the
+/// pool.
 #[derive(Debug)]
 pub struct Shared {
     /// The socket: `None` only in the tests that play the kernel on rings of plain
@@ -86,6 +87,9 @@ pub struct Shared {
     pub bad: AtomicU64,
     /// Packets the kernel may still hold when a half dropped; touched only on drop.
     pub leftover: Mutex<Vec<Packet>>,
+    /// The XSKMAP the socket is put in (a duplicate of its fd) and the socket's key
+    /// there, set before the socket goes in: the drop takes it out again.
+    pub map: OnceLock<(OwnedFd, u32)>,
     /// The pool whose memory is the UMEM (after `sock`: it outlives the registration).
     pub umem: Arc<Umem>,
     /// Run in the drop just before the held packets go back to the pool, so that a test
@@ -118,16 +122,37 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Takes the socket out of its XSKMAP and waits out every receive path that found it
+    /// there: true when, after this, the kernel writes into none of the buffers in its
+    /// fill ring, whoever else still holds the socket (see `umem.rs`).
+    fn unreachable(&self) -> bool {
+        let Some((map, key)) = self.map.get() else {
+            // Never put in a map: no frame was ever redirected to it.
+            return true;
+        };
+        match sys::xskmap_clear(map, *key).and_then(|()| sys::rcu_grace_period()) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("xdp: taking queue {key}'s socket out of the XSKMAP: {e}");
+                false
+            }
+        }
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Closing the last fd releases the socket in the close itself (the rings were
-        // unmapped with the halves before this runs): in copy mode the kernel unbinds it
-        // and waits out its receive path (synchronize_net), so no write reaches the
-        // UMEM after.
-        // Off the epoll first: an `epoll_wait` on a duplicate of the interrupt fd holds a
-        // reference to the socket while it polls it (Linux 6.10 on), and were that the
-        // last, the socket would be released in that thread after this close returned,
-        // with the buffers below already back in the pool and the kernel still writing.
+        // In copy mode the kernel writes a frame into a fill ring's buffer only when the
+        // program redirects it to the socket through the XSKMAP; once the socket is out
+        // of the map and the receive paths that looked it up before are done, nothing
+        // writes the buffers, even while another process (a forked child) keeps the
+        // socket bound after the close below.
+        let unreachable = self.unreachable();
+        // Off the epoll first, so that the close is the last reference in the usual
+        // case and the queue is free again at once: an `epoll_wait` on a duplicate of
+        // the interrupt fd holds a reference to the socket while it polls it (Linux 6.10
+        // on), and the socket would be released in that thread instead.
         if let (Some(ep), Some(sock)) = (&self.wake, &self.sock) {
             if let Err(e) = sys::unwatch(ep, sock) {
                 log::warn!("xdp: taking the socket off its epoll: {e}");
@@ -142,6 +167,13 @@ impl Drop for Shared {
         if self.zero_copy {
             // A zero-copy driver lets go of the UMEM in a work item after the close and may
             // write its buffers until then: never give them back.
+            left.into_iter().for_each(std::mem::forget);
+        } else if !unreachable {
+            // The kernel may still receive into them: leaked, never reused.
+            log::warn!(
+                "xdp: {} pool buffers left to the kernel (the socket could not be taken out of its XSKMAP)",
+                left.len()
+            );
             left.into_iter().for_each(std::mem::forget);
         } else {
             Packet::drop_all(left);
@@ -293,6 +325,7 @@ impl Queue {
                 zero_copy,
                 bad: AtomicU64::new(0),
                 leftover: Mutex::new(Vec::new()),
+                map: OnceLock::new(),
                 umem: umem.clone(),
                 #[cfg(test)]
                 before_release: Hook(None),
@@ -312,13 +345,19 @@ impl Queue {
 }
 
 impl Attach {
-    /// Puts `socks[q]` at key `q` of a new XSKMAP and attaches the redirect program to
-    /// `ifindex`: in the driver where it has XDP, else the kernel's generic path.
-    pub fn new(iface: &str, ifindex: u32, socks: &[&OwnedFd]) -> Result<Self, Error> {
+    /// Puts the socket of `queues[q]` at key `q` of a new XSKMAP and attaches the redirect
+    /// program to `ifindex`: in the driver where it has XDP, else the kernel's generic
+    /// path. Each queue keeps the map, to take its socket out again when it closes.
+    pub fn new(iface: &str, ifindex: u32, queues: &[&Shared]) -> Result<Self, Error> {
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
-        let map = sys::xskmap_create(socks.len() as u32).map_err(e("creating the XSKMAP"))?;
-        for (q, sock) in socks.iter().enumerate() {
-            sys::xskmap_set(&map, q as u32, sock).map_err(e("adding a socket to the XSKMAP"))?;
+        let map = sys::xskmap_create(queues.len() as u32).map_err(e("creating the XSKMAP"))?;
+        for (q, shared) in queues.iter().enumerate() {
+            let adding = e("adding a socket to the XSKMAP");
+            let invalid = || adding(io::ErrorKind::InvalidInput.into());
+            let sock = shared.sock.as_ref().ok_or_else(invalid)?;
+            let dup = map.try_clone().map_err(adding)?;
+            shared.map.set((dup, q as u32)).map_err(|_| invalid())?;
+            sys::xskmap_set(&map, q as u32, sock).map_err(adding)?;
         }
         let prog = sys::prog_load(
             &program(std::os::fd::AsRawFd::as_raw_fd(&map)),
@@ -341,7 +380,7 @@ impl Attach {
         };
         log::info!(
             "xdp:{iface}: {} queue(s) bound, program attached {}",
-            socks.len(),
+            queues.len(),
             if generic {
                 "as generic XDP"
             } else {
@@ -400,5 +439,99 @@ mod tests {
         assert_eq!(p[2], 0);
         assert_eq!(p[4] >> 32, 51);
         assert_eq!(p[5] & 0xff, 0x95);
+    }
+
+    /// A queue of `count` buffers over fake rings whose map is `map`, holding one buffer
+    /// in its fill ring at the close; the pool's free count after the drop.
+    fn free_after_close(map: Option<(OwnedFd, u32)>) -> usize {
+        let umem = Umem::new("zcfake0", 64).unwrap();
+        let mut q = Queue::fake(&umem);
+        if let Some(m) = map {
+            q.shared.map.set(m).unwrap();
+        }
+        let p = umem.pool().alloc().unwrap();
+        q.rx.held.hold(umem.chunk_of(&p).unwrap(), p).unwrap();
+        q.shared.leave(&mut q.rx.held);
+        drop(q);
+        umem.pool().free_count()
+    }
+
+    #[test]
+    fn buffers_go_back_once_the_socket_is_out_of_its_map() {
+        // Needs root (CAP_BPF), as every AF_XDP test here does.
+        let map = sys::xskmap_create(2).expect("an XSKMAP");
+        assert_eq!(free_after_close(Some((map, 1))), 64);
+        assert_eq!(free_after_close(None), 64, "never in a map");
+        sys::rcu_grace_period().expect("an RCU grace period");
+    }
+
+    /// Installs, on the calling thread only, a seccomp filter under which `membarrier`
+    /// fails with EINVAL without running, as `MEMBARRIER_CMD_GLOBAL` does on a kernel
+    /// booted with nohz_full. (Returning 0 unrun instead would be what the command
+    /// does with one CPU online, grace period or not.)
+    fn membarrier_refused_on_this_thread() {
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        const RET_ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO
+        const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+        let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        let mut filter = [
+            insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+            insn(JEQ_K, 0, 1, libc::SYS_membarrier as u32),
+            insn(RET_K, 0, 0, RET_ERRNO | libc::EINVAL as u32),
+            insn(RET_K, 0, 0, RET_ALLOW),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_mut_ptr(),
+        };
+        // SAFETY: prctl with integer arguments, then with a pointer to `prog`, a live
+        // sock_fprog whose `filter` points at `filter`, both outliving the call (the
+        // kernel copies the program). Without SECCOMP_FILTER_FLAG_TSYNC, the filter and
+        // no_new_privs bind this thread alone, which the caller spawned for the test.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog
+                ),
+                0,
+                "seccomp: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[test]
+    fn regression_buffers_go_back_where_membarrier_global_waits_for_nothing() {
+        // membarrier(MEMBARRIER_CMD_GLOBAL) is no grace period one can count on: EINVAL
+        // under nohz_full, and with one CPU online it returns at once, which on a
+        // preemptible kernel (PREEMPT_RT, or preempt=full with a receive path not
+        // in softirq) leaves a preempted reader that already found the socket. The close
+        // must wait out a grace period by other means; here, with membarrier refused,
+        // it still does, and gives the buffers back.
+        std::thread::spawn(|| {
+            membarrier_refused_on_this_thread();
+            // SAFETY: plain system call; the filter answers it without running it.
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, 1, 0, 0) };
+            assert_eq!(r, -1, "membarrier refused on this thread");
+            let map = sys::xskmap_create(2).expect("an XSKMAP");
+            assert_eq!(free_after_close(Some((map, 1))), 64);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn buffers_stay_out_of_the_pool_when_the_socket_may_still_be_in_a_map() {
+        // A key past the map's end, and an fd that is no map: the deletion fails, so the
+        // kernel might still redirect frames into them.
+        let map = sys::xskmap_create(1).expect("an XSKMAP");
+        assert_eq!(free_after_close(Some((map, 1))), 63);
+        let not_a_map = std::fs::File::open("/dev/null").unwrap().into();
+        assert_eq!(free_after_close(Some((not_a_map, 0))), 63);
     }
 }

@@ -96,8 +96,7 @@ impl XdpPort {
         let ifindex = init::interface(iface)?;
         let umem = Umem::new(iface, cfg.pool)?;
         let q = init::Queue::open(iface, ifindex, 0, &umem)?;
-        let sock = q.shared.sock.as_ref().expect("an open socket");
-        let attach = Arc::new(init::Attach::new(iface, ifindex, &[sock])?);
+        let attach = Arc::new(init::Attach::new(iface, ifindex, &[&q.shared])?);
         Self::with_queue(iface, q, Some(attach), cfg)
     }
 
@@ -332,8 +331,8 @@ impl Nic for XdpPort {
     /// An epoll instance watching the socket: readable while the socket's RX ring holds
     /// frames (the kernel wakes it as it fills the ring), so `--idle sleep` and `rx_wait`
     /// work as on a device's interrupt, with nothing to acknowledge. Not the socket
-    /// itself: a duplicate of that would keep it bound, with pool buffers in its fill
-    /// ring, after the port closed and gave them back to the pool.
+    /// itself: a duplicate of that would keep it bound, and its queue busy, after the
+    /// port closed.
     fn rx_interrupt_fd(&self) -> Result<BorrowedFd<'_>, Error> {
         match &self.rx.shared.wake {
             Some(ep) => Ok(ep.as_fd()),

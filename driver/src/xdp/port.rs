@@ -51,11 +51,8 @@ impl XdpMultiPort {
         for q in 0..n {
             queues.push(init::Queue::open(iface, ifindex, u32::from(q), &umem)?);
         }
-        let socks: Vec<_> = queues
-            .iter()
-            .map(|q| q.shared.sock.as_ref().expect("an open socket"))
-            .collect();
-        let attach = Arc::new(Attach::new(iface, ifindex, &socks)?);
+        let shared: Vec<&Shared> = queues.iter().map(|q| &*q.shared).collect();
+        let attach = Arc::new(Attach::new(iface, ifindex, &shared)?);
         let fill = init::fill_count(cfg.pool, usize::from(n));
         let zero_copy = queues.iter().all(|q| q.shared.zero_copy);
         let mut ctl = Control::new(iface, zero_copy, attach.generic);

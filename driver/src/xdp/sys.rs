@@ -53,9 +53,12 @@ pub const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
 /// `bpf()` commands (bpf.h, enum bpf_cmd).
 const BPF_MAP_CREATE: i32 = 0;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_MAP_DELETE_ELEM: i32 = 3;
 const BPF_PROG_LOAD: i32 = 5;
 const BPF_LINK_CREATE: i32 = 28;
-/// enum bpf_map_type: BPF_MAP_TYPE_XSKMAP.
+/// enum bpf_map_type: BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_XSKMAP.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 /// enum bpf_prog_type: BPF_PROG_TYPE_XDP.
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -186,13 +189,77 @@ pub fn xskmap_create(entries: u32) -> io::Result<OwnedFd> {
 
 /// BPF_MAP_UPDATE_ELEM: `map[key] = sock`.
 pub fn xskmap_set(map: &OwnedFd, key: u32, sock: &OwnedFd) -> io::Result<()> {
+    map_set_fd(map, key, sock)
+}
+
+/// BPF_MAP_UPDATE_ELEM of a map whose values are fds (an XSKMAP's sockets, an
+/// ARRAY_OF_MAPS's maps): `map[key] = fd`.
+fn map_set_fd(map: &OwnedFd, key: u32, fd: &OwnedFd) -> io::Result<()> {
     let k = key;
-    let v = sock.as_raw_fd() as u32;
+    let v = fd.as_raw_fd() as u32;
     let mut a = [0u8; ATTR_LEN];
     put(&mut a, 0, &(map.as_raw_fd() as u32).to_ne_bytes());
     put(&mut a, 8, &(&k as *const u32 as u64).to_ne_bytes());
     put(&mut a, 16, &(&v as *const u32 as u64).to_ne_bytes());
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
+}
+
+/// BPF_MAP_DELETE_ELEM: `map[key]` empty. No redirect looks the socket up through it
+/// after this returns; one that already did finishes within an RCU grace period.
+pub fn xskmap_clear(map: &OwnedFd, key: u32) -> io::Result<()> {
+    let k = key;
+    let mut a = [0u8; ATTR_LEN];
+    put(&mut a, 0, &(map.as_raw_fd() as u32).to_ne_bytes());
+    put(&mut a, 8, &(&k as *const u32 as u64).to_ne_bytes());
+    bpf(BPF_MAP_DELETE_ELEM, &mut a).map(|_| ())
+}
+
+/// Waits out an RCU grace period (`synchronize_rcu()`), which every XDP receive path
+/// that looked the socket up before the map deletion is inside of, from the program's
+/// lookup to the copy into the fill ring's buffer: a driver's NAPI poll (bottom halves
+/// off, which RCU counts as a read-side section, and which PREEMPT_RT turns into one
+/// outright), generic XDP (under `rcu_read_lock`, from `netif_receive_skb` or tun).
+///
+/// How: an update of an ARRAY_OF_MAPS from user space returns only after
+/// `synchronize_rcu()` (`maybe_wait_bpf_programs` in kernel/bpf/syscall.c, long before
+/// the 5.9 zcnic needs: the kernel's promise that no program still sees the old value;
+/// the BPF selftests' btf_map_in_map uses it the same way), so this makes a one-entry
+/// ARRAY_OF_MAPS and sets its entry. Not `membarrier(MEMBARRIER_CMD_GLOBAL)`
+/// (libbpf's selftests' `kern_sync_rcu`): that skips `synchronize_rcu()` whenever one
+/// CPU is online, which is no grace period on a preemptible kernel, where a reader can
+/// be preempted (PREEMPT_RT, whose bottom-half sections are preemptible too, or
+/// preempt=full with generic XDP outside softirq) between its lookup and its copy; and
+/// it is EINVAL under nohz_full. `synchronize_rcu()` itself skips the wait with one CPU
+/// only on a kernel without preemption, where that is sound.
+pub fn rcu_grace_period() -> io::Result<()> {
+    let inner = map_create(BPF_MAP_TYPE_ARRAY, 1, None, b"zcnic_rcu")?;
+    let outer = map_create(
+        BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        1,
+        Some(&inner),
+        b"zcnic_rcu_sync",
+    )?;
+    map_set_fd(&outer, 0, &inner)
+}
+
+/// BPF_MAP_CREATE of `entries` u32 keys to u32 values (or, with `inner`, to maps like
+/// it), named `name` (at most 15 bytes).
+fn map_create(
+    kind: u32,
+    entries: u32,
+    inner: Option<&OwnedFd>,
+    name: &[u8],
+) -> io::Result<OwnedFd> {
+    let mut a = [0u8; ATTR_LEN];
+    put(&mut a, 0, &kind.to_ne_bytes());
+    put(&mut a, 4, &4u32.to_ne_bytes()); // key_size
+    put(&mut a, 8, &4u32.to_ne_bytes()); // value_size
+    put(&mut a, 12, &entries.to_ne_bytes()); // max_entries
+    if let Some(m) = inner {
+        put(&mut a, 20, &(m.as_raw_fd() as u32).to_ne_bytes()); // inner_map_fd
+    }
+    put(&mut a, 28, &name[..name.len().min(15)]); // map_name (offset 28, 16 bytes)
+    bpf(BPF_MAP_CREATE, &mut a).map(own)
 }
 
 /// BPF_PROG_LOAD of an XDP program; on a verifier refusal the error carries its log.

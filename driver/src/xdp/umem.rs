@@ -11,13 +11,39 @@
 //! [`Umem`] (and so the pool) after its fd, and the pool's memory is not freed while any
 //! of its buffers is out.
 //!
-//! One limit: the kernel stops writing the buffers of a socket only when the socket's
-//! last reference goes, and a process forked (not spawned with `posix_spawn`/vfork, which
-//! `std::process::Command` uses where it can) holds the socket, its rings and the link
-//! until it execs or exits. A port closed on another thread in that window gives its
-//! fill ring's buffers back to the pool while the socket, still bound, can receive into
-//! them. With a UMEM of its own (unmapped at the close) that was harmless; with the pool
-//! as UMEM it is not, and no system call tells the port the socket is really gone.
+//! A forked child (issue 22): a process forked (not spawned with `posix_spawn`/vfork,
+//! which `std::process::Command` uses where it can) holds the socket, its rings and the
+//! program's link until it execs or exits. A port closed on another thread in that
+//! window does not release the socket: it stays bound, the program stays attached, and
+//! the fill ring still names the buffers the port is about to give back to the pool. So
+//! the close does not rely on releasing the socket. In copy mode the kernel writes into
+//! a fill ring's buffer only when the program redirects a frame to the socket through
+//! the XSKMAP (`xsk_rcv`, `xsk_generic_rcv`: nothing else reaches an XSK socket's
+//! receive path), and it does so at once, inside the NAPI poll (or generic XDP) that
+//! looked the socket up, an RCU read-side section. So before the close each queue
+//! deletes its socket's key from the map (it keeps a duplicate of the map's fd for
+//! this) and waits out an RCU grace period (`synchronize_rcu()`, which the kernel runs
+//! before an update of an ARRAY_OF_MAPS returns; not `membarrier(MEMBARRIER_CMD_GLOBAL)`,
+//! which skips it with one CPU online, no grace period on a preemptible kernel: see
+//! `sys::rcu_grace_period`): after that no frame reaches the socket, whoever else holds
+//! it, and the buffers go back to the pool. Where either step fails, they are leaked
+//! (never reused) with a warning. (The kernel also reads frames queued on the TX ring:
+//! on a holder's send or poll, and after it from skbs still in flight, to which copy
+//! mode attaches the UMEM's pages on a device without a linear part (virtio_net). A
+//! read by the kernel, like a device's, is no undefined behaviour in this process.) A
+//! zero-copy socket's buffers are never given back (its driver may DMA into them until
+//! a work item after the close). What remains assumed: no holder of the socket puts it
+//! into a map again (a forked child runs only what precedes its exec).
+//!
+//! Asking the kernel whether the socket still exists after the close (NETLINK_SOCK_DIAG
+//! for AF_XDP, by inode) cannot replace this. `xsk_release` takes the socket off the
+//! list the dump walks before it deletes it from the maps and unbinds it
+//! (`synchronize_net`), so a socket missing from the dump may be another process's,
+//! still being released with frames arriving; a dump can also stop early at a socket
+//! unbound under it (its interface removed), hiding the rest; and the module is
+//! optional (CONFIG_XDP_SOCKETS_DIAG, absent from some kernels altogether). Scanning
+//! `/proc/*/fd` for the inode misses a socket in flight in an SCM_RIGHTS message, and
+//! shares the first race.
 //!
 //! [`Shared`]: super::init::Shared
 
