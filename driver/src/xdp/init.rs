@@ -1,5 +1,6 @@
 //! Opening an AF_XDP port: per queue, a socket with the port's pool registered as its
-//! UMEM ([`Umem`]), its rings, bound to that queue in copy mode; per port, an
+//! UMEM ([`Umem`]), its rings, bound to that queue in zero-copy mode where the driver
+//! and the pool's memory allow it, in copy mode otherwise; per port, an
 //! XSKMAP of the sockets by queue and zcnic's own redirect program attached through a
 //! bpf_link.
 //!
@@ -208,21 +209,52 @@ pub fn fail(iface: &str, what: &str, e: io::Error) -> Error {
     }
 }
 
-/// Binds `sock` to `queue` of `ifindex` in copy mode: the pool's buffers are unaligned
-/// chunks that cross 4 KiB pages of ordinary memory, which a zero-copy driver (DMA-mapping
-/// page by page) would refuse, silently keeping the buffer; the kernel copies each frame
-/// between its own buffer and the pool's instead. The kernel lets go of a closed socket's
-/// queue in a work item, a moment after the close: EBUSY is retried for up to two seconds,
-/// so a port reopened right after the last one closed (or after a killed zcnic) opens.
-fn bind(sock: &OwnedFd, ifindex: u32, queue: u32) -> io::Result<bool> {
+/// Binds `sock` to `queue` of `ifindex`: in zero-copy mode first when `zero_copy` (the
+/// pool is in hugepages the driver can map, see `umem.rs`), in copy mode when the kernel
+/// refuses that or when not asked. Whether it is zero copy, as the kernel says.
+///
+/// The kernel's answers to XDP_ZEROCOPY (`xp_assign_dev`): EOPNOTSUPP when the driver does
+/// not advertise NETDEV_XDP_ACT_XSK_ZEROCOPY (every driver of 6.1 QEMU guests; virtio_net
+/// before 6.13, igb before 6.14), else whatever the driver's XDP_SETUP_XSK_POOL returns
+/// (EINVAL for a queue it lacks or a DMA device it cannot use, ENOENT, ENOMEM). A failed
+/// bind leaves the socket as it was (rings, UMEM), so copy mode is tried on the same one.
+/// EBUSY is neither: the queue is taken, and that is retried as below.
+fn bind(sock: &OwnedFd, ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<bool> {
+    if zero_copy {
+        match bind_retrying(sock, ifindex, queue, sys::XDP_ZEROCOPY) {
+            // A kernel without XDP_OPTIONS (< 5.3) has just bound it in zero copy as asked.
+            Ok(()) => {
+                return Ok(sys::options(sock).map_or(true, |o| o & sys::XDP_OPTIONS_ZEROCOPY != 0))
+            }
+            Err(e) if refused_zero_copy(&e) => {
+                log::info!("xdp: queue {queue}: zero copy refused ({e}), binding in copy mode");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bind_retrying(sock, ifindex, queue, sys::XDP_COPY).map(|()| false)
+}
+
+/// An error of a zero-copy bind after which copy mode may still bind.
+fn refused_zero_copy(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT | libc::ENOMEM)
+    )
+}
+
+/// One bind with `mode` (XDP_COPY or XDP_ZEROCOPY) and need-wakeup. The kernel lets go of
+/// a closed socket's queue in a work item, a moment after the close: EBUSY is retried for
+/// up to two seconds, so a port reopened right after the last one closed (or after a
+/// killed zcnic) opens.
+fn bind_retrying(sock: &OwnedFd, ifindex: u32, queue: u32, mode: u16) -> io::Result<()> {
     let end = Instant::now() + Duration::from_secs(2);
     loop {
-        let flags = sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY;
-        match sys::bind(sock, ifindex, queue, flags) {
+        match sys::bind(sock, ifindex, queue, sys::XDP_USE_NEED_WAKEUP | mode) {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            r => return r.map(|()| false),
+            r => return r,
         }
     }
 }
@@ -243,7 +275,7 @@ pub fn interface(iface: &str) -> Result<u32, Error> {
 
 impl Queue {
     /// Opens a socket on `queue` of the interface `ifindex` (named `iface`), with `umem`'s
-    /// pool as its UMEM.
+    /// pool as its UMEM, trying zero copy first when the pool is in hugepages.
     pub fn open(iface: &str, ifindex: u32, queue: u32, umem: &Arc<Umem>) -> Result<Self, Error> {
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
         let sock = sys::xsk_socket().map_err(e("AF_XDP socket"))?;
@@ -270,7 +302,8 @@ impl Queue {
         let comp = ring(off.cr, 8, sys::XDP_UMEM_PGOFF_COMPLETION_RING)?;
         let rx = ring(off.rx, 16, sys::XDP_PGOFF_RX_RING)?;
         let tx = ring(off.tx, 16, sys::XDP_PGOFF_TX_RING)?;
-        let zero_copy = bind(&sock, ifindex, queue).map_err(e("binding to the queue"))?;
+        let zero_copy =
+            bind(&sock, ifindex, queue, umem.huge()).map_err(e("binding to the queue"))?;
         let wake = sys::readiness(&sock).map_err(e("an epoll for the socket"))?;
         let rings = (fill, comp, rx, tx);
         Ok(Self::new(Some((sock, wake)), umem, zero_copy, rings))
