@@ -1,4 +1,8 @@
-//! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency.
+//! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency:
+//! bookworm's (6.1) for every suite, or bookworm-backports' (6.12) for a guest that asks
+//! for it ([`GuestKernel::Backports`]). The backports kernel builds the virtio core in and
+//! ships its modules as `.ko.xz`: a wanted module it has built in is left out, and one it
+//! has compressed is decompressed (`xz -dk`) beside the original, once.
 //!
 //! The package is downloaded with `apt-get download` and unpacked with `dpkg-deb -x` into
 //! `target/zcnic-qemu/cache/<package>/`, once. Module dependencies are read from each
@@ -13,6 +17,26 @@ use crate::Error;
 
 /// The metapackage whose dependency is the current kernel package.
 const META: &str = "linux-image-amd64";
+
+/// Which Debian kernel a guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum GuestKernel {
+    /// bookworm's `linux-image-amd64` (6.1): every suite's.
+    #[default]
+    Bookworm,
+    /// bookworm-backports' `linux-image-amd64` (6.12), for what 6.1 lacks.
+    Backports,
+}
+
+impl GuestKernel {
+    /// `apt-cache` options that pick this kernel's metapackage version.
+    fn apt_release(self) -> &'static [&'static str] {
+        match self {
+            GuestKernel::Bookworm => &[],
+            GuestKernel::Backports => &["-t", "bookworm-backports"],
+        }
+    }
+}
 
 /// A module the guest carries, by path under `lib/modules/<version>/kernel/`, no `.ko`.
 struct Wanted {
@@ -90,12 +114,12 @@ pub(crate) struct Kernel {
 }
 
 /// Downloads and unpacks the kernel package unless it is already in `cache`.
-pub(crate) fn fetch(cache: &Path) -> Result<Kernel, Error> {
+pub(crate) fn fetch(cache: &Path, which: GuestKernel) -> Result<Kernel, Error> {
     fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
-    let package = match kernel_package() {
+    let package = match kernel_package(which) {
         Ok(p) => p,
-        // Offline or without package lists: any kernel unpacked before will do.
-        Err(e) => newest_cached(cache).ok_or(e)?,
+        // Offline or without package lists: any kernel of that kind unpacked before will do.
+        Err(e) => newest_cached(cache, which).ok_or(e)?,
     };
     let root = cache.join(&package);
     if !root.join(".unpacked").exists() {
@@ -104,10 +128,16 @@ pub(crate) fn fetch(cache: &Path) -> Result<Kernel, Error> {
     load(&package, &root)
 }
 
-/// The `linux-image-6.1.0-N-amd64` that `linux-image-amd64` depends on.
-fn kernel_package() -> Result<String, Error> {
+/// The `linux-image-6.1.0-N-amd64` (or backports' `linux-image-6.12.N+deb12-amd64`) that
+/// `linux-image-amd64` of `which` release depends on.
+fn kernel_package(which: GuestKernel) -> Result<String, Error> {
     let query = || -> Result<Option<String>, Error> {
-        let out = output(apt("apt-cache").args(["depends", META]), "")?;
+        let out = output(
+            apt("apt-cache")
+                .args(which.apt_release())
+                .args(["depends", META]),
+            "",
+        )?;
         Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
     };
     if let Ok(Some(p)) = query() {
@@ -134,11 +164,12 @@ fn parse_depends(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn newest_cached(cache: &Path) -> Option<String> {
+fn newest_cached(cache: &Path, which: GuestKernel) -> Option<String> {
     let mut found: Vec<(std::time::SystemTime, String)> = fs::read_dir(cache)
         .ok()?
         .flatten()
         .filter(|e| e.path().join(".unpacked").exists())
+        .filter(|e| is_kind(&e.file_name().to_string_lossy(), which))
         .filter_map(|e| {
             Some((
                 e.metadata().ok()?.modified().ok()?,
@@ -148,6 +179,11 @@ fn newest_cached(cache: &Path) -> Option<String> {
         .collect();
     found.sort();
     found.pop().map(|(_, name)| name)
+}
+
+/// Whether an unpacked kernel package's name is of `which` kind (6.1 is bookworm's).
+fn is_kind(package: &str, which: GuestKernel) -> bool {
+    package.starts_with("linux-image-6.1.") == (which == GuestKernel::Bookworm)
 }
 
 /// `apt-get download` + `dpkg-deb -x` into `cache/<package>`, atomically.
@@ -190,20 +226,20 @@ fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
     let vmlinuz = only_entry(&root.join("boot"), "vmlinuz-")?;
     let version_dir = only_entry(&root.join("lib/modules"), "")?;
     let kernel_dir = version_dir.join("kernel");
+    let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
     let mut modules = Vec::new();
     for w in WANTED {
         let file = kernel_dir.join(format!("{}.ko", w.path));
+        let packed = kernel_dir.join(format!("{}.ko.xz", w.path));
+        if !file.exists() && packed.exists() {
+            decompress(&packed)?;
+        }
         if !file.exists() {
-            if w.optional {
+            if w.optional || is_builtin(&builtin, w.path) {
                 continue;
             }
-            let hint = if file.with_extension("ko.xz").exists() {
-                " (only .ko.xz: use a kernel with plain .ko)"
-            } else {
-                ""
-            };
             return Err(Error::Image(format!(
-                "{} has no {}{hint}",
+                "{} has no {}",
                 package,
                 file.display()
             )));
@@ -228,6 +264,41 @@ fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
         vmlinuz,
         modules,
     })
+}
+
+/// Whether `modules.builtin` (`kernel/PATH.ko` per line) lists the module at `path`.
+fn is_builtin(list: &str, path: &str) -> bool {
+    list.lines().any(|l| {
+        l.strip_prefix("kernel/")
+            .and_then(|l| l.strip_suffix(".ko"))
+            == Some(path)
+    })
+}
+
+/// `xz -dk`: the `.ko` beside its `.ko.xz`, written to a temporary name first so that a
+/// process reading the cache never sees half a module.
+fn decompress(packed: &Path) -> Result<(), Error> {
+    let ko = packed.with_extension("");
+    let part = packed.with_extension(format!("part-{}", std::process::id()));
+    let file =
+        fs::File::create(&part).map_err(Error::io(format!("creating {}", part.display())))?;
+    let status = Command::new("xz")
+        .args(["-dc", "--"])
+        .arg(packed)
+        .stdout(file)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        let _ = fs::remove_file(&part);
+        return Err(Error::Missing {
+            what: format!("a decompressed {}", packed.display()),
+            fix: "apt-get install xz-utils".into(),
+        });
+    }
+    fs::rename(&part, &ko).map_err(Error::io(format!(
+        "moving {} to {}",
+        part.display(),
+        ko.display()
+    )))
 }
 
 /// The single entry of `dir` whose name starts with `prefix`.
@@ -322,6 +393,27 @@ mod tests {
         assert_eq!(modinfo_depends(ko), ["vfio-pci-core", "vfio"]);
         assert!(modinfo_depends(b"\0depends=\0name=e1000\0").is_empty());
         assert!(modinfo_depends(b"no modinfo").is_empty());
+    }
+
+    #[test]
+    fn builtins_and_kinds_are_told_apart() {
+        let list = "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n";
+        assert!(is_builtin(list, "drivers/virtio/virtio"));
+        assert!(!is_builtin(list, "drivers/virtio/virtio_pci"));
+        assert!(!is_builtin(list, "drivers/virtio"));
+        assert!(is_kind("linux-image-6.1.0-57-amd64", GuestKernel::Bookworm));
+        assert!(!is_kind(
+            "linux-image-6.1.0-57-amd64",
+            GuestKernel::Backports
+        ));
+        assert!(is_kind(
+            "linux-image-6.12.95+deb12-amd64",
+            GuestKernel::Backports
+        ));
+        assert!(!is_kind(
+            "linux-image-6.12.95+deb12-amd64",
+            GuestKernel::Bookworm
+        ));
     }
 
     #[test]
