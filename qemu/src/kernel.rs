@@ -1,8 +1,9 @@
 //! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency:
 //! bookworm's (6.1) for every suite, or bookworm-backports' (6.12) for a guest that asks
-//! for it ([`GuestKernel::Backports`]). The backports kernel builds the virtio core in and
-//! ships its modules as `.ko.xz`: a wanted module it has built in is left out, and one it
-//! has compressed is decompressed (`xz -dk`) beside the original, once.
+//! for it ([`GuestKernel::Backports`]), or trixie-backports' newest
+//! ([`GuestKernel::TrixieBackports`]). The newer kernels build the virtio core in and ship
+//! their modules as `.ko.xz`: the virtio core modules are optional, and a compressed
+//! module is decompressed (`xz -dc`) beside the original, once.
 //!
 //! The package is downloaded with `apt-get download` and unpacked with `dpkg-deb -x` into
 //! `target/zcnic-qemu/cache/<package>/`, once. Module dependencies are read from each
@@ -12,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::aptstate::AptState;
 use crate::deps::{apt, apt_update, is_root, output};
 use crate::Error;
 
@@ -26,16 +28,48 @@ pub enum GuestKernel {
     Bookworm,
     /// bookworm-backports' `linux-image-amd64` (6.12), for what 6.1 lacks.
     Backports,
+    /// trixie-backports' `linux-image-amd64` (the newest Debian builds: 7.3 when this
+    /// was written), through a private apt state (`aptstate.rs`): for what 6.12 lacks too,
+    /// such as AF_XDP zero copy in virtio_net (6.13) and igb (6.14).
+    TrixieBackports,
 }
 
 impl GuestKernel {
-    /// `apt-cache` options that pick this kernel's metapackage version.
-    fn apt_release(self) -> &'static [&'static str] {
+    /// `program` (`apt-get`, `apt-cache`) as it must run for this kernel's packages,
+    /// with the options that pick its release.
+    fn apt(self, cache: &Path, program: &str) -> Command {
         match self {
-            GuestKernel::Bookworm => &[],
-            GuestKernel::Backports => &["-t", "bookworm-backports"],
+            GuestKernel::Bookworm => apt(program),
+            GuestKernel::Backports => {
+                let mut cmd = apt(program);
+                cmd.args(["-t", "bookworm-backports"]);
+                cmd
+            }
+            GuestKernel::TrixieBackports => trixie(cache).command(program),
         }
     }
+
+    /// Brings this kernel's package lists up to date (root only).
+    fn update(self, cache: &Path) -> Result<(), Error> {
+        match self {
+            GuestKernel::TrixieBackports => trixie(cache).update(),
+            _ => apt_update(),
+        }
+    }
+
+    /// Whether an unpacked kernel package's name is of this kind.
+    fn owns(self, package: &str) -> bool {
+        match self {
+            GuestKernel::Bookworm => package.starts_with("linux-image-6.1."),
+            GuestKernel::Backports => package.contains("+deb12"),
+            GuestKernel::TrixieBackports => package.contains("+deb13"),
+        }
+    }
+}
+
+/// The private apt state trixie-backports' kernel comes through.
+fn trixie(cache: &Path) -> AptState {
+    AptState::new(cache, "trixie-backports")
 }
 
 /// A module the guest carries, by path under `lib/modules/<version>/kernel/`, no `.ko`.
@@ -65,11 +99,13 @@ const WANTED: &[Wanted] = &[
     want("drivers/vfio/pci/vfio-pci", true, false),
     want("drivers/uio/uio", true, false),
     want("drivers/uio/uio_pci_generic", true, false),
-    want("drivers/virtio/virtio_ring", true, false),
-    want("drivers/virtio/virtio", true, false),
-    want("drivers/virtio/virtio_pci_modern_dev", true, false),
-    want("drivers/virtio/virtio_pci_legacy_dev", true, false),
-    want("drivers/virtio/virtio_pci", true, false),
+    // The virtio core is built in from 6.12 on (and trixie's packages list no
+    // modules.builtin to tell built in from missing).
+    want("drivers/virtio/virtio_ring", true, true),
+    want("drivers/virtio/virtio", true, true),
+    want("drivers/virtio/virtio_pci_modern_dev", true, true),
+    want("drivers/virtio/virtio_pci_legacy_dev", true, true),
+    want("drivers/virtio/virtio_pci", true, true),
     want("drivers/block/virtio_blk", true, false),
     want("net/core/failover", false, false),
     want("drivers/net/net_failover", false, false),
@@ -107,7 +143,7 @@ pub(crate) struct Module {
 pub(crate) struct Kernel {
     /// The Debian package it came from.
     pub package: String,
-    /// `boot/vmlinuz-*`.
+    /// `boot/vmlinuz-*` (or `usr/lib/modules/*/vmlinuz`).
     pub vmlinuz: PathBuf,
     /// The modules of [`WANTED`] that exist, in load order.
     pub modules: Vec<Module>,
@@ -116,35 +152,30 @@ pub(crate) struct Kernel {
 /// Downloads and unpacks the kernel package unless it is already in `cache`.
 pub(crate) fn fetch(cache: &Path, which: GuestKernel) -> Result<Kernel, Error> {
     fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
-    let package = match kernel_package(which) {
+    let package = match kernel_package(cache, which) {
         Ok(p) => p,
         // Offline or without package lists: any kernel of that kind unpacked before will do.
         Err(e) => newest_cached(cache, which).ok_or(e)?,
     };
     let root = cache.join(&package);
     if !root.join(".unpacked").exists() {
-        unpack(cache, &package)?;
+        unpack(cache, &package, which)?;
     }
     load(&package, &root)
 }
 
 /// The `linux-image-6.1.0-N-amd64` (or backports' `linux-image-6.12.N+deb12-amd64`) that
 /// `linux-image-amd64` of `which` release depends on.
-fn kernel_package(which: GuestKernel) -> Result<String, Error> {
+fn kernel_package(cache: &Path, which: GuestKernel) -> Result<String, Error> {
     let query = || -> Result<Option<String>, Error> {
-        let out = output(
-            apt("apt-cache")
-                .args(which.apt_release())
-                .args(["depends", META]),
-            "",
-        )?;
+        let out = output(which.apt(cache, "apt-cache").args(["depends", META]), "")?;
         Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
     };
     if let Ok(Some(p)) = query() {
         return Ok(p);
     }
     if is_root() {
-        apt_update()?;
+        which.update(cache)?;
         if let Some(p) = query()? {
             return Ok(p);
         }
@@ -157,11 +188,29 @@ fn kernel_package(which: GuestKernel) -> Result<String, Error> {
 
 /// Picks the kernel package out of `apt-cache depends` output.
 fn parse_depends(text: &str) -> Option<String> {
+    depends(text).find(|p| p.starts_with("linux-image-"))
+}
+
+/// The packages an `apt-cache depends` output names after `Depends:` (not virtual ones).
+fn depends(text: &str) -> impl Iterator<Item = String> + '_ {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(str::trim)
-        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .filter(|p| !p.starts_with('<'))
         .map(str::to_string)
+}
+
+/// The packages that make up kernel `package`: itself and, from trixie on, where the
+/// image package is only a shell, its `linux-binary-*` (vmlinuz) and `linux-modules-*`.
+fn parts(cache: &Path, package: &str, which: GuestKernel) -> Result<Vec<String>, Error> {
+    let out = output(which.apt(cache, "apt-cache").args(["depends", package]), "")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut all = vec![package.to_string()];
+    all.extend(
+        depends(&text)
+            .filter(|p| p.starts_with("linux-binary-") || p.starts_with("linux-modules-")),
+    );
+    Ok(all)
 }
 
 fn newest_cached(cache: &Path, which: GuestKernel) -> Option<String> {
@@ -169,7 +218,7 @@ fn newest_cached(cache: &Path, which: GuestKernel) -> Option<String> {
         .ok()?
         .flatten()
         .filter(|e| e.path().join(".unpacked").exists())
-        .filter(|e| is_kind(&e.file_name().to_string_lossy(), which))
+        .filter(|e| which.owns(&e.file_name().to_string_lossy()))
         .filter_map(|e| {
             Some((
                 e.metadata().ok()?.modified().ok()?,
@@ -181,31 +230,35 @@ fn newest_cached(cache: &Path, which: GuestKernel) -> Option<String> {
     found.pop().map(|(_, name)| name)
 }
 
-/// Whether an unpacked kernel package's name is of `which` kind (6.1 is bookworm's).
-fn is_kind(package: &str, which: GuestKernel) -> bool {
-    package.starts_with("linux-image-6.1.") == (which == GuestKernel::Bookworm)
-}
-
-/// `apt-get download` + `dpkg-deb -x` into `cache/<package>`, atomically.
-fn unpack(cache: &Path, package: &str) -> Result<(), Error> {
+/// `apt-get download` + `dpkg-deb -x` of the kernel's packages into `cache/<package>`,
+/// atomically.
+fn unpack(cache: &Path, package: &str, which: GuestKernel) -> Result<(), Error> {
     let staging = cache.join(format!("{package}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(Error::io(format!("creating {}", staging.display())))?;
     output(
-        apt("apt-get")
+        which
+            .apt(cache, "apt-get")
             .arg("download")
-            .arg(package)
+            .args(parts(cache, package, which)?)
             .current_dir(&staging),
         "check that Debian's package mirror is reachable (or run `apt-get update`)",
     )?;
-    let deb = fs::read_dir(&staging)
+    let debs: Vec<PathBuf> = fs::read_dir(&staging)
         .map_err(Error::io(format!("listing {}", staging.display())))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| Error::Image(format!("apt-get download {package} left no .deb")))?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.is_empty() {
+        return Err(Error::Image(format!(
+            "apt-get download {package} left no .deb"
+        )));
+    }
     let tree = staging.join("tree");
-    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree), "")?;
+    for deb in &debs {
+        output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree), "")?;
+    }
     fs::write(tree.join(".unpacked"), package).map_err(Error::io("marking the kernel unpacked"))?;
     let root = cache.join(package);
     // Another process may have finished first; its tree is as good as ours.
@@ -223,10 +276,20 @@ fn unpack(cache: &Path, package: &str) -> Result<(), Error> {
 
 /// Finds vmlinuz and the wanted modules in an unpacked package.
 fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
-    let vmlinuz = only_entry(&root.join("boot"), "vmlinuz-")?;
-    let version_dir = only_entry(&root.join("lib/modules"), "")?;
+    // Trixie's packages put the modules (and vmlinuz beside them) under /usr.
+    let usr = root.join("usr/lib/modules");
+    let version_dir = if usr.is_dir() {
+        only_entry(&usr, "")?
+    } else {
+        only_entry(&root.join("lib/modules"), "")?
+    };
+    let vmlinuz = match only_entry(&root.join("boot"), "vmlinuz-") {
+        Ok(v) => v,
+        Err(e) => Some(version_dir.join("vmlinuz"))
+            .filter(|v| v.is_file())
+            .ok_or(e)?,
+    };
     let kernel_dir = version_dir.join("kernel");
-    let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
     let mut modules = Vec::new();
     for w in WANTED {
         let file = kernel_dir.join(format!("{}.ko", w.path));
@@ -235,7 +298,7 @@ fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
             decompress(&packed)?;
         }
         if !file.exists() {
-            if w.optional || is_builtin(&builtin, w.path) {
+            if w.optional {
                 continue;
             }
             return Err(Error::Image(format!(
@@ -263,15 +326,6 @@ fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
         package: package.to_string(),
         vmlinuz,
         modules,
-    })
-}
-
-/// Whether `modules.builtin` (`kernel/PATH.ko` per line) lists the module at `path`.
-fn is_builtin(list: &str, path: &str) -> bool {
-    list.lines().any(|l| {
-        l.strip_prefix("kernel/")
-            .and_then(|l| l.strip_suffix(".ko"))
-            == Some(path)
     })
 }
 
@@ -385,6 +439,14 @@ mod tests {
             Some("linux-image-6.1.0-56-amd64")
         );
         assert_eq!(parse_depends("E: No packages found\n"), None);
+        let split = "linux-image-7.3.4+deb13-amd64\n  PreDepends: linux-base\n  Depends: <linux-initramfs-tool>\n  Depends: linux-binary-7.3.4+deb13-amd64\n  Depends: linux-modules-7.3.4+deb13-amd64\n";
+        assert_eq!(
+            depends(split).collect::<Vec<_>>(),
+            [
+                "linux-binary-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64"
+            ]
+        );
     }
 
     #[test]
@@ -396,24 +458,18 @@ mod tests {
     }
 
     #[test]
-    fn builtins_and_kinds_are_told_apart() {
-        let list = "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n";
-        assert!(is_builtin(list, "drivers/virtio/virtio"));
-        assert!(!is_builtin(list, "drivers/virtio/virtio_pci"));
-        assert!(!is_builtin(list, "drivers/virtio"));
-        assert!(is_kind("linux-image-6.1.0-57-amd64", GuestKernel::Bookworm));
-        assert!(!is_kind(
-            "linux-image-6.1.0-57-amd64",
-            GuestKernel::Backports
-        ));
-        assert!(is_kind(
-            "linux-image-6.12.95+deb12-amd64",
-            GuestKernel::Backports
-        ));
-        assert!(!is_kind(
-            "linux-image-6.12.95+deb12-amd64",
-            GuestKernel::Bookworm
-        ));
+    fn each_kind_knows_its_packages() {
+        let (b, bp, t) = (
+            GuestKernel::Bookworm,
+            GuestKernel::Backports,
+            GuestKernel::TrixieBackports,
+        );
+        assert!(b.owns("linux-image-6.1.0-57-amd64"));
+        assert!(!bp.owns("linux-image-6.1.0-57-amd64"));
+        assert!(bp.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(!b.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(!t.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(t.owns("linux-image-7.3.4+deb13-amd64"));
     }
 
     #[test]

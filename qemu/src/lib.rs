@@ -40,6 +40,7 @@
 //! # Ok::<(), zcnic_qemu::Error>(())
 //! ```
 
+mod aptstate;
 pub mod backports;
 pub mod cores;
 mod deps;

@@ -92,6 +92,7 @@ fn prepare_uncached(kind: GuestKernel) -> Result<Prepared, Error> {
     let initramfs_base = cache.join(match kind {
         GuestKernel::Bookworm => "initramfs-base.cpio",
         GuestKernel::Backports => "initramfs-base-backports.cpio",
+        GuestKernel::TrixieBackports => "initramfs-base-trixie-backports.cpio",
     });
     let mut bins = vec![zcnic.clone()];
     bins.extend(examples.iter().cloned());
