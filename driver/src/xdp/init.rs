@@ -83,6 +83,9 @@ pub struct Shared {
     pub wake: Option<OwnedFd>,
     /// Bound in zero-copy mode (else copy mode).
     pub zero_copy: bool,
+    /// The interface index and queue the socket is bound to (`None` in the tests that
+    /// play the kernel), for the probe of a zero-copy close ([`released`]).
+    pub bound: Option<(u32, u32)>,
     /// Indices or addresses the kernel wrote that failed a check, on either half.
     pub bad: AtomicU64,
     /// Packets the kernel may still hold when a half dropped; touched only on drop.
@@ -140,14 +143,73 @@ impl Drop for Shared {
         if let Some(probe) = self.before_release.0.take() {
             probe();
         }
-        if self.zero_copy {
-            // A zero-copy driver lets go of the UMEM in a work item after the close and may
-            // write its buffers until then: never give them back.
-            left.into_iter().for_each(std::mem::forget);
-        } else {
+        // A zero-copy driver lets go of the UMEM in a work item after the close and may
+        // write its buffers until then: they go back only once a probe shows it has, and
+        // are never given back when it cannot.
+        let page = self.umem.region().0;
+        if !self.zero_copy || self.bound.is_some_and(|(i, q)| released(i, q, page)) {
             Packet::drop_all(left);
+        } else {
+            log::warn!(
+                "xdp: {} buffers the zero-copy driver held stay out of the pool",
+                left.len()
+            );
+            left.into_iter().for_each(std::mem::forget);
         }
     }
+}
+
+/// Whether the driver has let go of the UMEM of a closed zero-copy socket on `queue` of
+/// `ifindex`. The kernel releases the socket's pool in a work item (`xp_release_deferred`)
+/// that has the driver detach it from the queue first (XDP_SETUP_XSK_POOL with no pool:
+/// the driver stops the queue's use of it and drops its DMA mappings, `xp_clear_dev`) and
+/// only then clears the queue's pool (`xsk_clear_pool_at_qid`), which a bind checks
+/// (EBUSY while set). A probe socket that binds to the queue therefore proves the driver
+/// is done with the buffers. Tried for up to a second; a queue another socket took in
+/// the meantime, or any other answer, counts as not released.
+fn released(ifindex: u32, queue: u32, page: usize) -> bool {
+    let start = Instant::now();
+    loop {
+        match probe(ifindex, queue, page) {
+            Ok(()) => {
+                log::debug!("xdp: queue {queue} released after {:?}", start.elapsed());
+                return true;
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && start.elapsed() < Duration::from_secs(1) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                log::warn!("xdp: queue {queue}: probing whether the driver let go: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+/// Binds a socket of its own to `queue` in copy mode and closes it again. Its UMEM is
+/// the page at `page` (the pool's first, still allocated): with nothing in its fill ring
+/// and not in the XSKMAP, the probe receives nothing and so writes nothing there.
+fn probe(ifindex: u32, queue: u32, page: usize) -> io::Result<()> {
+    const SMALLEST: u32 = 2; // ring entries: any power of two
+    let sock = sys::xsk_socket()?;
+    let reg = UmemReg {
+        addr: page as u64,
+        len: 4096,
+        chunk_size: 2048,
+        ..UmemReg::default()
+    };
+    sys::umem_reg(&sock, &reg)?;
+    for opt in [
+        sys::XDP_UMEM_FILL_RING,
+        sys::XDP_UMEM_COMPLETION_RING,
+        sys::XDP_RX_RING,
+    ] {
+        sys::ring_size(&sock, opt, SMALLEST)?;
+    }
+    sys::bind(&sock, ifindex, queue, sys::XDP_COPY)
 }
 
 /// The receive half's rings: the fill ring it produces into, the RX ring it consumes,
@@ -306,15 +368,22 @@ impl Queue {
             bind(&sock, ifindex, queue, umem.huge()).map_err(e("binding to the queue"))?;
         let wake = sys::readiness(&sock).map_err(e("an epoll for the socket"))?;
         let rings = (fill, comp, rx, tx);
-        Ok(Self::new(Some((sock, wake)), umem, zero_copy, rings))
+        let bound = Some((ifindex, queue));
+        Ok(Self::new(
+            Some((sock, wake)),
+            umem,
+            (zero_copy, bound),
+            rings,
+        ))
     }
 
-    /// The queue over the socket and its epoll (none in tests), and its rings: fill,
-    /// completion, RX, TX.
+    /// The queue over the socket and its epoll (none in tests), bound in zero-copy mode
+    /// or not to the interface and queue of `bound`, and its rings: fill, completion, RX,
+    /// TX.
     fn new(
         sock: Option<(OwnedFd, OwnedFd)>,
         umem: &Arc<Umem>,
-        zero_copy: bool,
+        (zero_copy, bound): (bool, Option<(u32, u32)>),
         (fill, comp, rx, tx): (Ring, Ring, Ring, Ring),
     ) -> Self {
         let count = umem.pool().capacity();
@@ -324,6 +393,7 @@ impl Queue {
                 sock,
                 wake,
                 zero_copy,
+                bound,
                 bad: AtomicU64::new(0),
                 leftover: Mutex::new(Vec::new()),
                 umem: umem.clone(),
@@ -401,7 +471,7 @@ impl Queue {
             Ring::anon(RING, 16),
             Ring::anon(RING, 16),
         );
-        Self::new(None, umem, false, rings)
+        Self::new(None, umem, (false, None), rings)
     }
 }
 

@@ -33,8 +33,10 @@
 //!   copy mode always does; a zero-copy driver clears it while its NAPI loop runs), so
 //!   unlike zcnic's own drivers the datapath makes up to one per burst.
 //! - A zero-copy socket's driver lets go of the UMEM in a work item after the close and
-//!   may write it until then, so the buffers it held are never given back to the pool
-//!   (`init.rs`, `Shared`'s drop): the pool's memory stays allocated after such a port.
+//!   may write it until then, so the buffers it held go back to the pool only once a
+//!   probe socket can bind to the queue, which the kernel allows only after the driver
+//!   detached the pool (`init.rs`, `released`); when the probe cannot show that within a
+//!   second, they are never given back and the pool's memory stays allocated.
 
 #[cfg(test)]
 mod adversary;
