@@ -62,6 +62,18 @@ use std::sync::Arc;
 use umem::Umem;
 use zcnic_hugepages::{Mempool, Packet};
 
+/// The mode an AF_XDP port of `iface` would bind in, as `zcnic list` says it: `zero-copy`
+/// when its driver has AF_XDP zero copy and its device reaches a hugepage pool as one
+/// piece (no IOMMU, or `iommu=pt`), `copy` when not, `None` when the kernel cannot say
+/// what the driver has (before 6.3: the bind tries zero copy and finds out).
+pub fn mode_hint(iface: &str) -> Option<&'static str> {
+    match umem::zero_copy_possible(iface) {
+        Ok(true) => Some("zero-copy"),
+        Ok(false) => None,
+        Err(_) => Some("copy"),
+    }
+}
+
 /// An AF_XDP socket on queue 0 of a network interface, as a zcnic port.
 #[derive(Debug)]
 pub struct XdpPort {

@@ -1,12 +1,15 @@
 //! The system calls behind AF_XDP: the `bpf()` commands that create the XSKMAP, load the
 //! redirect program and attach it with a bpf_link; the XSK socket's options, its rings
 //! mapped into this process, and the UMEM; the interface's own ioctls (flags, RSS) are in
-//! `sys/iface.rs`. Every
+//! `sys/iface.rs`, what its driver can do with XDP (generic netlink) in `sys/netdev.rs`.
+//! Every
 //! `unsafe` block of `zcnic::xdp` lives here. Layouts follow the kernel's uapi headers
 //! (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by size below.
 
 mod iface;
+mod netdev;
 pub use iface::*;
+pub use netdev::{xdp_features, NETDEV_XDP_ACT_XSK_ZEROCOPY};
 
 use std::ffi::CString;
 use std::io;

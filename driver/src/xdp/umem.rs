@@ -30,6 +30,7 @@
 //!
 //! [`Shared`]: super::init::Shared
 
+use super::sys;
 use crate::Error;
 use std::cell::Cell;
 use std::path::Path;
@@ -95,8 +96,7 @@ impl Umem {
     /// physical addresses and hugetlbfs has the pages, ordinary memory (and so copy mode)
     /// otherwise, saying why in the log.
     pub fn for_zero_copy(iface: &str, count: usize) -> Result<Arc<Self>, Error> {
-        let sysfs = Path::new("/sys/class/net").join(iface).join("device");
-        if let Err(why) = dma_contiguous(&sysfs) {
+        if let Err(why) = zero_copy_possible(iface) {
             log::info!("xdp:{iface}: copy mode: {why}");
             return Self::new(iface, count);
         }
@@ -193,6 +193,24 @@ impl Umem {
         let chunk = data.checked_sub(head as u64)?;
         (chunk + CHUNK <= self.len as u64).then_some(chunk)
     }
+}
+
+/// Whether a socket of `iface` may bind zero-copy over a hugepage pool: not when its
+/// driver says it has no AF_XDP zero copy (`xdp-features`, kernels ≥ 6.3), nor when its
+/// device's DMA addresses are not physical ([`dma_contiguous`]); why not, then. `Ok(false)`
+/// when it may, but the kernel could not say what the driver has.
+pub fn zero_copy_possible(iface: &str) -> Result<bool, String> {
+    let known = match sys::ifindex(iface).map(sys::xdp_features) {
+        Some(Ok(f)) if f & sys::NETDEV_XDP_ACT_XSK_ZEROCOPY == 0 => {
+            return Err(format!(
+                "the driver has no AF_XDP zero copy (xdp-features {f:#x})"
+            ))
+        }
+        Some(Ok(_)) => true,
+        _ => false,
+    };
+    dma_contiguous(&Path::new("/sys/class/net").join(iface).join("device"))?;
+    Ok(known)
 }
 
 /// Whether the device behind `sysfs` (an interface's `device` link) reaches memory at its
