@@ -42,9 +42,10 @@ fn udp_to_pktgen(frames: Vec<Vec<u8>>, mac: [u8; 6]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// What `zcnic list`, pktgen and dump printed.
+/// What `zcnic list`, pktgen, dump and `stats --xdp-copy` printed.
 struct Legs {
     list: String,
+    forced: String,
     tx: String,
     dump_err: String,
 }
@@ -71,6 +72,7 @@ fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
          done\n\
          zcnic pktgen {E1000} --count {RX} --size 60-1514 --rate 4k > /results/e1000.txt\n\
          wait $dump\n\
+         zcnic stats xdp:$V --duration 0.2 --xdp-copy > /results/forced.txt 2>&1\n\
          cat /results/dump.err\n"
     );
     // Both on one hub: the e1000's frames reach virtio_net, and each NIC's pcap tells
@@ -141,6 +143,7 @@ fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
     }
     Legs {
         list: read("list.txt"),
+        forced: read("forced.txt"),
         tx,
         dump_err: err,
     }
@@ -162,6 +165,12 @@ fn af_xdp_on_virtio_net_of_the_newest_debian_kernel_binds_zero_copy() {
     assert!(legs.tx.contains(zc), "{}", legs.tx);
     assert!(legs.dump_err.contains(zc), "{}", legs.dump_err);
     assert!(!legs.tx.contains("zero copy refused"), "{}", legs.tx);
+    // --xdp-copy asks for copy mode where zero copy would work.
+    assert!(
+        legs.forced.contains("af_xdp (copy, native XDP)"),
+        "{}",
+        legs.forced
+    );
 }
 
 #[test]

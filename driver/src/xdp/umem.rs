@@ -92,9 +92,9 @@ impl Umem {
         Self::for_zero_copy(iface, cfg.pool)
     }
 
-    /// A pool for a socket to try zero copy with: in hugepages when `iface`'s device sees
-    /// physical addresses and hugetlbfs has the pages, ordinary memory (and so copy mode)
-    /// otherwise, saying why in the log.
+    /// A pool for a socket to try zero copy with: in hugepages when [`zero_copy_possible`]
+    /// (the driver may have it, the device sees physical addresses) and hugetlbfs has the
+    /// pages, ordinary memory (and so copy mode) otherwise, saying why in the log.
     pub fn for_zero_copy(iface: &str, count: usize) -> Result<Arc<Self>, Error> {
         if let Err(why) = zero_copy_possible(iface) {
             log::info!("xdp:{iface}: copy mode: {why}");
