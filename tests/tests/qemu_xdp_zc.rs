@@ -8,7 +8,8 @@
 //!
 //! - trixie-backports' kernel (7.3 when written; virtio_net has zero copy from 6.13):
 //!   the socket binds zero-copy, the NIC's DMA lands in zcnic's pool, and after the close
-//!   every buffer the driver held is back in the pool.
+//!   every buffer the driver held is back in the pool. The kernel's igb (zero copy from
+//!   6.14) sends its pktgen frames zero-copy too.
 //! - bookworm-backports' 6.12: virtio_net has the zero-copy receive path but advertises
 //!   only `NETDEV_XDP_ACT_BASIC | REDIRECT` (Debian's module stores xdp_features = 3; the
 //!   XSK_ZEROCOPY bit came with zero-copy transmit, in 6.13), which a bind with
@@ -23,6 +24,8 @@ use zcnic_tests::qemu_suite::{
 
 const E1000: &str = "0000:00:02.0";
 const VIRTIO: &str = "0000:00:03.0";
+/// The igb of the guests that have one, on a hub of its own.
+const IGB: &str = "0000:00:04.0";
 /// Frames pktgen sends through the socket.
 const N: usize = 1000;
 /// Frames the e1000 sends to the socket.
@@ -42,18 +45,21 @@ fn udp_to_pktgen(frames: Vec<Vec<u8>>, mac: [u8; 6]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// What `zcnic list`, pktgen, dump and `stats --xdp-copy` printed.
+/// What `zcnic list`, pktgen, dump and `stats --xdp-copy` printed; the igb's list and
+/// pktgen where the guest has one.
 struct Legs {
     list: String,
+    igb: Option<(String, String)>,
     forced: String,
     tx: String,
     dump_err: String,
 }
 
-/// Boots `kernel` with the e1000 and virtio-net on one hub and runs both legs, checking
-/// what holds whatever the mode: the kernel, the IOMMU group, and every frame.
-fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
-    let script = format!(
+/// Boots `kernel` with the e1000 and virtio-net on one hub (and with `igb`, an igb on
+/// another) and runs the legs, checking what holds whatever the mode: the kernel, the
+/// IOMMU group, and every frame.
+fn legs(name: &str, kernel: GuestKernel, release: &str, igb: bool) -> Legs {
+    let mut script = format!(
         "uname -r > /results/uname.txt\n\
          zcnic bind {E1000}\n\
          modload virtio_net\n\
@@ -75,9 +81,22 @@ fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
          zcnic stats xdp:$V --duration 0.2 --xdp-copy > /results/forced.txt 2>&1\n\
          cat /results/dump.err\n"
     );
+    if igb {
+        // igb restarts its rings when the program attaches: pktgen's frames wait in the
+        // TX ring until the link is back.
+        script.push_str(&format!(
+            "modload igb\n\
+             n=0; until ls /sys/bus/pci/devices/{IGB}/net/ >/dev/null 2>&1; do sleep 0.2; n=$((n+1)); [ $n -lt 100 ] || exit 4; done\n\
+             G=$(ls /sys/bus/pci/devices/{IGB}/net/)\n\
+             ip link set $G up\n\
+             n=0; until [ \"$(cat /sys/class/net/$G/carrier)\" = 1 ]; do sleep 0.2; n=$((n+1)); [ $n -lt 100 ] || exit 6; done\n\
+             zcnic list > /results/igb_list.txt\n\
+             zcnic -v pktgen xdp:$G --count {N} 2>&1 | tee /results/igb.txt\n"
+        ));
+    }
     // Both on one hub: the e1000's frames reach virtio_net, and each NIC's pcap tells
     // the two senders apart by source MAC.
-    let nics = vec![
+    let mut nics = vec![
         Nic::new("e1000", 0, true),
         Nic::new(
             "virtio-net-pci,disable-legacy=on,iommu_platform=on",
@@ -85,6 +104,9 @@ fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
             true,
         ),
     ];
+    if igb {
+        nics.push(Nic::new("igb", 1, true));
+    }
     let spec = GuestSpec {
         kernel,
         ..spec(name, nics, &script)
@@ -141,8 +163,24 @@ fn legs(name: &str, kernel: GuestKernel, release: &str) -> Legs {
     for (i, (w, g)) in wire.iter().zip(&got).enumerate() {
         assert_eq!(w, g, "frame {i}: on the wire vs received through AF_XDP");
     }
+    let igb = igb.then(|| {
+        let (tx, list) = (read("igb.txt"), read("igb_list.txt"));
+        let line = tx
+            .lines()
+            .find(|l| l.contains(": sent "))
+            .unwrap_or_default();
+        assert_eq!(figure(line, "sent"), Some(N as u64), "{tx}");
+        let sent: Vec<_> = read_pcap(run.pcaps[2].as_ref().expect("igb pcap"))
+            .into_iter()
+            .filter(|f| f.len() == 60 && f[6..12] == nic_mac(2) && f[36..38] == [0x5a, 0x43])
+            .collect();
+        assert_pktgen_sequence(&sent, N, 60, nic_mac(2));
+        assert!(tx.contains("4096 of 4096 buffers back in the pool"), "{tx}");
+        (list, tx)
+    });
     Legs {
         list: read("list.txt"),
+        igb,
         forced: read("forced.txt"),
         tx,
         dump_err: err,
@@ -154,7 +192,7 @@ fn af_xdp_on_virtio_net_of_the_newest_debian_kernel_binds_zero_copy() {
     let Some(_slot) = guest_slot("af_xdp_zero_copy_on_virtio_net") else {
         return;
     };
-    let legs = legs("xdp-zc", GuestKernel::TrixieBackports, "");
+    let legs = legs("xdp-zc", GuestKernel::TrixieBackports, "", true);
     // The driver says it has zero copy (xdp-features), and the port binds so.
     assert!(
         legs.list.contains("(virtio_net, up, zero-copy)"),
@@ -171,6 +209,10 @@ fn af_xdp_on_virtio_net_of_the_newest_debian_kernel_binds_zero_copy() {
         "{}",
         legs.forced
     );
+    // igb has zero copy too (6.14 on): frames 0..N-1 on its wire, every buffer back.
+    let (list, tx) = legs.igb.expect("the igb's leg");
+    assert!(list.contains("(igb, up, zero-copy)"), "{list}");
+    assert!(tx.contains(zc), "{tx}");
 }
 
 #[test]
@@ -178,7 +220,7 @@ fn af_xdp_on_virtio_net_of_linux_6_12_is_copy_mode_as_its_driver_says() {
     let Some(_slot) = guest_slot("af_xdp_on_virtio_net_of_linux_6_12") else {
         return;
     };
-    let legs = legs("xdp-612", GuestKernel::Backports, "6.12.");
+    let legs = legs("xdp-612", GuestKernel::Backports, "6.12.", false);
     // The driver says it has no zero copy (6.3's xdp-features), so the port does not
     // ask: its pool stays out of hugepages and the socket binds in copy mode.
     assert!(
