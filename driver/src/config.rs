@@ -47,6 +47,9 @@ pub struct Config {
     /// ([`Packet::vlan`](zcnic_hugepages::Packet::vlan)), where the NIC can (e1000, igb:
     /// CTRL.VME). Off by default: frames arrive as they were on the wire.
     pub vlan_strip: bool,
+    /// AF_XDP (`xdp:IFACE`): bind in copy mode even where zero copy would work (DPDK's
+    /// af_xdp `force_copy`), with the pool in ordinary memory rather than hugepages.
+    pub xdp_copy: bool,
 }
 
 /// Bytes a frame adds to the IP packet: the Ethernet header and one VLAN tag (the FCS is
@@ -74,6 +77,7 @@ impl Default for Config {
             rss: crate::port::Rss::default(),
             mtu: 1500,
             vlan_strip: false,
+            xdp_copy: false,
         }
     }
 }

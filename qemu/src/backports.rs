@@ -31,6 +31,11 @@ pub fn version(qemu: &Path) -> Option<(u32, u32)> {
 /// suites changed; or, from a one-line `sources.list`, its first `deb … bookworm …` line
 /// turned into one stanza. `None` when there is no bookworm entry to copy.
 pub fn backports_entry(existing: &str) -> Option<String> {
+    suite_entry(existing, "bookworm-backports")
+}
+
+/// [`backports_entry`] for any `suite` of the same archive (`trixie-backports`).
+pub fn suite_entry(existing: &str, suite: &str) -> Option<String> {
     for stanza in existing.split("\n\n") {
         let lines: Vec<&str> = stanza
             .lines()
@@ -45,7 +50,7 @@ pub fn backports_entry(existing: &str) -> Option<String> {
                 .iter()
                 .map(|l| {
                     if l.starts_with("Suites:") {
-                        "Suites: bookworm-backports".to_string()
+                        format!("Suites: {suite}")
                     } else {
                         l.to_string()
                     }
@@ -64,7 +69,7 @@ pub fn backports_entry(existing: &str) -> Option<String> {
     let uri = words[..at].iter().rev().find(|w| w.contains("://"))?;
     let components = words[at + 1..].join(" ");
     Some(format!(
-        "Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: {components}\n"
+        "Types: deb\nURIs: {uri}\nSuites: {suite}\nComponents: {components}\n"
     ))
 }
 

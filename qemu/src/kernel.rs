@@ -1,4 +1,9 @@
-//! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency.
+//! The guest kernel and its modules, taken from Debian's `linux-image-amd64` dependency:
+//! bookworm's (6.1) for every suite, or bookworm-backports' (6.12) for a guest that asks
+//! for it ([`GuestKernel::Backports`]), or trixie-backports' newest
+//! ([`GuestKernel::TrixieBackports`]). The newer kernels build the virtio core in and ship
+//! their modules as `.ko.xz`: the virtio core modules are optional, and a compressed
+//! module is decompressed (`xz -dc`) beside the original, once.
 //!
 //! The package is downloaded with `apt-get download` and unpacked with `dpkg-deb -x` into
 //! `target/zcnic-qemu/cache/<package>/`, once. Module dependencies are read from each
@@ -8,11 +13,64 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::aptstate::AptState;
 use crate::deps::{apt, apt_update, is_root, output};
 use crate::Error;
 
 /// The metapackage whose dependency is the current kernel package.
 const META: &str = "linux-image-amd64";
+
+/// Which Debian kernel a guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum GuestKernel {
+    /// bookworm's `linux-image-amd64` (6.1): every suite's.
+    #[default]
+    Bookworm,
+    /// bookworm-backports' `linux-image-amd64` (6.12), for what 6.1 lacks.
+    Backports,
+    /// trixie-backports' `linux-image-amd64` (the newest Debian builds: 7.3 when this
+    /// was written), through a private apt state (`aptstate.rs`): for what 6.12 lacks too,
+    /// such as AF_XDP zero copy in virtio_net (6.13) and igb (6.14).
+    TrixieBackports,
+}
+
+impl GuestKernel {
+    /// `program` (`apt-get`, `apt-cache`) as it must run for this kernel's packages,
+    /// with the options that pick its release.
+    fn apt(self, cache: &Path, program: &str) -> Command {
+        match self {
+            GuestKernel::Bookworm => apt(program),
+            GuestKernel::Backports => {
+                let mut cmd = apt(program);
+                cmd.args(["-t", "bookworm-backports"]);
+                cmd
+            }
+            GuestKernel::TrixieBackports => trixie(cache).command(program),
+        }
+    }
+
+    /// Brings this kernel's package lists up to date (root only).
+    fn update(self, cache: &Path) -> Result<(), Error> {
+        match self {
+            GuestKernel::TrixieBackports => trixie(cache).update(),
+            _ => apt_update(),
+        }
+    }
+
+    /// Whether an unpacked kernel package's name is of this kind.
+    fn owns(self, package: &str) -> bool {
+        match self {
+            GuestKernel::Bookworm => package.starts_with("linux-image-6.1."),
+            GuestKernel::Backports => package.contains("+deb12"),
+            GuestKernel::TrixieBackports => package.contains("+deb13"),
+        }
+    }
+}
+
+/// The private apt state trixie-backports' kernel comes through.
+fn trixie(cache: &Path) -> AptState {
+    AptState::new(cache, "trixie-backports")
+}
 
 /// A module the guest carries, by path under `lib/modules/<version>/kernel/`, no `.ko`.
 struct Wanted {
@@ -41,11 +99,13 @@ const WANTED: &[Wanted] = &[
     want("drivers/vfio/pci/vfio-pci", true, false),
     want("drivers/uio/uio", true, false),
     want("drivers/uio/uio_pci_generic", true, false),
-    want("drivers/virtio/virtio_ring", true, false),
-    want("drivers/virtio/virtio", true, false),
-    want("drivers/virtio/virtio_pci_modern_dev", true, false),
-    want("drivers/virtio/virtio_pci_legacy_dev", true, false),
-    want("drivers/virtio/virtio_pci", true, false),
+    // The virtio core is built in from 6.12 on (and trixie's packages list no
+    // modules.builtin to tell built in from missing).
+    want("drivers/virtio/virtio_ring", true, true),
+    want("drivers/virtio/virtio", true, true),
+    want("drivers/virtio/virtio_pci_modern_dev", true, true),
+    want("drivers/virtio/virtio_pci_legacy_dev", true, true),
+    want("drivers/virtio/virtio_pci", true, true),
     want("drivers/block/virtio_blk", true, false),
     want("net/core/failover", false, false),
     want("drivers/net/net_failover", false, false),
@@ -83,38 +143,39 @@ pub(crate) struct Module {
 pub(crate) struct Kernel {
     /// The Debian package it came from.
     pub package: String,
-    /// `boot/vmlinuz-*`.
+    /// `boot/vmlinuz-*` (or `usr/lib/modules/*/vmlinuz`).
     pub vmlinuz: PathBuf,
     /// The modules of [`WANTED`] that exist, in load order.
     pub modules: Vec<Module>,
 }
 
 /// Downloads and unpacks the kernel package unless it is already in `cache`.
-pub(crate) fn fetch(cache: &Path) -> Result<Kernel, Error> {
+pub(crate) fn fetch(cache: &Path, which: GuestKernel) -> Result<Kernel, Error> {
     fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
-    let package = match kernel_package() {
+    let package = match kernel_package(cache, which) {
         Ok(p) => p,
-        // Offline or without package lists: any kernel unpacked before will do.
-        Err(e) => newest_cached(cache).ok_or(e)?,
+        // Offline or without package lists: any kernel of that kind unpacked before will do.
+        Err(e) => newest_cached(cache, which).ok_or(e)?,
     };
     let root = cache.join(&package);
     if !root.join(".unpacked").exists() {
-        unpack(cache, &package)?;
+        unpack(cache, &package, which)?;
     }
     load(&package, &root)
 }
 
-/// The `linux-image-6.1.0-N-amd64` that `linux-image-amd64` depends on.
-fn kernel_package() -> Result<String, Error> {
+/// The `linux-image-6.1.0-N-amd64` (or backports' `linux-image-6.12.N+deb12-amd64`) that
+/// `linux-image-amd64` of `which` release depends on.
+fn kernel_package(cache: &Path, which: GuestKernel) -> Result<String, Error> {
     let query = || -> Result<Option<String>, Error> {
-        let out = output(apt("apt-cache").args(["depends", META]), "")?;
+        let out = output(which.apt(cache, "apt-cache").args(["depends", META]), "")?;
         Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
     };
     if let Ok(Some(p)) = query() {
         return Ok(p);
     }
     if is_root() {
-        apt_update()?;
+        which.update(cache)?;
         if let Some(p) = query()? {
             return Ok(p);
         }
@@ -127,18 +188,37 @@ fn kernel_package() -> Result<String, Error> {
 
 /// Picks the kernel package out of `apt-cache depends` output.
 fn parse_depends(text: &str) -> Option<String> {
+    depends(text).find(|p| p.starts_with("linux-image-"))
+}
+
+/// The packages an `apt-cache depends` output names after `Depends:` (not virtual ones).
+fn depends(text: &str) -> impl Iterator<Item = String> + '_ {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(str::trim)
-        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .filter(|p| !p.starts_with('<'))
         .map(str::to_string)
 }
 
-fn newest_cached(cache: &Path) -> Option<String> {
+/// The packages that make up kernel `package`: itself and, from trixie on, where the
+/// image package is only a shell, its `linux-binary-*` (vmlinuz) and `linux-modules-*`.
+fn parts(cache: &Path, package: &str, which: GuestKernel) -> Result<Vec<String>, Error> {
+    let out = output(which.apt(cache, "apt-cache").args(["depends", package]), "")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut all = vec![package.to_string()];
+    all.extend(
+        depends(&text)
+            .filter(|p| p.starts_with("linux-binary-") || p.starts_with("linux-modules-")),
+    );
+    Ok(all)
+}
+
+fn newest_cached(cache: &Path, which: GuestKernel) -> Option<String> {
     let mut found: Vec<(std::time::SystemTime, String)> = fs::read_dir(cache)
         .ok()?
         .flatten()
         .filter(|e| e.path().join(".unpacked").exists())
+        .filter(|e| which.owns(&e.file_name().to_string_lossy()))
         .filter_map(|e| {
             Some((
                 e.metadata().ok()?.modified().ok()?,
@@ -150,26 +230,35 @@ fn newest_cached(cache: &Path) -> Option<String> {
     found.pop().map(|(_, name)| name)
 }
 
-/// `apt-get download` + `dpkg-deb -x` into `cache/<package>`, atomically.
-fn unpack(cache: &Path, package: &str) -> Result<(), Error> {
+/// `apt-get download` + `dpkg-deb -x` of the kernel's packages into `cache/<package>`,
+/// atomically.
+fn unpack(cache: &Path, package: &str, which: GuestKernel) -> Result<(), Error> {
     let staging = cache.join(format!("{package}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(Error::io(format!("creating {}", staging.display())))?;
     output(
-        apt("apt-get")
+        which
+            .apt(cache, "apt-get")
             .arg("download")
-            .arg(package)
+            .args(parts(cache, package, which)?)
             .current_dir(&staging),
         "check that Debian's package mirror is reachable (or run `apt-get update`)",
     )?;
-    let deb = fs::read_dir(&staging)
+    let debs: Vec<PathBuf> = fs::read_dir(&staging)
         .map_err(Error::io(format!("listing {}", staging.display())))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| Error::Image(format!("apt-get download {package} left no .deb")))?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.is_empty() {
+        return Err(Error::Image(format!(
+            "apt-get download {package} left no .deb"
+        )));
+    }
     let tree = staging.join("tree");
-    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree), "")?;
+    for deb in &debs {
+        output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree), "")?;
+    }
     fs::write(tree.join(".unpacked"), package).map_err(Error::io("marking the kernel unpacked"))?;
     let root = cache.join(package);
     // Another process may have finished first; its tree is as good as ours.
@@ -187,23 +276,33 @@ fn unpack(cache: &Path, package: &str) -> Result<(), Error> {
 
 /// Finds vmlinuz and the wanted modules in an unpacked package.
 fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
-    let vmlinuz = only_entry(&root.join("boot"), "vmlinuz-")?;
-    let version_dir = only_entry(&root.join("lib/modules"), "")?;
+    // Trixie's packages put the modules (and vmlinuz beside them) under /usr.
+    let usr = root.join("usr/lib/modules");
+    let version_dir = if usr.is_dir() {
+        only_entry(&usr, "")?
+    } else {
+        only_entry(&root.join("lib/modules"), "")?
+    };
+    let vmlinuz = match only_entry(&root.join("boot"), "vmlinuz-") {
+        Ok(v) => v,
+        Err(e) => Some(version_dir.join("vmlinuz"))
+            .filter(|v| v.is_file())
+            .ok_or(e)?,
+    };
     let kernel_dir = version_dir.join("kernel");
     let mut modules = Vec::new();
     for w in WANTED {
         let file = kernel_dir.join(format!("{}.ko", w.path));
+        let packed = kernel_dir.join(format!("{}.ko.xz", w.path));
+        if !file.exists() && packed.exists() {
+            decompress(&packed)?;
+        }
         if !file.exists() {
             if w.optional {
                 continue;
             }
-            let hint = if file.with_extension("ko.xz").exists() {
-                " (only .ko.xz: use a kernel with plain .ko)"
-            } else {
-                ""
-            };
             return Err(Error::Image(format!(
-                "{} has no {}{hint}",
+                "{} has no {}",
                 package,
                 file.display()
             )));
@@ -228,6 +327,32 @@ fn load(package: &str, root: &Path) -> Result<Kernel, Error> {
         vmlinuz,
         modules,
     })
+}
+
+/// `xz -dk`: the `.ko` beside its `.ko.xz`, written to a temporary name first so that a
+/// process reading the cache never sees half a module.
+fn decompress(packed: &Path) -> Result<(), Error> {
+    let ko = packed.with_extension("");
+    let part = packed.with_extension(format!("part-{}", std::process::id()));
+    let file =
+        fs::File::create(&part).map_err(Error::io(format!("creating {}", part.display())))?;
+    let status = Command::new("xz")
+        .args(["-dc", "--"])
+        .arg(packed)
+        .stdout(file)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        let _ = fs::remove_file(&part);
+        return Err(Error::Missing {
+            what: format!("a decompressed {}", packed.display()),
+            fix: "apt-get install xz-utils".into(),
+        });
+    }
+    fs::rename(&part, &ko).map_err(Error::io(format!(
+        "moving {} to {}",
+        part.display(),
+        ko.display()
+    )))
 }
 
 /// The single entry of `dir` whose name starts with `prefix`.
@@ -314,6 +439,14 @@ mod tests {
             Some("linux-image-6.1.0-56-amd64")
         );
         assert_eq!(parse_depends("E: No packages found\n"), None);
+        let split = "linux-image-7.3.4+deb13-amd64\n  PreDepends: linux-base\n  Depends: <linux-initramfs-tool>\n  Depends: linux-binary-7.3.4+deb13-amd64\n  Depends: linux-modules-7.3.4+deb13-amd64\n";
+        assert_eq!(
+            depends(split).collect::<Vec<_>>(),
+            [
+                "linux-binary-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64"
+            ]
+        );
     }
 
     #[test]
@@ -322,6 +455,21 @@ mod tests {
         assert_eq!(modinfo_depends(ko), ["vfio-pci-core", "vfio"]);
         assert!(modinfo_depends(b"\0depends=\0name=e1000\0").is_empty());
         assert!(modinfo_depends(b"no modinfo").is_empty());
+    }
+
+    #[test]
+    fn each_kind_knows_its_packages() {
+        let (b, bp, t) = (
+            GuestKernel::Bookworm,
+            GuestKernel::Backports,
+            GuestKernel::TrixieBackports,
+        );
+        assert!(b.owns("linux-image-6.1.0-57-amd64"));
+        assert!(!bp.owns("linux-image-6.1.0-57-amd64"));
+        assert!(bp.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(!b.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(!t.owns("linux-image-6.12.95+deb12-amd64"));
+        assert!(t.owns("linux-image-7.3.4+deb13-amd64"));
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //!     cpus: 2,
 //!     timeout: Duration::from_secs(120),
 //!     echo: false,
+//!     kernel: zcnic_qemu::GuestKernel::Bookworm,
 //!     name: "doc-example".into(),
 //! };
 //! let run = zcnic_qemu::run(&spec)?;
@@ -39,6 +40,7 @@
 //! # Ok::<(), zcnic_qemu::Error>(())
 //! ```
 
+mod aptstate;
 pub mod backports;
 pub mod cores;
 mod deps;
@@ -58,9 +60,10 @@ pub use deps::{
     ensure_host_hugepages, ensure_host_tools, find_program, qemu_available, HostTool, GUEST_TOOLS,
     HOST_HUGEPAGES, PMDS, TESTPMD,
 };
+pub use kernel::GuestKernel;
 pub use machine::{run, run_watched, run_with_files};
 pub use monitor::{netdev_id, Monitor};
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, prepare_for, Prepared};
 
 /// One emulated NIC of a guest and the wire it is plugged into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +124,9 @@ pub struct GuestSpec {
     pub timeout: Duration,
     /// Print guest console lines on the host's stdout as they arrive.
     pub echo: bool,
+    /// The Debian kernel it boots: bookworm's 6.1 for every suite; bookworm-backports'
+    /// 6.12 where a test needs what 6.1 lacks.
+    pub kernel: GuestKernel,
     /// Short name, unique among concurrent runs; artifacts go to
     /// `target/zcnic-qemu/runs/<name>/`, which is emptied at the start of the run.
     pub name: String,

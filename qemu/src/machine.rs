@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::deps::output;
 use crate::monitor::Monitor;
 use crate::threads::{parse_mark, spawn_sampler, Sample};
-use crate::{harness_dir, initramfs, prepare, tail_lines, Error, GuestRun, GuestSpec};
+use crate::{harness_dir, initramfs, tail_lines, Error, GuestRun, GuestSpec};
 
 /// Printed by the guest's `/init` just before `/scenario.sh` starts.
 const START_MARKER: &str = "zcnic-guest: scenario start";
@@ -59,7 +59,7 @@ impl RunDir {
 
 /// Boots a guest as `spec` says, runs its script, and collects what it left.
 ///
-/// Calls [`prepare`] first. Runs in one process are serialized. `Ok` means the guest
+/// Calls [`prepare_for`](crate::prepare_for) (the spec's kernel) first. Runs in one process are serialized. `Ok` means the guest
 /// ran the script to its end, whatever its exit status ([`GuestRun::exit_code`]); a hang
 /// past [`GuestSpec::timeout`] is [`Error::Timeout`], a guest that died first (panic,
 /// QEMU error) is [`Error::NoExit`]; both quote the console's last lines.
@@ -105,7 +105,7 @@ fn run_inner(
     watch: Option<Watch<'_>>,
 ) -> Result<GuestRun, Error> {
     validate(spec)?;
-    let prepared = prepare()?;
+    let prepared = crate::prepare_for(spec.kernel)?;
     let _one = ONE_GUEST.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = RunDir {
         root: harness_dir().join("runs").join(&spec.name),
@@ -485,6 +485,7 @@ mod tests {
             cpus: 2,
             timeout: Duration::from_secs(1),
             echo: false,
+            kernel: crate::GuestKernel::Bookworm,
             name: "unit".into(),
         }
     }

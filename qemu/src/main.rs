@@ -208,6 +208,7 @@ fn demo() -> Result<ExitCode, String> {
         cpus: 2,
         timeout: Duration::from_secs(300),
         echo: true,
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: "demo".into(),
     };
     let run = boot(&spec)?;
@@ -258,6 +259,7 @@ fn selftest() -> Result<ExitCode, String> {
         cpus: 2,
         timeout: Duration::from_secs(300),
         echo: true,
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: "selftest".into(),
     };
     let run = boot(&spec)?;

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::deps::{self, output, which, BUSYBOX, QEMU};
-use crate::{harness_dir, initramfs, kernel, workspace_root, Error};
+use crate::{harness_dir, initramfs, kernel, workspace_root, Error, GuestKernel};
 
 /// The Rust target of the guest build; `+crt-static` links it statically.
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -33,8 +33,8 @@ pub struct Prepared {
     pub initramfs_base: PathBuf,
 }
 
-/// What the first successful [`prepare`] of this process produced.
-static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
+/// What the first successful [`prepare_for`] of each kernel in this process produced.
+static PREPARED: Mutex<Vec<(GuestKernel, Prepared)>> = Mutex::new(Vec::new());
 
 /// Makes guests runnable: installs QEMU and busybox-static when missing (as root),
 /// fetches and unpacks the Debian guest kernel (cached in `target/zcnic-qemu/cache/`),
@@ -54,16 +54,22 @@ static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
 /// # Ok::<(), zcnic_qemu::Error>(())
 /// ```
 pub fn prepare() -> Result<Prepared, Error> {
+    prepare_for(GuestKernel::Bookworm)
+}
+
+/// [`prepare`] for a guest booting `which` kernel: its own kernel package and initramfs
+/// base (the modules differ), the same QEMU and zcnic.
+pub fn prepare_for(kind: GuestKernel) -> Result<Prepared, Error> {
     let mut cached = PREPARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(prepared) = cached.as_ref() {
+    if let Some((_, prepared)) = cached.iter().find(|(k, _)| *k == kind) {
         return Ok(prepared.clone());
     }
-    let prepared = prepare_uncached()?;
-    *cached = Some(prepared.clone());
+    let prepared = prepare_uncached(kind)?;
+    cached.push((kind, prepared.clone()));
     Ok(prepared)
 }
 
-fn prepare_uncached() -> Result<Prepared, Error> {
+fn prepare_uncached(kind: GuestKernel) -> Result<Prepared, Error> {
     // igb needs QEMU >= 8: bookworm-backports' QEMU 10 runs every guest.
     crate::backports::ensure_recent_qemu()?;
     deps::ensure_host_packages()?;
@@ -73,7 +79,7 @@ fn prepare_uncached() -> Result<Prepared, Error> {
     })?;
     let cache = harness_dir().join("cache");
     let started = Instant::now();
-    let kernel = kernel::fetch(&cache)?;
+    let kernel = kernel::fetch(&cache, kind)?;
     note(started, &format!("guest kernel {}", kernel.package));
     let started = Instant::now();
     let zcnic = guest_zcnic()?;
@@ -83,7 +89,11 @@ fn prepare_uncached() -> Result<Prepared, Error> {
         guest_examples()?
     };
     note(started, &format!("guest zcnic {}", zcnic.display()));
-    let initramfs_base = cache.join("initramfs-base.cpio");
+    let initramfs_base = cache.join(match kind {
+        GuestKernel::Bookworm => "initramfs-base.cpio",
+        GuestKernel::Backports => "initramfs-base-backports.cpio",
+        GuestKernel::TrixieBackports => "initramfs-base-trixie-backports.cpio",
+    });
     let mut bins = vec![zcnic.clone()];
     bins.extend(examples.iter().cloned());
     initramfs::write_base(&initramfs_base, Path::new(BUSYBOX), &bins, &kernel.modules)?;

@@ -111,6 +111,7 @@ impl Shell {
             // Unused: the shell runs as long as the person at it wants.
             timeout: Duration::ZERO,
             echo: false,
+            kernel: crate::GuestKernel::Bookworm,
             name: self.name.clone(),
         };
         validate(&spec)?;

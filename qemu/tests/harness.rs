@@ -27,6 +27,7 @@ fn spec(name: &str, script: &str, timeout_secs: u64) -> GuestSpec {
         cpus: 2,
         timeout: Duration::from_secs(timeout_secs),
         echo: false,
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: name.into(),
     }
 }

@@ -40,6 +40,7 @@ pub fn spec(name: &str, nics: Vec<Nic>, script: &str) -> GuestSpec {
         cpus: 2,
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: name.into(),
     }
 }

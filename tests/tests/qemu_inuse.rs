@@ -180,6 +180,7 @@ fn doctor_without_an_iommu_names_no_iommu_mode() {
         cpus: 2,
         timeout: Duration::from_secs(420),
         echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: "inuse-noiommu".into(),
     };
     let run = zcnic_qemu::run(&spec).expect("guest run");

@@ -123,6 +123,7 @@ fn guest(test: &str) -> Option<&'static GuestRun> {
             cpus: 2,
             timeout: Duration::from_secs(420),
             echo: std::env::var_os("ZCNIC_QEMU_ECHO").is_some(),
+            kernel: zcnic_qemu::GuestKernel::Bookworm,
             name: "uio-all".into(),
         };
         let run = zcnic_qemu::run(&spec).map_err(|e| format!("guest run failed: {e}"))?;

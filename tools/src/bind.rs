@@ -92,17 +92,18 @@ pub fn list() -> Result<(), ToolError> {
     if devs.iter().any(|d| mode(d) == Mode::Uio) {
         println!("MODE uio: no IOMMU (uio_pci_generic): the device can DMA into all of memory");
     }
-    if let Some(line) = xdp_line(&roots) {
+    if let Some(line) = xdp_line(&roots, zcnic::xdp::mode_hint) {
         println!("{line}");
     }
     Ok(())
 }
 
 /// The interfaces an AF_XDP port can open (`xdp:IFACE`; the kernel keeps the driver),
-/// each with its driver and whether it is up: every interface in sysfs but loopback, by
-/// name. `None` when there is none. Whether a driver runs XDP natively or zero copy shows
-/// only once a port is open (pktgen's first line says).
-pub fn xdp_line(roots: &Roots) -> Option<String> {
+/// each with its driver, whether it is up and the mode `hint` expects a port to bind in
+/// (`zero-copy`, `copy`; nothing where the kernel cannot say): every interface in sysfs
+/// but loopback, by name. `None` when there is none. Whether the program runs in the
+/// driver shows only once a port is open (pktgen's first line says, with the mode).
+pub fn xdp_line(roots: &Roots, hint: impl Fn(&str) -> Option<&'static str>) -> Option<String> {
     let dir = roots.sys.join("class/net");
     let mut names: Vec<String> = fs::read_dir(&dir)
         .ok()?
@@ -126,7 +127,11 @@ pub fn xdp_line(roots: &Roots) -> Option<String> {
                 .ok()
                 .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
                 .is_some_and(|f| f & 1 != 0);
-            format!("xdp:{n} ({driver}, {})", if up { "up" } else { "down" })
+            let state = if up { "up" } else { "down" };
+            match hint(n) {
+                Some(mode) => format!("xdp:{n} ({driver}, {state}, {mode})"),
+                None => format!("xdp:{n} ({driver}, {state})"),
+            }
         })
         .collect();
     (!items.is_empty())
@@ -272,15 +277,19 @@ mod tests {
         fs::create_dir_all(net.join("eth0/device")).unwrap();
         std::os::unix::fs::symlink(&drv, net.join("eth0/device/driver")).unwrap();
         fs::write(net.join("veth1/uevent"), "DEVTYPE=veth\nINTERFACE=veth1\n").unwrap();
-        let line = xdp_line(&Roots::under(&root));
+        let hint = |n: &str| (n == "eth0").then_some("copy");
+        let line = xdp_line(&Roots::under(&root), hint);
         fs::remove_dir_all(&root).unwrap();
         assert_eq!(
             line.as_deref(),
             Some(
-                "AF_XDP, the kernel keeps the driver: xdp:eth0 (e1000, up), xdp:veth1 (veth, down)"
+                "AF_XDP, the kernel keeps the driver: xdp:eth0 (e1000, up, copy), xdp:veth1 (veth, down)"
             )
         );
-        assert_eq!(xdp_line(&Roots::under(Path::new("/nonexistent"))), None);
+        assert_eq!(
+            xdp_line(&Roots::under(Path::new("/nonexistent")), hint),
+            None
+        );
     }
     use super::*;
 

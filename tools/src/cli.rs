@@ -66,6 +66,10 @@ pub struct PortOpts {
     /// its frame; on the e1000 also what lets the NIC insert tags on transmit.
     #[arg(long)]
     pub vlan_strip: bool,
+    /// xdp:IFACE: bind the AF_XDP socket in copy mode even where the driver has zero copy
+    /// (which is otherwise tried first, with the pool in hugepages).
+    #[arg(long)]
+    pub xdp_copy: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -458,6 +462,7 @@ impl PortOpts {
             },
             mtu: usize::from(self.mtu),
             vlan_strip: self.vlan_strip,
+            xdp_copy: self.xdp_copy,
             ..Config::default()
         }
     }

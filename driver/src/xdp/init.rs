@@ -1,5 +1,6 @@
 //! Opening an AF_XDP port: per queue, a socket with the port's pool registered as its
-//! UMEM ([`Umem`]), its rings, bound to that queue in copy mode; per port, an
+//! UMEM ([`Umem`]), its rings, bound to that queue in zero-copy mode where the driver
+//! and the pool's memory allow it, in copy mode otherwise; per port, an
 //! XSKMAP of the sockets by queue and zcnic's own redirect program attached through a
 //! bpf_link.
 //!
@@ -83,6 +84,9 @@ pub struct Shared {
     pub wake: Option<OwnedFd>,
     /// Bound in zero-copy mode (else copy mode).
     pub zero_copy: bool,
+    /// The interface index and queue the socket is bound to (`None` in the tests that
+    /// play the kernel), for the probe of a zero-copy close ([`released`]).
+    pub bound: Option<(u32, u32)>,
     /// Indices or addresses the kernel wrote that failed a check, on either half.
     pub bad: AtomicU64,
     /// Packets the kernel may still hold when a half dropped; touched only on drop.
@@ -164,21 +168,85 @@ impl Drop for Shared {
         if let Some(probe) = self.before_release.0.take() {
             probe();
         }
-        if self.zero_copy {
-            // A zero-copy driver lets go of the UMEM in a work item after the close and may
-            // write its buffers until then: never give them back.
-            left.into_iter().for_each(std::mem::forget);
-        } else if !unreachable {
-            // The kernel may still receive into them: leaked, never reused.
+        // A zero-copy driver lets go of the UMEM in a work item after the close and may
+        // write its buffers until then (the XSKMAP does not stand between the device and
+        // the fill ring): they go back only once a probe shows it has, which also waits
+        // out a forked child holding the socket, and are never given back when it cannot.
+        let page = self.umem.region().0;
+        let safe = if self.zero_copy {
+            self.bound.is_some_and(|(i, q)| released(i, q, page))
+        } else {
+            unreachable
+        };
+        if safe {
+            Packet::drop_all(left);
+        } else {
+            // The kernel may still write them: leaked, never reused.
             log::warn!(
-                "xdp: {} pool buffers left to the kernel (the socket could not be taken out of its XSKMAP)",
-                left.len()
+                "xdp: {} pool buffers left to the kernel ({})",
+                left.len(),
+                if self.zero_copy {
+                    "the zero-copy driver did not let go of its queue"
+                } else {
+                    "the socket could not be taken out of its XSKMAP"
+                }
             );
             left.into_iter().for_each(std::mem::forget);
-        } else {
-            Packet::drop_all(left);
         }
     }
+}
+
+/// Whether the driver has let go of the UMEM of a closed zero-copy socket on `queue` of
+/// `ifindex`. The kernel releases the socket's pool in a work item (`xp_release_deferred`)
+/// that has the driver detach it from the queue first (XDP_SETUP_XSK_POOL with no pool:
+/// the driver stops the queue's use of it and drops its DMA mappings, `xp_clear_dev`) and
+/// only then clears the queue's pool (`xsk_clear_pool_at_qid`), which a bind checks
+/// (EBUSY while set). A probe socket that binds to the queue therefore proves the driver
+/// is done with the buffers. Tried for up to a second; a queue another socket took in
+/// the meantime, or any other answer, counts as not released.
+fn released(ifindex: u32, queue: u32, page: usize) -> bool {
+    let start = Instant::now();
+    loop {
+        match probe(ifindex, queue, page) {
+            Ok(()) => {
+                log::debug!("xdp: queue {queue} released after {:?}", start.elapsed());
+                return true;
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && start.elapsed() < Duration::from_secs(1) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                log::warn!("xdp: queue {queue}: probing whether the driver let go: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+/// Binds a socket of its own to `queue` in copy mode and closes it again. Its UMEM is
+/// the page at `page` (the pool's first, still allocated): with nothing in its fill ring
+/// and not in the XSKMAP, the probe receives nothing and so writes nothing there.
+fn probe(ifindex: u32, queue: u32, page: usize) -> io::Result<()> {
+    const SMALLEST: u32 = 2; // ring entries: any power of two
+    let sock = sys::xsk_socket()?;
+    let reg = UmemReg {
+        addr: page as u64,
+        len: 4096,
+        chunk_size: 2048,
+        ..UmemReg::default()
+    };
+    sys::umem_reg(&sock, &reg)?;
+    for opt in [
+        sys::XDP_UMEM_FILL_RING,
+        sys::XDP_UMEM_COMPLETION_RING,
+        sys::XDP_RX_RING,
+    ] {
+        sys::ring_size(&sock, opt, SMALLEST)?;
+    }
+    sys::bind(&sock, ifindex, queue, sys::XDP_COPY)
 }
 
 /// The receive half's rings: the fill ring it produces into, the RX ring it consumes,
@@ -240,21 +308,52 @@ pub fn fail(iface: &str, what: &str, e: io::Error) -> Error {
     }
 }
 
-/// Binds `sock` to `queue` of `ifindex` in copy mode: the pool's buffers are unaligned
-/// chunks that cross 4 KiB pages of ordinary memory, which a zero-copy driver (DMA-mapping
-/// page by page) would refuse, silently keeping the buffer; the kernel copies each frame
-/// between its own buffer and the pool's instead. The kernel lets go of a closed socket's
-/// queue in a work item, a moment after the close: EBUSY is retried for up to two seconds,
-/// so a port reopened right after the last one closed (or after a killed zcnic) opens.
-fn bind(sock: &OwnedFd, ifindex: u32, queue: u32) -> io::Result<bool> {
+/// Binds `sock` to `queue` of `ifindex`: in zero-copy mode first when `zero_copy` (the
+/// pool is in hugepages the driver can map, see `umem.rs`), in copy mode when the kernel
+/// refuses that or when not asked. Whether it is zero copy, as the kernel says.
+///
+/// The kernel's answers to XDP_ZEROCOPY (`xp_assign_dev`): EOPNOTSUPP when the driver does
+/// not advertise NETDEV_XDP_ACT_XSK_ZEROCOPY (every driver of 6.1 QEMU guests; virtio_net
+/// before 6.13, igb before 6.14), else whatever the driver's XDP_SETUP_XSK_POOL returns
+/// (EINVAL for a queue it lacks or a DMA device it cannot use, ENOENT, ENOMEM). A failed
+/// bind leaves the socket as it was (rings, UMEM), so copy mode is tried on the same one.
+/// EBUSY is neither: the queue is taken, and that is retried as below.
+fn bind(sock: &OwnedFd, ifindex: u32, queue: u32, zero_copy: bool) -> io::Result<bool> {
+    if zero_copy {
+        match bind_retrying(sock, ifindex, queue, sys::XDP_ZEROCOPY) {
+            // A kernel without XDP_OPTIONS (< 5.3) has just bound it in zero copy as asked.
+            Ok(()) => {
+                return Ok(sys::options(sock).map_or(true, |o| o & sys::XDP_OPTIONS_ZEROCOPY != 0))
+            }
+            Err(e) if refused_zero_copy(&e) => {
+                log::info!("xdp: queue {queue}: zero copy refused ({e}), binding in copy mode");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bind_retrying(sock, ifindex, queue, sys::XDP_COPY).map(|()| false)
+}
+
+/// An error of a zero-copy bind after which copy mode may still bind.
+fn refused_zero_copy(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT | libc::ENOMEM)
+    )
+}
+
+/// One bind with `mode` (XDP_COPY or XDP_ZEROCOPY) and need-wakeup. The kernel lets go of
+/// a closed socket's queue in a work item, a moment after the close: EBUSY is retried for
+/// up to two seconds, so a port reopened right after the last one closed (or after a
+/// killed zcnic) opens.
+fn bind_retrying(sock: &OwnedFd, ifindex: u32, queue: u32, mode: u16) -> io::Result<()> {
     let end = Instant::now() + Duration::from_secs(2);
     loop {
-        let flags = sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY;
-        match sys::bind(sock, ifindex, queue, flags) {
+        match sys::bind(sock, ifindex, queue, sys::XDP_USE_NEED_WAKEUP | mode) {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            r => return r.map(|()| false),
+            r => return r,
         }
     }
 }
@@ -275,7 +374,7 @@ pub fn interface(iface: &str) -> Result<u32, Error> {
 
 impl Queue {
     /// Opens a socket on `queue` of the interface `ifindex` (named `iface`), with `umem`'s
-    /// pool as its UMEM.
+    /// pool as its UMEM, trying zero copy first when the pool is in hugepages.
     pub fn open(iface: &str, ifindex: u32, queue: u32, umem: &Arc<Umem>) -> Result<Self, Error> {
         let e = |what: &'static str| move |err: io::Error| fail(iface, what, err);
         let sock = sys::xsk_socket().map_err(e("AF_XDP socket"))?;
@@ -302,18 +401,26 @@ impl Queue {
         let comp = ring(off.cr, 8, sys::XDP_UMEM_PGOFF_COMPLETION_RING)?;
         let rx = ring(off.rx, 16, sys::XDP_PGOFF_RX_RING)?;
         let tx = ring(off.tx, 16, sys::XDP_PGOFF_TX_RING)?;
-        let zero_copy = bind(&sock, ifindex, queue).map_err(e("binding to the queue"))?;
+        let zero_copy =
+            bind(&sock, ifindex, queue, umem.huge()).map_err(e("binding to the queue"))?;
         let wake = sys::readiness(&sock).map_err(e("an epoll for the socket"))?;
         let rings = (fill, comp, rx, tx);
-        Ok(Self::new(Some((sock, wake)), umem, zero_copy, rings))
+        let bound = Some((ifindex, queue));
+        Ok(Self::new(
+            Some((sock, wake)),
+            umem,
+            (zero_copy, bound),
+            rings,
+        ))
     }
 
-    /// The queue over the socket and its epoll (none in tests), and its rings: fill,
-    /// completion, RX, TX.
+    /// The queue over the socket and its epoll (none in tests), bound in zero-copy mode
+    /// or not to the interface and queue of `bound`, and its rings: fill, completion, RX,
+    /// TX.
     fn new(
         sock: Option<(OwnedFd, OwnedFd)>,
         umem: &Arc<Umem>,
-        zero_copy: bool,
+        (zero_copy, bound): (bool, Option<(u32, u32)>),
         (fill, comp, rx, tx): (Ring, Ring, Ring, Ring),
     ) -> Self {
         let count = umem.pool().capacity();
@@ -323,6 +430,7 @@ impl Queue {
                 sock,
                 wake,
                 zero_copy,
+                bound,
                 bad: AtomicU64::new(0),
                 leftover: Mutex::new(Vec::new()),
                 map: OnceLock::new(),
@@ -407,7 +515,7 @@ impl Queue {
             Ring::anon(RING, 16),
             Ring::anon(RING, 16),
         );
-        Self::new(None, umem, false, rings)
+        Self::new(None, umem, (false, None), rings)
     }
 }
 

@@ -16,19 +16,27 @@
 //!   with no copy in zcnic. A packet forwarded to this port from the same pool (another
 //!   queue of an [`XdpMultiPort`], say) goes out uncopied; one of another pool (another
 //!   port's) is copied into ours first, as the other drivers do for a foreign domain.
-//! - The socket is bound in copy mode: the kernel copies each frame between its own
-//!   buffer (skb or driver page) and the pool buffer. Zero-copy binding would hand the
-//!   pool to the NIC driver, which DMA-maps it 4 KiB page by page and silently keeps
-//!   any chunk that crosses pages it cannot prove contiguous; that needs the pool in
-//!   hugepage memory the driver maps in one piece, which is not done yet.
+//! - Zero copy where the kernel's driver has it (virtio_net from Linux 6.13, igb from
+//!   6.14, ice, i40e, mlx5, …): the pool is put in hugepages when the device sees
+//!   physical addresses (no IOMMU, or `iommu=pt`), and the socket is bound with
+//!   XDP_ZEROCOPY, so the NIC's DMA lands in pool buffers; a driver that refuses
+//!   (EOPNOTSUPP, EINVAL) gets the same socket bound in copy mode, where the kernel
+//!   copies each frame between its own buffer (skb or driver page) and the pool buffer.
+//!   `Config::xdp_copy` (`--xdp-copy`) asks for copy mode outright. The mode is in the
+//!   port's driver string, which the tools print: `af_xdp (zero-copy, native XDP)`.
 //! - Frames of one buffer: received frames of up to 1920 bytes (the chunk less the
 //!   kernel's 256 bytes of headroom; the MTU is the interface's). One queue (0) behind
 //!   [`Nic`]; [`XdpMultiPort`] (`zcnic::open_port("xdp:eth0")` with `Config::queues`)
 //!   has one socket per queue, each at its queue's key of the map the program redirects
 //!   through, all over one pool.
 //! - AF_XDP needs a system call to send (`sendto`, when the kernel sets NEED_WAKEUP, which
-//!   copy mode always does), so unlike zcnic's own drivers the datapath makes one per
-//!   burst.
+//!   copy mode always does; a zero-copy driver clears it while its NAPI loop runs), so
+//!   unlike zcnic's own drivers the datapath makes up to one per burst.
+//! - A zero-copy socket's driver lets go of the UMEM in a work item after the close and
+//!   may write it until then, so the buffers it held go back to the pool only once a
+//!   probe socket can bind to the queue, which the kernel allows only after the driver
+//!   detached the pool (`init.rs`, `released`); when the probe cannot show that within a
+//!   second, they are never given back and the pool's memory stays allocated.
 
 #[cfg(test)]
 mod adversary;
@@ -53,6 +61,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use umem::Umem;
 use zcnic_hugepages::{Mempool, Packet};
+
+/// The mode an AF_XDP port of `iface` would bind in, as `zcnic list` says it: `zero-copy`
+/// when its driver has AF_XDP zero copy and its device reaches a hugepage pool as one
+/// piece (no IOMMU, or `iommu=pt`), `copy` when not, `None` when the kernel cannot say
+/// what the driver has (before 6.3: the bind tries zero copy and finds out).
+pub fn mode_hint(iface: &str) -> Option<&'static str> {
+    match umem::zero_copy_possible(iface) {
+        Ok(true) => Some("zero-copy"),
+        Ok(false) => None,
+        Err(_) => Some("copy"),
+    }
+}
 
 /// An AF_XDP socket on queue 0 of a network interface, as a zcnic port.
 #[derive(Debug)]
@@ -89,12 +109,12 @@ fn check_name(iface: &str) -> Result<(), Error> {
 
 impl XdpPort {
     /// Opens queue 0 of the interface `iface` (`eth0`). The pool holds `cfg.pool`
-    /// buffers of ordinary memory (AF_XDP needs no DMA mapping of it), and is the
-    /// socket's UMEM.
+    /// buffers and is the socket's UMEM: in hugepages, bound in zero-copy mode where the
+    /// driver has it (unless `cfg.xdp_copy`); in copy mode otherwise.
     pub fn open(iface: &str, cfg: &Config) -> Result<Self, Error> {
         check_name(iface)?;
         let ifindex = init::interface(iface)?;
-        let umem = Umem::new(iface, cfg.pool)?;
+        let umem = Umem::for_port(iface, cfg)?;
         let q = init::Queue::open(iface, ifindex, 0, &umem)?;
         let attach = Arc::new(init::Attach::new(iface, ifindex, &[&q.shared])?);
         Self::with_queue(iface, q, Some(attach), cfg)

@@ -46,7 +46,7 @@ impl XdpMultiPort {
         }
         // One pool for every queue, registered as each socket's UMEM: a packet received
         // on one queue is sent on any other without a copy.
-        let umem = Umem::new(iface, cfg.pool)?;
+        let umem = Umem::for_port(iface, cfg)?;
         let mut queues = Vec::with_capacity(usize::from(n));
         for q in 0..n {
             queues.push(init::Queue::open(iface, ifindex, u32::from(q), &umem)?);

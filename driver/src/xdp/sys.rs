@@ -1,12 +1,15 @@
 //! The system calls behind AF_XDP: the `bpf()` commands that create the XSKMAP, load the
 //! redirect program and attach it with a bpf_link; the XSK socket's options, its rings
 //! mapped into this process, and the UMEM; the interface's own ioctls (flags, RSS) are in
-//! `sys/iface.rs`. Every
+//! `sys/iface.rs`, what its driver can do with XDP (generic netlink) in `sys/netdev.rs`.
+//! Every
 //! `unsafe` block of `zcnic::xdp` lives here. Layouts follow the kernel's uapi headers
 //! (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by size below.
 
 mod iface;
+mod netdev;
 pub use iface::*;
+pub use netdev::{xdp_features, NETDEV_XDP_ACT_XSK_ZEROCOPY};
 
 use std::ffi::CString;
 use std::io;
@@ -32,11 +35,17 @@ pub const XDP_UMEM_FILL_RING: i32 = 5;
 pub const XDP_UMEM_COMPLETION_RING: i32 = 6;
 /// The socket's drop counters.
 pub const XDP_STATISTICS: i32 = 7;
+/// The socket's options (`struct xdp_options`, kernel ≥ 5.3).
+pub const XDP_OPTIONS: i32 = 8;
+/// `xdp_options.flags`: the socket is bound in zero-copy mode.
+pub const XDP_OPTIONS_ZEROCOPY: u32 = 1 << 0;
 /// `xdp_umem_reg.flags`: chunks may start anywhere (not only at multiples of the chunk
 /// size), and descriptors carry the data's offset in the chunk in their upper 16 bits.
 pub const XDP_UMEM_UNALIGNED_CHUNK_FLAG: u32 = 1 << 0;
 /// `sxdp_flags`: copy mode.
 pub const XDP_COPY: u16 = 1 << 1;
+/// `sxdp_flags`: zero-copy mode, or fail (EOPNOTSUPP where the driver has none).
+pub const XDP_ZEROCOPY: u16 = 1 << 2;
 /// `sxdp_flags`: the kernel says in each ring's flags when it needs a system call.
 pub const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 /// A ring's flags word: a system call is needed for the kernel to make progress.
@@ -384,6 +393,11 @@ pub fn mmap_offsets(fd: &OwnedFd) -> io::Result<MmapOffsets> {
 /// The socket's drop counters.
 pub fn statistics(fd: &OwnedFd) -> io::Result<XdpStatistics> {
     get_opt(fd, XDP_STATISTICS)
+}
+
+/// The socket's `xdp_options.flags` (XDP_OPTIONS_ZEROCOPY once bound in zero-copy mode).
+pub fn options(fd: &OwnedFd) -> io::Result<u32> {
+    get_opt(fd, XDP_OPTIONS)
 }
 
 /// Binds the socket to `ifindex`, queue `queue`, with `flags` (XDP_COPY, …).

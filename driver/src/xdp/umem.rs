@@ -45,13 +45,25 @@
 //! `/proc/*/fd` for the inode misses a socket in flight in an SCM_RIGHTS message, and
 //! shares the first race.
 //!
+//! Zero copy needs more of the memory: a zero-copy driver DMA-maps the UMEM 4 KiB page
+//! by page and, for unaligned chunks, refuses (silently, counting it nowhere the socket
+//! reports) every fill-ring chunk that crosses into a page whose DMA address does not
+//! follow on (`xp_check_dma_contiguity`, `xp_desc_crosses_non_contig_pg`). A 2176-byte
+//! chunk crosses a 4 KiB boundary more often than not, so the pool must lie in 2 MiB
+//! hugepages (physically contiguous; `Mempool` never lets a buffer straddle one) and the
+//! device's DMA addresses must be physical ones: no IOMMU, or an IOMMU in passthrough
+//! (`iommu=pt`: the group's type is `identity`). [`Umem::for_zero_copy`] checks both.
+//!
 //! [`Shared`]: super::init::Shared
 
+use super::sys;
 use crate::Error;
 use std::cell::Cell;
+use std::path::Path;
 use std::sync::Arc;
 use zcnic_hugepages::{
-    DmaAllocator, DmaError, DmaRegion, FakeDma, Mempool, Packet, DATA_ROOM, HEADROOM, HUGEPAGE,
+    DmaAllocator, DmaError, DmaRegion, FakeDma, HugepageAllocator, Mempool, Packet, DATA_ROOM,
+    HEADROOM, HUGEPAGE,
 };
 
 /// Bytes of one pool buffer (headroom and data room), the UMEM's chunk size: the kernel
@@ -70,6 +82,8 @@ pub struct Umem {
     pool: Arc<Mempool>,
     base: usize,
     len: usize,
+    /// In 2 MiB hugepages a zero-copy driver maps without a seam inside a buffer.
+    huge: bool,
 }
 
 /// Passes on the one region a new pool asks for, noting where it is.
@@ -92,13 +106,53 @@ impl Umem {
     /// A pool of `count` buffers of ordinary memory (AF_XDP needs no DMA mapping of it)
     /// to register as the UMEM of `iface`'s sockets.
     pub fn new(iface: &str, count: usize) -> Result<Arc<Self>, Error> {
+        Self::build(iface, count, &FakeDma::default(), false)
+    }
+
+    /// The pool a port asks for: for zero copy unless `cfg.xdp_copy`.
+    pub fn for_port(iface: &str, cfg: &crate::Config) -> Result<Arc<Self>, Error> {
+        if cfg.xdp_copy {
+            log::info!("xdp:{iface}: copy mode, as asked");
+            return Self::new(iface, cfg.pool);
+        }
+        Self::for_zero_copy(iface, cfg.pool)
+    }
+
+    /// A pool for a socket to try zero copy with: in hugepages when [`zero_copy_possible`]
+    /// (the driver may have it, the device sees physical addresses) and hugetlbfs has the
+    /// pages, ordinary memory (and so copy mode) otherwise, saying why in the log.
+    pub fn for_zero_copy(iface: &str, count: usize) -> Result<Arc<Self>, Error> {
+        if let Err(why) = zero_copy_possible(iface) {
+            log::info!("xdp:{iface}: copy mode: {why}");
+            return Self::new(iface, count);
+        }
+        // No device mapping is wanted (the kernel's driver maps the UMEM itself): the fake
+        // mapper only gives each buffer an address no real device reaches.
+        let huge = HugepageAllocator::new(FakeDma::default().mapper())
+            .map_err(|e| Error::Xdp {
+                iface: iface.to_string(),
+                msg: e.to_string(),
+            })
+            .and_then(|alloc| Self::build(iface, count, &alloc, true));
+        huge.or_else(|e| {
+            log::info!("xdp:{iface}: copy mode: no hugepage memory for the pool ({e})");
+            Self::new(iface, count)
+        })
+    }
+
+    /// The pool over the one region `dma` gives, checked against the UMEM layout.
+    fn build(
+        iface: &str,
+        count: usize,
+        dma: &dyn DmaAllocator,
+        huge: bool,
+    ) -> Result<Arc<Self>, Error> {
         let fail = |msg: String| Error::Xdp {
             iface: iface.to_string(),
             msg: format!("packet pool: {msg}"),
         };
-        let dma = FakeDma::default();
         let rec = Record {
-            inner: &dma,
+            inner: dma,
             seen: Cell::new(None),
             calls: Cell::new(0),
         };
@@ -107,7 +161,15 @@ impl Umem {
             (1, Some(r)) => r,
             _ => return Err(fail("the pool is not one region".into())),
         };
-        let umem = Self { pool, base, len };
+        if huge && !base.is_multiple_of(HUGEPAGE) {
+            return Err(fail("the hugepage region is not 2 MiB aligned".into()));
+        }
+        let umem = Self {
+            pool,
+            base,
+            len,
+            huge,
+        };
         // Every buffer must be a chunk inside the region, at the place `index_of` expects.
         let mut all = Vec::with_capacity(count);
         umem.pool.alloc_batch(&mut all, count);
@@ -126,6 +188,11 @@ impl Umem {
     /// The pool.
     pub fn pool(&self) -> &Arc<Mempool> {
         &self.pool
+    }
+
+    /// Whether the pool lies in hugepages (a socket over it may try zero copy).
+    pub fn huge(&self) -> bool {
+        self.huge
     }
 
     /// Start and length of the memory to register.
@@ -151,6 +218,51 @@ impl Umem {
         let head = (CHUNK as usize).checked_sub(p.room())?;
         let chunk = data.checked_sub(head as u64)?;
         (chunk + CHUNK <= self.len as u64).then_some(chunk)
+    }
+}
+
+/// Whether a socket of `iface` may bind zero-copy over a hugepage pool: not when its
+/// driver says it has no AF_XDP zero copy (`xdp-features`, kernels ≥ 6.3), nor when its
+/// device's DMA addresses are not physical ([`dma_contiguous`]); why not, then. `Ok(false)`
+/// when it may, but the kernel could not say what the driver has.
+pub fn zero_copy_possible(iface: &str) -> Result<bool, String> {
+    let known = match sys::ifindex(iface).map(sys::xdp_features) {
+        Some(Ok(f)) if f & sys::NETDEV_XDP_ACT_XSK_ZEROCOPY == 0 => {
+            return Err(format!(
+                "the driver has no AF_XDP zero copy (xdp-features {f:#x})"
+            ))
+        }
+        Some(Ok(_)) => true,
+        _ => false,
+    };
+    dma_contiguous(&Path::new("/sys/class/net").join(iface).join("device"))?;
+    Ok(known)
+}
+
+/// Whether the device behind `sysfs` (an interface's `device` link) reaches memory at its
+/// physical address, so that the 4 KiB pages of one hugepage map to consecutive DMA
+/// addresses: no IOMMU group up its path, or one in passthrough (`identity`). An IOMMU
+/// that translates maps each page on its own, at addresses a zero-copy driver cannot
+/// prove contiguous. The reason it does not, otherwise.
+pub fn dma_contiguous(sysfs: &Path) -> Result<(), String> {
+    let dev = std::fs::canonicalize(sysfs)
+        .map_err(|_| "a virtual interface (no device behind it)".to_string())?;
+    // virtio_net's interface hangs off the virtio device; the group is its PCI parent's.
+    let Some(group) = dev
+        .ancestors()
+        .map(|a| a.join("iommu_group"))
+        .find(|g| g.exists())
+    else {
+        return Ok(());
+    };
+    let kind = std::fs::read_to_string(group.join("type")).unwrap_or_default();
+    match kind.trim() {
+        "identity" => Ok(()),
+        other => Err(format!(
+            "the IOMMU translates the device's DMA page by page (group type {:?}), so \
+             buffers crossing 4 KiB pages are not contiguous to it: boot with iommu=pt",
+            if other.is_empty() { "unknown" } else { other }
+        )),
     }
 }
 
@@ -297,5 +409,47 @@ mod tests {
         assert!(!place(&mut p, CHUNK as usize, 1));
         assert_eq!(index_of(u64::MAX, 4), None);
         assert_eq!(index_of(PER_PAGE * CHUNK, 4000), None, "the page's slack");
+    }
+
+    #[test]
+    fn contiguity_follows_the_iommu_group_up_the_device_path() {
+        let root = std::env::temp_dir().join(format!("zcnic-umem-iommu-{}", std::process::id()));
+        let pci = root.join("devices/pci0000:00/0000:00:03.0");
+        let virtio = pci.join("virtio0");
+        std::fs::create_dir_all(&virtio).unwrap();
+        let link = root.join("device");
+        std::os::unix::fs::symlink(&virtio, &link).unwrap();
+        assert_eq!(
+            dma_contiguous(&link),
+            Ok(()),
+            "no IOMMU: physical addresses"
+        );
+        let group = pci.join("iommu_group");
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("type"), "DMA-FQ\n").unwrap();
+        let why = dma_contiguous(&link).unwrap_err();
+        assert!(
+            why.contains("\"DMA-FQ\"") && why.contains("iommu=pt"),
+            "{why}"
+        );
+        std::fs::write(group.join("type"), "identity\n").unwrap();
+        assert_eq!(dma_contiguous(&link), Ok(()), "passthrough");
+        let none = dma_contiguous(&root.join("missing")).unwrap_err();
+        assert!(none.contains("virtual interface"), "{none}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_pool_for_a_port_without_a_device_or_asking_copy_is_ordinary_memory() {
+        let cfg = crate::Config {
+            pool: 64,
+            ..crate::Config::default()
+        };
+        assert!(!Umem::for_port("zcnosuch0", &cfg).unwrap().huge());
+        let copy = crate::Config {
+            xdp_copy: true,
+            ..cfg
+        };
+        assert!(!Umem::for_port("lo", &copy).unwrap().huge());
     }
 }

@@ -231,6 +231,7 @@ pub fn guest(opts: &Options) -> Result<(), String> {
         // About 40 s a run at most (testpmd's start-up under TCG is most of it).
         timeout: Duration::from_secs(120 + 40 * runs.len() as u64),
         echo: true,
+        kernel: zcnic_qemu::GuestKernel::Bookworm,
         name: format!("bench-{}", opts.mode()),
     };
     let guest = zcnic_qemu::run_with_files(&spec, &files).map_err(|e| e.to_string())?;
