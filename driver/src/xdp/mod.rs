@@ -35,7 +35,7 @@
 //! - A zero-copy socket's driver lets go of the UMEM in a work item after the close and
 //!   may write it until then, so the buffers it held go back to the pool only once a
 //!   probe socket can bind to the queue, which the kernel allows only after the driver
-//!   detached the pool (`init.rs`, `released`); when the probe cannot show that within a
+//!   detached the pool (`shared.rs`, `released`); when the probe cannot show that within a
 //!   second, they are never given back and the pool's memory stays allocated.
 
 #[cfg(test)]
@@ -45,6 +45,7 @@ mod port;
 mod queue;
 pub mod ring;
 mod rss;
+mod shared;
 mod sys;
 mod umem;
 
