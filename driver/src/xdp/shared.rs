@@ -23,7 +23,7 @@ use zcnic_hugepages::Packet;
 #[derive(Debug)]
 pub struct Shared {
     /// The socket: `None` only in the tests that play the kernel on rings of plain
-    /// memory ([`Queue::fake`](super::init::Queue::fake)).
+    /// memory (`Queue::fake`).
     pub sock: Option<OwnedFd>,
     /// An epoll instance watching `sock`, handed out as the interrupt fd: a duplicate of
     /// it, unlike one of the socket, cannot keep the socket (and the pool buffers in its
