@@ -18,7 +18,8 @@
 //!   port's) is copied into ours first, as the other drivers do for a foreign domain.
 //! - Zero copy where the kernel's driver has it (virtio_net from Linux 6.13, igb from
 //!   6.14, ice, i40e, mlx5, …): the pool is put in hugepages when the device sees
-//!   physical addresses (no IOMMU, or `iommu=pt`), and the socket is bound with
+//!   physical addresses (no IOMMU, or `iommu=pt`; no swiotlb bouncing, as in a
+//!   confidential guest), and the socket is bound with
 //!   XDP_ZEROCOPY, so the NIC's DMA lands in pool buffers; a driver that refuses
 //!   (EOPNOTSUPP, EINVAL) gets the same socket bound in copy mode, where the kernel
 //!   copies each frame between its own buffer (skb or driver page) and the pool buffer.

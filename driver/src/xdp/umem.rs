@@ -52,7 +52,9 @@
 //! chunk crosses a 4 KiB boundary more often than not, so the pool must lie in 2 MiB
 //! hugepages (physically contiguous; `Mempool` never lets a buffer straddle one) and the
 //! device's DMA addresses must be physical ones: no IOMMU, or an IOMMU in passthrough
-//! (`iommu=pt`: the group's type is `identity`). [`Umem::for_zero_copy`] checks both.
+//! (`iommu=pt`: the group's type is `identity`), and no bounce buffering (swiotlb copies
+//! each 4 KiB mapping on its own: a confidential guest, `swiotlb=force`, see [`bounced`]).
+//! [`Umem::for_zero_copy`] checks these.
 //!
 //! [`Shared`]: super::init::Shared
 
@@ -223,8 +225,9 @@ impl Umem {
 
 /// Whether a socket of `iface` may bind zero-copy over a hugepage pool: not when its
 /// driver says it has no AF_XDP zero copy (`xdp-features`, kernels ≥ 6.3), nor when its
-/// device's DMA addresses are not physical ([`dma_contiguous`]); why not, then. `Ok(false)`
-/// when it may, but the kernel could not say what the driver has.
+/// device's DMA addresses are not physical ([`dma_contiguous`]) or are bounced
+/// ([`bounced`]); why not, then. `Ok(false)` when it may, but the kernel could not say
+/// what the driver has.
 pub fn zero_copy_possible(iface: &str) -> Result<bool, String> {
     let known = match sys::ifindex(iface).map(sys::xdp_features) {
         Some(Ok(f)) if f & sys::NETDEV_XDP_ACT_XSK_ZEROCOPY == 0 => {
@@ -236,7 +239,64 @@ pub fn zero_copy_possible(iface: &str) -> Result<bool, String> {
         _ => false,
     };
     dma_contiguous(&Path::new("/sys/class/net").join(iface).join("device"))?;
+    if let Some(why) = bounced(&read("/proc/cmdline"), &cpu_flags(), confidential_guest()) {
+        return Err(why);
+    }
     Ok(known)
+}
+
+/// Why every DMA of this machine goes through swiotlb's bounce buffers, if it does: a
+/// confidential guest (TDX, SEV-SNP: the device cannot reach private memory) or
+/// `swiotlb=force` on `cmdline`. Then, IOMMU group or not, the zero-copy driver's 4 KiB
+/// mappings are each their own bounce slots: slots taken one after the other are
+/// usually contiguous, so the kernel accepts a chunk across two of them, but a sync
+/// copies no further than the end of the slot it starts in (`swiotlb_bounce`: "Buffer
+/// overflow detected", clamped), and the frame's tail would never reach the pool buffer
+/// (nor a sent frame's tail the device). `cpu_flags` is `/proc/cpuinfo`'s first `flags` line;
+/// `guest` whether a confidential guest's device (`/dev/tdx_guest`, `/dev/sev-guest`)
+/// exists. A SEV or SEV-ES guest without SNP shows neither from user space: not caught.
+pub fn bounced(cmdline: &str, cpu_flags: &str, guest: bool) -> Option<String> {
+    let forced = cmdline.split_whitespace().any(|arg| {
+        arg.strip_prefix("swiotlb=")
+            .is_some_and(|v| v.split(',').any(|o| o == "force"))
+    });
+    let tdx = cpu_flags.split_whitespace().any(|f| f == "tdx_guest");
+    let why = if forced {
+        "swiotlb=force"
+    } else if tdx || guest {
+        "a confidential guest"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{why}: every DMA is bounced through swiotlb, page by page, which cuts a buffer \
+         crossing 4 KiB pages short"
+    ))
+}
+
+/// A small kernel file's text, empty when it cannot be read.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The first `flags` line of `/proc/cpuinfo` (x86; empty elsewhere), read no further.
+fn cpu_flags() -> String {
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open("/proc/cpuinfo") else {
+        return String::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default()
+}
+
+/// Whether a confidential guest's attestation device exists (TDX, SEV-SNP).
+fn confidential_guest() -> bool {
+    ["/dev/tdx_guest", "/dev/sev-guest"]
+        .iter()
+        .any(|p| Path::new(p).exists())
 }
 
 /// Whether the device behind `sysfs` (an interface's `device` link) reaches memory at its
@@ -437,6 +497,24 @@ mod tests {
         let none = dma_contiguous(&root.join("missing")).unwrap_err();
         assert!(none.contains("virtual interface"), "{none}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn bounce_buffering_refuses_zero_copy() {
+        let flags = "flags\t\t: fpu vme de pse tsc msr hypervisor";
+        assert_eq!(bounced("BOOT_IMAGE=/vmlinuz ro quiet", flags, false), None);
+        assert_eq!(bounced("swiotlb=65536 iommu=pt", flags, false), None);
+        assert_eq!(bounced("ro swiotlb=noforce", flags, false), None);
+        let forced = bounced("ro swiotlb=65536,force quiet", flags, false).unwrap();
+        assert!(forced.starts_with("swiotlb=force"), "{forced}");
+        assert!(bounced("swiotlb=force", "", false).is_some());
+        let tdx = format!("{flags} tdx_guest");
+        let why = bounced("ro", &tdx, false).unwrap();
+        assert!(why.starts_with("a confidential guest"), "{why}");
+        assert!(bounced("ro", "flags : tdx_guest_x", false).is_none());
+        assert!(bounced("ro", "", true).is_some(), "SEV-SNP's guest device");
+        // This machine: whatever it is, the answer comes without a panic.
+        let _ = bounced(&read("/proc/cmdline"), &cpu_flags(), confidential_guest());
     }
 
     #[test]

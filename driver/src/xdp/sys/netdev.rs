@@ -68,8 +68,10 @@ pub(super) fn attributes(reply: &[u8], seq: u32) -> io::Result<Vec<(u16, Vec<u8>
     }
     if ty == NLMSG_ERROR {
         let code = word(16).ok_or_else(bad)? as i32;
-        return Err(match code {
-            ..0 => io::Error::from_raw_os_error(-code),
+        // A negated errno; 0 (an acknowledgement, never asked for) and i32::MIN (no
+        // errno negates to it) are malformed.
+        return Err(match code.checked_neg() {
+            Some(errno @ 1..) => io::Error::from_raw_os_error(errno),
             _ => bad(),
         });
     }
@@ -214,7 +216,35 @@ mod tests {
         let e = attributes(&err, 1).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         assert!(attributes(&[1, 2, 3], 1).is_err());
+        // An error code with no errno to negate into (i32::MIN): malformed, not a panic.
+        err[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        let e = attributes(&err, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         assert!(attributes(&[16, 0, 0, 0, 2, 0], 1).is_err());
+    }
+
+    #[test]
+    fn no_cut_or_corrupted_answer_panics() {
+        let features = 0x3fu64.to_ne_bytes();
+        let m = answer(0x20, 2, &[(2, &[]), (3, &features)]);
+        let mut err = answer(NLMSG_ERROR, 2, &[]);
+        err.extend_from_slice(&[0; 20]);
+        let len = err.len() as u32;
+        err[0..4].copy_from_slice(&len.to_ne_bytes());
+        for base in [m, err] {
+            for cut in 0..=base.len() {
+                let _ = attributes(&base[..cut], 2);
+            }
+            for at in 0..base.len() {
+                for v in [0u8, 1, 3, 0x7f, 0x80, 0xff] {
+                    let mut b = base.clone();
+                    b[at] = v;
+                    if let Ok(a) = attributes(&b, 2) {
+                        let _ = integer(&a, NETDEV_A_DEV_XDP_FEATURES);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
