@@ -47,11 +47,77 @@ pub trait Bar: Send {
     /// [`doorbell`](Bar::doorbell) for a 16-bit register (virtio's queue notify address):
     /// each write is one 16-bit access of the value's low half.
     fn doorbell16(&self, off: u32) -> Doorbell;
-    /// Cuts every [`Doorbell`] of this region off the device: their writes land in
-    /// private memory from now on. A port calls it once its device is stopped, before
-    /// the device is closed, so a queue handle that outlives its port can never ring the
-    /// device again, whoever opens it next. Nothing by default (no device behind it).
+    /// A handle that reads the 8-bit register at `off` and nothing else, for a queue
+    /// driven on another thread than the port's registers ([`Reader8`]): virtio's ISR
+    /// status, which a queue sleeping on INTx reads to acknowledge the line. Out of
+    /// bounds, the handle reads all ones, as [`read8`](Bar::read8) does; so does it by
+    /// default, for a region with no such register (a test's register decoder).
+    fn reader8(&self, off: u32) -> Reader8 {
+        let _ = off;
+        Reader8::dead()
+    }
+    /// Cuts every [`Doorbell`] and [`Reader8`] of this region off the device: their
+    /// accesses land in private memory from now on (a read gives 0). A port calls it once
+    /// its device is stopped, before the device is closed, so a queue handle that
+    /// outlives its port can never reach the device again, whoever opens it next. Nothing
+    /// by default (no device behind it).
     fn revoke_doorbells(&self) {}
+}
+
+/// One 8-bit device register a queue reads from its own thread (virtio's ISR status,
+/// which clears when read). Like a [`Doorbell`], it keeps its mapping alive and is cut off
+/// the device by [`Bar::revoke_doorbells`]. Not `Clone`: one register, one reader.
+pub struct Reader8(Peek);
+
+enum Peek {
+    Mmio {
+        ptr: NonNull<u8>,
+        _map: Arc<memmap2::MmapRaw>,
+    },
+    Fake {
+        bar: FakeBar,
+        off: u32,
+    },
+    Dead,
+}
+
+impl fmt::Debug for Reader8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Peek::Mmio { ptr, .. } => write!(f, "Reader8({ptr:p})"),
+            Peek::Fake { off, .. } => write!(f, "Reader8(fake {off:#x})"),
+            Peek::Dead => write!(f, "Reader8(out of bounds)"),
+        }
+    }
+}
+
+// SAFETY: `ptr` points into the mapping `_map` keeps alive, and nothing but this handle
+// reads through it; a device register may be read from any thread.
+unsafe impl Send for Reader8 {}
+
+impl Reader8 {
+    /// A reader of nothing: what an out-of-bounds offset gets; it reads all ones.
+    pub fn dead() -> Self {
+        Self(Peek::Dead)
+    }
+
+    /// Whether the register was outside the region.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.0, Peek::Dead)
+    }
+
+    /// Reads the register (with its side effect: ISR status clears).
+    #[inline]
+    pub fn read(&self) -> u8 {
+        match &self.0 {
+            // SAFETY: `ptr` is in bounds (checked when made; a byte is always aligned),
+            // and `_map` keeps the mapping alive; device registers are only accessed
+            // volatile.
+            Peek::Mmio { ptr, .. } => unsafe { ptr.as_ptr().read_volatile() },
+            Peek::Fake { bar, off } => bar.read8(*off),
+            Peek::Dead => u8::MAX,
+        }
+    }
 }
 
 /// One 32-bit (or 16-bit) device register a queue writes from its own thread: its tail,
@@ -259,6 +325,20 @@ impl Bar for MmioBar {
         }
     }
 
+    fn reader8(&self, off: u32) -> Reader8 {
+        if !in_bounds(off, 1, self.len) {
+            return Reader8::dead();
+        }
+        // As in `doorbell`, one byte.
+        match NonNull::new(self.ptr.as_ptr().wrapping_add(off as usize)) {
+            Some(ptr) => Reader8(Peek::Mmio {
+                ptr,
+                _map: Arc::clone(&self.map),
+            }),
+            None => Reader8::dead(),
+        }
+    }
+
     fn revoke_doorbells(&self) {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -311,7 +391,8 @@ mod tests {
     use super::*;
 
     /// A mapping of a shared file stands in for a BAR: what reaches the "device" is what
-    /// lands in the file. After the revoke, a doorbell's write no longer does.
+    /// lands in the file. After the revoke, a doorbell's write no longer does, and a
+    /// reader no longer sees (or, for ISR, clears) the device's register.
     #[test]
     fn a_revoked_doorbell_no_longer_reaches_the_device() {
         let path = std::env::temp_dir().join(format!("zcnic-bar-{}", std::process::id()));
@@ -331,7 +412,10 @@ mod tests {
         // as long as `bar` lives; it stands in for device memory.
         let bar = unsafe { MmioBar::new(map) }.unwrap();
         let bell = bar.doorbell(0x18);
+        let reader = bar.reader8(0x1a);
+        assert!(bar.reader8(4096).is_dead() && !reader.is_dead());
         bell.write(0x1234_5678);
+        assert_eq!(reader.read(), 0x34, "before: the reader sees the device");
         let word = |f: &std::fs::File| {
             let mut b = [0u8; 4];
             std::os::unix::fs::FileExt::read_exact_at(f, &mut b, 0x18).unwrap();
@@ -344,9 +428,14 @@ mod tests {
         );
         bar.revoke_doorbells();
         drop(bar);
+        assert_eq!(
+            reader.read(),
+            0,
+            "after: the reader no longer sees the device"
+        );
         bell.write(0xdead_beef);
         assert_eq!(word(&file), 0x1234_5678, "after: it does not");
-        drop(bell);
+        drop((bell, reader));
         std::fs::remove_file(path).unwrap();
     }
 

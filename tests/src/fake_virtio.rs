@@ -20,7 +20,7 @@ mod layout;
 mod mergeable;
 
 pub use csum::{DATA_VALID, NEEDS_CSUM};
-pub use irq::NO_VECTOR;
+pub use irq::{ISR_CFG, NO_VECTOR};
 pub use layout::{LegacyView, LEGACY_HDR_LEN};
 
 use crate::fake_filter::{self, VirtioRxFilter};
@@ -424,7 +424,7 @@ impl FakeVirtio {
             stalled: Default::default(),
             awake: [false; MAX_QUEUES],
             kicks_seen: [0; MAX_QUEUES],
-            msix: Default::default(),
+            msix: irq::Msix::new(regs.clone()),
         };
         let pairs = b.pairs.clamp(1, MAX_PAIRS);
         regs.write16(DEVICE_CFG + 8, pairs);
@@ -477,33 +477,6 @@ impl FakeVirtio {
             core.msix
                 .raise(core.regs.read16(c::MSIX_CONFIG), irq::ISR_CONFIG);
         });
-    }
-
-    /// An MSI-X table of `n` entries: the driver's ends of their eventfds, entry `i` at
-    /// index `i`, for `Modern::with_vectors`. The device raises the entry each queue's
-    /// `queue_msix_vector` names when the driver asked for a notification, and
-    /// `msix_config`'s on a link change.
-    pub fn msix(&self, n: usize) -> Vec<zcnic::irq::EventFd> {
-        self.shared.control(|core, _| core.msix.table(n))
-    }
-
-    /// The device's INTx, for `Modern::with_intx` (or a [`LegacyView`] of it) on a port
-    /// given no vectors: a notification without a vector sets ISR and raises the line.
-    pub fn intx(&self) -> zcnic::virtio::Intx {
-        let (line, isr) = self.shared.control(|core, _| core.msix.intx());
-        zcnic::virtio::Intx::fake(line, isr)
-    }
-
-    /// ISR status as the device holds it now, without the read that would clear it.
-    pub fn isr(&self) -> u8 {
-        self.shared
-            .control(|core, _| core.msix.isr.load(Ordering::SeqCst))
-    }
-
-    /// Used buffer notifications queue `q` sent so far (MSI-X or INTx).
-    pub fn interrupts(&self, q: usize) -> u64 {
-        self.shared
-            .control(|core, _| core.msix.sent[q].load(Ordering::SeqCst))
     }
 
     /// The modern transport over this device's BAR, windows where QEMU puts them.
@@ -668,6 +641,11 @@ fn store(bar: &FakeBar, off: u32, width: u32, val: u32) {
 impl Bar for VirtioBar {
     fn doorbell(&self, off: u32) -> zcnic::mmio::Doorbell {
         self.regs.doorbell(off)
+    }
+
+    /// ISR status ([`ISR_CFG`]) clears when read through it, as through `read8`.
+    fn reader8(&self, off: u32) -> zcnic::mmio::Reader8 {
+        self.regs.reader8(off)
     }
 
     /// The notify address as the device decodes it: each write is a kick, counted.

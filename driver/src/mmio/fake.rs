@@ -1,7 +1,7 @@
 //! [`FakeBar`]: registers in plain memory, the twin of a mapped BAR that host tests play a
 //! device on, with the same bounds checks and clear-on-read cause registers.
 
-use super::{in_bounds, Bar, Bell, Doorbell};
+use super::{in_bounds, Bar, Bell, Doorbell, Peek, Reader8};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -139,6 +139,16 @@ impl Bar for FakeBar {
         })
     }
 
+    fn reader8(&self, off: u32) -> Reader8 {
+        if !in_bounds(off, 1, self.regs.len() * 4) {
+            return Reader8::dead();
+        }
+        Reader8(Peek::Fake {
+            bar: self.clone(),
+            off,
+        })
+    }
+
     fn read32(&self, off: u32) -> u32 {
         self.read_sub(off, 4)
     }
@@ -210,5 +220,21 @@ mod tests {
         assert_eq!(b.read32(8), 0x3456_12ef);
         assert_eq!(b.read16(8), 0x12ef);
         assert_eq!(b.read8(11), 0x34);
+    }
+
+    /// A reader reads through the bar, so a clear-on-read register clears for it as for
+    /// the driver's own read; it outlives the bar's other handles.
+    #[test]
+    fn a_reader_reads_one_byte_and_clears_a_cause_register() {
+        let a = FakeBar::new(64);
+        a.clear_on_read(0x10);
+        let r = a.reader8(0x10);
+        let far = a.reader8(64);
+        let b = a.clone();
+        drop(a);
+        b.raise(0x10, 3);
+        assert_eq!(r.read(), 3);
+        assert_eq!(b.peek32(0x10), 0, "the read cleared it");
+        assert!(far.is_dead() && far.read() == u8::MAX);
     }
 }
