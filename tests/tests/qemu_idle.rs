@@ -6,7 +6,9 @@
 //!  e1000 02.0 ── hub 0 (pcap) ─┬─ e1000 03.0
 //!  sender (pktgen)             │  receiver (dump --idle …), open/close cycles
 //!                              ├─ legacy virtio-net 04.0: receiver (dump --idle hybrid)
-//!                              └─ igb 05.0: receiver (dump --idle hybrid)
+//!                              ├─ igb 05.0: receiver (dump --idle hybrid)
+//!                              └─ modern virtio-net 06.0, uio boot only: receiver (dump
+//!                                 --idle hybrid)
 //! ```
 //!
 //! - idle: `zcnic dump` with nothing arriving, 5 s in `poll` then 5 s in `hybrid`; the
@@ -16,7 +18,9 @@
 //!   sleep and wake.
 //! - the same idle and wake-up legs on a legacy virtio-net (INTx acknowledged through its
 //!   ISR) and an igb (MSI-X under VFIO, INTx in legacy interrupt mode under uio), with the
-//!   guest's `/proc/interrupts` read around them.
+//!   guest's `/proc/interrupts` read around them; under uio also on a modern virtio-net
+//!   (INTx acknowledged through the ISR capability in its memory BAR). The VFIO boot has
+//!   no modern one: there it sleeps on MSI-X, which `qemu_idle_virtio` covers.
 //! - teardown: 200 open/close cycles in one process, each sleeping on the interrupt once,
 //!   leave its descriptor count unchanged; the kernel logs nothing about the IRQ.
 
@@ -35,6 +39,10 @@ const RECEIVER: &str = "0000:00:03.0";
 /// configuration), so it sleeps on INTx.
 const LEGACY: &str = "0000:00:04.0";
 const LEGACY_NIC: &str = "virtio-net-pci,disable-modern=on";
+/// The modern virtio-net receiver of the uio boot: no MSI-X under uio_pci_generic, so the
+/// one-pair port sleeps on INTx, its ISR read where the ISR capability points.
+const MODERN: &str = "0000:00:06.0";
+const MODERN_NIC: &str = "virtio-net-pci,disable-legacy=on";
 /// An igb receiver: MSI-X per queue through VFIO; under uio_pci_generic (INTx only) the
 /// one-queue port runs the 82576's legacy interrupt mode on INTx.
 const IGB: &str = "0000:00:05.0";
@@ -85,7 +93,7 @@ fn sleeper_legs(bdf: &str, name: &str) -> String {
     )
 }
 
-fn scenario() -> String {
+fn scenario(platform: Platform) -> String {
     format!(
         "zcnic bind {SENDER}\n\
          zcnic bind {RECEIVER}\n\
@@ -104,12 +112,16 @@ fn scenario() -> String {
             | tee /results/wake-pktgen.txt\n\
          wait $dump\n\
          cat /results/wake-dump.err /results/wake-dump.txt\n\
-         {legacy}{igb}\
+         {legacy}{igb}{modern}\
          irq_cycles {RECEIVER} {CYCLES} | tee /results/cycles.txt\n\
          dmesg > /results/dmesg.txt\n",
         ready = wait_ready("/results/wake-dump.err", "listening"),
         legacy = sleeper_legs(LEGACY, "legacy"),
         igb = sleeper_legs(IGB, "igb"),
+        modern = match platform {
+            Platform::Uio => sleeper_legs(MODERN, "modern"),
+            Platform::Vfio => String::new(),
+        },
     )
 }
 
@@ -132,13 +144,16 @@ fn guest(platform: Platform) -> Option<&'static GuestRun> {
         Platform::Uio => (&UIO, "idle-uio"),
     };
     Some(cell.get_or_init(|| {
-        let nics = vec![
+        let mut nics = vec![
             Nic::new("e1000", 0, true),
             Nic::new("e1000", 0, false),
             Nic::new(LEGACY_NIC, 0, false),
             Nic::new("igb", 0, false),
         ];
-        let mut spec = spec(name, nics, &scenario());
+        if platform == Platform::Uio {
+            nics.push(Nic::new(MODERN_NIC, 0, false));
+        }
+        let mut spec = spec(name, nics, &scenario(platform));
         // Without the vIOMMU, `zcnic bind` picks uio_pci_generic.
         spec.iommu = platform == Platform::Vfio;
         let run =
@@ -244,6 +259,12 @@ fn vfio_legacy_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
 #[test]
 fn uio_legacy_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
     sleeps_and_wakes_for_every_burst(Platform::Uio, "legacy", LEGACY);
+}
+
+/// Issue 20: a modern virtio-net under uio_pci_generic (no MSI-X) sleeps on INTx too.
+#[test]
+fn uio_modern_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
+    sleeps_and_wakes_for_every_burst(Platform::Uio, "modern", MODERN);
 }
 
 #[test]
