@@ -110,9 +110,8 @@ impl Reader8 {
     #[inline]
     pub fn read(&self) -> u8 {
         match &self.0 {
-            // SAFETY: `ptr` is in bounds (checked when made; a byte is always aligned),
-            // and `_map` keeps the mapping alive; device registers are only accessed
-            // volatile.
+            // SAFETY: `ptr` is in bounds (checked when made), and `_map` keeps the mapping
+            // alive; device registers are only accessed volatile.
             Peek::Mmio { ptr, .. } => unsafe { ptr.as_ptr().read_volatile() },
             Peek::Fake { bar, off } => bar.read8(*off),
             Peek::Dead => u8::MAX,
