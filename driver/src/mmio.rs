@@ -6,11 +6,17 @@
 //! memory outside the BAR. There is no assertion: some offsets come from the device (a
 //! virtio capability, a queue's notify offset), and a lying device must not panic a debug
 //! build either; the drivers check those offsets against the window they belong to.
+//!
+//! `fake.rs` holds [`FakeBar`], the plain-memory twin.
 
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+mod fake;
+
+pub use fake::FakeBar;
 
 /// Register access to one device region. Sub-word accesses are real 8/16-bit accesses:
 /// virtio's common configuration has byte and half-word registers next to each other.
@@ -41,11 +47,76 @@ pub trait Bar: Send {
     /// [`doorbell`](Bar::doorbell) for a 16-bit register (virtio's queue notify address):
     /// each write is one 16-bit access of the value's low half.
     fn doorbell16(&self, off: u32) -> Doorbell;
-    /// Cuts every [`Doorbell`] of this region off the device: their writes land in
-    /// private memory from now on. A port calls it once its device is stopped, before
-    /// the device is closed, so a queue handle that outlives its port can never ring the
-    /// device again, whoever opens it next. Nothing by default (no device behind it).
+    /// A handle that reads the 8-bit register at `off` and nothing else, for a queue
+    /// driven on another thread than the port's registers ([`Reader8`]): virtio's ISR
+    /// status, which a queue sleeping on INTx reads to acknowledge the line. Out of
+    /// bounds, the handle reads all ones, as [`read8`](Bar::read8) does; so does it by
+    /// default, for a region with no such register (a test's register decoder).
+    fn reader8(&self, off: u32) -> Reader8 {
+        let _ = off;
+        Reader8::dead()
+    }
+    /// Cuts every [`Doorbell`] and [`Reader8`] of this region off the device: their
+    /// accesses land in private memory from now on (a read gives 0). A port calls it once
+    /// its device is stopped, before the device is closed, so a queue handle that
+    /// outlives its port can never reach the device again, whoever opens it next. Nothing
+    /// by default (no device behind it).
     fn revoke_doorbells(&self) {}
+}
+
+/// One 8-bit device register a queue reads from its own thread (virtio's ISR status,
+/// which clears when read). Like a [`Doorbell`], it keeps its mapping alive and is cut off
+/// the device by [`Bar::revoke_doorbells`]. Not `Clone`: one register, one reader.
+pub struct Reader8(Peek);
+
+enum Peek {
+    Mmio {
+        ptr: NonNull<u8>,
+        _map: Arc<memmap2::MmapRaw>,
+    },
+    Fake {
+        bar: FakeBar,
+        off: u32,
+    },
+    Dead,
+}
+
+impl fmt::Debug for Reader8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Peek::Mmio { ptr, .. } => write!(f, "Reader8({ptr:p})"),
+            Peek::Fake { off, .. } => write!(f, "Reader8(fake {off:#x})"),
+            Peek::Dead => write!(f, "Reader8(out of bounds)"),
+        }
+    }
+}
+
+// SAFETY: `ptr` points into the mapping `_map` keeps alive, and nothing but this handle
+// reads through it; a device register may be read from any thread.
+unsafe impl Send for Reader8 {}
+
+impl Reader8 {
+    /// A reader of nothing: what an out-of-bounds offset gets; it reads all ones.
+    pub fn dead() -> Self {
+        Self(Peek::Dead)
+    }
+
+    /// Whether the register was outside the region.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.0, Peek::Dead)
+    }
+
+    /// Reads the register (with its side effect: ISR status clears).
+    #[inline]
+    pub fn read(&self) -> u8 {
+        match &self.0 {
+            // SAFETY: `ptr` is in bounds (checked when made), and `_map` keeps the mapping
+            // alive; device registers are only accessed volatile.
+            Peek::Mmio { ptr, .. } => unsafe { ptr.as_ptr().read_volatile() },
+            Peek::Fake { bar, off } => bar.read8(*off),
+            Peek::Dead => u8::MAX,
+        }
+    }
 }
 
 /// One 32-bit (or 16-bit) device register a queue writes from its own thread: its tail,
@@ -253,6 +324,20 @@ impl Bar for MmioBar {
         }
     }
 
+    fn reader8(&self, off: u32) -> Reader8 {
+        if !in_bounds(off, 1, self.len) {
+            return Reader8::dead();
+        }
+        // As in `doorbell`, one byte.
+        match NonNull::new(self.ptr.as_ptr().wrapping_add(off as usize)) {
+            Some(ptr) => Reader8(Peek::Mmio {
+                ptr,
+                _map: Arc::clone(&self.map),
+            }),
+            None => Reader8::dead(),
+        }
+    }
+
     fn revoke_doorbells(&self) {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -300,214 +385,13 @@ impl Bar for MmioBar {
     }
 }
 
-/// Registers in plain memory, shared between a driver under test and a thread that plays
-/// the device (the idea of virtio-drivers' `transport/fake.rs`).
-#[derive(Clone)]
-pub struct FakeBar {
-    regs: Arc<[AtomicU32]>,
-    /// Words that clear when read through [`Bar`] ([`FakeBar::clear_on_read`]), as word
-    /// index + 1 (0: a free slot).
-    clearing: Arc<[AtomicU32; CLEARING]>,
-}
-
-/// How many registers of one [`FakeBar`] may clear on read.
-const CLEARING: usize = 4;
-
-impl fmt::Debug for FakeBar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FakeBar({:#x} bytes)", self.regs.len() * 4)
-    }
-}
-
-impl FakeBar {
-    /// `len` bytes of registers, all zero. Clone it to hand the device side to a thread.
-    pub fn new(len: usize) -> Self {
-        Self {
-            regs: (0..len / 4).map(|_| AtomicU32::new(0)).collect(),
-            clearing: Arc::default(),
-        }
-    }
-
-    /// Makes the 32-bit register holding `off` clear on every read through [`Bar`] (the
-    /// whole word, whatever the width read), as an interrupt cause register does on
-    /// silicon; the device side sets its bits with [`raise`](Self::raise) and looks with
-    /// [`peek32`](Self::peek32), neither of which clears it. Up to 4 registers per BAR;
-    /// false when they are taken or `off` lies outside.
-    pub fn clear_on_read(&self, off: u32) -> bool {
-        if !in_bounds(off, 1, self.regs.len() * 4) {
-            return false;
-        }
-        let tag = off / 4 + 1;
-        self.clearing.iter().any(|c| {
-            c.load(Ordering::SeqCst) == tag
-                || c.compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-        })
-    }
-
-    /// Sets `bits` in the register at `off` in one atomic step (a device latching a cause
-    /// while the driver may be reading, and so clearing, the register).
-    pub fn raise(&self, off: u32, bits: u32) {
-        if in_bounds(off, 4, self.regs.len() * 4) {
-            self.regs[off as usize / 4].fetch_or(bits, Ordering::SeqCst);
-        }
-    }
-
-    /// The register at `off` as it is, without clearing it (the device's view).
-    pub fn peek32(&self, off: u32) -> u32 {
-        if !in_bounds(off, 4, self.regs.len() * 4) {
-            return u32::MAX;
-        }
-        self.regs[off as usize / 4].load(Ordering::SeqCst)
-    }
-
-    #[inline(always)]
-    fn clears(&self, word: usize) -> bool {
-        let tag = word as u32 + 1;
-        self.clearing
-            .iter()
-            .any(|c| c.load(Ordering::Relaxed) == tag)
-    }
-}
-
-impl FakeBar {
-    /// Reads `width` bytes at `off` out of the 32-bit word holding them.
-    fn read_sub(&self, off: u32, width: u32) -> u32 {
-        if !in_bounds(off, width, self.regs.len() * 4) {
-            return u32::MAX;
-        }
-        let idx = off as usize / 4;
-        let word = if self.clears(idx) {
-            self.regs[idx].swap(0, Ordering::SeqCst)
-        } else {
-            self.regs[idx].load(Ordering::SeqCst)
-        };
-        let mask = if width == 4 {
-            u32::MAX
-        } else {
-            (1 << (8 * width)) - 1
-        };
-        (word >> (8 * (off % 4))) & mask
-    }
-
-    /// Writes `width` bytes at `off` into the 32-bit word holding them.
-    fn write_sub(&self, off: u32, width: u32, val: u32) {
-        if !in_bounds(off, width, self.regs.len() * 4) {
-            return;
-        }
-        let shift = 8 * (off % 4);
-        let mask = if width == 4 {
-            u32::MAX
-        } else {
-            ((1 << (8 * width)) - 1) << shift
-        };
-        let reg = &self.regs[off as usize / 4];
-        let _ = reg.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-            Some((w & !mask) | ((val << shift) & mask))
-        });
-    }
-}
-
-impl Bar for FakeBar {
-    fn size(&self) -> Option<usize> {
-        Some(self.regs.len() * 4)
-    }
-
-    fn doorbell(&self, off: u32) -> Doorbell {
-        if !in_bounds(off, 4, self.regs.len() * 4) {
-            return Doorbell::dead();
-        }
-        Doorbell(Bell::Fake {
-            regs: Arc::clone(&self.regs),
-            idx: off as usize / 4,
-        })
-    }
-
-    fn doorbell16(&self, off: u32) -> Doorbell {
-        if !in_bounds(off, 2, self.regs.len() * 4) {
-            return Doorbell::dead();
-        }
-        Doorbell(Bell::Fake16 {
-            bar: self.clone(),
-            off,
-        })
-    }
-
-    fn read32(&self, off: u32) -> u32 {
-        self.read_sub(off, 4)
-    }
-
-    fn write32(&self, off: u32, val: u32) {
-        self.write_sub(off, 4, val)
-    }
-
-    fn read16(&self, off: u32) -> u16 {
-        self.read_sub(off, 2) as u16
-    }
-
-    fn write16(&self, off: u32, val: u16) {
-        self.write_sub(off, 2, val.into())
-    }
-
-    fn read8(&self, off: u32) -> u8 {
-        self.read_sub(off, 1) as u8
-    }
-
-    fn write8(&self, off: u32, val: u8) {
-        self.write_sub(off, 1, val.into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Regression: an offset outside the BAR tripped a debug assertion, so a device giving
-    /// a nonsense offset (virtio's queue_notify_off 0xFFFF) panicked debug builds.
-    #[test]
-    fn out_of_bounds_is_all_ones_and_dropped_without_a_panic() {
-        let b = FakeBar::new(16);
-        b.write32(0x3fffc, 1);
-        b.write16(u32::MAX - 1, 1);
-        assert_eq!(b.read32(0x3fffc), u32::MAX);
-        assert_eq!(b.read8(16), u8::MAX);
-        assert_eq!(b.size(), Some(16));
-    }
-
-    #[test]
-    fn a_clear_on_read_register_clears_for_the_driver_only() {
-        let b = FakeBar::new(64);
-        assert!(b.clear_on_read(0));
-        assert!(b.clear_on_read(0), "marking twice is fine");
-        assert!(!b.clear_on_read(64), "outside the BAR");
-        b.raise(0, 4);
-        b.raise(0, 1);
-        assert_eq!(b.peek32(0), 5, "the device's look leaves it");
-        assert_eq!(b.read32(0), 5);
-        assert_eq!(b.read32(0), 0, "cleared by the driver's read");
-        b.write32(8, 7);
-        assert_eq!((b.read32(8), b.read32(8)), (7, 7), "other registers keep");
-        for off in [12, 16, 20] {
-            b.clear_on_read(off);
-        }
-        assert!(!b.clear_on_read(24), "four at most");
-    }
-
-    #[test]
-    fn fake_bar_is_shared() {
-        let a = FakeBar::new(64);
-        let b = a.clone();
-        a.write32(8, 0xdead_beef);
-        assert_eq!(b.read32(8), 0xdead_beef);
-        a.write8(9, 0x12);
-        a.write16(10, 0x3456);
-        assert_eq!(b.read32(8), 0x3456_12ef);
-        assert_eq!(b.read16(8), 0x12ef);
-        assert_eq!(b.read8(11), 0x34);
-    }
-
     /// A mapping of a shared file stands in for a BAR: what reaches the "device" is what
-    /// lands in the file. After the revoke, a doorbell's write no longer does.
+    /// lands in the file. After the revoke, a doorbell's write no longer does, and a
+    /// reader no longer sees (or, for ISR, clears) the device's register.
     #[test]
     fn a_revoked_doorbell_no_longer_reaches_the_device() {
         let path = std::env::temp_dir().join(format!("zcnic-bar-{}", std::process::id()));
@@ -527,7 +411,10 @@ mod tests {
         // as long as `bar` lives; it stands in for device memory.
         let bar = unsafe { MmioBar::new(map) }.unwrap();
         let bell = bar.doorbell(0x18);
+        let reader = bar.reader8(0x1a);
+        assert!(bar.reader8(4096).is_dead() && !reader.is_dead());
         bell.write(0x1234_5678);
+        assert_eq!(reader.read(), 0x34, "before: the reader sees the device");
         let word = |f: &std::fs::File| {
             let mut b = [0u8; 4];
             std::os::unix::fs::FileExt::read_exact_at(f, &mut b, 0x18).unwrap();
@@ -540,9 +427,14 @@ mod tests {
         );
         bar.revoke_doorbells();
         drop(bar);
+        assert_eq!(
+            reader.read(),
+            0,
+            "after: the reader no longer sees the device"
+        );
         bell.write(0xdead_beef);
         assert_eq!(word(&file), 0x1234_5678, "after: it does not");
-        drop(bell);
+        drop((bell, reader));
         std::fs::remove_file(path).unwrap();
     }
 

@@ -6,7 +6,9 @@
 //!  e1000 02.0 ── hub 0 (pcap) ─┬─ e1000 03.0
 //!  sender (pktgen)             │  receiver (dump --idle …), open/close cycles
 //!                              ├─ legacy virtio-net 04.0: receiver (dump --idle hybrid)
-//!                              └─ igb 05.0: receiver (dump --idle hybrid)
+//!                              ├─ igb 05.0: receiver (dump --idle hybrid)
+//!                              └─ modern virtio-net 06.0, no MSI-X: receiver (dump
+//!                                 --idle hybrid)
 //! ```
 //!
 //! - idle: `zcnic dump` with nothing arriving, 5 s in `poll` then 5 s in `hybrid`; the
@@ -16,7 +18,10 @@
 //!   sleep and wake.
 //! - the same idle and wake-up legs on a legacy virtio-net (INTx acknowledged through its
 //!   ISR) and an igb (MSI-X under VFIO, INTx in legacy interrupt mode under uio), with the
-//!   guest's `/proc/interrupts` read around them.
+//!   guest's `/proc/interrupts` read around them; and on a modern virtio-net without MSI-X
+//!   (uio_pci_generic offers none; under VFIO the device is given none, `vectors=0`),
+//!   INTx acknowledged through the ISR capability in its memory BAR. With MSI-X it sleeps
+//!   on its vectors, which `qemu_idle_virtio` covers.
 //! - teardown: 200 open/close cycles in one process, each sleeping on the interrupt once,
 //!   leave its descriptor count unchanged; the kernel logs nothing about the IRQ.
 
@@ -35,6 +40,13 @@ const RECEIVER: &str = "0000:00:03.0";
 /// configuration), so it sleeps on INTx.
 const LEGACY: &str = "0000:00:04.0";
 const LEGACY_NIC: &str = "virtio-net-pci,disable-modern=on";
+/// The modern virtio-net receiver without MSI-X: the one-pair port sleeps on INTx, its ISR
+/// read where the ISR capability points.
+const MODERN: &str = "0000:00:06.0";
+/// It under uio_pci_generic (which hands userspace INTx only; no vIOMMU, so no
+/// `iommu_platform`), and under VFIO, where `vectors=0` takes its MSI-X capability away.
+const MODERN_UIO: &str = "virtio-net-pci,disable-legacy=on";
+const MODERN_VFIO: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on,vectors=0";
 /// An igb receiver: MSI-X per queue through VFIO; under uio_pci_generic (INTx only) the
 /// one-queue port runs the 82576's legacy interrupt mode on INTx.
 const IGB: &str = "0000:00:05.0";
@@ -104,12 +116,13 @@ fn scenario() -> String {
             | tee /results/wake-pktgen.txt\n\
          wait $dump\n\
          cat /results/wake-dump.err /results/wake-dump.txt\n\
-         {legacy}{igb}\
+         {legacy}{igb}{modern}\
          irq_cycles {RECEIVER} {CYCLES} | tee /results/cycles.txt\n\
          dmesg > /results/dmesg.txt\n",
         ready = wait_ready("/results/wake-dump.err", "listening"),
         legacy = sleeper_legs(LEGACY, "legacy"),
         igb = sleeper_legs(IGB, "igb"),
+        modern = sleeper_legs(MODERN, "modern"),
     )
 }
 
@@ -132,11 +145,16 @@ fn guest(platform: Platform) -> Option<&'static GuestRun> {
         Platform::Uio => (&UIO, "idle-uio"),
     };
     Some(cell.get_or_init(|| {
+        let modern = match platform {
+            Platform::Vfio => MODERN_VFIO,
+            Platform::Uio => MODERN_UIO,
+        };
         let nics = vec![
             Nic::new("e1000", 0, true),
             Nic::new("e1000", 0, false),
             Nic::new(LEGACY_NIC, 0, false),
             Nic::new("igb", 0, false),
+            Nic::new(modern, 0, false),
         ];
         let mut spec = spec(name, nics, &scenario());
         // Without the vIOMMU, `zcnic bind` picks uio_pci_generic.
@@ -244,6 +262,17 @@ fn vfio_legacy_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
 #[test]
 fn uio_legacy_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
     sleeps_and_wakes_for_every_burst(Platform::Uio, "legacy", LEGACY);
+}
+
+/// Issue 20: a modern virtio-net without MSI-X sleeps on INTx too, under either platform.
+#[test]
+fn vfio_modern_virtio_without_msix_sleeps_on_intx_and_wakes_for_every_burst() {
+    sleeps_and_wakes_for_every_burst(Platform::Vfio, "modern", MODERN);
+}
+
+#[test]
+fn uio_modern_virtio_sleeps_on_intx_and_wakes_for_every_burst() {
+    sleeps_and_wakes_for_every_burst(Platform::Uio, "modern", MODERN);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! packed ones. The exact interleavings (a used entry written just before or just after the
 //! arm store) are pinned in `zcnic-descriptors`' `notify_tests`; here a device thread races
 //! the waiter for real. Without MSI-X, a one-pair port sleeps on INTx (`virtio/legacy.rs`):
-//! the same rounds again on the fake's line and ISR status, legacy and modern.
+//! the same rounds again on the fake's line and ISR status, legacy (ISR through the I/O
+//! register, here a hook) and modern (ISR read where the ISR capability points in the BAR,
+//! as under uio_pci_generic).
 
 use std::time::{Duration, Instant};
 use zcnic::irq::wait_readable;
@@ -222,7 +224,8 @@ fn each_queue_sleeps_on_its_own_vector() {
 }
 
 /// A one-queue port on a fake without MSI-X whose INTx the transport hands over: the
-/// legacy interface (`legacy`) or the modern one.
+/// legacy interface (`legacy`, ISR through a hook standing in for its I/O register) or
+/// the modern one (ISR through the ISR capability's window of the BAR).
 fn open_intx<Q: zcnic::virtio::QueueKind>(
     legacy: bool,
     b: Behaviour,
@@ -232,11 +235,10 @@ fn open_intx<Q: zcnic::virtio::QueueKind>(
         packed: Q::PACKED,
         ..b
     });
-    let modern = dev.transport().with_intx(dev.intx());
     let t: Box<dyn zcnic::virtio::Transport> = if legacy {
-        Box::new(LegacyView(modern))
+        Box::new(LegacyView(dev.transport().with_intx(dev.intx())))
     } else {
-        Box::new(modern)
+        Box::new(dev.isr_transport())
     };
     let cfg = config(1);
     let features = negotiate(t.as_ref(), &addr(), &cfg, Q::PACKED).unwrap();
@@ -269,9 +271,8 @@ fn intx_modern_packed_ring() {
 /// The line is level-triggered on ISR: the waiter's wake-up finds the queue bit set, and
 /// disarming reads ISR, which clears it (the line drops while the port polls). A link
 /// change sets the config bit, but the port reports no link interrupt on INTx.
-#[test]
-fn intx_is_acknowledged_through_isr() {
-    let (dev, mut nic) = open_intx::<Split>(true, Behaviour::default());
+fn acknowledged_through_isr(legacy: bool) {
+    let (dev, mut nic) = open_intx::<Split>(legacy, Behaviour::default());
     assert!(nic.link_interrupt().is_none());
     assert!(!nic.enable_rx_interrupt().unwrap());
     dev.inject(Inject::Frame(frame(3)));
@@ -288,8 +289,20 @@ fn intx_is_acknowledged_through_isr() {
     assert_eq!(dev.interrupts(0), 1);
 }
 
+#[test]
+fn intx_is_acknowledged_through_isr() {
+    acknowledged_through_isr(true);
+}
+
+/// The modern ISR is a byte of the BAR (where the ISR capability points) that the queue
+/// reads through its own handle: the same acknowledgements land there.
+#[test]
+fn intx_modern_is_acknowledged_through_the_isr_capability() {
+    acknowledged_through_isr(false);
+}
+
 /// One line cannot tell queues apart: a two-pair port without MSI-X leaves INTx alone and
-/// its queues poll.
+/// its queues poll, though the modern device has its ISR capability.
 #[test]
 fn intx_serves_no_multi_queue_port() {
     let dev = FakeVirtio::start(Behaviour {
@@ -297,7 +310,7 @@ fn intx_serves_no_multi_queue_port() {
         pairs: 2,
         ..Behaviour::default()
     });
-    let t = dev.transport().with_intx(dev.intx());
+    let t = dev.isr_transport();
     let cfg = config(2);
     let features = negotiate(&t, &addr(), &cfg, false).unwrap();
     let (_port, mut queues) =

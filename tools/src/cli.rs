@@ -200,8 +200,8 @@ pub enum Cmd {
         /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
         /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
         /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
-        /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
-        /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
+        /// (`hybrid=1000`). A port without a receive interrupt (a multi-queue port without
+        /// MSI-X, as under uio) polls; with --queues > 1 each queue's thread sleeps on
         /// its own vector (igb, virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -241,8 +241,8 @@ pub enum Cmd {
         /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
         /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
         /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
-        /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
-        /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
+        /// (`hybrid=1000`). A port without a receive interrupt (a multi-queue port without
+        /// MSI-X, as under uio) polls; with --queues > 1 each queue's thread sleeps on
         /// its own vector (igb, virtio-net MSI-X).
         #[arg(long, value_name = "MODE", default_value = "hybrid")]
         idle: Idle,
@@ -280,8 +280,8 @@ pub struct FwdCmd {
     /// (least CPU, a wake-up per quiet spell), `hybrid[=T|=N]` polls while frames come and
     /// sleeps once the port was quiet for T (default 1ms, stretched up to 256x while sleeps
     /// turn out to be hiccups; `hybrid=500us`) or after N empty polls in a row
-    /// (`hybrid=1000`). A port without a receive interrupt (a modern virtio-net under uio, a
-    /// multi-queue port without MSI-X) polls; with --queues > 1 each queue's thread sleeps on
+    /// (`hybrid=1000`). A port without a receive interrupt (a multi-queue port without
+    /// MSI-X, as under uio) polls; with --queues > 1 each queue's thread sleeps on
     /// its own vector (igb, virtio-net MSI-X).
     #[arg(long, value_name = "MODE", default_value = "poll")]
     pub idle: Idle,

@@ -20,11 +20,12 @@
 //! T again.
 //!
 //! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net and the igb
-//! on an MSI-X vector per queue (vfio-pci), a one-pair legacy virtio-net on INTx (vfio-pci
-//! or uio_pci_generic). With `--queues N` (`dump`, `fwd`, `stats`) each queue's thread
-//! sleeps on its own queue's vector. A port without a receive interrupt (a modern
-//! virtio-net or igb under uio, a multi-queue port without MSI-X) polls whatever the mode,
-//! after one line saying so. A sleep lasts at most [`NAP`], so the loop still sees its
+//! on an MSI-X vector per queue (vfio-pci), a one-pair virtio-net, legacy or modern, on
+//! INTx without MSI-X (vfio-pci or uio_pci_generic; a modern one's ISR is read through its
+//! ISR capability), a one-queue igb on INTx under uio_pci_generic. With `--queues N`
+//! (`dump`, `fwd`, `stats`) each queue's thread sleeps on its own queue's vector. A port
+//! without a receive interrupt (a multi-queue port without MSI-X, under uio_pci_generic
+//! every multi-queue port) polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so the loop still sees its
 //! duration end, Ctrl-C and link events.
 
 use crate::{msg, ToolError};

@@ -15,7 +15,8 @@
 //! ([`Virtqueue::enable_notify`](zcnic_descriptors::virtio::Virtqueue::enable_notify));
 //! on waking, suppress again. No system call but the eventfd's drain; MSI-X is
 //! edge-triggered, nothing to unmask. Without MSI-X a one-pair port sleeps on INTx
-//! instead, with the ISR read and the unmask of `legacy.rs` around the same round.
+//! instead, legacy or modern, with the ISR read and the unmask of `legacy.rs` around the
+//! same round.
 
 use super::queue::QueueKind;
 use super::rxtx::VirtioRxQueue;
@@ -73,7 +74,7 @@ impl Vectors {
 
 /// Why a queue has no interrupt, for [`Error::NoInterrupt`].
 pub(super) const NO_VECTOR_WHY: &str =
-    "no MSI-X vector for this queue (uio_pci_generic, a legacy device, or too few vectors), and INTx only serves a port of one queue pair on the legacy interface";
+    "no MSI-X vector for this queue (uio_pci_generic, a legacy device, or too few vectors), and INTx serves only a port of one queue pair (a modern device's, through its ISR capability)";
 
 impl<Q: QueueKind> VirtioRxQueue<Q> {
     /// Gives this queue its interrupt on `event`, which the device side signals: for a

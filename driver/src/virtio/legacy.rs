@@ -4,7 +4,10 @@
 //!
 //! **INTx** ([`Intx`]): the one interrupt of a port without MSI-X (a legacy device, whose
 //! device configuration would move if MSI-X were on; a device under uio_pci_generic, which
-//! hands userspace only INTx).
+//! hands userspace only INTx; a modern device without the MSI-X capability). It is shared
+//! by both transports: the legacy one reads ISR in its I/O BAR through the platform, the
+//! modern one where its ISR capability (VIRTIO_PCI_CAP_ISR_CFG, virtio 1.1 §4.1.4.5)
+//! points in a memory BAR, through a mapped [`Reader8`] the queue owns.
 //!
 //! With MSI-X off the device reports every notification through the ISR status register
 //! (virtio 1.1 §4.1.4.5, §4.1.5.4): bit 0 a used buffer notification of any queue, bit 1 a
@@ -36,6 +39,7 @@
 
 use super::transport::{Notifier, Transport};
 use crate::irq::{EventFd, RxIrq};
+use crate::mmio::Reader8;
 use crate::pci::PciAddr;
 use crate::platform::PciDevice;
 use crate::Error;
@@ -186,6 +190,14 @@ impl std::fmt::Debug for Intx {
 pub(super) enum Isr {
     /// Through the platform, at `off` of I/O BAR0, while the device is open.
     Io { dev: Weak<dyn PciDevice>, off: u64 },
+    /// In a memory BAR, where the modern interface's ISR capability points
+    /// (`transport.rs`): a mapped byte, read from the queue's thread without a system
+    /// call. `dev` is the device to unmask the line of, while it is open (none for a
+    /// test's fake, whose line needs no unmask).
+    Mmio {
+        reg: Reader8,
+        dev: Option<Weak<dyn PciDevice>>,
+    },
     /// A test device's register.
     Hook(Box<dyn Fn() -> u8 + Send>),
 }
@@ -213,6 +225,27 @@ impl Intx {
         })
     }
 
+    /// INTx of `dev` routed to a descriptor by its platform, with ISR read through `reg`
+    /// (the modern interface's ISR capability, in a memory BAR).
+    pub(super) fn mmio(dev: &Arc<dyn PciDevice>, reg: Reader8) -> Result<Self, Error> {
+        Ok(Self {
+            irq: RxIrq::intx(dev.as_ref())?,
+            isr: Isr::Mmio {
+                reg,
+                dev: Some(Arc::downgrade(dev)),
+            },
+        })
+    }
+
+    /// INTx a test's fake device signals on `event`, with ISR read through `reg` of its
+    /// BAR, as a real modern device's is.
+    pub(super) fn fake_mmio(event: EventFd, reg: Reader8) -> Self {
+        Self {
+            irq: RxIrq::plain(event),
+            isr: Isr::Mmio { reg, dev: None },
+        }
+    }
+
     /// The line's descriptor and the ISR reader, for the queue that sleeps on them.
     pub(super) fn split(self) -> (RxIrq, Isr) {
         (self.irq, self.isr)
@@ -237,6 +270,14 @@ impl Isr {
                     }
                 }
             }
+            Self::Mmio { reg, dev: None } => reg.read(),
+            Self::Mmio {
+                reg,
+                dev: Some(dev),
+            } => match dev.upgrade() {
+                Some(_open) => reg.read(),
+                None => 0,
+            },
             Self::Hook(read) => read(),
         }
     }
@@ -245,8 +286,8 @@ impl Isr {
     /// once the device is closed.
     pub(super) fn device(&self) -> Option<Arc<dyn PciDevice>> {
         match self {
-            Self::Io { dev, .. } => dev.upgrade(),
-            Self::Hook(_) => None,
+            Self::Io { dev, .. } | Self::Mmio { dev: Some(dev), .. } => dev.upgrade(),
+            Self::Mmio { dev: None, .. } | Self::Hook(_) => None,
         }
     }
 }

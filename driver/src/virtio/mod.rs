@@ -116,7 +116,7 @@ fn bring_up(
     // Reset before bus mastering goes on: a device its last user left running (an unclean
     // exit) would otherwise resume DMA into memory that is no longer that user's.
     dev.set_bus_master(false)?;
-    let transport: Box<dyn Transport> = match Modern::open(dev.as_ref()) {
+    let transport: Box<dyn Transport> = match Modern::open(dev) {
         Ok(m) => Box::new(m.with_vectors(msix(dev.as_ref(), cfg))),
         Err(e) => {
             log::debug!("{addr}: {e}; using the legacy interface");

@@ -7,7 +7,7 @@ use crate::irq::EventFd;
 use crate::mmio::{Bar, Doorbell, MmioBar};
 use crate::platform::PciDevice;
 use crate::Error;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 /// Device status bits (virtio 1.1 §2.1).
 pub mod status {
@@ -163,6 +163,8 @@ mod common {
 const CAP_VENDOR: u8 = 0x09;
 const CFG_COMMON: u8 = 1;
 const CFG_NOTIFY: u8 = 2;
+/// VIRTIO_PCI_CAP_ISR_CFG: the ISR status byte (§4.1.4.5), INTx's acknowledgement.
+const CFG_ISR: u8 = 3;
 const CFG_DEVICE: u8 = 4;
 /// PCI status register bit: a capability list exists (PCI Local Bus Spec §6.2.3).
 const STATUS_CAP_LIST: u16 = 1 << 4;
@@ -201,9 +203,15 @@ pub struct Modern<B: Bar> {
     queue_notify: Vec<u32>,
     /// MSI-X vectors routed by the platform, until the port takes them.
     vectors: Vec<EventFd>,
-    /// INTx a test's fake device plays, until the port takes it (a real modern device's
-    /// ISR is in a memory BAR zcnic does not read: without MSI-X it polls).
+    /// The ISR status window (its first byte), when the device has one inside a mapped
+    /// BAR: what a port without MSI-X reads to acknowledge INTx (`legacy.rs`).
+    isr: Option<Window>,
+    /// The device, for its INTx at the platform (none for a test's fake).
+    dev: Option<Weak<dyn PciDevice>>,
+    /// INTx a test's fake device plays, until the port takes it: whole ([`Intx::fake`]),
+    /// or its line alone, acknowledged through `isr` ([`Modern::with_isr_intx`]).
     intx: Option<Intx>,
+    line: Option<EventFd>,
 }
 
 impl<B: Bar> std::fmt::Debug for Modern<B> {
@@ -218,6 +226,7 @@ struct Caps {
     common: Option<Window>,
     notify: Option<(Window, u32)>,
     device: Option<Window>,
+    isr: Option<Window>,
 }
 
 fn find_caps(dev: &dyn PciDevice) -> Result<Caps, Error> {
@@ -248,6 +257,7 @@ fn find_caps(dev: &dyn PciDevice) -> Result<Caps, Error> {
                         Some((w, u32::from_le_bytes([cap[16], cap[17], cap[18], cap[19]])))
                 }
                 CFG_DEVICE if caps.device.is_none() => caps.device = Some(w),
+                CFG_ISR if caps.isr.is_none() => caps.isr = Some(w),
                 _ => {}
             }
         }
@@ -258,9 +268,9 @@ fn find_caps(dev: &dyn PciDevice) -> Result<Caps, Error> {
 
 impl Modern<MmioBar> {
     /// Finds the virtio capabilities of `dev` and maps the BARs they point into.
-    pub fn open(dev: &dyn PciDevice) -> Result<Self, Error> {
+    pub fn open(dev: &Arc<dyn PciDevice>) -> Result<Self, Error> {
         let addr = dev.addr();
-        let caps = find_caps(dev)?;
+        let caps = find_caps(dev.as_ref())?;
         let missing = |what| {
             Error::Io(format!(
                 "{addr}: no virtio {what} capability: not a modern virtio device"
@@ -286,8 +296,41 @@ impl Modern<MmioBar> {
                 )));
             }
         }
-        Ok(Self::new(bars, common, notify, notify_mult, device))
+        let isr = caps
+            .isr
+            .and_then(|w| isr_window(dev.as_ref(), &mut bars, w));
+        let mut m = Self::new(bars, common, notify, notify_mult, device);
+        m.isr = isr;
+        m.dev = Some(Arc::downgrade(dev));
+        Ok(m)
     }
+}
+
+/// The ISR capability's window `w`, its BAR mapped into `bars`; none (the port then polls
+/// without MSI-X) when the BAR cannot be mapped or the window lies outside it. The
+/// capability is mandatory, but a device without it still works through MSI-X or polling.
+fn isr_window(dev: &dyn PciDevice, bars: &mut [Option<MmioBar>], w: Window) -> Option<Window> {
+    let addr = dev.addr();
+    if bars[w.bar].is_none() {
+        match dev.map_bar(w.bar as u32) {
+            Ok(b) => bars[w.bar] = Some(b),
+            Err(e) => {
+                log::debug!("{addr}: the virtio ISR capability's BAR: {e}; no INTx");
+                return None;
+            }
+        }
+    }
+    let bar_len = bars[w.bar].as_ref().map_or(0, MmioBar::len) as u64;
+    if w.len == 0 || u64::from(w.off) >= bar_len {
+        log::debug!(
+            "{addr}: the virtio ISR capability says {:#x}+{:#x} of BAR{} ({bar_len:#x} bytes); no INTx",
+            w.off,
+            w.len,
+            w.bar
+        );
+        return None;
+    }
+    Some(w)
 }
 
 impl<B: Bar> Modern<B> {
@@ -330,7 +373,10 @@ impl<B: Bar> Modern<B> {
             device,
             queue_notify: Vec::new(),
             vectors: Vec::new(),
+            isr: None,
+            dev: None,
             intx: None,
+            line: None,
         }
     }
 
@@ -343,6 +389,18 @@ impl<B: Bar> Modern<B> {
     /// INTx a test's fake device plays ([`Intx::fake`]), for a port given no vectors.
     pub fn with_intx(mut self, intx: Intx) -> Self {
         self.intx = Some(intx);
+        self
+    }
+
+    /// INTx a test's fake device signals on `event`, acknowledged by reading ISR status at
+    /// `isr` of the BAR, as the ISR capability of a real modern device points to it.
+    pub fn with_isr_intx(mut self, event: EventFd, isr: u32) -> Self {
+        self.isr = Some(Window {
+            bar: 0,
+            off: isr,
+            len: 1,
+        });
+        self.line = Some(event);
         self
     }
 
@@ -487,9 +545,16 @@ impl<B: Bar> Transport for Modern<B> {
             .map_or(u32::MAX, |(b, at)| b.read32(at))
     }
 
+    /// The notify BAR's doorbells and the ISR BAR's reader (the same BAR on QEMU): a
+    /// queue that outlives the port must neither kick the device nor clear its ISR.
     fn revoke_notifiers(&self) {
         if let Some(b) = self.bar(self.notify) {
             b.revoke_doorbells();
+        }
+        if let Some(w) = self.isr.filter(|w| w.bar != self.notify.bar) {
+            if let Some(b) = self.bar(w) {
+                b.revoke_doorbells();
+            }
         }
     }
 
@@ -497,8 +562,22 @@ impl<B: Bar> Transport for Modern<B> {
         std::mem::take(&mut self.vectors)
     }
 
+    /// A test's INTx as given, or the device's own through its platform (VFIO, or
+    /// uio_pci_generic's /dev/uioN) acknowledged through the ISR capability; none without
+    /// that capability or a line from the platform.
     fn take_intx(&mut self) -> Option<Intx> {
-        self.intx.take()
+        if let Some(intx) = self.intx.take() {
+            return Some(intx);
+        }
+        let (bar, at) = self.reg(self.isr?, 0, 1)?;
+        let reg = bar.reader8(at);
+        if let Some(event) = self.line.take() {
+            return Some(Intx::fake_mmio(event, reg));
+        }
+        let dev = self.dev.as_ref()?.upgrade()?;
+        Intx::mmio(&dev, reg)
+            .map_err(|e| log::debug!("{e}; the port polls"))
+            .ok()
     }
 
     fn set_queue_vector(&self, q: u16, vector: u16) -> bool {

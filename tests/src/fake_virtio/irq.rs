@@ -7,26 +7,35 @@
 //! Without a vector and with INTx given to the driver ([`Msix::intx`]), a notification
 //! sets the ISR status bit instead (bit 0 for a queue, bit 1 for a configuration change,
 //! virtio 1.1 §4.1.4.5) and raises the line, whose eventfd plays the platform's delivery;
-//! the driver's read of ISR clears it.
+//! the driver's read of ISR clears it. ISR is a clear-on-read byte of the BAR at
+//! [`ISR_CFG`], where QEMU's ISR capability points: the driver reads it there through the
+//! modern transport ([`FakeVirtio::isr_transport`]), or through a hook standing in for the
+//! legacy I/O register ([`FakeVirtio::intx`]).
 
-use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use super::{FakeVirtio, Modern, VirtioBar};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use zcnic::irq::EventFd;
+use zcnic::{Bar, FakeBar};
 use zcnic_descriptors::virtio::{need_event, RING_EVENT_FLAGS_DISABLE, VIRTQ_AVAIL_F_NO_INTERRUPT};
 
 /// VIRTIO_MSI_NO_VECTOR.
 pub const NO_VECTOR: u16 = 0xffff;
 
+/// The ISR status byte in the BAR (virtio 1.1 §4.1.4.5), where QEMU's ISR capability
+/// points (`VIRTIO_PCI_CAP_ISR_CFG`, offset 0x1000 of the BAR).
+pub const ISR_CFG: u32 = 0x1000;
+
 /// The device's MSI-X table: the signalling end of each entry's eventfd, and how many
 /// notifications each queue sent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Msix {
     entries: Vec<EventFd>,
     pub(super) sent: [AtomicU64; super::MAX_QUEUES],
     /// The device's end of its INTx line, when the test gave the driver one.
     line: Option<EventFd>,
-    /// ISR status: what the line was raised for since the driver last read it.
-    pub(super) isr: Arc<AtomicU8>,
+    /// The BAR whose ISR status byte ([`ISR_CFG`]) holds what the line was raised for
+    /// since the driver last read it.
+    regs: FakeBar,
 }
 
 /// ISR status bits (virtio 1.1 §4.1.4.5).
@@ -34,6 +43,17 @@ pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
 
 impl Msix {
+    /// No table and no line yet; ISR status at [`ISR_CFG`] of `regs`, clear on read.
+    pub(super) fn new(regs: FakeBar) -> Self {
+        regs.clear_on_read(ISR_CFG);
+        Self {
+            entries: Vec::new(),
+            sent: Default::default(),
+            line: None,
+            regs,
+        }
+    }
+
     /// `n` table entries; the driver's ends, entry `i` at index `i`.
     pub(super) fn table(&mut self, n: usize) -> Vec<EventFd> {
         let driver: Vec<EventFd> = (0..n).map(|_| EventFd::new().expect("eventfd")).collect();
@@ -41,13 +61,18 @@ impl Msix {
         driver
     }
 
-    /// The driver's end of an INTx line and the reader of ISR status (which clears it),
-    /// for `zcnic::virtio::Intx::fake`.
-    pub(super) fn intx(&mut self) -> (EventFd, impl Fn() -> u8 + Send + 'static) {
+    /// The driver's end of an INTx line.
+    fn line(&mut self) -> EventFd {
         let driver = EventFd::new().expect("eventfd");
         self.line = Some(driver.try_clone().expect("dup"));
-        let isr = Arc::clone(&self.isr);
-        (driver, move || isr.swap(0, Ordering::SeqCst))
+        driver
+    }
+
+    /// The driver's end of an INTx line and a reader of ISR status (which clears it),
+    /// for `zcnic::virtio::Intx::fake`.
+    fn intx(&mut self) -> (EventFd, impl Fn() -> u8 + Send + 'static) {
+        let regs = self.regs.clone();
+        (self.line(), move || regs.read8(ISR_CFG))
     }
 
     /// Raises entry `vector`; for NO_VECTOR, sets `cause` in ISR and raises INTx when the
@@ -59,7 +84,7 @@ impl Msix {
         }
         match (&self.line, vector) {
             (Some(line), NO_VECTOR) => {
-                self.isr.fetch_or(cause, Ordering::SeqCst);
+                self.regs.raise(ISR_CFG, cause.into());
                 line.signal().expect("eventfd write");
                 true
             }
@@ -72,6 +97,44 @@ impl Msix {
         if wants && self.raise(vector, ISR_QUEUE) {
             self.sent[q].fetch_add(1, Ordering::SeqCst);
         }
+    }
+}
+
+impl FakeVirtio {
+    /// An MSI-X table of `n` entries: the driver's ends of their eventfds, entry `i` at
+    /// index `i`, for `Modern::with_vectors`. The device raises the entry each queue's
+    /// `queue_msix_vector` names when the driver asked for a notification, and
+    /// `msix_config`'s on a link change.
+    pub fn msix(&self, n: usize) -> Vec<EventFd> {
+        self.shared.control(|core, _| core.msix.table(n))
+    }
+
+    /// The device's INTx, for `Modern::with_intx` (or a [`super::LegacyView`] of it) on a
+    /// port given no vectors: a notification without a vector sets ISR and raises the
+    /// line; ISR is read through a hook, as the legacy I/O register is.
+    pub fn intx(&self) -> zcnic::virtio::Intx {
+        let (line, isr) = self.shared.control(|core, _| core.msix.intx());
+        zcnic::virtio::Intx::fake(line, isr)
+    }
+
+    /// The modern transport with the device's INTx line alone: the driver acknowledges it
+    /// by reading ISR through its ISR capability's window ([`ISR_CFG`]), as it does a
+    /// real modern device's under uio_pci_generic.
+    pub fn isr_transport(&self) -> Modern<VirtioBar> {
+        let line = self.shared.control(|core, _| core.msix.line());
+        self.transport().with_isr_intx(line, ISR_CFG)
+    }
+
+    /// ISR status as the device holds it now, without the read that would clear it.
+    pub fn isr(&self) -> u8 {
+        self.shared
+            .control(|core, _| core.msix.regs.peek32(ISR_CFG) as u8)
+    }
+
+    /// Used buffer notifications queue `q` sent so far (MSI-X or INTx).
+    pub fn interrupts(&self, q: usize) -> u64 {
+        self.shared
+            .control(|core, _| core.msix.sent[q].load(Ordering::SeqCst))
     }
 }
 
