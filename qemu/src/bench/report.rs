@@ -50,17 +50,6 @@ impl Report {
             .collect()
     }
 
-    /// Forwarding: each run's rate as a share of its source's rate over the same window,
-    /// in round order. The forwarder's rate follows the source's (both slow down together
-    /// when the host is busy), so two forwarders compare more steadily by their shares.
-    pub fn shares(&self, target: Target, tool: Tool) -> Vec<f64> {
-        self.outcomes
-            .iter()
-            .filter(|o| o.run.target == target && o.run.tool == tool)
-            .filter_map(|o| Some(o.pps / o.source_pps.filter(|s| *s > 0.0)?))
-            .collect()
-    }
-
     fn sources(&self, target: Target, tool: Tool) -> Vec<f64> {
         self.outcomes
             .iter()
@@ -325,15 +314,6 @@ pub fn print(report: &Report, plan: &Plan) {
                     ratios.push(format!("{name} {r:.2}x (runs {min:.2}–{max:.2}x)"));
                 }
             }
-        }
-        let shares = ratio_of(
-            report.shares(target, Tool::Hybrid),
-            report.shares(target, Tool::Zcnic),
-        );
-        if let Some((r, min, max)) = shares {
-            ratios.push(format!(
-                "hybrid/poll by share of the source {r:.2}x (runs {min:.2}–{max:.2}x)"
-            ));
         }
         for (tool, name) in [(Tool::Zcnic, "zcnic"), (Tool::Testpmd, "DPDK")] {
             if let Some(t) = scaling_text(report, target, tool) {

@@ -178,9 +178,6 @@ fn every_tool_is_measured_by_the_same_rule_and_checked() {
         ratio_text(&r, Target::FwdVirtioE1000, Tool::Hybrid, Tool::Zcnic).unwrap(),
         "0.97x (runs 0.97–0.97x)"
     );
-    // Both forwarders' sources ran at 50 000 pps in both rounds: 2900 and 3000 of it.
-    assert_eq!(r.shares(Target::FwdVirtioE1000, Tool::Hybrid), [0.058; 2]);
-    assert_eq!(r.shares(Target::FwdVirtioE1000, Tool::Zcnic), [0.06; 2]);
     assert!(verdict(&r).is_ok());
 }
 
