@@ -13,11 +13,12 @@
 //! Why a time, and one that adapts: a port under load still sees empty streaks (the
 //! sender or the device's thread descheduled for a moment), and a count of polls is a
 //! time that changes with the CPU and the driver. A sleep in such a streak pays a wake-up
-//! while frames pile up. So a sleep that ends sooner than the quiet time before it (a
-//! hiccup, not a quiet spell) doubles the quiet time, up to [`ADAPT_MAX`] T, and a nap
-//! that runs out with nothing arriving halves it back towards T: a loaded port soon stops
-//! sleeping in its stalls and forwards what `poll` forwards, and an idle one sleeps after
-//! T again.
+//! while frames pile up. So a sleep that ends sooner than the polling before it had
+//! lasted (a stall in a stream, not a quiet spell) doubles the quiet time, up to
+//! [`ADAPT_MAX`] T, and a nap that runs out with nothing arriving halves it back towards
+//! T: a loaded port soon stops sleeping in its stalls and forwards what `poll` forwards,
+//! a port with bursts and longer silences sleeps in the silences, and an idle one sleeps
+//! after T again.
 //!
 //! The e1000 sleeps on INTx (vfio-pci or uio_pci_generic), a modern virtio-net and the igb
 //! on an MSI-X vector per queue (vfio-pci), a one-pair virtio-net, legacy or modern, on
@@ -28,11 +29,12 @@
 //! every multi-queue port) polls whatever the mode, after one line saying so. A sleep lasts at most [`NAP`], so the loop still sees its
 //! duration end, Ctrl-C and link events.
 
+use crate::clock::LoopClock;
 use crate::{msg, ToolError};
 use std::ops::DerefMut;
 use std::os::fd::BorrowedFd;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zcnic::Nic;
 
 /// How long a `hybrid` port must have been quiet before it sleeps, when `--idle hybrid`
@@ -121,8 +123,14 @@ fn parse_threshold(v: &str) -> Option<Idle> {
 pub struct Idler {
     mode: Idle,
     empty: u32,
-    /// When the current run of empty polls began (`hybrid=T`).
-    quiet_since: Instant,
+    /// When the current run of empty polls began (`hybrid=T`), on `clock`.
+    quiet_since: u64,
+    /// The loop's clock (TSC-based on x86-64): a system clock read in a TCG guest is an
+    /// HPET read under QEMU's global lock, which stalls the device being forwarded from
+    /// (`clock.rs`); an empty streak under load would pay one at each start.
+    clock: LoopClock,
+    /// When the last sleep ended, on `clock` (0: the policy's start).
+    woke_at: u64,
     /// The quiet time in force (`hybrid=T`): T, doubled by each hiccup (see `count`).
     quiet: Duration,
     /// Sleeps the receive interrupt ended.
@@ -131,8 +139,8 @@ pub struct Idler {
     pub ready: u64,
     /// Sleeps that ran to [`NAP`] with nothing arriving.
     pub naps: u64,
-    /// `hybrid=T`: sleeps woken sooner than the quiet time before them, each a stall in a
-    /// stream that doubled the quiet time (see `count`).
+    /// `hybrid=T`: sleeps the interrupt ended sooner than the polling before them had
+    /// lasted, each a stall in a stream that doubled the quiet time (see `adapt`).
     pub early: u64,
 }
 
@@ -153,7 +161,9 @@ impl Idler {
         Self {
             mode,
             empty: 0,
-            quiet_since: Instant::now(),
+            quiet_since: 0,
+            clock: LoopClock::new(),
+            woke_at: 0,
             quiet: match mode {
                 Idle::HybridFor(t) => t,
                 _ => Duration::ZERO,
@@ -172,8 +182,8 @@ impl Idler {
 
     /// Counts a poll that received `got` frames; true when the loop should sleep now
     /// ([`sleep`](Self::sleep)). Cheap: nothing allocated, no system call (the clock is
-    /// read through the vDSO, at the first empty poll of a run and every
-    /// [`QUIET_POLLS`] after).
+    /// the loop's TSC count, read at the first empty poll of a run and every
+    /// [`QUIET_POLLS`] after; it checks the system clock 50 times a second).
     #[inline]
     pub fn due(&mut self, got: usize) -> bool {
         if got > 0 || self.mode == Idle::Poll {
@@ -187,9 +197,11 @@ impl Idler {
             Idle::Hybrid(n) => self.empty >= n,
             Idle::HybridFor(_) => {
                 if self.empty == 1 {
-                    self.quiet_since = Instant::now();
+                    self.quiet_since = self.clock.now_ns();
                 }
-                self.empty.is_multiple_of(QUIET_POLLS) && self.quiet_since.elapsed() >= self.quiet
+                self.empty.is_multiple_of(QUIET_POLLS)
+                    && self.clock.now_ns().saturating_sub(self.quiet_since)
+                        >= self.quiet.as_nanos() as u64
             }
         };
         if due {
@@ -205,9 +217,9 @@ impl Idler {
         P: DerefMut<Target = N>,
         N: Nic + ?Sized,
     {
-        let start = Instant::now();
+        let start = self.clock.now_ns();
         match sleep(ports, NAP) {
-            Ok(woke) => self.count(woke, start.elapsed()),
+            Ok(woke) => self.count(woke, start),
             Err(e) => {
                 eprintln!("{tool}: --idle {}: {e}; polling instead", self.mode);
                 self.mode = Idle::Poll;
@@ -218,7 +230,7 @@ impl Idler {
     /// [`sleep`](Self::sleep) for one queue of a multi-queue port, on its own vector (a
     /// worker thread per queue, each with its own `Idler`).
     pub fn sleep_queue(&mut self, tool: &str, rx: &mut dyn zcnic::RxQueue) {
-        let start = Instant::now();
+        let start = self.clock.now_ns();
         let woke = match rx.enable_rx_interrupt() {
             Ok(true) => Ok(Woke::Ready),
             Ok(false) => {
@@ -237,7 +249,7 @@ impl Idler {
             Err(e) => Err(e.into()),
         };
         match woke {
-            Ok(woke) => self.count(woke, start.elapsed()),
+            Ok(woke) => self.count(woke, start),
             Err(e) => {
                 eprintln!(
                     "{tool}: queue {}: --idle {}: {e}; polling instead",
@@ -249,25 +261,37 @@ impl Idler {
         }
     }
 
-    /// Counts how a sleep of `slept` ended, and adapts a `hybrid=T` quiet time to it.
+    /// Counts how a sleep begun at `start` (on the loop's clock) ended, and adapts a
+    /// `hybrid=T` quiet time to it.
+    fn count(&mut self, woke: Woke, start: u64) {
+        let end = self.clock.now_ns();
+        let slept = Duration::from_nanos(end.saturating_sub(start));
+        let awake = Duration::from_nanos(start.saturating_sub(self.woke_at));
+        self.woke_at = end;
+        self.adapt(woke, slept, awake);
+    }
+
+    /// Counts a sleep that lasted `slept` after `awake` of polling, and adapts a
+    /// `hybrid=T` quiet time to it.
     ///
-    /// A sleep that ended sooner than the quiet time before it (or never began: a frame
-    /// was there at arming) was a hiccup in a stream, not a quiet spell: the port paid a
-    /// wake-up for nothing, so the quiet time doubles, up to [`ADAPT_MAX`] times T. A nap
-    /// that ran out with nothing arriving (quiet for the quiet time and then [`NAP`]) is
-    /// an idle port: the quiet time halves, down to T. A sleep the interrupt ended later
-    /// than that leaves it: the stream paused for longer than the quiet time, and
-    /// sleeping through the pause cost nothing. So a loaded port stops sleeping in its
-    /// stalls after a few of them and stays so while it is loaded, and an idle one is
-    /// back to sleeping after T within a few naps.
-    fn count(&mut self, woke: Woke, slept: Duration) {
+    /// A sleep shorter than the polling before it (or one that never began: a frame was
+    /// there at arming) was a stall in a stream, not a quiet spell: under TCG a wake-up
+    /// costs more than such a stall, and frames pile up while it lasts, so the quiet time
+    /// doubles, up to [`ADAPT_MAX`] times T. A nap that ran out with nothing arriving (quiet
+    /// for the quiet time and then [`NAP`]) is an idle port: the quiet time halves, down to
+    /// T. A sleep longer than the polling before it leaves it: a port busy less than half
+    /// the time (bursts with longer silences between) keeps sleeping in its silences. So a
+    /// loaded port stops sleeping in its stalls after a few of them and stays so while it
+    /// is loaded, and an idle one is back to sleeping after T within a few naps.
+    fn adapt(&mut self, woke: Woke, slept: Duration, awake: Duration) {
         match woke {
             Woke::Interrupt => self.wakes += 1,
             Woke::Ready => self.ready += 1,
             Woke::Timeout => self.naps += 1,
         }
         if let Idle::HybridFor(base) = self.mode {
-            let hiccup = woke == Woke::Ready || (woke == Woke::Interrupt && slept < self.quiet);
+            let stall = slept < awake.max(self.quiet);
+            let hiccup = woke == Woke::Ready || (woke == Woke::Interrupt && stall);
             if hiccup {
                 self.early += u64::from(woke == Woke::Interrupt);
                 self.quiet = (self.quiet * 2).min(base * ADAPT_MAX);
@@ -284,8 +308,8 @@ impl Idler {
 
     /// The summary line's words: `idle hybrid=1ms: 12 wakes, 3 ready, 50 naps, 2 early,
     /// quiet 1ms` (woken by the interrupt, frames found when arming, naps that ran out; of
-    /// the wakes, those sooner than the quiet time before them; the quiet time in force at
-    /// the end).
+    /// the wakes, those sooner than the polling before them had lasted; the quiet time in
+    /// force at the end).
     pub fn describe(&self) -> String {
         let mut s = format!(
             "idle {}: {} wakes, {} ready, {} naps",
@@ -410,48 +434,60 @@ mod tests {
         let ms = Duration::from_millis;
         let mut idler = Idler::new(Idle::HybridFor(ms(1)));
         assert_eq!(idler.quiet(), ms(1));
-        idler.count(Woke::Ready, ms(0));
+        idler.adapt(Woke::Ready, ms(0), ms(1));
         assert_eq!(idler.quiet(), ms(2), "a frame at arming: a hiccup");
-        idler.count(Woke::Interrupt, ms(1));
+        idler.adapt(Woke::Interrupt, ms(1), ms(2));
         assert_eq!(
             idler.quiet(),
             ms(4),
             "woken sooner than the quiet time: a hiccup"
         );
+        idler.adapt(Woke::Interrupt, ms(10), ms(50));
+        assert_eq!(
+            idler.quiet(),
+            ms(8),
+            "a 10 ms pause after 50 ms of polling: a stall in a stream"
+        );
+        idler.adapt(Woke::Interrupt, ms(80), ms(21));
+        assert_eq!(
+            idler.quiet(),
+            ms(8),
+            "an 80 ms silence after a 21 ms burst: a port that sleeps in its silences"
+        );
         for _ in 0..10 {
-            idler.count(Woke::Ready, ms(0));
+            idler.adapt(Woke::Ready, ms(0), ms(300));
         }
         assert_eq!(
             idler.quiet(),
             ms(256),
             "stretched to ADAPT_MAX times T at most"
         );
-        idler.count(Woke::Interrupt, ms(100));
+        idler.adapt(Woke::Interrupt, ms(100), ms(256));
         assert_eq!(idler.quiet(), ms(256), "100 ms < 256 ms: a hiccup");
-        idler.count(Woke::Interrupt, ms(300));
+        idler.adapt(Woke::Interrupt, ms(300), ms(256));
         assert_eq!(
             idler.quiet(),
             ms(256),
-            "a pause the interrupt ended later than the quiet time leaves it"
+            "a pause longer than the polling before it leaves it"
         );
-        idler.count(Woke::Timeout, NAP);
+        idler.adapt(Woke::Timeout, NAP, ms(256));
         assert_eq!(idler.quiet(), ms(128), "a nap that ran out: quiet indeed");
         for _ in 0..10 {
-            idler.count(Woke::Timeout, NAP);
+            idler.adapt(Woke::Timeout, NAP, ms(1));
         }
         assert_eq!(idler.quiet(), ms(1), "back to T, never below");
-        assert_eq!((idler.wakes, idler.ready, idler.naps), (3, 11, 11));
+        assert_eq!((idler.wakes, idler.ready, idler.naps), (5, 11, 11));
         assert_eq!(
-            idler.early, 2,
-            "the wakes after 1 ms and 100 ms, not 300 ms"
+            idler.early, 3,
+            "the wakes after 1, 10 and 100 ms, not 80 or 300 ms"
         );
         assert!(
-            idler.describe().ends_with("11 naps, 2 early, quiet 1ms"),
+            idler.describe().ends_with("11 naps, 3 early, quiet 1ms"),
             "{}",
             idler.describe()
         );
         let mut polls = Idler::new(Idle::Hybrid(10));
-        polls.count(Woke::Ready, ms(0));
+        polls.adapt(Woke::Ready, ms(0), ms(0));
         assert_eq!(
             polls.quiet(),
             Duration::ZERO,
