@@ -47,7 +47,7 @@ fn hybrid_sleeps_after_n_empty_polls_and_wakes_on_a_frame() {
             std::thread::sleep(Duration::from_millis(5));
             dev.inject(Inject::Frame(vec![7; 60]));
         });
-        // A nap is 100 ms; the frame comes well within a few of them.
+        // A nap is 200 ms; the frame comes well within a few of them.
         for _ in 0..200 {
             if idler.wakes + idler.ready > 0 {
                 break;

@@ -129,7 +129,7 @@ fn igb_idle_hybrid_sleeps_on_its_vector_where_poll_spins() {
     eprintln!("igb idle, 5 s with nothing arriving:\n  {poll}\n  {hybrid}");
     assert!(poll_pct > 80.0, "poll mode spins a whole core: {poll}");
     assert!(hybrid_pct < 2.0, "hybrid mode sleeps: {hybrid}");
-    assert!(count_before(&hybrid, " naps") >= 40, "{hybrid}");
+    assert!(count_before(&hybrid, " naps") >= 20, "{hybrid}");
 }
 
 #[test]
@@ -201,12 +201,12 @@ fn igb_stats_and_fwd_queues_sleep_each_on_its_own_vector() {
     eprintln!("igb stats --queues 2, 5 s idle: {stats}\n{fwd}");
     assert!(pct < 5.0, "two sleeping threads, not two spinning: {stats}");
     for q in 0..2 {
-        assert!(queue_naps(&stats, q) >= 40, "stats queue {q}: {stats}");
+        assert!(queue_naps(&stats, q) >= 20, "stats queue {q}: {stats}");
         let line = fwd
             .lines()
             .find(|l| l.starts_with(&format!("fwd: queue {q} idle ")))
             .unwrap_or_else(|| panic!("fwd queue {q}'s idle line:\n{fwd}"));
-        assert!(queue_naps(line, q) >= 40, "fwd queue {q}: {line}");
+        assert!(queue_naps(line, q) >= 20, "fwd queue {q}: {line}");
     }
 }
 

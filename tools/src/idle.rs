@@ -44,7 +44,7 @@ pub const HYBRID_QUIET: Duration = Duration::from_millis(1);
 /// How far hiccups can stretch a `hybrid=T` quiet time: to 256 T (256 ms by default).
 /// Under QEMU's TCG a flooded virtio-net forwarder sees stalls of tens of milliseconds
 /// in the stream, 14 to 53 a 3 s round beyond 32 ms; at 256 ms 10 to 20 sleeps. An idle port
-/// after such a load spins that long once, then each 100 ms nap halves it.
+/// after such a load spins that long once, then each nap halves it.
 pub const ADAPT_MAX: u32 = 256;
 
 /// Empty polls a quiet time needs as well (one poll after the thread was descheduled for
@@ -53,7 +53,7 @@ pub const ADAPT_MAX: u32 = 256;
 pub const QUIET_POLLS: u32 = 64;
 
 /// The longest one sleep lasts.
-pub const NAP: Duration = Duration::from_millis(100);
+pub const NAP: Duration = Duration::from_millis(200);
 
 /// An `--idle` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
