@@ -414,10 +414,10 @@ mod tests {
             len: filter.len() as u16,
             filter: filter.as_mut_ptr(),
         };
-        // SAFETY: prctl with integer arguments, then with a pointer to `prog`, a live
-        // sock_fprog whose `filter` points at `filter`, both outliving the call (the
-        // kernel copies the program). Without SECCOMP_FILTER_FLAG_TSYNC, the filter and
+        // The kernel copies the program; without SECCOMP_FILTER_FLAG_TSYNC the filter and
         // no_new_privs bind this thread alone, which the caller spawned for the test.
+        // SAFETY: prctl with integer arguments, then with a pointer to `prog`, a live
+        // sock_fprog whose `filter` points at `filter`, both outliving the call.
         unsafe {
             assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
             assert_eq!(
