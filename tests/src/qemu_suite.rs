@@ -505,3 +505,17 @@ pub fn assert_one_line_error(run: &GuestRun, name: &str, what: &str) {
     assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
     assert!(err.contains(what), "{name}: {err}");
 }
+
+/// Frames from `mac` to pktgen's UDP port, whatever their size.
+pub fn udp_to_pktgen(frames: Vec<Vec<u8>>, mac: [u8; 6]) -> Vec<Vec<u8>> {
+    frames
+        .into_iter()
+        .filter(|f| {
+            f.len() >= 38
+                && f[6..12] == mac
+                && f[12..14] == [8, 0]
+                && f[23] == 17
+                && f[36..38] == [0x5a, 0x43]
+        })
+        .collect()
+}

@@ -275,3 +275,19 @@ impl PacketSocket {
         None
     }
 }
+
+/// Up to `n` frames received on `port` within `within` (fewer if they do not come).
+pub fn receive_within<N: zcnic::Nic + ?Sized>(
+    port: &mut N,
+    n: usize,
+    within: Duration,
+) -> Vec<zcnic::Packet> {
+    let mut got = Vec::with_capacity(n);
+    let until = Instant::now() + within;
+    while got.len() < n && Instant::now() < until {
+        let mut b = Vec::with_capacity(64);
+        port.rx_batch(&mut b, 64);
+        got.extend(b);
+    }
+    got
+}

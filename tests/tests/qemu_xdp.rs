@@ -8,7 +8,7 @@
 
 use zcnic_qemu::Nic;
 use zcnic_tests::qemu_suite::{
-    assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap,
+    assert_pktgen_sequence, boot, figure, guest_slot, nic_mac, read_pcap, udp_to_pktgen,
 };
 
 const E1000: &str = "0000:00:02.0";
@@ -153,20 +153,6 @@ fn pktgen_over_af_xdp_on_kernel_virtio_net_and_e1000() {
         Some(N as u64),
         "after kill -9 and Ctrl-C: {after}"
     );
-}
-
-/// Frames from `mac` to pktgen's UDP port, whatever their size.
-fn udp_to_pktgen(frames: Vec<Vec<u8>>, mac: [u8; 6]) -> Vec<Vec<u8>> {
-    frames
-        .into_iter()
-        .filter(|f| {
-            f.len() >= 38
-                && f[6..12] == mac
-                && f[12..14] == [8, 0]
-                && f[23] == 17
-                && f[36..38] == [0x5a, 0x43]
-        })
-        .collect()
 }
 
 #[test]

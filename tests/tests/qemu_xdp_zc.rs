@@ -19,7 +19,7 @@
 
 use zcnic_qemu::{GuestKernel, GuestSpec, Nic};
 use zcnic_tests::qemu_suite::{
-    assert_pktgen_sequence, figure, guest_slot, nic_mac, read_pcap, spec, tail,
+    assert_pktgen_sequence, figure, guest_slot, nic_mac, read_pcap, spec, tail, udp_to_pktgen,
 };
 
 const E1000: &str = "0000:00:02.0";
@@ -30,20 +30,6 @@ const IGB: &str = "0000:00:04.0";
 const N: usize = 1000;
 /// Frames the e1000 sends to the socket.
 const RX: usize = 5000;
-
-/// Frames from `mac` to pktgen's UDP port, whatever their size.
-fn udp_to_pktgen(frames: Vec<Vec<u8>>, mac: [u8; 6]) -> Vec<Vec<u8>> {
-    frames
-        .into_iter()
-        .filter(|f| {
-            f.len() >= 38
-                && f[6..12] == mac
-                && f[12..14] == [8, 0]
-                && f[23] == 17
-                && f[36..38] == [0x5a, 0x43]
-        })
-        .collect()
-}
 
 /// What `zcnic list`, pktgen, dump and `stats --xdp-copy` printed; the igb's list and
 /// pktgen where the guest has one.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use zcnic::xdp::XdpPort;
 use zcnic::{Config, Nic, Packet};
 use zcnic_tests::conformance::ETHERTYPE;
-use zcnic_tests::veth::{PacketSocket, VethPair};
+use zcnic_tests::veth::{receive_within, PacketSocket, VethPair};
 
 /// What each buffer is filled with once it is back in the pool.
 const MARK: u8 = 0x5a;
@@ -84,15 +84,9 @@ fn marked(pool: &std::sync::Arc<zcnic::Mempool>) -> Vec<Packet> {
     all
 }
 
-/// `n` frames received on `port` within 5 s.
+/// Frames received on `port` within 5 s, up to `n`.
 fn receive(port: &mut XdpPort, n: usize) -> usize {
-    let mut got = 0;
-    let until = Instant::now() + Duration::from_secs(5);
-    while got < n && Instant::now() < until {
-        let mut b = Vec::with_capacity(64);
-        got += port.rx_batch(&mut b, 64);
-    }
-    got
+    receive_within(port, n, Duration::from_secs(5)).len()
 }
 
 #[test]

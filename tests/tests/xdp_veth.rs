@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use zcnic::xdp::XdpPort;
 use zcnic::{Config, Nic};
 use zcnic_tests::conformance::ETHERTYPE;
-use zcnic_tests::veth::{ip, PacketSocket, VethPair};
+use zcnic_tests::veth::{ip, receive_within, PacketSocket, VethPair};
 
 /// Frame `i`: broadcast, ETHERTYPE, the index, then a pattern; 60 to 1514 bytes.
 fn frame(i: usize) -> Vec<u8> {
@@ -23,13 +23,7 @@ fn frame(i: usize) -> Vec<u8> {
 
 /// `n` frames received on `port` within 5 s (fails with fewer).
 fn receive(port: &mut XdpPort, n: usize) -> Vec<zcnic::Packet> {
-    let mut got = Vec::with_capacity(n);
-    let until = Instant::now() + Duration::from_secs(5);
-    while got.len() < n && Instant::now() < until {
-        let mut b = Vec::with_capacity(64);
-        port.rx_batch(&mut b, 64);
-        got.extend(b);
-    }
+    let got = receive_within(port, n, Duration::from_secs(5));
     assert_eq!(got.len(), n, "frames received through AF_XDP");
     got
 }
