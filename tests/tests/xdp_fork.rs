@@ -6,7 +6,7 @@
 //! Needs root, like `xdp_veth.rs`, on a veth pair in a namespace this test makes.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zcnic::xdp::XdpPort;
 use zcnic::{Config, Nic, Packet};
 use zcnic_tests::conformance::ETHERTYPE;
