@@ -195,3 +195,104 @@ fn probe(ifindex: u32, queue: u32, page: usize) -> io::Result<()> {
     }
     sys::bind(&sock, ifindex, queue, sys::XDP_COPY)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::init::Queue;
+    use super::super::sys;
+    use super::*;
+
+    /// A queue of `count` buffers over fake rings whose map is `map`, holding one buffer
+    /// in its fill ring at the close; the pool's free count after the drop.
+    fn free_after_close(map: Option<(OwnedFd, u32)>) -> usize {
+        let umem = Umem::new("zcfake0", 64).unwrap();
+        let mut q = Queue::fake(&umem);
+        if let Some(m) = map {
+            q.shared.map.set(m).unwrap();
+        }
+        let p = umem.pool().alloc().unwrap();
+        q.rx.held.hold(umem.chunk_of(&p).unwrap(), p).unwrap();
+        q.shared.leave(&mut q.rx.held);
+        drop(q);
+        umem.pool().free_count()
+    }
+
+    #[test]
+    fn buffers_go_back_once_the_socket_is_out_of_its_map() {
+        // Needs root (CAP_BPF), as every AF_XDP test here does.
+        let map = sys::xskmap_create(2).expect("an XSKMAP");
+        assert_eq!(free_after_close(Some((map, 1))), 64);
+        assert_eq!(free_after_close(None), 64, "never in a map");
+        sys::rcu_grace_period().expect("an RCU grace period");
+    }
+
+    /// Installs, on the calling thread only, a seccomp filter under which `membarrier`
+    /// fails with EINVAL without running, as `MEMBARRIER_CMD_GLOBAL` does on a kernel
+    /// booted with nohz_full. (Returning 0 unrun instead would be what the command
+    /// does with one CPU online, grace period or not.)
+    fn membarrier_refused_on_this_thread() {
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        const RET_ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO
+        const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+        let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        let mut filter = [
+            insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+            insn(JEQ_K, 0, 1, libc::SYS_membarrier as u32),
+            insn(RET_K, 0, 0, RET_ERRNO | libc::EINVAL as u32),
+            insn(RET_K, 0, 0, RET_ALLOW),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_mut_ptr(),
+        };
+        // The kernel copies the program; without SECCOMP_FILTER_FLAG_TSYNC the filter and
+        // no_new_privs bind this thread alone, which the caller spawned for the test.
+        // SAFETY: prctl with integer arguments, then with a pointer to `prog`, a live
+        // sock_fprog whose `filter` points at `filter`, both outliving the call.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog
+                ),
+                0,
+                "seccomp: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[test]
+    fn regression_buffers_go_back_where_membarrier_global_waits_for_nothing() {
+        // membarrier(MEMBARRIER_CMD_GLOBAL) is no grace period one can count on: EINVAL
+        // under nohz_full, and with one CPU online it returns at once, which on a
+        // preemptible kernel (PREEMPT_RT, or preempt=full with a receive path not
+        // in softirq) leaves a preempted reader that already found the socket. The close
+        // must wait out a grace period by other means; here, with membarrier refused,
+        // it still does, and gives the buffers back.
+        std::thread::spawn(|| {
+            membarrier_refused_on_this_thread();
+            // SAFETY: plain system call; the filter answers it without running it.
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, 1, 0, 0) };
+            assert_eq!(r, -1, "membarrier refused on this thread");
+            let map = sys::xskmap_create(2).expect("an XSKMAP");
+            assert_eq!(free_after_close(Some((map, 1))), 64);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn buffers_stay_out_of_the_pool_when_the_socket_may_still_be_in_a_map() {
+        // A key past the map's end, and an fd that is no map: the deletion fails, so the
+        // kernel might still redirect frames into them.
+        let map = sys::xskmap_create(1).expect("an XSKMAP");
+        assert_eq!(free_after_close(Some((map, 1))), 63);
+        let not_a_map = std::fs::File::open("/dev/null").unwrap().into();
+        assert_eq!(free_after_close(Some((not_a_map, 0))), 63);
+    }
+}

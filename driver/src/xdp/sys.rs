@@ -2,9 +2,9 @@
 //! redirect program and attach it with a bpf_link; the XSK socket's options, its rings
 //! mapped into this process, and the UMEM; the interface's own ioctls (flags, RSS) are in
 //! `sys/iface.rs`, what its driver can do with XDP (generic netlink) in `sys/netdev.rs`.
-//! Every
-//! `unsafe` block of `zcnic::xdp` lives here. Layouts follow the kernel's uapi headers
-//! (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by size below.
+//! Every `unsafe` block of `zcnic::xdp` outside its tests lives here. Layouts follow the
+//! kernel's uapi headers (`linux/if_xdp.h`, `linux/bpf.h`, `linux/if_link.h`), checked by
+//! size below.
 
 mod iface;
 mod netdev;
