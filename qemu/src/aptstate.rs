@@ -4,21 +4,15 @@
 //! what `apt-get install` picks on the machine, is left alone.
 //!
 //! The sources entry is the host's own Debian entry (its `URIs:` and `Signed-By:`) with
-//! the suite changed, as for bookworm-backports ([`crate::backports::suite_entry`]).
+//! the suite changed, as for bookworm-backports ([`crate::backports::host_entry`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backports::suite_entry;
+use crate::backports::host_entry;
 use crate::deps::{apt, output};
 use crate::Error;
-
-/// The host's apt entries a suite's entry is copied from.
-const HOST_SOURCES: [&str; 2] = [
-    "/etc/apt/sources.list.d/debian.sources",
-    "/etc/apt/sources.list",
-];
 
 /// apt with its sources and lists in `dir`, for `suite` only.
 #[derive(Debug, Clone)]
@@ -60,14 +54,10 @@ impl AptState {
 
     /// Writes the suite's sources entry and runs `apt-get update` on this state.
     pub fn update(&self) -> Result<(), Error> {
-        let entry = HOST_SOURCES
-            .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
-            .find_map(|t| suite_entry(&t, self.suite))
-            .ok_or_else(|| Error::Missing {
-                what: format!("a Debian apt entry to copy for {}", self.suite),
-                fix: "a Debian machine with its mirror in /etc/apt".into(),
-            })?;
+        let entry = host_entry(self.suite).ok_or_else(|| Error::Missing {
+            what: format!("a Debian apt entry to copy for {}", self.suite),
+            fix: "a Debian machine with its mirror in /etc/apt".into(),
+        })?;
         let parts = self.dir.join("sources.list.d");
         for d in [
             parts.clone(),

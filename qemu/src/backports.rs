@@ -26,15 +26,26 @@ pub fn version(qemu: &Path) -> Option<(u32, u32)> {
     parse_version(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// A deb822 entry for bookworm-backports made from `existing` (the machine's Debian
-/// `.sources` file): its first stanza whose suites include `bookworm`, with only the
-/// suites changed; or, from a one-line `sources.list`, its first `deb … bookworm …` line
-/// turned into one stanza. `None` when there is no bookworm entry to copy.
-pub fn backports_entry(existing: &str) -> Option<String> {
-    suite_entry(existing, "bookworm-backports")
+/// The machine's apt entries a suite's entry is copied from.
+const HOST_SOURCES: [&str; 2] = [
+    "/etc/apt/sources.list.d/debian.sources",
+    "/etc/apt/sources.list",
+];
+
+/// [`suite_entry`] made from the first of the machine's apt files that has a bookworm
+/// entry to copy.
+pub fn host_entry(suite: &str) -> Option<String> {
+    HOST_SOURCES
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|t| suite_entry(&t, suite))
 }
 
-/// [`backports_entry`] for any `suite` of the same archive (`trixie-backports`).
+/// A deb822 entry for `suite` (bookworm-backports, trixie-backports) made from `existing`
+/// (the machine's Debian `.sources` file): its first stanza whose suites include
+/// `bookworm`, with only the suites changed; or, from a one-line `sources.list`, its first
+/// `deb … bookworm …` line turned into one stanza. `None` when there is no bookworm entry
+/// to copy.
 pub fn suite_entry(existing: &str, suite: &str) -> Option<String> {
     for stanza in existing.split("\n\n") {
         let lines: Vec<&str> = stanza
@@ -96,14 +107,7 @@ pub fn ensure_recent_qemu() -> Result<(), Error> {
         });
     }
     if !Path::new(SOURCE).exists() {
-        let existing = [
-            "/etc/apt/sources.list.d/debian.sources",
-            "/etc/apt/sources.list",
-        ]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .find_map(|t| backports_entry(&t))
-        .ok_or_else(|| Error::Missing {
+        let existing = host_entry("bookworm-backports").ok_or_else(|| Error::Missing {
             what: "a Debian bookworm apt entry to copy for bookworm-backports".into(),
             fix: fix.clone(),
         })?;
@@ -157,14 +161,17 @@ mod tests {
     fn the_backports_entry_copies_the_machines_own_debian_entry() {
         let deb822 = "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n";
         assert_eq!(
-            backports_entry(deb822).unwrap(),
+            suite_entry(deb822, "bookworm-backports").unwrap(),
             "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
         );
         let list = "# old style\ndeb http://mirror.example/debian-security bookworm-security main\ndeb [arch=amd64] http://mirror.example/debian bookworm main contrib\n";
         assert_eq!(
-            backports_entry(list).unwrap(),
+            suite_entry(list, "bookworm-backports").unwrap(),
             "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm-backports\nComponents: main contrib\n"
         );
-        assert_eq!(backports_entry("Types: deb\nSuites: trixie\n"), None);
+        assert_eq!(
+            suite_entry("Types: deb\nSuites: trixie\n", "bookworm-backports"),
+            None
+        );
     }
 }
