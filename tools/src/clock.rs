@@ -22,6 +22,16 @@ const MIN_SPAN_NS: u64 = 500_000;
 /// The longest window in cycles: [`ANCHOR_NS`] at 10 GHz. A rate spoiled by a TSC that
 /// jumped forward cannot stretch the window (and slow the clock) for longer than that.
 const MAX_WINDOW: u64 = ANCHOR_NS * 10;
+/// How long one system clock read may take, TSC to TSC around it, for the pair to count.
+/// A thread held up inside the read (preempted by the host, or in a TCG guest waiting for
+/// the QEMU lock the HPET read takes) pairs a late time with an early count, and a rate
+/// measured from such a pair is off by the hold-up over a whole window: 3 ms in a 20 ms
+/// window ran the clock 15% fast, and `replay` sent gaps that much short. 100 µs keeps
+/// the rate within 0.5%.
+const SAMPLE_SLACK_NS: u64 = 100_000;
+/// How many reads a measurement tries for one within [`SAMPLE_SLACK_NS`] before it keeps
+/// the rate it has and tries again an eighth of a window later.
+const SAMPLE_TRIES: u32 = 4;
 
 /// Nanoseconds since a start, for a busy loop: cheap to read on every burst, never going
 /// backwards, and within a fraction of a percent of the system clock.
@@ -65,8 +75,12 @@ impl LoopClock {
             last: 0,
         };
         if HAS_TSC {
+            let pair = c.sample(|| (tsc(), epoch.elapsed().as_nanos() as u64, tsc()));
+            if let Some((t, ns)) = pair {
+                (c.anchor_tsc, c.anchor_ns) = (t, ns);
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
-            c.measure(tsc());
+            c.measure();
         }
         c
     }
@@ -86,7 +100,7 @@ impl LoopClock {
         // A TSC that went backwards (another CPU's) wraps to a huge count: measure again.
         let cycles = t.wrapping_sub(self.anchor_tsc);
         if cycles >= self.window {
-            return self.measure(t);
+            return self.measure();
         }
         let ns =
             self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64;
@@ -113,13 +127,58 @@ impl LoopClock {
         self.last
     }
 
-    /// Reads the system clock and, when the window since the anchor is long enough,
-    /// re-measures the rate over it and starts a new window at TSC `t`. A TSC that went
-    /// backwards starts a new window without a rate; a span too short to trust keeps the
-    /// anchor, so the next call measures a longer one.
+    /// Reads the system clock with the TSC around it and re-measures the rate from that
+    /// pair ([`apply`](Self::apply)). When no read in [`SAMPLE_TRIES`] was quick enough to
+    /// pair, the rate and anchor stay and the window grows by an eighth, so the loop
+    /// tries again soon without paying the reads on every call.
     #[cold]
-    fn measure(&mut self, t: u64) -> u64 {
-        let ns = self.epoch.elapsed().as_nanos() as u64;
+    fn measure(&mut self) -> u64 {
+        let epoch = self.epoch;
+        let pair = self.sample(|| {
+            let before = tsc();
+            let ns = epoch.elapsed().as_nanos() as u64;
+            (before, ns, tsc())
+        });
+        self.take(pair)
+    }
+
+    /// [`apply`](Self::apply)s a pair; without one, keeps the rate and anchor and grows
+    /// the window by an eighth (a clock with no rate yet reads the system clock).
+    fn take(&mut self, pair: Option<(u64, u64)>) -> u64 {
+        if let Some((t, ns)) = pair {
+            return self.apply(t, ns);
+        }
+        if self.window == 0 {
+            return self.system_ns();
+        }
+        self.window = self
+            .window
+            .saturating_add(self.window / 8)
+            .min(MAX_WINDOW.max(self.window));
+        let cycles = tsc().wrapping_sub(self.anchor_tsc).min(self.window);
+        let ns =
+            self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64;
+        self.last = self.last.max(ns);
+        self.last
+    }
+
+    /// A TSC count and the system clock's nanoseconds at it (the middle of the counts
+    /// `read` gives before and after its clock read), from the first of [`SAMPLE_TRIES`]
+    /// reads that took at most [`SAMPLE_SLACK_NS`].
+    fn sample(&self, mut read: impl FnMut() -> (u64, u64, u64)) -> Option<(u64, u64)> {
+        let slack = ((u128::from(SAMPLE_SLACK_NS) << 32) / u128::from(self.ns_per_cycle)) as u64;
+        (0..SAMPLE_TRIES).find_map(|_| {
+            let (before, ns, after) = read();
+            let took = after.wrapping_sub(before);
+            (took <= slack).then(|| (before.wrapping_add(took / 2), ns))
+        })
+    }
+
+    /// Takes the system clock's `ns` at TSC `t` and, when the window since the anchor is
+    /// long enough, re-measures the rate over it and starts a new window at `t`. A TSC
+    /// that went backwards starts a new window without a rate; a span too short to trust
+    /// keeps the anchor, so the next call measures a longer one.
+    fn apply(&mut self, t: u64, ns: u64) -> u64 {
         let (dns, dt) = (
             ns.saturating_sub(self.anchor_ns),
             t.wrapping_sub(self.anchor_tsc),
@@ -222,7 +281,7 @@ mod tests {
         let (before, rate) = (c.now_ns(), c.ns_per_cycle);
         // A TSC far behind the anchor, as from a CPU whose counter lags.
         let t = c.anchor_tsc.wrapping_sub(1000);
-        let ns = c.measure(t);
+        let ns = c.apply(t, c.epoch.elapsed().as_nanos() as u64);
         assert!(ns >= before);
         assert_eq!((c.anchor_tsc, c.ns_per_cycle), (t, rate));
     }
@@ -233,7 +292,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         // A counter 2^50 cycles ahead: the rate it gives is far too small, but the window
         // stays bounded, so the next measurement comes within MAX_WINDOW cycles.
-        c.measure(c.anchor_tsc.wrapping_add(1 << 50));
+        let ns = c.epoch.elapsed().as_nanos() as u64;
+        c.apply(c.anchor_tsc.wrapping_add(1 << 50), ns);
         assert!(c.window <= MAX_WINDOW);
         assert!(c.ns_per_cycle >= 1);
     }
@@ -242,10 +302,75 @@ mod tests {
     fn a_short_span_keeps_the_anchor() {
         let mut c = LoopClock::new();
         let anchor = (c.anchor_ns, c.anchor_tsc, c.ns_per_cycle);
-        c.measure(c.anchor_tsc.wrapping_add(10));
+        let ns = c.epoch.elapsed().as_nanos() as u64;
+        c.apply(c.anchor_tsc.wrapping_add(10), ns);
         // Well under MIN_SPAN_NS since new() measured: nothing to learn from it.
         if c.epoch.elapsed().as_nanos() as u64 - anchor.0 < MIN_SPAN_NS {
             assert_eq!((c.anchor_ns, c.anchor_tsc, c.ns_per_cycle), anchor);
         }
+    }
+
+    /// A clock at 1 ns a cycle, anchored at (0, 0), as a measurement left it.
+    fn at_one_ghz() -> LoopClock {
+        let mut c = LoopClock::new();
+        (c.anchor_ns, c.anchor_tsc, c.ns_per_cycle, c.window) = (0, 0, 1 << 32, ANCHOR_NS);
+        c.last = 0;
+        c
+    }
+
+    #[test]
+    fn a_clock_read_held_up_is_read_again_and_the_quick_one_pairs() {
+        let c = at_one_ghz();
+        // Three reads held up 3 ms (the count after is 3 ms past the one before), then a
+        // quick one: the pair is the quick read's, at the middle of its counts.
+        let mut reads = [
+            (20_000_000, 20_000_000, 23_000_000),
+            (23_000_100, 23_003_000, 26_000_000),
+            (26_000_100, 26_000_200, 26_200_101),
+            (26_300_000, 26_300_040, 26_300_080),
+        ]
+        .into_iter();
+        let pair = c.sample(|| reads.next().unwrap());
+        assert_eq!(pair, Some((26_300_040, 26_300_040)));
+    }
+
+    #[test]
+    fn with_every_read_held_up_the_rate_stays_and_the_window_grows() {
+        let mut c = at_one_ghz();
+        let mut n = 0;
+        let pair = c.sample(|| {
+            n += 1;
+            (20_000_000, 23_000_000, 23_000_000)
+        });
+        assert_eq!((pair, n), (None, SAMPLE_TRIES));
+        c.take(None);
+        assert_eq!((c.anchor_ns, c.anchor_tsc, c.ns_per_cycle), (0, 0, 1 << 32));
+        assert_eq!(c.window, ANCHOR_NS + ANCHOR_NS / 8);
+    }
+
+    #[test]
+    fn a_pair_held_up_would_have_run_the_clock_fast_and_a_quick_one_does_not() {
+        // What the slack guards against: a system clock read 3 ms late at the end of a
+        // 20 ms window gives a rate 15% high for the next window.
+        let mut late = at_one_ghz();
+        late.apply(ANCHOR_NS, ANCHOR_NS + 3_000_000);
+        let fast = late.ns_per_cycle as f64 / (1u64 << 32) as f64;
+        assert!((fast - 1.15).abs() < 0.001, "{fast}");
+        // The same read with the counts around it: refused, and the rate is the one the
+        // next quick read gives.
+        let mut c = at_one_ghz();
+        let mut reads = [
+            (ANCHOR_NS, ANCHOR_NS + 3_000_000, ANCHOR_NS + 3_000_000),
+            (
+                ANCHOR_NS + 3_000_100,
+                ANCHOR_NS + 3_000_120,
+                ANCHOR_NS + 3_000_140,
+            ),
+        ]
+        .into_iter();
+        let pair = c.sample(|| reads.next().unwrap());
+        c.take(pair);
+        let rate = c.ns_per_cycle as f64 / (1u64 << 32) as f64;
+        assert!((rate - 1.0).abs() < 1e-6, "{rate}");
     }
 }
