@@ -148,6 +148,16 @@ fn replay_sends_a_capture_byte_for_byte_in_time_and_in_loops() {
     let mut sorted: Vec<f64> = off.iter().map(|o| o.abs()).collect();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    let mut signed = off.clone();
+    signed.sort_by(f64::total_cmp);
+    eprintln!(
+        "signed gap error: p5 {:.2}%, p25 {:.2}%, median {:.2}%, p75 {:.2}%, p95 {:.2}%",
+        signed[signed.len() * 5 / 100] * 100.0,
+        signed[signed.len() / 4] * 100.0,
+        signed[signed.len() / 2] * 100.0,
+        signed[signed.len() * 3 / 4] * 100.0,
+        signed[signed.len() * 95 / 100] * 100.0
+    );
     let within = sorted.iter().filter(|&&o| o <= 0.05).count();
     eprintln!(
         "replay gaps on the host vs the capture's: median {:.2}%, p99 {:.2}%, worst {:.2}%; {within} of {} within 5%",
