@@ -76,7 +76,8 @@ fn rx_dump_receives_every_frame_from_a_second_nic() {
     // interrupt and then catches up in a burst. Once the ring has filled, the frames
     // queued in QEMU are delivered by dump's own ring-tail writes, so dump's vCPU pays
     // for the device model too and never catches up: at 100k with the host's two cores
-    // busy, 4 of 14 boots lost 2 304-6 369 frames that way (poll: 0 of 4); at 50k, 0 of 8.
+    // busy, 4 of 14 boots lost frames that way (MPC 2 304-6 369 where it was read; poll:
+    // 0 of 4); at 50k, 0 of 8.
     let nics = vec![Nic::new("e1000", 1, true), Nic::new("e1000", 1, false)];
     let run = boot("e1000-rx", nics, &script);
 
