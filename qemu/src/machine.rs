@@ -107,6 +107,57 @@ fn run_inner(
     validate(spec)?;
     let prepared = crate::prepare_for(spec.kernel)?;
     let _one = ONE_GUEST.lock().unwrap_or_else(PoisonError::into_inner);
+    if watch.is_some() {
+        return run_once(spec, files, &prepared, watch).map_err(Attempt::into_error);
+    }
+    match run_once(spec, files, &prepared, None) {
+        Err(Attempt::QemuCrashed(e)) => {
+            // QEMU's own bug, not the guest's: CI saw `iotlb_to_section: Assertion
+            // section_index < d->map.sections_nb failed` while SeaBIOS ran. Said loudly,
+            // and tried once more; a second crash fails the run.
+            eprintln!(
+                "zcnic-qemu: QEMU crashed before guest `{}` reached its scenario; booting it once more:\n{e}",
+                spec.name
+            );
+            run_once(spec, files, &prepared, None).map_err(Attempt::into_error)
+        }
+        other => other.map_err(Attempt::into_error),
+    }
+}
+
+/// How one boot failed.
+enum Attempt {
+    /// QEMU died of a signal before the guest printed its scenario's start marker.
+    QemuCrashed(Error),
+    Failed(Error),
+}
+
+impl Attempt {
+    fn into_error(self) -> Error {
+        match self {
+            Attempt::QemuCrashed(e) | Attempt::Failed(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Attempt {
+    fn from(e: Error) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+/// QEMU died of a signal (`status` as [`Console`] words it) before the guest printed its
+/// scenario's start marker (`boot_time`): nothing of the scenario ran.
+fn crashed_before_scenario(boot_time: Option<Duration>, status: &str) -> bool {
+    boot_time.is_none() && status.starts_with("QEMU signal:")
+}
+
+fn run_once(
+    spec: &GuestSpec,
+    files: &[(PathBuf, String)],
+    prepared: &crate::prepare::Prepared,
+    watch: Option<Watch<'_>>,
+) -> Result<GuestRun, Attempt> {
     let dir = RunDir {
         root: harness_dir().join("runs").join(&spec.name),
     };
@@ -158,18 +209,24 @@ fn run_inner(
             Some(_) => spec.timeout,
             None => BOOT_LIMIT,
         };
-        return Err(Error::Timeout {
+        return Err(Attempt::Failed(Error::Timeout {
             name: spec.name.clone(),
             secs: limit.as_secs(),
             tail: tail(),
-        });
+        }));
     }
     let Some(exit_code) = console.exit_code else {
         let status = console.qemu_status.clone();
-        return Err(Error::NoExit {
+        let crashed = crashed_before_scenario(console.boot_time, &status);
+        let e = Error::NoExit {
             name: spec.name.clone(),
             status,
             tail: tail(),
+        };
+        return Err(if crashed {
+            Attempt::QemuCrashed(e)
+        } else {
+            Attempt::Failed(e)
         });
     };
     let mut tar = Command::new("tar");
@@ -475,6 +532,27 @@ fn spawn_reader(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_qemu_killed_by_a_signal_before_the_scenario_is_booted_again() {
+        let abort = "QEMU signal: 6 (SIGABRT), stderr: qemu-system-x86_64: system/physmem.c:2678: \
+                     iotlb_to_section: Assertion `section_index < d->map.sections_nb' failed.";
+        assert!(crashed_before_scenario(None, abort));
+        // Once the scenario began, a crash is the run's result.
+        assert!(!crashed_before_scenario(
+            Some(Duration::from_secs(9)),
+            abort
+        ));
+        // QEMU exiting by itself (a bad option, a guest poweroff) is not a crash.
+        assert!(!crashed_before_scenario(
+            None,
+            "QEMU exit status: 1, stderr: signal"
+        ));
+        assert!(!crashed_before_scenario(
+            None,
+            "QEMU closed its console but did not exit; killed"
+        ));
+    }
     use crate::Nic;
 
     fn spec(nics: Vec<Nic>, iommu: bool) -> GuestSpec {
