@@ -75,7 +75,7 @@ impl LoopClock {
             last: 0,
         };
         if HAS_TSC {
-            let pair = c.sample(|| (tsc(), epoch.elapsed().as_nanos() as u64, tsc()));
+            let pair = c.sample(|| read_pair(epoch));
             if let Some((t, ns)) = pair {
                 (c.anchor_tsc, c.anchor_ns) = (t, ns);
             }
@@ -102,10 +102,14 @@ impl LoopClock {
         if cycles >= self.window {
             return self.measure();
         }
-        let ns =
-            self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64;
-        self.last = self.last.max(ns);
+        self.last = self.last.max(self.since_anchor(cycles));
         self.last
+    }
+
+    /// The time `cycles` after the anchor, at the measured rate.
+    #[inline]
+    fn since_anchor(&self, cycles: u64) -> u64 {
+        self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64
     }
 
     /// Spins until `ns` (since the start) and returns the time then. A sender whose device
@@ -134,11 +138,7 @@ impl LoopClock {
     #[cold]
     fn measure(&mut self) -> u64 {
         let epoch = self.epoch;
-        let pair = self.sample(|| {
-            let before = tsc();
-            let ns = epoch.elapsed().as_nanos() as u64;
-            (before, ns, tsc())
-        });
+        let pair = self.sample(|| read_pair(epoch));
         self.take(pair)
     }
 
@@ -151,14 +151,10 @@ impl LoopClock {
         if self.window == 0 {
             return self.system_ns();
         }
-        self.window = self
-            .window
-            .saturating_add(self.window / 8)
-            .min(MAX_WINDOW.max(self.window));
+        // `apply` keeps the window within MAX_WINDOW; so does this.
+        self.window = (self.window + self.window / 8).min(MAX_WINDOW);
         let cycles = tsc().wrapping_sub(self.anchor_tsc).min(self.window);
-        let ns =
-            self.anchor_ns + ((u128::from(cycles) * u128::from(self.ns_per_cycle)) >> 32) as u64;
-        self.last = self.last.max(ns);
+        self.last = self.last.max(self.since_anchor(cycles));
         self.last
     }
 
@@ -195,6 +191,14 @@ impl LoopClock {
         self.last = self.last.max(ns);
         self.last
     }
+}
+
+/// The TSC, the system clock's nanoseconds since `epoch`, the TSC again: one read and how
+/// long it took.
+fn read_pair(epoch: Instant) -> (u64, u64, u64) {
+    let before = tsc();
+    let ns = epoch.elapsed().as_nanos() as u64;
+    (before, ns, tsc())
 }
 
 #[cfg(target_arch = "x86_64")]
